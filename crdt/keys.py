@@ -1,0 +1,183 @@
+"""The key layout: the one module that builds keys, all of them tuple-packed (``fdb.tuple``).
+
+``fdb.tuple`` is used only for its pure encoding; a versionstamp element is written here
+as the tuple layer's code 0x33 followed by 12 bytes, because packing an incomplete
+``fdb.tuple.Versionstamp`` needs libfdb_c loaded. The bytes are identical to what FDB's
+``pack_with_versionstamp`` produces, so keys written by either engine read the same.
+
+Layout (see README for the table)::
+
+    (format,)                          -> layer format {major, minor}
+    (dirseq,)                          -> last allocated tenant number
+    (dir, tenant)                      -> tenant record {n, created}
+    T = (t, n)                         tenant prefix; nothing outside it but the above
+    T + (doc, project, path)           -> doc meta {id, created}
+    D = T + (d, project, doc_id)
+    D + (u, vs, part)                  -> chunk of msgpack {update, user, client, session, ms}
+    D + (s, vs, part)                  -> chunk of snapshot state as of vs (inclusive)
+    D + (t, ms, vs)                    -> b''  time index
+    D + (h, blake3-16)                 -> vs   idempotency index
+    D + (head,)                        -> vs   last update, watched by other instances
+    D + (n,) / D + (bytes,)            -> 8-byte little-endian counters (atomic add)
+    T + (conflict, project, vs)        -> conflict record
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+import fdb.tuple as _tuple
+
+from crdt.errors import BadPath
+from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
+
+VS_CODE = b"\x33"
+MAX_PATH_BYTES = 1024
+MAX_SEGMENT_BYTES = 255
+MAX_NAME_LEN = 64
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionstamp
+
+
+def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
+    """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""
+    out = bytearray(prefix)
+    run: list[Any] = []
+    for item in items:
+        if isinstance(item, Versionstamp):
+            if run:
+                out += _tuple.pack(tuple(run))
+                run = []
+            out += VS_CODE + item.raw
+        else:
+            run.append(item)
+    if run:
+        out += _tuple.pack(tuple(run))
+    return bytes(out)
+
+
+def pack_incomplete(
+    items: Sequence[Element], user: int, suffix: Sequence[Element] = (), prefix: bytes = b""
+) -> tuple[bytes, int]:
+    """Key ``prefix + items + <versionstamp placeholder> + suffix`` and the placeholder's offset.
+
+    The 10-byte placeholder is filled with the commit's transaction versionstamp by
+    ``Transaction.set_versionstamped_key``; ``user`` fills the 2 user bytes.
+    """
+    head = pack(items, prefix) + VS_CODE
+    offset = len(head)
+    return head + INCOMPLETE_TR + user.to_bytes(2, "big") + pack(suffix), offset
+
+
+def unpack(key: bytes, prefix: bytes = b"") -> tuple[Any, ...]:
+    """Unpack a key written by :func:`pack`; versionstamps come back as :class:`Versionstamp`."""
+    if not key.startswith(prefix):
+        raise ValueError("key is outside the given prefix")
+    items = _tuple.unpack(key[len(prefix) :])
+    return tuple(
+        Versionstamp(item.tr_version + item.user_version.to_bytes(2, "big"))
+        if isinstance(item, _tuple.Versionstamp)
+        else item
+        for item in items
+    )
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """The range of keys strictly inside a tuple prefix (FDB's ``range()`` convention)."""
+    return prefix + b"\x00", prefix + b"\xff"
+
+
+def key_after(key: bytes) -> bytes:
+    """The first key after ``key`` in memcmp order."""
+    return key + b"\x00"
+
+
+def strinc(prefix: bytes) -> bytes:
+    """The first key that does not start with ``prefix`` (FDB's ``strinc``)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        raise ValueError("prefix of only 0xff bytes has no successor")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+# --- names and paths -----------------------------------------------------------------
+
+
+def check_name(kind: str, name: str) -> str:
+    """Validate a tenant or project name: 1-64 of ``[A-Za-z0-9._-]``, not ``.``/``..``."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LEN:
+        raise BadPath(f"{kind} name must be 1 to {MAX_NAME_LEN} characters")
+    if not set(name) <= _NAME_CHARS or name in {".", ".."}:
+        raise BadPath(f"{kind} name {name!r} may only use letters, digits, '.', '_' and '-'")
+    return name
+
+
+def normalise_path(path: str) -> str:
+    """A document path as stored: a relative POSIX path in Unicode NFC.
+
+    Rejected with :class:`BadPath` (before any key is built): empty paths, absolute
+    paths, backslashes, NUL and other control characters, empty segments (``a//b``,
+    trailing ``/``), ``.`` and ``..`` segments, over-long paths or segments.
+    """
+    if not isinstance(path, str) or not path:
+        raise BadPath("document path is empty")
+    path = unicodedata.normalize("NFC", path)
+    if path.startswith("/"):
+        raise BadPath(f"document path must be relative: {path!r}")
+    if "\\" in path:
+        raise BadPath(f"document path must use '/' separators: {path!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise BadPath(f"document path contains a control character: {path!r}")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadPath(f"document path is longer than {MAX_PATH_BYTES} bytes")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPath(f"document path is not valid Unicode: {path!r}") from None
+    for segment in path.split("/"):
+        if segment in {"", ".", ".."}:
+            raise BadPath(f"document path has an empty, '.' or '..' segment: {path!r}")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise BadPath(f"document path segment longer than {MAX_SEGMENT_BYTES} bytes")
+    return path
+
+
+# --- the layout ----------------------------------------------------------------------
+
+FORMAT = pack(("format",))
+DIR_SEQ = pack(("dirseq",))
+
+
+def directory(tenant: str) -> bytes:
+    return pack(("dir", check_name("tenant", tenant)))
+
+
+def directory_range() -> tuple[bytes, bytes]:
+    return prefix_range(pack(("dir",)))
+
+
+def tenant_prefix(number: int) -> bytes:
+    return pack(("t", number))
+
+
+def doc_meta(tenant: bytes, project: str, path: str) -> bytes:
+    return pack(("doc", check_name("project", project), normalise_path(path)), tenant)
+
+
+def project_docs(tenant: bytes, project: str) -> tuple[bytes, bytes]:
+    return prefix_range(pack(("doc", check_name("project", project)), tenant))
+
+
+def doc_space(tenant: bytes, project: str, doc_id: int) -> bytes:
+    return pack(("d", check_name("project", project), doc_id), tenant)
+
+
+def conflict(tenant: bytes, project: str, vs: Versionstamp) -> bytes:
+    return pack(("conflict", check_name("project", project), vs), tenant)
+
+
+def conflicts(tenant: bytes, project: str) -> tuple[bytes, bytes]:
+    return prefix_range(pack(("conflict", check_name("project", project)), tenant))

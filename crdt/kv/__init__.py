@@ -1,0 +1,44 @@
+"""Ordered KV engines, chosen by URL.
+
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default store);
+  query options ``synchronous=FULL|NORMAL|OFF|EXTRA`` and ``readers=N``.
+- ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from crdt.errors import StoreError
+from crdt.kv.base import Committed, Engine, ReadTransaction, Transaction
+
+__all__ = ["Committed", "Engine", "ReadTransaction", "Transaction", "open_engine"]
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url``, not yet opened: use ``async with open_engine(url) as kv``."""
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "sqlite":
+        from crdt.kv.sqlite import SQLiteEngine
+
+        path = url.split("?", 1)[0][len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise StoreError(f"store URL {url!r} names no file: use sqlite:///path/to/weft.db")
+        unknown = set(options) - {"synchronous", "readers"}
+        if unknown:
+            raise StoreError(f"unknown sqlite store option(s): {', '.join(sorted(unknown))}")
+        try:
+            return SQLiteEngine(
+                path,
+                synchronous=options.get("synchronous", "FULL"),
+                readers=int(options.get("readers", "4")),
+            )
+        except ValueError as exc:
+            raise StoreError(f"bad store URL {url!r}: {exc}") from exc
+    if parts.scheme == "fdb":
+        from crdt.kv.fdb import FDBEngine
+
+        cluster = url.split("?", 1)[0][len("fdb://") :] or None
+        return FDBEngine(cluster)
+    raise StoreError(f"unknown store URL {url!r}: use sqlite:///path/to/weft.db or fdb://")

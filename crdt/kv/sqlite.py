@@ -1,0 +1,462 @@
+"""The embedded engine: one SQLite file in WAL mode, FDB semantics.
+
+- One writer thread owns the only write connection. It drains every transaction function
+  queued since its last commit into one SQLite transaction (one fsync): each function runs
+  in its own SAVEPOINT and gets its own batch order, which is exactly how FoundationDB
+  batches commits. A function that raises is rolled back alone.
+- Versionstamps are FDB's 10 bytes: an 8-byte commit counter kept in the same database
+  (read and bumped under the write lock, so several processes on one file stay ordered)
+  plus the 2-byte batch order.
+- Readers use their own connections in a small thread pool: WAL snapshots never block
+  the writer.
+- ``watch`` is served in-process right after each commit, and across processes by a
+  poller that checks ``PRAGMA data_version`` while anybody is watching.
+- Keys are BLOBs in a ``WITHOUT ROWID`` table: SQLite compares BLOBs with memcmp, the
+  order FDB uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from crdt.errors import FormatError, StoreError, TransactionTooLarge
+from crdt.kv.base import (
+    MAX_TRANSACTION,
+    Committed,
+    ReadTransaction,
+    Transaction,
+    add_le,
+    check_key,
+    check_offset,
+    check_value,
+    fill,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("weft.store")
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS engine (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+"""
+
+
+class _Reader:
+    """Reads on one connection; the base of the write transaction too."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, key: bytes) -> bytes | None:
+        row = self._conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def get_range(
+        self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        order = "DESC" if reverse else "ASC"
+        rows = self._conn.execute(
+            f"SELECT k, v FROM kv WHERE k >= ? AND k < ? ORDER BY k {order} LIMIT ?",
+            (begin, end, limit if limit > 0 else -1),
+        ).fetchall()
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+
+class _Writer(_Reader):
+    """A write transaction inside the writer's SQLite transaction (one SAVEPOINT)."""
+
+    def __init__(self, conn: sqlite3.Connection, tr_version: bytes) -> None:
+        super().__init__(conn)
+        self._tr_version = tr_version
+        self.size = 0
+        self.keys: set[bytes] = set()
+        self.ranges: list[tuple[bytes, bytes]] = []
+
+    def _count(self, key: bytes, value: bytes = b"") -> None:
+        check_key(key)
+        check_value(value)
+        self.size += len(key) + len(value)
+        if self.size > MAX_TRANSACTION:
+            raise TransactionTooLarge(
+                f"transaction writes more than {MAX_TRANSACTION} bytes"
+            )
+        self.keys.add(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._count(key, value)
+        self._conn.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (key, value))
+
+    def clear(self, key: bytes) -> None:
+        self._count(key)
+        self._conn.execute("DELETE FROM kv WHERE k = ?", (key,))
+
+    def clear_range(self, begin: bytes, end: bytes) -> None:
+        check_key(begin)
+        check_key(end)
+        self.size += len(begin) + len(end)
+        self.ranges.append((begin, end))
+        self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
+
+    def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
+        check_offset(key, offset)
+        self.set(fill(key, offset, self._tr_version), value)
+
+    def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
+        check_offset(value, offset)
+        self.set(key, fill(value, offset, self._tr_version))
+
+    def add(self, key: bytes, delta: int) -> None:
+        self.set(key, add_le(self.get(key), delta))
+
+
+@dataclass
+class _Request:
+    fn: Callable[[Transaction], Any]
+    future: Future[Committed[Any]] = field(default_factory=Future)
+
+
+@dataclass
+class _Watch:
+    key: bytes
+    last: bytes | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[bytes | None]
+
+    def offer(self, value: bytes | None) -> None:
+        """Resolve (from any thread) if ``value`` differs from what the watcher had."""
+        if value != self.last:
+            self.loop.call_soon_threadsafe(self._resolve, value)
+
+    def _resolve(self, value: bytes | None) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
+
+
+class SQLiteEngine:
+    """FDB-shaped ordered KV on one SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        readers: int = 4,
+        poll_interval: float = 0.01,
+        busy_timeout: float = 30.0,
+        max_batch: int = 1000,
+    ) -> None:
+        sync = synchronous.upper()
+        if sync not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.synchronous = sync
+        self._poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
+        self._max_batch = max_batch
+        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._writer_thread: threading.Thread | None = None
+        self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
+        self._reader_count = readers
+        self._pool: ThreadPoolExecutor | None = None
+        self._watches: dict[bytes, list[_Watch]] = {}
+        self._watch_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._opened = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> SQLiteEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        await asyncio.to_thread(self._open_sync)
+        self._opened = True
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return conn
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer = self._connect()
+            mode = writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")
+            writer.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    writer.execute(statement)
+            self._check_format(writer)
+            writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._writer_conn = writer
+        for _ in range(self._reader_count):
+            reader = self._connect()
+            reader.execute("PRAGMA query_only=1")
+            self._readers.put(reader)
+        self._pool = ThreadPoolExecutor(self._reader_count, thread_name_prefix="weft-read")
+        self._writer_thread = threading.Thread(
+            target=self._write_loop, name="weft-write", daemon=True
+        )
+        self._writer_thread.start()
+
+    def _check_format(self, conn: sqlite3.Connection) -> None:
+        rows = dict(conn.execute("SELECT name, value FROM engine").fetchall())
+        if "format_major" not in rows:
+            conn.executemany(
+                "INSERT INTO engine (name, value) VALUES (?, ?)",
+                [("format_major", FORMAT_MAJOR), ("format_minor", FORMAT_MINOR), ("commit", 0)],
+            )
+            return
+        major, minor = rows["format_major"], rows.get("format_minor", 0)
+        if major > FORMAT_MAJOR:
+            conn.execute("ROLLBACK")
+            raise FormatError(
+                f"{self.path} uses store format {major}.{minor}, newer than this weft "
+                f"understands ({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade weft to open it"
+            )
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        self._closed.set()
+        self._requests.put(None)
+        await asyncio.to_thread(self._close_sync)
+        with self._watch_lock:
+            watches = [w for ws in self._watches.values() for w in ws]
+            self._watches.clear()
+        for w in watches:
+            w.loop.call_soon_threadsafe(w.future.cancel)
+
+    def _close_sync(self) -> None:
+        if self._writer_thread is not None:
+            self._writer_thread.join()
+        if self._poller is not None:
+            self._poller.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        while not self._readers.empty():
+            self._readers.get_nowait().close()
+        self._writer_conn.close()
+
+    # --- writes ----------------------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
+        if not self._opened:
+            raise StoreError("engine is not open")
+        request = _Request(fn)
+        self._requests.put(request)
+        return await asyncio.wrap_future(request.future)
+
+    def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
+        """``transact`` for threads that are not running an event loop."""
+        request = _Request(fn)
+        self._requests.put(request)
+        return request.future.result()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._requests.put(None)
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Request]) -> None:
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                outcomes, written = self._run_batch(batch)
+                break
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer_conn.execute("ROLLBACK")
+                if "locked" in str(exc) or "busy" in str(exc):
+                    if time.monotonic() < deadline:
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.1)
+                        continue
+                self._fail(batch, StoreError(f"commit failed: {exc}"))
+                return
+            except BaseException as exc:  # the writer thread must survive anything
+                log.exception("writer thread failed a batch")
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer_conn.execute("ROLLBACK")
+                self._fail(batch, StoreError(f"commit failed: {exc!r}"))
+                return
+        for request, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+        if written:
+            self._notify(written)
+
+    def _run_batch(
+        self, batch: list[_Request]
+    ) -> tuple[list[Committed[Any] | BaseException], list[_Writer]]:
+        conn = self._writer_conn
+        conn.execute("BEGIN IMMEDIATE")
+        counter = conn.execute("SELECT value FROM engine WHERE name = 'commit'").fetchone()[0] + 1
+        commit = counter.to_bytes(8, "big")
+        outcomes: list[Committed[Any] | BaseException] = []
+        written: list[_Writer] = []
+        for order, request in enumerate(batch):
+            tr = _Writer(conn, commit + order.to_bytes(2, "big"))
+            conn.execute("SAVEPOINT tr")
+            try:
+                result = request.fn(tr)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK TO tr")
+                conn.execute("RELEASE tr")
+                outcomes.append(exc)
+                continue
+            conn.execute("RELEASE tr")
+            wrote = bool(tr.keys or tr.ranges)
+            outcomes.append(Committed(result, tr._tr_version if wrote else None))
+            if wrote:
+                written.append(tr)
+        if written:
+            conn.execute("UPDATE engine SET value = ? WHERE name = 'commit'", (counter,))
+            conn.execute("COMMIT")
+        else:
+            conn.execute("ROLLBACK")
+        return outcomes, written
+
+    @staticmethod
+    def _fail(batch: list[_Request], exc: StoreError) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(exc)
+
+    # --- reads -----------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[ReadTransaction], T]) -> T:
+        if not self._opened or self._pool is None:
+            raise StoreError("engine is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[ReadTransaction], T]) -> T:
+        """``read`` for threads that are not running an event loop."""
+        conn = self._readers.get()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return fn(_Reader(conn))
+            finally:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+        finally:
+            self._readers.put(conn)
+
+    # --- watches ---------------------------------------------------------------------
+
+    async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        w = _Watch(key, last, loop, loop.create_future())
+        with self._watch_lock:
+            self._watches.setdefault(key, []).append(w)
+            if self._poller is None or not self._poller.is_alive():
+                self._poller = threading.Thread(
+                    target=self._poll_loop, name="weft-watch", daemon=True
+                )
+                self._poller.start()
+        try:
+            current = await self.read(lambda tr: tr.get(key))
+            if current != last:
+                return current
+            return await w.future
+        finally:
+            with self._watch_lock:
+                ws = self._watches.get(key, [])
+                if w in ws:
+                    ws.remove(w)
+                if not ws:
+                    self._watches.pop(key, None)
+
+    def _notify(self, written: list[_Writer]) -> None:
+        with self._watch_lock:
+            if not self._watches:
+                return
+            hit = [
+                w
+                for key, ws in self._watches.items()
+                if any(key in tr.keys or any(b <= key < e for b, e in tr.ranges) for tr in written)
+                for w in ws
+            ]
+        if hit:
+            reader = _Reader(self._writer_conn)
+            for w in hit:
+                w.offer(reader.get(w.key))
+
+    def _poll_loop(self) -> None:
+        """Cross-process watches: runs while anybody watches, polling ``data_version``."""
+        conn = self._connect()
+        try:
+            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            idle_since = time.monotonic()
+            while not self._closed.is_set():
+                time.sleep(self._poll_interval)
+                with self._watch_lock:
+                    watches = [w for ws in self._watches.values() for w in ws]
+                if not watches:
+                    if time.monotonic() - idle_since > 1.0:
+                        with self._watch_lock:
+                            if not self._watches:
+                                self._poller = None
+                                return
+                    continue
+                idle_since = time.monotonic()
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == seen:
+                    continue
+                seen = version
+                reader = _Reader(conn)
+                for w in watches:
+                    w.offer(reader.get(w.key))
+        except sqlite3.Error:
+            log.exception("watch poller stopped")
+        finally:
+            conn.close()
