@@ -1,0 +1,1 @@
+"""weft's sync server: y-websocket rooms over aiohttp on the shared data layer."""
