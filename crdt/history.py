@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 from blake3 import blake3
@@ -94,7 +95,7 @@ class Appended:
 class Replayed:
     """A document rebuilt at a version: its state and the last versionstamp in it."""
 
-    doc: Doc
+    doc: Doc[Any]
     versionstamp: Versionstamp | None
     updates_applied: int
 
@@ -430,7 +431,7 @@ def _replay_reads(
 
 
 def _build(snapshot: Snapshot | None, records: list[Record]) -> Replayed:
-    doc = Doc()
+    doc: Doc[Any] = Doc()
     vs = None
     if snapshot is not None:
         doc.apply_update(snapshot.state)

@@ -309,11 +309,11 @@ class SQLiteEngine:
             except sqlite3.OperationalError as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._writer_conn.execute("ROLLBACK")
-                if "locked" in str(exc) or "busy" in str(exc):
-                    if time.monotonic() < deadline:
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.1)
-                        continue
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if busy and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+                    continue
                 self._fail(batch, StoreError(f"commit failed: {exc}"))
                 return
             except BaseException as exc:  # the writer thread must survive anything

@@ -1,0 +1,150 @@
+"""Conflict records for offline branches: detect against the history, store, list, resolve.
+
+A device's offline branch is the updates it made while it had last seen the server at
+versionstamp ``base``. Once they are committed, :func:`detect_branch` rebuilds base,
+applies on one side the branch's updates (ours) and on the other what everybody else
+committed since base (theirs), and compares the changed lines (:mod:`crdt.conflicts`).
+Records live at ``T + (conflict, project, vs)`` where ``vs`` is the branch's first
+committed versionstamp, so detecting the same branch twice writes the same record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+from pycrdt import Doc, Text
+
+from crdt import keys
+from crdt.conflicts import ConflictRecord, Side, detect
+from crdt.errors import NotFound
+from crdt.history import Appended, DocRef, History, Record, now_ms
+from crdt.kv.base import Transaction
+from crdt.versionstamp import Versionstamp
+
+CONTENT = "content"
+MAX_SINCE_BASE = 200_000
+
+
+def _text(state: bytes, records: Iterable[Record]) -> str:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(state)
+    with doc.transaction():
+        for record in records:
+            doc.apply_update(record.update)
+    return str(doc.get(CONTENT, type=Text))
+
+
+async def detect_branch(
+    history: History,
+    doc: DocRef,
+    base: Versionstamp | None,
+    branch: Iterable[Appended],
+) -> ConflictRecord | None:
+    """The conflict record for a committed offline branch, or None when its edits are
+    disjoint from everything committed since ``base``. Nothing is written.
+
+    ``branch`` is what :meth:`History.append` returned for the branch's updates. An
+    update that was already in the log (``duplicate``: another device made the
+    byte-identical change, e.g. the same deletion) belongs to both sides.
+    """
+    appended = list(branch)
+    mine = {a.versionstamp for a in appended}
+    shared = {a.versionstamp for a in appended if a.duplicate}
+    if not mine:
+        return None
+    base_state = (await history.replay(doc, base)).state() if base else Doc().get_update()
+    since = await history.updates(doc, after=base, limit=MAX_SINCE_BASE)
+    ours = [r for r in since if r.versionstamp in mine]
+    theirs = [r for r in since if r.versionstamp not in mine or r.versionstamp in shared]
+    if not ours or not theirs:
+        return None
+    base_text = _text(base_state, [])
+    regions = detect(base_text, _text(base_state, ours), _text(base_state, theirs))
+    if not regions:
+        return None
+    return ConflictRecord(
+        id=min(mine - shared or mine).hex(),
+        path=doc.path,
+        base=base.hex() if base else "",
+        ours=_side([r for r in ours if r.versionstamp not in shared] or ours),
+        theirs=_side(theirs),
+        regions=regions,
+        merged_text=_text(base_state, since),
+        created_ms=now_ms(),
+    )
+
+
+def _side(records: list[Record]) -> Side:
+    return Side(
+        users=sorted({r.user for r in records}),
+        clients=sorted({r.client for r in records}),
+        versionstamps=[r.versionstamp.hex() for r in records],
+    )
+
+
+async def save(history: History, doc: DocRef, record: ConflictRecord) -> None:
+    """Store a record (idempotent: the same branch maps to the same key)."""
+    key = keys.conflict(doc.tenant_prefix, doc.project, Versionstamp.from_hex(record.id))
+    value = msgpack.packb(record.to_dict())
+
+    def fn(tr: Transaction) -> None:
+        if tr.get(key) is None:
+            tr.set(key, value)
+
+    await history.kv.transact(fn)
+
+
+async def list_conflicts(
+    history: History,
+    tenant: str,
+    project: str,
+    *,
+    path: str | None = None,
+    status: str | None = None,
+) -> list[ConflictRecord]:
+    """Conflict records of a project, oldest first, optionally for one doc or status."""
+    prefix = await history.tenant(tenant)
+    begin, end = keys.conflicts(prefix, project)
+    wanted = keys.normalise_path(path) if path is not None else None
+    rows = await history.kv.read(lambda tr: tr.get_range(begin, end))
+    records = [ConflictRecord.from_dict(msgpack.unpackb(v)) for _, v in rows]
+    return [
+        r
+        for r in records
+        if (wanted is None or r.path == wanted) and (status is None or r.status == status)
+    ]
+
+
+async def get_conflict(history: History, tenant: str, project: str, cid: str) -> ConflictRecord:
+    key = keys.conflict(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
+    raw = await history.kv.read(lambda tr: tr.get(key))
+    if raw is None:
+        raise NotFound(f"no conflict {cid} in project {project!r}")
+    return ConflictRecord.from_dict(msgpack.unpackb(raw))
+
+
+async def resolve(
+    history: History, tenant: str, project: str, cid: str, *, user: str, resolution: str = ""
+) -> ConflictRecord:
+    """Mark a conflict resolved (the record stays, with who resolved it and when)."""
+    key = keys.conflict(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
+
+    def fn(tr: Transaction) -> ConflictRecord:
+        raw = tr.get(key)
+        if raw is None:
+            raise NotFound(f"no conflict {cid} in project {project!r}")
+        record = ConflictRecord.from_dict(msgpack.unpackb(raw))
+        if record.status != "resolved":
+            record.status = "resolved"
+            record.resolved_by = user
+            record.resolved_ms = now_ms()
+            record.resolution = resolution
+            tr.set(key, msgpack.packb(record.to_dict()))
+        return record
+
+    return (await history.kv.transact(fn)).result
+
+
+__all__ = ["detect_branch", "get_conflict", "list_conflicts", "resolve", "save"]

@@ -1,0 +1,169 @@
+"""Conflict detection: where two offline branches touched the same lines.
+
+The CRDT merge always converges, but two devices that rewrote the same line offline
+converge to an interleaving nobody wrote. Given the text at the branch's base, the text
+others committed since (theirs), the text the branch made (ours) and the merged result,
+:func:`detect` compares the line ranges each side changed, in base coordinates, and
+reports every overlap as a region a person should look at. Pure code: texts in, values out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Base lines ``[base_start, base_end)`` became lines ``[start, end)`` of one side."""
+
+    base_start: int
+    base_end: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One overlap: the base lines both sides changed and what each side made of them."""
+
+    base_start: int
+    base_end: int
+    base_text: str
+    ours_text: str
+    theirs_text: str
+
+
+@dataclass(slots=True)
+class Side:
+    """Who made one side of a conflict."""
+
+    users: list[str] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    versionstamps: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ConflictRecord:
+    """What weft stores for a conflict (msgpack/JSON friendly)."""
+
+    id: str
+    path: str
+    base: str
+    ours: Side
+    theirs: Side
+    regions: list[Region]
+    merged_text: str
+    created_ms: int
+    status: str = "open"
+    resolved_by: str = ""
+    resolved_ms: int = 0
+    resolution: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConflictRecord:
+        return cls(
+            id=str(data["id"]),
+            path=str(data["path"]),
+            base=str(data["base"]),
+            ours=Side(**data["ours"]),
+            theirs=Side(**data["theirs"]),
+            regions=[Region(**r) for r in data["regions"]],
+            merged_text=str(data["merged_text"]),
+            created_ms=int(data["created_ms"]),
+            status=str(data.get("status", "open")),
+            resolved_by=str(data.get("resolved_by", "")),
+            resolved_ms=int(data.get("resolved_ms", 0)),
+            resolution=str(data.get("resolution", "")),
+        )
+
+
+def lines(text: str) -> list[str]:
+    """Lines with their endings kept, so joining them gives the text back."""
+    return text.splitlines(keepends=True)
+
+
+def changes(base: list[str], new: list[str]) -> list[Change]:
+    """The line ranges of ``base`` that ``new`` replaced, deleted or inserted into."""
+    matcher = difflib.SequenceMatcher(None, base, new, autojunk=False)
+    return [
+        Change(i1, i2, j1, j2)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
+def overlaps(a: Change, b: Change) -> bool:
+    """Whether two changes touch the same base lines.
+
+    Ranges overlap when they share a line; an insertion (empty base range) conflicts
+    with a change that starts, ends or lies around the same point, and with another
+    insertion at the same point (both sides added text in the same place).
+    """
+    if a.base_start < b.base_end and b.base_start < a.base_end:
+        return True
+    a_empty, b_empty = a.base_start == a.base_end, b.base_start == b.base_end
+    if a_empty and b_empty:
+        return a.base_start == b.base_start
+    if a_empty:
+        return b.base_start < a.base_start < b.base_end
+    if b_empty:
+        return a.base_start < b.base_start < a.base_end
+    return False
+
+
+def detect(base: str, ours: str, theirs: str) -> list[Region]:
+    """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``.
+
+    Overlapping changes are merged into one region spanning both, so a person sees each
+    contested passage once.
+    """
+    base_lines, our_lines, their_lines = lines(base), lines(ours), lines(theirs)
+    our_changes = changes(base_lines, our_lines)
+    their_changes = changes(base_lines, their_lines)
+    pairs = [(o, t) for o in our_changes for t in their_changes if overlaps(o, t)]
+    regions: list[Region] = []
+    for group in _merge_groups(pairs):
+        os_ = [o for o, _ in group]
+        ts = [t for _, t in group]
+        start = min(c.base_start for c in os_ + ts)
+        end = max(c.base_end for c in os_ + ts)
+        regions.append(
+            Region(
+                start,
+                end,
+                "".join(base_lines[start:end]),
+                "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)]),
+                "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)]),
+            )
+        )
+    return regions
+
+
+def _merge_groups(pairs: list[tuple[Change, Change]]) -> list[list[tuple[Change, Change]]]:
+    """Group overlapping pairs whose base ranges touch into one region each."""
+    groups: list[list[tuple[Change, Change]]] = []
+    for pair in sorted(pairs, key=lambda p: min(p[0].base_start, p[1].base_start)):
+        lo = min(pair[0].base_start, pair[1].base_start)
+        if groups:
+            hi = max(max(o.base_end, t.base_end) for o, t in groups[-1])
+            if lo <= hi:
+                groups[-1].append(pair)
+                continue
+        groups.append([pair])
+    return groups
+
+
+def _side_start(side: list[Change], base_start: int) -> int:
+    """Where ``base_start`` falls in this side's lines (changes are in base order)."""
+    first = min(side, key=lambda c: c.base_start)
+    return first.start - (first.base_start - base_start)
+
+
+def _side_end(side: list[Change], base_end: int) -> int:
+    last = max(side, key=lambda c: c.base_end)
+    return last.end + (base_end - last.base_end)

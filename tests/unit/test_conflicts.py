@@ -1,0 +1,140 @@
+"""Conflict detection: overlapping offline edits become records, disjoint ones do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from crdt import branches
+from crdt.conflicts import changes, detect, lines, overlaps
+from crdt.errors import NotFound
+from crdt.history import Append, Appended, DocRef, History
+from crdt.kv.sqlite import SQLiteEngine
+
+BASE = "".join(f"line {i}\n" for i in range(20))
+
+
+def edit(text: str, line: int, new: str) -> str:
+    out = lines(text)
+    out[line] = new
+    return "".join(out)
+
+
+def test_same_line_rewritten_by_both_sides_is_one_region() -> None:
+    [region] = detect(BASE, edit(BASE, 5, "ours\n"), edit(BASE, 5, "theirs\n"))
+    assert (region.base_start, region.base_end) == (5, 6)
+    assert region.base_text == "line 5\n"
+    assert region.ours_text == "ours\n"
+    assert region.theirs_text == "theirs\n"
+
+
+def test_distant_lines_do_not_conflict() -> None:
+    assert detect(BASE, edit(BASE, 2, "ours\n"), edit(BASE, 17, "theirs\n")) == []
+
+
+def test_identical_sides_or_one_side_unchanged_do_not_conflict() -> None:
+    assert detect(BASE, BASE, edit(BASE, 3, "x\n")) == []
+    assert detect(BASE, edit(BASE, 3, "x\n"), BASE) == []
+
+
+def test_insertions_at_the_same_point_conflict() -> None:
+    [region] = detect(BASE, BASE + "ours\n", BASE + "theirs\n")
+    assert region.ours_text == "ours\n" and region.theirs_text == "theirs\n"
+
+
+def test_overlapping_ranges_merge_into_one_region() -> None:
+    ours = edit(edit(BASE, 4, "o4\n"), 5, "o5\n")
+    theirs = edit(BASE, 5, "t5\n")
+    [region] = detect(BASE, ours, theirs)
+    assert (region.base_start, region.base_end) == (4, 6)
+    assert region.ours_text == "o4\no5\n"
+    assert region.theirs_text == "line 4\nt5\n"
+
+
+def test_a_deletion_overlapping_an_edit_conflicts() -> None:
+    ours = "".join(lines(BASE)[:5] + lines(BASE)[8:])
+    [region] = detect(BASE, ours, edit(BASE, 6, "theirs\n"))
+    assert region.ours_text == ""
+    assert "theirs\n" in region.theirs_text
+
+
+def test_insertion_strictly_inside_a_change_overlaps_but_adjacent_does_not() -> None:
+    [change] = changes(lines("a\nb\nc\n"), lines("a\nX\nY\nc\n"))
+    inside = type(change)(2, 2, 0, 0)
+    assert overlaps(change, type(change)(1, 2, 0, 0))
+    assert not overlaps(change, type(change)(3, 3, 0, 0))
+    assert overlaps(type(change)(1, 3, 0, 0), inside)
+
+
+# --- against a real history --------------------------------------------------------
+
+
+class Device:
+    """A pycrdt doc that records the updates it makes."""
+
+    def __init__(self, state: bytes) -> None:
+        self.doc: Doc[Any] = Doc()
+        self.doc.apply_update(state)
+        self.text = self.doc.get("content", type=Text)
+        self.updates: list[bytes] = []
+        self.doc.observe(lambda event: self.updates.append(event.update))
+
+    def rewrite_line(self, line: int, new: str) -> None:
+        text = str(self.text)
+        start = sum(len(x) for x in lines(text)[:line])
+        old = lines(text)[line]
+        del self.text[start : start + len(old)]
+        self.text.insert(start, new)
+
+
+async def commit(history: History, doc: DocRef, device: Device, user: str) -> list[Appended]:
+    return await history.append([Append(doc, u, user, user) for u in device.updates])
+
+
+async def test_three_offline_devices_make_exactly_one_conflict(tmp_path: Path) -> None:
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "notes.txt", create=True)
+        seed = Device(Doc().get_update())
+        seed.text.insert(0, BASE)
+        [seeded] = await commit(history, doc, seed, "seed")
+        base = seeded.versionstamp
+        state = (await history.replay(doc)).state()
+
+        alice, bob, carol = Device(state), Device(state), Device(state)
+        alice.rewrite_line(5, "alice was here\n")
+        bob.rewrite_line(5, "bob was here\n")
+        carol.rewrite_line(18, "carol far away\n")
+
+        found = []
+        for user, device in (("alice", alice), ("bob", bob), ("carol", carol)):
+            stamps = await commit(history, doc, device, user)
+            record = await branches.detect_branch(history, doc, base, stamps)
+            if record is not None:
+                await branches.save(history, doc, record)
+                await branches.save(history, doc, record)  # idempotent
+                found.append(record)
+
+        assert len(found) == 1
+        [record] = found
+        assert record.ours.users == ["bob"] and record.theirs.users == ["alice"]
+        [region] = record.regions
+        assert region.ours_text == "bob was here\n"
+        assert region.theirs_text == "alice was here\n"
+        merged = str((await history.replay(doc)).doc.get("content", type=Text))
+        assert record.merged_text.replace("carol far away\n", "line 18\n") == "".join(
+            lines(merged)
+        ).replace("carol far away\n", "line 18\n")
+
+        stored = await branches.list_conflicts(history, "acme", "site")
+        assert [r.id for r in stored] == [record.id]
+        assert await branches.list_conflicts(history, "acme", "site", status="resolved") == []
+        done = await branches.resolve(history, "acme", "site", record.id, user="dana")
+        assert done.status == "resolved" and done.resolved_by == "dana"
+        assert (await branches.get_conflict(history, "acme", "site", record.id)).status == "resolved"
+        with pytest.raises(NotFound):
+            await branches.get_conflict(history, "acme", "site", "00" * 12)
