@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from crdt.history import History
-    from server.auth import Authenticator
+    from crdt.history import Appended, DocRef, History
+    from crdt.versionstamp import Versionstamp
+    from server.auth import Authenticator, Principal
+    from server.config import Settings
+    from server.connection import Connections
+    from server.metrics import Metrics
+    from server.quotas import Quotas
+    from server.rooms import Rooms
+    from server.writer import Writer
+
+    BranchHook: TypeAlias = Callable[
+        [DocRef, Versionstamp, list[Appended], Principal], Awaitable[None] | None
+    ]
+    """Called once an offline branch (a weft client's ``Base(vs)`` and the updates after
+    it) is committed: the doc, the branch's base, its updates as appended, the author."""
 
 HISTORY: web.AppKey[History] = web.AppKey("weft.history")
 AUTH: web.AppKey[Authenticator] = web.AppKey("weft.auth")
+SETTINGS: web.AppKey[Settings] = web.AppKey("weft.settings")
+METRICS: web.AppKey[Metrics] = web.AppKey("weft.metrics")
+QUOTAS: web.AppKey[Quotas] = web.AppKey("weft.quotas")
+WRITER: web.AppKey[Writer] = web.AppKey("weft.writer")
+ROOMS: web.AppKey[Rooms] = web.AppKey("weft.rooms")
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("weft.connections")
+ON_BRANCH: web.AppKey[BranchHook | None] = web.AppKey("weft.on_branch")

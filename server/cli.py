@@ -1,10 +1,192 @@
-"""Subcommands of ``weft`` (being built: see the issue tracker)."""
+"""``weft serve`` and ``weft token create``.
+
+Every ``serve`` flag also reads its ``WEFT_*`` environment variable (flags win); settings
+without a flag (quotas, queue sizes, timeouts) are set through the environment only, see
+:class:`server.config.Settings`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+
+from server.auth import KEY_ALGORITHMS, SCOPES, issue_token
+from server.config import Settings
+
+_TTL = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# flag -> Settings field (a flag left out falls back to WEFT_<FIELD>, then the default)
+_SERVE_FLAGS = {
+    "host": "host",
+    "port": "port",
+    "store": "store",
+    "secret": "secret",
+    "public_key": "public_key",
+    "insecure": "insecure",
+    "log_level": "log_level",
+    "room_idle_seconds": "room_idle_seconds",
+}
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``serve`` and ``token create``."""
+    serve = sub.add_parser("serve", help="run the sync server", description=__doc__)
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=run_serve)
+
+    token = sub.add_parser("token", help="issue access tokens")
+    token_sub = token.add_subparsers(dest="token_command", metavar="COMMAND")
+    create = token_sub.add_parser("create", help="print a signed token")
+    add_token_arguments(create)
+    create.set_defaults(handler=run_token_create)
+    token.set_defaults(handler=lambda _args: _usage(token))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--host", help="address to listen on (WEFT_HOST, default 127.0.0.1)")
+    a("--port", type=int, help="port (WEFT_PORT, default 8765; 0 picks a free one)")
+    a(
+        "--store",
+        help="sqlite:///path/weft.db or fdb://[CLUSTER_FILE] (WEFT_STORE, "
+        "default sqlite:///./weft-data/weft.db)",
+    )
+    a("--secret", help="HS256 token secret; turns auth on (WEFT_SECRET)")
+    a("--public-key", help="PEM public key (text or file) for RS256/ES256 tokens (WEFT_PUBLIC_KEY)")
+    a(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow running without auth on a non-loopback address (WEFT_INSECURE)",
+    )
+    a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WEFT_LOG_LEVEL, default INFO)")
+    a(
+        "--room-idle-seconds",
+        type=float,
+        help="unload a document this long after its last peer left (WEFT_ROOM_IDLE_SECONDS)",
+    )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from flags over ``WEFT_*`` environment variables over defaults."""
+    flags = {field: getattr(args, flag) for flag, field in _SERVE_FLAGS.items()}
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from server.main import run  # aiohttp and the app load only when serving
+
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"weft serve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
+        return 2
+    return run(settings)
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m server``: the same flags as ``weft serve``."""
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    add_serve_arguments(parser)
+    return run_serve(parser.parse_args(argv))
+
+
+def add_token_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--tenant", required=True, help="the tenant the token reaches")
+    a(
+        "--project",
+        action="append",
+        dest="projects",
+        metavar="PROJECT",
+        help="a project the token reaches (repeatable; default: all of the tenant's)",
+    )
+    a("--user", default=None, help="the token's subject (default: your login name)")
+    a("--scope", choices=SCOPES, default="write", help="read, write or admin (default write)")
+    a("--ttl", default="1h", help="lifetime: 3600, 90s, 30m, 1h, 7d, 2w (default 1h)")
+    a("--secret", default=None, help="HS256 secret (default: WEFT_SECRET)")
+    a(
+        "--private-key",
+        default=None,
+        metavar="FILE",
+        help="PEM private key file for RS256/ES256 (default: WEFT_PRIVATE_KEY)",
+    )
+    a(
+        "--algorithm",
+        choices=("HS256", *KEY_ALGORITHMS),
+        default=None,
+        help="signing algorithm (default HS256, or RS256/ES256 to match --private-key)",
+    )
+
+
+def parse_ttl(text: str) -> int:
+    match = _TTL.match(text)
+    if not match or int(match[1]) <= 0:
+        raise ValueError(f"bad ttl {text!r}: use seconds or a number with s, m, h, d or w")
+    return int(match[1]) * _UNITS[match[2]]
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("WEFT_SECRET")
+    key_file = args.private_key or os.environ.get("WEFT_PRIVATE_KEY")
+    try:
+        ttl = parse_ttl(args.ttl)
+        private_key = Path(key_file).expanduser().read_text() if key_file else None
+        algorithm = args.algorithm or _algorithm_for(private_key)
+        token = issue_token(
+            secret=secret,
+            private_key=private_key,
+            algorithm=algorithm,
+            tenant=args.tenant,
+            projects=args.projects,
+            user=args.user or _login(),
+            scope=args.scope,
+            ttl_seconds=ttl,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"weft token create: {exc}", file=sys.stderr)
+        if not secret and not key_file:
+            print("  set --secret or WEFT_SECRET (or --private-key)", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _algorithm_for(private_key: str | None) -> str:
+    if private_key is None:
+        return "HS256"
+    return "ES256" if "EC PRIVATE KEY" in private_key or _is_ec(private_key) else "RS256"
+
+
+def _is_ec(pem: str) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        return isinstance(
+            load_pem_private_key(pem.encode(), password=None), ec.EllipticCurvePrivateKey
+        )
+    except (ValueError, TypeError):
+        return False
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "weft"

@@ -1,0 +1,455 @@
+"""The y-websocket wire protocol as pure functions: bytes in, messages out, and back.
+
+Grammar (lib0 encoding: varUint is unsigned LEB128, low 7-bit group first, high bit set on
+every byte but the last; varByteArray := varUint(len) • bytes; varString := varByteArray
+of UTF-8)::
+
+    frame           := varUint(type) • payload
+    syncStep1(sv)   := varUint(0) • varUint(0) • varByteArray(sv)
+    syncStep2(u)    := varUint(0) • varUint(1) • varByteArray(u)
+    update(u)       := varUint(0) • varUint(2) • varByteArray(u)
+    awareness(a)    := varUint(1) • varByteArray(a)
+      a             := varUint(n) • n * (varUint(clientID) • varUint(clock) • varString(json))
+    authDenied(r)   := varUint(2) • varUint(0) • varString(r)
+    queryAwareness  := varUint(3)
+    -- weft's extension, only for clients that sent hello --
+    hello(v)        := varUint(100) • varUint(0) • varUint(v)
+    ack(h, vs)      := varUint(100) • varUint(1) • varByteArray(h: 16) • varByteArray(vs: 12)
+    base(vs)        := varUint(100) • varUint(2) • varByteArray(vs: 12)
+    refused(h,c,r)  := varUint(100) • varUint(3) • varByteArray(h: 16) • varUint(c) • varString(r)
+
+Decoding is bounds-checked: any malformed or oversized frame raises ``ProtocolError`` with
+the WebSocket close code to use, and a length prefix is checked against the bytes left
+before anything is sliced, so decoding never allocates more than the frame holds.
+Non-minimal varUints are accepted (lib0 never writes them); encoding is always canonical.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final, NoReturn, TypeAlias, assert_never
+
+from crdt import versionstamp
+from crdt.errors import ProtocolError
+from crdt.versionstamp import Versionstamp
+
+MSG_SYNC: Final = 0
+MSG_AWARENESS: Final = 1
+MSG_AUTH: Final = 2
+MSG_QUERY_AWARENESS: Final = 3
+MSG_WEFT: Final = 100
+
+SYNC_STEP1: Final = 0
+SYNC_STEP2: Final = 1
+SYNC_UPDATE: Final = 2
+AUTH_PERMISSION_DENIED: Final = 0
+WEFT_HELLO: Final = 0
+WEFT_ACK: Final = 1
+WEFT_BASE: Final = 2
+WEFT_REFUSED: Final = 3
+
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_INVALID_PAYLOAD: Final = 1007
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+MAX_UINT: Final = 2**53 - 1
+"""Largest varUint accepted: lib0 decodes into a JS number, exact up to 2**53 - 1."""
+MAX_VAR_UINT_LEN: Final = 8
+"""Bytes a varUint may take (8 groups of 7 bits hold 53 bits)."""
+HASH_LEN: Final = 16
+"""Length of the blake3 digest of an update that Ack and Refused carry."""
+_MIN_AWARENESS_ENTRY: Final = 3  # clientID, clock and string length: one byte each at least
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+# --- primitives ------------------------------------------------------------------------
+
+
+class Decoder:
+    """A position-tracking reader of lib0 values; every misread raises ``ProtocolError``."""
+
+    __slots__ = ("_buf", "pos")
+
+    def __init__(self, buf: Buffer) -> None:
+        self._buf = memoryview(buf).cast("B")
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        """Bytes not read yet."""
+        return len(self._buf) - self.pos
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self._buf)
+
+    def finish(self) -> None:
+        """Raise (1002) if bytes are left after a complete message."""
+        if not self.at_end():
+            _fail(f"{self.remaining} trailing bytes at offset {self.pos}")
+
+    def read_var_uint(self) -> int:
+        """Read an unsigned LEB128 integer of at most 8 bytes and at most 2**53 - 1."""
+        buf, pos, end = self._buf, self.pos, len(self._buf)
+        value = 0
+        for shift in range(0, 7 * MAX_VAR_UINT_LEN, 7):
+            if pos >= end:
+                _fail(f"truncated varUint at offset {self.pos}")
+            byte = buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if value > MAX_UINT:
+                    _fail(f"varUint at offset {self.pos} exceeds 2**53 - 1")
+                self.pos = pos
+                return value
+        _fail(f"varUint at offset {self.pos} is longer than {MAX_VAR_UINT_LEN} bytes")
+
+    def read_bytes(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes, checking they are there before copying anything."""
+        return bytes(self._take(n))
+
+    def read_var_bytes(self) -> bytes:
+        """Read a varByteArray: a varUint length, then that many bytes."""
+        return self.read_bytes(self.read_var_uint())
+
+    def read_var_view(self) -> memoryview:
+        """Read a varByteArray as a view into the frame, without copying it."""
+        return self._take(self.read_var_uint())
+
+    def read_var_string(self) -> str:
+        """Read a varString; invalid UTF-8 raises with close code 1007."""
+        start = self.pos
+        view = self.read_var_view()
+        try:
+            return str(view, "utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(
+                f"string at offset {start} is not UTF-8: {e.reason}", CLOSE_INVALID_PAYLOAD
+            ) from e
+
+    def _take(self, n: int) -> memoryview:
+        if not 0 <= n <= self.remaining:
+            _fail(f"length {n} at offset {self.pos} exceeds the {self.remaining} bytes left")
+        start = self.pos
+        self.pos += n
+        return self._buf[start : self.pos]
+
+
+def write_var_uint(out: bytearray, n: int) -> None:
+    """Append ``n`` as a canonical varUint; ``ValueError`` outside 0 ≤ n ≤ 2**53 - 1."""
+    if not 0 <= n <= MAX_UINT:
+        raise ValueError(f"varUint out of range: {n}")
+    while n > 0x7F:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    out.append(n)
+
+
+def write_var_bytes(out: bytearray, data: bytes) -> None:
+    """Append a varByteArray: the length as a varUint, then the bytes."""
+    write_var_uint(out, len(data))
+    out += data
+
+
+def write_var_string(out: bytearray, text: str) -> None:
+    """Append a varString (UTF-8 bytes with their length in bytes, not characters)."""
+    write_var_bytes(out, text.encode("utf-8"))
+
+
+def _fail(message: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> NoReturn:
+    raise ProtocolError(message, close_code)
+
+
+def _check_uint(name: str, n: int) -> None:
+    if not 0 <= n <= MAX_UINT:
+        raise ValueError(f"{name} must be a varUint (0 to 2**53 - 1), got {n}")
+
+
+def _check_hash(update_hash: bytes) -> None:
+    if len(update_hash) != HASH_LEN:
+        raise ValueError(f"update_hash must be {HASH_LEN} bytes, got {len(update_hash)}")
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    """A state vector: "send me what I am missing"."""
+
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    """The reply to SyncStep1: an update with everything the peer was missing."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    """An incremental document update."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Awareness:
+    """An awareness update; ``payload`` holds its exact bytes, so it relays unchanged.
+
+    ``decode`` has already checked its structure; ``decode_awareness`` lists its entries.
+    """
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDenied:
+    """The server refuses the connection (y-protocols' permission-denied auth message)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    """Ask the peer to send every awareness state it knows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Client → server: opt in to weft's extension messages, at this extension version."""
+
+    version: int
+
+    def __post_init__(self) -> None:
+        _check_uint("version", self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Server → client: the update with this blake3-128 hash is durable under ``versionstamp``."""
+
+    update_hash: bytes
+    versionstamp: Versionstamp
+
+    def __post_init__(self) -> None:
+        _check_hash(self.update_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """Client → server: the updates that follow are an offline branch made on this base."""
+
+    versionstamp: Versionstamp
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Server → client: the update with this hash was refused (read-only, quota…)."""
+
+    update_hash: bytes
+    code: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_hash(self.update_hash)
+        _check_uint("code", self.code)
+
+
+Message: TypeAlias = (
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | Awareness
+    | AuthDenied
+    | QueryAwareness
+    | Hello
+    | Ack
+    | Base
+    | Refused
+)
+
+
+_SYNC_TYPES: Final = (SyncStep1, SyncStep2, SyncUpdate)
+"""The sync message classes, indexed by their subtype (SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's awareness state; ``state`` is the raw JSON text (``"null"`` = removed)."""
+
+    client_id: int
+    clock: int
+    state: str
+
+    @property
+    def removed(self) -> bool:
+        """Whether this entry says the client is gone (its state is JSON ``null``)."""
+        return self.state.strip(" \t\r\n") == "null"
+
+
+# --- encoding --------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    """Encode one message as a frame (canonical varUints)."""
+    out = bytearray()
+    match msg:
+        case SyncStep1(state_vector=data) | SyncStep2(update=data) | SyncUpdate(update=data):
+            _header(out, MSG_SYNC, _SYNC_TYPES.index(type(msg)))
+            write_var_bytes(out, data)
+        case Awareness(payload=data):
+            _header(out, MSG_AWARENESS)
+            write_var_bytes(out, data)
+        case AuthDenied(reason=reason):
+            _header(out, MSG_AUTH, AUTH_PERMISSION_DENIED)
+            write_var_string(out, reason)
+        case QueryAwareness():
+            _header(out, MSG_QUERY_AWARENESS)
+        case Hello(version=version):
+            _header(out, MSG_WEFT, WEFT_HELLO)
+            write_var_uint(out, version)
+        case Ack(update_hash=update_hash, versionstamp=vs):
+            _header(out, MSG_WEFT, WEFT_ACK)
+            write_var_bytes(out, update_hash)
+            write_var_bytes(out, vs.raw)
+        case Base(versionstamp=vs):
+            _header(out, MSG_WEFT, WEFT_BASE)
+            write_var_bytes(out, vs.raw)
+        case Refused(update_hash=update_hash, code=code, reason=reason):
+            _header(out, MSG_WEFT, WEFT_REFUSED)
+            write_var_bytes(out, update_hash)
+            write_var_uint(out, code)
+            write_var_string(out, reason)
+        case _:
+            assert_never(msg)
+    return bytes(out)
+
+
+def _header(out: bytearray, *values: int) -> None:
+    for value in values:
+        write_var_uint(out, value)
+
+
+def encode_awareness(entries: Iterable[AwarenessEntry]) -> bytes:
+    """Encode an awareness update (the ``payload`` of an ``Awareness`` message)."""
+    items = list(entries)
+    out = bytearray()
+    write_var_uint(out, len(items))
+    for entry in items:
+        write_var_uint(out, entry.client_id)
+        write_var_uint(out, entry.clock)
+        write_var_string(out, entry.state)
+    return bytes(out)
+
+
+# --- decoding --------------------------------------------------------------------------
+
+
+def decode(frame: Buffer, max_size: int = DEFAULT_MAX_FRAME) -> Message:
+    """Decode one frame; raise ``ProtocolError`` carrying a close code if it is not valid.
+
+    1009 larger than ``max_size`` (checked first); 1002 malformed (empty, truncated, bad
+    varUint, forged length, wrong-size field, trailing bytes); 1003 unknown type or
+    subtype; 1007 invalid UTF-8 or awareness JSON.
+    """
+    dec = Decoder(frame)
+    if dec.remaining > max_size:
+        _fail(f"frame of {dec.remaining} bytes exceeds {max_size}", CLOSE_MESSAGE_TOO_BIG)
+    if dec.at_end():
+        _fail("empty frame")
+    kind = dec.read_var_uint()
+    msg: Message
+    if kind == MSG_SYNC:
+        msg = _read_sync(dec)
+    elif kind == MSG_AWARENESS:
+        payload = dec.read_var_view()
+        for _ in _iter_awareness(Decoder(payload)):
+            pass  # validate before copying; the entries themselves are not kept
+        msg = Awareness(bytes(payload))
+    elif kind == MSG_AUTH:
+        sub = dec.read_var_uint()
+        if sub != AUTH_PERMISSION_DENIED:
+            _fail(f"unknown auth message {sub}", CLOSE_UNSUPPORTED_DATA)
+        msg = AuthDenied(dec.read_var_string())
+    elif kind == MSG_QUERY_AWARENESS:
+        msg = QueryAwareness()
+    elif kind == MSG_WEFT:
+        msg = _read_weft(dec)
+    else:
+        _fail(f"unknown message type {kind}", CLOSE_UNSUPPORTED_DATA)
+    dec.finish()
+    return msg
+
+
+def _read_sync(dec: Decoder) -> SyncStep1 | SyncStep2 | SyncUpdate:
+    sub = dec.read_var_uint()
+    if sub >= len(_SYNC_TYPES):
+        _fail(f"unknown sync message {sub}", CLOSE_UNSUPPORTED_DATA)
+    return _SYNC_TYPES[sub](dec.read_var_bytes())
+
+
+def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused:
+    sub = dec.read_var_uint()
+    if sub == WEFT_HELLO:
+        return Hello(dec.read_var_uint())
+    if sub == WEFT_ACK:
+        update_hash = _read_fixed(dec, HASH_LEN, "update hash")
+        return Ack(update_hash, Versionstamp(_read_fixed(dec, versionstamp.LEN, "versionstamp")))
+    if sub == WEFT_BASE:
+        return Base(Versionstamp(_read_fixed(dec, versionstamp.LEN, "versionstamp")))
+    if sub == WEFT_REFUSED:
+        update_hash = _read_fixed(dec, HASH_LEN, "update hash")
+        return Refused(update_hash, dec.read_var_uint(), dec.read_var_string())
+    _fail(f"unknown weft message {sub}", CLOSE_UNSUPPORTED_DATA)
+
+
+def _read_fixed(dec: Decoder, size: int, what: str) -> bytes:
+    n = dec.read_var_uint()
+    if n != size:
+        _fail(f"{what} must be {size} bytes, got {n}")
+    return dec.read_bytes(n)
+
+
+def decode_awareness(payload: Buffer) -> list[AwarenessEntry]:
+    """List the entries of an awareness update, checking its structure and JSON."""
+    return list(_iter_awareness(Decoder(payload)))
+
+
+def _iter_awareness(dec: Decoder) -> Iterator[AwarenessEntry]:
+    count = dec.read_var_uint()
+    if count > dec.remaining // _MIN_AWARENESS_ENTRY:
+        _fail(f"awareness update claims {count} entries in {dec.remaining} bytes")
+    for _ in range(count):
+        client_id = dec.read_var_uint()
+        clock = dec.read_var_uint()
+        start = dec.pos
+        state = dec.read_var_string()
+        _check_json(state, start)
+        yield AwarenessEntry(client_id, clock, state)
+    dec.finish()
+
+
+def _check_json(text: str, offset: int) -> None:
+    # Numbers are not converted (no cost, no digit limit); NaN and Infinity are refused,
+    # as JavaScript's JSON.parse would refuse them on every client we relay this to.
+    try:
+        json.loads(text, parse_int=_skip, parse_float=_skip, parse_constant=_refuse)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(
+            f"awareness state at offset {offset} is not JSON: {e}", CLOSE_INVALID_PAYLOAD
+        ) from e
+
+
+def _skip(_text: str) -> None:
+    return None
+
+
+def _refuse(text: str) -> NoReturn:
+    raise ValueError(f"{text} is not JSON")

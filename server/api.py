@@ -1,0 +1,151 @@
+"""The read API under ``/api/v1/{tenant}/{project}/`` and JSON errors for every route.
+
+- ``GET /api/v1/{tenant}/{project}/docs``: ``{"tenant", "project", "docs": [{"path",
+  "head", "updates", "size", "updated_ms", "updated"}]}`` (documents with at least one
+  update, by path; ``head`` is the last versionstamp in 24 hex digits).
+- ``GET /api/v1/{tenant}/{project}/docs/{path}``: the document's text (root ``Y.Text``
+  named ``content``) at head, or ``?at=VERSIONSTAMP`` (24 hex digits) or
+  ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
+  ``X-Weft-Versionstamp``; ``?format=json`` gives ``{"path", "versionstamp", "text"}``.
+
+Errors are ``{"error": {"code": "...", "message": "..."}}`` with status 400 (bad_path,
+bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
+(quota_exceeded), 500 (internal) or the status of an aiohttp HTTP error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pycrdt import Text
+
+from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
+from crdt.history import Replayed
+from crdt.keys import check_name
+from crdt.versionstamp import Versionstamp
+from server.appkeys import HISTORY
+from server.auth import InvalidToken, require
+
+log = logging.getLogger("weft.access")
+CONTENT = "content"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _status(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, BadPath):
+        return 400, "bad_path"
+    if isinstance(exc, ProtocolError | ValueError):
+        return 400, "bad_request"
+    if isinstance(exc, InvalidToken):
+        return 401, "unauthorized"
+    if isinstance(exc, PermissionDenied):
+        return 403, "forbidden"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, QuotaExceeded):
+        return 429, "quota_exceeded"
+    return 500, "internal"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn weft errors and aiohttp HTTP errors into JSON error bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = (exc.reason or "error").lower().replace(" ", "_")
+        return error_response(exc.status, code, exc.text or exc.reason or "")
+    except (BadPath, ProtocolError, PermissionDenied, NotFound, QuotaExceeded) as exc:
+        status, code = _status(exc)
+        log.info("%s %s: %d %s", request.method, request.path, status, exc)
+        return error_response(status, code, str(exc))
+    except Exception as exc:  # a request boundary: log with traceback, answer 500
+        log.error("%s %s failed", request.method, request.path, exc_info=True)
+        return error_response(500, "internal", f"internal error: {type(exc).__name__}")
+
+
+def _names(request: web.Request) -> tuple[str, str]:
+    return (
+        check_name("tenant", request.match_info["tenant"]),
+        check_name("project", request.match_info["project"]),
+    )
+
+
+def _iso(ms: int) -> str | None:
+    if not ms:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+async def list_docs(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    infos = await request.app[HISTORY].docs(tenant, project)
+    docs = [
+        {
+            "path": info.path,
+            "head": info.head.hex() if info.head else None,
+            "updates": info.count,
+            "size": info.size,
+            "updated_ms": info.updated_ms,
+            "updated": _iso(info.updated_ms),
+        }
+        for info in infos
+    ]
+    return web.json_response({"tenant": tenant, "project": project, "docs": docs})
+
+
+def parse_at(value: str) -> Versionstamp | int:
+    """``?at=``: a versionstamp (24 hex digits) or an ISO-8601 time (→ Unix ms)."""
+    if len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value):
+        return Versionstamp.from_hex(value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ProtocolError(
+            f"?at= must be a versionstamp (24 hex digits) or an ISO-8601 time: {value!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+async def get_doc(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    history = request.app[HISTORY]
+    ref = await history.doc(tenant, project, request.match_info["path"])
+    at = request.query.get("at")
+    replayed: Replayed
+    if at is None:
+        replayed = await history.replay(ref)
+    else:
+        point = parse_at(at)
+        if isinstance(point, Versionstamp):
+            replayed = await history.replay(ref, point)
+        else:
+            replayed = await history.replay_at_time(ref, point)
+    if replayed.versionstamp is None:
+        when = f" at {at}" if at else ""
+        raise NotFound(f"no document {ref.path!r} in {tenant}/{project}{when}")
+    text = str(replayed.doc.get(CONTENT, type=Text))
+    vs = replayed.versionstamp.hex()
+    if request.query.get("format") == "json":
+        return web.json_response({"path": ref.path, "versionstamp": vs, "text": text})
+    return web.Response(text=text, headers={"X-Weft-Versionstamp": vs})
+
+
+def setup(app: web.Application) -> None:
+    """Add the read API routes."""
+    app.router.add_get("/api/v1/{tenant}/{project}/docs", list_docs)
+    app.router.add_get("/api/v1/{tenant}/{project}/docs/{path:.+}", get_doc)

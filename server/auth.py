@@ -1,0 +1,207 @@
+"""Who is calling, and what they may touch: JWTs (PyJWT) mapped to a :class:`Principal`.
+
+Tokens are HS256 with the server secret, or RS256/ES256 verified with a configured
+public key (so an identity provider such as Keycloak or Auth0 can issue them). Claims:
+
+- ``sub``: the user; ``tenant``: the one tenant the token reaches;
+- ``projects``: a list of project names, or ``"*"`` for all of the tenant's projects;
+- ``scope``: ``read`` | ``write`` | ``admin`` (a space-separated OAuth scope string is
+  accepted too: the highest of those three it names wins);
+- ``exp``: required.
+
+With auth off (no secret, no public key: only allowed on loopback) every caller is an
+admin of every tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from crdt.errors import PermissionDenied
+from server.appkeys import AUTH
+
+SCOPES = ("read", "write", "admin")
+ANY_TENANT = "*"
+HMAC_ALGORITHMS = ("HS256",)
+KEY_ALGORITHMS = ("RS256", "ES256")
+
+
+class InvalidToken(PermissionDenied):
+    """No token, or one that is malformed, badly signed or expired (HTTP 401, close 4401)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller: one user, one tenant, some projects, one scope."""
+
+    user: str
+    tenant: str
+    projects: tuple[str, ...] | None  # None: every project of the tenant
+    scope: str
+
+    def covers(self, tenant: str, project: str) -> bool:
+        """Whether the token reaches ``tenant``/``project`` at all (any scope)."""
+        if self.tenant not in (ANY_TENANT, tenant):
+            return False
+        return self.projects is None or project in self.projects
+
+    def can_read(self, tenant: str, project: str) -> bool:
+        return self.scope in SCOPES and self.covers(tenant, project)
+
+    def can_write(self, tenant: str, project: str) -> bool:
+        return self.scope in ("write", "admin") and self.covers(tenant, project)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
+
+
+class Authenticator:
+    """Verifies tokens; ``enabled`` is False when no key is configured (dev mode)."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0,
+    ) -> None:
+        self._secret = secret
+        self._public_key = public_key
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway
+        self.enabled = secret is not None or public_key is not None
+
+    def verify(self, token: str | None) -> Principal:
+        """The principal a token stands for; :class:`InvalidToken` when it is not valid."""
+        if not self.enabled:
+            return Principal(user="anonymous", tenant=ANY_TENANT, projects=None, scope="admin")
+        if not token:
+            raise InvalidToken("missing token: pass ?token= or Authorization: Bearer")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token: {exc}") from None
+        algorithm = header.get("alg")
+        key: str | None
+        if algorithm in HMAC_ALGORITHMS:
+            key = self._secret
+        elif algorithm in KEY_ALGORITHMS:
+            key = self._public_key
+        else:
+            raise InvalidToken(f"token algorithm {algorithm!r} is not accepted")
+        if key is None:
+            raise InvalidToken(f"token algorithm {algorithm} is not configured on this server")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={
+                    "require": ["exp", "sub", "tenant"],
+                    "verify_aud": self._audience is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from None
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    tenant = claims.get("tenant")
+    if not isinstance(tenant, str) or not tenant or tenant == ANY_TENANT:
+        raise InvalidToken("token has no valid 'tenant' claim")
+    raw_projects = claims.get("projects", ANY_TENANT)
+    projects: tuple[str, ...] | None
+    if raw_projects == ANY_TENANT:
+        projects = None
+    elif isinstance(raw_projects, list) and all(isinstance(p, str) for p in raw_projects):
+        projects = tuple(raw_projects)
+    else:
+        raise InvalidToken("token 'projects' claim must be a list of names or '*'")
+    raw_scope = claims.get("scope", "read")
+    named = set(raw_scope.split()) if isinstance(raw_scope, str) else set()
+    scopes = [s for s in SCOPES if s in named]
+    if not scopes:
+        raise InvalidToken("token 'scope' claim must name read, write or admin")
+    return Principal(user=str(claims["sub"]), tenant=tenant, projects=projects, scope=scopes[-1])
+
+
+def issue_token(
+    *,
+    secret: str | None = None,
+    private_key: str | None = None,
+    algorithm: str = "HS256",
+    tenant: str,
+    projects: list[str] | None,
+    user: str,
+    scope: str,
+    ttl_seconds: int,
+) -> str:
+    """A signed token: HS256 with ``secret``, or RS256/ES256 with ``private_key`` (PEM)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if ttl_seconds <= 0:
+        raise ValueError("ttl must be positive")
+    if algorithm in HMAC_ALGORITHMS:
+        if not secret:
+            raise ValueError(f"{algorithm} needs a secret")
+        key = secret
+    elif algorithm in KEY_ALGORITHMS:
+        if not private_key:
+            raise ValueError(f"{algorithm} needs a private key")
+        key = private_key
+    else:
+        raise ValueError(f"unsupported algorithm {algorithm!r}")
+    now = datetime.now(UTC)
+    claims = {
+        "sub": user,
+        "tenant": tenant,
+        "projects": ANY_TENANT if projects is None else list(projects),
+        "scope": scope,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_seconds),
+    }
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+def token_of(request: web.Request) -> str | None:
+    """The token from ``?token=`` or ``Authorization: Bearer``."""
+    token = request.query.get("token")
+    if token:
+        return token
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def check(principal: Principal, tenant: str, project: str, scope: str) -> None:
+    """Raise :class:`PermissionDenied` unless ``principal`` has ``scope`` on the project."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    if not principal.covers(tenant, project):
+        raise PermissionDenied(f"token does not grant access to {tenant}/{project}")
+    if SCOPES.index(principal.scope) < SCOPES.index(scope):
+        raise PermissionDenied(f"token scope {principal.scope!r} does not allow {scope}")
+
+
+async def require(request: web.Request, tenant: str, project: str, scope: str) -> Principal:
+    """The caller of a REST handler, checked for ``scope`` on ``tenant``/``project``."""
+    principal = request.app[AUTH].verify(token_of(request))
+    check(principal, tenant, project, scope)
+    return principal

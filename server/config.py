@@ -1,0 +1,129 @@
+"""The server's configuration: one ``Settings``, read from ``WEFT_*`` environment variables.
+
+CLI flags override the environment (``Settings(**flags)``: init arguments win over env).
+Validated at start: a server that would listen on a non-loopback address without auth
+refuses to start unless ``insecure`` is set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crdt.history import MAX_UPDATE_BYTES
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+class QuotaOverride(BaseModel):
+    """Per-tenant quota values that differ from the defaults (unset fields: the default)."""
+
+    max_update_bytes: int | None = Field(default=None, gt=0)
+    max_doc_bytes: int | None = Field(default=None, gt=0)
+    updates_per_second: float | None = Field(default=None, gt=0)
+    updates_burst: int | None = Field(default=None, gt=0)
+    max_connections: int | None = Field(default=None, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything ``weft serve`` can be told; each field is also ``WEFT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="WEFT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    store: str = "sqlite:///./weft-data/weft.db"
+
+    # auth: HS256 with ``secret``; RS256/ES256 with ``public_key`` (PEM text or a PEM file)
+    secret: SecretStr | None = None
+    public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = Field(default=0, ge=0)
+    insecure: bool = False
+
+    # default per-tenant quotas; ``tenant_quotas`` (JSON) overrides them per tenant
+    max_update_bytes: int = Field(default=8 << 20, gt=0)
+    max_doc_bytes: int = Field(default=256 << 20, gt=0)
+    updates_per_second: float = Field(default=500.0, gt=0)
+    updates_burst: int = Field(default=2000, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
+    rate_max_wait_seconds: float = Field(default=5.0, ge=0)
+    tenant_quotas: dict[str, QuotaOverride] = Field(default_factory=dict)
+
+    # connections and rooms
+    max_message_bytes: int = Field(default=16 << 20, gt=0)
+    send_queue_frames: int = Field(default=1024, gt=0)
+    send_queue_bytes: int = Field(default=32 << 20, gt=0)
+    max_inflight_updates: int = Field(default=256, gt=0)
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    room_idle_seconds: float = Field(default=30.0, ge=0)
+    max_idle_rooms: int = Field(default=1000, ge=0)
+
+    # group commit and snapshots
+    commit_max_updates: int = Field(default=1000, gt=0)
+    commit_max_bytes: int = Field(default=4 << 20, gt=0)
+    snapshot_every: int = Field(default=1000, gt=0)
+    snapshot_bytes: int = Field(default=4 << 20, gt=0)
+
+    drain_seconds: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
+    instance: str = Field(default_factory=lambda: secrets.token_hex(4))
+
+    @field_validator("public_key")
+    @classmethod
+    def _read_key_file(cls, value: str | None) -> str | None:
+        """Accept the PEM text itself or the path of a file holding it."""
+        if value is None or value.lstrip().startswith("-----BEGIN"):
+            return value
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"public_key is neither PEM text nor a readable file: {value}")
+        return path.read_text()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _auth_or_loopback(self) -> Settings:
+        if not self.auth_enabled and not self.insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without auth: set WEFT_SECRET (or "
+                "--secret / --public-key), listen on 127.0.0.1, or pass --insecure"
+            )
+        if self.max_update_bytes > self.max_message_bytes:
+            raise ValueError("max_update_bytes must not exceed max_message_bytes")
+        if self.max_update_bytes > MAX_UPDATE_BYTES:
+            raise ValueError(
+                f"max_update_bytes must not exceed {MAX_UPDATE_BYTES} (one transaction)"
+            )
+        # One group commit may resolve a whole batch for one room at once: a peer's send
+        # queue must hold such a burst, or healthy peers would count as slow readers.
+        if self.send_queue_frames < self.commit_max_updates:
+            raise ValueError("send_queue_frames must be at least commit_max_updates")
+        if self.send_queue_bytes < self.commit_max_bytes:
+            raise ValueError("send_queue_bytes must be at least commit_max_bytes")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.secret is not None or self.public_key is not None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

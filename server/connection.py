@@ -1,0 +1,177 @@
+"""One WebSocket's transport: a bounded send queue drained by its own task, and a clean
+close.
+
+A peer that stops reading is disconnected (1013) once its queue is full; nobody else
+waits for it. Closing flushes what is queued (unless aborting), stops the reader task,
+then runs the close handshake: aiohttp cuts the transport at once if ``close()`` runs
+while another task waits in ``receive()``, which would lose the close frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from server.metrics import Metrics
+
+log = logging.getLogger("weft.sync")
+
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+MAX_REASON_BYTES = 123
+CLOSE_TIMEOUT = 2.0
+_ids = itertools.count(1)
+
+
+def close_reason(text: str) -> bytes:
+    """A close reason that fits a control frame (123 bytes of UTF-8)."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_REASON_BYTES:
+        return data
+    return data[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
+
+
+class WebSocket(web.WebSocketResponse):
+    """aiohttp closes frames over ``max_msg_size`` with 1009 and no reason; give one."""
+
+    def __init__(self, *, max_msg_size: int, **kwargs: Any) -> None:
+        super().__init__(max_msg_size=max_msg_size, **kwargs)
+        self._too_big = f"message over the {max_msg_size}-byte limit".encode()
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        if code == CLOSE_TOO_BIG and not message:
+            message = self._too_big
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class Connection:
+    """One WebSocket: a bounded send queue and the task that drains it."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        max_frames: int,
+        max_bytes: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._id = next(_ids)
+        self.metrics = metrics
+        self.ws = ws
+        self.request = request
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.closing = False
+        self.close_code: int | None = None
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> int:
+        return self._id
+
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_forever(), name=f"weft-send-{self.id}")
+
+    def send(self, frame: bytes) -> None:
+        """Queue ``frame``; never blocks. A full queue disconnects this peer (1013)."""
+        if self.closing:
+            return
+        if len(self._queue) >= self.max_frames or self._queued_bytes + len(frame) > self.max_bytes:
+            log.warning(
+                "connection %d: send queue full, disconnecting a slow reader",
+                self.id,
+                extra={"connection": self.id},
+            )
+            if self.metrics is not None:
+                self.metrics.refusals.inc(label="slow_reader")
+            self.close(CLOSE_TRY_AGAIN, "send queue full: client too slow", abort=True)
+            return
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._ready.set()
+
+    def close(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """Close (once): flush what is queued unless ``abort``, then send the close frame."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        if abort:
+            self._queue.clear()
+            self._queued_bytes = 0
+        self._closer = asyncio.create_task(self._close(code, reason, abort), name="weft-close")
+
+    async def _close(self, code: int, reason: str, abort: bool) -> None:
+        if not abort and self._sender is not None:
+            self._ready.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flushed()), CLOSE_TIMEOUT)
+        if self._sender is not None:
+            self._sender.cancel()
+        # aiohttp cuts the transport at once if close() runs while another task waits in
+        # receive(); stop the reader first so the close handshake completes properly.
+        reader = self.reader
+        if reader is not None and reader is not asyncio.current_task() and not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=close_reason(reason), drain=not abort),
+                CLOSE_TIMEOUT,
+            )
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            transport = self.request.transport
+            if abort and transport is not None:
+                transport.abort()
+
+    async def _flushed(self) -> None:
+        while self._queue and self._sender is not None and not self._sender.done():
+            await asyncio.sleep(0.005)
+
+    async def _send_forever(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    self._ready.clear()
+                    await self._ready.wait()
+                frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                await self.ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError):
+            pass  # the socket is gone; the reader side notices and cleans up
+
+    async def stop(self) -> None:
+        """Wait for the close to finish and the sender to stop."""
+        for task in (self._closer, self._sender):
+            if task is None:
+                continue
+            if task is self._sender and not self.closing:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Connections:
+    """Every open connection of this server, for draining at shutdown."""
+
+    def __init__(self) -> None:
+        self.open: set[Connection] = set()
+        self.draining = False
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.open):
+            conn.close(code, reason)

@@ -1,0 +1,102 @@
+"""Running the server: logging, the listening socket, signals, the startup banner.
+
+SIGTERM (or SIGINT) drains: the listening socket closes first, then the app's shutdown
+(:func:`server.app.drain`) commits what was accepted and closes every connection, then
+the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from crdt.errors import StoreError
+from server.app import create_app
+from server.config import Settings
+
+log = logging.getLogger("weft.server")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def banner(settings: Settings, addresses: list[tuple[str, int]]) -> list[str]:
+    """What the server prints at start: where it listens, the store, whether auth is on."""
+    lines = [
+        f"weft listening on http://{_host(h)}:{p}  (WebSocket rooms: ws://{_host(h)}:{p}"
+        "/ws/{tenant}/{project}/{path})"
+        for h, p in addresses
+    ]
+    lines.append(f"store: {settings.store}")
+    if settings.auth_enabled:
+        kinds = [
+            k for k, on in (("HS256", settings.secret), ("RS256/ES256", settings.public_key)) if on
+        ]
+        lines.append(f"auth: on ({', '.join(kinds)} tokens required)")
+    else:
+        lines.append(
+            "auth: OFF -- no secret configured: anyone who can connect may read and write "
+            "every tenant (set WEFT_SECRET to turn auth on)"
+        )
+    return lines
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=logging.getLogger("weft.access"),
+        shutdown_timeout=settings.drain_seconds,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
+        for line in banner(settings, addresses):
+            print(line, flush=True)
+        if not settings.auth_enabled:
+            log.warning("AUTH IS OFF: dev mode on %s, every caller is an admin", settings.host)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received: draining")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def run(settings: Settings) -> int:
+    """``weft serve``: the exit code (0 after a clean drain, 1 when the store fails)."""
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except StoreError as exc:
+        print(f"weft serve: {exc}", file=sys.stderr)
+        return 1
+    except ImportError as exc:  # e.g. fdb:// without the FoundationDB engine or client library
+        print(f"weft serve: store {settings.store} is not available: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"weft serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    return 0

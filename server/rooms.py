@@ -1,0 +1,295 @@
+"""Rooms: one loaded document, its peers and their awareness, kept in step with the store.
+
+A room is loaded lazily (``History.replay``: latest snapshot + tail) when its first peer
+joins and unloaded once it has had no peer for ``idle_seconds`` (or sooner when more than
+``max_idle`` rooms sit idle), so memory stays bounded by the documents in use.
+
+Updates reach a room two ways, both only after they are durable:
+
+- local: the connection that received an update calls :meth:`Room.apply_local` once the
+  group commit resolved; the exact bytes go to the room's other peers;
+- other instances: a watcher task per room waits on the document's head key
+  (``kv.watch``: FDB native, SQLite cross-process) and reads the log tail after its
+  cursor; records written by this instance (their ``session`` starts with the
+  instance id) are skipped, the rest are applied and broadcast to every peer.
+
+Joiners with an empty state vector share one encoding of the whole document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from pycrdt import Doc
+
+from crdt import codec
+from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
+from crdt.history import Appended, DocRef, History, Record
+from crdt.kv.base import read_counter
+from crdt.versionstamp import Versionstamp
+from server.metrics import Metrics
+from server.session import EMPTY_STATE_VECTOR
+
+log = logging.getLogger("weft.sync")
+TAIL_PAGE = 1000
+
+
+class Peer(Protocol):
+    """A connection as a room sees it: an id and a non-blocking, bounded send."""
+
+    @property
+    def id(self) -> int: ...
+
+    def send(self, frame: bytes) -> None: ...
+
+
+class Room:
+    """One loaded document (see the module docstring)."""
+
+    def __init__(self, ref: DocRef, doc: Doc[Any], cursor: Versionstamp | None, size: int) -> None:
+        self.ref = ref
+        self.doc = doc
+        self.cursor = cursor
+        self.size = size
+        self.peers: dict[int, Peer] = {}
+        self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
+        self.idle_since: float | None = time.monotonic()
+        self.watcher: asyncio.Task[None] | None = None
+        self._full_frame: bytes | None = None
+
+    # --- what sessions read (RoomView) -----------------------------------------------
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def sync_step2_frame(self, state_vector: bytes) -> bytes:
+        if state_vector == EMPTY_STATE_VECTOR:
+            if self._full_frame is None:
+                self._full_frame = codec.encode(SyncStep2(self.doc.get_update()))
+            return self._full_frame
+        return codec.encode(SyncStep2(self.doc.get_update(state_vector)))
+
+    def awareness_payload(self) -> bytes | None:
+        if not self.states:
+            return None
+        return codec.encode_awareness(
+            AwarenessEntry(client, clock, state) for client, (clock, state) in self.states.items()
+        )
+
+    # --- peers -----------------------------------------------------------------------
+
+    def add(self, peer: Peer) -> None:
+        self.peers[peer.id] = peer
+        self.idle_since = None
+
+    def remove(self, peer: Peer, awareness_clients: Iterable[int]) -> None:
+        """Drop ``peer``; its awareness clients are removed for the others."""
+        self.peers.pop(peer.id, None)
+        gone = []
+        for client in awareness_clients:
+            state = self.states.pop(client, None)
+            if state is not None:
+                gone.append(AwarenessEntry(client, state[0] + 1, "null"))
+        if gone:
+            self.broadcast(codec.encode(Awareness(codec.encode_awareness(gone))))
+        if not self.peers:
+            self.idle_since = time.monotonic()
+
+    def broadcast(self, frame: bytes, exclude: int | None = None) -> None:
+        for peer in list(self.peers.values()):
+            if peer.id != exclude:
+                peer.send(frame)
+
+    # --- changes ---------------------------------------------------------------------
+
+    def apply_local(self, update: bytes, appended: Appended, sender: int) -> None:
+        """A peer's update is durable: apply it and send its exact bytes to the others."""
+        if appended.duplicate:
+            return  # already in the log: peers had it when it was first committed
+        self._apply(update)
+        self.broadcast(codec.encode(SyncUpdate(update)), exclude=sender)
+
+    def apply_remote(self, records: Iterable[Record]) -> int:
+        """Updates another instance committed: apply and send to every peer."""
+        count = 0
+        for record in records:
+            try:
+                self._apply(record.update)
+            except ValueError:  # validated before commit, so only a damaged store does this
+                log.error("skipping an update that does not decode at %s", record.versionstamp)
+                continue
+            self.broadcast(codec.encode(SyncUpdate(record.update)))
+            count += 1
+        return count
+
+    def _apply(self, update: bytes) -> None:
+        self.doc.apply_update(update)
+        self.size += len(update)
+        self._full_frame = None
+
+    def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
+        """Record the awareness states (newer clocks win) and relay the exact bytes."""
+        for entry in entries:
+            known = self.states.get(entry.client_id)
+            if known is not None and entry.clock < known[0]:
+                continue
+            if entry.removed:
+                self.states.pop(entry.client_id, None)
+            else:
+                self.states[entry.client_id] = (entry.clock, entry.state)
+        self.broadcast(codec.encode(Awareness(payload)), exclude=sender)
+
+
+class Rooms:
+    """Loads, tracks and unloads rooms; one watcher task per loaded room."""
+
+    def __init__(
+        self,
+        history: History,
+        metrics: Metrics | None = None,
+        *,
+        instance: str = "",
+        idle_seconds: float = 30.0,
+        max_idle: int = 1000,
+    ) -> None:
+        self.history = history
+        self.metrics = metrics or Metrics()
+        self.instance = instance
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self._rooms: dict[bytes, Room] = {}
+        self._idle: OrderedDict[bytes, Room] = OrderedDict()  # rooms without peers, oldest first
+        self._loading: dict[bytes, asyncio.Task[Room]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, ref: DocRef) -> Room | None:
+        return self._rooms.get(ref.space)
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever(), name="weft-room-reaper")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._reaper, *self._loading.values()) if t is not None]
+        for room in list(self._rooms.values()):
+            self._unload(room)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._reaper = None
+
+    async def join(self, ref: DocRef, peer: Peer) -> Room:
+        """The room of ``ref`` (loaded if needed) with ``peer`` added to it."""
+        while True:
+            room = self._rooms.get(ref.space)
+            if room is None:
+                task = self._loading.get(ref.space)
+                if task is None:
+                    task = asyncio.create_task(self._load(ref), name="weft-room-load")
+                    self._loading[ref.space] = task
+                room = await asyncio.shield(task)
+            if self._rooms.get(ref.space) is room:  # not unloaded while we waited
+                self._idle.pop(ref.space, None)
+                room.add(peer)
+                return room
+
+    def leave(self, room: Room, peer: Peer, awareness_clients: Iterable[int]) -> None:
+        room.remove(peer, awareness_clients)
+        if room.peers or self._rooms.get(room.ref.space) is not room:
+            return
+        self._idle[room.ref.space] = room
+        self._idle.move_to_end(room.ref.space)
+        if self.idle_seconds == 0:
+            self._unload(room)
+        while len(self._idle) > self.max_idle:
+            self._unload(next(iter(self._idle.values())))
+
+    async def _load(self, ref: DocRef) -> Room:
+        try:
+            replayed = await self.history.replay(ref)
+            size = await self.history.kv.read(lambda tr: read_counter(tr.get(ref.key("bytes"))))
+            room = Room(ref, replayed.doc, replayed.versionstamp, size)
+            room.watcher = asyncio.create_task(self._watch(room), name="weft-room-watch")
+            self._rooms[ref.space] = room
+            self._idle[ref.space] = room  # until its first peer joins
+            self.metrics.rooms_loaded.set(len(self._rooms))
+            log.debug(
+                "loaded %s/%s/%s (%d updates replayed)",
+                ref.tenant,
+                ref.project,
+                ref.path,
+                replayed.updates_applied,
+                extra={"tenant": ref.tenant, "project": ref.project, "path": ref.path},
+            )
+            return room
+        finally:
+            self._loading.pop(ref.space, None)
+
+    def _unload(self, room: Room) -> None:
+        if self._rooms.get(room.ref.space) is room:
+            del self._rooms[room.ref.space]
+            self._idle.pop(room.ref.space, None)
+        if room.watcher is not None:
+            room.watcher.cancel()
+        self.metrics.rooms_loaded.set(len(self._rooms))
+
+    async def _watch(self, room: Room) -> None:
+        """Follow the document's head; apply what other instances commit."""
+        head_key = room.ref.key("head")
+        last = room.cursor.raw if room.cursor else None
+        delay = 0.1
+        while True:
+            try:
+                last = await self.history.kv.watch(head_key, last)
+                await self._catch_up(room)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a task boundary: log, back off, keep following
+                log.error("watching %s failed; retrying", room.ref.path, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _catch_up(self, room: Room) -> None:
+        mine = f"{self.instance}/"
+        while True:
+            records = await self.history.updates(room.ref, after=room.cursor, limit=TAIL_PAGE)
+            if not records:
+                return
+            foreign = [r for r in records if not r.session.startswith(mine)]
+            if foreign:
+                self.metrics.remote_updates.inc(room.apply_remote(foreign))
+            room.cursor = records[-1].versionstamp
+            if len(records) < TAIL_PAGE:
+                return
+
+    async def _reap_forever(self) -> None:
+        interval = min(max(self.idle_seconds / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.reap(time.monotonic())
+
+    def reap(self, now: float) -> int:
+        """Unload the rooms idle for ``idle_seconds``; returns how many were unloaded."""
+        unloaded = 0
+        while self._idle:
+            room = next(iter(self._idle.values()))
+            if room.peers or room.idle_since is None:  # defensive: joined without notice
+                self._idle.pop(room.ref.space)
+                continue
+            if now - room.idle_since < self.idle_seconds:
+                break
+            self._unload(room)
+            unloaded += 1
+        return unloaded

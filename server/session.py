@@ -1,0 +1,340 @@
+"""One connection's protocol logic as a state machine: frames in, actions out (sans-I/O).
+
+The WebSocket handler (:mod:`server.ws`) feeds it frames and commit results and carries
+out the actions it returns; it never looks inside a message itself. Everything a
+connection may or may not do is decided here, read-only enforcement included:
+
+- on open: ``SyncStep1`` with the room's state vector and the current awareness states
+  (and ``Hello`` first for a weft client that opted in with ``?weft=1``);
+- ``SyncStep1`` → ``SyncStep2`` with what the peer lacks (one shared encoding of the whole
+  document for an empty state vector);
+- ``SyncStep2``/``SyncUpdate`` → validated (decodes; size, document-size and rate quotas)
+  then :class:`Commit`; a read-only token gets the y-protocols permission-denied message
+  instead (and, for weft clients, ``Refused``), and nothing is stored;
+- ``Awareness`` → :class:`Relay` to the room (never stored); ``QueryAwareness`` → states;
+- weft extension: ``Hello`` opts in to ``Ack``/``Refused``; ``Base(vs)`` starts an offline
+  branch on ``vs`` (``Base(ZERO)`` ends it); a branch also ends when the connection
+  closes, and :class:`BranchEnd` reports it once all of its updates are committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+from pycrdt import Doc
+
+from crdt import codec
+from crdt.codec import (
+    Ack,
+    AuthDenied,
+    Awareness,
+    AwarenessEntry,
+    Base,
+    Hello,
+    Message,
+    QueryAwareness,
+    Refused,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from crdt.errors import ProtocolError, QuotaExceeded, WeftError
+from crdt.history import Appended, update_hash
+from crdt.versionstamp import ZERO, Versionstamp
+from server.quotas import Quotas
+
+WEFT_VERSION = 1
+EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE_VECTOR = b"\x00"
+CLOSE_PROTOCOL = 1002
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INVALID = 1007
+CLOSE_STORE = 1011
+CODE_READ_ONLY = 4403
+READ_ONLY_REASON = "read-only token: updates are not accepted"
+
+
+class RoomView(Protocol):
+    """What a session reads from its room (all in memory, no I/O)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def state_vector(self) -> bytes: ...
+
+    def sync_step2_frame(self, state_vector: bytes) -> bytes:
+        """The encoded SyncStep2 frame answering ``state_vector``; ValueError if it does
+        not decode."""
+        ...
+
+    def awareness_payload(self) -> bytes | None: ...
+
+
+# --- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``message`` to this connection."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    """Send an already encoded frame to this connection."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Pause reading from this connection (rate quota backpressure)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Commit ``update`` durably; report the outcome with ``committed``/``failed``."""
+
+    update: bytes
+    hash: bytes
+    branch: int | None
+    received: float
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Relay an awareness update (exact bytes) to the room's other peers."""
+
+    payload: bytes
+    entries: tuple[AwarenessEntry, ...]
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close this connection with ``code`` and ``reason``; read nothing more."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Count a refusal (metrics label ``reason``)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class BranchEnd:
+    """An offline branch made on ``base`` is complete: these are its committed updates."""
+
+    base: Versionstamp
+    appended: tuple[Appended, ...]
+
+
+Action: TypeAlias = Send | SendFrame | Wait | Commit | Relay | Close | Refusal | BranchEnd
+
+
+@dataclass
+class _Branch:
+    base: Versionstamp
+    appended: list[Appended] = field(default_factory=list)
+    pending: int = 0
+    ended: bool = False
+
+
+class Session:
+    """The protocol state of one connection to one room (see the module docstring)."""
+
+    def __init__(
+        self,
+        room: RoomView,
+        *,
+        tenant: str,
+        can_write: bool,
+        quotas: Quotas,
+        weft: bool = False,
+        max_frame: int = codec.DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.room = room
+        self.tenant = tenant
+        self.can_write = can_write
+        self.quotas = quotas
+        self.weft = weft
+        self.max_frame = max_frame
+        self.closed = False
+        self.awareness_clients: set[int] = set()
+        self._hello_sent = False
+        self._branches: dict[int, _Branch] = {}
+        self._branch: int | None = None
+        self._next_branch = 0
+
+    # --- inputs ------------------------------------------------------------------
+
+    def open(self) -> list[Action]:
+        """What the server sends first."""
+        actions: list[Action] = []
+        if self.weft:
+            self._hello_sent = True
+            actions.append(Send(Hello(WEFT_VERSION)))
+        actions.append(Send(SyncStep1(self.room.state_vector())))
+        payload = self.room.awareness_payload()
+        if payload is not None:
+            actions.append(Send(Awareness(payload)))
+        return actions
+
+    def receive_frame(self, frame: bytes, now: float) -> list[Action]:
+        """Decode one binary frame and act on it."""
+        if self.closed:
+            return []
+        try:
+            return self.receive(codec.decode(frame, max_size=self.max_frame), now)
+        except ProtocolError as exc:
+            return self._close(exc.close_code, str(exc), "protocol")
+
+    def receive_text(self) -> list[Action]:
+        return self._close(CLOSE_UNSUPPORTED, "text frames are not supported", "protocol")
+
+    def receive(self, message: Message, now: float) -> list[Action]:
+        """Act on one decoded message (may raise ProtocolError)."""
+        if self.closed:
+            return []
+        match message:
+            case SyncStep1(state_vector=sv):
+                return [self._sync_step2(sv)]
+            case SyncStep2(update=update) | SyncUpdate(update=update):
+                return self._update(update, now)
+            case Awareness(payload=payload):
+                return self._awareness(payload)
+            case QueryAwareness():
+                current = self.room.awareness_payload()
+                return [] if current is None else [Send(Awareness(current))]
+            case AuthDenied():
+                return []  # a client has nothing to deny us; ignore like y-websocket
+            case Hello():
+                self.weft = True
+                if self._hello_sent:
+                    return []
+                self._hello_sent = True
+                return [Send(Hello(WEFT_VERSION))]
+            case Base(versionstamp=vs):
+                return self._base(vs)
+            case Ack() | Refused():
+                return self._close(CLOSE_UNSUPPORTED, "ack/refused are server messages", "protocol")
+        return []  # pragma: no cover  (every message type is matched above)
+
+    def committed(self, commit: Commit, appended: Appended) -> list[Action]:
+        """``commit`` is durable: acknowledge it (weft clients) and track its branch."""
+        actions: list[Action] = []
+        if self.weft and not self.closed:
+            actions.append(Send(Ack(commit.hash, appended.versionstamp)))
+        if commit.branch is not None:
+            branch = self._branches[commit.branch]
+            branch.appended.append(appended)
+            branch.pending -= 1
+            actions += self._finish_branch(commit.branch)
+        return actions
+
+    def failed(self, commit: Commit, error: BaseException) -> list[Action]:
+        """``commit`` could not be stored: the client must re-send it, on a new connection."""
+        actions: list[Action] = []
+        if commit.branch is not None:
+            self._branches[commit.branch].pending -= 1
+            actions += self._finish_branch(commit.branch)
+        if self.closed:
+            return actions
+        reason = str(error) if isinstance(error, WeftError) else "store unavailable"
+        if self.weft:
+            actions.append(Send(Refused(commit.hash, CLOSE_STORE, reason[:200])))
+        return actions + self._close(CLOSE_STORE, f"update not stored: {reason}", "store")
+
+    def close(self) -> list[Action]:
+        """The connection is gone: end its branches (reported once their commits land)."""
+        self.closed = True
+        actions: list[Action] = []
+        for number in list(self._branches):
+            self._branches[number].ended = True
+            actions += self._finish_branch(number)
+        self._branch = None
+        return actions
+
+    # --- handlers ----------------------------------------------------------------
+
+    def _sync_step2(self, state_vector: bytes) -> Action:
+        try:
+            return SendFrame(self.room.sync_step2_frame(state_vector))
+        except ValueError as exc:
+            raise ProtocolError(f"state vector does not decode: {exc}", CLOSE_INVALID) from exc
+
+    def _update(self, update: bytes, now: float) -> list[Action]:
+        if update == EMPTY_UPDATE:
+            return []  # nothing to store (a fresh client's SyncStep2)
+        digest = update_hash(update)
+        if not self.can_write:
+            actions: list[Action] = [Refusal("read_only"), Send(AuthDenied(READ_ONLY_REASON))]
+            if self.weft:
+                actions.append(Send(Refused(digest, CODE_READ_ONLY, READ_ONLY_REASON)))
+            return actions
+        try:
+            self.quotas.check_update(self.tenant, len(update), self.room.size)
+            validate_update(update)
+            wait = self.quotas.reserve_update(self.tenant, now)
+        except QuotaExceeded as exc:
+            label = {1009: "update_too_big", 4413: "doc_too_big"}.get(exc.close_code, "rate")
+            refused: list[Action] = []
+            if self.weft:
+                refused.append(Send(Refused(digest, exc.close_code, str(exc))))
+            return refused + self._close(exc.close_code, str(exc), label)
+        except ProtocolError as exc:
+            return self._close(exc.close_code, str(exc), "bad_update")
+        actions = [Wait(wait)] if wait > 0 else []
+        if self._branch is not None:
+            self._branches[self._branch].pending += 1
+        return [*actions, Commit(update, digest, self._branch, now)]
+
+    def _awareness(self, payload: bytes) -> list[Action]:
+        entries = tuple(codec.decode_awareness(payload))
+        for entry in entries:
+            if entry.removed:
+                self.awareness_clients.discard(entry.client_id)
+            else:
+                self.awareness_clients.add(entry.client_id)
+        return [Relay(payload, entries)]
+
+    def _base(self, vs: Versionstamp) -> list[Action]:
+        actions: list[Action] = []
+        if self._branch is not None:
+            self._branches[self._branch].ended = True
+            actions += self._finish_branch(self._branch)
+            self._branch = None
+        if vs != ZERO:
+            self._branch = self._next_branch
+            self._next_branch += 1
+            self._branches[self._branch] = _Branch(vs)
+        return actions
+
+    def _finish_branch(self, number: int) -> list[Action]:
+        branch = self._branches[number]
+        if not branch.ended or branch.pending > 0:
+            return []
+        del self._branches[number]
+        if not branch.appended:
+            return []
+        return [BranchEnd(branch.base, tuple(branch.appended))]
+
+    def _close(self, code: int, reason: str, label: str) -> list[Action]:
+        actions: list[Action] = [Refusal(label), Close(code, reason)]
+        self.closed = True
+        return actions
+
+
+def validate_update(update: bytes) -> None:
+    """Raise ProtocolError (1007) unless ``update`` decodes as a Yjs update (v1)."""
+    try:
+        Doc().apply_update(update)
+    except ValueError as exc:
+        raise ProtocolError(f"update does not decode: {exc}", CLOSE_INVALID) from exc

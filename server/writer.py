@@ -1,0 +1,189 @@
+"""The group-commit writer: one queue for every room, one transaction per batch.
+
+Connections :meth:`Writer.submit` validated updates and get a future that resolves with
+the update's :class:`~crdt.history.Appended` once it is durable. One task drains the
+queue: whatever arrived while the previous commit was in flight (up to ``max_updates`` /
+``max_bytes``) goes into a single :meth:`History.append` call, so under load many
+updates, from many rooms, share one transaction and one fsync.
+
+After a commit, snapshots are scheduled off the hot path for the documents that received
+enough updates (``History.snapshot_if_due`` decides, this only avoids asking too often).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from crdt.errors import StoreError, TransactionTooLarge, WeftError
+from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, History
+from server.metrics import Metrics
+
+log = logging.getLogger("weft.store")
+MAX_TRACKED_DOCS = 100_000
+SNAPSHOT_CONCURRENCY = 2
+
+
+@dataclass
+class _Pending:
+    item: Append
+    future: asyncio.Future[Appended]
+    queued: float = field(default_factory=time.monotonic)
+
+
+class WriterClosed(StoreError):
+    """The writer is draining or closed: the update was not accepted (retry elsewhere)."""
+
+
+class Writer:
+    """Group-commits updates across rooms; see the module docstring."""
+
+    def __init__(
+        self,
+        history: History,
+        metrics: Metrics | None = None,
+        *,
+        max_updates: int = 1000,
+        max_bytes: int = 4 << 20,
+    ) -> None:
+        self.history = history
+        self.metrics = metrics or Metrics()
+        self.max_updates = max_updates
+        self.max_bytes = max_bytes
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._since_check: dict[bytes, tuple[int, int]] = {}
+        self._checked: set[bytes] = set()
+        self._snapshots: dict[bytes, asyncio.Task[None]] = {}
+        self._snapshot_slots = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+
+    async def __aenter__(self) -> Writer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="weft-writer")
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def submit(self, item: Append) -> asyncio.Future[Appended]:
+        """Queue ``item``; the future resolves once it is durable (or fails)."""
+        if self._closing or self._task is None:
+            raise WriterClosed("the server is shutting down and accepts no more updates")
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        if len(item.update) > MAX_UPDATE_BYTES:  # would fail the whole batch: fail it alone
+            future.set_exception(
+                TransactionTooLarge(
+                    f"update of {len(item.update)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
+                )
+            )
+            return future
+        self._queue.append(_Pending(item, future))
+        self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        """Stop accepting, commit everything already queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        for task in list(self._snapshots.values()):
+            task.cancel()
+        for task in list(self._snapshots.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._commit(self._take())
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        size = 0
+        while self._queue and len(batch) < self.max_updates:
+            pending = self._queue[0]
+            if batch and size + len(pending.item.update) > self.max_bytes:
+                break
+            batch.append(self._queue.popleft())
+            size += len(pending.item.update)
+        return batch
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self.history.append([p.item for p in batch])
+        except Exception as exc:  # a task boundary: fail the batch, keep the writer alive
+            log.error("group commit of %d updates failed", len(batch), exc_info=True)
+            error = exc if isinstance(exc, WeftError) else StoreError(f"commit failed: {exc!r}")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        done = time.monotonic()
+        self.metrics.commit_batch_size.observe(len(batch))
+        self.metrics.commit_latency.observe(done - batch[0].queued)
+        self.metrics.updates_committed.inc(len(batch))
+        log.debug("committed %d updates", len(batch))
+        for p, appended in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(appended)
+        self._note_for_snapshots(batch, results)
+
+    def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:
+        docs: dict[bytes, DocRef] = {}
+        for p, appended in zip(batch, results, strict=True):
+            if appended.duplicate:
+                continue
+            space = p.item.doc.space
+            docs[space] = p.item.doc
+            count, size = self._since_check.get(space, (0, 0))
+            self._since_check[space] = (count + 1, size + len(p.item.update))
+        if len(self._checked) > MAX_TRACKED_DOCS or len(self._since_check) > MAX_TRACKED_DOCS:
+            self._checked.clear()  # bounded memory; docs are simply checked once more
+            self._since_check.clear()
+        for space, doc in docs.items():
+            count, size = self._since_check[space]
+            first = space not in self._checked
+            due = count >= self.history.snapshot_every or size >= self.history.snapshot_bytes
+            if (first or due) and space not in self._snapshots:
+                self._checked.add(space)
+                self._since_check.pop(space, None)
+                task = asyncio.create_task(self._snapshot(doc), name="weft-snapshot")
+                self._snapshots[space] = task
+
+    async def _snapshot(self, doc: DocRef) -> None:
+        try:
+            async with self._snapshot_slots:
+                written = await self.history.snapshot_if_due(doc)
+            if written is not None:
+                log.info(
+                    "snapshot of %s/%s/%s at %s",
+                    doc.tenant,
+                    doc.project,
+                    doc.path,
+                    written.versionstamp,
+                    extra={"tenant": doc.tenant, "project": doc.project, "path": doc.path},
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # off the hot path: a failed snapshot is retried on a later one
+            log.error("snapshot of %s/%s failed", doc.project, doc.path, exc_info=True)
+        finally:
+            self._snapshots.pop(doc.space, None)

@@ -1,0 +1,325 @@
+"""The WebSocket endpoint ``/ws/{tenant}/{project}/{doc path}``: glue only.
+
+The handler authenticates (before any read), joins the room, then moves frames: bytes
+from the socket go to the :class:`~server.session.Session`, whose actions it carries out
+(send, commit through the group-commit writer, relay awareness, close). All protocol
+decisions live in the session.
+
+The transport of each connection (bounded send queue, clean close) is
+:mod:`server.connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from crdt import codec
+from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, WeftError
+from crdt.history import Append, Appended, DocRef
+from crdt.keys import check_name, normalise_path
+from server.appkeys import (
+    AUTH,
+    CONNECTIONS,
+    HISTORY,
+    METRICS,
+    ON_BRANCH,
+    QUOTAS,
+    ROOMS,
+    SETTINGS,
+    WRITER,
+)
+from server.auth import InvalidToken, Principal, check, token_of
+from server.connection import CLOSE_TIMEOUT, Connection, WebSocket, close_reason
+from server.rooms import Room
+from server.session import (
+    Action,
+    BranchEnd,
+    Close,
+    Commit,
+    Refusal,
+    Relay,
+    Send,
+    SendFrame,
+    Session,
+    Wait,
+)
+from server.writer import WriterClosed
+
+log = logging.getLogger("weft.sync")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_BAD_PATH = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+
+
+def _target(request: web.Request) -> tuple[str, str, str]:
+    tenant = check_name("tenant", request.match_info["tenant"])
+    project = check_name("project", request.match_info["project"])
+    return tenant, project, normalise_path(request.match_info["path"])
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """GET /ws/{tenant}/{project}/{path}: one y-websocket peer."""
+    app = request.app
+    settings = app[SETTINGS]
+    ws = WebSocket(
+        max_msg_size=settings.max_message_bytes,
+        heartbeat=settings.heartbeat_seconds,
+        timeout=CLOSE_TIMEOUT,
+    )
+    await ws.prepare(request)
+    metrics = app[METRICS]
+    try:
+        tenant, project, path = _target(request)
+        principal = app[AUTH].verify(token_of(request))
+        check(principal, tenant, project, "read")
+        if app[CONNECTIONS].draining:
+            raise _Refuse(CLOSE_GOING_AWAY, "server shutting down", "draining")
+        app[QUOTAS].connect(tenant)
+    except (BadPath, PermissionDenied, QuotaExceeded, _Refuse) as exc:
+        code, label = _refusal(exc)
+        log.warning("refused %s: %s", request.path, exc, extra={"reason": label})
+        metrics.refusals.inc(label=label)
+        await ws.close(code=code, message=close_reason(str(exc)))
+        return ws
+    metrics.connections.inc()
+    try:
+        await _Link(request, ws, principal, tenant, project, path).run()
+    finally:
+        metrics.connections.dec()
+        app[QUOTAS].disconnect(tenant)
+    return ws
+
+
+class _Refuse(WeftError):
+    def __init__(self, code: int, message: str, label: str) -> None:
+        super().__init__(message)
+        self.code, self.label = code, label
+
+
+def _refusal(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, _Refuse):
+        return exc.code, exc.label
+    if isinstance(exc, BadPath):
+        return CLOSE_BAD_PATH, "bad_path"
+    if isinstance(exc, InvalidToken):
+        return CLOSE_UNAUTHORIZED, "bad_token"
+    if isinstance(exc, PermissionDenied):
+        return CLOSE_FORBIDDEN, "forbidden"
+    if isinstance(exc, QuotaExceeded):
+        return exc.close_code, "connections"
+    return CLOSE_INTERNAL, "internal"
+
+
+class _Link:
+    """One accepted connection: the session, its room and the actions between them."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+        tenant: str,
+        project: str,
+        path: str,
+    ) -> None:
+        self.app = request.app
+        self.request = request
+        self.ws = ws
+        self.principal = principal
+        self.tenant, self.project, self.path = tenant, project, path
+        settings = self.app[SETTINGS]
+        self.conn = Connection(
+            ws,
+            request,
+            settings.send_queue_frames,
+            settings.send_queue_bytes,
+            self.app[METRICS],
+        )
+        self.session_id = f"{settings.instance}/{self.conn.id}"
+        self.max_inflight = settings.max_inflight_updates
+        self.inflight = 0
+        self.room_free = asyncio.Event()
+        self.room: Room | None = None
+        self.session: Session | None = None
+        self.ref: DocRef | None = None
+        self.extra = {
+            "connection": self.conn.id,
+            "tenant": tenant,
+            "project": project,
+            "path": path,
+        }
+
+    async def run(self) -> None:
+        app = self.app
+        connections = app[CONNECTIONS]
+        connections.open.add(self.conn)
+        try:
+            self.ref = await app[HISTORY].doc(self.tenant, self.project, self.path, create=True)
+            self.room = await app[ROOMS].join(self.ref, self.conn)
+            self.session = Session(
+                self.room,
+                tenant=self.tenant,
+                can_write=self.principal.can_write(self.tenant, self.project),
+                quotas=app[QUOTAS],
+                weft=self.request.query.get("weft") in ("1", "true", "yes"),
+                max_frame=app[SETTINGS].max_message_bytes,
+            )
+            log.info("%s joined %s", self.principal.user, self.request.path, extra=self.extra)
+            self.conn.start()
+            await self._act(self.session.open())
+            self.conn.reader = asyncio.create_task(self._read(), name=f"weft-read-{self.conn.id}")
+            try:
+                await self.conn.reader
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are cancelled, not just the reader (closed by the server)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a connection boundary: log with traceback, close with 1011
+            log.error("connection %d failed", self.conn.id, exc_info=True, extra=self.extra)
+            self.conn.close(CLOSE_INTERNAL, "internal server error")
+        finally:
+            if not self.conn.closing:  # we stopped reading (draining): ack what is in flight
+                await self._settle()
+                self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            if self.room is not None:
+                clients = self.session.awareness_clients if self.session else set()
+                app[ROOMS].leave(self.room, self.conn, clients)
+            if self.session is not None:
+                self._act_now(self.session.close())
+            await self.conn.stop()
+            connections.open.discard(self.conn)
+            log.info(
+                "connection %d closed (%s)", self.conn.id, self.ws.close_code, extra=self.extra
+            )
+
+    async def _read(self) -> None:
+        assert self.session is not None
+        metrics = self.app[METRICS]
+        async for msg in self.ws:
+            if self.conn.closing or self.app[CONNECTIONS].draining:
+                break
+            if msg.type == WSMsgType.BINARY:
+                await self._act(self.session.receive_frame(msg.data, time.monotonic()))
+            elif msg.type == WSMsgType.TEXT:
+                await self._act(self.session.receive_text())
+            elif msg.type == WSMsgType.ERROR:
+                metrics.refusals.inc(label="too_big" if self.ws.close_code == 1009 else "protocol")
+                log.warning("connection %d: %s", self.conn.id, msg.data, extra=self.extra)
+                break
+            if self.conn.closing:
+                break
+
+    async def _settle(self) -> None:
+        """Wait (bounded) for this connection's in-flight commits, so their acks go out."""
+        deadline = time.monotonic() + self.app[SETTINGS].drain_seconds
+        while self.inflight > 0 and not self.ws.closed and time.monotonic() < deadline:
+            self.room_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.room_free.wait(), deadline - time.monotonic())
+
+    async def _act(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Wait):
+                await asyncio.sleep(action.seconds)
+            elif isinstance(action, Commit):
+                await self._submit(action)
+            else:
+                self._act_now([action])
+
+    def _act_now(self, actions: list[Action]) -> None:
+        metrics = self.app[METRICS]
+        for action in actions:
+            if isinstance(action, Send):
+                self.conn.send(codec.encode(action.message))
+            elif isinstance(action, SendFrame):
+                self.conn.send(action.frame)
+            elif isinstance(action, Relay):
+                assert self.room is not None
+                self.room.relay(self.conn.id, action.payload, action.entries)
+            elif isinstance(action, Close):
+                log.warning(
+                    "closing connection %d: %d %s",
+                    self.conn.id,
+                    action.code,
+                    action.reason,
+                    extra=self.extra,
+                )
+                self.conn.close(action.code, action.reason)
+            elif isinstance(action, Refusal):
+                metrics.refusals.inc(label=action.reason)
+            elif isinstance(action, BranchEnd):
+                self._branch_end(action)
+
+    async def _submit(self, commit: Commit) -> None:
+        assert self.ref is not None
+        while self.inflight >= self.max_inflight:
+            self.room_free.clear()
+            await self.room_free.wait()
+        item = Append(
+            self.ref, commit.update, self.principal.user, str(self.conn.id), self.session_id
+        )
+        try:
+            future = self.app[WRITER].submit(item)
+        except WriterClosed:
+            self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
+            return
+        self.inflight += 1
+        future.add_done_callback(functools.partial(self._on_commit, commit))
+
+    def _on_commit(self, commit: Commit, future: asyncio.Future[Appended]) -> None:
+        self.inflight -= 1
+        self.room_free.set()
+        assert self.session is not None and self.room is not None
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            self._act_now(self.session.failed(commit, error))
+            return
+        appended = future.result()
+        try:
+            # The room this connection joined, or its successor if it was unloaded meanwhile.
+            assert self.ref is not None
+            room = self.app[ROOMS].get(self.ref) or self.room
+            room.apply_local(commit.update, appended, self.conn.id)
+            self.app[METRICS].fanout_latency.observe(time.monotonic() - commit.received)
+            self._act_now(self.session.committed(commit, appended))
+        except Exception:  # a callback boundary: the update is durable; the client resends
+            log.error("after committing for connection %d", self.conn.id, exc_info=True)
+            self.conn.close(CLOSE_INTERNAL, "internal server error")
+
+    def _branch_end(self, end: BranchEnd) -> None:
+        hook = self.app[ON_BRANCH]
+        if hook is None or self.ref is None:
+            return
+        try:
+            result = hook(self.ref, end.base, list(end.appended), self.principal)
+        except Exception:
+            log.error("on_branch hook failed", exc_info=True, extra=self.extra)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            _background.add(task)
+            task.add_done_callback(_hook_done)
+
+
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _hook_done(task: asyncio.Future[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("on_branch hook failed", exc_info=task.exception())

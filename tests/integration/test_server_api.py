@@ -1,0 +1,136 @@
+"""The read API, /metrics and /healthz of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from crdt.versionstamp import Versionstamp
+from server.testing import ServerProcess, StartServer, YPeer, client_session
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+async def get(
+    http: aiohttp.ClientSession, url: str, **params: str
+) -> tuple[int, str, CIMultiDictProxy[str]]:
+    async with http.get(url, params=params) as response:
+        return response.status, await response.text(), response.headers
+
+
+async def test_doc_list_and_text_at_head_at_versionstamp_and_at_time(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    api = f"{server.url}/api/v1/history/site"
+    peer = await YPeer.connect(http, f"{server.ws_url}/history/site/notes/today.md", weft=True)
+    other = await YPeer.connect(http, f"{server.ws_url}/history/site/other.md", weft=True)
+    await other.edit(0, "x")
+    stamps: list[Versionstamp] = []
+    times: list[datetime] = []
+    for word in ("one", " two", " three"):
+        await peer.append(word)
+        await peer.until(lambda: len(peer.acks) == len(stamps) + 1)
+        stamps.append(peer.acks[-1].versionstamp)
+        await asyncio.sleep(0.02)
+        times.append(datetime.now(UTC))
+        await asyncio.sleep(0.02)
+    await other.until(lambda: len(other.acks) == 1)
+
+    status, body, _ = await get(http, f"{api}/docs")
+    assert status == 200
+    docs = {d["path"]: d for d in json.loads(body)["docs"]}
+    assert sorted(docs) == ["notes/today.md", "other.md"]
+    today = docs["notes/today.md"]
+    assert today["head"] == stamps[-1].hex() and today["updates"] == 3
+    assert today["size"] > 0 and today["updated"].startswith(str(datetime.now(UTC).year))
+
+    status, body, headers = await get(http, f"{api}/docs/notes/today.md")
+    assert (status, body) == (200, "one two three")
+    assert headers["X-Weft-Versionstamp"] == stamps[-1].hex()
+    assert (await get(http, f"{api}/docs/notes/today.md", at=stamps[0].hex()))[1] == "one"
+    assert (await get(http, f"{api}/docs/notes/today.md", at=times[1].isoformat()))[1] == (
+        "one two"
+    )
+    naive = times[0].replace(tzinfo=None).isoformat()  # naive times are UTC
+    assert (await get(http, f"{api}/docs/notes/today.md", at=naive))[1] == "one"
+    before = (times[0] - timedelta(hours=1)).isoformat()
+    status, body, _ = await get(http, f"{api}/docs/notes/today.md", at=before)
+    assert status == 404 and '"not_found"' in body
+    status, body, _ = await get(http, f"{api}/docs/notes/today.md", format="json")
+    assert status == 200 and '"text": "one two three"' in body
+    await peer.close()
+    await other.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/api/v1/nobody/site/docs", {}, 404, "not_found"),
+        ("/api/v1/history/site/docs/missing.md", {}, 404, "not_found"),
+        ("/api/v1/history/site/docs/a//b", {}, 400, "bad_path"),
+        ("/api/v1/hist%20ory/site/docs", {}, 400, "bad_path"),
+        ("/api/v1/history/site/docs/notes/today.md", {"at": "yesterday"}, 400, "bad_request"),
+        ("/api/v1/nothing-here", {}, 404, "not_found"),
+    ],
+)
+async def test_errors_are_json_with_a_code_and_a_message(
+    path: str,
+    params: dict[str, str],
+    status: int,
+    code: str,
+    server: ServerProcess,
+    http: aiohttp.ClientSession,
+) -> None:
+    url = URL(f"{server.url}{path}", encoded=True).with_query(params)
+    async with http.get(url) as response:
+        assert response.status == status
+        body = await response.json()
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+async def test_metrics_expose_the_named_series(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/metrics.txt", weft=True)
+    await peer.edit(0, "m")
+    await peer.until(lambda: len(peer.acks) == 1)
+    async with http.get(f"{server.url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await response.text()
+    for series in (
+        "weft_connections 1",
+        "weft_rooms_loaded",
+        "weft_updates_committed_total",
+        "weft_commit_batch_size_bucket",
+        "weft_commit_latency_seconds_bucket",
+        "weft_fanout_latency_seconds_count",
+        "weft_refusals_total",
+    ):
+        assert series in text, series
+    await peer.close()
+
+
+async def test_healthz(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"

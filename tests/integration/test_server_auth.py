@@ -1,0 +1,152 @@
+"""Auth and tenants against a real server with a secret: tokens decide who reaches what."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import jwt
+import pytest
+
+from crdt.codec import SyncUpdate
+from server.auth import issue_token
+from server.testing import ServerProcess, StartServer, YPeer, client_session
+
+pytestmark = pytest.mark.functional
+
+SECRET = "test-secret-0123456789abcdef-long-enough"
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+def token(
+    tenant: str = "acme",
+    scope: str = "write",
+    projects: list[str] | None = None,
+    ttl: int = 600,
+    secret: str = SECRET,
+) -> str:
+    return issue_token(
+        secret=secret, tenant=tenant, projects=projects, user="ada", scope=scope, ttl_seconds=ttl
+    )
+
+
+def expired() -> str:
+    return jwt.encode(
+        {"sub": "ada", "tenant": "acme", "projects": "*", "scope": "write", "exp": 1},
+        SECRET,
+        algorithm="HS256",
+    )
+
+
+async def refused_before_any_read(
+    http: aiohttp.ClientSession, url: str, token: str | None
+) -> tuple[int | None, str]:
+    """Connect; the first and only thing the server sends must be the close frame."""
+    peer = await YPeer.connect(http, url, handshake=False, token=token)
+    code, reason = await peer.closed()
+    assert peer.received == []  # no SyncStep1: nothing was read for this connection
+    return code, reason
+
+
+async def test_valid_token_syncs_and_creates_its_tenant_on_first_use(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    url = f"{server.ws_url}/{tenant}/site/a.txt"
+    a = await YPeer.connect(http, url, token=token(tenant), weft=True)
+    b = await YPeer.connect(http, url, headers={"Authorization": f"Bearer {token(tenant)}"})
+    await a.edit(0, "hi")
+    await b.wait_text("hi")
+    await a.until(lambda: len(a.acks) == 1)
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "words"),
+    [
+        (lambda: None, 4401, "missing token"),
+        (lambda: "not-a-jwt", 4401, "malformed token"),
+        (expired, 4401, "token expired"),
+        (lambda: token(secret="some-other-secret-0123456789abcdef"), 4401, "invalid token"),
+        (lambda: token(tenant="other"), 4403, "acme/site"),
+        (lambda: token(projects=["blog"]), 4403, "acme/site"),
+    ],
+    ids=["missing", "malformed", "expired", "bad-signature", "other-tenant", "other-project"],
+)
+async def test_bad_tokens_are_refused_before_any_read(
+    make: object, code: int, words: str, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    assert callable(make)
+    got = await refused_before_any_read(http, f"{server.ws_url}/acme/site/a.txt", make())
+    assert got[0] == code
+    assert words in got[1]
+
+
+async def test_read_only_token_syncs_but_its_updates_are_refused(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    path = f"{uuid.uuid4().hex}.txt"
+    url = f"{server.ws_url}/acme/site/{path}"
+    writer = await YPeer.connect(http, url, token=token(), weft=True)
+    await writer.edit(0, "shared")
+    await writer.until(lambda: len(writer.acks) == 1)
+    reader = await YPeer.connect(http, url, token=token(scope="read"), weft=True)
+    plain_reader = await YPeer.connect(http, url, token=token(scope="read"))
+    assert str(reader) == "shared"  # it can sync
+    await reader.edit(0, "evil ")
+    await reader.until(lambda: bool(reader.refused) and bool(reader.denied))
+    assert reader.refused[0].code == 4403
+    await plain_reader.edit(0, "also evil ")
+    await plain_reader.until(lambda: bool(plain_reader.denied))
+    assert not plain_reader.refused  # standard clients get only the y-protocols message
+    # Nothing stored, nothing broadcast: the writer's next edit is the only news.
+    await writer.edit(len(writer.text), "!")
+    await writer.until(lambda: len(writer.acks) == 2)
+    headers = {"Authorization": f"Bearer {token(scope='read')}"}
+    async with http.get(f"{server.url}/api/v1/acme/site/docs/{path}", headers=headers) as r:
+        assert await r.text() == "shared!"
+    assert str(writer) == "shared!"
+    # The refused connection stays open and keeps receiving.
+    await reader.until(lambda: "!" in str(reader))
+    for peer in (writer, reader, plain_reader):
+        await peer.close()
+
+
+async def test_read_only_token_refused_for_raw_update_frames(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    reader = await YPeer.connect(
+        http, f"{server.ws_url}/acme/site/raw.txt", token=token(scope="read")
+    )
+    await reader.send(SyncUpdate(b"\x01\x02"))  # not even decoded: refused first
+    await reader.until(lambda: bool(reader.denied))
+    await reader.close()
+
+
+async def test_rest_api_requires_a_token_for_the_right_tenant(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    base = f"{server.url}/api/v1/acme/site/docs"
+    async with http.get(base) as response:
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "unauthorized"
+    async with http.get(base, params={"token": expired()}) as response:
+        assert response.status == 401
+        assert "expired" in (await response.json())["error"]["message"]
+    async with http.get(base, params={"token": token(tenant="other")}) as response:
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "forbidden"
+    async with http.get(base, params={"token": token(scope="read")}) as response:
+        assert response.status == 200

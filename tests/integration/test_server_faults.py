@@ -1,0 +1,252 @@
+"""Bad input and faults: the offending connection gets a clear close code and reason, no
+other connection is affected, nothing is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from pycrdt import Doc, Text
+from yarl import URL
+
+from crdt import codec
+from crdt.codec import Ack, Awareness, AwarenessEntry, SyncStep1, SyncUpdate
+from crdt.versionstamp import ZERO
+from server.testing import ServerProcess, StartServer, YPeer, client_session
+
+pytestmark = pytest.mark.functional
+
+MAX_MESSAGE = 1 << 20
+MAX_UPDATE = 256 << 10
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    quotas = {
+        "tiny": {"max_doc_bytes": 4000, "max_connections": 2},
+        "slow": {"updates_per_second": 5, "updates_burst": 1},
+    }
+    return weft_module_server_factory(
+        env={
+            "WEFT_MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
+            "WEFT_MAX_UPDATE_BYTES": str(MAX_UPDATE),
+            "WEFT_SEND_QUEUE_FRAMES": "64",
+            "WEFT_COMMIT_MAX_UPDATES": "32",
+            "WEFT_TENANT_QUOTAS": json.dumps(quotas),
+            "WEFT_RATE_MAX_WAIT_SECONDS": "0.5",
+        }
+    )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+def text_update(text: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    doc.get("content", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+async def stored_updates(
+    http: aiohttp.ClientSession, server: ServerProcess, tenant: str, path: str
+) -> int:
+    async with http.get(f"{server.url}/api/v1/{tenant}/site/docs") as response:
+        if response.status == 404:
+            return 0
+        docs = {d["path"]: d["updates"] for d in (await response.json())["docs"]}
+    return int(docs.get(path, 0))
+
+
+def valid_update_of(size: int) -> bytes:
+    return text_update("x" * size)
+
+
+BAD_FRAMES = {
+    "empty frame": (b"", 1002),
+    "truncated varint": (b"\x00\x02\x80", 1002),
+    "forged length": (b"\x00\x02\xff\xff\x03abc", 1002),
+    "trailing bytes": (codec.encode(SyncStep1(b"\x00")) + b"\x00", 1002),
+    "unknown message type": (b"\x07", 1003),
+    "unknown sync message": (b"\x00\x09\x00", 1003),
+    "server-only message": (codec.encode(Ack(b"\x00" * 16, ZERO)), 1003),
+    "garbage update": (codec.encode(SyncUpdate(b"\x05garbage-bytes")), 1007),
+    "state vector garbage": (codec.encode(SyncStep1(b"\x05\x01")), 1007),
+    "awareness not JSON": (
+        codec.encode(Awareness(codec.encode_awareness([AwarenessEntry(1, 1, "{nope")]))),
+        1007,
+    ),
+    "invalid UTF-8": (b"\x02\x00\x02\xff\xfe", 1007),
+    "oversized message": (b"\x00\x02" + os.urandom(MAX_MESSAGE + 10), 1009),
+    "update over the size limit": (codec.encode(SyncUpdate(valid_update_of(MAX_UPDATE + 1))), 1009),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FRAMES)
+async def test_bad_frame_closes_only_that_connection(
+    case: str, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    frame, code = BAD_FRAMES[case]
+    path = f"bad/{uuid.uuid4().hex}.txt"
+    url = f"{server.ws_url}/acme/site/{path}"
+    bystander = await YPeer.connect(http, url, weft=True)
+    bad = await YPeer.connect(http, url)
+    await bad.ws.send_bytes(frame)
+    closed_code, reason = await bad.closed()
+    assert closed_code == code, reason
+    assert reason
+    await bystander.edit(0, "still fine")
+    await bystander.until(lambda: len(bystander.acks) == 1)
+    later = await YPeer.connect(http, url)
+    assert str(later) == "still fine"
+    await later.close()
+    await bystander.close()
+    assert await stored_updates(http, server, "acme", path) == 1  # the bystander's only
+
+
+async def test_text_frames_are_refused(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/text-frame")
+    await peer.ws.send_str("hello")
+    assert await peer.closed() == (1003, "text frames are not supported")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "acme/site/a//b",
+        "acme/site/a/%2E%2E/b",
+        "acme/site/a/./b",
+        "ac%20me/site/x",
+        "acme/site/%00x",
+    ],
+)
+async def test_bad_paths_are_refused_before_any_read(
+    path: str, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    ws = await http.ws_connect(URL(f"{server.ws_url}/{path}", encoded=True))
+    msg = await ws.receive(5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE  # not even a SyncStep1
+    assert ws.close_code == 4400, msg.extra
+    await ws.close()
+
+
+async def test_update_over_quota_is_refused_with_refused_for_weft_clients(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/{uuid.uuid4().hex}", weft=True)
+    await peer.send(SyncUpdate(valid_update_of(MAX_UPDATE + 1)))
+    code, reason = await peer.closed()
+    assert code == 1009 and "limit" in reason
+    assert [r.code for r in peer.refused] == [1009]
+
+
+async def test_document_size_quota_keeps_what_was_accepted(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    path = f"{uuid.uuid4().hex}.txt"
+    peer = await YPeer.connect(http, f"{server.ws_url}/tiny/site/{path}", weft=True)
+    await peer.append("a" * 1500)
+    await peer.append("b" * 1500)
+    await peer.until(lambda: len(peer.acks) == 2)
+    await peer.append("c" * 1500)
+    code, reason = await peer.closed()
+    assert code == 4413, reason
+    assert await stored_updates(http, server, "tiny", path) == 2
+    async with http.get(f"{server.url}/api/v1/tiny/site/docs/{path}") as response:
+        assert await response.text() == "a" * 1500 + "b" * 1500
+
+
+async def test_connection_quota(server: ServerProcess, http: aiohttp.ClientSession) -> None:
+    url = f"{server.ws_url}/tiny/site/conns"
+    first = await YPeer.connect(http, url)
+    second = await YPeer.connect(http, url)
+    third = await YPeer.connect(http, url, handshake=False)
+    code, reason = await third.closed()
+    assert code == 4429 and "too many connections" in reason
+    await first.close()
+    await second.close()
+
+
+async def test_update_rate_slows_down_then_refuses(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    path = f"{uuid.uuid4().hex}.txt"
+    url = f"{server.ws_url}/slow/site/{path}"
+    # One connection over the rate is slowed down (backpressure), not refused.
+    peer = await YPeer.connect(http, url, weft=True)
+    started = time.monotonic()
+    for i in range(4):
+        await peer.append(str(i))
+    await peer.until(lambda: len(peer.acks) == 4)
+    assert time.monotonic() - started >= 0.4  # 3 updates over the burst at 5/s
+    # Many connections at once push the tenant past its wait limit: some are refused.
+    await asyncio.sleep(0.3)
+    crowd = [await YPeer.connect(http, url, weft=True) for _ in range(6)]
+    await asyncio.gather(*(p.append("!") for p in crowd))
+    results = await asyncio.gather(*(p.closed(3) for p in crowd), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, tuple) and r[0] == 4429]
+    assert refused, results
+    acked = sum(len(p.acks) for p in crowd)
+    assert await stored_updates(http, server, "slow", path) == 4 + acked
+    await peer.close()
+
+
+def _stalled_socket(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/acme/site/{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response.split(b"\r\n", 1)[0]
+    return sock
+
+
+async def test_slow_reader_is_disconnected_and_others_do_not_stall(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    path = f"slow-reader/{uuid.uuid4().hex}.txt"
+    url = f"{server.ws_url}/acme/site/{path}"
+    stalled = _stalled_socket(server.port, path)
+    try:
+        writer = await YPeer.connect(http, url, weft=True)
+        reader = await YPeer.connect(http, url)
+        chunk = "y" * 32_000
+        count = 300  # ~9.6 MB: more than the stalled socket's buffers and queue hold
+        started = time.monotonic()
+        reading = asyncio.create_task(
+            reader.until(lambda: len(reader.text) == count * len(chunk), timeout=30)
+        )
+        for sent in range(count):  # paced by acks like a real client's outbox
+            await writer.until(lambda: sent - len(writer.acks) < 32, timeout=30)  # noqa: B023
+            await writer.append(chunk)
+        await reading
+        elapsed = time.monotonic() - started
+        print(f"\n{count} updates of 32 kB reached the live reader in {elapsed:.2f} s")
+        async with http.get(f"{server.url}/metrics") as response:
+            metrics = await response.text()
+        assert 'weft_refusals_total{reason="slow_reader"}' in metrics
+        await writer.close()
+        await reader.close()
+    finally:
+        stalled.close()

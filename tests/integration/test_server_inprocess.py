@@ -1,0 +1,218 @@
+"""The app run in this process (real sockets, no child process): hooks and internals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pycrdt import Doc, Text
+
+from crdt import codec
+from crdt.codec import Base, SyncStep2
+from crdt.errors import StoreError, TransactionTooLarge
+from crdt.history import Append, Appended, DocRef, History
+from crdt.kv import open_engine
+from crdt.versionstamp import ZERO, Versionstamp
+from server.app import create_app
+from server.appkeys import HISTORY, METRICS, ON_BRANCH, ROOMS
+from server.auth import Principal
+from server.config import Settings
+from server.metrics import Metrics
+from server.rooms import Room
+from server.testing import YPeer, client_session, serve_in_process
+from server.writer import Writer, WriterClosed
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+def settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", **overrides)  # type: ignore[arg-type]
+
+
+async def test_offline_branch_hook_gets_base_and_committed_updates(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    calls: list[tuple[DocRef, Versionstamp, list[Appended], Principal]] = []
+
+    async def on_branch(
+        doc: DocRef, base: Versionstamp, appended: list[Appended], who: Principal
+    ) -> None:
+        calls.append((doc, base, appended, who))
+
+    app = create_app(settings(tmp_path))
+    app[ON_BRANCH] = on_branch
+    async with serve_in_process(app) as server:
+        url = f"{server.ws_url}/acme/site/branch.txt"
+        peer = await YPeer.connect(http, url, weft=True)
+        await peer.edit(0, "base")
+        await peer.until(lambda: len(peer.acks) == 1)
+        base = peer.acks[0].versionstamp
+        await peer.send(Base(base))
+        await peer.append(" one")
+        await peer.append(" two")
+        await peer.send(Base(ZERO))  # the branch is over
+        await peer.until(lambda: len(peer.acks) == 3)
+        await peer.append(" live")  # not part of any branch
+        await peer.until(lambda: len(peer.acks) == 4)
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) == 1
+        doc, got_base, appended, who = calls[0]
+        assert (doc.path, got_base, who.user) == ("branch.txt", base, "anonymous")
+        assert [a.versionstamp for a in appended] == [a.versionstamp for a in peer.acks[1:3]]
+        # A branch also ends when its connection closes.
+        await peer.send(Base(peer.acks[-1].versionstamp))
+        await peer.append(" offline")
+        await peer.until(lambda: len(peer.acks) == 5)
+        await peer.close()
+        for _ in range(100):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [a.versionstamp for a in calls[1][2]] == [peer.acks[4].versionstamp]
+
+
+async def test_rooms_unload_when_idle_and_reload_from_the_store(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    app = create_app(settings(tmp_path, room_idle_seconds=0.1))
+    async with serve_in_process(app) as server:
+        url = f"{server.ws_url}/acme/site/idle.txt"
+        peer = await YPeer.connect(http, url, weft=True)
+        await peer.edit(0, "kept")
+        await peer.until(lambda: len(peer.acks) == 1)
+        assert len(app[ROOMS]) == 1
+        await peer.close()
+        for _ in range(100):
+            if len(app[ROOMS]) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert len(app[ROOMS]) == 0
+        assert app[METRICS].rooms_loaded.value == 0
+        again = await YPeer.connect(http, url)
+        assert str(again) == "kept"
+        await again.close()
+
+
+async def test_memory_stays_bounded_with_many_documents(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    app = create_app(settings(tmp_path, room_idle_seconds=60, max_idle_rooms=3))
+    async with serve_in_process(app) as server:
+        for i in range(12):
+            peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/many/{i}.txt", weft=True)
+            await peer.append(str(i))
+            await peer.until(lambda: bool(peer.acks))  # noqa: B023
+            await peer.close()
+            for _ in range(100):
+                if len(app[ROOMS]) <= 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(app[ROOMS]) <= 3  # idle rooms beyond the bound unload at once
+        async with http.get(f"{server.url}/api/v1/acme/site/docs") as response:
+            assert len((await response.json())["docs"]) == 12
+
+
+async def test_updates_from_another_writer_reach_the_room_through_the_head_watch(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/watched.txt")
+        history = app[HISTORY]
+        doc = await history.doc("acme", "site", "watched.txt")
+        source: Doc[Any] = Doc()
+        source.get("content", type=Text).insert(0, "from elsewhere")
+        # Written as if by another instance (its session id does not start with ours).
+        await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+        await peer.wait_text("from elsewhere")
+        assert app[METRICS].remote_updates.get() == 1
+        await peer.close()
+
+
+async def test_group_commit_puts_queued_updates_from_many_rooms_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    async with open_engine(f"sqlite:///{tmp_path / 'w.db'}") as kv:
+        history = History(kv)
+        await history.init()
+        metrics = Metrics()
+        docs = [await history.doc("acme", "site", f"f{i}.txt", create=True) for i in range(10)]
+        writer = Writer(history, metrics, max_updates=1000)
+        writer.start()
+        futures = []
+        for i in range(50):
+            d: Doc[Any] = Doc()
+            d.get("content", type=Text).insert(0, f"u{i}")
+            futures.append(writer.submit(Append(docs[i % 10], d.get_update())))
+        results = await asyncio.gather(*futures)
+        await writer.close()
+        assert metrics.commit_batch_size.count == 1  # one transaction for all 50
+        assert metrics.updates_committed.get() == 50
+        assert len({r.versionstamp for r in results}) == 50
+        with pytest.raises(WriterClosed):
+            writer.submit(Append(docs[0], b"\x00\x00"))
+
+
+async def test_an_update_too_big_for_a_transaction_fails_alone(tmp_path: Path) -> None:
+    async with open_engine(f"sqlite:///{tmp_path / 'w.db'}") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "f.txt", create=True)
+        writer = Writer(history)
+        writer.start()
+        ok = writer.submit(Append(doc, Doc().get_update()))
+        too_big = writer.submit(Append(doc, b"\x00" * 9_500_000))  # over history's limit
+        with pytest.raises(TransactionTooLarge, match="limit"):
+            await too_big
+        assert not (await ok).duplicate  # its batch-mate is committed
+        await writer.close()
+
+
+async def test_a_failed_commit_fails_every_future_of_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_engine(f"sqlite:///{tmp_path / 'w.db'}") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "f.txt", create=True)
+        writer = Writer(history)
+        writer.start()
+
+        async def broken(items: object) -> list[Appended]:
+            raise StoreError("disk on fire")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(history, "append", broken)
+            futures = [writer.submit(Append(doc, bytes([i]))) for i in range(3)]
+            for result in await asyncio.gather(*futures, return_exceptions=True):
+                assert isinstance(result, StoreError)
+        assert not (await writer.submit(Append(doc, Doc().get_update()))).duplicate
+        await writer.close()
+
+
+def test_joiners_with_an_empty_state_vector_share_one_encoding() -> None:
+    doc: Doc[Any] = Doc()
+    doc.get("content", type=Text).insert(0, "shared")
+    ref = DocRef("acme", "site", "a.txt", b"T", b"D")
+    room = Room(ref, doc, None, 0)
+    first = room.sync_step2_frame(b"\x00")
+    assert room.sync_step2_frame(b"\x00") is first
+    decoded = codec.decode(first)
+    assert isinstance(decoded, SyncStep2)
+    other: Doc[Any] = Doc()
+    other.get("content", type=Text).insert(0, "more")
+    room.apply_local(
+        other.get_update(), Appended(Versionstamp(b"\x00" * 11 + b"\x01"), False), sender=0
+    )
+    assert room.sync_step2_frame(b"\x00") is not first  # re-encoded after a change

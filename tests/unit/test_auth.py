@@ -1,0 +1,206 @@
+"""Tokens and principals: who may read and write what."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from crdt.errors import PermissionDenied
+from server.appkeys import AUTH
+from server.auth import Authenticator, InvalidToken, Principal, issue_token, require
+
+SECRET = "unit-test-secret-0123456789abcdefghij"
+
+
+def hs(**overrides: object) -> str:
+    claims: dict[str, object] = {
+        "sub": "ada",
+        "tenant": "acme",
+        "projects": "*",
+        "scope": "write",
+        "exp": int(time.time()) + 60,
+    }
+    claims.update(overrides)
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, SECRET, "HS256")
+
+
+def pem_pair(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[str, str]:
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+# --- Principal -------------------------------------------------------------------------
+
+
+def test_a_principal_reaches_only_its_tenant_and_projects() -> None:
+    p = Principal("ada", "acme", ("site",), "write")
+    assert p.can_read("acme", "site") and p.can_write("acme", "site")
+    assert not p.can_read("acme", "blog")
+    assert not p.can_read("other", "site")
+    assert not p.is_admin
+
+
+def test_scopes_are_ordered_read_write_admin() -> None:
+    reader = Principal("ada", "acme", None, "read")
+    assert reader.can_read("acme", "x") and not reader.can_write("acme", "x")
+    admin = Principal("ada", "acme", None, "admin")
+    assert admin.can_write("acme", "x") and admin.is_admin
+
+
+# --- verify ----------------------------------------------------------------------------
+
+
+def test_auth_off_makes_everybody_an_admin_of_every_tenant() -> None:
+    auth = Authenticator()
+    assert not auth.enabled
+    p = auth.verify(None)
+    assert p.tenant == "*" and p.is_admin and p.can_write("anything", "at-all")
+
+
+def test_a_valid_hs256_token() -> None:
+    p = Authenticator(secret=SECRET).verify(hs(projects=["site", "blog"]))
+    assert p == Principal("ada", "acme", ("site", "blog"), "write")
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        (None, "missing token"),
+        ("", "missing token"),
+        ("garbage", "malformed"),
+        (hs(exp=int(time.time()) - 10), "expired"),
+        (jwt.encode({"sub": "a", "tenant": "acme", "exp": 2**31}, "wrong" * 8, "HS256"), "invalid"),
+        (hs(exp=None), "exp"),
+        (hs(tenant=None), "tenant"),
+        (hs(tenant="*"), "tenant"),
+        (hs(projects="site"), "projects"),
+        (hs(scope="superuser"), "scope"),
+        (jwt.encode({"sub": "a", "tenant": "acme", "exp": 2**31}, None, "none"), "algorithm"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_tokens_are_refused_with_a_clear_reason(token: str | None, words: str) -> None:
+    with pytest.raises(InvalidToken, match=words):
+        Authenticator(secret=SECRET).verify(token)
+
+
+def test_invalid_token_is_a_permission_error() -> None:
+    assert issubclass(InvalidToken, PermissionDenied)
+    assert issubclass(InvalidToken, PermissionError)
+
+
+def test_an_oauth_scope_string_maps_to_the_highest_weft_scope() -> None:
+    assert Authenticator(secret=SECRET).verify(hs(scope="openid read write")).scope == "write"
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        (rsa.generate_private_key(65537, 2048), "RS256"),
+        (ec.generate_private_key(ec.SECP256R1()), "ES256"),
+    ],
+)
+def test_public_key_tokens_from_an_identity_provider(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str
+) -> None:
+    private, public = pem_pair(key)
+    token = issue_token(
+        private_key=private,
+        algorithm=algorithm,
+        tenant="acme",
+        projects=None,
+        user="idp-user",
+        scope="read",
+        ttl_seconds=60,
+    )
+    p = Authenticator(public_key=public).verify(token)
+    assert p == Principal("idp-user", "acme", None, "read")
+    with pytest.raises(InvalidToken, match="not configured"):
+        Authenticator(public_key=public).verify(hs())  # no secret on this server
+
+
+def test_audience_and_issuer_are_checked_when_configured() -> None:
+    auth = Authenticator(secret=SECRET, audience="weft", issuer="https://idp")
+    assert auth.verify(hs(aud="weft", iss="https://idp")).user == "ada"
+    with pytest.raises(InvalidToken):
+        auth.verify(hs(aud="other", iss="https://idp"))
+    with pytest.raises(InvalidToken):
+        auth.verify(hs(aud="weft", iss="https://evil"))
+
+
+# --- issue_token -----------------------------------------------------------------------
+
+
+def test_issued_tokens_round_trip() -> None:
+    token = issue_token(
+        secret=SECRET, tenant="acme", projects=["site"], user="bob", scope="admin", ttl_seconds=60
+    )
+    assert Authenticator(secret=SECRET).verify(token) == Principal(
+        "bob", "acme", ("site",), "admin"
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"secret": None},
+        {"scope": "root"},
+        {"ttl_seconds": 0},
+        {"algorithm": "HS512"},
+        {"algorithm": "RS256"},
+    ],
+)
+def test_issue_token_refuses_bad_arguments(kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {
+        "secret": SECRET,
+        "tenant": "acme",
+        "projects": None,
+        "user": "u",
+        "scope": "read",
+        "ttl_seconds": 60,
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        issue_token(**args)  # type: ignore[arg-type]
+
+
+# --- require ---------------------------------------------------------------------------
+
+
+def app_with(auth: Authenticator) -> web.Application:
+    app = web.Application()
+    app[AUTH] = auth
+    return app
+
+
+async def test_require_reads_query_token_or_bearer_header() -> None:
+    app = app_with(Authenticator(secret=SECRET))
+    query = make_mocked_request("GET", f"/x?token={hs()}", app=app)
+    assert (await require(query, "acme", "site", "write")).user == "ada"
+    header = make_mocked_request("GET", "/x", headers={"Authorization": f"Bearer {hs()}"}, app=app)
+    assert (await require(header, "acme", "site", "read")).user == "ada"
+
+
+async def test_require_refuses_other_tenants_and_higher_scopes() -> None:
+    app = app_with(Authenticator(secret=SECRET))
+    request = make_mocked_request("GET", f"/x?token={hs(scope='read')}", app=app)
+    with pytest.raises(PermissionDenied, match="other/site"):
+        await require(request, "other", "site", "read")
+    with pytest.raises(PermissionDenied, match="does not allow write"):
+        await require(request, "acme", "site", "write")
+    with pytest.raises(InvalidToken):
+        await require(make_mocked_request("GET", "/x", app=app), "acme", "site", "read")

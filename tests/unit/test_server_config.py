@@ -1,0 +1,145 @@
+"""Settings: WEFT_* environment, flags over env, refusing unsafe starts; and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
+
+from client.cli import main as weft
+from server.auth import Authenticator
+from server.cli import parse_ttl, serve_main, settings_from
+from server.config import Settings, is_loopback
+from server.main import banner
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WEFT_HOST", "WEFT_PORT", "WEFT_STORE", "WEFT_SECRET", "WEFT_PUBLIC_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert (s.host, s.port, s.store) == ("127.0.0.1", 8765, "sqlite:///./weft-data/weft.db")
+    assert not s.auth_enabled
+
+
+def test_environment_variables_and_flags_over_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEFT_PORT", "9000")
+    monkeypatch.setenv("WEFT_STORE", "sqlite:///env.db")
+    monkeypatch.setenv("WEFT_TENANT_QUOTAS", '{"acme": {"max_connections": 3}}')
+    args = argparse.Namespace(
+        host=None,
+        port=9100,
+        store=None,
+        secret=None,
+        public_key=None,
+        insecure=None,
+        log_level=None,
+        room_idle_seconds=None,
+    )
+    s = settings_from(args)
+    assert (s.port, s.store) == (9100, "sqlite:///env.db")
+    assert s.tenant_quotas["acme"].max_connections == 3
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.1.2.3"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+    assert not Settings(host=host).auth_enabled
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.1", "example.com"])
+def test_no_auth_off_loopback_unless_insecure(host: str) -> None:
+    with pytest.raises(ValidationError, match="without auth"):
+        Settings(host=host)
+    assert Settings(host=host, insecure=True).host == host
+    assert Settings(host=host, secret="s" * 32).auth_enabled  # type: ignore[arg-type]
+
+
+def test_python_m_server_refuses_to_start_without_auth_on_a_public_address(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert serve_main(["--host", "0.0.0.0"]) == 2
+    assert "without auth" in capsys.readouterr().err
+
+
+def test_public_key_may_be_a_file(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    (tmp_path / "pub.pem").write_text(pem)
+    assert Settings(public_key=str(tmp_path / "pub.pem")).public_key == pem
+    with pytest.raises(ValidationError):
+        Settings(public_key=str(tmp_path / "missing.pem"))
+
+
+def test_send_queues_must_hold_a_commit_batch() -> None:
+    with pytest.raises(ValidationError, match="send_queue_frames"):
+        Settings(send_queue_frames=10, commit_max_updates=100)
+
+
+def test_banner_says_where_what_store_and_whether_auth_is_on() -> None:
+    off = "\n".join(banner(Settings(), [("127.0.0.1", 8765)]))
+    assert "http://127.0.0.1:8765" in off and "sqlite:///" in off and "auth: OFF" in off
+    on = "\n".join(banner(Settings(secret="x" * 32), [("::1", 1)]))  # type: ignore[arg-type]
+    assert "http://[::1]:1" in on and "auth: on (HS256" in on
+
+
+# --- weft token create -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("1h", 3600), ("7d", 604800)]
+)
+def test_ttl(text: str, seconds: int) -> None:
+    assert parse_ttl(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "1y", "-5m", "h"])
+def test_bad_ttl(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_ttl(text)
+
+
+def test_token_create_prints_a_verifiable_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEFT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    argv = ["token", "create", "--tenant", "acme", "--project", "site", "--project", "blog"]
+    assert weft([*argv, "--user", "ada", "--scope", "read", "--ttl", "10m"]) == 0
+    token = capsys.readouterr().out.strip()
+    p = Authenticator(secret="cli-secret-0123456789abcdefghijkl").verify(token)
+    assert (p.user, p.tenant, p.projects, p.scope) == ("ada", "acme", ("site", "blog"), "read")
+
+
+def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    assert (
+        weft(["token", "create", "--tenant", "acme", "--private-key", str(tmp_path / "key.pem")])
+        == 0
+    )
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    assert Authenticator(public_key=public).verify(capsys.readouterr().out.strip()).tenant == "acme"
+
+
+def test_token_create_without_a_secret_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert weft(["token", "create", "--tenant", "acme"]) == 2
+    assert "WEFT_SECRET" in capsys.readouterr().err

@@ -1,0 +1,298 @@
+"""The connection state machine: messages in, actions out (no loop, no sockets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from crdt import codec
+from crdt.codec import (
+    Ack,
+    AuthDenied,
+    Awareness,
+    AwarenessEntry,
+    Base,
+    Hello,
+    QueryAwareness,
+    Refused,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from crdt.errors import StoreError
+from crdt.history import Appended, update_hash
+from crdt.versionstamp import ZERO, Versionstamp
+from server.quotas import Limits, Quotas
+from server.session import (
+    Action,
+    BranchEnd,
+    Close,
+    Commit,
+    Refusal,
+    Relay,
+    Send,
+    SendFrame,
+    Session,
+    Wait,
+)
+
+
+@dataclass
+class FakeRoom:
+    size: int = 0
+    awareness: bytes | None = None
+    asked: list[bytes] = field(default_factory=list)
+
+    def state_vector(self) -> bytes:
+        return b"\x00"
+
+    def sync_step2_frame(self, state_vector: bytes) -> bytes:
+        Doc().get_update(state_vector)  # raises ValueError on a bad state vector
+        self.asked.append(state_vector)
+        return codec.encode(SyncStep2(b"\x00\x00"))
+
+    def awareness_payload(self) -> bytes | None:
+        return self.awareness
+
+
+LIMITS = Limits(
+    max_update_bytes=10_000,
+    max_doc_bytes=50_000,
+    updates_per_second=10,
+    updates_burst=5,
+    max_connections=10,
+)
+
+
+def session(
+    room: FakeRoom | None = None, *, can_write: bool = True, weft: bool = False, wait: float = 1.0
+) -> Session:
+    return Session(
+        room or FakeRoom(),
+        tenant="acme",
+        can_write=can_write,
+        quotas=Quotas(LIMITS, max_wait=wait),
+        weft=weft,
+    )
+
+
+def update(text: str = "hi") -> bytes:
+    doc: Doc[Any] = Doc()
+    doc.get("content", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+def vs(n: int) -> Versionstamp:
+    return Versionstamp(n.to_bytes(12, "big"))
+
+
+def messages(actions: list[Action]) -> list[object]:
+    return [a.message for a in actions if isinstance(a, Send)]
+
+
+def closes(actions: list[Action]) -> list[tuple[int, str]]:
+    return [(a.code, a.reason) for a in actions if isinstance(a, Close)]
+
+
+def commit_of(actions: list[Action]) -> Commit:
+    (commit,) = [a for a in actions if isinstance(a, Commit)]
+    return commit
+
+
+# --- opening and sync ------------------------------------------------------------------
+
+
+def test_open_sends_sync_step1_then_the_current_awareness() -> None:
+    payload = codec.encode_awareness([AwarenessEntry(7, 1, "{}")])
+    assert messages(session(FakeRoom(awareness=payload)).open()) == [
+        SyncStep1(b"\x00"),
+        Awareness(payload),
+    ]
+
+
+def test_a_weft_client_that_opted_in_gets_hello_first() -> None:
+    assert messages(session(weft=True).open())[0] == Hello(1)
+    assert not any(isinstance(m, Hello) for m in messages(session().open()))
+
+
+def test_sync_step1_is_answered_with_sync_step2() -> None:
+    room = FakeRoom()
+    actions = session(room).receive(SyncStep1(b"\x00"), 0.0)
+    assert actions == [SendFrame(codec.encode(SyncStep2(b"\x00\x00")))]
+    assert room.asked == [b"\x00"]
+
+
+def test_an_update_becomes_a_commit() -> None:
+    data = update()
+    for message in (SyncUpdate(data), SyncStep2(data)):
+        commit = commit_of(session().receive(message, 1.0))
+        assert (commit.update, commit.hash, commit.branch) == (data, update_hash(data), None)
+
+
+def test_an_empty_update_is_ignored() -> None:
+    assert session().receive(SyncStep2(b"\x00\x00"), 0.0) == []
+
+
+def test_committed_updates_are_acked_for_weft_clients_only() -> None:
+    data = update()
+    appended = Appended(vs(1), False)
+    weft = session(weft=True)
+    assert messages(weft.committed(commit_of(weft.receive(SyncUpdate(data), 0.0)), appended)) == [
+        Ack(update_hash(data), vs(1))
+    ]
+    plain = session()
+    assert plain.committed(commit_of(plain.receive(SyncUpdate(data), 0.0)), appended) == []
+
+
+def test_hello_opts_in_later_and_is_answered_once() -> None:
+    s = session()
+    assert messages(s.receive(Hello(1), 0.0)) == [Hello(1)]
+    assert s.receive(Hello(1), 0.0) == []
+    assert s.weft
+
+
+# --- refusals --------------------------------------------------------------------------
+
+
+def test_read_only_updates_are_denied_and_nothing_is_committed() -> None:
+    actions = session(can_write=False).receive(SyncUpdate(update()), 0.0)
+    assert not [a for a in actions if isinstance(a, Commit | Close)]
+    assert messages(actions) == [AuthDenied("read-only token: updates are not accepted")]
+    assert Refusal("read_only") in actions
+
+
+def test_read_only_weft_clients_also_get_refused_with_the_hash() -> None:
+    data = update()
+    sent = messages(session(can_write=False, weft=True).receive(SyncUpdate(data), 0.0))
+    assert isinstance(sent[0], AuthDenied)
+    assert sent[1] == Refused(update_hash(data), 4403, "read-only token: updates are not accepted")
+
+
+def test_a_garbage_update_closes_with_1007() -> None:
+    actions = session().receive(SyncUpdate(b"\x05garbage"), 0.0)
+    assert closes(actions)[0][0] == 1007
+    assert "does not decode" in closes(actions)[0][1]
+
+
+def test_an_update_over_the_size_limit_closes_with_1009_and_refused() -> None:
+    data = update("x" * 10_001)
+    actions = session(weft=True).receive(SyncUpdate(data), 0.0)
+    assert closes(actions)[0][0] == 1009
+    assert [m.code for m in messages(actions) if isinstance(m, Refused)] == [1009]
+
+
+def test_a_document_over_its_size_limit_closes_with_4413() -> None:
+    actions = session(FakeRoom(size=49_990)).receive(SyncUpdate(update()), 0.0)
+    assert closes(actions)[0][0] == 4413
+
+
+def test_the_rate_quota_delays_then_refuses() -> None:
+    s = session(wait=0.25)
+    first = [s.receive(SyncUpdate(update(str(i))), 100.0) for i in range(5)]  # the burst
+    assert all(not any(isinstance(a, Wait) for a in acts) for acts in first)
+    delayed = s.receive(SyncUpdate(update("6")), 100.0)
+    assert isinstance(delayed[0], Wait) and delayed[0].seconds == pytest.approx(0.1)
+    s.receive(SyncUpdate(update("7")), 100.0)  # waits 0.2 s
+    refused = s.receive(SyncUpdate(update("8")), 100.0)  # would wait 0.3 s
+    assert closes(refused)[0][0] == 4429
+
+
+def test_a_failed_commit_closes_with_1011_so_the_client_resends() -> None:
+    s = session(weft=True)
+    commit = commit_of(s.receive(SyncUpdate(update()), 0.0))
+    actions = s.failed(commit, StoreError("disk full"))
+    assert closes(actions) == [(1011, "update not stored: disk full")]
+    assert isinstance(messages(actions)[0], Refused)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"", 1002),
+        (b"\x00\x02\x80", 1002),
+        (b"\x00\x02\x09ab", 1002),
+        (b"\x09", 1003),
+        (codec.encode(Ack(b"\x00" * 16, ZERO)), 1003),
+        (codec.encode(SyncStep1(b"\x05\x01")), 1007),
+        (b"\x02\x00\x01\xff", 1007),
+    ],
+)
+def test_bad_frames_close_with_their_code(frame: bytes, code: int) -> None:
+    s = session()
+    actions = s.receive_frame(frame, 0.0)
+    assert closes(actions)[0][0] == code
+    assert s.closed
+    assert s.receive_frame(codec.encode(SyncUpdate(update())), 0.0) == []  # reads no more
+
+
+def test_text_frames_close_with_1003() -> None:
+    assert closes(session().receive_text()) == [(1003, "text frames are not supported")]
+
+
+# --- awareness -------------------------------------------------------------------------
+
+
+def test_awareness_is_relayed_and_its_clients_remembered() -> None:
+    s = session()
+    payload = codec.encode_awareness([AwarenessEntry(1, 1, "{}"), AwarenessEntry(2, 1, "{}")])
+    (relay,) = s.receive(Awareness(payload), 0.0)
+    assert isinstance(relay, Relay) and relay.payload == payload
+    assert s.awareness_clients == {1, 2}
+    s.receive(Awareness(codec.encode_awareness([AwarenessEntry(2, 2, "null")])), 0.0)
+    assert s.awareness_clients == {1}
+
+
+def test_query_awareness_returns_the_rooms_states() -> None:
+    payload = codec.encode_awareness([AwarenessEntry(1, 1, "{}")])
+    assert messages(session(FakeRoom(awareness=payload)).receive(QueryAwareness(), 0.0)) == [
+        Awareness(payload)
+    ]
+    assert session().receive(QueryAwareness(), 0.0) == []
+
+
+# --- offline branches ------------------------------------------------------------------
+
+
+def test_a_branch_ends_at_the_next_base_once_its_commits_land() -> None:
+    s = session(weft=True)
+    assert s.receive(Base(vs(5)), 0.0) == []
+    c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+    c2 = commit_of(s.receive(SyncUpdate(update("b")), 0.0))
+    assert c1.branch is not None and c1.branch == c2.branch
+    a1 = Appended(vs(6), False)
+    assert not [a for a in s.committed(c1, a1) if isinstance(a, BranchEnd)]
+    assert s.receive(Base(ZERO), 0.0) == []  # c2 is still in flight
+    live = commit_of(s.receive(SyncUpdate(update("c")), 0.0))
+    assert live.branch is None
+    a2 = Appended(vs(7), False)
+    ends = [a for a in s.committed(c2, a2) if isinstance(a, BranchEnd)]
+    assert ends == [BranchEnd(vs(5), (a1, a2))]
+
+
+def test_a_branch_ends_when_the_connection_closes() -> None:
+    s = session()
+    s.receive(Base(vs(5)), 0.0)
+    c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+    assert s.close() == []
+    a1 = Appended(vs(6), False)
+    assert s.committed(c1, a1) == [BranchEnd(vs(5), (a1,))]
+
+
+def test_a_new_base_ends_the_previous_branch() -> None:
+    s = session()
+    s.receive(Base(vs(5)), 0.0)
+    c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+    a1 = Appended(vs(6), False)
+    s.committed(c1, a1)
+    assert s.receive(Base(vs(6)), 0.0) == [BranchEnd(vs(5), (a1,))]
+
+
+def test_a_branch_without_committed_updates_reports_nothing() -> None:
+    s = session()
+    s.receive(Base(vs(5)), 0.0)
+    c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+    s.failed(c1, StoreError("down"))
+    assert s.close() == []
