@@ -21,7 +21,7 @@ from aiohttp import web
 
 from crdt.history import History
 from crdt.kv import open_engine
-from server import api, timetravel_api
+from server import api, conflicts_api, timetravel_api
 from server.appkeys import (
     AUTH,
     CONNECTIONS,
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         max_idle=settings.max_idle_rooms,
     )
     app[CONNECTIONS] = Connections()
-    app[ON_BRANCH] = None
+    app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detector
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(drain)
     app.router.add_get("/healthz", healthz)
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/ws/{tenant}/{project}/{path:.+}", websocket)
     # Time travel first: the read API's docs/{path:.+} would match longer routes too.
     timetravel_api.setup(app)
+    conflicts_api.setup(app)
     api.setup(app)
     return app
 

@@ -1,0 +1,181 @@
+"""Conflicts: detected on every offline branch, listed and resolved over REST.
+
+- The ``on_branch`` hook: when a weft client's offline branch (``Base(vs)`` and the
+  updates after it) is committed, :func:`crdt.branches.detect_branch` compares what the
+  branch changed with what others committed since its base; an overlap is stored.
+- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved]``:
+  ``{"tenant", "project", "conflicts": [record, ...]}``, oldest first.
+- ``GET /api/v1/{tenant}/{project}/conflicts/{id}``: ``{"conflict": record}``.
+- ``POST /api/v1/{tenant}/{project}/conflicts`` (write scope), body ``{"path", "text",
+  "device"?}``: record a conflict a client found itself — a local file that met a
+  different document at the same path with no shared history. The server's text at head
+  is the other side and stays; re-posting the same text is idempotent. 201
+  ``{"conflict": record}``.
+- ``POST /api/v1/{tenant}/{project}/conflicts/{id}/resolve`` (write scope), body
+  ``{"resolution"?: str}``: marks it resolved with who and when; the record stays.
+
+A record: ``id`` (24 hex digits), ``path``, ``base``, ``ours``/``theirs`` (``users``,
+``clients``, ``versionstamps``), ``regions`` (base line range, base/ours/theirs text),
+``merged_text``, ``created_ms``, ``status``, ``resolved_by``, ``resolved_ms``,
+``resolution``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import blake3
+from aiohttp import web
+from pycrdt import Text
+
+from crdt import branches
+from crdt.conflicts import ConflictRecord, Region, Side
+from crdt.errors import NotFound, ProtocolError
+from crdt.history import Appended, DocRef, History, now_ms
+from crdt.versionstamp import Versionstamp
+from server.api import _names
+from server.appkeys import HISTORY, ON_BRANCH
+from server.auth import Principal, require
+
+log = logging.getLogger("weft.conflicts")
+CONTENT = "content"
+STATUSES = ("open", "resolved")
+MAX_TEXT = 64 * 1024 * 1024
+
+
+def _record_json(record: ConflictRecord) -> dict[str, Any]:
+    return record.to_dict()
+
+
+def on_branch(app: web.Application) -> Any:
+    """The hook the WebSocket handler calls once an offline branch is committed."""
+
+    async def hook(
+        doc: DocRef, base: Versionstamp, appended: list[Appended], principal: Principal
+    ) -> None:
+        history: History = app[HISTORY]
+        record = await branches.detect_branch(history, doc, base or None, appended)
+        if record is None:
+            return
+        await branches.save(history, doc, record)
+        log.info(
+            "conflict %s on %s/%s/%s: %d region(s), branch by %s",
+            record.id,
+            doc.tenant,
+            doc.project,
+            doc.path,
+            len(record.regions),
+            principal.user,
+        )
+
+    return hook
+
+
+async def list_conflicts(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise ProtocolError(f"?status= must be one of {', '.join(STATUSES)}, not {status!r}")
+    records = await branches.list_conflicts(
+        request.app[HISTORY], tenant, project, path=request.query.get("path"), status=status
+    )
+    records.sort(key=lambda r: (r.created_ms, r.id))
+    return web.json_response(
+        {"tenant": tenant, "project": project, "conflicts": [_record_json(r) for r in records]}
+    )
+
+
+def _conflict_id(request: web.Request) -> str:
+    cid = request.match_info["id"]
+    try:
+        Versionstamp.from_hex(cid)
+    except ValueError:
+        raise ProtocolError(f"a conflict id is 24 hex digits, not {cid!r}") from None
+    return cid.lower()
+
+
+async def get_conflict(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    record = await branches.get_conflict(
+        request.app[HISTORY], tenant, project, _conflict_id(request)
+    )
+    return web.json_response({"conflict": _record_json(record)})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ProtocolError("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("the request body must be a JSON object")
+    return body
+
+
+async def create_conflict(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    principal = await require(request, tenant, project, "write")
+    body = await _json_body(request)
+    path, text, device = body.get("path"), body.get("text"), body.get("device", "")
+    if not isinstance(path, str) or not isinstance(text, str) or not isinstance(device, str):
+        raise ProtocolError('the body must be {"path": str, "text": str, "device"?: str}')
+    if len(text) > MAX_TEXT:
+        raise ProtocolError(f"text over {MAX_TEXT} characters")
+    history = request.app[HISTORY]
+    ref = await history.doc(tenant, project, path)
+    replayed = await history.replay(ref)
+    if replayed.versionstamp is None:
+        raise NotFound(f"no document {ref.path!r} in {tenant}/{project}: nothing to conflict with")
+    theirs_text = str(replayed.doc.get(CONTENT, type=Text))
+    head = await history.updates(ref, limit=1, reverse=True)
+    digest = blake3.blake3(b"\0".join([ref.path.encode(), device.encode(), text.encode()]))
+    record = ConflictRecord(
+        id=digest.hexdigest()[:24],
+        path=ref.path,
+        base="",
+        ours=Side(users=[principal.user], clients=[device] if device else []),
+        theirs=Side(
+            users=sorted({r.user for r in head}),
+            clients=sorted({r.client for r in head}),
+            versionstamps=[replayed.versionstamp.hex()],
+        ),
+        regions=[Region(0, 0, "", text, theirs_text)],
+        merged_text=theirs_text,
+        created_ms=now_ms(),
+    )
+    await branches.save(history, ref, record)
+    saved = await branches.get_conflict(history, tenant, project, record.id)
+    return web.json_response({"conflict": _record_json(saved)}, status=201)
+
+
+async def resolve_conflict(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    principal = await require(request, tenant, project, "write")
+    body = await _json_body(request)
+    resolution = body.get("resolution", "")
+    if not isinstance(resolution, str):
+        raise ProtocolError('"resolution" must be a string')
+    record = await branches.resolve(
+        request.app[HISTORY],
+        tenant,
+        project,
+        _conflict_id(request),
+        user=principal.user,
+        resolution=resolution,
+    )
+    return web.json_response({"conflict": _record_json(record)})
+
+
+def setup(app: web.Application) -> None:
+    """Install the branch hook and the conflict routes."""
+    app[ON_BRANCH] = on_branch(app)
+    base = "/api/v1/{tenant}/{project}/conflicts"
+    app.router.add_get(base, list_conflicts)
+    app.router.add_post(base, create_conflict)
+    app.router.add_get(base + "/{id}", get_conflict)
+    app.router.add_post(base + "/{id}/resolve", resolve_conflict)

@@ -1,0 +1,212 @@
+"""Conflicts end to end: offline branches over real sockets to a real server process,
+records over the REST API, tenant isolation and scopes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from crdt.codec import Base, SyncUpdate
+from crdt.versionstamp import ZERO, Versionstamp
+from server.auth import issue_token
+from server.testing import ServerProcess, StartServer, YPeer, client_session
+
+pytestmark = pytest.mark.functional
+SECRET = "conflict-secret-0123456789abcdef-long-enough"
+BASE_TEXT = "".join(f"line {i}\n" for i in range(1, 11))
+
+
+def token(tenant: str = "acme", scope: str = "write", user: str = "ada") -> str:
+    return issue_token(
+        secret=SECRET, tenant=tenant, projects=None, user=user, scope=scope, ttl_seconds=600
+    )
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+async def api(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    tok: str | None = None,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {tok or token()}"}
+    async with http.request(method, url, json=body, params=params, headers=headers) as r:
+        return r.status, await r.json()
+
+
+def replace_line(peer: YPeer, number: int, new: str) -> None:
+    """Replace line ``number`` (1-based) of the peer's text locally, sending nothing."""
+    text = str(peer)
+    start = sum(len(line) + 1 for line in text.split("\n")[: number - 1])
+    old = text.split("\n")[number - 1]
+    with peer.doc.transaction():
+        del peer.text[start : start + len(old)]
+        peer.text.insert(start, new)
+
+
+async def offline_branch(peer: YPeer, base: Versionstamp, number: int, new: str) -> None:
+    """What a device does on reconnect: Base(base), its offline update, Base(ZERO)."""
+    before = peer.doc.get_state()
+    replace_line(peer, number, new)
+    await peer.send(Base(base))
+    await peer.send(SyncUpdate(peer.doc.get_update(before)))
+    await peer.send(Base(ZERO))
+    acked = len(peer.acks)
+    await peer.until(lambda: len(peer.acks) > acked)
+
+
+async def wait_conflicts(
+    http: aiohttp.ClientSession, url: str, count: int, **params: str
+) -> list[dict[str, Any]]:
+    for _ in range(200):
+        status, body = await api(http, "GET", url, params=params)
+        assert status == 200, body
+        if len(body["conflicts"]) >= count:
+            return list(body["conflicts"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} conflicts: {body}")
+
+
+async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    room = f"{server.ws_url}/acme/site/notes.txt"
+    url = f"{server.url}/api/v1/acme/site/conflicts"
+    writer = await YPeer.connect(http, room, token=token(user="ada"), weft=True)
+    await writer.append(BASE_TEXT)
+    await writer.until(lambda: len(writer.acks) == 1)
+    base = writer.acks[0].versionstamp
+    # Three devices all synced at base; none reads the socket while it "is offline".
+    bob = await YPeer.connect(http, room, token=token(user="bob"), weft=True)
+    cy = await YPeer.connect(http, room, token=token(user="cy"), weft=True)
+    dee = await YPeer.connect(http, room, token=token(user="dee"), weft=True)
+    for peer in (bob, cy, dee):
+        assert str(peer) == BASE_TEXT
+    await offline_branch(bob, base, 3, "line three, says bob")
+    await offline_branch(cy, base, 3, "line III, says cy")
+    await offline_branch(dee, base, 9, "line nine, says dee")
+
+    records = await wait_conflicts(http, url, 1)
+    # dee's branch is checked after cy's; give it the same time to (not) appear.
+    await asyncio.sleep(0.3)
+    status, body = await api(http, "GET", url)
+    assert status == 200 and len(body["conflicts"]) == 1, body
+    record = records[0]
+    assert record["path"] == "notes.txt" and record["status"] == "open"
+    assert record["base"] == base.hex()
+    assert record["ours"]["users"] == ["cy"] and record["theirs"]["users"] == ["bob"]
+    [region] = record["regions"]
+    assert (region["base_start"], region["base_end"]) == (2, 3)
+    assert region["base_text"] == "line 3\n"
+    assert region["ours_text"] == "line III, says cy\n"
+    assert region["theirs_text"] == "line three, says bob\n"
+    assert "line nine, says dee" not in region["ours_text"] + region["theirs_text"]
+
+    # The CRDT merge is untouched: every device converges to the merged text.
+    # The record's merged text is the log at detection time (bob's and cy's edits).
+    assert "line III, says cy" in record["merged_text"]
+    assert "line three, says bob" in record["merged_text"]
+    status, final = await api(
+        http, "GET", f"{server.url}/api/v1/acme/site/docs/notes.txt", params={"format": "json"}
+    )
+    assert status == 200 and "line nine, says dee" in final["text"]
+    for peer in (bob, cy, dee, writer):
+        await peer.until(lambda p=peer: str(p) == final["text"])  # type: ignore[misc]
+
+    status, body = await api(http, "GET", f"{url}/{record['id']}")
+    assert status == 200 and body["conflict"] == record
+    assert (await api(http, "GET", url, params={"path": "other.txt"}))[1]["conflicts"] == []
+
+    # Scopes and tenants: read can list but not resolve; another tenant sees nothing.
+    resolve = f"{url}/{record['id']}/resolve"
+    status, body = await api(http, "POST", resolve, tok=token(scope="read"), body={})
+    assert status == 403 and body["error"]["code"] == "forbidden"
+    status, body = await api(http, "GET", url, tok=token(tenant="evil"))
+    assert status == 403
+    status, body = await api(
+        http, "GET", f"{server.url}/api/v1/evil/site/conflicts", tok=token(tenant="evil")
+    )
+    assert status == 404 and "unknown tenant" in body["error"]["message"]
+
+    status, body = await api(
+        http, "POST", resolve, tok=token(user="ada"), body={"resolution": "kept bob's line"}
+    )
+    assert status == 200
+    resolved = body["conflict"]
+    assert (resolved["status"], resolved["resolved_by"]) == ("resolved", "ada")
+    assert resolved["resolution"] == "kept bob's line" and resolved["resolved_ms"] > 0
+    assert (await api(http, "GET", url, params={"status": "open"}))[1]["conflicts"] == []
+    assert len((await api(http, "GET", url, params={"status": "resolved"}))[1]["conflicts"]) == 1
+
+
+async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    room = f"{server.ws_url}/acme/first/readme.md"
+    url = f"{server.url}/api/v1/acme/first/conflicts"
+    peer = await YPeer.connect(http, room, token=token(user="ada"), weft=True)
+    await peer.append("server text\n")
+    await peer.until(lambda: len(peer.acks) == 1)
+    body = {"path": "readme.md", "text": "local text\n", "device": "laptop"}
+    status, first = await api(http, "POST", url, tok=token(user="bob"), body=body)
+    assert status == 201, first
+    record = first["conflict"]
+    assert record["merged_text"] == "server text\n"
+    [region] = record["regions"]
+    assert (region["ours_text"], region["theirs_text"]) == ("local text\n", "server text\n")
+    assert record["ours"] == {"users": ["bob"], "clients": ["laptop"], "versionstamps": []}
+    assert record["theirs"]["versionstamps"] == [peer.acks[0].versionstamp.hex()]
+    status, again = await api(http, "POST", url, tok=token(user="bob"), body=body)
+    assert status == 201 and again["conflict"]["id"] == record["id"]
+    assert len((await api(http, "GET", url))[1]["conflicts"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("not json", 400, "bad_request"),
+        ([1, 2], 400, "bad_request"),
+        ({"path": "x.md"}, 400, "bad_request"),
+        ({"path": "../x.md", "text": "t"}, 400, "bad_path"),
+        ({"path": "missing.md", "text": "t"}, 404, "not_found"),
+    ],
+)
+async def test_bad_conflict_reports_are_refused_and_write_nothing(
+    server: ServerProcess, http: aiohttp.ClientSession, body: Any, status: int, code: str
+) -> None:
+    url = f"{server.url}/api/v1/acme/bad/conflicts"
+    headers = {"Authorization": f"Bearer {token()}"}
+    data = body if isinstance(body, str) else None
+    async with http.post(url, data=data, json=None if data else body, headers=headers) as r:
+        assert r.status == status
+        assert (await r.json())["error"]["code"] == code
+    assert (await api(http, "GET", url))[1]["conflicts"] == []
+
+
+async def test_unknown_and_malformed_conflict_ids(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    url = f"{server.url}/api/v1/acme/site/conflicts"
+    status, body = await api(http, "GET", f"{url}/{'0' * 24}")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    status, body = await api(http, "GET", f"{url}/nothex")
+    assert status == 400 and "24 hex digits" in body["error"]["message"]
+    status, body = await api(http, "GET", url, params={"status": "maybe"})
+    assert status == 400
