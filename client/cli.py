@@ -12,7 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules that add subcommands; each has register(subparsers) -> None.
-COMMAND_MODULES = ("server.cli", "client.timetravel_cli", "client.sync_cli")
+COMMAND_MODULES = (
+    "server.cli",
+    "client.timetravel_cli",
+    "client.sync_cli",
+    "client.conflicts_cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

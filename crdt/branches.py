@@ -55,7 +55,9 @@ async def detect_branch(
     if not mine:
         return None
     base_state = (await history.replay(doc, base)).state() if base else Doc().get_update()
-    since = await history.updates(doc, after=base, limit=MAX_SINCE_BASE)
+    # What others committed after base and before the branch's last update: a later
+    # commit is judged when its own branch ends, against this one.
+    since = await history.updates(doc, after=base, until=max(mine), limit=MAX_SINCE_BASE)
     ours = [r for r in since if r.versionstamp in mine]
     theirs = [r for r in since if r.versionstamp not in mine or r.versionstamp in shared]
     if not ours or not theirs:

@@ -4,6 +4,10 @@ records over the REST API, tenant isolation and scopes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -210,3 +214,53 @@ async def test_unknown_and_malformed_conflict_ids(
     assert status == 400 and "24 hex digits" in body["error"]["message"]
     status, body = await api(http, "GET", url, params={"status": "maybe"})
     assert status == 400
+
+
+def weft(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "WEFT_TOKEN": token(user="cli")},
+    )
+
+
+async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    room = f"{server.ws_url}/acme/cli/a.txt"
+    peer = await YPeer.connect(http, room, token=token(), weft=True)
+    await peer.append("theirs\n")
+    await peer.until(lambda: len(peer.acks) == 1)
+    url = f"{server.url}/api/v1/acme/cli/conflicts"
+    status, body = await api(http, "POST", url, body={"path": "a.txt", "text": "ours\n"})
+    assert status == 201
+    cid = body["conflict"]["id"]
+    remote = ["--server", server.ws_url.rsplit("/ws", 1)[0], "--tenant", "acme", "--project", "cli"]
+
+    listed = await asyncio.to_thread(weft, "conflicts", "list", *remote)
+    assert listed.returncode == 0, listed.stderr
+    assert cid in listed.stdout and "open" in listed.stdout and "a.txt" in listed.stdout
+    shown = await asyncio.to_thread(weft, "conflicts", "show", cid, *remote)
+    assert shown.returncode == 0, shown.stderr
+    assert "| ours" in shown.stdout and "| theirs" in shown.stdout
+    as_json = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
+    assert [r["id"] for r in json.loads(as_json.stdout)] == [cid]
+
+    missing = await asyncio.to_thread(weft, "conflicts", "show", "0" * 24, *remote)
+    assert missing.returncode == 2 and "no conflict" in missing.stderr
+    bad = await asyncio.to_thread(weft, "conflicts", "show", "xyz", *remote)
+    assert bad.returncode == 2 and "24 hex digits" in bad.stderr
+
+    # An operator on the server's machine goes to the store directly.
+    local = ["--store", server.store, "--tenant", "acme", "--project", "cli"]
+    done = await asyncio.to_thread(
+        weft, "conflicts", "resolve", cid, "--note", "took ours", "--user", "op", *local
+    )
+    assert done.returncode == 0, done.stderr
+    assert "marked resolved" in done.stdout
+    status, body = await api(http, "GET", f"{url}/{cid}")
+    assert body["conflict"]["status"] == "resolved" and body["conflict"]["resolved_by"] == "op"
+    opened = await asyncio.to_thread(weft, "conflicts", "list", "--status", "open", *remote)
+    assert opened.returncode == 0 and "no conflicts" in opened.stdout

@@ -138,3 +138,28 @@ async def test_three_offline_devices_make_exactly_one_conflict(tmp_path: Path) -
         assert (await branches.get_conflict(history, "acme", "site", record.id)).status == "resolved"
         with pytest.raises(NotFound):
             await branches.get_conflict(history, "acme", "site", "00" * 12)
+
+
+async def test_a_branch_is_judged_against_commits_before_it_not_after(tmp_path: Path) -> None:
+    """Detection may run late (it is off the hot path): what others committed after the
+    branch's last update is not part of its 'theirs'; that commit's own branch judges it."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "late.txt", create=True)
+        seed = Device(Doc().get_update())
+        seed.text.insert(0, BASE)
+        [seeded] = await commit(history, doc, seed, "seed")
+        state = (await history.replay(doc)).state()
+        alice, bob, carol = Device(state), Device(state), Device(state)
+        alice.rewrite_line(5, "alice\n")
+        bob.rewrite_line(5, "bob\n")
+        carol.rewrite_line(6, "carol, next to both\n")
+        await commit(history, doc, alice, "alice")
+        bobs = await commit(history, doc, bob, "bob")
+        await commit(history, doc, carol, "carol")  # committed before bob's check runs
+        record = await branches.detect_branch(history, doc, seeded.versionstamp, bobs)
+        assert record is not None
+        assert record.theirs.users == ["alice"]
+        assert [r.theirs_text for r in record.regions] == ["alice\n"]
+        assert "carol" not in record.merged_text

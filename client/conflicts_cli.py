@@ -1,0 +1,188 @@
+"""``weft conflicts list|show|resolve``: the conflict records of a project.
+
+Through a server (``--server URL --tenant T --project P [--token TOKEN]``, the token also
+from ``WEFT_TOKEN``) or straight from a store (``--store URL --tenant T --project P``, for
+an operator on the server's machine). ``--json`` prints the records as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from crdt.errors import WeftError
+
+STATUSES = ("open", "resolved")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2 (or 1 for server/network trouble)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def http_base(server: str) -> str:
+    """``ws://h:p``, ``http://h:p`` (with or without a path) → ``http://h:p``."""
+    parts = urlsplit(server)
+    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise CliError(
+            f"--server must look like http://HOST:PORT or ws://HOST:PORT, not {server!r}"
+        )
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "conflicts",
+        help="list, show and resolve conflict records",
+        description="Conflict records: where offline branches changed the same lines.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--server", help="server URL, e.g. http://127.0.0.1:8765")
+        where.add_argument("--store", help="store URL, e.g. sqlite:///./weft-data/weft.db")
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--project", required=True)
+        p.add_argument("--token", default=os.environ.get("WEFT_TOKEN"), help="JWT ($WEFT_TOKEN)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=run)
+
+    listing = actions.add_parser("list", help="the project's conflicts, oldest first")
+    common(listing)
+    listing.add_argument("--path", help="only this document")
+    listing.add_argument("--status", choices=STATUSES, help="only open or resolved ones")
+    show = actions.add_parser("show", help="one conflict with both sides of every region")
+    common(show)
+    show.add_argument("id", help="conflict id (24 hex digits)")
+    resolve = actions.add_parser("resolve", help="mark a conflict resolved")
+    common(resolve)
+    resolve.add_argument("id", help="conflict id (24 hex digits)")
+    resolve.add_argument("--note", default="", help="how it was resolved")
+    resolve.add_argument("--user", default="operator", help="who resolved it (--store only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        work = _via_server(args) if args.server else _via_store(args)
+        result = asyncio.run(work)
+    except CliError as exc:
+        print(f"weft conflicts: {exc}", file=sys.stderr)
+        return exc.code
+    except WeftError as exc:
+        print(f"weft conflicts: {exc}", file=sys.stderr)
+        return 2
+    _print(args, result)
+    return 0
+
+
+async def _via_server(args: argparse.Namespace) -> Any:
+    import aiohttp
+
+    base = f"{http_base(args.server)}/api/v1/{quote(args.tenant)}/{quote(args.project)}/conflicts"
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    method, url, params, body = "GET", base, {}, None
+    if args.action == "list":
+        params = {k: v for k, v in (("path", args.path), ("status", args.status)) if v}
+    elif args.action == "show":
+        url = f"{base}/{quote(args.id)}"
+    else:
+        method, url, body = "POST", f"{base}/{quote(args.id)}/resolve", {"resolution": args.note}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.request(method, url, params=params, json=body, headers=headers) as response,
+        ):
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:
+                raise CliError(f"{url}: HTTP {response.status}, not JSON", 1) from None
+            if response.status >= 400:
+                error = data.get("error", {}) if isinstance(data, dict) else {}
+                message = error.get("message") or f"HTTP {response.status}"
+                raise CliError(message, 2 if response.status < 500 else 1)
+    except aiohttp.ClientError as exc:
+        raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
+    return data["conflicts"] if args.action == "list" else data["conflict"]
+
+
+async def _via_store(args: argparse.Namespace) -> Any:
+    from crdt import branches
+    from crdt.history import History
+    from crdt.keys import check_name
+    from crdt.kv import open_engine
+    from crdt.versionstamp import Versionstamp
+
+    check_name("project", args.project)
+    if args.action != "list":
+        try:
+            Versionstamp.from_hex(args.id)
+        except ValueError:
+            raise CliError(f"a conflict id is 24 hex digits, not {args.id!r}") from None
+    async with open_engine(args.store) as kv:
+        history = History(kv)
+        await history.init()
+        if args.action == "list":
+            records = await branches.list_conflicts(
+                history, args.tenant, args.project, path=args.path, status=args.status
+            )
+            records.sort(key=lambda r: (r.created_ms, r.id))
+            return [r.to_dict() for r in records]
+        if args.action == "show":
+            record = await branches.get_conflict(history, args.tenant, args.project, args.id)
+        else:
+            record = await branches.resolve(
+                history, args.tenant, args.project, args.id, user=args.user, resolution=args.note
+            )
+        return record.to_dict()
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
+
+
+def _print(args: argparse.Namespace, result: Any) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    if args.action == "list":
+        if not result:
+            print("no conflicts")
+            return
+        print(f"{'ID':24}  {'STATUS':8}  {'CREATED (UTC)':19}  {'LINES':9}  PATH  (OURS / THEIRS)")
+        for r in result:
+            spans = ",".join(f"{g['base_start'] + 1}-{g['base_end']}" for g in r["regions"])
+            who = f"{'+'.join(r['ours']['users'])} / {'+'.join(r['theirs']['users'])}"
+            print(
+                f"{r['id']:24}  {r['status']:8}  {_when(r['created_ms']):19}  {spans:9}  "
+                f"{r['path']}  ({who})"
+            )
+        return
+    r = result
+    print(f"conflict {r['id']} on {r['path']}: {r['status']}")
+    print(f"  base       {r['base'] or '(no shared history)'}")
+    for side in ("ours", "theirs"):
+        s = r[side]
+        print(f"  {side:10} {', '.join(s['users'])} on {', '.join(s['clients']) or '?'}")
+    if r["status"] == "resolved":
+        print(f"  resolved   by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC")
+        if r["resolution"]:
+            print(f"  note       {r['resolution']}")
+    for g in r["regions"]:
+        print(f"\n  base lines {g['base_start'] + 1}-{g['base_end']}:")
+        for label, key in (("base", "base_text"), ("ours", "ours_text"), ("theirs", "theirs_text")):
+            print(f"  --- {label}")
+            for line in g[key].splitlines() or [""]:
+                print(f"  | {line}")
+    if args.action == "resolve":
+        print("\nmarked resolved")
