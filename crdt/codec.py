@@ -56,6 +56,9 @@ CLOSE_INVALID_PAYLOAD: Final = 1007
 CLOSE_MESSAGE_TOO_BIG: Final = 1009
 
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+MAX_AWARENESS: Final = 1024 * 1024
+"""Largest awareness payload accepted (1009 above it). Awareness states are cursors and
+user names; checking the JSON of a large one costs many times its size in memory."""
 MAX_UINT: Final = 2**53 - 1
 """Largest varUint accepted: lib0 decodes into a JS number, exact up to 2**53 - 1."""
 MAX_VAR_UINT_LEN: Final = 8
@@ -357,7 +360,8 @@ def decode(frame: Buffer, max_size: int = DEFAULT_MAX_FRAME) -> Message:
 
     1009 larger than ``max_size`` (checked first); 1002 malformed (empty, truncated, bad
     varUint, forged length, wrong-size field, trailing bytes); 1003 unknown type or
-    subtype; 1007 invalid UTF-8 or awareness JSON.
+    subtype; 1007 invalid UTF-8 or awareness JSON; 1009 also for an awareness payload
+    over ``MAX_AWARENESS``.
     """
     dec = Decoder(frame)
     if dec.remaining > max_size:
@@ -370,6 +374,11 @@ def decode(frame: Buffer, max_size: int = DEFAULT_MAX_FRAME) -> Message:
         msg = _read_sync(dec)
     elif kind == MSG_AWARENESS:
         payload = dec.read_var_view()
+        if len(payload) > MAX_AWARENESS:
+            _fail(
+                f"awareness update of {len(payload)} bytes exceeds {MAX_AWARENESS}",
+                CLOSE_MESSAGE_TOO_BIG,
+            )
         for _ in _iter_awareness(Decoder(payload)):
             pass  # validate before copying; the entries themselves are not kept
         msg = Awareness(bytes(payload))

@@ -16,6 +16,7 @@ from crdt.codec import (
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
+    MAX_AWARENESS,
     MAX_UINT,
     Ack,
     AuthDenied,
@@ -161,6 +162,17 @@ def test_awareness_entries_round_trip() -> None:
     assert decode_awareness(payload) == entries
     assert decode(encode(Awareness(payload))) == Awareness(payload)
     assert [e.removed for e in entries] == [False, True, False]
+
+
+def test_awareness_over_its_own_limit_is_too_big_before_its_json_is_read() -> None:
+    state = '{"x":"' + "a" * MAX_AWARENESS + '"}'
+    frame = encode(Awareness(encode_awareness([AwarenessEntry(1, 1, state)])))
+    with pytest.raises(ProtocolError) as info:
+        decode(frame)
+    assert info.value.close_code == CLOSE_MESSAGE_TOO_BIG
+    just_fits = '{"x":"' + "a" * (MAX_AWARENESS - 100) + '"}'
+    payload = encode_awareness([AwarenessEntry(1, 1, just_fits)])
+    assert decode(encode(Awareness(payload))) == Awareness(payload)
 
 
 def test_an_empty_awareness_update_is_valid() -> None:
