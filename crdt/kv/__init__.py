@@ -2,7 +2,9 @@
 
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default store);
   query options ``synchronous=FULL|NORMAL|OFF|EXTRA`` and ``readers=N``.
-- ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``.
+- ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``; query option
+  ``timeout=SECONDS`` bounds each transaction's retry loop (default 60). Needs the
+  FoundationDB client library (libfdb_c); opening without it raises StoreError.
 """
 
 from __future__ import annotations
@@ -37,5 +39,21 @@ def open_engine(url: str) -> Engine:
         except ValueError as exc:
             raise StoreError(f"bad store URL {url!r}: {exc}") from exc
     if parts.scheme == "fdb":
-        raise StoreError("the FoundationDB engine is not built yet in this checkout")
+        from crdt.kv.fdb import FDBEngine
+
+        if parts.netloc:
+            raise StoreError(
+                f"store URL {url!r} has a host: use fdb:// (default cluster file) or "
+                "fdb:///path/to/fdb.cluster"
+            )
+        unknown = set(options) - {"timeout"}
+        if unknown:
+            raise StoreError(f"unknown fdb store option(s): {', '.join(sorted(unknown))}")
+        try:
+            timeout = float(options.get("timeout", "60"))
+        except ValueError as exc:
+            raise StoreError(f"bad store URL {url!r}: timeout must be seconds") from exc
+        if not timeout > 0:
+            raise StoreError(f"bad store URL {url!r}: timeout must be positive")
+        return FDBEngine(parts.path or None, timeout=timeout)
     raise StoreError(f"unknown store URL {url!r}: use sqlite:///path/to/weft.db or fdb://")

@@ -1,0 +1,336 @@
+"""The FoundationDB engine: the official bindings behind weft's KV protocol.
+
+Thin on purpose: everything above :mod:`crdt.kv.base` is shared code, so this module only
+translates.
+
+- ``import fdb`` and ``fdb.api_version`` happen when the engine opens, not at import: the
+  bindings need the FoundationDB client library (``libfdb_c``), and a machine without it
+  gets a :class:`~crdt.errors.StoreError` saying so, only when it asks for ``fdb://``.
+- Transaction functions are synchronous (see ``base``), so each ``transact``/``read``
+  runs FDB's standard retry loop (``commit`` / ``on_error``) on a worker thread; the
+  event loop never blocks. Watches wait on the loop: the watch future's ``on_ready``
+  callback (FDB's network thread) resolves an asyncio future through
+  ``loop.call_soon_threadsafe``.
+- Limits are checked before FDB sees a write, with the same code as the SQLite engine;
+  FDB's own ``transaction_too_large``/``key_too_large``/``value_too_large`` map to
+  :class:`~crdt.errors.TransactionTooLarge` too. A database-wide timeout bounds every
+  retry loop (FDB itself bounds one attempt to 5 s).
+- Versionstamped keys/values use FDB's native mutations (offset as 4 little-endian bytes
+  at the end, API >= 520); the commit's versionstamp comes from ``get_versionstamp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from crdt.errors import StoreError, TransactionTooLarge
+from crdt.kv.base import (
+    MAX_TRANSACTION,
+    Committed,
+    ReadTransaction,
+    Transaction,
+    check_key,
+    check_offset,
+    check_value,
+    offset_suffix,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("weft.store")
+
+API_VERSION = 710
+"""The API version weft selects (FoundationDB 7.1 and newer client libraries)."""
+
+_TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
+_TIMED_OUT = 1031
+_load_lock = threading.Lock()
+
+
+def load_fdb() -> Any:
+    """The ``fdb`` module with the API version selected; a clear StoreError without it."""
+    try:
+        import fdb
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise StoreError(
+            "the 'foundationdb' Python package is not installed; fdb:// stores need it"
+        ) from exc
+    with _load_lock:
+        if fdb.is_api_version_selected():
+            if fdb.get_api_version() < API_VERSION:
+                raise StoreError(
+                    f"FoundationDB API version {fdb.get_api_version()} is already selected "
+                    f"in this process; weft needs {API_VERSION} or newer"
+                )
+            return fdb
+        try:
+            fdb.api_version(API_VERSION)
+        except Exception as exc:  # the bindings raise bare Exception/RuntimeError here
+            raise StoreError(
+                f"cannot load the FoundationDB client library libfdb_c ({exc}). fdb:// "
+                "stores need the FoundationDB client package for this machine (version "
+                "7.1 or newer, from the FoundationDB releases) installed; sqlite:/// "
+                "stores need nothing"
+            ) from exc
+    return fdb
+
+
+def fdb_error(exc: BaseException, timeout: float) -> StoreError:
+    """A weft error for an FDB error that the retry loop could not handle."""
+    code = getattr(exc, "code", None)
+    description = getattr(exc, "description", str(exc))
+    if code in _TOO_LARGE:
+        return TransactionTooLarge(f"FoundationDB refused the transaction: {description}")
+    if code == _TIMED_OUT:
+        return StoreError(f"FoundationDB transaction timed out after {timeout:g} s of retries")
+    return StoreError(f"FoundationDB error {code}: {description}")
+
+
+def add_param(delta: int) -> bytes:
+    """FDB's ADD operand for a signed delta on an 8-byte little-endian counter."""
+    return (delta % (1 << 64)).to_bytes(8, "little")
+
+
+class _Reader:
+    """Reads through an ``fdb`` transaction (or its snapshot view)."""
+
+    def __init__(self, tr: Any, streaming_mode: Any) -> None:
+        self._tr = tr
+        self._mode = streaming_mode
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self._tr.get(key).wait().value
+        return None if value is None else bytes(value)
+
+    def get_range(
+        self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        rows = self._tr.get_range(
+            begin, end, limit=limit, reverse=reverse, streaming_mode=self._mode
+        )
+        return [(bytes(kv.key), bytes(kv.value)) for kv in rows]
+
+
+class _Writer(_Reader):
+    """A read-write ``fdb`` transaction with weft's limit checks in front of it."""
+
+    def __init__(self, tr: Any, streaming_mode: Any) -> None:
+        super().__init__(tr, streaming_mode)
+        self.size = 0
+        self.wrote = False
+
+    def _count(self, key: bytes, value: bytes = b"") -> None:
+        check_key(key)
+        check_value(value)
+        self._grow(len(key) + len(value))
+
+    def _grow(self, size: int) -> None:
+        self.size += size
+        if self.size > MAX_TRANSACTION:
+            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
+        self.wrote = True
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._count(key, value)
+        self._tr.set(key, value)
+
+    def clear(self, key: bytes) -> None:
+        self._count(key)
+        self._tr.clear(key)
+
+    def clear_range(self, begin: bytes, end: bytes) -> None:
+        check_key(begin)
+        check_key(end)
+        self._grow(len(begin) + len(end))
+        self._tr.clear_range(begin, end)
+
+    def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
+        check_offset(key, offset)
+        self._count(key, value)
+        self._tr.set_versionstamped_key(key + offset_suffix(offset), value)
+
+    def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
+        check_offset(value, offset)
+        self._count(key, value)
+        self._tr.set_versionstamped_value(key, value + offset_suffix(offset))
+
+    def add(self, key: bytes, delta: int) -> None:
+        self._count(key, b"\0" * 8)
+        self._tr.add(key, add_param(delta))
+
+
+class FDBEngine:
+    """FDB-shaped ordered KV on FoundationDB itself (see the module docstring)."""
+
+    def __init__(
+        self, cluster_file: str | None = None, *, timeout: float = 60.0, workers: int = 16
+    ) -> None:
+        self.cluster_file = cluster_file or None
+        self.url = f"fdb://{cluster_file}" if cluster_file else "fdb://"
+        self.timeout = timeout
+        self._workers = workers
+        self._fdb: Any = None
+        self._db: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._watches: set[Any] = set()
+
+    async def __aenter__(self) -> FDBEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        self._fdb, self._db = await asyncio.to_thread(self._open_sync)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="weft-fdb")
+
+    def _open_sync(self) -> tuple[Any, Any]:
+        fdb = load_fdb()
+        try:
+            db = fdb.open(self.cluster_file)
+            db.options.set_transaction_timeout(int(self.timeout * 1000))
+            # Fail fast on an unreachable cluster instead of hanging in the first read.
+            tr = db.create_transaction()
+            tr.options.set_timeout(10_000)
+            tr.get_read_version().wait()
+        except fdb.FDBError as exc:
+            where = self.cluster_file or "the default cluster file"
+            raise StoreError(f"cannot open FoundationDB via {where}: {exc.description}") from exc
+        return fdb, db
+
+    async def close(self) -> None:
+        """Stop using the database. (FDB's network thread lives until the process ends:
+        the client library cannot restart it.)"""
+        if self._db is None:
+            return
+        self._db = None
+        for future in list(self._watches):
+            with contextlib.suppress(Exception):
+                future.cancel()
+        self._watches.clear()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, True)
+            self._pool = None
+
+    def _check_open(self) -> tuple[Any, ThreadPoolExecutor]:
+        if self._db is None or self._pool is None:
+            raise StoreError("engine is not open")
+        return self._db, self._pool
+
+    # --- transactions ----------------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
+        _, pool = self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(pool, self.transact_sync, fn)
+
+    def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
+        """``transact`` for threads that are not running an event loop."""
+        db, _ = self._check_open()
+        mode = self._fdb.StreamingMode.want_all
+        tr = db.create_transaction()
+        while True:
+            try:
+                writer = _Writer(tr, mode)
+                result = fn(writer)
+                stamp = tr.get_versionstamp() if writer.wrote else None
+                tr.commit().wait()
+                return Committed(result, None if stamp is None else bytes(stamp.wait().value))
+            except self._fdb.FDBError as exc:
+                self._on_error(tr, exc)
+
+    async def read(self, fn: Callable[[ReadTransaction], T]) -> T:
+        _, pool = self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(pool, self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[ReadTransaction], T]) -> T:
+        """``read`` for threads that are not running an event loop: snapshot reads, so
+        they add no read conflicts and never make a writer retry."""
+        db, _ = self._check_open()
+        mode = self._fdb.StreamingMode.want_all
+        tr = db.create_transaction()
+        while True:
+            try:
+                return fn(_Reader(tr.snapshot, mode))
+            except self._fdb.FDBError as exc:
+                self._on_error(tr, exc)
+
+    def _on_error(self, tr: Any, exc: Any) -> None:
+        """FDB's retry step: back off and return for a retryable error, raise otherwise."""
+        if exc.code in _TOO_LARGE:
+            raise fdb_error(exc, self.timeout) from exc
+        try:
+            tr.on_error(exc.code).wait()
+        except self._fdb.FDBError as final:
+            raise fdb_error(final, self.timeout) from final
+
+    # --- watches ---------------------------------------------------------------------
+
+    async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
+        _, pool = self._check_open()
+        loop = asyncio.get_running_loop()
+        while True:
+            value, future = await loop.run_in_executor(pool, self._read_and_watch, key, last)
+            if future is None:
+                return value
+            self._watches.add(future)
+            try:
+                await self._wait(future, loop)
+            except self._fdb.FDBError as exc:
+                if not self._fdb.predicates.is_retryable(exc):
+                    raise fdb_error(exc, self.timeout) from exc
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            finally:
+                self._watches.discard(future)
+
+    def _read_and_watch(self, key: bytes, last: bytes | None) -> tuple[bytes | None, Any]:
+        """The key's value if it differs from ``last``, else a native watch on it."""
+        db, _ = self._check_open()
+        tr = db.create_transaction()
+        while True:
+            try:
+                raw = tr.get(key).wait().value
+                value = None if raw is None else bytes(raw)
+                if value != last:
+                    return value, None
+                future = tr.watch(key)
+                tr.commit().wait()  # a watch starts when its transaction commits
+                return None, future
+            except self._fdb.FDBError as exc:
+                self._on_error(tr, exc)
+
+    @staticmethod
+    async def _wait(future: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Await an ``fdb`` future on ``loop`` without a thread: ``on_ready`` runs on
+        FDB's network thread and hands the outcome over with ``call_soon_threadsafe``."""
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def on_ready(ready: Any) -> None:
+            error: BaseException | None = None
+            try:
+                ready.wait()
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, error)
+
+        future.on_ready(on_ready)
+        await done

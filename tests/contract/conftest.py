@@ -1,0 +1,62 @@
+"""The ``engine`` fixture: every contract test runs once per KV engine.
+
+- ``sqlite``: a fresh file in ``tmp_path``.
+- ``fdb``: the cluster named by ``WEFT_FDB_CLUSTER_FILE`` (skipped, with that reason, when
+  the variable is unset). The suite clears the whole database before and after each
+  test, so it refuses a database that holds keys without the suite's scratch marker:
+  point the variable at a cluster meant for tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from crdt.kv import Engine, Transaction, open_engine
+
+FDB_ENV = "WEFT_FDB_CLUSTER_FILE"
+SCRATCH_MARKER = b"\x00weft-contract-suite-scratch"
+
+
+def _fdb_marks() -> list[pytest.MarkDecorator]:
+    path = os.environ.get(FDB_ENV)
+    if not path:
+        return [pytest.mark.fdb, pytest.mark.skip(reason=f"{FDB_ENV} not set")]
+    if not os.path.isfile(path):
+        return [pytest.mark.fdb, pytest.mark.skip(reason=f"{FDB_ENV}={path} is not a file")]
+    return [pytest.mark.fdb]
+
+
+def _claim_scratch(tr: Transaction) -> None:
+    first = tr.get_range(b"", b"\xff", limit=1)
+    if first and first[0][0] != SCRATCH_MARKER:
+        raise RuntimeError(
+            f"the FoundationDB database behind {FDB_ENV} holds data; the contract suite "
+            "clears its database, so it only runs on an empty (scratch) cluster"
+        )
+    tr.clear_range(b"", b"\xff")
+    tr.set(SCRATCH_MARKER, b"")
+
+
+def _wipe(tr: Transaction) -> None:
+    tr.clear_range(b"", b"\xff")
+    tr.set(SCRATCH_MARKER, b"")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("fdb", marks=_fdb_marks())])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
+    """An open engine on an empty store; ``engine.url`` opens the same store elsewhere."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kv.db'}"
+    else:
+        url = f"fdb://{os.path.abspath(os.environ[FDB_ENV])}"
+    async with open_engine(url) as kv:
+        if request.param == "fdb":
+            await kv.transact(_claim_scratch)
+        yield kv
+        if request.param == "fdb":
+            await kv.transact(_wipe)
+
