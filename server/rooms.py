@@ -134,7 +134,10 @@ class Room:
         self._full_frame = None
 
     def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
-        """Record the awareness states (newer clocks win) and relay the exact bytes."""
+        """Record the awareness states (newer clocks win) and relay the exact bytes to every
+        peer, the sender included: y-websocket drops a connection that received nothing for
+        30 s, and a peer alone in its room only hears its own 15-second renewals (the
+        reference server echoes them too; an echo of its own clock is a no-op for it)."""
         for entry in entries:
             known = self.states.get(entry.client_id)
             if known is not None and entry.clock < known[0]:
@@ -143,7 +146,7 @@ class Room:
                 self.states.pop(entry.client_id, None)
             else:
                 self.states[entry.client_id] = (entry.clock, entry.state)
-        self.broadcast(codec.encode(Awareness(payload)), exclude=sender)
+        self.broadcast(codec.encode(Awareness(payload)))
 
 
 class Rooms:

@@ -1,5 +1,7 @@
 """Fixtures that start real weft server processes (``python -m server``).
 
+They live in ``tests/conftest.py`` (shared with ``tests/interop/``) and keep these names:
+
 - ``weft_server`` → ``str``: the base URL (``http://127.0.0.1:PORT``) of a dev-mode server
   (auth off) on a fresh SQLite store in ``tmp_path``; terminated (SIGTERM) afterwards.
 - ``weft_server_factory`` → ``start(**kwargs) -> ServerProcess``: start as many servers
@@ -11,55 +13,3 @@
 
 A y-websocket peer for tests is :class:`server.testing.YPeer`.
 """
-
-from __future__ import annotations
-
-import contextlib
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import pytest
-
-from server.testing import ServerProcess, StartServer, start_server
-
-
-@contextlib.contextmanager
-def _factory(base: Path) -> Iterator[StartServer]:
-    started: list[ServerProcess] = []
-    counter = 0
-
-    def start(*, workdir: Path | None = None, **kwargs: Any) -> ServerProcess:
-        nonlocal counter
-        counter += 1
-        server = start_server(workdir or base / f"server{counter}", **kwargs)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.terminate(timeout=10)
-
-
-@pytest.fixture
-def weft_server_factory(tmp_path: Path) -> Iterator[StartServer]:
-    with _factory(tmp_path) as start:
-        yield start
-
-
-@pytest.fixture(scope="module")
-def weft_module_server_factory(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[StartServer]:
-    with _factory(tmp_path_factory.mktemp("weft")) as start:
-        yield start
-
-
-@pytest.fixture
-def weft_server(weft_server_factory: StartServer) -> str:
-    """Base URL of a dev-mode server (auth off) on a fresh SQLite store."""
-    return weft_server_factory().url
