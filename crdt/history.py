@@ -39,6 +39,7 @@ from crdt.records import (
     encode_record,
     encode_snapshot,
     group_parts,
+    pending_updates,
 )
 from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
 
@@ -276,19 +277,13 @@ class History:
     async def snapshot_if_due(self, doc: DocRef) -> Snapshot | None:
         """Write a snapshot at head when N updates or B bytes arrived since the last one."""
         snapshot, records = await self.kv.read(lambda tr: _replay_reads(tr, doc, None))
-        base_count = snapshot.count if snapshot else 0
-        base_size = snapshot.size if snapshot else 0
         added = sum(r.size for r in records)
         if not records or (
             len(records) < self.snapshot_every and added < self.snapshot_bytes
         ):
             return None
-        replayed = await asyncio.to_thread(_build, snapshot, records)
-        assert replayed.versionstamp is not None
-        new = Snapshot(
-            replayed.versionstamp, replayed.state(), base_count + len(records), base_size + added
-        )
-        value = encode_snapshot(new.state, new.count, new.size)
+        new = await asyncio.to_thread(_next_snapshot, snapshot, records)
+        value = encode_snapshot(new.state, new.count, new.size, new.pending)
 
         def fn(tr: Transaction) -> None:
             for part, chunk in enumerate(chunks(value)):
@@ -430,14 +425,33 @@ def _replay_reads(
     return snapshot, records
 
 
+def _next_snapshot(snapshot: Snapshot | None, records: list[Record]) -> Snapshot:
+    """The snapshot after ``records``: the state, and what the doc still holds pending."""
+    replayed = _build(snapshot, records)
+    assert replayed.versionstamp is not None
+    applied = [*(snapshot.pending if snapshot else ()), *(r.update for r in records)]
+    return Snapshot(
+        replayed.versionstamp,
+        replayed.state(),
+        (snapshot.count if snapshot else 0) + len(records),
+        (snapshot.size if snapshot else 0) + sum(r.size for r in records),
+        tuple(pending_updates(replayed.doc, applied)),
+    )
+
+
 def _build(snapshot: Snapshot | None, records: list[Record]) -> Replayed:
     doc: Doc[Any] = Doc()
     vs = None
-    if snapshot is not None:
-        doc.apply_update(snapshot.state)
-        vs = snapshot.versionstamp
     try:
         with doc.transaction():
+            if snapshot is not None:
+                # Pending updates first: they were waiting for dependencies when the
+                # snapshot was taken, and yrs integrates differently when an update's
+                # dependencies are already there (see ``records.pending_updates``).
+                vs = snapshot.versionstamp
+                for update in snapshot.pending:
+                    doc.apply_update(update)
+                doc.apply_update(snapshot.state)
             for record in records:
                 doc.apply_update(record.update)
     except ValueError as exc:

@@ -24,6 +24,7 @@ Layout (see README for the table)::
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,8 @@ Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionsta
 
 def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""
+    if type(items) is tuple and all(type(item) in _CACHED_TYPES for item in items):
+        return _pack_cached(items, prefix)
     out = bytearray(prefix)
     run: list[Any] = []
     for item in items:
@@ -57,6 +60,16 @@ def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     if run:
         out += _tuple.pack(tuple(run))
     return bytes(out)
+
+
+_CACHED_TYPES = frozenset({str, int})  # exact types: True == 1 and 0.0 == -0.0 pack apart
+
+
+@functools.lru_cache(maxsize=4096)
+def _pack_cached(items: tuple[str | int, ...], prefix: bytes) -> bytes:
+    """The hot keys (a doc's head and counters, record prefixes) are packed once."""
+    packed: bytes = _tuple.pack(items, prefix=prefix)
+    return packed
 
 
 def pack_incomplete(
@@ -83,6 +96,23 @@ def unpack(key: bytes, prefix: bytes = b"") -> tuple[Any, ...]:
         else item
         for item in items
     )
+
+
+def unpack_stamped(key: bytes, prefix: bytes) -> tuple[Versionstamp, int]:
+    """``(vs, part)`` from a ``prefix + (vs, part)`` key (log records, snapshot chunks).
+
+    Replay reads a thousand of these per call, so the usual shapes (part < 256) are
+    decoded here directly; anything else goes through :func:`unpack`.
+    """
+    n = len(prefix)
+    if key.startswith(prefix) and key[n : n + 1] == VS_CODE:
+        tail = key[n + 13 :]
+        if tail == b"\x14":  # the tuple layer's integer 0
+            return Versionstamp(key[n + 1 : n + 13]), 0
+        if len(tail) == 2 and tail[0] == 0x15:  # a one-byte positive integer
+            return Versionstamp(key[n + 1 : n + 13]), tail[1]
+    vs, part = unpack(key, prefix)
+    return vs, part
 
 
 def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from pycrdt import Doc, get_update
 
 from crdt import keys
 from crdt.errors import StoreError
@@ -44,6 +45,7 @@ class Snapshot:
     state: bytes
     count: int
     size: int
+    pending: tuple[bytes, ...] = ()  # updates to apply after ``state`` (see pending_updates)
 
 
 def chunks(value: bytes) -> list[bytes]:
@@ -70,14 +72,78 @@ def decode_record(vs: Versionstamp, value: bytes) -> Record:
     )
 
 
-def encode_snapshot(state: bytes, count: int, size: int) -> bytes:
-    packed: bytes = msgpack.packb({"state": state, "count": count, "size": size})
+def encode_snapshot(
+    state: bytes, count: int, size: int, pending: Iterable[bytes] = ()
+) -> bytes:
+    fields: dict[str, Any] = {"state": state, "count": count, "size": size}
+    if pending := list(pending):
+        fields["pending"] = pending
+    packed: bytes = msgpack.packb(fields)
     return packed
 
 
 def decode_snapshot(vs: Versionstamp, value: bytes) -> Snapshot:
     data = _unpack_map(value)
-    return Snapshot(vs, bytes(data["state"]), int(data["count"]), int(data["size"]))
+    pending = tuple(bytes(u) for u in data.get("pending", ()))
+    return Snapshot(vs, bytes(data["state"]), int(data["count"]), int(data["size"]), pending)
+
+
+def pending_updates(doc: Doc[Any], applied: Iterable[bytes]) -> list[bytes]:
+    """The updates of ``applied`` (all applied to ``doc``) that ``doc`` holds pending.
+
+    ``Doc.get_update()`` leaves out "pending" content: updates that arrived before an
+    update they depend on, and deletions of items the doc has not seen. The log keeps
+    updates in the order they arrived, so it can hold such updates; a snapshot of only
+    ``get_update()`` would lose them for good once their dependencies arrive. Snapshots
+    therefore keep these updates as they are, to be applied again after the state.
+    An update counts as pending unless all its structs and deletions are inside the
+    doc's state vector (a few integrated ones may be kept too; applying them twice is
+    harmless). Usually the list is empty.
+    """
+    vector = doc.get_state()
+    clocks = _clocks(vector)
+    return [u for u in applied if not _integrated(u, vector, clocks)]
+
+
+def _integrated(update: bytes, vector: bytes, clocks: dict[int, int]) -> bool:
+    """Whether every struct and every deletion in ``update`` is inside ``vector``."""
+    rest = get_update(update, vector)  # what ``update`` has beyond the state vector
+    if rest[:1] != b"\x00":  # some structs (clients > 0) are not integrated
+        return False
+    # ``rest`` is: no structs (0), then the update's whole delete set.
+    clients, pos = _varuint(rest, 1)
+    for _ in range(clients):
+        client, pos = _varuint(rest, pos)
+        count, pos = _varuint(rest, pos)
+        for _ in range(count):
+            clock, pos = _varuint(rest, pos)
+            length, pos = _varuint(rest, pos)
+            if clock + length > clocks.get(client, 0):
+                return False
+    return True
+
+
+def _clocks(vector: bytes) -> dict[int, int]:
+    """Decode a lib0 state vector: varUint n, then n x (varUint client, varUint clock)."""
+    count, pos = _varuint(vector, 0)
+    out = {}
+    for _ in range(count):
+        client, pos = _varuint(vector, pos)
+        out[client], pos = _varuint(vector, pos)
+    return out
+
+
+def _varuint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise StoreError("truncated state vector or delete set")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
 
 
 def _unpack_map(value: bytes) -> dict[str, Any]:
@@ -102,8 +168,8 @@ def group_parts(
     current: Versionstamp | None = None
     parts: dict[int, bytes] = {}
     for key, value in pairs:
-        vs, part = keys.unpack(key, prefix)
-        if vs != current:
+        vs, part = keys.unpack_stamped(key, prefix)
+        if current is None or vs.raw != current.raw:
             if current is not None:
                 yield current, _join(parts)
             current, parts = vs, {}
@@ -113,6 +179,8 @@ def group_parts(
 
 
 def _join(parts: dict[int, bytes]) -> bytes:
+    if len(parts) == 1 and 0 in parts:
+        return parts[0]
     if sorted(parts) != list(range(len(parts))):
         raise StoreError("a chunked value in the store is missing parts")
     return b"".join(parts[i] for i in range(len(parts)))

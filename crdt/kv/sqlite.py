@@ -77,7 +77,12 @@ class _Reader:
 
 
 class _Writer(_Reader):
-    """A write transaction inside the writer's SQLite transaction (one SAVEPOINT)."""
+    """A write transaction inside the writer's SQLite transaction (one SAVEPOINT).
+
+    Sets are buffered and written with one ``executemany`` (at the end, or before a read
+    the buffer cannot answer): most of an append's writes are a few rows per update, and
+    per-statement overhead would otherwise dominate. Reads see the buffer first.
+    """
 
     def __init__(self, conn: sqlite3.Connection, tr_version: bytes) -> None:
         super().__init__(conn)
@@ -85,6 +90,7 @@ class _Writer(_Reader):
         self.size = 0
         self.keys: set[bytes] = set()
         self.ranges: list[tuple[bytes, bytes]] = []
+        self._pending: dict[bytes, bytes] = {}
 
     def _count(self, key: bytes, value: bytes = b"") -> None:
         check_key(key)
@@ -96,12 +102,32 @@ class _Writer(_Reader):
             )
         self.keys.add(key)
 
+    def flush(self) -> None:
+        """Write the buffered sets (the engine calls this before the savepoint ends)."""
+        if self._pending:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", self._pending.items()
+            )
+            self._pending.clear()
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
+        return super().get(key)
+
+    def get_range(
+        self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        self.flush()
+        return super().get_range(begin, end, limit, reverse)
+
     def set(self, key: bytes, value: bytes) -> None:
         self._count(key, value)
-        self._conn.execute("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", (key, value))
+        self._pending[key] = value
 
     def clear(self, key: bytes) -> None:
         self._count(key)
+        self._pending.pop(key, None)
         self._conn.execute("DELETE FROM kv WHERE k = ?", (key,))
 
     def clear_range(self, begin: bytes, end: bytes) -> None:
@@ -109,6 +135,7 @@ class _Writer(_Reader):
         check_key(end)
         self.size += len(begin) + len(end)
         self.ranges.append((begin, end))
+        self.flush()
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
@@ -344,6 +371,7 @@ class SQLiteEngine:
             conn.execute("SAVEPOINT tr")
             try:
                 result = request.fn(tr)
+                tr.flush()
             except sqlite3.OperationalError:
                 raise
             except Exception as exc:

@@ -1,0 +1,286 @@
+"""Document history on a real SQLite store: append, idempotency, chunks, snapshots, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from crdt import keys
+from crdt.errors import NotFound, TransactionTooLarge
+from crdt.history import MAX_BATCH_UPDATES, MAX_UPDATE_BYTES, Append, DocRef, History
+from crdt.kv import Engine, open_engine
+from crdt.kv.base import read_counter
+from crdt.records import CHUNK
+
+
+@pytest.fixture
+async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
+    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
+        yield engine
+
+
+@pytest.fixture
+async def history(kv: Engine) -> History:
+    h = History(kv, snapshot_every=5)
+    await h.init()
+    return h
+
+
+class Device:
+    """A pycrdt doc that hands out one update per edit."""
+
+    def __init__(self) -> None:
+        self.doc: Doc[Any] = Doc()
+        self.text = self.doc.get("content", type=Text)
+
+    def insert(self, at: int, s: str) -> bytes:
+        before = self.doc.get_state()
+        self.text.insert(at, s)
+        return self.doc.get_update(before)
+
+    def append(self, s: str) -> bytes:
+        return self.insert(len(self.text), s)
+
+
+def text_of(doc: Doc[Any]) -> str:
+    return str(doc.get("content", type=Text))
+
+
+async def raw_keys(kv: Engine, prefix: bytes) -> list[bytes]:
+    begin, end = keys.prefix_range(prefix)
+    return [k for k, _ in await kv.read(lambda tr: tr.get_range(begin, end))]
+
+
+async def test_a_batch_is_one_transaction_with_one_versionstamp_per_update(
+    history: History,
+) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    results = await history.append([Append(ref, dev.append(c)) for c in "abc"])
+    assert [r.duplicate for r in results] == [False] * 3
+    assert len({r.versionstamp.tr_version for r in results}) == 1
+    assert [r.versionstamp.user for r in results] == [0, 1, 2]
+    assert await history.head(ref) == results[-1].versionstamp
+    assert text_of((await history.replay(ref)).doc) == "abc"
+
+
+async def test_resending_an_update_is_a_no_op_returning_its_versionstamp(
+    history: History, kv: Engine
+) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    first, second = dev.append("hello"), dev.append(" world")
+    original = await history.append([Append(ref, first), Append(ref, second)])
+    before = await kv.read(lambda tr: tr.get_range(b"", b"\xff"))
+    again = await history.append([Append(ref, second), Append(ref, first)])
+    assert [a.versionstamp for a in again] == [original[1].versionstamp, original[0].versionstamp]
+    assert all(a.duplicate for a in again)
+    assert await kv.read(lambda tr: tr.get_range(b"", b"\xff")) == before
+    assert len(await history.updates(ref)) == 2
+
+
+async def test_one_batch_appends_to_many_docs(history: History, kv: Engine) -> None:
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "site", "dir/b.md", create=True)
+    da, db = Device(), Device()
+    updates = [da.append("1"), db.append("x"), da.append("2")]
+    results = await history.append(
+        [Append(a, updates[0]), Append(b, updates[1]), Append(a, updates[2])]
+    )
+    assert await history.head(a) == results[2].versionstamp
+    assert await history.head(b) == results[1].versionstamp
+    assert text_of((await history.replay(a)).doc) == "12"
+    assert text_of((await history.replay(b)).doc) == "x"
+    infos = {i.path: i for i in await history.docs("acme", "site")}
+    assert sorted(infos) == ["a.md", "dir/b.md"]
+    assert (infos["a.md"].count, infos["dir/b.md"].count) == (2, 1)
+    assert infos["a.md"].size == len(updates[0]) + len(updates[2])
+    assert infos["a.md"].head == results[2].versionstamp
+    assert read_counter(await kv.read(lambda tr: tr.get(a.key("n")))) == 2
+
+
+async def test_metadata_is_kept_per_update(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    start = time.time_ns() // 1_000_000
+    update = dev.append("hi")
+    [appended] = await history.append(
+        [Append(ref, update, user="ana", client="laptop-1", session="s-9")]
+    )
+    [record] = await history.updates(ref)
+    assert record.versionstamp == appended.versionstamp
+    assert (record.update, record.user, record.client, record.session) == (
+        update,
+        "ana",
+        "laptop-1",
+        "s-9",
+    )
+    assert start <= record.ms <= time.time_ns() // 1_000_000
+    assert record.size == len(update)
+
+
+async def test_large_updates_are_chunked_and_read_back_whole(history: History, kv: Engine) -> None:
+    ref = await history.doc("acme", "site", "big.txt", create=True)
+    dev = Device()
+    small = dev.append("start ")
+    big = dev.append("x" * (3 * CHUNK))
+    await history.append([Append(ref, small), Append(ref, big), Append(ref, dev.append("!"))])
+    parts = await raw_keys(kv, ref.key("u"))
+    assert len(parts) >= 3 + 2  # the big record spans several keys
+    assert all(
+        len(v) <= CHUNK
+        for _, v in await kv.read(lambda tr: tr.get_range(*keys.prefix_range(ref.key("u"))))
+    )
+    records = await history.updates(ref)
+    assert [r.update for r in records] == [small, big, records[2].update]
+    first_two = await history.updates(ref, limit=2)  # a limit never cuts a record in parts
+    assert [r.update for r in first_two] == [small, big]
+    assert text_of((await history.replay(ref)).doc) == "start " + "x" * (3 * CHUNK) + "!"
+
+
+async def test_an_update_over_the_limit_is_refused_and_nothing_written(
+    history: History, kv: Engine
+) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    before = await kv.read(lambda tr: tr.get_range(b"", b"\xff"))
+    with pytest.raises(TransactionTooLarge):
+        await history.append(
+            [Append(ref, Device().append("ok")), Append(ref, b"\0" * (MAX_UPDATE_BYTES + 1))]
+        )
+    assert await kv.read(lambda tr: tr.get_range(b"", b"\xff")) == before
+
+
+async def test_batches_too_big_for_one_transaction_are_split(history: History) -> None:
+    ref = await history.doc("acme", "site", "many.md", create=True)
+    dev = Device()
+    updates = [dev.append("a") for _ in range(MAX_BATCH_UPDATES + 50)]
+    results = await history.append([Append(ref, u) for u in updates])
+    stamps = [r.versionstamp for r in results]
+    assert len(set(stamps)) == len(updates)
+    assert len({s.tr_version for s in stamps}) >= 2
+    assert len(await history.updates(ref, limit=0)) == len(updates)
+    assert text_of((await history.replay(ref)).doc) == "a" * len(updates)
+
+
+async def test_replay_at_versions_and_times(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    stamps, times = [], []
+    for word in ["one", " two", " three"]:
+        [r] = await history.append([Append(ref, dev.append(word))])
+        stamps.append(r.versionstamp)
+        times.append(time.time_ns() // 1_000_000)
+        await asyncio.sleep(0.01)
+    assert [text_of((await history.replay(ref, vs)).doc) for vs in stamps] == [
+        "one",
+        "one two",
+        "one two three",
+    ]
+    for vs in stamps:
+        replayed = await history.replay(ref, vs)
+        assert replayed.versionstamp == vs
+    assert await history.version_at_time(ref, times[1]) == stamps[1]
+    assert await history.version_at_time(ref, times[0] - 10_000) is None
+    at_time = await history.replay_at_time(ref, times[1])
+    assert text_of(at_time.doc) == "one two"
+    before_anything = await history.replay_at_time(ref, times[0] - 10_000)
+    assert before_anything.versionstamp is None and text_of(before_anything.doc) == ""
+
+
+async def test_updates_page_forwards_and_backwards(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    results = await history.append([Append(ref, dev.append(str(i))) for i in range(10)])
+    stamps = [r.versionstamp for r in results]
+
+    async def page(**kwargs: Any) -> list[int]:
+        return [stamps.index(r.versionstamp) for r in await history.updates(ref, **kwargs)]
+
+    assert await page() == list(range(10))
+    assert await page(limit=3) == [0, 1, 2]
+    assert await page(after=stamps[2], limit=3) == [3, 4, 5]
+    assert await page(after=stamps[2], until=stamps[5]) == [3, 4, 5]
+    assert await page(reverse=True, limit=2) == [9, 8]
+    assert await page(until=stamps[4], reverse=True, limit=2) == [4, 3]
+    assert await page(after=stamps[9]) == []
+
+
+async def test_snapshots_every_n_updates_change_no_result(history: History, kv: Engine) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    stamps, taken = [], []
+    for i in range(12):
+        [r] = await history.append([Append(ref, dev.append(f"{i},"))])
+        stamps.append(r.versionstamp)
+        snapshot = await history.snapshot_if_due(ref)
+        if snapshot is not None:
+            taken.append((stamps.index(snapshot.versionstamp), snapshot.count))
+    assert taken == [(4, 5), (9, 10)]
+    assert len({keys.unpack(k, ref.key("s"))[0] for k in await raw_keys(kv, ref.key("s"))}) == 2
+    for n, vs in enumerate(stamps):
+        replayed = await history.replay(ref, vs)
+        assert text_of(replayed.doc) == "".join(f"{i}," for i in range(n + 1))
+        assert replayed.updates_applied <= 5  # bounded by the snapshot interval
+    assert await history.snapshot_if_due(ref) is None  # 2 updates since: not due
+
+
+async def test_snapshots_by_bytes_and_chunked_snapshots(kv: Engine) -> None:
+    history = History(kv, snapshot_every=1000, snapshot_bytes=150_000)
+    ref = await history.doc("acme", "site", "big.md", create=True)
+    dev = Device()
+    await history.append([Append(ref, dev.append("y" * 100_000))])
+    assert await history.snapshot_if_due(ref) is None
+    await history.append([Append(ref, dev.append("z" * 100_000))])
+    snapshot = await history.snapshot_if_due(ref)
+    assert snapshot is not None and len(snapshot.state) > CHUNK
+    assert len(await raw_keys(kv, ref.key("s"))) >= 3
+    replayed = await history.replay(ref)
+    assert replayed.updates_applied == 0
+    assert text_of(replayed.doc) == "y" * 100_000 + "z" * 100_000
+
+
+async def test_a_whole_project_at_one_version(history: History) -> None:
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "site", "b.md", create=True)
+    da, db = Device(), Device()
+    [first] = await history.append([Append(a, da.append("a1"))])
+    await asyncio.sleep(0.01)
+    cut_ms = time.time_ns() // 1_000_000
+    await asyncio.sleep(0.01)
+    await history.append([Append(b, db.append("b1")), Append(a, da.append("a2"))])
+    early = await history.replay_project("acme", "site", first.versionstamp)
+    assert {p: text_of(r.doc) for p, r in early.items()} == {"a.md": "a1"}
+    now = await history.replay_project("acme", "site")
+    assert {p: text_of(r.doc) for p, r in now.items()} == {"a.md": "a1a2", "b.md": "b1"}
+    assert await history.project_cut("acme", "site", cut_ms) == first.versionstamp
+
+
+async def test_tenants_are_isolated_by_prefix(history: History) -> None:
+    one = await history.create_tenant("one")
+    assert await history.create_tenant("one") == one
+    two = await history.create_tenant("two")
+    assert one != two
+    a1 = await history.doc("one", "site", "a.md")
+    a2 = await history.doc("two", "site", "a.md")
+    assert a1.space.startswith(one) and a2.space.startswith(two)
+    await history.append([Append(a1, Device().append("tenant one"))])
+    assert text_of((await history.replay(a2)).doc) == ""
+    assert await history.docs("two", "site") == []
+    assert sorted(await history.tenants()) == ["one", "two"]
+    with pytest.raises(NotFound):
+        await history.doc("nobody", "site", "a.md")
+
+
+async def test_a_new_history_object_finds_existing_tenants(history: History, kv: Engine) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    await history.append([Append(ref, Device().append("kept"))])
+    again = History(kv)
+    other: DocRef = await again.doc("acme", "site", "a.md")
+    assert other == ref
+    assert text_of((await again.replay(other)).doc) == "kept"
