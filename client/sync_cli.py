@@ -1,10 +1,305 @@
-"""Subcommands of ``weft`` (being built: see the issue tracker)."""
+"""``weft sync DIR``: keep a folder and a project in step.
+
+::
+
+    weft sync DIR --server ws://HOST:PORT --tenant T --project P [--token TOKEN] [--once]
+
+Without ``--once`` it keeps running: it watches the folder, shows the connection state
+and what it syncs, and goes on working offline (edits are recorded in ``DIR/.weft/`` and
+sent when the server is back). With ``--once`` it syncs until the folder and the server
+agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input). Every flag also
+reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
+``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from client.device import DeviceFailed, Event
+from client.remote import ServerURL
+from client.state import BindingMismatch
+from client.workspace import Workspace
+from crdt.errors import BadPath, FormatError
+from crdt.keys import check_name
+
+STYLES = {
+    "online": "green",
+    "offline": "yellow",
+    "read_only": "yellow",
+    "warning": "yellow",
+    "error": "bold red",
+    "conflict": "bold magenta",
+    "local": "cyan",
+    "remote": "blue",
+    "deleted": "blue",
+}
+QUIET_DURING_FIRST_SYNC = {"local", "remote", "deleted"}
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``weft sync``."""
+    p = sub.add_parser(
+        "sync",
+        help="keep a folder and a project in step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    a("dir", metavar="DIR", help="the folder to sync (its state goes to DIR/.weft/)")
+    a("--server", default=os.environ.get("WEFT_SERVER"), help="ws://HOST:PORT (WEFT_SERVER)")
+    a("--tenant", default=os.environ.get("WEFT_TENANT"), help="tenant name (WEFT_TENANT)")
+    a("--project", default=os.environ.get("WEFT_PROJECT"), help="project name (WEFT_PROJECT)")
+    a("--token", default=os.environ.get("WEFT_TOKEN"), help="access token (WEFT_TOKEN)")
+    a("--once", action="store_true", help="sync until folder and server agree, then exit")
+    a("--timeout", type=float, default=None, help="with --once: give up after SECONDS (exit 1)")
+    a(
+        "--max-backoff",
+        type=float,
+        default=_env_float("WEFT_SYNC_MAX_BACKOFF", 10.0),
+        help="longest wait between reconnection attempts, seconds (default 10)",
+    )
+    a(
+        "--poll",
+        type=float,
+        default=_env_float("WEFT_SYNC_POLL", 1.0),
+        help="how often to check the project's document list, seconds (default 1)",
+    )
+    a("--device-id", default=os.environ.get("WEFT_DEVICE_ID"), help="name this device")
+    a("-q", "--quiet", action="store_true", help="print only warnings, conflicts and errors")
+    a("-v", "--verbose", action="store_true", help="print every file synced, and debug logs")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        server = ServerURL.parse(args.server or "")
+        check_name("tenant", args.tenant or "")
+        check_name("project", args.project or "")
+    except (ValueError, BadPath) as exc:
+        missing = [f"--{n}" for n in ("server", "tenant", "project") if not getattr(args, n)]
+        hint = f" (missing {', '.join(missing)})" if missing else ""
+        err.print(f"weft sync: {exc}{hint}")
+        return 2
+    root = Path(args.dir).expanduser()
+    if not root.is_dir():
+        err.print(f"weft sync: {root} is not a directory")
+        return 2
+    if args.max_backoff <= 0 or args.poll <= 0 or (args.timeout is not None and args.timeout <= 0):
+        err.print("weft sync: --max-backoff, --poll and --timeout must be positive")
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("weft.client").setLevel(logging.ERROR)
+    try:
+        return asyncio.run(_sync(args, root, server))
+    except BindingMismatch as exc:
+        err.print(f"weft sync: {exc}")
+        return 2
+    except FormatError as exc:
+        err.print(f"weft sync: {exc}")
+        return 1
+
+
+class _Ui:
+    """What ``weft sync`` shows: events as lines, a progress bar on the first sync, and
+    (on a terminal) a status line while it keeps running."""
+
+    def __init__(self, console: Console, quiet: bool, verbose: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.verbose = verbose
+        self.first_sync = True
+        self.counts = {"local": 0, "remote": 0, "deleted": 0, "conflict": 0}
+
+    def event(self, event: Event) -> None:
+        if event.kind in self.counts:
+            self.counts[event.kind] += 1
+        if self.quiet and event.kind not in ("warning", "error", "conflict", "read_only"):
+            return
+        if self.first_sync and not self.verbose and event.kind in QUIET_DURING_FIRST_SYNC:
+            return
+        self.line(event.message, STYLES.get(event.kind, ""))
+
+    def line(self, message: str, style: str = "") -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.console.print(Text(f"{stamp} ", style="dim") + Text(message, style=style))
+
+    @contextlib.contextmanager
+    def progress(self, ws: Workspace) -> Iterator[asyncio.Task[None]]:
+        """A progress bar (a line per second when not on a terminal) until cancelled."""
+        task = asyncio.create_task(self._progress(ws))
+        try:
+            yield task
+        finally:
+            task.cancel()
+
+    async def _progress(self, ws: Workspace) -> None:
+        started = time.monotonic()
+        if self.console.is_terminal and not self.quiet:
+            columns = (
+                TextColumn("first sync"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("files"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=self.console, transient=True) as bar:
+                tid = bar.add_task("sync", total=None)
+                while True:
+                    done, total = ws.progress()
+                    bar.update(tid, completed=done, total=total or None)
+                    await asyncio.sleep(0.1)
+        last = -1
+        while True:
+            await asyncio.sleep(1.0)
+            done, total = ws.progress()
+            if done != last and not self.quiet:
+                rate = done / max(time.monotonic() - started, 1e-9)
+                self.line(f"syncing: {done}/{total} files ({rate:.0f} files/s)", "dim")
+                last = done
+
+    def status(self, ws: Workspace) -> Text:
+        device = ws.device
+        if device.failure is not None:
+            state, style = "failed", "bold red"
+        elif device.paused or not device.online:
+            state, style = "offline (retrying)", "yellow"
+        else:
+            state, style = "online", "green"
+        pending = device.pending()
+        parts = [f"{len(ws.tracked)} files", f"{pending} local changes pending"]
+        if device.read_only:
+            parts.append("read-only")
+        if ws.conflicts:
+            parts.append(f"{len(ws.conflicts)} conflicts")
+        return Text("● ", style=style) + Text(state, style=style) + Text("  " + " · ".join(parts))
+
+
+async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    ui = _Ui(console, args.quiet, args.verbose)
+    ws = Workspace(
+        root,
+        server,
+        args.tenant,
+        args.project,
+        token=args.token,
+        on_event=ui.event,
+        max_backoff=args.max_backoff,
+        poll_seconds=args.poll,
+        idle_seconds=0.0 if args.once else None,
+        device_id=args.device_id,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ui.line(f"weft sync {root} <-> {server} {args.tenant}/{args.project}", "bold")
+    async with ws:
+        ui.line(f"device {ws.device.device_id}; state in {ws.state_dir}", "dim")
+        try:
+            code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
+        except DeviceFailed as exc:
+            ui.line(f"weft sync: {exc}", "bold red")
+            return 1
+    return code
+
+
+async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for the first full sync; False if stopped first."""
+    started = time.monotonic()
+    with ui.progress(ws):
+        waiter = asyncio.create_task(ws.sync(timeout))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if waiter not in done:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            return False
+        waiter.result()
+    ui.first_sync = False
+    seconds = time.monotonic() - started
+    files = len(ws.tracked)
+    ui.line(
+        f"in sync: {files} files in {seconds:.2f} s ({files / max(seconds, 1e-9):.0f} files/s); "
+        f"{ui.counts['local']} local changes sent, {ui.counts['remote']} files written",
+        "green",
+    )
+    return True
+
+
+def _read_only_note(ws: Workspace, ui: _Ui) -> None:
+    pending = ws.device.pending()
+    if ws.device.read_only and pending:
+        ui.line(
+            f"read-only token: {pending} local change(s) stay on this device and were not sent",
+            "yellow",
+        )
+
+
+async def _once(ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Event) -> int:
+    try:
+        if not await _first_sync(ws, ui, stop, timeout):
+            return 1
+    except TimeoutError:
+        ui.line(f"weft sync: not in sync after {timeout} s (offline?)", "bold red")
+        return 1
+    _read_only_note(ws, ui)
+    return 1 if ws.device.read_only and ws.device.pending() else 0
+
+
+async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
+    watcher = asyncio.create_task(ws.watch(stop))
+    live: Live | None = None
+    if ui.console.is_terminal and not ui.quiet:
+        live = Live(ui.status(ws), console=ui.console, refresh_per_second=4, transient=True)
+    try:
+        if not await _first_sync(ws, ui, stop, None):
+            return 0
+        _read_only_note(ws, ui)
+        with live or contextlib.nullcontext():
+            while not stop.is_set():
+                if live is not None:
+                    live.update(ui.status(ws))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
+                if ws.device.failure is not None:
+                    raise ws.device.failure
+    finally:
+        stop.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    ui.line("stopped; local state saved", "dim")
+    return 0

@@ -1,0 +1,343 @@
+"""One document's link to the server: a WebSocket room, kept up while it is wanted.
+
+Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
+
+1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
+   ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked (sync
+   both ways: our side of it is the outbox);
+2. if local updates were waiting when the connection opened, they are an offline
+   branch: ``Base(base)`` goes first (the last server versionstamp this device had seen
+   when it made them), then the outbox, merged; once every update is acknowledged
+   ``Base(ZERO)`` ends the branch, and the server checks it for conflicts;
+3. every ``Ack`` moves the outbox cursor; ``Refused`` with 4403 means a read-only token:
+   the device keeps its edits and stops sending;
+4. the device's poller may ask for a probe (``SyncStep1`` again): the reply tells that
+   everything up to the head it read before asking is here, which moves ``base``.
+
+When the connection fails the link reports it and waits until the device is online
+again (the device probes the server with exponential backoff and jitter); errors that
+another attempt cannot fix (bad path, bad token) stop the link and are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from client.backoff import Backoff
+from crdt import codec
+from crdt.codec import (
+    Ack,
+    AuthDenied,
+    Base,
+    Hello,
+    Message,
+    Refused,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from crdt.errors import ProtocolError
+from crdt.versionstamp import ZERO, Versionstamp
+
+if TYPE_CHECKING:
+    from client.device import Device, DocEntry
+
+log = logging.getLogger("weft.client")
+
+EMPTY_UPDATE = b"\x00\x00"
+HEARTBEAT_SECONDS = 20.0
+CONNECT_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
+MAX_INFLIGHT_SENDS = 8
+CODE_READ_ONLY = 4403
+RETRY_LATER = {1008, 1011, 1013, 1014}
+SERVER_GONE = {None, 1001, 1006, 1012}
+FATAL_FOR_DEVICE = {4401, 4403}
+
+
+class _Unreachable(Exception):
+    pass
+
+
+class DocLink:
+    """The connection task of one document (see the module docstring)."""
+
+    def __init__(self, device: Device, entry: DocEntry) -> None:
+        self.device = device
+        self.entry = entry
+        self.wanted = False
+        self.task: asyncio.Task[None] | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ready = False  # the server's SyncStep1 arrived on the current connection
+        self.probes: deque[Versionstamp | None] = deque()
+        self.branch_open = False
+        self.branch_done = False
+        self.offline_pending = False
+        self.error: str | None = None
+        self.last_activity = time.monotonic()
+        self._control: deque[Message] = deque()
+        self._wake = asyncio.Event()
+        self._slot_held = False
+
+    # --- control --------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.ws is not None and not self.ws.closed and self.ready
+
+    def want(self) -> None:
+        """Keep this link connected (start its task if it is not running)."""
+        if self.error is not None or self.device.stopping:
+            return
+        self.wanted = True
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"weft-link-{self.entry.path}")
+
+    def wake(self) -> None:
+        """Something changed (outbox, read-only state): send what can be sent."""
+        self._wake.set()
+        if not self.wanted:
+            self.want()
+
+    def probe(self, head: Versionstamp | None) -> None:
+        """Ask the server for what we lack; its answer proves we hold ``head``."""
+        if self.connected:
+            self.probes.append(head)
+            self._control.append(SyncStep1(self.entry.doc.get_state()))
+            self._wake.set()
+
+    async def disconnect(self) -> None:
+        """Close the current connection (the link reconnects once the device is online)."""
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1000, message=b"device going offline")
+
+    async def stop(self) -> None:
+        """Close for good."""
+        self.wanted = False
+        await self.disconnect()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    # --- connection loop ------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        finally:
+            self.entry.link_changed.set()
+
+    async def _connect_loop(self) -> None:
+        backoff = Backoff(
+            initial=min(0.1, self.device.max_backoff), maximum=self.device.max_backoff
+        )
+        while self.wanted and not self.device.stopping:
+            await self.device.wait_online()
+            if not self.wanted:
+                break
+            try:
+                code, reason, synced = await self._connect_and_serve()
+            except _Unreachable as exc:
+                self.device.report_unreachable(str(exc))
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a task boundary: log with traceback, retry later
+                log.error("link %s failed", self.entry.path, exc_info=True)
+                code, reason, synced = 1011, f"client error: {exc!r}", False
+            if synced:
+                backoff.reset()
+            if not self.wanted or self.device.stopping or self.device.paused:
+                continue
+            if code in FATAL_FOR_DEVICE:
+                self.device.fail(code, reason or "refused by the server")
+                return
+            if code in SERVER_GONE:
+                self.device.report_unreachable(f"connection closed ({code}) {reason}".strip())
+            elif code in RETRY_LATER or code == 1000:
+                delay = backoff.next()
+                log.info("%s: closed %s %s; retry in %.1f s", self.entry.path, code, reason, delay)
+                await asyncio.sleep(delay)
+            else:
+                self.error = f"closed by the server ({code}): {reason}"
+                self.wanted = False
+                self.device.doc_failed(self.entry, self.error)
+                return
+
+    async def _connect_and_serve(self) -> tuple[int | None, str, bool]:
+        device, entry = self.device, self.entry
+        head_before = device.heads.get(entry.path)
+        await device.connect_slots.acquire()
+        self._slot_held = True
+        try:
+            try:
+                ws = await device.http.ws_connect(
+                    device.server.room(device.tenant, device.project, entry.path),
+                    params={"weft": "1"},
+                    headers=device.headers,
+                    heartbeat=HEARTBEAT_SECONDS,
+                    max_msg_size=0,
+                    timeout=CONNECT_TIMEOUT,
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    return 4401 if exc.status == 401 else 4403, exc.message, False
+                raise _Unreachable(f"handshake refused: {exc.status} {exc.message}") from exc
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise _Unreachable(str(exc) or type(exc).__name__) from exc
+            return await self._serve(ws, head_before)
+        finally:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._slot_held:
+            self._slot_held = False
+            self.device.connect_slots.release()
+
+    async def _serve(
+        self, ws: aiohttp.ClientWebSocketResponse, head_before: Versionstamp | None
+    ) -> tuple[int | None, str, bool]:
+        entry = self.entry
+        entry.outbox.reset()
+        self.ws, self.ready, self.error = ws, False, None
+        self.branch_open = self.branch_done = False
+        self.offline_pending = len(entry.outbox) > 0 or entry.unrecorded_local > 0
+        self.probes = deque([head_before])
+        self._control = deque([SyncStep1(entry.doc.get_state())])
+        self._wake.set()
+        synced = False
+        sender = asyncio.create_task(self._sender(ws), name=f"weft-send-{entry.path}")
+        reason = ""
+        try:
+            while True:
+                msg = await ws.receive()
+                self.last_activity = time.monotonic()
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    try:
+                        message = codec.decode(msg.data)
+                    except ProtocolError as exc:
+                        log.error("%s: bad frame from the server: %s", entry.path, exc)
+                        await ws.close(code=exc.close_code, message=b"bad frame")
+                        return exc.close_code, str(exc), synced
+                    synced = self._receive(message) or synced
+                elif msg.type == aiohttp.WSMsgType.CLOSE:
+                    reason = str(msg.extra or "")
+                    break
+                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    break
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    reason = str(ws.exception() or "")
+                    break
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            self.ws, self.ready = None, False
+            entry.synced.clear()
+            entry.link_changed.set()
+            entry.outbox.reset()
+            self._release_slot()
+            self.device.changed()
+        return ws.close_code, reason, synced
+
+    # --- receiving ------------------------------------------------------------------
+
+    def _receive(self, message: Message) -> bool:
+        """Act on one server message; True once the server's state has been received."""
+        entry, device = self.entry, self.device
+        match message:
+            case SyncStep1():
+                self.ready = True
+                self._wake.set()
+            case SyncStep2(update=update):
+                if update != EMPTY_UPDATE:
+                    device.apply_remote(entry, update)
+                head = self.probes.popleft() if self.probes else None
+                entry.seen(head)
+                entry.synced.set()
+                entry.link_changed.set()
+                self._release_slot()
+                device.changed()
+                return True
+            case SyncUpdate(update=update):
+                device.apply_remote(entry, update)
+            case Ack(update_hash=digest, versionstamp=vs):
+                if entry.outbox.ack(digest, vs) is not None:
+                    entry.acked(vs)
+                    self._wake.set()
+                    device.changed()
+            case Refused(code=code, reason=reason):
+                if code == CODE_READ_ONLY:
+                    device.set_read_only(reason)
+                else:
+                    log.warning("%s: update refused (%d): %s", entry.path, code, reason)
+                    device.warn(entry.path, f"update refused by the server ({code}): {reason}")
+            case AuthDenied(reason=reason):
+                log.info("%s: %s", entry.path, reason)
+            case Hello():
+                pass
+            case _:
+                pass  # awareness is for editors; a sync device has no cursor to show
+        return False
+
+    # --- sending --------------------------------------------------------------------
+
+    async def _sender(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        idle = self.device.idle_seconds
+        while True:
+            timeout = None if idle is None else max(idle / 2, 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            while self._control:
+                await self._send(ws, self._control.popleft())
+            if self.ready:
+                await self._flush(ws)
+                if idle is not None and self._idle(idle):
+                    self.wanted = False
+                    await ws.close(code=1000, message=b"idle")
+                    return
+
+    async def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        entry = self.entry
+        outbox = entry.outbox
+        if self.device.read_only:
+            return
+        while outbox.inflight < MAX_INFLIGHT_SENDS:
+            send = outbox.take()
+            if send is None:
+                break
+            if self.offline_pending and not self.branch_done:
+                self.branch_done = True
+                if entry.base is not None:
+                    await self._send(ws, Base(entry.base))
+                    self.branch_open = True
+            await self._send(ws, SyncUpdate(send.update))
+        if self.branch_open and len(outbox) == 0 and entry.unrecorded_local == 0:
+            self.branch_open = False
+            await self._send(ws, Base(ZERO))
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, message: Message) -> None:
+        self.last_activity = time.monotonic()
+        await ws.send_bytes(codec.encode(message))
+
+    def _idle(self, idle: float) -> bool:
+        entry = self.entry
+        return (
+            entry.synced.is_set()
+            and not self.probes
+            and not self.branch_open
+            and len(entry.outbox) == 0
+            and entry.unrecorded == 0
+            and not self.device.listener.busy(entry.path)
+            and time.monotonic() - self.last_activity >= idle
+        )

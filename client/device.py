@@ -1,0 +1,640 @@
+"""An offline-first device: the asyncio client library.
+
+::
+
+    async with Device("~/.local/share/weft/notes", "ws://localhost:8765", "acme", "site",
+                      token=TOKEN) as device:
+        doc = await device.doc("notes/today.md")          # a pycrdt.Doc
+        doc.get("content", type=Text).insert(0, "hello")  # edit it as you like
+        await device.sync()                               # optional: wait until acked
+
+Local first: every change made to a document the device opened is appended to the
+device's local history (:class:`crdt.history.History` on the SQLite engine, in the data
+directory) before anything is sent, and so is every update received from the server, so
+the device has the full state of its documents offline. Local updates wait in the outbox
+(:mod:`client.outbox`) until the server acknowledges them; each document keeps its base,
+the last server versionstamp it had seen, so an offline branch can be checked for
+conflicts. Each document has a link (:mod:`client.connection`); when the server cannot
+be reached the device probes it with exponential backoff and jitter, and every link
+resumes (sync both ways) once it answers. A poller reads the project's document list to
+notice documents that changed or appeared while their link was idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+from pycrdt import Doc, Map, Text, TransactionEvent
+
+from client.backoff import Backoff
+from client.connection import DocLink
+from client.outbox import Outbox, Pending
+from client.remote import Api, ApiDenied, ApiNotFound, ServerURL, auth_headers
+from client.state import DeviceState, DocState, FileState
+from crdt.errors import WeftError
+from crdt.history import Append, DocRef, History
+from crdt.keys import check_name, normalise_path
+from crdt.kv import open_engine
+from crdt.versionstamp import Versionstamp
+
+log = logging.getLogger("weft.client")
+
+CONTENT = "content"
+META = "weft"
+LOCAL = "local"
+REMOTE = "remote"
+EMPTY_UPDATE = b"\x00\x00"
+STATE_FLUSH_SECONDS = 0.2
+PAGE = 1000
+CHECK_SECONDS = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a person may want to see: ``kind`` is online, offline, read_only,
+    warning, error, conflict, local, remote or deleted."""
+
+    kind: str
+    message: str
+    path: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Listener:
+    """Hooks into a device (a folder workspace uses them); the defaults do nothing."""
+
+    def before_remote(self, path: str) -> None:
+        """A remote update for ``path`` is about to be applied."""
+
+    def after_remote(self, path: str) -> None:
+        """A remote update for ``path`` was applied to its document."""
+
+    def remote_docs(self, paths: list[str]) -> None:
+        """The server has documents this device has not opened."""
+
+    def busy(self, path: str) -> bool:
+        """Whether ``path`` has work in progress that should keep its link open."""
+        return False
+
+    def event(self, event: Event) -> None:
+        """Something to show."""
+
+
+class DeviceFailed(WeftError):
+    """The device cannot sync at all (its token was refused, for instance)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DocEntry:
+    """One open document: its live ``pycrdt.Doc``, outbox, base and link."""
+
+    def __init__(
+        self, device: Device, path: str, ref: DocRef, doc: Doc[Any], state: DocState, outbox: Outbox
+    ) -> None:
+        self.device = device
+        self.path = path
+        self.ref = ref
+        self.doc = doc
+        self.base = state.base
+        self.head_seen = state.base
+        self.outbox = outbox
+        self.synced = asyncio.Event()
+        self.link_changed = asyncio.Event()  # synced, disconnected, stopped or failed
+        self.unrecorded = 0
+        self.unrecorded_local = 0
+        self.since_snapshot = 0
+        self.applying_remote = False
+        self.link = DocLink(device, self)
+
+    @property
+    def text(self) -> Text:
+        text: Text = self.doc.get(CONTENT, type=Text)
+        return text
+
+    @property
+    def meta(self) -> Map[Any]:
+        meta: Map[Any] = self.doc.get(META, type=Map)
+        return meta
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.meta.get("deleted", False))
+
+    @property
+    def exists(self) -> bool:
+        """Whether the document has any state at all (locally)."""
+        return self.doc.get_state() != b"\x00"
+
+    def seen(self, vs: Versionstamp | None) -> None:
+        """Everything up to ``vs`` is in this document; move ``base`` if no local update
+        is waiting (those were made on the older base)."""
+        if vs is None:
+            return
+        if self.head_seen is None or vs > self.head_seen:
+            self.head_seen = vs
+        waiting = len(self.outbox) > 0 or self.unrecorded_local > 0
+        if not waiting and (self.base is None or vs > self.base):
+            self.base = vs
+            self.device.save_doc_state(self)
+
+    def acked(self, vs: Versionstamp) -> None:
+        self.device.save_doc_state(self)
+        self.seen(vs)
+
+    async def wait_synced(self) -> bool:
+        """Wait until the server's state is here (True) or the link stopped (False)."""
+        while not self.synced.is_set():
+            if not self.link.wanted or self.device.failure is not None:
+                return False
+            self.link_changed.clear()
+            await self.link_changed.wait()
+        return True
+
+    def done(self) -> bool:
+        """Nothing left to do: recorded, acknowledged (or read-only), server state here."""
+        link = self.link
+        if link.error is not None:
+            return True
+        if self.unrecorded or (len(self.outbox) and not self.device.read_only):
+            return False
+        return not link.wanted or (self.synced.is_set() and not link.probes)
+
+
+class Device:
+    """See the module docstring. Use ``async with``, or :meth:`start` and :meth:`close`."""
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        server: str | ServerURL,
+        tenant: str,
+        project: str,
+        *,
+        token: str | None = None,
+        device_id: str | None = None,
+        listener: Listener | None = None,
+        max_backoff: float = 10.0,
+        poll_seconds: float | None = 1.0,
+        idle_seconds: float | None = None,
+        max_connecting: int = 32,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.server = server if isinstance(server, ServerURL) else ServerURL.parse(server)
+        self.tenant = check_name("tenant", tenant)
+        self.project = check_name("project", project)
+        self.token = token
+        self.headers = auth_headers(token)
+        self.listener = listener or Listener()
+        self.max_backoff = max_backoff
+        self.poll_seconds = poll_seconds
+        self.idle_seconds = idle_seconds
+        self.connect_slots = asyncio.Semaphore(max_connecting)
+        self.device_id = device_id or ""
+        self._wanted_id = device_id
+        self.entries: dict[str, DocEntry] = {}
+        self.heads: dict[str, Versionstamp | None] = {}
+        self.heads_read = asyncio.Event()
+        self.read_only = False
+        self.paused = False
+        self.stopping = False
+        self.failure: DeviceFailed | None = None
+        self._online = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._opening: dict[str, asyncio.Future[DocEntry]] = {}
+        self._queue: list[tuple[DocEntry, bytes, str] | Callable[[], None]] = []
+        self._record_wake = asyncio.Event()
+        self._dirty_docs: dict[str, DocState] = {}
+        self._dirty_files: dict[str, FileState | None] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prober: asyncio.Task[None] | None = None
+        self._snapshots: set[asyncio.Task[Any]] = set()
+        self.files: dict[str, FileState] = {}
+        self._started = False
+        self._recording = False
+        self._offline_said = False
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Device:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the local stores and start syncing (in the background)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = await asyncio.to_thread(DeviceState, self.data_dir / "state.db")
+        await asyncio.to_thread(self.state.bind, str(self.server), self.tenant, self.project)
+        self.device_id = await asyncio.to_thread(self.state.device_id, self._wanted_id)
+        self._doc_states = await asyncio.to_thread(self.state.docs)
+        self.files = await asyncio.to_thread(self.state.files)
+        self.history = History(open_engine(f"sqlite:///{self.data_dir / 'history.db'}"))
+        await self.history.kv.__aenter__()
+        try:
+            await self.history.init()
+            await self.history.create_tenant(self.tenant)
+        except BaseException:
+            await self.history.kv.__aexit__(None, None, None)
+            raise
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.api = Api(self.http, self.server, self.tenant, self.project, self.token)
+        self._started = True
+        if _token_scope(self.token) == "read":
+            self.set_read_only("the token's scope is read")
+        self._spawn(self._record_loop(), "recorder")
+        self._spawn(self._state_loop(), "state")
+        if self.poll_seconds is not None:
+            self._spawn(self._poll_loop(), "poller")
+        self._start_prober()
+
+    async def close(self) -> None:
+        """Stop syncing; everything recorded stays in the local history."""
+        if not self._started or self.stopping:
+            return
+        self.stopping = True
+        await asyncio.gather(*(e.link.stop() for e in self.entries.values()))
+        for task in (self._prober, *self._tasks):
+            if task is not None and task.get_name() != "weft-recorder":
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.recorded(), 30)
+        for task in (self._prober, *self._tasks, *self._snapshots):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.flush_state()
+        await self.http.close()
+        await self.history.kv.__aexit__(None, None, None)
+        await asyncio.to_thread(self.state.close)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"weft-{name}")
+        task.add_done_callback(_log_failure)
+        self._tasks.append(task)
+
+    # --- documents --------------------------------------------------------------------
+
+    async def doc(self, path: str) -> Doc[Any]:
+        """The document at ``path`` (loaded from the local history, synced in the
+        background). Edit it directly: every change is recorded and sent."""
+        return (await self.open(path)).doc
+
+    async def open(self, path: str, *, connect: bool = True) -> DocEntry:
+        """Open ``path`` (normalised; BadPath if not allowed) and, unless ``connect`` is
+        False, keep its link up."""
+        path = normalise_path(path)
+        entry = self.entries.get(path)
+        if entry is None:
+            pending = self._opening.get(path)
+            if pending is None:
+                pending = asyncio.ensure_future(self._load(path))
+                self._opening[path] = pending
+            try:
+                entry = await asyncio.shield(pending)
+            finally:
+                self._opening.pop(path, None)
+        if connect and self.failure is None:
+            entry.link.want()
+        return entry
+
+    async def _load(self, path: str) -> DocEntry:
+        ref = await self.history.doc(self.tenant, self.project, path, create=True)
+        replayed = await self.history.replay(ref)
+        state = self._doc_states.get(path, DocState())
+        outbox = Outbox(state.acked, await self._pending(ref, state.acked))
+        entry = DocEntry(self, path, ref, replayed.doc, state, outbox)
+        entry.doc.observe(partial(self._on_change, entry))
+        self.entries[path] = entry
+        return entry
+
+    async def _pending(self, ref: DocRef, after: Versionstamp | None) -> list[Pending]:
+        out: list[Pending] = []
+        while True:
+            records = await self.history.updates(ref, after=after, limit=PAGE)
+            out += [Pending(r.versionstamp, r.update) for r in records if r.session == LOCAL]
+            if len(records) < PAGE:
+                return out
+            after = records[-1].versionstamp
+
+    async def known_paths(self) -> list[str]:
+        """Every document this device has in its local history."""
+        return [info.path for info in await self.history.docs(self.tenant, self.project)]
+
+    def text(self, path: str) -> str:
+        return str(self.entries[normalise_path(path)].text)
+
+    # --- local and remote changes -------------------------------------------------------
+
+    def _on_change(self, entry: DocEntry, event: TransactionEvent) -> None:
+        if entry.applying_remote:
+            return
+        update: bytes = event.update
+        if update == EMPTY_UPDATE:
+            return
+        entry.unrecorded += 1
+        entry.unrecorded_local += 1
+        self._queue.append((entry, update, LOCAL))
+        self._record_wake.set()
+
+    def apply_remote(self, entry: DocEntry, update: bytes) -> None:
+        """Apply an update from the server to the live doc and record it locally."""
+        self.listener.before_remote(entry.path)
+        entry.applying_remote = True
+        try:
+            entry.doc.apply_update(update)
+        except ValueError as exc:
+            log.warning("%s: an update from the server does not apply: %s", entry.path, exc)
+            return
+        finally:
+            entry.applying_remote = False
+        entry.unrecorded += 1
+        self._queue.append((entry, update, REMOTE))
+        self._record_wake.set()
+        self.listener.after_remote(entry.path)
+
+    def after_recorded(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything queued so far is in the local history."""
+        if not self._queue and not self._record_wake.is_set() and not self._recording:
+            asyncio.get_running_loop().call_soon(callback)
+            return
+        self._queue.append(callback)
+        self._record_wake.set()
+
+    async def recorded(self) -> None:
+        """Wait until every change made so far is in the local history."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.after_recorded(finish)
+        await done
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._record_wake.wait()
+            self._record_wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._recording = True
+                try:
+                    await self._record(batch)
+                except asyncio.CancelledError:
+                    self._queue = batch + self._queue
+                    raise
+                except Exception:  # a task boundary: keep the batch and try again
+                    log.error(
+                        "recording %d local changes failed; retrying", len(batch), exc_info=True
+                    )
+                    self._queue = batch + self._queue
+                    await asyncio.sleep(1.0)
+                finally:
+                    self._recording = False
+            self.changed()
+
+    async def _record(self, batch: list[tuple[DocEntry, bytes, str] | Callable[[], None]]) -> None:
+        items = [b for b in batch if isinstance(b, tuple)]
+        if items:
+            results = await self.history.append(
+                [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]
+            )
+            for (entry, update, origin), appended in zip(items, results, strict=True):
+                entry.unrecorded -= 1
+                entry.since_snapshot += 1
+                if origin == LOCAL:
+                    entry.unrecorded_local -= 1
+                    if not appended.duplicate:
+                        entry.outbox.add(appended.versionstamp, update)
+                    entry.link.wake()
+                if entry.since_snapshot >= self.history.snapshot_every:
+                    entry.since_snapshot = 0
+                    task = asyncio.create_task(self.history.snapshot_if_due(entry.ref))
+                    self._snapshots.add(task)
+                    task.add_done_callback(self._snapshots.discard)
+        for callback in batch:
+            if not isinstance(callback, tuple):
+                callback()
+
+    # --- state ------------------------------------------------------------------------
+
+    def save_doc_state(self, entry: DocEntry) -> None:
+        self._dirty_docs[entry.path] = DocState(entry.base, entry.outbox.cursor)
+
+    def save_file_state(self, path: str, state: FileState | None) -> None:
+        """Remember a workspace file's shadow (None forgets it); written in the background."""
+        if state is None:
+            self.files.pop(path, None)
+        else:
+            self.files[path] = state
+        self._dirty_files[path] = state
+
+    async def flush_state(self) -> None:
+        docs, self._dirty_docs = self._dirty_docs, {}
+        files, self._dirty_files = self._dirty_files, {}
+        if docs:
+            await asyncio.to_thread(self.state.save_docs, docs)
+        if files:
+            await asyncio.to_thread(self.state.save_files, files)
+
+    async def _state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_FLUSH_SECONDS)
+            try:
+                await self.flush_state()
+            except Exception:  # a task boundary: state writes are retried on the next tick
+                log.error("saving device state failed", exc_info=True)
+
+    # --- online / offline ---------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._online.is_set()
+
+    async def wait_online(self) -> None:
+        await self._online.wait()
+
+    def report_unreachable(self, reason: str) -> None:
+        """A connection failed: go offline and probe the server until it answers."""
+        if self.paused or self.stopping:
+            return
+        if self._online.is_set():
+            self._online.clear()
+            self._offline_said = True
+            self.emit(Event("offline", f"offline: {reason}; retrying with backoff"))
+            self.changed()
+        self._start_prober()
+
+    def _start_prober(self) -> None:
+        if (self._prober is None or self._prober.done()) and not self.stopping:
+            self._prober = asyncio.create_task(self._probe_loop(), name="weft-prober")
+            self._prober.add_done_callback(_log_failure)
+
+    async def _probe_loop(self) -> None:
+        backoff = Backoff(initial=min(0.2, self.max_backoff), maximum=self.max_backoff)
+        while not self._online.is_set() and not self.paused:
+            if await self.api.healthy():
+                self._online.set()
+                self._offline_said = False
+                self.emit(Event("online", f"online: {self.server}"))
+                self.changed()
+                return
+            if not self._offline_said:
+                self._offline_said = True
+                self.emit(Event("offline", f"offline: {self.server} does not answer; retrying"))
+            await asyncio.sleep(backoff.next())
+
+    async def pause(self) -> None:
+        """Go offline on purpose: close every connection, keep working locally."""
+        self.paused = True
+        self._online.clear()
+        await asyncio.gather(*(e.link.disconnect() for e in self.entries.values()))
+        self.changed()
+
+    def resume(self) -> None:
+        """Come back online (after the server answers a probe)."""
+        self.paused = False
+        self._start_prober()
+
+    def set_read_only(self, reason: str) -> None:
+        if not self.read_only:
+            self.read_only = True
+            self.emit(Event("read_only", f"read-only ({reason}): local edits stay on this device"))
+            self.changed()
+
+    def fail(self, code: int | None, reason: str) -> None:
+        """The server refused this device (bad token, no access): stop every link."""
+        if self.failure is None:
+            self.failure = DeviceFailed(f"the server refused this device ({code}): {reason}", code)
+            self.emit(Event("error", str(self.failure)))
+            for entry in self.entries.values():
+                entry.link.wanted = False
+                entry.link_changed.set()
+            self.changed()
+
+    def doc_failed(self, entry: DocEntry, reason: str) -> None:
+        self.emit(Event("error", f"{entry.path}: {reason}", entry.path))
+        self.changed()
+
+    def warn(self, path: str | None, message: str) -> None:
+        self.emit(Event("warning", message, path))
+
+    def emit(self, event: Event) -> None:
+        log.info("%s", event.message, extra={"path": event.path})
+        self.listener.event(event)
+
+    # --- the project's document list ----------------------------------------------------
+
+    async def read_heads(self) -> dict[str, Versionstamp | None] | None:
+        """The server's documents and heads (None when unreachable)."""
+        try:
+            heads = await self.api.heads()
+        except ApiNotFound:
+            heads = {}  # a tenant nobody has written to yet
+        except ApiDenied as exc:
+            self.fail(exc.status, exc.message)
+            return None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.report_unreachable(str(exc) or type(exc).__name__)
+            return None
+        self.heads = heads
+        self.heads_read.set()
+        self.changed()
+        return heads
+
+    async def _poll_loop(self) -> None:
+        assert self.poll_seconds is not None
+        while self.failure is None:
+            await self._online.wait()
+            heads = await self.read_heads()
+            if heads is not None:
+                self._follow(heads)
+            await asyncio.sleep(self.poll_seconds)
+
+    def _follow(self, heads: dict[str, Versionstamp | None]) -> None:
+        unknown = [p for p in heads if p not in self.entries and p not in self._opening]
+        if unknown:
+            self.listener.remote_docs(unknown)
+        for path, head in heads.items():
+            entry = self.entries.get(path)
+            if entry is None or head is None:
+                continue
+            if entry.head_seen is not None and head <= entry.head_seen:
+                continue
+            if not entry.link.wanted:
+                entry.link.want()
+            elif entry.link.connected and not entry.link.probes:
+                entry.link.probe(head)
+
+    # --- waiting --------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    def pending(self) -> int:
+        """Local updates not acknowledged by the server yet (recorded or not)."""
+        return sum(len(e.outbox) + e.unrecorded_local for e in self.entries.values())
+
+    def idle(self) -> bool:
+        """Every open document recorded, acknowledged (unless read-only) and synced."""
+        return not self._queue and all(e.done() for e in self.entries.values())
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; raise :class:`DeviceFailed` if the device fails.
+
+        The predicate is checked after a change, at most every ``CHECK_SECONDS`` (a check
+        may look at every open document)."""
+        while True:
+            self._changed.clear()
+            if self.failure is not None:
+                raise self.failure
+            if predicate():
+                return
+            await self._changed.wait()
+            await asyncio.sleep(CHECK_SECONDS)
+
+    async def sync(self, timeout: float | None = None) -> None:
+        """Wait until local and server agree for every open document (see :meth:`idle`)."""
+        async with asyncio.timeout(timeout):
+            await self.wait_until(self.idle)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _token_scope(token: str | None) -> str | None:
+    """The scope a token claims (unverified: the server decides; this only informs)."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    scope = claims.get("scope")
+    if not isinstance(scope, str):
+        return None
+    named = set(scope.split())
+    for level in ("admin", "write", "read"):
+        if level in named:
+            return level
+    return None
+
+
+__all__ = ["Device", "DeviceFailed", "DocEntry", "Event", "Listener"]

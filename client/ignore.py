@@ -1,0 +1,43 @@
+"""Which files of a folder are synced: everything but ``.git/``, ``.weft/`` and the
+patterns of a ``.weftignore`` at the folder's top (gitignore syntax, via pathspec)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pathspec
+
+log = logging.getLogger("weft.workspace")
+
+IGNORE_FILE = ".weftignore"
+ALWAYS = (".git/", ".weft/")
+
+
+class Ignore:
+    """Ignore rules of one folder; :meth:`reload` after ``.weftignore`` changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.patterns: list[str] = []
+        self._spec = pathspec.GitIgnoreSpec.from_lines(ALWAYS)
+        self.reload()
+
+    def reload(self) -> None:
+        path = self.root / IGNORE_FILE
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot read %s: %s (no patterns from it)", path, exc)
+            lines = []
+        self.patterns = [line for line in lines if line.strip() and not line.startswith("#")]
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*self.patterns, *ALWAYS])
+
+    def __call__(self, rel: str, *, is_dir: bool = False) -> bool:
+        """Whether the relative POSIX path ``rel`` is ignored."""
+        first = rel.split("/", 1)[0]
+        if first in (".git", ".weft"):
+            return True
+        return bool(self._spec.match_file(rel + "/" if is_dir else rel))

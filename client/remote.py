@@ -1,0 +1,152 @@
+"""Where a weft server is and the few REST calls a device makes to it.
+
+``--server`` may be given as ``ws://HOST:PORT`` (or ``wss://``, ``http://``,
+``https://``, with or without a trailing ``/ws``); rooms are
+``ws://HOST:PORT/ws/{tenant}/{project}/{path}`` and the REST API is under
+``http://HOST:PORT/api/v1/{tenant}/{project}/``. Tokens travel in the
+``Authorization: Bearer`` header, never in a URL that could end up in a log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from crdt.errors import NotFound, PermissionDenied, WeftError
+from crdt.keys import check_name
+from crdt.versionstamp import Versionstamp
+
+REST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+_SCHEMES = {
+    "ws": ("ws", "http"),
+    "wss": ("wss", "https"),
+    "http": ("ws", "http"),
+    "https": ("wss", "https"),
+}
+
+
+class ApiError(WeftError):
+    """The server answered a REST call with an error (``status``, ``code``, ``message``)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class ApiDenied(ApiError, PermissionDenied):
+    """401 or 403: the token is missing, invalid, or does not allow this."""
+
+
+class ApiNotFound(ApiError, NotFound):
+    """404."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerURL:
+    """A server's WebSocket and HTTP base URLs (no trailing slash, no ``/ws``)."""
+
+    ws: str
+    http: str
+
+    @classmethod
+    def parse(cls, url: str) -> ServerURL:
+        """Accept ``ws://``, ``wss://``, ``http://``, ``https://``; ValueError otherwise."""
+        parts = urlsplit(url.strip())
+        if parts.scheme not in _SCHEMES or not parts.netloc:
+            raise ValueError(f"server URL must look like ws://HOST:PORT, not {url!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"server URL must not carry a query or fragment: {url!r}")
+        path = parts.path.rstrip("/")
+        if path.endswith("/ws"):
+            path = path[: -len("/ws")]
+        ws_scheme, http_scheme = _SCHEMES[parts.scheme]
+        return cls(f"{ws_scheme}://{parts.netloc}{path}", f"{http_scheme}://{parts.netloc}{path}")
+
+    def room(self, tenant: str, project: str, path: str) -> str:
+        return f"{self.ws}/ws/{quote(tenant)}/{quote(project)}/{quote(path, safe='/')}"
+
+    def api(self, tenant: str, project: str, *parts: str) -> str:
+        tail = "/".join(quote(p, safe="") for p in parts)
+        return f"{self.http}/api/v1/{quote(tenant)}/{quote(project)}/{tail}"
+
+    def __str__(self) -> str:
+        return self.ws
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class Api:
+    """The REST calls of one device for one project."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        server: ServerURL,
+        tenant: str,
+        project: str,
+        token: str | None = None,
+    ) -> None:
+        self.http = http
+        self.server = server
+        self.tenant = check_name("tenant", tenant)
+        self.project = check_name("project", project)
+        self.headers = auth_headers(token)
+
+    async def healthy(self) -> bool:
+        """Whether the server answers ``/healthz`` with 200 (False when draining/down)."""
+        try:
+            async with self.http.get(
+                f"{self.server.http}/healthz", timeout=PROBE_TIMEOUT
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def heads(self) -> dict[str, Versionstamp | None]:
+        """Every document of the project with its head versionstamp."""
+        body = await self._call("GET", self.server.api(self.tenant, self.project, "docs"))
+        return {
+            str(d["path"]): Versionstamp.from_hex(d["head"]) if d.get("head") else None
+            for d in body.get("docs", [])
+        }
+
+    async def report_conflict(self, path: str, text: str, device: str) -> dict[str, Any]:
+        """Record a local file that met a different document with no shared history."""
+        body = await self._call(
+            "POST",
+            self.server.api(self.tenant, self.project, "conflicts"),
+            json={"path": path, "text": text, "device": device},
+        )
+        conflict: dict[str, Any] = body["conflict"]
+        return conflict
+
+    def conflict_url(self, cid: str) -> str:
+        return self.server.api(self.tenant, self.project, "conflicts", cid)
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        async with self.http.request(
+            method, url, headers=self.headers, timeout=REST_TIMEOUT, **kwargs
+        ) as response:
+            try:
+                body = await response.json(content_type=None)
+            except ValueError:
+                body = None
+            if response.status >= 400:
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                code = str(error.get("code", response.reason or "error"))
+                message = str(error.get("message", "")) or f"{method} {url} failed"
+                kind = ApiError
+                if response.status in (401, 403):
+                    kind = ApiDenied
+                elif response.status == 404:
+                    kind = ApiNotFound
+                raise kind(response.status, code, message)
+            if not isinstance(body, dict):
+                raise ApiError(response.status, "bad_response", f"{method} {url}: not JSON")
+            return body

@@ -1,0 +1,190 @@
+"""A device's small mutable state, beside its local history: one SQLite file.
+
+The history (``history.db``, :class:`crdt.history.History`) holds every update the device
+made or received; it is append-only. What changes in place lives here, in ``state.db``:
+
+- ``meta``: the on-disk format, the device id, and what the data directory is bound to
+  (server, tenant, project): one data directory syncs one project;
+- ``docs``: per document, the last server versionstamp seen (``base``) and the local
+  versionstamp of the last local update the server acknowledged (``acked``, the outbox
+  cursor: local updates after it are re-sent);
+- ``files``: per file of a folder workspace, the text last written or read (``shadow``),
+  which tells a user's edit from a remote change not yet written.
+
+Losing the latest writes here is safe by design: an older ``acked`` re-sends updates the
+server already has (appends are idempotent), an older ``base`` only widens conflict
+detection. Calls are synchronous; the device runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from crdt.errors import FormatError
+from crdt.versionstamp import Versionstamp
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    path TEXT PRIMARY KEY NOT NULL, base BLOB, acked BLOB
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY NOT NULL, shadow TEXT, deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+"""
+
+
+class BindingMismatch(FormatError):
+    """The data directory already syncs another server, tenant or project."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocState:
+    base: Versionstamp | None = None
+    acked: Versionstamp | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """``shadow`` is None for a file known to be deleted."""
+
+    shadow: str | None
+    deleted: bool = False
+
+
+def _vs(raw: bytes | None) -> Versionstamp | None:
+    return None if raw is None else Versionstamp(bytes(raw))
+
+
+def _raw(vs: Versionstamp | None) -> bytes | None:
+    return None if vs is None else vs.raw
+
+
+class DeviceState:
+    """The ``state.db`` of one data directory (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._conn.executescript(_SCHEMA)
+            self._check_format()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_format(self) -> None:
+        raw = self.meta("format")
+        if raw is None:
+            self.set_meta("format", f"{FORMAT_MAJOR}.{FORMAT_MINOR}")
+            return
+        major = int(raw.split(".", 1)[0])
+        if major > FORMAT_MAJOR:
+            raise FormatError(
+                f"{self.path} is device state format {raw}, newer than this weft understands "
+                f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade weft"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- meta -------------------------------------------------------------------------
+
+    def meta(self, name: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    def device_id(self, wanted: str | None = None) -> str:
+        """This device's id: ``wanted`` if given, else the stored one, else a new one."""
+        current = self.meta("device")
+        if wanted and wanted != current:
+            self.set_meta("device", wanted)
+            return wanted
+        if current:
+            return current
+        new = f"dev-{secrets.token_hex(4)}"
+        self.set_meta("device", new)
+        return new
+
+    def bind(self, server: str, tenant: str, project: str) -> None:
+        """Bind the directory to one project; :class:`BindingMismatch` if it has another."""
+        wanted = {"server": server, "tenant": tenant, "project": project}
+        stored = {name: self.meta(name) for name in wanted}
+        if all(v is None for v in stored.values()):
+            for name, value in wanted.items():
+                self.set_meta(name, value)
+            return
+        if stored["tenant"] != tenant or stored["project"] != project:
+            raise BindingMismatch(
+                f"{self.path.parent} already syncs project {stored['tenant']}/"
+                f"{stored['project']}, not {tenant}/{project}: use another folder or data "
+                "directory"
+            )
+        if stored["server"] != server:
+            # Same project reached by another address (a new port, a proxy): allowed.
+            self.set_meta("server", server)
+
+    # --- docs -------------------------------------------------------------------------
+
+    def docs(self) -> dict[str, DocState]:
+        with self._lock:
+            rows = self._conn.execute("SELECT path, base, acked FROM docs").fetchall()
+        return {str(path): DocState(_vs(base), _vs(acked)) for path, base, acked in rows}
+
+    def save_docs(self, changes: dict[str, DocState]) -> None:
+        if not changes:
+            return
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO docs (path, base, acked) VALUES (?, ?, ?) ON CONFLICT(path) "
+                "DO UPDATE SET base = excluded.base, acked = excluded.acked",
+                [(p, _raw(s.base), _raw(s.acked)) for p, s in changes.items()],
+            )
+
+    # --- files ------------------------------------------------------------------------
+
+    def files(self) -> dict[str, FileState]:
+        with self._lock:
+            rows = self._conn.execute("SELECT path, shadow, deleted FROM files").fetchall()
+        return {
+            str(path): FileState(None if shadow is None else str(shadow), bool(deleted))
+            for path, shadow, deleted in rows
+        }
+
+    def save_files(self, changes: dict[str, FileState | None]) -> None:
+        """Store file states; ``None`` forgets the file."""
+        if not changes:
+            return
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN")
+            for path, state in changes.items():
+                if state is None:
+                    self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
+                else:
+                    self._conn.execute(
+                        "INSERT INTO files (path, shadow, deleted) VALUES (?, ?, ?) "
+                        "ON CONFLICT(path) DO UPDATE SET shadow = excluded.shadow, "
+                        "deleted = excluded.deleted",
+                        (path, state.shadow, int(state.deleted)),
+                    )

@@ -1,0 +1,170 @@
+"""Helpers for tests and benchmarks that run real ``weft sync`` processes.
+
+Not imported by the client itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sync_command(
+    folder: Path,
+    ws_url: str,
+    tenant: str,
+    project: str,
+    *,
+    token: str | None = None,
+    once: bool = False,
+    args: Sequence[str] = (),
+) -> list[str]:
+    command = [sys.executable, "-m", "client.cli", "sync", str(folder), "--server", ws_url]
+    command += ["--tenant", tenant, "--project", project]
+    if token:
+        command += ["--token", token]
+    if once:
+        command.append("--once")
+    return [*command, *args]
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class SyncProcess:
+    """A ``weft sync DIR`` child process, its output going to a log file."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for(self, text: str, timeout: float = 20.0, *, count: int = 1) -> None:
+        """Wait until ``text`` appears ``count`` times in the output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.output().count(text) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"weft sync exited ({self.proc.returncode}):\n{self.output()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} in weft sync output after {timeout} s:\n{self.output()}")
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (a crash)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def start_sync(
+    folder: Path,
+    ws_url: str,
+    tenant: str,
+    project: str,
+    *,
+    token: str | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+) -> SyncProcess:
+    """Start ``weft sync`` (kept running) on ``folder``."""
+    log_path = log_path or folder.parent / f"{folder.name}-sync-{time.monotonic_ns()}.log"
+    command = sync_command(folder, ws_url, tenant, project, token=token, args=args)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO, env=_env(env), stdout=log, stderr=subprocess.STDOUT
+        )
+    return SyncProcess(proc, log_path)
+
+
+def sync_once(
+    folder: Path,
+    ws_url: str,
+    tenant: str,
+    project: str,
+    *,
+    token: str | None = None,
+    args: Sequence[str] = (),
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``weft sync --once`` and return its result (stdout and stderr together)."""
+    command = sync_command(folder, ws_url, tenant, project, token=token, once=True, args=args)
+    return subprocess.run(
+        command,
+        cwd=REPO,
+        env=_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a synced folder (outside ``.weft/``) with its bytes."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not rel.startswith(".weft/"):
+            out[rel] = path.read_bytes()
+    return out
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not reached in {timeout} s")
+
+
+def get_json(url: str, token: str | None = None) -> Any:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def get_text(url: str, token: str | None = None) -> str | None:
+    """A document's text over REST; None when it does not exist."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise

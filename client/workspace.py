@@ -1,0 +1,526 @@
+"""A folder kept in step with a project: text files <-> documents (``weft sync DIR``).
+
+Each synced file is a document whose root ``Y.Text`` named ``content`` holds its text.
+The folder's state lives in ``DIR/.weft/`` (the device's local history and state).
+
+- A file edit becomes the minimal insert/delete operations between the text last seen
+  on disk (the *shadow*) and the new text (:mod:`client.textdiff`); if the document
+  moved meanwhile (remote updates not written yet), the edit is merged three-way.
+- Remote changes are written atomically (a temporary file in ``.weft/tmp`` renamed over
+  the file), only once they are in the local history, and only after any unsaved local
+  edit of that file was taken in first. Writing is never echoed back: a file whose text
+  equals its shadow is not an edit.
+- A deleted file sets ``weft.deleted`` to True in its document and empties it; a file
+  that appears where a document was deleted sets it back to False (the project's
+  deletion convention). A rename is a delete and a create.
+- A local file with no history on this device (a first sync, or a file created while
+  offline) is checked against the server first: same text → adopted; the server has no
+  such document (or a deleted one) → created; different text → the server's version
+  stays, the local text is recorded as a conflict (``POST .../conflicts``) and kept in
+  ``.weft/conflicts/``, and the file gets the server's text.
+- ``.git/``, ``.weft/`` and ``.weftignore`` patterns are ignored; binary, undecodable,
+  oversized files and symlinks are skipped with one warning each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from client.device import Device, DocEntry, Event, Listener
+from client.ignore import IGNORE_FILE, Ignore
+from client.remote import ApiError, ServerURL
+from client.state import FileState
+from client.textdiff import apply, diff, merge3
+from crdt.errors import BadPath
+from crdt.keys import normalise_path
+
+log = logging.getLogger("weft.workspace")
+
+STATE_DIR = ".weft"
+MAX_FILE_BYTES = 4 << 20
+WATCH_DEBOUNCE_MS = 50
+
+
+class _Skip:
+    """A file that is not synced (binary, too big, a symlink...)."""
+
+
+SKIP = _Skip()
+
+
+class Workspace(Listener):
+    """See the module docstring. ``async with``, then :meth:`sync` or :meth:`watch`."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        server: str | ServerURL,
+        tenant: str,
+        project: str,
+        *,
+        token: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        max_backoff: float = 10.0,
+        poll_seconds: float = 1.0,
+        idle_seconds: float | None = None,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        device_id: str | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.state_dir = self.root / STATE_DIR
+        self.tmp_dir = self.state_dir / "tmp"
+        self.on_event = on_event or (lambda event: None)
+        self.max_file_bytes = max_file_bytes
+        self.ignore = Ignore(self.root)
+        self.device = Device(
+            self.state_dir,
+            server,
+            tenant,
+            project,
+            token=token,
+            device_id=device_id,
+            listener=self,
+            max_backoff=max_backoff,
+            poll_seconds=poll_seconds,
+            idle_seconds=idle_seconds,
+        )
+        self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
+        self.tracked: set[str] = set()
+        self.creating: set[str] = set()  # local files waiting for the server's version
+        self.conflicts: list[dict[str, Any]] = []
+        self._writes: set[str] = set()
+        self._warned: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stat: dict[str, tuple[int, int]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Workspace:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the device, take in what changed on disk, start syncing."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root} is not a directory")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        await self.device.start()
+        self.disk = {p: s.shadow for p, s in self.device.files.items()}
+        self.tracked = set(self.device.files) | set(await self.device.known_paths())
+        for path in sorted(self.tracked):
+            if not self.ignore(path):
+                await self.device.open(path)
+                self._schedule_write(path)
+        for path in self.scan():
+            if path not in self.tracked:
+                self._start_create(path)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.device.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("workspace task failed", exc_info=exc)
+            self.emit(Event("error", f"internal error: {exc!r}"))
+        self.device.changed()
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """The folder and the project agree (as far as this device can tell)."""
+        device = self.device
+        if self.creating or self._writes or self._tasks or not device.heads_read.is_set():
+            return False
+        wanted = [p for p in device.heads if not self.ignore(p)]
+        return all(p in device.entries for p in wanted) and device.idle()
+
+    async def sync(self, timeout: float | None = None) -> None:
+        """Wait until :meth:`idle` (raises TimeoutError, or DeviceFailed)."""
+        async with asyncio.timeout(timeout):
+            await self.device.wait_until(self.idle)
+
+    def progress(self) -> tuple[int, int]:
+        """(documents done, documents known) for a progress bar."""
+        entries = self.device.entries.values()
+        done = sum(1 for e in entries if e.done() and e.path not in self.creating)
+        total = len(self.device.entries) + sum(
+            1 for p in self.creating if p not in self.device.entries
+        )
+        return done, max(total, len(self.device.heads))
+
+    async def watch(self, stop: asyncio.Event | None = None) -> None:
+        """Follow file changes until ``stop`` is set (or cancelled)."""
+        async for changes in watchfiles.awatch(
+            self.root,
+            watch_filter=self._watch_filter,
+            debounce=WATCH_DEBOUNCE_MS,
+            step=WATCH_DEBOUNCE_MS,
+            stop_event=stop,
+            recursive=True,
+        ):
+            paths = set()
+            for _change, raw in changes:
+                rel = self._rel(Path(raw))
+                if rel is not None:
+                    paths.add(rel)
+            self.changed(paths)
+
+    def _watch_filter(self, _change: watchfiles.Change, raw: str) -> bool:
+        rel = self._rel(Path(raw))
+        return rel is not None and rel.split("/", 1)[0] not in (STATE_DIR, ".git")
+
+    def _rel(self, path: Path) -> str | None:
+        try:
+            rel = path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        return None if rel in ("", ".") else rel
+
+    def changed(self, paths: set[str]) -> None:
+        """Files or folders changed on disk: take the changes in."""
+        if IGNORE_FILE in paths:
+            self.ignore.reload()
+        files: set[str] = set()
+        for rel in paths:
+            full = self.root / rel
+            if full.is_dir() and not full.is_symlink():
+                files |= set(self.scan(rel))
+            prefix = rel + "/"
+            files |= {p for p in self.tracked if p == rel or p.startswith(prefix)}
+            if not full.is_dir():
+                files.add(rel)
+        for rel in sorted(files):
+            if self.ignore(rel):
+                continue
+            try:
+                path = normalise_path(rel)
+            except BadPath as exc:
+                self._warn(rel, f"skipping {rel}: {exc}")
+                continue
+            if path in self.tracked:
+                self.ingest(path)
+            elif path not in self.creating and (self.root / path).exists():
+                self._start_create(path)
+
+    # --- the folder ---------------------------------------------------------------------
+
+    def scan(self, under: str = "") -> list[str]:
+        """Relative paths of the files to sync under ``under`` (all of the folder)."""
+        out = []
+        top = self.root / under if under else self.root
+        for dirpath, dirnames, filenames in os.walk(top):
+            base = Path(dirpath).relative_to(self.root).as_posix()
+            base = "" if base == "." else base + "/"
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not self.ignore(base + d, is_dir=True) and not (Path(dirpath) / d).is_symlink()
+            )
+            for name in sorted(filenames):
+                rel = base + name
+                if self.ignore(rel):
+                    continue
+                try:
+                    out.append(normalise_path(rel))
+                except BadPath as exc:
+                    self._warn(rel, f"skipping {rel}: {exc}")
+        return out
+
+    def read(self, path: str) -> str | _Skip | None:
+        """The file's text; None if it does not exist; SKIP if it is not synced."""
+        full = self.root / path
+        try:
+            info = full.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return self._warn(path, f"skipping {path}: symbolic links are not synced")
+        if not stat.S_ISREG(info.st_mode):
+            return None if stat.S_ISDIR(info.st_mode) else SKIP
+        if info.st_size > self.max_file_bytes:
+            return self._warn(
+                path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
+            )
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return self._warn(path, f"skipping {path}: cannot read it ({exc})")
+        if b"\0" in data:
+            return self._warn(path, f"skipping {path}: binary file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._warn(path, f"skipping {path}: not valid UTF-8 text")
+        self._warned.pop(path, None)
+        self._stat[path] = (info.st_mtime_ns, info.st_size)
+        return text
+
+    def _warn(self, path: str, message: str) -> _Skip:
+        if self._warned.get(path) != message:
+            self._warned[path] = message
+            self.emit(Event("warning", message, path))
+        return SKIP
+
+    # --- local changes --------------------------------------------------------------------
+
+    def ingest(self, path: str) -> None:
+        """Take in the file's current text as local edits of its document."""
+        entry = self.device.entries.get(path)
+        if entry is None or path in self.creating:
+            return
+        text = self.read(path)
+        shadow = self.disk.get(path)
+        if isinstance(text, _Skip) or text == shadow:
+            return
+        if text is None:
+            if not entry.deleted:
+                with entry.doc.transaction():
+                    entry.meta["deleted"] = True
+                    if len(entry.text):
+                        del entry.text[0 : len(entry.text)]
+                self.emit(Event("deleted", f"deleted {path}", path))
+            self._remember(path, None)
+            return
+        current = str(entry.text)
+        if entry.deleted or shadow is None or current == shadow:
+            target = text
+        else:
+            target = merge3(shadow, text, current)
+        with entry.doc.transaction():
+            if entry.deleted or shadow is None:
+                entry.meta["deleted"] = False
+            inserted, deleted = apply(entry.text, current, diff(current, target))
+        self._remember(path, text)
+        if inserted or deleted:
+            self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))
+        if target != text:
+            self._schedule_write(path)
+
+    def _remember(self, path: str, text: str | None) -> None:
+        """``text`` is on disk now; store it as the shadow once the doc's history has it."""
+        self.disk[path] = text
+        self.tracked.add(path)
+        state = FileState(text, deleted=text is None)
+        self.device.after_recorded(lambda: self.device.save_file_state(path, state))
+
+    # --- remote changes -------------------------------------------------------------------
+
+    def before_remote(self, path: str) -> None:
+        if path in self.tracked and path not in self.creating:
+            self.ingest(path)
+
+    def after_remote(self, path: str) -> None:
+        self._schedule_write(path)
+
+    def busy(self, path: str) -> bool:
+        return path in self.creating or path in self._writes
+
+    def remote_docs(self, paths: list[str]) -> None:
+        for path in paths:
+            if path in self.creating or self.ignore(path):
+                continue
+            self._spawn(self._open_remote(path))
+
+    async def _open_remote(self, path: str) -> None:
+        await self.device.open(path)
+
+    def _schedule_write(self, path: str) -> None:
+        if path in self._writes:
+            return
+        self._writes.add(path)
+        self.device.after_recorded(lambda: self._write(path))
+
+    def _write(self, path: str) -> None:
+        """Make the file hold its document's text (or be gone), once it is recorded."""
+        entry = self.device.entries.get(path)
+        if entry is None or path in self.creating:
+            self._writes.discard(path)
+            return
+        if entry.unrecorded:
+            self.device.after_recorded(lambda: self._write(path))
+            return
+        self._writes.discard(path)
+        if path not in self.tracked:
+            if (self.root / path).exists():
+                self._start_create(path)
+                return
+            self.tracked.add(path)
+        self.ingest(path)
+        if entry.unrecorded:  # the local edit just taken in goes to the history first
+            self._schedule_write(path)
+            return
+        try:
+            self._materialise(entry)
+        except OSError as exc:
+            self._warn(path, f"cannot write {path}: {exc}")
+        self.device.changed()
+
+    def _materialise(self, entry: DocEntry) -> None:
+        path = entry.path
+        full = self.root / path
+        if entry.deleted or not entry.exists:
+            if entry.deleted and full.is_file() and not full.is_symlink():
+                full.unlink()
+                self._prune(full.parent)
+                self.emit(Event("deleted", f"{path} deleted (remote)", path))
+            if self.disk.get(path, "") is not None:
+                self._remember(path, None)
+            return
+        text = str(entry.text)
+        if self.disk.get(path) == text and full.is_file():
+            return
+        self._atomic_write(full, text)
+        self._remember(path, text)
+        self.emit(Event("remote", f"{path} updated", path))
+
+    def _atomic_write(self, full: Path, text: str) -> None:
+        full.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
+        try:
+            tmp.write_bytes(text.encode("utf-8"))
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
+            os.replace(tmp, full)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _prune(self, folder: Path) -> None:
+        while folder != self.root and folder.is_dir():
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # --- files this device has no history for ---------------------------------------------
+
+    def _start_create(self, path: str) -> None:
+        if path in self.creating:
+            return
+        self.creating.add(path)
+        self._spawn(self._create(path))
+
+    async def _create(self, path: str) -> None:
+        """Decide, with the server's version at hand, what a new local file becomes."""
+        settled = False
+        try:
+            settled = await self._decide(path)
+        finally:
+            self.creating.discard(path)
+            device = self.device
+            if not settled and device.failure is None and not device.stopping:
+                self._spawn(self._create_later(path))
+            device.changed()
+
+    async def _decide(self, path: str) -> bool:
+        """True once the file is settled (adopted, created, in conflict, or skipped)."""
+        await self.device.wait_online()
+        entry = await self.device.open(path)
+        if not await entry.wait_synced():
+            return entry.link.error is not None
+        text = self.read(path)
+        if isinstance(text, _Skip):
+            return True
+        if text is None:  # gone meanwhile: the server's version (if any) is written
+            self.tracked.add(path)
+            self.creating.discard(path)
+            self._schedule_write(path)
+        elif not entry.exists or entry.deleted:
+            self._adopt_local(entry, text)
+        elif str(entry.text) == text:
+            self._remember(path, text)
+        else:
+            return await self._conflict(entry, text)
+        return True
+
+    async def _create_later(self, path: str) -> None:
+        await asyncio.sleep(1.0)
+        if path not in self.tracked and (self.root / path).exists():
+            self._start_create(path)
+
+    def _adopt_local(self, entry: DocEntry, text: str) -> None:
+        current = str(entry.text)
+        with entry.doc.transaction():
+            entry.meta["deleted"] = False
+            inserted, _ = apply(entry.text, current, diff(current, text))
+        self.creating.discard(entry.path)
+        self._remember(entry.path, text)
+        self.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))
+
+    async def _conflict(self, entry: DocEntry, text: str) -> bool:
+        """The server has a different file at this path: keep it, record ours."""
+        path = entry.path
+        device = self.device
+        if device.read_only:
+            self._warn(
+                path,
+                f"{path} differs from the server's and the token is read-only: "
+                "the local file is kept and not synced",
+            )
+            return True
+        backup = self._backup(path, text)
+        try:
+            record = await device.api.report_conflict(path, text, device.device_id)
+        except (ApiError, OSError, TimeoutError) as exc:
+            self._warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
+            return False
+        self.creating.discard(path)
+        self.conflicts.append(record)
+        self.tracked.add(path)
+        server_text = str(entry.text)
+        self._atomic_write(self.root / path, server_text)
+        self._remember(path, server_text)
+        cid = str(record.get("id", ""))
+        self.emit(
+            Event(
+                "conflict",
+                f"conflict: {path} differs from the server's version, which stays; your text "
+                f"is in conflict {cid} ({device.api.conflict_url(cid)}) and in {backup}",
+                path,
+                {"id": cid, "backup": str(backup)},
+            )
+        )
+        return True
+
+    def _backup(self, path: str, text: str) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.state_dir / "conflicts" / f"{path}.{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    # --- events ---------------------------------------------------------------------------
+
+    def event(self, event: Event) -> None:
+        self.emit(event)
+
+    def emit(self, event: Event) -> None:
+        self.on_event(event)

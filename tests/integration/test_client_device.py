@@ -1,0 +1,202 @@
+"""The client library (:class:`client.device.Device`) against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Text
+
+from client import device as device_module
+from client.device import Device, DeviceFailed, Event, Listener
+from client.testing import get_json, get_text
+from server.auth import issue_token
+from server.testing import ServerProcess, StartServer
+
+pytestmark = pytest.mark.functional
+
+SECRET = "device-test-secret-0123456789abcdef"
+
+
+class Events(Listener):
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+
+    def event(self, event: Event) -> None:
+        self.seen.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.seen]
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory()
+
+
+def text_of(doc: Any) -> Text:
+    text: Text = doc.get("content", type=Text)
+    return text
+
+
+def server_text(server: ServerProcess, project: str, path: str, token: str | None = None) -> str:
+    url = f"{server.url}/api/v1/acme/{project}/docs/{urllib.parse.quote(path)}"
+    return get_text(url, token) or ""
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+def make(tmp_path: Path, server: ServerProcess, name: str, project: str, **kwargs: Any) -> Device:
+    return Device(
+        tmp_path / name, server.ws_url, "acme", project, max_backoff=0.3, poll_seconds=0.1, **kwargs
+    )
+
+
+async def test_offline_edits_survive_a_restart_and_are_sent_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async with make(tmp_path, server, "a", "restart") as device:
+        text = text_of(await device.doc("notes.md"))
+        text.insert(0, "first\n")
+        await device.sync(10)
+        await device.pause()
+        for word in ("second\n", "third\n", "fourth\n"):
+            text.insert(len(text), word)  # three offline edits, three updates
+        await device.recorded()
+        assert device.pending() == 3
+    assert server_text(server, "restart", "notes.md") == "first\n"
+
+    async with make(tmp_path, server, "a", "restart") as device:
+        entry = await device.open("notes.md", connect=False)
+        assert len(entry.outbox) == 3  # the outbox came back from the local history
+        assert str(entry.text) == "first\nsecond\nthird\nfourth\n"
+        entry.link.want()
+        await device.sync(10)
+        assert device.pending() == 0
+    assert server_text(server, "restart", "notes.md") == "first\nsecond\nthird\nfourth\n"
+
+
+async def test_remote_updates_are_kept_locally_for_offline_work(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async with make(tmp_path, server, "a", "local") as a, make(tmp_path, server, "b", "local") as b:
+        text_of(await a.doc("x.txt")).insert(0, "from a\n")
+        await a.sync(10)
+        doc_b = await b.doc("x.txt")
+        await eventually(lambda: str(text_of(doc_b)) == "from a\n")
+        await b.sync(10)
+    # b reopens with no server at all: everything it received is there
+    offline = Device(tmp_path / "b", "ws://127.0.0.1:9", "acme", "local", poll_seconds=None)
+    async with offline:
+        assert str(text_of(await offline.doc("x.txt"))) == "from a\n"
+
+
+async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_path: Path) -> None:
+    """b rewrites, offline, a line it received from a: not a conflict. Then a and b both
+    rewrite the same line offline: one conflict."""
+    project = "bases"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    async with make(tmp_path, server, "a", project) as a, make(tmp_path, server, "b", project) as b:
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\ntwo\nthree\n")
+        await a.sync(10)
+        entry_b = await b.open("f.txt")
+        tb = entry_b.text
+        await eventually(lambda: str(tb) == "one\ntwo\nthree\n")
+        ta.insert(3, " by a")
+        await a.sync(10)
+        a_head = a.entries["f.txt"].base
+        await eventually(lambda: str(tb) == "one by a\ntwo\nthree\n")
+        await eventually(lambda: entry_b.base == a_head)  # the poller's probe moved it
+
+        await b.pause()
+        tb.insert(len("one by a"), " and b")
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == "one by a and b\ntwo\nthree\n")
+        await asyncio.sleep(0.3)
+        assert get_json(conflicts_url)["conflicts"] == []
+
+        await a.pause()
+        await b.pause()
+        ta.insert(len("one by a and b\ntwo"), " (a)")
+        tb.insert(len("one by a and b\ntwo"), " (b)")
+        a.resume()
+        await a.sync(10)
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == str(tb))
+        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+        record = get_json(conflicts_url)["conflicts"][0]
+        assert {record["regions"][0]["ours_text"], record["regions"][0]["theirs_text"]} == {
+            "two (a)\n",
+            "two (b)\n",
+        }
+
+
+async def test_reconnects_after_the_server_comes_back(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    server = weft_server_factory()
+    events = Events()
+    async with make(tmp_path, server, "a", "back", listener=events) as device:
+        text = text_of(await device.doc("a.txt"))
+        text.insert(0, "before\n")
+        await device.sync(10)
+        server.terminate()
+        await eventually(lambda: not device.online)
+        text.insert(len(text), "while the server was down\n")
+        restarted = weft_server_factory(store=server.store, port=server.port)
+        await device.sync(15)
+        assert server_text(restarted, "back", "a.txt") == "before\nwhile the server was down\n"
+    assert events.kinds().count("online") >= 2 and "offline" in events.kinds()
+
+
+@pytest.fixture
+def auth_server(weft_server_factory: StartServer) -> ServerProcess:
+    return weft_server_factory(env={"WEFT_SECRET": SECRET})
+
+
+def token(scope: str, secret: str = SECRET) -> str:
+    return issue_token(
+        secret=secret, tenant="acme", projects=None, user="ada", scope=scope, ttl_seconds=600
+    )
+
+
+async def test_read_only_refusal_keeps_edits_local_and_says_so(
+    auth_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = token("write")
+    async with make(tmp_path, auth_server, "w", "ro", token=writer) as w:
+        text_of(await w.doc("a.txt")).insert(0, "written\n")
+        await w.sync(10)
+    # the device does not guess from the token: the server's refusal is what counts
+    monkeypatch.setattr(device_module, "_token_scope", lambda _token: None)
+    events = Events()
+    async with make(tmp_path, auth_server, "r", "ro", token=token("read"), listener=events) as r:
+        text = text_of(await r.doc("a.txt"))
+        await eventually(lambda: str(text) == "written\n")
+        text.insert(0, "local only\n")
+        await r.sync(10)
+        assert r.read_only and r.pending() == 1
+        assert str(text) == "local only\nwritten\n"
+    assert "read_only" in events.kinds()
+    assert any("local edits stay on this device" in e.message for e in events.seen)
+    assert server_text(auth_server, "ro", "a.txt", writer) == "written\n"
+
+
+async def test_a_refused_token_fails_the_device(auth_server: ServerProcess, tmp_path: Path) -> None:
+    bad = token("write", secret="not-the-server-secret-0123456789")
+    async with make(tmp_path, auth_server, "x", "denied", token=bad) as device:
+        await device.doc("a.txt")
+        with pytest.raises(DeviceFailed) as failure:
+            await device.sync(10)
+    assert failure.value.code in (401, 4401)

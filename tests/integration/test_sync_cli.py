@@ -1,0 +1,174 @@
+"""``weft sync`` against a real server process: first sync, conflicts with no shared
+history, ignore rules, deletes and renames, bad input."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from client.testing import (
+    folder_files,
+    get_json,
+    get_text,
+    start_sync,
+    sync_once,
+    wait_until,
+)
+from server.testing import ServerProcess, StartServer
+
+pytestmark = pytest.mark.functional
+
+TENANT = "acme"
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory()
+
+
+def doc_url(server: ServerProcess, project: str, path: str, at: str | None = None) -> str:
+    url = f"{server.url}/api/v1/{TENANT}/{project}/docs/{urllib.parse.quote(path)}"
+    return url + (f"?at={at}" if at else "")
+
+
+def once(server: ServerProcess, folder: Path, project: str, *args: str) -> str:
+    result = sync_once(folder, server.ws_url, TENANT, project, args=args)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def test_first_sync_pushes_a_folder_and_a_second_folder_gets_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "docs").mkdir(parents=True)
+    b.mkdir()
+    (a / "README.md").write_text("# hello\n")
+    (a / "docs" / "guide é.md").write_text("ünïcode ✓ and emoji 😀\r\nCRLF kept\r\n")
+    (a / "empty.txt").write_text("")
+    out = once(server, a, "first")
+    assert "in sync: 3 files" in out
+    assert get_text(doc_url(server, "first", "docs/guide é.md")) == (
+        "ünïcode ✓ and emoji 😀\r\nCRLF kept\r\n"
+    )
+    once(server, b, "first")
+    assert folder_files(b) == folder_files(a)
+    assert (b / ".weft" / "history.db").exists() and (b / ".weft" / "state.db").exists()
+
+
+def test_different_file_with_no_shared_history_becomes_a_conflict(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "plan.txt").write_text("the server's plan\n")
+    (a / "same.txt").write_text("identical\n")
+    once(server, a, "clash")
+    (b / "plan.txt").write_text("my own plan\n")
+    (b / "same.txt").write_text("identical\n")
+
+    out = once(server, b, "clash")
+
+    assert "conflict: plan.txt" in out
+    assert (b / "plan.txt").read_text() == "the server's plan\n"  # the server's version stays
+    assert get_text(doc_url(server, "clash", "plan.txt")) == "the server's plan\n"
+    assert get_text(doc_url(server, "clash", "same.txt")) == "identical\n"  # adopted, not doubled
+    conflicts = get_json(f"{server.url}/api/v1/{TENANT}/clash/conflicts")["conflicts"]
+    assert len(conflicts) == 1
+    record = conflicts[0]
+    assert record["path"] == "plan.txt"
+    assert record["regions"][0]["ours_text"] == "my own plan\n"
+    assert record["regions"][0]["theirs_text"] == "the server's plan\n"
+    assert record["id"] in out
+    backups = list((b / ".weft" / "conflicts").glob("plan.txt.*"))
+    assert [p.read_text() for p in backups] == ["my own plan\n"]
+    # a later sync does not record it again, nor push the local text
+    out = once(server, b, "clash")
+    assert "conflict" not in out
+    assert len(get_json(f"{server.url}/api/v1/{TENANT}/clash/conflicts")["conflicts"]) == 1
+
+
+def test_ignored_binary_and_undecodable_files_are_skipped_with_one_warning(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a = tmp_path / "a"
+    (a / "build").mkdir(parents=True)
+    (a / ".git").mkdir()
+    (a / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (a / ".weftignore").write_text("build/\n*.log\n")
+    (a / "build" / "out.txt").write_text("generated\n")
+    (a / "debug.log").write_text("noise\n")
+    (a / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (a / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (a / "kept.txt").write_text("kept\n")
+    out = once(server, a, "ignore")
+    assert out.count("skipping image.png: binary file") == 1
+    assert out.count("skipping latin1.txt: not valid UTF-8 text") == 1
+    docs = get_json(f"{server.url}/api/v1/{TENANT}/ignore/docs")["docs"]
+    assert sorted(d["path"] for d in docs) == [".weftignore", "kept.txt"]
+
+
+def test_edits_deletes_and_renames_follow_a_running_sync(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "one.txt").write_text("first line\nsecond line\n")
+    (a / "two.txt").write_text("to be renamed\n")
+    project = "live"
+    args = ["--poll", "0.2"]
+    devices = [start_sync(f, server.ws_url, TENANT, project, args=args) for f in (a, b)]
+    try:
+        for device in devices:
+            device.wait_for("in sync")
+        wait_until(lambda: folder_files(a) == folder_files(b), 10, "b gets a's files")
+        head_before = {
+            d["path"]: d["head"]
+            for d in get_json(f"{server.url}/api/v1/{TENANT}/{project}/docs")["docs"]
+        }
+
+        (a / "one.txt").write_text("first line, edited on a\nsecond line\n")
+        (b / "sub").mkdir()
+        (b / "sub" / "three.txt").write_text("new on b\n")
+        wait_until(
+            lambda: folder_files(a) == folder_files(b) and "sub/three.txt" in folder_files(a),
+            10,
+            "edits cross over",
+        )
+        os.rename(a / "two.txt", a / "renamed.txt")
+        (b / "one.txt").unlink()
+        wait_until(
+            lambda: folder_files(a) == folder_files(b) and "renamed.txt" in folder_files(b),
+            10,
+            "rename and delete cross over",
+        )
+        assert sorted(folder_files(a)) == ["renamed.txt", "sub/three.txt"]
+        assert (a / "renamed.txt").read_text() == "to be renamed\n"
+        # the deletion is an ordinary update: the doc is there, marked deleted, and time
+        # travel brings the old text back
+        assert get_text(doc_url(server, project, "one.txt")) == ""
+        old = get_text(doc_url(server, project, "two.txt", at=head_before["two.txt"]))
+        assert old == "to be renamed\n"
+    finally:
+        for device in devices:
+            device.terminate()
+    assert "Traceback" not in devices[0].output() + devices[1].output()
+
+
+def test_bad_input_is_refused_with_exit_code_2(server: ServerProcess, tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    missing = sync_once(tmp_path / "nope", server.ws_url, TENANT, "p")
+    assert missing.returncode == 2 and "is not a directory" in missing.stdout
+    bad_url = sync_once(folder, "ftp://x", TENANT, "p")
+    assert bad_url.returncode == 2 and "ws://HOST:PORT" in bad_url.stdout
+    bad_name = sync_once(folder, server.ws_url, "acme corp", "p")
+    assert bad_name.returncode == 2 and "tenant name" in bad_name.stdout
+    assert sync_once(folder, server.ws_url, TENANT, "bound").returncode == 0
+    other = sync_once(folder, server.ws_url, TENANT, "another")
+    assert other.returncode == 2 and "already syncs project acme/bound" in other.stdout

@@ -1,0 +1,77 @@
+"""The outbox sends local updates merged, and drops them only once acknowledged."""
+
+from __future__ import annotations
+
+from pycrdt import Doc, Text
+
+from client.outbox import Outbox, Pending
+from crdt.history import update_hash
+from crdt.versionstamp import Versionstamp
+
+
+def vs(n: int) -> Versionstamp:
+    return Versionstamp(n.to_bytes(12, "big"))
+
+
+def local_updates(count: int) -> tuple[Doc[Text], list[bytes]]:
+    doc: Doc[Text] = Doc()
+    text = doc.get("content", type=Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for i in range(count):
+        text.insert(len(text), f"{i},")
+    return doc, updates
+
+
+def test_many_updates_travel_as_one_merged_send() -> None:
+    doc, updates = local_updates(1000)
+    outbox = Outbox()
+    for i, update in enumerate(updates):
+        outbox.add(vs(i + 1), update)
+    send = outbox.take()
+    assert send is not None and send.count == 1000 and send.last == vs(1000)
+    assert send.hash == update_hash(send.update)
+    replica: Doc[Text] = Doc()
+    replica.apply_update(send.update)
+    assert str(replica.get("content", type=Text)) == str(doc.get("content", type=Text))
+    assert outbox.take() is None  # everything is in flight
+    assert len(outbox) == 1000 and outbox.unsent == 0
+
+
+def test_sends_are_bounded_and_acks_move_the_cursor_in_order() -> None:
+    _, updates = local_updates(10)
+    outbox = Outbox(max_updates=4)
+    for i, update in enumerate(updates):
+        outbox.add(vs(i + 1), update)
+    first, second, third = outbox.take(), outbox.take(), outbox.take()
+    assert first and second and third
+    assert [s.count for s in (first, second, third)] == [4, 4, 2]
+    assert outbox.ack(second.hash, vs(100)) is None  # out of order: nothing dropped yet
+    assert len(outbox) == 10
+    assert outbox.ack(first.hash, vs(99)) == vs(8)  # both acknowledged: cursor after 8
+    assert len(outbox) == 2 and outbox.cursor == vs(8)
+    assert outbox.ack(b"\x00" * 16, vs(101)) is None  # unknown hash
+    assert outbox.ack(third.hash, vs(102)) == vs(10)
+    assert len(outbox) == 0
+
+
+def test_reset_resends_what_was_in_flight() -> None:
+    _, updates = local_updates(3)
+    outbox = Outbox()
+    for i, update in enumerate(updates):
+        outbox.add(vs(i + 1), update)
+    before = outbox.take()
+    assert before is not None
+    outbox.reset()  # the connection dropped before the ack
+    again = outbox.take()
+    assert again is not None and again.update == before.update  # same bytes: idempotent
+    assert outbox.ack(before.hash, vs(9)) == vs(3)
+
+
+def test_a_cursor_from_the_state_skips_acknowledged_updates() -> None:
+    _, updates = local_updates(3)
+    pending = [Pending(vs(i + 1), u) for i, u in enumerate(updates)]
+    outbox = Outbox(vs(2), pending)
+    assert len(outbox) == 1
+    send = outbox.take()
+    assert send is not None and send.update == updates[2]  # a single update goes as is

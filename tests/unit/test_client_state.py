@@ -1,0 +1,52 @@
+"""A device's state file: versioned format, one project per data directory."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from client.state import BindingMismatch, DeviceState, DocState, FileState
+from crdt.errors import FormatError
+from crdt.versionstamp import Versionstamp
+
+
+def test_docs_and_files_round_trip(tmp_path: Path) -> None:
+    state = DeviceState(tmp_path / "state.db")
+    vs = Versionstamp(bytes(range(12)))
+    state.save_docs({"a.txt": DocState(vs, None), "b.txt": DocState(None, vs)})
+    state.save_files({"a.txt": FileState("text"), "gone.txt": FileState(None, deleted=True)})
+    state.save_files({"b.txt": FileState("x"), "b.txt ": None})
+    state.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.docs() == {"a.txt": DocState(vs, None), "b.txt": DocState(None, vs)}
+    assert state.files()["gone.txt"] == FileState(None, deleted=True)
+    assert state.files()["a.txt"].shadow == "text"
+    state.close()
+
+
+def test_device_id_is_kept_and_can_be_named(tmp_path: Path) -> None:
+    state = DeviceState(tmp_path / "state.db")
+    first = state.device_id()
+    assert first.startswith("dev-") and state.device_id() == first
+    assert state.device_id("laptop") == "laptop" and state.device_id() == "laptop"
+    state.close()
+
+
+def test_a_data_directory_syncs_one_project(tmp_path: Path) -> None:
+    state = DeviceState(tmp_path / "state.db")
+    state.bind("ws://h:1", "acme", "site")
+    state.bind("ws://h:2", "acme", "site")  # a new address for the same project is fine
+    with pytest.raises(BindingMismatch, match="already syncs project acme/site"):
+        state.bind("ws://h:1", "acme", "other")
+    state.close()
+
+
+def test_a_newer_format_is_refused(tmp_path: Path) -> None:
+    DeviceState(tmp_path / "state.db").close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("UPDATE meta SET value = '2.0' WHERE name = 'format'")
+    conn.close()
+    with pytest.raises(FormatError, match="newer than this weft understands"):
+        DeviceState(tmp_path / "state.db")

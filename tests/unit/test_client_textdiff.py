@@ -1,0 +1,128 @@
+"""File edits become minimal Y.Text operations; three-way merges never lose text."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Text
+
+from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3
+
+ALPHABET = st.sampled_from(["a", "b", " ", "\n", "é", "😀", "\r\n", "中"])
+TEXT = st.lists(ALPHABET, max_size=60).map("".join)
+
+
+def ytext(value: str) -> Text:
+    doc: Doc[Text] = Doc()
+    text = doc.get("content", type=Text)
+    text.insert(0, value)
+    return text
+
+
+def test_an_edit_in_the_middle_is_one_small_op() -> None:
+    old = "".join(f"line {i}\n" for i in range(1000))
+    new = old.replace("line 500\n", "line five hundred\n")
+    ops = diff(old, new)
+    assert sum(op.end - op.start + len(op.insert) for op in ops) <= len("500five hundred")
+    assert apply_ops(old, ops) == new
+
+
+def test_big_rewrites_fall_back_to_lines_and_stay_correct() -> None:
+    old = "".join(f"old line {i}\n" for i in range(2000))
+    new = "".join(f"new line {i}\n" if i % 3 else f"old line {i}\n" for i in range(2000))
+    assert len(old) + len(new) > CHAR_DIFF_LIMIT
+    ops = diff(old, new)
+    assert apply_ops(old, ops) == new
+    untouched = sum(1 for i in range(2000) if i % 3 == 0)
+    assert sum(op.end - op.start for op in ops) <= len(old) - untouched * len("old line 0\n")
+
+
+def test_no_change_no_ops_and_pure_insert_or_delete() -> None:
+    assert diff("same", "same") == []
+    assert diff("ac", "abc") == [Op(1, 1, "b")]
+    assert diff("abc", "ac") == [Op(1, 2, "")]
+    assert diff("", "new") == [Op(0, 0, "new")]
+
+
+def test_apply_converts_characters_to_utf8_offsets() -> None:
+    old = "a😀b é\n中"
+    new = "a😀Xb é!\n中文"
+    text = ytext(old)
+    inserted, deleted = apply(text, old, diff(old, new))
+    assert str(text) == new
+    assert (inserted, deleted) == (3, 0)
+
+
+def test_one_file_change_is_one_update() -> None:
+    doc: Doc[Text] = Doc()
+    text = doc.get("content", type=Text)
+    text.insert(0, "one\ntwo\nthree\n")
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    apply(text, "one\ntwo\nthree\n", diff("one\ntwo\nthree\n", "ONE\ntwo\nthree!\n"))
+    assert len(updates) == 1
+
+
+@settings(max_examples=300)
+@given(old=TEXT, new=TEXT)
+def test_diff_and_apply_reproduce_the_new_text(old: str, new: str) -> None:
+    ops = diff(old, new)
+    assert apply_ops(old, ops) == new
+    assert all(a.end <= b.start for a, b in itertools.pairwise(ops))
+    text = ytext(old)
+    apply(text, old, ops)
+    assert str(text) == new
+
+
+def test_concurrent_edits_to_different_lines_both_survive_the_crdt_merge() -> None:
+    base = "".join(f"line {i}\n" for i in range(10))
+    a: Doc[Text] = Doc()
+    b: Doc[Text] = Doc()
+    ta, tb = a.get("content", type=Text), b.get("content", type=Text)
+    ta.insert(0, base)
+    b.apply_update(a.get_update())
+    new_a = base.replace("line 2\n", "line 2 from a\n")
+    new_b = base.replace("line 8\n", "line 8 from b\n")
+    apply(ta, base, diff(base, new_a))
+    apply(tb, base, diff(base, new_b))
+    a.apply_update(b.get_update())
+    b.apply_update(a.get_update())
+    assert (
+        str(ta)
+        == str(tb)
+        == base.replace("line 2\n", "line 2 from a\n").replace("line 8\n", "line 8 from b\n")
+    )
+
+
+def test_merge3_takes_each_sides_changes() -> None:
+    base = "a\nb\nc\n"
+    assert merge3(base, "a\nB\nc\n", "a\nb\nC\n") == "a\nB\nC\n"
+    assert merge3(base, base, "x\n") == "x\n"
+    assert merge3(base, "x\n", base) == "x\n"
+
+
+def test_merge3_same_change_once_and_containing_change_wins() -> None:
+    assert merge3("a\n", "a\nX\n", "a\nX\n") == "a\nX\n"
+    # the document already holds the file's edit plus a remote one (a crash in between)
+    assert merge3("a\n", "a\nX\n", "a\nX\nY\n") == "a\nX\nY\n"
+
+
+def test_merge3_keeps_both_versions_of_a_contested_region() -> None:
+    merged = merge3("a\nb\nc\n", "a\nmine\nc\n", "a\ntheirs\nc\n")
+    assert merged == "a\ntheirs\nmine\nc\n"
+
+
+@settings(max_examples=200)
+@given(
+    base=st.lists(st.sampled_from(["a\n", "b\n", "c\n", "d\n"]), max_size=8),
+    ours=st.lists(st.sampled_from(["a\n", "b\n", "X\n", "d\n"]), max_size=8),
+    theirs=st.lists(st.sampled_from(["a\n", "Y\n", "c\n", "d\n"]), max_size=8),
+)
+def test_merge3_never_loses_a_line_only_one_side_added(
+    base: list[str], ours: list[str], theirs: list[str]
+) -> None:
+    merged = merge3("".join(base), "".join(ours), "".join(theirs)).splitlines(keepends=True)
+    assert merged.count("X\n") >= ours.count("X\n")
+    assert merged.count("Y\n") >= theirs.count("Y\n")
