@@ -39,6 +39,7 @@ from pycrdt import Doc, Text
 
 from crdt.history import Append, DocRef, History
 from crdt.kv import open_engine
+from crdt.kv import sqlite as sqlite_engine
 from crdt.versionstamp import Versionstamp
 
 BATCHES = (1, 10, 100, 1000)
@@ -85,12 +86,58 @@ async def weft_append(path: Path, updates: list[bytes], batch: int) -> float:
         return time.perf_counter() - started
 
 
-def raw_append(path: Path, updates: list[bytes], batch: int) -> float:
-    """Seconds for plain sqlite3 to insert the same bytes, one row each, same batches."""
+async def weft_rows(
+    path: Path, updates: list[bytes], batch: int
+) -> list[list[tuple[bytes, bytes]]]:
+    """The KV rows each append transaction writes (an untimed, instrumented run)."""
+    captured: list[list[tuple[bytes, bytes]]] = []
+    flush = sqlite_engine._Writer.flush
+
+    def recording_flush(self: sqlite_engine._Writer) -> None:
+        captured.append(list(self._pending.items()))
+        flush(self)
+
+    sqlite_engine._Writer.flush = recording_flush  # type: ignore[method-assign]
+    try:
+        async with open_engine(f"sqlite:///{path}?synchronous=OFF") as kv:
+            history = History(kv)
+            await history.init()
+            ref = await history.doc(TENANT, PROJECT, f"append-{batch}.md", create=True)
+            captured.clear()
+            for i in range(0, len(updates), batch):
+                await history.append([Append(ref, u, user="bench") for u in updates[i : i + batch]])
+    finally:
+        sqlite_engine._Writer.flush = flush  # type: ignore[method-assign]
+    return captured
+
+
+def _raw(path: Path, schema: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    conn.execute(schema)
+    return conn
+
+
+def raw_rows(path: Path, batches: list[list[tuple[bytes, bytes]]]) -> float:
+    """Seconds for plain sqlite3 to write weft's own KV rows, one transaction per batch,
+    into the same table shape (BLOB keys, WITHOUT ROWID)."""
+    conn = _raw(
+        path, "CREATE TABLE kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID"
+    )
+    started = time.perf_counter()
+    for rows in batches:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def raw_log(path: Path, updates: list[bytes], batch: int) -> float:
+    """Seconds for plain sqlite3 to insert just the update bytes, one row each."""
+    conn = _raw(path, "CREATE TABLE log (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
     started = time.perf_counter()
     for i in range(0, len(updates), batch):
         conn.execute("BEGIN")
@@ -107,18 +154,24 @@ async def bench_append(workdir: Path, sizes: dict[int, int]) -> dict[int, dict[s
     out = {}
     for batch in BATCHES:
         updates = typing(sizes[batch], seed=batch)
+        rows = await weft_rows(workdir / f"capture-{batch}.db", updates, batch)
         # Alternate who goes first so neither always gets the warmer disk cache.
         raw_first = batch in (10, 1000)
         if raw_first:
-            raw_s = raw_append(workdir / f"raw-{batch}.db", updates, batch)
+            rows_s = raw_rows(workdir / f"raw-rows-{batch}.db", rows)
         weft_s = await weft_append(workdir / f"weft-{batch}.db", updates, batch)
         if not raw_first:
-            raw_s = raw_append(workdir / f"raw-{batch}.db", updates, batch)
+            rows_s = raw_rows(workdir / f"raw-rows-{batch}.db", rows)
+        log_s = raw_log(workdir / f"raw-log-{batch}.db", updates, batch)
+        n = len(updates)
         out[batch] = {
-            "updates": len(updates),
-            "weft_per_s": len(updates) / weft_s,
-            "raw_per_s": len(updates) / raw_s,
-            "ratio": raw_s / weft_s,
+            "updates": n,
+            "rows": sum(len(r) for r in rows),
+            "weft_per_s": n / weft_s,
+            "raw_rows_per_s": n / rows_s,
+            "raw_log_per_s": n / log_s,
+            "ratio": rows_s / weft_s,
+            "ratio_vs_log": log_s / weft_s,
         }
     return out
 
@@ -141,22 +194,21 @@ async def build_doc(path: Path, n: int) -> tuple[list[str], int]:
     return stamps, sum(len(u) for u in updates)
 
 
-async def replay_child(path: str, stamps: list[str], reps: int, seed: int) -> dict[str, Any]:
-    """In a fresh process: time replays at head and at random versions; peak RSS."""
+async def replay_child(path: str, versions: list[str]) -> dict[str, Any]:
+    """In a fresh process: time replays at head and at the given versions; peak RSS."""
     rss_before = _rss_mb()
-    rng = random.Random(seed)
+    stamps = [Versionstamp.from_hex(v) for v in versions]
     async with open_engine(f"sqlite:///{path}") as kv:
         history = History(kv)
         ref: DocRef = await history.doc(TENANT, PROJECT, "replay.md")
-        for _ in range(3):  # warm the page cache and the code paths
+        for vs in stamps[:3]:  # warm the page cache and the code paths
             await history.replay(ref)
-            await history.replay(ref, Versionstamp.from_hex(rng.choice(stamps)))
+            await history.replay(ref, vs)
         head, at_random = [], []
-        for _ in range(reps):
+        for vs in stamps[3:]:
             started = time.perf_counter()
             state = (await history.replay(ref)).state()
             head.append(time.perf_counter() - started)
-            vs = Versionstamp.from_hex(rng.choice(stamps))
             started = time.perf_counter()
             replayed = await history.replay(ref, vs)
             at_random.append(time.perf_counter() - started)
@@ -179,7 +231,9 @@ def _rss_mb() -> float:
 
 
 def run_child(path: Path, stamps: list[str], reps: int) -> dict[str, Any]:
-    args = {"path": str(path), "stamps": stamps, "reps": reps, "seed": 11}
+    """``replay_child`` in a fresh interpreter, at ``reps`` (+3 warm-up) random versions."""
+    versions = random.Random(11).choices(stamps, k=reps + 3)
+    args = {"path": str(path), "versions": versions}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(args, f)
     try:
@@ -220,11 +274,17 @@ def report(
     budget = 3 * replay["encoded_bytes"] / 2**20 + 50
     ratio = append[100]["ratio"]
     print(f"weft store benchmark ({'quick' if quick else 'full'}), SQLite, synchronous=FULL")
-    print(f"{'batch':>6} {'updates':>8} {'weft upd/s':>11} {'raw rows/s':>11} {'ratio':>6}")
+    print("append, updates/s (raw rows: plain sqlite3 writing weft's KV rows; raw log: only")
+    print("the update bytes, one row each); same batches, same synchronous=FULL")
+    print(
+        f"{'batch':>6} {'updates':>8} {'kv rows':>8} {'weft':>9} {'raw rows':>9} {'ratio':>6}"
+        f" {'raw log':>9} {'ratio':>6}"
+    )
     for batch, row in append.items():
         print(
-            f"{batch:>6} {row['updates']:>8} {row['weft_per_s']:>11,.0f} "
-            f"{row['raw_per_s']:>11,.0f} {row['ratio']:>6.2f}"
+            f"{batch:>6} {row['updates']:>8.0f} {row['rows']:>8.0f} {row['weft_per_s']:>9,.0f} "
+            f"{row['raw_rows_per_s']:>9,.0f} {row['ratio']:>6.2f} "
+            f"{row['raw_log_per_s']:>9,.0f} {row['ratio_vs_log']:>6.2f}"
         )
     print(f"replay, {n:,} updates ({log_bytes:,} bytes), snapshot every {SNAPSHOT_EVERY}:")
     print(f"  head        median {head_ms:7.2f} ms  p95 {_p95(replay['head_ms']):7.2f} ms")
@@ -246,6 +306,7 @@ def report(
         },
         "append": {str(b): {k: round(v, 3) for k, v in row.items()} for b, row in append.items()},
         "append_ratio_vs_raw_sqlite": round(ratio, 3),
+        "append_ratio_vs_raw_log": round(append[100]["ratio_vs_log"], 3),
         "replay_updates": n,
         "replay_head_ms": round(head_ms, 3),
         "replay_random_ms": round(random_ms, 3),
@@ -283,6 +344,6 @@ if __name__ == "__main__":
     if options.replay_child:
         with open(options.replay_child) as f:
             a = json.load(f)
-        print(json.dumps(asyncio.run(replay_child(a["path"], a["stamps"], a["reps"], a["seed"]))))
+        print(json.dumps(asyncio.run(replay_child(a["path"], a["versions"]))))
     else:
         asyncio.run(main(options.quick))

@@ -8,17 +8,23 @@ snapshots add keys, and every read can be asked "as of versionstamp V".
   new update gets its own versionstamp, a time-index entry, an idempotency entry
   (blake3-16 of its bytes: re-sending returns the original versionstamp) and bumps the
   doc's head key. Batches too large for one transaction are split transparently.
-- Replay to V: the latest snapshot at or before V, then the updates in (snapshot, V],
-  applied to a ``pycrdt.Doc`` (never ``merge_updates`` over long lists: ~30x slower).
+- Replay to V: the latest snapshot at or before V, then the segments and updates in
+  (snapshot, V], applied to a ``pycrdt.Doc`` (never ``merge_updates`` over long lists:
+  ~30x slower).
 - :meth:`History.snapshot_if_due` writes a snapshot every N updates or B bytes, off
-  the hot path (the caller schedules it).
+  the hot path (the caller schedules it), together with segments: one diff per
+  ``segment_every`` consecutive updates of the interval it closes. Replay to V then
+  applies the snapshot, at most N / segment_every segments and fewer than
+  segment_every updates, so an old version costs about what head costs.
+- A snapshot also keeps the updates its doc still held pending (an update can reach
+  the log before one it depends on); see ``records.pending_updates``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +38,14 @@ from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, 
 from crdt.records import (
     CHUNK,
     Record,
+    Segment,
     Snapshot,
     chunks,
     decode_record,
+    decode_segment,
     decode_snapshot,
     encode_record,
+    encode_segment,
     encode_snapshot,
     group_parts,
     pending_updates,
@@ -86,7 +95,8 @@ class Append:
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """Where an update landed; ``duplicate`` when it was already in the log."""
+    """Where an update landed; ``duplicate`` when it was in the log before this append
+    (a repeat inside one append gets the first copy's versionstamp, not ``duplicate``)."""
 
     versionstamp: Versionstamp
     duplicate: bool
@@ -117,11 +127,17 @@ class History:
     """The versioned log of every document of every tenant, on one KV engine."""
 
     def __init__(
-        self, kv: Engine, *, snapshot_every: int = 1000, snapshot_bytes: int = 1 << 22
+        self,
+        kv: Engine,
+        *,
+        snapshot_every: int = 1000,
+        snapshot_bytes: int = 1 << 22,
+        segment_every: int = 32,
     ) -> None:
         self.kv = kv
         self.snapshot_every = snapshot_every
         self.snapshot_bytes = snapshot_bytes
+        self.segment_every = segment_every
         self._tenants: dict[str, bytes] = {}
 
     # --- format, tenants, docs -------------------------------------------------------
@@ -234,8 +250,10 @@ class History:
 
     async def replay(self, doc: DocRef, at: Versionstamp | None = None) -> Replayed:
         """The document as of ``at`` (inclusive; ``None``: head)."""
-        snapshot, records = await self.kv.read(lambda tr: _replay_reads(tr, doc, at))
-        return await asyncio.to_thread(_build, snapshot, records)
+        snapshot, segments, records = await self.kv.read(
+            lambda tr: _replay_reads(tr, doc, at, with_segments=True)
+        )
+        return await asyncio.to_thread(_build, snapshot, records, segments)
 
     async def version_at_time(self, doc: DocRef, ms: int) -> Versionstamp | None:
         """The last versionstamp of ``doc`` committed at or before wall-clock ``ms``."""
@@ -275,21 +293,32 @@ class History:
         return await self.kv.read(fn)
 
     async def snapshot_if_due(self, doc: DocRef) -> Snapshot | None:
-        """Write a snapshot at head when N updates or B bytes arrived since the last one."""
-        snapshot, records = await self.kv.read(lambda tr: _replay_reads(tr, doc, None))
+        """Write a snapshot at head when N updates or B bytes arrived since the last one,
+        and segments (diffs of ``segment_every`` updates) that make replaying any version
+        in between cost about as much as replaying head."""
+        snapshot, _, records = await self.kv.read(lambda tr: _replay_reads(tr, doc, None))
         added = sum(r.size for r in records)
         if not records or (
             len(records) < self.snapshot_every and added < self.snapshot_bytes
         ):
             return None
-        new = await asyncio.to_thread(_next_snapshot, snapshot, records)
+        new, segments = await asyncio.to_thread(
+            _next_snapshot, snapshot, records, self.segment_every
+        )
+        writes = [
+            (doc.key("g", seg.versionstamp, part), chunk)
+            for seg in segments
+            for part, chunk in enumerate(chunks(encode_segment(seg.after, seg.update, seg.count)))
+        ]
         value = encode_snapshot(new.state, new.count, new.size, new.pending)
+        writes += [(doc.key("s", new.versionstamp, n), c) for n, c in enumerate(chunks(value))]
+        for batch in _under_limit(writes):  # segments first: a snapshot is the commit point
 
-        def fn(tr: Transaction) -> None:
-            for part, chunk in enumerate(chunks(value)):
-                tr.set(doc.key("s", new.versionstamp, part), chunk)
+            def fn(tr: Transaction, batch: list[tuple[bytes, bytes]] = batch) -> None:
+                for key, chunk in batch:
+                    tr.set(key, chunk)
 
-        await self.kv.transact(fn)
+            await self.kv.transact(fn)
         return new
 
     async def docs(self, tenant: str, project: str) -> list[DocInfo]:
@@ -344,10 +373,14 @@ class History:
 
 
 def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Versionstamp]:
-    """Append ``items``; per item the user version of a new entry or an existing vs."""
+    """Append ``items``; per item the user version of a new entry or an existing vs.
+
+    Per new update: its record (chunked), a time-index entry and its idempotency entry.
+    Per touched doc, once: head (its last new update), the counters and the time.
+    """
     markers: list[int | Versionstamp] = []
     in_batch: dict[tuple[bytes, bytes], int] = {}
-    touched: dict[bytes, tuple[DocRef, int]] = {}
+    touched: dict[bytes, _Touched] = {}
     user = 0
     for item in items:
         doc = item.doc
@@ -360,26 +393,41 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
         if existing is not None:
             markers.append(Versionstamp(existing))
             continue
-        if doc.space not in touched:
-            touched[doc.space] = (doc, _doc_ms(tr, doc, ms))
-        doc_ms = touched[doc.space][1]
-        record = encode_record(item.update, item.user, item.client, item.session, doc_ms)
+        state = touched.get(doc.space)
+        if state is None:
+            state = touched[doc.space] = _Touched(doc, _doc_ms(tr, doc, ms))
+        record = encode_record(item.update, item.user, item.client, item.session, state.ms)
         for part, chunk in enumerate(chunks(record)):
             key, offset = keys.pack_incomplete(("u",), user, (part,), doc.space)
             tr.set_versionstamped_key(key, offset, chunk)
-        key, offset = keys.pack_incomplete(("t", doc_ms), user, (), doc.space)
+        key, offset = keys.pack_incomplete(("t", state.ms), user, (), doc.space)
         tr.set_versionstamped_key(key, offset, b"")
-        stamp = INCOMPLETE_TR + user.to_bytes(2, "big")
-        tr.set_versionstamped_value(hash_key, stamp, 0)
-        tr.set_versionstamped_value(doc.key("head"), stamp, 0)
-        tr.add(doc.key("n"), 1)
-        tr.add(doc.key("bytes"), len(item.update))
+        tr.set_versionstamped_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
+        state.last, state.count, state.size = user, state.count + 1, state.size + len(item.update)
         in_batch[doc.space, digest] = user
         markers.append(user)
         user += 1
-    for doc, doc_ms in touched.values():
-        tr.set(doc.key("ms"), doc_ms.to_bytes(8, "little"))
+    for state in touched.values():
+        doc = state.doc
+        if state.count:
+            tr.set_versionstamped_value(
+                doc.key("head"), INCOMPLETE_TR + state.last.to_bytes(2, "big"), 0
+            )
+            tr.add(doc.key("n"), state.count)
+            tr.add(doc.key("bytes"), state.size)
+        tr.set(doc.key("ms"), state.ms.to_bytes(8, "little"))
     return markers
+
+
+@dataclass(slots=True)
+class _Touched:
+    """What one append transaction does to one doc's head, counters and clock."""
+
+    doc: DocRef
+    ms: int
+    last: int = 0
+    count: int = 0
+    size: int = 0
 
 
 def _doc_ms(tr: Transaction, doc: DocRef, ms: int) -> int:
@@ -406,56 +454,108 @@ def _whole_values(
 
 
 def _replay_reads(
-    tr: ReadTransaction, doc: DocRef, at: Versionstamp | None
-) -> tuple[Snapshot | None, list[Record]]:
-    """The latest snapshot at or before ``at`` and the updates after it, up to ``at``."""
-    s_prefix, u_prefix = doc.key("s"), doc.key("u")
+    tr: ReadTransaction, doc: DocRef, at: Versionstamp | None, with_segments: bool = False
+) -> tuple[Snapshot | None, list[Segment], list[Record]]:
+    """The latest snapshot at or before ``at``, then (``with_segments``) the chain of
+    segments after it up to ``at``, then the updates after those, up to ``at``."""
+    s_prefix, u_prefix, g_prefix = doc.key("s"), doc.key("u"), doc.key("g")
     s_end = keys.pack(("s", at), doc.space) + b"\xff" if at else s_prefix + b"\xff"
     last = tr.get_range(s_prefix + b"\x00", s_end, limit=1, reverse=True)
     snapshot = None
-    begin = u_prefix + b"\x00"
+    base: Versionstamp | None = None
     if last:
-        vs = keys.unpack(last[0][0], s_prefix)[0]
-        lo, hi = keys.prefix_range(keys.pack(("s", vs), doc.space))
+        base = keys.unpack_stamped(last[0][0], s_prefix)[0]
+        lo, hi = keys.prefix_range(keys.pack(("s", base), doc.space))
         for svs, value in group_parts(tr.get_range(lo, hi), s_prefix):
             snapshot = decode_snapshot(svs, value)
-        begin = keys.pack(("u", vs), doc.space) + b"\xff"
+    segments: list[Segment] = []
+    if with_segments:
+        begin = keys.pack(("g", base), doc.space) + b"\xff" if base else g_prefix + b"\x00"
+        end = keys.pack(("g", at), doc.space) + b"\xff" if at else g_prefix + b"\xff"
+        for vs, value in group_parts(tr.get_range(begin, end), g_prefix):
+            segment = decode_segment(vs, value)
+            if segment.after != base:
+                break  # the chain stops where a stretch had no segment
+            segments.append(segment)
+            base = vs
+    begin = keys.pack(("u", base), doc.space) + b"\xff" if base else u_prefix + b"\x00"
     end = keys.pack(("u", at), doc.space) + b"\xff" if at else u_prefix + b"\xff"
     records = [decode_record(vs, v) for vs, v in group_parts(tr.get_range(begin, end), u_prefix)]
-    return snapshot, records
+    return snapshot, segments, records
 
 
-def _next_snapshot(snapshot: Snapshot | None, records: list[Record]) -> Snapshot:
-    """The snapshot after ``records``: the state, and what the doc still holds pending."""
-    replayed = _build(snapshot, records)
-    assert replayed.versionstamp is not None
+def _under_limit(writes: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+    """``writes`` in batches that stay well under the transaction size limit."""
+    batches: list[list[tuple[bytes, bytes]]] = [[]]
+    size = 0
+    for key, value in writes:
+        if batches[-1] and size + len(key) + len(value) > MAX_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append((key, value))
+        size += len(key) + len(value)
+    return batches
+
+
+def _next_snapshot(
+    snapshot: Snapshot | None, records: list[Record], segment_every: int
+) -> tuple[Snapshot, list[Segment]]:
+    """The snapshot after ``records`` (its state, and what the doc still holds pending),
+    and a segment for each run of ``segment_every`` records, as long as nothing was
+    pending: then a segment's diff is exactly what its updates did."""
+    doc = _start(snapshot)
+    base = snapshot.versionstamp if snapshot else None
+    clean = snapshot is None or not snapshot.pending
+    segments: list[Segment] = []
+    for at in range(0, len(records), segment_every):
+        group = records[at : at + segment_every]
+        before = doc.get_state()
+        _apply(doc, (r.update for r in group))
+        if clean and len(group) == segment_every:
+            if pending_updates(doc, [r.update for r in group]):
+                clean = False
+                continue
+            last = group[-1].versionstamp
+            segments.append(Segment(last, base, doc.get_update(before), len(group)))
+            base = last
     applied = [*(snapshot.pending if snapshot else ()), *(r.update for r in records)]
-    return Snapshot(
-        replayed.versionstamp,
-        replayed.state(),
+    new = Snapshot(
+        records[-1].versionstamp,
+        doc.get_update(),
         (snapshot.count if snapshot else 0) + len(records),
         (snapshot.size if snapshot else 0) + sum(r.size for r in records),
-        tuple(pending_updates(replayed.doc, applied)),
+        tuple(pending_updates(doc, applied)),
     )
+    return new, segments
 
 
-def _build(snapshot: Snapshot | None, records: list[Record]) -> Replayed:
+def _start(snapshot: Snapshot | None) -> Doc[Any]:
+    """A doc holding ``snapshot``. Its pending updates go first: they were waiting for
+    dependencies when it was taken, and yrs integrates an update differently when its
+    dependencies are already there (see ``records.pending_updates``)."""
     doc: Doc[Any] = Doc()
-    vs = None
+    if snapshot is not None:
+        _apply(doc, [*snapshot.pending, snapshot.state])
+    return doc
+
+
+def _apply(doc: Doc[Any], updates: Iterable[bytes]) -> None:
     try:
         with doc.transaction():
-            if snapshot is not None:
-                # Pending updates first: they were waiting for dependencies when the
-                # snapshot was taken, and yrs integrates differently when an update's
-                # dependencies are already there (see ``records.pending_updates``).
-                vs = snapshot.versionstamp
-                for update in snapshot.pending:
-                    doc.apply_update(update)
-                doc.apply_update(snapshot.state)
-            for record in records:
-                doc.apply_update(record.update)
+            for update in updates:
+                doc.apply_update(update)
     except ValueError as exc:
         raise StoreError(f"an update in the store does not decode: {exc}") from exc
+
+
+def _build(
+    snapshot: Snapshot | None, records: list[Record], segments: Sequence[Segment] = ()
+) -> Replayed:
+    doc = _start(snapshot)
+    _apply(doc, [*(s.update for s in segments), *(r.update for r in records)])
+    vs = snapshot.versionstamp if snapshot else None
+    if segments:
+        vs = segments[-1].versionstamp
     if records:
         vs = records[-1].versionstamp
     return Replayed(doc, vs, len(records))

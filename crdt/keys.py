@@ -15,6 +15,8 @@ Layout (see README for the table)::
     D = T + (d, project, doc_id)
     D + (u, vs, part)                  -> chunk of msgpack {update, user, client, session, ms}
     D + (s, vs, part)                  -> chunk of snapshot state as of vs (inclusive)
+    D + (g, vs, part)                  -> chunk of a segment: diff of consecutive updates
+                                          ending at vs, {after, update, count}
     D + (t, ms, vs)                    -> b''  time index
     D + (h, blake3-16)                 -> vs   idempotency index
     D + (head,)                        -> vs   last update, watched by other instances
@@ -45,8 +47,12 @@ Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionsta
 
 def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""
-    if type(items) is tuple and all(type(item) in _CACHED_TYPES for item in items):
-        return _pack_cached(items, prefix)
+    if type(items) is tuple and all(type(item) in _CACHED_TYPES for item in items[:-1]):
+        last = items[-1] if items else None
+        if type(last) in _CACHED_TYPES:
+            return _pack_cached(items, prefix)
+        if type(last) is bytes:  # e.g. (h, digest): a cached head, then the bytes
+            return _pack_cached(items[:-1], prefix) + _pack_bytes(last)
     out = bytearray(prefix)
     run: list[Any] = []
     for item in items:
@@ -72,6 +78,12 @@ def _pack_cached(items: tuple[str | int, ...], prefix: bytes) -> bytes:
     return packed
 
 
+def _pack_bytes(value: bytes) -> bytes:
+    """The tuple layer's byte-string element: 0x01, the bytes with 0x00 escaped as
+    0x00 0xff, then 0x00 (tests check it against ``fdb.tuple.pack``)."""
+    return b"\x01" + value.replace(b"\x00", b"\x00\xff") + b"\x00"
+
+
 def pack_incomplete(
     items: Sequence[Element], user: int, suffix: Sequence[Element] = (), prefix: bytes = b""
 ) -> tuple[bytes, int]:
@@ -80,9 +92,23 @@ def pack_incomplete(
     The 10-byte placeholder is filled with the commit's transaction versionstamp by
     ``Transaction.set_versionstamped_key``; ``user`` fills the 2 user bytes.
     """
-    head = pack(items, prefix) + VS_CODE
-    offset = len(head)
-    return head + INCOMPLETE_TR + user.to_bytes(2, "big") + pack(suffix), offset
+    head, tail = _incomplete_parts(tuple(items), tuple(suffix), prefix)
+    return head + INCOMPLETE_TR + user.to_bytes(2, "big") + tail, len(head)
+
+
+def _incomplete_parts(
+    items: tuple[Element, ...], suffix: tuple[Element, ...], prefix: bytes
+) -> tuple[bytes, bytes]:
+    if all(type(item) in _CACHED_TYPES for item in (*items, *suffix)):
+        return _incomplete_parts_cached(items, suffix, prefix)
+    return pack(items, prefix) + VS_CODE, pack(suffix)
+
+
+@functools.lru_cache(maxsize=1024)
+def _incomplete_parts_cached(
+    items: tuple[Element, ...], suffix: tuple[Element, ...], prefix: bytes
+) -> tuple[bytes, bytes]:
+    return pack(items, prefix) + VS_CODE, pack(suffix)
 
 
 def unpack(key: bytes, prefix: bytes = b"") -> tuple[Any, ...]:

@@ -48,6 +48,21 @@ class Snapshot:
     pending: tuple[bytes, ...] = ()  # updates to apply after ``state`` (see pending_updates)
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Several consecutive updates as one diff, to replay an old version fast.
+
+    Applied to the document as of ``after`` (``None``: the empty document) it gives the
+    document as of ``versionstamp``; ``count`` updates are folded into it. Written with
+    snapshots, only for stretches where nothing was pending (so the diff is exact).
+    """
+
+    versionstamp: Versionstamp
+    after: Versionstamp | None
+    update: bytes
+    count: int
+
+
 def chunks(value: bytes) -> list[bytes]:
     """``value`` split into parts of at most :data:`CHUNK` bytes (at least one part)."""
     return [value[i : i + CHUNK] for i in range(0, len(value), CHUNK)] or [b""]
@@ -86,6 +101,21 @@ def decode_snapshot(vs: Versionstamp, value: bytes) -> Snapshot:
     data = _unpack_map(value)
     pending = tuple(bytes(u) for u in data.get("pending", ()))
     return Snapshot(vs, bytes(data["state"]), int(data["count"]), int(data["size"]), pending)
+
+
+def encode_segment(after: Versionstamp | None, update: bytes, count: int) -> bytes:
+    packed: bytes = msgpack.packb(
+        {"after": after.raw if after else b"", "update": update, "count": count}
+    )
+    return packed
+
+
+def decode_segment(vs: Versionstamp, value: bytes) -> Segment:
+    data = _unpack_map(value)
+    after = bytes(data["after"])
+    return Segment(
+        vs, Versionstamp(after) if after else None, bytes(data["update"]), int(data["count"])
+    )
 
 
 def pending_updates(doc: Doc[Any], applied: Iterable[bytes]) -> list[bytes]:

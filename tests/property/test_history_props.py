@@ -8,7 +8,8 @@ random batches. Then:
 
 - state at head equals a Doc with every update applied;
 - state at each version V equals a Doc with exactly the updates at or before V applied;
-- the snapshot interval never changes any of these results;
+- the snapshot interval (and the segments written with snapshots) never changes any of
+  these results;
 - re-appending any subset changes nothing and returns the original versionstamps.
 """
 
@@ -28,7 +29,8 @@ from crdt.history import Append, History
 from crdt.kv import open_engine
 from crdt.versionstamp import Versionstamp
 
-SNAPSHOT_INTERVALS = (1, 3, 10_000)
+# (snapshot_every, segment_every): snapshots and the segments written with them
+SNAPSHOT_INTERVALS = ((1, 1), (3, 1), (5, 2), (10_000, 32))
 
 
 @dataclass
@@ -125,8 +127,8 @@ async def _run(scenario: Scenario, store: Path) -> list[list[tuple[Any, ...]]]:
     """Play the scenario once per snapshot interval; per interval, what each version shows."""
     per_interval = []
     async with open_engine(f"sqlite:///{store}") as kv:
-        for interval in SNAPSHOT_INTERVALS:
-            history = History(kv, snapshot_every=interval)
+        for interval, segment in SNAPSHOT_INTERVALS:
+            history = History(kv, snapshot_every=interval, segment_every=segment)
             ref = await history.doc(f"t{interval}", "p", "notes.md", create=True)
             stamps: list[Versionstamp] = []
             first: dict[int, Versionstamp] = {}

@@ -13,7 +13,15 @@ from pycrdt import Doc, Text
 
 from crdt import keys
 from crdt.errors import NotFound, TransactionTooLarge
-from crdt.history import MAX_BATCH_UPDATES, MAX_UPDATE_BYTES, Append, DocRef, History
+from crdt.history import (
+    MAX_BATCH_UPDATES,
+    MAX_UPDATE_BYTES,
+    Append,
+    DocRef,
+    History,
+    _build,
+    _replay_reads,
+)
 from crdt.kv import Engine, open_engine
 from crdt.kv.base import read_counter
 from crdt.records import CHUNK
@@ -228,6 +236,27 @@ async def test_snapshots_every_n_updates_change_no_result(history: History, kv: 
         assert text_of(replayed.doc) == "".join(f"{i}," for i in range(n + 1))
         assert replayed.updates_applied <= 5  # bounded by the snapshot interval
     assert await history.snapshot_if_due(ref) is None  # 2 updates since: not due
+
+
+async def test_segments_make_old_versions_cheap_and_change_no_result(kv: Engine) -> None:
+    history = History(kv, snapshot_every=20, segment_every=4)
+    plain = History(kv, snapshot_every=10_000)
+    ref = await history.doc("acme", "site", "seg.md", create=True)
+    dev = Device()
+    stamps = []
+    for i in range(45):
+        [r] = await history.append([Append(ref, dev.insert(i % 3, f"{i};"))])
+        stamps.append(r.versionstamp)
+        await history.snapshot_if_due(ref)
+    segments = {keys.unpack(k, ref.key("g"))[0] for k in await raw_keys(kv, ref.key("g"))}
+    assert segments == {stamps[i] for i in range(3, 40, 4)}  # written with the 2 snapshots
+    for n, vs in enumerate(stamps):
+        fast = await history.replay(ref, vs)
+        slow_snapshot, _, slow_records = await kv.read(lambda tr, vs=vs: _replay_reads(tr, ref, vs))
+        slow = _build(slow_snapshot, slow_records)
+        assert text_of(fast.doc) == text_of(slow.doc) == text_of((await plain.replay(ref, vs)).doc)
+        assert fast.versionstamp == vs
+        assert fast.updates_applied <= (3 if n < 40 else 5)
 
 
 async def test_snapshots_by_bytes_and_chunked_snapshots(kv: Engine) -> None:

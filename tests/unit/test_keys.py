@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fdb.tuple
 import pytest
@@ -166,3 +167,24 @@ def test_unpack_stamped_matches_unpack(part: int) -> None:
     prefix = keys.pack(("d", "p", 3, "u"))
     key = keys.pack((vs, part), prefix)
     assert keys.unpack_stamped(key, prefix) == keys.unpack(key, prefix) == (vs, part)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        ("h", b"\x00\xff\x00digest\x00"),
+        ("h", b""),
+        ("a", 1, b"\x00"),
+        (b"only bytes",),
+        ("n",),
+        (),
+        (True,),
+        (1.5,),
+        (-0.0,),
+        ("a", None),
+        ("a", ("nested", b"\x00")),
+    ],
+)
+def test_pack_fast_paths_match_the_tuple_layer(items: tuple[Any, ...]) -> None:
+    for _ in range(2):  # second time from the cache
+        assert keys.pack(items, b"T") == b"T" + fdb.tuple.pack(items)
