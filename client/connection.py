@@ -3,8 +3,9 @@
 Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
 
 1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
-   ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked (sync
-   both ways: our side of it is the outbox);
+   ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked. Our
+   ``SyncStep2`` carries the outbox (merged); with an empty outbox it carries whatever
+   the server lacks — nothing, unless the server lost acknowledged updates;
 2. if local updates were waiting when the connection opened, they are an offline
    branch: ``Base(base)`` goes first (the last server versionstamp this device had seen
    when it made them), then the outbox, merged; once every update is acknowledged
@@ -75,6 +76,7 @@ class DocLink:
         self.task: asyncio.Task[None] | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.ready = False  # the server's SyncStep1 arrived on the current connection
+        self.server_sv: bytes | None = None  # its state vector, until we answered it
         self.probes: deque[Versionstamp | None] = deque()
         self.branch_open = False
         self.branch_done = False
@@ -208,7 +210,7 @@ class DocLink:
     ) -> tuple[int | None, str, bool]:
         entry = self.entry
         entry.outbox.reset()
-        self.ws, self.ready, self.error = ws, False, None
+        self.ws, self.ready, self.error, self.server_sv = ws, False, None, None
         self.branch_open = self.branch_done = False
         self.offline_pending = len(entry.outbox) > 0 or entry.unrecorded_local > 0
         self.probes = deque([head_before])
@@ -255,8 +257,9 @@ class DocLink:
         """Act on one server message; True once the server's state has been received."""
         entry, device = self.entry, self.device
         match message:
-            case SyncStep1():
+            case SyncStep1(state_vector=sv):
                 self.ready = True
+                self.server_sv = sv
                 self._wake.set()
             case SyncStep2(update=update):
                 if update != EMPTY_UPDATE:
@@ -308,6 +311,7 @@ class DocLink:
                     return
 
     async def _flush(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what the outbox holds; the first send answers the server's SyncStep1."""
         entry = self.entry
         outbox = entry.outbox
         if self.device.read_only:
@@ -321,7 +325,17 @@ class DocLink:
                 if entry.base is not None:
                     await self._send(ws, Base(entry.base))
                     self.branch_open = True
-            await self._send(ws, SyncUpdate(send.update))
+            if self.server_sv is not None:
+                self.server_sv = None
+                await self._send(ws, SyncStep2(send.update))
+            else:
+                await self._send(ws, SyncUpdate(send.update))
+        if self.server_sv is not None and entry.unrecorded_local == 0:
+            # Nothing waits in the outbox: answer with whatever the server lacks (nothing,
+            # unless it lost acknowledged updates, e.g. restored from an older backup).
+            missing = entry.doc.get_update(self.server_sv)
+            self.server_sv = None
+            await self._send(ws, SyncStep2(missing))
         if self.branch_open and len(outbox) == 0 and entry.unrecorded_local == 0:
             self.branch_open = False
             await self._send(ws, Base(ZERO))

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import jwt
@@ -87,6 +88,10 @@ class Listener:
 
     def event(self, event: Event) -> None:
         """Something to show."""
+
+
+class DataDirBusy(WeftError):
+    """Another process is using this data directory (one device, one process)."""
 
 
 class DeviceFailed(WeftError):
@@ -237,18 +242,11 @@ class Device:
     async def start(self) -> None:
         """Open the local stores and start syncing (in the background)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.state = await asyncio.to_thread(DeviceState, self.data_dir / "state.db")
-        await asyncio.to_thread(self.state.bind, str(self.server), self.tenant, self.project)
-        self.device_id = await asyncio.to_thread(self.state.device_id, self._wanted_id)
-        self._doc_states = await asyncio.to_thread(self.state.docs)
-        self.files = await asyncio.to_thread(self.state.files)
-        self.history = History(open_engine(f"sqlite:///{self.data_dir / 'history.db'}"))
-        await self.history.kv.__aenter__()
+        self._lock = _lock(self.data_dir / "lock")
         try:
-            await self.history.init()
-            await self.history.create_tenant(self.tenant)
+            await self._open_stores()
         except BaseException:
-            await self.history.kv.__aexit__(None, None, None)
+            self._lock.close()
             raise
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.api = Api(self.http, self.server, self.tenant, self.project, self.token)
@@ -260,6 +258,26 @@ class Device:
         if self.poll_seconds is not None:
             self._spawn(self._poll_loop(), "poller")
         self._start_prober()
+
+    async def _open_stores(self) -> None:
+        self.state = await asyncio.to_thread(DeviceState, self.data_dir / "state.db")
+        try:
+            await asyncio.to_thread(self.state.bind, str(self.server), self.tenant, self.project)
+            self.device_id = await asyncio.to_thread(self.state.device_id, self._wanted_id)
+            self._doc_states = await asyncio.to_thread(self.state.docs)
+            self.files = await asyncio.to_thread(self.state.files)
+            self.history = History(open_engine(f"sqlite:///{self.data_dir / 'history.db'}"))
+            await self.history.kv.__aenter__()
+        except BaseException:
+            await asyncio.to_thread(self.state.close)
+            raise
+        try:
+            await self.history.init()
+            await self.history.create_tenant(self.tenant)
+        except BaseException:
+            await self.history.kv.__aexit__(None, None, None)
+            await asyncio.to_thread(self.state.close)
+            raise
 
     async def close(self) -> None:
         """Stop syncing; everything recorded stays in the local history."""
@@ -281,6 +299,7 @@ class Device:
         await self.http.close()
         await self.history.kv.__aexit__(None, None, None)
         await asyncio.to_thread(self.state.close)
+        self._lock.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"weft-{name}")
@@ -614,6 +633,20 @@ class Device:
             await self.wait_until(self.idle)
 
 
+def _lock(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``path`` while the device runs (released on exit, crash
+    included); DataDirBusy if another process holds it."""
+    handle = path.open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirBusy(
+            f"{path.parent} is in use by another weft process (one device, one process)"
+        ) from None
+    return handle
+
+
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
@@ -637,4 +670,4 @@ def _token_scope(token: str | None) -> str | None:
     return None
 
 
-__all__ = ["Device", "DeviceFailed", "DocEntry", "Event", "Listener"]
+__all__ = ["DataDirBusy", "Device", "DeviceFailed", "DocEntry", "Event", "Listener"]

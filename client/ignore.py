@@ -1,5 +1,7 @@
-"""Which files of a folder are synced: everything but ``.git/``, ``.weft/`` and the
-patterns of a ``.weftignore`` at the folder's top (gitignore syntax, via pathspec)."""
+"""Which files of a folder are synced: everything but ``.git/``, ``.weft/``, editors'
+swap and backup files (``*.swp``, ``*.swx``, ``*~``, ``.#*``; a ``!pattern`` brings them
+back) and the patterns of a ``.weftignore`` at the folder's top (gitignore syntax, via
+pathspec)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ log = logging.getLogger("weft.workspace")
 
 IGNORE_FILE = ".weftignore"
 ALWAYS = (".git/", ".weft/")
+DEFAULTS = ("*.swp", "*.swx", "*~", ".#*")
 
 
 class Ignore:
@@ -20,7 +23,7 @@ class Ignore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.patterns: list[str] = []
-        self._spec = pathspec.GitIgnoreSpec.from_lines(ALWAYS)
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *ALWAYS])
         self.reload()
 
     def reload(self) -> None:
@@ -33,7 +36,7 @@ class Ignore:
             log.warning("cannot read %s: %s (no patterns from it)", path, exc)
             lines = []
         self.patterns = [line for line in lines if line.strip() and not line.startswith("#")]
-        self._spec = pathspec.GitIgnoreSpec.from_lines([*self.patterns, *ALWAYS])
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *self.patterns, *ALWAYS])
 
     def __call__(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether the relative POSIX path ``rel`` is ignored."""

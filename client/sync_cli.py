@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from client.device import DeviceFailed, Event
+from client.device import DataDirBusy, DeviceFailed, Event
 from client.remote import ServerURL
 from client.state import BindingMismatch
 from client.workspace import Workspace
@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     except BindingMismatch as exc:
         err.print(f"weft sync: {exc}")
         return 2
+    except DataDirBusy as exc:
+        err.print(f"weft sync: {exc}")
+        return 1
     except FormatError as exc:
         err.print(f"weft sync: {exc}")
         return 1
@@ -153,14 +156,16 @@ class _Ui:
         stamp = time.strftime("%H:%M:%S")
         self.console.print(Text(f"{stamp} ", style="dim") + Text(message, style=style))
 
-    @contextlib.contextmanager
-    def progress(self, ws: Workspace) -> Iterator[asyncio.Task[None]]:
-        """A progress bar (a line per second when not on a terminal) until cancelled."""
+    @contextlib.asynccontextmanager
+    async def progress(self, ws: Workspace) -> AsyncIterator[None]:
+        """A progress bar (a line per second when not on a terminal) while inside."""
         task = asyncio.create_task(self._progress(ws))
         try:
-            yield task
+            yield
         finally:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _progress(self, ws: Workspace) -> None:
         started = time.monotonic()
@@ -237,7 +242,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
 async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: float | None) -> bool:
     """Wait for the first full sync; False if stopped first."""
     started = time.monotonic()
-    with ui.progress(ws):
+    async with ui.progress(ws):
         waiter = asyncio.create_task(ws.sync(timeout))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)

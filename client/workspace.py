@@ -50,6 +50,8 @@ log = logging.getLogger("weft.workspace")
 STATE_DIR = ".weft"
 MAX_FILE_BYTES = 4 << 20
 WATCH_DEBOUNCE_MS = 50
+RESCAN_SECONDS = 10.0
+OPEN_CONCURRENCY = 32
 
 
 class _Skip:
@@ -121,10 +123,14 @@ class Workspace(Listener):
         await self.device.start()
         self.disk = {p: s.shadow for p, s in self.device.files.items()}
         self.tracked = set(self.device.files) | set(await self.device.known_paths())
-        for path in sorted(self.tracked):
-            if not self.ignore(path):
+        slots = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+        async def reopen(path: str) -> None:
+            async with slots:
                 await self.device.open(path)
-                self._schedule_write(path)
+            self._schedule_write(path)
+
+        await asyncio.gather(*(reopen(p) for p in sorted(self.tracked) if not self.ignore(p)))
         for path in self.scan():
             if path not in self.tracked:
                 self._start_create(path)
@@ -175,7 +181,23 @@ class Workspace(Listener):
         return done, max(total, len(self.device.heads))
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
-        """Follow file changes until ``stop`` is set (or cancelled)."""
+        """Follow file changes until ``stop`` is set (or cancelled); a rescan every
+        ``RESCAN_SECONDS`` catches what the watcher missed (a stat per file)."""
+        rescans = asyncio.create_task(self._rescan_forever())
+        try:
+            await self._watch(stop)
+        finally:
+            rescans.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rescans
+
+    async def _rescan_forever(self) -> None:
+        await asyncio.sleep(0.5)  # what changed between the first scan and the watcher
+        while True:
+            self.changed(set(self.scan()) | self.tracked, rescan=True)
+            await asyncio.sleep(RESCAN_SECONDS)
+
+    async def _watch(self, stop: asyncio.Event | None) -> None:
         async for changes in watchfiles.awatch(
             self.root,
             watch_filter=self._watch_filter,
@@ -202,8 +224,9 @@ class Workspace(Listener):
             return None
         return None if rel in ("", ".") else rel
 
-    def changed(self, paths: set[str]) -> None:
-        """Files or folders changed on disk: take the changes in."""
+    def changed(self, paths: set[str], *, rescan: bool = False) -> None:
+        """Files or folders changed on disk: take the changes in. A ``rescan`` skips
+        files whose size and modification time have not changed."""
         if IGNORE_FILE in paths:
             self.ignore.reload()
         files: set[str] = set()
@@ -224,7 +247,8 @@ class Workspace(Listener):
                 self._warn(rel, f"skipping {rel}: {exc}")
                 continue
             if path in self.tracked:
-                self.ingest(path)
+                if not (rescan and self._unchanged(path)):
+                    self.ingest(path)
             elif path not in self.creating and (self.root / path).exists():
                 self._start_create(path)
 
@@ -282,6 +306,17 @@ class Workspace(Listener):
         self._warned.pop(path, None)
         self._stat[path] = (info.st_mtime_ns, info.st_size)
         return text
+
+    def _unchanged(self, path: str) -> bool:
+        """Whether the file is as it was when last read or written (size and mtime)."""
+        known = self._stat.get(path)
+        if known is None:
+            return False
+        try:
+            info = (self.root / path).lstat()
+        except OSError:
+            return False
+        return (info.st_mtime_ns, info.st_size) == known and self.disk.get(path) is not None
 
     def _warn(self, path: str, message: str) -> _Skip:
         if self._warned.get(path) != message:
@@ -399,6 +434,8 @@ class Workspace(Listener):
             return
         self._atomic_write(full, text)
         self._remember(path, text)
+        if path == IGNORE_FILE:
+            self.ignore.reload()
         self.emit(Event("remote", f"{path} updated", path))
 
     def _atomic_write(self, full: Path, text: str) -> None:
@@ -409,6 +446,8 @@ class Workspace(Listener):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
             os.replace(tmp, full)
+            info = full.lstat()
+            self._stat[self._rel(full) or ""] = (info.st_mtime_ns, info.st_size)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -12,7 +12,7 @@ import pytest
 from pycrdt import Text
 
 from client import device as device_module
-from client.device import Device, DeviceFailed, Event, Listener
+from client.device import DataDirBusy, Device, DeviceFailed, Event, Listener
 from client.testing import get_json, get_text
 from server.auth import issue_token
 from server.testing import ServerProcess, StartServer
@@ -200,3 +200,29 @@ async def test_a_refused_token_fails_the_device(auth_server: ServerProcess, tmp_
         with pytest.raises(DeviceFailed) as failure:
             await device.sync(10)
     assert failure.value.code in (401, 4401)
+
+
+async def test_a_server_that_lost_acknowledged_updates_gets_them_back(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """The answer to the server's SyncStep1 carries what the server lacks, outbox or not:
+    a server restored from an older backup (here: an empty store) is healed."""
+    server = weft_server_factory()
+    async with make(tmp_path, server, "a", "heal") as device:
+        text = text_of(await device.doc("kept.txt"))
+        text.insert(0, "acknowledged long ago\n")
+        await device.sync(10)
+        assert device.pending() == 0
+        server.terminate()
+        await eventually(lambda: not device.online)
+        empty = weft_server_factory(port=server.port, workdir=tmp_path / "fresh-store")
+        await eventually(lambda: server_text(empty, "heal", "kept.txt") != "", 15)
+        assert server_text(empty, "heal", "kept.txt") == "acknowledged long ago\n"
+
+
+async def test_one_data_directory_one_device(server: ServerProcess, tmp_path: Path) -> None:
+    async with make(tmp_path, server, "a", "busy"):
+        with pytest.raises(DataDirBusy, match="in use by another weft process"):
+            await make(tmp_path, server, "a", "busy").start()
+    async with make(tmp_path, server, "a", "busy") as again:  # released on close
+        assert again.device_id

@@ -48,29 +48,35 @@ def test_kill_9_mid_sync_loses_nothing_and_duplicates_nothing(
         (a / f"f{i:03}.txt").write_text("".join(f"file {i} line {n}\n" for n in range(20)))
     args = ["--poll", "0.2"]
 
-    # 1. killed during the first sync
-    device = start_sync(a, server.ws_url, TENANT, PROJECT, args=args)
-    wait_until(lambda: server_docs(server) >= 10, 30, "first documents on the server")
-    device.kill()
-    assert server_docs(server) < FILES, "the first sync finished before the kill"
-    for i in range(0, FILES, 7):  # edited while the device was dead
-        with (a / f"f{i:03}.txt").open("a") as f:
-            f.write("edited while the device was down\n")
-    (a / "new.txt").write_text("created while the device was down\n")
-    result = sync_once(a, server.ws_url, TENANT, PROJECT)
-    assert result.returncode == 0, result.stdout
-    assert_server_matches(server, a)
+    devices = []
+    try:
+        # 1. killed during the first sync
+        device = start_sync(a, server.ws_url, TENANT, PROJECT, args=args)
+        devices.append(device)
+        wait_until(lambda: server_docs(server) >= 10, 30, "first documents on the server")
+        device.kill()
+        assert server_docs(server) < FILES, "the first sync finished before the kill"
+        for i in range(0, FILES, 7):  # edited while the device was dead
+            with (a / f"f{i:03}.txt").open("a") as f:
+                f.write("edited while the device was down\n")
+        (a / "new.txt").write_text("created while the device was down\n")
+        result = sync_once(a, server.ws_url, TENANT, PROJECT)
+        assert result.returncode == 0, result.stdout
+        assert_server_matches(server, a)
 
-    # 2. killed while a burst of edits is being sent
-    device = start_sync(a, server.ws_url, TENANT, PROJECT, args=args)
-    device.wait_for("in sync")
-    for i in range(FILES):
-        path = a / f"f{i:03}.txt"
-        text = path.read_text()
-        path.write_text(text.replace("line 10\n", f"line 10 (burst {i})\n"))
-    device.wait_for("f", timeout=10)  # edits are being taken in
-    wait_until(lambda: "burst" in (server_text(server, "f000.txt") or ""), 20, "burst reaches")
-    device.kill()
+        # 2. killed while a burst of edits is being sent
+        device = start_sync(a, server.ws_url, TENANT, PROJECT, args=args)
+        devices.append(device)
+        device.wait_for("in sync")
+        for i in range(FILES):
+            path = a / f"f{i:03}.txt"
+            text = path.read_text()
+            path.write_text(text.replace("line 10\n", f"line 10 (burst {i})\n"))
+        wait_until(lambda: "burst" in (server_text(server, "f000.txt") or ""), 20, "first edit")
+        device.kill()
+    finally:
+        for started in devices:
+            started.kill()
     result = sync_once(a, server.ws_url, TENANT, PROJECT)
     assert result.returncode == 0, result.stdout
     assert_server_matches(server, a)
