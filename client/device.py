@@ -24,157 +24,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
-import jwt
-from pycrdt import Doc, Map, Text, TransactionEvent
+from pycrdt import Doc, TransactionEvent
 
 from client.backoff import Backoff
-from client.connection import DocLink
+from client.entry import DocEntry
+from client.events import DeviceFailed, Event, Listener
 from client.outbox import Outbox, Pending
-from client.remote import Api, ApiDenied, ApiNotFound, ServerURL, auth_headers
-from client.state import DeviceState, DocState, FileState
-from crdt.errors import WeftError
-from crdt.history import Append, DocRef, History
+from client.recorder import LOCAL, Recorder
+from client.remote import Api, ApiDenied, ApiNotFound, ServerURL, auth_headers, token_scope
+from client.state import DataDirBusy, DeviceState, DocState, FileState, StateWriter, lock_data_dir
+from crdt.history import DocRef, History
 from crdt.keys import check_name, normalise_path
 from crdt.kv import open_engine
 from crdt.versionstamp import Versionstamp
 
 log = logging.getLogger("weft.client")
 
-CONTENT = "content"
-META = "weft"
-LOCAL = "local"
-REMOTE = "remote"
 EMPTY_UPDATE = b"\x00\x00"
-STATE_FLUSH_SECONDS = 0.2
 PAGE = 1000
 CHECK_SECONDS = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something a person may want to see: ``kind`` is online, offline, read_only,
-    warning, error, conflict, local, remote or deleted."""
-
-    kind: str
-    message: str
-    path: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class Listener:
-    """Hooks into a device (a folder workspace uses them); the defaults do nothing."""
-
-    def before_remote(self, path: str) -> None:
-        """A remote update for ``path`` is about to be applied."""
-
-    def after_remote(self, path: str) -> None:
-        """A remote update for ``path`` was applied to its document."""
-
-    def remote_docs(self, paths: list[str]) -> None:
-        """The server has documents this device has not opened."""
-
-    def busy(self, path: str) -> bool:
-        """Whether ``path`` has work in progress that should keep its link open."""
-        return False
-
-    def event(self, event: Event) -> None:
-        """Something to show."""
-
-
-class DataDirBusy(WeftError):
-    """Another process is using this data directory (one device, one process)."""
-
-
-class DeviceFailed(WeftError):
-    """The device cannot sync at all (its token was refused, for instance)."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class DocEntry:
-    """One open document: its live ``pycrdt.Doc``, outbox, base and link."""
-
-    def __init__(
-        self, device: Device, path: str, ref: DocRef, doc: Doc[Any], state: DocState, outbox: Outbox
-    ) -> None:
-        self.device = device
-        self.path = path
-        self.ref = ref
-        self.doc = doc
-        self.base = state.base
-        self.head_seen = state.base
-        self.outbox = outbox
-        self.synced = asyncio.Event()
-        self.link_changed = asyncio.Event()  # synced, disconnected, stopped or failed
-        self.unrecorded = 0
-        self.unrecorded_local = 0
-        self.since_snapshot = 0
-        self.applying_remote = False
-        self.link = DocLink(device, self)
-
-    @property
-    def text(self) -> Text:
-        text: Text = self.doc.get(CONTENT, type=Text)
-        return text
-
-    @property
-    def meta(self) -> Map[Any]:
-        meta: Map[Any] = self.doc.get(META, type=Map)
-        return meta
-
-    @property
-    def deleted(self) -> bool:
-        return bool(self.meta.get("deleted", False))
-
-    @property
-    def exists(self) -> bool:
-        """Whether the document has any state at all (locally)."""
-        return self.doc.get_state() != b"\x00"
-
-    def seen(self, vs: Versionstamp | None) -> None:
-        """Everything up to ``vs`` is in this document; move ``base`` if no local update
-        is waiting (those were made on the older base)."""
-        if vs is None:
-            return
-        if self.head_seen is None or vs > self.head_seen:
-            self.head_seen = vs
-        waiting = len(self.outbox) > 0 or self.unrecorded_local > 0
-        if not waiting and (self.base is None or vs > self.base):
-            self.base = vs
-            self.device.save_doc_state(self)
-
-    def acked(self, vs: Versionstamp) -> None:
-        self.device.save_doc_state(self)
-        self.seen(vs)
-
-    async def wait_synced(self) -> bool:
-        """Wait until the server's state is here (True) or the link stopped (False)."""
-        while not self.synced.is_set():
-            if not self.link.wanted or self.device.failure is not None:
-                return False
-            self.link_changed.clear()
-            await self.link_changed.wait()
-        return True
-
-    def done(self) -> bool:
-        """Nothing left to do: recorded, acknowledged (or read-only), server state here."""
-        link = self.link
-        if link.error is not None:
-            return True
-        if self.unrecorded or (len(self.outbox) and not self.device.read_only):
-            return False
-        return not link.wanted or (self.synced.is_set() and not link.probes)
 
 
 class Device:
@@ -218,16 +93,9 @@ class Device:
         self._online = asyncio.Event()
         self._changed = asyncio.Event()
         self._opening: dict[str, asyncio.Future[DocEntry]] = {}
-        self._queue: list[tuple[DocEntry, bytes, str] | Callable[[], None]] = []
-        self._record_wake = asyncio.Event()
-        self._dirty_docs: dict[str, DocState] = {}
-        self._dirty_files: dict[str, FileState | None] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prober: asyncio.Task[None] | None = None
-        self._snapshots: set[asyncio.Task[Any]] = set()
-        self.files: dict[str, FileState] = {}
         self._started = False
-        self._recording = False
         self._offline_said = False
 
     # --- lifecycle --------------------------------------------------------------------
@@ -242,7 +110,7 @@ class Device:
     async def start(self) -> None:
         """Open the local stores and start syncing (in the background)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.data_dir / "lock")
+        self._lock = lock_data_dir(self.data_dir / "lock")
         try:
             await self._open_stores()
         except BaseException:
@@ -251,10 +119,11 @@ class Device:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.api = Api(self.http, self.server, self.tenant, self.project, self.token)
         self._started = True
-        if _token_scope(self.token) == "read":
+        if token_scope(self.token) == "read":
             self.set_read_only("the token's scope is read")
-        self._spawn(self._record_loop(), "recorder")
-        self._spawn(self._state_loop(), "state")
+        self.recorder = Recorder(self.history, self.device_id, self.changed)
+        self._spawn(self.recorder.run(), "recorder")
+        self._spawn(self.writer.run(), "state")
         if self.poll_seconds is not None:
             self._spawn(self._poll_loop(), "poller")
         self._start_prober()
@@ -265,7 +134,7 @@ class Device:
             await asyncio.to_thread(self.state.bind, str(self.server), self.tenant, self.project)
             self.device_id = await asyncio.to_thread(self.state.device_id, self._wanted_id)
             self._doc_states = await asyncio.to_thread(self.state.docs)
-            self.files = await asyncio.to_thread(self.state.files)
+            self.writer = await asyncio.to_thread(StateWriter, self.state)
             self.history = History(open_engine(f"sqlite:///{self.data_dir / 'history.db'}"))
             await self.history.kv.__aenter__()
         except BaseException:
@@ -290,12 +159,12 @@ class Device:
                 task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.recorded(), 30)
-        for task in (self._prober, *self._tasks, *self._snapshots):
+        for task in (self._prober, *self._tasks, *self.recorder.snapshots):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        await self.flush_state()
+        await self.writer.flush()
         await self.http.close()
         await self.history.kv.__aexit__(None, None, None)
         await asyncio.to_thread(self.state.close)
@@ -365,10 +234,7 @@ class Device:
         update: bytes = event.update
         if update == EMPTY_UPDATE:
             return
-        entry.unrecorded += 1
-        entry.unrecorded_local += 1
-        self._queue.append((entry, update, LOCAL))
-        self._record_wake.set()
+        self.recorder.local(entry, update)
 
     def apply_remote(self, entry: DocEntry, update: bytes) -> None:
         """Apply an update from the server to the live doc and record it locally."""
@@ -381,103 +247,30 @@ class Device:
             return
         finally:
             entry.applying_remote = False
-        entry.unrecorded += 1
-        self._queue.append((entry, update, REMOTE))
-        self._record_wake.set()
+        self.recorder.remote(entry, update)
         self.listener.after_remote(entry.path)
 
     def after_recorded(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once everything queued so far is in the local history."""
-        if not self._queue and not self._record_wake.is_set() and not self._recording:
-            asyncio.get_running_loop().call_soon(callback)
-            return
-        self._queue.append(callback)
-        self._record_wake.set()
+        """Call ``callback`` once every change made so far is in the local history."""
+        self.recorder.after_recorded(callback)
 
     async def recorded(self) -> None:
         """Wait until every change made so far is in the local history."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def finish() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        self.after_recorded(finish)
-        await done
-
-    async def _record_loop(self) -> None:
-        while True:
-            await self._record_wake.wait()
-            self._record_wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue, []
-                self._recording = True
-                try:
-                    await self._record(batch)
-                except asyncio.CancelledError:
-                    self._queue = batch + self._queue
-                    raise
-                except Exception:  # a task boundary: keep the batch and try again
-                    log.error(
-                        "recording %d local changes failed; retrying", len(batch), exc_info=True
-                    )
-                    self._queue = batch + self._queue
-                    await asyncio.sleep(1.0)
-                finally:
-                    self._recording = False
-            self.changed()
-
-    async def _record(self, batch: list[tuple[DocEntry, bytes, str] | Callable[[], None]]) -> None:
-        items = [b for b in batch if isinstance(b, tuple)]
-        if items:
-            results = await self.history.append(
-                [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]
-            )
-            for (entry, update, origin), appended in zip(items, results, strict=True):
-                entry.unrecorded -= 1
-                entry.since_snapshot += 1
-                if origin == LOCAL:
-                    entry.unrecorded_local -= 1
-                    if not appended.duplicate:
-                        entry.outbox.add(appended.versionstamp, update)
-                    entry.link.wake()
-                if entry.since_snapshot >= self.history.snapshot_every:
-                    entry.since_snapshot = 0
-                    task = asyncio.create_task(self.history.snapshot_if_due(entry.ref))
-                    self._snapshots.add(task)
-                    task.add_done_callback(self._snapshots.discard)
-        for callback in batch:
-            if not isinstance(callback, tuple):
-                callback()
+        await self.recorder.recorded()
 
     # --- state ------------------------------------------------------------------------
 
     def save_doc_state(self, entry: DocEntry) -> None:
-        self._dirty_docs[entry.path] = DocState(entry.base, entry.outbox.cursor)
+        self.writer.doc(entry.path, DocState(entry.base, entry.outbox.cursor))
+
+    @property
+    def files(self) -> dict[str, FileState]:
+        """A folder workspace's file states (shadows), as last saved."""
+        return self.writer.files
 
     def save_file_state(self, path: str, state: FileState | None) -> None:
         """Remember a workspace file's shadow (None forgets it); written in the background."""
-        if state is None:
-            self.files.pop(path, None)
-        else:
-            self.files[path] = state
-        self._dirty_files[path] = state
-
-    async def flush_state(self) -> None:
-        docs, self._dirty_docs = self._dirty_docs, {}
-        files, self._dirty_files = self._dirty_files, {}
-        if docs:
-            await asyncio.to_thread(self.state.save_docs, docs)
-        if files:
-            await asyncio.to_thread(self.state.save_files, files)
-
-    async def _state_loop(self) -> None:
-        while True:
-            await asyncio.sleep(STATE_FLUSH_SECONDS)
-            try:
-                await self.flush_state()
-            except Exception:  # a task boundary: state writes are retried on the next tick
-                log.error("saving device state failed", exc_info=True)
+        self.writer.file(path, state)
 
     # --- online / offline ---------------------------------------------------------------
 
@@ -611,7 +404,7 @@ class Device:
 
     def idle(self) -> bool:
         """Every open document recorded, acknowledged (unless read-only) and synced."""
-        return not self._queue and all(e.done() for e in self.entries.values())
+        return self.recorder.idle and all(e.done() for e in self.entries.values())
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds; raise :class:`DeviceFailed` if the device fails.
@@ -633,41 +426,9 @@ class Device:
             await self.wait_until(self.idle)
 
 
-def _lock(path: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``path`` while the device runs (released on exit, crash
-    included); DataDirBusy if another process holds it."""
-    handle = path.open("a+b")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise DataDirBusy(
-            f"{path.parent} is in use by another weft process (one device, one process)"
-        ) from None
-    return handle
-
-
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
-
-
-def _token_scope(token: str | None) -> str | None:
-    """The scope a token claims (unverified: the server decides; this only informs)."""
-    if not token:
-        return None
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    scope = claims.get("scope")
-    if not isinstance(scope, str):
-        return None
-    named = set(scope.split())
-    for level in ("admin", "write", "read"):
-        if level in named:
-            return level
-    return None
 
 
 __all__ = ["DataDirBusy", "Device", "DeviceFailed", "DocEntry", "Event", "Listener"]

@@ -81,7 +81,13 @@ class Outbox:
         return len(self._pending) - self._sent
 
     def add(self, versionstamp: Versionstamp, update: bytes) -> None:
-        """A local update was recorded (versionstamps only grow)."""
+        """A local update was recorded; one already here (or acknowledged) is ignored
+        (the recorder re-adds what a partly failed append had already stored)."""
+        if self.cursor is not None and versionstamp <= self.cursor:
+            return
+        behind = bool(self._pending) and versionstamp <= self._pending[-1].versionstamp
+        if behind and any(p.versionstamp == versionstamp for p in self._pending):
+            return
         self._pending.append(Pending(versionstamp, update))
 
     def take(self) -> Send | None:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import jwt
 
 from crdt.errors import NotFound, PermissionDenied, WeftError
 from crdt.keys import check_name
@@ -150,3 +151,21 @@ class Api:
             if not isinstance(body, dict):
                 raise ApiError(response.status, "bad_response", f"{method} {url}: not JSON")
             return body
+
+
+def token_scope(token: str | None) -> str | None:
+    """The scope a token claims (unverified: the server decides; this only informs)."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    scope = claims.get("scope")
+    if not isinstance(scope, str):
+        return None
+    named = set(scope.split())
+    for level in ("admin", "write", "read"):
+        if level in named:
+            return level
+    return None

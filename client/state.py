@@ -18,16 +18,23 @@ detection. Calls are synchronous; the device runs them off the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import logging
 import secrets
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from crdt.errors import FormatError
+from crdt.errors import FormatError, WeftError
 from crdt.versionstamp import Versionstamp
 
+log = logging.getLogger("weft.client")
+
 FORMAT_MAJOR = 1
+FLUSH_SECONDS = 0.2
 FORMAT_MINOR = 0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
@@ -38,6 +45,10 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY NOT NULL, shadow TEXT, deleted INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 """
+
+
+class DataDirBusy(WeftError):
+    """Another process is using this data directory (one device, one process)."""
 
 
 class BindingMismatch(FormatError):
@@ -188,3 +199,55 @@ class DeviceState:
                         "deleted = excluded.deleted",
                         (path, state.shadow, int(state.deleted)),
                     )
+
+
+class StateWriter:
+    """Buffers state changes and writes them off the event loop every ``FLUSH_SECONDS``
+    (and on :meth:`flush`): acks and shadows come in bursts, one write takes them all."""
+
+    def __init__(self, state: DeviceState) -> None:
+        self.state = state
+        self.files = state.files()
+        self._docs: dict[str, DocState] = {}
+        self._files: dict[str, FileState | None] = {}
+
+    def doc(self, path: str, state: DocState) -> None:
+        self._docs[path] = state
+
+    def file(self, path: str, state: FileState | None) -> None:
+        """Remember a workspace file's shadow (None forgets the file)."""
+        if state is None:
+            self.files.pop(path, None)
+        else:
+            self.files[path] = state
+        self._files[path] = state
+
+    async def flush(self) -> None:
+        docs, self._docs = self._docs, {}
+        files, self._files = self._files, {}
+        if docs:
+            await asyncio.to_thread(self.state.save_docs, docs)
+        if files:
+            await asyncio.to_thread(self.state.save_files, files)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception:  # a task boundary: state writes are retried on the next tick
+                log.error("saving device state failed", exc_info=True)
+
+
+def lock_data_dir(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``path`` while the device runs (released when the
+    handle is closed or the process dies); DataDirBusy if another process holds it."""
+    handle = path.open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataDirBusy(
+            f"{path.parent} is in use by another weft process (one device, one process)"
+        ) from None
+    return handle

@@ -27,38 +27,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import stat
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import watchfiles
 
-from client.device import Device, DocEntry, Event, Listener
-from client.ignore import IGNORE_FILE, Ignore
+from client.device import Device
+from client.entry import DocEntry
+from client.events import Event, Listener
+from client.folder import MAX_FILE_BYTES, Folder, Skip
+from client.ignore import IGNORE_FILE
 from client.remote import ApiError, ServerURL
 from client.state import FileState
 from client.textdiff import apply, diff, merge3
-from crdt.errors import BadPath
-from crdt.keys import normalise_path
 
 log = logging.getLogger("weft.workspace")
 
-STATE_DIR = ".weft"
-MAX_FILE_BYTES = 4 << 20
 WATCH_DEBOUNCE_MS = 50
 RESCAN_SECONDS = 10.0
 OPEN_CONCURRENCY = 32
-
-
-class _Skip:
-    """A file that is not synced (binary, too big, a symlink...)."""
-
-
-SKIP = _Skip()
 
 
 class Workspace(Listener):
@@ -80,11 +68,9 @@ class Workspace(Listener):
         device_id: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
-        self.state_dir = self.root / STATE_DIR
-        self.tmp_dir = self.state_dir / "tmp"
         self.on_event = on_event or (lambda event: None)
-        self.max_file_bytes = max_file_bytes
-        self.ignore = Ignore(self.root)
+        self.folder = Folder(self.root, warn=self._warn, max_file_bytes=max_file_bytes)
+        self.state_dir = self.folder.state_dir
         self.device = Device(
             self.state_dir,
             server,
@@ -102,9 +88,7 @@ class Workspace(Listener):
         self.creating: set[str] = set()  # local files waiting for the server's version
         self.conflicts: list[dict[str, Any]] = []
         self._writes: set[str] = set()
-        self._warned: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stat: dict[str, tuple[int, int]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -119,7 +103,7 @@ class Workspace(Listener):
         """Open the device, take in what changed on disk, start syncing."""
         if not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a directory")
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.folder.tmp_dir.mkdir(parents=True, exist_ok=True)
         await self.device.start()
         self.disk = {p: s.shadow for p, s in self.device.files.items()}
         self.tracked = set(self.device.files) | set(await self.device.known_paths())
@@ -130,8 +114,10 @@ class Workspace(Listener):
                 await self.device.open(path)
             self._schedule_write(path)
 
-        await asyncio.gather(*(reopen(p) for p in sorted(self.tracked) if not self.ignore(p)))
-        for path in self.scan():
+        await asyncio.gather(
+            *(reopen(p) for p in sorted(self.tracked) if not self.folder.ignore(p))
+        )
+        for path in self.folder.scan():
             if path not in self.tracked:
                 self._start_create(path)
 
@@ -163,7 +149,7 @@ class Workspace(Listener):
         device = self.device
         if self.creating or self._writes or self._tasks or not device.heads_read.is_set():
             return False
-        wanted = [p for p in device.heads if not self.ignore(p)]
+        wanted = [p for p in device.heads if not self.folder.ignore(p)]
         return all(p in device.entries for p in wanted) and device.idle()
 
     async def sync(self, timeout: float | None = None) -> None:
@@ -194,7 +180,7 @@ class Workspace(Listener):
     async def _rescan_forever(self) -> None:
         await asyncio.sleep(0.5)  # what changed between the first scan and the watcher
         while True:
-            self.changed(set(self.scan()) | self.tracked, rescan=True)
+            self.changed(set(self.folder.scan()) | self.tracked, rescan=True)
             await asyncio.sleep(RESCAN_SECONDS)
 
     async def _watch(self, stop: asyncio.Event | None) -> None:
@@ -208,121 +194,39 @@ class Workspace(Listener):
         ):
             paths = set()
             for _change, raw in changes:
-                rel = self._rel(Path(raw))
+                rel = self.folder.rel(Path(raw))
                 if rel is not None:
                     paths.add(rel)
             self.changed(paths)
 
     def _watch_filter(self, _change: watchfiles.Change, raw: str) -> bool:
-        rel = self._rel(Path(raw))
-        return rel is not None and rel.split("/", 1)[0] not in (STATE_DIR, ".git")
-
-    def _rel(self, path: Path) -> str | None:
-        try:
-            rel = path.relative_to(self.root).as_posix()
-        except ValueError:
-            return None
-        return None if rel in ("", ".") else rel
+        rel = self.folder.rel(Path(raw))
+        return rel is not None and not self.folder.is_state(rel)
 
     def changed(self, paths: set[str], *, rescan: bool = False) -> None:
         """Files or folders changed on disk: take the changes in. A ``rescan`` skips
         files whose size and modification time have not changed."""
         if IGNORE_FILE in paths:
-            self.ignore.reload()
+            self.folder.ignore.reload()
         files: set[str] = set()
         for rel in paths:
             full = self.root / rel
             if full.is_dir() and not full.is_symlink():
-                files |= set(self.scan(rel))
+                files |= set(self.folder.scan(rel))
             prefix = rel + "/"
             files |= {p for p in self.tracked if p == rel or p.startswith(prefix)}
             if not full.is_dir():
                 files.add(rel)
         for rel in sorted(files):
-            if self.ignore(rel):
-                continue
-            try:
-                path = normalise_path(rel)
-            except BadPath as exc:
-                self._warn(rel, f"skipping {rel}: {exc}")
+            path = self.folder.document_path(rel)
+            if path is None:
                 continue
             if path in self.tracked:
-                if not (rescan and self._unchanged(path)):
+                unchanged = self.folder.unchanged(path) and self.disk.get(path) is not None
+                if not (rescan and unchanged):
                     self.ingest(path)
-            elif path not in self.creating and (self.root / path).exists():
+            elif path not in self.creating and self.folder.exists(path):
                 self._start_create(path)
-
-    # --- the folder ---------------------------------------------------------------------
-
-    def scan(self, under: str = "") -> list[str]:
-        """Relative paths of the files to sync under ``under`` (all of the folder)."""
-        out = []
-        top = self.root / under if under else self.root
-        for dirpath, dirnames, filenames in os.walk(top):
-            base = Path(dirpath).relative_to(self.root).as_posix()
-            base = "" if base == "." else base + "/"
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not self.ignore(base + d, is_dir=True) and not (Path(dirpath) / d).is_symlink()
-            )
-            for name in sorted(filenames):
-                rel = base + name
-                if self.ignore(rel):
-                    continue
-                try:
-                    out.append(normalise_path(rel))
-                except BadPath as exc:
-                    self._warn(rel, f"skipping {rel}: {exc}")
-        return out
-
-    def read(self, path: str) -> str | _Skip | None:
-        """The file's text; None if it does not exist; SKIP if it is not synced."""
-        full = self.root / path
-        try:
-            info = full.lstat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        if stat.S_ISLNK(info.st_mode):
-            return self._warn(path, f"skipping {path}: symbolic links are not synced")
-        if not stat.S_ISREG(info.st_mode):
-            return None if stat.S_ISDIR(info.st_mode) else SKIP
-        if info.st_size > self.max_file_bytes:
-            return self._warn(
-                path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
-            )
-        try:
-            data = full.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return self._warn(path, f"skipping {path}: cannot read it ({exc})")
-        if b"\0" in data:
-            return self._warn(path, f"skipping {path}: binary file")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._warn(path, f"skipping {path}: not valid UTF-8 text")
-        self._warned.pop(path, None)
-        self._stat[path] = (info.st_mtime_ns, info.st_size)
-        return text
-
-    def _unchanged(self, path: str) -> bool:
-        """Whether the file is as it was when last read or written (size and mtime)."""
-        known = self._stat.get(path)
-        if known is None:
-            return False
-        try:
-            info = (self.root / path).lstat()
-        except OSError:
-            return False
-        return (info.st_mtime_ns, info.st_size) == known and self.disk.get(path) is not None
-
-    def _warn(self, path: str, message: str) -> _Skip:
-        if self._warned.get(path) != message:
-            self._warned[path] = message
-            self.emit(Event("warning", message, path))
-        return SKIP
 
     # --- local changes --------------------------------------------------------------------
 
@@ -331,9 +235,9 @@ class Workspace(Listener):
         entry = self.device.entries.get(path)
         if entry is None or path in self.creating:
             return
-        text = self.read(path)
+        text = self.folder.read(path)
         shadow = self.disk.get(path)
-        if isinstance(text, _Skip) or text == shadow:
+        if isinstance(text, Skip) or text == shadow:
             return
         if text is None:
             if not entry.deleted:
@@ -380,7 +284,7 @@ class Workspace(Listener):
 
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
-            if path in self.creating or self.ignore(path):
+            if path in self.creating or self.folder.ignore(path):
                 continue
             self._spawn(self._open_remote(path))
 
@@ -404,7 +308,7 @@ class Workspace(Listener):
             return
         self._writes.discard(path)
         if path not in self.tracked:
-            if (self.root / path).exists():
+            if self.folder.exists(path):
                 self._start_create(path)
                 return
             self.tracked.add(path)
@@ -415,49 +319,25 @@ class Workspace(Listener):
         try:
             self._materialise(entry)
         except OSError as exc:
-            self._warn(path, f"cannot write {path}: {exc}")
+            self.folder.warn(path, f"cannot write {path}: {exc}")
         self.device.changed()
 
     def _materialise(self, entry: DocEntry) -> None:
         path = entry.path
-        full = self.root / path
         if entry.deleted or not entry.exists:
-            if entry.deleted and full.is_file() and not full.is_symlink():
-                full.unlink()
-                self._prune(full.parent)
+            if entry.deleted and self.folder.remove(path):
                 self.emit(Event("deleted", f"{path} deleted (remote)", path))
             if self.disk.get(path, "") is not None:
                 self._remember(path, None)
             return
         text = str(entry.text)
-        if self.disk.get(path) == text and full.is_file():
+        if self.disk.get(path) == text and (self.root / path).is_file():
             return
-        self._atomic_write(full, text)
+        self.folder.write(path, text)
         self._remember(path, text)
         if path == IGNORE_FILE:
-            self.ignore.reload()
+            self.folder.ignore.reload()
         self.emit(Event("remote", f"{path} updated", path))
-
-    def _atomic_write(self, full: Path, text: str) -> None:
-        full.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
-        try:
-            tmp.write_bytes(text.encode("utf-8"))
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
-            os.replace(tmp, full)
-            info = full.lstat()
-            self._stat[self._rel(full) or ""] = (info.st_mtime_ns, info.st_size)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _prune(self, folder: Path) -> None:
-        while folder != self.root and folder.is_dir():
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
 
     # --- files this device has no history for ---------------------------------------------
 
@@ -485,8 +365,8 @@ class Workspace(Listener):
         entry = await self.device.open(path)
         if not await entry.wait_synced():
             return entry.link.error is not None
-        text = self.read(path)
-        if isinstance(text, _Skip):
+        text = self.folder.read(path)
+        if isinstance(text, Skip):
             return True
         if text is None:  # gone meanwhile: the server's version (if any) is written
             self.tracked.add(path)
@@ -502,7 +382,7 @@ class Workspace(Listener):
 
     async def _create_later(self, path: str) -> None:
         await asyncio.sleep(1.0)
-        if path not in self.tracked and (self.root / path).exists():
+        if path not in self.tracked and self.folder.exists(path):
             self._start_create(path)
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
@@ -519,23 +399,23 @@ class Workspace(Listener):
         path = entry.path
         device = self.device
         if device.read_only:
-            self._warn(
+            self.folder.warn(
                 path,
                 f"{path} differs from the server's and the token is read-only: "
                 "the local file is kept and not synced",
             )
             return True
-        backup = self._backup(path, text)
+        backup = self.folder.backup(path, text)
         try:
             record = await device.api.report_conflict(path, text, device.device_id)
         except (ApiError, OSError, TimeoutError) as exc:
-            self._warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
+            self.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
             return False
         self.creating.discard(path)
         self.conflicts.append(record)
         self.tracked.add(path)
         server_text = str(entry.text)
-        self._atomic_write(self.root / path, server_text)
+        self.folder.write(path, server_text)
         self._remember(path, server_text)
         cid = str(record.get("id", ""))
         self.emit(
@@ -549,13 +429,6 @@ class Workspace(Listener):
         )
         return True
 
-    def _backup(self, path: str, text: str) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        target = self.state_dir / "conflicts" / f"{path}.{stamp}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        return target
-
     # --- events ---------------------------------------------------------------------------
 
     def event(self, event: Event) -> None:
@@ -563,3 +436,6 @@ class Workspace(Listener):
 
     def emit(self, event: Event) -> None:
         self.on_event(event)
+
+    def _warn(self, path: str, message: str) -> None:
+        self.emit(Event("warning", message, path))

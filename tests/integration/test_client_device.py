@@ -179,7 +179,7 @@ async def test_read_only_refusal_keeps_edits_local_and_says_so(
         text_of(await w.doc("a.txt")).insert(0, "written\n")
         await w.sync(10)
     # the device does not guess from the token: the server's refusal is what counts
-    monkeypatch.setattr(device_module, "_token_scope", lambda _token: None)
+    monkeypatch.setattr(device_module, "token_scope", lambda _token: None)
     events = Events()
     async with make(tmp_path, auth_server, "r", "ro", token=token("read"), listener=events) as r:
         text = text_of(await r.doc("a.txt"))

@@ -15,7 +15,7 @@ from server.testing import ServerProcess, StartServer
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
 TENANT, PROJECT = "acme", "crash"
-FILES = 300
+FILES = 150
 
 
 def server_docs(server: ServerProcess) -> int:

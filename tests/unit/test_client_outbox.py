@@ -75,3 +75,12 @@ def test_a_cursor_from_the_state_skips_acknowledged_updates() -> None:
     assert len(outbox) == 1
     send = outbox.take()
     assert send is not None and send.update == updates[2]  # a single update goes as is
+
+
+def test_adding_an_update_twice_or_an_acknowledged_one_does_nothing() -> None:
+    _, updates = local_updates(2)
+    outbox = Outbox(vs(1))
+    outbox.add(vs(1), updates[0])  # already acknowledged
+    outbox.add(vs(2), updates[1])
+    outbox.add(vs(2), updates[1])  # re-added after a partly failed append
+    assert len(outbox) == 1

@@ -1,0 +1,47 @@
+"""What a device reports, the hooks it calls, and how it fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdt.errors import WeftError
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a person may want to see: ``kind`` is online, offline, read_only,
+    warning, error, conflict, local, remote or deleted."""
+
+    kind: str
+    message: str
+    path: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Listener:
+    """Hooks into a device (a folder workspace uses them); the defaults do nothing."""
+
+    def before_remote(self, path: str) -> None:
+        """A remote update for ``path`` is about to be applied."""
+
+    def after_remote(self, path: str) -> None:
+        """A remote update for ``path`` was applied to its document."""
+
+    def remote_docs(self, paths: list[str]) -> None:
+        """The server has documents this device has not opened."""
+
+    def busy(self, path: str) -> bool:
+        """Whether ``path`` has work in progress that should keep its link open."""
+        return False
+
+    def event(self, event: Event) -> None:
+        """Something to show."""
+
+
+class DeviceFailed(WeftError):
+    """The device cannot sync at all (its token was refused, for instance)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,184 @@
+"""The files of a synced folder: which ones, their text, and writing them safely.
+
+Pure file-system work, no syncing: scanning (``.weftignore`` rules applied, symlinked
+folders not followed), reading a file as UTF-8 text or saying why it is skipped (one
+warning per file and reason: binary, undecodable, too big, a symlink, a path a document
+cannot have), writing atomically (a temporary file in ``.weft/tmp`` renamed over the
+target, keeping its mode) and removing files (empty parent folders go too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from client.ignore import Ignore
+from crdt.errors import BadPath
+from crdt.keys import normalise_path
+
+STATE_DIR = ".weft"
+MAX_FILE_BYTES = 4 << 20
+
+
+class Skip:
+    """A file that is not synced (binary, too big, a symlink...)."""
+
+
+SKIP = Skip()
+
+
+class Folder:
+    """One folder on disk (see the module docstring)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        warn: Callable[[str, str], None],
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
+        self.root = root
+        self.state_dir = root / STATE_DIR
+        self.tmp_dir = self.state_dir / "tmp"
+        self.max_file_bytes = max_file_bytes
+        self.ignore = Ignore(root)
+        self._warn_cb = warn
+        self._warned: dict[str, str] = {}
+        self._stat: dict[str, tuple[int, int]] = {}
+
+    def rel(self, path: Path) -> str | None:
+        """``path`` relative to the folder (POSIX), None outside it or for the folder."""
+        try:
+            rel = path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        return None if rel in ("", ".") else rel
+
+    def is_state(self, rel: str) -> bool:
+        return rel.split("/", 1)[0] in (STATE_DIR, ".git")
+
+    def warn(self, path: str, message: str) -> Skip:
+        """Warn once per file and message."""
+        if self._warned.get(path) != message:
+            self._warned[path] = message
+            self._warn_cb(path, message)
+        return SKIP
+
+    def scan(self, under: str = "") -> list[str]:
+        """Document paths of the files to sync under ``under`` (all of the folder)."""
+        out = []
+        top = self.root / under if under else self.root
+        for dirpath, dirnames, filenames in os.walk(top):
+            base = Path(dirpath).relative_to(self.root).as_posix()
+            base = "" if base == "." else base + "/"
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not self.ignore(base + d, is_dir=True) and not (Path(dirpath) / d).is_symlink()
+            )
+            for name in sorted(filenames):
+                path = self.document_path(base + name)
+                if path is not None:
+                    out.append(path)
+        return out
+
+    def document_path(self, rel: str) -> str | None:
+        """The document path of a file, or None if it is ignored or cannot be one."""
+        if self.ignore(rel):
+            return None
+        try:
+            return normalise_path(rel)
+        except BadPath as exc:
+            self.warn(rel, f"skipping {rel}: {exc}")
+            return None
+
+    def read(self, path: str) -> str | Skip | None:
+        """The file's text; None if it does not exist; SKIP if it is not synced."""
+        full = self.root / path
+        try:
+            info = full.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            return self.warn(path, f"skipping {path}: symbolic links are not synced")
+        if not stat.S_ISREG(info.st_mode):
+            return None if stat.S_ISDIR(info.st_mode) else SKIP
+        if info.st_size > self.max_file_bytes:
+            return self.warn(
+                path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
+            )
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return self.warn(path, f"skipping {path}: cannot read it ({exc})")
+        if b"\0" in data:
+            return self.warn(path, f"skipping {path}: binary file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.warn(path, f"skipping {path}: not valid UTF-8 text")
+        self._warned.pop(path, None)
+        self._stat[path] = (info.st_mtime_ns, info.st_size)
+        return text
+
+    def unchanged(self, path: str) -> bool:
+        """Whether the file has the size and modification time it had when last read or
+        written here (a cheap check for periodic rescans)."""
+        known = self._stat.get(path)
+        if known is None:
+            return False
+        try:
+            info = (self.root / path).lstat()
+        except OSError:
+            return False
+        return (info.st_mtime_ns, info.st_size) == known
+
+    def exists(self, path: str) -> bool:
+        return (self.root / path).exists()
+
+    def write(self, path: str, text: str) -> None:
+        """Replace the file's content atomically (temporary file + rename)."""
+        full = self.root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
+        try:
+            tmp.write_bytes(text.encode("utf-8"))
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
+            os.replace(tmp, full)
+            info = full.lstat()
+            self._stat[path] = (info.st_mtime_ns, info.st_size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, path: str) -> bool:
+        """Delete the file (not a symlink or folder) and the folders it leaves empty."""
+        full = self.root / path
+        if not full.is_file() or full.is_symlink():
+            return False
+        full.unlink()
+        self._stat.pop(path, None)
+        folder = full.parent
+        while folder != self.root and folder.is_dir():
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+        return True
+
+    def backup(self, path: str, text: str) -> Path:
+        """Keep a copy of ``text`` under ``.weft/conflicts/`` (for a conflict)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.state_dir / "conflicts" / f"{path}.{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target

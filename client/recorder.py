@@ -1,0 +1,119 @@
+"""The recorder: every change to an open document goes to the local history first.
+
+Local edits (seen through each document's observer) and remote updates (applied by the
+links) are queued and appended in batches, many documents per transaction, to the
+device's :class:`crdt.history.History`. Only then does a local update enter its
+document's outbox and wake its link: nothing is sent before it is durable. Callbacks
+queued with :meth:`Recorder.after_recorded` run once everything queued before them is in
+the history (a folder workspace writes a file, or remembers its shadow, only then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from crdt.history import Append, History
+
+if TYPE_CHECKING:
+    from client.entry import DocEntry
+
+log = logging.getLogger("weft.client")
+
+LOCAL = "local"
+REMOTE = "remote"
+RETRY_SECONDS = 1.0
+
+Item = tuple["DocEntry", bytes, str] | Callable[[], None]
+
+
+class Recorder:
+    """See the module docstring; :meth:`run` is the device's recording task."""
+
+    def __init__(self, history: History, device_id: str, on_batch: Callable[[], None]) -> None:
+        self.history = history
+        self.device_id = device_id
+        self.on_batch = on_batch
+        self.snapshots: set[asyncio.Task[Any]] = set()
+        self._queue: list[Item] = []
+        self._wake = asyncio.Event()
+        self._recording = False
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._recording
+
+    def local(self, entry: DocEntry, update: bytes) -> None:
+        entry.unrecorded += 1
+        entry.unrecorded_local += 1
+        self._queue.append((entry, update, LOCAL))
+        self._wake.set()
+
+    def remote(self, entry: DocEntry, update: bytes) -> None:
+        entry.unrecorded += 1
+        self._queue.append((entry, update, REMOTE))
+        self._wake.set()
+
+    def after_recorded(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything queued so far is in the local history."""
+        if self.idle and not self._wake.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+            return
+        self._queue.append(callback)
+        self._wake.set()
+
+    async def recorded(self) -> None:
+        """Wait until every change queued so far is in the local history."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.after_recorded(finish)
+        await done
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._recording = True
+                try:
+                    await self._record(batch)
+                except asyncio.CancelledError:
+                    self._queue = batch + self._queue
+                    raise
+                except Exception:  # a task boundary: keep the batch and try again
+                    log.error("recording %d changes failed; retrying", len(batch), exc_info=True)
+                    self._queue = batch + self._queue
+                    await asyncio.sleep(RETRY_SECONDS)
+                finally:
+                    self._recording = False
+            self.on_batch()
+
+    async def _record(self, batch: list[Item]) -> None:
+        items = [b for b in batch if isinstance(b, tuple)]
+        if items:
+            results = await self.history.append(
+                [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]
+            )
+            for (entry, update, origin), appended in zip(items, results, strict=True):
+                entry.unrecorded -= 1
+                entry.since_snapshot += 1
+                if origin == LOCAL:
+                    # A duplicate was appended by an earlier, partly failed attempt.
+                    entry.unrecorded_local -= 1
+                    entry.outbox.add(appended.versionstamp, update)
+                    entry.link.wake()
+                if entry.since_snapshot >= self.history.snapshot_every:
+                    entry.since_snapshot = 0
+                    task = asyncio.create_task(self.history.snapshot_if_due(entry.ref))
+                    self.snapshots.add(task)
+                    task.add_done_callback(self.snapshots.discard)
+        for callback in batch:
+            if not isinstance(callback, tuple):
+                callback()
