@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import random
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -218,14 +217,16 @@ async def replay_child(path: str, versions: list[str]) -> dict[str, Any]:
         "random_ms": [t * 1000 for t in at_random],
         "encoded_bytes": len(state),
         "rss_before_mb": rss_before,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _rss_mb("VmHWM"),
     }
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (``VmHWM``: its peak). Not ``ru_maxrss``: that one
+    survives ``exec`` and would report the parent's size at ``fork``."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 

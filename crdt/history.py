@@ -382,14 +382,14 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
     in_batch: dict[tuple[bytes, bytes], int] = {}
     touched: dict[bytes, _Touched] = {}
     user = 0
-    for item in items:
+    digests = [update_hash(item.update) for item in items]
+    hash_keys = [item.doc.key("h", digest) for item, digest in zip(items, digests, strict=True)]
+    stored = tr.get_many(hash_keys)  # the idempotency check for the whole batch at once
+    for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
         doc = item.doc
-        digest = update_hash(item.update)
         if (doc.space, digest) in in_batch:
             markers.append(in_batch[doc.space, digest])
             continue
-        hash_key = doc.key("h", digest)
-        existing = tr.get(hash_key)
         if existing is not None:
             markers.append(Versionstamp(existing))
             continue

@@ -13,7 +13,7 @@ keys up to 10,000 bytes, values up to 100,000 bytes, a transaction's writes up t
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -32,6 +32,11 @@ class ReadTransaction(Protocol):
     """A consistent snapshot read."""
 
     def get(self, key: bytes) -> bytes | None: ...
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values of several keys, in order: one round trip where the engine can
+        (FDB: all reads in flight at once; SQLite: one ``IN`` query per few hundred)."""
+        ...
 
     def get_range(
         self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -106,6 +106,11 @@ class _Reader:
     def get(self, key: bytes) -> bytes | None:
         value = self._tr.get(key).wait().value
         return None if value is None else bytes(value)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        futures = [self._tr.get(key) for key in keys]  # all in flight before any wait
+        values = [future.wait().value for future in futures]
+        return [None if value is None else bytes(value) for value in values]
 
     def get_range(
         self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False

@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,9 @@ from typing import Any, TypeVar
 
 from crdt.errors import FormatError, StoreError, TransactionTooLarge
 from crdt.kv.base import (
+    MAX_KEY,
     MAX_TRANSACTION,
+    MAX_VALUE,
     Committed,
     ReadTransaction,
     Transaction,
@@ -49,6 +51,7 @@ log = logging.getLogger("weft.store")
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_IN_LIMIT = 500  # keys per "IN (...)" query, under SQLite's parameter limit
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS engine (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
@@ -64,6 +67,15 @@ class _Reader:
     def get(self, key: bytes) -> bytes | None:
         row = self._conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        found: dict[bytes, bytes] = {}
+        for at in range(0, len(keys), _IN_LIMIT):
+            part = keys[at : at + _IN_LIMIT]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(f"SELECT k, v FROM kv WHERE k IN ({marks})", part)
+            found.update((bytes(k), bytes(v)) for k, v in rows)
+        return [found.get(key) for key in keys]
 
     def get_range(
         self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
@@ -108,12 +120,17 @@ class _Writer(_Reader):
             self._conn.executemany(
                 "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", self._pending.items()
             )
+            self.keys.update(self._pending)
             self._pending.clear()
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._pending:
             return self._pending[key]
         return super().get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        stored = iter(super().get_many([k for k in keys if k not in self._pending]))
+        return [self._pending[k] if k in self._pending else next(stored) for k in keys]
 
     def get_range(
         self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
@@ -122,7 +139,13 @@ class _Writer(_Reader):
         return super().get_range(begin, end, limit, reverse)
 
     def set(self, key: bytes, value: bytes) -> None:
-        self._count(key, value)
+        # _count inlined: this is the hot path of every append.
+        if len(key) > MAX_KEY or len(value) > MAX_VALUE:
+            check_key(key)
+            check_value(value)
+        self.size += len(key) + len(value)
+        if self.size > MAX_TRANSACTION:
+            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
         self._pending[key] = value
 
     def clear(self, key: bytes) -> None:

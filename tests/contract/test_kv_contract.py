@@ -166,6 +166,23 @@ async def test_get_range_bounds_limit_and_reverse(engine: Engine) -> None:
     assert await get(engine, k("r", b"missing")) is None
 
 
+async def test_get_many_reads_several_keys_in_order(engine: Engine) -> None:
+    await engine.transact(setter([(k("m", i), b"%d" % i) for i in range(0, 1200, 2)]))
+    wanted = [k("m", i) for i in (5, 4, 4, 1198, 0, 1199)] + [k("m", i) for i in range(1200)]
+    got = await engine.read(lambda tr: tr.get_many(wanted))
+    assert got == [None, b"4", b"4", b"1198", b"0", None] + [
+        b"%d" % i if i % 2 == 0 else None for i in range(1200)
+    ]
+    assert await engine.read(lambda tr: tr.get_many([])) == []
+
+    def fn(tr: Transaction) -> list[bytes | None]:
+        tr.set(k("m", 1), b"new")
+        tr.clear(k("m", 2))
+        return tr.get_many([k("m", 0), k("m", 1), k("m", 2), k("m", 3)])
+
+    assert (await engine.transact(fn)).result == [b"0", b"new", None, None]
+
+
 async def test_clear_and_clear_range(engine: Engine) -> None:
     await engine.transact(setter([(k("c", i), b"%d" % i) for i in range(10)]))
 
@@ -186,12 +203,30 @@ async def test_a_transaction_reads_its_own_writes(engine: Engine) -> None:
         tr.set(k("y", 1), b"new")
         tr.clear(k("y", 2))
         tr.set(k("y", 9), b"added")
-        tr.add(k("y-count",), 5)
-        tr.add(k("y-count",), -2)
+        tr.add(
+            k(
+                "y-count",
+            ),
+            5,
+        )
+        tr.add(
+            k(
+                "y-count",
+            ),
+            -2,
+        )
         seen.append(tr.get(k("y", 1)))
         seen.append(tr.get(k("y", 2)))
         seen.append([v for _, v in tr.get_range(*under("y"))])
-        seen.append(read_counter(tr.get(k("y-count",))))
+        seen.append(
+            read_counter(
+                tr.get(
+                    k(
+                        "y-count",
+                    )
+                )
+            )
+        )
         tr.clear_range(*under("y"))
         seen.append(tr.get_range(*under("y")))
         return seen
@@ -426,7 +461,9 @@ async def test_concurrent_writer_processes_lose_nothing(engine: Engine) -> None:
 
             await engine.transact(fn)
 
-    await asyncio.gather(*(run_worker(engine.url, "write", f"p{p}", "40") for p in range(3)), local())
+    await asyncio.gather(
+        *(run_worker(engine.url, "write", f"p{p}", "40") for p in range(3)), local()
+    )
     written = {keys.unpack(key)[1:] for key, _ in await rows(engine, "cw")}
     expected = {(w, i) for w in ("p0", "p1", "p2", "local") for i in range(40)}
     assert written == expected
@@ -486,4 +523,3 @@ async def test_a_newer_history_format_major_is_refused(engine: Engine) -> None:
     await engine.transact(lambda tr: tr.set(keys.FORMAT, msgpack.packb({"major": 2, "minor": 0})))
     with pytest.raises(FormatError, match=r"format 2\.0, newer"):
         await History(engine).init()
-
