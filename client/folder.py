@@ -48,7 +48,7 @@ class Folder:
         self.max_file_bytes = max_file_bytes
         self.ignore = Ignore(root)
         self._warn_cb = warn
-        self._warned: dict[str, str] = {}
+        self._warned: dict[str, set[str]] = {}
         self._stat: dict[str, tuple[int, int]] = {}
 
     def rel(self, path: Path) -> str | None:
@@ -64,8 +64,9 @@ class Folder:
 
     def warn(self, path: str, message: str) -> Skip:
         """Warn once per file and message."""
-        if self._warned.get(path) != message:
-            self._warned[path] = message
+        said = self._warned.setdefault(path, set())
+        if message not in said:
+            said.add(message)
             self._warn_cb(path, message)
         return SKIP
 

@@ -9,7 +9,7 @@ and what it syncs, and goes on working offline (edits are recorded in ``DIR/.wef
 sent when the server is back). With ``--once`` it syncs until the folder and the server
 agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input). Every flag also
 reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
-``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``.
+``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_DEVICE_ID``.
 """
 
 from __future__ import annotations
@@ -60,12 +60,31 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+DESCRIPTION = """\
+Keep a folder and a project in step: text files <-> documents.
+
+Without --once it keeps running: it watches the folder, shows the connection state and
+what it syncs, and goes on working offline (edits are recorded in DIR/.weft/ and sent
+when the server is back). With --once it syncs until the folder and the server agree,
+then exits 0 (1 on failure or --timeout, 2 on bad input).
+
+Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
+(gitignore syntax). Binary and non-UTF-8 files are skipped with a warning. A local file
+that meets a different document at the same path, with no shared history, is recorded
+as a conflict: the server's version stays, and yours is kept in the conflict record and
+in DIR/.weft/conflicts/.
+
+Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
+WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_DEVICE_ID.
+"""
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``weft sync``."""
     p = sub.add_parser(
         "sync",
         help="keep a folder and a project in step",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument

@@ -230,15 +230,18 @@ class Workspace(Listener):
 
     # --- local changes --------------------------------------------------------------------
 
-    def ingest(self, path: str) -> None:
-        """Take in the file's current text as local edits of its document."""
+    def ingest(self, path: str) -> bool:
+        """Take in the file's current text as local edits of its document; False when
+        the file is there but not synced (binary, too big...): it must not be written."""
         entry = self.device.entries.get(path)
         if entry is None or path in self.creating:
-            return
+            return True
         text = self.folder.read(path)
         shadow = self.disk.get(path)
-        if isinstance(text, Skip) or text == shadow:
-            return
+        if isinstance(text, Skip):
+            return False
+        if text == shadow:
+            return True
         if text is None:
             if not entry.deleted:
                 with entry.doc.transaction():
@@ -247,7 +250,7 @@ class Workspace(Listener):
                         del entry.text[0 : len(entry.text)]
                 self.emit(Event("deleted", f"deleted {path}", path))
             self._remember(path, None)
-            return
+            return True
         current = str(entry.text)
         if entry.deleted or shadow is None or current == shadow:
             target = text
@@ -262,6 +265,7 @@ class Workspace(Listener):
             self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))
         if target != text:
             self._schedule_write(path)
+        return True
 
     def _remember(self, path: str, text: str | None) -> None:
         """``text`` is on disk now; store it as the shadow once the doc's history has it."""
@@ -312,7 +316,9 @@ class Workspace(Listener):
                 self._start_create(path)
                 return
             self.tracked.add(path)
-        self.ingest(path)
+        if not self.ingest(path):
+            self.folder.warn(path, f"not writing {path}: the file there is not synced text")
+            return
         if entry.unrecorded:  # the local edit just taken in goes to the history first
             self._schedule_write(path)
             return

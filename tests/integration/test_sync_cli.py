@@ -172,3 +172,22 @@ def test_bad_input_is_refused_with_exit_code_2(server: ServerProcess, tmp_path: 
     assert sync_once(folder, server.ws_url, TENANT, "bound").returncode == 0
     other = sync_once(folder, server.ws_url, TENANT, "another")
     assert other.returncode == 2 and "already syncs project acme/bound" in other.stdout
+
+
+def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "data.txt").write_text("text at first\n")
+    once(server, a, "turned")
+    once(server, b, "turned")
+    (b / "data.txt").write_bytes(b"\x00\x01 binary now")
+    (a / "data.txt").write_text("text at first\nand more from a\n")
+    once(server, a, "turned")
+    out = once(server, b, "turned")
+    assert "skipping data.txt: binary file" in out
+    assert "not writing data.txt" in out
+    assert (b / "data.txt").read_bytes() == b"\x00\x01 binary now"
+    assert get_text(doc_url(server, "turned", "data.txt")) == "text at first\nand more from a\n"
