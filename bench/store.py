@@ -49,10 +49,11 @@ class Sizes:
     append: dict[int, int]  # updates appended per batch size
     doc: int  # updates in the replayed document
     reps: int  # timed replays at head and at random versions
+    rounds: int  # interleaved append runs per batch size (medians are reported)
 
 
-FULL = Sizes({1: 300, 10: 2_000, 100: 20_000, 1000: 40_000}, 100_000, 40)
-QUICK = Sizes({1: 60, 10: 400, 100: 3_000, 1000: 6_000}, 10_000, 15)
+FULL = Sizes({1: 200, 10: 2_000, 100: 10_000, 1000: 20_000}, 100_000, 40, 5)
+QUICK = Sizes({1: 50, 10: 300, 100: 2_000, 1000: 4_000}, 10_000, 15, 3)
 SNAPSHOT_EVERY = 1000
 TENANT, PROJECT = "bench", "store"
 
@@ -149,30 +150,43 @@ def raw_log(path: Path, updates: list[bytes], batch: int) -> float:
     return elapsed
 
 
-async def bench_append(workdir: Path, sizes: dict[int, int]) -> dict[int, dict[str, float]]:
+async def bench_append(
+    workdir: Path, sizes: dict[int, int], rounds: int
+) -> dict[int, dict[str, float]]:
+    """Per batch size, ``rounds`` interleaved runs of weft and both peers (the order
+    rotates each round, each run on a fresh file); medians, and the median of the
+    per-round ratios, so a busy moment on this shared machine hits both sides."""
     out = {}
     for batch in BATCHES:
         updates = typing(sizes[batch], seed=batch)
         rows = await weft_rows(workdir / f"capture-{batch}.db", updates, batch)
-        # Alternate who goes first so neither always gets the warmer disk cache.
-        raw_first = batch in (10, 1000)
-        if raw_first:
-            rows_s = raw_rows(workdir / f"raw-rows-{batch}.db", rows)
-        weft_s = await weft_append(workdir / f"weft-{batch}.db", updates, batch)
-        if not raw_first:
-            rows_s = raw_rows(workdir / f"raw-rows-{batch}.db", rows)
-        log_s = raw_log(workdir / f"raw-log-{batch}.db", updates, batch)
+        runs: dict[str, list[float]] = {"weft": [], "rows": [], "log": []}
+        for r in range(rounds):
+            order = ["weft", "rows", "log"]
+            for name in order[r % 3 :] + order[: r % 3]:
+                path = workdir / f"{name}-{batch}-{r}.db"
+                if name == "weft":
+                    runs[name].append(await weft_append(path, updates, batch))
+                elif name == "rows":
+                    runs[name].append(raw_rows(path, rows))
+                else:
+                    runs[name].append(raw_log(path, updates, batch))
         n = len(updates)
         out[batch] = {
             "updates": n,
             "rows": sum(len(r) for r in rows),
-            "weft_per_s": n / weft_s,
-            "raw_rows_per_s": n / rows_s,
-            "raw_log_per_s": n / log_s,
-            "ratio": rows_s / weft_s,
-            "ratio_vs_log": log_s / weft_s,
+            "weft_per_s": n / statistics.median(runs["weft"]),
+            "raw_rows_per_s": n / statistics.median(runs["rows"]),
+            "raw_log_per_s": n / statistics.median(runs["log"]),
+            "ratio": _median_ratio(runs["rows"], runs["weft"]),
+            "ratio_vs_log": _median_ratio(runs["log"], runs["weft"]),
         }
     return out
+
+
+def _median_ratio(peer: list[float], weft: list[float]) -> float:
+    """Median over rounds of peer seconds / weft seconds (weft's share of peer speed)."""
+    return statistics.median(p / w for p, w in zip(peer, weft, strict=True))
 
 
 # --- replay --------------------------------------------------------------------------
@@ -329,7 +343,7 @@ async def main(quick: bool) -> None:
     sizes = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="weft-bench-", dir=os.environ.get("TMPDIR")) as tmp:
         workdir = Path(tmp)
-        append = await bench_append(workdir, sizes.append)
+        append = await bench_append(workdir, sizes.append, sizes.rounds)
         stamps, log_bytes = await build_doc(workdir / "replay.db", sizes.doc)
         replay = await asyncio.to_thread(run_child, workdir / "replay.db", stamps, sizes.reps)
     print(json.dumps(report(append, replay, sizes.doc, log_bytes, quick)))
