@@ -24,7 +24,7 @@ def hs(**overrides: object) -> str:
         "tenant": "acme",
         "projects": "*",
         "scope": "write",
-        "exp": int(time.time()) + 60,
+        "exp": int(time.time()) + 86_400,  # parametrize builds tokens at collection time
     }
     claims.update(overrides)
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, SECRET, "HS256")
