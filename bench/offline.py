@@ -16,7 +16,7 @@
 2. First sync. A folder of ``--files`` small files is synced into an empty project with
    ``weft sync --once``: files/s as the command reports it (from start of sync to done)
    and over the whole process's wall time (goal >= 200 files/s). Peer: the bare
-   protocol, y-websocket frames from Python (32 connections at a time: connect, sync,
+   protocol, y-websocket frames from Python (96 connections at a time: connect, sync,
    send the file's update, wait for the server's ack, close): no local history, no
    folder, the ceiling the client works under.
 
@@ -284,8 +284,8 @@ def bench_first_sync(workdir: Path, files: int) -> dict[str, Any]:
 
 
 async def raw_upload(server: ServerProcess, files: int) -> float:
-    """Upload ``files`` documents over the bare protocol, 32 at a time; files/s."""
-    slots = asyncio.Semaphore(32)
+    """Upload ``files`` documents over the bare protocol, 96 at a time; files/s."""
+    slots = asyncio.Semaphore(96)  # as many at a time as weft sync connects
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
         async with slots:

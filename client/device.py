@@ -68,7 +68,7 @@ class Device:
         max_backoff: float = 10.0,
         poll_seconds: float | None = 1.0,
         idle_seconds: float | None = None,
-        max_connecting: int = 32,
+        max_connecting: int = 96,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.server = server if isinstance(server, ServerURL) else ServerURL.parse(server)

@@ -9,7 +9,8 @@ and what it syncs, and goes on working offline (edits are recorded in ``DIR/.wef
 sent when the server is back). With ``--once`` it syncs until the folder and the server
 agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input). Every flag also
 reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
-``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_DEVICE_ID``.
+``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_SYNC_IDLE_CLOSE``,
+``WEFT_DEVICE_ID``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ as a conflict: the server's version stays, and yours is kept in the conflict rec
 in DIR/.weft/conflicts/.
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
-WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_DEVICE_ID.
+WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
 """
 
 
@@ -107,6 +108,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=_env_float("WEFT_SYNC_POLL", 1.0),
         help="how often to check the project's document list, seconds (default 1)",
     )
+    a(
+        "--idle-close",
+        type=float,
+        default=_env_float("WEFT_SYNC_IDLE_CLOSE", 60.0),
+        help="close a document's connection after SECONDS without activity; changes to it "
+        "are still noticed through the document list (default 60)",
+    )
     a("--device-id", default=os.environ.get("WEFT_DEVICE_ID"), help="name this device")
     a("-q", "--quiet", action="store_true", help="print only warnings, conflicts and errors")
     a("-v", "--verbose", action="store_true", help="print every file synced, and debug logs")
@@ -128,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         err.print(f"weft sync: {root} is not a directory")
         return 2
-    if args.max_backoff <= 0 or args.poll <= 0 or (args.timeout is not None and args.timeout <= 0):
-        err.print("weft sync: --max-backoff, --poll and --timeout must be positive")
+    if min(args.max_backoff, args.poll, args.timeout or 1) <= 0 or args.idle_close < 0:
+        err.print("weft sync: --max-backoff, --poll, --timeout and --idle-close must be positive")
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -240,7 +248,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         on_event=ui.event,
         max_backoff=args.max_backoff,
         poll_seconds=args.poll,
-        idle_seconds=0.0 if args.once else None,
+        idle_seconds=0.0 if args.once else args.idle_close,
         device_id=args.device_id,
     )
     stop = asyncio.Event()

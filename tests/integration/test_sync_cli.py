@@ -112,16 +112,17 @@ def test_ignored_binary_and_undecodable_files_are_skipped_with_one_warning(
     assert sorted(d["path"] for d in docs) == [".weftignore", "kept.txt"]
 
 
+@pytest.mark.parametrize("idle_close", ["60", "0.1"])  # live links; links closed when idle
 def test_edits_deletes_and_renames_follow_a_running_sync(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path, idle_close: str
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     (a / "one.txt").write_text("first line\nsecond line\n")
     (a / "two.txt").write_text("to be renamed\n")
-    project = "live"
-    args = ["--poll", "0.2"]
+    project = f"live{idle_close.replace('.', '')}"
+    args = ["--poll", "0.2", "--idle-close", idle_close]
     devices = [start_sync(f, server.ws_url, TENANT, project, args=args) for f in (a, b)]
     try:
         for device in devices:
