@@ -109,6 +109,7 @@ class Folder:
             return self.warn(path, f"skipping {path}: symbolic links are not synced")
         if not stat.S_ISREG(info.st_mode):
             return None if stat.S_ISDIR(info.st_mode) else SKIP
+        self._stat[path] = (info.st_mtime_ns, info.st_size)
         if info.st_size > self.max_file_bytes:
             return self.warn(
                 path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
@@ -126,7 +127,6 @@ class Folder:
         except UnicodeDecodeError:
             return self.warn(path, f"skipping {path}: not valid UTF-8 text")
         self._warned.pop(path, None)
-        self._stat[path] = (info.st_mtime_ns, info.st_size)
         return text
 
     def unchanged(self, path: str) -> bool:

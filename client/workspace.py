@@ -119,7 +119,7 @@ class Workspace(Listener):
         )
         for path in self.folder.scan():
             if path not in self.tracked:
-                self._start_create(path)
+                self._maybe_create(path)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -225,8 +225,8 @@ class Workspace(Listener):
                 unchanged = self.folder.unchanged(path) and self.disk.get(path) is not None
                 if not (rescan and unchanged):
                     self.ingest(path)
-            elif path not in self.creating and self.folder.exists(path):
-                self._start_create(path)
+            elif not (rescan and self.folder.unchanged(path)):
+                self._maybe_create(path)
 
     # --- local changes --------------------------------------------------------------------
 
@@ -311,8 +311,12 @@ class Workspace(Listener):
             self.device.after_recorded(lambda: self._write(path))
             return
         self._writes.discard(path)
-        if path not in self.tracked:
-            if self.folder.exists(path):
+        if path not in self.tracked:  # the server's document meets a local file
+            local = self.folder.read(path)
+            if isinstance(local, Skip):
+                self.folder.warn(path, f"not writing {path}: the file there is not synced text")
+                return
+            if local is not None:
                 self._start_create(path)
                 return
             self.tracked.add(path)
@@ -346,6 +350,14 @@ class Workspace(Listener):
         self.emit(Event("remote", f"{path} updated", path))
 
     # --- files this device has no history for ---------------------------------------------
+
+    def _maybe_create(self, path: str) -> None:
+        """A file with no document here: start creating one if it is synced text."""
+        if path in self.creating:
+            return
+        text = self.folder.read(path)
+        if text is not None and not isinstance(text, Skip):
+            self._start_create(path)
 
     def _start_create(self, path: str) -> None:
         if path in self.creating:
@@ -388,8 +400,8 @@ class Workspace(Listener):
 
     async def _create_later(self, path: str) -> None:
         await asyncio.sleep(1.0)
-        if path not in self.tracked and self.folder.exists(path):
-            self._start_create(path)
+        if path not in self.tracked:
+            self._maybe_create(path)
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
         current = str(entry.text)
