@@ -1,10 +1,585 @@
-"""Subcommands of ``weft`` (being built: see the issue tracker)."""
+"""Time travel from the command line: ``weft history | show | diff | blame | restore | revert``.
+
+Every command reads a project either through a server's REST API (``--server URL
+--tenant T --project P [--token TOKEN]``) or straight from a store (``--store URL
+--tenant T --project P``, for operators), and prints data as JSON with ``--json``.
+Flags also read ``WEFT_SERVER``, ``WEFT_STORE``, ``WEFT_TENANT``, ``WEFT_PROJECT`` and
+``WEFT_TOKEN`` (a flag wins; ``--server`` and ``--store`` together are refused).
+
+A version (``--at``, ``--since``, ``--until``, ``--from``, ``--to``) is a versionstamp
+(24 hex digits), an ISO-8601 time (naive: UTC; not in the future) or ``head``.
+
+Exit codes: 0 ok, 1 failure (server unreachable, refused token, store error), 2 bad input
+(malformed version, unknown path, a version before the document existed, a non-empty
+``--out`` without ``--force``): a message on stderr, nothing written.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import getpass
+import json
+import os
+import socket
+import sys
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+from blake3 import blake3
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from client.remote import ServerURL, auth_headers
+from crdt import timetravel as tt
+from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, WeftError
+from crdt.history import History
+from crdt.keys import check_name, normalise_path
+from crdt.kv import open_engine
+
+TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+COMMANDS = ("history", "show", "diff", "blame", "restore", "revert")
+
+
+class BadInput(WeftError, ValueError):
+    """The user's input is wrong (exit 2)."""
+
+
+class Failed(WeftError):
+    """The operation could not be done (exit 1)."""
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("where the project lives (one of --server or --store)")
+    g.add_argument("--server", help="server URL, http(s):// or ws(s):// (WEFT_SERVER)")
+    g.add_argument("--store", help="a store URL, e.g. sqlite:///weft-data/weft.db (WEFT_STORE)")
+    g.add_argument("--tenant", default=os.environ.get("WEFT_TENANT"), help="(WEFT_TENANT)")
+    g.add_argument("--project", default=os.environ.get("WEFT_PROJECT"), help="(WEFT_PROJECT)")
+    g.add_argument(
+        "--token", default=os.environ.get("WEFT_TOKEN"), help="with --server (WEFT_TOKEN)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``history``, ``show``, ``diff``, ``blame``, ``restore`` and ``revert``."""
+    common = [_common()]
+    fmt = argparse.RawDescriptionHelpFormatter
+    version = "a versionstamp (24 hex digits), an ISO-8601 time or head"
+
+    p = sub.add_parser(
+        "history", parents=common, formatter_class=fmt, help="list a document's versions"
+    )
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--limit", type=int, default=50, help="versions per page (default 50)")
+    p.add_argument("--since", help=f"only versions after this one: {version}")
+    p.add_argument("--until", help=f"only versions up to this one: {version}")
+    p.set_defaults(handler=_handler(run_history))
+
+    p = sub.add_parser("show", parents=common, help="print a document as it was")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--at", default=tt.HEAD, help=f"{version} (default head)")
+    p.set_defaults(handler=_handler(run_show))
+
+    p = sub.add_parser("diff", parents=common, help="unified diff between two versions")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--from", dest="old", required=True, help=version)
+    p.add_argument("--to", dest="new", default=tt.HEAD, help=f"{version} (default head)")
+    p.set_defaults(handler=_handler(run_diff))
+
+    p = sub.add_parser("blame", parents=common, help="who wrote each line")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--at", default=tt.HEAD, help=f"{version} (default head)")
+    p.set_defaults(handler=_handler(run_blame))
+
+    p = sub.add_parser(
+        "restore", parents=common, help="write the whole project as it was into a folder"
+    )
+    p.add_argument("--at", required=True, help=version)
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    p.set_defaults(handler=_handler(run_restore))
+
+    p = sub.add_parser(
+        "revert",
+        parents=common,
+        help="make a document (or, without PATH, the project) what it was",
+        description="A new update (history is never rewritten) that makes PATH's content "
+        "what it was at --to; without PATH every document of the project (documents "
+        "created since are deleted, deleted ones restored). Undo it with another revert.",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("--to", required=True, help=version)
+    p.add_argument("--user", help="author, with --store (default: your login name)")
+    p.add_argument("--device", default=socket.gethostname() or "cli", help="device name")
+    p.set_defaults(handler=_handler(run_revert))
+
+
+Run = Callable[[argparse.Namespace, "Backend", Console], Coroutine[Any, Any, int]]
+
+
+def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
+    def handle(args: argparse.Namespace) -> int:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        name = f"weft {args.command}"
+        try:
+            return asyncio.run(_with_backend(args, run, err))
+        except BadInput as exc:
+            err.print(f"{name}: {exc}", markup=False)
+            return 2
+        except (ProtocolError, BadPath, NotFound) as exc:  # bad versions, paths, names
+            err.print(f"{name}: {exc}", markup=False)
+            return 2
+        except PermissionDenied as exc:
+            err.print(f"{name}: {exc}", markup=False)
+            return 1
+        except (Failed, WeftError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+            err.print(f"{name}: {exc or type(exc).__name__}", markup=False)
+            return 1
+
+    return handle
+
+
+async def _with_backend(args: argparse.Namespace, run: Run, err: Console) -> int:
+    async with open_backend(args) as backend:
+        return await run(args, backend, err)
+
+
+def _where(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    server, store = args.server, args.store
+    if server and store:
+        raise BadInput("give either --server or --store, not both")
+    if not server and not store:
+        server, store = os.environ.get("WEFT_SERVER"), os.environ.get("WEFT_STORE")
+        if server and store:
+            raise BadInput("WEFT_SERVER and WEFT_STORE are both set: pass --server or --store")
+    if not server and not store:
+        raise BadInput("say where the project is: --server URL or --store URL")
+    return server, store
+
+
+@asynccontextmanager
+async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
+    """The API or the store, checked before anything is read."""
+    server, store = _where(args)
+    missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
+    if missing:
+        raise BadInput(f"missing {' and '.join(missing)}")
+    tenant, project = check_name("tenant", args.tenant), check_name("project", args.project)
+    if server:
+        try:
+            url = ServerURL.parse(server)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+            yield ApiBackend(http, url, tenant, project, args.token)
+    else:
+        assert store is not None
+        _check_store(store)
+        async with open_engine(store) as kv:
+            history = History(kv)
+            await history.init()
+            yield StoreBackend(history, tenant, project)
+
+
+def _check_store(url: str) -> None:
+    """A SQLite store must exist: reading from a mistyped path must not create one."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.split("?", 1)[0][len("sqlite:///") :])
+        if not path.is_file():
+            raise BadInput(f"no store at {path} (from --store {url})")
+
+
+def _version(text: str | None) -> tt.Version | None:
+    return None if text is None else tt.parse_version(text)
+
+
+# --- backends: the same data from the API or from the store -------------------------------
+
+
+class Backend(Protocol):
+    async def history(
+        self, path: str, limit: int, since: tt.Version | None, until: tt.Version | None
+    ) -> dict[str, Any]: ...
+
+    async def show(self, path: str, at: tt.Version) -> dict[str, Any]: ...
+
+    async def diff(self, path: str, old: tt.Version, new: tt.Version) -> dict[str, Any]: ...
+
+    async def blame(self, path: str, at: tt.Version) -> dict[str, Any]: ...
+
+    def restore(self, at: tt.Version, progress: Callable[[int], None]) -> AsyncIterator[Restored]:
+        """Files as ``("file", path, data, vs)``, then ``("manifest", ...)`` once."""
+        ...
+
+    async def revert(
+        self, path: str | None, to: tt.Version, user: str | None, device: str
+    ) -> dict[str, Any]: ...
+
+
+Restored = tuple[str, str, bytes, str]
+
+
+class StoreBackend:
+    """Straight from the store (an operator's view: no token, no server needed)."""
+
+    def __init__(self, history: History, tenant: str, project: str) -> None:
+        self.store, self.tenant, self.project = history, tenant, project
+
+    async def _ref(self, path: str) -> Any:
+        return await self.store.doc(self.tenant, self.project, path)
+
+    async def history(
+        self, path: str, limit: int, since: tt.Version | None, until: tt.Version | None
+    ) -> dict[str, Any]:
+        page = await tt.history_page(
+            self.store, await self._ref(path), limit=limit, since=since, until=until
+        )
+        return page.to_dict()
+
+    async def show(self, path: str, at: tt.Version) -> dict[str, Any]:
+        found = await tt.doc_at(self.store, await self._ref(path), at)
+        return {"path": found.path, "versionstamp": found.versionstamp.hex(), "text": found.text}
+
+    async def diff(self, path: str, old: tt.Version, new: tt.Version) -> dict[str, Any]:
+        ref = await self._ref(path)
+        a, b = await tt.doc_at(self.store, ref, old), await tt.doc_at(self.store, ref, new)
+        return {
+            "path": ref.path,
+            "from": a.versionstamp.hex(),
+            "to": b.versionstamp.hex(),
+            "diff": tt.unified_diff(ref.path, a, b),
+        }
+
+    async def blame(self, path: str, at: tt.Version) -> dict[str, Any]:
+        return (await tt.blame(self.store, await self._ref(path), at)).to_dict()
+
+    async def restore(
+        self, at: tt.Version, progress: Callable[[int], None]
+    ) -> AsyncIterator[Restored]:
+        cut = await tt.cut_at(self.store, self.tenant, self.project, at)
+        progress(len(cut.paths))
+        entries = []
+        async for file in tt.files(self.store, cut):
+            entries.append(file.manifest_entry())
+            yield "file", file.path, file.data, file.versionstamp.hex()
+        body = json.dumps(tt.manifest(cut, entries), indent=2) + "\n"
+        yield "manifest", tt.MANIFEST_NAME, body.encode(), cut.versionstamp.hex()
+
+    async def revert(
+        self, path: str | None, to: tt.Version, user: str | None, device: str
+    ) -> dict[str, Any]:
+        who = user or _login()
+        if path is not None:
+            ref = await self._ref(path)
+            done = [await tt.revert_doc(self.store, ref, to, user=who, device=device)]
+        else:
+            done = await tt.revert_project(
+                self.store, self.tenant, self.project, to, user=who, device=device
+            )
+        return {"to": str(to), "reverted": [r.to_dict() for r in done]}
+
+
+class ApiBackend:
+    """Through a server's REST API (``server/timetravel_api.py``, ``server/api.py``)."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        server: ServerURL,
+        tenant: str,
+        project: str,
+        token: str | None,
+    ) -> None:
+        self.http, self.server, self.tenant, self.project = http, server, tenant, project
+        self.headers = auth_headers(token)
+
+    def _url(self, route: str, path: str | None = None) -> str:
+        parts = [route, *normalise_path(path).split("/")] if path is not None else [route]
+        url = self.server.api(self.tenant, self.project, *parts)
+        return url
+
+    async def _get(self, url: str, **params: str) -> Any:
+        async with self.http.get(url, params=params, headers=self.headers) as response:
+            return await _answer(response)
+
+    async def history(
+        self, path: str, limit: int, since: tt.Version | None, until: tt.Version | None
+    ) -> dict[str, Any]:
+        params = {"limit": str(limit)}
+        if since is not None:
+            params["since"] = since.label
+        if until is not None:
+            params["until"] = until.label
+        result: dict[str, Any] = await self._get(self._url("history", path), **params)
+        return result
+
+    async def show(self, path: str, at: tt.Version) -> dict[str, Any]:
+        params = {"format": "json"} if at.is_head else {"format": "json", "at": at.label}
+        result: dict[str, Any] = await self._get(self._url("docs", path), **params)
+        return result
+
+    async def diff(self, path: str, old: tt.Version, new: tt.Version) -> dict[str, Any]:
+        params = {"from": old.label, "to": new.label, "format": "json"}
+        result: dict[str, Any] = await self._get(self._url("diff", path), **params)
+        return result
+
+    async def blame(self, path: str, at: tt.Version) -> dict[str, Any]:
+        result: dict[str, Any] = await self._get(self._url("blame", path), at=at.label)
+        return result
+
+    async def restore(
+        self, at: tt.Version, progress: Callable[[int], None]
+    ) -> AsyncIterator[Restored]:
+        url = self._url("export")
+        async with self.http.get(url, params={"at": at.label}, headers=self.headers) as response:
+            if response.status != 200:
+                await _answer(response)
+            total = response.headers.get("X-Weft-Documents", "")
+            progress(int(total) if total.isdigit() else 0)
+            vs = response.headers.get("X-Weft-Versionstamp", "")
+            async for name, data in _untar(response.content):
+                kind = "manifest" if name == tt.MANIFEST_NAME else "file"
+                yield kind, name, data, vs
+
+    async def revert(
+        self, path: str | None, to: tt.Version, user: str | None, device: str
+    ) -> dict[str, Any]:
+        if user is not None:
+            raise BadInput("--user is for --store: through a server, the token names the author")
+        body: dict[str, Any] = {"to": to.label, "device": device}
+        if path is not None:
+            body["path"] = normalise_path(path)
+        url = self._url("revert")
+        async with self.http.post(url, json=body, headers=self.headers) as response:
+            result: dict[str, Any] = await _answer(response)
+            return result
+
+
+async def _answer(response: aiohttp.ClientResponse) -> Any:
+    """The JSON (or text) of a 2xx answer; weft's JSON errors become exceptions."""
+    if response.status < 300:
+        if response.content_type == "application/json":
+            return await response.json()
+        return await response.text()
+    try:
+        error = (await response.json())["error"]
+        message = f"{error['message']} ({response.status} {error['code']})"
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        message = f"the server answered {response.status} {response.reason}"
+    if response.status in (400, 404, 413):
+        raise BadInput(message)
+    if response.status in (401, 403):
+        raise PermissionDenied(message)
+    raise Failed(message)
+
+
+async def _untar(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes]]:
+    """Regular files of a tar stream, one at a time (PAX headers for long names)."""
+    pending_name: str | None = None
+    while True:
+        header = await _read_exactly(stream, 512)
+        if header is None or header == b"\0" * 512:
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.TarError as exc:
+            raise Failed(f"the export is not a tar stream: {exc}") from None
+        data = await _read_exactly(stream, info.size + (-info.size % 512))
+        if data is None:
+            raise Failed("the export stream ended in the middle of a file")
+        data = data[: info.size]
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            pending_name = _pax_path(data) or pending_name
+            continue
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise Failed(f"the export holds a non-file member {info.name!r}")
+        yield pending_name or info.name, data
+        pending_name = None
+
+
+def _pax_path(data: bytes) -> str | None:
+    pos = 0
+    while pos < len(data):
+        length = int(data[pos : data.index(b" ", pos)])
+        record = data[pos : pos + length]
+        key, _, value = record[record.index(b" ") + 1 : -1].partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8", "surrogateescape")
+        pos += length
+    return None
+
+
+async def _read_exactly(stream: aiohttp.StreamReader, n: int) -> bytes | None:
+    try:
+        return await stream.readexactly(n)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise Failed("the export stream ended in the middle of a file") from None
+        return None
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+async def run_history(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    if not 1 <= args.limit <= 10_000:
+        raise BadInput("--limit must be between 1 and 10000")
+    page = await backend.history(args.path, args.limit, _version(args.since), _version(args.until))
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for v in page["versions"]:
+        note = {True: "deleted", False: "restored", None: ""}[v["deleted"]]
+        note += (" revert" if note else "revert") if v["revert"] else ""
+        print(
+            f"{v['versionstamp']}  {v['time']}  {v['user']:<12} {v['device']:<14} "
+            f"{v['size']:>7} B  {note}".rstrip()
+        )
+    if page["next_until"]:
+        err.print(f"(more: --until {page['next_until']})", markup=False)
+    return 0
+
+
+async def run_show(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    found = await backend.show(args.path, tt.parse_version(args.at))
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        sys.stdout.write(found["text"])
+        sys.stdout.flush()
+    return 0
+
+
+async def run_diff(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    old, new = tt.parse_version(args.old), tt.parse_version(args.new)
+    found = await backend.diff(args.path, old, new)
+    if args.json:
+        print(json.dumps(found, indent=2))
+    else:
+        sys.stdout.write(found["diff"])
+    return 0
+
+
+async def run_blame(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    found = await backend.blame(args.path, tt.parse_version(args.at))
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    width = len(str(len(found["lines"])))
+    out = []
+    for line in found["lines"]:
+        if line["versionstamp"] is None:
+            who = f"{'?' * 24} ({'unknown':<12} {'':<14} {'':<29})"
+        else:
+            who = f"{line['versionstamp']} ({line['user']:<12} {line['device']:<14} {line['time']})"
+        out.append(f"{who} {line['line']:>{width}}) {line['text']}\n")
+    sys.stdout.write("".join(out))
+    return 0
+
+
+async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    out: Path = args.out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise BadInput(f"--out {out} is not empty (use --force to write into it)")
+    at = tt.parse_version(args.at)
+    columns = (
+        TextColumn("restoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[path]}"),
+        TimeElapsedColumn(),
+    )  # fmt: skip
+    written: dict[str, str] = {}
+    manifest: dict[str, Any] | None = None
+    with Progress(*columns, console=err, transient=True, disable=args.json) as bar:
+        task = bar.add_task("restore", total=None, path="")
+        async for kind, name, data, _vs in backend.restore(at, lambda n: bar.update(task, total=n)):
+            if kind == "manifest":
+                manifest = json.loads(data)
+                _write(out, name, data)
+                continue
+            written[name] = blake3(data).hexdigest()
+            _write(out, name, data)
+            bar.update(task, advance=1, path=name)
+    if manifest is None:
+        raise Failed("the restore ended without its manifest: the output is incomplete")
+    listed = {f["path"]: f["blake3"] for f in manifest["files"]}
+    if listed != written:
+        raise Failed("the files written do not match the manifest: the output is incomplete")
+    summary = {"out": str(out), "versionstamp": manifest["versionstamp"], "files": len(written)}
+    if args.json:
+        print(json.dumps({**summary, "manifest": manifest}, indent=2))
+    else:
+        err.print(
+            f"restored {len(written)} files of {manifest['tenant']}/{manifest['project']} at "
+            f"{manifest['versionstamp']} into {out} (manifest: {tt.MANIFEST_NAME})",
+            markup=False,
+        )
+    return 0
+
+
+def _write(root: Path, name: str, data: bytes) -> None:
+    """Write ``root/name`` atomically; ``name`` must be a normalised relative path that
+    stays inside ``root`` (no symlinked folder on the way)."""
+    try:
+        rel = normalise_path(name)
+    except BadPath as exc:
+        raise Failed(f"refusing to write {name!r}: {exc}") from None
+    target = root / rel
+    root.mkdir(parents=True, exist_ok=True)
+    base = root.resolve()
+    parent = target.parent
+    parts = rel.split("/")
+    for depth in range(1, len(parts)):
+        step = root.joinpath(*parts[:depth])
+        if step.is_symlink() or (step.exists() and not step.is_dir()):
+            raise Failed(f"cannot write {rel}: {step} is a file or a symlink")
+    parent.mkdir(parents=True, exist_ok=True)
+    if not parent.resolve().is_relative_to(base):
+        raise Failed(f"refusing to write {rel} outside {root}")
+    if target.is_dir() or target.is_symlink():
+        raise Failed(f"cannot write {rel}: a folder or a symlink is in the way")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".weft-restore-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    to = tt.parse_version(args.to)
+    path = normalise_path(args.path) if args.path is not None else None
+    found = await backend.revert(path, to, args.user, args.device)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    changed = [r for r in found["reverted"] if r["changed"]]
+    for r in found["reverted"]:
+        if not r["changed"]:
+            continue
+        what = "deleted" if r["deleted"] else f"reverted to {r['target']}"
+        print(f"{r['path']}: {what} (new version {r['versionstamp']})")
+    if not changed:
+        target = path or "the project"
+        err.print(f"nothing to revert: {target} is already as it was at {to}", markup=False)
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "weft"

@@ -1,9 +1,216 @@
-"""Time-travel routes under /api/v1/{tenant}/{project}/ (being built)."""
+"""Time travel over REST, under ``/api/v1/{tenant}/{project}/`` (see :mod:`crdt.timetravel`).
+
+A version (``since``, ``until``, ``from``, ``to``, ``at``) is a versionstamp (24 hex
+digits), an ISO-8601 time (naive: UTC; the future is refused) or ``head``.
+
+- ``GET history/{path}?limit=50&since=&until=``: ``{"path", "versions": [{"versionstamp",
+  "time", "ms", "user", "device", "size", "deleted", "revert"}], "next_until"}``, newest
+  first; ``since`` is exclusive, ``until`` inclusive; ``next_until`` (or null) continues.
+- ``GET diff/{path}?from=&to=``: a unified diff, ``text/plain`` (``?format=json``:
+  ``{"path", "from", "to", "diff"}`` with the two versionstamps).
+- ``GET blame/{path}?at=``: ``{"path", "versionstamp", "lines": [{"line", "text",
+  "versionstamp", "user", "device", "time"}]}``.
+- ``GET export?at=``: the project at that cut as a tar stream (``application/x-tar``),
+  its last member ``.weft-manifest.json`` (path, blake3, versionstamp per file).
+- ``POST revert`` (write scope), body ``{"to", "path"?, "device"?}``: a new update per
+  document that makes it what it was at ``to`` (without ``path``: the whole project;
+  documents created after ``to`` are deleted, deleted ones restored). ``{"to",
+  "reverted": [{"path", "target", "versionstamp", "changed", "deleted"}]}``. The updates
+  go through the group-commit writer and carry a ``revert/<instance>`` session, so every
+  loaded room (of every instance) applies them from the log and broadcasts them to its
+  editors.
+
+The text at a version is ``GET docs/{path}?at=`` (:mod:`server.api`). Read scope for
+reads, write scope for revert; errors are the JSON errors of :mod:`server.api`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import tarfile
+import time
+from typing import Any
+
 from aiohttp import web
+
+from crdt import timetravel as tt
+from crdt.errors import ProtocolError
+from crdt.history import Append, Appended
+from server.api import _names, error_response
+from server.appkeys import HISTORY, SETTINGS, WRITER
+from server.auth import require
+from server.writer import WriterClosed
+
+log = logging.getLogger("weft.timetravel")
+MAX_DEVICE = 64
+_TAR_BLOCK = 512
+
+
+def _version(request: web.Request, name: str, default: str | None = None) -> tt.Version:
+    value = request.query.get(name, default)
+    if value is None:
+        raise ProtocolError(f"?{name}= is required (a versionstamp, an ISO-8601 time or head)")
+    return tt.parse_version(value)
+
+
+async def history(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit():
+        raise ProtocolError(f"?limit= must be a number, not {raw_limit!r}")
+    since = _version(request, "since") if "since" in request.query else None
+    until = _version(request, "until") if "until" in request.query else None
+    ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
+    page = await tt.history_page(
+        request.app[HISTORY], ref, limit=int(raw_limit), since=since, until=until
+    )
+    return web.json_response(page.to_dict())
+
+
+async def diff(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    old, new = _version(request, "from"), _version(request, "to", tt.HEAD)
+    store = request.app[HISTORY]
+    ref = await store.doc(tenant, project, request.match_info["path"])
+    a = await tt.doc_at(store, ref, old)
+    b = await tt.doc_at(store, ref, new)
+    text = tt.unified_diff(ref.path, a, b)
+    stamps = {"from": a.versionstamp.hex(), "to": b.versionstamp.hex()}
+    if request.query.get("format") == "json":
+        return web.json_response({"path": ref.path, **stamps, "diff": text})
+    headers = {"X-Weft-From": stamps["from"], "X-Weft-To": stamps["to"]}
+    return web.Response(text=text, headers=headers)
+
+
+async def blame(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    version = _version(request, "at", tt.HEAD)
+    ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
+    result = await tt.blame(request.app[HISTORY], ref, version)
+    return web.json_response(result.to_dict())
+
+
+def tar_member(name: str, data: bytes, mtime: float) -> bytes:
+    """One regular file of a tar stream: its header (PAX for long or non-ASCII names),
+    its data, padding to the 512-byte block."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    padding = -len(data) % _TAR_BLOCK
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + data + b"\0" * padding
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    tenant, project = _names(request)
+    await require(request, tenant, project, "read")
+    version = _version(request, "at", tt.HEAD)
+    store = request.app[HISTORY]
+    cut = await tt.cut_at(store, tenant, project, version)  # bad input fails before streaming
+    mtime = version.ms / 1000 if version.ms is not None else time.time()
+    vs = cut.versionstamp.hex()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-tar",
+            "Content-Disposition": f'attachment; filename="{project}-{vs}.tar"',
+            "X-Weft-Versionstamp": vs,
+            "X-Weft-Documents": str(len(cut.paths)),
+        }
+    )
+    await response.prepare(request)
+    entries = []
+    try:
+        async for file in tt.files(store, cut):
+            await response.write(tar_member(file.path, file.data, mtime))
+            entries.append(file.manifest_entry())
+        body = json.dumps(tt.manifest(cut, entries), indent=2).encode() + b"\n"
+        await response.write(tar_member(tt.MANIFEST_NAME, body, mtime))
+        await response.write(b"\0" * (2 * _TAR_BLOCK))
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.info("export of %s/%s at %s: the client went away", tenant, project, vs)
+        raise
+    except Exception:  # a stream boundary: headers are sent, so cut the stream short
+        log.error("export of %s/%s at %s failed", tenant, project, vs, exc_info=True)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    log.info("exported %s/%s at %s: %d files", tenant, project, vs, len(entries))
+    return response
+
+
+async def revert(request: web.Request) -> web.Response:
+    tenant, project = _names(request)
+    principal = await require(request, tenant, project, "write")
+    body = await _json_body(request)
+    to, path, device = body.get("to"), body.get("path"), body.get("device", "api")
+    if not isinstance(to, str):
+        raise ProtocolError('the body needs "to": a versionstamp, an ISO-8601 time or head')
+    if path is not None and not isinstance(path, str):
+        raise ProtocolError('"path" must be a string')
+    if not isinstance(device, str) or not 0 < len(device) <= MAX_DEVICE:
+        raise ProtocolError(f'"device" must be a string of 1 to {MAX_DEVICE} characters')
+    version = tt.parse_version(to)
+    store = request.app[HISTORY]
+    session = f"{tt.REVERT_SESSION}/{request.app[SETTINGS].instance}"
+
+    async def commit(items: list[Append]) -> list[Appended]:
+        writer = request.app[WRITER]
+        try:
+            futures = [writer.submit(item) for item in items]
+        except WriterClosed as exc:
+            raise _Unavailable(str(exc)) from exc
+        return list(await asyncio.gather(*futures))
+
+    author: dict[str, Any] = {"user": principal.user, "device": device, "session": session}
+    try:
+        if path is not None:
+            ref = await store.doc(tenant, project, path)
+            done = [await tt.revert_doc(store, ref, version, commit=commit, **author)]
+        else:
+            done = await tt.revert_project(store, tenant, project, version, commit=commit, **author)
+    except _Unavailable as exc:
+        return error_response(503, "unavailable", str(exc))
+    changed = [r.path for r in done if r.versionstamp is not None]
+    log.info(
+        "%s reverted %s/%s%s to %s: %d document(s) changed",
+        principal.user,
+        tenant,
+        project,
+        f"/{path}" if path else "",
+        version,
+        len(changed),
+    )
+    return web.json_response({"to": str(version), "reverted": [r.to_dict() for r in done]})
+
+
+class _Unavailable(Exception):
+    """The writer is draining: nothing was committed."""
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("the body must be a JSON object")
+    return body
 
 
 def setup(app: web.Application) -> None:
-    """Add the time-travel routes to ``app`` (none yet)."""
+    """Add the time-travel routes to ``app`` (before the read API's catch-all docs route)."""
+    base = "/api/v1/{tenant}/{project}"
+    app.router.add_get(base + "/history/{path:.+}", history)
+    app.router.add_get(base + "/diff/{path:.+}", diff)
+    app.router.add_get(base + "/blame/{path:.+}", blame)
+    app.router.add_get(base + "/export", export)
+    app.router.add_post(base + "/revert", revert)
+
+
+__all__ = ["setup", "tar_member"]

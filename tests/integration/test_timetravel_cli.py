@@ -1,0 +1,297 @@
+"""``weft history | show | diff | blame | restore | revert`` as subprocesses, against a real
+server (``--server``) and straight on its store while it runs (``--store``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from blake3 import blake3
+from pycrdt import Map
+
+from client.cli import main
+from crdt.codec import SyncUpdate
+from crdt.versionstamp import Versionstamp
+from server.auth import issue_token
+from server.testing import ServerProcess, StartServer, YPeer, client_session
+
+pytestmark = pytest.mark.functional
+SECRET = "timetravel-cli-secret-0123456789abcdef"
+WEFT = Path(sys.executable).with_name("weft")
+
+
+def token(user: str = "ada", scope: str = "write", tenant: str = "acme") -> str:
+    return issue_token(
+        secret=SECRET, tenant=tenant, projects=None, user=user, scope=scope, ttl_seconds=600
+    )
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+def weft(*args: str) -> subprocess.CompletedProcess[str]:
+    """``weft ARGS`` in a subprocess (about a second each: most of it imports)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
+    command = [str(WEFT)] if WEFT.exists() else [sys.executable, "-m", "client.cli"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+async def run_weft(*args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(weft, *args)
+
+
+async def weft_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``client.cli.main(ARGS)`` in a thread of this process, its output captured: the
+    same code as :func:`weft` without the start-up, for the long lists of cases."""
+
+    def run() -> subprocess.CompletedProcess[str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+    return await asyncio.to_thread(run)
+
+
+def via_server(server: ServerProcess, project: str, tok: str | None = None) -> list[str]:
+    return ["--server", server.url, "--tenant", "acme", "--project", project,
+            "--token", tok or token()]  # fmt: skip
+
+
+def via_store(server: ServerProcess, project: str) -> list[str]:
+    return ["--store", server.store, "--tenant", "acme", "--project", project]
+
+
+async def edit(peer: YPeer, change: Any) -> Versionstamp:
+    before = peer.doc.get_state()
+    change()
+    count = len(peer.acks)
+    await peer.send(SyncUpdate(peer.doc.get_update(before)))
+    await peer.until(lambda: len(peer.acks) > count)
+    return peer.acks[-1].versionstamp
+
+
+async def open_peer(
+    http: aiohttp.ClientSession, server: ServerProcess, project: str, path: str, user: str
+) -> YPeer:
+    url = f"{server.ws_url}/acme/{project}/{path}"
+    return await YPeer.connect(http, url, token=token(user), weft=True)
+
+
+@pytest.mark.slow
+async def test_read_commands_through_the_server_and_the_store(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    ada = await open_peer(http, server, "cli", "doc.md", "ada")
+    bob = await open_peer(http, server, "cli", "doc.md", "bob")
+    v1 = await edit(ada, lambda: ada.text.insert(0, "alpha\nbeta\n"))
+    await bob.wait_text("alpha\nbeta\n")
+    v2 = await edit(bob, lambda: bob.text.insert(11, "gamma\n"))
+    v3 = await edit(bob, lambda: bob.text.insert(6, "BETA-"))
+    for where, first in (
+        (via_server(server, "cli"), run_weft),
+        (via_store(server, "cli"), weft_here),
+    ):
+        cli = weft_here  # most calls in-process; the first of each command as `weft` too
+        r = await first("history", "doc.md", *where)
+        assert r.returncode == 0, r.stderr
+        rows = [line.split() for line in r.stdout.splitlines()]
+        assert [(row[0], row[2]) for row in rows] == [
+            (v3.hex(), "bob"),
+            (v2.hex(), "bob"),
+            (v1.hex(), "ada"),
+        ]
+        r = await cli("history", "doc.md", "--limit", "1", "--json", *where)
+        page = json.loads(r.stdout)
+        assert [v["versionstamp"] for v in page["versions"]] == [v3.hex()]
+        r = await cli("history", "doc.md", "--until", page["next_until"], "--json", *where)
+        assert [v["versionstamp"] for v in json.loads(r.stdout)["versions"]] == [v2.hex(), v1.hex()]
+
+        r = await first("show", "doc.md", "--at", v2.hex(), *where)
+        assert (r.returncode, r.stdout) == (0, "alpha\nbeta\ngamma\n")
+        assert (await cli("show", "doc.md", *where)).stdout == "alpha\nBETA-beta\ngamma\n"
+        shown = json.loads((await cli("show", "doc.md", "--json", "--at", v1.hex(), *where)).stdout)
+        assert shown == {"path": "doc.md", "versionstamp": v1.hex(), "text": "alpha\nbeta\n"}
+
+        r = await first("diff", "doc.md", "--from", v1.hex(), "--to", v2.hex(), *where)
+        assert r.returncode == 0 and r.stdout.splitlines()[2:] == [
+            "@@ -1,2 +1,3 @@",
+            " alpha",
+            " beta",
+            "+gamma",
+        ]
+
+        r = await first("blame", "doc.md", *where)
+        assert r.returncode == 0, r.stderr
+        blamed = [
+            (line.split()[0], line.split()[1].lstrip("("), line.rsplit(") ", 1)[1])
+            for line in r.stdout.splitlines()
+        ]
+        assert blamed == [
+            (v1.hex(), "ada", "alpha"),
+            (v3.hex(), "bob", "BETA-beta"),
+            (v2.hex(), "bob", "gamma"),
+        ]
+        r = await cli("blame", "doc.md", "--json", "--at", v2.hex(), *where)
+        lines = json.loads(r.stdout)["lines"]
+        assert [(b["line"], b["user"]) for b in lines] == [(1, "ada"), (2, "ada"), (3, "bob")]
+    await ada.close()
+    await bob.close()
+
+
+async def test_restore_writes_the_cut_with_a_manifest(
+    server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    a = await open_peer(http, server, "tree", "a.txt", "ada")
+    await edit(a, lambda: a.text.insert(0, "A\n"))
+    b = await open_peer(http, server, "tree", "sub/b.md", "ada")
+    cut = await edit(b, lambda: b.text.insert(0, "B 😀\n"))
+
+    def delete() -> None:
+        del b.text[0 : len(b.text)]
+        b.doc.get("weft", type=Map)["deleted"] = True
+
+    await edit(b, delete)
+    await edit(a, lambda: a.text.insert(0, "later "))
+    expected = {"a.txt": "A\n", "sub/b.md": "B 😀\n"}
+    for n, where in enumerate((via_server(server, "tree"), via_store(server, "tree"))):
+        out = tmp_path / f"out{n}"
+        restore = run_weft if n == 0 else weft_here
+        r = await restore("restore", "--at", cut.hex(), "--out", str(out), *where)
+        assert r.returncode == 0, r.stderr
+        assert "restored 2 files" in r.stderr
+        files = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+        manifest = json.loads(files.pop(".weft-manifest.json"))
+        assert files == expected
+        assert manifest["versionstamp"] == cut.hex()
+        assert {f["path"]: f["blake3"] for f in manifest["files"]} == {
+            p: blake3(t.encode()).hexdigest() for p, t in expected.items()
+        }
+        # a non-empty folder is refused (exit 2, nothing touched) unless --force
+        (out / "a.txt").write_text("mine")
+        r = await weft_here("restore", "--at", "head", "--out", str(out), *where)
+        assert r.returncode == 2 and "not empty" in r.stderr
+        assert (out / "a.txt").read_text() == "mine"
+        r = await weft_here("restore", "--at", "head", "--out", str(out), "--force", *where)
+        assert r.returncode == 0, r.stderr
+        assert (out / "a.txt").read_text() == "later A\n"
+        assert json.loads((out / ".weft-manifest.json").read_text())["at"] == "head"
+    await a.close()
+    await b.close()
+
+
+async def test_revert_through_the_server_and_the_store_reaches_live_editors(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    ada = await open_peer(http, server, "rev", "r.md", "ada")
+    good = await edit(ada, lambda: ada.text.insert(0, "good\n"))
+    await edit(ada, lambda: ada.text.insert(0, "bad "))
+    live = await open_peer(http, server, "rev", "r.md", "carol")
+    await live.wait_text("bad good\n")
+
+    r = await run_weft(
+        "revert",
+        "r.md",
+        "--to",
+        good.hex(),
+        "--device",
+        "laptop",
+        *via_server(server, "rev", token("dan")),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"r.md: reverted to {good.hex()} (new version ")
+    await live.wait_text("good\n")
+    r = await run_weft("history", "r.md", "--json", *via_server(server, "rev"))
+    page = json.loads(r.stdout)
+    assert (page["versions"][0]["user"], page["versions"][0]["device"]) == ("dan", "laptop")
+
+    await edit(ada, lambda: ada.text.insert(0, "worse "))
+    await live.wait_text("worse good\n")
+    r = await run_weft(
+        "revert", "r.md", "--to", good.hex(), "--user", "ops", "--json", *via_store(server, "rev")
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["reverted"][0]["changed"]
+    await live.wait_text("good\n", timeout=10)  # written by another process: the room's watch
+    await ada.wait_text("good\n", timeout=10)
+    r = await run_weft("revert", "r.md", "--to", good.hex(), *via_store(server, "rev"))
+    assert r.returncode == 0 and "nothing to revert" in r.stderr
+    await ada.close()
+    await live.close()
+
+
+async def test_bad_input_exits_2_and_writes_nothing(
+    server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    peer = await open_peer(http, server, "bad", "x.md", "ada")
+    await edit(peer, lambda: peer.text.insert(0, "x"))
+    await peer.close()
+    before = (await weft_here("history", "x.md", "--json", *via_store(server, "bad"))).stdout
+    cases = [
+        ("show", "x.md", "--at", "yesterday"),
+        ("show", "x.md", "--at", "2999-01-01T00:00:00"),
+        ("show", "missing.md"),
+        ("show", "a/../b"),
+        ("blame", "x.md", "--at", "2001-01-01"),
+        ("diff", "x.md", "--from", "00000000000000000000000g"),
+        ("history", "x.md", "--limit", "0"),
+        ("revert", "x.md", "--to", "2999-01-01"),
+        ("revert", "x.md", "--to", "2001-01-01"),
+        ("revert", "missing.md", "--to", "head"),
+        ("revert", "--to", "2001-01-01"),
+    ]
+    for case in cases:
+        for where in (via_server(server, "bad"), via_store(server, "bad")):
+            r = await weft_here(*case, *where)
+            assert r.returncode == 2, (case, r.stdout, r.stderr)
+            assert r.stderr.startswith(f"weft {case[0]}: ") and r.stdout == ""
+    for case in cases[1], cases[-1]:  # the same through a real process
+        r = await run_weft(*case, *via_server(server, "bad"))
+        assert r.returncode == 2 and r.stderr.startswith(f"weft {case[0]}: "), r.stderr
+    after = (await weft_here("history", "x.md", "--json", *via_store(server, "bad"))).stdout
+    assert after == before
+    out = tmp_path / "never"
+    r = await weft_here(
+        "restore", "--at", "2001-01-01", "--out", str(out), *via_server(server, "bad")
+    )
+    assert r.returncode == 2 and not out.exists()
+    missing = tmp_path / "no.db"
+    r = await weft_here(
+        "show", "x.md", "--store", f"sqlite:///{missing}", "--tenant", "acme", "--project", "bad"
+    )
+    assert r.returncode == 2 and "no store" in r.stderr and not missing.exists()
+    r = await weft_here("show", "x.md", *via_server(server, "bad"), "--store", server.store)
+    assert r.returncode == 2 and "either --server or --store" in r.stderr
+    r = await weft_here("show", "x.md", "--server", server.url, "--project", "bad")
+    assert r.returncode == 2 and "--tenant" in r.stderr
+    r = await weft_here("show", "x.md", "--tenant", "acme", "--project", "bad")
+    assert r.returncode == 2 and "--server URL or --store URL" in r.stderr
+
+
+async def test_failures_exit_1(server: ServerProcess) -> None:
+    read_only = via_server(server, "bad", token(scope="read"))
+    r = await run_weft("revert", "x.md", "--to", "head", *read_only)
+    assert r.returncode == 1 and "403" in r.stderr
+    r = await weft_here("show", "x.md", *via_server(server, "bad", token(tenant="other")))
+    assert r.returncode == 1 and "403" in r.stderr
+    unreachable = ("--server", "http://127.0.0.1:9", "--tenant", "a", "--project", "b")
+    r = await weft_here("show", "x.md", *unreachable)
+    assert r.returncode == 1 and r.stderr.startswith("weft show: ")
