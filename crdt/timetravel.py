@@ -14,8 +14,9 @@ REST API (``server/timetravel_api.py``) are thin shells over these functions.
 - Blame maps each visible character to the update that inserted it: the document's state
   at the version is decoded and its items put in Yjs order (YATA, as Yjs integrates
   them) with their ids, and each id ``(client, clock)`` is looked up in the clock ranges
-  that the updates of the log carry (the first update that carried an id wrote it). A line belongs to the newest update that wrote
-  any of its characters (its newline included). Deleting text is not attributed.
+  that the updates of the log carry (the first update that carried an id wrote it). A
+  line belongs to the newest update that wrote any of its characters (its newline
+  included). Deleting text is not attributed.
 - Revert is a new forward update (never a rewrite): the document is loaded at head, the
   minimal ``Y.Text`` edits to the target text are made, ``weft.deleted`` is set to the
   target's value, and the update is appended with its author. A project revert does that
@@ -670,16 +671,19 @@ async def revert_project(
     """Revert every document of the project to the cut at ``version``: documents
     created after it are deleted, those deleted since are restored."""
     cut = await cut_at(history, tenant, project, version)
-    plans = []
-    for path in cut.paths:
-        ref = await history.doc(tenant, project, path)
-        then = await history.replay(ref, cut.versionstamp)
-        if then.versionstamp is None:
-            text, deleted = "", True
-        else:
+    slots = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+    async def plan(path: str) -> _Plan:
+        async with slots:
+            ref = await history.doc(tenant, project, path)
+            then = await history.replay(ref, cut.versionstamp)
+            if then.versionstamp is None:  # created after the cut
+                return await _plan(history, ref, None, "", True)
             text, deleted = read_doc(then.doc)
-        plans.append(await _plan(history, ref, then.versionstamp, text, deleted))
-    return await _commit_plans(history, plans, user, device, session, commit)
+            return await _plan(history, ref, then.versionstamp, text, deleted)
+
+    plans = await asyncio.gather(*(plan(path) for path in cut.paths))
+    return await _commit_plans(history, list(plans), user, device, session, commit)
 
 
 async def _plan(

@@ -1,0 +1,228 @@
+"""Time travel on a real SQLite store: versions, history pages, errors that write nothing,
+deletion flags, blame of several users, restore and revert edge cases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from crdt import timetravel as tt
+from crdt.errors import BadPath, NotFound
+from crdt.history import Append, DocRef, History
+from crdt.kv import open_engine
+from crdt.versionstamp import Versionstamp
+
+
+@pytest.fixture
+async def history(tmp_path: Path) -> AsyncIterator[History]:
+    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as kv:
+        h = History(kv, snapshot_every=3, segment_every=2)
+        await h.init()
+        yield h
+
+
+class Device:
+    def __init__(self, client_id: int) -> None:
+        self.doc: Doc[Any] = Doc(client_id=client_id)
+        self.text = self.doc.get("content", type=Text)
+        self.meta = self.doc.get("weft", type=Map)
+
+    def change(self, fn: Any) -> bytes:
+        before = self.doc.get_state()
+        fn()
+        return self.doc.get_update(before)
+
+    def append(self, s: str) -> bytes:
+        return self.change(lambda: self.text.insert(len(self.text), s))
+
+    def delete_file(self) -> bytes:
+        def fn() -> None:
+            del self.text[0 : len(self.text)]
+            self.meta["deleted"] = True
+
+        return self.change(fn)
+
+    def restore_file(self, s: str) -> bytes:
+        def fn() -> None:
+            self.text.insert(0, s)
+            self.meta["deleted"] = False
+
+        return self.change(fn)
+
+
+async def put(history: History, ref: DocRef, update: bytes, user: str = "ada") -> Versionstamp:
+    (done,) = await history.append([Append(ref, update, user, f"{user}-laptop")])
+    await asyncio.sleep(0.002)  # the next update lands at a later millisecond
+    return done.versionstamp
+
+
+async def count(history: History, ref: DocRef) -> int:
+    return len(await history.updates(ref, limit=10_000))
+
+
+async def test_history_pages_newest_first_with_flags(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    d = Device(1)
+    stamps = [await put(history, ref, d.append(f"{n}\n")) for n in range(5)]
+    gone = await put(history, ref, d.delete_file(), "bob")
+    back = await put(history, ref, d.restore_file("again\n"), "bob")
+    stamps += [gone, back]
+    page = await tt.history_page(history, ref, limit=3)
+    assert [e.versionstamp for e in page.entries] == stamps[::-1][:3]
+    assert [e.deleted for e in page.entries] == [False, True, None]
+    assert [e.user for e in page.entries] == ["bob", "bob", "ada"]
+    assert page.next_until is not None
+    rest = await tt.history_page(history, ref, limit=10, until=tt.Version(stamp=page.next_until))
+    assert [e.versionstamp for e in rest.entries] == stamps[::-1][3:]
+    assert rest.next_until is None
+    since = await tt.history_page(history, ref, since=tt.Version(stamp=stamps[4]))
+    assert [e.versionstamp for e in since.entries] == [back, gone]
+    empty = await tt.history_page(history, ref, since=tt.Version(stamp=back))
+    assert empty.entries == [] and empty.next_until is None
+    assert page.to_dict()["versions"][1]["deleted"] is True
+
+
+async def test_unknown_documents_tenants_and_versions_are_clear_errors(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    with pytest.raises(tt.VersionNotFound, match=r"no document 'a\.md' in acme/site"):
+        await tt.doc_at(history, ref, tt.HEAD_VERSION)
+    first = await put(history, ref, Device(1).append("x"))
+    before = tt.Version(stamp=tt.predecessor(first), label="before")
+    with pytest.raises(tt.VersionNotFound, match=f"did not exist at before .*{first.hex()}"):
+        await tt.doc_at(history, ref, before)
+    with pytest.raises(tt.VersionNotFound, match="did not exist"):
+        await tt.doc_at(history, ref, tt.Version(ms=1, label="1970"))
+    with pytest.raises(NotFound, match="unknown tenant"):
+        await history.doc("nobody", "site", "a.md")
+    with pytest.raises(BadPath):
+        await history.doc("acme", "site", "../a.md")
+    with pytest.raises(tt.VersionNotFound, match="project acme/empty has no documents"):
+        await tt.cut_at(history, "acme", "empty", tt.HEAD_VERSION)
+    with pytest.raises(tt.VersionNotFound, match="had no documents at 1970"):
+        await tt.cut_at(history, "acme", "site", tt.Version(ms=1, label="1970"))
+    with pytest.raises(tt.BadVersion, match="limit"):
+        await tt.history_page(history, ref, limit=0)
+
+
+async def test_bad_reverts_write_nothing(history: History) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    first = await put(history, ref, Device(1).append("x"))
+    other = await history.doc("acme", "site", "other.md")
+    for call in (
+        tt.revert_doc(history, ref, tt.Version(stamp=tt.predecessor(first)), user="u", device="d"),
+        tt.revert_doc(history, other, tt.HEAD_VERSION, user="u", device="d"),
+        tt.revert_project(history, "acme", "site", tt.Version(ms=1), user="u", device="d"),
+        tt.revert_project(history, "acme", "none", tt.HEAD_VERSION, user="u", device="d"),
+    ):
+        with pytest.raises(tt.VersionNotFound):
+            await call
+    assert await count(history, ref) == 1
+    assert await history.head(other) is None
+
+
+async def test_revert_restores_a_deleted_document_and_deletes_per_convention(
+    history: History,
+) -> None:
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    d = Device(1)
+    alive = await put(history, ref, d.append("keep me\n"))
+    await put(history, ref, d.delete_file())
+    done = await tt.revert_doc(history, ref, tt.Version(stamp=alive), user="ops", device="cli")
+    assert done.versionstamp is not None and not done.deleted
+    now = await tt.doc_at(history, ref, tt.HEAD_VERSION)
+    assert (now.text, now.deleted) == ("keep me\n", False)
+    flags = await tt.history_page(history, ref, limit=1)
+    assert flags.entries[0].deleted is False and flags.entries[0].user == "ops"
+    gone = await tt.revert_doc(
+        history, ref, tt.Version(stamp=done.versionstamp), user="o", device="c"
+    )
+    assert gone.versionstamp is None  # already so: no update
+    deleted_at = (await tt.history_page(history, ref, limit=2)).entries[1].versionstamp
+    again = await tt.revert_doc(history, ref, tt.Version(stamp=deleted_at), user="o", device="c")
+    assert again.deleted and (await tt.doc_at(history, ref, tt.HEAD_VERSION)).text == ""
+
+
+async def test_blame_of_several_users_with_non_ascii_text(history: History) -> None:
+    ref = await history.doc("acme", "site", "b.md", create=True)
+    ada, bob = Device(5), Device(3)
+    v1 = await put(history, ref, ada.append("héllo wörld\nsecond 😀 line\n"), "ada")
+    bob.doc.apply_update(ada.doc.get_update())
+    v2 = await put(
+        history, ref, bob.change(lambda: bob.text.insert(len("hé".encode()), "Ω")), "bob"
+    )
+    v3 = await put(history, ref, bob.append("third\n"), "bob")
+    ada.doc.apply_update(bob.doc.get_update())
+    await put(history, ref, ada.change(lambda: ada.text.__delitem__(slice(0, 1))), "ada")
+    result = await tt.blame(history, ref)
+    assert result.text == "éΩllo wörld\nsecond 😀 line\nthird\n"
+    got = [(line.text, line.author.user if line.author else None) for line in result.lines]
+    assert got == [("éΩllo wörld", "bob"), ("second 😀 line", "ada"), ("third", "bob")]
+    assert [line.author.versionstamp for line in result.lines if line.author] == [v2, v1, v3]
+    chars = [record for start, end, record in result.spans for _ in range(start, end)]
+    assert len(chars) == len(result.text)
+    assert chars[1] == 1 and chars[0] == 0 and chars[-1] == 2
+    old = await tt.blame(history, ref, tt.Version(stamp=v1))
+    assert [line.author.user for line in old.lines if line.author] == ["ada", "ada"]
+    assert old.to_dict()["lines"][0] == {
+        "line": 1,
+        "text": "héllo wörld",
+        "versionstamp": v1.hex(),
+        "user": "ada",
+        "device": "ada-laptop",
+        "time": tt.iso_time(old.lines[0].author.ms),  # type: ignore[union-attr]
+    }
+
+
+async def test_blame_reads_logs_longer_than_a_page_and_chunked_records(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tt, "LOG_PAGE", 4)
+    ref = await history.doc("acme", "site", "c.md", create=True)
+    d = Device(9)
+    big = "x" * 200_000 + "\n"  # a record over one chunk
+    updates = [d.append("a\n"), d.append(big), *(d.append(f"{n}\n") for n in range(9))]
+    done = await history.append([Append(ref, u, "ada", "dev") for u in updates])
+    result = await tt.blame(history, ref)
+    assert [line.author.versionstamp for line in result.lines if line.author] == [
+        a.versionstamp for a in done
+    ]
+
+
+async def test_restore_leaves_out_deleted_and_later_documents(history: History) -> None:
+    a = await history.doc("acme", "p", "a.txt", create=True)
+    b = await history.doc("acme", "p", "dir/b.txt", create=True)
+    da, db = Device(1), Device(2)
+    await put(history, a, da.append("A"))
+    cut = await put(history, b, db.append("B"))
+    await put(history, b, db.delete_file())
+    await put(history, a, da.append("!"))
+    c = await history.doc("acme", "p", "c.txt", create=True)
+    await put(history, c, Device(3).append("C"))
+    then = await tt.cut_at(history, "acme", "p", tt.Version(stamp=cut))
+    assert {f.path: f.data async for f in tt.files(history, then)} == {
+        "a.txt": b"A",
+        "dir/b.txt": b"B",
+    }
+    now = await tt.cut_at(history, "acme", "p", tt.HEAD_VERSION)
+    assert {f.path: f.data async for f in tt.files(history, now)} == {"a.txt": b"A!", "c.txt": b"C"}
+    entries = [f.manifest_entry() async for f in tt.files(history, now)]
+    listed = tt.manifest(now, entries)
+    assert listed["versionstamp"] == now.versionstamp.hex() and listed["format"] == 1
+    done = await tt.revert_project(
+        history, "acme", "p", tt.Version(stamp=cut), user="u", device="d"
+    )
+    assert {r.path: (r.versionstamp is not None, r.deleted) for r in done} == {
+        "a.txt": (True, False),
+        "c.txt": (True, True),
+        "dir/b.txt": (True, False),
+    }
+    after = await tt.cut_at(history, "acme", "p", tt.HEAD_VERSION)
+    assert {f.path: f.data async for f in tt.files(history, after)} == {
+        "a.txt": b"A",
+        "dir/b.txt": b"B",
+    }
