@@ -142,6 +142,7 @@ async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_
         }
 
 
+@pytest.mark.slow
 async def test_reconnects_after_the_server_comes_back(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
@@ -202,6 +203,7 @@ async def test_a_refused_token_fails_the_device(auth_server: ServerProcess, tmp_
     assert failure.value.code in (401, 4401)
 
 
+@pytest.mark.slow
 async def test_a_server_that_lost_acknowledged_updates_gets_them_back(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from client.cli import main
 from client.testing import (
     folder_files,
     get_json,
@@ -161,18 +162,35 @@ def test_edits_deletes_and_renames_follow_a_running_sync(
     assert "Traceback" not in devices[0].output() + devices[1].output()
 
 
-def test_bad_input_is_refused_with_exit_code_2(server: ServerProcess, tmp_path: Path) -> None:
+def test_bad_input_is_refused_with_exit_code_2(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "f"
     folder.mkdir()
-    missing = sync_once(tmp_path / "nope", server.ws_url, TENANT, "p")
-    assert missing.returncode == 2 and "is not a directory" in missing.stdout
-    bad_url = sync_once(folder, "ftp://x", TENANT, "p")
-    assert bad_url.returncode == 2 and "ws://HOST:PORT" in bad_url.stdout
-    bad_name = sync_once(folder, server.ws_url, "acme corp", "p")
-    assert bad_name.returncode == 2 and "tenant name" in bad_name.stdout
-    assert sync_once(folder, server.ws_url, TENANT, "bound").returncode == 0
-    other = sync_once(folder, server.ws_url, TENANT, "another")
-    assert other.returncode == 2 and "already syncs project acme/bound" in other.stdout
+
+    def weft(*args: str) -> tuple[int, str]:
+        code = main(["sync", *args])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    base = ["--tenant", TENANT, "--project", "p"]
+    assert weft(str(tmp_path / "nope"), "--server", server.ws_url, *base)[0] == 2
+    code, out = weft(str(folder), *base)
+    assert code == 2 and "missing --server" in out
+    code, out = weft(str(folder), "--server", "ftp://x", *base)
+    assert code == 2 and "ws://HOST:PORT" in out
+    code, out = weft(str(folder), "--server", server.ws_url, "--tenant", "acme corp")
+    assert code == 2 and "tenant name" in out
+    code, out = weft(str(folder), "--server", server.ws_url, *base, "--poll", "0")
+    assert code == 2 and "must be positive" in out
+    code, out = weft(
+        str(folder), "--server", server.ws_url, "--tenant", TENANT, "--project", "bound", "--once"
+    )
+    assert code == 0, out
+    code, out = weft(
+        str(folder), "--server", server.ws_url, "--tenant", TENANT, "--project", "another", "--once"
+    )
+    assert code == 2 and "already syncs project acme/bound" in out
 
 
 def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(

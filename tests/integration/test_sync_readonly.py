@@ -10,7 +10,7 @@ from client.testing import get_json, get_text, sync_once
 from server.auth import issue_token
 from server.testing import StartServer
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
 SECRET = "sync-test-secret-0123456789abcdef"
 TENANT, PROJECT = "acme", "docs"
