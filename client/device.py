@@ -40,6 +40,7 @@ from client.outbox import Outbox, Pending
 from client.recorder import LOCAL, Recorder
 from client.remote import Api, ApiDenied, ApiNotFound, ServerURL, auth_headers, token_scope
 from client.state import DataDirBusy, DeviceState, DocState, FileState, StateWriter, lock_data_dir
+from crdt import ydoc
 from crdt.history import DocRef, History
 from crdt.keys import check_name, normalise_path
 from crdt.kv import open_engine
@@ -241,8 +242,8 @@ class Device:
         self.listener.before_remote(entry.path)
         entry.applying_remote = True
         try:
-            entry.doc.apply_update(update)
-        except ValueError as exc:
+            ydoc.apply(entry.doc, update)
+        except ValueError as exc:  # ydoc.UnusableUpdate: refused or made pycrdt panic
             log.warning("%s: an update from the server does not apply: %s", entry.path, exc)
             return
         finally:

@@ -10,13 +10,14 @@ committed versionstamp, so detecting the same branch twice writes the same recor
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 from pycrdt import Doc, Text
 
-from crdt import keys
+from crdt import keys, ydoc
 from crdt.conflicts import ConflictRecord, Side, detect
 from crdt.errors import NotFound
 from crdt.history import Appended, DocRef, History, Record, now_ms
@@ -29,10 +30,10 @@ MAX_SINCE_BASE = 200_000
 
 def _text(state: bytes, records: Iterable[Record]) -> str:
     doc: Doc[Any] = Doc()
-    doc.apply_update(state)
     with doc.transaction():
-        for record in records:
-            doc.apply_update(record.update)
+        for update in [state, *(record.update for record in records)]:
+            with contextlib.suppress(ydoc.UnusableUpdate):  # replay logs and skips it too
+                ydoc.apply(doc, update)
     return str(doc.get(CONTENT, type=Text))
 
 

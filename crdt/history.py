@@ -23,6 +23,7 @@ snapshots add keys, and every read can be asked "as of versionstamp V".
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ import msgpack
 from blake3 import blake3
 from pycrdt import Doc
 
-from crdt import keys
-from crdt.errors import FormatError, NotFound, StoreError, TransactionTooLarge
+from crdt import keys, ydoc
+from crdt.errors import FormatError, NotFound, TransactionTooLarge
 from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
 from crdt.records import (
     CHUNK,
@@ -51,6 +52,8 @@ from crdt.records import (
     pending_updates,
 )
 from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
+
+log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
@@ -540,12 +543,14 @@ def _start(snapshot: Snapshot | None) -> Doc[Any]:
 
 
 def _apply(doc: Doc[Any], updates: Iterable[bytes]) -> None:
-    try:
-        with doc.transaction():
-            for update in updates:
-                doc.apply_update(update)
-    except ValueError as exc:
-        raise StoreError(f"an update in the store does not decode: {exc}") from exc
+    """Apply in order; an update pycrdt cannot integrate is logged and skipped, so one bad
+    record never makes a document unreadable (it stays in the log, untouched)."""
+    with doc.transaction():
+        for update in updates:
+            try:
+                ydoc.apply(doc, update)
+            except ydoc.UnusableUpdate as exc:
+                log.error("skipping a stored update (%d bytes): %s", len(update), exc)
 
 
 def _build(

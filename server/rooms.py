@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from pycrdt import Doc
 
-from crdt import codec
+from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Appended, DocRef, History, Record
 from crdt.kv.base import read_counter
@@ -121,15 +121,15 @@ class Room:
         for record in records:
             try:
                 self._apply(record.update)
-            except ValueError:  # validated before commit, so only a damaged store does this
-                log.error("skipping an update that does not decode at %s", record.versionstamp)
+            except ValueError as exc:  # decoded before commit, yet pycrdt refused it here
+                log.error("skipping the update at %s: %s", record.versionstamp, exc)
                 continue
             self.broadcast(codec.encode(SyncUpdate(record.update)))
             count += 1
         return count
 
     def _apply(self, update: bytes) -> None:
-        self.doc.apply_update(update)
+        ydoc.apply(self.doc, update)  # UnusableUpdate (a ValueError) on a poisonous update
         self.size += len(update)
         self._full_frame = None
 
@@ -245,6 +245,7 @@ class Rooms:
             self._idle.pop(room.ref.space, None)
         if room.watcher is not None:
             room.watcher.cancel()
+            room.watcher = None  # its traceback would hold the room (and its Doc) in a cycle
         self.metrics.rooms_loaded.set(len(self._rooms))
 
     async def _watch(self, room: Room) -> None:

@@ -56,6 +56,7 @@ from server.writer import WriterClosed
 log = logging.getLogger("weft.sync")
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID = 1007
 CLOSE_INTERNAL = 1011
 CLOSE_BAD_PATH = 4400
 CLOSE_UNAUTHORIZED = 4401
@@ -297,6 +298,10 @@ class _Link:
             room.apply_local(commit.update, appended, self.conn.id)
             self.app[METRICS].fanout_latency.observe(time.monotonic() - commit.received)
             self._act_now(self.session.committed(commit, appended))
+        except ValueError as exc:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
+            log.warning("connection %d: %s", self.conn.id, exc, extra=self.extra)
+            self.app[METRICS].refusals.inc(label="unusable_update")
+            self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
         except Exception:  # a callback boundary: the update is durable; the client resends
             log.error("after committing for connection %d", self.conn.id, exc_info=True)
             self.conn.close(CLOSE_INTERNAL, "internal server error")
