@@ -32,6 +32,7 @@ from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Appended, DocRef, History, Record
 from crdt.kv.base import read_counter
+from crdt.records import pending_updates
 from crdt.versionstamp import Versionstamp
 from server.metrics import Metrics
 from server.session import EMPTY_STATE_VECTOR
@@ -110,8 +111,11 @@ class Room:
 
     def apply_local(self, update: bytes, appended: Appended, sender: int) -> None:
         """A peer's update is durable: apply it and send its exact bytes to the others."""
-        if appended.duplicate:
-            return  # already in the log: peers had it when it was first committed
+        if appended.duplicate and not pending_updates(self.doc, [update]):
+            return  # in the log and in the room: peers had it when it was first committed
+        # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
+        # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
+        # records are skipped by the watcher, so this is the room's one chance to get it.
         self._apply(update)
         self.broadcast(codec.encode(SyncUpdate(update)), exclude=sender)
 
