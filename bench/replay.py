@@ -36,7 +36,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
-from client.timetravel_cli import StoreBackend, _write
+from client.timetravel_cli import Folder, StoreBackend
 from crdt import timetravel as tt
 from crdt.history import Append, History
 from crdt.kv import open_engine
@@ -112,8 +112,9 @@ async def restore_once(history: History, at: tt.Version, out: Path) -> tuple[flo
     backend = StoreBackend(history, TENANT, PROJECT)
     started = time.perf_counter()
     files = 0
+    folder = Folder(out)
     async for kind, name, data, _vs in backend.restore(at, lambda n: None):
-        _write(out, name, data)
+        folder.write(name, data)
         files += kind == "file"
     return time.perf_counter() - started, files
 

@@ -22,6 +22,7 @@ import getpass
 import json
 import os
 import socket
+import stat
 import sys
 import tarfile
 import tempfile
@@ -501,15 +502,17 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     )  # fmt: skip
     written: dict[str, str] = {}
     manifest: dict[str, Any] | None = None
-    with Progress(*columns, console=err, transient=True, disable=args.json) as bar:
+    folder = Folder(out)
+    quiet = args.json or not err.is_terminal  # a bar only where a person watches
+    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
         task = bar.add_task("restore", total=None, path="")
         async for kind, name, data, _vs in backend.restore(at, lambda n: bar.update(task, total=n)):
             if kind == "manifest":
                 manifest = json.loads(data)
-                _write(out, name, data)
+                folder.write(name, data)
                 continue
             written[name] = blake3(data).hexdigest()
-            _write(out, name, data)
+            folder.write(name, data)
             bar.update(task, advance=1, path=name)
     if manifest is None:
         raise Failed("the restore ended without its manifest: the output is incomplete")
@@ -528,35 +531,59 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     return 0
 
 
-def _write(root: Path, name: str, data: bytes) -> None:
-    """Write ``root/name`` atomically; ``name`` must be a normalised relative path that
-    stays inside ``root`` (no symlinked folder on the way)."""
-    try:
-        rel = normalise_path(name)
-    except BadPath as exc:
-        raise Failed(f"refusing to write {name!r}: {exc}") from None
-    target = root / rel
-    root.mkdir(parents=True, exist_ok=True)
-    base = root.resolve()
-    parent = target.parent
-    parts = rel.split("/")
-    for depth in range(1, len(parts)):
-        step = root.joinpath(*parts[:depth])
-        if step.is_symlink() or (step.exists() and not step.is_dir()):
-            raise Failed(f"cannot write {rel}: {step} is a file or a symlink")
-    parent.mkdir(parents=True, exist_ok=True)
-    if not parent.resolve().is_relative_to(base):
-        raise Failed(f"refusing to write {rel} outside {root}")
-    if target.is_dir() or target.is_symlink():
-        raise Failed(f"cannot write {rel}: a folder or a symlink is in the way")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".weft-restore-")
-    try:
+class Folder:
+    """Where a restore writes: every file inside ``root``, no symlink or file followed on
+    the way (each folder is checked once), a file that exists replaced atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._ready: set[str] = set()
+
+    def write(self, name: str, data: bytes) -> None:
+        try:
+            rel = normalise_path(name)
+        except BadPath as exc:
+            raise Failed(f"refusing to write {name!r}: {exc}") from None
+        parts = rel.split("/")
+        folder = ""
+        for part in ["", *parts[:-1]]:
+            folder = f"{folder}/{part}" if folder else part
+            if folder not in self._ready:
+                self._folder(self.root / folder, rel)
+                self._ready.add(folder)
+        target = self.root / rel
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(target, flags, 0o644)
+        except FileExistsError:
+            self._replace(target, rel, data)
+            return
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def _folder(self, path: Path, rel: str) -> None:
+        if path == self.root:  # the folder asked for may be a symlink to a folder
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            path.mkdir()
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            raise Failed(f"cannot write {rel}: {path} is a file or a symlink")
+
+    def _replace(self, target: Path, rel: str, data: bytes) -> None:
+        if not stat.S_ISREG(target.lstat().st_mode):
+            raise Failed(f"cannot write {rel}: a folder or a symlink is in the way")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".weft-restore-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -> int:

@@ -46,7 +46,8 @@ from pycrdt import Doc, Map, Text
 from crdt import keys
 from crdt.errors import NotFound, ProtocolError, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef, History
-from crdt.records import CHUNK, decode_record
+from crdt.kv.base import ReadTransaction
+from crdt.records import CHUNK
 from crdt.versionstamp import Versionstamp
 
 CONTENT = "content"
@@ -160,18 +161,28 @@ async def project_cut(
     history: History, tenant: str, project: str, version: Version
 ) -> Versionstamp:
     """The versionstamp every document of a project is read at for ``version``."""
-    infos = await history.docs(tenant, project)
-    stamps = [info.head for info in infos if info.head is not None]
-    if not stamps:
-        raise VersionNotFound(f"project {tenant}/{project} has no documents")
-    if version.stamp is not None:
-        return version.stamp
-    if version.ms is not None:
-        cut = await history.project_cut(tenant, project, version.ms)
-        if cut is None:
-            raise VersionNotFound(f"project {tenant}/{project} had no documents at {version}")
-        return cut
-    return max(stamps)
+    return (await cut_at(history, tenant, project, version)).versionstamp
+
+
+async def _time_cut(
+    history: History, tenant: str, project: str, paths: list[str], ms: int
+) -> Versionstamp | None:
+    """The newest versionstamp any of the documents committed at or before ``ms``: what
+    ``History.project_cut`` gives, with every document's time index read in one
+    transaction (one read per document would cost more than restoring them)."""
+    refs = [await history.doc(tenant, project, path) for path in paths]
+
+    def newest(tr: ReadTransaction) -> Versionstamp | None:
+        found: Versionstamp | None = None
+        for ref in refs:  # the time index: D + (t, ms, vs) -> b"" (see History.version_at_time)
+            rows = tr.get_range(ref.key("t"), keys.pack(("t", ms + 1), ref.space), 1, True)
+            if rows:
+                vs = keys.unpack(rows[0][0], ref.space)[2]
+                found = vs if found is None or vs > found else found
+        return found
+
+    result: Versionstamp | None = await history.kv.read(newest)
+    return result
 
 
 # --- one document at a version -----------------------------------------------------------
@@ -352,7 +363,7 @@ async def diff(history: History, ref: DocRef, old: Version, new: Version) -> str
 # --- blame ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Author:
     """Who wrote an update (from its log record)."""
 
@@ -370,7 +381,7 @@ class Author:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BlameLine:
     number: int
     text: str
@@ -410,9 +421,24 @@ async def blame(history: History, ref: DocRef, version: Version = HEAD_VERSION) 
     replayed = await history.replay(ref, vs)
     at = replayed.versionstamp or vs
     text, _ = read_doc(replayed.doc)
-    state = replayed.doc.get_update()
-    rows = await _log_values(history, ref, at)
-    return await asyncio.to_thread(_blame, ref, at, text, state, rows)
+    # the items' order is rebuilt while the log is read (SQLite lets go of the GIL)
+    ordering = asyncio.ensure_future(asyncio.to_thread(_item_order, ref, replayed.doc.get_update()))
+    try:
+        rows = await _log_values(history, ref, at)
+    finally:
+        order = await ordering
+    return await asyncio.to_thread(_blame, ref, at, text, order, rows)
+
+
+def _item_order(ref: DocRef, state: bytes) -> ItemOrder:
+    order = ItemOrder()
+    try:
+        order.apply_state(state)
+    except UpdateDecodeError as exc:
+        raise StoreError(
+            f"blame of {ref.path!r}: the document's state does not decode: {exc}"
+        ) from exc
+    return order
 
 
 async def _log_values(
@@ -467,35 +493,16 @@ def _join_parts(
 
 
 def _blame(
-    ref: DocRef, at: Versionstamp, text: str, state: bytes, rows: list[tuple[bytes, bytes]]
+    ref: DocRef, at: Versionstamp, text: str, order: ItemOrder, rows: list[tuple[bytes, bytes]]
 ) -> Blame:
     try:
         index = ClockIndex(carried([value for _, value in rows]))
-        order = ItemOrder()
-        order.apply_state(state)
     except (UpdateDecodeError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(
             f"blame of {ref.path!r}: an update in the store does not decode: {exc}"
         ) from exc
-    spans: list[tuple[int, int, int]] = []
-    runs: list[str] = []
-    pos = 0
-    attribute = index.attribute
-    for client, clock, run in order.text_runs(CONTENT):
-        runs.append(run)
-        for length, record in attribute(client, clock, run):
-            spans.append((pos, pos + length, record))
-            pos += length
-    if "".join(runs) != text:
-        raise StoreError(f"blame of {ref.path!r}: the rebuilt item order does not match the text")
-    best = _line_records(text, spans)
-    authors: dict[int, Author] = {}
-    prefix = ref.key("u")
-    for record in sorted(set(best)):
-        if record >= 0:
-            key, value = rows[record]
-            r = decode_record(keys.unpack_stamped(key, prefix)[0], value)
-            authors[record] = Author(r.versionstamp, r.user, r.client, r.ms)
+    spans, best = _attribute(order.text_runs(CONTENT), index, text)
+    authors = _authors(rows, {record for record in best if record >= 0}, ref.key("u"))
     texts = text.split("\n")
     if texts[-1] == "":
         texts.pop()
@@ -504,6 +511,54 @@ def _blame(
         for n, (line, record) in enumerate(zip(texts, best, strict=True))
     ]
     return Blame(ref.path, at, text, spans, lines)
+
+
+def _attribute(
+    runs: Iterable[tuple[int, int, str]], index: ClockIndex, text: str
+) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """Spans ``(start, end, record)`` of the visible runs, and per line (its newline
+    included) the newest record among its characters."""
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    best = [-1] * (len(newlines) + (0 if not text or text.endswith("\n") else 1))
+    ends = [*newlines, len(text)]  # where each line ends (its newline, or the text's end)
+    spans: list[tuple[int, int, int]] = []
+    pieces: list[str] = []
+    attribute = index.attribute
+    pos = line = 0
+    for client, clock, run in runs:
+        pieces.append(run)
+        for length, record in attribute(client, clock, run):
+            end = pos + length
+            spans.append((pos, end, record))
+            while ends[line] < pos:
+                line += 1
+            if record > best[line]:
+                best[line] = record
+            while ends[line] < end - 1:  # the span goes on past this line's newline
+                line += 1
+                if record > best[line]:
+                    best[line] = record
+            pos = end
+    if "".join(pieces) != text:
+        raise StoreError("blame: the rebuilt item order does not match the document's text")
+    return spans, best
+
+
+def _authors(
+    rows: list[tuple[bytes, bytes]], records: set[int], prefix: bytes
+) -> dict[int, Author]:
+    """Who wrote each of ``records`` (positions in ``rows``), from the log's metadata."""
+    out: dict[int, Author] = {}
+    unpack = msgpack.unpackb
+    for record in records:
+        key, value = rows[record]
+        try:
+            data = unpack(value)
+            vs = keys.unpack_stamped(key, prefix)[0]
+            out[record] = Author(vs, str(data["user"]), str(data["client"]), int(data["ms"]))
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            raise StoreError(f"blame: a record in the store does not decode: {exc}") from exc
+    return out
 
 
 def _line_records(text: str, spans: list[tuple[int, int, int]]) -> list[int]:
@@ -556,8 +611,22 @@ class Cut:
 
 
 async def cut_at(history: History, tenant: str, project: str, version: Version) -> Cut:
-    vs = await project_cut(history, tenant, project, version)
-    paths = [info.path for info in await history.docs(tenant, project)]
+    """The project at ``version``: a versionstamp (as given), a time (the newest
+    versionstamp committed at or before it) or head (the newest of all)."""
+    infos = await history.docs(tenant, project)
+    heads = [info.head for info in infos if info.head is not None]
+    if not heads:
+        raise VersionNotFound(f"project {tenant}/{project} has no documents")
+    paths = [info.path for info in infos]
+    if version.stamp is not None:
+        vs = version.stamp
+    elif version.ms is not None:
+        found = await _time_cut(history, tenant, project, paths, version.ms)
+        if found is None:
+            raise VersionNotFound(f"project {tenant}/{project} had no documents at {version}")
+        vs = found
+    else:
+        vs = max(heads)
     return Cut(tenant, project, vs, version, paths)
 
 
