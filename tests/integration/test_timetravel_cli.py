@@ -198,6 +198,7 @@ async def test_restore_writes_the_cut_with_a_manifest(
     await b.close()
 
 
+@pytest.mark.slow
 async def test_revert_through_the_server_and_the_store_reaches_live_editors(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
