@@ -166,7 +166,7 @@ class Server:
 
 
 def _command(kind: str, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}  # XTRIM passes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     if kind == "weft":
         store = f"sqlite:///{workdir / 'weft.db'}?synchronous=FULL"
         command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
