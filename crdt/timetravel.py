@@ -421,13 +421,14 @@ async def blame(history: History, ref: DocRef, version: Version = HEAD_VERSION) 
     replayed = await history.replay(ref, vs)
     at = replayed.versionstamp or vs
     text, _ = read_doc(replayed.doc)
-    # the items' order is rebuilt while the log is read (SQLite lets go of the GIL)
+    # the items' order is rebuilt, and each page of the log decoded, while the next page
+    # is read (SQLite lets go of the GIL while it reads)
     ordering = asyncio.ensure_future(asyncio.to_thread(_item_order, ref, replayed.doc.get_update()))
     try:
-        rows = await _log_values(history, ref, at)
+        rows, ranges = await _log_ranges(history, ref, at)
     finally:
         order = await ordering
-    return await asyncio.to_thread(_blame, ref, at, text, order, rows)
+    return await asyncio.to_thread(_blame, ref, at, text, order, rows, ranges)
 
 
 def _item_order(ref: DocRef, state: bytes) -> ItemOrder:
@@ -441,26 +442,45 @@ def _item_order(ref: DocRef, state: bytes) -> ItemOrder:
     return order
 
 
-async def _log_values(
+async def _log_ranges(
     history: History, ref: DocRef, until: Versionstamp
-) -> list[tuple[bytes, bytes]]:
-    """``(key, whole value)`` of every record of the log up to ``until``, in log order."""
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[int, int, int, int]]]:
+    """``(key, whole value)`` of every record of the log up to ``until``, in log order,
+    and the clock ranges their updates carry (:func:`carried`, one page at a time in a
+    worker thread while the next page is read)."""
     prefix = ref.key("u")
     end = ref.key("u", until) + b"\xff"
     begin = prefix + b"\x00"
     out: list[tuple[bytes, bytes]] = []
+    ranges: list[tuple[int, int, int, int]] = []
     carry: list[tuple[bytes, bytes]] = []
-    while True:
+    decoding: asyncio.Future[list[tuple[int, int, int, int]]] | None = None
+    try:
+        while True:
 
-        def page(tr: Any, begin: bytes = begin) -> list[tuple[bytes, bytes]]:
-            rows: list[tuple[bytes, bytes]] = tr.get_range(begin, end, limit=LOG_PAGE)
-            return rows
+            def page(tr: ReadTransaction, begin: bytes = begin) -> list[tuple[bytes, bytes]]:
+                return tr.get_range(begin, end, limit=LOG_PAGE)
 
-        rows = await history.kv.read(page)
-        carry = _join_parts(carry + rows, prefix, out, final=len(rows) < LOG_PAGE)
-        if len(rows) < LOG_PAGE:
-            return out
-        begin = rows[-1][0] + b"\x00"
+            rows = await history.kv.read(page)
+            last = len(rows) < LOG_PAGE
+            first = len(out)
+            carry = _join_parts(carry + rows, prefix, out, final=last)
+            if decoding is not None:
+                ranges += await decoding
+            values = [value for _, value in out[first:]]
+            decoding = asyncio.ensure_future(asyncio.to_thread(_carried_list, values, first))
+            if last:
+                ranges += await decoding
+                decoding = None
+                return out, ranges
+            begin = rows[-1][0] + b"\x00"
+    finally:
+        if decoding is not None:
+            await asyncio.gather(decoding, return_exceptions=True)
+
+
+def _carried_list(values: list[bytes], first: int) -> list[tuple[int, int, int, int]]:
+    return list(carried(values, first))
 
 
 def _join_parts(
@@ -493,14 +513,14 @@ def _join_parts(
 
 
 def _blame(
-    ref: DocRef, at: Versionstamp, text: str, order: ItemOrder, rows: list[tuple[bytes, bytes]]
+    ref: DocRef,
+    at: Versionstamp,
+    text: str,
+    order: ItemOrder,
+    rows: list[tuple[bytes, bytes]],
+    ranges: list[tuple[int, int, int, int]],
 ) -> Blame:
-    try:
-        index = ClockIndex(carried([value for _, value in rows]))
-    except (UpdateDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise StoreError(
-            f"blame of {ref.path!r}: an update in the store does not decode: {exc}"
-        ) from exc
+    index = ClockIndex(ranges)
     spans, best = _attribute(order.text_runs(CONTENT), index, text)
     authors = _authors(rows, {record for record in best if record >= 0}, ref.key("u"))
     texts = text.split("\n")
@@ -1172,9 +1192,11 @@ def _uint_of(raw: bytes) -> int:
     return value
 
 
-def carried(values: Sequence[bytes]) -> Iterator[tuple[int, int, int, int]]:
+def carried(values: Sequence[bytes], first: int = 0) -> Iterator[tuple[int, int, int, int]]:
     """``(client, start, end, record)``: the clock ranges each log record's update carries
-    (``record`` is the position in ``values``, which are encoded log records).
+    (``record`` is ``first`` + the position in ``values``, which are encoded log records).
+
+    Raises :class:`StoreError` for a record that does not decode.
 
     Most records are matched in place (see ``_RECORD_ONE_STRING``); the others are
     unpacked and decoded in full (:func:`struct_ranges`), so both give the same ranges.
@@ -1182,17 +1204,25 @@ def carried(values: Sequence[bytes]) -> Iterator[tuple[int, int, int, int]]:
     one_string, no_structs, ids = _RECORD_ONE_STRING.match, _RECORD_NO_STRUCTS.match, _client_ids
     if len(ids) > 100_000:
         ids.clear()
-    for record, value in enumerate(values):
+    for record, value in enumerate(values, first):
         m = one_string(value)
         if m is not None:
             short, long, raw_client, raw_clock, raw_len = m.groups()
-            length = _uint_of(raw_len)
+            length = raw_len[0] if len(raw_len) == 1 else _uint_of(raw_len)
             update_end = (10 + int.from_bytes(long, "big")) if long else (9 + short[0])
             if m.end() + length <= update_end:
                 client = ids.get(raw_client)
                 if client is None:
                     client = ids[raw_client] = _uint_of(raw_client)
-                start = _uint_of(raw_clock)
+                n = len(raw_clock)  # clocks of up to 2**21 take one to three bytes
+                if n == 1:
+                    start = raw_clock[0]
+                elif n == 2:
+                    start = (raw_clock[0] & 0x7F) | raw_clock[1] << 7
+                elif n == 3:
+                    start = (raw_clock[0] & 0x7F) | (raw_clock[1] & 0x7F) << 7 | raw_clock[2] << 14
+                else:
+                    start = _uint_of(raw_clock)
                 raw = value[m.end() : m.end() + length]
                 if raw.isascii():
                     yield client, start, start + length, record
@@ -1204,8 +1234,11 @@ def carried(values: Sequence[bytes]) -> Iterator[tuple[int, int, int, int]]:
                     pass  # the general path says what is wrong
         elif no_structs(value) is not None:
             continue
-        update = msgpack.unpackb(value)["update"]
-        for client, start, end in struct_ranges(update):
+        try:
+            found = struct_ranges(msgpack.unpackb(value)["update"])
+        except (UpdateDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"an update in the store does not decode: {exc}") from exc
+        for client, start, end in found:
             yield client, start, end, record
 
 
