@@ -410,14 +410,20 @@ async def _untar(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[str, bytes
 
 
 def _pax_path(data: bytes) -> str | None:
+    """The ``path`` record of a PAX extended header (``LEN key=value\\n`` records)."""
     pos = 0
-    while pos < len(data):
-        length = int(data[pos : data.index(b" ", pos)])
-        record = data[pos : pos + length]
-        key, _, value = record[record.index(b" ") + 1 : -1].partition(b"=")
-        if key == b"path":
-            return value.decode("utf-8", "surrogateescape")
-        pos += length
+    try:
+        while pos < len(data):
+            length = int(data[pos : data.index(b" ", pos)])
+            if length <= 0:
+                raise ValueError("empty record")
+            record = data[pos : pos + length]
+            key, _, value = record[record.index(b" ") + 1 : -1].partition(b"=")
+            if key == b"path":
+                return value.decode("utf-8", "surrogateescape")
+            pos += length
+    except ValueError as exc:
+        raise Failed(f"the export has a malformed tar header: {exc}") from None
     return None
 
 

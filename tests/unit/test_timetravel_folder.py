@@ -98,3 +98,13 @@ async def test_a_cut_tar_stream_is_a_failure_not_a_short_restore() -> None:
     info.linkname = "/etc/passwd"
     with pytest.raises(Failed, match="non-file member"):
         await _read(info.tobuf(tarfile.PAX_FORMAT) + bytes(1024))
+
+
+async def test_a_malformed_pax_header_is_a_failure() -> None:
+    body = b"zz path=x\n"
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = len(body)
+    header = info.tobuf(tarfile.USTAR_FORMAT) + body + bytes(-len(body) % 512)
+    with pytest.raises(Failed, match="malformed tar header"):
+        await _read(header + tar_member("a.txt", b"A", 0) + bytes(1024))
