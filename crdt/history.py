@@ -18,6 +18,10 @@ snapshots add keys, and every read can be asked "as of versionstamp V".
   segment_every updates, so an old version costs about what head costs.
 - A snapshot also keeps the updates its doc still held pending (an update can reach
   the log before one it depends on); see ``records.pending_updates``.
+- A snapshot or segment too big for one transaction is written over several, with
+  its part 0 (which counts the parts) last; readers skip one that is not whole yet and
+  use the one before, so a crash in between, or a read during the write, costs only
+  speed (see ``records.stored_parts``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from crdt.records import (
     encode_segment,
     encode_snapshot,
     group_parts,
+    group_stored,
     pending_updates,
 )
 from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
@@ -56,7 +61,7 @@ from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: snapshots and segments count their parts; part 0 is written last
 MAX_BATCH_UPDATES = 4_000
 MAX_BATCH_BYTES = 6_000_000
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
@@ -146,15 +151,19 @@ class History:
     # --- format, tenants, docs -------------------------------------------------------
 
     async def init(self) -> None:
-        """Record (or check) the layer's on-disk format; refuse a newer major."""
+        """Record (or check) the layer's on-disk format; refuse a newer major. An older
+        minor of the same major is still read as it is and the record is raised to this
+        minor, since what this weft writes from now on is in it."""
 
         def fn(tr: Transaction) -> tuple[int, int]:
             raw = tr.get(keys.FORMAT)
-            if raw is None:
-                tr.set(keys.FORMAT, msgpack.packb({"major": FORMAT_MAJOR, "minor": FORMAT_MINOR}))
-                return FORMAT_MAJOR, FORMAT_MINOR
-            data = msgpack.unpackb(raw)
-            return int(data["major"]), int(data["minor"])
+            if raw is not None:
+                data = msgpack.unpackb(raw)
+                major, minor = int(data["major"]), int(data["minor"])
+                if major != FORMAT_MAJOR or minor >= FORMAT_MINOR:
+                    return major, minor
+            tr.set(keys.FORMAT, msgpack.packb({"major": FORMAT_MAJOR, "minor": FORMAT_MINOR}))
+            return FORMAT_MAJOR, FORMAT_MINOR
 
         major, minor = (await self.kv.transact(fn)).result
         if major > FORMAT_MAJOR:
@@ -305,17 +314,10 @@ class History:
             len(records) < self.snapshot_every and added < self.snapshot_bytes
         ):
             return None
-        new, segments = await asyncio.to_thread(
-            _next_snapshot, snapshot, records, self.segment_every
+        new, writes = await asyncio.to_thread(
+            _next_snapshot_writes, doc, snapshot, records, self.segment_every
         )
-        writes = [
-            (doc.key("g", seg.versionstamp, part), chunk)
-            for seg in segments
-            for part, chunk in enumerate(chunks(encode_segment(seg.after, seg.update, seg.count)))
-        ]
-        value = encode_snapshot(new.state, new.count, new.size, new.pending)
-        writes += [(doc.key("s", new.versionstamp, n), c) for n, c in enumerate(chunks(value))]
-        for batch in _under_limit(writes):  # segments first: a snapshot is the commit point
+        for batch in _under_limit(writes):  # each value whole once its part 0 is in
 
             def fn(tr: Transaction, batch: list[tuple[bytes, bytes]] = batch) -> None:
                 for key, chunk in batch:
@@ -459,32 +461,66 @@ def _whole_values(
 def _replay_reads(
     tr: ReadTransaction, doc: DocRef, at: Versionstamp | None, with_segments: bool = False
 ) -> tuple[Snapshot | None, list[Segment], list[Record]]:
-    """The latest snapshot at or before ``at``, then (``with_segments``) the chain of
-    segments after it up to ``at``, then the updates after those, up to ``at``."""
-    s_prefix, u_prefix, g_prefix = doc.key("s"), doc.key("u"), doc.key("g")
-    s_end = keys.pack(("s", at), doc.space) + b"\xff" if at else s_prefix + b"\xff"
-    last = tr.get_range(s_prefix + b"\x00", s_end, limit=1, reverse=True)
-    snapshot = None
-    base: Versionstamp | None = None
-    if last:
-        base = keys.unpack_stamped(last[0][0], s_prefix)[0]
-        lo, hi = keys.prefix_range(keys.pack(("s", base), doc.space))
-        for svs, value in group_parts(tr.get_range(lo, hi), s_prefix):
-            snapshot = decode_snapshot(svs, value)
+    """The latest whole snapshot at or before ``at``, then (``with_segments``) the chain
+    of whole segments after it up to ``at``, then the updates after those, up to ``at``."""
+    u_prefix, g_prefix = doc.key("u"), doc.key("g")
+    snapshot = _latest_snapshot(tr, doc, at)
+    base = snapshot.versionstamp if snapshot else None
     segments: list[Segment] = []
     if with_segments:
         begin = keys.pack(("g", base), doc.space) + b"\xff" if base else g_prefix + b"\x00"
         end = keys.pack(("g", at), doc.space) + b"\xff" if at else g_prefix + b"\xff"
-        for vs, value in group_parts(tr.get_range(begin, end), g_prefix):
-            segment = decode_segment(vs, value)
-            if segment.after != base:
-                break  # the chain stops where a stretch had no segment
+        for vs, parts in group_stored(tr.get_range(begin, end), g_prefix):
+            segment = decode_segment(vs, parts)
+            if segment is None or segment.after != base:
+                break  # the chain stops where a stretch has no (whole) segment
             segments.append(segment)
             base = vs
     begin = keys.pack(("u", base), doc.space) + b"\xff" if base else u_prefix + b"\x00"
     end = keys.pack(("u", at), doc.space) + b"\xff" if at else u_prefix + b"\xff"
     records = [decode_record(vs, v) for vs, v in group_parts(tr.get_range(begin, end), u_prefix)]
     return snapshot, segments, records
+
+
+def _latest_snapshot(tr: ReadTransaction, doc: DocRef, at: Versionstamp | None) -> Snapshot | None:
+    """The latest whole snapshot at or before ``at`` (``None``: head). One whose write
+    is under way or was cut short is skipped for the one before it."""
+    prefix = doc.key("s")
+    end = keys.pack(("s", at), doc.space) + b"\xff" if at else prefix + b"\xff"
+    while last := tr.get_range(prefix + b"\x00", end, limit=1, reverse=True):
+        vs = keys.unpack_stamped(last[0][0], prefix)[0]
+        lo, hi = keys.prefix_range(keys.pack(("s", vs), doc.space))
+        parts = {keys.unpack_stamped(k, prefix)[1]: v for k, v in tr.get_range(lo, hi)}
+        snapshot = decode_snapshot(vs, parts)
+        if snapshot is not None:
+            return snapshot
+        log.info("snapshot of %s at %s is not whole; using the one before", doc.path, vs.hex())
+        end = lo
+    return None
+
+
+def _next_snapshot_writes(
+    doc: DocRef, snapshot: Snapshot | None, records: list[Record], segment_every: int
+) -> tuple[Snapshot, list[tuple[bytes, bytes]]]:
+    """The next snapshot, and it and its segments as writes in commit order: segments
+    first, and each value's part 0 (its commit marker) after the rest of its parts. A
+    write cut short at any point leaves whole values and at most one partial one, which
+    readers skip. Writing a value again (after a crash) writes the same bytes: a
+    ``pycrdt`` doc built from the same updates encodes the same."""
+    new, segments = _next_snapshot(snapshot, records, segment_every)
+    values = [
+        ("g", seg.versionstamp, encode_segment(seg.after, seg.update, seg.count))
+        for seg in segments
+    ]
+    values.append(
+        ("s", new.versionstamp, encode_snapshot(new.state, new.count, new.size, new.pending))
+    )
+    writes = [
+        (doc.key(kind, vs, n), parts[n])
+        for kind, vs, parts in values
+        for n in [*range(1, len(parts)), 0]
+    ]
+    return new, writes
 
 
 def _under_limit(writes: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:

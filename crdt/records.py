@@ -3,11 +3,18 @@
 Values are msgpack maps; anything over :data:`CHUNK` bytes is split into parts stored
 under consecutive keys ``(..., vs, 0)``, ``(..., vs, 1)``… so that no value is over
 FoundationDB's 100 kB limit. Readers join the parts of one versionstamp back together.
+
+An update record is written in one transaction with all its parts. A snapshot or a
+segment can be bigger than one transaction may write, so its map starts with ``parts``,
+the number of parts it was split into, and part 0 is written last (see
+:func:`stored_parts`): until part 0 and every part it counts are in the store, readers
+treat the value as absent (:func:`load_parts`). Values written before history format
+1.1 have no ``parts`` field; for them, a map cut short shows as incomplete too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,33 +96,109 @@ def decode_record(vs: Versionstamp, value: bytes) -> Record:
 
 def encode_snapshot(
     state: bytes, count: int, size: int, pending: Iterable[bytes] = ()
-) -> bytes:
+) -> list[bytes]:
+    """A snapshot's parts; store part 0 last (see :func:`stored_parts`)."""
     fields: dict[str, Any] = {"state": state, "count": count, "size": size}
     if pending := list(pending):
         fields["pending"] = pending
-    packed: bytes = msgpack.packb(fields)
-    return packed
+    return stored_parts(fields)
 
 
-def decode_snapshot(vs: Versionstamp, value: bytes) -> Snapshot:
-    data = _unpack_map(value)
+def decode_snapshot(vs: Versionstamp, parts: Mapping[int, bytes]) -> Snapshot | None:
+    """The snapshot stored in ``parts`` (by part number); ``None`` while incomplete."""
+    data = load_parts(parts)
+    if data is None:
+        return None
     pending = tuple(bytes(u) for u in data.get("pending", ()))
     return Snapshot(vs, bytes(data["state"]), int(data["count"]), int(data["size"]), pending)
 
 
-def encode_segment(after: Versionstamp | None, update: bytes, count: int) -> bytes:
-    packed: bytes = msgpack.packb(
-        {"after": after.raw if after else b"", "update": update, "count": count}
-    )
-    return packed
+def encode_segment(after: Versionstamp | None, update: bytes, count: int) -> list[bytes]:
+    """A segment's parts; store part 0 last (see :func:`stored_parts`)."""
+    return stored_parts({"after": after.raw if after else b"", "update": update, "count": count})
 
 
-def decode_segment(vs: Versionstamp, value: bytes) -> Segment:
-    data = _unpack_map(value)
+def decode_segment(vs: Versionstamp, parts: Mapping[int, bytes]) -> Segment | None:
+    """The segment stored in ``parts`` (by part number); ``None`` while incomplete."""
+    data = load_parts(parts)
+    if data is None:
+        return None
     after = bytes(data["after"])
     return Segment(
         vs, Versionstamp(after) if after else None, bytes(data["update"]), int(data["count"])
     )
+
+
+def stored_parts(fields: dict[str, Any]) -> list[bytes]:
+    """``fields`` as one msgpack map that starts with ``parts`` (how many parts it is
+    split into), split into parts of at most :data:`CHUNK` bytes.
+
+    Write part 0 last, in the last transaction: a reader takes the value as whole only
+    once part 0 and every part it counts are there, so a write cut short by a crash (or
+    still under way) reads as no value, never as a truncated one.
+    """
+    body = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
+    head = msgpack.Packer().pack_map_header(len(fields) + 1) + msgpack.packb("parts")
+    count = 1
+    while True:  # the count's own size can change the count (at most a step or two)
+        needed = max(1, -(-(len(head) + len(msgpack.packb(count)) + len(body)) // CHUNK))
+        if needed == count:
+            return chunks(head + msgpack.packb(count) + body)
+        count = needed
+
+
+def load_parts(parts: Mapping[int, bytes]) -> dict[str, Any] | None:
+    """The map written by :func:`stored_parts` from its parts (by part number), or
+    ``None`` while it is incomplete. Parts numbered past the count are left over from an
+    earlier write of the same value that was cut short, and are ignored.
+
+    A value written before the ``parts`` field (history format 1.0) had its part 0
+    written first; it counts as whole when its parts run 0..n-1 and hold a whole map.
+    A map cut short is incomplete; any other undecodable value is a :class:`StoreError`.
+    """
+    first = parts.get(0)
+    if first is None:
+        return None
+    count = _declared_parts(first)
+    if count == 1:
+        return _unpack_map(first)
+    if count is not None:
+        if count > len(parts) or any(i not in parts for i in range(1, count)):
+            return None
+        return _unpack_map(b"".join(parts[i] for i in range(count)))
+    if sorted(parts) != list(range(len(parts))):
+        return None
+    value = b"".join(parts[i] for i in range(len(parts)))
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(value), 1))
+    unpacker.feed(value)
+    try:
+        data = unpacker.unpack()
+    except msgpack.OutOfData:
+        return None
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise StoreError(f"corrupt record in the store: {exc}") from exc
+    if unpacker.tell() != len(value) or not isinstance(data, dict):
+        raise StoreError("corrupt record in the store: not one map")
+    return data
+
+
+_PARTS_KEY = b"\xa5parts"  # msgpack's "parts"
+_UINT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # msgpack uint 8/16/32/64, with type byte
+
+
+def _declared_parts(first: bytes) -> int | None:
+    """The part count at the start of a value's part 0; ``None`` for a format 1.0 value.
+
+    Read by hand (it is on every replay's path): a map of at most 15 fields (one byte,
+    0x80 + n), the key ``parts``, then an unsigned integer.
+    """
+    if len(first) < 8 or first[0] & 0xF0 != 0x80 or first[1:7] != _PARTS_KEY:
+        return None  # not a map that starts with ``parts``: the 1.0 decoder will tell
+    size = 1 if first[7] < 0x80 else _UINT_SIZES.get(first[7], 0)
+    count = msgpack.unpackb(first[7 : 7 + size]) if size else None
+    if not isinstance(count, int) or count < 1:
+        raise StoreError(f"corrupt record in the store: part count {first[7:16]!r}")
+    return count
 
 
 def pending_updates(doc: Doc[Any], applied: Iterable[bytes]) -> list[bytes]:
@@ -189,23 +272,33 @@ def _unpack_map(value: bytes) -> dict[str, Any]:
 def group_parts(
     pairs: Iterable[tuple[bytes, bytes]], prefix: bytes
 ) -> Iterator[tuple[Versionstamp, bytes]]:
-    """Join chunk parts ``prefix + (vs, part)`` back into one value per versionstamp.
+    """Join chunk parts ``prefix + (vs, part)`` of update records back into one value per
+    versionstamp (a record's parts are written in one transaction: all or none).
 
-    ``pairs`` may come in either direction; parts are joined in part order. A value whose
-    parts are not all present is not yielded (the caller reads ranges that hold whole
-    values, see ``History``).
+    ``pairs`` may come in either direction; parts are joined in part order. Missing parts
+    are a :class:`StoreError` (the caller reads ranges that hold whole values, see
+    ``History``).
     """
+    for vs, parts in group_stored(pairs, prefix):
+        yield vs, _join(parts)
+
+
+def group_stored(
+    pairs: Iterable[tuple[bytes, bytes]], prefix: bytes
+) -> Iterator[tuple[Versionstamp, dict[int, bytes]]]:
+    """The parts ``prefix + (vs, part)`` of each versionstamp, by part number, in the
+    order of ``pairs`` (for :func:`decode_snapshot` and :func:`decode_segment`)."""
     current: Versionstamp | None = None
     parts: dict[int, bytes] = {}
     for key, value in pairs:
         vs, part = keys.unpack_stamped(key, prefix)
         if current is None or vs.raw != current.raw:
             if current is not None:
-                yield current, _join(parts)
+                yield current, parts
             current, parts = vs, {}
         parts[part] = value
     if current is not None:
-        yield current, _join(parts)
+        yield current, parts
 
 
 def _join(parts: dict[int, bytes]) -> bytes:
