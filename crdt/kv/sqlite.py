@@ -10,7 +10,12 @@
 - Readers use their own connections in a small thread pool: WAL snapshots never block
   the writer.
 - ``watch`` is served in-process right after each commit, and across processes by a
-  poller that checks ``PRAGMA data_version`` while anybody is watching.
+  poller that checks ``PRAGMA data_version`` while anybody is watching. The poller
+  re-reads watched keys only when a commit it has not seen came from another process
+  (each commit bumps the commit counter; this engine knows which numbers are its own).
+- Nothing a caller does (cancelling a transaction, closing a watcher's event loop) can
+  stop the writer thread; if it stops anyway, every pending and later transaction fails
+  with :class:`StoreError` instead of waiting forever.
 - Keys are BLOBs in a ``WITHOUT ROWID`` table: SQLite compares BLOBs with memcmp, the
   order FDB uses.
 """
@@ -25,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,10 +191,15 @@ class _Watch:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[bytes | None]
 
-    def offer(self, value: bytes | None) -> None:
-        """Resolve (from any thread) if ``value`` differs from what the watcher had."""
+    def offer(self, value: bytes | None) -> bool:
+        """Resolve (from any thread) if ``value`` differs from what the watcher had;
+        ``False`` when the watcher's event loop is closed (nobody can be waiting)."""
         if value != self.last:
-            self.loop.call_soon_threadsafe(self._resolve, value)
+            try:
+                self.loop.call_soon_threadsafe(self._resolve, value)
+            except RuntimeError:  # "Event loop is closed"
+                return False
+        return True
 
     def _resolve(self, value: bytes | None) -> None:
         if not self.future.done():
@@ -220,6 +230,9 @@ class SQLiteEngine:
         self._max_batch = max_batch
         self._requests: queue.Queue[_Request | None] = queue.Queue()
         self._writer_thread: threading.Thread | None = None
+        self._submit_lock = threading.Lock()
+        self._writes_stopped: StoreError | None = None  # set when the writer thread ends
+        self._own_commits: set[int] = set()  # commit counters of this engine not yet polled
         self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
         self._reader_count = readers
         self._pool: ThreadPoolExecutor | None = None
@@ -272,6 +285,8 @@ class SQLiteEngine:
             reader.execute("PRAGMA query_only=1")
             self._readers.put(reader)
         self._pool = ThreadPoolExecutor(self._reader_count, thread_name_prefix="weft-read")
+        self._closed.clear()
+        self._writes_stopped = None  # this engine may have been closed and opened again
         self._writer_thread = threading.Thread(
             target=self._write_loop, name="weft-write", daemon=True
         )
@@ -304,7 +319,8 @@ class SQLiteEngine:
             watches = [w for ws in self._watches.values() for w in ws]
             self._watches.clear()
         for w in watches:
-            w.loop.call_soon_threadsafe(w.future.cancel)
+            with contextlib.suppress(RuntimeError):  # a watcher whose loop is closed
+                w.loop.call_soon_threadsafe(w.future.cancel)
 
     def _close_sync(self) -> None:
         if self._writer_thread is not None:
@@ -322,32 +338,67 @@ class SQLiteEngine:
     async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         if not self._opened:
             raise StoreError("engine is not open")
-        request = _Request(fn)
-        self._requests.put(request)
-        return await asyncio.wrap_future(request.future)
+        return await asyncio.wrap_future(self._submit(fn))
 
     def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         """``transact`` for threads that are not running an event loop."""
+        return self._submit(fn).result()
+
+    def _submit(self, fn: Callable[[Transaction], T]) -> Future[Committed[T]]:
         request = _Request(fn)
-        self._requests.put(request)
-        return request.future.result()
+        with self._submit_lock:
+            if self._writes_stopped is not None:
+                raise StoreError(str(self._writes_stopped))
+            if self._writer_thread is None:
+                raise StoreError("engine is not open")
+            self._requests.put(request)
+        return request.future
 
     def _write_loop(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
+        """Commit queued transactions in batches until ``close``; whatever ends this
+        thread fails the transactions still waiting, and every later one."""
+        batch: list[_Request] | None = []
+        stopped = StoreError("engine is closed")
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit_batch(batch)
+        except BaseException as exc:
+            log.exception("the SQLite writer thread stopped")
+            stopped = StoreError(f"{self.path}: the writer thread stopped ({exc!r})")
+        finally:
+            with self._submit_lock:
+                self._writes_stopped = stopped
+            pending = list(batch or ())  # a batch the error cut short (settled ones stay)
+            while True:
                 try:
                     item = self._requests.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
-                    self._requests.put(None)
+                if item is not None:
+                    pending.append(item)
+            self._fail(pending, stopped)
+
+    def _next_batch(self) -> list[_Request] | None:
+        """The requests queued now (waiting for the first), cancelled ones left out;
+        ``None`` once ``close`` asked the writer to stop."""
+        batch: list[_Request] = []
+        while not batch:
+            item = self._requests.get()
+            while item is not None:
+                if item.future.set_running_or_notify_cancel():  # else: cancelled while queued
+                    batch.append(item)
+                    if len(batch) >= self._max_batch:
+                        return batch
+                try:
+                    item = self._requests.get_nowait()
+                except queue.Empty:
                     break
-                batch.append(item)
-            self._commit_batch(batch)
+            else:  # close() asked the writer to stop: commit what came first, then stop
+                if batch:
+                    self._requests.put(None)
+                    return batch
+                return None
+        return batch
 
     def _commit_batch(self, batch: list[_Request]) -> None:
         deadline = time.monotonic() + self._busy_timeout
@@ -378,7 +429,10 @@ class SQLiteEngine:
             else:
                 request.future.set_result(outcome)
         if written:
-            self._notify(written)
+            try:
+                self._notify(written)
+            except Exception:  # a watch that fails must not stop the writer
+                log.exception("notifying watches after a commit failed")
 
     def _run_batch(
         self, batch: list[_Request]
@@ -410,6 +464,9 @@ class SQLiteEngine:
         if written:
             conn.execute("UPDATE engine SET value = ? WHERE name = 'commit'", (counter,))
             conn.execute("COMMIT")
+            with self._watch_lock:  # recorded once committed: see _only_own_commits
+                if self._poller is not None:  # none: a new poller takes a new baseline
+                    self._own_commits.add(counter)
         else:
             conn.execute("ROLLBACK")
         return outcomes, written
@@ -417,7 +474,7 @@ class SQLiteEngine:
     @staticmethod
     def _fail(batch: list[_Request], exc: StoreError) -> None:
         for request in batch:
-            if not request.future.done():
+            with contextlib.suppress(InvalidStateError):  # already settled or cancelled
                 request.future.set_exception(exc)
 
     # --- reads -----------------------------------------------------------------------
@@ -461,53 +518,105 @@ class SQLiteEngine:
             return await w.future
         finally:
             with self._watch_lock:
-                ws = self._watches.get(key, [])
-                if w in ws:
-                    ws.remove(w)
-                if not ws:
-                    self._watches.pop(key, None)
+                self._drop(w)
+
+    def _drop(self, w: _Watch) -> None:
+        """Forget a watch (hold ``_watch_lock``)."""
+        ws = self._watches.get(w.key, [])
+        if w in ws:
+            ws.remove(w)
+        if not ws:
+            self._watches.pop(w.key, None)
 
     def _notify(self, written: list[_Writer]) -> None:
+        """After this engine's commit: offer the watched keys it wrote their new values."""
         with self._watch_lock:
-            if not self._watches:
-                return
-            hit = [
-                w
-                for key, ws in self._watches.items()
+            hit = {
+                key
+                for key in self._watches
                 if any(key in tr.keys or any(b <= key < e for b, e in tr.ranges) for tr in written)
-                for w in ws
-            ]
+            }
         if hit:
-            reader = _Reader(self._writer_conn)
-            for w in hit:
-                w.offer(reader.get(w.key))
+            self._offer(_Reader(self._writer_conn), hit)
+
+    def _offer(self, reader: _Reader, keys: set[bytes] | None = None) -> None:
+        """Read the watched ``keys`` (``None``: all) in one query and offer each watch its
+        key's value: only a watch whose value changed wakes. A watch whose event loop is
+        closed is dropped."""
+        with self._watch_lock:
+            watched = {k: list(ws) for k, ws in self._watches.items() if keys is None or k in keys}
+        if not watched:
+            return
+        values = reader.get_many(list(watched))
+        dead = [
+            w
+            for ws, value in zip(watched.values(), values, strict=True)
+            for w in ws
+            if not w.offer(value)
+        ]
+        if dead:
+            with self._watch_lock:
+                for w in dead:
+                    self._drop(w)
 
     def _poll_loop(self) -> None:
-        """Cross-process watches: runs while anybody watches, polling ``data_version``."""
-        conn = self._connect()
+        """Cross-process watches: runs while anybody watches, polling ``data_version``.
+
+        Its baseline is taken before it reads every watched key once, so a commit that
+        lands between a watch's own first read and this start is seen. After that it
+        re-reads the watched keys only when the commit counter moved by a commit that is
+        not this engine's (those were offered in-process already).
+        """
+        conn: sqlite3.Connection | None = None
         try:
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
+            conn = self._connect()
+            seen, counter = _data_version(conn), _commit_counter(conn)
+            reader = _Reader(conn)
+            self._offer(reader)
             idle_since = time.monotonic()
-            while not self._closed.is_set():
-                time.sleep(self._poll_interval)
+            while not self._closed.wait(self._poll_interval):
                 with self._watch_lock:
-                    watches = [w for ws in self._watches.values() for w in ws]
-                if not watches:
-                    if time.monotonic() - idle_since > 1.0:
-                        with self._watch_lock:
-                            if not self._watches:
-                                self._poller = None
-                                return
-                    continue
+                    if not self._watches:
+                        if time.monotonic() - idle_since > 1.0:
+                            self._poller = None
+                            self._own_commits.clear()
+                            return
+                        continue
                 idle_since = time.monotonic()
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                version = _data_version(conn)  # before the counter: see _only_own_commits
                 if version == seen:
                     continue
-                seen = version
-                reader = _Reader(conn)
-                for w in watches:
-                    w.offer(reader.get(w.key))
-        except sqlite3.Error:
+                seen, latest = version, _commit_counter(conn)
+                if not self._only_own_commits(counter, latest):
+                    self._offer(reader)
+                counter = latest
+        except Exception:  # the poller's boundary: the next watch starts another
             log.exception("watch poller stopped")
+            with self._watch_lock:
+                if self._poller is threading.current_thread():
+                    self._poller = None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _only_own_commits(self, counter: int, latest: int) -> bool:
+        """Whether every commit after ``counter`` up to ``latest`` is this engine's.
+
+        ``data_version`` moved, so somebody committed. Commits by engines bump the
+        counter; this engine records its own numbers once they are committed, so a
+        number it has not recorded yet only costs a needless read. If the counter did
+        not move, something wrote without it: not only ours.
+        """
+        with self._watch_lock:
+            own = sum(1 for n in self._own_commits if counter < n <= latest)
+            self._own_commits = {n for n in self._own_commits if n > latest}
+        return latest > counter and own == latest - counter
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection (this process's writer included) commits."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _commit_counter(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM engine WHERE name = 'commit'").fetchone()[0])

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from crdt import keys
 from crdt.errors import FormatError, StoreError
-from crdt.kv import open_engine
-from crdt.kv.sqlite import FORMAT_MAJOR
+from crdt.kv import Transaction, open_engine
+from crdt.kv.sqlite import FORMAT_MAJOR, SQLiteEngine
 
 
 def _format_major(path: Path) -> int:
@@ -75,3 +78,170 @@ async def test_a_commit_waits_for_another_writer_on_the_file(tmp_path: Path) -> 
 def test_bad_sqlite_urls_are_clear_errors(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         open_engine(url)
+
+
+# --- the writer thread survives its callers ------------------------------------------
+
+WORKER = Path(__file__).with_name("kv_worker.py")
+REPO = Path(__file__).resolve().parents[2]
+WAIT = 5.0  # seconds a commit or a watch may take before the test calls it hung
+
+
+def setter(key: bytes, value: bytes) -> Callable[[Transaction], None]:
+    return lambda tr: tr.set(key, value)
+
+
+async def set_from_another_process(url: str, key: bytes, value: bytes) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(WORKER), url, "set", key.hex(), value.hex()],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def test_a_watch_whose_event_loop_closed_does_not_stop_commits(tmp_path: Path) -> None:
+    """Notifying a watcher whose loop is gone must not kill the writer thread."""
+    key = keys.pack(("watched",))
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+
+        def watch_from_a_loop_that_then_closes() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                task = loop.create_task(kv.watch(key, None))
+                loop.run_until_complete(asyncio.sleep(0.2))
+                assert not task.done(), "the watch should still be waiting"
+            finally:
+                loop.close()
+
+        await asyncio.to_thread(watch_from_a_loop_that_then_closes)
+        for i in range(3):
+            value = f"{i}".encode()
+            done = await asyncio.wait_for(kv.transact(setter(key, value)), WAIT)
+            assert done.versionstamp is not None
+        other_thread = await asyncio.wait_for(
+            asyncio.to_thread(kv.transact_sync, lambda tr: tr.set(key, b"thread")), WAIT
+        )
+        assert other_thread.versionstamp is not None
+        watching = asyncio.ensure_future(kv.watch(key, b"thread"))
+        await asyncio.sleep(0.05)
+        await kv.transact(lambda tr: tr.set(key, b"live"))
+        assert await asyncio.wait_for(watching, WAIT) == b"live"
+        await asyncio.sleep(0.1)  # the poller too has offered to the dead watch by now
+        await set_from_another_process(kv.url, key, b"theirs")
+        assert await asyncio.wait_for(kv.watch(key, b"live"), WAIT) == b"theirs"
+
+
+async def test_a_transaction_cancelled_while_queued_is_skipped(tmp_path: Path) -> None:
+    """A caller that gives up (cancel, timeout) before its turn must not kill the writer."""
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        release = threading.Event()
+        busy = asyncio.ensure_future(kv.transact(lambda tr: release.wait(WAIT)))
+        await asyncio.sleep(0.05)  # the writer is inside ``busy``
+        queued = asyncio.ensure_future(kv.transact(lambda tr: tr.set(b"cancelled", b"x")))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        release.set()
+        await busy
+        later = await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"later", b"y")), WAIT)
+        assert later.versionstamp is not None
+        assert queued.cancelled()
+        assert await kv.read(lambda tr: tr.get(b"cancelled")) is None
+        assert await kv.read(lambda tr: tr.get(b"later")) == b"y"
+
+
+async def test_a_dead_writer_thread_fails_pending_and_later_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should the writer thread die anyway, nobody waits forever on it."""
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        inside, release = threading.Event(), threading.Event()
+
+        def dies(batch: object) -> None:
+            inside.set()
+            release.wait(WAIT)
+            raise RuntimeError("writer thread bug")
+
+        monkeypatch.setattr(kv, "_commit_batch", dies)
+        first = asyncio.ensure_future(kv.transact(lambda tr: tr.set(b"a", b"1")))
+        assert await asyncio.to_thread(inside.wait, WAIT)
+        pending = asyncio.ensure_future(kv.transact(lambda tr: tr.set(b"b", b"2")))
+        await asyncio.sleep(0.05)
+        release.set()
+        for waiting in (first, pending):
+            with pytest.raises(StoreError, match="writer thread stopped"):
+                await asyncio.wait_for(waiting, WAIT)
+        with pytest.raises(StoreError, match="writer thread stopped"):
+            await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"c", b"3")), WAIT)
+        with pytest.raises(StoreError, match="writer thread stopped"):
+            kv.transact_sync(lambda tr: tr.set(b"d", b"4"))
+        assert await kv.read(lambda tr: tr.get_range(b"", b"\xff")) == []
+    assert "the SQLite writer thread stopped" in caplog.text
+
+
+# --- cross-process watches: no missed commit, no needless reads ----------------------
+
+
+async def test_a_commit_while_the_watch_poller_starts_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process commits after the watch's own first read but before the poller
+    (started by that watch) has its baseline: the watch must still fire."""
+    key = keys.pack(("head",))
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        await kv.transact(lambda tr: tr.set(key, b"old"))
+        poller_may_start = threading.Event()
+        connect = kv._connect
+
+        def slow_poller_connect() -> sqlite3.Connection:
+            if threading.current_thread().name == "weft-watch":
+                poller_may_start.wait(WAIT)
+            return connect()
+
+        monkeypatch.setattr(kv, "_connect", slow_poller_connect)
+        watching = asyncio.ensure_future(kv.watch(key, b"old"))
+        await asyncio.sleep(0.2)  # the watch read b"old"; its poller is not running yet
+        assert not watching.done()
+        await set_from_another_process(kv.url, key, b"new")
+        poller_may_start.set()
+        assert await asyncio.wait_for(watching, WAIT) == b"new"
+
+
+async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched, other = keys.pack(("head", 1)), keys.pack(("head", 2))
+    async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
+        await kv.transact(lambda tr: tr.set(watched, b"0"))
+        poller_reads: list[str] = []
+        connect = kv._connect
+
+        def counting_connect() -> sqlite3.Connection:
+            conn = connect()
+            if threading.current_thread().name == "weft-watch":
+                conn.set_trace_callback(
+                    lambda sql: poller_reads.append(sql) if "FROM kv" in sql else None
+                )
+            return conn
+
+        monkeypatch.setattr(kv, "_connect", counting_connect)
+        watchers = [asyncio.ensure_future(kv.watch(watched, b"0")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        start = len(poller_reads)  # the poller's first look at the watched keys
+        for i in range(20):  # this process's own commits: offered in-process, not polled
+            await kv.transact(setter(other, f"{i}".encode()))
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        # None, or one when the poller looked between a commit and its recording.
+        assert len(poller_reads) - start <= 1, poller_reads[start:]
+        start = len(poller_reads)
+        assert not any(w.done() for w in watchers)
+        await set_from_another_process(kv.url, other, b"theirs")  # not a watched key
+        await asyncio.sleep(0.2)
+        assert 1 <= len(poller_reads) - start <= 2, poller_reads[start:]
+        assert not any(w.done() for w in watchers), "an unchanged key woke a watcher"
+        await set_from_another_process(kv.url, watched, b"1")
+        assert await asyncio.wait_for(asyncio.gather(*watchers), WAIT) == [b"1"] * 3
