@@ -51,7 +51,14 @@ CLOSE_PROTOCOL = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID = 1007
 CLOSE_STORE = 1011
+CLOSE_TOO_BIG = 1009
 CODE_READ_ONLY = 4403
+CLOSE_QUOTA = 4429
+MAX_AWARENESS_STATE = 32 * 1024
+"""Bytes of one client's awareness state (a cursor, a name, a colour: usually < 1 kB)."""
+MAX_AWARENESS_CLIENTS = 8
+"""Awareness client ids one connection may hold (a y-websocket provider uses one). With the
+state bound, this bounds the awareness memory a connection can make the room keep."""
 READ_ONLY_REASON = "read-only token: updates are not accepted"
 
 
@@ -299,10 +306,22 @@ class Session:
     def _awareness(self, payload: bytes) -> list[Action]:
         entries = tuple(codec.decode_awareness(payload))
         for entry in entries:
+            if len(entry.state) > MAX_AWARENESS_STATE:
+                return self._close(
+                    CLOSE_TOO_BIG,
+                    f"awareness state over {MAX_AWARENESS_STATE} bytes",
+                    "awareness_too_big",
+                )
             if entry.removed:
                 self.awareness_clients.discard(entry.client_id)
             else:
                 self.awareness_clients.add(entry.client_id)
+        if len(self.awareness_clients) > MAX_AWARENESS_CLIENTS:
+            return self._close(
+                CLOSE_QUOTA,
+                f"more than {MAX_AWARENESS_CLIENTS} awareness clients on one connection",
+                "awareness_clients",
+            )
         return [Relay(payload, entries)]
 
     def _base(self, vs: Versionstamp) -> list[Action]:

@@ -27,6 +27,8 @@ from crdt.history import Appended, update_hash
 from crdt.versionstamp import ZERO, Versionstamp
 from server.quotas import Limits, Quotas
 from server.session import (
+    MAX_AWARENESS_CLIENTS,
+    MAX_AWARENESS_STATE,
     Action,
     BranchEnd,
     Close,
@@ -243,6 +245,29 @@ def test_awareness_is_relayed_and_its_clients_remembered() -> None:
     assert s.awareness_clients == {1, 2}
     s.receive(Awareness(codec.encode_awareness([AwarenessEntry(2, 2, "null")])), 0.0)
     assert s.awareness_clients == {1}
+
+
+def test_awareness_memory_a_connection_can_make_the_room_keep_is_bounded() -> None:
+    big = '"' + "x" * MAX_AWARENESS_STATE + '"'
+    actions = session().receive(Awareness(codec.encode_awareness([AwarenessEntry(1, 1, big)])), 0.0)
+    assert [a for a in actions if isinstance(a, Close)] == [
+        Close(1009, f"awareness state over {MAX_AWARENESS_STATE} bytes")
+    ]
+    assert not any(isinstance(a, Relay) for a in actions)
+
+    s = session()
+    many = [AwarenessEntry(i, 1, "{}") for i in range(MAX_AWARENESS_CLIENTS)]
+    (relay,) = s.receive(Awareness(codec.encode_awareness(many)), 0.0)
+    assert isinstance(relay, Relay)
+    # Removing one and adding another keeps it at the limit; one more is refused.
+    swap = [AwarenessEntry(0, 2, "null"), AwarenessEntry(100, 1, "{}")]
+    assert isinstance(s.receive(Awareness(codec.encode_awareness(swap)), 0.0)[0], Relay)
+    extra = codec.encode_awareness([AwarenessEntry(101, 1, "{}")])
+    actions = s.receive(Awareness(extra), 0.0)
+    assert [a for a in actions if isinstance(a, Close)] == [
+        Close(4429, f"more than {MAX_AWARENESS_CLIENTS} awareness clients on one connection")
+    ]
+    assert not any(isinstance(a, Relay) for a in actions)
 
 
 def test_query_awareness_returns_the_rooms_states() -> None:
