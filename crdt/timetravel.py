@@ -941,6 +941,9 @@ class _Reader:
 
     def uint(self) -> int:
         data, pos = self.data, self.pos
+        if pos < self.end and data[pos] < 0x80:  # one byte: most lengths and flags
+            self.pos = pos + 1
+            return data[pos]
         value = shift = 0
         while True:
             if pos >= self.end:
@@ -1279,11 +1282,16 @@ class ItemOrder:
         return None
 
     def _index(self, id_: ID) -> tuple[list[_Item], int]:
-        item = self.find(id_)
-        if item is None:
-            raise UpdateDecodeError(f"the update refers to a missing struct {id_}")
-        items = self._items[id_[0]]
-        return items, bisect_right(self._clocks[id_[0]], id_[1]) - 1
+        client, clock = id_
+        clocks = self._clocks.get(client)
+        if clocks:
+            i = bisect_right(clocks, clock) - 1
+            if i >= 0:
+                items = self._items[client]
+                item = items[i]
+                if clock < item.clock + item.length:
+                    return items, i
+        raise UpdateDecodeError(f"the update refers to a missing struct {id_}")
 
     def _split(self, items: list[_Item], i: int, diff: int) -> _Item:
         """Split ``items[i]`` after ``diff`` units; the right part (as Yjs splitItem)."""
@@ -1323,27 +1331,32 @@ class ItemOrder:
         queues = {client: items for client, items in structs.items() if items}
         heads = dict.fromkeys(queues, 0)
         upto = {client: items[0].clock for client, items in queues.items()}
+        integrate = self._integrate
         for first in sorted(queues, reverse=True):
             stack = [first]
             while stack:
                 client = stack[-1]
-                if heads[client] >= len(queues[client]):
+                items, head, needed = queues[client], heads[client], None
+                while head < len(items):
+                    item = items[head]
+                    needed = _needs(item, upto)
+                    if needed is not None:
+                        break
+                    head += 1
+                    integrate(item)
+                    upto[client] = item.clock + item.length
+                    if len(stack) > 1:
+                        break  # back to the client that waited for this struct
+                heads[client] = head
+                if needed is None:
                     stack.pop()
-                    continue
-                item = queues[client][heads[client]]
-                needed = _needs(item, upto)
-                if needed is not None:
-                    if heads.get(needed, 0) >= len(queues.get(needed, ())) or needed in stack:
-                        raise UpdateDecodeError(
-                            f"struct ({item.client}, {item.clock}) depends on a missing one"
-                        )
+                elif heads.get(needed, 0) >= len(queues.get(needed, ())) or needed in stack:
+                    raise UpdateDecodeError(
+                        f"struct ({items[head].client}, {items[head].clock}) depends on a "
+                        "missing one"
+                    )
+                else:
                     stack.append(needed)
-                    continue
-                heads[client] += 1
-                self._integrate(item)
-                upto[client] = item.clock + item.length
-                if len(stack) > 1:
-                    stack.pop()  # back to the client that waited for this struct
         for client, clock, length in deletes:
             self._delete(client, clock, clock + length)
 
