@@ -12,8 +12,9 @@ server, speaking y-websocket with :mod:`crdt.codec`) connect every client, sync,
    that), the delivered updates/s, the fan-out latency p50/p99 (send to receive, one
    monotonic clock across processes) and the server's CPU time (its own counters,
    psutil) per delivered update;
-2. paced: every client sends a few more updates at a fixed total rate (``--paced-rate``
-   updates/s over the shape, random phases), for latency without queueing;
+2. paced: once the server is quiet again (its CPU under 5 % of a core: weft snapshots
+   after a burst), every client sends a few more updates at a fixed total rate
+   (``--paced-rate`` updates/s over the shape, random phases): latency without queueing;
 3. convergence: each client applies what it sent and received; every client's text and a
    fresh reader's copy from the server must be identical, and nothing may be missing.
 
@@ -247,6 +248,7 @@ def run_shape(kind: str, shape: Shape, args: argparse.Namespace, workdir: Path) 
             phases = {}
             watched = [psutil.Process(proc.pid) for proc in procs]
             for phase in ("full", "paced"):
+                settled = wait_until_quiet(server)
                 gen0 = [_cpu(p) for p in watched]
                 cpu0 = server.cpu_seconds()
                 start_ns = time.monotonic_ns() + 300_000_000
@@ -255,6 +257,7 @@ def run_shape(kind: str, shape: Shape, args: argparse.Namespace, workdir: Path) 
                 results = [_recv(pipe, "done", PHASE_TIMEOUT + 60) for pipe in pipes]
                 figures = phase_figures(results, shape.clients)
                 figures["server_cpu"] = server.cpu_seconds() - cpu0
+                figures["settle_seconds"] = settled
                 figures["gen_cpu"] = [_cpu(p) - c for p, c in zip(watched, gen0, strict=True)]
                 phases[phase] = figures
             # Read the server's copy while the clients are still there: some servers drop
@@ -271,6 +274,18 @@ def run_shape(kind: str, shape: Shape, args: argparse.Namespace, workdir: Path) 
                     proc.kill()
         log_tail = server.log()[-2000:]
     return summarize(kind, shape, specs, phases, client_hashes, reader_hashes, peak_rss, log_tail)
+
+
+def wait_until_quiet(server: servers.Server, limit: float = 60.0) -> float:
+    """Wait until the server's background work (e.g. snapshots after a burst) is done:
+    under 5 % of a core over half a second. Each phase starts from a quiet server."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        cpu0 = server.cpu_seconds()
+        time.sleep(0.5)
+        if server.cpu_seconds() - cpu0 < 0.025:
+            break
+    return round(time.monotonic() - started, 1)
 
 
 def summarize(
@@ -301,6 +316,7 @@ def summarize(
         "latency_ms": full["latency"],
         "paced_latency_ms": paced["latency"],
         "paced_delivered": paced["delivered"],
+        "quiet_wait_seconds": {"full": full["settle_seconds"], "paced": paced["settle_seconds"]},
         "cpu_us_per_update": _per(full["server_cpu"], full["delivered"]),
         "paced_cpu_us_per_update": _per(paced["server_cpu"], paced["delivered"]),
         "server_cpu_util": round(full["server_cpu"] / wall, 3) if full["wall"] else None,
