@@ -250,7 +250,12 @@ class StoreBackend:
 
     async def show(self, path: str, at: tt.Version) -> dict[str, Any]:
         found = await tt.doc_at(self.store, await self._ref(path), at)
-        return {"path": found.path, "versionstamp": found.versionstamp.hex(), "text": found.text}
+        return {
+            "path": found.path,
+            "versionstamp": found.versionstamp.hex(),
+            "text": found.text,
+            "deleted": found.deleted,
+        }
 
     async def diff(self, path: str, old: tt.Version, new: tt.Version) -> dict[str, Any]:
         ref = await self._ref(path)

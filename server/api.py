@@ -20,11 +20,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
-from pycrdt import Text
+from pycrdt import Map, Text
 
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
 from crdt.keys import check_name
+from crdt.timetravel import parse_version
 from crdt.versionstamp import Versionstamp
 from server.appkeys import HISTORY
 from server.auth import InvalidToken, require
@@ -105,19 +106,11 @@ async def list_docs(request: web.Request) -> web.Response:
     return web.json_response({"tenant": tenant, "project": project, "docs": docs})
 
 
-def parse_at(value: str) -> Versionstamp | int:
-    """``?at=``: a versionstamp (24 hex digits) or an ISO-8601 time (→ Unix ms)."""
-    if len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value):
-        return Versionstamp.from_hex(value)
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise ProtocolError(
-            f"?at= must be a versionstamp (24 hex digits) or an ISO-8601 time: {value!r}"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+def parse_at(value: str) -> Versionstamp | int | None:
+    """``?at=``: a versionstamp (24 hex digits) or an ISO-8601 time (→ Unix ms), or
+    ``head`` (→ None). A malformed value or a time in the future is a 400."""
+    version = parse_version(value)
+    return version.stamp if version.stamp is not None else version.ms
 
 
 async def get_doc(request: web.Request) -> web.Response:
@@ -131,7 +124,9 @@ async def get_doc(request: web.Request) -> web.Response:
         replayed = await history.replay(ref)
     else:
         point = parse_at(at)
-        if isinstance(point, Versionstamp):
+        if point is None:
+            replayed = await history.replay(ref)
+        elif isinstance(point, Versionstamp):
             replayed = await history.replay(ref, point)
         else:
             replayed = await history.replay_at_time(ref, point)
@@ -141,7 +136,10 @@ async def get_doc(request: web.Request) -> web.Response:
     text = str(replayed.doc.get(CONTENT, type=Text))
     vs = replayed.versionstamp.hex()
     if request.query.get("format") == "json":
-        return web.json_response({"path": ref.path, "versionstamp": vs, "text": text})
+        deleted = replayed.doc.get("weft", type=Map).get("deleted") is True
+        return web.json_response(
+            {"path": ref.path, "versionstamp": vs, "text": text, "deleted": deleted}
+        )
     return web.Response(text=text, headers={"X-Weft-Versionstamp": vs})
 
 

@@ -75,7 +75,16 @@ async def test_doc_list_and_text_at_head_at_versionstamp_and_at_time(
     status, body, _ = await get(http, f"{api}/docs/notes/today.md", at=before)
     assert status == 404 and '"not_found"' in body
     status, body, _ = await get(http, f"{api}/docs/notes/today.md", format="json")
-    assert status == 200 and '"text": "one two three"' in body
+    assert status == 200 and json.loads(body) == {
+        "path": "notes/today.md",
+        "versionstamp": stamps[-1].hex(),
+        "text": "one two three",
+        "deleted": False,
+    }
+    assert (await get(http, f"{api}/docs/notes/today.md", at="head"))[1] == "one two three"
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    status, body, _ = await get(http, f"{api}/docs/notes/today.md", at=future)
+    assert status == 400 and "in the future" in json.loads(body)["error"]["message"]
     await peer.close()
     await other.close()
 

@@ -129,7 +129,12 @@ async def test_read_commands_through_the_server_and_the_store(
         assert (r.returncode, r.stdout) == (0, "alpha\nbeta\ngamma\n")
         assert (await cli("show", "doc.md", *where)).stdout == "alpha\nBETA-beta\ngamma\n"
         shown = json.loads((await cli("show", "doc.md", "--json", "--at", v1.hex(), *where)).stdout)
-        assert shown == {"path": "doc.md", "versionstamp": v1.hex(), "text": "alpha\nbeta\n"}
+        assert shown == {
+            "path": "doc.md",
+            "versionstamp": v1.hex(),
+            "text": "alpha\nbeta\n",
+            "deleted": False,
+        }
 
         r = await first("diff", "doc.md", "--from", v1.hex(), "--to", v2.hex(), *where)
         assert r.returncode == 0 and r.stdout.splitlines()[2:] == [
