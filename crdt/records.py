@@ -214,7 +214,7 @@ def pending_updates(doc: Doc[Any], applied: Iterable[bytes]) -> list[bytes]:
     harmless). Usually the list is empty.
     """
     vector = doc.get_state()
-    clocks = _clocks(vector)
+    clocks = state_vector_clocks(vector)
     return [u for u in applied if not _integrated(u, vector, clocks)]
 
 
@@ -236,7 +236,7 @@ def _integrated(update: bytes, vector: bytes, clocks: dict[int, int]) -> bool:
     return True
 
 
-def _clocks(vector: bytes) -> dict[int, int]:
+def state_vector_clocks(vector: bytes) -> dict[int, int]:
     """Decode a lib0 state vector: varUint n, then n x (varUint client, varUint clock)."""
     count, pos = _varuint(vector, 0)
     out = {}

@@ -27,6 +27,7 @@ from pycrdt import Doc, Map, Text
 
 from crdt.history import Append, History
 from crdt.kv import open_engine
+from crdt.records import state_vector_clocks
 from crdt.versionstamp import Versionstamp
 
 # (snapshot_every, segment_every): snapshots and the segments written with them
@@ -41,24 +42,8 @@ class Scenario:
     resend: list[int]  # indexes re-sent at the end
 
 
-def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
 def state_vector(doc: Doc[Any]) -> dict[int, int]:
-    data, out = doc.get_state(), {}
-    count, pos = _read_varuint(data, 0)
-    for _ in range(count):
-        client, pos = _read_varuint(data, pos)
-        out[client], pos = _read_varuint(data, pos)
-    return out
+    return state_vector_clocks(doc.get_state())
 
 
 def observed(doc: Doc[Any]) -> tuple[str, dict[str, Any], dict[int, int]]:

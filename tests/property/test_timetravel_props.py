@@ -31,30 +31,15 @@ from pycrdt import Assoc, Doc, Map, Text
 from crdt import timetravel as tt
 from crdt.history import Append, History
 from crdt.kv import open_engine
+from crdt.records import state_vector_clocks
 from crdt.versionstamp import Versionstamp
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALPHABET = "ab \n"
 
 
-def _varuint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
 def state_vector(doc: Doc[Any]) -> dict[int, int]:
-    data, out = doc.get_state(), {}
-    count, pos = _varuint(data, 0)
-    for _ in range(count):
-        client, pos = _varuint(data, pos)
-        out[client], pos = _varuint(data, pos)
-    return out
+    return state_vector_clocks(doc.get_state())
 
 
 @dataclass
