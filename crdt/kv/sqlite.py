@@ -1,9 +1,10 @@
 """The embedded engine: one SQLite file in WAL mode, FDB semantics.
 
 - One writer thread owns the only write connection. It drains every transaction function
-  queued since its last commit into one SQLite transaction (one fsync): each function runs
-  in its own SAVEPOINT and gets its own batch order, which is exactly how FoundationDB
-  batches commits. A function that raises is rolled back alone.
+  queued since its last commit into one SQLite transaction (one fsync): each function gets
+  its own batch order, which is exactly how FoundationDB batches commits, and a function
+  that raises is rolled back alone (its buffered sets are dropped; one that wrote to
+  SQLite early runs in a SAVEPOINT).
 - Versionstamps are FDB's 10 bytes: an 8-byte commit counter kept in the same database
   (read and bumped under the write lock, so several processes on one file stay ordered)
   plus the 2-byte batch order.
@@ -99,6 +100,12 @@ class _Writer(_Reader):
     Sets are buffered and written with one ``executemany`` (at the end, or before a read
     the buffer cannot answer): most of an append's writes are a few rows per update, and
     per-statement overhead would otherwise dominate. Reads see the buffer first.
+
+    The SAVEPOINT that lets one failing function roll back alone is opened only when the
+    function writes to SQLite before it returns (a clear, or a range read that flushes
+    the buffer). A function that only sets, like every append, writes nothing until it
+    has returned, so a failure leaves nothing to undo, and the savepoint (whose
+    sub-journal cost about as much as the rows themselves) is skipped.
     """
 
     def __init__(self, conn: sqlite3.Connection, tr_version: bytes) -> None:
@@ -108,6 +115,13 @@ class _Writer(_Reader):
         self.keys: set[bytes] = set()
         self.ranges: list[tuple[bytes, bytes]] = []
         self._pending: dict[bytes, bytes] = {}
+        self.savepoint = False  # opened by the first write that reaches SQLite early
+
+    def _write_now(self) -> None:
+        """Open the savepoint before the first write that happens while ``fn`` runs."""
+        if not self.savepoint:
+            self._conn.execute("SAVEPOINT tr")
+            self.savepoint = True
 
     def _count(self, key: bytes, value: bytes = b"") -> None:
         check_key(key)
@@ -120,7 +134,7 @@ class _Writer(_Reader):
         self.keys.add(key)
 
     def flush(self) -> None:
-        """Write the buffered sets (the engine calls this before the savepoint ends)."""
+        """Write the buffered sets (the engine calls this once the function returned)."""
         if self._pending:
             self._conn.executemany(
                 "INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)", self._pending.items()
@@ -140,7 +154,9 @@ class _Writer(_Reader):
     def get_range(
         self, begin: bytes, end: bytes, limit: int = 0, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        self.flush()
+        if self._pending:
+            self._write_now()
+            self.flush()
         return super().get_range(begin, end, limit, reverse)
 
     def set(self, key: bytes, value: bytes) -> None:
@@ -156,6 +172,7 @@ class _Writer(_Reader):
     def clear(self, key: bytes) -> None:
         self._count(key)
         self._pending.pop(key, None)
+        self._write_now()
         self._conn.execute("DELETE FROM kv WHERE k = ?", (key,))
 
     def clear_range(self, begin: bytes, end: bytes) -> None:
@@ -163,6 +180,7 @@ class _Writer(_Reader):
         check_key(end)
         self.size += len(begin) + len(end)
         self.ranges.append((begin, end))
+        self._write_now()
         self.flush()
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
@@ -262,6 +280,7 @@ class SQLiteEngine:
             self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
         )
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA temp_store=MEMORY")  # savepoint sub-journals: no temp files
         return conn
 
     def _open_sync(self) -> None:
@@ -445,18 +464,23 @@ class SQLiteEngine:
         written: list[_Writer] = []
         for order, request in enumerate(batch):
             tr = _Writer(conn, commit + order.to_bytes(2, "big"))
-            conn.execute("SAVEPOINT tr")
             try:
                 result = request.fn(tr)
-                tr.flush()
             except sqlite3.OperationalError:
                 raise
             except Exception as exc:
-                conn.execute("ROLLBACK TO tr")
-                conn.execute("RELEASE tr")
+                if tr.savepoint:
+                    conn.execute("ROLLBACK TO tr")
+                    conn.execute("RELEASE tr")
                 outcomes.append(exc)
                 continue
-            conn.execute("RELEASE tr")
+            # Keys and values were checked as they were set: this insert of bytes into
+            # a BLOB table fails only with the database (OperationalError: the batch is
+            # retried or failed whole), and if anything else ever escaped, the caller
+            # fails the whole batch, so no half-written function can commit.
+            tr.flush()
+            if tr.savepoint:
+                conn.execute("RELEASE tr")
             wrote = bool(tr.keys or tr.ranges)
             outcomes.append(Committed(result, tr._tr_version if wrote else None))
             if wrote:
