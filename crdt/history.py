@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,8 @@ from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: snapshots and segments count their parts; part 0 is written last
+FORMAT_MINOR = 2  # 1.1: snapshots and segments count their parts; part 0 is written last
+# 1.2: a doc's head is its last versionstamp and then its update count (see ``Head``)
 MAX_BATCH_UPDATES = 4_000
 MAX_BATCH_BYTES = 6_000_000
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
@@ -77,6 +78,22 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """A doc's head value: its last versionstamp and, from format 1.2, how many updates
+    the doc holds up to it (``None`` for a head written before). Both are written in the
+    same transaction, so a watcher that knows which updates up to ``versionstamp`` it
+    wrote itself can tell, without reading the log, whether anybody else wrote any."""
+
+    versionstamp: Versionstamp
+    count: int | None
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Head:
+        count = int.from_bytes(raw[12:20], "little") if len(raw) >= 20 else None
+        return cls(Versionstamp(raw[:12]), count)
+
+
+@dataclass(frozen=True, slots=True)
 class DocRef:
     """Where one document's history lives. Build with :meth:`History.doc`."""
 
@@ -88,6 +105,11 @@ class DocRef:
 
     def key(self, *items: keys.Element) -> bytes:
         return keys.pack(items, self.space)
+
+    @property
+    def meta_key(self) -> bytes:
+        """``keys.doc_meta`` of this doc (its project and path were checked when built)."""
+        return keys.pack(("doc", self.project, self.path), self.tenant_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +169,10 @@ class History:
         self.snapshot_bytes = snapshot_bytes
         self.segment_every = segment_every
         self._tenants: dict[str, bytes] = {}
+        # Called with each committed batch and its results, in the task that appended,
+        # before anything else can run: e.g. rooms note their own commits before their
+        # head watchers wake up. A listener must not raise (it is logged if it does).
+        self.listeners: list[Callable[[Sequence[Append], Sequence[Appended]], None]] = []
 
     # --- format, tenants, docs -------------------------------------------------------
 
@@ -252,13 +278,18 @@ class History:
             else:
                 assert committed.versionstamp is not None
                 out.append(Appended(Versionstamp.of(committed.versionstamp, marker), False))
+        for listener in self.listeners:
+            try:
+                listener(items, out)
+            except Exception:  # the batch is durable whatever a listener does
+                log.exception("an append listener failed")
         return out
 
     # --- reads -----------------------------------------------------------------------
 
     async def head(self, doc: DocRef) -> Versionstamp | None:
         raw = await self.kv.read(lambda tr: tr.get(doc.key("head")))
-        return None if raw is None else Versionstamp(raw)
+        return None if raw is None else Head.decode(raw).versionstamp
 
     async def replay(self, doc: DocRef, at: Versionstamp | None = None) -> Replayed:
         """The document as of ``at`` (inclusive; ``None``: head)."""
@@ -340,7 +371,7 @@ class History:
                 out.append(
                     DocInfo(
                         path,
-                        Versionstamp(head) if head else None,
+                        Head.decode(head).versionstamp if head else None,
                         read_counter(tr.get(keys.pack(("n",), space))),
                         read_counter(tr.get(keys.pack(("bytes",), space))),
                         read_counter(tr.get(keys.pack(("ms",), space))),
@@ -400,7 +431,7 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
             continue
         state = touched.get(doc.space)
         if state is None:
-            state = touched[doc.space] = _Touched(doc, _doc_ms(tr, doc, ms))
+            state = touched[doc.space] = _touch(tr, doc, ms)
         record = encode_record(item.update, item.user, item.client, item.session, state.ms)
         for part, chunk in enumerate(chunks(record)):
             key, offset = keys.pack_incomplete(("u",), user, (part,), doc.space)
@@ -415,11 +446,14 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
     for state in touched.values():
         doc = state.doc
         if state.count:
+            total = state.before + state.count
             tr.set_versionstamped_value(
-                doc.key("head"), INCOMPLETE_TR + state.last.to_bytes(2, "big"), 0
+                doc.key("head"),
+                INCOMPLETE_TR + state.last.to_bytes(2, "big") + total.to_bytes(8, "little"),
+                0,
             )
-            tr.add(doc.key("n"), state.count)
-            tr.add(doc.key("bytes"), state.size)
+            tr.set(doc.key("n"), total.to_bytes(8, "little"))
+            tr.set(doc.key("bytes"), (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.key("ms"), state.ms.to_bytes(8, "little"))
     return markers
 
@@ -430,18 +464,25 @@ class _Touched:
 
     doc: DocRef
     ms: int
+    before: int  # updates the doc held before this transaction
+    bytes_before: int
     last: int = 0
     count: int = 0
     size: int = 0
 
 
-def _doc_ms(tr: Transaction, doc: DocRef, ms: int) -> int:
-    """Wall-clock ms for a doc's new updates, never before its previous ones; writes the
-    doc's meta record on its first update."""
-    meta_key = keys.doc_meta(doc.tenant_prefix, doc.project, doc.path)
-    if tr.get(meta_key) is None:
+def _touch(tr: Transaction, doc: DocRef, ms: int) -> _Touched:
+    """One read of a doc's meta, clock and counters, for its first update in ``tr``: its
+    new updates' wall-clock ms is never before its previous ones', and its first update
+    writes its meta record. (The counters are read rather than atomically added: the
+    head records the count, and the clock is read anyway.)"""
+    meta_key = doc.meta_key
+    meta, last_ms, count, size = tr.get_many(
+        [meta_key, doc.key("ms"), doc.key("n"), doc.key("bytes")]
+    )
+    if meta is None:
         tr.set(meta_key, msgpack.packb({"space": doc.space, "created": ms}))
-    return max(ms, read_counter(tr.get(doc.key("ms"))))
+    return _Touched(doc, max(ms, read_counter(last_ms)), read_counter(count), read_counter(size))
 
 
 def _whole_values(

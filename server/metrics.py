@@ -11,6 +11,8 @@ one process in tests. Series:
 - ``weft_fanout_latency_seconds`` (histogram): update received to queued for every peer
 - ``weft_refusals_total{reason}`` (counter): refused connections and updates by reason
 - ``weft_remote_updates_total`` (counter): updates picked up from other instances
+- ``weft_tail_reads_total`` (counter): times a room read the log tail after its head
+  moved (a room that only this instance writes to moves its cursor without reading)
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class Metrics:
         self.remote_updates = Counter(
             "weft_remote_updates_total", "Updates picked up from other server instances."
         )
+        self.tail_reads = Counter(
+            "weft_tail_reads_total", "Log tail reads by rooms whose head moved."
+        )
 
     def render(self) -> str:
         series: list[Counter | Gauge | Histogram] = [
@@ -141,5 +146,6 @@ class Metrics:
             self.fanout_latency,
             self.refusals,
             self.remote_updates,
+            self.tail_reads,
         ]
         return "\n".join(line for s in series for line in s.render()) + "\n"

@@ -13,6 +13,15 @@ Updates reach a room two ways, both only after they are durable:
   cursor; records written by this instance (their ``session`` starts with the
   instance id) are skipped, the rest are applied and broadcast to every peer.
 
+The head also tells how many updates the doc holds (:class:`~crdt.history.Head`). A room
+counts the updates up to its cursor and remembers the versionstamps of this instance's
+connection commits after it (told by a ``History`` listener, before the watcher can wake
+up for them), so when the head's count is the room's count plus its own commits up
+to the head, nobody else wrote: the cursor moves to the head without reading the log.
+That is every wake-up of a room that only this instance writes to. Anything else (an
+older head without a count, another writer, or a commit the room has not heard of yet)
+reads the tail as above.
+
 Joiners with an empty state vector share one encoding of the whole document.
 """
 
@@ -23,14 +32,14 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from pycrdt import Doc
 
 from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
-from crdt.history import Appended, DocRef, History, Record
+from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
 from crdt.records import pending_updates
 from crdt.versionstamp import Versionstamp
@@ -53,10 +62,19 @@ class Peer(Protocol):
 class Room:
     """One loaded document (see the module docstring)."""
 
-    def __init__(self, ref: DocRef, doc: Doc[Any], cursor: Versionstamp | None, size: int) -> None:
+    def __init__(
+        self,
+        ref: DocRef,
+        doc: Doc[Any],
+        cursor: Versionstamp | None,
+        size: int,
+        count: int | None = None,
+    ) -> None:
         self.ref = ref
         self.doc = doc
         self.cursor = cursor
+        self.count = count  # updates in the log up to the cursor (None: not known)
+        self.own: set[Versionstamp] = set()  # this instance's commits after the cursor
         self.size = size
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
@@ -119,6 +137,27 @@ class Room:
         self._apply(update)
         self.broadcast(codec.encode(SyncUpdate(update)), exclude=sender)
 
+    def skip_own(self, head: Head) -> bool:
+        """Move the cursor to ``head`` if every update up to it is known to the room (its
+        own commits); ``False`` when the log tail must be read."""
+        if self.cursor is not None and head.versionstamp <= self.cursor:
+            return True
+        if head.count is None or self.count is None:
+            return False
+        own = [vs for vs in self.own if vs <= head.versionstamp]
+        if head.count - self.count != len(own):
+            return False
+        self.cursor, self.count = head.versionstamp, head.count
+        self.own.difference_update(own)
+        return True
+
+    def advance(self, records: list[Record]) -> None:
+        """The cursor moves past ``records``: every update after the old cursor, in order."""
+        self.cursor = records[-1].versionstamp
+        if self.count is not None:
+            self.count += len(records)
+        self.own = {vs for vs in self.own if vs > self.cursor}
+
     def apply_remote(self, records: Iterable[Record]) -> int:
         """Updates another instance committed: apply and send to every peer."""
         count = 0
@@ -174,6 +213,18 @@ class Rooms:
         self._idle: OrderedDict[bytes, Room] = OrderedDict()  # rooms without peers, oldest first
         self._loading: dict[bytes, asyncio.Task[Room]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        history.listeners.append(self._committed)
+
+    def _committed(self, items: Sequence[Append], results: Sequence[Appended]) -> None:
+        """Note this instance's connection commits in their rooms (see :meth:`Room.skip_own`);
+        they reach the room through ``apply_local``, as the tail reader assumes too."""
+        mine = f"{self.instance}/"
+        for item, appended in zip(items, results, strict=True):
+            if appended.duplicate or not item.session.startswith(mine):
+                continue
+            room = self._rooms.get(item.doc.space)
+            if room is not None and (room.cursor is None or appended.versionstamp > room.cursor):
+                room.own.add(appended.versionstamp)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -186,6 +237,8 @@ class Rooms:
             self._reaper = asyncio.create_task(self._reap_forever(), name="weft-room-reaper")
 
     async def close(self) -> None:
+        if self._committed in self.history.listeners:
+            self.history.listeners.remove(self._committed)
         tasks = [t for t in (self._reaper, *self._loading.values()) if t is not None]
         for room in list(self._rooms.values()):
             self._unload(room)
@@ -224,9 +277,14 @@ class Rooms:
 
     async def _load(self, ref: DocRef) -> Room:
         try:
-            replayed = await self.history.replay(ref)
-            size = await self.history.kv.read(lambda tr: read_counter(tr.get(ref.key("bytes"))))
-            room = Room(ref, replayed.doc, replayed.versionstamp, size)
+            raw, size = await self.history.kv.read(
+                lambda tr: (tr.get(ref.key("head")), read_counter(tr.get(ref.key("bytes"))))
+            )
+            head = Head.decode(raw) if raw else None
+            # Replayed at the head just read, so the head's count is the room's count.
+            replayed = await self.history.replay(ref, head.versionstamp if head else None)
+            count = head.count if head else 0
+            room = Room(ref, replayed.doc, replayed.versionstamp, size, count)
             room.watcher = asyncio.create_task(self._watch(room), name="weft-room-watch")
             self._rooms[ref.space] = room
             self._idle[ref.space] = room  # until its first peer joins
@@ -260,7 +318,8 @@ class Rooms:
         while True:
             try:
                 last = await self.history.kv.watch(head_key, last)
-                await self._catch_up(room)
+                if last is None or not room.skip_own(Head.decode(last)):
+                    await self._catch_up(room)
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
@@ -271,6 +330,7 @@ class Rooms:
 
     async def _catch_up(self, room: Room) -> None:
         mine = f"{self.instance}/"
+        self.metrics.tail_reads.inc()
         while True:
             records = await self.history.updates(room.ref, after=room.cursor, limit=TAIL_PAGE)
             if not records:
@@ -278,7 +338,7 @@ class Rooms:
             foreign = [r for r in records if not r.session.startswith(mine)]
             if foreign:
                 self.metrics.remote_updates.inc(room.apply_remote(foreign))
-            room.cursor = records[-1].versionstamp
+            room.advance(records)
             if len(records) < TAIL_PAGE:
                 return
 
