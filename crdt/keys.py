@@ -111,6 +111,13 @@ def _incomplete_parts_cached(
     return pack(items, prefix) + VS_CODE, pack(suffix)
 
 
+def clear_caches() -> None:
+    """Forget the packed hot keys (they are packed again on use): after many documents
+    were unloaded, their cached keys only hold memory."""
+    _pack_cached.cache_clear()
+    _incomplete_parts_cached.cache_clear()
+
+
 def unpack(key: bytes, prefix: bytes = b"") -> tuple[Any, ...]:
     """Unpack a key written by :func:`pack`; versionstamps come back as :class:`Versionstamp`."""
     if not key.startswith(prefix):

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         idle_seconds=settings.room_idle_seconds,
         max_idle=settings.max_idle_rooms,
     )
+    app[ROOMS].release_hooks.append(app[WRITER].forget_checks)
     app[CONNECTIONS] = Connections()
     app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detector
     app.cleanup_ctx.append(_lifecycle)

@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from pycrdt import Doc
@@ -43,11 +43,13 @@ from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
 from crdt.records import pending_updates
 from crdt.versionstamp import Versionstamp
+from server import memory
 from server.metrics import Metrics
 from server.session import EMPTY_STATE_VECTOR
 
 log = logging.getLogger("weft.sync")
 TAIL_PAGE = 1000
+RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
 
 
 class Peer(Protocol):
@@ -214,6 +216,9 @@ class Rooms:
         self._loading: dict[bytes, asyncio.Task[Room]] = {}
         self._reaper: asyncio.Task[None] | None = None
         history.listeners.append(self._committed)
+        # Called when memory is given back after unloading: caches of other parts that
+        # only unloaded documents used (see server.memory).
+        self.release_hooks: list[Callable[[], None]] = []
 
     def _committed(self, items: Sequence[Append], results: Sequence[Appended]) -> None:
         """Note this instance's connection commits in their rooms (see :meth:`Room.skip_own`);
@@ -343,10 +348,17 @@ class Rooms:
                 return
 
     async def _reap_forever(self) -> None:
+        """Unload idle rooms; after unloading some, give the memory back (at most once
+        per ``RELEASE_EVERY`` seconds: it costs a garbage collection)."""
         interval = min(max(self.idle_seconds / 4, 0.05), 5.0)
+        released = time.monotonic()
+        unloaded = 0
         while True:
             await asyncio.sleep(interval)
-            self.reap(time.monotonic())
+            unloaded += self.reap(time.monotonic())
+            if unloaded and time.monotonic() - released >= RELEASE_EVERY:
+                await memory.release(self.history.kv, self.release_hooks)
+                released, unloaded = time.monotonic(), 0
 
     def reap(self, now: float) -> int:
         """Unload the rooms idle for ``idle_seconds``; returns how many were unloaded."""

@@ -168,6 +168,12 @@ class Writer:
                 task = asyncio.create_task(self._snapshot(doc), name="weft-snapshot")
                 self._snapshots[space] = task
 
+    def forget_checks(self) -> None:
+        """Forget which documents were checked for snapshots (each is checked once more
+        on its next update): called when unloaded documents' memory is given back."""
+        self._checked = set()
+        self._since_check = {}
+
     async def _snapshot(self, doc: DocRef) -> None:
         try:
             async with self._snapshot_slots:

@@ -211,6 +211,9 @@ class FDBEngine:
             raise StoreError(f"cannot open FoundationDB via {where}: {exc.description}") from exc
         return fdb, db
 
+    async def release_memory(self) -> None:
+        """Nothing to give back: the client library keeps no cache of its own here."""
+
     async def close(self) -> None:
         """Stop using the database. (FDB's network thread lives until the process ends:
         the client library cannot restart it.)"""

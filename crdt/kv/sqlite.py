@@ -381,6 +381,7 @@ class SQLiteEngine:
         try:
             while (batch := self._next_batch()) is not None:
                 self._commit_batch(batch)
+                batch = None  # the batch (and what its functions hold) is done with
         except BaseException as exc:
             log.exception("the SQLite writer thread stopped")
             stopped = StoreError(f"{self.path}: the writer thread stopped ({exc!r})")
@@ -500,6 +501,29 @@ class SQLiteEngine:
         for request in batch:
             with contextlib.suppress(InvalidStateError):  # already settled or cancelled
                 request.future.set_exception(exc)
+
+    # --- memory ----------------------------------------------------------------------
+
+    async def release_memory(self) -> None:
+        """Empty the page caches of the reader connections not in use right now
+        (``PRAGMA shrink_memory``); the writer keeps its cache, its pages are hot."""
+        await asyncio.to_thread(self._shrink_readers)
+
+    def _shrink_readers(self) -> None:
+        idle: list[sqlite3.Connection] = []
+        try:
+            while True:
+                idle.append(self._readers.get_nowait())
+        except queue.Empty:
+            pass
+        try:
+            for conn in idle:
+                conn.execute("PRAGMA shrink_memory")
+        except sqlite3.Error as exc:
+            log.warning("could not shrink SQLite caches: %s", exc)
+        finally:
+            for conn in idle:
+                self._readers.put(conn)
 
     # --- reads -----------------------------------------------------------------------
 

@@ -60,6 +60,9 @@ class Hooked:
     async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
         return await self.kv.watch(key, last)
 
+    async def release_memory(self) -> None:
+        await self.kv.release_memory()
+
     async def close(self) -> None:
         await self.kv.close()
 

@@ -1,0 +1,50 @@
+"""Giving memory back to the operating system once documents were unloaded.
+
+Unloading a room drops its ``pycrdt.Doc``, but the memory stays with the process:
+CPython's allocator and glibc's ``malloc`` keep freed blocks for reuse, and SQLite's
+page caches stay full. After the reaper unloaded rooms, :func:`release` collects
+cycles, has the store empty its idle caches and asks glibc to return free pages
+(``malloc_trim``; skipped where the C library has none, e.g. musl or macOS).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+from collections.abc import Callable, Iterable
+
+from crdt import keys
+from crdt.kv.base import Engine
+
+log = logging.getLogger("weft.server")
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
+
+
+async def release(kv: Engine, forget: Iterable[Callable[[], None]] = ()) -> None:
+    """Drop caches of unloaded documents (``forget``, the packed keys), collect garbage,
+    empty the store's idle caches and return free pages to the OS."""
+    for hook in forget:
+        hook()
+    keys.clear_caches()
+    gc.collect()
+    try:
+        await kv.release_memory()
+    except Exception:  # an optimisation: never let it take the reaper down
+        log.warning("the store could not release its caches", exc_info=True)
+    if _malloc_trim is not None:
+        _malloc_trim(0)
