@@ -265,6 +265,8 @@ class History:
                 size = 0
             batches[-1].append(item)
             size += len(item.update)
+        if len(batches) == 1:  # the usual case: no tasks to gather
+            return await self._append_one(batches[0]) if batches[0] else []
         results = await asyncio.gather(*(self._append_one(b) for b in batches if b))
         return [r for batch in results for r in batch]
 

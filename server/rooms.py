@@ -49,6 +49,10 @@ from server.session import EMPTY_STATE_VECTOR
 
 log = logging.getLogger("weft.sync")
 TAIL_PAGE = 1000
+# After a wake-up, a room's watcher waits this long before watching again, so a busy
+# document costs at most one wake-up (and one watch re-arm) per interval however many
+# commits land; another instance's edits arrive at most this much later.
+WATCH_COALESCE = 0.005
 RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
 
 
@@ -326,6 +330,7 @@ class Rooms:
                 if last is None or not room.skip_own(Head.decode(last)):
                     await self._catch_up(room)
                 delay = 0.1
+                await asyncio.sleep(WATCH_COALESCE)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a task boundary: log, back off, keep following
