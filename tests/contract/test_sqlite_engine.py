@@ -245,3 +245,22 @@ async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
         assert not any(w.done() for w in watchers), "an unchanged key woke a watcher"
         await set_from_another_process(kv.url, watched, b"1")
         assert await asyncio.wait_for(asyncio.gather(*watchers), WAIT) == [b"1"] * 3
+
+
+async def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) -> None:
+    """Commits never run a checkpoint themselves (their latency would carry it); the
+    background checkpointer copies the WAL into the database file soon after: the file
+    itself grows to hold the rows while the engine stays open."""
+    path = tmp_path / "kv.db"
+    engine = SQLiteEngine(path, checkpoint_delay=0.05)
+    async with engine:
+        assert engine._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = path.stat().st_size
+        for i in range(50):
+            await engine.transact(lambda tr, i=i: tr.set(keys.pack(("k", i)), b"v" * 2000))
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < before + 100_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size >= before + 100_000
+        assert engine._checkpointer is not None and engine._checkpointer.is_alive()
+    assert engine._checkpointer is not None and not engine._checkpointer.is_alive()
