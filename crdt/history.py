@@ -5,9 +5,10 @@ SQLite and FoundationDB engines. Nothing here is ever rewritten: appends add key
 snapshots add keys, and every read can be asked "as of versionstamp V".
 
 - :meth:`History.append` writes a batch of updates (many docs) in one transaction: each
-  new update gets its own versionstamp, a time-index entry, an idempotency entry
-  (blake3-16 of its bytes: re-sending returns the original versionstamp) and bumps the
-  doc's head key. Batches too large for one transaction are split transparently.
+  new update gets its own versionstamp and an idempotency entry (blake3-16 of its
+  bytes: re-sending returns the original versionstamp); each doc it touches gets one
+  time-index entry and its head (last versionstamp and update count). Batches too large
+  for one transaction are split transparently.
 - Replay to V: the latest snapshot at or before V, then the segments and updates in
   (snapshot, V], applied to a ``pycrdt.Doc`` (never ``merge_updates`` over long lists:
   ~30x slower).
@@ -413,8 +414,9 @@ class History:
 def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Versionstamp]:
     """Append ``items``; per item the user version of a new entry or an existing vs.
 
-    Per new update: its record (chunked), a time-index entry and its idempotency entry.
-    Per touched doc, once: head (its last new update), the counters and the time.
+    Per new update: its record (chunked) and its idempotency entry. Per touched doc,
+    once: the time-index entry and head (both at its last new update), the counters and
+    the time.
     """
     markers: list[int | Versionstamp] = []
     in_batch: dict[tuple[bytes, bytes], int] = {}
@@ -438,8 +440,6 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
         for part, chunk in enumerate(chunks(record)):
             key, offset = keys.pack_incomplete(("u",), user, (part,), doc.space)
             tr.set_versionstamped_key(key, offset, chunk)
-        key, offset = keys.pack_incomplete(("t", state.ms), user, (), doc.space)
-        tr.set_versionstamped_key(key, offset, b"")
         tr.set_versionstamped_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
         state.last, state.count, state.size = user, state.count + 1, state.size + len(item.update)
         in_batch[doc.space, digest] = user
@@ -448,6 +448,11 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
     for state in touched.values():
         doc = state.doc
         if state.count:
+            # One time-index entry per doc and transaction, at its last new update: every
+            # update of a doc in one transaction has the same ms, so "the last update at
+            # or before a time" is always the last of some transaction.
+            key, offset = keys.pack_incomplete(("t", state.ms), state.last, (), doc.space)
+            tr.set_versionstamped_key(key, offset, b"")
             total = state.before + state.count
             tr.set_versionstamped_value(
                 doc.key("head"),

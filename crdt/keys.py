@@ -17,10 +17,11 @@ Layout (see README for the table)::
     D + (s, vs, part)                  -> chunk of snapshot state as of vs (inclusive)
     D + (g, vs, part)                  -> chunk of a segment: diff of consecutive updates
                                           ending at vs, {after, update, count}
-    D + (t, ms, vs)                    -> b''  time index
+    D + (t, ms, vs)                    -> b''  time index (one per doc per transaction)
     D + (h, blake3-16)                 -> vs   idempotency index
-    D + (head,)                        -> vs   last update, watched by other instances
-    D + (n,) / D + (bytes,)            -> 8-byte little-endian counters (atomic add)
+    D + (head,)                        -> vs + count (8 bytes LE): last update, and how
+                                          many updates the doc holds (format 1.2)
+    D + (n,) / D + (bytes,)            -> 8-byte little-endian counters
     T + (conflict, project, vs)        -> conflict record
 """
 
