@@ -423,7 +423,13 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
     touched: dict[bytes, _Touched] = {}
     user = 0
     digests = [update_hash(item.update) for item in items]
-    hash_keys = [item.doc.key("h", digest) for item, digest in zip(items, digests, strict=True)]
+    h_prefixes: dict[bytes, bytes] = {}  # per doc: D + (h,)
+    hash_keys = []
+    for item, digest in zip(items, digests, strict=True):
+        h_prefix = h_prefixes.get(item.doc.space)
+        if h_prefix is None:
+            h_prefix = h_prefixes[item.doc.space] = item.doc.key("h")
+        hash_keys.append(keys.pack_bytes_after(h_prefix, digest))
     stored = tr.get_many(hash_keys)  # the idempotency check for the whole batch at once
     for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
         doc = item.doc
@@ -438,7 +444,7 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
             state = touched[doc.space] = _touch(tr, doc, ms)
         record = encode_record(item.update, item.user, item.client, item.session, state.ms)
         for part, chunk in enumerate(chunks(record)):
-            key, offset = keys.pack_incomplete(("u",), user, (part,), doc.space)
+            key, offset = state.records.key(user, part)
             tr.set_versionstamped_key(key, offset, chunk)
         tr.set_versionstamped_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
         state.last, state.count, state.size = user, state.count + 1, state.size + len(item.update)
@@ -473,6 +479,7 @@ class _Touched:
     ms: int
     before: int  # updates the doc held before this transaction
     bytes_before: int
+    records: keys.IncompleteKeys  # D + (u, vs, part)
     last: int = 0
     count: int = 0
     size: int = 0
@@ -489,7 +496,13 @@ def _touch(tr: Transaction, doc: DocRef, ms: int) -> _Touched:
     )
     if meta is None:
         tr.set(meta_key, msgpack.packb({"space": doc.space, "created": ms}))
-    return _Touched(doc, max(ms, read_counter(last_ms)), read_counter(count), read_counter(size))
+    return _Touched(
+        doc,
+        max(ms, read_counter(last_ms)),
+        read_counter(count),
+        read_counter(size),
+        keys.IncompleteKeys(("u",), doc.space),
+    )
 
 
 def _whole_values(

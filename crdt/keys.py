@@ -97,6 +97,30 @@ def pack_incomplete(
     return head + INCOMPLETE_TR + user.to_bytes(2, "big") + tail, len(head)
 
 
+class IncompleteKeys:
+    """:func:`pack_incomplete` for many keys ``prefix + items + <vs> + (n,)`` that differ
+    only in the user version and ``n``: the parts are packed once (an append writes one
+    such key per update)."""
+
+    __slots__ = ("_tails", "head")
+
+    def __init__(self, items: Sequence[Element], prefix: bytes = b"") -> None:
+        self.head, _ = _incomplete_parts(tuple(items), (), prefix)
+        self._tails: dict[int, bytes] = {}
+
+    def key(self, user: int, n: int) -> tuple[bytes, int]:
+        """The key for ``user`` and ``n``, and the placeholder's offset."""
+        tail = self._tails.get(n)
+        if tail is None:
+            tail = self._tails[n] = pack((n,))
+        return self.head + INCOMPLETE_TR + user.to_bytes(2, "big") + tail, len(self.head)
+
+
+def pack_bytes_after(prefix: bytes, value: bytes) -> bytes:
+    """``pack((value,), prefix)`` for a byte string, without the tuple machinery."""
+    return prefix + _pack_bytes(value)
+
+
 def _incomplete_parts(
     items: tuple[Element, ...], suffix: tuple[Element, ...], prefix: bytes
 ) -> tuple[bytes, bytes]:

@@ -72,7 +72,9 @@ class Segment:
 
 def chunks(value: bytes) -> list[bytes]:
     """``value`` split into parts of at most :data:`CHUNK` bytes (at least one part)."""
-    return [value[i : i + CHUNK] for i in range(0, len(value), CHUNK)] or [b""]
+    if len(value) <= CHUNK:
+        return [value]
+    return [value[i : i + CHUNK] for i in range(0, len(value), CHUNK)]
 
 
 def encode_record(update: bytes, user: str, client: str, session: str, ms: int) -> bytes:

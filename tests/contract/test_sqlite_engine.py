@@ -257,7 +257,11 @@ async def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path
         assert engine._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         before = path.stat().st_size
         for i in range(50):
-            await engine.transact(lambda tr, i=i: tr.set(keys.pack(("k", i)), b"v" * 2000))
+
+            def write(tr: Transaction, i: int = i) -> None:
+                tr.set(keys.pack(("k", i)), b"v" * 2000)
+
+            await engine.transact(write)
         deadline = time.monotonic() + 5
         while path.stat().st_size < before + 100_000 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

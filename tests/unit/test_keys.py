@@ -7,6 +7,8 @@ from typing import Any
 
 import fdb.tuple
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt import keys
 from crdt.errors import BadPath
@@ -188,3 +190,21 @@ def test_unpack_stamped_matches_unpack(part: int) -> None:
 def test_pack_fast_paths_match_the_tuple_layer(items: tuple[Any, ...]) -> None:
     for _ in range(2):  # second time from the cache
         assert keys.pack(items, b"T") == b"T" + fdb.tuple.pack(items)
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 100_000),
+    st.binary(max_size=40),
+    st.text(max_size=8),
+)
+def test_the_fast_key_builders_pack_what_pack_packs(
+    user: int, part: int, digest: bytes, name: str
+) -> None:
+    prefix = keys.pack(("t", 3, "d", name, 7))
+    assert keys.IncompleteKeys(("u",), prefix).key(user, part) == keys.pack_incomplete(
+        ("u",), user, (part,), prefix
+    )
+    assert keys.pack_bytes_after(keys.pack(("h",), prefix), digest) == keys.pack(
+        ("h", digest), prefix
+    )
