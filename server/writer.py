@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crdt.errors import StoreError, TransactionTooLarge, WeftError
@@ -28,11 +29,27 @@ MAX_TRACKED_DOCS = 100_000
 SNAPSHOT_CONCURRENCY = 2
 
 
+Done = Callable[[Appended | None, BaseException | None], None]
+
+
 @dataclass
 class _Pending:
     item: Append
-    future: asyncio.Future[Appended]
+    future: asyncio.Future[Appended] | None  # submit()
+    done: Done | None = None  # submit_with()
     queued: float = field(default_factory=time.monotonic)
+
+    def settle(self, appended: Appended | None, error: BaseException | None) -> None:
+        if self.done is not None:
+            try:
+                self.done(appended, error)
+            except Exception:  # a callback must not take the writer down
+                log.error("an update's commit callback failed", exc_info=True)
+        elif self.future is not None and not self.future.done():
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(appended)  # type: ignore[arg-type]
 
 
 class WriterClosed(StoreError):
@@ -80,19 +97,25 @@ class Writer:
 
     def submit(self, item: Append) -> asyncio.Future[Appended]:
         """Queue ``item``; the future resolves once it is durable (or fails)."""
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._queue_pending(_Pending(item, future))
+        return future
+
+    def submit_with(self, item: Append, done: Done) -> None:
+        """Queue ``item``; ``done(appended, None)`` is called once it is durable, or
+        ``done(None, error)`` (the hot path of every connection: no future per update)."""
+        self._queue_pending(_Pending(item, None, done))
+
+    def _queue_pending(self, pending: _Pending) -> None:
         if self._closing or self._task is None:
             raise WriterClosed("the server is shutting down and accepts no more updates")
-        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        if len(item.update) > MAX_UPDATE_BYTES:  # would fail the whole batch: fail it alone
-            future.set_exception(
-                TransactionTooLarge(
-                    f"update of {len(item.update)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
-                )
-            )
-            return future
-        self._queue.append(_Pending(item, future))
+        size = len(pending.item.update)
+        if size > MAX_UPDATE_BYTES:  # would fail the whole batch: fail it alone
+            limit = f"the {MAX_UPDATE_BYTES}-byte limit"
+            pending.settle(None, TransactionTooLarge(f"update of {size} bytes is over {limit}"))
+            return
+        self._queue.append(pending)
         self._wakeup.set()
-        return future
 
     async def close(self) -> None:
         """Stop accepting, commit everything already queued, then stop."""
@@ -133,8 +156,7 @@ class Writer:
             log.error("group commit of %d updates failed", len(batch), exc_info=True)
             error = exc if isinstance(exc, WeftError) else StoreError(f"commit failed: {exc!r}")
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
+                p.settle(None, error)
             return
         done = time.monotonic()
         self.metrics.commit_batch_size.observe(len(batch))
@@ -142,8 +164,7 @@ class Writer:
         self.metrics.updates_committed.inc(len(batch))
         log.debug("committed %d updates", len(batch))
         for p, appended in zip(batch, results, strict=True):
-            if not p.future.done():
-                p.future.set_result(appended)
+            p.settle(appended, None)
         self._note_for_snapshots(batch, results)
 
     def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:

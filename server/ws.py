@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crdt import codec
-from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, WeftError
+from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef
 from crdt.keys import check_name, normalise_path
 from server.appkeys import (
@@ -272,25 +272,23 @@ class _Link:
         item = Append(
             self.ref, commit.update, self.principal.user, str(self.conn.id), self.session_id
         )
+        self.inflight += 1  # before: an update the writer refuses at once is settled inside
         try:
-            future = self.app[WRITER].submit(item)
+            self.app[WRITER].submit_with(item, functools.partial(self._on_commit, commit))
         except WriterClosed:
+            self.inflight -= 1
             self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
-            return
-        self.inflight += 1
-        future.add_done_callback(functools.partial(self._on_commit, commit))
 
-    def _on_commit(self, commit: Commit, future: asyncio.Future[Appended]) -> None:
+    def _on_commit(
+        self, commit: Commit, appended: Appended | None, error: BaseException | None
+    ) -> None:
+        """Called by the writer once ``commit`` is durable (or failed)."""
         self.inflight -= 1
         self.room_free.set()
         assert self.session is not None and self.room is not None
-        if future.cancelled():
+        if error is not None or appended is None:
+            self._act_now(self.session.failed(commit, error or StoreError("commit failed")))
             return
-        error = future.exception()
-        if error is not None:
-            self._act_now(self.session.failed(commit, error))
-            return
-        appended = future.result()
         try:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None
