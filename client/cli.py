@@ -2,6 +2,10 @@
 
 Each concern registers its subcommands from its own module (``register(subparsers)``),
 and each subcommand's handler returns the exit code: 0 ok, 1 failure, 2 bad input.
+
+Startup stays fast: only the module of the command being run is imported (the others
+load aiohttp, pycrdt, pydantic...); ``weft --help`` lists the commands from
+:data:`COMMANDS` without importing any of them.
 """
 
 from __future__ import annotations
@@ -11,30 +15,63 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-# Modules that add subcommands; each has register(subparsers) -> None.
-COMMAND_MODULES = (
-    "server.cli",
-    "client.timetravel_cli",
-    "client.sync_cli",
-    "client.conflicts_cli",
-)
+# Modules that add subcommands (each has register(subparsers) -> None), with the
+# subcommands each one adds and their one-line help, in order: what ``weft --help`` lists
+# without importing them. tests/unit/test_cli_startup.py checks it against the modules.
+COMMANDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "server.cli": (("serve", "run the sync server"), ("token", "issue access tokens")),
+    "client.timetravel_cli": (
+        ("history", "list a document's versions"),
+        ("show", "print a document as it was"),
+        ("diff", "unified diff between two versions"),
+        ("blame", "who wrote each line"),
+        ("restore", "write the whole project as it was into a folder"),
+        ("revert", "make a document (or, without PATH, the project) what it was"),
+    ),
+    "client.sync_cli": (("sync", "keep a folder and a project in step"),),
+    "client.conflicts_cli": (("conflicts", "list, show and resolve conflict records"),),
+}
+COMMAND_MODULES = tuple(COMMANDS)
+_UNLOADED = "_weft_unloaded"  # set by a placeholder: the module its command lives in
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The ``weft`` parser, with the module that adds ``command`` imported (all, if ``full``).
+
+    The commands of the modules left out are placeholders with the same name and help
+    (and no arguments), so the top-level help and errors read the same.
+    """
     parser = argparse.ArgumentParser(
         prog="weft", description="Conflict-first collaborative sync for projects of files."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module, commands in COMMANDS.items():
+        if full or any(name == command for name, _ in commands):
+            importlib.import_module(module).register(sub)
+            continue
+        for name, summary in commands:
+            placeholder = sub.add_parser(name, help=summary, add_help=False)
+            placeholder.set_defaults(**{_UNLOADED: module})
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand argparse will pick: the first argument that is not an option
+    (``weft`` itself takes only ``-h``, so no option of its own takes a value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, _UNLOADED, None) is not None:  # _command guessed wrong: load and retry
+        parser = build_parser(args.command)
+        args, extra = parser.parse_known_args(argv)
+    if extra:  # as parse_args does
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -14,13 +14,17 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from server.config import Settings
 
-from server.auth import KEY_ALGORITHMS, SCOPES, issue_token
-from server.config import Settings
-
+# ``weft --help`` and ``weft token create --help`` import this module: it loads no
+# pydantic, aiohttp, jwt or pycrdt until a command runs. These two mirror
+# server.auth.SCOPES and KEY_ALGORITHMS (server.auth imports aiohttp.web); a unit test
+# checks that they are the same.
+SCOPES = ("read", "write", "admin")
+KEY_ALGORITHMS = ("RS256", "ES256")
 _TTL = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # flag -> Settings field (a flag left out falls back to WEFT_<FIELD>, then the default)
@@ -82,11 +86,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from flags over ``WEFT_*`` environment variables over defaults."""
+    from server.config import Settings
+
     flags = {field: getattr(args, flag) for flag, field in _SERVE_FLAGS.items()}
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from server.main import run  # aiohttp and the app load only when serving
 
     try:
@@ -142,6 +150,8 @@ def parse_ttl(text: str) -> int:
 
 
 def run_token_create(args: argparse.Namespace) -> int:
+    from server.auth import issue_token
+
     secret = args.secret or os.environ.get("WEFT_SECRET")
     key_file = args.private_key or os.environ.get("WEFT_PRIVATE_KEY")
     try:

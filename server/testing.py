@@ -1,5 +1,6 @@
-"""Helpers for tests that talk to a real server: start ``python -m server`` processes, and
-a y-websocket peer (aiohttp's WebSocket client + :mod:`crdt.codec` + a ``pycrdt.Doc``).
+"""Helpers for tests that talk to a real server: start ``python -m server`` processes,
+tokens for a server started with :data:`AUTH_ENV`, REST calls (:func:`call_api`), and a
+y-websocket peer (aiohttp's WebSocket client + :mod:`crdt.codec` + a ``pycrdt.Doc``).
 
 Not imported by the server itself. ``tests/integration/conftest.py`` wraps these in
 fixtures (``weft_server``, ``weft_server_factory``).
@@ -38,24 +39,70 @@ from crdt.codec import (
     SyncStep2,
     SyncUpdate,
 )
+from server.auth import issue_token
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_SECRET = "weft-test-secret-0123456789abcdef-long-enough"
+AUTH_ENV = {"WEFT_SECRET": TEST_SECRET}
+"""``start_server(env=AUTH_ENV)``: auth on, tokens from :func:`token_for`."""
 
 
-@dataclass
-class InProcessServer:
-    """An app served by this process's event loop (see :func:`serve_in_process`)."""
+def token_for(
+    user: str = "ada",
+    *,
+    tenant: str = "acme",
+    scope: str = "write",
+    projects: list[str] | None = None,
+    ttl: int = 600,
+    secret: str = TEST_SECRET,
+) -> str:
+    """A token (HS256) for a server started with :data:`AUTH_ENV`, valid ``ttl`` seconds,
+    for all of the tenant's projects unless ``projects`` names some."""
+    return issue_token(
+        secret=secret, tenant=tenant, projects=projects, user=user, scope=scope, ttl_seconds=ttl
+    )
 
-    app: web.Application
+
+async def call_api(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    **params: str,
+) -> tuple[int, Any]:
+    """One REST call, ``body`` sent as JSON, with ``Authorization: Bearer`` when a
+    ``token`` is given. The status, and the reply: decoded if it is JSON, else bytes."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, url, params=params, json=body, headers=headers) as r:
+        if r.content_type == "application/json":
+            return r.status, await r.json()
+        return r.status, await r.read()
+
+
+class Listening:
+    """A server on ``127.0.0.1:port``: its URLs."""
+
     port: int
 
     @property
     def url(self) -> str:
+        """Base HTTP URL, e.g. ``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
+        """The y-websocket server URL: ``ws://127.0.0.1:PORT/ws`` (+ ``/tenant/project/path``)."""
         return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@dataclass
+class InProcessServer(Listening):
+    """An app served by this process's event loop (see :func:`serve_in_process`)."""
+
+    app: web.Application
+    port: int
 
 
 @contextlib.asynccontextmanager
@@ -80,31 +127,14 @@ def free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
-    """One ``python -m server`` child process listening on 127.0.0.1."""
+class ChildProcess:
+    """A process a test started, to stop gently or to crash."""
 
     proc: subprocess.Popen[bytes]
-    port: int
-    store: str
-    log_path: Path
-    env: dict[str, str]
-    args: tuple[str, ...]
-
-    @property
-    def url(self) -> str:
-        """Base HTTP URL, e.g. ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        """The y-websocket server URL: ``ws://127.0.0.1:PORT/ws`` (+ ``/tenant/project/path``)."""
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM (the server drains) and wait; returns the exit code."""
+        """SIGTERM (a server drains) and wait; returns the exit code. Still running after
+        ``timeout``: SIGKILL, and ``subprocess.TimeoutExpired``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -119,6 +149,20 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+@dataclass
+class ServerProcess(ChildProcess, Listening):
+    """One ``python -m server`` child process listening on 127.0.0.1."""
+
+    port: int
+    store: str
+    log_path: Path
+    env: dict[str, str]
+    args: tuple[str, ...]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 StartServer = Callable[..., ServerProcess]

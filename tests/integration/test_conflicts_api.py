@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,43 +15,24 @@ import pytest
 
 from crdt.codec import Base, SyncUpdate
 from crdt.versionstamp import ZERO, Versionstamp
-from server.auth import issue_token
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
 
 pytestmark = pytest.mark.functional
-SECRET = "conflict-secret-0123456789abcdef-long-enough"
 BASE_TEXT = "".join(f"line {i}\n" for i in range(1, 11))
-
-
-def token(tenant: str = "acme", scope: str = "write", user: str = "ada") -> str:
-    return issue_token(
-        secret=SECRET, tenant=tenant, projects=None, user=user, scope=scope, ttl_seconds=600
-    )
 
 
 @pytest.fixture(scope="module")
 def server(weft_module_server_factory: StartServer) -> ServerProcess:
-    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
+    return weft_module_server_factory(env=AUTH_ENV)
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with client_session() as session:
-        yield session
-
-
-async def api(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    tok: str | None = None,
-    body: Any = None,
-    params: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {tok or token()}"}
-    async with http.request(method, url, json=body, params=params, headers=headers) as r:
-        return r.status, await r.json()
+async def api(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+    """:func:`call_api` as ada (write) unless ``token=`` says otherwise; every reply here
+    is JSON."""
+    kwargs["token"] = kwargs.get("token") or token_for()
+    status, reply = await call_api(http, method, url, **kwargs)
+    assert not isinstance(reply, bytes), (status, reply)
+    return status, reply
 
 
 def replace_line(peer: YPeer, number: int, new: str) -> None:
@@ -80,7 +60,7 @@ async def wait_conflicts(
     http: aiohttp.ClientSession, url: str, count: int, **params: str
 ) -> list[dict[str, Any]]:
     for _ in range(200):
-        status, body = await api(http, "GET", url, params=params)
+        status, body = await api(http, "GET", url, **params)
         assert status == 200, body
         if len(body["conflicts"]) >= count:
             return list(body["conflicts"])
@@ -93,14 +73,14 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
 ) -> None:
     room = f"{server.ws_url}/acme/site/notes.txt"
     url = f"{server.url}/api/v1/acme/site/conflicts"
-    writer = await YPeer.connect(http, room, token=token(user="ada"), weft=True)
+    writer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
     await writer.append(BASE_TEXT)
     await writer.until(lambda: len(writer.acks) == 1)
     base = writer.acks[0].versionstamp
     # Three devices all synced at base; none reads the socket while it "is offline".
-    bob = await YPeer.connect(http, room, token=token(user="bob"), weft=True)
-    cy = await YPeer.connect(http, room, token=token(user="cy"), weft=True)
-    dee = await YPeer.connect(http, room, token=token(user="dee"), weft=True)
+    bob = await YPeer.connect(http, room, token=token_for(user="bob"), weft=True)
+    cy = await YPeer.connect(http, room, token=token_for(user="cy"), weft=True)
+    dee = await YPeer.connect(http, room, token=token_for(user="dee"), weft=True)
     for peer in (bob, cy, dee):
         assert str(peer) == BASE_TEXT
     await offline_branch(bob, base, 3, "line three, says bob")
@@ -128,7 +108,7 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
     assert "line III, says cy" in record["merged_text"]
     assert "line three, says bob" in record["merged_text"]
     status, final = await api(
-        http, "GET", f"{server.url}/api/v1/acme/site/docs/notes.txt", params={"format": "json"}
+        http, "GET", f"{server.url}/api/v1/acme/site/docs/notes.txt", format="json"
     )
     assert status == 200 and "line nine, says dee" in final["text"]
     for peer in (bob, cy, dee, writer):
@@ -136,28 +116,28 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
 
     status, body = await api(http, "GET", f"{url}/{record['id']}")
     assert status == 200 and body["conflict"] == record
-    assert (await api(http, "GET", url, params={"path": "other.txt"}))[1]["conflicts"] == []
+    assert (await api(http, "GET", url, path="other.txt"))[1]["conflicts"] == []
 
     # Scopes and tenants: read can list but not resolve; another tenant sees nothing.
     resolve = f"{url}/{record['id']}/resolve"
-    status, body = await api(http, "POST", resolve, tok=token(scope="read"), body={})
+    status, body = await api(http, "POST", resolve, token=token_for(scope="read"), body={})
     assert status == 403 and body["error"]["code"] == "forbidden"
-    status, body = await api(http, "GET", url, tok=token(tenant="evil"))
+    status, body = await api(http, "GET", url, token=token_for(tenant="evil"))
     assert status == 403
     status, body = await api(
-        http, "GET", f"{server.url}/api/v1/evil/site/conflicts", tok=token(tenant="evil")
+        http, "GET", f"{server.url}/api/v1/evil/site/conflicts", token=token_for(tenant="evil")
     )
     assert status == 404 and "unknown tenant" in body["error"]["message"]
 
     status, body = await api(
-        http, "POST", resolve, tok=token(user="ada"), body={"resolution": "kept bob's line"}
+        http, "POST", resolve, token=token_for(user="ada"), body={"resolution": "kept bob's line"}
     )
     assert status == 200
     resolved = body["conflict"]
     assert (resolved["status"], resolved["resolved_by"]) == ("resolved", "ada")
     assert resolved["resolution"] == "kept bob's line" and resolved["resolved_ms"] > 0
-    assert (await api(http, "GET", url, params={"status": "open"}))[1]["conflicts"] == []
-    assert len((await api(http, "GET", url, params={"status": "resolved"}))[1]["conflicts"]) == 1
+    assert (await api(http, "GET", url, status="open"))[1]["conflicts"] == []
+    assert len((await api(http, "GET", url, status="resolved"))[1]["conflicts"]) == 1
 
 
 async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
@@ -165,11 +145,11 @@ async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
 ) -> None:
     room = f"{server.ws_url}/acme/first/readme.md"
     url = f"{server.url}/api/v1/acme/first/conflicts"
-    peer = await YPeer.connect(http, room, token=token(user="ada"), weft=True)
+    peer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
     await peer.append("server text\n")
     await peer.until(lambda: len(peer.acks) == 1)
     body = {"path": "readme.md", "text": "local text\n", "device": "laptop"}
-    status, first = await api(http, "POST", url, tok=token(user="bob"), body=body)
+    status, first = await api(http, "POST", url, token=token_for(user="bob"), body=body)
     assert status == 201, first
     record = first["conflict"]
     assert record["merged_text"] == "server text\n"
@@ -177,7 +157,7 @@ async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
     assert (region["ours_text"], region["theirs_text"]) == ("local text\n", "server text\n")
     assert record["ours"] == {"users": ["bob"], "clients": ["laptop"], "versionstamps": []}
     assert record["theirs"]["versionstamps"] == [peer.acks[0].versionstamp.hex()]
-    status, again = await api(http, "POST", url, tok=token(user="bob"), body=body)
+    status, again = await api(http, "POST", url, token=token_for(user="bob"), body=body)
     assert status == 201 and again["conflict"]["id"] == record["id"]
     assert len((await api(http, "GET", url))[1]["conflicts"]) == 1
 
@@ -196,7 +176,7 @@ async def test_bad_conflict_reports_are_refused_and_write_nothing(
     server: ServerProcess, http: aiohttp.ClientSession, body: Any, status: int, code: str
 ) -> None:
     url = f"{server.url}/api/v1/acme/bad/conflicts"
-    headers = {"Authorization": f"Bearer {token()}"}
+    headers = {"Authorization": f"Bearer {token_for()}"}
     data = body if isinstance(body, str) else None
     async with http.post(url, data=data, json=None if data else body, headers=headers) as r:
         assert r.status == status
@@ -212,7 +192,7 @@ async def test_unknown_and_malformed_conflict_ids(
     assert status == 404 and body["error"]["code"] == "not_found"
     status, body = await api(http, "GET", f"{url}/nothex")
     assert status == 400 and "24 hex digits" in body["error"]["message"]
-    status, body = await api(http, "GET", url, params={"status": "maybe"})
+    status, body = await api(http, "GET", url, status="maybe")
     assert status == 400
 
 
@@ -222,7 +202,7 @@ def weft(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "WEFT_TOKEN": token(user="cli")},
+        env={**os.environ, "WEFT_TOKEN": token_for(user="cli")},
     )
 
 
@@ -230,7 +210,7 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
     room = f"{server.ws_url}/acme/cli/a.txt"
-    peer = await YPeer.connect(http, room, token=token(), weft=True)
+    peer = await YPeer.connect(http, room, token=token_for(), weft=True)
     await peer.append("theirs\n")
     await peer.until(lambda: len(peer.acks) == 1)
     url = f"{server.url}/api/v1/acme/cli/conflicts"

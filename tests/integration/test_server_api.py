@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -13,7 +12,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from crdt.versionstamp import Versionstamp
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import ServerProcess, StartServer, YPeer
 
 pytestmark = pytest.mark.functional
 
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.functional
 @pytest.fixture(scope="module")
 def server(weft_module_server_factory: StartServer) -> ServerProcess:
     return weft_module_server_factory()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with client_session() as session:
-        yield session
 
 
 async def get(

@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import tarfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,44 +17,14 @@ from pycrdt import Map
 
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
-from server.auth import issue_token
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
 
 pytestmark = pytest.mark.functional
-SECRET = "timetravel-secret-0123456789abcdef-long"
-
-
-def token(user: str = "ada", scope: str = "write", tenant: str = "acme") -> str:
-    return issue_token(
-        secret=SECRET, tenant=tenant, projects=None, user=user, scope=scope, ttl_seconds=600
-    )
 
 
 @pytest.fixture(scope="module")
 def server(weft_module_server_factory: StartServer) -> ServerProcess:
-    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with client_session() as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    tok: str | None = None,
-    body: Any = None,
-    **params: str,
-) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
-    async with http.request(method, url, params=params, json=body, headers=headers) as r:
-        if r.content_type == "application/json":
-            return r.status, await r.json()
-        return r.status, await r.read()
+    return weft_module_server_factory(env=AUTH_ENV)
 
 
 class Editor:
@@ -69,7 +38,7 @@ class Editor:
         cls, http: aiohttp.ClientSession, server: ServerProcess, path: str, user: str
     ) -> Editor:
         url = f"{server.ws_url}/acme/proj/{path}"
-        return cls(await YPeer.connect(http, url, token=token(user), weft=True))
+        return cls(await YPeer.connect(http, url, token=token_for(user), weft=True))
 
     async def _send(self, change: Any) -> Versionstamp:
         before = self.peer.doc.get_state()
@@ -104,29 +73,33 @@ async def test_history_diff_blame_and_paging(
     await asyncio.sleep(0.01)
     v2 = await bob.insert(8, "three\n")
     v3 = await bob.insert(4, "TWO-")
-    tok = token(scope="read")
+    tok = token_for(scope="read")
 
-    status, page = await call(http, "GET", f"{api}/history/notes.md", tok=tok)
+    status, page = await call_api(http, "GET", f"{api}/history/notes.md", token=tok)
     assert status == 200
     stamps = [v["versionstamp"] for v in page["versions"]]
     assert stamps == [v3.hex(), v2.hex(), v1.hex()]
     assert [v["user"] for v in page["versions"]] == ["bob", "bob", "ada"]
     assert all(v["size"] > 0 and v["time"].startswith(str(between.year)) for v in page["versions"])
-    status, first = await call(http, "GET", f"{api}/history/notes.md", tok=tok, limit="2")
+    status, first = await call_api(http, "GET", f"{api}/history/notes.md", token=tok, limit="2")
     assert [v["versionstamp"] for v in first["versions"]] == [v3.hex(), v2.hex()]
-    status, rest = await call(
-        http, "GET", f"{api}/history/notes.md", tok=tok, limit="2", until=first["next_until"]
+    status, rest = await call_api(
+        http, "GET", f"{api}/history/notes.md", token=tok, limit="2", until=first["next_until"]
     )
     assert [v["versionstamp"] for v in rest["versions"]] == [v1.hex()]
     assert rest["next_until"] is None
-    status, since = await call(http, "GET", f"{api}/history/notes.md", tok=tok, since=v1.hex())
+    status, since = await call_api(
+        http, "GET", f"{api}/history/notes.md", token=tok, since=v1.hex()
+    )
     assert [v["versionstamp"] for v in since["versions"]] == [v3.hex(), v2.hex()]
-    status, until = await call(
-        http, "GET", f"{api}/history/notes.md", tok=tok, until=between.isoformat()
+    status, until = await call_api(
+        http, "GET", f"{api}/history/notes.md", token=tok, until=between.isoformat()
     )
     assert [v["versionstamp"] for v in until["versions"]] == [v1.hex()]
 
-    status, text = await call(http, "GET", f"{api}/diff/notes.md", tok=tok, **{"from": v1.hex()})
+    status, text = await call_api(
+        http, "GET", f"{api}/diff/notes.md", token=tok, **{"from": v1.hex()}
+    )
     assert status == 200
     assert text.decode().splitlines() == [
         f"--- a/notes.md\t{v1.hex()}",
@@ -137,13 +110,13 @@ async def test_history_diff_blame_and_paging(
         "+TWO-two",
         "+three",
     ]
-    status, data = await call(
-        http, "GET", f"{api}/diff/notes.md", tok=tok, format="json",
+    status, data = await call_api(
+        http, "GET", f"{api}/diff/notes.md", token=tok, format="json",
         **{"from": between.isoformat(), "to": v2.hex()},
     )  # fmt: skip
     assert (data["from"], data["to"]) == (v1.hex(), v2.hex()) and "+three" in data["diff"]
 
-    status, blame = await call(http, "GET", f"{api}/blame/notes.md", tok=tok)
+    status, blame = await call_api(http, "GET", f"{api}/blame/notes.md", token=tok)
     assert status == 200 and blame["versionstamp"] == v3.hex()
     lines = [(b["text"], b["user"], b["versionstamp"]) for b in blame["lines"]]
     assert lines == [
@@ -151,7 +124,7 @@ async def test_history_diff_blame_and_paging(
         ("TWO-two", "bob", v3.hex()),
         ("three", "bob", v2.hex()),
     ]
-    status, old = await call(http, "GET", f"{api}/blame/notes.md", tok=tok, at=v1.hex())
+    status, old = await call_api(http, "GET", f"{api}/blame/notes.md", token=tok, at=v1.hex())
     assert [(b["text"], b["user"]) for b in old["lines"]] == [("one", "ada"), ("two", "ada")]
     await ada.peer.close()
     await bob.peer.close()
@@ -166,17 +139,23 @@ async def test_revert_is_a_new_update_that_live_editors_receive(
     await ada.insert(5, "BROKEN ")
     watcher = await Editor.open(http, server, "live.md", "carol")
     await watcher.peer.wait_text("good BROKEN text\n")
-    count = len((await call(http, "GET", f"{api}/history/live.md", tok=token()))[1]["versions"])
+    count = len(
+        (await call_api(http, "GET", f"{api}/history/live.md", token=token_for()))[1]["versions"]
+    )
 
-    status, done = await call(
-        http, "POST", f"{api}/revert", tok=token("dan"), body={"path": "live.md", "to": v1.hex()}
+    status, done = await call_api(
+        http,
+        "POST",
+        f"{api}/revert",
+        token=token_for("dan"),
+        body={"path": "live.md", "to": v1.hex()},
     )
     assert status == 200, done
     (result,) = done["reverted"]
     assert result["changed"] and result["target"] == v1.hex()
     await watcher.peer.wait_text("good text\n")  # broadcast to the live editor
     await ada.peer.wait_text("good text\n")
-    _, page = await call(http, "GET", f"{api}/history/live.md", tok=token())
+    _, page = await call_api(http, "GET", f"{api}/history/live.md", token=token_for())
     assert len(page["versions"]) == count + 1
     newest = page["versions"][0]
     assert (newest["versionstamp"], newest["user"], newest["device"], newest["revert"]) == (
@@ -186,9 +165,8 @@ async def test_revert_is_a_new_update_that_live_editors_receive(
     await ada.insert(0, "still ")
     await watcher.peer.wait_text("still good text\n")
     # reverting the revert brings the text back: history is never rewritten
-    status, undone = await call(
-        http, "POST", f"{api}/revert", tok=token(), body={"path": "live.md", "to": newest["versionstamp"]},
-    )  # fmt: skip
+    back = {"path": "live.md", "to": newest["versionstamp"]}
+    status, undone = await call_api(http, "POST", f"{api}/revert", token=token_for(), body=back)
     assert status == 200 and undone["reverted"][0]["changed"]
     await watcher.peer.wait_text("good text\n")
     await ada.peer.close()
@@ -199,7 +177,7 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
     api = f"{server.url}/api/v1/acme/tree"
-    tok = token()
+    tok = token_for()
     a = await Editor(
         await YPeer.connect(http, f"{server.ws_url}/acme/tree/a.txt", token=tok, weft=True)
     ).insert(0, "A\n")
@@ -216,7 +194,9 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
     ).insert(0, "new\n")
     assert a < cut
 
-    status, body = await call(http, "GET", f"{api}/export", tok=token(scope="read"), at=cut.hex())
+    status, body = await call_api(
+        http, "GET", f"{api}/export", token=token_for(scope="read"), at=cut.hex()
+    )
     assert status == 200
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
@@ -226,15 +206,15 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
     assert {f["path"]: f["blake3"] for f in manifest["files"]} == {
         p: blake3(d).hexdigest() for p, d in members.items()
     }
-    status, body = await call(http, "GET", f"{api}/export", tok=tok)  # head: old.txt deleted
+    status, body = await call_api(http, "GET", f"{api}/export", token=tok)  # head: old.txt deleted
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         assert sorted(tar.getnames()) == [".weft-manifest.json", "a.txt", "dir/ünï😀.md", "new.txt"]
 
-    status, done = await call(http, "POST", f"{api}/revert", tok=tok, body={"to": cut.hex()})
+    status, done = await call_api(http, "POST", f"{api}/revert", token=tok, body={"to": cut.hex()})
     assert status == 200
     changed = {r["path"]: r["deleted"] for r in done["reverted"] if r["changed"]}
     assert changed == {"dir/old.txt": False, "new.txt": True}
-    status, body = await call(http, "GET", f"{api}/export", tok=tok)
+    status, body = await call_api(http, "GET", f"{api}/export", token=tok)
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         assert sorted(tar.getnames()) == [
             ".weft-manifest.json",
@@ -276,42 +256,46 @@ async def test_bad_input_is_a_json_error_and_writes_nothing(
     http: aiohttp.ClientSession,
 ) -> None:
     api = f"{server.url}/api/v1/acme/proj"
-    tok = token()
+    tok = token_for()
     editor = await Editor.open(http, server, "notes.md", "ada")
     await editor.insert(0, "x")  # the document exists (whatever ran before)
     await editor.peer.close()
-    _, before = await call(http, "GET", f"{api}/history/notes.md", tok=tok, limit="1000")
-    got, answer = await call(http, method, f"{api}/{route}", tok=tok, body=body, **params)
+    _, before = await call_api(http, "GET", f"{api}/history/notes.md", token=tok, limit="1000")
+    got, answer = await call_api(http, method, f"{api}/{route}", token=tok, body=body, **params)
     assert (got, answer["error"]["code"]) == (status, code), answer
     assert answer["error"]["message"]
-    _, after = await call(http, "GET", f"{api}/history/notes.md", tok=tok, limit="1000")
+    _, after = await call_api(http, "GET", f"{api}/history/notes.md", token=tok, limit="1000")
     assert after == before
 
 
 async def test_scopes_and_tenants(server: ServerProcess, http: aiohttp.ClientSession) -> None:
     api = f"{server.url}/api/v1/acme/proj"
     revert = {"path": "notes.md", "to": "head"}
-    assert (await call(http, "GET", f"{api}/history/notes.md"))[0] == 401
-    assert (await call(http, "GET", f"{api}/history/notes.md", tok=token(tenant="other")))[0] == 403
-    assert (await call(http, "GET", f"{api}/export", tok=token(tenant="other")))[0] == 403
-    assert (await call(http, "POST", f"{api}/revert", tok=token(scope="read"), body=revert))[
-        0
-    ] == 403
-    assert (await call(http, "POST", f"{api}/revert", tok=token(tenant="other"), body=revert))[
-        0
-    ] == 403
-    status, _ = await call(http, "GET", f"{api}/blame/notes.md", tok=token(scope="read"))
+    assert (await call_api(http, "GET", f"{api}/history/notes.md"))[0] == 401
+    assert (
+        await call_api(http, "GET", f"{api}/history/notes.md", token=token_for(tenant="other"))
+    )[0] == 403
+    assert (await call_api(http, "GET", f"{api}/export", token=token_for(tenant="other")))[0] == 403
+    assert (
+        await call_api(http, "POST", f"{api}/revert", token=token_for(scope="read"), body=revert)
+    )[0] == 403
+    assert (
+        await call_api(http, "POST", f"{api}/revert", token=token_for(tenant="other"), body=revert)
+    )[0] == 403
+    status, _ = await call_api(http, "GET", f"{api}/blame/notes.md", token=token_for(scope="read"))
     assert status == 200
 
 
 async def test_export_of_an_unknown_project_or_before_it_existed(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
-    tok = token()
-    status, answer = await call(http, "GET", f"{server.url}/api/v1/acme/nothing/export", tok=tok)
+    tok = token_for()
+    status, answer = await call_api(
+        http, "GET", f"{server.url}/api/v1/acme/nothing/export", token=tok
+    )
     assert (status, answer["error"]["code"]) == (404, "not_found")
     long_ago = (datetime.now(UTC) - timedelta(days=3650)).isoformat()
-    status, answer = await call(
-        http, "GET", f"{server.url}/api/v1/acme/proj/export", tok=tok, at=long_ago
+    status, answer = await call_api(
+        http, "GET", f"{server.url}/api/v1/acme/proj/export", token=tok, at=long_ago
     )
     assert (status, answer["error"]["code"]) == (404, "not_found")
