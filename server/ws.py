@@ -213,7 +213,15 @@ class _Link:
             if self.conn.closing or self.app[CONNECTIONS].draining:
                 break
             if msg.type == WSMsgType.BINARY:
-                await self._act(self.session.receive_frame(msg.data, time.monotonic()))
+                actions = self.session.receive_frame(msg.data, time.monotonic())
+                if (
+                    len(actions) == 1
+                    and type(actions[0]) is Commit
+                    and self.inflight < self.max_inflight
+                ):
+                    self._submit_now(actions[0])  # the usual update: nothing to await
+                else:
+                    await self._act(actions)
             elif msg.type == WSMsgType.TEXT:
                 await self._act(self.session.receive_text())
             elif msg.type == WSMsgType.ERROR:
@@ -265,10 +273,13 @@ class _Link:
                 self._branch_end(action)
 
     async def _submit(self, commit: Commit) -> None:
-        assert self.ref is not None
         while self.inflight >= self.max_inflight:
             self.room_free.clear()
             await self.room_free.wait()
+        self._submit_now(commit)
+
+    def _submit_now(self, commit: Commit) -> None:
+        assert self.ref is not None
         item = Append(
             self.ref, commit.update, self.principal.user, str(self.conn.id), self.session_id
         )
