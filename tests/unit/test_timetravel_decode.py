@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
 from crdt import timetravel as tt
+from crdt.blame import _line_records
+from crdt.carriers import _RECORD_NO_STRUCTS, _RECORD_ONE_STRING
 from crdt.records import encode_record
 from crdt.versionstamp import Versionstamp
+from crdt.ydecode import _Reader
 
 NOW = 1_750_000_000_000  # a fixed "now" for parse_version
 
@@ -191,7 +194,7 @@ def test_struct_ranges_are_the_clocks_each_update_added(rnd: random.Random, step
 
 def _clock_of(doc: Doc[Any], client: int) -> int:
     data = doc.get_state()
-    r = tt._Reader(data)
+    r = _Reader(data)
     for _ in range(r.count()):
         c, clock = r.uint(), r.uint()
         if c == client:
@@ -215,7 +218,7 @@ def test_the_fast_record_path_gives_what_full_decoding_gives() -> None:
     fast = list(tt.carried(records))
     full = [(c, s, e, n) for n, u in enumerate(updates) for c, s, e in tt.struct_ranges(u)]
     assert fast == full
-    assert any(tt._RECORD_ONE_STRING.match(r) for r in records)  # the fast path is taken
+    assert any(_RECORD_ONE_STRING.match(r) for r in records)  # the fast path is taken
 
 
 def test_map_entries_give_each_any_item_and_its_value() -> None:
@@ -301,9 +304,9 @@ def test_the_first_update_carrying_an_id_wrote_it() -> None:
 def test_line_records_take_the_newest_character_of_each_line() -> None:
     text = "ab\ncd\n\nef"
     spans = [(0, 1, 3), (1, 3, 1), (3, 5, 0), (5, 6, 2), (6, 7, 0), (7, 9, 4)]
-    assert tt._line_records(text, spans) == [3, 2, 0, 4]
-    assert tt._line_records("", []) == []
-    assert tt._line_records("x\n", [(0, 2, 5)]) == [5]
+    assert _line_records(text, spans) == [3, 2, 0, 4]
+    assert _line_records("", []) == []
+    assert _line_records("x\n", [(0, 2, 5)]) == [5]
 
 
 # --- text edits and diffs -------------------------------------------------------------------
@@ -382,4 +385,4 @@ def test_unified_diff_looks_like_git() -> None:
 def test_msgpack_records_are_what_the_fast_path_expects() -> None:
     record = encode_record(b"\x00\x00", "u", "c", "s", 5)
     assert msgpack.unpackb(record)["update"] == b"\x00\x00"
-    assert tt._RECORD_NO_STRUCTS.match(record)
+    assert _RECORD_NO_STRUCTS.match(record)

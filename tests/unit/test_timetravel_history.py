@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
+from crdt import blame as blame_module
 from crdt import timetravel as tt
 from crdt.errors import BadPath, NotFound
 from crdt.history import Append, DocRef, History
@@ -181,7 +182,7 @@ async def test_blame_of_several_users_with_non_ascii_text(history: History) -> N
 async def test_blame_reads_logs_longer_than_a_page_and_chunked_records(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tt, "LOG_PAGE", 4)
+    monkeypatch.setattr(blame_module, "LOG_PAGE", 4)
     ref = await history.doc("acme", "site", "c.md", create=True)
     d = Device(9)
     big = "x" * 200_000 + "\n"  # a record over one chunk

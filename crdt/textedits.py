@@ -1,0 +1,150 @@
+"""Minimal edits between two texts, and applying them to a ``Y.Text``.
+
+Pure code, shared by the client (a file's new text becomes edits of its document) and
+time travel (a revert edits the document at head into the old text). :func:`diff` finds
+what changed as a short list of :class:`Op` (replace a range with a string) so that a
+concurrent edit elsewhere in the same document survives the merge: the common prefix and
+suffix are trimmed first, then small middles are compared character by character and big
+ones line by line (with a character pass inside each changed block that is small enough).
+
+Positions are Python characters (code points) of the old text. ``pycrdt.Text`` indexes
+by UTF-8 byte, not by character: :func:`apply` converts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from pycrdt import Text
+
+CHAR_DIFF_LIMIT = 4_000
+"""Middles up to this many characters (both sides together) are diffed per character."""
+_BLOCK = 4096
+
+
+class Op(NamedTuple):
+    """Replace characters ``[start, end)`` of the old text with ``insert`` (a tuple, so
+    that an edit also reads as ``start, end, insert = op``)."""
+
+    start: int
+    end: int
+    insert: str
+
+
+def common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix, comparing big blocks first."""
+    limit = min(len(a), len(b))
+    n = 0
+    while n + _BLOCK <= limit and a[n : n + _BLOCK] == b[n : n + _BLOCK]:
+        n += _BLOCK
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def common_suffix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common suffix, at most ``limit``."""
+    la, lb = len(a), len(b)
+    n = 0
+    while n + _BLOCK <= limit and a[la - n - _BLOCK : la - n] == b[lb - n - _BLOCK : lb - n]:
+        n += _BLOCK
+    while n < limit and a[la - n - 1] == b[lb - n - 1]:
+        n += 1
+    return n
+
+
+def diff(old: str, new: str, *, char_limit: int = CHAR_DIFF_LIMIT) -> list[Op]:
+    """Ops turning ``old`` into ``new``, in ascending, non-overlapping ``old`` positions.
+
+    Changed regions of up to ``char_limit`` characters (both sides together) are compared
+    per character, bigger ones per line.
+    """
+    if old == new:
+        return []
+    prefix = common_prefix(old, new)
+    suffix = common_suffix(old, new, min(len(old), len(new)) - prefix)
+    a, b = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
+    if not a or not b:
+        return [Op(prefix, prefix + len(a), b)]
+    if len(a) + len(b) <= char_limit:
+        return _char_ops(a, b, prefix)
+    return _line_ops(a, b, prefix, char_limit)
+
+
+def _char_ops(a: str, b: str, offset: int) -> list[Op]:
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return [
+        Op(offset + i1, offset + i2, b[j1:j2])
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
+def _line_ops(a: str, b: str, offset: int, char_limit: int) -> list[Op]:
+    a_lines, b_lines = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    a_starts = _starts(a_lines)
+    b_starts = _starts(b_lines)
+    ops: list[Op] = []
+    matcher = difflib.SequenceMatcher(None, a_lines, b_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        old = a[a_starts[i1] : a_starts[i2]]
+        new = b[b_starts[j1] : b_starts[j2]]
+        start = offset + a_starts[i1]
+        if old and new and len(old) + len(new) <= char_limit:
+            ops += _char_ops(old, new, start)
+        else:
+            ops.append(Op(start, start + len(old), new))
+    return ops
+
+
+def _starts(lines: list[str]) -> list[int]:
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return starts
+
+
+def apply_ops(old: str, ops: Sequence[Op]) -> str:
+    """``old`` with ``ops`` applied (what :func:`apply` does to a ``Y.Text``)."""
+    out: list[str] = []
+    pos = 0
+    for op in ops:
+        out.append(old[pos : op.start])
+        out.append(op.insert)
+        pos = op.end
+    out.append(old[pos:])
+    return "".join(out)
+
+
+def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
+    """Apply ``ops`` (computed against ``old``, the text's current value) to ``text`` in
+    one transaction (the caller's, if one is open); returns (characters inserted,
+    characters deleted)."""
+    if not ops:
+        return 0, 0
+    # pycrdt indexes by UTF-8 byte: convert each op's positions, walking the text once.
+    spans: list[tuple[int, int, str]] = []
+    pos = 0
+    byte = 0
+    for op in ops:
+        byte += len(old[pos : op.start].encode("utf-8"))
+        start = byte
+        byte += len(old[op.start : op.end].encode("utf-8"))
+        spans.append((start, byte, op.insert))
+        pos = op.end
+    inserted = deleted = 0
+    assert text.doc is not None
+    with text.doc.transaction():
+        for start, end, insert in reversed(spans):
+            if end > start:
+                del text[start:end]
+            if insert:
+                text.insert(start, insert)
+    for op in ops:
+        inserted += len(op.insert)
+        deleted += op.end - op.start
+    return inserted, deleted
