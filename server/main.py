@@ -8,6 +8,7 @@ the store closes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -72,6 +73,11 @@ async def serve(settings: Settings) -> None:
             print(line, flush=True)
         if not settings.auth_enabled:
             log.warning("AUTH IS OFF: dev mode on %s, every caller is an admin", settings.host)
+        # Everything loaded so far (modules, the app) lives as long as the process: keep
+        # it out of the garbage collector's full passes, which otherwise walk it all and
+        # paused the server for 30-50 ms now and then (measured under bench.fanout).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
