@@ -73,9 +73,9 @@ async def serve(settings: Settings) -> None:
             print(line, flush=True)
         if not settings.auth_enabled:
             log.warning("AUTH IS OFF: dev mode on %s, every caller is an admin", settings.host)
-        # Everything loaded so far (modules, the app) lives as long as the process: keep
-        # it out of the garbage collector's full passes, which otherwise walk it all and
-        # paused the server for 30-50 ms now and then (measured under bench.fanout).
+        # Everything loaded so far (modules, the app: ~60,000 objects) lives as long as
+        # the process: keep it out of the garbage collector's full passes, each of which
+        # would otherwise walk it all (30-40 ms, measured during startup here).
         gc.collect()
         gc.freeze()
         stop = asyncio.Event()
