@@ -122,6 +122,7 @@ class Append:
     user: str = ""
     client: str = ""
     session: str = ""
+    digest: bytes | None = None  # update_hash(update), when the caller has it already
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +423,7 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
     in_batch: dict[tuple[bytes, bytes], int] = {}
     touched: dict[bytes, _Touched] = {}
     user = 0
-    digests = [update_hash(item.update) for item in items]
+    digests = [item.digest or update_hash(item.update) for item in items]
     h_prefixes: dict[bytes, bytes] = {}  # per doc: D + (h,)
     hash_keys = []
     for item, digest in zip(items, digests, strict=True):

@@ -281,7 +281,12 @@ class _Link:
     def _submit_now(self, commit: Commit) -> None:
         assert self.ref is not None
         item = Append(
-            self.ref, commit.update, self.principal.user, str(self.conn.id), self.session_id
+            self.ref,
+            commit.update,
+            self.principal.user,
+            str(self.conn.id),
+            self.session_id,
+            commit.hash,
         )
         self.inflight += 1  # before: an update the writer refuses at once is settled inside
         try:
