@@ -23,13 +23,6 @@ older head without a count, another writer, or a commit the room has not heard o
 reads the tail as above.
 
 Joiners with an empty state vector share one encoding of the whole document.
-
-Local updates are applied to the room's document in batches: ``apply_local`` queues an
-update and the queue is applied in one pycrdt transaction on the next turn of the event
-loop (a group commit settles many updates at once; one transaction each cost about three
-times as much), before anything reads the document. Only then is each update broadcast
-and its sender told the outcome, so an update pycrdt cannot integrate is still never
-relayed, and its sender alone is closed.
 """
 
 from __future__ import annotations
@@ -40,7 +33,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pycrdt import Doc
@@ -62,16 +54,6 @@ TAIL_PAGE = 1000
 # commits land; another instance's edits arrive at most this much later.
 WATCH_COALESCE = 0.005
 RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
-
-
-Applied = Callable[[BaseException | None], None]  # None: integrated and broadcast
-
-
-@dataclass(slots=True)
-class _Local:
-    update: bytes
-    sender: int
-    done: Applied | None
 
 
 class Peer(Protocol):
@@ -105,16 +87,13 @@ class Room:
         self.idle_since: float | None = time.monotonic()
         self.watcher: asyncio.Task[None] | None = None
         self._full_frame: bytes | None = None
-        self._queued: list[_Local] = []  # local updates not yet in self.doc
 
     # --- what sessions read (RoomView) -----------------------------------------------
 
     def state_vector(self) -> bytes:
-        self.flush()
         return self.doc.get_state()
 
     def sync_step2_frame(self, state_vector: bytes) -> bytes:
-        self.flush()
         if state_vector == EMPTY_STATE_VECTOR:
             if self._full_frame is None:
                 self._full_frame = codec.encode(SyncStep2(self.doc.get_update()))
@@ -154,64 +133,15 @@ class Room:
 
     # --- changes ---------------------------------------------------------------------
 
-    def apply_local(
-        self, update: bytes, appended: Appended, sender: int, done: Applied | None = None
-    ) -> None:
-        """A peer's update is durable: queue it for the document (see the module
-        docstring); once applied, its exact bytes go to the others and ``done(None)`` is
-        called, or ``done(UnusableUpdate)`` if pycrdt could not integrate it."""
-        if appended.duplicate:
-            self.flush()
-            if not pending_updates(self.doc, [update]):
-                if done is not None:  # in the log and in the room: peers had it already
-                    done(None)
-                return
+    def apply_local(self, update: bytes, appended: Appended, sender: int) -> None:
+        """A peer's update is durable: apply it and send its exact bytes to the others."""
+        if appended.duplicate and not pending_updates(self.doc, [update]):
+            return  # in the log and in the room: peers had it when it was first committed
         # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
-        self._queued.append(_Local(update, sender, done))
-        if len(self._queued) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop (a direct caller): apply at once
-                self.flush()
-
-    def flush(self) -> None:
-        """Apply the queued local updates in one transaction, then broadcast each."""
-        queued, self._queued = self._queued, []
-        if not queued:
-            return
-        outcomes: list[BaseException | None] = [None] * len(queued)
-        applied = 0
-        try:
-            with self.doc.transaction():
-                for local in queued:
-                    self.doc.apply_update(local.update)
-                    applied += 1
-        except BaseException as exc:  # a pycrdt panic is a BaseException
-            if not isinstance(exc, ValueError) and not ydoc.is_panic(exc):
-                raise
-            if applied == len(queued):  # failed as the transaction ended: blame nobody
-                log.error("applying %d updates to %s failed: %s", applied, self.ref.path, exc)
-            else:  # the same as ydoc.apply: the doc stays usable, this update is refused
-                outcomes[applied] = ydoc.UnusableUpdate(
-                    f"update cannot be integrated into the document: {exc}"
-                )
-                for i in range(applied + 1, len(queued)):
-                    try:
-                        ydoc.apply(self.doc, queued[i].update)
-                    except ValueError as refused:
-                        outcomes[i] = refused
-        self._full_frame = None
-        for local, outcome in zip(queued, outcomes, strict=True):
-            if outcome is None:
-                self.size += len(local.update)
-                self.broadcast(codec.encode(SyncUpdate(local.update)), exclude=local.sender)
-            if local.done is not None:
-                try:
-                    local.done(outcome)
-                except Exception:  # one sender's callback must not stop the others'
-                    log.error("after applying an update to %s", self.ref.path, exc_info=True)
+        self._apply(update)
+        self.broadcast(codec.encode(SyncUpdate(update)), exclude=sender)
 
     def skip_own(self, head: Head) -> bool:
         """Move the cursor to ``head`` if every update up to it is known to the room (its
@@ -236,7 +166,6 @@ class Room:
 
     def apply_remote(self, records: Iterable[Record]) -> int:
         """Updates another instance committed: apply and send to every peer."""
-        self.flush()
         count = 0
         for record in records:
             try:

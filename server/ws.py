@@ -298,51 +298,27 @@ class _Link:
     def _on_commit(
         self, commit: Commit, appended: Appended | None, error: BaseException | None
     ) -> None:
-        """Called by the writer once ``commit`` is durable (or failed). The update stays
-        in flight until the room applied it (``_on_applied``), so a drain still sends its
-        acknowledgement."""
+        """Called by the writer once ``commit`` is durable (or failed)."""
+        self.inflight -= 1
+        self.room_free.set()
         assert self.session is not None and self.room is not None
         if error is not None or appended is None:
-            self._landed()
             self._act_now(self.session.failed(commit, error or StoreError("commit failed")))
             return
         try:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None
             room = self.app[ROOMS].get(self.ref) or self.room
-            room.apply_local(
-                commit.update,
-                appended,
-                self.conn.id,
-                functools.partial(self._on_applied, commit, appended),
-            )
-        except Exception:  # a callback boundary: the update is durable; the client resends
-            self._landed()
-            log.error("after committing for connection %d", self.conn.id, exc_info=True)
-            self.conn.close(CLOSE_INTERNAL, "internal server error")
-
-    def _on_applied(
-        self, commit: Commit, appended: Appended, error: BaseException | None
-    ) -> None:
-        """The room integrated (and broadcast) ``commit``, or could not."""
-        self._landed()
-        assert self.session is not None
-        if error is not None:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
-            log.warning("connection %d: %s", self.conn.id, error, extra=self.extra)
-            self.app[METRICS].refusals.inc(label="unusable_update")
-            self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
-            return
-        try:
+            room.apply_local(commit.update, appended, self.conn.id)
             self.app[METRICS].fanout_latency.observe(time.monotonic() - commit.received)
             self._act_now(self.session.committed(commit, appended))
+        except ValueError as exc:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
+            log.warning("connection %d: %s", self.conn.id, exc, extra=self.extra)
+            self.app[METRICS].refusals.inc(label="unusable_update")
+            self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
         except Exception:  # a callback boundary: the update is durable; the client resends
-            log.error("after applying for connection %d", self.conn.id, exc_info=True)
+            log.error("after committing for connection %d", self.conn.id, exc_info=True)
             self.conn.close(CLOSE_INTERNAL, "internal server error")
-
-    def _landed(self) -> None:
-        """One update of this connection is no longer in flight."""
-        self.inflight -= 1
-        self.room_free.set()
 
     def _branch_end(self, end: BranchEnd) -> None:
         hook = self.app[ON_BRANCH]
