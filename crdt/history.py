@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 from blake3 import blake3
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc
 
 from crdt import keys, ydoc
 from crdt.errors import FormatError, NotFound, TransactionTooLarge
@@ -141,16 +141,9 @@ class Replayed:
     doc: Doc[Any]
     versionstamp: Versionstamp | None
     updates_applied: int
-    applied: tuple[bytes, ...] = ()  # what was applied on top of the snapshot's state
 
     def state(self) -> bytes:
-        """The document as one update, including what it holds pending (updates whose
-        dependencies are not in the log up to this version): ``Doc.get_update()`` leaves
-        those out, and a client handed this state would then never see them."""
-        pending = pending_updates(self.doc, self.applied)
-        if not pending:
-            return self.doc.get_update()
-        return merge_updates(self.doc.get_update(), *pending)
+        return self.doc.get_update()
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,15 +655,13 @@ def _build(
     snapshot: Snapshot | None, records: list[Record], segments: Sequence[Segment] = ()
 ) -> Replayed:
     doc = _start(snapshot)
-    updates = [*(s.update for s in segments), *(r.update for r in records)]
-    _apply(doc, updates)
+    _apply(doc, [*(s.update for s in segments), *(r.update for r in records)])
     vs = snapshot.versionstamp if snapshot else None
     if segments:
         vs = segments[-1].versionstamp
     if records:
         vs = records[-1].versionstamp
-    applied = (*snapshot.pending, *updates) if snapshot else tuple(updates)
-    return Replayed(doc, vs, len(records), applied)
+    return Replayed(doc, vs, len(records))
 
 
 __all__ = [

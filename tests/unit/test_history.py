@@ -319,19 +319,3 @@ async def test_a_new_history_object_finds_existing_tenants(history: History, kv:
     other: DocRef = await again.doc("acme", "site", "a.md")
     assert other == ref
     assert text_of((await again.replay(other)).doc) == "kept"
-
-
-async def test_state_keeps_updates_the_doc_holds_pending(history: History) -> None:
-    """An update logged before the one it depends on is pending at that version:
-    ``Replayed.state()`` must still carry it, or a client built from that state would
-    never show it once the dependency arrives."""
-    ref = await history.doc("acme", "site", "pending.md", create=True)
-    dev = Device()
-    first, second = dev.append("A"), dev.append("B")
-    [late] = await history.append([Append(ref, second)])  # B arrives before A
-    replayed = await history.replay(ref, late.versionstamp)
-    assert text_of(replayed.doc) == ""  # B waits for A
-    client: Doc[Any] = Doc()
-    client.apply_update(replayed.state())
-    client.apply_update(first)
-    assert text_of(client) == "AB"
