@@ -138,9 +138,16 @@ async def test_a_watch_whose_event_loop_closed_does_not_stop_commits(tmp_path: P
 async def test_a_transaction_cancelled_while_queued_is_skipped(tmp_path: Path) -> None:
     """A caller that gives up (cancel, timeout) before its turn must not kill the writer."""
     async with SQLiteEngine(tmp_path / "kv.db") as kv:
-        release = threading.Event()
-        busy = asyncio.ensure_future(kv.transact(lambda tr: release.wait(WAIT)))
-        await asyncio.sleep(0.05)  # the writer is inside ``busy``
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(tr: Transaction) -> None:
+            entered.set()
+            release.wait(WAIT)
+
+        busy = asyncio.ensure_future(kv.transact(hold))
+        # Wait until the writer is inside ``busy`` (a fixed sleep was not always enough
+        # on a loaded machine: both could then be taken into one batch).
+        assert await asyncio.to_thread(entered.wait, WAIT)
         queued = asyncio.ensure_future(kv.transact(lambda tr: tr.set(b"cancelled", b"x")))
         await asyncio.sleep(0.05)
         queued.cancel()
