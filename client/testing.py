@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.testing import ChildProcess
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,10 +49,10 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 @dataclass
-class SyncProcess:
-    """A ``weft sync DIR`` child process, its output going to a log file."""
+class SyncProcess(ChildProcess):
+    """A ``weft sync DIR`` child process, its output going to a log file (``terminate``:
+    SIGTERM and wait; ``kill``: a crash)."""
 
-    proc: subprocess.Popen[bytes]
     log_path: Path
 
     def output(self) -> str:
@@ -66,22 +68,6 @@ class SyncProcess:
                 raise AssertionError(f"weft sync exited ({self.proc.returncode}):\n{self.output()}")
             time.sleep(0.05)
         raise AssertionError(f"no {text!r} in weft sync output after {timeout} s:\n{self.output()}")
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all (a crash)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 def start_sync(

@@ -294,7 +294,7 @@ class Rooms:
             replayed = await self.history.replay(ref, head.versionstamp if head else None)
             count = head.count if head else 0
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count)
-            room.watcher = asyncio.create_task(self._watch(room), name="weft-room-watch")
+            room.watcher = asyncio.create_task(self._watch(room, raw), name="weft-room-watch")
             self._rooms[ref.space] = room
             self._idle[ref.space] = room  # until its first peer joins
             self.metrics.rooms_loaded.set(len(self._rooms))
@@ -319,10 +319,10 @@ class Rooms:
             room.watcher = None  # its traceback would hold the room (and its Doc) in a cycle
         self.metrics.rooms_loaded.set(len(self._rooms))
 
-    async def _watch(self, room: Room) -> None:
-        """Follow the document's head; apply what other instances commit."""
+    async def _watch(self, room: Room, last: bytes | None) -> None:
+        """Follow the document's head (``last``: its value when the room was loaded);
+        apply what other instances commit."""
         head_key = room.ref.key("head")
-        last = room.cursor.raw if room.cursor else None
         delay = 0.1
         while True:
             try:

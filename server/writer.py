@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -35,21 +36,25 @@ Done = Callable[[Appended | None, BaseException | None], None]
 @dataclass
 class _Pending:
     item: Append
-    future: asyncio.Future[Appended] | None  # submit()
-    done: Done | None = None  # submit_with()
+    done: Done
     queued: float = field(default_factory=time.monotonic)
 
     def settle(self, appended: Appended | None, error: BaseException | None) -> None:
-        if self.done is not None:
-            try:
-                self.done(appended, error)
-            except Exception:  # a callback must not take the writer down
-                log.error("an update's commit callback failed", exc_info=True)
-        elif self.future is not None and not self.future.done():
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(appended)  # type: ignore[arg-type]
+        try:
+            self.done(appended, error)
+        except Exception:  # a callback must not take the writer down
+            log.error("an update's commit callback failed", exc_info=True)
+
+
+def _resolve(
+    future: asyncio.Future[Appended], appended: Appended | None, error: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if error is not None or appended is None:
+        future.set_exception(error or StoreError("commit failed"))
+    else:
+        future.set_result(appended)
 
 
 class WriterClosed(StoreError):
@@ -98,15 +103,13 @@ class Writer:
     def submit(self, item: Append) -> asyncio.Future[Appended]:
         """Queue ``item``; the future resolves once it is durable (or fails)."""
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._queue_pending(_Pending(item, future))
+        self.submit_with(item, functools.partial(_resolve, future))
         return future
 
     def submit_with(self, item: Append, done: Done) -> None:
         """Queue ``item``; ``done(appended, None)`` is called once it is durable, or
         ``done(None, error)`` (the hot path of every connection: no future per update)."""
-        self._queue_pending(_Pending(item, None, done))
-
-    def _queue_pending(self, pending: _Pending) -> None:
+        pending = _Pending(item, done)
         if self._closing or self._task is None:
             raise WriterClosed("the server is shutting down and accepts no more updates")
         size = len(pending.item.update)
