@@ -1,0 +1,208 @@
+"""Replay and snapshot building: how a document is rebuilt from its history.
+
+:class:`crdt.history.History` reads and writes the log; this module holds what it does
+with what it read, so the log's write path stays short:
+
+- the reads one replay needs, in one read transaction (``_replay_reads``: the latest
+  whole snapshot at or before a version, the chain of whole segments after it, then the
+  updates after those; ``_whole_values`` for a range read whose limit may cut a chunked
+  value);
+- applying them to a ``pycrdt.Doc`` (``_start``, ``_apply``, ``_build`` ->
+  :class:`Replayed`); an update pycrdt cannot integrate is logged and skipped;
+- the next snapshot and its segments, and their writes in commit order
+  (``_next_snapshot``, ``_next_snapshot_writes``).
+
+Nothing here touches the engine except through the transaction it is handed. It logs
+to ``weft.history``, as it did when it lived in :mod:`crdt.history`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pycrdt import Doc
+
+from crdt import keys, ydoc
+from crdt.kv.base import ReadTransaction
+from crdt.records import (
+    Record,
+    Segment,
+    Snapshot,
+    decode_record,
+    decode_segment,
+    decode_snapshot,
+    encode_segment,
+    encode_snapshot,
+    group_parts,
+    group_stored,
+    pending_updates,
+)
+from crdt.versionstamp import Versionstamp
+
+if TYPE_CHECKING:
+    from crdt.history import DocRef
+
+log = logging.getLogger("weft.history")
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A document rebuilt at a version: its state and the last versionstamp in it."""
+
+    doc: Doc[Any]
+    versionstamp: Versionstamp | None
+    updates_applied: int
+
+    def state(self) -> bytes:
+        return self.doc.get_update()
+
+
+def _whole_values(
+    tr: ReadTransaction, begin: bytes, end: bytes, prefix: bytes, limit: int, reverse: bool
+) -> list[tuple[bytes, bytes]]:
+    """Chunk parts in [begin, end) holding at most ``limit`` whole values."""
+    pairs = tr.get_range(begin, end, limit=limit, reverse=reverse)
+    if limit and len(pairs) == limit:
+        # The limit may have cut the last value's parts: read that value whole.
+        last_vs = keys.unpack(pairs[-1][0], prefix)[0]
+        pairs = [p for p in pairs if keys.unpack(p[0], prefix)[0] != last_vs]
+        lo, hi = keys.prefix_range(keys.pack((last_vs,), prefix))
+        pairs += tr.get_range(lo, hi, reverse=reverse)
+    return pairs
+
+
+def _replay_reads(
+    tr: ReadTransaction, doc: DocRef, at: Versionstamp | None, with_segments: bool = False
+) -> tuple[Snapshot | None, list[Segment], list[Record]]:
+    """The latest whole snapshot at or before ``at``, then (``with_segments``) the chain
+    of whole segments after it up to ``at``, then the updates after those, up to ``at``."""
+    u_prefix, g_prefix = doc.key("u"), doc.key("g")
+    snapshot = _latest_snapshot(tr, doc, at)
+    base = snapshot.versionstamp if snapshot else None
+    segments: list[Segment] = []
+    if with_segments:
+        begin = keys.pack(("g", base), doc.space) + b"\xff" if base else g_prefix + b"\x00"
+        end = keys.pack(("g", at), doc.space) + b"\xff" if at else g_prefix + b"\xff"
+        for vs, parts in group_stored(tr.get_range(begin, end), g_prefix):
+            segment = decode_segment(vs, parts)
+            if segment is None or segment.after != base:
+                break  # the chain stops where a stretch has no (whole) segment
+            segments.append(segment)
+            base = vs
+    begin = keys.pack(("u", base), doc.space) + b"\xff" if base else u_prefix + b"\x00"
+    end = keys.pack(("u", at), doc.space) + b"\xff" if at else u_prefix + b"\xff"
+    records = [decode_record(vs, v) for vs, v in group_parts(tr.get_range(begin, end), u_prefix)]
+    return snapshot, segments, records
+
+
+def _latest_snapshot(tr: ReadTransaction, doc: DocRef, at: Versionstamp | None) -> Snapshot | None:
+    """The latest whole snapshot at or before ``at`` (``None``: head). One whose write
+    is under way or was cut short is skipped for the one before it."""
+    prefix = doc.key("s")
+    end = keys.pack(("s", at), doc.space) + b"\xff" if at else prefix + b"\xff"
+    while last := tr.get_range(prefix + b"\x00", end, limit=1, reverse=True):
+        vs = keys.unpack_stamped(last[0][0], prefix)[0]
+        lo, hi = keys.prefix_range(keys.pack(("s", vs), doc.space))
+        parts = {keys.unpack_stamped(k, prefix)[1]: v for k, v in tr.get_range(lo, hi)}
+        snapshot = decode_snapshot(vs, parts)
+        if snapshot is not None:
+            return snapshot
+        log.info("snapshot of %s at %s is not whole; using the one before", doc.path, vs.hex())
+        end = lo
+    return None
+
+
+def _next_snapshot_writes(
+    doc: DocRef, snapshot: Snapshot | None, records: list[Record], segment_every: int
+) -> tuple[Snapshot, list[tuple[bytes, bytes]]]:
+    """The next snapshot, and it and its segments as writes in commit order: segments
+    first, and each value's part 0 (its commit marker) after the rest of its parts. A
+    write cut short at any point leaves whole values and at most one partial one, which
+    readers skip. Writing a value again (after a crash) writes the same bytes: a
+    ``pycrdt`` doc built from the same updates encodes the same."""
+    new, segments = _next_snapshot(snapshot, records, segment_every)
+    values = [
+        ("g", seg.versionstamp, encode_segment(seg.after, seg.update, seg.count))
+        for seg in segments
+    ]
+    values.append(
+        ("s", new.versionstamp, encode_snapshot(new.state, new.count, new.size, new.pending))
+    )
+    writes = [
+        (doc.key(kind, vs, n), parts[n])
+        for kind, vs, parts in values
+        for n in [*range(1, len(parts)), 0]
+    ]
+    return new, writes
+
+
+def _next_snapshot(
+    snapshot: Snapshot | None, records: list[Record], segment_every: int
+) -> tuple[Snapshot, list[Segment]]:
+    """The snapshot after ``records`` (its state, and what the doc still holds pending),
+    and a segment for each run of ``segment_every`` records, as long as nothing was
+    pending: then a segment's diff is exactly what its updates did."""
+    doc = _start(snapshot)
+    base = snapshot.versionstamp if snapshot else None
+    clean = snapshot is None or not snapshot.pending
+    segments: list[Segment] = []
+    for at in range(0, len(records), segment_every):
+        group = records[at : at + segment_every]
+        before = doc.get_state()
+        _apply(doc, (r.update for r in group))
+        if clean and len(group) == segment_every:
+            if pending_updates(doc, [r.update for r in group]):
+                clean = False
+                continue
+            last = group[-1].versionstamp
+            segments.append(Segment(last, base, doc.get_update(before), len(group)))
+            base = last
+    applied = [*(snapshot.pending if snapshot else ()), *(r.update for r in records)]
+    new = Snapshot(
+        records[-1].versionstamp,
+        doc.get_update(),
+        (snapshot.count if snapshot else 0) + len(records),
+        (snapshot.size if snapshot else 0) + sum(r.size for r in records),
+        tuple(pending_updates(doc, applied)),
+    )
+    return new, segments
+
+
+def _start(snapshot: Snapshot | None) -> Doc[Any]:
+    """A doc holding ``snapshot``. Its pending updates go first: they were waiting for
+    dependencies when it was taken, and yrs integrates an update differently when its
+    dependencies are already there (see ``records.pending_updates``)."""
+    doc: Doc[Any] = Doc()
+    if snapshot is not None:
+        _apply(doc, [*snapshot.pending, snapshot.state])
+    return doc
+
+
+def _apply(doc: Doc[Any], updates: Iterable[bytes]) -> None:
+    """Apply in order; an update pycrdt cannot integrate is logged and skipped, so one bad
+    record never makes a document unreadable (it stays in the log, untouched)."""
+    with doc.transaction():
+        for update in updates:
+            try:
+                ydoc.apply(doc, update)
+            except ydoc.UnusableUpdate as exc:
+                log.error("skipping a stored update (%d bytes): %s", len(update), exc)
+
+
+def _build(
+    snapshot: Snapshot | None, records: list[Record], segments: Sequence[Segment] = ()
+) -> Replayed:
+    doc = _start(snapshot)
+    _apply(doc, [*(s.update for s in segments), *(r.update for r in records)])
+    vs = snapshot.versionstamp if snapshot else None
+    if segments:
+        vs = segments[-1].versionstamp
+    if records:
+        vs = records[-1].versionstamp
+    return Replayed(doc, vs, len(records))
+
+
+__all__ = ["Replayed"]
