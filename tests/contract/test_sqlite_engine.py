@@ -151,6 +151,9 @@ async def test_a_transaction_cancelled_while_queued_is_skipped(tmp_path: Path) -
         queued = asyncio.ensure_future(kv.transact(lambda tr: tr.set(b"cancelled", b"x")))
         await asyncio.sleep(0.05)
         queued.cancel()
+        # The cancel reaches the engine's own future through a callback the event loop
+        # runs on its next turn: let it run before the writer can take ``queued``.
+        await asyncio.sleep(0)
         release.set()
         await busy
         later = await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"later", b"y")), WAIT)
