@@ -41,7 +41,16 @@ from pycrdt import Doc
 from crdt import keys
 from crdt.errors import FormatError, NotFound, TransactionTooLarge
 from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
-from crdt.records import CHUNK, Record, Snapshot, chunks, decode_record, encode_record, group_parts
+from crdt.records import (
+    CHUNK,
+    Record,
+    Snapshot,
+    chunks,
+    decode_record,
+    encode_record,
+    first_struct,
+    group_parts,
+)
 from crdt.replaying import Replayed, _next_snapshot_writes, _whole_values
 from crdt.replaying import _build as _build  # re-exported: tests import these from here
 from crdt.replaying import _replay_reads as _replay_reads
@@ -50,8 +59,11 @@ from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2  # 1.1: snapshots and segments count their parts; part 0 is written last
+FORMAT_MINOR = 3  # 1.1: snapshots and segments count their parts; part 0 is written last
 # 1.2: a doc's head is its last versionstamp and then its update count (see ``Head``)
+# 1.3: idempotency entries of updates with structs are keyed (i, client, clock, hash)
+# instead of (h, hash); a store raised from an older minor records "h": True and then
+# looks an update up under both keys
 MAX_BATCH_UPDATES = 4_000
 MAX_BATCH_BYTES = 6_000_000
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
@@ -147,6 +159,8 @@ class History:
         self.snapshot_bytes = snapshot_bytes
         self.segment_every = segment_every
         self._tenants: dict[str, bytes] = {}
+        # Whether idempotency entries may also be under their pre-1.3 key (set by init)
+        self.legacy_idempotency = False
         # Called with each committed batch and its results, in the task that appended,
         # before anything else can run: e.g. rooms note their own commits before their
         # head watchers wake up. A listener must not raise (it is logged if it does).
@@ -159,17 +173,21 @@ class History:
         minor of the same major is still read as it is and the record is raised to this
         minor, since what this weft writes from now on is in it."""
 
-        def fn(tr: Transaction) -> tuple[int, int]:
+        def fn(tr: Transaction) -> tuple[int, int, bool]:
             raw = tr.get(keys.FORMAT)
+            record = {"major": FORMAT_MAJOR, "minor": FORMAT_MINOR}
             if raw is not None:
                 data = msgpack.unpackb(raw)
                 major, minor = int(data["major"]), int(data["minor"])
+                legacy = bool(data.get("h", minor < 3))
                 if major != FORMAT_MAJOR or minor >= FORMAT_MINOR:
-                    return major, minor
-            tr.set(keys.FORMAT, msgpack.packb({"major": FORMAT_MAJOR, "minor": FORMAT_MINOR}))
-            return FORMAT_MAJOR, FORMAT_MINOR
+                    return major, minor, legacy
+                if legacy:
+                    record["h"] = True  # entries written before 1.3 stay where they are
+            tr.set(keys.FORMAT, msgpack.packb(record))
+            return FORMAT_MAJOR, FORMAT_MINOR, "h" in record
 
-        major, minor = (await self.kv.transact(fn)).result
+        major, minor, self.legacy_idempotency = (await self.kv.transact(fn)).result
         if major > FORMAT_MAJOR:
             raise FormatError(
                 f"store {self.kv.url} holds history format {major}.{minor}, newer than this "
@@ -250,7 +268,9 @@ class History:
 
     async def _append_one(self, items: list[Append]) -> list[Appended]:
         ms = now_ms()
-        committed = await self.kv.transact(lambda tr: _append_tr(tr, items, ms))
+        committed = await self.kv.transact(
+            lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency)
+        )
         out: list[Appended] = []
         for marker in committed.result:
             if isinstance(marker, Versionstamp):
@@ -321,9 +341,7 @@ class History:
         in between cost about as much as replaying head."""
         snapshot, _, records = await self.kv.read(lambda tr: _replay_reads(tr, doc, None))
         added = sum(r.size for r in records)
-        if not records or (
-            len(records) < self.snapshot_every and added < self.snapshot_bytes
-        ):
+        if not records or (len(records) < self.snapshot_every and added < self.snapshot_bytes):
             return None
         new, writes = await asyncio.to_thread(
             _next_snapshot_writes, doc, snapshot, records, self.segment_every
@@ -388,26 +406,31 @@ class History:
 # --- transaction functions (synchronous, retryable) -----------------------------------
 
 
-def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Versionstamp]:
+def _append_tr(
+    tr: Transaction, items: list[Append], ms: int, legacy: bool = False
+) -> list[int | Versionstamp]:
     """Append ``items``; per item the user version of a new entry or an existing vs.
 
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
     once: the time-index entry and head (both at its last new update), the counters and
-    the time.
+    the time. ``legacy``: entries may also be under their pre-1.3 key.
     """
     markers: list[int | Versionstamp] = []
     in_batch: dict[tuple[bytes, bytes], int] = {}
     touched: dict[bytes, _Touched] = {}
     user = 0
     digests = [item.digest or update_hash(item.update) for item in items]
-    h_prefixes: dict[bytes, bytes] = {}  # per doc: D + (h,)
-    hash_keys = []
-    for item, digest in zip(items, digests, strict=True):
-        h_prefix = h_prefixes.get(item.doc.space)
-        if h_prefix is None:
-            h_prefix = h_prefixes[item.doc.space] = item.doc.key("h")
-        hash_keys.append(keys.pack_bytes_after(h_prefix, digest))
+    hash_keys = _idempotency_keys(items, digests)
     stored = tr.get_many(hash_keys)  # the idempotency check for the whole batch at once
+    if legacy:
+        old_keys = [
+            (n, _h_key(item, digest))
+            for n, (item, digest) in enumerate(zip(items, digests, strict=True))
+        ]
+        old_keys = [(n, key) for n, key in old_keys if key != hash_keys[n]]
+        for (n, _), old in zip(old_keys, tr.get_many([key for _, key in old_keys]), strict=True):
+            if stored[n] is None:
+                stored[n] = old
     for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
         doc = item.doc
         if (doc.space, digest) in in_batch:
@@ -446,6 +469,31 @@ def _append_tr(tr: Transaction, items: list[Append], ms: int) -> list[int | Vers
             tr.set(doc.key("bytes"), (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.key("ms"), state.ms.to_bytes(8, "little"))
     return markers
+
+
+def _idempotency_keys(items: list[Append], digests: list[bytes]) -> list[bytes]:
+    """Each update's idempotency key: D + (i, client, clock, hash) for an update with
+    structs (its first struct's id: a client's entries are inserted in order, next to
+    each other, instead of at random places in the index), else D + (h, hash)."""
+    prefixes: dict[bytes, tuple[bytes, bytes]] = {}  # per doc: D + (i,), D + (h,)
+    out = []
+    for item, digest in zip(items, digests, strict=True):
+        pair = prefixes.get(item.doc.space)
+        if pair is None:
+            pair = prefixes[item.doc.space] = (item.doc.key("i"), item.doc.key("h"))
+        first = first_struct(item.update)
+        if first is None:
+            out.append(keys.pack_bytes_after(pair[1], digest))
+        else:
+            client, clock = first
+            head = pair[0] + keys.pack_uint(client) + keys.pack_uint(clock)
+            out.append(keys.pack_bytes_after(head, digest))
+    return out
+
+
+def _h_key(item: Append, digest: bytes) -> bytes:
+    """An update's idempotency key before format 1.3: D + (h, hash)."""
+    return keys.pack_bytes_after(item.doc.key("h"), digest)
 
 
 @dataclass(slots=True)

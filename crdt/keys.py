@@ -18,7 +18,11 @@ Layout (see README for the table)::
     D + (g, vs, part)                  -> chunk of a segment: diff of consecutive updates
                                           ending at vs, {after, update, count}
     D + (t, ms, vs)                    -> b''  time index (one per doc per transaction)
-    D + (h, blake3-16)                 -> vs   idempotency index
+    D + (i, client, clock, blake3-16)  -> vs   idempotency index (format 1.3): an update
+                                          filed under the id of its first struct, so
+                                          one client's entries are written in order
+    D + (h, blake3-16)                 -> vs   idempotency index of an update without
+                                          structs, and of every update before 1.3
     D + (head,)                        -> vs + count (8 bytes LE): last update, and how
                                           many updates the doc holds (format 1.2)
     D + (n,) / D + (bytes,)            -> 8-byte little-endian counters
@@ -114,6 +118,18 @@ class IncompleteKeys:
         if tail is None:
             tail = self._tails[n] = pack((n,))
         return self.head + INCOMPLETE_TR + user.to_bytes(2, "big") + tail, len(self.head)
+
+
+def pack_uint(value: int) -> bytes:
+    """The tuple layer's encoding of a non-negative int, without the tuple machinery
+    (tests check it against ``fdb.tuple.pack``)."""
+    if value == 0:
+        return b"\x14"
+    size = (value.bit_length() + 7) // 8
+    if size <= 8:
+        return bytes((0x14 + size,)) + value.to_bytes(size, "big")
+    packed: bytes = _tuple.pack((value,))
+    return packed
 
 
 def pack_bytes_after(prefix: bytes, value: bytes) -> bytes:

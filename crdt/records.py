@@ -248,6 +248,25 @@ def state_vector_clocks(vector: bytes) -> dict[int, int]:
     return out
 
 
+def first_struct(update: bytes) -> tuple[int, int] | None:
+    """(client, clock) of the first struct of a v1 update (the first client group's
+    start), read from its header; ``None`` when it has no structs or the header does not
+    decode. A pure function of the bytes: the idempotency index files an update under it
+    (``crdt.keys``), so a client's updates land next to each other, in clock order."""
+    try:
+        groups, pos = _varuint(update, 0)
+        if groups == 0:
+            return None
+        structs, pos = _varuint(update, pos)
+        client, pos = _varuint(update, pos)
+        clock, _ = _varuint(update, pos)
+    except StoreError:
+        return None
+    if not structs or client >= 1 << 64 or clock >= 1 << 64:
+        return None
+    return client, clock
+
+
 def _varuint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:

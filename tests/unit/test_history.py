@@ -25,8 +25,8 @@ from crdt.history import (
     update_hash,
 )
 from crdt.kv import Engine, open_engine
-from crdt.kv.base import read_counter
-from crdt.records import CHUNK
+from crdt.kv.base import Transaction, read_counter
+from crdt.records import CHUNK, first_struct
 
 
 @pytest.fixture
@@ -96,6 +96,76 @@ async def test_resending_an_update_is_a_no_op_returning_its_versionstamp(
     assert all(a.duplicate for a in again)
     assert await kv.read(lambda tr: tr.get_range(b"", b"\xff")) == before
     assert len(await history.updates(ref)) == 2
+
+
+def test_first_struct_reads_the_id_an_update_starts_at() -> None:
+    dev = Device()
+    first, second = dev.append("ab"), dev.append("c")
+    assert first_struct(first) == (dev.doc.client_id, 0)
+    assert first_struct(second) == (dev.doc.client_id, 2)
+    assert first_struct(b"\x00\x00") is None  # an empty update: no structs
+    for garbage in (b"", b"\x01", b"\x01\x01\xff", b"\x01\x01" + b"\xff" * 20 + b"\x01\x00"):
+        assert first_struct(garbage) is None
+
+
+async def test_idempotency_entries_are_filed_by_client_and_clock(
+    history: History, kv: Engine
+) -> None:
+    """One client's entries sit next to each other, in clock order (inserts stay local
+    in the index); an update without structs (only deletions) is filed by its hash."""
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    updates = [dev.append(c) for c in "abcd"]
+    before = dev.doc.get_state()
+    dev.text.clear()
+    deletion = dev.doc.get_update(before)
+    assert first_struct(deletion) is None
+    await history.append([Append(ref, u) for u in reversed(updates)])
+    await history.append([Append(ref, deletion)])
+    client = dev.doc.client_id
+    filed = await raw_keys(kv, ref.key("i"))
+    assert filed == sorted(filed)
+    assert [keys.unpack(k, ref.key("i"))[:2] for k in filed] == [(client, n) for n in range(4)]
+    assert await raw_keys(kv, ref.key("h")) == [
+        keys.pack_bytes_after(ref.key("h"), update_hash(deletion))
+    ]
+    again = await history.append([Append(ref, u) for u in (*updates, deletion)])
+    assert all(a.duplicate for a in again)
+
+
+async def test_a_store_from_before_1_3_still_finds_its_idempotency_entries(
+    history: History, kv: Engine
+) -> None:
+    """Entries written under the old key (h, hash) by an older weft are found after the
+    upgrade, and the store remembers it needs the second lookup."""
+    import msgpack
+
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    update = dev.append("x")
+    [original] = await history.append([Append(ref, update)])
+    new_key = keys.pack_bytes_after(
+        ref.key("i") + keys.pack_uint(dev.doc.client_id) + keys.pack_uint(0), update_hash(update)
+    )
+    old_key = keys.pack_bytes_after(ref.key("h"), update_hash(update))
+
+    def downgrade(tr: Transaction) -> None:  # what a 1.2 store holds
+        tr.set(old_key, tr.get(new_key) or b"")
+        tr.clear(new_key)
+        tr.set(keys.FORMAT, msgpack.packb({"major": 1, "minor": 2}))
+
+    await kv.transact(downgrade)
+    blind = History(kv)  # never told about the old key: would store it again
+    upgraded = History(kv)
+    await upgraded.init()
+    assert upgraded.legacy_idempotency
+    [again] = await upgraded.append([Append(ref, update)])
+    assert again.duplicate and again.versionstamp == original.versionstamp
+    reopened = History(kv)
+    await reopened.init()  # the format record says 1.3 now, and keeps the flag
+    assert reopened.legacy_idempotency
+    [copy] = await blind.append([Append(ref, update)])
+    assert not copy.duplicate  # the lookup the flag adds is what finds it
 
 
 async def test_one_batch_appends_to_many_docs(history: History, kv: Engine) -> None:

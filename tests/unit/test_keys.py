@@ -208,3 +208,11 @@ def test_the_fast_key_builders_pack_what_pack_packs(
     assert keys.pack_bytes_after(keys.pack(("h",), prefix), digest) == keys.pack(
         ("h", digest), prefix
     )
+
+
+@given(st.integers(0, 1 << 80), st.integers(0, 1 << 64))
+def test_pack_uint_is_the_tuple_layers_int(client: int, clock: int) -> None:
+    head = keys.pack(("i",), b"D")
+    assert head + keys.pack_uint(client) + keys.pack_uint(clock) == keys.pack(
+        ("i", client, clock), b"D"
+    )
