@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,14 @@ def load_fdb() -> Any:
         raise StoreError(
             "the 'foundationdb' Python package is not installed; fdb:// stores need it"
         ) from exc
+    return select_api(fdb)
+
+
+def select_api(fdb: Any) -> Any:
+    """``fdb`` (the bindings' module, or a test double of it) with API_VERSION selected.
+
+    Separate from :func:`load_fdb` so that the contract suite's FDB test double
+    (tests/contract/fdb_double.py) goes through the same selection code."""
     with _load_lock:
         if fdb.is_api_version_selected():
             if fdb.get_api_version() < API_VERSION:
@@ -201,7 +210,8 @@ class FDBEngine:
         fdb = load_fdb()
         try:
             db = fdb.open(self.cluster_file)
-            db.options.set_transaction_timeout(int(self.timeout * 1000))
+            # In milliseconds, at least 1: FDB reads 0 as "no timeout at all".
+            db.options.set_transaction_timeout(max(1, math.ceil(self.timeout * 1000)))
             # Fail fast on an unreachable cluster instead of hanging in the first read.
             tr = db.create_transaction()
             tr.options.set_timeout(10_000)

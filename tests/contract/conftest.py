@@ -5,6 +5,13 @@
   the variable is unset). The suite clears the whole database before and after each
   test, so it refuses a database that holds keys without the suite's scratch marker:
   point the variable at a cluster meant for tests.
+- ``fdb-double``: the FoundationDB engine over ``fdb_double.FDBDouble``, an in-memory test
+  double of the ``fdb`` module (libfdb_c cannot be installed here). It runs the engine's
+  own code, not FoundationDB: see ``fdb_double.py`` for what it models. The fixture swaps
+  ``crdt.kv.fdb.load_fdb`` for one handing the double to ``select_api`` (monkeypatch; the
+  engine's API-version selection still runs). Tests that need a second process cannot share an in-memory double and are
+  skipped for it by name (``NEEDS_ANOTHER_PROCESS``); a new such test fails loudly here
+  (its worker cannot load libfdb_c) until it is added to that list.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fdb_double import FDBDouble
 
 from crdt.kv import Engine, Transaction, open_engine
 
@@ -46,10 +55,33 @@ def _wipe(tr: Transaction) -> None:
     tr.set(SCRATCH_MARKER, b"")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("fdb", marks=_fdb_marks())])
+NEEDS_ANOTHER_PROCESS = {
+    "test_conflicting_read_modify_writes_are_retried",
+    "test_watch_fires_on_a_commit_from_another_process",
+    "test_concurrent_writer_processes_lose_nothing",
+    "test_kill_9_mid_stream_keeps_every_commit_and_no_partial_one",
+}
+
+
+def use_fdb_double(monkeypatch: pytest.MonkeyPatch, **options: Any) -> FDBDouble:
+    """Make ``fdb://`` engines opened from now on in this test use a fresh FDBDouble."""
+    import crdt.kv.fdb
+
+    double = FDBDouble(**options)
+    monkeypatch.setattr(crdt.kv.fdb, "load_fdb", lambda: crdt.kv.fdb.select_api(double))
+    return double
+
+
+@pytest.fixture(params=["sqlite", pytest.param("fdb", marks=_fdb_marks()), "fdb-double"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
     """An open engine on an empty store; ``engine.url`` opens the same store elsewhere."""
-    if request.param == "sqlite":
+    double: FDBDouble | None = None
+    if request.param == "fdb-double":
+        if request.node.originalname in NEEDS_ANOTHER_PROCESS:
+            pytest.skip("needs a second process; an in-memory FDB double lives in one")
+        double = use_fdb_double(request.getfixturevalue("monkeypatch"))
+        url = f"fdb://{tmp_path / 'double.cluster'}"
+    elif request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'kv.db'}"
     else:
         url = f"fdb://{os.path.abspath(os.environ[FDB_ENV])}"
@@ -59,4 +91,5 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield kv
         if request.param == "fdb":
             await kv.transact(_wipe)
-
+    if double is not None:
+        double.stop()

@@ -1,0 +1,374 @@
+"""The FoundationDB engine's own paths, run over FDBDouble (a test double, not FoundationDB).
+
+What these show: ``crdt/kv/fdb.py`` drives the ``fdb`` API the way our reading of the
+bindings says it must (retry loop, error mapping, versionstamps, watches). What they
+cannot show: that FoundationDB behaves like the double. See ``fdb_double.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import fdb
+import fdb.fdboptions
+import pytest
+from conftest import use_fdb_double
+from fdb_double import Cluster, Database, FDBDouble, Transaction, ValueFuture, VoidFuture
+from pycrdt import Doc, Text
+
+from crdt import keys
+from crdt.errors import StoreError, TransactionTooLarge
+from crdt.history import MAX_UPDATE_BYTES, Append, History
+from crdt.kv import Engine, open_engine
+from crdt.kv import Transaction as KVTransaction
+from crdt.kv.base import read_counter
+from crdt.records import CHUNK
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def double(monkeypatch: pytest.MonkeyPatch) -> Iterator[FDBDouble]:
+    d = use_fdb_double(monkeypatch)
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"fdb://{tmp_path / 'double.cluster'}"
+
+
+@pytest.fixture
+async def kv(double: FDBDouble, url: str) -> AsyncIterator[Engine]:
+    async with open_engine(url) as engine:
+        yield engine
+
+
+def cluster_of(double: FDBDouble, url: str) -> Cluster:
+    return double.cluster(url[len("fdb://") :])
+
+
+def k(*items: keys.Element) -> bytes:
+    return keys.pack(items)
+
+
+def text_update(text: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    doc["content"] = content = Text()
+    content += text
+    return doc.get_update()
+
+
+# --- the double offers nothing the real bindings lack --------------------------------
+
+
+def _real_methods() -> dict[str, set[str]]:
+    """Method names per class in the installed bindings' fdb/impl.py (read, not run:
+    importing it needs libfdb_c)."""
+    tree = ast.parse(Path(fdb.__file__).with_name("impl.py").read_text())
+    methods: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            methods[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+    return methods
+
+
+def _public(cls: type) -> set[str]:
+    return {name for name in vars(cls) if not name.startswith("_")}
+
+
+def test_the_double_offers_only_names_the_real_bindings_define() -> None:
+    real = _real_methods()
+    mutations = set(fdb.fdboptions.MutationType)  # Transaction gets one method per type
+    transaction = real["Transaction"] | real["TransactionRead"] | mutations
+    assert _public(Transaction) - {"options", "snapshot"} <= transaction
+    assert "self.snapshot = " in Path(fdb.__file__).with_name("impl.py").read_text()
+    assert _public(Database) - {"options", "cluster"} <= real["Database"]
+    future = real["Future"]
+    assert _public(VoidFuture) <= future | real["FutureVoid"]
+    assert _public(ValueFuture) <= future | real["LazyFuture"] | real["Value"] | {"value"}
+    options = {"set_" + name for name in fdb.fdboptions.TransactionOption}
+    assert {"set_timeout"} <= options
+    assert "set_transaction_timeout" in {"set_" + n for n in fdb.fdboptions.DatabaseOption}
+    assert "retryable" in fdb.fdboptions.ErrorPredicate
+    assert fdb.fdboptions.StreamingMode["want_all"][0] == FDBDouble.StreamingMode.want_all
+
+
+# --- retries -------------------------------------------------------------------------
+
+
+async def test_a_conflict_makes_the_engine_retry_and_the_retry_succeeds(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """A read-modify-write whose key another transaction writes between its read and
+    its commit fails with 1020 at commit; the engine runs it again, and the second run
+    sees the other write."""
+    await kv.transact(lambda tr: tr.set(k("n"), (1).to_bytes(8, "little")))
+    read_once, other_done = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def increment(tr: KVTransaction) -> None:
+        value = read_counter(tr.get(k("n")))
+        seen.append(value)
+        read_once.set()
+        assert other_done.wait(WAIT)
+        tr.set(k("n"), (value + 1).to_bytes(8, "little"))
+
+    running = asyncio.ensure_future(kv.transact(increment))
+    assert await asyncio.to_thread(read_once.wait, WAIT)
+    await kv.transact(lambda tr: tr.set(k("n"), (10).to_bytes(8, "little")))
+    other_done.set()
+    await asyncio.wait_for(running, WAIT)
+    assert seen == [1, 10]  # two attempts: the second read the other commit
+    assert read_counter(await kv.read(lambda tr: tr.get(k("n")))) == 11
+    stats = cluster_of(double, url).stats
+    assert stats["conflicts"] == 1 and stats["on_error:1020"] == 1
+
+
+async def test_concurrent_read_modify_writes_add_up(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """The in-process half of the contract's read-modify-write test (its other half needs
+    other processes): every conflict costs exactly one more run, and nothing is lost."""
+    runs = 0
+    lock = threading.Lock()
+
+    def increment(tr: KVTransaction) -> None:
+        nonlocal runs
+        with lock:
+            runs += 1
+        value = read_counter(tr.get(k("rmw")))
+        time.sleep(0.001)  # widen the window between read and commit
+        tr.set(k("rmw"), (value + 1).to_bytes(8, "little"))
+
+    await asyncio.gather(*(kv.transact(increment) for _ in range(60)))
+    assert read_counter(await kv.read(lambda tr: tr.get(k("rmw")))) == 60
+    conflicts = cluster_of(double, url).stats["conflicts"]
+    assert conflicts > 0
+    assert runs == 60 + conflicts
+
+
+async def test_a_too_old_read_is_run_again(double: FDBDouble, url: str, kv: Engine) -> None:
+    await kv.transact(lambda tr: tr.set(k("r"), b"v"))
+    cluster_of(double, url).inject(1007, at="read")
+    attempts = 0
+
+    def read(tr: object) -> bytes | None:
+        nonlocal attempts
+        attempts += 1
+        return tr.get(k("r"))  # type: ignore[attr-defined, no-any-return]
+
+    assert await kv.read(read) == b"v"
+    assert attempts == 2
+    assert cluster_of(double, url).stats["on_error:1007"] == 1
+
+
+# --- commit_unknown_result -----------------------------------------------------------
+
+
+async def test_commit_unknown_result_is_retried_and_history_appends_once(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """1021: the commit may have happened. FDB's retry loop runs the function again; weft
+    relies on the function being idempotent. History's append is (its idempotency key
+    is the update's blake3): the second run finds the update logged and writes nothing,
+    so the update is in the log once and the caller gets its versionstamp, marked
+    ``duplicate`` (rooms then apply it if they have not: see server.rooms)."""
+    history = History(kv)
+    await history.init()
+    doc = await history.doc("acme", "site", "a.txt", create=True)
+    cluster = cluster_of(double, url)
+
+    hello = text_update("hello")
+    cluster.inject(1021, applied=True)  # committed, then reported as unknown
+    [first] = await history.append([Append(doc, hello, user="u")])
+    assert first.duplicate
+    [record] = await history.updates(doc)
+    assert record.versionstamp == first.versionstamp
+    assert record.update == hello
+
+    cluster.inject(1021, applied=False)  # not committed, reported as unknown
+    [second] = await history.append([Append(doc, text_update("world"), user="u")])
+    assert not second.duplicate
+    assert [r.versionstamp for r in await history.updates(doc)] == [
+        first.versionstamp,
+        second.versionstamp,
+    ]
+    assert cluster.stats["on_error:1021"] == 2
+
+
+async def test_commit_unknown_result_repeats_a_non_idempotent_function(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """Why transaction functions must be idempotent (crdt/kv/base.py): a blind atomic add
+    whose commit happened but was reported unknown is applied twice."""
+    cluster_of(double, url).inject(1021, applied=True)
+    await kv.transact(lambda tr: tr.add(k("blind"), 1))
+    assert read_counter(await kv.read(lambda tr: tr.get(k("blind")))) == 2
+
+
+# --- limits and timeouts -------------------------------------------------------------
+
+
+async def test_fdb_s_own_size_accounting_is_mapped_to_transaction_too_large(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """weft counts keys and values (5 MB here); FDB also counts each write's conflict
+    range (twice the key again): 15 MB, over 10 MB. Its 2101 is TransactionTooLarge and
+    is not retried."""
+
+    def big(tr: KVTransaction) -> None:
+        for i in range(1000):
+            tr.set(k("big", i).ljust(5000, b"."), b"")
+
+    with pytest.raises(TransactionTooLarge, match="exceeds byte limit"):
+        await kv.transact(big)
+    assert await kv.read(lambda tr: tr.get_range(*keys.prefix_range(k("big")))) == []
+    assert cluster_of(double, url).stats["on_error:2101"] == 0
+
+
+async def test_a_versionstamped_key_at_weft_s_key_limit_is_over_fdb_s(kv: Engine) -> None:
+    """FDB checks a versionstamped key with its 4-byte offset suffix: a 10,000-byte key
+    passes weft's check and FDB refuses it (2102), which the engine reports as
+    TransactionTooLarge. (SQLite stores it; History's keys are far shorter.)"""
+    key, offset = keys.pack_incomplete(("vk",), 0, ())
+    key = key + b"." * (10_000 - len(key))
+
+    with pytest.raises(TransactionTooLarge, match="Key length exceeds limit"):
+        await kv.transact(lambda tr: tr.set_versionstamped_key(key, offset, b""))
+
+
+async def test_an_update_just_under_history_s_limit_fits_fdb_s(kv: Engine) -> None:
+    """History chunks records under 100 kB per value, and its largest update (9 MB) stays
+    under FDB's 10 MB with FDB's own accounting (conflict ranges included)."""
+    history = History(kv)
+    await history.init()
+    doc = await history.doc("acme", "site", "big.txt", create=True)
+    update = text_update("x" * (MAX_UPDATE_BYTES - 200))
+    assert MAX_UPDATE_BYTES - 1000 < len(update) <= MAX_UPDATE_BYTES
+    [appended] = await history.append([Append(doc, update)])
+    begin, end = keys.prefix_range(doc.key("u"))
+    parts = await kv.read(lambda tr: tr.get_range(begin, end))
+    assert len(parts) == -(-sum(len(v) for _, v in parts) // CHUNK) >= 100
+    assert all(len(value) <= CHUNK for _, value in parts)
+    [record] = await history.updates(doc)
+    assert record.versionstamp == appended.versionstamp and record.update == update
+
+
+async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) -> None:
+    """Every commit conflicts (injected); the engine retries until the database-wide
+    timeout (``?timeout=``) ends the loop with 1031, reported as StoreError."""
+    async with open_engine(f"{url}?timeout=0.3") as kv:
+        cluster_of(double, url).inject(1020, count=1_000_000)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"timed out after 0\.3 s") as caught:
+            await kv.transact(lambda tr: tr.set(k("t"), b""))
+        assert 0.25 < time.monotonic() - started < 5
+        assert not isinstance(caught.value, TransactionTooLarge)
+        assert cluster_of(double, url).stats["on_error:1020"] > 5
+
+
+async def test_a_sub_millisecond_timeout_is_not_no_timeout(double: FDBDouble, url: str) -> None:
+    """FDB reads a timeout of 0 ms as "no timeout": a sub-millisecond ``?timeout=`` must
+    not round down to it (regression: ``int(0.0004 * 1000) == 0`` retried forever)."""
+    async with open_engine(f"{url}?timeout=0.0004") as kv:
+        cluster_of(double, url).inject(1020, count=300)  # then it would commit
+        with pytest.raises(StoreError, match="timed out"):
+            await kv.transact(lambda tr: tr.set(k("t"), b""))
+
+
+async def test_an_unreachable_cluster_fails_open_clearly(double: FDBDouble, url: str) -> None:
+    cluster_of(double, url).inject(1031, at="read")  # the first read version times out
+    with pytest.raises(StoreError, match=r"cannot open FoundationDB via .*timed out"):
+        async with open_engine(url):
+            pass
+
+
+async def test_an_older_api_version_already_selected_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    double = use_fdb_double(monkeypatch, api_version=630)
+    with pytest.raises(StoreError, match="API version 630 is already selected"):
+        async with open_engine(url):
+            pass
+    double.stop()
+
+
+# --- watches -------------------------------------------------------------------------
+
+
+async def test_a_watch_fires_on_another_connection_s_commit(
+    double: FDBDouble, url: str, kv: Engine
+) -> None:
+    """Two engines on one cluster (the double shares data per cluster file): a watch on
+    one fires from the double's network thread when the other commits a new value, not
+    when it writes the value the watcher already has."""
+    await kv.transact(lambda tr: tr.set(k("w"), b"1"))
+    async with open_engine(url) as other:
+        watching = asyncio.ensure_future(kv.watch(k("w"), b"1"))
+        await asyncio.sleep(0.1)
+        await other.transact(lambda tr: tr.set(k("w"), b"1"))  # same value: no change
+        await asyncio.sleep(0.1)
+        assert not watching.done()
+        await other.transact(lambda tr: tr.set(k("w"), b"2"))
+        assert await asyncio.wait_for(watching, WAIT) == b"2"
+
+
+async def test_a_watch_survives_a_quiet_period_longer_than_the_timeout(
+    double: FDBDouble, url: str
+) -> None:
+    """A watch is set once its transaction commits; the transaction's timeout (which
+    bounds the retry loop) does not cut it short."""
+    async with open_engine(f"{url}?timeout=0.2") as kv:
+        watching = asyncio.ensure_future(kv.watch(k("q"), None))
+        await asyncio.sleep(0.5)
+        assert not watching.done()
+        await kv.transact(lambda tr: tr.set(k("q"), b"v"))
+        assert await asyncio.wait_for(watching, WAIT) == b"v"
+
+
+# --- versionstamps and read-your-writes ------------------------------------------------
+
+
+async def test_commits_in_one_batch_share_a_version_and_differ_in_batch_order(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """FDB's versionstamp is the commit version (8 bytes) and the order in the proxy's
+    batch (2 bytes); commits in one batch share the version. The engine hands back all
+    10 bytes, so such commits still get distinct, increasing stamps."""
+    double = use_fdb_double(monkeypatch, batch_window=60.0)  # one long batch
+    async with open_engine(url) as kv:
+        stamps = []
+        for i in range(20):
+
+            def write(tr: KVTransaction, i: int = i) -> None:
+                tr.set(k("b", i), b"")
+
+            committed = await kv.transact(write)
+            assert committed.versionstamp is not None
+            stamps.append(committed.versionstamp)
+    double.stop()
+    assert len({s[:8] for s in stamps}) == 1
+    assert [int.from_bytes(s[8:], "big") for s in stamps] == list(range(20))
+
+
+async def test_reading_a_versionstamped_value_in_its_transaction_is_an_error(kv: Engine) -> None:
+    """FDB makes a key written by set_versionstamped_value unreadable until the commit
+    (1036 accessed_unreadable, not retryable): the engine raises StoreError. The SQLite
+    engine returns the filled value instead; weft's own code never reads such a key
+    back in the same transaction."""
+
+    def fn(tr: KVTransaction) -> bytes | None:
+        tr.set_versionstamped_value(k("vv"), b"\0" * 10, 0)
+        return tr.get(k("vv"))
+
+    with pytest.raises(StoreError, match="1036"):
+        await kv.transact(fn)
+    assert await kv.read(lambda tr: tr.get(k("vv"))) is None
