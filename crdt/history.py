@@ -486,7 +486,7 @@ def _idempotency_keys(items: list[Append], digests: list[bytes]) -> list[bytes]:
             out.append(keys.pack_bytes_after(pair[1], digest))
         else:
             client, clock = first
-            head = pair[0] + keys.pack_uint(client) + keys.pack_uint(clock)
+            head = keys.pack_bytes_after(pair[0], client) + keys.pack_uint(clock)
             out.append(keys.pack_bytes_after(head, digest))
     return out
 

@@ -19,8 +19,9 @@ Layout (see README for the table)::
                                           ending at vs, {after, update, count}
     D + (t, ms, vs)                    -> b''  time index (one per doc per transaction)
     D + (i, client, clock, blake3-16)  -> vs   idempotency index (format 1.3): an update
-                                          filed under the id of its first struct, so
-                                          one client's entries are written in order
+                                          filed under the id of its first struct (the
+                                          client as its varuint bytes), so one client's
+                                          entries are written in order
     D + (h, blake3-16)                 -> vs   idempotency index of an update without
                                           structs, and of every update before 1.3
     D + (head,)                        -> vs + count (8 bytes LE): last update, and how

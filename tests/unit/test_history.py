@@ -98,11 +98,23 @@ async def test_resending_an_update_is_a_no_op_returning_its_versionstamp(
     assert len(await history.updates(ref)) == 2
 
 
+def varuint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
+
+
 def test_first_struct_reads_the_id_an_update_starts_at() -> None:
     dev = Device()
     first, second = dev.append("ab"), dev.append("c")
-    assert first_struct(first) == (dev.doc.client_id, 0)
-    assert first_struct(second) == (dev.doc.client_id, 2)
+    client = varuint(dev.doc.client_id)
+    assert first_struct(first) == (client, 0)
+    assert first_struct(second) == (client, 2)
+    for _ in range(200):
+        last = dev.append("d")
+    assert first_struct(last) == (client, 202)
     assert first_struct(b"\x00\x00") is None  # an empty update: no structs
     for garbage in (b"", b"\x01", b"\x01\x01\xff", b"\x01\x01" + b"\xff" * 20 + b"\x01\x00"):
         assert first_struct(garbage) is None
@@ -122,7 +134,7 @@ async def test_idempotency_entries_are_filed_by_client_and_clock(
     assert first_struct(deletion) is None
     await history.append([Append(ref, u) for u in reversed(updates)])
     await history.append([Append(ref, deletion)])
-    client = dev.doc.client_id
+    client = varuint(dev.doc.client_id)
     filed = await raw_keys(kv, ref.key("i"))
     assert filed == sorted(filed)
     assert [keys.unpack(k, ref.key("i"))[:2] for k in filed] == [(client, n) for n in range(4)]
@@ -144,9 +156,7 @@ async def test_a_store_from_before_1_3_still_finds_its_idempotency_entries(
     dev = Device()
     update = dev.append("x")
     [original] = await history.append([Append(ref, update)])
-    new_key = keys.pack_bytes_after(
-        ref.key("i") + keys.pack_uint(dev.doc.client_id) + keys.pack_uint(0), update_hash(update)
-    )
+    new_key = keys.pack(("i", varuint(dev.doc.client_id), 0, update_hash(update)), ref.space)
     old_key = keys.pack_bytes_after(ref.key("h"), update_hash(update))
 
     def downgrade(tr: Transaction) -> None:  # what a 1.2 store holds

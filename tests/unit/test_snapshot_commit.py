@@ -204,7 +204,8 @@ async def test_a_snapshot_written_before_part_counts_still_loads(kv: Engine) -> 
     history = History(kv)
     await history.init()
     raw = await kv.read(lambda tr: tr.get(keys.FORMAT))
-    assert raw is not None and msgpack.unpackb(raw) == {"major": 1, "minor": FORMAT_MINOR}
+    assert raw is not None
+    assert msgpack.unpackb(raw) == {"major": 1, "minor": FORMAT_MINOR, "h": True}
     writer = Writer(history, await history.doc("acme", "site", "old.md", create=True))
     await writer.type(3, width=60_000)  # a state of 180 kB: three parts
     head = (await history.replay(writer.ref)).versionstamp
