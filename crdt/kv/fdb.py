@@ -48,6 +48,7 @@ log = logging.getLogger("weft.store")
 API_VERSION = 710
 """The API version weft selects (FoundationDB 7.1 and newer client libraries)."""
 
+MAX_WATCHES = 1_000_000
 _TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
 _TIMED_OUT = 1031
 _load_lock = threading.Lock()
@@ -212,6 +213,9 @@ class FDBEngine:
             db = fdb.open(self.cluster_file)
             # In milliseconds, at least 1: FDB reads 0 as "no timeout at all".
             db.options.set_transaction_timeout(max(1, math.ceil(self.timeout * 1000)))
+            # One watch per loaded room: FDB's default cap (10,000 per connection, error
+            # 1032 beyond) is below what one server keeps loaded; 1,000,000 is its maximum.
+            db.options.set_max_watches(MAX_WATCHES)
             # Fail fast on an unreachable cluster instead of hanging in the first read.
             tr = db.create_transaction()
             tr.options.set_timeout(10_000)

@@ -429,6 +429,11 @@ class _DatabaseOptions:
     def set_transaction_timeout(self, milliseconds: int) -> None:
         self._db.timeout_ms = int(milliseconds)
 
+    def set_max_watches(self, count: int) -> None:
+        if not 0 <= count <= 1_000_000:  # FDB's bounds for this option
+            raise FDBError(2006)  # invalid_option_value
+        self._db.max_watches = int(count)
+
 
 class Database:
     def __init__(self, double: FDBDouble, cluster: Cluster) -> None:
@@ -436,6 +441,7 @@ class Database:
         self.cluster = cluster
         self.options = _DatabaseOptions(self)
         self.timeout_ms = 0  # 0: no timeout, as in FDB
+        self.max_watches = 10_000  # FDB's default
 
     def create_transaction(self) -> Transaction:
         return Transaction(self)

@@ -372,3 +372,15 @@ async def test_reading_a_versionstamped_value_in_its_transaction_is_an_error(kv:
     with pytest.raises(StoreError, match="1036"):
         await kv.transact(fn)
     assert await kv.read(lambda tr: tr.get(k("vv"))) is None
+
+
+async def test_the_engine_raises_fdb_s_watch_cap_for_one_watch_per_loaded_room(
+    kv: Engine,
+) -> None:
+    """FDB allows 10,000 outstanding watches per connection by default (1032 beyond),
+    fewer than the rooms one server keeps loaded: the engine asks for FDB's maximum."""
+    from crdt.kv.fdb import MAX_WATCHES, FDBEngine
+
+    assert isinstance(kv, FDBEngine)
+    assert MAX_WATCHES == 1_000_000
+    assert kv._db.max_watches == MAX_WATCHES
