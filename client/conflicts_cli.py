@@ -8,7 +8,6 @@ an operator on the server's machine). ``--json`` prints the records as JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -73,6 +72,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio  # here, not at the top: ``weft conflicts --help`` need not load it
+
     try:
         work = _via_server(args) if args.server else _via_store(args)
         result = asyncio.run(work)

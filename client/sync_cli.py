@@ -11,33 +11,31 @@ agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input). Every flag 
 reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
 ``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_SYNC_IDLE_CLOSE``,
 ``WEFT_DEVICE_ID``.
+
+``weft sync --help`` stays fast: rich, the device and the workspace (aiohttp, pycrdt, the
+history) are imported by the code that runs the command, not by this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
+if TYPE_CHECKING:  # imported where the command runs (see the module docstring)
+    import asyncio
 
-from client.device import DataDirBusy, DeviceFailed, Event
-from client.remote import ServerURL
-from client.state import BindingMismatch
-from client.workspace import Workspace
-from crdt.errors import BadPath, FormatError
-from crdt.keys import check_name
+    from rich.console import Console
+    from rich.text import Text
+
+    from client.device import Event
+    from client.remote import ServerURL
+    from client.workspace import Workspace
 
 STYLES = {
     "online": "green",
@@ -122,6 +120,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from rich.console import Console
+
+    from client.device import DataDirBusy
+    from client.remote import ServerURL
+    from client.state import BindingMismatch
+    from crdt.errors import BadPath, FormatError
+    from crdt.keys import check_name
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         server = ServerURL.parse(args.server or "")
@@ -180,12 +189,16 @@ class _Ui:
         self.line(event.message, STYLES.get(event.kind, ""))
 
     def line(self, message: str, style: str = "") -> None:
+        from rich.text import Text
+
         stamp = time.strftime("%H:%M:%S")
         self.console.print(Text(f"{stamp} ", style="dim") + Text(message, style=style))
 
     @contextlib.asynccontextmanager
     async def progress(self, ws: Workspace) -> AsyncIterator[None]:
         """A progress bar (a line per second when not on a terminal) while inside."""
+        import asyncio
+
         task = asyncio.create_task(self._progress(ws))
         try:
             yield
@@ -195,6 +208,16 @@ class _Ui:
                 await task
 
     async def _progress(self, ws: Workspace) -> None:
+        import asyncio
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         started = time.monotonic()
         if self.console.is_terminal and not self.quiet:
             columns = (
@@ -220,6 +243,8 @@ class _Ui:
                 last = done
 
     def status(self, ws: Workspace) -> Text:
+        from rich.text import Text
+
         device = ws.device
         if device.failure is not None:
             state, style = "failed", "bold red"
@@ -237,6 +262,14 @@ class _Ui:
 
 
 async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
+    import asyncio
+    import signal
+
+    from rich.console import Console
+
+    from client.device import DeviceFailed
+    from client.workspace import Workspace
+
     console = Console(highlight=False, soft_wrap=True)
     ui = _Ui(console, args.quiet, args.verbose)
     ws = Workspace(
@@ -268,6 +301,8 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
 
 async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: float | None) -> bool:
     """Wait for the first full sync; False if stopped first."""
+    import asyncio
+
     started = time.monotonic()
     async with ui.progress(ws):
         waiter = asyncio.create_task(ws.sync(timeout))
@@ -312,6 +347,10 @@ async def _once(ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Eve
 
 
 async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
+    import asyncio
+
+    from rich.live import Live
+
     watcher = asyncio.create_task(ws.watch(stop))
     live: Live | None = None
     if ui.console.is_terminal and not ui.quiet:

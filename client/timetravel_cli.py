@@ -12,12 +12,14 @@ A version (``--at``, ``--since``, ``--until``, ``--from``, ``--to``) is a versio
 Exit codes: 0 ok, 1 failure (server unreachable, refused token, store error), 2 bad input
 (malformed version, unknown path, a version before the document existed, a non-empty
 ``--out`` without ``--force``): a message on stderr, nothing written.
+
+``weft <command> --help`` stays fast: aiohttp, rich, pycrdt and the history are imported
+by the code that runs a command, not by this module (tests/unit/test_cli_startup.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -29,22 +31,21 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-from blake3 import blake3
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from client.remote import ServerURL, auth_headers
-from crdt import timetravel as tt
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, WeftError
-from crdt.history import History
 from crdt.keys import check_name, normalise_path
-from crdt.kv import open_engine
 
-TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+if TYPE_CHECKING:  # imported where a command runs (see the module docstring)
+    import aiohttp
+    from rich.console import Console
+
+    from client.remote import ServerURL
+    from crdt import timetravel as tt
+    from crdt.history import History
+
 COMMANDS = ("history", "show", "diff", "blame", "restore", "revert")
+HEAD = "head"  # crdt.timetravel.HEAD, which loads pycrdt (a test checks they are equal)
 
 
 class BadInput(WeftError, ValueError):
@@ -89,18 +90,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("show", parents=common, help="print a document as it was")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--at", default=tt.HEAD, help=f"{version} (default head)")
+    p.add_argument("--at", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_show))
 
     p = sub.add_parser("diff", parents=common, help="unified diff between two versions")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--from", dest="old", required=True, help=version)
-    p.add_argument("--to", dest="new", default=tt.HEAD, help=f"{version} (default head)")
+    p.add_argument("--to", dest="new", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_diff))
 
     p = sub.add_parser("blame", parents=common, help="who wrote each line")
     p.add_argument("path", metavar="PATH")
-    p.add_argument("--at", default=tt.HEAD, help=f"{version} (default head)")
+    p.add_argument("--at", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_blame))
 
     p = sub.add_parser(
@@ -126,11 +127,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_handler(run_revert))
 
 
-Run = Callable[[argparse.Namespace, "Backend", Console], Coroutine[Any, Any, int]]
+Run = Callable[[argparse.Namespace, "Backend", "Console"], Coroutine[Any, Any, int]]
 
 
 def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
+        import asyncio
+
+        import aiohttp
+        from rich.console import Console
+
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         name = f"weft {args.command}"
         try:
@@ -172,6 +178,12 @@ def _where(args: argparse.Namespace) -> tuple[str | None, str | None]:
 @asynccontextmanager
 async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     """The API or the store, checked before anything is read."""
+    import aiohttp
+
+    from client.remote import ServerURL
+    from crdt.history import History
+    from crdt.kv import open_engine
+
     server, store = _where(args)
     missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
     if missing:
@@ -182,7 +194,8 @@ async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
             url = ServerURL.parse(server)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
             yield ApiBackend(http, url, tenant, project, args.token)
     else:
         assert store is not None
@@ -202,6 +215,8 @@ def _check_store(url: str) -> None:
 
 
 def _version(text: str | None) -> tt.Version | None:
+    from crdt import timetravel as tt
+
     return None if text is None else tt.parse_version(text)
 
 
@@ -243,12 +258,16 @@ class StoreBackend:
     async def history(
         self, path: str, limit: int, since: tt.Version | None, until: tt.Version | None
     ) -> dict[str, Any]:
+        from crdt import timetravel as tt
+
         page = await tt.history_page(
             self.store, await self._ref(path), limit=limit, since=since, until=until
         )
         return page.to_dict()
 
     async def show(self, path: str, at: tt.Version) -> dict[str, Any]:
+        from crdt import timetravel as tt
+
         found = await tt.doc_at(self.store, await self._ref(path), at)
         return {
             "path": found.path,
@@ -258,6 +277,8 @@ class StoreBackend:
         }
 
     async def diff(self, path: str, old: tt.Version, new: tt.Version) -> dict[str, Any]:
+        from crdt import timetravel as tt
+
         ref = await self._ref(path)
         a, b = await tt.doc_at(self.store, ref, old), await tt.doc_at(self.store, ref, new)
         return {
@@ -268,11 +289,15 @@ class StoreBackend:
         }
 
     async def blame(self, path: str, at: tt.Version) -> dict[str, Any]:
+        from crdt import timetravel as tt
+
         return (await tt.blame(self.store, await self._ref(path), at)).to_dict()
 
     async def restore(
         self, at: tt.Version, progress: Callable[[int], None]
     ) -> AsyncIterator[Restored]:
+        from crdt import timetravel as tt
+
         cut = await tt.cut_at(self.store, self.tenant, self.project, at)
         progress(len(cut.paths))
         entries = []
@@ -285,6 +310,8 @@ class StoreBackend:
     async def revert(
         self, path: str | None, to: tt.Version, user: str | None, device: str
     ) -> dict[str, Any]:
+        from crdt import timetravel as tt
+
         who = user or _login()
         if path is not None:
             ref = await self._ref(path)
@@ -307,6 +334,8 @@ class ApiBackend:
         project: str,
         token: str | None,
     ) -> None:
+        from client.remote import auth_headers
+
         self.http, self.server, self.tenant, self.project = http, server, tenant, project
         self.headers = auth_headers(token)
 
@@ -347,6 +376,8 @@ class ApiBackend:
     async def restore(
         self, at: tt.Version, progress: Callable[[int], None]
     ) -> AsyncIterator[Restored]:
+        from crdt import timetravel as tt
+
         url = self._url("export")
         async with self.http.get(url, params={"at": at.label}, headers=self.headers) as response:
             if response.status != 200:
@@ -374,6 +405,8 @@ class ApiBackend:
 
 async def _answer(response: aiohttp.ClientResponse) -> Any:
     """The JSON (or text) of a 2xx answer; weft's JSON errors become exceptions."""
+    import aiohttp
+
     if response.status < 300:
         if response.content_type == "application/json":
             return await response.json()
@@ -433,6 +466,8 @@ def _pax_path(data: bytes) -> str | None:
 
 
 async def _read_exactly(stream: aiohttp.StreamReader, n: int) -> bytes | None:
+    import asyncio
+
     try:
         return await stream.readexactly(n)
     except asyncio.IncompleteReadError as exc:
@@ -464,6 +499,8 @@ async def run_history(args: argparse.Namespace, backend: Backend, err: Console) 
 
 
 async def run_show(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from crdt import timetravel as tt
+
     found = await backend.show(args.path, tt.parse_version(args.at))
     if args.json:
         print(json.dumps(found, indent=2))
@@ -474,6 +511,8 @@ async def run_show(args: argparse.Namespace, backend: Backend, err: Console) -> 
 
 
 async def run_diff(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from crdt import timetravel as tt
+
     old, new = tt.parse_version(args.old), tt.parse_version(args.new)
     found = await backend.diff(args.path, old, new)
     if args.json:
@@ -484,6 +523,8 @@ async def run_diff(args: argparse.Namespace, backend: Backend, err: Console) -> 
 
 
 async def run_blame(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from crdt import timetravel as tt
+
     found = await backend.blame(args.path, tt.parse_version(args.at))
     if args.json:
         print(json.dumps(found, indent=2))
@@ -501,6 +542,11 @@ async def run_blame(args: argparse.Namespace, backend: Backend, err: Console) ->
 
 
 async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from blake3 import blake3
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from crdt import timetravel as tt
+
     out: Path = args.out.expanduser()
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a folder")
@@ -598,6 +644,8 @@ class Folder:
 
 
 async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from crdt import timetravel as tt
+
     to = tt.parse_version(args.to)
     path = normalise_path(args.path) if args.path is not None else None
     found = await backend.revert(path, to, args.user, args.device)
