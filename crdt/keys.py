@@ -126,8 +126,8 @@ def pack_uint(value: int) -> bytes:
     (tests check it against ``fdb.tuple.pack``)."""
     if value == 0:
         return b"\x14"
-    size = (value.bit_length() + 7) // 8
-    if size <= 8:
+    if value < 0xFFFF_FFFF_FFFF_FFFF:  # the tuple layer writes 2**64 - 1 up as a big int
+        size = (value.bit_length() + 7) // 8
         return bytes((0x14 + size,)) + value.to_bytes(size, "big")
     packed: bytes = _tuple.pack((value,))
     return packed
