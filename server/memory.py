@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import sys
 from collections.abc import Callable, Iterable
 
 from crdt import keys
@@ -35,12 +36,34 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _find_malloc_trim()
 
 
+def _url_caches() -> list[Callable[[], None]]:
+    """``cache_clear`` of yarl's URL-parsing LRU caches (128 entries each). Every room's
+    URL path is parsed once, so after a burst of documents they hold the last 128 URLs
+    with their query dicts: a few hundred small objects spread over the allocator's
+    arenas, enough to keep megabytes from being returned. ``yarl.cache_clear`` covers
+    only the host-name caches, so the others are found on the modules (private: if
+    yarl moves them, this finds fewer and clears what it finds)."""
+    import functools
+
+    import yarl
+
+    found: list[Callable[[], None]] = [yarl.cache_clear]
+    for name in ("yarl._url", "yarl._parse"):
+        module = sys.modules.get(name)
+        for value in vars(module).values() if module is not None else ():
+            if isinstance(value, functools._lru_cache_wrapper):
+                found.append(value.cache_clear)
+    return found
+
+
 async def release(kv: Engine, forget: Iterable[Callable[[], None]] = ()) -> None:
     """Drop caches of unloaded documents (``forget``, the packed keys), collect garbage,
     empty the store's idle caches and return free pages to the OS."""
     for hook in forget:
         hook()
     keys.clear_caches()
+    for clear in _url_caches():
+        clear()
     gc.collect()
     try:
         await kv.release_memory()

@@ -55,3 +55,42 @@ async def test_release_leaves_the_store_readable_and_writable(tmp_path: Path) ->
         await memory.release(kv)
         [second] = await history.append([Append(ref, b"\x01\x00\x00")])
         assert await history.head(ref) == second.versionstamp > first.versionstamp
+
+
+async def test_release_empties_the_url_parsing_caches(tmp_path: Path) -> None:
+    """yarl keeps the last 128 parsed URLs (one per document path a room was opened
+    at): release drops them, the private caches included."""
+    import yarl
+    import yarl._url
+
+    for n in range(20):
+        yarl.URL(f"/ws/acme/site/doc{n}.txt?token=x")
+    assert yarl._url.encode_url.cache_info().currsize >= 20
+    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as kv:
+        await memory.release(kv)
+    assert yarl._url.encode_url.cache_info().currsize == 0
+    assert len(memory._url_caches()) > 3  # the host caches and the URL caches were found
+
+
+def test_sqlite_connections_make_no_cursor_per_statement(tmp_path: Path) -> None:
+    """Each ``Connection.execute`` would make a cursor (and a weak reference CPython
+    keeps until it prunes them every 200 cursors): the engine's connections reuse one."""
+    import gc
+    import weakref
+
+    from crdt.kv.sqlite import _Connection
+
+    def weakrefs() -> list[object]:
+        return [o for o in gc.get_objects() if type(o) is weakref.ReferenceType]
+
+    conn = _Connection(str(tmp_path / "c.db"), isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE t (x)")
+        gc.collect()
+        before = len(weakrefs())
+        for n in range(50):
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+        assert conn.execute("SELECT count(*) FROM t").fetchall() == [(50,)]
+        assert len(weakrefs()) - before < 5  # a plain sqlite3.Connection: 50 more
+    finally:
+        conn.close()
