@@ -149,18 +149,23 @@ def _next_snapshot(
     base = snapshot.versionstamp if snapshot else None
     clean = snapshot is None or not snapshot.pending
     segments: list[Segment] = []
+    integrated = 0  # records known to be integrated (none pending): the segments' ones
     for at in range(0, len(records), segment_every):
         group = records[at : at + segment_every]
-        before = doc.get_state()
+        whole = clean and len(group) == segment_every
+        before = doc.get_state() if whole else b""
         _apply(doc, (r.update for r in group))
-        if clean and len(group) == segment_every:
+        if whole:
             if pending_updates(doc, [r.update for r in group]):
                 clean = False
                 continue
             last = group[-1].versionstamp
             segments.append(Segment(last, base, doc.get_update(before), len(group)))
             base = last
-    applied = [*(snapshot.pending if snapshot else ()), *(r.update for r in records)]
+            integrated = at + len(group)
+    # An update once integrated stays so: only the others can still be pending.
+    unknown = records[integrated:]
+    applied = [*(snapshot.pending if snapshot else ()), *(r.update for r in unknown)]
     new = Snapshot(
         records[-1].versionstamp,
         doc.get_update(),
