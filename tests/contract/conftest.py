@@ -19,10 +19,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fdb_double import FDBDouble
+from fdb_double import FDBDouble, use_fdb_double
 
 from crdt.kv import Engine, Transaction, open_engine
 
@@ -61,15 +60,6 @@ NEEDS_ANOTHER_PROCESS = {
     "test_concurrent_writer_processes_lose_nothing",
     "test_kill_9_mid_stream_keeps_every_commit_and_no_partial_one",
 }
-
-
-def use_fdb_double(monkeypatch: pytest.MonkeyPatch, **options: Any) -> FDBDouble:
-    """Make ``fdb://`` engines opened from now on in this test use a fresh FDBDouble."""
-    import crdt.kv.fdb
-
-    double = FDBDouble(**options)
-    monkeypatch.setattr(crdt.kv.fdb, "load_fdb", lambda: crdt.kv.fdb.select_api(double))
-    return double
 
 
 @pytest.fixture(params=["sqlite", pytest.param("fdb", marks=_fdb_marks()), "fdb-double"])

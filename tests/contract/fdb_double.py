@@ -1042,3 +1042,12 @@ class FDBDouble:
     def stop(self) -> None:
         """Stop the network thread (a test's teardown)."""
         self._network.stop()
+
+
+def use_fdb_double(monkeypatch: Any, **options: Any) -> FDBDouble:
+    """Make ``fdb://`` engines opened from now on in this test use a fresh FDBDouble."""
+    import crdt.kv.fdb
+
+    double = FDBDouble(**options)
+    monkeypatch.setattr(crdt.kv.fdb, "load_fdb", lambda: crdt.kv.fdb.select_api(double))
+    return double

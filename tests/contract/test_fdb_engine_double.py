@@ -18,8 +18,15 @@ from typing import Any
 import fdb
 import fdb.fdboptions
 import pytest
-from conftest import use_fdb_double
-from fdb_double import Cluster, Database, FDBDouble, Transaction, ValueFuture, VoidFuture
+from fdb_double import (
+    Cluster,
+    Database,
+    FDBDouble,
+    Transaction,
+    ValueFuture,
+    VoidFuture,
+    use_fdb_double,
+)
 from pycrdt import Doc, Text
 
 from crdt import keys
