@@ -421,7 +421,14 @@ def _append_tr(
     user = 0
     digests = [item.digest or update_hash(item.update) for item in items]
     hash_keys = _idempotency_keys(items, digests)
-    stored = tr.get_many(hash_keys)  # the idempotency check for the whole batch at once
+    docs = {item.doc.space: item.doc for item in items}
+    # One read for the whole batch: the idempotency check, and every doc's meta, clock
+    # and counters (_touch), instead of one query per doc.
+    stored = tr.get_many([*hash_keys, *(k for doc in docs.values() for k in _touch_keys(doc))])
+    doc_values = {
+        space: stored[len(items) + 4 * n : len(items) + 4 * n + 4] for n, space in enumerate(docs)
+    }
+    del stored[len(items) :]
     if legacy:
         old_keys = [
             (n, _h_key(item, digest))
@@ -441,7 +448,7 @@ def _append_tr(
             continue
         state = touched.get(doc.space)
         if state is None:
-            state = touched[doc.space] = _touch(tr, doc, ms)
+            state = touched[doc.space] = _touch(tr, doc, ms, doc_values[doc.space])
         record = encode_record(item.update, item.user, item.client, item.session, state.ms)
         for part, chunk in enumerate(chunks(record)):
             key, offset = state.records.key(user, part)
@@ -510,17 +517,19 @@ class _Touched:
     size: int = 0
 
 
-def _touch(tr: Transaction, doc: DocRef, ms: int) -> _Touched:
-    """One read of a doc's meta, clock and counters, for its first update in ``tr``: its
-    new updates' wall-clock ms is never before its previous ones', and its first update
-    writes its meta record. (The counters are read rather than atomically added: the
-    head records the count, and the clock is read anyway.)"""
-    meta_key = doc.meta_key
-    meta, last_ms, count, size = tr.get_many(
-        [meta_key, doc.key("ms"), doc.key("n"), doc.key("bytes")]
-    )
+def _touch_keys(doc: DocRef) -> tuple[bytes, bytes, bytes, bytes]:
+    """What :func:`_touch` reads of a doc: its meta, clock, update and byte counters."""
+    return doc.meta_key, doc.key("ms"), doc.key("n"), doc.key("bytes")
+
+
+def _touch(tr: Transaction, doc: DocRef, ms: int, values: Sequence[bytes | None]) -> _Touched:
+    """A doc's state for its first new update in ``tr``, from the values of its
+    :func:`_touch_keys`: its new updates' wall-clock ms is never before its previous
+    ones', and its first update writes its meta record. (The counters are read rather
+    than atomically added: the head records the count, and the clock is read anyway.)"""
+    meta, last_ms, count, size = values
     if meta is None:
-        tr.set(meta_key, msgpack.packb({"space": doc.space, "created": ms}))
+        tr.set(doc.meta_key, msgpack.packb({"space": doc.space, "created": ms}))
     return _Touched(
         doc,
         max(ms, read_counter(last_ms)),
