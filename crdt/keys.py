@@ -27,6 +27,11 @@ Layout (see README for the table)::
     D + (head,)                        -> vs + count (8 bytes LE): last update, and how
                                           many updates the doc holds (format 1.2)
     D + (n,) / D + (bytes,)            -> 8-byte little-endian counters
+    D + (aw, instance)                 -> msgpack {v, ms, gen}: one server instance's
+                                          awareness entry for the doc (ephemeral, never
+                                          history: see server.awareness)
+    D + (aw, instance, client)         -> msgpack [clock, JSON state] of that entry
+    D + (awv,)                         -> 8-byte counter bumped by every awareness publish
     T + (conflict, project, vs)        -> conflict record
 """
 
@@ -278,6 +283,38 @@ def project_docs(tenant: bytes, project: str) -> tuple[bytes, bytes]:
 
 def doc_space(tenant: bytes, project: str, doc_id: int) -> bytes:
     return pack(("d", check_name("project", project), doc_id), tenant)
+
+
+def awareness_entry(space: bytes, instance: str) -> bytes:
+    """``D + (aw, instance)``: the header of one instance's awareness entry for a doc."""
+    return pack(("aw", instance), space)
+
+
+def awareness_client(space: bytes, instance: str, client: int) -> bytes:
+    """``D + (aw, instance, client)``: one client's state in that entry."""
+    return pack(("aw", instance, client), space)
+
+
+def awareness_range(space: bytes) -> tuple[bytes, bytes]:
+    """Every instance's awareness entry of the doc at ``space`` (headers and clients)."""
+    return prefix_range(pack(("aw",), space))
+
+
+def awareness_bump(space: bytes) -> bytes:
+    """``D + (awv,)``: changed by every awareness publish; other instances watch it."""
+    return pack(("awv",), space)
+
+
+def unpack_awareness(key: bytes, space: bytes) -> tuple[str, int | None]:
+    """``(instance, client)`` of a key in :func:`awareness_range` (client ``None``: the
+    entry's header); ValueError for anything else."""
+    items = unpack(key, space)
+    if len(items) == 2 and items[0] == "aw" and isinstance(items[1], str):
+        return items[1], None
+    ok = len(items) == 3 and items[0] == "aw" and isinstance(items[1], str)
+    if ok and type(items[2]) is int and items[2] >= 0:
+        return items[1], items[2]
+    raise ValueError(f"not an awareness key: {items!r}")
 
 
 def conflict(tenant: bytes, project: str, vs: Versionstamp) -> bytes:

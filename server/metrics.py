@@ -13,6 +13,11 @@ one process in tests. Series:
 - ``weft_remote_updates_total`` (counter): updates picked up from other instances
 - ``weft_tail_reads_total`` (counter): times a room read the log tail after its head
   moved (a room that only this instance writes to moves its cursor without reading)
+- ``weft_awareness_publishes_total`` (counter): documents whose local awareness states
+  this instance wrote to the store for the other instances (coalesced, see
+  server.awareness)
+- ``weft_awareness_remote_total`` (counter): awareness messages sent to local peers with
+  the states of clients on other instances
 """
 
 from __future__ import annotations
@@ -135,6 +140,14 @@ class Metrics:
         self.tail_reads = Counter(
             "weft_tail_reads_total", "Log tail reads by rooms whose head moved."
         )
+        self.awareness_publishes = Counter(
+            "weft_awareness_publishes_total",
+            "Documents whose local awareness states were published to other instances.",
+        )
+        self.awareness_remote = Counter(
+            "weft_awareness_remote_total",
+            "Awareness messages relayed to local peers from other server instances.",
+        )
 
     def render(self) -> str:
         series: list[Counter | Gauge | Histogram] = [
@@ -147,5 +160,7 @@ class Metrics:
             self.refusals,
             self.remote_updates,
             self.tail_reads,
+            self.awareness_publishes,
+            self.awareness_remote,
         ]
         return "\n".join(line for s in series for line in s.render()) + "\n"

@@ -23,6 +23,9 @@ older head without a count, another writer, or a commit the room has not heard o
 reads the tail as above.
 
 Joiners with an empty state vector share one encoding of the whole document.
+
+Awareness is relayed to the room's peers and, through :mod:`server.awareness`, to the
+other instances' rooms of the same document (never stored in the history).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from crdt.kv.base import read_counter
 from crdt.records import pending_updates
 from crdt.versionstamp import Versionstamp
 from server import memory
+from server.awareness import ClusterAwareness
 from server.metrics import Metrics
 from server.session import EMPTY_STATE_VECTOR
 
@@ -84,6 +88,9 @@ class Room:
         self.size = size
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
+        self.local: set[int] = set()  # awareness clients of this instance's own peers
+        # Told when ``local`` or one of its states changed (server.awareness publishes).
+        self.awareness_changed: Callable[[], None] | None = None
         self.idle_since: float | None = time.monotonic()
         self.watcher: asyncio.Task[None] | None = None
         self._full_frame: bytes | None = None
@@ -117,12 +124,17 @@ class Room:
         """Drop ``peer``; its awareness clients are removed for the others."""
         self.peers.pop(peer.id, None)
         gone = []
+        left = False
         for client in awareness_clients:
+            left = left or client in self.local
+            self.local.discard(client)
             state = self.states.pop(client, None)
             if state is not None:
                 gone.append(AwarenessEntry(client, state[0] + 1, "null"))
         if gone:
             self.broadcast(codec.encode(Awareness(codec.encode_awareness(gone))))
+        if left and self.awareness_changed is not None:
+            self.awareness_changed()
         if not self.peers:
             self.idle_since = time.monotonic()
 
@@ -188,6 +200,10 @@ class Room:
         30 s, and a peer alone in its room only hears its own 15-second renewals (the
         reference server echoes them too; an echo of its own clock is a no-op for it)."""
         for entry in entries:
+            if entry.removed:
+                self.local.discard(entry.client_id)
+            else:
+                self.local.add(entry.client_id)
             known = self.states.get(entry.client_id)
             if known is not None and entry.clock < known[0]:
                 continue
@@ -196,6 +212,8 @@ class Room:
             else:
                 self.states[entry.client_id] = (entry.clock, entry.state)
         self.broadcast(codec.encode(Awareness(payload)))
+        if self.awareness_changed is not None:
+            self.awareness_changed()
 
 
 class Rooms:
@@ -219,6 +237,7 @@ class Rooms:
         self._idle: OrderedDict[bytes, Room] = OrderedDict()  # rooms without peers, oldest first
         self._loading: dict[bytes, asyncio.Task[Room]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.awareness = ClusterAwareness(history.kv, instance, self.metrics)
         history.listeners.append(self._committed)
         # Called when memory is given back after unloading: caches of other parts that
         # only unloaded documents used (see server.memory).
@@ -257,6 +276,7 @@ class Rooms:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._reaper = None
+        await self.awareness.close()
 
     async def join(self, ref: DocRef, peer: Peer) -> Room:
         """The room of ``ref`` (loaded if needed) with ``peer`` added to it."""
@@ -296,6 +316,7 @@ class Rooms:
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count)
             room.watcher = asyncio.create_task(self._watch(room, raw), name="weft-room-watch")
             self._rooms[ref.space] = room
+            self.awareness.attach(room)
             self._idle[ref.space] = room  # until its first peer joins
             self.metrics.rooms_loaded.set(len(self._rooms))
             log.debug(
@@ -317,6 +338,7 @@ class Rooms:
         if room.watcher is not None:
             room.watcher.cancel()
             room.watcher = None  # its traceback would hold the room (and its Doc) in a cycle
+        self.awareness.detach(room)
         self.metrics.rooms_loaded.set(len(self._rooms))
 
     async def _watch(self, room: Room, last: bytes | None) -> None:

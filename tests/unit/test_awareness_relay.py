@@ -1,0 +1,256 @@
+"""Awareness across instances: the merge of other instances' entries (pure), their
+decoding, and two ``Rooms`` on one real SQLite file relaying through the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from crdt import codec, keys
+from crdt.codec import Awareness, AwarenessEntry
+from crdt.history import History
+from crdt.kv import Engine, open_engine
+from crdt.kv.base import Transaction
+from server import awareness
+from server.awareness import (
+    TIMEOUT_MS,
+    Entry,
+    States,
+    decode_entries,
+    decode_header,
+    encode_header,
+    encode_state,
+    merge,
+)
+from server.metrics import Metrics
+from server.rooms import Rooms
+
+NOW = 1_800_000_000_000
+ADA = '{"user":"ada"}'
+BOB = '{"user":"bob"}'
+
+
+# --- merge ------------------------------------------------------------------------------
+
+
+def test_a_remote_state_is_taken_and_reported() -> None:
+    states: States = {}
+    seen: dict[str, States] = {}
+    changes = merge(states, set(), seen, {"b": Entry(NOW, 1, {7: (3, ADA)})}, NOW)
+    assert changes == [AwarenessEntry(7, 3, ADA)]
+    assert states == {7: (3, ADA)}
+    assert seen == {"b": {7: (3, ADA)}}
+    # The same entry read again changes nothing.
+    assert merge(states, set(), seen, {"b": Entry(NOW + 10, 1, {7: (3, ADA)})}, NOW + 10) == []
+
+
+def test_an_entry_older_than_the_timeout_is_ignored() -> None:
+    states: States = {}
+    stale = {"b": Entry(NOW - TIMEOUT_MS - 1, 1, {7: (3, ADA)})}
+    assert merge(states, set(), {}, stale, NOW) == []
+    assert states == {}
+    fresh = {"b": Entry(NOW - TIMEOUT_MS, 1, {7: (3, ADA)})}
+    assert merge(states, set(), {}, fresh, NOW) == [AwarenessEntry(7, 3, ADA)]
+
+
+def test_an_entry_that_loses_a_client_yields_its_removal() -> None:
+    states: States = {}
+    seen: dict[str, States] = {}
+    merge(states, set(), seen, {"b": Entry(NOW, 1, {7: (3, ADA), 8: (1, BOB)})}, NOW)
+    changes = merge(states, set(), seen, {"b": Entry(NOW + 50, 1, {8: (1, BOB)})}, NOW + 50)
+    assert changes == [AwarenessEntry(7, 4, "null")]
+    assert states == {8: (1, BOB)}
+
+
+def test_an_instance_whose_entry_expires_takes_its_clients_away() -> None:
+    states: States = {}
+    seen: dict[str, States] = {}
+    merge(states, set(), seen, {"b": Entry(NOW, 1, {7: (3, ADA)})}, NOW)
+    later = NOW + TIMEOUT_MS + 1  # b crashed: its entry was never renewed
+    assert merge(states, set(), seen, {"b": Entry(NOW, 1, {7: (3, ADA)})}, later) == [
+        AwarenessEntry(7, 4, "null")
+    ]
+    assert states == {} and seen == {}
+
+
+def test_local_clients_and_newer_clocks_are_left_alone() -> None:
+    states: States = {5: (9, BOB), 7: (10, ADA)}
+    seen: dict[str, States] = {}
+    entries = {"b": Entry(NOW, 1, {5: (20, ADA), 7: (4, BOB)})}
+    # 5 is a client of this instance's own connection; 7 is known with a newer clock.
+    assert merge(states, {5}, seen, entries, NOW) == []
+    assert states == {5: (9, BOB), 7: (10, ADA)}
+    # b drops both: neither is removed (local / updated since b had it).
+    assert merge(states, {5}, seen, {"b": Entry(NOW, 1, {})}, NOW) == []
+    assert states == {5: (9, BOB), 7: (10, ADA)}
+
+
+def test_a_client_that_moved_to_another_instance_is_not_removed() -> None:
+    states: States = {}
+    seen: dict[str, States] = {}
+    merge(states, set(), seen, {"b": Entry(NOW, 1, {7: (3, ADA)})}, NOW)
+    moved = {"b": Entry(NOW, 1, {}), "c": Entry(NOW, 1, {7: (3, ADA)})}
+    assert merge(states, set(), seen, moved, NOW) == []
+    assert states == {7: (3, ADA)}
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def test_entries_decode_and_bad_rows_are_skipped() -> None:
+    space = keys.pack(("d", "site", 1), keys.tenant_prefix(1))
+    rows = sorted(
+        [
+            (keys.awareness_entry(space, "b"), encode_header(NOW, 4)),
+            (keys.awareness_client(space, "b", 7), encode_state(3, ADA)),
+            (keys.awareness_client(space, "b", 8), b"\xc1"),  # not msgpack
+            (keys.awareness_client(space, "b", 9), msgpack.packb(["x", ADA])),
+            (keys.awareness_client(space, "c", 1), encode_state(1, BOB)),  # no header
+            (keys.awareness_entry(space, "d"), msgpack.packb({"v": 99, "ms": 1, "gen": 1})),
+        ]
+    )
+    assert decode_entries(rows, space) == {"b": Entry(NOW, 4, {7: (3, ADA)})}
+
+
+def test_awareness_keys_sit_apart_from_the_history() -> None:
+    space = keys.pack(("d", "site", 1), keys.tenant_prefix(1))
+    lo, hi = keys.awareness_range(space)
+    for key in (keys.awareness_entry(space, "b"), keys.awareness_client(space, "b", 2**40)):
+        assert lo <= key < hi
+    for other in ("u", "s", "t", "head", "awv"):
+        assert not lo <= keys.pack((other,), space) < hi
+    assert not lo <= keys.awareness_bump(space) < hi
+    assert keys.unpack_awareness(keys.awareness_client(space, "b", 2**40), space) == ("b", 2**40)
+    assert keys.unpack_awareness(keys.awareness_entry(space, "b"), space) == ("b", None)
+    with pytest.raises(ValueError):
+        keys.unpack_awareness(keys.pack(("head",), space), space)
+
+
+# --- two instances in one process, one real SQLite file -----------------------------------
+
+
+class Peer:
+    def __init__(self, peer_id: int) -> None:
+        self.id = peer_id
+        self.states: dict[int, tuple[int, str]] = {}
+
+    def send(self, frame: bytes) -> None:
+        message = codec.decode(frame)
+        if isinstance(message, Awareness):
+            for e in codec.decode_awareness(message.payload):
+                known = self.states.get(e.client_id)
+                if known is None or e.clock >= known[0]:
+                    self.states[e.client_id] = (e.clock, e.state)
+
+    def alive(self) -> dict[int, int]:
+        return {c: clock for c, (clock, s) in self.states.items() if s != "null"}
+
+
+@pytest.fixture
+async def engines(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
+    url = f"sqlite:///{tmp_path / 'weft.db'}"
+    async with open_engine(url) as one, open_engine(url) as two:
+        await History(one).init()
+        yield one, two
+
+
+async def until(predicate: object, timeout: float = 2.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_two_instances_relay_through_the_store_coalesced(
+    engines: tuple[Engine, Engine],
+) -> None:
+    metrics_a, metrics_b = Metrics(), Metrics()
+    history_a, history_b = History(engines[0]), History(engines[1])
+    rooms_a = Rooms(history_a, metrics_a, instance="a")
+    rooms_b = Rooms(history_b, metrics_b, instance="b")
+    ref_a = await history_a.doc("acme", "site", "a.txt", create=True)
+    ref_b = await history_b.doc("acme", "site", "a.txt")
+    try:
+        pa, pb = Peer(1), Peer(2)
+        room_a = await rooms_a.join(ref_a, pa)
+        room_b = await rooms_b.join(ref_b, pb)
+        for clock in range(1, 201):  # a cursor moving: 200 messages in a burst
+            state = json.dumps({"cursor": clock})
+            entries = (AwarenessEntry(1001, clock, state),)
+            room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+        await until(lambda: pb.alive().get(1001) == 200)
+        assert metrics_a.awareness_publishes.get() < 20  # coalesced, not one per message
+        assert metrics_b.awareness_remote.get() >= 1
+        assert 1001 in room_b.states and 1001 not in room_b.local
+
+        rooms_b.leave(room_b, pb, [])
+        pc = Peer(3)  # a joiner on b gets a's client from the room (remote state)
+        room_b = await rooms_b.join(ref_b, pc)
+        payload = room_b.awareness_payload()  # what the session sends on open
+        assert payload is not None
+        pc.send(codec.encode(Awareness(payload)))
+        assert pc.alive() == {1001: 200}
+
+        rooms_a.leave(room_a, pa, [1001])  # a's connection closes
+        await until(lambda: 1001 not in pc.alive())
+        assert pc.states[1001] == (201, "null")
+        # Nothing of a's remains in the store, and nothing was written to the history.
+        lo, hi = keys.awareness_range(ref_a.space)
+        assert await engines[1].read(lambda tr: tr.get_range(lo, hi)) == []
+        assert await history_b.updates(ref_b) == []
+    finally:
+        await rooms_a.close()
+        await rooms_b.close()
+
+
+async def test_a_crashed_instances_clients_vanish_and_live_entries_are_renewed(
+    engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(awareness, "TIMEOUT_MS", 400)
+    monkeypatch.setattr(awareness, "EXPIRY_CHECK", 0.05)
+    monkeypatch.setattr(awareness, "RENEW_EVERY", 0.1)
+    history_a, history_b = History(engines[0]), History(engines[1])
+    rooms_a = Rooms(history_a, Metrics(), instance="a")
+    rooms_b = Rooms(history_b, Metrics(), instance="b")
+    ref = await history_a.doc("acme", "site", "a.txt", create=True)
+    try:
+        pa, pb = Peer(1), Peer(2)
+        room_a = await rooms_a.join(ref, pa)
+        await rooms_b.join(ref, pb)
+        entries = (AwarenessEntry(1001, 1, ADA),)
+        room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+        # A ghost: an entry of an instance that died without clearing it.
+        ms = int(time.time() * 1000)
+
+        def ghost(tr: Transaction) -> None:
+            tr.set(keys.awareness_entry(ref.space, "ghost"), encode_header(ms, 1))
+            tr.set(keys.awareness_client(ref.space, "ghost", 666), encode_state(1, BOB))
+            tr.add(keys.awareness_bump(ref.space), 1)
+
+        await engines[1].transact(ghost)
+        await until(lambda: pb.alive() == {1001: 1, 666: 1})
+        # The ghost is never renewed: gone after the timeout. a's client is renewed
+        # (its header's ms moves on) and stays.
+        await until(lambda: 666 not in pb.alive(), timeout=3.0)
+        assert pb.states[666] == (2, "null")
+        header = keys.awareness_entry(ref.space, "a")
+
+        async def published_ms() -> int:
+            raw = await engines[1].read(lambda tr: tr.get(header))
+            assert raw is not None
+            return decode_header(raw)[0]
+
+        first = await published_ms()
+        await asyncio.sleep(0.6)  # longer than the timeout
+        assert pb.alive() == {1001: 1}
+        assert await published_ms() > first
+    finally:
+        await rooms_a.close()
+        await rooms_b.close()
