@@ -257,6 +257,30 @@ async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
         assert await asyncio.wait_for(asyncio.gather(*watchers), WAIT) == [b"1"] * 3
 
 
+async def test_a_steady_stream_of_commits_is_checkpointed_every_n_commits(
+    tmp_path: Path,
+) -> None:
+    """Commits that never pause for ``checkpoint_delay`` are checkpointed every
+    ``checkpoint_commits`` commits (and not after each one: a checkpoint's fsync can hold
+    up a commit's)."""
+    path = tmp_path / "kv.db"
+    engine = SQLiteEngine(path, checkpoint_delay=0.1, checkpoint_commits=200)
+    async with engine:
+        before = path.stat().st_size
+        started = time.monotonic()
+        for i in range(400):
+
+            def write(tr: Transaction, i: int = i) -> None:
+                tr.set(keys.pack(("k", i)), b"v" * 2000)
+
+            await engine.transact(write)
+            await asyncio.sleep(0.002)  # a steady stream: no 0.1 s pause (barring stalls)
+        took, during = time.monotonic() - started, engine.checkpoints
+        # Mid-stream checkpoints, by count (one per 0.1 s would be took / 0.1 of them).
+        assert path.stat().st_size > before and during >= 1
+        assert during <= 6 < took / 0.1, (during, took)
+
+
 async def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path: Path) -> None:
     """Commits never run a checkpoint themselves (their latency would carry it); the
     background checkpointer copies the WAL into the database file soon after: the file
