@@ -32,6 +32,10 @@ Layout (see README for the table)::
                                           history: see server.awareness)
     D + (aw, instance, client)         -> msgpack [clock, JSON state] of that entry
     D + (awv,)                         -> 8-byte counter bumped by every awareness publish
+    (instances, name)                  -> msgpack {ms}: a running server's heartbeat; an
+                                          instance shares awareness only while another
+                                          one is alive (ephemeral, like aw)
+    (instancesv,)                      -> 8-byte counter bumped when one comes or goes
     T + (conflict, project, vs)        -> conflict record
 """
 
@@ -259,6 +263,17 @@ def normalise_path(path: str) -> str:
 
 FORMAT = pack(("format",))
 DIR_SEQ = pack(("dirseq",))
+INSTANCES_BUMP = pack(("instancesv",))
+"""Changed whenever a server instance registers or leaves (the others watch it)."""
+
+
+def instance(name: str) -> bytes:
+    """``(instances, name)``: a running server instance's heartbeat (ephemeral)."""
+    return pack(("instances", name))
+
+
+def instances_range() -> tuple[bytes, bytes]:
+    return prefix_range(pack(("instances",)))
 
 
 def directory(tenant: str) -> bytes:

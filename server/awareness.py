@@ -59,6 +59,10 @@ RENEW_EVERY = 15.0
 EXPIRY_CHECK = 5.0
 """While a room shows remote clients, it re-reads the entries this often (expiry)."""
 WATCH_COALESCE = 0.01
+HEARTBEAT_EVERY = 10.0
+"""Seconds between two heartbeats of a running instance in the registry."""
+INSTANCE_TIMEOUT_MS = 35_000
+"""An instance whose heartbeat is older than this is taken for gone."""
 MAX_ROOMS_PER_PUBLISH = 200
 MAX_PUBLISH_BYTES = 2_000_000
 """Bytes of states one publishing transaction writes at most (more waits for the next)."""
@@ -194,11 +198,20 @@ class ClusterAwareness:
         self._dirty: dict[_Link, None] = {}  # insertion-ordered set
         self._wake = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
+        # Whether another instance is alive (the registry says): alone, an instance
+        # shares nothing, so a single server writes no awareness to its store at all.
+        self.others = False
+        self._registry: asyncio.Task[None] | None = None
+        self._closing = False
 
     # --- rooms -------------------------------------------------------------------------
 
     def attach(self, room: Room) -> None:
         """``room`` was loaded: follow the other instances' awareness for it."""
+        if self._registry is None and not self._closing:
+            self._registry = asyncio.create_task(
+                self._registry_forever(), name="weft-awareness-registry"
+            )
         link = _Link(room, next(self._gens))
         self._links[room.ref.space] = link
         room.awareness_changed = lambda: self._changed(link)
@@ -223,31 +236,96 @@ class ClusterAwareness:
     def _changed(self, link: _Link) -> None:
         self._dirty[link] = None
         self._wake.set()
-        if self._publisher is None:
+        if self._publisher is None and not self._closing:
             self._publisher = asyncio.create_task(
                 self._publish_forever(), name="weft-awareness-publish"
             )
 
     async def close(self, timeout: float = 2.0) -> None:
         """Detach every room, then clear what this instance published (bounded wait)."""
+        self._closing = True  # no new tasks; the loops stop at their next turn
         for link in list(self._links.values()):
             self.detach(link.room)
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._publisher
-            self._publisher = None
+        tasks = [task for task in (self._publisher, self._registry) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Not ``await task``: on Python 3.11 a cancel that lands as the task's
+            # wait_for completes is swallowed, and the task would run on (seen in tests).
+            await asyncio.wait(tasks, timeout=timeout)
+        self._publisher = None
         if self._dirty:
             try:
                 await asyncio.wait_for(self._flush(list(self._dirty)), timeout)
             except Exception as exc:  # shutting down: the entries expire on their own
                 log.warning("could not clear this instance's awareness entries: %s", exc)
+        if self._registry is not None:
+            self._registry = None
+            key = keys.instance(self.instance)
+
+            def leave(tr: Transaction) -> None:
+                tr.clear(key)
+                tr.add(keys.INSTANCES_BUMP, 1)
+
+            try:
+                await asyncio.wait_for(self.kv.transact(leave), timeout)
+            except Exception as exc:  # its heartbeat expires on its own
+                log.warning("could not leave the instance registry: %s", exc)
+
+    # --- the instance registry -----------------------------------------------------------
+
+    async def _registry_forever(self) -> None:
+        """Heartbeat this instance into the registry every ``HEARTBEAT_EVERY`` and learn
+        whether any other one is alive; an instance coming or going bumps a key the
+        others watch, so they learn at once."""
+        key = keys.instance(self.instance)
+        lo, hi = keys.instances_range()
+        joined = False
+        delay = 0.1
+        while not self._closing:
+            try:
+                ms = int(time.time() * 1000)
+
+                def beat(
+                    tr: Transaction, ms: int = ms, joined: bool = joined
+                ) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
+                    tr.set(key, msgpack.packb({"ms": ms}))
+                    if not joined:
+                        tr.add(keys.INSTANCES_BUMP, 1)
+                    return tr.get(keys.INSTANCES_BUMP), tr.get_range(lo, hi)
+
+                bump, rows = (await self.kv.transact(beat)).result
+                joined = True
+                self._set_others(_others_alive(rows, key, ms))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.kv.watch(keys.INSTANCES_BUMP, bump), HEARTBEAT_EVERY
+                    )
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a task boundary: log, back off, keep beating
+                log.warning("the instance registry failed; retrying", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _set_others(self, alive: bool) -> None:
+        if alive == self.others or self._closing:
+            return
+        self.others = alive
+        log.info(
+            "other instances %s: awareness is %s",
+            *(("alive", "shared through the store") if alive else ("gone", "kept local")),
+        )
+        for link in self._links.values():  # publish (or clear) what we have now
+            if link.room.local or link.published:
+                self._changed(link)
 
     # --- publishing ----------------------------------------------------------------------
 
     async def _publish_forever(self) -> None:
         delay = PUBLISH_EVERY
-        while True:
+        while not self._closing:
             renewals = [link.renew_at for link in self._links.values() if link.renew_at]
             timeout = max(min(renewals) - time.monotonic(), 0.0) if renewals else None
             with contextlib.suppress(TimeoutError):
@@ -275,11 +353,13 @@ class ClusterAwareness:
         if not batch:
             return
         ms = int(time.time() * 1000)
+        others = self.others
         writes: list[tuple[bytes, int, States | None]] = []
         size = 0
         for link in list(batch):
             room = link.room
-            mine = None if link.detached else _local_states(room.states, room.local)
+            alone = link.detached or not others  # alone: nobody reads it; clear
+            mine = None if alone else _local_states(room.states, room.local)
             if not mine and not link.published:
                 batch.remove(link)  # nothing of ours in the store: nothing to clear
                 self._dirty.pop(link, None)
@@ -301,7 +381,9 @@ class ClusterAwareness:
         self.metrics.awareness_publishes.inc(len(batch))
         renew_at = time.monotonic() + RENEW_EVERY
         for link, (_, _, states) in zip(batch, writes, strict=True):
-            if link in self._dirty and not _newer_than(link, states):
+            # Still dirty if its states changed meanwhile, or the registry flipped.
+            settled = others == self.others and (not others or not _newer_than(link, states))
+            if link in self._dirty and settled:
                 del self._dirty[link]
             link.published = states is not None
             link.renew_at = renew_at if states is not None and not link.detached else None
@@ -342,6 +424,17 @@ class ClusterAwareness:
         if changes:
             room.broadcast(codec.encode(Awareness(codec.encode_awareness(changes))))
             self.metrics.awareness_remote.inc()
+
+
+def _others_alive(rows: Iterable[tuple[bytes, bytes]], mine: bytes, ms: int) -> bool:
+    """Whether a registry row other than ``mine`` has a heartbeat within the timeout."""
+    for key, raw in rows:
+        if key == mine:
+            continue
+        with contextlib.suppress(Exception):
+            if int(msgpack.unpackb(raw)["ms"]) > ms - INSTANCE_TIMEOUT_MS:
+                return True
+    return False
 
 
 def _local_states(states: States, local: set[int]) -> States:

@@ -254,3 +254,38 @@ async def test_a_crashed_instances_clients_vanish_and_live_entries_are_renewed(
     finally:
         await rooms_a.close()
         await rooms_b.close()
+
+
+async def test_an_instance_alone_writes_no_awareness_until_another_one_comes(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """A single server shares its clients' awareness with nobody, so it writes none to
+    the store; the moment a second instance registers, the first one publishes what it
+    has, and leaving the registry makes the other stop again."""
+    metrics_a = Metrics()
+    history_a, history_b = History(engines[0]), History(engines[1])
+    rooms_a = Rooms(history_a, metrics_a, instance="a")
+    rooms_b = Rooms(history_b, Metrics(), instance="b")
+    ref = await history_a.doc("acme", "site", "a.txt", create=True)
+    lo, hi = keys.awareness_range(ref.space)
+    try:
+        pa = Peer(1)
+        room_a = await rooms_a.join(ref, pa)
+        entries = (AwarenessEntry(1001, 1, ADA),)
+        room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+        await asyncio.sleep(0.3)  # several publishing intervals
+        assert metrics_a.awareness_publishes.get() == 0
+        assert await engines[0].read(lambda tr: tr.get_range(lo, hi)) == []
+        assert not rooms_a.awareness.others
+
+        pb = Peer(2)
+        await rooms_b.join(ref, pb)  # a second instance: a learns it through the registry
+        await until(lambda: pb.alive() == {1001: 1})
+        assert rooms_a.awareness.others and metrics_a.awareness_publishes.get() >= 1
+        await rooms_b.close()  # b leaves the registry: a is alone again and clears
+        await until(lambda: not rooms_a.awareness.others)
+        await until(lambda: metrics_a.awareness_publishes.get() >= 2)
+        assert await engines[0].read(lambda tr: tr.get_range(lo, hi)) == []
+    finally:
+        await rooms_a.close()
+        await rooms_b.close()
