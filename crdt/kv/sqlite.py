@@ -270,6 +270,7 @@ class SQLiteEngine:
         max_batch: int = 1000,
         checkpoint_delay: float = 0.2,
         checkpoint_commits: int = 500,
+        checkpoint_every: float = 1.0,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
@@ -293,6 +294,7 @@ class SQLiteEngine:
         self._poller: threading.Thread | None = None
         self._checkpoint_delay = checkpoint_delay
         self._checkpoint_commits = checkpoint_commits
+        self._checkpoint_every = checkpoint_every
         self._commits = 0  # since the last checkpoint (the writer counts, it resets)
         self.checkpoints = 0  # run by the background checkpointer so far
         self._checkpointer: threading.Thread | None = None
@@ -561,14 +563,16 @@ class SQLiteEngine:
     # --- checkpoints -----------------------------------------------------------------
 
     def _checkpoint_loop(self) -> None:
-        """Checkpoint (PASSIVE) once commits have paused for ``checkpoint_delay``, or
-        after ``checkpoint_commits`` commits while they keep coming; once more at close,
-        so the database file holds everything the WAL did.
+        """Checkpoint (PASSIVE) once commits have paused for ``checkpoint_delay``, or,
+        while they keep coming, after ``checkpoint_commits`` commits or
+        ``checkpoint_every`` seconds (so one checkpoint never copies a whole burst); once
+        more at close, so the database file holds everything the WAL did.
 
         Not after every burst: a checkpoint fsyncs the database file, and a commit whose
         own fsync lands meanwhile can wait for it (seen: single-update commits of 100-290
         ms while checkpoints ran every 0.2 s under steady paced traffic)."""
         conn: sqlite3.Connection | None = None
+        last = time.monotonic()
         try:
             conn = self._connect()
             while not self._closed.is_set():
@@ -576,9 +580,13 @@ class SQLiteEngine:
                 self._committed.clear()
                 if self._closed.wait(self._checkpoint_delay):
                     break
-                if self._committed.is_set() and self._commits < self._checkpoint_commits:
+                busy = self._committed.is_set()
+                if busy and self._commits < self._checkpoint_commits and (
+                    time.monotonic() - last < self._checkpoint_every
+                ):
                     continue  # still busy and the WAL still short: wait for a pause
                 self._commits = 0
+                last = time.monotonic()
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.checkpoints += 1
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
