@@ -46,10 +46,9 @@ from crdt.records import (
     Record,
     Snapshot,
     chunks,
-    decode_record,
+    decode_records,
     encode_record,
     first_struct,
-    group_parts,
 )
 from crdt.replaying import Replayed, _next_snapshot_writes, _whole_values
 from crdt.replaying import _build as _build  # re-exported: tests import these from here
@@ -331,7 +330,7 @@ class History:
 
         def fn(tr: ReadTransaction) -> list[Record]:
             pairs = _whole_values(tr, begin, end, prefix, limit, reverse)
-            return [decode_record(vs, v) for vs, v in group_parts(pairs, prefix)]
+            return decode_records(pairs, prefix)
 
         return await self.kv.read(fn)
 

@@ -31,12 +31,11 @@ from crdt.records import (
     Record,
     Segment,
     Snapshot,
-    decode_record,
+    decode_records,
     decode_segment,
     decode_snapshot,
     encode_segment,
     encode_snapshot,
-    group_parts,
     group_stored,
     pending_updates,
 )
@@ -94,7 +93,7 @@ def _replay_reads(
             base = vs
     begin = keys.pack(("u", base), doc.space) + b"\xff" if base else u_prefix + b"\x00"
     end = keys.pack(("u", at), doc.space) + b"\xff" if at else u_prefix + b"\xff"
-    records = [decode_record(vs, v) for vs, v in group_parts(tr.get_range(begin, end), u_prefix)]
+    records = decode_records(tr.get_range(begin, end), u_prefix)
     return snapshot, segments, records
 
 
