@@ -399,3 +399,34 @@ async def test_a_new_history_object_finds_existing_tenants(history: History, kv:
     other: DocRef = await again.doc("acme", "site", "a.md")
     assert other == ref
     assert text_of((await again.replay(other)).doc) == "kept"
+
+
+def test_decode_records_matches_the_general_path_in_every_shape() -> None:
+    """One pass for one-part records; chunked records and corrupt values take the
+    general path (joined, or a StoreError naming the corruption)."""
+    from crdt.errors import StoreError
+    from crdt.records import chunks, decode_record, decode_records, encode_record, group_parts
+    from crdt.versionstamp import Versionstamp
+
+    prefix = keys.pack(("u",), b"D")
+    dev = Device()
+    small = [encode_record(dev.append(c), "u", "c", "s", 7) for c in "abc"]
+    big = encode_record(dev.append("x" * (3 * CHUNK)), "u", "c", "s", 8)
+
+    def rows(values: list[bytes]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for n, value in enumerate(values):
+            vs = Versionstamp((n + 1).to_bytes(10, "big") + b"\x00\x00")
+            out += [(keys.pack((vs, part), prefix), c) for part, c in enumerate(chunks(value))]
+        return out
+
+    def general(pairs: list[tuple[bytes, bytes]]) -> list[object]:
+        return [decode_record(vs, v) for vs, v in group_parts(pairs, prefix)]
+
+    for values in (small, [*small, big], [big]):
+        pairs = rows(values)
+        assert decode_records(pairs, prefix) == general(pairs)
+        assert decode_records(pairs[::-1], prefix) == general(pairs[::-1])
+    assert len(rows([big])) > 1 and decode_records(rows([big]), prefix)[0].size > 3 * CHUNK
+    with pytest.raises(StoreError, match="corrupt record"):
+        decode_records(rows([*small, b"\xc1garbage"]), prefix)
