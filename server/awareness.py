@@ -313,10 +313,10 @@ class ClusterAwareness:
         if alive == self.others or self._closing:
             return
         self.others = alive
-        log.info(
-            "other instances %s: awareness is %s",
-            *(("alive", "shared through the store") if alive else ("gone", "kept local")),
-        )
+        if alive:
+            log.info("another instance is alive: awareness is shared through the store")
+        else:
+            log.info("no other instance is alive: awareness is kept local")
         for link in self._links.values():  # publish (or clear) what we have now
             if link.room.local or link.published:
                 self._changed(link)
