@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 from blake3 import blake3
@@ -112,9 +113,9 @@ class DocRef:
         return keys.pack(("doc", self.project, self.path), self.tenant_prefix)
 
 
-@dataclass(frozen=True, slots=True)
-class Append:
-    """One update to append, with who made it."""
+class Append(NamedTuple):
+    """One update to append, with who made it. (A named tuple, not a frozen dataclass:
+    one is built per update, and a frozen dataclass's ``__init__`` cost 3x as much.)"""
 
     doc: DocRef
     update: bytes
@@ -124,8 +125,7 @@ class Append:
     digest: bytes | None = None  # update_hash(update), when the caller has it already
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(NamedTuple):
     """Where an update landed; ``duplicate`` when it was in the log before this append
     (a repeat inside one append gets the first copy's versionstamp, not ``duplicate``)."""
 
@@ -245,24 +245,25 @@ class History:
 
     async def append(self, items: Sequence[Append]) -> list[Appended]:
         """Append updates durably, exactly once each; the result lines up with ``items``."""
-        for item in items:
-            if len(item.update) > MAX_UPDATE_BYTES:
-                raise TransactionTooLarge(
-                    f"update of {len(item.update)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
-                )
+        sizes = [len(item.update) for item in items]
+        if sizes and max(sizes) > MAX_UPDATE_BYTES:
+            raise TransactionTooLarge(
+                f"update of {max(sizes)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
+            )
+        if len(items) <= MAX_BATCH_UPDATES and sum(sizes) <= MAX_BATCH_BYTES:
+            # the usual case: one transaction, no tasks to gather
+            return await self._append_one(list(items)) if items else []
         batches: list[list[Append]] = [[]]
         size = 0
-        for item in items:
+        for item, length in zip(items, sizes, strict=True):
             if batches[-1] and (
-                len(batches[-1]) >= MAX_BATCH_UPDATES or size + len(item.update) > MAX_BATCH_BYTES
+                len(batches[-1]) >= MAX_BATCH_UPDATES or size + length > MAX_BATCH_BYTES
             ):
                 batches.append([])
                 size = 0
             batches[-1].append(item)
-            size += len(item.update)
-        if len(batches) == 1:  # the usual case: no tasks to gather
-            return await self._append_one(batches[0]) if batches[0] else []
-        results = await asyncio.gather(*(self._append_one(b) for b in batches if b))
+            size += length
+        results = await asyncio.gather(*(self._append_one(b) for b in batches))
         return [r for batch in results for r in batch]
 
     async def _append_one(self, items: list[Append]) -> list[Appended]:
@@ -270,13 +271,13 @@ class History:
         committed = await self.kv.transact(
             lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency)
         )
-        out: list[Appended] = []
-        for marker in committed.result:
-            if isinstance(marker, Versionstamp):
-                out.append(Appended(marker, True))
-            else:
-                assert committed.versionstamp is not None
-                out.append(Appended(Versionstamp.of(committed.versionstamp, marker), False))
+        tr_version = committed.versionstamp
+        out = [
+            Appended(marker, True)
+            if type(marker) is Versionstamp
+            else Appended(_complete(tr_version, marker), False)
+            for marker in committed.result
+        ]
         for listener in self.listeners:
             try:
                 listener(items, out)
@@ -437,24 +438,33 @@ def _append_tr(
         for (n, _), old in zip(old_keys, tr.get_many([key for _, key in old_keys]), strict=True):
             if stored[n] is None:
                 stored[n] = old
+    # The loop runs once per update: methods and constants are looked up once.
+    set_key, set_value = tr.set_versionstamped_key, tr.set_versionstamped_value
     for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
-        doc = item.doc
-        if (doc.space, digest) in in_batch:
-            markers.append(in_batch[doc.space, digest])
+        space = item.doc.space
+        if (space, digest) in in_batch:
+            markers.append(in_batch[space, digest])
             continue
         if existing is not None:
             markers.append(Versionstamp(existing))
             continue
-        state = touched.get(doc.space)
+        state = touched.get(space)
         if state is None:
-            state = touched[doc.space] = _touch(tr, doc, ms, doc_values[doc.space])
-        record = encode_record(item.update, item.user, item.client, item.session, state.ms)
-        for part, chunk in enumerate(chunks(record)):
-            key, offset = state.records.key(user, part)
-            tr.set_versionstamped_key(key, offset, chunk)
-        tr.set_versionstamped_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
-        state.last, state.count, state.size = user, state.count + 1, state.size + len(item.update)
-        in_batch[doc.space, digest] = user
+            state = touched[space] = _touch(tr, item.doc, ms, doc_values[space])
+        update = item.update
+        record = encode_record(update, item.user, item.client, item.session, state.ms)
+        if len(record) <= CHUNK:
+            key, offset = state.records.key(user, 0)
+            set_key(key, offset, record)
+        else:
+            for part, chunk in enumerate(chunks(record)):
+                key, offset = state.records.key(user, part)
+                set_key(key, offset, chunk)
+        set_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
+        state.last = user
+        state.count += 1
+        state.size += len(update)
+        in_batch[space, digest] = user
         markers.append(user)
         user += 1
     for state in touched.values():
@@ -477,23 +487,35 @@ def _append_tr(
     return markers
 
 
+def _complete(tr_version: bytes | None, user: int | Versionstamp) -> Versionstamp:
+    """``Versionstamp.of`` for the user versions ``_append_tr`` hands out (0..65535 in a
+    committed transaction, so its checks are skipped: one is built per update)."""
+    assert tr_version is not None and type(user) is int
+    return Versionstamp(tr_version + user.to_bytes(2, "big"))
+
+
 def _idempotency_keys(items: list[Append], digests: list[bytes]) -> list[bytes]:
     """Each update's idempotency key: D + (i, client, clock, hash) for an update with
     structs (its first struct's id: a client's entries are inserted in order, next to
-    each other, instead of at random places in the index), else D + (h, hash)."""
-    prefixes: dict[bytes, tuple[bytes, bytes]] = {}  # per doc: D + (i,), D + (h,)
+    each other, instead of at random places in the index), else D + (h, hash).
+
+    Built without the tuple layer (one per update); tests check them against it."""
+    heads: dict[tuple[bytes, bytes], bytes] = {}  # (doc, client) -> D + (i, client)
     out = []
     for item, digest in zip(items, digests, strict=True):
-        pair = prefixes.get(item.doc.space)
-        if pair is None:
-            pair = prefixes[item.doc.space] = (item.doc.key("i"), item.doc.key("h"))
+        # the tuple layer's bytes element: 0x01, 0x00 escaped as 0x00 0xff, 0x00
+        packed_digest = b"\x01" + digest.replace(b"\x00", b"\x00\xff") + b"\x00"
         first = first_struct(item.update)
         if first is None:
-            out.append(keys.pack_bytes_after(pair[1], digest))
-        else:
-            client, clock = first
-            head = keys.pack_bytes_after(pair[0], client) + keys.pack_uint(clock)
-            out.append(keys.pack_bytes_after(head, digest))
+            out.append(item.doc.key("h") + packed_digest)
+            continue
+        client, clock = first
+        head = heads.get((item.doc.space, client))
+        if head is None:
+            head = heads[item.doc.space, client] = keys.pack_bytes_after(
+                item.doc.key("i"), client
+            )
+        out.append(head + keys.pack_uint(clock) + packed_digest)
     return out
 
 

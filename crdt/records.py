@@ -14,6 +14,7 @@ treat the value as absent (:func:`load_parts`). Values written before history fo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -79,10 +80,25 @@ def chunks(value: bytes) -> list[bytes]:
 
 
 def encode_record(update: bytes, user: str, client: str, session: str, ms: int) -> bytes:
-    packed: bytes = msgpack.packb(
-        {"update": update, "user": user, "client": client, "session": session, "ms": ms}
-    )
-    return packed
+    """msgpack of ``{"update", "user", "client", "session", "ms"}``, in that order.
+
+    Built by hand from a cached packing of everything but the update (the same for all
+    the updates of one device in one transaction): one record is encoded per appended
+    update. Byte-identical to ``msgpack.packb`` of the dict (tests check it)."""
+    size = len(update)
+    if size < 0x100:
+        header = b"\xc4" + size.to_bytes(1, "big")  # bin 8
+    elif size < 0x10000:
+        header = b"\xc5" + size.to_bytes(2, "big")  # bin 16
+    else:
+        header = b"\xc6" + size.to_bytes(4, "big")  # bin 32
+    return b"\x85\xa6update" + header + update + _record_tail(user, client, session, ms)
+
+
+@functools.lru_cache(maxsize=256)
+def _record_tail(user: str, client: str, session: str, ms: int) -> bytes:
+    packed: bytes = msgpack.packb({"user": user, "client": client, "session": session, "ms": ms})
+    return packed[1:]  # without the 4-entry map header: the record's map has 5
 
 
 def decode_record(vs: Versionstamp, value: bytes) -> Record:

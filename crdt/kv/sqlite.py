@@ -47,6 +47,7 @@ from crdt.kv.base import (
     MAX_KEY,
     MAX_TRANSACTION,
     MAX_VALUE,
+    PLACEHOLDER_LEN,
     Committed,
     ReadTransaction,
     Transaction,
@@ -54,7 +55,6 @@ from crdt.kv.base import (
     check_key,
     check_offset,
     check_value,
-    fill,
 )
 
 T = TypeVar("T")
@@ -217,12 +217,15 @@ class _Writer(_Reader):
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
-        check_offset(key, offset)
-        self.set(fill(key, offset, self._tr_version), value)
+        # check_offset and fill inlined: an append sets one of these per update
+        if offset < 0 or offset + PLACEHOLDER_LEN > len(key):
+            check_offset(key, offset)
+        self.set(key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :], value)
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
-        check_offset(value, offset)
-        self.set(key, fill(value, offset, self._tr_version))
+        if offset < 0 or offset + PLACEHOLDER_LEN > len(value):
+            check_offset(value, offset)
+        self.set(key, value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :])
 
     def add(self, key: bytes, delta: int) -> None:
         self.set(key, add_le(self.get(key), delta))

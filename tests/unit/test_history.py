@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from crdt import keys
@@ -21,12 +24,13 @@ from crdt.history import (
     DocRef,
     History,
     _build,
+    _idempotency_keys,
     _replay_reads,
     update_hash,
 )
 from crdt.kv import Engine, open_engine
 from crdt.kv.base import Transaction, read_counter
-from crdt.records import CHUNK, first_struct
+from crdt.records import CHUNK, encode_record, first_struct
 
 
 @pytest.fixture
@@ -118,6 +122,38 @@ def test_first_struct_reads_the_id_an_update_starts_at() -> None:
     assert first_struct(b"\x00\x00") is None  # an empty update: no structs
     for garbage in (b"", b"\x01", b"\x01\x01\xff", b"\x01\x01" + b"\xff" * 20 + b"\x01\x00"):
         assert first_struct(garbage) is None
+
+
+def test_idempotency_keys_equal_the_tuple_layers() -> None:
+    """The hand-built keys are exactly ``doc.key(...)`` of the tuple layer, for digests
+    with 0x00 bytes (escaped) and for an update without structs."""
+    ref = DocRef("acme", "site", "a.md", b"\x15\x01", b"\x15\x01\x02")
+    dev = Device()
+    updates = [dev.append(c) for c in "ab"] + [b"\x00\x00"]
+    digests = [b"\x00" * 16, b"\x01\x00\xff" + b"\x00" * 13, update_hash(b"x")]
+    built = _idempotency_keys([Append(ref, u) for u in updates], digests)
+    client = varuint(dev.doc.client_id)
+    assert built == [
+        ref.key("i", client, 0, digests[0]),
+        ref.key("i", client, 1, digests[1]),
+        ref.key("h", digests[2]),
+    ]
+
+
+@given(
+    update=st.binary(max_size=70_000),
+    user=st.text(max_size=40),
+    client=st.text(max_size=300),
+    session=st.text(max_size=5),
+    ms=st.integers(0, 2**63 - 1),
+)
+def test_encode_record_is_msgpack_of_the_record(
+    update: bytes, user: str, client: str, session: str, ms: int
+) -> None:
+    expected = msgpack.packb(
+        {"update": update, "user": user, "client": client, "session": session, "ms": ms}
+    )
+    assert encode_record(update, user, client, session, ms) == expected
 
 
 async def test_idempotency_entries_are_filed_by_client_and_clock(
