@@ -420,15 +420,11 @@ def _append_tr(
     touched: dict[bytes, _Touched] = {}
     user = 0
     digests = [item.digest or update_hash(item.update) for item in items]
-    hash_keys = _idempotency_keys(items, digests)
+    hash_keys, heads = _idempotency_keys(items, digests)
     docs = {item.doc.space: item.doc for item in items}
-    # One read for the whole batch: the idempotency check, and every doc's meta, clock
-    # and counters (_touch), instead of one query per doc.
-    stored = tr.get_many([*hash_keys, *(k for doc in docs.values() for k in _touch_keys(doc))])
-    doc_values = {
-        space: stored[len(items) + 4 * n : len(items) + 4 * n + 4] for n, space in enumerate(docs)
-    }
-    del stored[len(items) :]
+    touch_keys = [k for doc in docs.values() for k in _touch_keys(doc)]
+    stored, touch_values = _existing(tr, hash_keys, heads, touch_keys)
+    doc_values = {space: touch_values[4 * n : 4 * n + 4] for n, space in enumerate(docs)}
     if legacy:
         old_keys = [
             (n, _h_key(item, digest))
@@ -494,20 +490,25 @@ def _complete(tr_version: bytes | None, user: int | Versionstamp) -> Versionstam
     return Versionstamp(tr_version + user.to_bytes(2, "big"))
 
 
-def _idempotency_keys(items: list[Append], digests: list[bytes]) -> list[bytes]:
+def _idempotency_keys(
+    items: list[Append], digests: list[bytes]
+) -> tuple[list[bytes], list[bytes | None]]:
     """Each update's idempotency key: D + (i, client, clock, hash) for an update with
     structs (its first struct's id: a client's entries are inserted in order, next to
-    each other, instead of at random places in the index), else D + (h, hash).
+    each other, instead of at random places in the index), else D + (h, hash). And per
+    update its D + (i, client) prefix (``None`` for an (h, hash) key).
 
     Built without the tuple layer (one per update); tests check them against it."""
     heads: dict[tuple[bytes, bytes], bytes] = {}  # (doc, client) -> D + (i, client)
-    out = []
+    out: list[bytes] = []
+    prefixes: list[bytes | None] = []
     for item, digest in zip(items, digests, strict=True):
         # the tuple layer's bytes element: 0x01, 0x00 escaped as 0x00 0xff, 0x00
         packed_digest = b"\x01" + digest.replace(b"\x00", b"\x00\xff") + b"\x00"
         first = first_struct(item.update)
         if first is None:
             out.append(item.doc.key("h") + packed_digest)
+            prefixes.append(None)
             continue
         client, clock = first
         head = heads.get((item.doc.space, client))
@@ -516,7 +517,48 @@ def _idempotency_keys(items: list[Append], digests: list[bytes]) -> list[bytes]:
                 item.doc.key("i"), client
             )
         out.append(head + keys.pack_uint(clock) + packed_digest)
-    return out
+        prefixes.append(head)
+    return out, prefixes
+
+
+RANGE_GROUP = 8  # a client's updates in one append looked up with one range read from here
+
+
+def _existing(
+    tr: Transaction, hash_keys: list[bytes], heads: list[bytes | None], other: list[bytes]
+) -> tuple[list[bytes | None], list[bytes | None]]:
+    """The stored values of ``hash_keys`` and of ``other``, in two or so queries.
+
+    A client's new updates are filed next to each other, after its earlier ones: the
+    idempotency keys of a run of them (one (doc, client) prefix, at least RANGE_GROUP)
+    are checked with one range read from their smallest to their largest, which finds
+    nothing or the few already there, instead of one index lookup each. A range that
+    holds more than a few other entries (clocks far apart) falls back to lookups. The
+    rest, and ``other``, are read with one ``get_many``."""
+    groups: dict[bytes, list[int]] = {}
+    for n, head in enumerate(heads):
+        if head is not None:
+            groups.setdefault(head, []).append(n)
+    found: dict[bytes, bytes] = {}
+    ranged: set[int] = set()
+    for members in groups.values():
+        if len(members) < RANGE_GROUP:
+            continue
+        group = [hash_keys[n] for n in members]
+        limit = 2 * len(members) + 16
+        rows = tr.get_range(min(group), max(group) + b"\x00", limit=limit)
+        if len(rows) < limit:
+            found.update(rows)
+            ranged.update(members)
+    if not ranged:
+        values = tr.get_many([*hash_keys, *other])
+        return values[: len(hash_keys)], values[len(hash_keys) :]
+    point = [n for n in range(len(hash_keys)) if n not in ranged]
+    values = tr.get_many([*(hash_keys[n] for n in point), *other])
+    stored = [found.get(key) for key in hash_keys]
+    for n, value in zip(point, values, strict=False):
+        stored[n] = value
+    return stored, values[len(point) :]
 
 
 def _h_key(item: Append, digest: bytes) -> bytes:

@@ -20,6 +20,7 @@ from crdt.errors import NotFound, TransactionTooLarge
 from crdt.history import (
     MAX_BATCH_UPDATES,
     MAX_UPDATE_BYTES,
+    RANGE_GROUP,
     Append,
     DocRef,
     History,
@@ -124,6 +125,40 @@ def test_first_struct_reads_the_id_an_update_starts_at() -> None:
         assert first_struct(garbage) is None
 
 
+async def test_a_run_of_one_clients_resent_updates_is_found_by_its_range_read(
+    history: History, kv: Engine
+) -> None:
+    """A client's run of at least RANGE_GROUP updates is checked with one range read:
+    re-sent copies (mixed with new ones, out of order) get their original versionstamps."""
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    old = [dev.append(c) for c in "abcdefghijkl"]
+    new = [dev.append(c) for c in "mnopqrst"]
+    original = await history.append([Append(ref, u) for u in old])
+    mixed = [*reversed(old[2:]), *new]
+    assert len(mixed) >= 2 * RANGE_GROUP
+    again = await history.append([Append(ref, u) for u in mixed])
+    by_update = {u: a.versionstamp for u, a in zip(old, original, strict=True)}
+    assert [a.duplicate for a in again] == [True] * 10 + [False] * 8
+    assert [a.versionstamp for a in again[:10]] == [by_update[u] for u in mixed[:10]]
+    assert text_of((await history.replay(ref)).doc) == "abcdefghijklmnopqrst"
+    assert len(await raw_keys(kv, ref.key("i"))) == 20
+
+
+async def test_a_crowded_range_falls_back_to_lookups(history: History) -> None:
+    """Re-sent updates whose clocks are far apart span more stored entries than the
+    range read may return: they are looked up one by one, and all are found."""
+    ref = await history.doc("acme", "site", "a.md", create=True)
+    dev = Device()
+    updates = [dev.append("x") for _ in range(100)]
+    original = await history.append([Append(ref, u) for u in updates])
+    spread = [updates[n] for n in range(0, 100, 10)]  # clocks 0, 10, ..., 90
+    assert len(spread) >= RANGE_GROUP
+    again = await history.append([Append(ref, u) for u in spread])
+    assert all(a.duplicate for a in again)
+    assert [a.versionstamp for a in again] == [original[n].versionstamp for n in range(0, 100, 10)]
+
+
 def test_idempotency_keys_equal_the_tuple_layers() -> None:
     """The hand-built keys are exactly ``doc.key(...)`` of the tuple layer, for digests
     with 0x00 bytes (escaped) and for an update without structs."""
@@ -131,7 +166,7 @@ def test_idempotency_keys_equal_the_tuple_layers() -> None:
     dev = Device()
     updates = [dev.append(c) for c in "ab"] + [b"\x00\x00"]
     digests = [b"\x00" * 16, b"\x01\x00\xff" + b"\x00" * 13, update_hash(b"x")]
-    built = _idempotency_keys([Append(ref, u) for u in updates], digests)
+    built, _ = _idempotency_keys([Append(ref, u) for u in updates], digests)
     client = varuint(dev.doc.client_id)
     assert built == [
         ref.key("i", client, 0, digests[0]),
