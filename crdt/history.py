@@ -271,11 +271,11 @@ class History:
         committed = await self.kv.transact(
             lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency)
         )
-        tr_version = committed.versionstamp
+        tr_version = committed.versionstamp or b""  # none only when all were duplicates
         out = [
-            Appended(marker, True)
-            if type(marker) is Versionstamp
-            else Appended(_complete(tr_version, marker), False)
+            Appended(Versionstamp(tr_version + marker.to_bytes(2, "big")), False)
+            if isinstance(marker, int)
+            else Appended(marker, True)
             for marker in committed.result
         ]
         for listener in self.listeners:
@@ -481,13 +481,6 @@ def _append_tr(
             tr.set(doc.key("bytes"), (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.key("ms"), state.ms.to_bytes(8, "little"))
     return markers
-
-
-def _complete(tr_version: bytes | None, user: int | Versionstamp) -> Versionstamp:
-    """``Versionstamp.of`` for the user versions ``_append_tr`` hands out (0..65535 in a
-    committed transaction, so its checks are skipped: one is built per update)."""
-    assert tr_version is not None and type(user) is int
-    return Versionstamp(tr_version + user.to_bytes(2, "big"))
 
 
 def _idempotency_keys(

@@ -677,12 +677,18 @@ class SQLiteEngine:
 
     def _notify(self, written: list[_Writer]) -> None:
         """After this engine's commit: offer the watched keys it wrote their new values."""
+        hit: set[bytes] = set()
         with self._watch_lock:
-            hit = {
-                key
-                for key in self._watches
-                if any(key in tr.keys or any(b <= key < e for b, e in tr.ranges) for tr in written)
-            }
+            watched = self._watches
+            if not watched:
+                return
+            for tr in written:  # walk the smaller side: rooms watch one key each
+                if len(tr.keys) < len(watched):
+                    hit.update(key for key in tr.keys if key in watched)
+                else:
+                    hit.update(key for key in watched if key in tr.keys)
+                for begin, end in tr.ranges:
+                    hit.update(key for key in watched if begin <= key < end)
         if hit:
             self._offer(_Reader(self._writer_conn), hit)
 
