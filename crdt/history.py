@@ -406,6 +406,9 @@ class History:
 # --- transaction functions (synchronous, retryable) -----------------------------------
 
 
+_PART_0 = keys.pack((0,))
+
+
 def _append_tr(
     tr: Transaction, items: list[Append], ms: int, legacy: bool = False
 ) -> list[int | Versionstamp]:
@@ -449,14 +452,14 @@ def _append_tr(
             state = touched[space] = _touch(tr, item.doc, ms, doc_values[space])
         update = item.update
         record = encode_record(update, item.user, item.client, item.session, state.ms)
-        if len(record) <= CHUNK:
-            key, offset = state.records.key(user, 0)
-            set_key(key, offset, record)
+        stamp = INCOMPLETE_TR + user.to_bytes(2, "big")  # this update's, to be completed
+        if len(record) <= CHUNK:  # D + (u, <stamp>, 0): the usual one-part record
+            set_key(state.records.head + stamp + _PART_0, len(state.records.head), record)
         else:
             for part, chunk in enumerate(chunks(record)):
                 key, offset = state.records.key(user, part)
                 set_key(key, offset, chunk)
-        set_value(hash_key, INCOMPLETE_TR + user.to_bytes(2, "big"), 0)
+        set_value(hash_key, stamp, 0)
         state.last = user
         state.count += 1
         state.size += len(update)
