@@ -397,6 +397,41 @@ def decode(frame: Buffer, max_size: int = DEFAULT_MAX_FRAME) -> Message:
     return msg
 
 
+def read_update_frame(frame: bytes) -> bytes | None:
+    """The update of a canonical syncStep2/update frame, or ``None`` for anything else.
+
+    The hot path of a server: nearly every frame a client sends is an update. This reads
+    exactly what :func:`decode` would (``decode(frame).update``), without a
+    :class:`Decoder` or a message object; it accepts only a well-formed frame whose
+    header is canonical (``varUint(0) • varUint(1|2) • varUint(len)`` in its minimal
+    form, as lib0 writes it) and whose length is exact, so ``encode(SyncUpdate(u))``
+    gives back the same bytes for an update frame. Everything else, malformed frames
+    included, returns ``None``: the caller decodes it with :func:`decode`, which says
+    what is wrong. The caller checks the frame size limit first.
+    """
+    if len(frame) < 3 or frame[0] != MSG_SYNC or not SYNC_STEP2 <= frame[1] <= SYNC_UPDATE:
+        return None
+    n = frame[2]
+    pos = 3
+    if n & 0x80:
+        n &= 0x7F
+        shift = 7
+        while True:
+            if pos >= len(frame) or pos >= 2 + MAX_VAR_UINT_LEN:
+                return None
+            byte = frame[pos]
+            pos += 1
+            n |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if byte == 0:  # a non-minimal varUint: leave it to decode()
+                    return None
+                break
+            shift += 7
+    if n > MAX_UINT or len(frame) - pos != n:
+        return None
+    return frame[pos:]
+
+
 def _read_sync(dec: Decoder) -> SyncStep1 | SyncStep2 | SyncUpdate:
     sub = dec.read_var_uint()
     if sub >= len(_SYNC_TYPES):

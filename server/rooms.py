@@ -139,30 +139,35 @@ class Room:
             self.idle_since = time.monotonic()
 
     def broadcast(self, frame: bytes, exclude: int | None = None) -> None:
-        for peer in list(self.peers.values()):
-            if peer.id != exclude:
+        for peer_id, peer in list(self.peers.items()):
+            if peer_id != exclude:
                 peer.send(frame)
 
     # --- changes ---------------------------------------------------------------------
 
-    def apply_local(self, update: bytes, appended: Appended, sender: int) -> None:
-        """A peer's update is durable: apply it and send its exact bytes to the others."""
+    def apply_local(
+        self, update: bytes, appended: Appended, sender: int, frame: bytes | None = None
+    ) -> None:
+        """A peer's update is durable: apply it and send its exact bytes to the others
+        (``frame``: the update frame as the peer sent it, when it is already the one to
+        send, see ``codec.read_update_frame``; else it is encoded here)."""
         if appended.duplicate and not pending_updates(self.doc, [update]):
             return  # in the log and in the room: peers had it when it was first committed
         # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
         self._apply(update)
-        self.broadcast(codec.encode(SyncUpdate(update)), exclude=sender)
+        self.broadcast(frame or codec.encode(SyncUpdate(update)), exclude=sender)
 
     def skip_own(self, head: Head) -> bool:
         """Move the cursor to ``head`` if every update up to it is known to the room (its
         own commits); ``False`` when the log tail must be read."""
-        if self.cursor is not None and head.versionstamp <= self.cursor:
+        if self.cursor is not None and head.versionstamp.raw <= self.cursor.raw:
             return True
         if head.count is None or self.count is None:
             return False
-        own = [vs for vs in self.own if vs <= head.versionstamp]
+        last = head.versionstamp.raw  # versionstamps compare as their bytes, faster so
+        own = [vs for vs in self.own if vs.raw <= last]
         if head.count - self.count != len(own):
             return False
         self.cursor, self.count = head.versionstamp, head.count
@@ -174,7 +179,8 @@ class Room:
         self.cursor = records[-1].versionstamp
         if self.count is not None:
             self.count += len(records)
-        self.own = {vs for vs in self.own if vs > self.cursor}
+        last = self.cursor.raw
+        self.own = {vs for vs in self.own if vs.raw > last}
 
     def apply_remote(self, records: Iterable[Record]) -> int:
         """Updates another instance committed: apply and send to every peer."""
@@ -247,11 +253,14 @@ class Rooms:
         """Note this instance's connection commits in their rooms (see :meth:`Room.skip_own`);
         they reach the room through ``apply_local``, as the tail reader assumes too."""
         mine = f"{self.instance}/"
+        rooms = self._rooms
         for item, appended in zip(items, results, strict=True):
             if appended.duplicate or not item.session.startswith(mine):
                 continue
-            room = self._rooms.get(item.doc.space)
-            if room is not None and (room.cursor is None or appended.versionstamp > room.cursor):
+            room = rooms.get(item.doc.space)
+            if room is not None and (
+                room.cursor is None or appended.versionstamp.raw > room.cursor.raw
+            ):
                 room.own.add(appended.versionstamp)
 
     def __len__(self) -> int:

@@ -19,7 +19,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from crdt.errors import StoreError, TransactionTooLarge, WeftError
 from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, History
@@ -33,11 +32,15 @@ SNAPSHOT_CONCURRENCY = 2
 Done = Callable[[Appended | None, BaseException | None], None]
 
 
-@dataclass
 class _Pending:
-    item: Append
-    done: Done
-    queued: float = field(default_factory=time.monotonic)
+    """One queued update (a plain slotted class: one is made per update)."""
+
+    __slots__ = ("done", "item", "queued")
+
+    def __init__(self, item: Append, done: Done) -> None:
+        self.item = item
+        self.done = done
+        self.queued = time.monotonic()
 
     def settle(self, appended: Appended | None, error: BaseException | None) -> None:
         try:

@@ -148,6 +148,11 @@ class _Link:
             self.app[METRICS],
         )
         self.session_id = f"{settings.instance}/{self.conn.id}"
+        # Looked up once: the per-update paths below use them thousands of times a second.
+        self.connections = self.app[CONNECTIONS]
+        self.metrics = self.app[METRICS]
+        self.rooms = self.app[ROOMS]
+        self.writer = self.app[WRITER]
         self.max_inflight = settings.max_inflight_updates
         self.inflight = 0
         self.room_free = asyncio.Event()
@@ -207,13 +212,14 @@ class _Link:
             )
 
     async def _read(self) -> None:
-        assert self.session is not None
-        metrics = self.app[METRICS]
+        session = self.session
+        assert session is not None
+        metrics, connections, conn = self.metrics, self.connections, self.conn
         async for msg in self.ws:
-            if self.conn.closing or self.app[CONNECTIONS].draining:
+            if conn.closing or connections.draining:
                 break
             if msg.type == WSMsgType.BINARY:
-                actions = self.session.receive_frame(msg.data, time.monotonic())
+                actions = session.receive_frame(msg.data, time.monotonic())
                 if (
                     len(actions) == 1
                     and type(actions[0]) is Commit
@@ -223,12 +229,12 @@ class _Link:
                 else:
                     await self._act(actions)
             elif msg.type == WSMsgType.TEXT:
-                await self._act(self.session.receive_text())
+                await self._act(session.receive_text())
             elif msg.type == WSMsgType.ERROR:
                 metrics.refusals.inc(label="too_big" if self.ws.close_code == 1009 else "protocol")
                 log.warning("connection %d: %s", self.conn.id, msg.data, extra=self.extra)
                 break
-            if self.conn.closing:
+            if conn.closing:
                 break
 
     async def _settle(self) -> None:
@@ -290,7 +296,7 @@ class _Link:
         )
         self.inflight += 1  # before: an update the writer refuses at once is settled inside
         try:
-            self.app[WRITER].submit_with(item, functools.partial(self._on_commit, commit))
+            self.writer.submit_with(item, functools.partial(self._on_commit, commit))
         except WriterClosed:
             self.inflight -= 1
             self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -301,20 +307,22 @@ class _Link:
         """Called by the writer once ``commit`` is durable (or failed)."""
         self.inflight -= 1
         self.room_free.set()
-        assert self.session is not None and self.room is not None
+        session = self.session
+        assert session is not None and self.room is not None
         if error is not None or appended is None:
-            self._act_now(self.session.failed(commit, error or StoreError("commit failed")))
+            self._act_now(session.failed(commit, error or StoreError("commit failed")))
             return
         try:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None
-            room = self.app[ROOMS].get(self.ref) or self.room
-            room.apply_local(commit.update, appended, self.conn.id)
-            self.app[METRICS].fanout_latency.observe(time.monotonic() - commit.received)
-            self._act_now(self.session.committed(commit, appended))
+            room = self.rooms.get(self.ref) or self.room
+            room.apply_local(commit.update, appended, self.conn.id, commit.frame)
+            self.metrics.fanout_latency.observe(time.monotonic() - commit.received)
+            if session.weft or commit.branch is not None:  # else: nothing to acknowledge
+                self._act_now(session.committed(commit, appended))
         except ValueError as exc:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
             log.warning("connection %d: %s", self.conn.id, exc, extra=self.extra)
-            self.app[METRICS].refusals.inc(label="unusable_update")
+            self.metrics.refusals.inc(label="unusable_update")
             self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
         except Exception:  # a callback boundary: the update is durable; the client resends
             log.error("after committing for connection %d", self.conn.id, exc_info=True)
