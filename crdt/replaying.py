@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from crdt import keys, ydoc
 from crdt.kv.base import ReadTransaction
@@ -54,9 +54,16 @@ class Replayed:
     doc: Doc[Any]
     versionstamp: Versionstamp | None
     updates_applied: int
+    # what was applied to ``doc`` after the snapshot's state (see ``state``)
+    applied: tuple[bytes, ...] = ()
 
     def state(self) -> bytes:
-        return self.doc.get_update()
+        """The document as one update, including the updates ``doc`` holds pending
+        (``Doc.get_update`` leaves out an update whose dependencies never arrived: the
+        log keeps updates in arrival order, so it can end with such an update)."""
+        state = self.doc.get_update()
+        pending = pending_updates(self.doc, self.applied)
+        return merge_updates(state, *pending) if pending else state
 
 
 def _whole_values(
@@ -200,13 +207,15 @@ def _build(
     snapshot: Snapshot | None, records: list[Record], segments: Sequence[Segment] = ()
 ) -> Replayed:
     doc = _start(snapshot)
-    _apply(doc, [*(s.update for s in segments), *(r.update for r in records)])
+    updates = [*(s.update for s in segments), *(r.update for r in records)]
+    _apply(doc, updates)
     vs = snapshot.versionstamp if snapshot else None
     if segments:
         vs = segments[-1].versionstamp
     if records:
         vs = records[-1].versionstamp
-    return Replayed(doc, vs, len(records))
+    pending = snapshot.pending if snapshot is not None else ()
+    return Replayed(doc, vs, len(records), (*pending, *updates))
 
 
 __all__ = ["Replayed"]
