@@ -1,0 +1,100 @@
+"""``rooms.integrate`` (the room's cheap apply) leaves a document exactly as
+``ydoc.apply`` does: same state bytes after every update, pending updates included, the
+same errors for an update that does not decode or makes pycrdt panic, and a document that
+is still usable afterwards."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map, Text
+
+from crdt import ydoc
+from server.rooms import integrate
+
+# The fuzzed update of tests/integration/test_poison_update.py: it decodes, applies to an
+# empty Doc, and makes pycrdt panic after the 30 edits of ``history_of_edits``.
+POISON = bytes.fromhex("0101071d2801046d65742d0961036b3134017c41600000010704010206040c031201")
+
+
+def history_of_edits() -> Doc[Any]:
+    doc: Doc[Any] = Doc(client_id=7)
+    text = doc.get("content", type=Text)
+    meta = doc.get("meta", type=Map)
+    for i in range(30):
+        if i % 3 == 0:
+            text.insert(len(text) // 2, "hello")
+        elif i % 3 == 1 and len(text) > 2:
+            del text[1:3]
+        else:
+            meta[f"k{i}"] = i
+    return doc
+
+
+def edits(seed: int, n: int = 300) -> list[bytes]:
+    """Updates of three editors typing and deleting, each also seeing the others'."""
+    rng = random.Random(seed)
+    docs: list[Doc[Any]] = [Doc(client_id=100 + i) for i in range(3)]
+    updates = []
+    for _ in range(n):
+        doc = rng.choice(docs)
+        text = doc.get("content", type=Text)
+        before = doc.get_state()
+        if len(text) > 3 and rng.random() < 0.3:
+            start = rng.randrange(len(text) - 2)
+            del text[start : start + 2]
+        elif rng.random() < 0.1:
+            doc.get("meta", type=Map)["k"] = rng.random()
+        else:
+            text.insert(rng.randrange(len(text) + 1), rng.choice("abc\n"))
+        update = doc.get_update(before)
+        updates.append(update)
+        for other in docs:
+            if other is not doc and rng.random() < 0.7:
+                other.apply_update(update)
+        for other in docs:  # catch up now and then
+            if rng.random() < 0.05:
+                other.apply_update(doc.get_update(other.get_state()))
+    return updates
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_same_state_as_apply_update_after_every_update(seed: int) -> None:
+    updates = edits(seed)
+    random.Random(seed).shuffle(updates)  # out of order: some wait pending for a while
+    fast: Doc[Any] = Doc()
+    slow: Doc[Any] = Doc()
+    for update in updates:
+        integrate(fast, update)
+        ydoc.apply(slow, update)
+        assert fast.get_state() == slow.get_state()
+    assert fast.get_update() == slow.get_update()
+    assert str(fast.get("content", type=Text)) == str(slow.get("content", type=Text))
+
+
+def test_errors_are_those_of_ydoc_apply_and_the_doc_stays_usable() -> None:
+    source = history_of_edits()
+    doc: Doc[Any] = Doc()
+    integrate(doc, source.get_update())
+    with pytest.raises(ydoc.UnusableUpdate, match="cannot be integrated"):
+        integrate(doc, POISON)
+    with pytest.raises(ydoc.UnusableUpdate, match="does not decode"):
+        integrate(doc, b"\x07\x07")
+    assert str(doc.get("content", type=Text)) == str(source.get("content", type=Text))
+    more: Doc[Any] = Doc()
+    more.apply_update(doc.get_update())
+    before = more.get_state()
+    more.get("content", type=Text).insert(0, "still works ")
+    integrate(doc, more.get_update(before))
+    assert str(doc.get("content", type=Text)).startswith("still works ")
+
+
+def test_inside_an_open_transaction_it_applies_through_pycrdt() -> None:
+    doc: Doc[Any] = Doc()
+    source: Doc[Any] = Doc()
+    source.get("content", type=Text).insert(0, "abc")
+    with doc.transaction():
+        integrate(doc, source.get_update())
+    assert str(doc.get("content", type=Text)) == "abc"
