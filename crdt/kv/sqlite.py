@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -231,10 +231,63 @@ class _Writer(_Reader):
         self.set(key, add_le(self.get(key), delta))
 
 
-@dataclass
 class _Request:
-    fn: Callable[[Transaction], Any]
-    future: Future[Committed[Any]] = field(default_factory=Future)
+    """One transaction function waiting for the writer, and how to hand its outcome back.
+
+    From an event loop (``transact``) the outcome goes straight to an asyncio future,
+    set in the loop's thread through one ``call_soon_threadsafe``; from other threads
+    (``transact_sync``) to a ``concurrent.futures.Future``. The asyncio path used to be a
+    concurrent future wrapped with ``asyncio.wrap_future``: a lock and a condition per
+    transaction and two chained callbacks, most of an empty transaction's round trip.
+    """
+
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[Transaction], Any],
+        future: asyncio.Future[Any] | Future[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.fn = fn
+        self.future = future  # an asyncio future of ``loop``, or a concurrent one
+        self.loop = loop
+
+    def claim(self) -> bool:
+        """Whether the caller still waits (``False``: cancelled while queued; the writer
+        skips it). Once claimed, a cancel no longer stops the transaction."""
+        if self.loop is None:
+            assert isinstance(self.future, Future)
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()  # one flag read: safe from the writer thread
+
+
+def _settle(outcomes: list[tuple[_Request, Any]]) -> None:
+    """Hand outcomes (results, or exceptions to raise) to their callers: directly for
+    threads, in one ``call_soon_threadsafe`` per event loop for the asyncio ones."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
+    for request, outcome in outcomes:
+        if request.loop is None:
+            with contextlib.suppress(InvalidStateError):  # already settled or cancelled
+                if isinstance(outcome, BaseException):
+                    request.future.set_exception(outcome)
+                else:
+                    request.future.set_result(outcome)
+        else:
+            by_loop.setdefault(request.loop, []).append((request, outcome))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle_in_loop, settled)
+
+
+def _settle_in_loop(settled: list[tuple[_Request, Any]]) -> None:
+    for request, outcome in settled:
+        if request.future.done():  # cancelled after the writer claimed it
+            continue
+        if isinstance(outcome, BaseException):
+            request.future.set_exception(outcome)
+        else:
+            request.future.set_result(outcome)
 
 
 @dataclass
@@ -284,7 +337,7 @@ class SQLiteEngine:
         self._poll_interval = poll_interval
         self._busy_timeout = busy_timeout
         self._max_batch = max_batch
-        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._submit_lock = threading.Lock()
         self._writes_stopped: StoreError | None = None  # set when the writer thread ends
@@ -414,21 +467,24 @@ class SQLiteEngine:
     async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         if not self._opened:
             raise StoreError("engine is not open")
-        return await asyncio.wrap_future(self._submit(fn))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Committed[T]] = loop.create_future()
+        self._submit(_Request(fn, future, loop))
+        return await future
 
     def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         """``transact`` for threads that are not running an event loop."""
-        return self._submit(fn).result()
+        future: Future[Committed[T]] = Future()
+        self._submit(_Request(fn, future))
+        return future.result()
 
-    def _submit(self, fn: Callable[[Transaction], T]) -> Future[Committed[T]]:
-        request = _Request(fn)
+    def _submit(self, request: _Request) -> None:
         with self._submit_lock:
             if self._writes_stopped is not None:
                 raise StoreError(str(self._writes_stopped))
             if self._writer_thread is None:
                 raise StoreError("engine is not open")
             self._requests.put(request)
-        return request.future
 
     def _write_loop(self) -> None:
         """Commit queued transactions in batches until ``close``; whatever ends this
@@ -462,7 +518,7 @@ class SQLiteEngine:
         while not batch:
             item = self._requests.get()
             while item is not None:
-                if item.future.set_running_or_notify_cancel():  # else: cancelled while queued
+                if item.claim():  # else: cancelled while queued
                     batch.append(item)
                     if len(batch) >= self._max_batch:
                         return batch
@@ -500,11 +556,7 @@ class SQLiteEngine:
                     self._writer_conn.execute("ROLLBACK")
                 self._fail(batch, StoreError(f"commit failed: {exc!r}"))
                 return
-        for request, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                request.future.set_exception(outcome)
-            else:
-                request.future.set_result(outcome)
+        _settle(list(zip(batch, outcomes, strict=True)))
         if written:
             try:
                 self._notify(written)
@@ -559,9 +611,7 @@ class SQLiteEngine:
 
     @staticmethod
     def _fail(batch: list[_Request], exc: StoreError) -> None:
-        for request in batch:
-            with contextlib.suppress(InvalidStateError):  # already settled or cancelled
-                request.future.set_exception(exc)
+        _settle([(request, exc) for request in batch])
 
     # --- checkpoints -----------------------------------------------------------------
 
