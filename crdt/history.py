@@ -441,8 +441,9 @@ def _append_tr(
     set_key, set_value = tr.set_versionstamped_key, tr.set_versionstamped_value
     for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
         space = item.doc.space
-        if (space, digest) in in_batch:
-            markers.append(in_batch[space, digest])
+        seen = (space, digest)
+        if seen in in_batch:
+            markers.append(in_batch[seen])
             continue
         if existing is not None:
             markers.append(Versionstamp(existing))
@@ -463,7 +464,7 @@ def _append_tr(
         state.last = user
         state.count += 1
         state.size += len(update)
-        in_batch[space, digest] = user
+        in_batch[seen] = user
         markers.append(user)
         user += 1
     for state in touched.values():
