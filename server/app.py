@@ -101,6 +101,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await history.init()
         app[WRITER].start()
         app[ROOMS].start()
+        # Connection and rate quotas hold across instances: through the registry.
+        await app[QUOTAS].join(app[ROOMS].awareness.registry, app[METRICS])
         try:
             yield
         finally:

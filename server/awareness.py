@@ -17,6 +17,9 @@ document's history (no ``u/``, snapshot or time-index key is ever written for it
   is renewed every ``RENEW_EVERY`` so the expiry below never hides a live client; an
   entry whose clients are all gone (or whose room unloaded, or whose server drains) is
   cleared.
+- Whether another instance is alive comes from the instance registry
+  (:mod:`server.registry`): alone, an instance shares nothing, so a single server writes
+  no awareness to its store at all.
 - Each loaded room follows the doc's counter (``kv.watch``) and reads every entry; its
   own instance's and any entry older than ``TIMEOUT_MS`` (y-protocols' own awareness
   timeout: a crashed instance's clients vanish) are dropped, and :func:`merge` turns the
@@ -42,6 +45,7 @@ from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry
 from crdt.kv.base import MAX_VALUE, Engine, Transaction
 from server.metrics import Metrics
+from server.registry import Registry
 from server.session import MAX_AWARENESS_STATE
 
 if TYPE_CHECKING:
@@ -59,10 +63,6 @@ RENEW_EVERY = 15.0
 EXPIRY_CHECK = 5.0
 """While a room shows remote clients, it re-reads the entries this often (expiry)."""
 WATCH_COALESCE = 0.01
-HEARTBEAT_EVERY = 10.0
-"""Seconds between two heartbeats of a running instance in the registry."""
-INSTANCE_TIMEOUT_MS = 35_000
-"""An instance whose heartbeat is older than this is taken for gone."""
 MAX_ROOMS_PER_PUBLISH = 200
 MAX_PUBLISH_BYTES = 2_000_000
 """Bytes of states one publishing transaction writes at most (more waits for the next)."""
@@ -189,7 +189,9 @@ class ClusterAwareness:
     """Publishes this instance's local awareness per room and relays the other instances'
     (see the module docstring). One per :class:`~server.rooms.Rooms`."""
 
-    def __init__(self, kv: Engine, instance: str, metrics: Metrics) -> None:
+    def __init__(
+        self, kv: Engine, instance: str, metrics: Metrics, registry: Registry | None = None
+    ) -> None:
         self.kv = kv
         self.instance = instance
         self.metrics = metrics
@@ -201,17 +203,17 @@ class ClusterAwareness:
         # Whether another instance is alive (the registry says): alone, an instance
         # shares nothing, so a single server writes no awareness to its store at all.
         self.others = False
-        self._registry: asyncio.Task[None] | None = None
+        self._owns_registry = registry is None
+        self.registry = registry or Registry(kv, instance, metrics)
+        self.registry.on_others(self._set_others)
         self._closing = False
 
     # --- rooms -------------------------------------------------------------------------
 
     def attach(self, room: Room) -> None:
         """``room`` was loaded: follow the other instances' awareness for it."""
-        if self._registry is None and not self._closing:
-            self._registry = asyncio.create_task(
-                self._registry_forever(), name="weft-awareness-registry"
-            )
+        if not self._closing:
+            self.registry.start()
         link = _Link(room, next(self._gens))
         self._links[room.ref.space] = link
         room.awareness_changed = lambda: self._changed(link)
@@ -246,68 +248,21 @@ class ClusterAwareness:
         self._closing = True  # no new tasks; the loops stop at their next turn
         for link in list(self._links.values()):
             self.detach(link.room)
-        tasks = [task for task in (self._publisher, self._registry) if task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
+        if self._publisher is not None:
+            self._publisher.cancel()
             # Not ``await task``: on Python 3.11 a cancel that lands as the task's
             # wait_for completes is swallowed, and the task would run on (seen in tests).
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait([self._publisher], timeout=timeout)
         self._publisher = None
         if self._dirty:
             try:
                 await asyncio.wait_for(self._flush(list(self._dirty)), timeout)
             except Exception as exc:  # shutting down: the entries expire on their own
                 log.warning("could not clear this instance's awareness entries: %s", exc)
-        if self._registry is not None:
-            self._registry = None
-            key = keys.instance(self.instance)
-
-            def leave(tr: Transaction) -> None:
-                tr.clear(key)
-                tr.add(keys.INSTANCES_BUMP, 1)
-
-            try:
-                await asyncio.wait_for(self.kv.transact(leave), timeout)
-            except Exception as exc:  # its heartbeat expires on its own
-                log.warning("could not leave the instance registry: %s", exc)
+        if self._owns_registry:
+            await self.registry.close(timeout)
 
     # --- the instance registry -----------------------------------------------------------
-
-    async def _registry_forever(self) -> None:
-        """Heartbeat this instance into the registry every ``HEARTBEAT_EVERY`` and learn
-        whether any other one is alive; an instance coming or going bumps a key the
-        others watch, so they learn at once."""
-        key = keys.instance(self.instance)
-        lo, hi = keys.instances_range()
-        joined = False
-        delay = 0.1
-        while not self._closing:
-            try:
-                ms = int(time.time() * 1000)
-
-                def beat(
-                    tr: Transaction, ms: int = ms, joined: bool = joined
-                ) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
-                    tr.set(key, msgpack.packb({"ms": ms}))
-                    if not joined:
-                        tr.add(keys.INSTANCES_BUMP, 1)
-                    return tr.get(keys.INSTANCES_BUMP), tr.get_range(lo, hi)
-
-                bump, rows = (await self.kv.transact(beat)).result
-                joined = True
-                self._set_others(_others_alive(rows, key, ms))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.kv.watch(keys.INSTANCES_BUMP, bump), HEARTBEAT_EVERY
-                    )
-                delay = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a task boundary: log, back off, keep beating
-                log.warning("the instance registry failed; retrying", exc_info=True)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _set_others(self, alive: bool) -> None:
         if alive == self.others or self._closing:
@@ -424,17 +379,6 @@ class ClusterAwareness:
         if changes:
             room.broadcast(codec.encode(Awareness(codec.encode_awareness(changes))))
             self.metrics.awareness_remote.inc()
-
-
-def _others_alive(rows: Iterable[tuple[bytes, bytes]], mine: bytes, ms: int) -> bool:
-    """Whether a registry row other than ``mine`` has a heartbeat within the timeout."""
-    for key, raw in rows:
-        if key == mine:
-            continue
-        with contextlib.suppress(Exception):
-            if int(msgpack.unpackb(raw)["ms"]) > ms - INSTANCE_TIMEOUT_MS:
-                return True
-    return False
 
 
 def _local_states(states: States, local: set[int]) -> States:

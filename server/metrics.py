@@ -18,6 +18,10 @@ one process in tests. Series:
   server.awareness)
 - ``weft_awareness_remote_total`` (counter): awareness messages sent to local peers with
   the states of clients on other instances
+- ``weft_instances`` (gauge): server instances alive on this store, this one included, as
+  the instance registry last read (server.registry)
+- ``weft_remote_connections`` (gauge): connections the other live instances published,
+  all tenants (counted against the tenants' connection quotas, see server.quotas)
 """
 
 from __future__ import annotations
@@ -148,6 +152,13 @@ class Metrics:
             "weft_awareness_remote_total",
             "Awareness messages relayed to local peers from other server instances.",
         )
+        self.instances = Gauge(
+            "weft_instances", "Server instances alive on this store, this one included."
+        )
+        self.remote_connections = Gauge(
+            "weft_remote_connections",
+            "Connections published by the other live instances (all tenants).",
+        )
 
     def render(self) -> str:
         series: list[Counter | Gauge | Histogram] = [
@@ -162,5 +173,7 @@ class Metrics:
             self.tail_reads,
             self.awareness_publishes,
             self.awareness_remote,
+            self.instances,
+            self.remote_connections,
         ]
         return "\n".join(line for s in series for line in s.render()) + "\n"

@@ -1,23 +1,48 @@
 """Per-tenant quotas: update size, document size, update rate, connections.
 
-Pure bookkeeping (time is passed in), counted per server process. The rate is a token
-bucket shared by all of a tenant's connections on this instance: an update beyond the
-rate is delayed (reading from that connection pauses: backpressure, nothing is lost);
-only when the tenant is more than ``max_wait`` seconds behind is it refused.
+Bookkeeping (time is passed in). Several instances on one store are one service, so the
+connection and rate quotas hold across them, through the instance registry
+(:mod:`server.registry`; :meth:`Quotas.join` wires it):
+
+- connections: each instance publishes its per-tenant connection counts; a connection is
+  admitted while this instance's count plus the other live instances' published counts
+  is below the limit. Counts are published promptly while another instance is alive
+  (coalesced, at most every ``registry.PUBLISH_EVERY``), so the cluster may overshoot by
+  the connections admitted elsewhere within one publish interval; a dead instance's
+  connections count until its heartbeat expires.
+- update rate: a token bucket per tenant on each instance, shared by the tenant's
+  connections there. Its rate and burst are the tenant's divided evenly between the
+  live instances that hold connections of the tenant (1/n each), so together they
+  admit about the limit; a lone instance keeps the full rate. An update beyond the rate
+  is delayed (reading from that connection pauses: backpressure, nothing is lost); only
+  when the tenant is more than ``max_wait`` seconds behind is it refused.
+- sizes (update, document) need no sharing: a document's size comes from the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from crdt.errors import QuotaExceeded
 from server.config import Settings
+
+if TYPE_CHECKING:
+    from server.metrics import Metrics
+    from server.registry import Registry
 
 # Close codes for refusals (see README, "Close codes").
 CLOSE_TOO_BIG = 1009
 CLOSE_DOC_TOO_BIG = 4413
 CLOSE_RATE = 4429
 CLOSE_CONNECTIONS = 4429
+
+FIELD = "conns"
+"""The registry field holding an instance's ``{tenant: open connections}``."""
+MAX_PUBLISHED_TENANTS = 1000
+"""Tenants an instance publishes counts for at most (those with the most connections):
+keeps a registry entry under the store's value limit."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,11 @@ class TokenBucket:
     def __post_init__(self) -> None:
         self.tokens = self.burst
 
+    def resize(self, rate: float, burst: float) -> None:
+        """New rate and burst from now on (tokens beyond the new burst are dropped)."""
+        self.rate, self.burst = rate, burst
+        self.tokens = min(self.tokens, burst)
+
     def reserve(self, now: float, max_wait: float) -> float | None:
         """Take one token; the seconds to wait before using it, or None (refused)."""
         if self.stamp is not None:
@@ -62,8 +92,12 @@ class Quotas:
         self.default = default
         self.overrides = overrides or {}
         self.max_wait = max_wait
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, tuple[TokenBucket, int]] = {}  # with its instance count
         self._connections: dict[str, int] = {}
+        self._remote: dict[str, int] = {}  # connections on the other live instances
+        self._serving: dict[str, int] = {}  # other live instances holding connections
+        self._changed: Callable[[], None] | None = None
+        self._metrics: Metrics | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Quotas:
@@ -89,15 +123,68 @@ class Quotas:
     def limits(self, tenant: str) -> Limits:
         return self.overrides.get(tenant, self.default)
 
+    # --- across instances -------------------------------------------------------------
+
+    async def join(
+        self, registry: Registry, metrics: Metrics | None = None, timeout: float = 2.0
+    ) -> None:
+        """Share connection counts and rates with the other instances through
+        ``registry``: publish ours, count theirs. Starts the registry and waits (at most
+        ``timeout``) for its first read, so an instance knows the others' counts before
+        it admits its first connection."""
+        self._metrics = metrics
+        registry.share(FIELD, self.published)
+        registry.on_peers(lambda: self.set_remote(registry.peers.values()))
+        self._changed = registry.changed
+        await registry.ready(timeout)
+
+    def published(self) -> dict[str, int]:
+        """What this instance publishes: its open connections per tenant."""
+        counts = self._connections
+        if len(counts) > MAX_PUBLISHED_TENANTS:
+            top = sorted(counts.items(), key=lambda item: item[1], reverse=True)
+            return dict(top[:MAX_PUBLISHED_TENANTS])
+        return dict(counts)
+
+    def set_remote(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """The other live instances' registry entries: their published counts replace
+        what was known. A malformed field is ignored (that instance counts as empty)."""
+        remote: dict[str, int] = {}
+        serving: dict[str, int] = {}
+        for entry in entries:
+            counts = entry.get(FIELD)
+            if not isinstance(counts, dict):
+                continue
+            for tenant, count in counts.items():
+                if isinstance(tenant, str) and type(count) is int and count > 0:
+                    remote[tenant] = remote.get(tenant, 0) + count
+                    serving[tenant] = serving.get(tenant, 0) + 1
+        self._remote, self._serving = remote, serving
+        if self._metrics is not None:
+            self._metrics.remote_connections.set(sum(remote.values()))
+
+    def instances(self, tenant: str) -> int:
+        """The live instances sharing ``tenant``'s rate: this one and every other one
+        holding connections of the tenant."""
+        return 1 + self._serving.get(tenant, 0)
+
+    # --- connections ---------------------------------------------------------------------
+
     def connect(self, tenant: str) -> None:
-        """Count a new connection; :class:`QuotaExceeded` (4429) when the tenant is full."""
+        """Count a new connection; :class:`QuotaExceeded` (4429) when the tenant is full,
+        counting the connections the other live instances published."""
         count = self._connections.get(tenant, 0)
+        remote = self._remote.get(tenant, 0)
         limit = self.limits(tenant).max_connections
-        if count >= limit:
+        if count + remote >= limit:
+            where = f"; {count} here, {remote} on other instances" if remote else ""
             raise QuotaExceeded(
-                f"too many connections for tenant {tenant} (limit {limit})", CLOSE_CONNECTIONS
+                f"too many connections for tenant {tenant} (limit {limit}{where})",
+                CLOSE_CONNECTIONS,
             )
         self._connections[tenant] = count + 1
+        if self._changed is not None:
+            self._changed()
 
     def disconnect(self, tenant: str) -> None:
         count = self._connections.get(tenant, 0) - 1
@@ -105,23 +192,41 @@ class Quotas:
             self._connections[tenant] = count
         else:
             self._connections.pop(tenant, None)
+        if self._changed is not None:
+            self._changed()
 
     def connections(self, tenant: str) -> int:
+        """This instance's open connections of ``tenant``."""
         return self._connections.get(tenant, 0)
+
+    def remote_connections(self, tenant: str) -> int:
+        """The connections of ``tenant`` the other live instances published."""
+        return self._remote.get(tenant, 0)
+
+    # --- updates -------------------------------------------------------------------------
 
     def reserve_update(self, tenant: str, now: float) -> float:
         """Seconds to wait before committing one more update; QuotaExceeded (4429) if
         the tenant is too far over its rate."""
-        bucket = self._buckets.get(tenant)
-        if bucket is None:
+        held = self._buckets.get(tenant)
+        instances = 1 + self._serving.get(tenant, 0)
+        if held is None or held[1] != instances:
             limits = self.limits(tenant)
-            bucket = self._buckets[tenant] = TokenBucket(
-                limits.updates_per_second, limits.updates_burst
-            )
+            rate = limits.updates_per_second / instances
+            burst = max(1.0, limits.updates_burst / instances)
+            if held is None:
+                bucket = TokenBucket(rate, burst)
+            else:
+                bucket = held[0]
+                bucket.resize(rate, burst)
+            held = self._buckets[tenant] = (bucket, instances)
+        bucket = held[0]
         wait = bucket.reserve(now, self.max_wait)
         if wait is None:
+            limit = self.limits(tenant).updates_per_second
+            shared = f" (shared by {instances} instances)" if instances > 1 else ""
             raise QuotaExceeded(
-                f"update rate over {bucket.rate:g}/s for tenant {tenant}", CLOSE_RATE
+                f"update rate over {limit:g}/s for tenant {tenant}{shared}", CLOSE_RATE
             )
         return wait
 

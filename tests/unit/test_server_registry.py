@@ -1,0 +1,117 @@
+"""The instance registry: two registries on one real SQLite file (two engines, as two
+server processes would have), and the pure reading of its rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from crdt import keys
+from crdt.history import History
+from crdt.kv import Engine, open_engine
+from server.metrics import Metrics
+from server.registry import INSTANCE_TIMEOUT_MS, PUBLISH_EVERY, Registry, live_peers
+
+NOW = 1_800_000_000_000
+
+
+@pytest.fixture
+async def engines(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
+    url = f"sqlite:///{tmp_path / 'weft.db'}"
+    async with open_engine(url) as one, open_engine(url) as two:
+        await History(one).init()
+        yield one, two
+
+
+async def until(predicate: object, timeout: float = 3.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def stored(kv: Engine, name: str) -> dict[str, Any] | None:
+    raw = await kv.read(lambda tr: tr.get(keys.instance(name)))
+    return None if raw is None else dict(msgpack.unpackb(raw))
+
+
+def test_live_peers_skips_mine_the_expired_and_the_undecodable() -> None:
+    rows = [
+        (keys.instance("a"), msgpack.packb({"ms": NOW, "conns": {"acme": 1}})),
+        (keys.instance("b"), msgpack.packb({"ms": NOW - INSTANCE_TIMEOUT_MS + 1})),
+        (keys.instance("dead"), msgpack.packb({"ms": NOW - INSTANCE_TIMEOUT_MS})),
+        (keys.instance("junk"), b"\xc1"),
+        (keys.instance("nodict"), msgpack.packb([NOW])),
+        (keys.instance("noms"), msgpack.packb({"conns": {}})),
+    ]
+    peers = live_peers(rows, keys.instance("a"), NOW)
+    assert peers == {"b": {"ms": NOW - INSTANCE_TIMEOUT_MS + 1}}
+
+
+async def test_a_lone_instance_writes_only_its_heartbeat(engines: tuple[Engine, Engine]) -> None:
+    counts = {"acme": 1}
+    a = Registry(engines[0], "a")
+    a.share("conns", lambda: dict(counts))
+    try:
+        assert await a.ready(2.0)
+        assert (await stored(engines[0], "a") or {})["conns"] == {"acme": 1}
+        counts["acme"] = 2
+        a.changed()
+        await asyncio.sleep(PUBLISH_EVERY + 0.3)
+        assert not a.others
+        assert (await stored(engines[0], "a") or {})["conns"] == {"acme": 1}  # not yet
+    finally:
+        await a.close()
+    assert await stored(engines[0], "a") is None  # left
+
+
+async def test_instances_see_each_other_and_publish_changes_promptly(
+    engines: tuple[Engine, Engine],
+) -> None:
+    counts_a: dict[str, int] = {"acme": 1}
+    metrics_b = Metrics()
+    a = Registry(engines[0], "a")
+    b = Registry(engines[1], "b", metrics_b)
+    a.share("conns", lambda: dict(counts_a))
+    b.share("conns", lambda: {"acme": 5})
+    flips: list[bool] = []
+    a.on_others(flips.append)
+    seen_by_b: list[Any] = []
+    b.on_peers(lambda: seen_by_b.append(b.peers.get("a", {}).get("conns")))
+    try:
+        assert await a.ready(2.0)
+        counts_a["acme"] = 2  # alone: not published...
+        a.changed()
+        assert await b.ready(2.0)
+        # ...but a newcomer gets it at once: a publishes when b appears.
+        await until(lambda: b.peers.get("a", {}).get("conns") == {"acme": 2})
+        await until(lambda: a.peers.get("b", {}).get("conns") == {"acme": 5})
+        assert a.others and b.others and flips == [True]
+        assert metrics_b.instances.value == 2
+
+        # Changes while another instance is alive: published within about one interval,
+        # a burst of them coalesced into a few writes.
+        seen_by_b.clear()
+        started = time.monotonic()
+        for n in range(3, 53):
+            counts_a["acme"] = n
+            a.changed()
+            await asyncio.sleep(0.01)
+        await until(lambda: b.peers["a"]["conns"] == {"acme": 52})
+        took = time.monotonic() - started
+        assert took < 0.5 + 3 * PUBLISH_EVERY, took
+        assert 1 <= len(seen_by_b) <= 5, seen_by_b
+
+        await a.close()  # leaving: b learns at once
+        await until(lambda: not b.others, timeout=1.0)
+        assert b.peers == {} and metrics_b.instances.value == 1
+    finally:
+        await a.close()
+        await b.close()
