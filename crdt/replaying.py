@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
@@ -121,8 +121,43 @@ def _latest_snapshot(tr: ReadTransaction, doc: DocRef, at: Versionstamp | None) 
     return None
 
 
+class Logged(Protocol):
+    """What building a snapshot needs of a log record: a :class:`Record`, or an update
+    its writer still holds (see :func:`known_records`)."""
+
+    @property
+    def versionstamp(self) -> Versionstamp: ...
+
+    @property
+    def update(self) -> bytes: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+def known_records(
+    snapshot: Snapshot | None, head: Versionstamp, count: int, known: Iterable[Logged]
+) -> list[Logged] | None:
+    """The log's records after ``snapshot`` up to ``head`` (in log order), taken from
+    ``known`` instead of read from the store, or ``None`` if ``known`` lacks any.
+
+    ``known`` holds updates that are in the log under their versionstamps, e.g. those
+    a server committed itself; ``count`` is the doc's update count at ``head`` (its head
+    value). The log holds exactly ``count - snapshot.count`` records in (snapshot,
+    head]; the distinct known ones in that range are some of them, so when there are as
+    many, they are all of them. Anything else (another writer, a restart, an update
+    committed by another path) shows as fewer, and the caller reads the log.
+    """
+    after = snapshot.versionstamp.raw if snapshot is not None else b""
+    last = head.raw
+    distinct = {r.versionstamp.raw: r for r in known if after < r.versionstamp.raw <= last}
+    if len(distinct) != count - (snapshot.count if snapshot is not None else 0):
+        return None
+    return [distinct[vs] for vs in sorted(distinct)]
+
+
 def _next_snapshot_writes(
-    doc: DocRef, snapshot: Snapshot | None, records: list[Record], segment_every: int
+    doc: DocRef, snapshot: Snapshot | None, records: Sequence[Logged], segment_every: int
 ) -> tuple[Snapshot, list[tuple[bytes, bytes]]]:
     """The next snapshot, and it and its segments as writes in commit order: segments
     first, and each value's part 0 (its commit marker) after the rest of its parts. A
@@ -146,7 +181,7 @@ def _next_snapshot_writes(
 
 
 def _next_snapshot(
-    snapshot: Snapshot | None, records: list[Record], segment_every: int
+    snapshot: Snapshot | None, records: Sequence[Logged], segment_every: int
 ) -> tuple[Snapshot, list[Segment]]:
     """The snapshot after ``records`` (its state, and what the doc still holds pending),
     and a segment for each run of ``segment_every`` records, as long as nothing was

@@ -7,7 +7,14 @@ queue: whatever arrived while the previous commit was in flight (up to ``max_upd
 updates, from many rooms, share one transaction and one fsync.
 
 After a commit, snapshots are scheduled off the hot path for the documents that received
-enough updates (``History.snapshot_if_due`` decides, this only avoids asking too often).
+enough updates. The writer keeps, per document, the updates it committed since the
+document's last snapshot (its *tail*): when they are provably all of the log's records
+since that snapshot (``replaying.known_records``: as many as the head's count says), the
+next snapshot is built from them without reading the log (reading and decoding a
+thousand records cost about as much as building the snapshot). Otherwise (another
+instance writes to the document too, the server restarted, the tail was dropped to stay
+within ``TAIL_BYTES``) ``History.snapshot_if_due`` reads the log, as before. Both write
+the same snapshot: the same records, in the same order, through the same builder.
 """
 
 from __future__ import annotations
@@ -21,12 +28,17 @@ from collections import deque
 from collections.abc import Callable
 
 from crdt.errors import StoreError, TransactionTooLarge, WeftError
-from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, History
+from crdt.history import MAX_BATCH_BYTES, MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
+from crdt.kv.base import ReadTransaction, Transaction
+from crdt.records import Snapshot
+from crdt.replaying import _latest_snapshot, _next_snapshot_writes, known_records
+from crdt.versionstamp import Versionstamp
 from server.metrics import Metrics
 
 log = logging.getLogger("weft.store")
 MAX_TRACKED_DOCS = 100_000
 SNAPSHOT_CONCURRENCY = 2
+TAIL_BYTES = 32 << 20  # update bytes all tails may hold; over it they are dropped
 
 
 Done = Callable[[Appended | None, BaseException | None], None]
@@ -60,6 +72,20 @@ def _resolve(
         future.set_result(appended)
 
 
+class _Logged:
+    """An update this writer committed, as a snapshot needs it (``replaying.Logged``)."""
+
+    __slots__ = ("update", "versionstamp")
+
+    def __init__(self, versionstamp: Versionstamp, update: bytes) -> None:
+        self.versionstamp = versionstamp
+        self.update = update
+
+    @property
+    def size(self) -> int:
+        return len(self.update)
+
+
 class WriterClosed(StoreError):
     """The writer is draining or closed: the update was not accepted (retry elsewhere)."""
 
@@ -87,6 +113,10 @@ class Writer:
         self._checked: set[bytes] = set()
         self._snapshots: dict[bytes, asyncio.Task[None]] = {}
         self._snapshot_slots = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        self._tails: dict[bytes, list[_Logged]] = {}  # per doc: committed since its snapshot
+        self._tail_bytes = 0
+        self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
+        self.log_snapshots = 0  # snapshots for which the log was read
 
     async def __aenter__(self) -> Writer:
         self.start()
@@ -175,16 +205,30 @@ class Writer:
 
     def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:
         docs: dict[bytes, DocRef] = {}
+        tails = self._tails
+        added = 0
         for p, appended in zip(batch, results, strict=True):
             if appended.duplicate:
                 continue
-            space = p.item.doc.space
-            docs[space] = p.item.doc
+            item = p.item
+            space = item.doc.space
+            docs[space] = item.doc
             count, size = self._since_check.get(space, (0, 0))
-            self._since_check[space] = (count + 1, size + len(p.item.update))
+            self._since_check[space] = (count + 1, size + len(item.update))
+            tail = tails.get(space)
+            if tail is None:
+                tail = tails[space] = []
+            # A repeat inside one append has the first copy's versionstamp: known_records
+            # counts distinct versionstamps.
+            tail.append(_Logged(appended.versionstamp, item.update))
+            added += len(item.update)
+        self._tail_bytes += added
+        if self._tail_bytes > TAIL_BYTES:
+            self._drop_tails()  # the next snapshots read the log, as they would anyway
         if len(self._checked) > MAX_TRACKED_DOCS or len(self._since_check) > MAX_TRACKED_DOCS:
             self._checked.clear()  # bounded memory; docs are simply checked once more
             self._since_check.clear()
+            self._drop_tails()
         for space, doc in docs.items():
             count, size = self._since_check[space]
             first = space not in self._checked
@@ -200,11 +244,29 @@ class Writer:
         on its next update): called when unloaded documents' memory is given back."""
         self._checked = set()
         self._since_check = {}
+        self._drop_tails()
+
+    def _drop_tails(self) -> None:
+        self._tails = {}
+        self._tail_bytes = 0
+
+    def _prune_tail(self, space: bytes, upto: Versionstamp) -> None:
+        """Forget the tail's updates at or before ``upto`` (a snapshot holds them)."""
+        tail = self._tails.get(space)
+        if tail is None:
+            return
+        last = upto.raw
+        kept = [r for r in tail if r.versionstamp.raw > last]
+        self._tail_bytes -= sum(r.size for r in tail) - sum(r.size for r in kept)
+        if kept:
+            self._tails[space] = kept
+        else:
+            del self._tails[space]
 
     async def _snapshot(self, doc: DocRef) -> None:
         try:
             async with self._snapshot_slots:
-                written = await self.history.snapshot_if_due(doc)
+                written = await self._snapshot_if_due(doc)
             if written is not None:
                 log.info(
                     "snapshot of %s/%s/%s at %s",
@@ -220,3 +282,62 @@ class Writer:
             log.error("snapshot of %s/%s failed", doc.project, doc.path, exc_info=True)
         finally:
             self._snapshots.pop(doc.space, None)
+
+    async def _snapshot_if_due(self, doc: DocRef) -> Snapshot | None:
+        """``History.snapshot_if_due``, from the doc's tail when it holds every record
+        since the latest snapshot (see the module docstring), else reading the log."""
+        history = self.history
+        space = doc.space
+        if space in self._tails:
+            head_key = doc.key("head")
+
+            def reads(tr: ReadTransaction) -> tuple[Snapshot | None, bytes | None]:
+                return _latest_snapshot(tr, doc, None), tr.get(head_key)
+
+            snapshot, raw = await history.kv.read(reads)
+            head = Head.decode(raw) if raw is not None else None
+            tail = self._tails.get(space, [])
+            records = (
+                known_records(snapshot, head.versionstamp, head.count, tail)
+                if head is not None and head.count is not None
+                else None
+            )
+            if records is not None:
+                if snapshot is not None:
+                    self._prune_tail(space, snapshot.versionstamp)
+                added = sum(r.size for r in records)
+                if not records or (
+                    len(records) < history.snapshot_every and added < history.snapshot_bytes
+                ):
+                    return None
+                new, writes = await asyncio.to_thread(
+                    _next_snapshot_writes, doc, snapshot, records, history.segment_every
+                )
+                await self._write(writes)
+                self._prune_tail(space, new.versionstamp)
+                self.tail_snapshots += 1
+                return new
+        written = await history.snapshot_if_due(doc)
+        self.log_snapshots += 1
+        if written is not None:
+            self._prune_tail(space, written.versionstamp)
+        return written
+
+    async def _write(self, writes: list[tuple[bytes, bytes]]) -> None:
+        """Write a snapshot's values in order, in transactions well under the size limit
+        (as ``History.snapshot_if_due`` does: each value is whole once its part 0 is in)."""
+        batches: list[list[tuple[bytes, bytes]]] = [[]]
+        size = 0
+        for key, value in writes:
+            if batches[-1] and size + len(key) + len(value) > MAX_BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append((key, value))
+            size += len(key) + len(value)
+        for batch in batches:
+
+            def fn(tr: Transaction, batch: list[tuple[bytes, bytes]] = batch) -> None:
+                for key, value in batch:
+                    tr.set(key, value)
+
+            await self.history.kv.transact(fn)
