@@ -102,7 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[WRITER].start()
         app[ROOMS].start()
         # Connection and rate quotas hold across instances: through the registry.
-        await app[QUOTAS].join(app[ROOMS].awareness.registry, app[METRICS])
+        app[QUOTAS].join(app[ROOMS].awareness.registry, app[METRICS])
         try:
             yield
         finally:

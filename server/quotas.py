@@ -9,7 +9,9 @@ connection and rate quotas hold across them, through the instance registry
   is below the limit. Counts are published promptly while another instance is alive
   (coalesced, at most every ``registry.PUBLISH_EVERY``), so the cluster may overshoot by
   the connections admitted elsewhere within one publish interval; a dead instance's
-  connections count until its heartbeat expires.
+  connections count until its heartbeat expires. Before its first connection, an
+  instance reads the registry once (:meth:`Quotas.ready`), so it never admits one
+  without knowing the others' counts.
 - update rate: a token bucket per tenant on each instance, shared by the tenant's
   connections there. Its rate and burst are the tenant's divided evenly between the
   live instances that hold connections of the tenant (1/n each), so together they
@@ -21,6 +23,7 @@ connection and rate quotas hold across them, through the instance registry
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,8 @@ from server.config import Settings
 if TYPE_CHECKING:
     from server.metrics import Metrics
     from server.registry import Registry
+
+log = logging.getLogger("weft.cluster")
 
 # Close codes for refusals (see README, "Close codes").
 CLOSE_TOO_BIG = 1009
@@ -97,6 +102,7 @@ class Quotas:
         self._remote: dict[str, int] = {}  # connections on the other live instances
         self._serving: dict[str, int] = {}  # other live instances holding connections
         self._changed: Callable[[], None] | None = None
+        self._registry: Registry | None = None
         self._metrics: Metrics | None = None
 
     @classmethod
@@ -125,18 +131,29 @@ class Quotas:
 
     # --- across instances -------------------------------------------------------------
 
-    async def join(
-        self, registry: Registry, metrics: Metrics | None = None, timeout: float = 2.0
-    ) -> None:
+    def join(self, registry: Registry, metrics: Metrics | None = None) -> None:
         """Share connection counts and rates with the other instances through
-        ``registry``: publish ours, count theirs. Starts the registry and waits (at most
-        ``timeout``) for its first read, so an instance knows the others' counts before
-        it admits its first connection."""
+        ``registry``: publish ours, count theirs (see :meth:`ready`)."""
+        self._registry = registry
         self._metrics = metrics
         registry.share(FIELD, self.published)
         registry.on_peers(lambda: self.set_remote(registry.peers.values()))
         self._changed = registry.changed
-        await registry.ready(timeout)
+
+    async def ready(self, timeout: float = 2.0) -> None:
+        """Call before :meth:`connect`. The first time, start the registry and wait (at
+        most ``timeout``) until it has read the others' entries, so an instance never
+        admits a connection without knowing their counts. Started on demand: an instance
+        that never had a connection neither writes to the store nor watches it."""
+        registry = self._registry
+        if registry is None or registry.has_read:
+            return
+        if not await registry.ready(timeout):
+            log.warning(
+                "the instance registry was not read within %g s: admitting on "
+                "this instance's counts alone",
+                timeout,
+            )
 
     def published(self) -> dict[str, int]:
         """What this instance publishes: its open connections per tenant."""

@@ -12,7 +12,9 @@ keeps an entry in the store (see :mod:`crdt.keys`):
 An entry whose heartbeat is older than ``INSTANCE_TIMEOUT_MS`` belongs to an instance
 that died without leaving (kill -9): it is ignored, and so is everything it published.
 
-Cost: a lone instance writes only its heartbeat. A change of its fields waits for the
+Cost: the registry starts on demand (an instance's first connection, or its first loaded
+room), so an instance that never served anybody neither writes nor watches the store. A
+lone instance writes only its heartbeat. A change of its fields waits for the
 next heartbeat, unless another instance is alive: then it is published promptly, at most
 once per ``PUBLISH_EVERY`` (changes in between are coalesced into the next write). When
 another instance appears, each publishes its fields at once, so a newcomer never works
@@ -101,9 +103,16 @@ class Registry:
         if self._task is None and not self._closing:
             self._task = asyncio.create_task(self._run(), name="weft-registry")
 
+    @property
+    def has_read(self) -> bool:
+        """Whether the others' entries were read at least once."""
+        return self._read.is_set()
+
     async def ready(self, timeout: float) -> bool:
         """Start, and wait (at most ``timeout``) until the others' entries were read once."""
         self.start()
+        if self._task is None:  # closed
+            return self._read.is_set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._read.wait(), timeout)
         return self._read.is_set()

@@ -84,6 +84,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         tenant, project, path = _target(request)
         principal = app[AUTH].verify(token_of(request))
         check(principal, tenant, project, "read")
+        await app[QUOTAS].ready()  # the other instances' counts: read once, at first
         if app[CONNECTIONS].draining:
             raise _Refuse(CLOSE_GOING_AWAY, "server shutting down", "draining")
         app[QUOTAS].connect(tenant)

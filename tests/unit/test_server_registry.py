@@ -13,9 +13,11 @@ import msgpack
 import pytest
 
 from crdt import keys
+from crdt.errors import QuotaExceeded
 from crdt.history import History
 from crdt.kv import Engine, open_engine
 from server.metrics import Metrics
+from server.quotas import FIELD, Limits, Quotas
 from server.registry import INSTANCE_TIMEOUT_MS, PUBLISH_EVERY, Registry, live_peers
 
 NOW = 1_800_000_000_000
@@ -112,6 +114,29 @@ async def test_instances_see_each_other_and_publish_changes_promptly(
         await a.close()  # leaving: b learns at once
         await until(lambda: not b.others, timeout=1.0)
         assert b.peers == {} and metrics_b.instances.value == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_quotas_read_the_others_counts_before_the_first_connection(
+    engines: tuple[Engine, Engine],
+) -> None:
+    limits = Limits(1000, 5000, updates_per_second=10, updates_burst=4, max_connections=3)
+    b = Registry(engines[1], "b")
+    b.share(FIELD, lambda: {"acme": 3})
+    a = Registry(engines[0], "a")
+    quotas = Quotas(limits)
+    quotas.join(a)
+    try:
+        assert await b.ready(2.0)
+        assert await stored(engines[0], "a") is None  # nothing before a connection
+        await quotas.ready()  # the registry starts and is read: no polling needed
+        assert quotas.remote_connections("acme") == 3
+        with pytest.raises(QuotaExceeded):
+            quotas.connect("acme")
+        quotas.connect("other")
+        assert quotas.instances("acme") == 2
     finally:
         await a.close()
         await b.close()
