@@ -9,6 +9,7 @@ cycles, has the store empty its idle caches and asks glibc to return free pages
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable
 
-from crdt import keys
+from crdt import keys, records
 from crdt.kv.base import Engine
 
 log = logging.getLogger("weft.server")
@@ -36,6 +37,19 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 _malloc_trim = _find_malloc_trim()
 
 
+def _module_caches(module: object) -> list[Callable[[], None]]:
+    """``cache_clear`` of the LRU caches defined on ``module``: e.g. ``crdt.records``
+    keeps the packed record tails of the last 256 (user, client, session, ms), one
+    session per connection, so after a burst of connections they are all gone ones."""
+    import functools
+
+    return [
+        value.cache_clear
+        for value in vars(module).values()
+        if isinstance(value, functools._lru_cache_wrapper)
+    ]
+
+
 def _url_caches() -> list[Callable[[], None]]:
     """``cache_clear`` of yarl's URL-parsing LRU caches (128 entries each). Every room's
     URL path is parsed once, so after a burst of documents they hold the last 128 URLs
@@ -43,25 +57,37 @@ def _url_caches() -> list[Callable[[], None]]:
     arenas, enough to keep megabytes from being returned. ``yarl.cache_clear`` covers
     only the host-name caches, so the others are found on the modules (private: if
     yarl moves them, this finds fewer and clears what it finds)."""
-    import functools
-
     import yarl
 
     found: list[Callable[[], None]] = [yarl.cache_clear]
     for name in ("yarl._url", "yarl._parse"):
         module = sys.modules.get(name)
-        for value in vars(module).values() if module is not None else ():
-            if isinstance(value, functools._lru_cache_wrapper):
-                found.append(value.cache_clear)
+        if module is not None:
+            found.extend(_module_caches(module))
     return found
+
+
+async def _tasks_cancelled_before(timeout: float = 1.0) -> None:
+    """Wait (at most ``timeout``) for the tasks cancelled but not finished yet, e.g. the
+    unloaded rooms' watchers: until they ran their cancellation, their frames, futures
+    and handles are alive, and once they end they refill CPython's free lists (tuples,
+    contexts, ...) that the collection below empties. Released while they still ran,
+    those objects were left spread over many allocator arenas, keeping each one in use."""
+    current = asyncio.current_task()
+    cancelled = [t for t in asyncio.all_tasks() if t is not current and t.cancelling()]
+    if cancelled:
+        await asyncio.wait(cancelled, timeout=timeout)
 
 
 async def release(kv: Engine, forget: Iterable[Callable[[], None]] = ()) -> None:
     """Drop caches of unloaded documents (``forget``, the packed keys), collect garbage,
     empty the store's idle caches and return free pages to the OS."""
+    await _tasks_cancelled_before()
     for hook in forget:
         hook()
     keys.clear_caches()
+    for clear in _module_caches(records):
+        clear()
     for clear in _url_caches():
         clear()
     gc.collect()

@@ -430,7 +430,9 @@ class Rooms:
         while True:
             await asyncio.sleep(interval)
             unloaded += self.reap(time.monotonic())
-            if unloaded and time.monotonic() - released >= RELEASE_EVERY:
+            # At once when the last room went (nothing left to slow down), else at most
+            # every RELEASE_EVERY seconds.
+            if unloaded and (not self._rooms or time.monotonic() - released >= RELEASE_EVERY):
                 await memory.release(self.history.kv, self.release_hooks)
                 released, unloaded = time.monotonic(), 0
 

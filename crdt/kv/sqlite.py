@@ -654,11 +654,13 @@ class SQLiteEngine:
     # --- memory ----------------------------------------------------------------------
 
     async def release_memory(self) -> None:
-        """Empty the page caches of the reader connections not in use right now
-        (``PRAGMA shrink_memory``); the writer keeps its cache, its pages are hot."""
-        await asyncio.to_thread(self._shrink_readers)
+        """Empty the page caches (``PRAGMA shrink_memory``) of the writer and of the
+        reader connections not in use right now: called once documents were unloaded,
+        when the pages they read are cold (the writer's cache alone held ~2 MB after
+        1,000 documents were written)."""
+        await asyncio.to_thread(self._shrink_caches)
 
-    def _shrink_readers(self) -> None:
+    def _shrink_caches(self) -> None:
         idle: list[sqlite3.Connection] = []
         try:
             while True:
@@ -668,6 +670,11 @@ class SQLiteEngine:
         try:
             for conn in idle:
                 conn.execute("PRAGMA shrink_memory")
+            if self._opened and sqlite3.threadsafety == 3:
+                # On this thread while the writer may run a transaction: fine where SQLite
+                # is built serialized (threadsafety 3); shrink_memory frees only unused
+                # pages, and its own cursor leaves the writer's one alone.
+                sqlite3.Connection.execute(self._writer_conn, "PRAGMA shrink_memory").close()
         except sqlite3.Error as exc:
             log.warning("could not shrink SQLite caches: %s", exc)
         finally:
