@@ -152,8 +152,8 @@ class Registry:
                 try:
                     self._wake.clear()
                     if watch is not None and watch.done():
-                        watch.result()  # a failed watch raises here: back off, retry
-                        watch = None
+                        fired, watch = watch, None
+                        fired.result()  # a failed watch raises here: back off, retry
                     now = time.monotonic()
                     publish = self._dirty and self.others and now >= publish_at
                     if not joined or publish or now >= beat_at:

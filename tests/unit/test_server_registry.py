@@ -140,3 +140,37 @@ async def test_quotas_read_the_others_counts_before_the_first_connection(
     finally:
         await a.close()
         await b.close()
+
+
+class FlakyWatch:
+    """A real engine whose first ``watch`` fails (a store hiccup)."""
+
+    def __init__(self, kv: Engine) -> None:
+        self.kv = kv
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+    async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
+        if not self.failed:
+            self.failed += 1
+            raise OSError("store hiccup")
+        return await self.kv.watch(key, last)
+
+
+async def test_a_failed_watch_is_logged_and_the_registry_keeps_going(
+    engines: tuple[Engine, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyWatch(engines[0])
+    a = Registry(flaky, "a")
+    b = Registry(engines[1], "b")
+    try:
+        assert await a.ready(2.0)
+        await until(lambda: flaky.failed == 1)
+        assert await b.ready(2.0)
+        await until(lambda: a.others and "b" in a.peers)
+        assert "the instance registry failed; retrying" in caplog.text
+    finally:
+        await a.close()
+        await b.close()
