@@ -103,6 +103,7 @@ class Quotas:
         self._serving: dict[str, int] = {}  # other live instances holding connections
         self._changed: Callable[[], None] | None = None
         self._registry: Registry | None = None
+        self._gave_up = False  # the registry's first read timed out once
         self._metrics: Metrics | None = None
 
     @classmethod
@@ -146,12 +147,13 @@ class Quotas:
         admits a connection without knowing their counts. Started on demand: an instance
         that never had a connection neither writes to the store nor watches it."""
         registry = self._registry
-        if registry is None or registry.has_read:
+        if registry is None or registry.has_read or self._gave_up:
             return
-        if not await registry.ready(timeout):
+        if not await registry.ready(timeout) and not self._gave_up:
+            self._gave_up = True  # once: it keeps trying in the background
             log.warning(
                 "the instance registry was not read within %g s: admitting on "
-                "this instance's counts alone",
+                "this instance's counts alone until it is",
                 timeout,
             )
 

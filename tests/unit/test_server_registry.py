@@ -174,3 +174,33 @@ async def test_a_failed_watch_is_logged_and_the_registry_keeps_going(
     finally:
         await a.close()
         await b.close()
+
+
+class DeadStore:
+    """A real engine whose registry transactions fail (a store that is down for it)."""
+
+    def __init__(self, kv: Engine) -> None:
+        self.kv = kv
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+    async def transact(self, fn: Any) -> Any:
+        raise OSError("store down")
+
+
+async def test_quotas_wait_for_an_unreadable_registry_once_then_admit_on_local_counts(
+    engines: tuple[Engine, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(DeadStore(engines[0]), "a")
+    quotas = Quotas(Limits(1000, 5000, 10, 4, max_connections=3))
+    quotas.join(registry)
+    try:
+        started = time.monotonic()
+        await quotas.ready(timeout=0.3)
+        await quotas.ready(timeout=0.3)  # no second wait
+        assert 0.3 <= time.monotonic() - started < 0.55
+        assert caplog.text.count("admitting on this instance's counts alone") == 1
+        quotas.connect("acme")
+    finally:
+        await registry.close(timeout=0.2)
