@@ -15,7 +15,10 @@ connection and rate quotas hold across them, through the instance registry
 - update rate: a token bucket per tenant on each instance, shared by the tenant's
   connections there. Its rate and burst are the tenant's divided evenly between the
   live instances that hold connections of the tenant (1/n each), so together they
-  admit about the limit; a lone instance keeps the full rate. An update beyond the rate
+  admit about the limit; a lone instance keeps the full rate. The split follows
+  connections, not traffic (simple and stable: it moves only when a tenant's first
+  connection opens or its last one closes on an instance): an instance whose
+  connections of the tenant all sit idle still takes its 1/n. An update beyond the rate
   is delayed (reading from that connection pauses: backpressure, nothing is lost); only
   when the tenant is more than ``max_wait`` seconds behind is it refused.
 - sizes (update, document) need no sharing: a document's size comes from the store.
