@@ -211,13 +211,20 @@ class ClusterAwareness:
     # --- rooms -------------------------------------------------------------------------
 
     def attach(self, room: Room) -> None:
-        """``room`` was loaded: follow the other instances' awareness for it."""
+        """``room`` was loaded: follow the other instances' awareness for it (from the
+        moment another instance is alive: a lone server keeps no follower task and no
+        watch per room, and never reads awareness entries from the store)."""
         if not self._closing:
             self.registry.start()
         link = _Link(room, next(self._gens))
         self._links[room.ref.space] = link
         room.awareness_changed = lambda: self._changed(link)
-        link.follower = asyncio.create_task(self._follow(link), name="weft-awareness-follow")
+        if self.others:
+            self._follow_link(link)
+
+    def _follow_link(self, link: _Link) -> None:
+        if link.follower is None and not link.detached and not self._closing:
+            link.follower = asyncio.create_task(self._follow(link), name="weft-awareness-follow")
 
     def detach(self, room: Room) -> None:
         """``room`` unloads: stop following; clear our entry if we published one."""
@@ -273,6 +280,8 @@ class ClusterAwareness:
         else:
             log.info("no other instance is alive: awareness is kept local")
         for link in self._links.values():  # publish (or clear) what we have now
+            if alive:  # followers stay once started: they see the others' entries go
+                self._follow_link(link)
             if link.room.local or link.published:
                 self._changed(link)
 

@@ -277,11 +277,14 @@ async def test_an_instance_alone_writes_no_awareness_until_another_one_comes(
         assert metrics_a.awareness_publishes.get() == 0
         assert await engines[0].read(lambda tr: tr.get_range(lo, hi)) == []
         assert not rooms_a.awareness.others
+        link = rooms_a.awareness._links[ref.space]
+        assert link.follower is None  # alone: no task and no watch per room either
 
         pb = Peer(2)
         await rooms_b.join(ref, pb)  # a second instance: a learns it through the registry
         await until(lambda: pb.alive() == {1001: 1})
         assert rooms_a.awareness.others and metrics_a.awareness_publishes.get() >= 1
+        assert link.follower is not None and not link.follower.done()
         await rooms_b.close()  # b leaves the registry: a is alone again and clears
         await until(lambda: not rooms_a.awareness.others)
         await until(lambda: metrics_a.awareness_publishes.get() >= 2)
