@@ -32,9 +32,10 @@ Layout (see README for the table)::
                                           history: see server.awareness)
     D + (aw, instance, client)         -> msgpack [clock, JSON state] of that entry
     D + (awv,)                         -> 8-byte counter bumped by every awareness publish
-    (instances, name)                  -> msgpack {ms}: a running server's heartbeat; an
-                                          instance shares awareness only while another
-                                          one is alive (ephemeral, like aw)
+    (instances, name)                  -> msgpack {ms, conns: {tenant: n}}: a running
+                                          server's heartbeat and connection counts; an
+                                          instance shares awareness and counts only while
+                                          another one is alive (ephemeral, like aw)
     (instancesv,)                      -> 8-byte counter bumped when one comes or goes
     T + (conflict, project, vs)        -> conflict record
 """
