@@ -116,7 +116,7 @@ class Writer:
         self._tails: dict[bytes, list[_Logged]] = {}  # per doc: committed since its snapshot
         self._tail_bytes = 0
         self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
-        self.log_snapshots = 0  # snapshots for which the log was read
+        self.log_snapshots = 0  # snapshot checks that read the log (History.snapshot_if_due)
 
     async def __aenter__(self) -> Writer:
         self.start()
