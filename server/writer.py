@@ -7,7 +7,7 @@ queue: whatever arrived while the previous commit was in flight (up to ``max_upd
 updates, from many rooms, share one transaction and one fsync.
 
 After a commit, snapshots are scheduled off the hot path for the documents that received
-enough updates. The writer keeps, per document, the updates it committed since the
+enough updates. The writer keeps, per busy document, the updates it committed since the
 document's last snapshot (its *tail*): when they are provably all of the log's records
 since that snapshot (``replaying.known_records``: as many as the head's count says), the
 next snapshot is built from them without reading the log (reading and decoding a
@@ -15,6 +15,10 @@ thousand records cost about as much as building the snapshot). Otherwise (anothe
 instance writes to the document too, the server restarted, the tail was dropped to stay
 within ``TAIL_BYTES``) ``History.snapshot_if_due`` reads the log, as before. Both write
 the same snapshot: the same records, in the same order, through the same builder.
+
+A tail starts when a document is due for a snapshot that has to read the log (so it
+holds everything committed after that read, hence after the snapshot it writes): a
+document that never gets that far (most of them: a few edits, then idle) holds none.
 """
 
 from __future__ import annotations
@@ -216,12 +220,11 @@ class Writer:
             count, size = self._since_check.get(space, (0, 0))
             self._since_check[space] = (count + 1, size + len(item.update))
             tail = tails.get(space)
-            if tail is None:
-                tail = tails[space] = []
-            # A repeat inside one append has the first copy's versionstamp: known_records
-            # counts distinct versionstamps.
-            tail.append(_Logged(appended.versionstamp, item.update))
-            added += len(item.update)
+            if tail is not None:
+                # A repeat inside one append has the first copy's versionstamp:
+                # known_records counts distinct versionstamps.
+                tail.append(_Logged(appended.versionstamp, item.update))
+                added += len(item.update)
         self._tail_bytes += added
         if self._tail_bytes > TAIL_BYTES:
             self._drop_tails()  # the next snapshots read the log, as they would anyway
@@ -236,7 +239,7 @@ class Writer:
             if (first or due) and space not in self._snapshots:
                 self._checked.add(space)
                 self._since_check.pop(space, None)
-                task = asyncio.create_task(self._snapshot(doc), name="weft-snapshot")
+                task = asyncio.create_task(self._snapshot(doc, due), name="weft-snapshot")
                 self._snapshots[space] = task
 
     def forget_checks(self) -> None:
@@ -263,10 +266,10 @@ class Writer:
         else:
             del self._tails[space]
 
-    async def _snapshot(self, doc: DocRef) -> None:
+    async def _snapshot(self, doc: DocRef, due: bool) -> None:
         try:
             async with self._snapshot_slots:
-                written = await self._snapshot_if_due(doc)
+                written = await self._snapshot_if_due(doc, start_tail=due)
             if written is not None:
                 log.info(
                     "snapshot of %s/%s/%s at %s",
@@ -283,9 +286,10 @@ class Writer:
         finally:
             self._snapshots.pop(doc.space, None)
 
-    async def _snapshot_if_due(self, doc: DocRef) -> Snapshot | None:
+    async def _snapshot_if_due(self, doc: DocRef, start_tail: bool) -> Snapshot | None:
         """``History.snapshot_if_due``, from the doc's tail when it holds every record
-        since the latest snapshot (see the module docstring), else reading the log."""
+        since the latest snapshot (see the module docstring), else reading the log;
+        ``start_tail``: start the doc's tail before reading it, if it has none."""
         history = self.history
         space = doc.space
         if space in self._tails:
@@ -317,6 +321,11 @@ class Writer:
                 self._prune_tail(space, new.versionstamp)
                 self.tail_snapshots += 1
                 return new
+        elif start_tail:
+            # Started before the read below: every later commit is noted from now on
+            # (noting follows committing), and what the snapshot it writes holds is
+            # pruned after it, so the tail is whole from that snapshot on.
+            self._tails[space] = []
         written = await history.snapshot_if_due(doc)
         self.log_snapshots += 1
         if written is not None:
