@@ -35,7 +35,7 @@ from crdt.errors import StoreError, TransactionTooLarge, WeftError
 from crdt.history import MAX_BATCH_BYTES, MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
 from crdt.kv.base import ReadTransaction, Transaction
 from crdt.records import Snapshot
-from crdt.replaying import _latest_snapshot, _next_snapshot_writes, known_records
+from crdt.replaying import Logged, _latest_snapshot, _next_snapshot_writes, known_records
 from crdt.versionstamp import Versionstamp
 from server.metrics import Metrics
 
@@ -119,6 +119,9 @@ class Writer:
         self._snapshot_slots = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._tails: dict[bytes, list[_Logged]] = {}  # per doc: committed since its snapshot
         self._tail_bytes = 0
+        self._batches_started = 0  # group commits begun, and finished (results noted)
+        self._batches_done = 0
+        self._batch_done = asyncio.Event()
         self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
         self.log_snapshots = 0  # snapshot checks that read the log (History.snapshot_if_due)
 
@@ -190,6 +193,15 @@ class Writer:
         return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        self._batches_started += 1
+        try:
+            await self._commit_batch(batch)
+        finally:
+            self._batches_done += 1
+            self._batch_done.set()  # wakes whoever waits on it (see _snapshot_if_due)
+            self._batch_done = asyncio.Event()
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             results = await self.history.append([p.item for p in batch])
         except Exception as exc:  # a task boundary: fail the batch, keep the writer alive
@@ -261,10 +273,7 @@ class Writer:
         last = upto.raw
         kept = [r for r in tail if r.versionstamp.raw > last]
         self._tail_bytes -= sum(r.size for r in tail) - sum(r.size for r in kept)
-        if kept:
-            self._tails[space] = kept
-        else:
-            del self._tails[space]
+        self._tails[space] = kept  # kept even when empty: the doc's tail goes on from here
 
     async def _snapshot(self, doc: DocRef, due: bool) -> None:
         try:
@@ -300,12 +309,7 @@ class Writer:
 
             snapshot, raw = await history.kv.read(reads)
             head = Head.decode(raw) if raw is not None else None
-            tail = self._tails.get(space, [])
-            records = (
-                known_records(snapshot, head.versionstamp, head.count, tail)
-                if head is not None and head.count is not None
-                else None
-            )
+            records = await self._known(snapshot, head, space)
             if records is not None:
                 if snapshot is not None:
                     self._prune_tail(space, snapshot.versionstamp)
@@ -331,6 +335,24 @@ class Writer:
         if written is not None:
             self._prune_tail(space, written.versionstamp)
         return written
+
+    async def _known(
+        self, snapshot: Snapshot | None, head: Head | None, space: bytes
+    ) -> list[Logged] | None:
+        """``known_records`` from the doc's tail for the head just read. A group commit
+        in flight now may be in that head before its updates reach the tail (they are
+        noted once its result is back): then wait for it and look again. Commits that
+        begin after it come after the read, so after the head."""
+        if head is None or head.count is None:
+            return None
+        records = known_records(snapshot, head.versionstamp, head.count, self._tails.get(space, []))
+        if records is None and self._batches_done < self._batches_started:
+            target = self._batches_started
+            while self._batches_done < target:
+                await self._batch_done.wait()
+            tail = self._tails.get(space, [])
+            records = known_records(snapshot, head.versionstamp, head.count, tail)
+        return records
 
     async def _write(self, writes: list[tuple[bytes, bytes]]) -> None:
         """Write a snapshot's values in order, in transactions well under the size limit

@@ -142,11 +142,13 @@ async def test_another_writer_makes_the_writer_read_the_log(kv: Engine) -> None:
         await history.append([Append(ref, editors.update(), session="other/1")])
         await send(writer, ref, [editors.update() for _ in range(75)])
         await snapshots_done(writer)
-        assert writer.log_snapshots == log_reads + 1  # the snapshot after it read the log
-        assert writer.tail_snapshots == from_tail
+        # The snapshot after it read the log (how many checks came after it, and whether
+        # a second one already used the tail, depends on timing).
+        assert writer.log_snapshots >= log_reads + 1
+        log_reads, from_tail = writer.log_snapshots, writer.tail_snapshots
         await send(writer, ref, [editors.update() for _ in range(120)])
         await snapshots_done(writer)
-        assert writer.log_snapshots == log_reads + 1  # and the tail serves again after it
+        assert writer.log_snapshots == log_reads  # the tail is whole again after it
         assert writer.tail_snapshots >= from_tail + 1
         assert await assert_as_built_from_the_log(history, ref) >= 5
 
