@@ -51,7 +51,7 @@ from crdt.records import (
     encode_record,
     first_struct,
 )
-from crdt.replaying import Replayed, _next_snapshot_writes, _whole_values
+from crdt.replaying import Logged, Replayed, _next_snapshot_writes, _whole_values
 from crdt.replaying import _build as _build  # re-exported: tests import these from here
 from crdt.replaying import _replay_reads as _replay_reads
 from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
@@ -343,6 +343,14 @@ class History:
         added = sum(r.size for r in records)
         if not records or (len(records) < self.snapshot_every and added < self.snapshot_bytes):
             return None
+        return await self.write_snapshot(doc, snapshot, records)
+
+    async def write_snapshot(
+        self, doc: DocRef, snapshot: Snapshot | None, records: Sequence[Logged]
+    ) -> Snapshot:
+        """Build the snapshot after ``records`` (every log record after ``snapshot``, in
+        log order: read from the log, or known to their writer) and write it with its
+        segments, in transactions well under the size limit."""
         new, writes = await asyncio.to_thread(
             _next_snapshot_writes, doc, snapshot, records, self.segment_every
         )

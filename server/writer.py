@@ -32,10 +32,10 @@ from collections import deque
 from collections.abc import Callable
 
 from crdt.errors import StoreError, TransactionTooLarge, WeftError
-from crdt.history import MAX_BATCH_BYTES, MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
-from crdt.kv.base import ReadTransaction, Transaction
+from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
+from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
-from crdt.replaying import Logged, _latest_snapshot, _next_snapshot_writes, known_records
+from crdt.replaying import Logged, _latest_snapshot, known_records
 from crdt.versionstamp import Versionstamp
 from server.metrics import Metrics
 
@@ -318,10 +318,7 @@ class Writer:
                     len(records) < history.snapshot_every and added < history.snapshot_bytes
                 ):
                     return None
-                new, writes = await asyncio.to_thread(
-                    _next_snapshot_writes, doc, snapshot, records, history.segment_every
-                )
-                await self._write(writes)
+                new = await history.write_snapshot(doc, snapshot, records)
                 self._prune_tail(space, new.versionstamp)
                 self.tail_snapshots += 1
                 return new
@@ -354,21 +351,3 @@ class Writer:
             records = known_records(snapshot, head.versionstamp, head.count, tail)
         return records
 
-    async def _write(self, writes: list[tuple[bytes, bytes]]) -> None:
-        """Write a snapshot's values in order, in transactions well under the size limit
-        (as ``History.snapshot_if_due`` does: each value is whole once its part 0 is in)."""
-        batches: list[list[tuple[bytes, bytes]]] = [[]]
-        size = 0
-        for key, value in writes:
-            if batches[-1] and size + len(key) + len(value) > MAX_BATCH_BYTES:
-                batches.append([])
-                size = 0
-            batches[-1].append((key, value))
-            size += len(key) + len(value)
-        for batch in batches:
-
-            def fn(tr: Transaction, batch: list[tuple[bytes, bytes]] = batch) -> None:
-                for key, value in batch:
-                    tr.set(key, value)
-
-            await self.history.kv.transact(fn)
