@@ -281,6 +281,7 @@ class Rooms:
         self._idle: OrderedDict[bytes, Room] = OrderedDict()  # rooms without peers, oldest first
         self._loading: dict[bytes, asyncio.Task[Room]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._unloaded = 0  # rooms unloaded since the last memory release
         self.awareness = ClusterAwareness(history.kv, instance, self.metrics)
         history.listeners.append(self._committed)
         # Called when memory is given back after unloading: caches of other parts that
@@ -382,6 +383,7 @@ class Rooms:
         if self._rooms.get(room.ref.space) is room:
             del self._rooms[room.ref.space]
             self._idle.pop(room.ref.space, None)
+            self._unloaded += 1  # whoever unloaded it, the reaper releases the memory
         if room.watcher is not None:
             room.watcher.cancel()
             room.watcher = None  # its traceback would hold the room (and its Doc) in a cycle
@@ -426,15 +428,18 @@ class Rooms:
         per ``RELEASE_EVERY`` seconds: it costs a garbage collection)."""
         interval = min(max(self.idle_seconds / 4, 0.05), 5.0)
         released = time.monotonic()
-        unloaded = 0
         while True:
             await asyncio.sleep(interval)
-            unloaded += self.reap(time.monotonic())
-            # At once when the last room went (nothing left to slow down), else at most
-            # every RELEASE_EVERY seconds.
-            if unloaded and (not self._rooms or time.monotonic() - released >= RELEASE_EVERY):
+            self.reap(time.monotonic())
+            # Rooms unloaded here, in leave() (idle_seconds 0, over max_idle) or anywhere
+            # else. At once when the last room went (nothing left to slow down), else at
+            # most every RELEASE_EVERY seconds.
+            if self._unloaded and (
+                not self._rooms or time.monotonic() - released >= RELEASE_EVERY
+            ):
+                self._unloaded = 0
                 await memory.release(self.history.kv, self.release_hooks)
-                released, unloaded = time.monotonic(), 0
+                released = time.monotonic()
 
     def reap(self, now: float) -> int:
         """Unload the rooms idle for ``idle_seconds``; returns how many were unloaded."""

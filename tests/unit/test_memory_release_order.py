@@ -4,6 +4,7 @@ caches, then collect; and the reaper releases as soon as the last room is gone."
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 
@@ -72,3 +73,29 @@ async def test_the_reaper_releases_at_once_when_the_last_room_is_gone(tmp_path: 
                 assert released[n] - left < 1.0, "released long after the last unload"
         finally:
             await reaper.close()
+
+
+async def test_rooms_unloaded_in_leave_are_released_too(tmp_path: Path) -> None:
+    """With idle_seconds 0 a room unloads inside leave(), and over max_idle the oldest
+    idle one does: the reaper never unloaded those itself, and must still release."""
+    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as kv:
+        history = History(kv)
+        await history.init()
+        for rooms in (
+            Rooms(history, Metrics(), instance="a", idle_seconds=0),
+            Rooms(history, Metrics(), instance="b", idle_seconds=0.4, max_idle=0),
+        ):
+            released: list[float] = []
+            rooms.release_hooks.append(functools.partial(released.append, 1.0))
+            rooms.start()
+            try:
+                ref = await history.doc("acme", "site", "a.txt", create=True)
+                room = await rooms.join(ref, peer := Peer())
+                rooms.leave(room, peer, ())
+                assert not rooms._rooms  # unloaded by leave() itself
+                deadline = time.monotonic() + 2.0
+                while not released and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert released, "no release after a room unloaded in leave()"
+            finally:
+                await rooms.close()
