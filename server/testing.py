@@ -119,6 +119,14 @@ async def serve_in_process(app: web.Application) -> AsyncIterator[InProcessServe
         await runner.cleanup()
 
 
+async def until(predicate: Callable[[], object], timeout: float = 3.0) -> None:
+    """Wait (polling every 10 ms) until ``predicate()`` is true; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket() as sock:

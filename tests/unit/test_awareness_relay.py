@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -15,7 +13,7 @@ import pytest
 from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry
 from crdt.history import History
-from crdt.kv import Engine, open_engine
+from crdt.kv import Engine
 from crdt.kv.base import Transaction
 from server import awareness
 from server.awareness import (
@@ -30,6 +28,7 @@ from server.awareness import (
 )
 from server.metrics import Metrics
 from server.rooms import Rooms
+from server.testing import until
 
 NOW = 1_800_000_000_000
 ADA = '{"user":"ada"}'
@@ -150,22 +149,6 @@ class Peer:
 
     def alive(self) -> dict[int, int]:
         return {c: clock for c, (clock, s) in self.states.items() if s != "null"}
-
-
-@pytest.fixture
-async def engines(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
-    url = f"sqlite:///{tmp_path / 'weft.db'}"
-    async with open_engine(url) as one, open_engine(url) as two:
-        await History(one).init()
-        yield one, two
-
-
-async def until(predicate: object, timeout: float = 2.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_two_instances_relay_through_the_store_coalesced(

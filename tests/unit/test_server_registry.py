@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -14,29 +12,13 @@ import pytest
 
 from crdt import keys
 from crdt.errors import QuotaExceeded
-from crdt.history import History
-from crdt.kv import Engine, open_engine
+from crdt.kv import Engine
 from server.metrics import Metrics
 from server.quotas import FIELD, Limits, Quotas
 from server.registry import INSTANCE_TIMEOUT_MS, PUBLISH_EVERY, Registry, live_peers
+from server.testing import until
 
 NOW = 1_800_000_000_000
-
-
-@pytest.fixture
-async def engines(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
-    url = f"sqlite:///{tmp_path / 'weft.db'}"
-    async with open_engine(url) as one, open_engine(url) as two:
-        await History(one).init()
-        yield one, two
-
-
-async def until(predicate: object, timeout: float = 3.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def stored(kv: Engine, name: str) -> dict[str, Any] | None:
