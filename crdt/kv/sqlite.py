@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -268,11 +268,7 @@ def _settle(outcomes: list[tuple[_Request, Any]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
     for request, outcome in outcomes:
         if request.loop is None:
-            with contextlib.suppress(InvalidStateError):  # already settled or cancelled
-                if isinstance(outcome, BaseException):
-                    request.future.set_exception(outcome)
-                else:
-                    request.future.set_result(outcome)
+            _resolve(request, outcome)
         else:
             by_loop.setdefault(request.loop, []).append((request, outcome))
     for loop, settled in by_loop.items():
@@ -282,12 +278,17 @@ def _settle(outcomes: list[tuple[_Request, Any]]) -> None:
 
 def _settle_in_loop(settled: list[tuple[_Request, Any]]) -> None:
     for request, outcome in settled:
-        if request.future.done():  # cancelled after the writer claimed it
-            continue
-        if isinstance(outcome, BaseException):
-            request.future.set_exception(outcome)
-        else:
-            request.future.set_result(outcome)
+        _resolve(request, outcome)
+
+
+def _resolve(request: _Request, outcome: Any) -> None:
+    """Set the request's result (or exception), unless it was settled or cancelled."""
+    if request.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        request.future.set_exception(outcome)
+    else:
+        request.future.set_result(outcome)
 
 
 @dataclass
