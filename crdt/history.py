@@ -44,17 +44,19 @@ from crdt.errors import FormatError, NotFound, TransactionTooLarge
 from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
 from crdt.records import (
     CHUNK,
+    SMALL_RECORD_HEADERS,
     Record,
     Snapshot,
     chunks,
     decode_records,
-    encode_record,
     first_struct,
+    record_header,
+    record_tail,
 )
 from crdt.replaying import Logged, Replayed, _next_snapshot_writes, _whole_values
 from crdt.replaying import _build as _build  # re-exported: tests import these from here
 from crdt.replaying import _replay_reads as _replay_reads
-from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
+from crdt.versionstamp import INCOMPLETE_TR, Versionstamp, unchecked
 
 log = logging.getLogger("weft.history")
 
@@ -272,10 +274,12 @@ class History:
             lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency)
         )
         tr_version = committed.versionstamp or b""  # none only when all were duplicates
-        out = [
-            Appended(Versionstamp(tr_version + marker.to_bytes(2, "big")), False)
-            if isinstance(marker, int)
-            else Appended(marker, True)
+        # Built without Appended's and Versionstamp's __init__ (one of each per update).
+        new, user_bytes = tuple.__new__, _USER
+        out: list[Appended] = [
+            new(Appended, (unchecked(tr_version + user_bytes[marker]), False))
+            if type(marker) is int
+            else new(Appended, (marker, True))
             for marker in committed.result
         ]
         for listener in self.listeners:
@@ -425,13 +429,13 @@ def _append_tr(
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
     once: the time-index entry and head (both at its last new update), the counters and
     the time. ``legacy``: entries may also be under their pre-1.3 key.
+
+    This runs once per update of every append: the loop below keeps per-update work to
+    a few operations (a record tail and a doc's state are looked up again only when
+    they change from one update to the next, as they rarely do in one device's batch).
     """
     markers: list[int | Versionstamp] = []
-    in_batch: dict[tuple[bytes, bytes], int] = {}
-    touched: dict[bytes, _Touched] = {}
-    user = 0
-    digests = [item.digest or update_hash(item.update) for item in items]
-    hash_keys, heads = _idempotency_keys(items, digests)
+    digests, hash_keys, heads = _idempotency_keys(items)
     docs = {item.doc.space: item.doc for item in items}
     touch_keys = [k for doc in docs.values() for k in _touch_keys(doc)]
     stored, touch_values = _existing(tr, hash_keys, heads, touch_keys)
@@ -445,34 +449,51 @@ def _append_tr(
         for (n, _), old in zip(old_keys, tr.get_many([key for _, key in old_keys]), strict=True):
             if stored[n] is None:
                 stored[n] = old
+    touched: dict[bytes, _Touched] = {}
+    in_batch: dict[bytes, int] = {}  # idempotency key -> user version, for repeats
     # The loop runs once per update: methods and constants are looked up once.
     set_key, set_value = tr.set_versionstamped_key, tr.set_versionstamped_value
-    for item, digest, hash_key, existing in zip(items, digests, hash_keys, stored, strict=True):
-        space = item.doc.space
-        seen = (space, digest)
-        if seen in in_batch:
-            markers.append(in_batch[seen])
-            continue
+    doc: DocRef | None = None
+    state: _Touched | None = None
+    record_head = b""  # the doc's D + (u, <placeholder>
+    offset = 0
+    who: tuple[str, str, str, int] | None = None
+    tail = b""
+    user = 0
+    for item, hash_key, existing in zip(items, hash_keys, stored, strict=True):
         if existing is not None:
             markers.append(Versionstamp(existing))
             continue
-        state = touched.get(space)
-        if state is None:
-            state = touched[space] = _touch(tr, item.doc, ms, doc_values[space])
+        if hash_key in in_batch:
+            markers.append(in_batch[hash_key])
+            continue
+        if item.doc is not doc or state is None:
+            doc = item.doc
+            found = touched.get(doc.space)
+            if found is None:
+                found = touched[doc.space] = _touch(tr, doc, ms, doc_values[doc.space])
+            state = found
+            record_head = state.records.head
+            offset = len(record_head)
+        if (item.user, item.client, item.session, state.ms) != who:
+            who = (item.user, item.client, item.session, state.ms)
+            tail = record_tail(*who)
         update = item.update
-        record = encode_record(update, item.user, item.client, item.session, state.ms)
-        stamp = INCOMPLETE_TR + user.to_bytes(2, "big")  # this update's, to be completed
+        size = len(update)
+        header = SMALL_RECORD_HEADERS[size] if size < 0x100 else record_header(size)
+        record = header + update + tail
+        stamp = INCOMPLETE_TR + _USER[user]  # this update's, to be completed
         if len(record) <= CHUNK:  # D + (u, <stamp>, 0): the usual one-part record
-            set_key(state.records.head + stamp + _PART_0, len(state.records.head), record)
+            set_key(record_head + stamp + _PART_0, offset, record)
         else:
             for part, chunk in enumerate(chunks(record)):
-                key, offset = state.records.key(user, part)
-                set_key(key, offset, chunk)
+                key, at = state.records.key(user, part)
+                set_key(key, at, chunk)
         set_value(hash_key, stamp, 0)
         state.last = user
         state.count += 1
-        state.size += len(update)
-        in_batch[seen] = user
+        state.size += size
+        in_batch[hash_key] = user
         markers.append(user)
         user += 1
     for state in touched.values():
@@ -481,8 +502,8 @@ def _append_tr(
             # One time-index entry per doc and transaction, at its last new update: every
             # update of a doc in one transaction has the same ms, so "the last update at
             # or before a time" is always the last of some transaction.
-            key, offset = keys.pack_incomplete(("t", state.ms), state.last, (), doc.space)
-            tr.set_versionstamped_key(key, offset, b"")
+            key, at = keys.pack_incomplete(("t", state.ms), state.last, (), doc.space)
+            tr.set_versionstamped_key(key, at, b"")
             total = state.before + state.count
             tr.set_versionstamped_value(
                 doc.key("head"),
@@ -495,22 +516,30 @@ def _append_tr(
     return markers
 
 
+_USER = [n.to_bytes(2, "big") for n in range(MAX_BATCH_UPDATES)]  # the 2 user bytes
+
+
 def _idempotency_keys(
-    items: list[Append], digests: list[bytes]
-) -> tuple[list[bytes], list[bytes | None]]:
-    """Each update's idempotency key: D + (i, client, clock, hash) for an update with
-    structs (its first struct's id: a client's entries are inserted in order, next to
-    each other, instead of at random places in the index), else D + (h, hash). And per
-    update its D + (i, client) prefix (``None`` for an (h, hash) key).
+    items: list[Append],
+) -> tuple[list[bytes], list[bytes], list[bytes | None]]:
+    """Each update's digest, and its idempotency key: D + (i, client, clock, hash) for
+    an update with structs (its first struct's id: a client's entries are inserted in
+    order, next to each other, instead of at random places in the index), else
+    D + (h, hash). And per update its D + (i, client) prefix (``None`` for an (h, hash)
+    key).
 
     Built without the tuple layer (one per update); tests check them against it."""
     heads: dict[tuple[bytes, bytes], bytes] = {}  # (doc, client) -> D + (i, client)
+    digests: list[bytes] = []
     out: list[bytes] = []
     prefixes: list[bytes | None] = []
-    for item, digest in zip(items, digests, strict=True):
+    for item in items:
+        update = item.update
+        digest = item.digest or blake3(update).digest(16)  # update_hash, inlined
+        digests.append(digest)
         # the tuple layer's bytes element: 0x01, 0x00 escaped as 0x00 0xff, 0x00
         packed_digest = b"\x01" + digest.replace(b"\x00", b"\x00\xff") + b"\x00"
-        first = first_struct(item.update)
+        first = first_struct(update)
         if first is None:
             out.append(item.doc.key("h") + packed_digest)
             prefixes.append(None)
@@ -518,12 +547,18 @@ def _idempotency_keys(
         client, clock = first
         head = heads.get((item.doc.space, client))
         if head is None:
-            head = heads[item.doc.space, client] = keys.pack_bytes_after(
-                item.doc.key("i"), client
-            )
-        out.append(head + keys.pack_uint(clock) + packed_digest)
+            head = heads[item.doc.space, client] = keys.pack_bytes_after(item.doc.key("i"), client)
+        # keys.pack_uint, inlined: (0).bit_length() is 0, which packs as b"\x14"
+        size = (clock.bit_length() + 7) // 8
+        if size > 7:
+            out.append(head + keys.pack_uint(clock) + packed_digest)
+        else:
+            out.append(head + _INT_CODES[size] + clock.to_bytes(size, "big") + packed_digest)
         prefixes.append(head)
-    return out, prefixes
+    return digests, out, prefixes
+
+
+_INT_CODES = [bytes((0x14 + size,)) for size in range(8)]  # the tuple layer's int codes
 
 
 RANGE_GROUP = 8  # a client's updates in one append looked up with one range read from here
@@ -558,6 +593,8 @@ def _existing(
     if not ranged:
         values = tr.get_many([*hash_keys, *other])
         return values[: len(hash_keys)], values[len(hash_keys) :]
+    if len(ranged) == len(hash_keys):  # the usual: one device's run
+        return [found.get(key) for key in hash_keys], tr.get_many(other)
     point = [n for n in range(len(hash_keys)) if n not in ranged]
     values = tr.get_many([*(hash_keys[n] for n in point), *other])
     stored = [found.get(key) for key in hash_keys]

@@ -85,18 +85,25 @@ def encode_record(update: bytes, user: str, client: str, session: str, ms: int) 
     Built by hand from a cached packing of everything but the update (the same for all
     the updates of one device in one transaction): one record is encoded per appended
     update. Byte-identical to ``msgpack.packb`` of the dict (tests check it)."""
-    size = len(update)
+    return record_header(len(update)) + update + record_tail(user, client, session, ms)
+
+
+def record_header(size: int) -> bytes:
+    """A record's bytes before its update of ``size`` bytes: the map's header and the
+    "update" entry's key and bin header."""
     if size < 0x100:
-        header = b"\xc4" + size.to_bytes(1, "big")  # bin 8
-    elif size < 0x10000:
-        header = b"\xc5" + size.to_bytes(2, "big")  # bin 16
-    else:
-        header = b"\xc6" + size.to_bytes(4, "big")  # bin 32
-    return b"\x85\xa6update" + header + update + _record_tail(user, client, session, ms)
+        return SMALL_RECORD_HEADERS[size]
+    if size < 0x10000:
+        return b"\x85\xa6update\xc5" + size.to_bytes(2, "big")  # bin 16
+    return b"\x85\xa6update\xc6" + size.to_bytes(4, "big")  # bin 32
+
+
+SMALL_RECORD_HEADERS = [b"\x85\xa6update\xc4" + bytes((size,)) for size in range(0x100)]  # bin 8
 
 
 @functools.lru_cache(maxsize=256)
-def _record_tail(user: str, client: str, session: str, ms: int) -> bytes:
+def record_tail(user: str, client: str, session: str, ms: int) -> bytes:
+    """A record's bytes after its update: its other four entries."""
     packed: bytes = msgpack.packb({"user": user, "client": client, "session": session, "ms": ms})
     return packed[1:]  # without the 4-entry map header: the record's map has 5
 
@@ -296,8 +303,12 @@ def state_vector_clocks(vector: bytes) -> dict[int, int]:
     return out
 
 
-_VARUINT = rb"([\x80-\xff]{0,9}[\x00-\x7f])"
-_HEADER = re.compile(_VARUINT * 4)
+_VARUINT = rb"[\x80-\xff]{0,9}[\x00-\x7f]"
+# A v1 update's header: its number of struct groups and its first group's number of
+# structs, neither 0 (the one byte 0x00), then the first group's client and clock.
+_HEADER = re.compile(
+    rb"(?!\x00)" + _VARUINT + rb"(?!\x00)" + _VARUINT + b"(" + _VARUINT + b")(" + _VARUINT + b")"
+)
 
 
 def first_struct(update: bytes) -> tuple[bytes, int] | None:
@@ -308,13 +319,18 @@ def first_struct(update: bytes) -> tuple[bytes, int] | None:
     updates land next to each other, in clock order. The client is kept encoded: it
     only has to tell clients apart, and decoding it cost more than the rest."""
     header = _HEADER.match(update, 0, 40)
-    if header is None or header[1] == b"\x00" or header[2] == b"\x00":
-        return None  # no struct groups (a delete set only), or an empty first group
+    if header is None:
+        return None  # no struct groups (a delete set only), an empty first group, garbage
+    client, clock_bytes = header.groups()
+    if len(clock_bytes) == 1:  # a clock below 128
+        return client, clock_bytes[0]
+    if len(clock_bytes) == 2:  # below 16384
+        return client, (clock_bytes[0] & 0x7F) | clock_bytes[1] << 7
     clock = shift = 0
-    for byte in header[4]:
+    for byte in clock_bytes:
         clock |= (byte & 0x7F) << shift
         shift += 7
-    return header[3], clock
+    return client, clock
 
 
 def _varuint(data: bytes, pos: int) -> tuple[int, int]:

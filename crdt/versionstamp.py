@@ -65,5 +65,17 @@ class Versionstamp:
         return self.raw.hex()
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def unchecked(raw: bytes) -> Versionstamp:
+    """``Versionstamp(raw)`` without the length check, for 12 bytes the caller just built
+    as one (an append makes one per update; the check and ``__init__`` cost 2x this)."""
+    stamp: Versionstamp = _new(Versionstamp)
+    _set(stamp, "raw", raw)
+    return stamp
+
+
 ZERO = Versionstamp(b"\x00" * LEN)
 """Sorts before every real versionstamp: 'before anything was written'."""

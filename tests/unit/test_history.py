@@ -123,6 +123,11 @@ def test_first_struct_reads_the_id_an_update_starts_at() -> None:
     assert first_struct(b"\x00\x00") is None  # an empty update: no structs
     for garbage in (b"", b"\x01", b"\x01\x01\xff", b"\x01\x01" + b"\xff" * 20 + b"\x01\x00"):
         assert first_struct(garbage) is None
+    for clock in (0, 127, 128, 16383, 16384, 2**21, 2**53, 2**63):  # every varuint length
+        header = varuint(3) + varuint(1) + varuint(2**40) + varuint(clock)
+        assert first_struct(header + b"\x00") == (varuint(2**40), clock)
+    assert first_struct(b"\x00\x01\x07\x05") is None  # no struct groups
+    assert first_struct(b"\x01\x00\x07\x05") is None  # an empty first group
 
 
 async def test_a_run_of_one_clients_resent_updates_is_found_by_its_range_read(
@@ -183,17 +188,26 @@ async def test_replayed_state_keeps_an_update_still_waiting_for_its_dependency(
 
 def test_idempotency_keys_equal_the_tuple_layers() -> None:
     """The hand-built keys are exactly ``doc.key(...)`` of the tuple layer, for digests
-    with 0x00 bytes (escaped) and for an update without structs."""
+    with 0x00 bytes (escaped), for an update without structs, and for first-struct
+    clocks of every packed size (headers made by hand: only the header is read)."""
     ref = DocRef("acme", "site", "a.md", b"\x15\x01", b"\x15\x01\x02")
     dev = Device()
     updates = [dev.append(c) for c in "ab"] + [b"\x00\x00"]
     digests = [b"\x00" * 16, b"\x01\x00\xff" + b"\x00" * 13, update_hash(b"x")]
-    built, _ = _idempotency_keys([Append(ref, u) for u in updates], digests)
+    items = [Append(ref, u, digest=d) for u, d in zip(updates, digests, strict=True)]
+    clocks = [127, 128, 255, 256, 2**55, 2**56 - 1, 2**56, 2**63, 2**64 - 1, 2**64]
+    headers = [b"\x01\x01" + varuint(7) + varuint(clock) + b"\x00" for clock in clocks]
+    found, built, _ = _idempotency_keys(items + [Append(ref, h) for h in headers])
+    assert found == digests + [update_hash(h) for h in headers]
     client = varuint(dev.doc.client_id)
     assert built == [
         ref.key("i", client, 0, digests[0]),
         ref.key("i", client, 1, digests[1]),
         ref.key("h", digests[2]),
+        *(
+            ref.key("i", varuint(7), clock, update_hash(h))
+            for clock, h in zip(clocks, headers, strict=True)
+        ),
     ]
 
 

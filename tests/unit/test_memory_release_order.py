@@ -46,10 +46,10 @@ async def test_release_lets_cancelled_tasks_end_first(tmp_path: Path) -> None:
 async def test_release_forgets_the_record_tails_of_gone_connections(tmp_path: Path) -> None:
     for n in range(10):
         records.encode_record(b"\x00\x00", "u", str(n), f"instance/{n}", 1)
-    assert records._record_tail.cache_info().currsize >= 10
+    assert records.record_tail.cache_info().currsize >= 10
     async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as kv:
         await memory.release(kv)
-    assert records._record_tail.cache_info().currsize == 0
+    assert records.record_tail.cache_info().currsize == 0
 
 
 async def test_the_reaper_releases_at_once_when_the_last_room_is_gone(tmp_path: Path) -> None:
