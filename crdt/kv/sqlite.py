@@ -216,34 +216,16 @@ class _Writer(_Reader):
         self.flush()
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
-    # The two below inline check_offset, fill and set: an append sets one of each per
-    # update, and the call into set cost as much as the rest.
-
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
+        # check_offset and fill inlined: an append sets one of these per update
         if offset < 0 or offset + PLACEHOLDER_LEN > len(key):
             check_offset(key, offset)
-        key = key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :]
-        key_size, value_size = len(key), len(value)
-        if key_size > MAX_KEY or value_size > MAX_VALUE:
-            check_key(key)
-            check_value(value)
-        self.size += key_size + value_size
-        if self.size > MAX_TRANSACTION:
-            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
-        self._pending[key] = value
+        self.set(key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :], value)
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
         if offset < 0 or offset + PLACEHOLDER_LEN > len(value):
             check_offset(value, offset)
-        value = value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :]
-        key_size, value_size = len(key), len(value)
-        if key_size > MAX_KEY or value_size > MAX_VALUE:
-            check_key(key)
-            check_value(value)
-        self.size += key_size + value_size
-        if self.size > MAX_TRANSACTION:
-            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
-        self._pending[key] = value
+        self.set(key, value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :])
 
     def add(self, key: bytes, delta: int) -> None:
         self.set(key, add_le(self.get(key), delta))
