@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
@@ -79,9 +79,13 @@ class Room:
         cursor: Versionstamp | None,
         size: int,
         count: int | None = None,
+        pending: Sequence[bytes] = (),
     ) -> None:
         self.ref = ref
         self.doc = doc
+        # Updates the doc holds pending (their dependencies never reached it), which
+        # Doc.get_update leaves out: sent to joiners with the state, dropped once applied.
+        self.pending = list(pending)
         self.cursor = cursor
         self.count = count  # updates in the log up to the cursor (None: not known)
         self.own: set[Versionstamp] = set()  # this instance's commits after the cursor
@@ -101,11 +105,19 @@ class Room:
         return self.doc.get_state()
 
     def sync_step2_frame(self, state_vector: bytes) -> bytes:
+        if self.pending:  # usually empty: then this costs nothing
+            self.pending = pending_updates(self.doc, self.pending)
         if state_vector == EMPTY_STATE_VECTOR:
             if self._full_frame is None:
-                self._full_frame = codec.encode(SyncStep2(self.doc.get_update()))
+                self._full_frame = codec.encode(SyncStep2(self._with_pending(None)))
             return self._full_frame
-        return codec.encode(SyncStep2(self.doc.get_update(state_vector)))
+        return codec.encode(SyncStep2(self._with_pending(state_vector)))
+
+    def _with_pending(self, state_vector: bytes | None) -> bytes:
+        """What a peer at ``state_vector`` lacks, with the pending updates (as Yjs's
+        ``encodeStateAsUpdate`` does): it holds them pending too, until they apply."""
+        update = self.doc.get_update(state_vector)
+        return merge_updates(update, *self.pending) if self.pending else update
 
     def awareness_payload(self) -> bytes | None:
         if not self.states:
@@ -323,7 +335,12 @@ class Rooms:
             # Replayed at the head just read, so the head's count is the room's count.
             replayed = await self.history.replay(ref, head.versionstamp if head else None)
             count = head.count if head else 0
-            room = Room(ref, replayed.doc, replayed.versionstamp, size, count)
+            pending = (
+                await asyncio.to_thread(pending_updates, replayed.doc, replayed.applied)
+                if replayed.applied
+                else []
+            )
+            room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
             room.watcher = asyncio.create_task(self._watch(room, raw), name="weft-room-watch")
             self._rooms[ref.space] = room
             self.awareness.attach(room)
