@@ -1,7 +1,8 @@
 """Ordered KV engines, chosen by URL.
 
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default store);
-  query options ``synchronous=FULL|NORMAL|OFF|EXTRA`` and ``readers=N``.
+  query options ``synchronous=FULL|NORMAL|OFF|EXTRA``, ``readers=N`` and
+  ``wal_limit_mb=N`` (the size the WAL file is kept near, default 32).
 - ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``; query option
   ``timeout=SECONDS`` bounds each transaction's retry loop (default 60). Needs the
   FoundationDB client library (libfdb_c); opening without it raises StoreError.
@@ -27,14 +28,18 @@ def open_engine(url: str) -> Engine:
         path = url.split("?", 1)[0][len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
             raise StoreError(f"store URL {url!r} names no file: use sqlite:///path/to/weft.db")
-        unknown = set(options) - {"synchronous", "readers"}
+        unknown = set(options) - {"synchronous", "readers", "wal_limit_mb"}
         if unknown:
             raise StoreError(f"unknown sqlite store option(s): {', '.join(sorted(unknown))}")
         try:
+            wal_limit_mb = int(options.get("wal_limit_mb", "32"))
+            if wal_limit_mb < 1:
+                raise ValueError(f"wal_limit_mb must be at least 1, got {wal_limit_mb}")
             return SQLiteEngine(
                 path,
                 synchronous=options.get("synchronous", "FULL"),
                 readers=int(options.get("readers", "4")),
+                wal_limit=wal_limit_mb << 20,
             )
         except ValueError as exc:
             raise StoreError(f"bad store URL {url!r}: {exc}") from exc

@@ -25,6 +25,13 @@
   SQLite's PASSIVE mode, which never blocks the writer or readers. Left to the
   committing connection (SQLite's default), every few hundred commits one commit would
   pay for the copy and the extra fsync: the slowest percent of commits was that.
+- The WAL file stays bounded (``wal_limit``). It only starts over from its beginning
+  when a checkpoint has copied all of it before the next commit; under steady traffic
+  a commit kept landing during the background checkpoint and the WAL grew without end
+  (179 MB against an 8.8 MB database after 30 s of 300 commits/s). Once it is over the
+  limit, the writer thread checkpoints it itself right after a commit (nothing can
+  commit meanwhile, so that checkpoint finishes), the next commit starts it over, and
+  SQLite truncates it back to the limit (``journal_size_limit``).
 """
 
 from __future__ import annotations
@@ -328,6 +335,7 @@ class SQLiteEngine:
         checkpoint_delay: float = 0.2,
         checkpoint_commits: int = 500,
         checkpoint_every: float = 1.0,
+        wal_limit: int = 32 << 20,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
@@ -354,6 +362,9 @@ class SQLiteEngine:
         self._checkpoint_every = checkpoint_every
         self._commits = 0  # since the last checkpoint (the writer counts, it resets)
         self.checkpoints = 0  # run by the background checkpointer so far
+        self._wal_limit = wal_limit
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self.writer_checkpoints = 0  # run by the writer thread, the WAL being over wal_limit
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set after each commit, for the checkpointer
         self._closed = threading.Event()
@@ -402,6 +413,7 @@ class SQLiteEngine:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
         writer.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+        writer.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")
         self._writer_conn = writer
         for _ in range(self._reader_count):
             reader = self._connect()
@@ -563,6 +575,18 @@ class SQLiteEngine:
                 self._notify(written)
             except Exception:  # a watch that fails must not stop the writer
                 log.exception("notifying watches after a commit failed")
+            self._bound_wal()
+
+    def _bound_wal(self) -> None:
+        """Checkpoint here, between two commits, if the WAL grew past ``wal_limit``
+        (see the module docstring); the next batch waits for it, this one did not."""
+        try:
+            if self._wal_path.stat().st_size <= self._wal_limit:
+                return
+            self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.writer_checkpoints += 1
+        except (OSError, sqlite3.Error) as exc:  # e.g. the background one runs: next time
+            log.debug("%s: writer checkpoint skipped: %s", self.path, exc)
 
     def _run_batch(
         self, batch: list[_Request]

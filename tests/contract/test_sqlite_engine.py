@@ -72,12 +72,19 @@ async def test_a_commit_waits_for_another_writer_on_the_file(tmp_path: Path) -> 
         ("sqlite://", "names no file"),
         ("sqlite:///x.db?journal=off", "unknown sqlite store option"),
         ("sqlite:///x.db?synchronous=SOMETIMES", "synchronous must be one of"),
+        ("sqlite:///x.db?wal_limit_mb=0", "wal_limit_mb must be at least 1"),
+        ("sqlite:///x.db?wal_limit_mb=lots", "invalid literal"),
         ("postgres://db", "unknown store URL"),
     ],
 )
 def test_bad_sqlite_urls_are_clear_errors(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         open_engine(url)
+
+
+def test_the_wal_limit_is_a_store_url_option() -> None:
+    engine = open_engine("sqlite:///x.db?wal_limit_mb=8")
+    assert isinstance(engine, SQLiteEngine) and engine._wal_limit == 8 << 20
 
 
 # --- the writer thread survives its callers ------------------------------------------
@@ -307,3 +314,25 @@ async def test_the_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path
         assert path.stat().st_size >= before + 100_000
         assert engine._checkpointer is not None and engine._checkpointer.is_alive()
     assert engine._checkpointer is not None and not engine._checkpointer.is_alive()
+
+
+async def test_the_wal_stays_under_its_limit_when_checkpoints_never_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The background checkpointer never runs here (as if a commit always landed while
+    it ran): past ``wal_limit`` the writer checkpoints itself between two commits, the
+    WAL starts over and is truncated back to the limit, and nothing is lost."""
+    path, limit = tmp_path / "kv.db", 64 * 1024
+    engine = SQLiteEngine(path, checkpoint_delay=3600.0, wal_limit=limit)
+    wal = path.with_name(path.name + "-wal")
+    async with engine:
+        for i in range(200):  # each commit appends at least one 4 kB page: >= 12x the limit
+
+            def write(tr: Transaction, i: int = i) -> None:
+                tr.set(keys.pack(("k", i)), b"v" * 500)
+
+            await engine.transact(write)
+            assert wal.stat().st_size < 2 * limit, i  # the limit + the frames of one commit
+        assert engine.checkpoints == 0 and engine.writer_checkpoints >= 5
+        values = await engine.read(lambda tr: tr.get_range(b"", b"\xff"))
+        assert [k for k, _ in values] == sorted(keys.pack(("k", i)) for i in range(200))
