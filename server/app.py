@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         max_idle=settings.max_idle_rooms,
     )
     app[ROOMS].release_hooks.append(app[WRITER].forget_checks)
+    app[ROOMS].load_hooks.append(app[WRITER].note_loaded)
     app[CONNECTIONS] = Connections()
     app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detector
     app.cleanup_ctx.append(_lifecycle)

@@ -261,6 +261,8 @@ class Rooms:
         # Called when memory is given back after unloading: caches of other parts that
         # only unloaded documents used (see server.memory).
         self.release_hooks: list[Callable[[], None]] = []
+        # Told (doc, records, bytes after its latest snapshot) when a room loads.
+        self.load_hooks: list[Callable[[DocRef, int, int], None]] = []
 
     def _committed(self, items: Sequence[Append], results: Sequence[Appended]) -> None:
         """Note this instance's connection commits in their rooms (see :meth:`Room.skip_own`);
@@ -341,6 +343,9 @@ class Rooms:
                 else []
             )
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
+            tail = replayed.applied[len(replayed.applied) - replayed.updates_applied :]
+            for hook in self.load_hooks:
+                hook(ref, replayed.updates_applied, sum(map(len, tail)))
             room.watcher = asyncio.create_task(self._watch(room, raw), name="weft-room-watch")
             self._rooms[ref.space] = room
             self.awareness.attach(room)

@@ -7,7 +7,9 @@ queue: whatever arrived while the previous commit was in flight (up to ``max_upd
 updates, from many rooms, share one transaction and one fsync.
 
 After a commit, snapshots are scheduled off the hot path for the documents that received
-enough updates. The writer keeps, per busy document, the updates it committed since the
+enough updates: counted from what the document's room found after the latest snapshot
+when it loaded (:meth:`Writer.note_loaded`), or else from a first check that reads the
+log. The writer keeps, per busy document, the updates it committed since the
 document's last snapshot (its *tail*): when they are provably all of the log's records
 since that snapshot (``replaying.known_records``: as many as the head's count says), the
 next snapshot is built from them without reading the log (reading and decoding a
@@ -253,6 +255,18 @@ class Writer:
                 self._since_check.pop(space, None)
                 task = asyncio.create_task(self._snapshot(doc, due), name="weft-snapshot")
                 self._snapshots[space] = task
+
+    def note_loaded(self, doc: DocRef, records: int, size: int) -> None:
+        """A room loaded ``doc`` and found ``records`` updates (``size`` bytes) after
+        its latest snapshot: counted as if noted here, so its first update needs no
+        check that reads the log (which, run after a burst, read and decoded hundreds
+        of records only to find nothing due)."""
+        space = doc.space
+        if space in self._checked:
+            return
+        self._checked.add(space)
+        count, total = self._since_check.get(space, (0, 0))
+        self._since_check[space] = (count + records, total + size)
 
     def forget_checks(self) -> None:
         """Forget which documents were checked for snapshots (each is checked once more

@@ -18,7 +18,7 @@ from crdt.history import Append, Appended, DocRef, History
 from crdt.kv import open_engine
 from crdt.versionstamp import ZERO, Versionstamp
 from server.app import create_app
-from server.appkeys import HISTORY, METRICS, ON_BRANCH, ROOMS
+from server.appkeys import HISTORY, METRICS, ON_BRANCH, ROOMS, WRITER
 from server.auth import Principal
 from server.config import Settings
 from server.metrics import Metrics
@@ -216,3 +216,27 @@ def test_joiners_with_an_empty_state_vector_share_one_encoding() -> None:
         other.get_update(), Appended(Versionstamp(b"\x00" * 11 + b"\x01"), False), sender=0
     )
     assert room.sync_step2_frame(b"\x00") is not first  # re-encoded after a change
+
+
+async def test_a_loaded_room_tells_the_writer_what_follows_the_latest_snapshot(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Its first update then needs no snapshot check that reads the log."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        history = app[HISTORY]
+        doc = await history.doc("acme", "site", "known.txt", create=True)
+        source: Doc[Any] = Doc()
+        earlier = []
+        for word in ("one ", "two ", "three "):
+            before = source.get_state()
+            source.get("content", type=Text).insert(0, word)
+            earlier.append(source.get_update(before))
+        await history.append([Append(doc, u) for u in earlier])  # before the room loaded
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/known.txt", weft=True)
+        update = await peer.edit(0, "four ")
+        await peer.until(lambda: len(peer.acks) == 1)
+        writer = app[WRITER]
+        assert writer._since_check[doc.space] == (4, sum(map(len, [*earlier, update])))
+        assert writer.log_snapshots == 0 and not writer._snapshots
+        await peer.close()

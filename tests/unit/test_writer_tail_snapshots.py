@@ -188,3 +188,22 @@ async def test_documents_that_are_never_due_keep_no_tail(kv: Engine) -> None:
             await send(writer, ref, [editors.update() for _ in range(5)])
         await snapshots_done(writer)
         assert writer._tails == {} and writer._tail_bytes == 0
+
+
+async def test_a_document_its_room_counted_at_load_needs_no_first_check(kv: Engine) -> None:
+    """A room that loaded the document said how many records follow its latest
+    snapshot: the writer counts on from there, so the first updates read nothing, and
+    the snapshot comes due with exactly the record that makes SNAPSHOT_EVERY."""
+    history, ref = await setup(kv)
+    editors = Editors(3)
+    earlier = [editors.update() for _ in range(SNAPSHOT_EVERY - 10)]
+    await history.append([Append(ref, u) for u in earlier])  # before this writer started
+    async with Writer(history) as writer:
+        writer.note_loaded(ref, len(earlier), sum(map(len, earlier)))
+        await send(writer, ref, [editors.update() for _ in range(9)], batch=3)
+        await snapshots_done(writer)
+        assert writer.log_snapshots == 0 and await stored(history, ref) == ([], [])
+        await send(writer, ref, [editors.update()])  # the SNAPSHOT_EVERY-th record
+        await snapshots_done(writer)
+        assert writer.log_snapshots == 1  # a first snapshot reads the log, as before
+        assert await assert_as_built_from_the_log(history, ref) == 1
