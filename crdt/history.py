@@ -516,7 +516,9 @@ def _append_tr(
     return markers
 
 
-_USER = [n.to_bytes(2, "big") for n in range(MAX_BATCH_UPDATES)]  # the 2 user bytes
+# The 2 user bytes of each update of a transaction (append gives one at most
+# MAX_BATCH_UPDATES: History.append splits bigger batches).
+_USER = [n.to_bytes(2, "big") for n in range(MAX_BATCH_UPDATES)]
 
 
 def _idempotency_keys(
