@@ -29,9 +29,9 @@
   when a checkpoint has copied all of it before the next commit; under steady traffic
   a commit kept landing during the background checkpoint and the WAL grew without end
   (179 MB against an 8.8 MB database after 30 s of 300 commits/s). Once it is over the
-  limit, the writer thread checkpoints it itself right after a commit (nothing can
-  commit meanwhile, so that checkpoint finishes), the next commit starts it over, and
-  SQLite truncates it back to the limit (``journal_size_limit``).
+  limit, the writer thread checkpoints it itself right after a commit, at most once a
+  second (nothing can commit meanwhile, so that checkpoint finishes), the next commit
+  starts it over, and SQLite truncates it back to the limit (``journal_size_limit``).
 """
 
 from __future__ import annotations
@@ -336,6 +336,7 @@ class SQLiteEngine:
         checkpoint_commits: int = 500,
         checkpoint_every: float = 1.0,
         wal_limit: int = 32 << 20,
+        wal_limit_every: float = 1.0,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
@@ -365,6 +366,8 @@ class SQLiteEngine:
         self._wal_limit = wal_limit
         self._wal_path = self.path.with_name(self.path.name + "-wal")
         self.writer_checkpoints = 0  # run by the writer thread, the WAL being over wal_limit
+        self._wal_limit_every = wal_limit_every  # seconds between two of those, at least
+        self._wal_checked = 0.0  # when the writer last checkpointed
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set after each commit, for the checkpointer
         self._closed = threading.Event()
@@ -579,10 +582,18 @@ class SQLiteEngine:
 
     def _bound_wal(self) -> None:
         """Checkpoint here, between two commits, if the WAL grew past ``wal_limit``
-        (see the module docstring); the next batch waits for it, this one did not."""
+        (see the module docstring); the next batch waits for it, this one did not. At
+        most once per ``wal_limit_every`` seconds: while a long read (another process's,
+        say) keeps the WAL from starting over, it stays over the limit, and a checkpoint
+        after every commit would only cost."""
         try:
-            if self._wal_path.stat().st_size <= self._wal_limit:
+            now = time.monotonic()
+            if (
+                now - self._wal_checked < self._wal_limit_every
+                or self._wal_path.stat().st_size <= self._wal_limit
+            ):
                 return
+            self._wal_checked = now
             self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.writer_checkpoints += 1
         except (OSError, sqlite3.Error) as exc:  # e.g. the background one runs: next time

@@ -323,7 +323,7 @@ async def test_the_wal_stays_under_its_limit_when_checkpoints_never_catch_up(
     it ran): past ``wal_limit`` the writer checkpoints itself between two commits, the
     WAL starts over and is truncated back to the limit, and nothing is lost."""
     path, limit = tmp_path / "kv.db", 64 * 1024
-    engine = SQLiteEngine(path, checkpoint_delay=3600.0, wal_limit=limit)
+    engine = SQLiteEngine(path, checkpoint_delay=3600.0, wal_limit=limit, wal_limit_every=0.0)
     wal = path.with_name(path.name + "-wal")
     async with engine:
         for i in range(200):  # each commit appends at least one 4 kB page: >= 12x the limit
@@ -336,3 +336,14 @@ async def test_the_wal_stays_under_its_limit_when_checkpoints_never_catch_up(
         assert engine.checkpoints == 0 and engine.writer_checkpoints >= 5
         values = await engine.read(lambda tr: tr.get_range(b"", b"\xff"))
         assert [k for k, _ in values] == sorted(keys.pack(("k", i)) for i in range(200))
+
+
+async def test_the_writer_checkpoints_the_wal_at_most_so_often(tmp_path: Path) -> None:
+    """Over the limit for good (as while a long read holds the WAL), the writer does not
+    checkpoint after every commit: at most once per ``wal_limit_every``."""
+    path = tmp_path / "kv.db"
+    engine = SQLiteEngine(path, checkpoint_delay=3600.0, wal_limit=4096, wal_limit_every=3600.0)
+    async with engine:
+        for i in range(50):
+            await engine.transact(setter(keys.pack(("k", i)), b"v" * 500))
+        assert engine.writer_checkpoints == 1
