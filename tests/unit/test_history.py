@@ -130,6 +130,38 @@ def test_first_struct_reads_the_id_an_update_starts_at() -> None:
     assert first_struct(b"\x01\x00\x07\x05") is None  # an empty first group
 
 
+def first_struct_by_hand(update: bytes) -> tuple[bytes, int] | None:
+    """first_struct's contract, decoded byte by byte: four varuints (at most 10 bytes
+    each) within the first 40 bytes; neither of the first two the single byte 0."""
+    window, pos, parts = update[:40], 0, []
+    for _ in range(4):
+        start = pos
+        while pos < len(window) and window[pos] >= 0x80:
+            pos += 1
+        if pos >= len(window) or pos - start > 9:
+            return None
+        pos += 1
+        parts.append(window[start:pos])
+    if parts[0] == b"\x00" or parts[1] == b"\x00":
+        return None
+    return parts[2], sum((byte & 0x7F) << (7 * i) for i, byte in enumerate(parts[3]))
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=48),
+        st.lists(st.integers(0, 2**70), min_size=1, max_size=5).map(
+            lambda ns: b"".join(varuint(n) for n in ns)
+        ),
+    ),
+    st.binary(max_size=8),
+)
+def test_first_struct_equals_decoding_the_header_by_hand(head: bytes, rest: bytes) -> None:
+    """Idempotency keys are built from it: any change of its answer would file re-sent
+    updates under new keys."""
+    assert first_struct(head + rest) == first_struct_by_hand(head + rest)
+
+
 async def test_a_run_of_one_clients_resent_updates_is_found_by_its_range_read(
     history: History, kv: Engine
 ) -> None:
