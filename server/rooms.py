@@ -58,6 +58,7 @@ TAIL_PAGE = 1000
 # commits land; another instance's edits arrive at most this much later.
 WATCH_COALESCE = 0.005
 RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
+PENDING_INLINE = 100  # updates a loading room checks for pending ones on the event loop
 
 
 class Peer(Protocol):
@@ -337,10 +338,11 @@ class Rooms:
             # Replayed at the head just read, so the head's count is the room's count.
             replayed = await self.history.replay(ref, head.versionstamp if head else None)
             count = head.count if head else 0
+            applied = replayed.applied  # ~1 µs each: a thread only for a long tail
             pending = (
-                await asyncio.to_thread(pending_updates, replayed.doc, replayed.applied)
-                if replayed.applied
-                else []
+                pending_updates(replayed.doc, applied)
+                if len(applied) <= PENDING_INLINE
+                else await asyncio.to_thread(pending_updates, replayed.doc, applied)
             )
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
             tail = replayed.applied[len(replayed.applied) - replayed.updates_applied :]

@@ -16,6 +16,7 @@ from pycrdt import Doc, Text
 from crdt.codec import SyncUpdate
 from crdt.history import Append, History
 from crdt.kv.sqlite import SQLiteEngine
+from server import rooms
 from server.app import create_app
 from server.config import Settings
 from server.testing import YPeer, client_session, serve_in_process
@@ -39,10 +40,18 @@ def two_edits() -> tuple[bytes, bytes]:
     return updates[0], updates[1]
 
 
-@pytest.mark.parametrize("snapshot", [False, True])
+@pytest.mark.parametrize(
+    ("snapshot", "threaded"), [(False, False), (True, False), (False, True)]
+)
 async def test_a_joiner_gets_what_the_room_holds_pending(
-    tmp_path: Path, http: aiohttp.ClientSession, snapshot: bool
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    snapshot: bool,
+    threaded: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if threaded:  # a long tail is checked in a thread: here, any
+        monkeypatch.setattr(rooms, "PENDING_INLINE", 0)
     first, second = two_edits()
     store = tmp_path / "weft.db"
     async with SQLiteEngine(store) as kv:
