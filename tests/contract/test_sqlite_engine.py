@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crdt import keys
 from crdt.errors import FormatError, StoreError
 from crdt.kv import Transaction, open_engine
+from crdt.kv import sqlite as sqlite_module
 from crdt.kv.sqlite import FORMAT_MAJOR, SQLiteEngine
 
 
@@ -265,6 +267,133 @@ async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
         assert not any(w.done() for w in watchers), "an unchanged key woke a watcher"
         await set_from_another_process(kv.url, watched, b"1")
         assert await asyncio.wait_for(asyncio.gather(*watchers), WAIT) == [b"1"] * 3
+
+
+def _counting_reads(kv: SQLiteEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements reading the kv table on the engine's reader threads (the reads a
+    watch makes), once ``kv`` is opened."""
+    reads: list[str] = []
+    connect = kv._connect
+
+    def counting_connect() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(
+            lambda sql: (
+                reads.append(sql)
+                if "FROM kv" in sql and threading.current_thread().name.startswith("weft-read")
+                else None
+            )
+        )
+        return conn
+
+    monkeypatch.setattr(kv, "_connect", counting_connect)
+    return reads
+
+
+async def test_watching_again_with_the_value_a_commit_woke_reads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A room watches its head again after each commit, with the value it was woken
+    with: the engine remembers the value it offered, so that costs no read."""
+    key = keys.pack(("head",))
+    kv = SQLiteEngine(tmp_path / "kv.db")
+    reads = _counting_reads(kv, monkeypatch)
+    async with kv:
+        await kv.transact(setter(key, b"0"))
+        watching = asyncio.ensure_future(kv.watch(key, b"0"))
+        await asyncio.sleep(0.05)
+        assert len(reads) == 1, reads  # a key's first watch reads it
+        for i in range(1, 11):
+            await kv.transact(setter(key, f"{i}".encode()))
+            value = await asyncio.wait_for(watching, WAIT)
+            assert value == f"{i}".encode()
+            watching = asyncio.ensure_future(kv.watch(key, value))
+            await asyncio.sleep(0.01)
+            assert not watching.done()
+        assert len(reads) == 1, reads
+        watching.cancel()
+
+
+async def test_a_watch_right_after_its_own_commit_is_not_woken_by_the_value_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine marks a remembered value unknown before it reports the commit that
+    changed it: a caller who watches with the value it just wrote must not be woken by
+    the value before, even while the writer thread has not offered the new one yet
+    (held back here, to make that window wide)."""
+    key, other = keys.pack(("head",)), keys.pack(("other",))
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        offer = kv._offer
+
+        def late_offer(*args: Any) -> None:
+            if threading.current_thread().name == "weft-write":
+                time.sleep(0.01)
+            offer(*args)
+
+        monkeypatch.setattr(kv, "_offer", late_offer)
+        await kv.transact(setter(key, b"0"))
+        woken = asyncio.ensure_future(kv.watch(key, b"0"))
+        await asyncio.sleep(0.05)
+        await kv.transact(setter(key, b"1"))
+        assert await asyncio.wait_for(woken, WAIT) == b"1"  # offered: now remembered
+        for i in range(2, 32):
+            value = f"{i}".encode()
+            await kv.transact(setter(key, value))
+            watching = asyncio.ensure_future(kv.watch(key, value))
+            await asyncio.sleep(0.005)
+            assert not watching.done(), f"woken with {watching.result()!r} after {value!r}"
+            watching.cancel()
+            await kv.transact(setter(other, value))  # the writer moves on meanwhile
+
+
+@pytest.mark.parametrize("watched_meanwhile", [True, False], ids=["polled", "poller-idle"])
+async def test_a_remembered_value_sees_another_process_commit_while_nobody_watched(
+    tmp_path: Path, watched_meanwhile: bool
+) -> None:
+    """Between two watches of a key its value is remembered: another process's commit
+    in that gap must still wake the next watch, whether the poller kept polling (for
+    another key) or idled with nobody watching."""
+    key, other = keys.pack(("head", 1)), keys.pack(("head", 2))
+    async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
+        await kv.transact(setter(key, b"a"))
+        watching = asyncio.ensure_future(kv.watch(key, b"a"))
+        await asyncio.sleep(0.05)
+        await kv.transact(setter(key, b"b"))
+        assert await asyncio.wait_for(watching, WAIT) == b"b"
+        elsewhere = asyncio.ensure_future(kv.watch(other, None)) if watched_meanwhile else None
+        await set_from_another_process(kv.url, key, b"c")
+        assert await asyncio.wait_for(kv.watch(key, b"b"), WAIT) == b"c"
+        if elsewhere is not None:
+            assert not elsewhere.done()
+            elsewhere.cancel()
+
+
+async def test_a_value_nobody_watches_is_forgotten_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key nobody watched for WATCH_MEMORY seconds is read again by its next watch."""
+    monkeypatch.setattr(sqlite_module, "WATCH_MEMORY", 0.05)
+    key, other = keys.pack(("head", 1)), keys.pack(("head", 2))
+    kv = SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005)
+    reads = _counting_reads(kv, monkeypatch)
+    async with kv:
+        await kv.transact(setter(key, b"a"))
+        watching = asyncio.ensure_future(kv.watch(key, b"a"))
+        await asyncio.sleep(0.05)
+        await kv.transact(setter(key, b"b"))
+        assert await asyncio.wait_for(watching, WAIT) == b"b"
+        keeps_polling = asyncio.ensure_future(kv.watch(other, None))
+        quick = asyncio.ensure_future(kv.watch(key, b"b"))  # remembered: no read
+        await asyncio.sleep(0.05)
+        quick.cancel()
+        before = len(reads)
+        await asyncio.sleep(1.3)  # the poller forgets once a second
+        again = asyncio.ensure_future(kv.watch(key, b"b"))
+        await asyncio.sleep(0.05)
+        assert len(reads) == before + 1, reads[before:]
+        assert not again.done()
+        again.cancel()
+        keeps_polling.cancel()
 
 
 async def test_a_steady_stream_of_commits_is_checkpointed_every_n_commits(
