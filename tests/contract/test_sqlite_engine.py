@@ -396,6 +396,40 @@ async def test_a_value_nobody_watches_is_forgotten_after_a_while(
         keeps_polling.cancel()
 
 
+async def test_the_watch_poller_slows_down_while_the_file_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every 10 ms while commits come, every 50 ms once they stopped a while."""
+    key, watched = keys.pack(("head", 1)), keys.pack(("head", 2))
+    kv = SQLiteEngine(tmp_path / "kv.db", poll_interval=0.01, poll_idle_interval=0.05)
+    polls: list[float] = []
+    connect = kv._connect
+
+    def counting_connect() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(
+            lambda sql: polls.append(time.monotonic()) if "data_version" in sql else None
+        )
+        return conn
+
+    monkeypatch.setattr(kv, "_connect", counting_connect)
+    async with kv:
+        watching = asyncio.ensure_future(kv.watch(watched, None))
+        await asyncio.sleep(0.5)
+        start = len(polls)
+        await asyncio.sleep(1.0)
+        quiet = len(polls) - start
+        start = len(polls)
+        for i in range(100):  # 1 s of commits, 10 ms apart
+            await kv.transact(setter(key, f"{i}".encode()))
+            await asyncio.sleep(0.01)
+        busy = len(polls) - start
+        assert not watching.done()
+        watching.cancel()
+    assert quiet <= 30, f"{quiet} polls in a quiet second (50 ms apart: 20)"
+    assert busy >= 40, f"{busy} polls in a busy second (10 ms apart: up to 100)"
+
+
 async def test_a_steady_stream_of_commits_is_checkpointed_every_n_commits(
     tmp_path: Path,
 ) -> None:
