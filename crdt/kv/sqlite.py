@@ -487,6 +487,8 @@ class SQLiteEngine:
             self._writer_thread.join()
         if self._poller is not None:
             self._poller.join()
+            self._poller = None  # else commits after a reopen are recorded for nobody
+        self._own_commits.clear()
         if self._checkpointer is not None:
             self._committed.set()
             self._checkpointer.join()
@@ -595,6 +597,7 @@ class SQLiteEngine:
             hit = self._unknown_after(written, counter) if written else None
         except Exception:  # a watch that fails must not stop the writer
             log.exception("marking watched keys after a commit failed")
+            self._distrust(counter)
             hit = None
         _settle(list(zip(batch, outcomes, strict=True)))
         if hit:
@@ -602,6 +605,7 @@ class SQLiteEngine:
                 self._offer(_Reader(self._writer_conn), counter, hit)
             except Exception:
                 log.exception("notifying watches after a commit failed")
+                self._distrust(counter)
         if written:
             self._bound_wal()
 
@@ -779,9 +783,13 @@ class SQLiteEngine:
                 )
                 self._poller.start()
         try:
-            # The remembered value is the newest offered so far; a newer commit is being
-            # offered, and wakes ``w`` if it differs from ``last`` (registered above).
-            current = await self.read(lambda tr: tr.get(key)) if known is _UNKNOWN else known
+            # A remembered value equal to ``last`` (a watcher back with the value it was
+            # woken with): any newer commit is being offered, and wakes ``w`` (registered
+            # above). Otherwise read: ``last`` may be newer than what was offered so far
+            # (the caller read it itself), and the answer must not go back in time.
+            if known is _UNKNOWN or known != last:
+                known = await self.read(lambda tr: tr.get(key))
+            current = known
             if current != last:
                 return cast("bytes | None", current)
             return await w.future
@@ -847,20 +855,37 @@ class SQLiteEngine:
         the writer if it was this engine's, else by the poller, which sees it move
         ``data_version``), so the newest value is always remembered in the end."""
         with self._watch_lock:
-            wanted = [k for k in self._known if keys is None or k in keys]
+            wanted = [(k, e) for k, e in self._known.items() if keys is None or k in keys]
         if not wanted:
             return
-        values = reader.get_many(wanted)
+        values = reader.get_many([k for k, _ in wanted])
         with self._watch_lock:
             dead: list[_Watch] = []
-            for key, value in zip(wanted, values, strict=True):
+            for (key, entry), value in zip(wanted, values, strict=True):
                 known = self._known.get(key)
-                if known is None or counter < known[0]:
-                    continue  # forgotten meanwhile, or a newer value was offered
-                self._known[key] = (counter, value)
+                if known is None:
+                    continue  # forgotten meanwhile
+                if known is entry:  # untouched since before the read: the value is newer
+                    tag = max(counter, known[0])
+                elif known[0] < 0 or counter < known[0]:
+                    # A newer value was offered, or the entry was made again after the
+                    # read began (whoever made it reads for itself): ours may be older.
+                    continue
+                else:
+                    tag = counter
+                self._known[key] = (tag, value)
                 dead.extend(w for w in self._watches.get(key, ()) if not w.offer(value))
             for w in dead:
                 self._drop(w)
+
+    def _distrust(self, counter: int) -> None:
+        """After a failure to mark or offer commit ``counter``'s keys: forget every
+        remembered value (watched keys' are unknown as of ``counter``, so watches read)
+        and count the commit as not this engine's, so the poller offers it."""
+        with self._watch_lock:
+            self._known = {k: (counter, _UNKNOWN) for k in self._known if k in self._watches}
+            self._forget_at.clear()
+            self._own_commits.discard(counter)
 
     def _poll_loop(self) -> None:
         """Cross-process watches: runs while anybody watches, polling ``data_version``.

@@ -368,6 +368,70 @@ async def test_a_remembered_value_sees_another_process_commit_while_nobody_watch
             elsewhere.cancel()
 
 
+async def test_a_watch_with_a_value_read_after_another_process_commit_is_not_woken(
+    tmp_path: Path,
+) -> None:
+    """A caller that read a key itself (here: just after another process wrote it)
+    and watches with that value must not be woken with the value remembered before."""
+    key = keys.pack(("head",))
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        await kv.transact(setter(key, b"0"))
+        watching = asyncio.ensure_future(kv.watch(key, b"0"))
+        await asyncio.sleep(0.05)
+        await kv.transact(setter(key, b"1"))
+        assert await asyncio.wait_for(watching, WAIT) == b"1"  # b"1" is remembered now
+        await set_from_another_process(kv.url, key, b"2")
+        read = await kv.read(lambda tr: tr.get(key))
+        assert read == b"2"
+        again = asyncio.ensure_future(kv.watch(key, read))
+        await asyncio.sleep(0.2)
+        assert not again.done(), f"woken with {again.result()!r}, read {read!r}"
+        again.cancel()
+
+
+async def test_a_late_poller_offer_does_not_overwrite_a_value_remembered_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller read a key, then stalled; meanwhile the key's entry was dropped, this
+    engine committed a new value and a new watch read it. The stalled offer is older:
+    it must neither wake that watch nor be remembered."""
+    key, other, elsewhere = keys.pack(("head", 1)), keys.pack(("head", 2)), keys.pack(("x",))
+    poller_read, resume = threading.Event(), threading.Event()
+    hold = threading.Event()
+    get_many = sqlite_module._Reader.get_many
+
+    def stalling_get_many(self: Any, wanted: Any) -> Any:
+        values = get_many(self, wanted)
+        if threading.current_thread().name == "weft-watch" and hold.is_set():
+            hold.clear()
+            poller_read.set()
+            resume.wait(WAIT)
+        return values
+
+    monkeypatch.setattr(sqlite_module._Reader, "get_many", stalling_get_many)
+    async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
+        await kv.transact(setter(key, b"0"))
+        keeps_polling = asyncio.ensure_future(kv.watch(other, None))
+        await asyncio.sleep(0.1)  # the poller started and made its first offer
+        first = asyncio.ensure_future(kv.watch(key, b"0"))  # read b"0", nothing offered
+        await asyncio.sleep(0.05)
+        hold.set()
+        await set_from_another_process(kv.url, elsewhere, b"theirs")
+        assert await asyncio.to_thread(poller_read.wait, WAIT)  # it read b"0" and stalls
+        first.cancel()  # the key's entry (no value offered yet) goes with its last watch
+        await asyncio.sleep(0.01)
+        await kv.transact(setter(key, b"1"))
+        second = asyncio.ensure_future(kv.watch(key, b"1"))
+        await asyncio.sleep(0.05)
+        resume.set()
+        await asyncio.sleep(0.1)
+        assert not second.done(), f"woken with {second.result()!r} after b'1' was committed"
+        # and nothing old is remembered: a watch with the old value sees the new one
+        assert await asyncio.wait_for(kv.watch(key, b"0"), WAIT) == b"1"
+        second.cancel()
+        keeps_polling.cancel()
+
+
 async def test_a_value_nobody_watches_is_forgotten_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
