@@ -89,6 +89,23 @@ def test_the_wal_limit_is_a_store_url_option() -> None:
     assert isinstance(engine, SQLiteEngine) and engine._wal_limit == 8 << 20
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 255, 256, 257, 511, 1000])
+async def test_a_transaction_writes_every_row_whatever_its_count(tmp_path: Path, rows: int) -> None:
+    """The writer inserts a transaction's rows with multi-row INSERTs of power-of-two
+    sizes (at most 256 rows each): every count must come out whole."""
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+
+        def write(tr: Transaction) -> None:
+            for n in range(rows):
+                tr.set(keys.pack(("row", n)), f"value {n}".encode())
+
+        await kv.transact(write)
+        stored = await kv.read(
+            lambda tr: tr.get_range(keys.pack(("row",)), keys.pack(("row",)) + b"\xff")
+        )
+    assert stored == sorted((keys.pack(("row", n)), f"value {n}".encode()) for n in range(rows))
+
+
 # --- the writer thread survives its callers ------------------------------------------
 
 WORKER = Path(__file__).with_name("kv_worker.py")
