@@ -345,7 +345,7 @@ class Rooms:
                 else await asyncio.to_thread(pending_updates, replayed.doc, applied)
             )
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
-            tail = replayed.applied[len(replayed.applied) - replayed.updates_applied :]
+            tail = applied[len(applied) - replayed.updates_applied :]
             for hook in self.load_hooks:
                 hook(ref, replayed.updates_applied, sum(map(len, tail)))
             room.watcher = asyncio.create_task(self._watch(room, raw), name="weft-room-watch")

@@ -249,24 +249,42 @@ async def test_a_commit_while_the_watch_poller_starts_is_not_missed(
         assert await asyncio.wait_for(watching, WAIT) == b"new"
 
 
+def _traced(
+    kv: SQLiteEngine, monkeypatch: pytest.MonkeyPatch, wanted: Callable[[str, str], bool]
+) -> list[str]:
+    """The statements run on ``kv``'s connections opened from now on for which
+    ``wanted(sql, thread name)`` holds (the thread that runs the statement)."""
+    seen: list[str] = []
+    connect = kv._connect
+
+    def tracing_connect() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(
+            lambda sql: seen.append(sql) if wanted(sql, threading.current_thread().name) else None
+        )
+        return conn
+
+    monkeypatch.setattr(kv, "_connect", tracing_connect)
+    return seen
+
+
+def _counting_reads(kv: SQLiteEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements reading the kv table on the engine's reader threads (the reads a
+    watch makes), once ``kv`` is opened."""
+    return _traced(
+        kv, monkeypatch, lambda sql, thread: "FROM kv" in sql and thread.startswith("weft-read")
+    )
+
+
 async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watched, other = keys.pack(("head", 1)), keys.pack(("head", 2))
     async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
         await kv.transact(lambda tr: tr.set(watched, b"0"))
-        poller_reads: list[str] = []
-        connect = kv._connect
-
-        def counting_connect() -> sqlite3.Connection:
-            conn = connect()
-            if threading.current_thread().name == "weft-watch":
-                conn.set_trace_callback(
-                    lambda sql: poller_reads.append(sql) if "FROM kv" in sql else None
-                )
-            return conn
-
-        monkeypatch.setattr(kv, "_connect", counting_connect)
+        poller_reads = _traced(
+            kv, monkeypatch, lambda sql, thread: "FROM kv" in sql and thread == "weft-watch"
+        )
         watchers = [asyncio.ensure_future(kv.watch(watched, b"0")) for _ in range(3)]
         await asyncio.sleep(0.1)
         start = len(poller_reads)  # the poller's first look at the watched keys
@@ -284,27 +302,6 @@ async def test_the_poller_reads_watched_keys_only_for_other_processes_commits(
         assert not any(w.done() for w in watchers), "an unchanged key woke a watcher"
         await set_from_another_process(kv.url, watched, b"1")
         assert await asyncio.wait_for(asyncio.gather(*watchers), WAIT) == [b"1"] * 3
-
-
-def _counting_reads(kv: SQLiteEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The statements reading the kv table on the engine's reader threads (the reads a
-    watch makes), once ``kv`` is opened."""
-    reads: list[str] = []
-    connect = kv._connect
-
-    def counting_connect() -> sqlite3.Connection:
-        conn = connect()
-        conn.set_trace_callback(
-            lambda sql: (
-                reads.append(sql)
-                if "FROM kv" in sql and threading.current_thread().name.startswith("weft-read")
-                else None
-            )
-        )
-        return conn
-
-    monkeypatch.setattr(kv, "_connect", counting_connect)
-    return reads
 
 
 async def test_watching_again_with_the_value_a_commit_woke_reads_nothing(
@@ -483,17 +480,7 @@ async def test_the_watch_poller_slows_down_while_the_file_is_quiet(
     """Every 10 ms while commits come, every 50 ms once they stopped a while."""
     key, watched = keys.pack(("head", 1)), keys.pack(("head", 2))
     kv = SQLiteEngine(tmp_path / "kv.db", poll_interval=0.01, poll_idle_interval=0.05)
-    polls: list[float] = []
-    connect = kv._connect
-
-    def counting_connect() -> sqlite3.Connection:
-        conn = connect()
-        conn.set_trace_callback(
-            lambda sql: polls.append(time.monotonic()) if "data_version" in sql else None
-        )
-        return conn
-
-    monkeypatch.setattr(kv, "_connect", counting_connect)
+    polls = _traced(kv, monkeypatch, lambda sql, thread: "data_version" in sql)
     async with kv:
         watching = asyncio.ensure_future(kv.watch(watched, None))
         await asyncio.sleep(0.5)
