@@ -201,6 +201,8 @@ class _Writer(_Reader):
         self.keys: set[bytes] = set()
         self.ranges: list[tuple[bytes, bytes]] = []
         self._pending: dict[bytes, bytes] = {}
+        self.flushed: list[dict[bytes, bytes]] = []  # what flush wrote, oldest first
+        self.deleted = False  # a clear or clear_range: ``flushed`` may not be the last word
         self.savepoint = False  # opened by the first write that reaches SQLite early
 
     def _write_now(self) -> None:
@@ -222,7 +224,8 @@ class _Writer(_Reader):
         if self._pending:
             _insert_rows(self._conn, self._pending)
             self.keys.update(self._pending)
-            self._pending.clear()
+            self.flushed.append(self._pending)
+            self._pending = {}
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._pending:
@@ -253,6 +256,7 @@ class _Writer(_Reader):
 
     def clear(self, key: bytes) -> None:
         self._count(key)
+        self.deleted = True
         self._pending.pop(key, None)
         self._write_now()
         self._conn.execute("DELETE FROM kv WHERE k = ?", (key,))
@@ -261,6 +265,7 @@ class _Writer(_Reader):
         check_key(begin)
         check_key(end)
         self.size += len(begin) + len(end)
+        self.deleted = True
         self.ranges.append((begin, end))
         self._write_now()
         self.flush()
@@ -635,7 +640,7 @@ class SQLiteEngine:
         _settle(list(zip(batch, outcomes, strict=True)))
         if hit:
             try:
-                self._offer(_Reader(self._writer_conn), counter, hit)
+                self._offer(_Reader(self._writer_conn), counter, hit, _written_values(written, hit))
             except Exception:
                 log.exception("notifying watches after a commit failed")
                 self._distrust(counter)
@@ -880,10 +885,17 @@ class SQLiteEngine:
                 known[key] = (counter, _UNKNOWN)
         return hit
 
-    def _offer(self, reader: _Reader, counter: int, keys: set[bytes] | None = None) -> None:
+    def _offer(
+        self,
+        reader: _Reader,
+        counter: int,
+        keys: set[bytes] | None = None,
+        values: dict[bytes, bytes] | None = None,
+    ) -> None:
         """Read the known ``keys`` (``None``: all) in one query, remember each value and
         offer it to the key's watches: only a watch whose value changed wakes. A watch
-        whose event loop is closed is dropped.
+        whose event loop is closed is dropped. ``values``: those of ``keys`` known
+        without a read (what commit ``counter`` itself wrote); the rest are read.
 
         ``counter``: a commit counter read before the values (they are at least that
         new). The writer thread and the poller both offer, and one may read before the
@@ -896,10 +908,13 @@ class SQLiteEngine:
             wanted = [(k, e) for k, e in self._known.items() if keys is None or k in keys]
         if not wanted:
             return
-        values = reader.get_many([k for k, _ in wanted])
+        given = values or {}
+        unread = [k for k, _ in wanted if k not in given]
+        read = dict(zip(unread, reader.get_many(unread), strict=True)) if unread else {}
         with self._watch_lock:
             dead: list[_Watch] = []
-            for (key, entry), value in zip(wanted, values, strict=True):
+            for key, entry in wanted:
+                value = given[key] if key in given else read[key]
                 known = self._known.get(key)
                 if known is None:
                     continue  # forgotten meanwhile
@@ -987,6 +1002,26 @@ class SQLiteEngine:
             own = sum(1 for n in self._own_commits if counter < n <= latest)
             self._own_commits = {n for n in self._own_commits if n > latest}
         return latest > counter and own == latest - counter
+
+
+def _written_values(written: list[_Writer], keys: set[bytes]) -> dict[bytes, bytes]:
+    """The values the transactions ``written`` (one commit, in order) left in ``keys``,
+    for the keys whose last writer only set them; the others (cleared, or not found)
+    are left out, to be read. The writer offers a commit's watched keys these instead
+    of reading them back: a query per commit, ~50 µs of the writer thread's CPU per
+    one-update commit, as much as the insert itself."""
+    out: dict[bytes, bytes] = {}
+    for key in keys:
+        for tr in reversed(written):  # the last transaction that wrote the key decides
+            if tr.deleted and (key in tr.keys or any(b <= key < e for b, e in tr.ranges)):
+                break
+            if key in tr.keys:
+                for rows in reversed(tr.flushed):
+                    if key in rows:
+                        out[key] = rows[key]
+                        break
+                break
+    return out
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

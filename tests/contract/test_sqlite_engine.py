@@ -328,6 +328,74 @@ async def test_watching_again_with_the_value_a_commit_woke_reads_nothing(
         watching.cancel()
 
 
+async def test_the_writer_offers_a_commits_watched_keys_without_reading_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The values a commit wrote to watched keys are offered as written (versionstamps
+    filled in), with no query on the writer's connection."""
+    key = keys.pack(("head",))
+    kv = SQLiteEngine(tmp_path / "kv.db")
+    writer_reads = _traced(
+        kv, monkeypatch, lambda sql, thread: "FROM kv" in sql and thread == "weft-write"
+    )
+    async with kv:
+        await kv.transact(setter(key, b"0"))
+        last: bytes | None = b"0"
+        for i in range(5):
+            watching = asyncio.ensure_future(kv.watch(key, last))
+            await asyncio.sleep(0.01)
+            committed = await kv.transact(
+                lambda tr, i=i: tr.set_versionstamped_value(key, b"%d:" % i + b"\0" * 10, 2)
+            )
+            last = await asyncio.wait_for(watching, WAIT)
+            assert last == b"%d:" % i + (committed.versionstamp or b"")[:10]
+            assert last == await kv.read(lambda tr: tr.get(key))
+        assert writer_reads == []
+
+
+async def _one_batch(kv: SQLiteEngine, *fns: Callable[[Transaction], Any]) -> list[Any]:
+    """Commit ``fns`` in one batch, in this order (the writer thread is held inside a
+    transaction of its own until all of them are queued); their ``Committed``."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tr: Transaction) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    held = asyncio.ensure_future(kv.transact(hold))
+    await asyncio.to_thread(entered.wait, WAIT)
+    queued = [asyncio.ensure_future(kv.transact(fn)) for fn in fns]
+    await asyncio.sleep(0.01)  # each transact() has queued its request
+    release.set()
+    await held
+    return list(await asyncio.gather(*queued))
+
+
+@pytest.mark.parametrize(
+    ("fns", "expected"),
+    [
+        ((setter(b"w", b"a"), setter(b"w", b"b")), b"b"),
+        ((setter(b"w", b"a"), lambda tr: tr.clear_range(b"v", b"x")), None),
+        ((setter(b"w", b"a"), lambda tr: tr.clear(b"w")), None),
+        ((lambda tr: tr.clear(b"w"), setter(b"w", b"c")), b"c"),
+    ],
+    ids=["set-set", "set-clear_range", "set-clear", "clear-set"],
+)
+async def test_a_batch_offers_its_watched_keys_their_last_value(
+    tmp_path: Path, fns: tuple[Callable[[Transaction], Any], ...], expected: bytes | None
+) -> None:
+    """Several transactions of one commit wrote a watched key: its watch wakes with
+    what the last of them left, a clear or a range clear included."""
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+        await kv.transact(setter(b"w", b"0"))
+        watching = asyncio.ensure_future(kv.watch(b"w", b"0"))
+        await asyncio.sleep(0.01)
+        committed = await _one_batch(kv, *fns)
+        assert len({c.versionstamp[:8] for c in committed}) == 1  # one commit, the case
+        assert await asyncio.wait_for(watching, WAIT) == expected
+        assert await kv.read(lambda tr: tr.get(b"w")) == expected
+
+
 async def test_a_watch_right_after_its_own_commit_is_not_woken_by_the_value_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
