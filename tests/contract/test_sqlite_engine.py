@@ -344,9 +344,12 @@ async def test_the_writer_offers_a_commits_watched_keys_without_reading_them_bac
         for i in range(5):
             watching = asyncio.ensure_future(kv.watch(key, last))
             await asyncio.sleep(0.01)
-            committed = await kv.transact(
-                lambda tr, i=i: tr.set_versionstamped_value(key, b"%d:" % i + b"\0" * 10, 2)
-            )
+            stamped = b"%d:" % i + b"\0" * 10
+
+            def stamp(tr: Transaction, stamped: bytes = stamped) -> None:
+                tr.set_versionstamped_value(key, stamped, 2)
+
+            committed = await kv.transact(stamp)
             last = await asyncio.wait_for(watching, WAIT)
             assert last == b"%d:" % i + (committed.versionstamp or b"")[:10]
             assert last == await kv.read(lambda tr: tr.get(key))
