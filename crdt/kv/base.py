@@ -92,7 +92,8 @@ class Engine(Protocol):
 
     async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
         """Return the key's value as soon as it differs from ``last`` (at once if it
-        already does). Changes from other processes on the same store count too."""
+        already does). Changes from other processes on the same store count too. A
+        watch still waiting when the engine closes raises :class:`StoreError`."""
         ...
 
     async def release_memory(self) -> None:

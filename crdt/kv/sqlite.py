@@ -367,6 +367,11 @@ class _Watch:
         if not self.future.done():
             self.future.set_result(value)
 
+    def fail(self, error: StoreError) -> None:
+        """Fail the watch (in its loop's thread): its engine closed."""
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 class SQLiteEngine:
     """FDB-shaped ordered KV on one SQLite file (see the module docstring)."""
@@ -516,9 +521,10 @@ class SQLiteEngine:
             watches = [w for ws in self._watches.values() for w in ws]
             self._watches.clear()
             self._forget_known()
+        closed = StoreError("engine is closed")  # as FDB's: not the watcher's cancellation
         for w in watches:
             with contextlib.suppress(RuntimeError):  # a watcher whose loop is closed
-                w.loop.call_soon_threadsafe(w.future.cancel)
+                w.loop.call_soon_threadsafe(w.fail, closed)
 
     def _close_sync(self) -> None:
         if self._writer_thread is not None:

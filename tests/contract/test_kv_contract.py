@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from kv_worker import STREAM_VALUE, stream_value
 
 from crdt import keys
-from crdt.errors import FormatError, TransactionTooLarge
+from crdt.errors import FormatError, StoreError, TransactionTooLarge
 from crdt.history import History
 from crdt.kv import Engine, ReadTransaction, Transaction, open_engine
 from crdt.kv.base import MAX_KEY, MAX_TRANSACTION, MAX_VALUE, read_counter
@@ -436,6 +436,19 @@ async def test_a_cancelled_watch_leaves_the_engine_usable(engine: Engine) -> Non
     await asyncio.sleep(0.1)
     await engine.transact(lambda tr: tr.set(k("wc"), b"v"))
     assert await asyncio.wait_for(again, WAIT) == b"v"
+
+
+async def test_a_watch_waiting_when_the_engine_closes_fails_with_store_error(
+    engine: Engine,
+) -> None:
+    """Not a CancelledError: that would look to the watcher's task like its own
+    cancellation, and nobody cancelled it."""
+    await engine.transact(lambda tr: tr.set(k("wz"), b"1"))
+    watching = asyncio.ensure_future(engine.watch(k("wz"), b"1"))
+    await asyncio.sleep(0.1)
+    await engine.close()
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(watching, WAIT)
 
 
 # --- concurrency and crashes ---------------------------------------------------------
