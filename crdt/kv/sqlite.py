@@ -204,6 +204,11 @@ class _Writer(_Reader):
         self.flushed: list[dict[bytes, bytes]] = []  # what flush wrote, oldest first
         self.deleted = False  # a clear or clear_range: ``flushed`` may not be the last word
         self.savepoint = False  # opened by the first write that reaches SQLite early
+        # Written by versionstamped mutations, so unreadable until the commit, as on FDB
+        # (see _unreadable): keys from set_versionstamped_value, and (key, offset) of
+        # each set_versionstamped_key (its range is worked out only if a read comes).
+        self._stamped_values: set[bytes] = set()
+        self._stamped_keys: list[tuple[bytes, int]] = []
 
     def _write_now(self) -> None:
         """Open the savepoint before the first write that happens while ``fn`` runs."""
@@ -227,12 +232,37 @@ class _Writer(_Reader):
             self.flushed.append(self._pending)
             self._pending = {}
 
+    def _unreadable(self, begin: bytes, end: bytes) -> None:
+        """Refuse a read of ``[begin, end)`` that meets a key written by a versionstamped
+        mutation in this transaction, as FoundationDB does (1036 ``accessed_unreadable``:
+        it learns the versionstamp only at commit). This engine knows it already and
+        could answer, but code that relied on that would fail on FDB only."""
+        hit = any(begin <= key < end for key in self._stamped_values)
+        for key, offset in self._stamped_keys:
+            if hit:
+                break
+            # Every key this mutation can make: this commit's stamp or a later one (all
+            # stored keys carry earlier ones), as FDB's read version bounds it.
+            low = key[:offset] + self._tr_version[:8] + b"\0\0" + key[offset + 10 :]
+            high = key[:offset] + b"\xff" * 10 + key[offset + 10 :] + b"\0"
+            hit = begin < high and low < end
+        if hit:
+            raise StoreError(
+                "read of a key this transaction wrote with a versionstamp: it is unknown "
+                "until the commit (FoundationDB error 1036, accessed_unreadable)"
+            )
+
     def get(self, key: bytes) -> bytes | None:
+        if self._stamped_values or self._stamped_keys:
+            self._unreadable(key, key + b"\0")
         if key in self._pending:
             return self._pending[key]
         return super().get(key)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if self._stamped_values or self._stamped_keys:
+            for key in keys:
+                self._unreadable(key, key + b"\0")
         stored = iter(super().get_many([k for k in keys if k not in self._pending]))
         return [self._pending[k] if k in self._pending else next(stored) for k in keys]
 
@@ -242,7 +272,13 @@ class _Writer(_Reader):
         if self._pending:
             self._write_now()
             self.flush()
-        return super().get_range(begin, end, limit, reverse)
+        rows = super().get_range(begin, end, limit, reverse)
+        if self._stamped_values or self._stamped_keys:
+            if 0 < limit <= len(rows):  # FDB checks only what the read went through
+                last = rows[-1][0]
+                begin, end = (last, end) if reverse else (begin, last + b"\0")
+            self._unreadable(begin, end)
+        return rows
 
     def set(self, key: bytes, value: bytes) -> None:
         # _count inlined: this is the hot path of every append.
@@ -257,6 +293,7 @@ class _Writer(_Reader):
     def clear(self, key: bytes) -> None:
         self._count(key)
         self.deleted = True
+        self._stamped_values.discard(key)
         self._pending.pop(key, None)
         self._write_now()
         self._conn.execute("DELETE FROM kv WHERE k = ?", (key,))
@@ -266,6 +303,7 @@ class _Writer(_Reader):
         check_key(end)
         self.size += len(begin) + len(end)
         self.deleted = True
+        self._stamped_values = {k for k in self._stamped_values if not begin <= k < end}
         self.ranges.append((begin, end))
         self._write_now()
         self.flush()
@@ -275,12 +313,15 @@ class _Writer(_Reader):
         # check_offset and fill inlined: an append sets one of these per update
         if offset < 0 or offset + PLACEHOLDER_LEN > len(key):
             check_offset(key, offset)
-        self.set(key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :], value)
+        key = key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :]
+        self.set(key, value)
+        self._stamped_keys.append((key, offset))
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
         if offset < 0 or offset + PLACEHOLDER_LEN > len(value):
             check_offset(value, offset)
         self.set(key, value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :])
+        self._stamped_values.add(key)
 
     def add(self, key: bytes, delta: int) -> None:
         self.set(key, add_le(self.get(key), delta))

@@ -366,21 +366,6 @@ async def test_commits_in_one_batch_share_a_version_and_differ_in_batch_order(
     assert [int.from_bytes(s[8:], "big") for s in stamps] == list(range(20))
 
 
-async def test_reading_a_versionstamped_value_in_its_transaction_is_an_error(kv: Engine) -> None:
-    """FDB makes a key written by set_versionstamped_value unreadable until the commit
-    (1036 accessed_unreadable, not retryable): the engine raises StoreError. The SQLite
-    engine returns the filled value instead; weft's own code never reads such a key
-    back in the same transaction."""
-
-    def fn(tr: KVTransaction) -> bytes | None:
-        tr.set_versionstamped_value(k("vv"), b"\0" * 10, 0)
-        return tr.get(k("vv"))
-
-    with pytest.raises(StoreError, match="1036"):
-        await kv.transact(fn)
-    assert await kv.read(lambda tr: tr.get(k("vv"))) is None
-
-
 async def test_the_engine_raises_fdb_s_watch_cap_for_one_watch_per_loaded_room(
     kv: Engine,
 ) -> None:

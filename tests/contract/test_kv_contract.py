@@ -329,6 +329,57 @@ async def test_versionstamped_keys_and_values_are_filled_at_commit(engine: Engin
     ] * 3 + [later.versionstamp] * 3
 
 
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda tr: tr.get(k("vv")),
+        lambda tr: tr.get_many([k("other"), k("vv")]),
+        lambda tr: tr.get_range(k("vk"), k("vk\xff")),
+        lambda tr: tr.get_range(k("vk"), k("vk\xff"), limit=1, reverse=True),
+        lambda tr: tr.get_range(k("a"), k("z")),
+    ],
+    ids=["get", "get_many", "range", "range-reverse-limit", "range-around"],
+)
+async def test_what_a_versionstamped_mutation_wrote_is_unreadable_in_its_transaction(
+    engine: Engine, read: Callable[[Transaction], object]
+) -> None:
+    """FoundationDB learns a versionstamp only at commit: reading what a versionstamped
+    mutation wrote, in its own transaction, fails (1036 accessed_unreadable), and the
+    transaction with it. Every engine refuses it, so code tried on SQLite is not
+    surprised on FoundationDB."""
+
+    def fn(tr: Transaction) -> object:
+        key, offset = keys.pack_incomplete(("vk",), 0, ())
+        tr.set_versionstamped_key(key, offset, b"x")
+        tr.set_versionstamped_value(k("vv"), INCOMPLETE_TR, 0)
+        return read(tr)
+
+    await engine.transact(lambda tr: tr.set(k("other"), b"o"))
+    with pytest.raises(StoreError):
+        await engine.transact(fn)
+    assert await rows(engine, "vk") == [] and await get(engine, k("vv")) is None
+
+
+async def test_reads_beside_a_versionstamped_mutation_work_in_its_transaction(
+    engine: Engine,
+) -> None:
+    """Only what the mutations wrote is unreadable: other keys, ranges beside them,
+    and the same keys once committed read as usual."""
+    await engine.transact(lambda tr: tr.set(k("a"), b"1"))
+
+    def fn(tr: Transaction) -> object:
+        key, offset = keys.pack_incomplete(("vk",), 0, ())
+        tr.set_versionstamped_key(key, offset, b"x")
+        tr.set_versionstamped_value(k("vv"), INCOMPLETE_TR, 0)
+        return tr.get(k("a")), tr.get_range(k("a"), k("v")), tr.get_range(k("w"), k("z"))
+
+    committed = await engine.transact(fn)
+    assert committed.result == (b"1", [(k("a"), b"1")], [])
+    assert committed.versionstamp is not None
+    assert await get(engine, k("vv")) == committed.versionstamp
+    assert len(await rows(engine, "vk")) == 1
+
+
 async def test_a_transaction_that_writes_nothing_has_no_versionstamp(engine: Engine) -> None:
     committed = await engine.transact(lambda tr: tr.get(k("nothing")))
     assert committed.result is None and committed.versionstamp is None
