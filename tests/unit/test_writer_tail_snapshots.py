@@ -150,7 +150,9 @@ async def test_another_writer_makes_the_writer_read_the_log(kv: Engine) -> None:
         await snapshots_done(writer)
         assert writer.log_snapshots == log_reads  # the tail is whole again after it
         assert writer.tail_snapshots >= from_tail + 1
-        assert await assert_as_built_from_the_log(history, ref) >= 5
+        # At least one per send (each is over SNAPSHOT_EVERY); more when a send's updates
+        # were committed in several batches, which depends on timing (seen: 4 to 6).
+        assert await assert_as_built_from_the_log(history, ref) >= 3
 
 
 async def test_a_dropped_tail_falls_back_to_the_log(
