@@ -127,6 +127,24 @@ def check_offset(data: bytes, offset: int) -> None:
         raise ValueError(f"versionstamp offset {offset} is outside the {len(data)}-byte buffer")
 
 
+OFFSET_LEN = 4  # FDB takes a versionstamp's offset as 4 more bytes of the key or value
+MAX_STAMPED_KEY = MAX_KEY - OFFSET_LEN
+MAX_STAMPED_VALUE = MAX_VALUE - OFFSET_LEN
+
+
+def check_stamped(data: bytes, offset: int, limit: int) -> None:
+    """``check_offset``, and the size limit of a versionstamped key (``limit``:
+    ``MAX_STAMPED_KEY``) or value (``MAX_STAMPED_VALUE``): FDB counts the 4 offset bytes
+    against its key and value limits."""
+    check_offset(data, offset)
+    if len(data) > limit:
+        what = "key" if limit == MAX_STAMPED_KEY else "value"
+        raise TransactionTooLarge(
+            f"versionstamped {what} of {len(data)} bytes is over the {limit}-byte limit "
+            f"(FoundationDB counts its {OFFSET_LEN}-byte offset too)"
+        )
+
+
 def fill(data: bytes, offset: int, tr_version: bytes) -> bytes:
     """``data`` with the 10-byte placeholder at ``offset`` replaced by ``tr_version``."""
     return data[:offset] + tr_version + data[offset + PLACEHOLDER_LEN :]

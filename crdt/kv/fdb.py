@@ -32,12 +32,14 @@ from typing import Any, TypeVar
 
 from crdt.errors import StoreError, TransactionTooLarge
 from crdt.kv.base import (
+    MAX_STAMPED_KEY,
+    MAX_STAMPED_VALUE,
     MAX_TRANSACTION,
     Committed,
     ReadTransaction,
     Transaction,
     check_key,
-    check_offset,
+    check_stamped,
     check_value,
     offset_suffix,
 )
@@ -165,12 +167,12 @@ class _Writer(_Reader):
         self._tr.clear_range(begin, end)
 
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
-        check_offset(key, offset)
+        check_stamped(key, offset, MAX_STAMPED_KEY)
         self._count(key, value)
         self._tr.set_versionstamped_key(key + offset_suffix(offset), value)
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
-        check_offset(value, offset)
+        check_stamped(value, offset, MAX_STAMPED_VALUE)
         self._count(key, value)
         self._tr.set_versionstamped_value(key, value + offset_suffix(offset))
 

@@ -60,6 +60,8 @@ from typing import Any, TypeVar, cast
 from crdt.errors import FormatError, StoreError, TransactionTooLarge
 from crdt.kv.base import (
     MAX_KEY,
+    MAX_STAMPED_KEY,
+    MAX_STAMPED_VALUE,
     MAX_TRANSACTION,
     MAX_VALUE,
     PLACEHOLDER_LEN,
@@ -68,7 +70,7 @@ from crdt.kv.base import (
     Transaction,
     add_le,
     check_key,
-    check_offset,
+    check_stamped,
     check_value,
 )
 
@@ -310,16 +312,16 @@ class _Writer(_Reader):
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
-        # check_offset and fill inlined: an append sets one of these per update
-        if offset < 0 or offset + PLACEHOLDER_LEN > len(key):
-            check_offset(key, offset)
+        # check_stamped and fill inlined: an append sets one of these per update
+        if offset < 0 or offset + PLACEHOLDER_LEN > len(key) or len(key) > MAX_STAMPED_KEY:
+            check_stamped(key, offset, MAX_STAMPED_KEY)
         key = key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :]
         self.set(key, value)
         self._stamped_keys.append((key, offset))
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
-        if offset < 0 or offset + PLACEHOLDER_LEN > len(value):
-            check_offset(value, offset)
+        if offset < 0 or offset + PLACEHOLDER_LEN > len(value) or len(value) > MAX_STAMPED_VALUE:
+            check_stamped(value, offset, MAX_STAMPED_VALUE)
         self.set(key, value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :])
         self._stamped_values.add(key)
 

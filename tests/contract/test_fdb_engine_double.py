@@ -241,17 +241,6 @@ async def test_fdb_s_own_size_accounting_is_mapped_to_transaction_too_large(
     assert cluster_of(double, url).stats["on_error:2101"] == 0
 
 
-async def test_a_versionstamped_key_at_weft_s_key_limit_is_over_fdb_s(kv: Engine) -> None:
-    """FDB checks a versionstamped key with its 4-byte offset suffix: a 10,000-byte key
-    passes weft's check and FDB refuses it (2102), which the engine reports as
-    TransactionTooLarge. (SQLite stores it; History's keys are far shorter.)"""
-    key, offset = keys.pack_incomplete(("vk",), 0, ())
-    key = key + b"." * (10_000 - len(key))
-
-    with pytest.raises(TransactionTooLarge, match="Key length exceeds limit"):
-        await kv.transact(lambda tr: tr.set_versionstamped_key(key, offset, b""))
-
-
 async def test_an_update_just_under_history_s_limit_fits_fdb_s(kv: Engine) -> None:
     """History chunks records under 100 kB per value, and its largest update (9 MB) stays
     under FDB's 10 MB with FDB's own accounting (conflict ranges included)."""

@@ -417,11 +417,29 @@ async def test_conflicting_read_modify_writes_are_retried(engine: Engine) -> Non
     assert runs >= 50
 
 
+async def test_versionstamped_writes_at_fdb_limits_commit(engine: Engine) -> None:
+    def fn(tr: Transaction) -> None:
+        tr.set_versionstamped_key(k("big") + b"k" * (MAX_KEY - 4 - len(k("big"))), 0, b"")
+        tr.set_versionstamped_value(k("big", "v"), b"v" * (MAX_VALUE - 4), 0)
+
+    committed = await engine.transact(fn)
+    assert committed.versionstamp is not None
+    assert len(await get(engine, k("big", "v")) or b"") == MAX_VALUE - 4
+
+
 @pytest.mark.parametrize(
     "write",
     [
         pytest.param(lambda tr: tr.set(b"k" * (MAX_KEY + 1), b""), id="key"),
         pytest.param(lambda tr: tr.set(k("big"), b"v" * (MAX_VALUE + 1)), id="value"),
+        pytest.param(  # FDB counts the 4 bytes of the offset it takes after the key
+            lambda tr: tr.set_versionstamped_key(b"k" * (MAX_KEY - 3), 0, b""),
+            id="versionstamped-key",
+        ),
+        pytest.param(  # and after the value
+            lambda tr: tr.set_versionstamped_value(k("big"), b"v" * (MAX_VALUE - 3), 0),
+            id="versionstamped-value",
+        ),
         pytest.param(
             lambda tr: [
                 tr.set(k("big", i), b"v" * MAX_VALUE)
