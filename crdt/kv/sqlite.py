@@ -326,7 +326,10 @@ class _Writer(_Reader):
         self._stamped_values.add(key)
 
     def add(self, key: bytes, delta: int) -> None:
-        self.set(key, add_le(self.get(key), delta))
+        # Not self.get: an atomic add reads nothing the caller sees, so it also works on
+        # a key whose value a versionstamped mutation wrote (as FDB's ADD does).
+        current = self._pending[key] if key in self._pending else _Reader.get(self, key)
+        self.set(key, add_le(current, delta))
 
 
 class _Request:

@@ -360,6 +360,22 @@ async def test_what_a_versionstamped_mutation_wrote_is_unreadable_in_its_transac
     assert await rows(engine, "vk") == [] and await get(engine, k("vv")) is None
 
 
+async def test_an_atomic_add_applies_to_a_versionstamped_value_of_its_transaction(
+    engine: Engine,
+) -> None:
+    """An add reads nothing the caller sees: it works on a key just written by
+    set_versionstamped_value (FDB applies the mutations in order at commit)."""
+
+    def fn(tr: Transaction) -> None:
+        tr.set_versionstamped_value(k("n"), INCOMPLETE_TR, 0)
+        tr.add(k("n"), 1)
+
+    committed = await engine.transact(fn)
+    assert committed.versionstamp is not None
+    stamped = int.from_bytes(committed.versionstamp[:8], "little")
+    assert await get(engine, k("n")) == ((stamped + 1) % (1 << 64)).to_bytes(8, "little")
+
+
 async def test_reads_beside_a_versionstamped_mutation_work_in_its_transaction(
     engine: Engine,
 ) -> None:
