@@ -1060,8 +1060,8 @@ def _written_values(written: list[_Writer], keys: set[bytes]) -> dict[bytes, byt
     """The values the transactions ``written`` (one commit, in order) left in ``keys``,
     for the keys whose last writer only set them; the others (cleared, or not found)
     are left out, to be read. The writer offers a commit's watched keys these instead
-    of reading them back: a query per commit, ~50 µs of the writer thread's CPU per
-    one-update commit, as much as the insert itself."""
+    of reading them back: a query per commit less (offering after a paced one-update
+    commit: 132 -> 65 µs of the writer thread's CPU)."""
     out: dict[bytes, bytes] = {}
     for key in keys:
         for tr in reversed(written):  # the last transaction that wrote the key decides
