@@ -257,6 +257,9 @@ class _Writer(_Reader):
     def get(self, key: bytes) -> bytes | None:
         if self._stamped_values or self._stamped_keys:
             self._unreadable(key, key + b"\0")
+        return self._get_unchecked(key)
+
+    def _get_unchecked(self, key: bytes) -> bytes | None:
         if key in self._pending:
             return self._pending[key]
         return super().get(key)
@@ -328,8 +331,7 @@ class _Writer(_Reader):
     def add(self, key: bytes, delta: int) -> None:
         # Not self.get: an atomic add reads nothing the caller sees, so it also works on
         # a key whose value a versionstamped mutation wrote (as FDB's ADD does).
-        current = self._pending[key] if key in self._pending else _Reader.get(self, key)
-        self.set(key, add_le(current, delta))
+        self.set(key, add_le(self._get_unchecked(key), delta))
 
 
 class _Request:
