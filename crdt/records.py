@@ -271,13 +271,33 @@ def pending_updates(doc: Doc[Any], applied: Iterable[bytes]) -> list[bytes]:
     harmless). Usually the list is empty.
     """
     vector = doc.get_state()
-    clocks = state_vector_clocks(vector)
-    return [u for u in applied if not _integrated(u, vector, clocks)]
+    clocks: dict[int, int] | None = None
+    out = []
+    for update in applied:
+        rest = get_update(update, vector)  # what ``update`` has beyond the state vector
+        if rest == _NOTHING:  # all its structs integrated, no deletions: the usual case
+            continue
+        if clocks is None:
+            clocks = state_vector_clocks(vector)
+        if not _integrated(rest, clocks):
+            out.append(update)
+    return out
 
 
-def _integrated(update: bytes, vector: bytes, clocks: dict[int, int]) -> bool:
-    """Whether every struct and every deletion in ``update`` is inside ``vector``."""
-    rest = get_update(update, vector)  # what ``update`` has beyond the state vector
+def holds_pending(doc: Doc[Any], update: bytes) -> bool:
+    """Whether ``doc``, ``update`` applied to it, holds some of ``update`` pending:
+    ``pending_updates(doc, [update]) == [update]``. A room asks this of every update it
+    applies (about 3 µs for a one-character one; decoding the state vector, which
+    costs ~25 µs with 50 clients, is left to updates that delete something)."""
+    return bool(pending_updates(doc, [update]))
+
+
+_NOTHING = b"\x00\x00"  # a v1 update with no structs and an empty delete set
+
+
+def _integrated(rest: bytes, clocks: dict[int, int]) -> bool:
+    """Whether an update is all inside a state vector, given what ``get_update`` left
+    of it against that vector (``rest``) and the vector's ``clocks``."""
     if rest[:1] != b"\x00":  # some structs (clients > 0) are not integrated
         return False
     # ``rest`` is: no structs (0), then the update's whole delete set.

@@ -44,7 +44,7 @@ from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
-from crdt.records import pending_updates
+from crdt.records import holds_pending, pending_updates
 from crdt.versionstamp import Versionstamp
 from server import memory
 from server.awareness import ClusterAwareness
@@ -212,6 +212,11 @@ class Room:
         ydoc.apply(self.doc, update)  # UnusableUpdate (a ValueError) on a poisonous update
         self.size += len(update)
         self._full_frame = None
+        # An update that arrived before one it depends on: kept for joiners (see
+        # ``pending``), or a joiner now would never get it: once the dependency comes,
+        # only the dependency is broadcast.
+        if holds_pending(self.doc, update) and update not in self.pending:
+            self.pending.append(update)
 
     def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
         """Record the awareness states (newer clocks win) and relay the exact bytes to every

@@ -75,3 +75,21 @@ async def test_a_joiner_gets_what_the_room_holds_pending(
         await early.wait_text("hello world")
         late = await YPeer.connect(http, url)
         assert str(late) == "hello world"
+
+
+async def test_a_joiner_gets_an_update_that_went_pending_while_the_room_was_loaded(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    first, second = two_edits()
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        url = f"{server.ws_url}/acme/site/a.md"
+        writer = await YPeer.connect(http, url)
+        watcher = await YPeer.connect(http, url)
+        await writer.send(SyncUpdate(second))  # before what it builds on: held pending
+        await watcher.until(lambda: SyncUpdate(second) in watcher.received)  # applied
+        late = await YPeer.connect(http, url)  # joins while " world" is pending
+        assert str(late) == ""
+        await writer.send(SyncUpdate(first))  # the dependency: only it is broadcast
+        await late.wait_text("hello world")
+        await watcher.wait_text("hello world")
