@@ -196,7 +196,8 @@ class Room:
         self.own = {vs for vs in self.own if vs.raw > last}
 
     def apply_remote(self, records: Iterable[Record]) -> int:
-        """Updates another instance committed: apply and send to every peer."""
+        """Updates from the log the room has not had (another instance's commits, or this
+        one's that landed while the room loaded): apply and send to every peer."""
         count = 0
         for record in records:
             try:
@@ -401,15 +402,20 @@ class Rooms:
                 delay = min(delay * 2, 5.0)
 
     async def _catch_up(self, room: Room) -> None:
-        mine = f"{self.instance}/"
+        """Apply the log's records after the room's cursor that the room has not had:
+        every one but this instance's commits noted in ``room.own`` (those reach it
+        through ``apply_local``). Not "every one of another instance": a commit of this
+        instance that landed while the room was loading (its replay read the head
+        before it) was noted nowhere and went to the unloaded room it was sent to."""
         self.metrics.tail_reads.inc()
         while True:
             records = await self.history.updates(room.ref, after=room.cursor, limit=TAIL_PAGE)
             if not records:
                 return
-            foreign = [r for r in records if not r.session.startswith(mine)]
-            if foreign:
-                self.metrics.remote_updates.inc(room.apply_remote(foreign))
+            own = room.own
+            missed = [r for r in records if r.versionstamp not in own]
+            if missed:
+                self.metrics.remote_updates.inc(room.apply_remote(missed))
             room.advance(records)
             if len(records) < TAIL_PAGE:
                 return

@@ -1,0 +1,75 @@
+"""Races between a room's unload and load and the commits in flight for it, forced by
+holding ``History.append`` and ``History.replay`` at chosen points (the server, its
+SQLite store and the sockets are real; only the timing is arranged)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from crdt.history import Append, Appended, DocRef
+from crdt.replaying import Replayed
+from crdt.versionstamp import Versionstamp
+from server.app import create_app
+from server.appkeys import HISTORY, ROOMS
+from server.config import Settings
+from server.testing import YPeer, client_session, serve_in_process
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_commit_landing_while_its_room_reloads_reaches_the_new_room(
+    tmp_path: Path,
+) -> None:
+    """A's update is in the writer when A leaves and the room unloads; B's join starts
+    a load that reads the head before the commit lands, and the commit lands before the
+    load ends: the new room must still get it (from the log), and so must B and C."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", room_idle_seconds=0))
+    history = app[HISTORY]
+    commit_gate, replay_gate = asyncio.Event(), asyncio.Event()
+    in_append, in_replay = asyncio.Event(), asyncio.Event()
+    hold = False
+    append, replay = history.append, history.replay
+
+    async def held_append(items: Sequence[Append]) -> list[Appended]:
+        if hold:
+            in_append.set()
+            await commit_gate.wait()
+        return await append(items)
+
+    async def held_replay(doc: DocRef, at: Versionstamp | None = None) -> Replayed:
+        if hold:
+            in_replay.set()
+            await replay_gate.wait()
+        return await replay(doc, at)
+
+    history.append = held_append  # type: ignore[method-assign]
+    history.replay = held_replay  # type: ignore[method-assign]
+    async with serve_in_process(app) as server, client_session() as http:
+        url = f"{server.ws_url}/acme/site/race.txt"
+        a = await YPeer.connect(http, url)
+        await a.append("base ")
+        watcher = await YPeer.connect(http, url)
+        await watcher.wait_text("base ")  # committed and applied
+        await watcher.close()
+        hold = True
+        await a.append("late")  # taken by the writer, held before its commit
+        await asyncio.wait_for(in_append.wait(), 5)
+        await a.close()
+        await eventually(lambda: len(app[ROOMS]) == 0)  # the room unloaded
+        joining = asyncio.create_task(YPeer.connect(http, url))
+        await asyncio.wait_for(in_replay.wait(), 5)  # the load has read the head
+        commit_gate.set()  # the commit lands while the room loads
+        await asyncio.sleep(0.2)
+        hold = False
+        replay_gate.set()
+        b = await joining
+        await b.wait_text("base late")
+        c = await YPeer.connect(http, url)
+        assert str(c) == "base late"
