@@ -219,7 +219,10 @@ class Writer:
         log.debug("committed %d updates", len(batch))
         for p, appended in zip(batch, results, strict=True):
             p.settle(appended, None)
-        self._note_for_snapshots(batch, results)
+        try:
+            self._note_for_snapshots(batch, results)
+        except Exception:  # bookkeeping for snapshots must never stop the writer
+            log.error("scheduling snapshots after a commit failed", exc_info=True)
 
     def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:
         docs: dict[bytes, DocRef] = {}
@@ -247,7 +250,7 @@ class Writer:
             self._since_check.clear()
             self._drop_tails()
         for space, doc in docs.items():
-            count, size = self._since_check[space]
+            count, size = self._since_check.get(space, (0, 0))  # none: cleared just above
             first = space not in self._checked
             due = count >= self.history.snapshot_every or size >= self.history.snapshot_bytes
             if (first or due) and space not in self._snapshots:

@@ -209,3 +209,22 @@ async def test_a_document_its_room_counted_at_load_needs_no_first_check(kv: Engi
         await snapshots_done(writer)
         assert writer.log_snapshots == 1  # a first snapshot reads the log, as before
         assert await assert_as_built_from_the_log(history, ref) == 1
+
+
+async def test_more_documents_than_it_tracks_leave_the_writer_working(
+    kv: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_TRACKED_DOCS documents the writer forgets its counts (bounded memory)
+    and checks each document once more; it used to die on the batch that overflowed,
+    and no later update committed."""
+    monkeypatch.setattr(writer_module, "MAX_TRACKED_DOCS", 3)
+    history = History(kv, snapshot_every=SNAPSHOT_EVERY, segment_every=SEGMENT_EVERY)
+    await history.init()
+    async with Writer(history) as writer:
+        refs = [await history.doc("acme", "site", f"doc{n}.txt", create=True) for n in range(8)]
+        for n, ref in enumerate(refs):
+            await asyncio.wait_for(send(writer, ref, [Editors(n).update()]), 5)
+        await snapshots_done(writer)
+        assert len(writer._since_check) <= 4 and len(writer._checked) <= 4
+        for ref in refs:
+            assert len(await history.updates(ref)) == 1
