@@ -106,10 +106,17 @@ class Connection:
         self._sender = asyncio.create_task(self._send_forever(), name=f"weft-send-{self.id}")
 
     def send(self, frame: bytes) -> None:
-        """Queue ``frame``; never blocks. A full queue disconnects this peer (1013)."""
+        """Queue ``frame``; never blocks. A full queue disconnects this peer (1013).
+
+        A frame bigger than the whole queue is taken when nothing else is queued: the
+        state a joiner of a big document gets (its SyncStep2, up to the document size
+        limit) is one frame, and refusing it would shut every joiner out for good."""
         if self.closing:
             return
-        if len(self._queue) >= self.max_frames or self._queued_bytes + len(frame) > self.max_bytes:
+        if self._queue and (
+            len(self._queue) >= self.max_frames
+            or self._queued_bytes + len(frame) > self.max_bytes
+        ):
             log.warning(
                 "connection %d: send queue full, disconnecting a slow reader",
                 self.id,
