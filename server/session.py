@@ -19,6 +19,7 @@ connection may or may not do is decided here, read-only enforcement included:
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
@@ -183,13 +184,22 @@ class Session:
         self.weft = weft
         self.max_frame = max_frame
         self.closed = False
-        self.awareness_clients: set[int] = set()
+        # Awareness clients this connection holds a state for: client id -> its newest
+        # clock here. A removal older than that is ignored, as the room ignores it (a
+        # stale removal must not let the room keep a state this count forgot).
+        self._awareness_clocks: dict[int, int] = {}
         self._hello_sent = False
         self._branches: dict[int, _Branch] = {}
         self._branch: int | None = None
         self._next_branch = 0
 
     # --- inputs ------------------------------------------------------------------
+
+    @property
+    def awareness_clients(self) -> KeysView[int]:
+        """The awareness clients whose states this connection put in the room: removed
+        for the others when it closes."""
+        return self._awareness_clocks.keys()
 
     def open(self) -> list[Action]:
         """What the server sends first."""
@@ -325,11 +335,15 @@ class Session:
                     f"awareness state over {MAX_AWARENESS_STATE} bytes",
                     "awareness_too_big",
                 )
+            clocks = self._awareness_clocks
+            known = clocks.get(entry.client_id)
+            if known is not None and entry.clock < known:
+                continue  # older than what this connection sent: the room ignores it too
             if entry.removed:
-                self.awareness_clients.discard(entry.client_id)
+                clocks.pop(entry.client_id, None)
             else:
-                self.awareness_clients.add(entry.client_id)
-        if len(self.awareness_clients) > MAX_AWARENESS_CLIENTS:
+                clocks[entry.client_id] = entry.clock
+        if len(self._awareness_clocks) > MAX_AWARENESS_CLIENTS:
             return self._close(
                 CLOSE_QUOTA,
                 f"more than {MAX_AWARENESS_CLIENTS} awareness clients on one connection",

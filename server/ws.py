@@ -202,7 +202,7 @@ class _Link:
                 await self._settle()
                 self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
             if self.room is not None:
-                clients = self.session.awareness_clients if self.session else set()
+                clients = self.session.awareness_clients if self.session else ()
                 app[ROOMS].leave(self.room, self.conn, clients)
             if self.session is not None:
                 self._act_now(self.session.close())

@@ -321,3 +321,24 @@ def test_a_branch_without_committed_updates_reports_nothing() -> None:
     c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
     s.failed(c1, StoreError("down"))
     assert s.close() == []
+
+
+def test_a_stale_awareness_removal_does_not_free_a_client_slot() -> None:
+    """The room ignores a removal older than the state it holds; so does the count of
+    what this connection holds, or one connection could park any number of states in
+    the room (and leave them behind when it closes)."""
+    s = session()
+    for client in range(MAX_AWARENESS_CLIENTS):
+        stale = [AwarenessEntry(client, 10, "{}"), AwarenessEntry(client, 0, "null")]
+        (relay,) = s.receive(Awareness(codec.encode_awareness(stale)), 0.0)
+        assert isinstance(relay, Relay)
+    assert set(s.awareness_clients) == set(range(MAX_AWARENESS_CLIENTS))
+    one_more = [AwarenessEntry(99, 1, "{}")]
+    actions = s.receive(Awareness(codec.encode_awareness(one_more)), 0.0)
+    assert [a for a in actions if isinstance(a, Close)] == [
+        Close(4429, f"more than {MAX_AWARENESS_CLIENTS} awareness clients on one connection")
+    ]
+    s = session()
+    s.receive(Awareness(codec.encode_awareness([AwarenessEntry(1, 5, "{}")])), 0.0)
+    s.receive(Awareness(codec.encode_awareness([AwarenessEntry(1, 5, "null")])), 0.0)
+    assert set(s.awareness_clients) == set()  # a removal at the same clock counts
