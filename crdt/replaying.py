@@ -70,15 +70,33 @@ class Replayed:
 def _whole_values(
     tr: ReadTransaction, begin: bytes, end: bytes, prefix: bytes, limit: int, reverse: bool
 ) -> list[tuple[bytes, bytes]]:
-    """Chunk parts in [begin, end) holding at most ``limit`` whole values."""
+    """The chunk parts in [begin, end) of the first ``limit`` values (0: all), each whole.
+
+    ``limit`` counts values, not parts: a value stored in several chunks is one of them,
+    or a page holding one would come back short, and a caller paging until a short page
+    (a room's tail reader, a device's outbox) would stop with values still to come."""
     pairs = tr.get_range(begin, end, limit=limit, reverse=reverse)
-    if limit and len(pairs) == limit:
-        # The limit may have cut the last value's parts: read that value whole.
-        last_vs = keys.unpack(pairs[-1][0], prefix)[0]
-        pairs = [p for p in pairs if keys.unpack(p[0], prefix)[0] != last_vs]
-        lo, hi = keys.prefix_range(keys.pack((last_vs,), prefix))
-        pairs += tr.get_range(lo, hi, reverse=reverse)
-    return pairs
+    if not limit or len(pairs) < limit:
+        return pairs  # the whole range: every value is whole
+    out: list[tuple[bytes, bytes]] = []
+    values = 0
+    last: object = None
+    while True:
+        for pair in pairs:
+            vs = keys.unpack(pair[0], prefix)[0]
+            if vs != last:
+                if values == limit:
+                    return out  # the next value starts: the ones before are whole
+                values += 1
+                last = vs
+            out.append(pair)
+        if len(pairs) < limit:
+            return out  # the range ended
+        if reverse:
+            end = pairs[-1][0]
+        else:
+            begin = pairs[-1][0] + b"\x00"
+        pairs = tr.get_range(begin, end, limit=limit, reverse=reverse)
 
 
 def _replay_reads(

@@ -415,6 +415,33 @@ async def test_large_updates_are_chunked_and_read_back_whole(history: History, k
     assert text_of((await history.replay(ref)).doc) == "start " + "x" * (3 * CHUNK) + "!"
 
 
+async def test_a_page_limit_counts_updates_not_the_chunks_they_are_stored_in(
+    history: History,
+) -> None:
+    """Paging until a short page (as a room's tail reader and a device's outbox do)
+    sees every update, chunked ones included: a limit of n gives n updates while there
+    are more, however many parts they take; newest first too."""
+    ref = await history.doc("acme", "site", "paged.txt", create=True)
+    dev = Device()
+    updates = [dev.append("x" * (2 * CHUNK)), *(dev.append(str(n)) for n in range(4))]
+    updates.insert(3, dev.append("y" * (3 * CHUNK)))
+    for update in updates:
+        await history.append([Append(ref, update)])
+    for page_size in (1, 2, 3, 4):
+        seen: list[bytes] = []
+        cursor = None
+        while True:
+            page = await history.updates(ref, after=cursor, limit=page_size)
+            seen += [r.update for r in page]
+            if len(page) < page_size:
+                break
+            cursor = page[-1].versionstamp
+        assert seen == updates, page_size
+    for n in range(1, len(updates) + 1):
+        newest = await history.updates(ref, limit=n, reverse=True)
+        assert [r.update for r in newest] == updates[::-1][:n]
+
+
 async def test_an_update_over_the_limit_is_refused_and_nothing_written(
     history: History, kv: Engine
 ) -> None:
