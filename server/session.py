@@ -269,6 +269,14 @@ class Session:
             actions += self._finish_branch(commit.branch)
         return actions
 
+    def dropped(self, commit: Commit) -> list[Action]:
+        """``commit`` was never handed to the writer (it was shutting down, or the
+        connection ended while the update waited): its branch no longer waits for it."""
+        if commit.branch is None:
+            return []
+        self._branches[commit.branch].pending -= 1
+        return self._finish_branch(commit.branch)
+
     def failed(self, commit: Commit, error: BaseException) -> list[Action]:
         """``commit`` could not be stored: the client must re-send it, on a new connection."""
         actions: list[Action] = []

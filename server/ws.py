@@ -247,13 +247,22 @@ class _Link:
                 await asyncio.wait_for(self.room_free.wait(), deadline - time.monotonic())
 
     async def _act(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Wait):
-                await asyncio.sleep(action.seconds)
-            elif isinstance(action, Commit):
-                await self._submit(action)
-            else:
-                self._act_now([action])
+        for n, action in enumerate(actions):
+            try:
+                if isinstance(action, Wait):
+                    await asyncio.sleep(action.seconds)
+                elif isinstance(action, Commit):
+                    await self._submit(action)
+                else:
+                    self._act_now([action])
+            except BaseException:  # e.g. cancelled while waiting: these were never submitted
+                self._drop([a for a in actions[n:] if isinstance(a, Commit)])
+                raise
+
+    def _drop(self, commits: list[Commit]) -> None:
+        if self.session is not None:
+            for commit in commits:
+                self._act_now(self.session.dropped(commit))
 
     def _act_now(self, actions: list[Action]) -> None:
         metrics = self.app[METRICS]
@@ -300,6 +309,7 @@ class _Link:
             self.writer.submit_with(item, functools.partial(self._on_commit, commit))
         except WriterClosed:
             self.inflight -= 1
+            self._drop([commit])
             self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
 
     def _on_commit(

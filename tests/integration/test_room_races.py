@@ -1,6 +1,7 @@
-"""Races between a room's unload and load and the commits in flight for it, forced by
-holding ``History.append`` and ``History.replay`` at chosen points (the server, its
-SQLite store and the sockets are real; only the timing is arranged)."""
+"""Races around commits in flight: a room's unload and load, the writer shutting down.
+The server, its SQLite store and the sockets are real; only the timing is arranged
+(``History.append`` and ``History.replay`` held at chosen points, the writer marked
+closing)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from crdt.codec import Base
 from crdt.history import Append, Appended, DocRef
 from crdt.replaying import Replayed
 from crdt.versionstamp import Versionstamp
 from server.app import create_app
-from server.appkeys import HISTORY, ROOMS
+from server.appkeys import HISTORY, ON_BRANCH, ROOMS, WRITER
 from server.config import Settings
 from server.testing import YPeer, client_session, serve_in_process
 
@@ -73,3 +75,33 @@ async def test_a_commit_landing_while_its_room_reloads_reaches_the_new_room(
         await b.wait_text("base late")
         c = await YPeer.connect(http, url)
         assert str(c) == "base late"
+
+
+async def test_a_branch_is_reported_when_the_writer_closes_before_its_last_update(
+    tmp_path: Path,
+) -> None:
+    """A weft client's offline branch is reported (for conflict detection) once all its
+    updates are settled; one the writer refused at shutdown, before storing it, must
+    not keep the committed rest of the branch from being reported."""
+    reports: list[object] = []
+
+    async def on_branch(doc: DocRef, base: Versionstamp, appended: object, who: object) -> None:
+        reports.append(appended)
+
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    app[ON_BRANCH] = on_branch
+    async with serve_in_process(app) as server, client_session() as http:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/branch.txt", weft=True)
+        await peer.edit(0, "base")
+        await peer.until(lambda: len(peer.acks) == 1)
+        await peer.send(Base(peer.acks[0].versionstamp))
+        await peer.append(" one")  # committed, in the branch
+        await peer.until(lambda: len(peer.acks) == 2)
+        app[WRITER]._closing = True  # as Writer.close() does first: submits now fail
+        try:
+            await peer.append(" two")
+            code, _ = await peer.closed()
+            assert code == 1001
+            await eventually(lambda: len(reports) == 1)
+        finally:
+            app[WRITER]._closing = False
