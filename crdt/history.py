@@ -266,7 +266,11 @@ class History:
             batches[-1].append(item)
             size += length
         results = await asyncio.gather(*(self._append_one(b) for b in batches))
-        return [r for batch in results for r in batch]
+        out = [r for batch in results for r in batch]
+        # A repeat of an update that an earlier part of this append stored is not a
+        # duplicate (as inside one part): it found that part's entry, new here too.
+        new = {r.versionstamp for r in out if not r.duplicate}
+        return [Appended(r.versionstamp, False) if r.versionstamp in new else r for r in out]
 
     async def _append_one(self, items: list[Append]) -> list[Appended]:
         ms = now_ms()

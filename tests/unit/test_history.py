@@ -635,3 +635,22 @@ def test_decode_records_matches_the_general_path_in_every_shape() -> None:
     assert len(rows([big])) > 1 and decode_records(rows([big]), prefix)[0].size > 3 * CHUNK
     with pytest.raises(StoreError, match="corrupt record"):
         decode_records(rows([*small, b"\xc1garbage"]), prefix)
+
+
+async def test_a_repeat_across_the_parts_of_a_split_append_is_not_a_duplicate(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append over MAX_BATCH_UPDATES is split in several transactions; an update
+    repeated in a later part gets the first copy's versionstamp, and, as a repeat inside
+    one transaction, is not marked a duplicate (it was not in the log before)."""
+    import crdt.history as history_module
+
+    monkeypatch.setattr(history_module, "MAX_BATCH_UPDATES", 3)
+    ref = await history.doc("acme", "site", "split.txt", create=True)
+    dev = Device()
+    updates = [dev.append(str(n)) for n in range(7)]
+    results = await history.append([Append(ref, u) for u in [*updates, updates[0]]])
+    assert len({r.versionstamp for r in results}) == 7
+    assert results[-1] == results[0] and not results[-1].duplicate
+    again = await history.append([Append(ref, updates[0])])
+    assert again[0].versionstamp == results[0].versionstamp and again[0].duplicate
