@@ -936,7 +936,8 @@ class SQLiteEngine:
                 for begin, end in tr.ranges:
                     hit.update(key for key in known if begin <= key < end)
             for key in hit:
-                known[key] = (counter, _UNKNOWN)
+                if counter >= known[key][0] >= 0:  # else another process's later value
+                    known[key] = (counter, _UNKNOWN)  # (the poller offered it meanwhile)
         return hit
 
     def _offer(
@@ -952,12 +953,15 @@ class SQLiteEngine:
         without a read (what commit ``counter`` itself wrote); the rest are read.
 
         ``counter``: a commit counter read before the values (they are at least that
-        new). The writer thread and the poller both offer, and one may read before the
-        other but offer after it: a value is taken only if its counter is not older
-        than the remembered one's. Equal counters may still hide a newer commit read by
-        one side only; that commit is offered again later with a higher counter (by
-        the writer if it was this engine's, else by the poller, which sees it move
-        ``data_version``), so the newest value is always remembered in the end."""
+        new; ``values`` are exactly that commit's). The writer thread and the poller
+        both offer, and one may read before the other but offer after it: a value is
+        taken only if its counter is not older than the remembered one's (a value of
+        ``values`` never replaces one remembered for a later commit: another process's
+        commit may have been read and offered between this commit and this call).
+        Equal counters may still hide a newer commit read by one side only; that commit
+        is offered again later with a higher counter (by the writer if it was this
+        engine's, else by the poller, which sees it move ``data_version``), so the
+        newest value is always remembered in the end."""
         with self._watch_lock:
             wanted = [(k, e) for k, e in self._known.items() if keys is None or k in keys]
         if not wanted:
@@ -972,7 +976,11 @@ class SQLiteEngine:
                 known = self._known.get(key)
                 if known is None:
                     continue  # forgotten meanwhile
-                if known is entry:  # untouched since before the read: the value is newer
+                if key in given:  # the value as of commit ``counter`` exactly, not later
+                    if known[0] < 0 or counter < known[0]:
+                        continue  # a newer commit's value is remembered (or being read)
+                    tag = counter
+                elif known is entry:  # untouched since before the read: the value is newer
                     tag = max(counter, known[0])
                 elif known[0] < 0 or counter < known[0]:
                     # A newer value was offered, or the entry was made again after the

@@ -517,6 +517,42 @@ async def test_a_late_poller_offer_does_not_overwrite_a_value_remembered_since(
         keeps_polling.cancel()
 
 
+async def test_the_writers_late_offer_of_its_own_commit_does_not_hide_a_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This engine committed b"1", then stalled before offering it; meanwhile another
+    process committed b"2", which the poller offered. The writer's offer of b"1" is
+    older: it must neither wake a watch on b"2" nor be remembered (a watch coming back
+    with b"1" would then wait although the store holds b"2")."""
+    key = keys.pack(("head", 1))
+    stalled, resume = threading.Event(), threading.Event()
+    unknown_after = sqlite_module.SQLiteEngine._unknown_after
+
+    def stalling(self: Any, written: Any, counter: int) -> Any:
+        if not stalled.is_set():
+            stalled.set()
+            resume.wait(WAIT)
+        return unknown_after(self, written, counter)
+
+    async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
+        await kv.transact(setter(key, b"0"))
+        first = asyncio.ensure_future(kv.watch(key, b"0"))
+        await asyncio.sleep(0.1)  # the poller runs and knows the key
+        monkeypatch.setattr(sqlite_module.SQLiteEngine, "_unknown_after", stalling)
+        ours = asyncio.ensure_future(kv.transact(setter(key, b"1")))
+        assert await asyncio.to_thread(stalled.wait, WAIT)  # committed, not offered
+        await set_from_another_process(kv.url, key, b"2")
+        assert await asyncio.wait_for(first, WAIT) == b"2"  # the poller's offer
+        second = asyncio.ensure_future(kv.watch(key, b"2"))
+        await asyncio.sleep(0.05)
+        resume.set()
+        await asyncio.wait_for(ours, WAIT)
+        await asyncio.sleep(0.1)
+        assert not second.done(), f"woken with {second.result()!r}; the store holds b'2'"
+        assert await asyncio.wait_for(kv.watch(key, b"1"), WAIT) == b"2"
+        second.cancel()
+
+
 async def test_a_value_nobody_watches_is_forgotten_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
