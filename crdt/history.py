@@ -69,6 +69,9 @@ FORMAT_MINOR = 3  # 1.1: snapshots and segments count their parts; part 0 is wri
 MAX_BATCH_UPDATES = 4_000
 MAX_BATCH_BYTES = 6_000_000
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
+# A snapshot that would hold pending updates waits (see History.write_snapshot) until
+# this many times ``snapshot_every`` records follow the previous one.
+PENDING_DEFER = 8
 
 
 def update_hash(update: bytes) -> bytes:
@@ -355,13 +358,25 @@ class History:
 
     async def write_snapshot(
         self, doc: DocRef, snapshot: Snapshot | None, records: Sequence[Logged]
-    ) -> Snapshot:
+    ) -> Snapshot | None:
         """Build the snapshot after ``records`` (every log record after ``snapshot``, in
         log order: read from the log, or known to their writer) and write it with its
-        segments, in transactions well under the size limit."""
+        segments, in transactions well under the size limit.
+
+        ``None`` (nothing written) while the document holds pending updates (ones that
+        arrived before an update they depend on), until ``PENDING_DEFER`` times
+        ``snapshot_every`` records follow ``snapshot``. Such a snapshot keeps them apart
+        from its state, and replaying from it is not always replaying the log in order:
+        yrs integrates some out-of-order histories differently depending on when the
+        missing update comes (seen in a review: the text at the snapshot's version
+        differed from the log's in 22 of 300 random out-of-order histories). Deferred,
+        the snapshot usually comes once the missing update has arrived; replays read
+        the log from the previous snapshot meanwhile."""
         new, writes = await asyncio.to_thread(
             _next_snapshot_writes, doc, snapshot, records, self.segment_every
         )
+        if new.pending and len(records) < PENDING_DEFER * self.snapshot_every:
+            return None
         for batch in _under_limit(writes):  # each value whole once its part 0 is in
 
             def fn(tr: Transaction, batch: list[tuple[bytes, bytes]] = batch) -> None:

@@ -336,8 +336,9 @@ class Writer:
                 ):
                     return None
                 new = await history.write_snapshot(doc, snapshot, records)
-                self._prune_tail(space, new.versionstamp)
-                self.tail_snapshots += 1
+                if new is not None:  # else deferred: the doc holds pending updates
+                    self._prune_tail(space, new.versionstamp)
+                    self.tail_snapshots += 1
                 return new
         elif start_tail:
             # Started before the read below: every later commit is noted from now on
@@ -367,4 +368,3 @@ class Writer:
             tail = self._tails.get(space, [])
             records = known_records(snapshot, head.versionstamp, head.count, tail)
         return records
-

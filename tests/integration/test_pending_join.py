@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Text
 
+import crdt.history as history_module
 from crdt.codec import SyncUpdate
 from crdt.history import Append, History
 from crdt.kv.sqlite import SQLiteEngine
@@ -52,6 +53,7 @@ async def test_a_joiner_gets_what_the_room_holds_pending(
 ) -> None:
     if threaded:  # a long tail is checked in a thread: here, any
         monkeypatch.setattr(rooms, "PENDING_INLINE", 0)
+    monkeypatch.setattr(history_module, "PENDING_DEFER", 1)  # snapshot it all the same
     first, second = two_edits()
     store = tmp_path / "weft.db"
     async with SQLiteEngine(store) as kv:

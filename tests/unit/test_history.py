@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, Text
 
+import crdt.history as history_module
 from crdt import keys
 from crdt.errors import NotFound, TransactionTooLarge
 from crdt.history import (
@@ -197,11 +198,12 @@ async def test_a_crowded_range_falls_back_to_lookups(history: History) -> None:
 
 
 async def test_replayed_state_keeps_an_update_still_waiting_for_its_dependency(
-    history: History,
+    history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The log can end with an update whose dependency never arrived: the doc holds it
     pending, and ``state()`` must still carry it (``Doc.get_update`` leaves it out), with
-    or without a snapshot in between."""
+    or without a snapshot in between (written here at once, not deferred)."""
+    monkeypatch.setattr(history_module, "PENDING_DEFER", 1)
     ref = await history.doc("acme", "site", "a.md", create=True)
     dev = Device()
     first, second = dev.append("hello"), dev.append(" world")
@@ -643,8 +645,6 @@ async def test_a_repeat_across_the_parts_of_a_split_append_is_not_a_duplicate(
     """An append over MAX_BATCH_UPDATES is split in several transactions; an update
     repeated in a later part gets the first copy's versionstamp, and, as a repeat inside
     one transaction, is not marked a duplicate (it was not in the log before)."""
-    import crdt.history as history_module
-
     monkeypatch.setattr(history_module, "MAX_BATCH_UPDATES", 3)
     ref = await history.doc("acme", "site", "split.txt", create=True)
     dev = Device()
@@ -654,3 +654,34 @@ async def test_a_repeat_across_the_parts_of_a_split_append_is_not_a_duplicate(
     assert results[-1] == results[0] and not results[-1].duplicate
     again = await history.append([Append(ref, updates[0])])
     assert again[0].versionstamp == results[0].versionstamp and again[0].duplicate
+
+
+async def test_a_snapshot_waits_while_the_document_holds_pending_updates(
+    history: History,
+) -> None:
+    """A snapshot taken while an update waits for its dependency would keep it apart
+    from the state, and replaying from it is not always replaying the log in order; it
+    is deferred until the dependency came (or PENDING_DEFER x snapshot_every records)."""
+    ref = await history.doc("acme", "site", "deferred.md", create=True)
+    dev, other = Device(), Device()
+    first, second = dev.append("hello"), dev.append(" world")
+    await history.append([Append(ref, second)])  # before what it builds on
+    await history.append([Append(ref, other.append(str(n))) for n in range(5)])
+    assert await history.snapshot_if_due(ref) is None  # due, but " world" is pending
+    await history.append([Append(ref, first)])
+    snapshot = await history.snapshot_if_due(ref)
+    assert snapshot is not None and snapshot.pending == ()
+    assert "hello world" in text_of((await history.replay(ref)).doc)
+
+    # A dependency that never comes: the snapshot is written after all, pending kept.
+    lost = await history.doc("acme", "site", "lost.md", create=True)
+    dev, other = Device(), Device()
+    dev.append("never sent")
+    await history.append([Append(lost, dev.append(" waiting"))])
+    limit = history_module.PENDING_DEFER * history.snapshot_every
+    for n in range(2, limit):  # records 2 .. limit - 1
+        await history.append([Append(lost, other.append(str(n % 10)))])
+        assert await history.snapshot_if_due(lost) is None, n
+    await history.append([Append(lost, other.append("."))])
+    snapshot = await history.snapshot_if_due(lost)
+    assert snapshot is not None and len(snapshot.pending) == 1
