@@ -936,7 +936,7 @@ class SQLiteEngine:
                 for begin, end in tr.ranges:
                     hit.update(key for key in known if begin <= key < end)
             for key in hit:
-                if counter >= known[key][0] >= 0:  # else another process's later value
+                if known[key][0] <= counter:  # else another process's later value
                     known[key] = (counter, _UNKNOWN)  # (the poller offered it meanwhile)
         return hit
 
@@ -977,9 +977,9 @@ class SQLiteEngine:
                 if known is None:
                     continue  # forgotten meanwhile
                 if key in given:  # the value as of commit ``counter`` exactly, not later
-                    if known[0] < 0 or counter < known[0]:
-                        continue  # a newer commit's value is remembered (or being read)
-                    tag = counter
+                    if counter < known[0]:
+                        continue  # a later commit's value is remembered already
+                    tag = counter  # (over a new watch's -1 too: it may have read before)
                 elif known is entry:  # untouched since before the read: the value is newer
                     tag = max(counter, known[0])
                 elif known[0] < 0 or counter < known[0]:

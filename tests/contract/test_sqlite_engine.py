@@ -553,6 +553,23 @@ async def test_the_writers_late_offer_of_its_own_commit_does_not_hide_a_newer_on
         second.cancel()
 
 
+async def test_a_new_watch_is_woken_by_this_engines_next_commit(tmp_path: Path) -> None:
+    """A key watched for the first time has no remembered value yet (the watch reads it
+    itself); this engine's next commit of it must still be offered to the watch (the
+    poller, already running, leaves this engine's own commits to the writer)."""
+    key, other = keys.pack(("head", 1)), keys.pack(("head", 2))
+    async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
+        await kv.transact(setter(key, b"0"))
+        keeps_polling = asyncio.ensure_future(kv.watch(other, None))
+        await asyncio.sleep(0.1)  # the poller runs
+        for n in range(1, 20):
+            watch = asyncio.ensure_future(kv.watch(key, str(n - 1).encode()))
+            await asyncio.sleep(0)  # registered: its own read is under way
+            await kv.transact(setter(key, str(n).encode()))
+            assert await asyncio.wait_for(watch, WAIT) == str(n).encode()
+        keeps_polling.cancel()
+
+
 async def test_a_value_nobody_watches_is_forgotten_after_a_while(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
