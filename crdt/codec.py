@@ -27,6 +27,7 @@ Non-minimal varUints are accepted (lib0 never writes them); encoding is always c
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias, assert_never
@@ -484,11 +485,85 @@ def _check_json(text: str, offset: int) -> None:
     # Numbers are not converted (no cost, no digit limit); NaN and Infinity are refused,
     # as JavaScript's JSON.parse would refuse them on every client we relay this to.
     try:
-        json.loads(text, parse_int=_skip, parse_float=_skip, parse_constant=_refuse)
+        if len(text) <= JSON_LOADS_MAX:
+            json.loads(text, parse_int=_skip, parse_float=_skip, parse_constant=_refuse)
+        else:
+            _scan_json(text)
     except (ValueError, RecursionError) as e:
         raise ProtocolError(
             f"awareness state at offset {offset} is not JSON: {e}", CLOSE_INVALID_PAYLOAD
         ) from e
+
+
+JSON_LOADS_MAX: Final = 4096
+"""States up to this many characters are checked with ``json.loads``, which builds
+every object and list it reads (~25x the text for ``[{},{},...]``: at most ~100 kB
+here); longer ones by :func:`_scan_json`, which builds none."""
+
+_JSON_TOKEN = re.compile(
+    r"[ \t\n\r]*+(?:"
+    r"([\[\]{}:,])"  # punctuation
+    r'|("(?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*+")'  # string
+    r"|(-?(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?[0-9]++)?+)"  # number
+    r"|(true|false|null))"
+)
+_VALUE, _VALUE_OR_END, _KEY, _KEY_OR_END, _COLON, _NEXT, _DONE = range(7)
+
+
+def _scan_json(text: str) -> None:
+    """Check that ``text`` is one JSON value (RFC 8259, as ``json.loads`` reads it,
+    NaN and Infinity refused) without building it: a token at a time, with the open
+    containers in a bytearray (one byte per level, so never more than the text).
+    Raises ValueError where it stops being JSON."""
+    stack = bytearray()
+    state, pos = _VALUE, 0
+    match = _JSON_TOKEN.match
+    while True:
+        token = match(text, pos)
+        if token is None:
+            if state == _DONE and not text[pos:].strip(" \t\n\r"):
+                return
+            what = "extra data" if state == _DONE else "expecting a value or delimiter"
+            raise ValueError(f"{what} at char {pos}")
+        pos = token.end()
+        punct = token.group(1)
+        if state == _DONE:
+            raise ValueError(f"extra data at char {token.start()}")
+        if state in (_VALUE, _VALUE_OR_END):
+            if punct is None:
+                state = _NEXT if stack else _DONE
+            elif punct == "[":
+                stack.append(0x5B)
+                state = _VALUE_OR_END
+            elif punct == "{":
+                stack.append(0x7B)
+                state = _KEY_OR_END
+            elif punct == "]" and state == _VALUE_OR_END:
+                stack.pop()
+                state = _NEXT if stack else _DONE
+            else:
+                raise ValueError(f"expecting a value at char {token.start()}")
+        elif state in (_KEY, _KEY_OR_END):
+            if token.group(2) is not None:
+                state = _COLON
+            elif punct == "}" and state == _KEY_OR_END:
+                stack.pop()
+                state = _NEXT if stack else _DONE
+            else:
+                raise ValueError(f"expecting a property name at char {token.start()}")
+        elif state == _COLON:
+            if punct != ":":
+                raise ValueError(f"expecting ':' at char {token.start()}")
+            state = _VALUE
+        else:  # _NEXT: a value inside a container ended
+            top = stack[-1]
+            if punct == ",":
+                state = _VALUE if top == 0x5B else _KEY
+            elif (punct == "]" and top == 0x5B) or (punct == "}" and top == 0x7B):
+                stack.pop()
+                state = _NEXT if stack else _DONE
+            else:
+                raise ValueError(f"expecting ',' or a closing bracket at char {token.start()}")
 
 
 def _skip(_text: str) -> None:

@@ -10,6 +10,7 @@ import json
 import tracemalloc
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from crdt.codec import (
     SyncStep1,
     SyncStep2,
     SyncUpdate,
+    _scan_json,
     decode,
     decode_awareness,
     encode,
@@ -191,3 +193,102 @@ def test_forged_lengths_allocate_nothing_like_what_they_claim() -> None:
         assert tracemalloc.get_traced_memory()[1] < 2 * len(valid)
     finally:
         tracemalloc.stop()
+
+
+# --- awareness JSON: checked without building what it describes ------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+JSON_PIECES = [
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    '"',
+    "\\",
+    "u",
+    "0",
+    "1",
+    "-",
+    ".",
+    "e",
+    "+",
+    "true",
+    "false",
+    "null",
+    "NaN",
+    " ",
+    "\n",
+    "\x01",
+    "a",
+    "\u00e9",
+    '"k"',
+]
+
+
+def json_verdict(text: str) -> bool:
+    try:
+        json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def scan_verdict(text: str) -> bool:
+    try:
+        _scan_json(text)
+    except ValueError:
+        return False
+    return True
+
+
+@FAST
+@given(json_values, st.sampled_from([None, 0, 2]))
+def test_the_json_scanner_accepts_what_json_dumps_writes(value: Any, indent: int | None) -> None:
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    assert scan_verdict(text)
+
+
+@FAST
+@given(st.lists(st.sampled_from(JSON_PIECES), max_size=12))
+def test_the_json_scanner_agrees_with_json_loads(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert scan_verdict(text) == json_verdict(text), text
+
+
+@FAST
+@given(json_values, st.data())
+def test_the_json_scanner_agrees_with_json_loads_on_damaged_json(
+    value: Any, data: st.DataObject
+) -> None:
+    text = json.dumps(value)
+    at = data.draw(st.integers(0, len(text)))
+    cut = data.draw(st.integers(0, 3))
+    insert = data.draw(st.sampled_from(["", *JSON_PIECES]))
+    damaged = text[:at] + insert + text[at + cut :]
+    assert scan_verdict(damaged) == json_verdict(damaged), damaged
+
+
+def test_a_large_awareness_state_is_checked_without_building_it() -> None:
+    state = "[" + ",".join(["{}"] * 300_000) + "]"  # ~0.9 MB: json.loads built ~25x that
+    payload = encode_awareness([AwarenessEntry(1, 1, state)])
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        (entry,) = decode_awareness(payload)
+        assert entry.state == state
+        assert tracemalloc.get_traced_memory()[1] < 2 * len(payload)
+    finally:
+        tracemalloc.stop()
+    for bad in (state[:-1], state + "]", state.replace("{}", "{,}", 1)):
+        with pytest.raises(ProtocolError, match="not JSON"):
+            decode_awareness(encode_awareness([AwarenessEntry(1, 1, bad)]))
