@@ -85,6 +85,16 @@ class Settings(BaseSettings):
             raise ValueError(f"public_key is neither PEM text nor a readable file: {value}")
         return path.read_text()
 
+    @field_validator("secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty secret (``WEFT_SECRET=`` from an unset shell variable, say) is an
+        error, not "auth off": it used to pass the loopback check as a secret, then
+        leave every caller unauthenticated."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("secret is empty: set a real one, or leave WEFT_SECRET unset")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -100,12 +110,19 @@ class Settings(BaseSettings):
                 f"refusing to listen on {self.host} without auth: set WEFT_SECRET (or "
                 "--secret / --public-key), listen on 127.0.0.1, or pass --insecure"
             )
-        if self.max_update_bytes > self.max_message_bytes:
-            raise ValueError("max_update_bytes must not exceed max_message_bytes")
-        if self.max_update_bytes > MAX_UPDATE_BYTES:
-            raise ValueError(
-                f"max_update_bytes must not exceed {MAX_UPDATE_BYTES} (one transaction)"
-            )
+        limits = {"": self.max_update_bytes} | {
+            f"tenant {tenant}: ": quota.max_update_bytes
+            for tenant, quota in self.tenant_quotas.items()
+            if quota.max_update_bytes is not None
+        }
+        for where, limit in limits.items():
+            if limit > self.max_message_bytes:
+                raise ValueError(f"{where}max_update_bytes must not exceed max_message_bytes")
+            if limit > MAX_UPDATE_BYTES:
+                raise ValueError(
+                    f"{where}max_update_bytes must not exceed {MAX_UPDATE_BYTES} "
+                    "(one transaction)"
+                )
         # One group commit may resolve a whole batch for one room at once: a peer's send
         # queue must hold such a burst, or healthy peers would count as slow readers.
         if self.send_queue_frames < self.commit_max_updates:

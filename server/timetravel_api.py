@@ -38,8 +38,9 @@ from aiohttp import web
 from crdt import timetravel as tt
 from crdt.errors import ProtocolError
 from crdt.history import Append, Appended
+from crdt.kv.base import ReadTransaction, read_counter
 from server.api import _names, error_response
-from server.appkeys import HISTORY, SETTINGS, WRITER
+from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
 from server.writer import WriterClosed
 
@@ -59,8 +60,9 @@ async def history(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
     raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit():
-        raise ProtocolError(f"?limit= must be a number, not {raw_limit!r}")
+    # ASCII digits only ("²".isdigit() holds, and int() refuses it), and few of them
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9):
+        raise ProtocolError(f"?limit= must be a number below 10^9, not {raw_limit[:20]!r}")
     since = _version(request, "since") if "since" in request.query else None
     until = _version(request, "until") if "until" in request.query else None
     ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
@@ -159,7 +161,22 @@ async def revert(request: web.Request) -> web.Response:
     store = request.app[HISTORY]
     session = f"{tt.REVERT_SESSION}/{request.app[SETTINGS].instance}"
 
+    quotas = request.app[QUOTAS]
+
     async def commit(items: list[Append]) -> list[Appended]:
+        # A revert is an update like an editor's: the same size limits and rate (it
+        # used to skip them, so reverting back and forth grew a document past its limit).
+        for item in items:
+            size_key = item.doc.key("bytes")
+
+            def stored_size(tr: ReadTransaction, key: bytes = size_key) -> int:
+                return read_counter(tr.get(key))
+
+            quotas.check_update(tenant, len(item.update), await store.kv.read(stored_size))
+        for _ in items:
+            wait = quotas.reserve_update(tenant, time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
         writer = request.app[WRITER]
         try:
             futures = [writer.submit(item) for item in items]

@@ -8,16 +8,30 @@ import io
 import json
 import tarfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from blake3 import blake3
 from pycrdt import Map
+from pydantic import SecretStr
 
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
-from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
+from server.app import create_app
+from server.config import Settings
+from server.testing import (
+    AUTH_ENV,
+    TEST_SECRET,
+    ServerProcess,
+    StartServer,
+    YPeer,
+    call_api,
+    client_session,
+    serve_in_process,
+    token_for,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -231,6 +245,8 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
         ("GET", "history/notes.md", {"since": "yesterday"}, None, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "x"}, None, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "0"}, None, 400, "bad_request"),
+        ("GET", "history/notes.md", {"limit": "\u00b2"}, None, 400, "bad_request"),  # ²
+        ("GET", "history/notes.md", {"limit": "9" * 5000}, None, 400, "bad_request"),
         ("GET", "history/missing.md", {}, None, 404, "not_found"),
         ("GET", "history/a//b", {}, None, 400, "bad_path"),
         ("GET", "diff/notes.md", {}, None, 400, "bad_request"),
@@ -299,3 +315,32 @@ async def test_export_of_an_unknown_project_or_before_it_existed(
         http, "GET", f"{server.url}/api/v1/acme/proj/export", token=tok, at=long_ago
     )
     assert (status, answer["error"]["code"]) == (404, "not_found")
+
+
+async def test_a_revert_keeps_to_the_document_size_quota(tmp_path: Path) -> None:
+    """A revert is an update like an editor's: reverting back and forth cannot grow a
+    document past its size limit (it used to skip the quotas)."""
+    settings = Settings(
+        store=f"sqlite:///{tmp_path / 'weft.db'}", secret=SecretStr(TEST_SECRET), max_doc_bytes=3000
+    )
+    async with serve_in_process(create_app(settings)) as server, client_session() as http:
+        tok = token_for()
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/a.md", token=tok, weft=True)
+        await peer.append("A" * 1400)
+        await peer.until(lambda: len(peer.acks) == 1)
+        full = peer.acks[-1].versionstamp.hex()
+        before = peer.doc.get_state()
+        del peer.text[0 : len(peer.text)]
+        await peer.send(SyncUpdate(peer.doc.get_update(before)))
+        await peer.until(lambda: len(peer.acks) == 2)
+        empty = peer.acks[-1].versionstamp.hex()
+        api = f"{server.url}/api/v1/acme/site"
+        statuses = []
+        for to in (full, empty, full, empty, full):
+            status, body = await call_api(
+                http, "POST", f"{api}/revert", token=tok, body={"to": to, "path": "a.md"}
+            )
+            statuses.append((status, body.get("error", {}).get("code")))
+        assert (429, "quota_exceeded") in statuses
+        _, docs = await call_api(http, "GET", f"{api}/docs", token=tok)
+        assert docs["docs"][0]["size"] <= 3000

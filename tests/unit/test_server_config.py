@@ -143,3 +143,20 @@ def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_token_create_without_a_secret_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert weft(["token", "create", "--tenant", "acme"]) == 2
     assert "WEFT_SECRET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("secret", ["", "   "])
+def test_an_empty_secret_is_refused_not_taken_for_auth_off(secret: str) -> None:
+    """WEFT_SECRET= (an unset shell variable) used to pass the "auth or loopback" check
+    as a secret, then leave every caller unauthenticated on any address."""
+    with pytest.raises(ValidationError, match="secret is empty"):
+        Settings(host="0.0.0.0", secret=secret)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="secret is empty"):
+        Settings(secret=secret)  # type: ignore[arg-type]
+
+
+def test_a_tenants_update_size_override_is_held_to_the_store_limit() -> None:
+    with pytest.raises(ValidationError, match="tenant acme: max_update_bytes must not exceed"):
+        Settings(tenant_quotas={"acme": {"max_update_bytes": 12 << 20}})  # type: ignore[dict-item]
+    settings = Settings(tenant_quotas={"acme": {"max_update_bytes": 1 << 20}})  # type: ignore[dict-item]
+    assert settings.tenant_quotas["acme"].max_update_bytes == 1 << 20
