@@ -179,7 +179,11 @@ class Folder:
     def backup(self, path: str, text: str) -> Path:
         """Keep a copy of ``text`` under ``.weft/conflicts/`` (for a conflict)."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        target = self.state_dir / "conflicts" / f"{path}.{stamp}"
+        target = first = self.state_dir / "conflicts" / f"{path}.{stamp}"
+        copies = 1
+        while target.exists():  # another copy this second: never overwrite one
+            copies += 1
+            target = first.with_name(f"{first.name}.{copies}")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return target

@@ -433,6 +433,11 @@ class Workspace(Listener):
         self.conflicts.append(record)
         self.tracked.add(path)
         server_text = str(entry.text)
+        # Saved again while the report was on its way? Keep that text too: the file is
+        # about to hold the server's.
+        later = self.folder.read(path)
+        if isinstance(later, str) and later not in (text, server_text):
+            backup = self.folder.backup(path, later)
         self.folder.write(path, server_text)
         self._remember(path, server_text)
         cid = str(record.get("id", ""))

@@ -1,0 +1,39 @@
+"""A folder's file that differs from the server's becomes a conflict: the server's text
+is written over the file once the conflict is recorded, and the local text kept in a
+backup. A save that lands while the report is on its way must be kept too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from client.workspace import Workspace
+from server.app import create_app
+from server.config import Settings
+from server.testing import serve_in_process
+
+
+async def test_a_save_during_the_conflict_report_is_kept(tmp_path: Path) -> None:
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "plan.txt").write_text("the server's plan\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+        (b / "plan.txt").write_text("my own plan\n")
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
+            report = second.device.api.report_conflict
+
+            async def saving_meanwhile(path: str, text: str, device: str) -> dict[str, object]:
+                (b / "plan.txt").write_text("my own plan, with a paragraph saved meanwhile\n")
+                return await report(path, text, device)
+
+            second.device.api.report_conflict = saving_meanwhile  # type: ignore[method-assign]
+            await second.sync(10)
+        assert (b / "plan.txt").read_text() == "the server's plan\n"
+        backups = sorted(p.read_text() for p in (b / ".weft" / "conflicts").rglob("*.txt*"))
+        assert backups == [
+            "my own plan\n",
+            "my own plan, with a paragraph saved meanwhile\n",
+        ]
