@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from crdt.history import Append, History
+from crdt.history import MAX_UPDATE_BYTES, Append, History
 
 if TYPE_CHECKING:
     from client.entry import DocEntry
@@ -97,6 +97,21 @@ class Recorder:
 
     async def _record(self, batch: list[Item]) -> None:
         items = [b for b in batch if isinstance(b, tuple)]
+        for entry, update, origin in [i for i in items if len(i[1]) > MAX_UPDATE_BYTES]:
+            # One transaction cannot hold it, now or on any retry: kept in the queue, it
+            # stopped every later change of every document from being recorded.
+            log.error(
+                "%s: a %s change of %d bytes is over the %d-byte limit of one update; it "
+                "is not recorded or sent (a local file keeps its text on disk)",
+                entry.path,
+                origin,
+                len(update),
+                MAX_UPDATE_BYTES,
+            )
+            entry.unrecorded -= 1
+            if origin == LOCAL:
+                entry.unrecorded_local -= 1
+        items = [i for i in items if len(i[1]) <= MAX_UPDATE_BYTES]
         if items:
             results = await self.history.append(
                 [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]

@@ -228,3 +228,26 @@ async def test_one_data_directory_one_device(server: ServerProcess, tmp_path: Pa
             await make(tmp_path, server, "a", "busy").start()
     async with make(tmp_path, server, "a", "busy") as again:  # released on close
         assert again.device_id
+
+
+async def test_a_change_too_big_to_record_does_not_hold_up_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local change over the one-update limit can never be appended; it used to stay
+    at the head of the recorder's queue, so no later change of any document was ever
+    recorded (and closing dropped them all)."""
+    import crdt.history as history_module
+    from client import recorder as recorder_module
+    from server.testing import free_port
+
+    for module in (recorder_module, history_module):  # the store's limit, made small
+        monkeypatch.setattr(module, "MAX_UPDATE_BYTES", 50_000)
+    url = f"ws://127.0.0.1:{free_port()}"  # offline: nothing listens there
+    device = Device(tmp_path / "dev", url, "acme", "p", max_backoff=0.2, poll_seconds=None)
+    async with device:
+        (await device.doc("big.txt")).get("content", type=Text).insert(0, "x" * 60_000)
+        (await device.doc("small.txt")).get("content", type=Text).insert(0, "precious edit")
+        await asyncio.wait_for(device.recorder.recorded(), 5)
+    again = Device(tmp_path / "dev", url, "acme", "p", max_backoff=0.2, poll_seconds=None)
+    async with again:
+        assert str((await again.doc("small.txt")).get("content", type=Text)) == "precious edit"
