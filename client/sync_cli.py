@@ -318,12 +318,27 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
     ui.first_sync = False
     seconds = time.monotonic() - started
     files = len(ws.tracked)
+    failed = _failed(ws)
     ui.line(
-        f"in sync: {files} files in {seconds:.2f} s ({files / max(seconds, 1e-9):.0f} files/s); "
-        f"{ui.counts['local']} local changes sent, {ui.counts['remote']} files written",
-        "green",
+        f"{'synced' if failed else 'in sync'}: {files} files in {seconds:.2f} s "
+        f"({files / max(seconds, 1e-9):.0f} files/s); {ui.counts['local']} local changes "
+        f"sent, {ui.counts['remote']} files written"
+        + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
+        "yellow" if failed else "green",
     )
+    for path, (error, unsent) in sorted(failed.items()):
+        ui.line(f"  {path}: {error}; {unsent} local change(s) not sent", "bold red")
     return True
+
+
+def _failed(ws: Workspace) -> dict[str, tuple[str, int]]:
+    """Documents the server refused for good (e.g. an update over its size limit):
+    their error and how many local changes they still hold."""
+    return {
+        path: (entry.link.error, len(entry.outbox) + entry.unrecorded_local)
+        for path, entry in ws.device.entries.items()
+        if entry.link.error is not None
+    }
 
 
 def _read_only_note(ws: Workspace, ui: _Ui) -> None:
@@ -343,6 +358,8 @@ async def _once(ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Eve
         ui.line(f"weft sync: not in sync after {timeout} s (offline?)", "bold red")
         return 1
     _read_only_note(ws, ui)
+    if _failed(ws):
+        return 1
     return 1 if ws.device.read_only and ws.device.pending() else 0
 
 

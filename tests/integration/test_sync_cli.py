@@ -210,3 +210,20 @@ def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(
     assert "not writing data.txt" in out
     assert (b / "data.txt").read_bytes() == b"\x00\x01 binary now"
     assert get_text(doc_url(server, "turned", "data.txt")) == "text at first\nand more from a\n"
+
+
+def test_a_file_the_server_refuses_fails_sync_once(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """A file whose change is over the server's update limit cannot sync: --once says
+    which and exits 1 (it said "in sync" and exited 0); the other files sync."""
+    server = weft_server_factory(env={"WEFT_MAX_UPDATE_BYTES": "2000"})
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "big.txt").write_text("x" * 3000 + "\n")
+    (folder / "small.txt").write_text("ok\n")
+    result = sync_once(folder, server.ws_url, TENANT, "refused")
+    assert result.returncode == 1, result.stdout
+    assert "1 file(s) NOT in sync" in result.stdout
+    assert "big.txt: closed by the server (1009)" in result.stdout
+    assert get_text(doc_url(server, "refused", "small.txt")) == "ok\n"
