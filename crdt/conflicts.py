@@ -117,7 +117,9 @@ def overlaps(a: Change, b: Change) -> bool:
 
 
 def detect(base: str, ours: str, theirs: str) -> list[Region]:
-    """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``.
+    """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``,
+    differently: where both sides made the same change (one device's update counted on
+    both sides, e.g. re-sent after a lost ack), nothing is contested.
 
     Overlapping changes are merged into one region spanning both, so a person sees each
     contested passage once.
@@ -132,15 +134,12 @@ def detect(base: str, ours: str, theirs: str) -> list[Region]:
         ts = [t for _, t in group]
         start = min(c.base_start for c in os_ + ts)
         end = max(c.base_end for c in os_ + ts)
-        regions.append(
-            Region(
-                start,
-                end,
-                "".join(base_lines[start:end]),
-                "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)]),
-                "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)]),
+        our_text = "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)])
+        their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
+        if our_text != their_text:
+            regions.append(
+                Region(start, end, "".join(base_lines[start:end]), our_text, their_text)
             )
-        )
     return regions
 
 

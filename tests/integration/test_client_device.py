@@ -251,3 +251,52 @@ async def test_a_change_too_big_to_record_does_not_hold_up_the_others(
     again = Device(tmp_path / "dev", url, "acme", "p", max_backoff=0.2, poll_seconds=None)
     async with again:
         assert str((await again.doc("small.txt")).get("content", type=Text)) == "precious edit"
+
+
+async def test_an_offline_edit_resent_after_a_lost_ack_is_not_a_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the server committed an offline update and before its
+    ack arrived; the device sends it again (stored once: a duplicate). Only this device
+    ever edited the document, so nothing may be recorded as a conflict."""
+    from client import connection as connection_module
+    from crdt.codec import Ack
+    from server.app import create_app
+    from server.config import Settings
+    from server.testing import client_session, serve_in_process, until
+
+    base_text = "".join(f"line {i}\n" for i in range(1, 11))
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server, client_session() as http:
+        device = Device(
+            tmp_path / "dev", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=0.1
+        )
+        async with device:
+            doc = await device.doc("notes.txt")
+            text = doc.get("content", type=Text)
+            text.insert(0, base_text)
+            await device.sync(10)
+            await device.pause()
+            at = base_text.index("line 3")
+            with doc.transaction():
+                del text[at : at + 6]
+                text.insert(at, "line 3 edited offline")
+            await device.recorded()
+            receive = connection_module.DocLink._receive
+            dropped: list[Ack] = []
+            cuts: list[asyncio.Future[Any]] = []
+
+            def losing_the_first_ack(self: Any, message: Any) -> Any:
+                if isinstance(message, Ack) and not dropped:
+                    dropped.append(message)
+                    cuts.append(asyncio.ensure_future(self.disconnect()))  # the ack with it
+                    return False
+                return receive(self, message)
+
+            monkeypatch.setattr(connection_module.DocLink, "_receive", losing_the_first_ack)
+            device.resume()
+            await until(lambda: bool(dropped), 10)
+            await device.sync(10)
+            await asyncio.sleep(0.5)  # a conflict is recorded once the branch ends
+        async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
+            assert (await response.json())["conflicts"] == []

@@ -163,3 +163,14 @@ async def test_a_branch_is_judged_against_commits_before_it_not_after(tmp_path: 
         assert record.theirs.users == ["alice"]
         assert [r.theirs_text for r in record.regions] == ["alice\n"]
         assert "carol" not in record.merged_text
+
+
+def test_the_same_change_on_both_sides_is_not_a_conflict() -> None:
+    """One device's update counted on both sides (re-sent after a lost ack, so stored
+    once and found a duplicate) contests nothing; a different change still does."""
+    base = "one\ntwo\nthree\n"
+    same = "one\nTWO\nthree\n"
+    assert detect(base, same, same) == []
+    assert detect(base, same, "one\nzwei\nthree\n") != []
+    both = detect(base, "one\nTWO\nthree\nfour\n", "one\nTWO\nthree\n")
+    assert both == []  # the extra line is ours alone
