@@ -57,6 +57,7 @@ HEARTBEAT_SECONDS = 20.0
 CONNECT_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
 MAX_INFLIGHT_SENDS = 8
 CODE_READ_ONLY = 4403
+CODE_TOO_BIG = 1009
 RETRY_LATER = {1008, 1011, 1013, 1014}
 SERVER_GONE = {None, 1001, 1006, 1012}
 FATAL_FOR_DEVICE = {4401, 4403}
@@ -165,7 +166,9 @@ class DocLink:
                 return
             if code in SERVER_GONE:
                 self.device.report_unreachable(f"connection closed ({code}) {reason}".strip())
-            elif code in RETRY_LATER or code == 1000:
+            elif code in RETRY_LATER or code == 1000 or (
+                code == CODE_TOO_BIG and self.entry.outbox.unmerge()
+            ):  # too big: merged sends may each fit, sent one update at a time
                 delay = backoff.next()
                 log.info("%s: closed %s %s; retry in %.1f s", self.entry.path, code, reason, delay)
                 await asyncio.sleep(delay)

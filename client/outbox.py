@@ -129,6 +129,15 @@ class Outbox:
             moved = True
         return self.cursor if moved else None
 
+    def unmerge(self) -> bool:
+        """Send each update on its own from now on (the server refused a merged send as
+        too big: a tenant's limit can be below ``max_bytes``); False if that is already
+        so, and the refused send was one update."""
+        if self.max_updates == 1:
+            return False
+        self.max_updates = 1
+        return True
+
     def reset(self) -> None:
         """The connection ended: what was in flight will be sent again."""
         self._inflight.clear()

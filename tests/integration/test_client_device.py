@@ -300,3 +300,33 @@ async def test_an_offline_edit_resent_after_a_lost_ack_is_not_a_conflict(
             await asyncio.sleep(0.5)  # a conflict is recorded once the branch ends
         async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
             assert (await response.json())["conflicts"] == []
+
+
+async def test_offline_edits_merged_past_the_servers_limit_are_sent_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """The outbox merges pending updates into one send; a tenant whose update limit is
+    below the merged size refuses it (1009). Each update fits on its own: the link sends
+    them one at a time instead of failing the document for good."""
+    from server.app import create_app
+    from server.config import Settings
+    from server.testing import serve_in_process
+
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", max_update_bytes=2000))
+    async with serve_in_process(app) as server:
+        device = Device(
+            tmp_path / "dev", server.ws_url, "acme", "p", max_backoff=0.2, poll_seconds=0.1
+        )
+        async with device:
+            doc = await device.doc("a.txt")
+            text = doc.get("content", type=Text)
+            text.insert(0, "start\n")
+            await device.sync(10)
+            await device.pause()
+            for n in range(5):
+                text.insert(len(text), f"{n}" * 600 + "\n")  # ~620 bytes each, 3 kB merged
+            await device.recorded()
+            device.resume()
+            await device.sync(10)
+            assert device.pending() == 0
+            assert str(text).count("\n") == 6
