@@ -163,6 +163,8 @@ class _Writer(_Reader):
     def clear_range(self, begin: bytes, end: bytes) -> None:
         check_key(begin)
         check_key(end)
+        if begin >= end:  # FDB drops it: counted as a write, the commit would have no
+            return  # version and its versionstamp future would fail (2021)
         self._grow(len(begin) + len(end))
         self._tr.clear_range(begin, end)
 
@@ -304,6 +306,9 @@ class FDBEngine:
             value, future = await loop.run_in_executor(pool, self._read_and_watch, key, last)
             if future is None:
                 return value
+            if self._db is None:  # closed while the watch was set up: close() missed it
+                future.cancel()
+                raise StoreError("engine closed while watching")
             self._watches.add(future)
             try:
                 await self._wait(future, loop)

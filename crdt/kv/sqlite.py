@@ -306,6 +306,8 @@ class _Writer(_Reader):
     def clear_range(self, begin: bytes, end: bytes) -> None:
         check_key(begin)
         check_key(end)
+        if begin >= end:  # an empty range writes nothing (FDB drops it too)
+            return
         self.size += len(begin) + len(end)
         self.deleted = True
         self._stamped_values = {k for k in self._stamped_values if not begin <= k < end}

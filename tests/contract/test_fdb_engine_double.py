@@ -365,3 +365,32 @@ async def test_the_engine_raises_fdb_s_watch_cap_for_one_watch_per_loaded_room(
     assert isinstance(kv, FDBEngine)
     assert MAX_WATCHES == 1_000_000
     assert kv._db.max_watches == MAX_WATCHES
+
+
+async def test_a_watch_being_set_up_when_the_engine_closes_raises(
+    double: FDBDouble, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() cancels the watches it knows of; one whose native watch was made on a
+    worker thread but not handed back yet was missed, and waited on after the close
+    until the key changed. It must raise StoreError, as waiting watches do."""
+    from crdt.kv.fdb import FDBEngine
+
+    read_and_watch = FDBEngine._read_and_watch
+    handing_back = threading.Event()
+
+    def slow(self: FDBEngine, key: bytes, last: bytes | None) -> Any:
+        made = read_and_watch(self, key, last)  # the native watch exists now
+        handing_back.set()
+        time.sleep(0.3)  # ... not handed back to the event loop yet
+        return made
+
+    monkeypatch.setattr(FDBEngine, "_read_and_watch", slow)
+    kv = open_engine(url)
+    assert isinstance(kv, FDBEngine)
+    await kv.open()
+    await kv.transact(lambda tr: tr.set(b"k", b"v"))
+    watch = asyncio.ensure_future(kv.watch(b"k", b"v"))
+    assert await asyncio.to_thread(handing_back.wait, WAIT)
+    await kv.close()
+    with pytest.raises(StoreError):
+        await asyncio.wait_for(watch, WAIT)

@@ -195,6 +195,20 @@ async def test_clear_and_clear_range(engine: Engine) -> None:
     assert [keys.unpack(key)[1] for key, _ in await rows(engine, "c")] == [1, 2, 6, 7, 8, 9]
 
 
+async def test_an_empty_clear_range_writes_nothing(engine: Engine) -> None:
+    """FDB drops a clear_range whose end is not after its begin; a transaction with
+    nothing else commits nothing (no versionstamp), on every engine alike."""
+    await engine.transact(setter([(k("e", i), b"%d" % i) for i in range(3)]))
+
+    def clear_nothing(tr: Transaction) -> None:
+        tr.clear_range(k("e", 2), k("e", 2))
+        tr.clear_range(k("e", 2), k("e", 1))
+
+    committed = await engine.transact(clear_nothing)
+    assert committed.versionstamp is None
+    assert len(await rows(engine, "e")) == 3
+
+
 async def test_a_transaction_reads_its_own_writes(engine: Engine) -> None:
     await engine.transact(setter([(k("y", i), b"old") for i in range(4)]))
 
