@@ -10,7 +10,8 @@ keeps an entry in the store (see :mod:`crdt.keys`):
   of its fields. Every instance watches it, so the others learn at once.
 
 An entry whose heartbeat is older than ``INSTANCE_TIMEOUT_MS`` belongs to an instance
-that died without leaving (kill -9): it is ignored, and so is everything it published.
+that died without leaving (kill -9): it is ignored, and so is everything it published;
+past ``FORGET_MS`` the next live instance to write its heartbeat clears it.
 
 Cost: the registry starts on demand (an instance's first connection, or its first loaded
 room), so an instance that never served anybody neither writes nor watches the store. A
@@ -43,6 +44,10 @@ HEARTBEAT_EVERY = 10.0
 """Seconds between two heartbeats of a running instance in the registry."""
 INSTANCE_TIMEOUT_MS = 35_000
 """An instance whose heartbeat is older than this is taken for gone."""
+FORGET_MS = 600_000
+"""An entry whose heartbeat is this much older than a live instance's clock is cleared
+by it (its instance died without leaving; far past INSTANCE_TIMEOUT_MS, so clock skew
+between machines never clears a live one's for long: it rewrites it at its heartbeat)."""
 PUBLISH_EVERY = 0.5
 """Seconds between two prompt publishes of changed fields (only while others are alive)."""
 
@@ -219,7 +224,13 @@ class Registry:
             tr.set(key, raw)
             if announce:
                 tr.add(keys.INSTANCES_BUMP, 1)
-            return _read_registry(tr)
+            bump, rows = _read_registry(tr)
+            # An instance that died without leaving (kill -9) never clears its entry, and
+            # names are new at every start: whoever sees one long dead clears it.
+            dead = {k for k, v in rows if k != key and _heartbeat(v) < entry["ms"] - FORGET_MS}
+            for gone in dead:
+                tr.clear(gone)
+            return bump, [(k, v) for k, v in rows if k not in dead]
 
         result: tuple[bytes | None, list[tuple[bytes, bytes]]] = (
             await self.kv.transact(write)
@@ -246,6 +257,15 @@ class Registry:
         if changed:
             for listener in self._peers_listeners:
                 listener()
+
+
+def _heartbeat(raw: bytes) -> float:
+    """An entry's heartbeat (ms); one that does not decode counts as current (another
+    version's, say: left for its owner)."""
+    try:
+        return int(msgpack.unpackb(raw)["ms"])
+    except Exception:
+        return float("inf")
 
 
 def _read_registry(tr: Any) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:

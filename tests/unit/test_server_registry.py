@@ -12,7 +12,7 @@ import pytest
 
 from crdt import keys
 from crdt.errors import QuotaExceeded
-from crdt.kv import Engine
+from crdt.kv import Engine, Transaction
 from server.metrics import Metrics
 from server.quotas import FIELD, Limits, Quotas
 from server.registry import INSTANCE_TIMEOUT_MS, PUBLISH_EVERY, Registry, live_peers
@@ -186,3 +186,30 @@ async def test_quotas_wait_for_an_unreadable_registry_once_then_admit_on_local_c
         quotas.connect("acme")
     finally:
         await registry.close(timeout=0.2)
+
+
+async def test_an_entry_long_dead_is_cleared_by_a_live_instance(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """An instance killed without leaving keeps its entry; instance names are new at
+    every start, so such entries would pile up, read at every heartbeat. A live instance
+    clears one past FORGET_MS; a merely late one (past the timeout only) stays."""
+    from server.registry import FORGET_MS
+
+    kv = engines[0]
+    now = int(time.time() * 1000)
+    entries = {"long-dead": now - FORGET_MS - 60_000, "late": now - INSTANCE_TIMEOUT_MS - 1}
+
+    def killed(tr: Transaction) -> None:  # entries of instances that never left
+        for name, ms in entries.items():
+            tr.set(keys.instance(name), msgpack.packb({"ms": ms, "conns": {"acme": 40}}))
+
+    await kv.transact(killed)
+    live = Registry(kv, "live")
+    try:
+        assert await live.ready(2.0)
+        assert live.peers == {}
+        assert await stored(kv, "long-dead") is None
+        assert await stored(kv, "late") is not None
+    finally:
+        await live.close()
