@@ -403,6 +403,28 @@ def _newer_than(link: _Link, written: States | None) -> bool:
     return (_local_states(room.states, room.local) or None) != written
 
 
+FORGET_MS = 600_000
+"""An instance's entry this much older than the clock of an instance leaving the doc is
+cleared by it: its instance died without leaving (kill -9), and instance names are new
+at every start, so such entries (user presence) would stay in the doc for good."""
+
+
+def _clear_dead(tr: Transaction, space: bytes, now_ms: int) -> None:
+    """Clear the entries (header and clients) of the doc whose header is older than
+    ``FORGET_MS``. Run when an instance leaves a doc: rarely, so the range read costs
+    nothing on the path of cursor moves."""
+    for key, raw in tr.get_range(*keys.awareness_range(space)):
+        try:
+            if keys.unpack_awareness(key, space)[1] is not None:
+                continue  # a client's state: cleared with its header
+            ms, _ = decode_header(raw)
+        except Exception:  # another version's entry: left to its owner
+            continue
+        if ms < now_ms - FORGET_MS:
+            tr.clear_range(*keys.prefix_range(key))
+            tr.clear(key)
+
+
 def _write(
     tr: Transaction, space: bytes, instance: str, gen: int, ms: int, states: States | None
 ) -> None:
@@ -418,6 +440,7 @@ def _write(
     tr.clear_range(lo, hi)
     if states is None:
         tr.clear(header)
+        _clear_dead(tr, space, ms)
     else:
         tr.set(header, encode_header(ms, gen))
         for client, (clock, state) in states.items():
