@@ -58,6 +58,7 @@ TAIL_PAGE = 1000
 # commits land; another instance's edits arrive at most this much later.
 WATCH_COALESCE = 0.005
 RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
+PENDING_PRUNE = 64  # pending updates a room keeps before it drops those integrated since
 PENDING_INLINE = 100  # updates a loading room checks for pending ones on the event loop
 
 
@@ -218,6 +219,8 @@ class Room:
         # only the dependency is broadcast.
         if holds_pending(self.doc, update) and update not in self.pending:
             self.pending.append(update)
+            if len(self.pending) > PENDING_PRUNE:  # most may have integrated since
+                self.pending = pending_updates(self.doc, self.pending)
 
     def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
         """Record the awareness states (newer clocks win) and relay the exact bytes to every

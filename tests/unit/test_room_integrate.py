@@ -97,3 +97,26 @@ def test_inside_an_open_transaction_it_applies_through_pycrdt() -> None:
     with doc.transaction():
         ydoc.apply(doc, source.get_update())
     assert str(doc.get("content", type=Text)) == "abc"
+
+
+def test_a_room_keeps_its_pending_updates_and_drops_those_integrated_since() -> None:
+    """Every update that goes pending is kept for joiners; past PENDING_PRUNE of them,
+    the ones that integrated since (their dependency came) are dropped."""
+    from crdt.history import DocRef
+    from server.rooms import PENDING_PRUNE, Room
+
+    writer: Doc[Any] = Doc(client_id=5)
+    text = writer.get("content", type=Text)
+    updates = []
+    for n in range(PENDING_PRUNE + 3):
+        before = writer.get_state()
+        text += str(n % 10)
+        updates.append(writer.get_update(before))
+    room = Room(DocRef("t", "p", "a.txt", b"t", b"s"), Doc(), None, 0)
+    for update in updates[1 : PENDING_PRUNE + 1]:  # all wait for updates[0]
+        room._apply(update)
+    assert room.pending == updates[1 : PENDING_PRUNE + 1]
+    room._apply(updates[0])  # they all integrate: nothing new is pending
+    assert len(room.pending) == PENDING_PRUNE
+    room._apply(updates[PENDING_PRUNE + 2])  # waits for the one before it
+    assert room.pending == [updates[PENDING_PRUNE + 2]]
