@@ -3,8 +3,10 @@
 :func:`idle_rss` takes a server's RSS at baseline (after a warm-up), with ``documents``
 opened one after another (each left as soon as it has synced and written ~2 kB of
 text, so all are loaded at once and idle), and once the server has unloaded them: weft
-after its room idle timeout (``WEFT_ROOM_IDLE_SECONDS``, :data:`IDLE_SECONDS` here), the
-peers as soon as a document's last client leaves.
+after its room idle timeout (``WEFT_ROOM_IDLE_SECONDS``, :data:`IDLE_SECONDS` here),
+the peers whenever they do (measured after the same wait); the reference Node server
+keeps every document while it runs without persistence (as here), so its "after" is
+with all of them still loaded.
 """
 
 from __future__ import annotations
