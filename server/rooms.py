@@ -91,6 +91,11 @@ class Room:
         self.cursor = cursor
         self.count = count  # updates in the log up to the cursor (None: not known)
         self.own: set[Versionstamp] = set()  # this instance's commits after the cursor
+        # This instance's commits that landed while the room was loading, after the head
+        # its replay read: they went to the room they were sent to (unloaded), so the
+        # tail reader applies them here. Every other commit of this instance reaches the
+        # room through apply_local (its record may be read from the tail first: skipped).
+        self.unseen: set[Versionstamp] = set()
         self.size = size
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
@@ -264,6 +269,7 @@ class Rooms:
         self._rooms: dict[bytes, Room] = {}
         self._idle: OrderedDict[bytes, Room] = OrderedDict()  # rooms without peers, oldest first
         self._loading: dict[bytes, asyncio.Task[Room]] = {}
+        self._missed: dict[bytes, set[Versionstamp]] = {}  # per loading doc: see Room.unseen
         self._reaper: asyncio.Task[None] | None = None
         self._unloaded = 0  # rooms unloaded since the last memory release
         self.awareness = ClusterAwareness(history.kv, instance, self.metrics)
@@ -283,9 +289,10 @@ class Rooms:
             if appended.duplicate or not item.session.startswith(mine):
                 continue
             room = rooms.get(item.doc.space)
-            if room is not None and (
-                room.cursor is None or appended.versionstamp.raw > room.cursor.raw
-            ):
+            if room is None:
+                if item.doc.space in self._loading:
+                    self._missed.setdefault(item.doc.space, set()).add(appended.versionstamp)
+            elif room.cursor is None or appended.versionstamp.raw > room.cursor.raw:
                 room.own.add(appended.versionstamp)
 
     def __len__(self) -> int:
@@ -354,6 +361,8 @@ class Rooms:
                 else await asyncio.to_thread(pending_updates, replayed.doc, applied)
             )
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
+            after = replayed.versionstamp.raw if replayed.versionstamp is not None else b""
+            room.unseen = {vs for vs in self._missed.pop(ref.space, ()) if vs.raw > after}
             tail = applied[len(applied) - replayed.updates_applied :]
             for hook in self.load_hooks:
                 hook(ref, replayed.updates_applied, sum(map(len, tail)))
@@ -373,6 +382,7 @@ class Rooms:
             return room
         finally:
             self._loading.pop(ref.space, None)
+            self._missed.pop(ref.space, None)
 
     def _unload(self, room: Room) -> None:
         if self._rooms.get(room.ref.space) is room:
@@ -405,19 +415,23 @@ class Rooms:
                 delay = min(delay * 2, 5.0)
 
     async def _catch_up(self, room: Room) -> None:
-        """Apply the log's records after the room's cursor that the room has not had:
-        every one but this instance's commits noted in ``room.own`` (those reach it
-        through ``apply_local``). Not "every one of another instance": a commit of this
-        instance that landed while the room was loading (its replay read the head
-        before it) was noted nowhere and went to the unloaded room it was sent to."""
+        """Apply the log's records after the room's cursor that the room does not get
+        otherwise: other instances' commits, and this instance's in ``room.unseen``
+        (landed while the room loaded). This instance's others reach it through
+        ``apply_local``, which may run after their record is read here (the store
+        offers a commit's head to watchers before its caller hears of it)."""
+        mine = f"{self.instance}/"
         self.metrics.tail_reads.inc()
         while True:
             records = await self.history.updates(room.ref, after=room.cursor, limit=TAIL_PAGE)
             if not records:
                 return
-            own = room.own
-            missed = [r for r in records if r.versionstamp not in own]
+            unseen = room.unseen
+            missed = [
+                r for r in records if not r.session.startswith(mine) or r.versionstamp in unseen
+            ]
             if missed:
+                unseen.difference_update(r.versionstamp for r in missed)
                 self.metrics.remote_updates.inc(room.apply_remote(missed))
             room.advance(records)
             if len(records) < TAIL_PAGE:

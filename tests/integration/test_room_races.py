@@ -6,10 +6,12 @@ closing)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from crdt.codec import Base
+from crdt.codec import Base, SyncUpdate
 from crdt.history import Append, Appended, DocRef
 from crdt.replaying import Replayed
 from crdt.versionstamp import Versionstamp
@@ -105,3 +107,31 @@ async def test_a_branch_is_reported_when_the_writer_closes_before_its_last_updat
             await eventually(lambda: len(reports) == 1)
         finally:
             app[WRITER]._closing = False
+
+
+async def test_a_commit_seen_in_the_log_before_its_sender_hears_of_it_is_sent_once(
+    tmp_path: Path,
+) -> None:
+    """The store tells the room's head watcher about a commit before the writer's caller
+    resumes (the room's tail reader can read the record first): it must still reach the
+    other peers once, through apply_local, not a second time from the tail."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    history = app[HISTORY]
+    transact = history.kv.transact
+
+    async def late_to_hear(fn: Any) -> Any:
+        committed = await transact(fn)
+        await asyncio.sleep(0.2)  # the loop runs the watcher (and its tail read) first
+        return committed
+
+    history.kv.transact = late_to_hear  # type: ignore[method-assign]
+    async with serve_in_process(app) as server, client_session() as http:
+        url = f"{server.ws_url}/acme/site/once.txt"
+        a = await YPeer.connect(http, url)
+        b = await YPeer.connect(http, url)
+        update = await a.append("x")
+        await b.wait_text("x")
+        await asyncio.sleep(0.5)  # a second copy, if any, has come by now
+        with contextlib.suppress(TimeoutError):
+            await b.next(0.2)
+        assert [m for m in b.received if m == SyncUpdate(update)] == [SyncUpdate(update)]
