@@ -270,8 +270,9 @@ class Session:
         return actions
 
     def dropped(self, commit: Commit) -> list[Action]:
-        """``commit`` was never handed to the writer (it was shutting down, or the
-        connection ended while the update waited): its branch no longer waits for it."""
+        """``commit`` will not be stored (never handed to the writer: it was shutting
+        down, or the connection ended while the update waited; or its commit failed):
+        its branch no longer waits for it."""
         if commit.branch is None:
             return []
         self._branches[commit.branch].pending -= 1
@@ -279,10 +280,7 @@ class Session:
 
     def failed(self, commit: Commit, error: BaseException) -> list[Action]:
         """``commit`` could not be stored: the client must re-send it, on a new connection."""
-        actions: list[Action] = []
-        if commit.branch is not None:
-            self._branches[commit.branch].pending -= 1
-            actions += self._finish_branch(commit.branch)
+        actions = self.dropped(commit)  # its branch no longer waits for it either
         if self.closed:
             return actions
         reason = str(error) if isinstance(error, WeftError) else "store unavailable"

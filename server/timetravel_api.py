@@ -166,13 +166,13 @@ async def revert(request: web.Request) -> web.Response:
     async def commit(items: list[Append]) -> list[Appended]:
         # A revert is an update like an editor's: the same size limits and rate (it
         # used to skip them, so reverting back and forth grew a document past its limit).
-        for item in items:
-            size_key = item.doc.key("bytes")
+        size_keys = [item.doc.key("bytes") for item in items]
 
-            def stored_size(tr: ReadTransaction, key: bytes = size_key) -> int:
-                return read_counter(tr.get(key))
+        def stored_sizes(tr: ReadTransaction) -> list[int]:
+            return [read_counter(raw) for raw in tr.get_many(size_keys)]
 
-            quotas.check_update(tenant, len(item.update), await store.kv.read(stored_size))
+        for item, size in zip(items, await store.kv.read(stored_sizes), strict=True):
+            quotas.check_update(tenant, len(item.update), size)
         for _ in items:
             wait = quotas.reserve_update(tenant, time.monotonic())
             if wait > 0:
