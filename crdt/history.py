@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 from blake3 import blake3
@@ -72,6 +72,10 @@ MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # A snapshot that would hold pending updates waits (see History.write_snapshot) until
 # this many times ``snapshot_every`` records follow the previous one.
 PENDING_DEFER = 8
+# A snapshot build keeps its doc for the next build of the same document (a doc costs
+# several times its state in memory): for this many documents, states up to this size.
+BUILT_DOCS = 8
+BUILT_STATE_MAX = 4 << 20
 
 
 def update_hash(update: bytes) -> bytes:
@@ -163,6 +167,10 @@ class History:
         self.snapshot_bytes = snapshot_bytes
         self.segment_every = segment_every
         self._tenants: dict[str, bytes] = {}
+        # Per document, the doc its latest snapshot was built in (holding exactly that
+        # snapshot), for the next build to go on from: the few busiest documents only.
+        self._built: dict[bytes, tuple[Versionstamp, Doc[Any]]] = {}
+        self.built_reused = 0  # snapshot builds that went on from a kept doc
         # Whether idempotency entries may also be under their pre-1.3 key (set by init)
         self.legacy_idempotency = False
         # Called with each committed batch and its results, in the task that appended,
@@ -372,8 +380,11 @@ class History:
         differed from the log's in 22 of 300 random out-of-order histories). Deferred,
         the snapshot usually comes once the missing update has arrived; replays read
         the log from the previous snapshot meanwhile."""
-        new, writes = await asyncio.to_thread(
-            _next_snapshot_writes, doc, snapshot, records, self.segment_every
+        cached = self._built.pop(doc.space, None)  # taken: it is changed by the build
+        start = cached[1] if cached and snapshot and cached[0] == snapshot.versionstamp else None
+        self.built_reused += start is not None
+        new, writes, built = await asyncio.to_thread(
+            _next_snapshot_writes, doc, snapshot, records, self.segment_every, start
         )
         if new.pending and len(records) < PENDING_DEFER * self.snapshot_every:
             return None
@@ -384,7 +395,15 @@ class History:
                     tr.set(key, chunk)
 
             await self.kv.transact(fn)
+        if not new.pending and len(new.state) <= BUILT_STATE_MAX:
+            self._built[doc.space] = (new.versionstamp, built)
+            while len(self._built) > BUILT_DOCS:
+                del self._built[next(iter(self._built))]  # the least recently built
         return new
+
+    def forget_built(self) -> None:
+        """Drop the docs kept from the latest snapshot builds (see ``_built``)."""
+        self._built = {}
 
     async def docs(self, tenant: str, project: str) -> list[DocInfo]:
         """Every document of a project that has at least one update, by path."""

@@ -277,6 +277,7 @@ class Writer:
         self._checked = set()
         self._since_check = {}
         self._drop_tails()
+        self.history.forget_built()
 
     def _drop_tails(self) -> None:
         self._tails = {}

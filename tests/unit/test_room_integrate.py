@@ -120,3 +120,34 @@ def test_a_room_keeps_its_pending_updates_and_drops_those_integrated_since() -> 
     assert len(room.pending) == PENDING_PRUNE
     room._apply(updates[PENDING_PRUNE + 2])  # waits for the one before it
     assert room.pending == [updates[PENDING_PRUNE + 2]]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_apply_all_is_apply_one_by_one_in_one_transaction(seed: int) -> None:
+    """``ydoc.apply_all`` (replays and snapshot builds) against pycrdt's own path: the
+    same state, the same updates refused with the same errors, the rest applied."""
+    updates = edits(seed)
+    random.Random(seed).shuffle(updates)
+    updates[50:50] = [POISON, b"\x07\x07"]
+    updates.insert(0, history_of_edits().get_update())  # what POISON panics on
+    fast: Doc[Any] = Doc()
+    slow: Doc[Any] = Doc()
+    refused: list[tuple[bytes, str]] = []
+    ydoc.apply_all(fast, updates, lambda update, exc: refused.append((update, str(exc))))
+    expected: list[tuple[bytes, str]] = []
+    with slow.transaction():
+        for update in updates:
+            try:
+                slow.apply_update(update)
+            except ValueError as exc:
+                expected.append((update, f"update does not decode: {exc}"))
+            except BaseException as exc:
+                assert ydoc.is_panic(exc)
+                expected.append((update, f"update cannot be integrated into the document: {exc}"))
+    assert [u for u, _ in refused] == [POISON, b"\x07\x07"]
+    assert refused == expected
+    assert fast.get_update() == slow.get_update()
+    assert str(fast.get("content", type=Text)) == str(slow.get("content", type=Text))
+    with fast.transaction():  # a transaction open: through pycrdt, same result
+        ydoc.apply_all(fast, updates[-5:], lambda update, exc: refused.append((update, str(exc))))
+    assert fast.get_update() == slow.get_update()
