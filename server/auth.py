@@ -15,7 +15,7 @@ admin of every tenant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,9 @@ class Principal:
     tenant: str
     projects: tuple[str, ...] | None  # None: every project of the tenant
     scope: str
+    # When the token stops being valid (its ``exp`` plus the leeway, Unix seconds);
+    # None with auth off. A WebSocket connection is closed then (4401 "token expired").
+    expires: float | None = None
 
     def covers(self, tenant: str, project: str) -> bool:
         """Whether the token reaches ``tenant``/``project`` at all (any scope)."""
@@ -117,7 +120,7 @@ class Authenticator:
             raise InvalidToken("token expired") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
-        return _principal(claims)
+        return replace(_principal(claims), expires=float(claims["exp"]) + self._leeway)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

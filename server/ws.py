@@ -159,6 +159,8 @@ class _Link:
         self.room_free = asyncio.Event()
         self.room: Room | None = None
         self.session: Session | None = None
+        # How the connection closes once the reader stops without a close (see _expire)
+        self.end = (CLOSE_GOING_AWAY, "server shutting down")
         self.ref: DocRef | None = None
         self.extra = {
             "connection": self.conn.id,
@@ -170,6 +172,7 @@ class _Link:
     async def run(self) -> None:
         app = self.app
         connections = app[CONNECTIONS]
+        expiry: asyncio.TimerHandle | None = None
         connections.open.add(self.conn)
         try:
             self.ref = await app[HISTORY].doc(self.tenant, self.project, self.path, create=True)
@@ -186,6 +189,10 @@ class _Link:
             self.conn.start()
             await self._act(self.session.open())
             self.conn.reader = asyncio.create_task(self._read(), name=f"weft-read-{self.conn.id}")
+            if self.principal.expires is not None:
+                expiry = asyncio.get_running_loop().call_later(
+                    max(0.0, self.principal.expires - time.time()), self._expire
+                )
             try:
                 await self.conn.reader
             except asyncio.CancelledError:
@@ -198,9 +205,11 @@ class _Link:
             log.error("connection %d failed", self.conn.id, exc_info=True, extra=self.extra)
             self.conn.close(CLOSE_INTERNAL, "internal server error")
         finally:
+            if expiry is not None:
+                expiry.cancel()
             if not self.conn.closing:  # we stopped reading (draining): ack what is in flight
                 await self._settle()
-                self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
+                self.conn.close(*self.end)
             if self.room is not None:
                 clients = self.session.awareness_clients if self.session else ()
                 app[ROOMS].leave(self.room, self.conn, clients)
@@ -211,6 +220,18 @@ class _Link:
             log.info(
                 "connection %d closed (%s)", self.conn.id, self.ws.close_code, extra=self.extra
             )
+
+    def _expire(self) -> None:
+        """The token expired: read nothing more, acknowledge what is in flight, then
+        close with 4401 (the client reconnects with a new token; what it sent after
+        this is resent then)."""
+        reader = self.conn.reader
+        if self.conn.closing or reader is None or reader.done():
+            return
+        log.info("connection %d: token expired", self.conn.id, extra=self.extra)
+        self.metrics.refusals.inc(label="token_expired")
+        self.end = (CLOSE_UNAUTHORIZED, "token expired")
+        reader.cancel()
 
     async def _read(self) -> None:
         session = self.session

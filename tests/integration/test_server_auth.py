@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +14,7 @@ import pytest
 
 from crdt.codec import SyncUpdate
 from server.auth import issue_token
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import ConnectionClosed, ServerProcess, StartServer, YPeer, client_session
 
 pytestmark = pytest.mark.functional
 
@@ -174,3 +176,44 @@ async def test_tokens_never_reach_the_log(
     assert f"/api/v1/acme/{marker}/docs" in log
     assert f"/ws/acme/{marker}/a.txt" in log
     assert secret_token not in log
+
+
+def has_acks(peer: YPeer, count: int) -> bool:
+    return len(peer.acks) == count
+
+
+async def test_a_connection_is_closed_when_its_token_expires_and_keeps_what_it_acked(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A token checked only at connect would let a connection outlive it for good. At
+    its ``exp`` the server stops reading, acknowledges what is in flight, and closes
+    with 4401 "token expired"; every acknowledged update is stored and reached the
+    other peer, whose connection (a longer token) stays open."""
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    url = f"{server.ws_url}/{tenant}/site/a.txt"
+    short = token(tenant, ttl=2)
+    opened = time.monotonic()
+    a = await YPeer.connect(http, url, token=short, weft=True)
+    b = await YPeer.connect(http, url, token=token(tenant))
+    sent = 0
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:  # edit until the server closes, each edit waiting for its ack
+            await a.append(f"{sent},")
+            sent += 1
+            await a.until(functools.partial(has_acks, a, sent), timeout=5)
+            await asyncio.sleep(0.05)
+            assert time.monotonic() - opened < 10, "still open 10 s after connecting"
+    assert (closed.value.code, closed.value.reason) == (4401, "token expired")
+    assert 1.0 <= time.monotonic() - opened < 6  # exp is whole seconds: 1-2 s from now
+    acked = "".join(f"{n}," for n in range(len(a.acks)))
+    assert len(a.acks) >= 10
+    await b.until(lambda: str(b).startswith(acked))
+    async with http.get(
+        f"{server.url}/api/v1/{tenant}/site/docs/a.txt", params={"token": token(tenant)}
+    ) as response:
+        assert (await response.text()).startswith(acked)
+    await b.append("still open")
+    await b.until(lambda: str(b).endswith("still open"))
+    assert not b.ws.closed
+    assert await refused_before_any_read(http, url, short) == (4401, "token expired")
+    await b.close()
