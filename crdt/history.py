@@ -73,9 +73,10 @@ MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # this many times ``snapshot_every`` records follow the previous one.
 PENDING_DEFER = 8
 # A snapshot build keeps its doc for the next build of the same document (a doc costs
-# several times its state in memory): for this many documents, states up to this size.
+# several times its state in memory): for at most this many documents, whose states
+# add up to at most this many bytes (the least recently built go first).
 BUILT_DOCS = 8
-BUILT_STATE_MAX = 4 << 20
+BUILT_STATE_BYTES = 8 << 20
 
 
 def update_hash(update: bytes) -> bytes:
@@ -169,7 +170,7 @@ class History:
         self._tenants: dict[str, bytes] = {}
         # Per document, the doc its latest snapshot was built in (holding exactly that
         # snapshot), for the next build to go on from: the few busiest documents only.
-        self._built: dict[bytes, tuple[Versionstamp, Doc[Any]]] = {}
+        self._built: dict[bytes, tuple[Versionstamp, Doc[Any], int]] = {}  # and state size
         self.built_reused = 0  # snapshot builds that went on from a kept doc
         # Whether idempotency entries may also be under their pre-1.3 key (set by init)
         self.legacy_idempotency = False
@@ -395,10 +396,13 @@ class History:
                     tr.set(key, chunk)
 
             await self.kv.transact(fn)
-        if not new.pending and len(new.state) <= BUILT_STATE_MAX:
-            self._built[doc.space] = (new.versionstamp, built)
-            while len(self._built) > BUILT_DOCS:
-                del self._built[next(iter(self._built))]  # the least recently built
+        built_docs = self._built
+        if not new.pending:
+            built_docs[doc.space] = (new.versionstamp, built, len(new.state))
+        while len(built_docs) > BUILT_DOCS or (
+            sum(size for _, _, size in built_docs.values()) > BUILT_STATE_BYTES
+        ):
+            del built_docs[next(iter(built_docs))]  # the least recently built
         return new
 
     def forget_built(self) -> None:

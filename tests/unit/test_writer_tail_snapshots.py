@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
+from crdt import history as history_module
 from crdt import keys
 from crdt.history import Append, DocRef, History
 from crdt.kv import Engine, open_engine
@@ -270,3 +271,41 @@ async def test_builds_going_on_from_a_kept_doc_write_what_fresh_builds_write(
     assert await assert_as_built_from_the_log(history, ref) == 6
     replayed = await history.replay(ref)
     assert str(replayed.doc.get("content", type=Text)) == str(docs[0].get("content", type=Text))
+
+
+async def test_kept_docs_are_bounded_by_count_and_by_state_bytes(
+    kv: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history, _ = await setup(kv)
+    refs = [await history.doc("acme", "site", f"{n}.txt", create=True) for n in range(4)]
+    states = {}
+    editors = {ref.space: Editors(10 + n) for n, ref in enumerate(refs)}
+    for ref in refs:
+        for _ in range(SNAPSHOT_EVERY):
+            await history.append([Append(ref, editors[ref.space].update(), session="s")])
+        written = await history.snapshot_if_due(ref)
+        assert written is not None
+        states[ref.space] = len(written.state)
+    assert list(history._built) == [ref.space for ref in refs]  # 4 of at most 8
+    monkeypatch.setattr(history_module, "BUILT_DOCS", 2)
+    for _ in range(SNAPSHOT_EVERY):
+        await history.append([Append(refs[0], editors[refs[0].space].update(), session="s")])
+    assert await history.snapshot_if_due(refs[0]) is not None
+    assert list(history._built) == [refs[3].space, refs[0].space]  # the latest two
+    # A budget of bytes: the least recently built go until the rest fit (the doc just
+    # built too, when it alone does not).
+    budget = history._built[refs[0].space][2] + 1
+    monkeypatch.setattr(history_module, "BUILT_DOCS", 8)
+    monkeypatch.setattr(history_module, "BUILT_STATE_BYTES", budget)
+    for _ in range(SNAPSHOT_EVERY):
+        await history.append([Append(refs[1], editors[refs[1].space].update(), session="s")])
+    written = await history.snapshot_if_due(refs[1])
+    assert written is not None
+    kept = list(history._built)
+    assert sum(size for _, _, size in history._built.values()) <= budget
+    assert kept == ([refs[1].space] if len(written.state) <= budget else [refs[0].space])
+    monkeypatch.setattr(history_module, "BUILT_STATE_BYTES", 10)
+    for _ in range(SNAPSHOT_EVERY):
+        await history.append([Append(refs[2], editors[refs[2].space].update(), session="s")])
+    assert await history.snapshot_if_due(refs[2]) is not None
+    assert history._built == {}
