@@ -15,7 +15,7 @@ admin of every tenant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ class Principal:
     scope: str
     # When the token stops being valid (its ``exp`` plus the leeway, Unix seconds);
     # None with auth off. A WebSocket connection is closed then (4401 "token expired").
-    expires: float | None = None
+    expires: float | None = field(default=None, compare=False)
 
     def covers(self, tenant: str, project: str) -> bool:
         """Whether the token reaches ``tenant``/``project`` at all (any scope)."""

@@ -149,9 +149,11 @@ def test_issued_tokens_round_trip() -> None:
     token = issue_token(
         secret=SECRET, tenant="acme", projects=["site"], user="bob", scope="admin", ttl_seconds=60
     )
-    assert Authenticator(secret=SECRET).verify(token) == Principal(
-        "bob", "acme", ("site",), "admin"
-    )
+    principal = Authenticator(secret=SECRET, leeway=5).verify(token)
+    assert principal == Principal("bob", "acme", ("site",), "admin")
+    assert principal.expires is not None
+    assert 64 <= principal.expires - time.time() <= 66  # exp (whole seconds) + leeway
+    assert Authenticator().verify(None).expires is None  # auth off: never
 
 
 @pytest.mark.parametrize(
