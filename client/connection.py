@@ -178,6 +178,12 @@ class DocLink:
                 self.device.doc_failed(self.entry, self.error)
                 return
 
+    def _params(self) -> dict[str, str]:
+        """Acks on (weft=1), and who this device is, so the server never judges this
+        device's offline branch a conflict with its own earlier updates."""
+        device_id = self.device.device_id
+        return {"weft": "1", "device": device_id} if device_id else {"weft": "1"}
+
     async def _connect_and_serve(self) -> tuple[int | None, str, bool]:
         device, entry = self.device, self.entry
         head_before = device.heads.get(entry.path)
@@ -187,7 +193,7 @@ class DocLink:
             try:
                 ws = await device.http.ws_connect(
                     device.server.room(device.tenant, device.project, entry.path),
-                    params={"weft": "1"},
+                    params=self._params(),
                     headers=device.headers,
                     heartbeat=HEARTBEAT_SECONDS,
                     max_msg_size=0,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from crdt.errors import FormatError, WeftError
+from crdt.keys import DEVICE_ID
 from crdt.versionstamp import Versionstamp
 
 log = logging.getLogger("weft.client")
@@ -126,7 +127,10 @@ class DeviceState:
             )
 
     def device_id(self, wanted: str | None = None) -> str:
-        """This device's id: ``wanted`` if given, else the stored one, else a new one."""
+        """This device's id: ``wanted`` if given, else the stored one, else a new one.
+        The server is told it (``?device=``): it must match ``DEVICE_ID``."""
+        if wanted and not DEVICE_ID.fullmatch(wanted):
+            raise ValueError(f"device id {wanted!r}: use 1-64 of A-Z a-z 0-9 . _ : -")
         current = self.meta("device")
         if wanted and wanted != current:
             self.set_meta("device", wanted)

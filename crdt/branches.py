@@ -42,6 +42,8 @@ async def detect_branch(
     doc: DocRef,
     base: Versionstamp | None,
     branch: Iterable[Appended],
+    *,
+    device: tuple[str, str] | None = None,
 ) -> ConflictRecord | None:
     """The conflict record for a committed offline branch, or None when its edits are
     disjoint from everything committed since ``base``. Nothing is written.
@@ -49,6 +51,13 @@ async def detect_branch(
     ``branch`` is what :meth:`History.append` returned for the branch's updates. An
     update that was already in the log (``duplicate``: another device made the
     byte-identical change, e.g. the same deletion) belongs to both sides.
+
+    ``device``: (user, client) of the device that made the branch, when it says who it
+    is. What it committed since ``base`` is its own side too, never "theirs": an offline
+    branch can go out over several connections (the first cut off before its acks
+    arrived, the rest sent on the same base with edits made since), and a device does
+    not conflict with itself. The record's id is then the first of those updates, so
+    judging the later part again does not make a second record.
     """
     appended = list(branch)
     mine = {a.versionstamp for a in appended}
@@ -59,6 +68,10 @@ async def detect_branch(
     # What others committed after base and before the branch's last update: a later
     # commit is judged when its own branch ends, against this one.
     since = await history.updates(doc, after=base, until=max(mine), limit=MAX_SINCE_BASE)
+    if device is not None:
+        own = {r.versionstamp for r in since if (r.user, r.client) == device}
+        mine |= own
+        shared -= own  # a repeat of its own update is not another device's change
     ours = [r for r in since if r.versionstamp in mine]
     theirs = [r for r in since if r.versionstamp not in mine or r.versionstamp in shared]
     if not ours or not theirs:

@@ -43,6 +43,7 @@ Layout (see README for the table)::
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +61,9 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionstamp
 
+
+# A device id (a weft client's ``?device=``; see server.ws and client.state)
+DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""

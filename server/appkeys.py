@@ -19,10 +19,11 @@ if TYPE_CHECKING:
     from server.writer import Writer
 
     BranchHook: TypeAlias = Callable[
-        [DocRef, Versionstamp, list[Appended], Principal], Awaitable[None] | None
+        [DocRef, Versionstamp, list[Appended], Principal, str | None], Awaitable[None] | None
     ]
     """Called once an offline branch (a weft client's ``Base(vs)`` and the updates after
-    it) is committed: the doc, the branch's base, its updates as appended, the author."""
+    it) is committed: the doc, the branch's base, its updates as appended, the author,
+    and the device (its ``?device=``, if it gave one)."""
 
 HISTORY: web.AppKey[History] = web.AppKey("weft.history")
 AUTH: web.AppKey[Authenticator] = web.AppKey("weft.auth")

@@ -52,10 +52,15 @@ def on_branch(app: web.Application) -> Any:
     """The hook the WebSocket handler calls once an offline branch is committed."""
 
     async def hook(
-        doc: DocRef, base: Versionstamp, appended: list[Appended], principal: Principal
+        doc: DocRef,
+        base: Versionstamp,
+        appended: list[Appended],
+        principal: Principal,
+        device: str | None,
     ) -> None:
         history: History = app[HISTORY]
-        record = await branches.detect_branch(history, doc, base or None, appended)
+        own = (principal.user, device) if device is not None else None
+        record = await branches.detect_branch(history, doc, base or None, appended, device=own)
         if record is None:
             return
         await branches.save(history, doc, record)

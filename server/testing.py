@@ -266,6 +266,7 @@ class YPeer:
         weft: bool = False,
         handshake: bool = True,
         headers: Mapping[str, str] | None = None,
+        device: str | None = None,
     ) -> YPeer:
         """Connect to ``url`` (``ws://host:port/ws/tenant/project/path``) and, unless
         ``handshake`` is False, sync with the server (both steps)."""
@@ -274,6 +275,8 @@ class YPeer:
             params["token"] = token
         if weft:
             params["weft"] = "1"
+        if device is not None:
+            params["device"] = device
         ws = await session.ws_connect(url, params=params, headers=headers, max_msg_size=0)
         peer = cls(ws)
         _peers.setdefault(session, []).append(peer)

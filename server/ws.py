@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from crdt import codec
 from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef
-from crdt.keys import check_name, normalise_path
+from crdt.keys import DEVICE_ID, check_name, normalise_path
 from server.appkeys import (
     AUTH,
     CONNECTIONS,
@@ -82,6 +82,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     metrics = app[METRICS]
     try:
         tenant, project, path = _target(request)
+        device = _device(request)
         principal = app[AUTH].verify(token_of(request))
         check(principal, tenant, project, "read")
         await app[QUOTAS].ready()  # the other instances' counts: read once, at first
@@ -96,11 +97,23 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         return ws
     metrics.connections.inc()
     try:
-        await _Link(request, ws, principal, tenant, project, path).run()
+        await _Link(request, ws, principal, tenant, project, path, device).run()
     finally:
         metrics.connections.dec()
         app[QUOTAS].disconnect(tenant)
     return ws
+
+
+def _device(request: web.Request) -> str | None:
+    """``?device=``: the id a weft client gives its device (stable across connections).
+    Its updates are stored with it as their client, and an offline branch is never
+    judged a conflict with the device's own updates (see ``crdt.branches``)."""
+    device = request.query.get("device")
+    if device is not None and not DEVICE_ID.fullmatch(device):
+        raise _Refuse(
+            CLOSE_BAD_PATH, "bad ?device=: 1-64 of A-Z a-z 0-9 . _ : -", "bad_device"
+        )
+    return device
 
 
 class _Refuse(WeftError):
@@ -134,8 +147,10 @@ class _Link:
         tenant: str,
         project: str,
         path: str,
+        device: str | None = None,
     ) -> None:
         self.app = request.app
+        self.device = device
         self.request = request
         self.ws = ws
         self.principal = principal
@@ -321,7 +336,7 @@ class _Link:
             self.ref,
             commit.update,
             self.principal.user,
-            str(self.conn.id),
+            self.device or str(self.conn.id),
             self.session_id,
             commit.hash,
         )
@@ -365,7 +380,7 @@ class _Link:
         if hook is None or self.ref is None:
             return
         try:
-            result = hook(self.ref, end.base, list(end.appended), self.principal)
+            result = hook(self.ref, end.base, list(end.appended), self.principal, self.device)
         except Exception:
             log.error("on_branch hook failed", exc_info=True, extra=self.extra)
             return

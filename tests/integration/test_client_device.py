@@ -330,3 +330,87 @@ async def test_offline_edits_merged_past_the_servers_limit_are_sent_one_by_one(
             await device.sync(10)
             assert device.pending() == 0
             assert str(text).count("\n") == 6
+
+
+async def test_an_offline_branch_sent_over_two_connections_is_not_a_conflict_with_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device sends its first offline edit; the connection drops before the ack and
+    the device stays offline a while longer, editing the same line again. Its next
+    connection sends both edits (merged, new bytes) on the same base. Both parts are
+    this device's: nothing may be recorded as a conflict. (Before the device said who
+    it was, the second part was judged against the first as if another device made it.)
+    Another device's overlapping edit is still a conflict, and the record names the
+    device as ``clients``."""
+    from client import connection as connection_module
+    from crdt.codec import Ack
+    from server.app import create_app
+    from server.config import Settings
+    from server.testing import client_session, serve_in_process, until
+
+    base_text = "".join(f"line {i}\n" for i in range(1, 11))
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server, client_session() as http:
+        device = Device(
+            tmp_path / "dev", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=0.1
+        )
+        async with device:
+            doc = await device.doc("notes.txt")
+            text = doc.get("content", type=Text)
+            text.insert(0, base_text)
+            await device.sync(10)
+            await device.pause()
+            at = base_text.index("line 3")
+            with doc.transaction():
+                del text[at : at + 6]
+                text.insert(at, "line 3 edited offline")
+            await device.recorded()
+            receive = connection_module.DocLink._receive
+            dropped: list[Ack] = []
+            cuts: list[asyncio.Future[Any]] = []
+
+            def losing_the_first_ack(self: Any, message: Any) -> Any:
+                if isinstance(message, Ack) and not dropped:
+                    dropped.append(message)
+                    cuts.append(asyncio.ensure_future(device.pause()))  # offline again
+                    return False
+                return receive(self, message)
+
+            monkeypatch.setattr(connection_module.DocLink, "_receive", losing_the_first_ack)
+            device.resume()
+            await until(lambda: bool(dropped), 10)
+            await asyncio.gather(*cuts)
+            with doc.transaction():
+                del text[at : at + len("line 3 edited offline")]
+                text.insert(at, "line 3 edited offline, twice")
+            await device.recorded()
+            device.resume()
+            await device.sync(10)
+            await asyncio.sleep(0.5)  # a conflict is recorded once the branch ends
+            async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
+                assert (await response.json())["conflicts"] == []
+            # Another device's overlapping offline edit is still a conflict.
+            other = Device(
+                tmp_path / "other", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=0.1
+            )
+            async with other:
+                theirs = await other.doc("notes.txt")
+                await other.sync(10)
+                await other.pause()
+                await device.pause()
+                for dev, d, words in ((device, doc, "mine"), (other, theirs, "theirs")):
+                    t = d.get("content", type=Text)
+                    start = str(t).index("line 3")
+                    with d.transaction():
+                        del t[start : start + len("line 3 edited offline, twice")]
+                        t.insert(start, f"line 3 is {words}")
+                    await dev.recorded()
+                device.resume()
+                await device.sync(10)
+                other.resume()
+                await other.sync(10)
+                await asyncio.sleep(0.5)
+            async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
+                [record] = (await response.json())["conflicts"]
+            assert record["ours"]["clients"] == [other.device_id]
+            assert record["theirs"]["clients"] == [device.device_id]

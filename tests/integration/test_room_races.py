@@ -87,7 +87,9 @@ async def test_a_branch_is_reported_when_the_writer_closes_before_its_last_updat
     not keep the committed rest of the branch from being reported."""
     reports: list[object] = []
 
-    async def on_branch(doc: DocRef, base: Versionstamp, appended: object, who: object) -> None:
+    async def on_branch(
+        doc: DocRef, base: Versionstamp, appended: object, who: object, device: object
+    ) -> None:
         reports.append(appended)
 
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))

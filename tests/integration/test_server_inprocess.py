@@ -41,17 +41,23 @@ async def test_offline_branch_hook_gets_base_and_committed_updates(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     calls: list[tuple[DocRef, Versionstamp, list[Appended], Principal]] = []
+    devices: list[str | None] = []
 
     async def on_branch(
-        doc: DocRef, base: Versionstamp, appended: list[Appended], who: Principal
+        doc: DocRef,
+        base: Versionstamp,
+        appended: list[Appended],
+        who: Principal,
+        device: str | None,
     ) -> None:
         calls.append((doc, base, appended, who))
+        devices.append(device)
 
     app = create_app(settings(tmp_path))
     app[ON_BRANCH] = on_branch
     async with serve_in_process(app) as server:
         url = f"{server.ws_url}/acme/site/branch.txt"
-        peer = await YPeer.connect(http, url, weft=True)
+        peer = await YPeer.connect(http, url, weft=True, device="dev-1")
         await peer.edit(0, "base")
         await peer.until(lambda: len(peer.acks) == 1)
         base = peer.acks[0].versionstamp
@@ -80,6 +86,12 @@ async def test_offline_branch_hook_gets_base_and_committed_updates(
                 break
             await asyncio.sleep(0.01)
         assert [a.versionstamp for a in calls[1][2]] == [peer.acks[4].versionstamp]
+        assert devices == ["dev-1", "dev-1"]
+        # The device is stored as each update's client.
+        [record] = await app[HISTORY].updates(doc, limit=1)
+        assert record.client == "dev-1"
+        bad = await YPeer.connect(http, url, device="../x", handshake=False)
+        assert await bad.closed() == (4400, "bad ?device=: 1-64 of A-Z a-z 0-9 . _ : -")
 
 
 async def test_rooms_unload_when_idle_and_reload_from_the_store(

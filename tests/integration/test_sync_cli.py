@@ -183,6 +183,8 @@ def test_bad_input_is_refused_with_exit_code_2(
     assert code == 2 and "tenant name" in out
     code, out = weft(str(folder), "--server", server.ws_url, *base, "--poll", "0")
     assert code == 2 and "must be positive" in out
+    code, out = weft(str(folder), "--server", server.ws_url, *base, "--device-id", "my laptop")
+    assert code == 2 and "--device-id 'my laptop'" in out
     code, out = weft(
         str(folder), "--server", server.ws_url, "--tenant", TENANT, "--project", "bound", "--once"
     )
