@@ -26,7 +26,15 @@ def is_panic(exc: BaseException) -> bool:
 
 
 def apply(doc: Doc[Any], update: bytes) -> None:
+    """``doc.apply_update(update)``; see :func:`apply_with_state`."""
+    apply_with_state(doc, update)
+
+
+def apply_with_state(doc: Doc[Any], update: bytes) -> bytes | None:
     """``doc.apply_update(update)``; :class:`UnusableUpdate` if pycrdt refuses or panics.
+    Returns the doc's state vector after it (``doc.get_state()``), read in the same
+    transaction on the native path below (a room checks every update it applies for
+    pending content against it), else ``None``.
 
     When nothing else is going on (no transaction open, no pydantic model, no
     multithreading) the native transaction is opened, used, committed and dropped
@@ -45,10 +53,13 @@ def apply(doc: Doc[Any], update: bytes) -> None:
             or getattr(doc, "_allow_multithreading", True)
         ):
             doc.apply_update(update)
-            return
+            return None
         txn = native.create_transaction()
         try:
             native.apply_update(txn, update)
+            # The same as read after the commit: committing integrates nothing more
+            # (tests compare both on shuffled, out-of-order histories).
+            state: bytes = native.get_state(txn)
         finally:
             try:
                 txn.commit()  # as pycrdt's Transaction.__exit__: committed even on error
@@ -60,6 +71,7 @@ def apply(doc: Doc[Any], update: bytes) -> None:
         if not is_panic(exc):
             raise
         raise UnusableUpdate(f"update cannot be integrated into the document: {exc}") from None
+    return state
 
 
 def apply_all(
@@ -109,4 +121,4 @@ def apply_all(
             txn.drop()
 
 
-__all__ = ["UnusableUpdate", "apply", "apply_all", "is_panic"]
+__all__ = ["UnusableUpdate", "apply", "apply_all", "apply_with_state", "is_panic"]

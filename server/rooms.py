@@ -216,13 +216,14 @@ class Room:
         return count
 
     def _apply(self, update: bytes) -> None:
-        ydoc.apply(self.doc, update)  # UnusableUpdate (a ValueError) on a poisonous update
+        # UnusableUpdate (a ValueError) on a poisonous update
+        vector = ydoc.apply_with_state(self.doc, update)
         self.size += len(update)
         self._full_frame = None
         # An update that arrived before one it depends on: kept for joiners (see
         # ``pending``), or a joiner now would never get it: once the dependency comes,
         # only the dependency is broadcast.
-        if holds_pending(self.doc, update) and update not in self.pending:
+        if holds_pending(self.doc, update, vector) and update not in self.pending:
             self.pending.append(update)
             if len(self.pending) > PENDING_PRUNE:  # most may have integrated since
                 self.pending = pending_updates(self.doc, self.pending)
