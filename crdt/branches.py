@@ -56,14 +56,16 @@ async def detect_branch(
     is. What it committed since ``base`` is its own side too, never "theirs": an offline
     branch can go out over several connections (the first cut off before its acks
     arrived, the rest sent on the same base with edits made since), and a device does
-    not conflict with itself. The record's id is then the first of those updates, so
-    judging the later part again does not make a second record.
+    not conflict with itself. The record's id stays the first of ``branch``'s own
+    updates: a later part is its own record (a region an earlier part was found to
+    contest may be listed again in it), never dropped as a repeat of the earlier one.
     """
     appended = list(branch)
     mine = {a.versionstamp for a in appended}
     shared = {a.versionstamp for a in appended if a.duplicate}
     if not mine:
         return None
+    part = set(mine)  # this branch's own updates: the record's id comes from them
     base_state = (await history.replay(doc, base)).state() if base else Doc().get_update()
     # What others committed after base and before the branch's last update: a later
     # commit is judged when its own branch ends, against this one.
@@ -81,7 +83,7 @@ async def detect_branch(
     if not regions:
         return None
     return ConflictRecord(
-        id=min(mine - shared or mine).hex(),
+        id=min(part - shared or part).hex(),
         path=doc.path,
         base=base.hex() if base else "",
         ours=_side([r for r in ours if r.versionstamp not in shared] or ours),

@@ -77,6 +77,13 @@ PENDING_DEFER = 8
 # add up to at most this many bytes (the least recently built go first).
 BUILT_DOCS = 8
 BUILT_STATE_BYTES = 8 << 20
+# A build that went on from a kept doc holds the same document as a fresh build, but
+# may encode it in other bytes (seen with maps whose keys were set again: a fresh load
+# and the doc that integrated the updates one by one lay out the replaced items
+# differently). Its writes are used only up to this size: half a transaction, so a
+# fresh build of the same snapshot by anybody else fits in one transaction too and
+# the two never mix parts. Bigger ones are built fresh.
+KEPT_BUILD_BYTES = MAX_BATCH_BYTES // 2
 
 
 def update_hash(update: bytes) -> bytes:
@@ -387,6 +394,13 @@ class History:
         new, writes, built = await asyncio.to_thread(
             _next_snapshot_writes, doc, snapshot, records, self.segment_every, start
         )
+        if start is not None and sum(len(k) + len(v) for k, v in writes) > KEPT_BUILD_BYTES:
+            # Written over several transactions, each part must be the bytes any other
+            # build of this snapshot writes (another instance's, or a retry after a
+            # crash), or parts of two encodings could mix: built fresh.
+            new, writes, built = await asyncio.to_thread(
+                _next_snapshot_writes, doc, snapshot, records, self.segment_every, None
+            )
         if new.pending and len(records) < PENDING_DEFER * self.snapshot_every:
             return None
         for batch in _under_limit(writes):  # each value whole once its part 0 is in

@@ -186,8 +186,10 @@ def _next_snapshot_writes(
     first, and each value's part 0 (its commit marker) after the rest of its parts. A
     write cut short at any point leaves whole values and at most one partial one, which
     readers skip. Writing a value again (after a crash) writes the same bytes: a
-    ``pycrdt`` doc built from the same updates encodes the same. Also the doc built (it
-    holds the new snapshot, see ``_next_snapshot``)."""
+    ``pycrdt`` doc built fresh from the same updates encodes the same. A build that
+    went on from ``start`` holds the same document but may encode it differently
+    (``History.write_snapshot`` uses such a build only when it fits one transaction).
+    Also the doc built (it holds the new snapshot, see ``_next_snapshot``)."""
     new, segments, built = _next_snapshot(snapshot, records, segment_every, start)
     _yield_gil()
     values = [
@@ -218,7 +220,8 @@ def _next_snapshot(
     ``start``, if given, is a doc holding exactly ``snapshot`` and nothing pending (the
     doc this returned when it built ``snapshot``): it is used, and changed, instead of
     a new doc made from ``snapshot``, which costs more the bigger the doc (loading a
-    130 kB state took 3 ms; the thousand one-character updates after it, 1 ms)."""
+    130 kB state took 3 ms; the thousand one-character updates after it, 1 ms). The
+    result holds the same document either way; its bytes can differ (maps)."""
     doc = start if start is not None and snapshot is not None and not snapshot.pending else None
     doc = doc if doc is not None else _start(snapshot)
     base = snapshot.versionstamp if snapshot else None

@@ -26,6 +26,7 @@ from crdt.errors import PermissionDenied
 from server.appkeys import AUTH
 
 SCOPES = ("read", "write", "admin")
+MAX_EXP = 1e12  # an ``exp`` past this (year 33658) is taken as never (10**400 is no float)
 ANY_TENANT = "*"
 HMAC_ALGORITHMS = ("HS256",)
 KEY_ALGORITHMS = ("RS256", "ES256")
@@ -120,7 +121,9 @@ class Authenticator:
             raise InvalidToken("token expired") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
-        return replace(_principal(claims), expires=float(claims["exp"]) + self._leeway)
+        exp = claims["exp"]  # PyJWT checked it is a number, and in the future
+        expires = float(exp) + self._leeway if exp < MAX_EXP else None  # else: never
+        return replace(_principal(claims), expires=expires)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

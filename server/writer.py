@@ -16,7 +16,9 @@ next snapshot is built from them without reading the log (reading and decoding a
 thousand records cost about as much as building the snapshot). Otherwise (another
 instance writes to the document too, the server restarted, the tail was dropped to stay
 within ``TAIL_BYTES``) ``History.snapshot_if_due`` reads the log, as before. Both write
-the same snapshot: the same records, in the same order, through the same builder.
+the same snapshot: the same records, in the same order, through the same builder (which
+may go on from the doc its previous build of the document left, see
+``History.write_snapshot``).
 
 A tail starts when a document is due for a snapshot that has to read the log (so it
 holds everything committed after that read, hence after the snapshot it writes): a

@@ -238,8 +238,10 @@ class _Link:
 
     def _expire(self) -> None:
         """The token expired: read nothing more, acknowledge what is in flight, then
-        close with 4401 (the client reconnects with a new token; what it sent after
-        this is resent then)."""
+        close with 4401 "token expired". Whatever the client sent after that is not
+        acknowledged: a client resends it once it connects with a new token (`weft
+        sync` stops and says the token expired; the official client retries with the
+        params it has, and is refused until the application gives it a new token)."""
         reader = self.conn.reader
         if self.conn.closing or reader is None or reader.done():
             return

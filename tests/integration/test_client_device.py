@@ -194,6 +194,30 @@ async def test_read_only_refusal_keeps_edits_local_and_says_so(
     assert server_text(auth_server, "ro", "a.txt", writer) == "written\n"
 
 
+async def test_an_expired_token_stops_the_device_and_keeps_its_edits(
+    auth_server: ServerProcess, tmp_path: Path
+) -> None:
+    """The server closes a connection whose token expired (4401 "token expired"): the
+    device stops, says why, and what it had not sent yet stays recorded for a restart
+    with a new token."""
+    short = issue_token(
+        secret=SECRET, tenant="acme", projects=None, user="ada", scope="write", ttl_seconds=2
+    )
+    async with make(tmp_path, auth_server, "e", "expiry", token=short) as device:
+        text = text_of(await device.doc("a.txt"))
+        text.insert(0, "sent\n")
+        await device.sync(10)
+        await eventually(lambda: device.failure is not None, 10)
+        assert str(device.failure) == "the server refused this device (4401): token expired"
+        text.insert(len(text), "kept\n")
+        await device.recorded()
+        assert device.pending() == 1
+    async with make(tmp_path, auth_server, "e", "expiry", token=token("write")) as again:
+        await again.doc("a.txt")
+        await again.sync(10)
+    assert server_text(auth_server, "expiry", "a.txt", token("write")) == "sent\nkept\n"
+
+
 async def test_a_refused_token_fails_the_device(auth_server: ServerProcess, tmp_path: Path) -> None:
     bad = token("write", secret="not-the-server-secret-0123456789")
     async with make(tmp_path, auth_server, "x", "denied", token=bad) as device:

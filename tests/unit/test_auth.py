@@ -154,6 +154,10 @@ def test_issued_tokens_round_trip() -> None:
     assert principal.expires is not None
     assert 64 <= principal.expires - time.time() <= 66  # exp (whole seconds) + leeway
     assert Authenticator().verify(None).expires is None  # auth off: never
+    huge = jwt.encode(
+        {"sub": "bob", "tenant": "acme", "scope": "read", "exp": 10**400}, SECRET, "HS256"
+    )
+    assert Authenticator(secret=SECRET).verify(huge).expires is None  # no float: never
 
 
 @pytest.mark.parametrize(

@@ -174,3 +174,46 @@ def test_the_same_change_on_both_sides_is_not_a_conflict() -> None:
     assert detect(base, same, "one\nzwei\nthree\n") != []
     both = detect(base, "one\nTWO\nthree\nfour\n", "one\nTWO\nthree\n")
     assert both == []  # the extra line is ours alone
+
+
+async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Path) -> None:
+    """Found in a review: a device's branch sent over two connections (same base) gave
+    both parts the record id of the first, so the second part's conflict with another
+    user was dropped as a repeat. Each part is its own record; the device's own first
+    part is never "theirs" for its second."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "notes.txt", create=True)
+        seed = Device(Doc().get_update())
+        seed.text.insert(0, BASE)
+        [seeded] = await commit(history, doc, seed, "seed")
+        state = (await history.replay(doc)).state()
+        alice, bob, carol = Device(state), Device(state), Device(state)
+        laptop = ("alice", "laptop")
+
+        async def alice_sends(updates: list[bytes]) -> list[Appended]:
+            return await history.append([Append(doc, u, "alice", "laptop") for u in updates])
+
+        bob.rewrite_line(5, "bob\n")
+        await commit(history, doc, bob, "bob")
+        alice.rewrite_line(5, "alice\n")
+        sent = len(alice.updates)
+        first = await alice_sends(alice.updates)
+        one = await branches.detect_branch(history, doc, seeded.versionstamp, first, device=laptop)
+        assert one is not None
+        await branches.save(history, doc, one)
+        carol.rewrite_line(15, "carol\n")
+        await commit(history, doc, carol, "carol")
+        alice.rewrite_line(15, "alice too\n")
+        second = await alice_sends(alice.updates[sent:])
+        two = await branches.detect_branch(
+            history, doc, seeded.versionstamp, second, device=laptop
+        )
+        assert two is not None and two.id != one.id
+        await branches.save(history, doc, two)
+        stored = await branches.list_conflicts(history, "acme", "site")
+        regions = [(s.id, r.ours_text, r.theirs_text) for s in stored for r in s.regions]
+        assert (one.id, "alice\n", "bob\n") in regions
+        assert (two.id, "alice too\n", "carol\n") in regions
+        assert all("alice" not in theirs for _, _, theirs in regions)  # never herself
