@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,47 +277,64 @@ async def test_a_change_too_big_to_record_does_not_hold_up_the_others(
         assert str((await again.doc("small.txt")).get("content", type=Text)) == "precious edit"
 
 
+async def an_offline_edit_of_line_3(device: Device) -> tuple[Any, Text, int]:
+    """Ten lines synced, then offline: line 3 rewritten and recorded. The doc, its text
+    and where line 3 starts."""
+    base_text = "".join(f"line {i}\n" for i in range(1, 11))
+    doc = await device.doc("notes.txt")
+    text = doc.get("content", type=Text)
+    text.insert(0, base_text)
+    await device.sync(10)
+    await device.pause()
+    at = base_text.index("line 3")
+    with doc.transaction():
+        del text[at : at + 6]
+        text.insert(at, "line 3 edited offline")
+    await device.recorded()
+    return doc, text, at
+
+
+def lose_the_first_ack(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[Any], Awaitable[Any]]
+) -> tuple[list[Any], list[asyncio.Future[Any]]]:
+    """The first ack a document link receives is lost, and ``then(link)`` runs (e.g.
+    the connection drops with it). The acks lost, and the futures of ``then``."""
+    from client import connection as connection_module
+    from crdt.codec import Ack
+
+    receive = connection_module.DocLink._receive
+    dropped: list[Ack] = []
+    cuts: list[asyncio.Future[Any]] = []
+
+    def losing_the_first_ack(self: Any, message: Any) -> Any:
+        if isinstance(message, Ack) and not dropped:
+            dropped.append(message)
+            cuts.append(asyncio.ensure_future(then(self)))
+            return False
+        return receive(self, message)
+
+    monkeypatch.setattr(connection_module.DocLink, "_receive", losing_the_first_ack)
+    return dropped, cuts
+
+
 async def test_an_offline_edit_resent_after_a_lost_ack_is_not_a_conflict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection drops after the server committed an offline update and before its
     ack arrived; the device sends it again (stored once: a duplicate). Only this device
     ever edited the document, so nothing may be recorded as a conflict."""
-    from client import connection as connection_module
-    from crdt.codec import Ack
     from server.app import create_app
     from server.config import Settings
     from server.testing import client_session, serve_in_process, until
 
-    base_text = "".join(f"line {i}\n" for i in range(1, 11))
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server, client_session() as http:
         device = Device(
             tmp_path / "dev", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=0.1
         )
         async with device:
-            doc = await device.doc("notes.txt")
-            text = doc.get("content", type=Text)
-            text.insert(0, base_text)
-            await device.sync(10)
-            await device.pause()
-            at = base_text.index("line 3")
-            with doc.transaction():
-                del text[at : at + 6]
-                text.insert(at, "line 3 edited offline")
-            await device.recorded()
-            receive = connection_module.DocLink._receive
-            dropped: list[Ack] = []
-            cuts: list[asyncio.Future[Any]] = []
-
-            def losing_the_first_ack(self: Any, message: Any) -> Any:
-                if isinstance(message, Ack) and not dropped:
-                    dropped.append(message)
-                    cuts.append(asyncio.ensure_future(self.disconnect()))  # the ack with it
-                    return False
-                return receive(self, message)
-
-            monkeypatch.setattr(connection_module.DocLink, "_receive", losing_the_first_ack)
+            await an_offline_edit_of_line_3(device)
+            dropped, _ = lose_the_first_ack(monkeypatch, lambda link: link.disconnect())
             device.resume()
             await until(lambda: bool(dropped), 10)
             await device.sync(10)
@@ -366,41 +383,18 @@ async def test_an_offline_branch_sent_over_two_connections_is_not_a_conflict_wit
     it was, the second part was judged against the first as if another device made it.)
     Another device's overlapping edit is still a conflict, and the record names the
     device as ``clients``."""
-    from client import connection as connection_module
-    from crdt.codec import Ack
     from server.app import create_app
     from server.config import Settings
     from server.testing import client_session, serve_in_process, until
 
-    base_text = "".join(f"line {i}\n" for i in range(1, 11))
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server, client_session() as http:
         device = Device(
             tmp_path / "dev", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=0.1
         )
         async with device:
-            doc = await device.doc("notes.txt")
-            text = doc.get("content", type=Text)
-            text.insert(0, base_text)
-            await device.sync(10)
-            await device.pause()
-            at = base_text.index("line 3")
-            with doc.transaction():
-                del text[at : at + 6]
-                text.insert(at, "line 3 edited offline")
-            await device.recorded()
-            receive = connection_module.DocLink._receive
-            dropped: list[Ack] = []
-            cuts: list[asyncio.Future[Any]] = []
-
-            def losing_the_first_ack(self: Any, message: Any) -> Any:
-                if isinstance(message, Ack) and not dropped:
-                    dropped.append(message)
-                    cuts.append(asyncio.ensure_future(device.pause()))  # offline again
-                    return False
-                return receive(self, message)
-
-            monkeypatch.setattr(connection_module.DocLink, "_receive", losing_the_first_ack)
+            doc, text, at = await an_offline_edit_of_line_3(device)
+            dropped, cuts = lose_the_first_ack(monkeypatch, lambda _link: device.pause())
             device.resume()
             await until(lambda: bool(dropped), 10)
             await asyncio.gather(*cuts)

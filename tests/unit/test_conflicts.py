@@ -94,14 +94,20 @@ async def commit(history: History, doc: DocRef, device: Device, user: str) -> li
     return await history.append([Append(doc, u, user, user) for u in device.updates])
 
 
+async def seeded_doc(history: History, path: str) -> tuple[DocRef, Appended]:
+    """A document holding ``BASE`` (one commit by "seed"), and that commit."""
+    doc = await history.doc("acme", "site", path, create=True)
+    seed = Device(Doc().get_update())
+    seed.text.insert(0, BASE)
+    [seeded] = await commit(history, doc, seed, "seed")
+    return doc, seeded
+
+
 async def test_three_offline_devices_make_exactly_one_conflict(tmp_path: Path) -> None:
     async with SQLiteEngine(tmp_path / "h.db") as kv:
         history = History(kv)
         await history.init()
-        doc = await history.doc("acme", "site", "notes.txt", create=True)
-        seed = Device(Doc().get_update())
-        seed.text.insert(0, BASE)
-        [seeded] = await commit(history, doc, seed, "seed")
+        doc, seeded = await seeded_doc(history, "notes.txt")
         base = seeded.versionstamp
         state = (await history.replay(doc)).state()
 
@@ -146,10 +152,7 @@ async def test_a_branch_is_judged_against_commits_before_it_not_after(tmp_path: 
     async with SQLiteEngine(tmp_path / "h.db") as kv:
         history = History(kv)
         await history.init()
-        doc = await history.doc("acme", "site", "late.txt", create=True)
-        seed = Device(Doc().get_update())
-        seed.text.insert(0, BASE)
-        [seeded] = await commit(history, doc, seed, "seed")
+        doc, seeded = await seeded_doc(history, "late.txt")
         state = (await history.replay(doc)).state()
         alice, bob, carol = Device(state), Device(state), Device(state)
         alice.rewrite_line(5, "alice\n")
@@ -184,10 +187,7 @@ async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Pa
     async with SQLiteEngine(tmp_path / "h.db") as kv:
         history = History(kv)
         await history.init()
-        doc = await history.doc("acme", "site", "notes.txt", create=True)
-        seed = Device(Doc().get_update())
-        seed.text.insert(0, BASE)
-        [seeded] = await commit(history, doc, seed, "seed")
+        doc, seeded = await seeded_doc(history, "notes.txt")
         state = (await history.replay(doc)).state()
         alice, bob, carol = Device(state), Device(state), Device(state)
         laptop = ("alice", "laptop")
