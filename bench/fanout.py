@@ -36,9 +36,11 @@ A single run of a server is noisy on a shared 2-core machine (one server's CPU p
 update was seen to swing 1.7x between back-to-back runs), so each shape runs in
 ``--repeat`` rounds (default 3), every server once per round, in a fresh store, who
 goes first rotating from round to round. Each figure reported is the median over the
-rounds (every round's main figures are under ``rounds``); each ratio is the median of
-the rounds' ratios (``ratios_per_round``), each taken between servers that ran back to
-back; the goals are judged on those medians.
+rounds (every round's main figures are under ``rounds``; counts such as ``delivered``
+are totals; latency ``max`` is the highest of any round); each ratio is the median of
+the rounds' ratios (``ratios_per_round``), each taken between servers of the same round;
+the goals are judged on those ratios, printed after each shape's table. The idle-RSS
+check runs once per server.
 
 Peers are installed under ``bench/.peers/`` on first use, from the pinned manifests in
 ``bench/peers/`` (see its ``__init__``). ``--quick`` runs small sizes (a smoke run).
@@ -418,9 +420,10 @@ def compare(
     shape: Shape, rounds: list[dict[str, dict[str, Any]]]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """Each server's figures over the rounds (the median of each), weft's ratios to the
-    peers (the median of each round's ratio: the servers of one round ran back to
-    back, on a machine in the same state), the goals judged on those, and the ratios
-    of every round."""
+    peers (the median of each round's ratio, rounds where one is missing left out: the
+    servers of one round ran one after the other, minutes apart at most), the goals
+    judged on those ratios (so a goal can differ from what the two medians in the
+    table would say), and the ratios of every round."""
     per_round = [ratios_of(results) for results in rounds]
     ratios = {
         name: _median([r[name] for r in per_round if r.get(name) is not None])
@@ -441,19 +444,25 @@ _MEDIAN_FIGURES = (
 
 
 def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One server's rounds as one result: the median of each figure, every round's
-    problems (tagged with the round), converged only if every round converged, and
-    each round's main figures under ``rounds``."""
-    if len(runs) == 1:
-        return runs[0]
+    """One server's rounds as one result: the median of each figure (latency ``max``:
+    the highest of any round), every round's problems (tagged with the round),
+    converged only if every round converged, totals of the counts (``delivered``,
+    ``expected``, ...), the longest quiet wait, and each round's main figures under
+    ``rounds`` (also for a single round)."""
     out = dict(runs[0])
     for name in _MEDIAN_FIGURES:
         out[name] = _median([r[name] for r in runs if r[name] is not None])
     for name in ("latency_ms", "paced_latency_ms"):
         out[name] = {
-            q: _median([r[name][q] for r in runs if r[name][q] is not None])
+            q: (max if q == "max" else _median)(
+                [r[name][q] for r in runs if r[name][q] is not None] or [None]
+            )
             for q in runs[0][name]
         }
+    out["quiet_wait_seconds"] = {
+        phase: max(r["quiet_wait_seconds"][phase] for r in runs)
+        for phase in runs[0]["quiet_wait_seconds"]
+    }
     out["problems"] = [f"round {n + 1}: {p}" for n, r in enumerate(runs) for p in r["problems"]]
     out["converged"] = all(r["converged"] for r in runs)
     for name in ("delivered", "expected", "paced_delivered", "echoes_to_sender"):
@@ -476,6 +485,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _median(values: list[Any]) -> Any:
+    values = [v for v in values if v is not None]
     if not values:
         return None
     ordered = sorted(values)
@@ -624,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.repeat > 1:
                 print(f"{shape.name}: medians of {args.repeat} rounds", file=sys.stderr)
             print(table(shape, results), file=sys.stderr, flush=True)
+            if ratios:
+                verdict = ", ".join(f"{k} {v}" for k, v in ratios.items())
+                print(f"{shape.name}: ratios (median of the rounds'): {verdict}", file=sys.stderr)
             line = {
                 "bench": "fanout",
                 "shape": shape.name,
@@ -631,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "clients": shape.clients,
                 "updates": shape.updates,
                 "paced_rate_ups": args.paced_rate,
-                "rounds": args.repeat,
+                "repeat": args.repeat,
                 **results,
                 "ratios": ratios,
                 "ratios_per_round": per_round,

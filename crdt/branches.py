@@ -56,16 +56,20 @@ async def detect_branch(
     is. What it committed since ``base`` is its own side too, never "theirs": an offline
     branch can go out over several connections (the first cut off before its acks
     arrived, the rest sent on the same base with edits made since), and a device does
-    not conflict with itself. The record's id stays the first of ``branch``'s own
-    updates: a later part is its own record (a region an earlier part was found to
-    contest may be listed again in it), never dropped as a repeat of the earlier one.
+    not conflict with itself. The record's id is the first of ``branch``'s new updates
+    (not the device's earlier ones, nor its own re-sent ones): a later part is its own
+    record (a region an earlier part was found to contest may be listed again in it),
+    never dropped as a repeat of the earlier one.
     """
     appended = list(branch)
     mine = {a.versionstamp for a in appended}
     shared = {a.versionstamp for a in appended if a.duplicate}
     if not mine:
         return None
-    part = set(mine)  # this branch's own updates: the record's id comes from them
+    first = set(mine)
+    # The record's id: the first of this part's new updates (a part that only re-sends
+    # updates already in the log keeps the id judging them first gave).
+    new = {a.versionstamp for a in appended if not a.duplicate}
     base_state = (await history.replay(doc, base)).state() if base else Doc().get_update()
     # What others committed after base and before the branch's last update: a later
     # commit is judged when its own branch ends, against this one.
@@ -83,7 +87,7 @@ async def detect_branch(
     if not regions:
         return None
     return ConflictRecord(
-        id=min(part - shared or part).hex(),
+        id=min(new or (first - shared) or first).hex(),
         path=doc.path,
         base=base.hex() if base else "",
         ours=_side([r for r in ours if r.versionstamp not in shared] or ours),

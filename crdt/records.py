@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from blake3 import blake3
 from pycrdt import Doc, get_update
 
 from crdt import keys
@@ -193,14 +194,26 @@ def stored_parts(fields: dict[str, Any]) -> list[bytes]:
     Write part 0 last, in the last transaction: a reader takes the value as whole only
     once part 0 and every part it counts are there, so a write cut short by a crash (or
     still under way) reads as no value, never as a truncated one.
+
+    A value of more than one part also carries ``sum`` (second, right after ``parts``):
+    the blake3 of the fields that follow it. Two writers of the same key may write it
+    in different bytes (a snapshot built on from a kept doc, or from an older snapshot
+    after a stale read: the same document, laid out differently) and, over several
+    transactions each, mix their parts; the sum tells such a mix from a whole value,
+    and readers take it as no value (see :func:`load_parts`).
     """
     body = b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
-    head = msgpack.Packer().pack_map_header(len(fields) + 1) + msgpack.packb("parts")
-    count = 1
+    head = msgpack.Packer().pack_map_header(len(fields) + 1) + _PARTS_KEY
+    value = head + b"\x01" + body
+    if len(value) <= CHUNK:
+        return [value]
+    head = msgpack.Packer().pack_map_header(len(fields) + 2) + _PARTS_KEY
+    summed = _SUM_KEY + _SUM_BIN + blake3(body).digest(_SUM_SIZE) + body
+    count = 2
     while True:  # the count's own size can change the count (at most a step or two)
-        needed = max(1, -(-(len(head) + len(msgpack.packb(count)) + len(body)) // CHUNK))
+        needed = -(-(len(head) + len(msgpack.packb(count)) + len(summed)) // CHUNK)
         if needed == count:
-            return chunks(head + msgpack.packb(count) + body)
+            return chunks(head + msgpack.packb(count) + summed)
         count = needed
 
 
@@ -222,7 +235,12 @@ def load_parts(parts: Mapping[int, bytes]) -> dict[str, Any] | None:
     if count is not None:
         if count > len(parts) or any(i not in parts for i in range(1, count)):
             return None
-        return _unpack_map(b"".join(parts[i] for i in range(count)))
+        value = b"".join(parts[i] for i in range(count))
+        if not _whole(value):
+            return None  # parts of two writes of this value: the one before is used
+        data = _unpack_map(value)
+        data.pop("sum", None)
+        return data
     if sorted(parts) != list(range(len(parts))):
         return None
     value = b"".join(parts[i] for i in range(len(parts)))
@@ -240,6 +258,20 @@ def load_parts(parts: Mapping[int, bytes]) -> dict[str, Any] | None:
 
 
 _PARTS_KEY = b"\xa5parts"  # msgpack's "parts"
+_SUM_KEY = b"\xa3sum"  # msgpack's "sum"
+_SUM_SIZE = 16
+_SUM_BIN = b"\xc4" + bytes((_SUM_SIZE,))  # msgpack bin 8 of 16 bytes
+
+
+def _whole(value: bytes) -> bool:
+    """Whether a value of several parts holds the fields its ``sum`` was taken of (a
+    value written before sums, format 1.3 and older, has none: taken as whole)."""
+    size = 1 if value[7] < 0x80 else _UINT_SIZES.get(value[7], 1)
+    at = 7 + size  # past the map header, ``parts`` and its count
+    if value[at : at + len(_SUM_KEY) + len(_SUM_BIN)] != _SUM_KEY + _SUM_BIN:
+        return True
+    at += len(_SUM_KEY) + len(_SUM_BIN)
+    return blake3(value[at + _SUM_SIZE :]).digest(_SUM_SIZE) == value[at : at + _SUM_SIZE]
 _UINT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # msgpack uint 8/16/32/64, with type byte
 
 

@@ -121,8 +121,11 @@ class Authenticator:
             raise InvalidToken("token expired") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
-        exp = claims["exp"]  # PyJWT checked it is a number, and in the future
-        expires = float(exp) + self._leeway if exp < MAX_EXP else None  # else: never
+        try:  # PyJWT checked it is in the future (and took "123" for 123)
+            exp = float(claims["exp"])
+        except (OverflowError, TypeError, ValueError):  # 10**400 is no float: never
+            exp = MAX_EXP
+        expires = exp + self._leeway if exp < MAX_EXP else None
         return replace(_principal(claims), expires=expires)
 
 

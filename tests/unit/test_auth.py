@@ -158,6 +158,11 @@ def test_issued_tokens_round_trip() -> None:
         {"sub": "bob", "tenant": "acme", "scope": "read", "exp": 10**400}, SECRET, "HS256"
     )
     assert Authenticator(secret=SECRET).verify(huge).expires is None  # no float: never
+    at = int(time.time()) + 60
+    text = jwt.encode(
+        {"sub": "bob", "tenant": "acme", "scope": "read", "exp": str(at)}, SECRET, "HS256"
+    )
+    assert Authenticator(secret=SECRET).verify(text).expires == at  # PyJWT takes "123"
 
 
 @pytest.mark.parametrize(
