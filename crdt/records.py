@@ -258,6 +258,7 @@ def load_parts(parts: Mapping[int, bytes]) -> dict[str, Any] | None:
 
 
 _PARTS_KEY = b"\xa5parts"  # msgpack's "parts"
+_UINT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # msgpack uint 8/16/32/64, with type byte
 _SUM_KEY = b"\xa3sum"  # msgpack's "sum"
 _SUM_SIZE = 16
 _SUM_BIN = b"\xc4" + bytes((_SUM_SIZE,))  # msgpack bin 8 of 16 bytes
@@ -272,7 +273,6 @@ def _whole(value: bytes) -> bool:
         return True
     at += len(_SUM_KEY) + len(_SUM_BIN)
     return blake3(value[at + _SUM_SIZE :]).digest(_SUM_SIZE) == value[at : at + _SUM_SIZE]
-_UINT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}  # msgpack uint 8/16/32/64, with type byte
 
 
 def _declared_parts(first: bytes) -> int | None:
