@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from crdt.errors import FormatError, WeftError
-from crdt.keys import DEVICE_ID
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.versionstamp import Versionstamp
 
 log = logging.getLogger("weft.client")
@@ -130,7 +130,7 @@ class DeviceState:
         """This device's id: ``wanted`` if given, else the stored one, else a new one.
         The server is told it (``?device=``): it must match ``DEVICE_ID``."""
         if wanted and not DEVICE_ID.fullmatch(wanted):
-            raise ValueError(f"device id {wanted!r}: use 1-64 of A-Z a-z 0-9 . _ : -")
+            raise ValueError(f"device id {wanted!r}: use {DEVICE_ID_RULE}")
         current = self.meta("device")
         if wanted and wanted != current:
             self.set_meta("device", wanted)

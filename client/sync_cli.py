@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from client.remote import ServerURL
     from client.state import BindingMismatch
     from crdt.errors import BadPath, FormatError
-    from crdt.keys import DEVICE_ID, check_name
+    from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"weft sync: {root} is not a directory")
         return 2
     if args.device_id is not None and not DEVICE_ID.fullmatch(args.device_id):
-        err.print(f"weft sync: --device-id {args.device_id!r}: use 1-64 of A-Z a-z 0-9 . _ : -")
+        err.print(f"weft sync: --device-id {args.device_id!r}: use {DEVICE_ID_RULE}")
         return 2
     if min(args.max_backoff, args.poll, args.timeout or 1) <= 0 or args.idle_close < 0:
         err.print("weft sync: --max-backoff, --poll, --timeout and --idle-close must be positive")

@@ -64,6 +64,7 @@ Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionsta
 
 # A device id (a weft client's ``?device=``; see server.ws and client.state)
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+DEVICE_ID_RULE = "1-64 of A-Z a-z 0-9 . _ : -"
 
 def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""

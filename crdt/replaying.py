@@ -222,8 +222,7 @@ def _next_snapshot(
     a new doc made from ``snapshot``, which costs more the bigger the doc (loading a
     130 kB state took 3 ms; the thousand one-character updates after it, 1 ms). The
     result holds the same document either way; its bytes can differ (maps)."""
-    doc = start if start is not None and snapshot is not None and not snapshot.pending else None
-    doc = doc if doc is not None else _start(snapshot)
+    doc = _start(snapshot) if start is None or snapshot is None or snapshot.pending else start
     base = snapshot.versionstamp if snapshot else None
     clean = snapshot is None or not snapshot.pending
     segments: list[Segment] = []

@@ -48,15 +48,10 @@ def apply_with_state(doc: Doc[Any], update: bytes) -> bytes | None:
 
 
 def _apply(doc: Doc[Any], update: bytes, with_state: bool) -> bytes | None:
-    native = getattr(doc, "_doc", None)
+    native = _native(doc)
     state: bytes | None = None
     try:
-        if (
-            native is None
-            or getattr(doc, "_txn", True) is not None
-            or getattr(doc, "_Model", True) is not None
-            or getattr(doc, "_allow_multithreading", True)
-        ):
+        if native is None:
             doc.apply_update(update)
             return None
         txn = native.create_transaction()
@@ -71,12 +66,8 @@ def _apply(doc: Doc[Any], update: bytes, with_state: bool) -> bytes | None:
                 txn.commit()  # as pycrdt's Transaction.__exit__: committed even on error
             finally:
                 txn.drop()
-    except ValueError as exc:
-        raise UnusableUpdate(f"update does not decode: {exc}") from None
     except BaseException as exc:
-        if not is_panic(exc):
-            raise
-        raise UnusableUpdate(f"update cannot be integrated into the document: {exc}") from None
+        raise _unusable(exc) from None
     return state
 
 
@@ -93,13 +84,8 @@ def apply_all(
     here the native transaction is used directly, as pycrdt itself uses it inside. In
     the cases :func:`apply` leaves to pycrdt (a transaction already open, a model,
     multithreading), this does too."""
-    native = getattr(doc, "_doc", None)
-    if (
-        native is None
-        or getattr(doc, "_txn", True) is not None
-        or getattr(doc, "_Model", True) is not None
-        or getattr(doc, "_allow_multithreading", True)
-    ):
+    native = _native(doc)
+    if native is None:
         with doc.transaction():
             for update in updates:
                 try:
@@ -112,19 +98,38 @@ def apply_all(
         for update in updates:
             try:
                 native.apply_update(txn, update)
-            except ValueError as exc:
-                refused(update, UnusableUpdate(f"update does not decode: {exc}"))
             except BaseException as exc:
-                if not is_panic(exc):
-                    raise
-                refused(
-                    update, UnusableUpdate(f"update cannot be integrated into the document: {exc}")
-                )
+                refused(update, _unusable(exc))
     finally:
         try:
             txn.commit()
         finally:
             txn.drop()
+
+
+def _native(doc: Doc[Any]) -> Any:
+    """The native document to use directly, or ``None`` when nothing else may be going
+    on (a transaction open, a pydantic model, multithreading) or pycrdt's shape
+    changed: then pycrdt's own ``Doc.apply_update`` is used."""
+    native = getattr(doc, "_doc", None)
+    if (
+        native is None
+        or getattr(doc, "_txn", True) is not None
+        or getattr(doc, "_Model", True) is not None
+        or getattr(doc, "_allow_multithreading", True)
+    ):
+        return None
+    return native
+
+
+def _unusable(exc: BaseException) -> UnusableUpdate:
+    """The :class:`UnusableUpdate` for pycrdt refusing an update (a ``ValueError``, or a
+    Rust panic); anything else is raised again."""
+    if isinstance(exc, ValueError):
+        return UnusableUpdate(f"update does not decode: {exc}")
+    if is_panic(exc):
+        return UnusableUpdate(f"update cannot be integrated into the document: {exc}")
+    raise exc
 
 
 __all__ = ["UnusableUpdate", "apply", "apply_all", "apply_with_state", "is_panic"]

@@ -45,7 +45,7 @@ from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry
 from crdt.kv.base import MAX_VALUE, Engine, Transaction
 from server.metrics import Metrics
-from server.registry import Registry
+from server.registry import FORGET_MS, Registry
 from server.session import MAX_AWARENESS_STATE
 
 if TYPE_CHECKING:
@@ -403,10 +403,10 @@ def _newer_than(link: _Link, written: States | None) -> bool:
     return (_local_states(room.states, room.local) or None) != written
 
 
-FORGET_MS = 600_000
-"""An instance's entry this much older than the clock of an instance leaving the doc is
-cleared by it: its instance died without leaving (kill -9), and instance names are new
-at every start, so such entries (user presence) would stay in the doc for good."""
+# FORGET_MS (the registry's): an instance's entry this much older than the clock of an
+# instance leaving the doc is cleared by it: its instance died without leaving (kill -9),
+# and instance names are new at every start, so such entries (user presence) would stay
+# in the doc for good.
 
 
 def _clear_dead(tr: Transaction, space: bytes, now_ms: int) -> None:

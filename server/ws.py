@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from crdt import codec
 from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef
-from crdt.keys import DEVICE_ID, check_name, normalise_path
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
 from server.appkeys import (
     AUTH,
     CONNECTIONS,
@@ -110,9 +110,7 @@ def _device(request: web.Request) -> str | None:
     judged a conflict with the device's own updates (see ``crdt.branches``)."""
     device = request.query.get("device")
     if device is not None and not DEVICE_ID.fullmatch(device):
-        raise _Refuse(
-            CLOSE_BAD_PATH, "bad ?device=: 1-64 of A-Z a-z 0-9 . _ : -", "bad_device"
-        )
+        raise _Refuse(CLOSE_BAD_PATH, f"bad ?device=: {DEVICE_ID_RULE}", "bad_device")
     return device
 
 

@@ -8,7 +8,8 @@ import time
 
 from crdt import keys
 from crdt.kv import Engine, Transaction
-from server.awareness import FORGET_MS, _write, encode_header, encode_state
+from server.awareness import _write, encode_header, encode_state
+from server.registry import FORGET_MS
 
 SPACE = keys.pack(("space-of-a-doc",))
 
