@@ -208,7 +208,9 @@ async def test_an_expired_token_stops_the_device_and_keeps_its_edits(
         text.insert(0, "sent\n")
         await device.sync(10)
         await eventually(lambda: device.failure is not None, 10)
-        assert str(device.failure) == "the server refused this device (4401): token expired"
+        # 4401 from the open connection; 401 when a reconnect's handshake met it first
+        assert device.failure is not None and device.failure.code in (401, 4401)
+        assert str(device.failure).endswith("token expired")
         text.insert(len(text), "kept\n")
         await device.recorded()
         assert device.pending() == 1
@@ -414,6 +416,8 @@ async def test_an_offline_branch_sent_over_two_connections_is_not_a_conflict_wit
             async with other:
                 theirs = await other.doc("notes.txt")
                 await other.sync(10)
+                # Its edits below are a branch once it knows the head it starts from.
+                await eventually(lambda: other.entries["notes.txt"].base is not None)
                 await other.pause()
                 await device.pause()
                 for dev, d, words in ((device, doc, "mine"), (other, theirs, "theirs")):
@@ -427,8 +431,13 @@ async def test_an_offline_branch_sent_over_two_connections_is_not_a_conflict_wit
                 await device.sync(10)
                 other.resume()
                 await other.sync(10)
-                await asyncio.sleep(0.5)
-            async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
-                [record] = (await response.json())["conflicts"]
+            conflicts: list[Any] = []
+            for _ in range(200):  # detected off the hot path once the branch ends
+                async with http.get(f"{server.url}/api/v1/acme/site/conflicts") as response:
+                    conflicts = (await response.json())["conflicts"]
+                if conflicts:
+                    break
+                await asyncio.sleep(0.05)
+            [record] = conflicts
             assert record["ours"]["clients"] == [other.device_id]
             assert record["theirs"]["clients"] == [device.device_id]
