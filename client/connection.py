@@ -13,7 +13,9 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
 3. every ``Ack`` moves the outbox cursor; ``Refused`` with 4403 means a read-only token:
    the device keeps its edits and stops sending;
 4. the device's poller may ask for a probe (``SyncStep1`` again): the reply tells that
-   everything up to the head it read before asking is here, which moves ``base``.
+   everything up to the head it read before asking is here, which moves ``base``. A
+   document that has the server's updates but no base (opened before the device read
+   its head, or empty then) has the device read the heads at once, and a probe follows.
 
 When the connection fails the link reports it and waits until the device is online
 again (the device probes the server with exponential backoff and jitter); errors that
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("weft.client")
 
 EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE_VECTOR = b"\x00"
 HEARTBEAT_SECONDS = 20.0
 CONNECT_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
 MAX_INFLIGHT_SENDS = 8
@@ -223,6 +226,8 @@ class DocLink:
         self.branch_open = self.branch_done = False
         self.offline_pending = len(entry.outbox) > 0 or entry.unrecorded_local > 0
         self.probes = deque([head_before])
+        self.server_had_state = False
+        entry.base_wanted = False
         self._control = deque([SyncStep1(entry.doc.get_state())])
         self._wake.set()
         synced = False
@@ -269,12 +274,15 @@ class DocLink:
             case SyncStep1(state_vector=sv):
                 self.ready = True
                 self.server_sv = sv
+                self.server_had_state = self.server_had_state or sv != EMPTY_STATE_VECTOR
                 self._wake.set()
             case SyncStep2(update=update):
                 if update != EMPTY_UPDATE:
                     device.apply_remote(entry, update)
                 head = self.probes.popleft() if self.probes else None
                 entry.seen(head)
+                if head is None and (self.server_had_state or update != EMPTY_UPDATE):
+                    self._want_base()
                 entry.synced.set()
                 entry.link_changed.set()
                 self._release_slot()
@@ -282,6 +290,7 @@ class DocLink:
                 return True
             case SyncUpdate(update=update):
                 device.apply_remote(entry, update)
+                self._want_base()
             case Ack(update_hash=digest, versionstamp=vs):
                 if entry.outbox.ack(digest, vs) is not None:
                     entry.acked(vs)
@@ -300,6 +309,23 @@ class DocLink:
             case _:
                 pass  # awareness is for editors; a sync device has no cursor to show
         return False
+
+    def _want_base(self) -> None:
+        """The server's updates are here, but not the versionstamp they reach up to (the
+        doc was opened before the device read the heads, or was new then): without a
+        base, offline edits would be no branch, never checked for conflicts. Have the
+        device read the heads now; the probe that follows sets the base. Not while local
+        updates wait: the base cannot move past them (their acks move it)."""
+        entry = self.entry
+        if (
+            entry.base is None
+            and not entry.base_wanted
+            and len(entry.outbox) == 0
+            and entry.unrecorded_local == 0
+        ):
+            entry.base_wanted = True
+            entry.base_wanted_at = self.device.heads_reads
+            self.device.want_heads()
 
     # --- sending --------------------------------------------------------------------
 

@@ -87,6 +87,8 @@ class Device:
         self.entries: dict[str, DocEntry] = {}
         self.heads: dict[str, Versionstamp | None] = {}
         self.heads_read = asyncio.Event()
+        self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
+        self.heads_reads = 0  # heads reads started
         self.read_only = False
         self.paused = False
         self.stopping = False
@@ -172,6 +174,7 @@ class Device:
         self._lock.close()
 
     def _spawn(self, coro: Any, name: str) -> None:
+        self._tasks = [t for t in self._tasks if not t.done()]
         task = asyncio.create_task(coro, name=f"weft-{name}")
         task.add_done_callback(_log_failure)
         self._tasks.append(task)
@@ -355,6 +358,7 @@ class Device:
 
     async def read_heads(self) -> dict[str, Versionstamp | None] | None:
         """The server's documents and heads (None when unreachable)."""
+        self.heads_reads += 1
         try:
             heads = await self.api.heads()
         except ApiNotFound:
@@ -370,19 +374,45 @@ class Device:
         self.changed()
         return heads
 
+    def want_heads(self) -> None:
+        """Read the heads soon (a document needs its base): at once instead of at the
+        end of the poll interval; without a poller, once."""
+        if self.poll_seconds is not None:
+            self._heads_due.set()
+        elif not self._heads_due.is_set() and not self.stopping:
+            self._heads_due.set()
+            self._spawn(self._read_heads_once(), "heads")
+
+    async def _read_heads_once(self) -> None:
+        try:
+            read = self.heads_reads + 1  # the number read_heads gives this read
+            heads = await self.read_heads()
+            self._follow(heads or {}, read, follow=False)
+        finally:
+            self._heads_due.clear()
+
     async def _poll_loop(self) -> None:
         assert self.poll_seconds is not None
         while self.failure is None:
             await self._online.wait()
+            self._heads_due.clear()
+            read = self.heads_reads + 1  # the number read_heads gives this read
             heads = await self.read_heads()
-            if heads is not None:
-                self._follow(heads)
-            await asyncio.sleep(self.poll_seconds)
+            self._follow(heads or {}, read, follow=heads is not None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heads_due.wait(), self.poll_seconds)
 
-    def _follow(self, heads: dict[str, Versionstamp | None]) -> None:
-        unknown = [p for p in heads if p not in self.entries and p not in self._opening]
-        if unknown:
-            self.listener.remote_docs(unknown)
+    def _follow(
+        self, heads: dict[str, Versionstamp | None], read: int, follow: bool = True
+    ) -> None:
+        """Probe open documents whose head moved past what they have seen (and, if
+        ``follow``, open the new documents and reconnect idle ones). A document that
+        asked for its base before heads read number ``read`` started, and gets no
+        probe, stops waiting (nothing to learn now)."""
+        if follow:
+            unknown = [p for p in heads if p not in self.entries and p not in self._opening]
+            if unknown:
+                self.listener.remote_docs(unknown)
         for path, head in heads.items():
             entry = self.entries.get(path)
             if entry is None or head is None:
@@ -390,9 +420,14 @@ class Device:
             if entry.head_seen is not None and head <= entry.head_seen:
                 continue
             if not entry.link.wanted:
-                entry.link.want()
+                if follow:
+                    entry.link.want()
             elif entry.link.connected and not entry.link.probes:
                 entry.link.probe(head)
+        for entry in self.entries.values():
+            if entry.base_wanted and entry.base_wanted_at < read and not entry.link.probes:
+                entry.base_wanted = False
+                self.changed()
 
     # --- waiting --------------------------------------------------------------------------
 

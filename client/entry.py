@@ -43,6 +43,8 @@ class DocEntry:
         self.unrecorded_local = 0
         self.since_snapshot = 0
         self.applying_remote = False
+        self.base_wanted = False  # server state here, its versionstamp asked for
+        self.base_wanted_at = 0  # the device's heads reads started when it was asked
         self.link = DocLink(device, self)
 
     @property
@@ -69,6 +71,7 @@ class DocEntry:
         is waiting (those were made on the older base)."""
         if vs is None:
             return
+        self.base_wanted = False
         if self.head_seen is None or vs > self.head_seen:
             self.head_seen = vs
         waiting = len(self.outbox) > 0 or self.unrecorded_local > 0
@@ -96,4 +99,6 @@ class DocEntry:
             return True
         if self.unrecorded or (len(self.outbox) and not self.device.read_only):
             return False
-        return not link.wanted or (self.synced.is_set() and not link.probes)
+        return not link.wanted or (
+            self.synced.is_set() and not link.probes and not self.base_wanted
+        )

@@ -142,6 +142,53 @@ async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_
         }
 
 
+@pytest.mark.parametrize("poll_seconds", [3600.0, None])
+async def test_a_document_opened_before_its_head_was_read_learns_its_base(
+    server: ServerProcess, tmp_path: Path, poll_seconds: float | None
+) -> None:
+    """b reads the heads at start, before a creates the doc, and would not read them
+    again for an hour (or never): it still learns the base of the state it synced, so
+    its offline edit of a line a also edited offline is a conflict. Then a doc that was
+    empty when b opened it, and that a writes to later, gets its base too."""
+    project = f"late-base-{poll_seconds}"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    a = make(tmp_path, server, "a", project)
+    b = Device(
+        tmp_path / "b", server.ws_url, "acme", project, max_backoff=0.3, poll_seconds=poll_seconds
+    )
+    async with a, b:
+        if poll_seconds is not None:
+            await eventually(b.heads_read.is_set)
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\ntwo\nthree\n")
+        await a.sync(10)
+        entry_b = await b.open("f.txt")
+        await b.sync(10)
+        assert str(entry_b.text) == "one\ntwo\nthree\n"
+        assert entry_b.base is not None and entry_b.base == a.entries["f.txt"].base
+
+        await a.pause()
+        await b.pause()
+        ta.insert(len("one\ntwo"), " (a)")
+        entry_b.text.insert(len("one\ntwo"), " (b)")
+        a.resume()
+        await a.sync(10)
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == str(entry_b.text))
+        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+
+        empty_b = await b.open("g.txt")
+        await b.sync(10)
+        assert empty_b.base is None  # nothing on the server: nothing to base edits on
+        tg = text_of(await a.doc("g.txt"))
+        tg.insert(0, "from a\n")
+        await a.sync(10)
+        await eventually(lambda: str(empty_b.text) == "from a\n")
+        await b.sync(10)
+        assert empty_b.base == a.entries["g.txt"].base
+
+
 @pytest.mark.slow
 async def test_reconnects_after_the_server_comes_back(
     weft_server_factory: StartServer, tmp_path: Path
