@@ -104,6 +104,7 @@ class Room:
         self.awareness_changed: Callable[[], None] | None = None
         self.idle_since: float | None = time.monotonic()
         self.watcher: asyncio.Task[None] | None = None
+        self.catching_up = asyncio.Lock()  # one log-tail reader at a time moves the cursor
         self._full_frame: bytes | None = None
 
     # --- what sessions read (RoomView) -----------------------------------------------
@@ -404,8 +405,9 @@ class Rooms:
         while True:
             try:
                 last = await self.history.kv.watch(head_key, last)
-                if last is None or not room.skip_own(Head.decode(last)):
-                    await self._catch_up(room)
+                async with room.catching_up:
+                    if last is None or not room.skip_own(Head.decode(last)):
+                        await self._catch_up(room)
                 delay = 0.1
                 await asyncio.sleep(WATCH_COALESCE)
             except asyncio.CancelledError:
@@ -414,6 +416,22 @@ class Rooms:
                 log.error("watching %s failed; retrying", room.ref.path, exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def catch_up_to_head(self, room: Room) -> None:
+        """Apply every update up to the document's current head before a weft client's
+        ``SyncStep1`` is answered: the client takes the answer as proof that it holds
+        everything up to a head it read before asking (its base for offline edits), and
+        another instance's commit may not have woken this room's watcher yet (SQLite's
+        cross-process watch polls). On this instance's own commits: no log read."""
+        try:
+            raw = await self.history.kv.read(lambda tr: tr.get(room.ref.key("head")))
+            if raw is None:
+                return
+            async with room.catching_up:
+                if not room.skip_own(Head.decode(raw)):
+                    await self._catch_up(room)
+        except Exception:  # the answer goes out anyway; the watcher catches up later
+            log.warning("catching %s up before a probe failed", room.ref.path, exc_info=True)
 
     async def _catch_up(self, room: Room) -> None:
         """Apply the log's records after the room's cursor that the room does not get

@@ -55,6 +55,7 @@ from server.writer import WriterClosed
 
 log = logging.getLogger("weft.sync")
 
+SYNC_STEP1_PREFIX = bytes((codec.MSG_SYNC, codec.SYNC_STEP1))
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID = 1007
 CLOSE_INTERNAL = 1011
@@ -256,6 +257,8 @@ class _Link:
             if conn.closing or connections.draining:
                 break
             if msg.type == WSMsgType.BINARY:
+                if session.weft and msg.data[:2] == SYNC_STEP1_PREFIX and self.room is not None:
+                    await self.rooms.catch_up_to_head(self.room)  # its answer proves a base
                 actions = session.receive_frame(msg.data, time.monotonic())
                 if (
                     len(actions) == 1

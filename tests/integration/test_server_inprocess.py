@@ -12,7 +12,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from crdt import codec
-from crdt.codec import Base, SyncStep2
+from crdt.codec import Base, SyncStep1, SyncStep2
 from crdt.errors import StoreError, TransactionTooLarge
 from crdt.history import Append, Appended, DocRef, History
 from crdt.kv import open_engine
@@ -251,4 +251,30 @@ async def test_a_loaded_room_tells_the_writer_what_follows_the_latest_snapshot(
         writer = app[WRITER]
         assert writer._since_check[doc.space] == (4, sum(map(len, [*earlier, update])))
         assert writer.log_snapshots == 0 and not writer._snapshots
+        await peer.close()
+
+
+async def test_a_weft_probe_is_answered_with_every_update_up_to_the_head(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A weft client's SyncStep1 proves it holds everything up to a head it read before
+    asking (its base for offline edits), so the room first applies what the store holds
+    up to the head, even when another instance's commit has not woken its watcher yet.
+    That lag is made certain here by stopping the room's watcher (as if SQLite's
+    cross-process poll had not come round yet)."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/probed.txt", weft=True)
+        await peer.handshake()
+        history = app[HISTORY]
+        doc = await history.doc("acme", "site", "probed.txt")
+        room = app[ROOMS].get(doc)
+        assert room is not None and room.watcher is not None
+        room.watcher.cancel()
+        source: Doc[Any] = Doc()
+        source.get("content", type=Text).insert(0, "from another instance")
+        await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+        await peer.send(SyncStep1(peer.doc.get_state()))
+        await peer.wait_text("from another instance", timeout=2.0)
+        assert str(room.doc.get("content", type=Text)) == "from another instance"
         await peer.close()
