@@ -384,6 +384,7 @@ class DocLink:
         return (
             entry.synced.is_set()
             and not self.probes
+            and not entry.base_wanted
             and not self.branch_open
             and len(entry.outbox) == 0
             and entry.unrecorded == 0

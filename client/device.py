@@ -38,7 +38,15 @@ from client.entry import DocEntry
 from client.events import DeviceFailed, Event, Listener
 from client.outbox import Outbox, Pending
 from client.recorder import LOCAL, Recorder
-from client.remote import Api, ApiDenied, ApiNotFound, ServerURL, auth_headers, token_scope
+from client.remote import (
+    Api,
+    ApiDenied,
+    ApiError,
+    ApiNotFound,
+    ServerURL,
+    auth_headers,
+    token_scope,
+)
 from client.state import DataDirBusy, DeviceState, DocState, FileState, StateWriter, lock_data_dir
 from crdt import ydoc
 from crdt.history import DocRef, History
@@ -89,6 +97,7 @@ class Device:
         self.heads_read = asyncio.Event()
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
+        self._heads_again = False  # asked for while a one-off read was under way
         self.read_only = False
         self.paused = False
         self.stopping = False
@@ -366,6 +375,9 @@ class Device:
         except ApiDenied as exc:
             self.fail(exc.status, exc.message)
             return None
+        except ApiError as exc:  # e.g. a 500, or a proxy's 502: try again later
+            self.warn(None, f"reading the document list failed: {exc}")
+            return None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.report_unreachable(str(exc) or type(exc).__name__)
             return None
@@ -379,15 +391,18 @@ class Device:
         end of the poll interval; without a poller, once."""
         if self.poll_seconds is not None:
             self._heads_due.set()
-        elif not self._heads_due.is_set() and not self.stopping:
+        elif self._heads_due.is_set():
+            self._heads_again = True  # the read under way may have started too early
+        elif not self.stopping:
             self._heads_due.set()
             self._spawn(self._read_heads_once(), "heads")
 
     async def _read_heads_once(self) -> None:
         try:
-            read = self.heads_reads + 1  # the number read_heads gives this read
-            heads = await self.read_heads()
-            self._follow(heads or {}, read, follow=False)
+            self._heads_again = True
+            while self._heads_again and not self.stopping:
+                self._heads_again = False
+                await self._read_and_follow(follow=False)
         finally:
             self._heads_due.clear()
 
@@ -396,11 +411,18 @@ class Device:
         while self.failure is None:
             await self._online.wait()
             self._heads_due.clear()
-            read = self.heads_reads + 1  # the number read_heads gives this read
-            heads = await self.read_heads()
-            self._follow(heads or {}, read, follow=heads is not None)
+            await self._read_and_follow(follow=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._heads_due.wait(), self.poll_seconds)
+
+    async def _read_and_follow(self, follow: bool) -> None:
+        read = self.heads_reads + 1  # the number read_heads gives this read
+        try:
+            heads = await self.read_heads()
+        except Exception:  # a task boundary: polling (and a sync waiting on it) goes on
+            log.exception("reading the document list failed")
+            heads = None
+        self._follow(heads or {}, read, follow=follow and heads is not None)
 
     def _follow(
         self, heads: dict[str, Versionstamp | None], read: int, follow: bool = True
@@ -422,7 +444,9 @@ class Device:
             if not entry.link.wanted:
                 if follow:
                     entry.link.want()
-            elif entry.link.connected and not entry.link.probes:
+            elif entry.link.connected and (not entry.link.probes or entry.base_wanted):
+                # (one waiting for its base: the probe pending may be its first, whose
+                # answer proves no head)
                 entry.link.probe(head)
         for entry in self.entries.values():
             if entry.base_wanted and entry.base_wanted_at < read and not entry.link.probes:

@@ -13,7 +13,9 @@ from pycrdt import Text
 
 from client import device as device_module
 from client.device import DataDirBusy, Device, DeviceFailed, Event, Listener
+from client.remote import ApiError
 from client.testing import get_json, get_text
+from crdt.codec import SyncStep1
 from server.auth import issue_token
 from server.testing import ServerProcess, StartServer
 
@@ -187,6 +189,151 @@ async def test_a_document_opened_before_its_head_was_read_learns_its_base(
         await eventually(lambda: str(empty_b.text) == "from a\n")
         await b.sync(10)
         assert empty_b.base == a.entries["g.txt"].base
+
+
+def late_device(
+    tmp_path: Path, server: ServerProcess, project: str, poll: float | None, **kwargs: Any
+) -> Device:
+    """A device whose poller reads the heads at start, then not for an hour (or never)."""
+    return Device(
+        tmp_path / "late",
+        server.ws_url,
+        "acme",
+        project,
+        max_backoff=0.3,
+        poll_seconds=poll,
+        **kwargs,
+    )
+
+
+def slow_heads(device: Device, gate: asyncio.Event | None = None, delay: float = 0.0) -> None:
+    """The device's heads reads answer late: after ``gate`` is set, or ``delay`` seconds
+    (the real read, its answer held back)."""
+    read = device.api.heads
+
+    async def held_back() -> dict[str, Any]:
+        heads = await read()
+        if gate is not None:
+            await gate.wait()
+        await asyncio.sleep(delay)
+        return heads
+
+    device.api.heads = held_back  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_a_server_update_before_the_first_answer_still_leads_to_a_base(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """An update of another device reaches b after the server's SyncStep1 but before
+    the answer to b's own (held back here), and the heads read it triggers is over
+    before that answer: b still learns its base."""
+    project = f"early-update-{poll}"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll)
+    async with a, b:
+        if poll is not None:
+            await eventually(b.heads_read.is_set)
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\n")
+        await a.sync(10)
+        entry = await b.open("f.txt", connect=False)
+        link, send, gate = entry.link, entry.link._send, asyncio.Event()
+
+        async def sync_step1_held_back(ws: Any, message: Any) -> None:
+            if isinstance(message, SyncStep1) and not gate.is_set():
+                await gate.wait()
+            await send(ws, message)
+
+        link._send = sync_step1_held_back  # type: ignore[method-assign]
+        reads = b.heads_reads
+        link.want()
+        await eventually(lambda: link.connected)
+        ta.insert(0, "zero\n")
+        await a.sync(10)
+        await eventually(lambda: entry.base_wanted and b.heads_reads > reads)
+        await asyncio.sleep(0.3)  # that heads read is over
+        gate.set()
+        await b.sync(10)
+        assert str(entry.text) == "zero\none\n"
+        assert entry.base == a.entries["f.txt"].base
+
+
+async def test_a_base_asked_for_during_a_heads_read_gets_a_read_of_its_own(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """No poller: y asks for its base while x's heads read is under way, and y's first
+    update came after that read: another read follows, and y learns its base."""
+    project = "asked-during-a-read"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, None)
+    async with a, b:
+        entry_y = await b.open("y.txt")
+        await b.sync(10)
+        tx = text_of(await a.doc("x.txt"))
+        tx.insert(0, "x\n")
+        await a.sync(10)
+        gate = asyncio.Event()
+        slow_heads(b, gate)
+        entry_x = await b.open("x.txt")
+        await eventually(lambda: b.heads_reads == 1)
+        ty = text_of(await a.doc("y.txt"))
+        ty.insert(0, "y\n")
+        await a.sync(10)
+        await eventually(lambda: str(entry_y.text) == "y\n" and entry_y.base_wanted)
+        gate.set()
+        await b.sync(10)
+        assert entry_x.base == a.entries["x.txt"].base
+        assert entry_y.base == a.entries["y.txt"].base
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_a_failing_heads_read_does_not_hold_up_sync(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """The document list answers 500: the device says so, and its sync completes
+    without a base (there is none to learn now) instead of waiting for good."""
+    project = f"heads-fail-{poll}"
+    events = Events()
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll, listener=events)
+    async with a, b:
+        if poll is not None:
+            await eventually(b.heads_read.is_set)
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\n")
+        await a.sync(10)
+
+        async def failing() -> dict[str, Any]:
+            raise ApiError(500, "internal", "internal error: boom")
+
+        b.api.heads = failing  # type: ignore[method-assign]
+        entry = await b.open("f.txt")
+        await b.sync(10)
+        assert str(entry.text) == "one\n"
+        assert entry.base is None and not entry.base_wanted
+        assert any("document list failed" in e.message for e in events.seen)
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_an_idle_closing_link_waits_for_its_base(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """weft sync --once closes idle links at once (idle_seconds=0): a link waiting for
+    its base (heads answered 300 ms late) is not idle."""
+    project = f"idle-base-{poll}"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll, idle_seconds=0.0)
+    async with a, b:
+        if poll is not None:
+            await eventually(b.heads_read.is_set)
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\n")
+        await a.sync(10)
+        slow_heads(b, delay=0.3)
+        entry = await b.open("f.txt")
+        await b.sync(10)
+        assert entry.base == a.entries["f.txt"].base
 
 
 @pytest.mark.slow
