@@ -1,8 +1,10 @@
 """``weft conflicts list|show|resolve``: the conflict records of a project.
 
-Through a server (``--server URL --tenant T --project P [--token TOKEN]``, the token also
-from ``WEFT_TOKEN``) or straight from a store (``--store URL --tenant T --project P``, for
-an operator on the server's machine). ``--json`` prints the records as JSON.
+Through a server (``--server URL --tenant T --project P [--token TOKEN]``) or straight
+from a store (``--store URL --tenant T --project P``, for an operator on the server's
+machine). Flags also read ``WEFT_SERVER``, ``WEFT_STORE``, ``WEFT_TENANT``,
+``WEFT_PROJECT`` and ``WEFT_TOKEN``, as the time-travel commands do. ``--json`` prints
+the records as JSON.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        where = p.add_mutually_exclusive_group(required=True)
-        where.add_argument("--server", help="server URL, e.g. http://127.0.0.1:8765")
-        where.add_argument("--store", help="store URL, e.g. sqlite:///./weft-data/weft.db")
-        p.add_argument("--tenant", required=True)
-        p.add_argument("--project", required=True)
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--server", help="server URL, e.g. http://127.0.0.1:8765 (WEFT_SERVER)")
+        where.add_argument(
+            "--store", help="store URL, e.g. sqlite:///./weft-data/weft.db (WEFT_STORE)"
+        )
+        p.add_argument("--tenant", default=os.environ.get("WEFT_TENANT"), help="(WEFT_TENANT)")
+        p.add_argument("--project", default=os.environ.get("WEFT_PROJECT"), help="(WEFT_PROJECT)")
         p.add_argument("--token", default=os.environ.get("WEFT_TOKEN"), help="JWT ($WEFT_TOKEN)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=run)
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio  # here, not at the top: ``weft conflicts --help`` need not load it
 
     try:
+        _where(args)
         work = _via_server(args) if args.server else _via_store(args)
         result = asyncio.run(work)
     except CliError as exc:
@@ -85,6 +90,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _print(args, result)
     return 0
+
+
+def _where(args: argparse.Namespace) -> None:
+    """Fill ``--server``/``--store`` from WEFT_SERVER/WEFT_STORE when neither was given,
+    as the other commands do; refuse what names no project."""
+    if not args.server and not args.store:
+        args.server, args.store = os.environ.get("WEFT_SERVER"), os.environ.get("WEFT_STORE")
+        if args.server and args.store:
+            raise CliError("WEFT_SERVER and WEFT_STORE are both set: pass --server or --store")
+    if not args.server and not args.store:
+        raise CliError("say where the project is: --server URL or --store URL")
+    missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
+    if missing:
+        raise CliError(f"{' and '.join(missing)} missing (or WEFT_TENANT / WEFT_PROJECT)")
 
 
 async def _via_server(args: argparse.Namespace) -> Any:

@@ -97,6 +97,7 @@ class Device:
         self.heads_read = asyncio.Event()
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
+        self.updates_acked = 0  # local updates the server acknowledged since start
         self._heads_again = False  # asked for while a one-off read was under way
         self.read_only = False
         self.paused = False

@@ -80,6 +80,7 @@ class DocEntry:
             self.device.save_doc_state(self)
 
     def acked(self, vs: Versionstamp) -> None:
+        self.device.updates_acked += 1
         self.device.save_doc_state(self)
         self.seen(vs)
 

@@ -51,12 +51,26 @@ STYLES = {
 QUIET_DURING_FIRST_SYNC = {"local", "remote", "deleted"}
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        return default
+_ENV_SECONDS = {  # flag dest -> (environment variable, default)
+    "max_backoff": ("WEFT_SYNC_MAX_BACKOFF", 10.0),
+    "poll": ("WEFT_SYNC_POLL", 1.0),
+    "idle_close": ("WEFT_SYNC_IDLE_CLOSE", 60.0),
+}
+
+
+def _seconds_from_env(args: argparse.Namespace) -> str | None:
+    """Fill the flags left out from their environment variables (or defaults); the
+    error for a variable that is not a number (read when the command runs, so a bad
+    value never breaks another command)."""
+    for dest, (name, default) in _ENV_SECONDS.items():
+        if getattr(args, dest) is not None:
+            continue
+        raw = os.environ.get(name)
+        try:
+            setattr(args, dest, float(raw) if raw else default)
+        except ValueError:
+            return f"{name}={raw!r} is not a number of seconds"
+    return None
 
 
 DESCRIPTION = """\
@@ -97,21 +111,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     a(
         "--max-backoff",
         type=float,
-        default=_env_float("WEFT_SYNC_MAX_BACKOFF", 10.0),
-        help="longest wait between reconnection attempts, seconds (default 10)",
+        default=None,
+        help="longest wait between reconnection attempts, seconds (WEFT_SYNC_MAX_BACKOFF, "
+        "default 10)",
     )
     a(
         "--poll",
         type=float,
-        default=_env_float("WEFT_SYNC_POLL", 1.0),
-        help="how often to check the project's document list, seconds (default 1)",
+        default=None,
+        help="how often to check the project's document list, seconds (WEFT_SYNC_POLL, "
+        "default 1)",
     )
     a(
         "--idle-close",
         type=float,
-        default=_env_float("WEFT_SYNC_IDLE_CLOSE", 60.0),
+        default=None,
         help="close a document's connection after SECONDS without activity; changes to it "
-        "are still noticed through the document list (default 60)",
+        "are still noticed through the document list (WEFT_SYNC_IDLE_CLOSE, default 60)",
     )
     a("--device-id", default=os.environ.get("WEFT_DEVICE_ID"), help="name this device")
     a("-q", "--quiet", action="store_true", help="print only warnings, conflicts and errors")
@@ -140,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
         missing = [f"--{n}" for n in ("server", "tenant", "project") if not getattr(args, n)]
         hint = f" (missing {', '.join(missing)})" if missing else ""
         err.print(f"weft sync: {exc}{hint}")
+        return 2
+    problem = _seconds_from_env(args)
+    if problem is not None:
+        err.print(f"weft sync: {problem}")
         return 2
     root = Path(args.dir).expanduser()
     if not root.is_dir():
@@ -190,6 +210,11 @@ class _Ui:
         if self.first_sync and not self.verbose and event.kind in QUIET_DURING_FIRST_SYNC:
             return
         self.line(event.message, STYLES.get(event.kind, ""))
+
+    def info(self, message: str, style: str = "") -> None:
+        """A line that ``--quiet`` leaves out (no warning, conflict or error)."""
+        if not self.quiet:
+            self.line(message, style)
 
     def line(self, message: str, style: str = "") -> None:
         from rich.text import Text
@@ -291,9 +316,9 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ui.line(f"weft sync {root} <-> {server} {args.tenant}/{args.project}", "bold")
+    ui.info(f"weft sync {root} <-> {server} {args.tenant}/{args.project}", "bold")
     async with ws:
-        ui.line(f"device {ws.device.device_id}; state in {ws.state_dir}", "dim")
+        ui.info(f"device {ws.device.device_id}; state in {ws.state_dir}", "dim")
         try:
             code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
         except DeviceFailed as exc:
@@ -322,10 +347,11 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
     seconds = time.monotonic() - started
     files = len(ws.tracked)
     failed = _failed(ws)
-    ui.line(
+    (ui.line if failed else ui.info)(
         f"{'synced' if failed else 'in sync'}: {files} files in {seconds:.2f} s "
-        f"({files / max(seconds, 1e-9):.0f} files/s); {ui.counts['local']} local changes "
-        f"sent, {ui.counts['remote']} files written"
+        f"({files / max(seconds, 1e-9):.0f} files/s); {ui.counts['local']} local "
+        f"change(s) found, {ws.device.updates_acked} update(s) sent, "
+        f"{ui.counts['remote']} file(s) written"
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",
     )
@@ -392,5 +418,5 @@ async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-    ui.line("stopped; local state saved", "dim")
+    ui.info("stopped; local state saved", "dim")
     return 0

@@ -479,6 +479,34 @@ async def _read_exactly(stream: aiohttp.StreamReader, n: int) -> bytes | None:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _deleted_notes(versions: list[dict[str, Any]], complete: bool) -> list[str]:
+    """Per version (newest first) what it did to the document's deleted flag: "deleted",
+    "created" (the first version: a new document clears the flag), "restored" (cleared
+    after a delete, or after versions not listed here), "" (did not change it).
+    ``complete``: the listing reaches back to the document's first version."""
+    notes: list[str] = []
+    before: bool | None = None  # the flag before the version looked at (oldest first)
+    for n, v in enumerate(reversed(versions)):
+        flag = v["deleted"]
+        if flag is True:
+            note = "" if before is True else "deleted"
+        elif flag is False:
+            if before is True:
+                note = "restored"
+            elif n == 0 and complete:
+                note = "created"
+            elif before is None and not complete:  # set before the listing starts: most
+                note = "restored"  # likely a delete (a new document's first version clears it)
+            else:
+                note = ""  # it was clear already
+        else:
+            note = ""
+        notes.append(note)
+        if flag is not None:
+            before = flag
+    return notes[::-1]
+
+
 async def run_history(args: argparse.Namespace, backend: Backend, err: Console) -> int:
     if not 1 <= args.limit <= 10_000:
         raise BadInput("--limit must be between 1 and 10000")
@@ -486,8 +514,8 @@ async def run_history(args: argparse.Namespace, backend: Backend, err: Console) 
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
-    for v in page["versions"]:
-        note = {True: "deleted", False: "restored", None: ""}[v["deleted"]]
+    notes = _deleted_notes(page["versions"], complete=not page["next_until"])
+    for v, note in zip(page["versions"], notes, strict=True):
         note += (" revert" if note else "revert") if v["revert"] else ""
         print(
             f"{v['versionstamp']}  {v['time']}  {v['user']:<12} {v['device']:<14} "

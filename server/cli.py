@@ -28,6 +28,12 @@ KEY_ALGORITHMS = ("RS256", "ES256")
 _TTL = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # flag -> Settings field (a flag left out falls back to WEFT_<FIELD>, then the default)
+SERVE_DESCRIPTION = (
+    "Run the weft sync server. Every flag also reads its WEFT_* environment variable "
+    "(flags win); settings without a flag (quotas such as WEFT_MAX_UPDATE_BYTES and "
+    "WEFT_TENANT_QUOTAS, queue sizes, timeouts) are read from the environment only: "
+    "see the README's 'Running the server' and server/config.py."
+)
 _SERVE_FLAGS = {
     "host": "host",
     "port": "port",
@@ -42,7 +48,7 @@ _SERVE_FLAGS = {
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``serve`` and ``token create``."""
-    serve = sub.add_parser("serve", help="run the sync server", description=__doc__)
+    serve = sub.add_parser("serve", help="run the sync server", description=SERVE_DESCRIPTION)
     add_serve_arguments(serve)
     serve.set_defaults(handler=run_serve)
 
@@ -94,6 +100,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from server.main import run  # aiohttp and the app load only when serving
 
@@ -104,12 +111,17 @@ def run_serve(args: argparse.Namespace) -> int:
             where = ".".join(str(p) for p in error["loc"])
             print(f"weft serve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
         return 2
+    except SettingsError as exc:  # a WEFT_* variable that should hold JSON does not
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"WEFT_{field.group(1).upper()}" if field else "a WEFT_* variable"
+        print(f"weft serve: {name} is not valid JSON ({exc.__cause__ or exc})", file=sys.stderr)
+        return 2
     return run(settings)
 
 
 def serve_main(argv: Sequence[str] | None = None) -> int:
     """``python -m server``: the same flags as ``weft serve``."""
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m server", description=SERVE_DESCRIPTION)
     add_serve_arguments(parser)
     return run_serve(parser.parse_args(argv))
 

@@ -11,7 +11,7 @@ import ipaddress
 import secrets
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt.history import MAX_UPDATE_BYTES
@@ -21,6 +21,8 @@ LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 class QuotaOverride(BaseModel):
     """Per-tenant quota values that differ from the defaults (unset fields: the default)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt quota is an error, not ignored
 
     max_update_bytes: int | None = Field(default=None, gt=0)
     max_doc_bytes: int | None = Field(default=None, gt=0)

@@ -79,6 +79,10 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
+class CannotListen(Exception):
+    """The address is taken or not ours (the message says which)."""
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain."""
     app = create_app(settings)
@@ -89,10 +93,13 @@ async def serve(settings: Settings) -> None:
         access_log_class=AccessLogger,
         shutdown_timeout=settings.drain_seconds,
     )
-    await runner.setup()
+    await runner.setup()  # opens the store: its OSErrors are the store's
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
         addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
         for line in banner(settings, addresses):
             print(line, flush=True)
@@ -125,9 +132,10 @@ def run(settings: Settings) -> int:
     except ImportError as exc:  # e.g. fdb:// without the FoundationDB engine or client library
         print(f"weft serve: store {settings.store} is not available: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(
-            f"weft serve: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr
-        )
+    except CannotListen as exc:
+        print(f"weft serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the store's folder cannot be created
+        print(f"weft serve: cannot open the store {settings.store}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -445,6 +445,8 @@ class SQLiteEngine:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = sync

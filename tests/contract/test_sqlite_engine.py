@@ -76,6 +76,8 @@ async def test_a_commit_waits_for_another_writer_on_the_file(tmp_path: Path) -> 
         ("sqlite:///x.db?synchronous=SOMETIMES", "synchronous must be one of"),
         ("sqlite:///x.db?wal_limit_mb=0", "wal_limit_mb must be at least 1"),
         ("sqlite:///x.db?wal_limit_mb=lots", "invalid literal"),
+        ("sqlite:///x.db?readers=0", "readers must be at least 1"),
+        ("sqlite:///x.db?readers=many", "invalid literal"),
         ("postgres://db", "unknown store URL"),
     ],
 )

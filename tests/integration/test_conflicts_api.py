@@ -196,13 +196,14 @@ async def test_unknown_and_malformed_conflict_ids(
     assert status == 400
 
 
-def weft(*args: str) -> subprocess.CompletedProcess[str]:
+def weft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     return subprocess.run(
         [sys.executable, "-m", "client.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "WEFT_TOKEN": token_for(user="cli")},
+        env={**clean, "WEFT_TOKEN": token_for(user="cli"), **(env or {})},
     )
 
 
@@ -227,6 +228,14 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     assert "| ours" in shown.stdout and "| theirs" in shown.stdout
     as_json = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
     assert [r["id"] for r in json.loads(as_json.stdout)] == [cid]
+    where = {"WEFT_SERVER": remote[1], "WEFT_TENANT": "acme", "WEFT_PROJECT": "cli"}
+    from_env = await asyncio.to_thread(weft, "conflicts", "list", "--json", env=where)
+    assert from_env.returncode == 0, from_env.stderr
+    assert [r["id"] for r in json.loads(from_env.stdout)] == [cid]
+    nowhere = await asyncio.to_thread(weft, "conflicts", "list", "--tenant", "acme")
+    assert nowhere.returncode == 2 and "--server URL or --store URL" in nowhere.stderr
+    no_project = await asyncio.to_thread(weft, "conflicts", "list", *remote[:4])
+    assert no_project.returncode == 2 and "--project missing" in no_project.stderr
 
     missing = await asyncio.to_thread(weft, "conflicts", "show", "0" * 24, *remote)
     assert missing.returncode == 2 and "no conflict" in missing.stderr

@@ -51,13 +51,26 @@ def test_first_sync_pushes_a_folder_and_a_second_folder_gets_it(
     (a / "docs" / "guide é.md").write_text("ünïcode ✓ and emoji 😀\r\nCRLF kept\r\n")
     (a / "empty.txt").write_text("")
     out = once(server, a, "first")
-    assert "in sync: 3 files" in out
+    assert "in sync: 3 files" in out and "3 local change(s) found" in out
     assert get_text(doc_url(server, "first", "docs/guide é.md")) == (
         "ünïcode ✓ and emoji 😀\r\nCRLF kept\r\n"
     )
     once(server, b, "first")
     assert folder_files(b) == folder_files(a)
     assert (b / ".weft" / "history.db").exists() and (b / ".weft" / "state.db").exists()
+
+
+def test_quiet_prints_only_warnings_conflicts_and_errors(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "q"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    (folder / "image.bin").write_bytes(b"\x00\x01\x02")
+    out = once(server, folder, "quiet", "-q")
+    assert "weft sync" not in out and "in sync" not in out and "device " not in out
+    assert "image.bin" in out  # the skipped binary file is a warning
+    assert get_text(doc_url(server, "quiet", "a.txt")) == "a\n"
 
 
 def test_different_file_with_no_shared_history_becomes_a_conflict(
@@ -185,6 +198,14 @@ def test_bad_input_is_refused_with_exit_code_2(
     assert code == 2 and "must be positive" in out
     code, out = weft(str(folder), "--server", server.ws_url, *base, "--device-id", "my laptop")
     assert code == 2 and "--device-id 'my laptop'" in out
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WEFT_SYNC_POLL", "soon")  # used to be ignored silently
+        code, out = weft(str(folder), "--server", server.ws_url, *base)
+        assert code == 2 and "WEFT_SYNC_POLL='soon' is not a number of seconds" in out
+        with pytest.raises(SystemExit) as help_exit:  # another command does not read it
+            main(["serve", "--help"])
+        assert help_exit.value.code == 0
+        capsys.readouterr()
     code, out = weft(
         str(folder), "--server", server.ws_url, "--tenant", TENANT, "--project", "bound", "--once"
     )

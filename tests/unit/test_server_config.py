@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +164,44 @@ def test_a_tenants_update_size_override_is_held_to_the_store_limit() -> None:
         Settings(tenant_quotas={"acme": {"max_update_bytes": 12 << 20}})  # type: ignore[dict-item]
     settings = Settings(tenant_quotas={"acme": {"max_update_bytes": 1 << 20}})  # type: ignore[dict-item]
     assert settings.tenant_quotas["acme"].max_update_bytes == 1 << 20
+
+
+def test_a_misspelt_tenant_quota_is_an_error_not_ignored() -> None:
+    with pytest.raises(ValidationError, match="max_conections"):
+        Settings(tenant_quotas={"acme": {"max_conections": 5}})  # type: ignore[dict-item]
+
+
+def serve_in_a_child(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``python -m server ARGV`` in a fresh process (it configures logging, runs a loop):
+    its exit code and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "server", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    return done.returncode, done.stderr
+
+
+def test_tenant_quotas_that_are_not_json_are_named_without_a_traceback() -> None:
+    code, err = serve_in_a_child("--port", "0", env={"WEFT_TENANT_QUOTAS": "{bad"})
+    assert code == 2
+    assert "WEFT_TENANT_QUOTAS is not valid JSON" in err and "Traceback" not in err
+
+
+def test_a_store_that_cannot_be_opened_is_not_blamed_on_the_address(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    code, err = serve_in_a_child("--port", "0", "--store", f"sqlite:///{tmp_path}/a-file/w.db")
+    assert code == 1
+    assert "cannot open the store" in err and "cannot listen" not in err
+
+
+def test_an_address_in_use_is_said_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = serve_in_a_child("--port", str(port), "--store", f"sqlite:///{tmp_path}/w.db")
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err
