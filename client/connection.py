@@ -10,8 +10,9 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
    branch: ``Base(base)`` goes first (the last server versionstamp this device had seen
    when it made them), then the outbox, merged; once every update is acknowledged
    ``Base(ZERO)`` ends the branch, and the server checks it for conflicts;
-3. every ``Ack`` moves the outbox cursor; ``Refused`` with 4403 means a read-only token:
-   the device keeps its edits and stops sending;
+3. every ``Ack`` moves the outbox cursor (and, once nothing else waits, asks for a probe
+   of its versionstamp, see 4); ``Refused`` with 4403 means a read-only token: the
+   device keeps its edits and stops sending;
 4. the device's poller may ask for a probe (``SyncStep1`` again): the reply tells that
    everything up to the head it read before asking is here, which moves ``base``. A
    document that has the server's updates but no base (opened before the device read

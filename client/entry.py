@@ -80,9 +80,15 @@ class DocEntry:
             self.device.save_doc_state(self)
 
     def acked(self, vs: Versionstamp) -> None:
+        """A local update is durable at ``vs``. That is no proof that every update before
+        ``vs`` is here (another instance's may still be on its way to this one's room):
+        once nothing else waits, a probe for ``vs`` moves the base."""
         self.device.updates_acked += 1
         self.device.save_doc_state(self)
-        self.seen(vs)
+        if self.head_seen is None or vs > self.head_seen:
+            self.head_seen = vs
+        if len(self.outbox) == 0 and self.unrecorded_local == 0:
+            self.link.probe(vs)
 
     async def wait_synced(self) -> bool:
         """Wait until the server's state is here (True) or the link stopped (False)."""

@@ -278,3 +278,38 @@ async def test_a_weft_probe_is_answered_with_every_update_up_to_the_head(
         await peer.wait_text("from another instance", timeout=2.0)
         assert str(room.doc.get("content", type=Text)) == "from another instance"
         await peer.close()
+
+
+async def test_an_acked_update_moves_a_devices_base_only_with_what_came_before_it(
+    tmp_path: Path,
+) -> None:
+    """Another instance commits X, then this device's own edit is acked at a later
+    versionstamp while X has not reached this instance's room yet (its watcher stopped
+    here, as if SQLite's cross-process poll had not come round): the device's base may
+    only pass X once X is in its document, or its next offline edit of X's line would
+    not be judged against X."""
+    from client.device import Device
+
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        device = Device(
+            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
+        )
+        async with device:
+            entry = await device.open("acked.txt")
+            entry.text.insert(0, "mine\n")
+            await device.sync(10)
+            history = app[HISTORY]
+            doc = await history.doc("acme", "site", "acked.txt")
+            room = app[ROOMS].get(doc)
+            assert room is not None and room.watcher is not None
+            room.watcher.cancel()
+            source: Doc[Any] = Doc()
+            source.get("content", type=Text).insert(0, "theirs\n")
+            (other,) = await history.append(
+                [Append(doc, source.get_update(), "bob", "1", "other/1")]
+            )
+            entry.text.insert(len(entry.text), "more of mine\n")
+            await device.sync(10)
+            assert entry.base is not None and entry.base > other.versionstamp
+            assert "theirs\n" in str(entry.text)
