@@ -60,6 +60,7 @@ EMPTY_STATE_VECTOR = b"\x00"
 HEARTBEAT_SECONDS = 20.0
 CONNECT_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
 MAX_INFLIGHT_SENDS = 8
+CONFIRM_DELAY = 0.5  # quiet seconds after the last ack before its confirming probe
 CODE_READ_ONLY = 4403
 CODE_TOO_BIG = 1009
 RETRY_LATER = {1008, 1011, 1013, 1014}
@@ -83,6 +84,10 @@ class DocLink:
         self.ready = False  # the server's SyncStep1 arrived on the current connection
         self.server_sv: bytes | None = None  # its state vector, until we answered it
         self.probes: deque[Versionstamp | None] = deque()
+        # The last acked versionstamp, to be proven by a probe once the link has been
+        # quiet for CONFIRM_DELAY (or at once while the device syncs): see confirm_later.
+        self.confirm: Versionstamp | None = None
+        self.confirm_at = 0.0
         self.branch_open = False
         self.branch_done = False
         self.offline_pending = False
@@ -111,6 +116,37 @@ class DocLink:
         self._wake.set()
         if not self.wanted:
             self.want()
+
+    def confirm_later(self, vs: Versionstamp) -> None:
+        """Every local update is acknowledged, the last at ``vs``: an ack is no proof that
+        every update before it is here (another instance's may still be on its way), so
+        a probe for ``vs`` moves the base. Sent once the link has been quiet for
+        ``CONFIRM_DELAY`` (a burst of edits costs one probe) or at once while the device
+        syncs."""
+        if self.confirm is None or vs > self.confirm:
+            self.confirm = vs
+        self.confirm_at = time.monotonic() + CONFIRM_DELAY
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """The device syncs: send a pending confirming probe now."""
+        if self.confirm is not None:
+            self._wake.set()
+
+    def _maybe_confirm(self) -> float | None:
+        """Send the confirming probe if due; else the seconds until it is (None: none)."""
+        if self.confirm is None:
+            return None
+        entry = self.entry
+        if len(entry.outbox) or entry.unrecorded_local:
+            self.confirm = None  # more to send: its acks bring a newer one
+            return None
+        wait = self.confirm_at - time.monotonic()
+        if wait > 0 and not self.device.syncing:
+            return wait
+        head, self.confirm = self.confirm, None
+        self.probe(head)
+        return None
 
     def probe(self, head: Versionstamp | None) -> None:
         """Ask the server for what we lack; its answer proves we hold ``head``."""
@@ -226,7 +262,12 @@ class DocLink:
         self.ws, self.ready, self.error, self.server_sv = ws, False, None, None
         self.branch_open = self.branch_done = False
         self.offline_pending = len(entry.outbox) > 0 or entry.unrecorded_local > 0
-        self.probes = deque([head_before])
+        # The first answer proves every head this device has heard of: the server catches
+        # the room up to the store's head first (and what it acked is durable), so a
+        # probe the last connection left unanswered is answered here too.
+        known = [h for h in (head_before, entry.head_seen) if h is not None]
+        self.probes = deque([max(known) if known else None])
+        self.confirm = None
         self.server_had_state = False
         entry.base_wanted = False
         self._control = deque([SyncStep1(entry.doc.get_state())])
@@ -334,9 +375,13 @@ class DocLink:
         idle = self.device.idle_seconds
         while True:
             timeout = None if idle is None else max(idle / 2, 0.05)
+            due = self._maybe_confirm()
+            if due is not None:
+                timeout = due if timeout is None else min(timeout, due)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            self._maybe_confirm()
             while self._control:
                 await self._send(ws, self._control.popleft())
             if self.ready:
@@ -385,6 +430,7 @@ class DocLink:
         return (
             entry.synced.is_set()
             and not self.probes
+            and self.confirm is None
             and not entry.base_wanted
             and not self.branch_open
             and len(entry.outbox) == 0

@@ -98,6 +98,7 @@ class Device:
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
         self.updates_acked = 0  # local updates the server acknowledged since start
+        self.syncing = 0  # callers waiting in wait_until (sync, a workspace's sync)
         self._heads_again = False  # asked for while a one-off read was under way
         self.read_only = False
         self.paused = False
@@ -472,6 +473,15 @@ class Device:
 
         The predicate is checked after a change, at most every ``CHECK_SECONDS`` (a check
         may look at every open document)."""
+        self.syncing += 1  # acked edits are confirmed at once, not after a quiet spell
+        for entry in self.entries.values():
+            entry.link.hurry()
+        try:
+            await self._wait_until(predicate)
+        finally:
+            self.syncing -= 1
+
+    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while True:
             self._changed.clear()
             if self.failure is not None:

@@ -82,13 +82,14 @@ class DocEntry:
     def acked(self, vs: Versionstamp) -> None:
         """A local update is durable at ``vs``. That is no proof that every update before
         ``vs`` is here (another instance's may still be on its way to this one's room):
-        once nothing else waits, a probe for ``vs`` moves the base."""
+        once nothing else waits, a probe for ``vs`` moves the base (see
+        ``DocLink.confirm_later``)."""
         self.device.updates_acked += 1
         self.device.save_doc_state(self)
         if self.head_seen is None or vs > self.head_seen:
             self.head_seen = vs
         if len(self.outbox) == 0 and self.unrecorded_local == 0:
-            self.link.probe(vs)
+            self.link.confirm_later(vs)
 
     async def wait_synced(self) -> bool:
         """Wait until the server's state is here (True) or the link stopped (False)."""
@@ -107,5 +108,8 @@ class DocEntry:
         if self.unrecorded or (len(self.outbox) and not self.device.read_only):
             return False
         return not link.wanted or (
-            self.synced.is_set() and not link.probes and not self.base_wanted
+            self.synced.is_set()
+            and not link.probes
+            and link.confirm is None
+            and not self.base_wanted
         )

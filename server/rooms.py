@@ -417,21 +417,25 @@ class Rooms:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def catch_up_to_head(self, room: Room) -> None:
+    async def catch_up_to_head(self, room: Room) -> bool:
         """Apply every update up to the document's current head before a weft client's
         ``SyncStep1`` is answered: the client takes the answer as proof that it holds
         everything up to a head it read before asking (its base for offline edits), and
         another instance's commit may not have woken this room's watcher yet (SQLite's
-        cross-process watch polls). On this instance's own commits: no log read."""
+        cross-process watch polls). On this instance's own commits: no log read (the
+        caller first waits until the writer settled what it had started, see
+        ``Writer.settled``). ``False`` when the store could not be read: no proof."""
         try:
             raw = await self.history.kv.read(lambda tr: tr.get(room.ref.key("head")))
             if raw is None:
-                return
+                return True
             async with room.catching_up:
                 if not room.skip_own(Head.decode(raw)):
                     await self._catch_up(room)
-        except Exception:  # the answer goes out anyway; the watcher catches up later
+            return True
+        except Exception:  # the caller says "try again"; the watcher catches up later
             log.warning("catching %s up before a probe failed", room.ref.path, exc_info=True)
+            return False
 
     async def _catch_up(self, room: Room) -> None:
         """Apply the log's records after the room's cursor that the room does not get

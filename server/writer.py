@@ -164,6 +164,14 @@ class Writer:
         self._queue.append(pending)
         self._wakeup.set()
 
+    async def settled(self) -> None:
+        """Wait until every batch started so far has been settled: each of its updates
+        applied to its room (or failed) and acknowledged. Once it returns, whatever this
+        instance had made durable by the time of the call is in its rooms."""
+        target = self._batches_started
+        while self._batches_done < target:
+            await self._batch_done.wait()
+
     async def close(self) -> None:
         """Stop accepting, commit everything already queued, then stop."""
         self._closing = True

@@ -37,7 +37,13 @@ from server.appkeys import (
     WRITER,
 )
 from server.auth import InvalidToken, Principal, check, token_of
-from server.connection import CLOSE_TIMEOUT, Connection, WebSocket, close_reason
+from server.connection import (
+    CLOSE_TIMEOUT,
+    CLOSE_TRY_AGAIN,
+    Connection,
+    WebSocket,
+    close_reason,
+)
 from server.rooms import Room
 from server.session import (
     Action,
@@ -258,7 +264,12 @@ class _Link:
                 break
             if msg.type == WSMsgType.BINARY:
                 if session.weft and msg.data[:2] == SYNC_STEP1_PREFIX and self.room is not None:
-                    await self.rooms.catch_up_to_head(self.room)  # its answer proves a base
+                    # Its answer proves a base: first this instance's commits made durable
+                    # before it came, then everything up to the head.
+                    await self.writer.settled()
+                    if not await self.rooms.catch_up_to_head(self.room):
+                        conn.close(CLOSE_TRY_AGAIN, "store unavailable; try again")
+                        break
                 actions = session.receive_frame(msg.data, time.monotonic())
                 if (
                     len(actions) == 1

@@ -23,7 +23,7 @@ from server.auth import Principal
 from server.config import Settings
 from server.metrics import Metrics
 from server.rooms import Room
-from server.testing import YPeer, client_session, serve_in_process
+from server.testing import ConnectionClosed, YPeer, client_session, serve_in_process, until
 from server.writer import Writer, WriterClosed
 
 
@@ -265,7 +265,6 @@ async def test_a_weft_probe_is_answered_with_every_update_up_to_the_head(
     app = create_app(settings(tmp_path))
     async with serve_in_process(app) as server:
         peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/probed.txt", weft=True)
-        await peer.handshake()
         history = app[HISTORY]
         doc = await history.doc("acme", "site", "probed.txt")
         room = app[ROOMS].get(doc)
@@ -313,3 +312,123 @@ async def test_an_acked_update_moves_a_devices_base_only_with_what_came_before_i
             await device.sync(10)
             assert entry.base is not None and entry.base > other.versionstamp
             assert "theirs\n" in str(entry.text)
+
+
+async def probe_answer(peer: YPeer) -> SyncStep2:
+    """Send a probe (SyncStep1 with the peer's state) and wait for its SyncStep2."""
+    seen = len(peer.received)
+    await peer.send(SyncStep1(peer.doc.get_state()))
+    await peer.until(lambda: any(isinstance(m, SyncStep2) for m in peer.received[seen:]))
+    return next(m for m in peer.received[seen:] if isinstance(m, SyncStep2))
+
+
+async def test_a_probe_the_room_could_not_catch_up_for_is_refused_not_answered(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The log cannot be read (the store fails here): an answer would prove a head the
+    room may lack, so the connection is closed with 1013 (the client tries again)."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/failing.txt", weft=True)
+        history = app[HISTORY]
+        doc = await history.doc("acme", "site", "failing.txt")
+        room = app[ROOMS].get(doc)
+        assert room is not None and room.watcher is not None
+        room.watcher.cancel()
+        source: Doc[Any] = Doc()
+        source.get("content", type=Text).insert(0, "from another instance")
+        await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("read failed: database is locked")
+
+        history.updates = failing  # type: ignore[method-assign]
+        with pytest.raises(ConnectionClosed) as closed:
+            await probe_answer(peer)
+        assert closed.value.code == 1013
+
+
+async def test_a_probe_answer_holds_this_instances_commits_durable_before_it(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """b's update is durable (in the head anyone reads) but its commit has not been
+    reported to the writer yet (held back here, as a slow thread hand-off would): a
+    probe that comes meanwhile is answered only once it is in the room."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        url = f"{server.ws_url}/acme/site/own.txt"
+        a = await YPeer.connect(http, url, weft=True)
+        b = await YPeer.connect(http, url, weft=True)
+        history = app[HISTORY]
+        doc = await history.doc("acme", "site", "own.txt")
+        transact, held = history.kv.transact, asyncio.Event()
+
+        async def reported_late(fn: Any) -> Any:
+            committed = await transact(fn)
+            if not held.is_set():
+                held.set()
+                await asyncio.sleep(0.5)  # durable, not reported yet
+            return committed
+
+        history.kv.transact = reported_late  # type: ignore[method-assign]
+        await b.append("from b")
+        await held.wait()
+        assert await history.head(doc) is not None  # a client could read this head
+        await probe_answer(a)
+        assert str(a.text) == "from b"
+
+
+async def test_a_device_typing_sends_one_confirming_probe_per_pause(tmp_path: Path) -> None:
+    """Acked edits are confirmed by a probe (one KV read on the server) once the link
+    has been quiet a moment, not after every keystroke."""
+    from client.device import Device
+
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        rooms = app[ROOMS]
+        catch_up, calls = rooms.catch_up_to_head, [0]
+
+        async def counted(room: Room) -> bool:
+            calls[0] += 1
+            return await catch_up(room)
+
+        rooms.catch_up_to_head = counted  # type: ignore[method-assign]
+        device = Device(
+            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
+        )
+        async with device:
+            entry = await device.open("typed.txt")
+            await device.sync(10)
+            before = calls[0]
+            for _ in range(20):
+                entry.text.insert(len(entry.text), "x")
+                await asyncio.sleep(0.1)  # 10 keystrokes a second, each acked in between
+            await device.sync(10)
+            assert calls[0] - before <= 2
+            assert entry.base is not None and entry.base == entry.head_seen
+
+
+async def test_a_reconnect_proves_what_an_unanswered_confirmation_would_have(
+    tmp_path: Path,
+) -> None:
+    """The connection drops after the acks, before their confirming probe: the next
+    connection's first answer proves the acked versionstamp (else the base stayed
+    behind updates the device holds, and a later offline edit made false conflicts)."""
+    from client.device import Device
+
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        device = Device(
+            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
+        )
+        async with device:
+            entry = await device.open("dropped.txt")
+            entry.text.insert(0, "one\n")
+            await device.sync(10)
+            first = entry.base
+            entry.text.insert(len(entry.text), "two\n")
+            await until(lambda: entry.link.confirm is not None, 5.0)  # acked, not confirmed
+            await entry.link.disconnect()
+            await device.sync(10)
+            assert entry.base is not None and first is not None and entry.base > first
+            assert entry.base == entry.head_seen
