@@ -130,7 +130,10 @@ async def _via_server(args: argparse.Namespace) -> Any:
             if response.status >= 400:
                 error = data.get("error", {}) if isinstance(data, dict) else {}
                 message = error.get("message") or f"HTTP {response.status}"
-                raise CliError(message, 2 if response.status < 500 else 1)
+                # as the time-travel commands: a refused token or a server error is a
+                # failure (1), anything else the request got wrong is bad input (2)
+                failed = response.status in (401, 403) or response.status >= 500
+                raise CliError(message, 1 if failed else 2)
     except aiohttp.ClientError as exc:
         raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
     return data["conflicts"] if args.action == "list" else data["conflict"]

@@ -232,6 +232,9 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     from_env = await asyncio.to_thread(weft, "conflicts", "list", "--json", env=where)
     assert from_env.returncode == 0, from_env.stderr
     assert [r["id"] for r in json.loads(from_env.stdout)] == [cid]
+    reader = {"WEFT_TOKEN": token_for(user="reader", scope="read")}
+    refused = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote, env=reader)
+    assert refused.returncode == 1 and refused.stderr  # as `weft revert`: a refusal fails
     nowhere = await asyncio.to_thread(weft, "conflicts", "list", "--tenant", "acme")
     assert nowhere.returncode == 2 and "--server URL or --store URL" in nowhere.stderr
     no_project = await asyncio.to_thread(weft, "conflicts", "list", *remote[:4])
