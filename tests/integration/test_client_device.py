@@ -144,53 +144,6 @@ async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_
         }
 
 
-@pytest.mark.parametrize("poll_seconds", [3600.0, None])
-async def test_a_document_opened_before_its_head_was_read_learns_its_base(
-    server: ServerProcess, tmp_path: Path, poll_seconds: float | None
-) -> None:
-    """b reads the heads at start, before a creates the doc, and would not read them
-    again for an hour (or never): it still learns the base of the state it synced, so
-    its offline edit of a line a also edited offline is a conflict. Then a doc that was
-    empty when b opened it, and that a writes to later, gets its base too."""
-    project = f"late-base-{poll_seconds}"
-    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
-    a = make(tmp_path, server, "a", project)
-    b = Device(
-        tmp_path / "b", server.ws_url, "acme", project, max_backoff=0.3, poll_seconds=poll_seconds
-    )
-    async with a, b:
-        if poll_seconds is not None:
-            await eventually(b.heads_read.is_set)
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\ntwo\nthree\n")
-        await a.sync(10)
-        entry_b = await b.open("f.txt")
-        await b.sync(10)
-        assert str(entry_b.text) == "one\ntwo\nthree\n"
-        assert entry_b.base is not None and entry_b.base == a.entries["f.txt"].base
-
-        await a.pause()
-        await b.pause()
-        ta.insert(len("one\ntwo"), " (a)")
-        entry_b.text.insert(len("one\ntwo"), " (b)")
-        a.resume()
-        await a.sync(10)
-        b.resume()
-        await b.sync(10)
-        await eventually(lambda: str(ta) == str(entry_b.text))
-        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
-
-        empty_b = await b.open("g.txt")
-        await b.sync(10)
-        assert empty_b.base is None  # nothing on the server: nothing to base edits on
-        tg = text_of(await a.doc("g.txt"))
-        tg.insert(0, "from a\n")
-        await a.sync(10)
-        await eventually(lambda: str(empty_b.text) == "from a\n")
-        await b.sync(10)
-        assert empty_b.base == a.entries["g.txt"].base
-
-
 def late_device(
     tmp_path: Path, server: ServerProcess, project: str, poll: float | None, **kwargs: Any
 ) -> Device:
@@ -221,6 +174,57 @@ def slow_heads(device: Device, gate: asyncio.Event | None = None, delay: float =
     device.api.heads = held_back  # type: ignore[method-assign]
 
 
+async def written_after_b_read_the_heads(a: Device, b: Device, path: str, text: str) -> Text:
+    """a writes ``text`` to a new doc ``path`` after b's poller (if any) read the heads."""
+    if b.poll_seconds is not None:
+        await eventually(b.heads_read.is_set)
+    written = text_of(await a.doc(path))
+    written.insert(0, text)
+    await a.sync(10)
+    return written
+
+
+@pytest.mark.parametrize("poll_seconds", [3600.0, None])
+async def test_a_document_opened_before_its_head_was_read_learns_its_base(
+    server: ServerProcess, tmp_path: Path, poll_seconds: float | None
+) -> None:
+    """b reads the heads at start, before a creates the doc, and would not read them
+    again for an hour (or never): it still learns the base of the state it synced, so
+    its offline edit of a line a also edited offline is a conflict. Then a doc that was
+    empty when b opened it, and that a writes to later, gets its base too."""
+    project = f"late-base-{poll_seconds}"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll_seconds)
+    async with a, b:
+        ta = await written_after_b_read_the_heads(a, b, "f.txt", "one\ntwo\nthree\n")
+        entry_b = await b.open("f.txt")
+        await b.sync(10)
+        assert str(entry_b.text) == "one\ntwo\nthree\n"
+        assert entry_b.base is not None and entry_b.base == a.entries["f.txt"].base
+
+        await a.pause()
+        await b.pause()
+        ta.insert(len("one\ntwo"), " (a)")
+        entry_b.text.insert(len("one\ntwo"), " (b)")
+        a.resume()
+        await a.sync(10)
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == str(entry_b.text))
+        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+
+        empty_b = await b.open("g.txt")
+        await b.sync(10)
+        assert empty_b.base is None  # nothing on the server: nothing to base edits on
+        tg = text_of(await a.doc("g.txt"))
+        tg.insert(0, "from a\n")
+        await a.sync(10)
+        await eventually(lambda: str(empty_b.text) == "from a\n")
+        await b.sync(10)
+        assert empty_b.base == a.entries["g.txt"].base
+
+
 @pytest.mark.parametrize("poll", [3600.0, None])
 async def test_a_server_update_before_the_first_answer_still_leads_to_a_base(
     server: ServerProcess, tmp_path: Path, poll: float | None
@@ -232,11 +236,7 @@ async def test_a_server_update_before_the_first_answer_still_leads_to_a_base(
     a = make(tmp_path, server, "a", project)
     b = late_device(tmp_path, server, project, poll)
     async with a, b:
-        if poll is not None:
-            await eventually(b.heads_read.is_set)
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\n")
-        await a.sync(10)
+        ta = await written_after_b_read_the_heads(a, b, "f.txt", "one\n")
         entry = await b.open("f.txt", connect=False)
         link, send, gate = entry.link, entry.link._send, asyncio.Event()
 
@@ -298,11 +298,7 @@ async def test_a_failing_heads_read_does_not_hold_up_sync(
     a = make(tmp_path, server, "a", project)
     b = late_device(tmp_path, server, project, poll, listener=events)
     async with a, b:
-        if poll is not None:
-            await eventually(b.heads_read.is_set)
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\n")
-        await a.sync(10)
+        await written_after_b_read_the_heads(a, b, "f.txt", "one\n")
 
         async def failing() -> dict[str, Any]:
             raise ApiError(500, "internal", "internal error: boom")
@@ -325,11 +321,7 @@ async def test_an_idle_closing_link_waits_for_its_base(
     a = make(tmp_path, server, "a", project)
     b = late_device(tmp_path, server, project, poll, idle_seconds=0.0)
     async with a, b:
-        if poll is not None:
-            await eventually(b.heads_read.is_set)
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\n")
-        await a.sync(10)
+        await written_after_b_read_the_heads(a, b, "f.txt", "one\n")
         slow_heads(b, delay=0.3)
         entry = await b.open("f.txt")
         await b.sync(10)

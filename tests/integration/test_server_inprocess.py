@@ -9,8 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from pycrdt import Doc, Text
 
+from client.device import Device
 from crdt import codec
 from crdt.codec import Base, SyncStep1, SyncStep2
 from crdt.errors import StoreError, TransactionTooLarge
@@ -23,7 +25,14 @@ from server.auth import Principal
 from server.config import Settings
 from server.metrics import Metrics
 from server.rooms import Room
-from server.testing import ConnectionClosed, YPeer, client_session, serve_in_process, until
+from server.testing import (
+    ConnectionClosed,
+    InProcessServer,
+    YPeer,
+    client_session,
+    serve_in_process,
+    until,
+)
 from server.writer import Writer, WriterClosed
 
 
@@ -254,6 +263,30 @@ async def test_a_loaded_room_tells_the_writer_what_follows_the_latest_snapshot(
         await peer.close()
 
 
+def device_of(server: InProcessServer, tmp_path: Path) -> Device:
+    """A weft client device of project acme/site on ``server``, without a poller."""
+    return Device(
+        tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
+    )
+
+
+async def commit_behind_the_watcher(
+    app: web.Application, path: str, text: str
+) -> tuple[Room, Appended]:
+    """Stop the room's watcher of ``path`` (as if SQLite's cross-process poll had not
+    come round yet), then commit ``text`` as another instance would (its session id
+    does not start with this instance's): the room does not have it."""
+    history = app[HISTORY]
+    doc = await history.doc("acme", "site", path)
+    room = app[ROOMS].get(doc)
+    assert room is not None and room.watcher is not None
+    room.watcher.cancel()
+    source: Doc[Any] = Doc()
+    source.get("content", type=Text).insert(0, text)
+    (appended,) = await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+    return room, appended
+
+
 async def test_a_weft_probe_is_answered_with_every_update_up_to_the_head(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -265,14 +298,7 @@ async def test_a_weft_probe_is_answered_with_every_update_up_to_the_head(
     app = create_app(settings(tmp_path))
     async with serve_in_process(app) as server:
         peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/probed.txt", weft=True)
-        history = app[HISTORY]
-        doc = await history.doc("acme", "site", "probed.txt")
-        room = app[ROOMS].get(doc)
-        assert room is not None and room.watcher is not None
-        room.watcher.cancel()
-        source: Doc[Any] = Doc()
-        source.get("content", type=Text).insert(0, "from another instance")
-        await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+        room, _ = await commit_behind_the_watcher(app, "probed.txt", "from another instance")
         await peer.send(SyncStep1(peer.doc.get_state()))
         await peer.wait_text("from another instance", timeout=2.0)
         assert str(room.doc.get("content", type=Text)) == "from another instance"
@@ -287,27 +313,14 @@ async def test_an_acked_update_moves_a_devices_base_only_with_what_came_before_i
     here, as if SQLite's cross-process poll had not come round): the device's base may
     only pass X once X is in its document, or its next offline edit of X's line would
     not be judged against X."""
-    from client.device import Device
-
     app = create_app(settings(tmp_path))
     async with serve_in_process(app) as server:
-        device = Device(
-            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
-        )
+        device = device_of(server, tmp_path)
         async with device:
             entry = await device.open("acked.txt")
             entry.text.insert(0, "mine\n")
             await device.sync(10)
-            history = app[HISTORY]
-            doc = await history.doc("acme", "site", "acked.txt")
-            room = app[ROOMS].get(doc)
-            assert room is not None and room.watcher is not None
-            room.watcher.cancel()
-            source: Doc[Any] = Doc()
-            source.get("content", type=Text).insert(0, "theirs\n")
-            (other,) = await history.append(
-                [Append(doc, source.get_update(), "bob", "1", "other/1")]
-            )
+            _, other = await commit_behind_the_watcher(app, "acked.txt", "theirs\n")
             entry.text.insert(len(entry.text), "more of mine\n")
             await device.sync(10)
             assert entry.base is not None and entry.base > other.versionstamp
@@ -331,13 +344,7 @@ async def test_a_probe_the_room_could_not_catch_up_for_is_refused_not_answered(
     async with serve_in_process(app) as server:
         peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/failing.txt", weft=True)
         history = app[HISTORY]
-        doc = await history.doc("acme", "site", "failing.txt")
-        room = app[ROOMS].get(doc)
-        assert room is not None and room.watcher is not None
-        room.watcher.cancel()
-        source: Doc[Any] = Doc()
-        source.get("content", type=Text).insert(0, "from another instance")
-        await history.append([Append(doc, source.get_update(), "bob", "1", "other/1")])
+        await commit_behind_the_watcher(app, "failing.txt", "from another instance")
 
         async def failing(*args: Any, **kwargs: Any) -> Any:
             raise StoreError("read failed: database is locked")
@@ -381,8 +388,6 @@ async def test_a_probe_answer_holds_this_instances_commits_durable_before_it(
 async def test_a_device_typing_sends_one_confirming_probe_per_pause(tmp_path: Path) -> None:
     """Acked edits are confirmed by a probe (one KV read on the server) once the link
     has been quiet a moment, not after every keystroke."""
-    from client.device import Device
-
     app = create_app(settings(tmp_path))
     async with serve_in_process(app) as server:
         rooms = app[ROOMS]
@@ -393,9 +398,7 @@ async def test_a_device_typing_sends_one_confirming_probe_per_pause(tmp_path: Pa
             return await catch_up(room)
 
         rooms.catch_up_to_head = counted  # type: ignore[method-assign]
-        device = Device(
-            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
-        )
+        device = device_of(server, tmp_path)
         async with device:
             entry = await device.open("typed.txt")
             await device.sync(10)
@@ -414,13 +417,9 @@ async def test_a_reconnect_proves_what_an_unanswered_confirmation_would_have(
     """The connection drops after the acks, before their confirming probe: the next
     connection's first answer proves the acked versionstamp (else the base stayed
     behind updates the device holds, and a later offline edit made false conflicts)."""
-    from client.device import Device
-
     app = create_app(settings(tmp_path))
     async with serve_in_process(app) as server:
-        device = Device(
-            tmp_path / "device", server.ws_url, "acme", "site", max_backoff=0.2, poll_seconds=None
-        )
+        device = device_of(server, tmp_path)
         async with device:
             entry = await device.open("dropped.txt")
             entry.text.insert(0, "one\n")
