@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -48,10 +47,6 @@ log = logging.getLogger("weft.workspace")
 WATCH_DEBOUNCE_MS = 50
 RESCAN_SECONDS = 10.0
 OPEN_CONCURRENCY = 32
-# A local edit inserts at most this much text (UTF-8) per update: a big file goes in
-# pieces, each under any server's update size limit of this size or more (the default
-# is 8 MB; a tenant's may be lower).
-MAX_INSERT_BYTES = 64 << 10
 
 
 class Workspace(Listener):
@@ -261,14 +256,10 @@ class Workspace(Listener):
             target = text
         else:
             target = merge3(shadow, text, current)
-        undelete = entry.deleted or shadow is None
-        inserted, deleted = apply(
-            entry.text,
-            current,
-            diff(current, target),
-            split_bytes=MAX_INSERT_BYTES,
-            first=functools.partial(entry.meta.__setitem__, "deleted", False) if undelete else None,
-        )
+        with entry.doc.transaction():
+            if entry.deleted or shadow is None:
+                entry.meta["deleted"] = False
+            inserted, deleted = apply(entry.text, current, diff(current, target))
         self._remember(path, text)
         if inserted or deleted:
             self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))
@@ -414,13 +405,9 @@ class Workspace(Listener):
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
         current = str(entry.text)
-        inserted, _ = apply(
-            entry.text,
-            current,
-            diff(current, text),
-            split_bytes=MAX_INSERT_BYTES,
-            first=functools.partial(entry.meta.__setitem__, "deleted", False),
-        )
+        with entry.doc.transaction():
+            entry.meta["deleted"] = False
+            inserted, _ = apply(entry.text, current, diff(current, text))
         self.creating.discard(entry.path)
         self._remember(entry.path, text)
         self.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))

@@ -14,8 +14,7 @@ by UTF-8 byte, not by character: :func:`apply` converts.
 from __future__ import annotations
 
 import difflib
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from pycrdt import Text
@@ -121,31 +120,11 @@ def apply_ops(old: str, ops: Sequence[Op]) -> str:
     return "".join(out)
 
 
-OP_BYTES = 48  # what one insert or delete adds to an update beyond its text, at most
-
-
-def apply(
-    text: Text,
-    old: str,
-    ops: Sequence[Op],
-    *,
-    split_bytes: int | None = None,
-    first: Callable[[], None] | None = None,
-) -> tuple[int, int]:
-    """Apply ``ops`` (computed against ``old``, the text's current value) to ``text``;
-    returns (characters inserted, characters deleted).
-
-    In one transaction (the caller's, if one is open), unless ``split_bytes`` is given:
-    then in as many transactions as it takes for none to make an update over about that
-    many bytes (its inserted UTF-8 plus ``OP_BYTES`` per insert or delete; a long
-    insert goes in pieces, at character boundaries), so a server with that update size
-    limit takes each. ``first`` runs in the first transaction (e.g. a flag to set with
-    the edit)."""
+def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
+    """Apply ``ops`` (computed against ``old``, the text's current value) to ``text`` in
+    one transaction (the caller's, if one is open); returns (characters inserted,
+    characters deleted)."""
     if not ops:
-        if first is not None:
-            assert text.doc is not None
-            with text.doc.transaction():
-                first()
         return 0, 0
     # pycrdt indexes by UTF-8 byte: convert each op's positions, walking the text once.
     spans: list[tuple[int, int, str]] = []
@@ -157,55 +136,15 @@ def apply(
         byte += len(old[op.start : op.end].encode("utf-8"))
         spans.append((start, byte, op.insert))
         pos = op.end
-    # Right to left, so every span's positions stay valid: per span its delete, then its
-    # insert's pieces left to right; grouped into transactions under split_bytes.
-    groups: list[list[Callable[[], None]]] = [[first] if first is not None else []]
-    budget = split_bytes if split_bytes is not None else -1
-    used = 0
-    for start, end, insert in reversed(spans):
-        if end > start:
-            if budget > 0 and used + OP_BYTES > budget and groups[-1]:
-                groups.append([])
-                used = 0
-            groups[-1].append(functools.partial(text.__delitem__, slice(start, end)))
-            used += OP_BYTES
-        at = start
-        for piece in _pieces(insert, budget - OP_BYTES):
-            size = len(piece.encode("utf-8"))
-            if budget > 0 and used + size + OP_BYTES > budget and groups[-1]:
-                groups.append([])
-                used = 0
-            groups[-1].append(functools.partial(text.insert, at, piece))
-            used += size + OP_BYTES
-            at += size
-    assert text.doc is not None
-    for group in groups:
-        with text.doc.transaction():
-            for step in group:
-                step()
     inserted = deleted = 0
+    assert text.doc is not None
+    with text.doc.transaction():
+        for start, end, insert in reversed(spans):
+            if end > start:
+                del text[start:end]
+            if insert:
+                text.insert(start, insert)
     for op in ops:
         inserted += len(op.insert)
         deleted += op.end - op.start
     return inserted, deleted
-
-
-def _pieces(insert: str, budget: int) -> list[str]:
-    """``insert`` cut at character boundaries into pieces of at most ``budget`` bytes of
-    UTF-8 (whole when ``budget`` < 1 or it fits)."""
-    if not insert:
-        return []
-    if budget < 1 or len(insert.encode("utf-8")) <= budget:
-        return [insert]
-    pieces: list[str] = []
-    piece: list[str] = []
-    size = 0
-    for char in insert:  # a 4 MB file at most: a character loop only for big inserts
-        width = len(char.encode("utf-8"))
-        if piece and size + width > budget:
-            pieces.append("".join(piece))
-            piece, size = [], 0
-        piece.append(char)
-        size += width
-    pieces.append("".join(piece))
-    return pieces

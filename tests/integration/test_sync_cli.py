@@ -235,21 +235,6 @@ def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(
     assert get_text(doc_url(server, "turned", "data.txt")) == "text at first\nand more from a\n"
 
 
-def test_a_file_bigger_than_the_update_limit_goes_in_pieces(
-    weft_server_factory: StartServer, tmp_path: Path
-) -> None:
-    """A tenant's update limit of 100 kB and a 600 kB file: recorded in pieces, each
-    its own update under the limit, so it syncs (it used to be refused for good)."""
-    server = weft_server_factory(env={"WEFT_MAX_UPDATE_BYTES": "100000"})
-    folder = tmp_path / "f"
-    folder.mkdir()
-    big = "".join(f"line {n}: some text é\n" for n in range(25_000))
-    (folder / "big.txt").write_text(big)
-    result = sync_once(folder, server.ws_url, TENANT, "pieces")
-    assert result.returncode == 0, result.stdout
-    assert get_text(doc_url(server, "pieces", "big.txt")) == big
-
-
 def test_a_file_the_server_refuses_fails_sync_once(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3
-from crdt.textedits import OP_BYTES
 
 ALPHABET = st.sampled_from(["a", "b", " ", "\n", "é", "😀", "\r\n", "中"])
 TEXT = st.lists(ALPHABET, max_size=60).map("".join)
@@ -127,56 +126,3 @@ def test_merge3_never_loses_a_line_only_one_side_added(
     merged = merge3("".join(base), "".join(ours), "".join(theirs)).splitlines(keepends=True)
     assert merged.count("X\n") >= ours.count("X\n")
     assert merged.count("Y\n") >= theirs.count("Y\n")
-
-
-def updates_of(text: Text) -> list[bytes]:
-    """Record every update ``text``'s document makes from now on."""
-    doc = text.doc
-    assert doc is not None
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(event.update))
-    return updates
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.text(alphabet="ab\néü😀", max_size=60),
-    st.text(alphabet="ab\néü😀", max_size=200),
-    st.integers(min_value=4 + OP_BYTES, max_value=40 + OP_BYTES),
-)
-def test_a_split_edit_makes_updates_under_the_limit_and_the_same_text(
-    old: str, new: str, limit: int
-) -> None:
-    """A local edit split under ``split_bytes`` (room for one character and its item):
-    no update is much over it, ``first`` runs once, and the updates in order make the
-    text a single transaction gives."""
-    text = ytext(old)
-    assert text.doc is not None
-    before = text.doc.get_update()
-    updates = updates_of(text)
-    flagged: list[bool] = []
-    apply(text, old, diff(old, new), split_bytes=limit, first=lambda: flagged.append(True))
-    assert str(text) == new
-    assert flagged == [True]
-    inserted = sum(len(op.insert.encode("utf-8")) for op in diff(old, new))
-    assert len(updates) >= -(-inserted // limit)
-    for update in updates:
-        assert len(update) <= limit + 16  # the update's own header
-    replayed: Doc[Text] = Doc()
-    for update in [before, *updates]:
-        replayed.apply_update(update)
-    assert str(replayed.get("content", type=Text)) == new
-
-
-def test_a_big_local_insert_goes_in_pieces_each_under_the_limit() -> None:
-    text = ytext("")
-    updates = updates_of(text)
-    big = "line of text é😀\n" * 20_000  # ~400 kB
-    apply(text, "", diff("", big), split_bytes=64 << 10)
-    assert str(text) == big
-    assert len(updates) == -(-len(big.encode("utf-8")) // (64 << 10))
-    assert max(len(u) for u in updates) < (64 << 10) + 100
-    doc: Doc[Text] = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    assert str(doc.get("content", type=Text)) == big
