@@ -95,12 +95,9 @@ def run(args: argparse.Namespace) -> int:
 def _where(args: argparse.Namespace) -> None:
     """Fill ``--server``/``--store`` from WEFT_SERVER/WEFT_STORE when neither was given,
     as the other commands do; refuse what names no project."""
-    if not args.server and not args.store:
-        args.server, args.store = os.environ.get("WEFT_SERVER"), os.environ.get("WEFT_STORE")
-        if args.server and args.store:
-            raise CliError("WEFT_SERVER and WEFT_STORE are both set: pass --server or --store")
-    if not args.server and not args.store:
-        raise CliError("say where the project is: --server URL or --store URL")
+    from client.timetravel_cli import where
+
+    args.server, args.store = where(args)  # its BadInput is a WeftError: exit 2
     missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
     if missing:
         raise CliError(f"{' and '.join(missing)} missing (or WEFT_TENANT / WEFT_PROJECT)")

@@ -162,7 +162,9 @@ async def _with_backend(args: argparse.Namespace, run: Run, err: Console) -> int
         return await run(args, backend, err)
 
 
-def _where(args: argparse.Namespace) -> tuple[str | None, str | None]:
+def where(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``--server`` or ``--store``, else WEFT_SERVER or WEFT_STORE; BadInput if none or
+    both (``weft conflicts`` shares it)."""
     server, store = args.server, args.store
     if server and store:
         raise BadInput("give either --server or --store, not both")
@@ -184,7 +186,7 @@ async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     from crdt.history import History
     from crdt.kv import open_engine
 
-    server, store = _where(args)
+    server, store = where(args)
     missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
     if missing:
         raise BadInput(f"missing {' and '.join(missing)}")
