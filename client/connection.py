@@ -1,6 +1,6 @@
 """One document's link to the server: a WebSocket room, kept up while it is wanted.
 
-Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
+Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=2``):
 
 1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
    ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked. Our
@@ -9,7 +9,9 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=1``):
 2. if local updates were waiting when the connection opened, they are an offline
    branch: ``Base(base)`` goes first (the last server versionstamp this device had seen
    when it made them), then the outbox, merged; once every update is acknowledged
-   ``Base(ZERO)`` ends the branch, and the server checks it for conflicts;
+   ``Base(ZERO)`` ends the branch, and the server checks it for conflicts (a server
+   of extension version 2 answers ``Checked``: the conflict recorded, if any, which the
+   device reports; a sync waits for it);
 3. every ``Ack`` moves the outbox cursor (and, once nothing else waits, asks for a probe
    of its versionstamp, see 4); ``Refused`` with 4403 means a read-only token: the
    device keeps its edits and stops sending;
@@ -37,9 +39,11 @@ import aiohttp
 from client.backoff import Backoff
 from crdt import codec
 from crdt.codec import (
+    WEFT_EXTENSION_VERSION,
     Ack,
     AuthDenied,
     Base,
+    Checked,
     Hello,
     Message,
     Refused,
@@ -91,6 +95,11 @@ class DocLink:
         self.branch_open = False
         self.branch_done = False
         self.offline_pending = False
+        # The extension version the server said it speaks (its Hello), and the offline
+        # branches this connection ended whose conflict verdict (Checked) is still due:
+        # a sync waits for them, so a conflict is said before it returns.
+        self.server_weft = 0
+        self.verdicts = 0
         self.error: str | None = None
         self.last_activity = time.monotonic()
         self._control: deque[Message] = deque()
@@ -219,10 +228,11 @@ class DocLink:
                 return
 
     def _params(self) -> dict[str, str]:
-        """Acks on (weft=1), and who this device is, so the server never judges this
+        """Acks and verdicts on (weft=2), and who this device is, so the server never judges this
         device's offline branch a conflict with its own earlier updates."""
         device_id = self.device.device_id
-        return {"weft": "1", "device": device_id} if device_id else {"weft": "1"}
+        weft = str(WEFT_EXTENSION_VERSION)
+        return {"weft": weft, "device": device_id} if device_id else {"weft": weft}
 
     async def _connect_and_serve(self) -> tuple[int | None, str, bool]:
         device, entry = self.device, self.entry
@@ -261,6 +271,7 @@ class DocLink:
         entry.outbox.reset()
         self.ws, self.ready, self.error, self.server_sv = ws, False, None, None
         self.branch_open = self.branch_done = False
+        self.server_weft = self.verdicts = 0
         self.offline_pending = len(entry.outbox) > 0 or entry.unrecorded_local > 0
         # The first answer proves every head this device has heard of: the server catches
         # the room up to the store's head first (and what it acked is durable), so a
@@ -346,8 +357,15 @@ class DocLink:
                     device.warn(entry.path, f"update refused by the server ({code}): {reason}")
             case AuthDenied(reason=reason):
                 log.info("%s: %s", entry.path, reason)
-            case Hello():
-                pass
+            case Hello(version=version):
+                self.server_weft = version
+            case Checked(conflict=cid, summary=summary):
+                self.verdicts = max(0, self.verdicts - 1)
+                if cid != ZERO:
+                    device.branch_conflict(entry, cid.hex(), summary)
+                elif summary:
+                    device.warn(entry.path, f"{entry.path}: {summary}")
+                device.changed()
             case _:
                 pass  # awareness is for editors; a sync device has no cursor to show
         return False
@@ -419,6 +437,8 @@ class DocLink:
             await self._send(ws, SyncStep2(missing))
         if self.branch_open and len(outbox) == 0 and entry.unrecorded_local == 0:
             self.branch_open = False
+            if self.server_weft >= 2:
+                self.verdicts += 1
             await self._send(ws, Base(ZERO))
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, message: Message) -> None:
@@ -433,6 +453,7 @@ class DocLink:
             and self.confirm is None
             and not entry.base_wanted
             and not self.branch_open
+            and not self.verdicts
             and len(entry.outbox) == 0
             and entry.unrecorded == 0
             and not self.device.listener.busy(entry.path)

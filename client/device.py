@@ -358,6 +358,18 @@ class Device:
         self.emit(Event("error", f"{entry.path}: {reason}", entry.path))
         self.changed()
 
+    def branch_conflict(self, entry: DocEntry, cid: str, summary: str) -> None:
+        """The server recorded a conflict for an offline branch of ``entry``."""
+        path = entry.path
+        self.emit(
+            Event(
+                "conflict",
+                f"conflict: {path}: {summary}; see `weft conflicts show {cid}`",
+                path,
+                {"id": cid, "summary": summary},
+            )
+        )
+
     def warn(self, path: str | None, message: str) -> None:
         self.emit(Event("warning", message, path))
 

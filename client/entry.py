@@ -112,4 +112,5 @@ class DocEntry:
             and not link.probes
             and link.confirm is None
             and not self.base_wanted
+            and not link.verdicts
         )

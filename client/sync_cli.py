@@ -85,7 +85,9 @@ Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 (gitignore syntax). Binary and non-UTF-8 files are skipped with a warning. A local file
 that meets a different document at the same path, with no shared history, is recorded
 as a conflict: the server's version stays, and yours is kept in the conflict record and
-in DIR/.weft/conflicts/.
+in DIR/.weft/conflicts/. Offline edits that touched the same lines as someone else's
+edits since, and a file edited on one side while deleted on the other (it is kept, with
+the edits), are recorded as conflicts too; each is printed (see weft conflicts).
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
@@ -352,6 +354,7 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
         f"({files / max(seconds, 1e-9):.0f} files/s); {ui.counts['local']} local "
         f"change(s) found, {ws.device.updates_acked} update(s) sent, "
         f"{ui.counts['remote']} file(s) written"
+        + (f", {ui.counts['conflict']} conflict(s) recorded" if ui.counts["conflict"] else "")
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",
     )

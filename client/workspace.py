@@ -455,6 +455,8 @@ class Workspace(Listener):
     # --- events ---------------------------------------------------------------------------
 
     def event(self, event: Event) -> None:
+        if event.kind == "conflict":  # an offline branch's, recorded by the server
+            self.conflicts.append({"path": event.path, **event.data})
         self.emit(event)
 
     def emit(self, event: Event) -> None:

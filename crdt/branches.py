@@ -6,6 +6,11 @@ applies on one side the branch's updates (ours) and on the other what everybody 
 committed since base (theirs), and compares the changed lines (:mod:`crdt.conflicts`).
 Records live at ``T + (conflict, project, vs)`` where ``vs`` is the branch's first
 committed versionstamp, so detecting the same branch twice writes the same record.
+
+A side that deleted the document (``weft.deleted``) while the other edited it is a
+conflict of its own, whichever lines the edits touched (an edit next to the deleted
+text overlaps no deleted line, and the edit would vanish with the file unseen): the
+record says which side deleted (``deleted``) and spans the whole base.
 """
 
 from __future__ import annotations
@@ -15,26 +20,46 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgpack
-from pycrdt import Doc, Text
+from pycrdt import Doc
 
 from crdt import keys, ydoc
-from crdt.conflicts import ConflictRecord, Side, detect
+from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.errors import NotFound
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.kv.base import Transaction
+from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 
 CONTENT = "content"
 MAX_SINCE_BASE = 200_000
 
 
-def _text(state: bytes, records: Iterable[Record]) -> str:
+def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
+    """The text and the deletion flag of ``state`` with ``records`` applied."""
     doc: Doc[Any] = Doc()
     with doc.transaction():
         for update in [state, *(record.update for record in records)]:
             with contextlib.suppress(ydoc.UnusableUpdate):  # replay logs and skips it too
                 ydoc.apply(doc, update)
-    return str(doc.get(CONTENT, type=Text))
+    return read_doc(doc)
+
+
+def _text(state: bytes, records: Iterable[Record]) -> str:
+    return _read(state, records)[0]
+
+
+def _deleted_side(
+    start: tuple[str, bool], ours: tuple[str, bool], theirs: tuple[str, bool]
+) -> str:
+    """"ours" or "theirs" when that side deleted the document (not deleted at base) and
+    the other side, which did not, changed its text; "" otherwise."""
+    if start[1]:
+        return ""
+    if ours[1] and not theirs[1] and theirs[0] != start[0]:
+        return "ours"
+    if theirs[1] and not ours[1] and ours[0] != start[0]:
+        return "theirs"
+    return ""
 
 
 async def detect_branch(
@@ -82,8 +107,21 @@ async def detect_branch(
     theirs = [r for r in since if r.versionstamp not in mine or r.versionstamp in shared]
     if not ours or not theirs:
         return None
-    base_text = _text(base_state, [])
-    regions = detect(base_text, _text(base_state, ours), _text(base_state, theirs))
+    start = _read(base_state, [])
+    our, their = _read(base_state, ours), _read(base_state, theirs)
+    deleted = _deleted_side(start, our, their)
+    if deleted:
+        regions = [
+            Region(
+                0,
+                len(lines(start[0])),
+                start[0],
+                "" if deleted == "ours" else our[0],
+                "" if deleted == "theirs" else their[0],
+            )
+        ]
+    else:
+        regions = detect(start[0], our[0], their[0])
     if not regions:
         return None
     return ConflictRecord(
@@ -95,6 +133,7 @@ async def detect_branch(
         regions=regions,
         merged_text=_text(base_state, since),
         created_ms=now_ms(),
+        deleted=deleted,
     )
 
 

@@ -50,6 +50,10 @@ WEFT_HELLO: Final = 0
 WEFT_ACK: Final = 1
 WEFT_BASE: Final = 2
 WEFT_REFUSED: Final = 3
+WEFT_CHECKED: Final = 4
+WEFT_EXTENSION_VERSION: Final = 2
+"""The weft extension version this code speaks (``Hello``, ``?weft=``): 2 added
+``Checked``, sent only to clients that connected with ``?weft=2`` or later."""
 
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_UNSUPPORTED_DATA: Final = 1003
@@ -266,6 +270,16 @@ class Refused:
         _check_uint("code", self.code)
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """Server → client (extension version 2): an offline branch this connection ended
+    was checked for conflicts. ``conflict``: the record's id, or ``ZERO`` for none;
+    ``summary``: one line for a person (empty for none; with ``ZERO``, why no verdict)."""
+
+    conflict: Versionstamp
+    summary: str
+
+
 Message: TypeAlias = (
     SyncStep1
     | SyncStep2
@@ -277,6 +291,7 @@ Message: TypeAlias = (
     | Ack
     | Base
     | Refused
+    | Checked
 )
 
 
@@ -331,6 +346,10 @@ def encode(msg: Message) -> bytes:
             write_var_bytes(out, update_hash)
             write_var_uint(out, code)
             write_var_string(out, reason)
+        case Checked(conflict=vs, summary=summary):
+            _header(out, MSG_WEFT, WEFT_CHECKED)
+            write_var_bytes(out, vs.raw)
+            write_var_string(out, summary)
         case _:
             assert_never(msg)
     return bytes(out)
@@ -440,7 +459,7 @@ def _read_sync(dec: Decoder) -> SyncStep1 | SyncStep2 | SyncUpdate:
     return _SYNC_TYPES[sub](dec.read_var_bytes())
 
 
-def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused:
+def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked:
     sub = dec.read_var_uint()
     if sub == WEFT_HELLO:
         return Hello(dec.read_var_uint())
@@ -452,6 +471,9 @@ def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused:
     if sub == WEFT_REFUSED:
         update_hash = _read_fixed(dec, HASH_LEN, "update hash")
         return Refused(update_hash, dec.read_var_uint(), dec.read_var_string())
+    if sub == WEFT_CHECKED:
+        vs = Versionstamp(_read_fixed(dec, versionstamp.LEN, "versionstamp"))
+        return Checked(vs, dec.read_var_string())
     _fail(f"unknown weft message {sub}", CLOSE_UNSUPPORTED_DATA)
 
 

@@ -60,6 +60,9 @@ class ConflictRecord:
     resolved_by: str = ""
     resolved_ms: int = 0
     resolution: str = ""
+    # "ours" or "theirs": that side deleted the document the other side edited (one
+    # region spans the whole base; the deleting side's text is empty); "" otherwise.
+    deleted: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +82,28 @@ class ConflictRecord:
             resolved_by=str(data.get("resolved_by", "")),
             resolved_ms=int(data.get("resolved_ms", 0)),
             resolution=str(data.get("resolution", "")),
+            deleted=str(data.get("deleted", "")),
         )
+
+    def summary(self) -> str:
+        """One line saying what the conflict is, for a person."""
+        if self.deleted == "ours":
+            return "deleted here while edited elsewhere: the document was kept with those edits"
+        if self.deleted == "theirs":
+            return "edited here while deleted elsewhere: the document was kept with these edits"
+        spans = ", ".join(_lines_label(r) for r in self.regions[:3])
+        more = f" and {len(self.regions) - 3} more" if len(self.regions) > 3 else ""
+        n = len(self.regions)
+        return f"{n} region{'s' if n != 1 else ''} changed on both sides (base {spans}{more})"
+
+
+def _lines_label(region: Region) -> str:
+    """Base lines as a person counts them: ``lines 3-4``, ``line 3``, ``after line 3``."""
+    if region.base_end == region.base_start:
+        return f"after line {region.base_start}" if region.base_start else "at the start"
+    if region.base_end - region.base_start == 1:
+        return f"line {region.base_start + 1}"
+    return f"lines {region.base_start + 1}-{region.base_end}"
 
 
 def lines(text: str) -> list[str]:

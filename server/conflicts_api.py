@@ -22,6 +22,7 @@ A record: ``id`` (24 hex digits), ``path``, ``base``, ``ours``/``theirs`` (``use
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -32,13 +33,19 @@ from pycrdt import Text
 from crdt import branches
 from crdt.conflicts import ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
-from crdt.history import Appended, DocRef, History, now_ms
+from crdt.history import Append, Appended, DocRef, History, now_ms
+from crdt.revert import revert_update
+from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 from server.api import _names
-from server.appkeys import HISTORY, ON_BRANCH
+from server.appkeys import HISTORY, ON_BRANCH, SETTINGS, WRITER
 from server.auth import Principal, require
 
 log = logging.getLogger("weft.conflicts")
+# Who a document brought back after an edit/delete conflict is committed by (client,
+# session prefix): the room watcher applies it like another instance's update.
+CONFLICT_CLIENT = "weft:conflict"
+CONFLICT_SESSION = "conflict"
 CONTENT = "content"
 STATUSES = ("open", "resolved")
 MAX_TEXT = 64 * 1024 * 1024
@@ -57,24 +64,51 @@ def on_branch(app: web.Application) -> Any:
         appended: list[Appended],
         principal: Principal,
         device: str | None,
-    ) -> None:
+    ) -> ConflictRecord | None:
         history: History = app[HISTORY]
         own = (principal.user, device) if device is not None else None
         record = await branches.detect_branch(history, doc, base or None, appended, device=own)
         if record is None:
-            return
+            return None
+        if record.deleted:
+            await _keep_edited(app, doc, record)
         await branches.save(history, doc, record)
         log.info(
-            "conflict %s on %s/%s/%s: %d region(s), branch by %s",
+            "conflict %s on %s/%s/%s: %s; branch by %s",
             record.id,
             doc.tenant,
             doc.project,
             doc.path,
-            len(record.regions),
+            record.summary(),
             principal.user,
         )
+        return record
 
     return hook
+
+
+async def _keep_edited(app: web.Application, doc: DocRef, record: ConflictRecord) -> None:
+    """One side deleted the document the other edited: bring it back with the edited
+    side's text (edits are never dropped unseen; deleting it again is one step), unless
+    it is no longer deleted at head. Committed like an editor's update, by the edited
+    side's user, so rooms and devices get it (the record's ``merged_text`` says so)."""
+    history: History = app[HISTORY]
+    head = await history.replay(doc)
+    if not read_doc(head.doc)[1]:
+        return
+    region = record.regions[0]
+    text, side = (
+        (region.ours_text, record.ours)
+        if record.deleted == "theirs"
+        else (region.theirs_text, record.theirs)
+    )
+    update = await asyncio.to_thread(revert_update, head.doc, text, False)
+    if update is None:
+        return
+    user = side.users[0] if side.users else ""
+    session = f"{CONFLICT_SESSION}/{app[SETTINGS].instance}"
+    await app[WRITER].submit(Append(doc, update, user, CONFLICT_CLIENT, session))
+    record.merged_text = text
 
 
 async def list_conflicts(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ out the actions it returns; it never looks inside a message itself. Everything a
 connection may or may not do is decided here, read-only enforcement included:
 
 - on open: ``SyncStep1`` with the room's state vector and the current awareness states
-  (and ``Hello`` first for a weft client that opted in with ``?weft=1``);
+  (and ``Hello`` first for a weft client that opted in with ``?weft=N``);
 - ``SyncStep1`` → ``SyncStep2`` with what the peer lacks (one shared encoding of the whole
   document for an empty state vector);
 - ``SyncStep2``/``SyncUpdate`` → validated (decodes; size, document-size and rate quotas)
@@ -33,6 +33,7 @@ from crdt.codec import (
     Awareness,
     AwarenessEntry,
     Base,
+    Checked,
     Hello,
     Message,
     QueryAwareness,
@@ -46,7 +47,7 @@ from crdt.history import Appended, update_hash
 from crdt.versionstamp import ZERO, Versionstamp
 from server.quotas import Quotas
 
-WEFT_VERSION = 1
+WEFT_VERSION = codec.WEFT_EXTENSION_VERSION
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
 CLOSE_PROTOCOL = 1002
@@ -174,7 +175,7 @@ class Session:
         tenant: str,
         can_write: bool,
         quotas: Quotas,
-        weft: bool = False,
+        weft: int = 0,
         max_frame: int = codec.DEFAULT_MAX_FRAME,
     ) -> None:
         self.room = room
@@ -245,16 +246,18 @@ class Session:
                 return [] if current is None else [Send(Awareness(current))]
             case AuthDenied():
                 return []  # a client has nothing to deny us; ignore like y-websocket
-            case Hello():
-                self.weft = True
+            case Hello(version=version):
+                self.weft = max(self.weft, min(version, WEFT_VERSION), 1)
                 if self._hello_sent:
                     return []
                 self._hello_sent = True
                 return [Send(Hello(WEFT_VERSION))]
             case Base(versionstamp=vs):
                 return self._base(vs)
-            case Ack() | Refused():
-                return self._close(CLOSE_UNSUPPORTED, "ack/refused are server messages", "protocol")
+            case Ack() | Refused() | Checked():
+                return self._close(
+                    CLOSE_UNSUPPORTED, "ack/refused/checked are server messages", "protocol"
+                )
         return []  # pragma: no cover  (every message type is matched above)
 
     def committed(self, commit: Commit, appended: Appended) -> list[Action]:
@@ -374,8 +377,8 @@ class Session:
         if not branch.ended or branch.pending > 0:
             return []
         del self._branches[number]
-        if not branch.appended:
-            return []
+        if not branch.appended and (self.weft < 2 or self.closed):
+            return []  # (a client of version 2 is told, even that nothing was stored)
         return [BranchEnd(branch.base, tuple(branch.appended))]
 
     def _close(self, code: int, reason: str, label: str) -> list[Action]:

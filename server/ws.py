@@ -22,9 +22,12 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crdt import codec
+from crdt.codec import Checked
+from crdt.conflicts import ConflictRecord
 from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
+from crdt.versionstamp import ZERO, Versionstamp
 from server.appkeys import (
     AUTH,
     CONNECTIONS,
@@ -46,6 +49,7 @@ from server.connection import (
 )
 from server.rooms import Room
 from server.session import (
+    WEFT_VERSION,
     Action,
     BranchEnd,
     Close,
@@ -119,6 +123,16 @@ def _device(request: web.Request) -> str | None:
     if device is not None and not DEVICE_ID.fullmatch(device):
         raise _Refuse(CLOSE_BAD_PATH, f"bad ?device=: {DEVICE_ID_RULE}", "bad_device")
     return device
+
+
+def _weft_version(value: str | None) -> int:
+    """``?weft=``: the extension version the client speaks (``1``/``true``/``yes``: 1),
+    capped at this server's; 0 (a standard client) for anything else."""
+    if value in ("true", "yes"):
+        return 1
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 4:
+        return 0
+    return min(int(value), WEFT_VERSION)
 
 
 class _Refuse(WeftError):
@@ -202,7 +216,7 @@ class _Link:
                 tenant=self.tenant,
                 can_write=self.principal.can_write(self.tenant, self.project),
                 quotas=app[QUOTAS],
-                weft=self.request.query.get("weft") in ("1", "true", "yes"),
+                weft=_weft_version(self.request.query.get("weft")),
                 max_frame=app[SETTINGS].max_message_bytes,
             )
             log.info("%s joined %s", self.principal.user, self.request.path, extra=self.extra)
@@ -390,20 +404,46 @@ class _Link:
             self.conn.close(CLOSE_INTERNAL, "internal server error")
 
     def _branch_end(self, end: BranchEnd) -> None:
+        """Have the branch checked (the ``on_branch`` hook) and, for a client of
+        extension version 2, say the verdict (``Checked``) once there is one."""
         hook = self.app[ON_BRANCH]
-        if hook is None or self.ref is None:
+        if hook is None or self.ref is None or not end.appended:
+            self._verdict(None)
             return
         try:
             result = hook(self.ref, end.base, list(end.appended), self.principal, self.device)
         except Exception:
             log.error("on_branch hook failed", exc_info=True, extra=self.extra)
+            self._verdict(CHECK_FAILED)
             return
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            _background.add(task)
-            task.add_done_callback(_hook_done)
+        if not inspect.isawaitable(result):
+            self._verdict(result)
+            return
+        task = asyncio.ensure_future(result)
+        _background.add(task)
+        task.add_done_callback(_hook_done)
+        task.add_done_callback(self._verdict_of)
+
+    def _verdict_of(self, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self._verdict(CHECK_FAILED)
+        else:
+            self._verdict(task.result())
+
+    def _verdict(self, record: ConflictRecord | str | None) -> None:
+        """Send ``Checked`` for a record, for no conflict (``None``), or for a check that
+        failed (a reason), if the client speaks version 2 and is still connected."""
+        session = self.session
+        if session is None or session.weft < 2 or session.closed or self.conn.closing:
+            return
+        if isinstance(record, ConflictRecord):
+            message = Checked(Versionstamp.from_hex(record.id), record.summary()[:500])
+        else:
+            message = Checked(ZERO, record or "")
+        self.conn.send(codec.encode(message))
 
 
+CHECK_FAILED = "the server could not check this offline branch for conflicts (see its log)"
 _background: set[asyncio.Future[Any]] = set()
 
 

@@ -80,6 +80,93 @@ def test_three_offline_devices_converge_with_one_conflict(
         # the merge as of the later branch: both rewrites of line 3, interleaved by the CRDT
         assert "rewritten by A" in record["merged_text"]
         assert "rewritten by B" in record["merged_text"]
+        # the device whose branch was judged second is told (and only that one)
+        wait_until(
+            lambda: any(f"weft conflicts show {record['id']}" in d.output() for d in devices),
+            10,
+            "a device saying the conflict",
+        )
+        said = [d for d in devices if "conflict: notes.txt: 1 region changed" in d.output()]
+        assert len(said) == 1, [d.output() for d in devices]
     finally:
         for device in devices:
             device.terminate()
+
+
+def test_an_offline_edit_of_a_file_deleted_offline_elsewhere_is_kept(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Found in a walkthrough: A appended a line offline while B deleted the file
+    offline; after both synced the file was gone from both folders, with no conflict
+    record and no word said. Now the edit wins over the deletion: the file comes back
+    with A's text in both folders, a conflict record says B deleted it, and the device
+    whose branch was judged second says so."""
+    server = weft_server_factory()
+    folders = [tmp_path / name for name in ("a", "b")]
+    for folder in folders:
+        folder.mkdir()
+    (folders[0] / "notes.md").write_text(BASE)
+    for folder in folders:
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    args = ["--max-backoff", "0.5", "--poll", "0.2"]
+    devices = [start_sync(f, server.ws_url, TENANT, PROJECT, args=args) for f in folders]
+    try:
+        for device in devices:
+            device.wait_for("in sync")
+        server.terminate()
+        for device in devices:
+            device.wait_for("offline")
+        with (folders[0] / "notes.md").open("a") as f:
+            f.write("A important offline work\n")
+        (folders[1] / "notes.md").unlink()
+        devices[0].wait_for("notes.md: +")
+        devices[1].wait_for("deleted notes.md")
+
+        restarted = weft_server_factory(store=server.store, port=server.port)
+        expected = (BASE + "A important offline work\n").encode()
+        wait_until(
+            lambda: all(folder_files(f).get("notes.md") == expected for f in folders),
+            30,
+            "the edited file in both folders",
+        )
+        url = f"{restarted.url}/api/v1/{TENANT}/{PROJECT}/conflicts"
+        wait_until(lambda: len(get_json(url)["conflicts"]) >= 1, 10, "a conflict record")
+        [record] = get_json(url)["conflicts"]
+        assert record["path"] == "notes.md" and record["deleted"] in ("ours", "theirs")
+        assert record["merged_text"] == expected.decode()
+        wait_until(
+            lambda: any(f"weft conflicts show {record['id']}" in d.output() for d in devices),
+            10,
+            "a device saying the conflict",
+        )
+        doc = get_json(f"{restarted.url}/api/v1/{TENANT}/{PROJECT}/docs/notes.md?format=json")
+        assert doc["text"] == expected.decode() and not doc["deleted"]
+    finally:
+        for device in devices:
+            device.terminate()
+
+
+def test_sync_once_says_the_conflict_its_branch_made(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Found in a walkthrough: two ``weft sync --once`` runs each sent an edit of the
+    same line made since their last sync; the server recorded a conflict, and neither
+    run said a word of it. The run whose branch is judged second waits for the verdict
+    and prints it, and its summary counts it."""
+    server = weft_server_factory()
+    folders = [tmp_path / name for name in ("a", "b")]
+    for folder in folders:
+        folder.mkdir()
+    (folders[0] / "notes.txt").write_text(BASE)
+    for folder in folders:
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    _replace_line(folders[0] / "notes.txt", 2, "line 2 edited by A")
+    _replace_line(folders[1] / "notes.txt", 2, "line 2 edited by B")
+    first = sync_once(folders[0], server.ws_url, TENANT, PROJECT)
+    assert first.returncode == 0 and "conflict" not in first.stdout, first.stdout
+    second = sync_once(folders[1], server.ws_url, TENANT, PROJECT)
+    assert second.returncode == 0, second.stdout
+    [record] = get_json(f"{server.url}/api/v1/{TENANT}/{PROJECT}/conflicts")["conflicts"]
+    assert "conflict: notes.txt: 1 region changed on both sides (base line 2)" in second.stdout
+    assert f"weft conflicts show {record['id']}" in second.stdout
+    assert "1 conflict(s) recorded" in second.stdout, second.stdout

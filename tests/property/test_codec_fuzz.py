@@ -22,6 +22,7 @@ from crdt.codec import (
     Awareness,
     AwarenessEntry,
     Base,
+    Checked,
     Hello,
     Message,
     QueryAwareness,
@@ -70,6 +71,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Ack, hashes, stamps),
     st.builds(Base, stamps),
     st.builds(Refused, hashes, uints, texts),
+    st.builds(Checked, stamps, texts),
 )
 
 

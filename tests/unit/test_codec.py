@@ -23,6 +23,7 @@ from crdt.codec import (
     Awareness,
     AwarenessEntry,
     Base,
+    Checked,
     Decoder,
     Hello,
     Message,
@@ -115,6 +116,7 @@ FRAMES: list[tuple[bytes, Message]] = [
     (b"\x64\x01\x10" + H + b"\x0c" + VS.raw, Ack(H, VS)),
     (b"\x64\x02\x0c" + VS.raw, Base(VS)),
     (b"\x64\x03\x10" + H + b"\xad\x02\x05quota", Refused(H, 301, "quota")),
+    (b"\x64\x04\x0c" + VS.raw + b"\x02hi", Checked(VS, "hi")),
 ]
 
 
@@ -211,7 +213,8 @@ ERRORS: list[tuple[str, bytes, int]] = [
     ("unknown type 99", b"\x63\x00", CLOSE_UNSUPPORTED_DATA),
     ("unknown sync sub", b"\x00\x03\x00", CLOSE_UNSUPPORTED_DATA),
     ("unknown auth sub", b"\x02\x01\x00", CLOSE_UNSUPPORTED_DATA),
-    ("unknown weft sub", b"\x64\x04", CLOSE_UNSUPPORTED_DATA),
+    ("unknown weft sub", b"\x64\x05", CLOSE_UNSUPPORTED_DATA),
+    ("checked short versionstamp", b"\x64\x04\x0b" + VS.raw[:11] + b"\x00", CLOSE_PROTOCOL_ERROR),
     ("bad UTF-8 reason", b"\x02\x00\x02\xc3\x28", CLOSE_INVALID_PAYLOAD),
     ("surrogate in reason", b"\x64\x03\x10" + H + b"\x00\x03\xed\xa0\x80", CLOSE_INVALID_PAYLOAD),
     ("awareness truncated entry", aware(b"\x01\x01\x00"), CLOSE_PROTOCOL_ERROR),

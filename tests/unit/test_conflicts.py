@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
 
 from crdt import branches
 from crdt.conflicts import changes, detect, lines, overlaps
@@ -81,6 +81,15 @@ class Device:
         self.text = self.doc.get("content", type=Text)
         self.updates: list[bytes] = []
         self.doc.observe(lambda event: self.updates.append(event.update))
+
+    def delete_file(self) -> None:
+        """What a folder does when the file is deleted (``weft.deleted``, text emptied)."""
+        with self.doc.transaction():
+            self.doc.get("weft", type=Map)["deleted"] = True
+            del self.text[0 : len(self.text)]
+
+    def append_line(self, new: str) -> None:
+        self.text.insert(len(self.text), new)
 
     def rewrite_line(self, line: int, new: str) -> None:
         text = str(self.text)
@@ -219,3 +228,47 @@ async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Pa
         assert (one.id, "alice\n", "bob\n") in regions
         assert (two.id, "alice too\n", "carol\n") in regions
         assert all("alice" not in theirs for _, _, theirs in regions)  # never herself
+
+
+async def test_an_edit_against_a_deletion_is_a_conflict_either_way(tmp_path: Path) -> None:
+    """Found in a walkthrough: one device appended a line offline, another deleted the
+    file offline; the appended line overlaps no deleted line, so no record was made and
+    the edit vanished with the file. Whichever side deleted, the branch is a conflict,
+    its one region spans the whole base, and the record says who deleted."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        for deleting_first in (True, False):
+            doc, seeded = await seeded_doc(history, f"gone-{deleting_first}.txt")
+            state = (await history.replay(doc)).state()
+            editor, deleter = Device(state), Device(state)
+            editor.append_line("important offline work\n")
+            deleter.delete_file()
+            first, second = (deleter, editor) if deleting_first else (editor, deleter)
+            names = {id(editor): "ed", id(deleter): "del"}
+            await commit(history, doc, first, names[id(first)])
+            branch = await commit(history, doc, second, names[id(second)])
+            record = await branches.detect_branch(history, doc, seeded.versionstamp, branch)
+            assert record is not None
+            assert record.deleted == ("theirs" if deleting_first else "ours")
+            [region] = record.regions
+            assert (region.base_start, region.base_end) == (0, len(lines(BASE)))
+            edited = region.ours_text if deleting_first else region.theirs_text
+            gone = region.theirs_text if deleting_first else region.ours_text
+            assert edited == BASE + "important offline work\n" and gone == ""
+            assert "edited here while deleted" in record.summary() or not deleting_first
+            assert "deleted here while edited" in record.summary() or deleting_first
+
+
+async def test_both_sides_deleting_or_an_unedited_side_is_no_conflict(tmp_path: Path) -> None:
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc, seeded = await seeded_doc(history, "both.txt")
+        state = (await history.replay(doc)).state()
+        one, two = Device(state), Device(state)
+        one.delete_file()
+        two.delete_file()
+        await commit(history, doc, one, "one")
+        branch = await commit(history, doc, two, "two")
+        assert await branches.detect_branch(history, doc, seeded.versionstamp, branch) is None

@@ -15,6 +15,7 @@ from crdt.codec import (
     Awareness,
     AwarenessEntry,
     Base,
+    Checked,
     Hello,
     QueryAwareness,
     Refused,
@@ -29,6 +30,7 @@ from server.quotas import Limits, Quotas
 from server.session import (
     MAX_AWARENESS_CLIENTS,
     MAX_AWARENESS_STATE,
+    WEFT_VERSION,
     Action,
     BranchEnd,
     Close,
@@ -70,7 +72,7 @@ LIMITS = Limits(
 
 
 def session(
-    room: FakeRoom | None = None, *, can_write: bool = True, weft: bool = False, wait: float = 1.0
+    room: FakeRoom | None = None, *, can_write: bool = True, weft: int = 0, wait: float = 1.0
 ) -> Session:
     return Session(
         room or FakeRoom(),
@@ -116,7 +118,8 @@ def test_open_sends_sync_step1_then_the_current_awareness() -> None:
 
 
 def test_a_weft_client_that_opted_in_gets_hello_first() -> None:
-    assert messages(session(weft=True).open())[0] == Hello(1)
+    assert messages(session(weft=1).open())[0] == Hello(WEFT_VERSION)
+    assert WEFT_VERSION == 2
     assert not any(isinstance(m, Hello) for m in messages(session().open()))
 
 
@@ -151,9 +154,9 @@ def test_committed_updates_are_acked_for_weft_clients_only() -> None:
 
 def test_hello_opts_in_later_and_is_answered_once() -> None:
     s = session()
-    assert messages(s.receive(Hello(1), 0.0)) == [Hello(1)]
+    assert messages(s.receive(Hello(1), 0.0)) == [Hello(WEFT_VERSION)]
     assert s.receive(Hello(1), 0.0) == []
-    assert s.weft
+    assert s.weft == 1
 
 
 # --- refusals --------------------------------------------------------------------------
@@ -321,6 +324,40 @@ def test_a_branch_without_committed_updates_reports_nothing() -> None:
     c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
     s.failed(c1, StoreError("down"))
     assert s.close() == []
+
+
+def test_a_version_2_client_hears_of_a_branch_even_with_nothing_stored() -> None:
+    """A weft client of extension version 2 waits for a verdict on every branch it ends
+    (``Checked``), so its branch with no committed update still ends with a BranchEnd
+    (the connection answers it); older clients and closed connections get nothing."""
+    for weft, expected in ((2, [BranchEnd(vs(5), ())]), (1, [])):
+        s = session(weft=weft)
+        s.receive(Base(vs(5)), 0.0)
+        c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+        s.failed(c1, StoreError("down"))  # (closes the session: a store failure)
+        s.closed = False
+        assert s.receive(Base(ZERO), 0.0) == expected
+    s = session(weft=2)
+    s.receive(Base(vs(5)), 0.0)
+    c1 = commit_of(s.receive(SyncUpdate(update("a")), 0.0))
+    s.dropped(c1)
+    assert s.close() == []
+
+
+def test_hello_and_the_query_set_the_extension_version() -> None:
+    s = session()
+    s.receive(Hello(7), 0.0)
+    assert s.weft == WEFT_VERSION  # capped at the server's
+    s = session()
+    s.receive(Hello(0), 0.0)
+    assert s.weft == 1
+
+
+def test_a_client_sending_checked_is_closed() -> None:
+    actions = session(weft=2).receive(Checked(vs(5), "x"), 0.0)
+    assert [a for a in actions if isinstance(a, Close)] == [
+        Close(1003, "ack/refused/checked are server messages")
+    ]
 
 
 def test_a_stale_awareness_removal_does_not_free_a_client_slot() -> None:
