@@ -22,6 +22,7 @@ Clocks count structs' lengths: a string's length is in UTF-16 code units, as in 
 
 from __future__ import annotations
 
+import bisect
 import struct
 from typing import Any
 
@@ -267,6 +268,31 @@ def decode_update(update: bytes) -> tuple[dict[int, list[Item]], list[tuple[int,
     if r.pos != r.end:
         raise UpdateDecodeError(f"{r.end - r.pos} bytes after the end of the update")
     return structs, deletes
+
+
+def deletes_within(
+    deletes: list[tuple[int, int, int]], known: list[tuple[int, int, int]]
+) -> bool:
+    """Whether every range of ``deletes`` ``(client, clock, length)`` lies inside the
+    union of ``known``'s (a delete set the document has already)."""
+    spans: dict[int, list[list[int]]] = {}
+    for client, clock, length in sorted(known):
+        merged = spans.setdefault(client, [])
+        if merged and clock <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], clock + length)
+        elif length > 0:
+            merged.append([clock, clock + length])
+    starts = {client: [start for start, _ in merged] for client, merged in spans.items()}
+    for client, clock, length in deletes:
+        if length == 0:
+            continue
+        found = spans.get(client)
+        if found is None:
+            return False
+        i = bisect.bisect_right(starts[client], clock) - 1
+        if i < 0 or found[i][1] < clock + length:
+            return False
+    return True
 
 
 def map_entries(update: bytes) -> list[tuple[ID, Any]]:

@@ -141,3 +141,54 @@ async def test_many_peers_converge(server: ServerProcess, http: aiohttp.ClientSe
     await asyncio.gather(*(p.wait_text(final) for p in peers))
     for peer in peers:
         await peer.close()
+
+
+async def test_an_answer_with_only_known_deletions_is_not_stored(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Found in a walkthrough: Yjs answers the server's SyncStep1 with its whole delete
+    set, so every reconnect of a peer holding deletions stored a new, empty-handed
+    version (new bytes whenever its deletions grew: no idempotency). Such an answer is
+    no longer stored; a weft client gets its ack; an unknown deletion still is stored."""
+    url = room(server)
+    path = url.split("/site/", 1)[1]
+    a = await YPeer.connect(http, url, weft=True)
+    made: list[bytes] = []
+    a.doc.observe(lambda event: made.append(event.update))  # each transaction's own
+    a.text.insert(0, "hello world")
+    del a.text[0:1]
+    del a.text[9:10]
+    for update in made:
+        await a.send(SyncUpdate(update))
+    await a.until(lambda: len(a.acks) == 3)
+
+    async def updates() -> int:
+        async with http.get(f"{server.url}/api/v1/acme/site/docs") as response:
+            docs = {d["path"]: d for d in (await response.json())["docs"]}
+        return int(docs[path]["updates"])
+
+    assert await updates() == 3
+    for weft in (False, True):  # peers holding everything reconnect
+        b = await YPeer.connect(http, url, weft=weft, handshake=False)
+        b.doc.apply_update(a.doc.get_update())
+        received, acks = b.received, b.acks
+        await b.until(lambda: any(isinstance(m, SyncStep1) for m in received))  # noqa: B023
+        answer = b.doc.get_update(b.doc.get_state())  # what b just sent: deletions only
+        if weft:
+            await b.until(lambda: len(acks) == 1)  # noqa: B023
+            assert acks[0].update_hash == update_hash(answer)
+        await b.handshake()
+        assert str(b) == "ello worl"
+        await b.close()
+    await asyncio.sleep(0.2)
+    assert await updates() == 3
+
+    # a peer that deleted, offline, what the server still has: its answer is stored
+    c = await YPeer.connect(http, url, handshake=False)
+    c.doc.apply_update(a.doc.get_update())
+    del c.text[0:4]
+    await c.handshake()
+    await a.wait_text(" worl")
+    assert await updates() == 4
+    await a.close()
+    await c.close()

@@ -49,6 +49,8 @@ class FakeRoom:
     size: int = 0
     awareness: bytes | None = None
     asked: list[bytes] = field(default_factory=list)
+    cursor: Versionstamp | None = None
+    known_deletions: bool = False  # what holds_deletions answers
 
     def state_vector(self) -> bytes:
         return b"\x00"
@@ -60,6 +62,9 @@ class FakeRoom:
 
     def awareness_payload(self) -> bytes | None:
         return self.awareness
+
+    def holds_deletions(self, update: bytes) -> bool:
+        return self.known_deletions
 
 
 LIMITS = Limits(
@@ -358,6 +363,26 @@ def test_a_client_sending_checked_is_closed() -> None:
     assert [a for a in actions if isinstance(a, Close)] == [
         Close(1003, "ack/refused/checked are server messages")
     ]
+
+
+def test_a_handshake_answer_with_known_deletions_only_is_not_stored() -> None:
+    """A reconnecting peer answers SyncStep1 with its whole delete set (Yjs does): when
+    the room has every deletion, nothing is committed; a weft client gets an ack at the
+    room's cursor. The same bytes as a SyncUpdate, or unknown deletions, are committed."""
+    data = b"\x00\x01\x07\x01\x00\x02"  # no structs; client 7 deleted clock 0-1
+    room = FakeRoom(cursor=vs(9), known_deletions=True)
+    assert session(room, weft=2).receive(SyncStep2(data), 0.0) == [
+        Send(Ack(update_hash(data), vs(9)))
+    ]
+    assert session(room).receive(SyncStep2(data), 0.0) == []
+    assert session(room).receive_frame(codec.encode(SyncStep2(data)), 0.0) == []
+    assert commit_of(session(room).receive(SyncUpdate(data), 0.0)).update == data
+    unknown = FakeRoom(cursor=vs(9), known_deletions=False)
+    assert commit_of(session(unknown).receive(SyncStep2(data), 0.0)).update == data
+    read_only = Session(
+        room, tenant="acme", can_write=False, quotas=Quotas(LIMITS, max_wait=1.0)
+    )
+    assert read_only.receive(SyncStep2(data), 0.0) == []  # not refused: nothing to write
 
 
 def test_a_stale_awareness_removal_does_not_free_a_client_slot() -> None:

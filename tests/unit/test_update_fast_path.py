@@ -82,6 +82,11 @@ class Room:
     def awareness_payload(self) -> bytes | None:
         return None
 
+    cursor = None
+
+    def holds_deletions(self, update: bytes) -> bool:
+        return False
+
 
 def session(max_frame: int = codec.DEFAULT_MAX_FRAME) -> Session:
     limits = Limits(
