@@ -5,6 +5,12 @@ folders not followed), reading a file as UTF-8 text or saying why it is skipped 
 warning per file and reason: binary, undecodable, too big, a symlink, a path a document
 cannot have), writing atomically (a temporary file in ``.weft/tmp`` renamed over the
 target, keeping its mode) and removing files (empty parent folders go too).
+
+A document path is in Unicode NFC; the file may have its name in another form (NFD, as
+macOS makes). Every operation goes to the name on disk (remembered from scans, looked up
+in the folders on the way when unknown), so a file is synced under its NFC path and the
+server's text goes to the file that is there, never to a second, look-alike one. Two
+names on disk for one document path are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import secrets
 import stat
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +57,8 @@ class Folder:
         self._warn_cb = warn
         self._warned: dict[str, set[str]] = {}
         self._stat: dict[str, tuple[int, int]] = {}
+        self._names: dict[str, str] = {}  # document path -> its other name on disk
+        self._clashes: dict[str, list[str]] = {}  # document path -> its names on disk
 
     def rel(self, path: Path) -> str | None:
         """``path`` relative to the folder (POSIX), None outside it or for the folder."""
@@ -72,25 +81,35 @@ class Folder:
 
     def scan(self, under: str = "") -> list[str]:
         """Document paths of the files to sync under ``under`` (all of the folder)."""
-        out = []
-        top = self.root / under if under else self.root
+        found: dict[str, list[str]] = {}
+        top = self.root / self.disk_name(under) if under else self.root
         for dirpath, dirnames, filenames in os.walk(top):
             base = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if base == "." else base + "/"
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not self.ignore(base + d, is_dir=True) and not (Path(dirpath) / d).is_symlink()
+                if not self.ignore(unicodedata.normalize("NFC", base + d), is_dir=True)
+                and not (Path(dirpath) / d).is_symlink()
             )
             for name in sorted(filenames):
-                path = self.document_path(base + name)
+                path = self._path_of(base + name)
                 if path is not None:
-                    out.append(path)
-        return out
+                    found.setdefault(path, []).append(base + name)
+        for path, names in found.items():
+            self._note(path, names)
+        return sorted(found)
 
     def document_path(self, rel: str) -> str | None:
-        """The document path of a file, or None if it is ignored or cannot be one."""
-        if self.ignore(rel):
+        """The document path of a file (``rel`` as named on disk), or None if it is
+        ignored or cannot be one."""
+        path = self._path_of(rel)
+        if path is not None and (path != rel or path in self._names or path in self._clashes):
+            self._note(path, self._lookup(path))
+        return path
+
+    def _path_of(self, rel: str) -> str | None:
+        if self.ignore(unicodedata.normalize("NFC", rel)):
             return None
         try:
             return normalise_path(rel)
@@ -98,9 +117,71 @@ class Folder:
             self.warn(rel, f"skipping {rel}: {exc}")
             return None
 
+    def _note(self, path: str, names: list[str]) -> None:
+        """Remember the names on disk of the document ``path``."""
+        self._clashes.pop(path, None)
+        self._names.pop(path, None)
+        if len(names) > 1:
+            self._clashes[path] = sorted(names)
+        elif names and names[0] != path:
+            self._names[path] = names[0]
+
+    def _lookup(self, path: str) -> list[str]:
+        """The names on disk whose NFC form is ``path`` (folder by folder)."""
+        found = [""]
+        for segment in path.split("/"):
+            deeper = []
+            for folder in found:
+                try:
+                    names = os.listdir(self.root / folder) if folder else os.listdir(self.root)
+                except OSError:
+                    continue
+                deeper += [
+                    f"{folder}/{name}" if folder else name
+                    for name in sorted(names)
+                    if unicodedata.normalize("NFC", name) == segment
+                ]
+            found = deeper
+            if not found:
+                break
+        return found
+
+    def disk_name(self, path: str) -> str:
+        """The name on disk of the document ``path``: the one a file (or its folder) has
+        in another Unicode form when there is one, else ``path`` itself."""
+        name = self._names.get(path)
+        if name is not None and os.path.lexists(self.root / name):
+            return name
+        self._names.pop(path, None)
+        if path.isascii() or os.path.lexists(self.root / path):
+            return path
+        names = self._lookup(path)
+        if len(names) == 1:
+            self._note(path, names)
+            return names[0]
+        parts = path.split("/")  # no such file: create it in the folders that are there
+        for depth in range(len(parts) - 1, 0, -1):
+            folders = self._lookup("/".join(parts[:depth]))
+            if len(folders) == 1:
+                return "/".join([folders[0], *parts[depth:]])
+        return path
+
+    def clash(self, path: str) -> list[str] | None:
+        """The names on disk, when more than one file has the document path ``path``."""
+        if path in self._clashes:
+            self._note(path, self._lookup(path))
+        return self._clashes.get(path)
+
     def read(self, path: str) -> str | Skip | None:
         """The file's text; None if it does not exist; SKIP if it is not synced."""
-        full = self.root / path
+        names = self.clash(path)
+        if names is not None:
+            return self.warn(
+                path,
+                f"skipping {path}: {len(names)} files have this name in different Unicode "
+                f"forms ({', '.join(ascii(n) for n in names)}); rename all but one",
+            )
+        full = self.root / self.disk_name(path)
         try:
             info = full.lstat()
         except (FileNotFoundError, NotADirectoryError):
@@ -136,17 +217,17 @@ class Folder:
         if known is None:
             return False
         try:
-            info = (self.root / path).lstat()
+            info = (self.root / self.disk_name(path)).lstat()
         except OSError:
             return False
         return (info.st_mtime_ns, info.st_size) == known
 
     def exists(self, path: str) -> bool:
-        return (self.root / path).exists()
+        return (self.root / self.disk_name(path)).exists()
 
     def write(self, path: str, text: str) -> None:
         """Replace the file's content atomically (temporary file + rename)."""
-        full = self.root / path
+        full = self.root / self.disk_name(path)
         full.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
@@ -162,7 +243,7 @@ class Folder:
 
     def remove(self, path: str) -> bool:
         """Delete the file (not a symlink or folder) and the folders it leaves empty."""
-        full = self.root / path
+        full = self.root / self.disk_name(path)
         if not full.is_file() or full.is_symlink():
             return False
         full.unlink()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import unicodedata
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,8 @@ class Workspace(Listener):
             full = self.root / rel
             if full.is_dir() and not full.is_symlink():
                 files |= set(self.folder.scan(rel))
-            prefix = rel + "/"
-            files |= {p for p in self.tracked if p == rel or p.startswith(prefix)}
+            nfc = unicodedata.normalize("NFC", rel)  # documents are named in NFC
+            files |= {p for p in self.tracked if p == nfc or p.startswith(nfc + "/")}
             if not full.is_dir():
                 files.add(rel)
         for rel in sorted(files):
@@ -341,7 +342,7 @@ class Workspace(Listener):
                 self._remember(path, None)
             return
         text = str(entry.text)
-        if self.disk.get(path) == text and (self.root / path).is_file():
+        if self.disk.get(path) == text and (self.root / self.folder.disk_name(path)).is_file():
             return
         self.folder.write(path, text)
         self._remember(path, text)

@@ -250,3 +250,46 @@ def test_a_file_the_server_refuses_fails_sync_once(
     assert "1 file(s) NOT in sync" in result.stdout
     assert "big.txt: closed by the server (1009)" in result.stdout
     assert get_text(doc_url(server, "refused", "small.txt")) == "ok\n"
+
+
+def test_a_file_named_in_nfd_syncs_under_its_nfc_path_and_is_written_in_place(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """macOS names files in NFD: such a file syncs as its NFC document path (it was never
+    synced while --once said "in sync"), and the server's text goes to that file, not to
+    a second, look-alike one."""
+    nfd, nfc = "cafe\u0301/me\u0301nu.md", "café/ménu.md"
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "cafe\u0301").mkdir(parents=True)
+    (a / nfd).write_text("croissant\n")
+    out = once(server, a, "nfd")
+    assert "in sync: 1 files" in out
+    assert get_text(doc_url(server, "nfd", nfc)) == "croissant\n"
+    docs = get_json(f"{server.url}/api/v1/{TENANT}/nfd/docs")["docs"]
+    assert [d["path"] for d in docs] == [nfc]
+
+    (b / "cafe\u0301").mkdir(parents=True)
+    (b / nfd).write_text("croissant\n")  # the same file, already there in NFD
+    once(server, b, "nfd")
+    (a / nfd).write_text("croissant\npain au chocolat\n")
+    once(server, a, "nfd")
+    once(server, b, "nfd")
+    assert folder_files(b) == {nfd: b"croissant\npain au chocolat\n"}
+    (b / nfd).unlink()
+    once(server, b, "nfd")
+    once(server, a, "nfd")
+    assert folder_files(a) == {}
+
+
+def test_two_files_whose_names_differ_only_in_unicode_form_are_skipped_with_a_warning(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "café.md").write_text("composed\n")
+    (folder / "cafe\u0301.md").write_text("decomposed\n")
+    (folder / "other.md").write_text("other\n")
+    out = once(server, folder, "nfdclash")
+    assert "skipping café.md: 2 files have this name in different Unicode forms" in out
+    docs = get_json(f"{server.url}/api/v1/{TENANT}/nfdclash/docs")["docs"]
+    assert [d["path"] for d in docs] == ["other.md"]
