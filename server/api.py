@@ -29,6 +29,7 @@ from crdt.timetravel import parse_version
 from crdt.versionstamp import Versionstamp
 from server.appkeys import HISTORY
 from server.auth import InvalidToken, require
+from server.logsafe import printable
 
 log = logging.getLogger("weft.access")
 CONTENT = "content"
@@ -68,10 +69,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, code, exc.text or exc.reason or "")
     except (BadPath, ProtocolError, PermissionDenied, NotFound, QuotaExceeded) as exc:
         status, code = _status(exc)
-        log.info("%s %s: %d %s", request.method, request.path, status, exc)
+        log.info("%s %s: %d %s", request.method, printable(request.path), status, printable(exc))
         return error_response(status, code, str(exc))
     except Exception as exc:  # a request boundary: log with traceback, answer 500
-        log.error("%s %s failed", request.method, request.path, exc_info=True)
+        log.error("%s %s failed", request.method, printable(request.path), exc_info=True)
         return error_response(500, "internal", f"internal error: {type(exc).__name__}")
 
 

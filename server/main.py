@@ -21,6 +21,7 @@ from aiohttp.web_response import StreamResponse
 from crdt.errors import StoreError
 from server.app import create_app
 from server.config import Settings
+from server.logsafe import printable
 
 log = logging.getLogger("weft.server")
 
@@ -61,14 +62,15 @@ def _host(host: str) -> str:
 class AccessLogger(AbstractAccessLogger):
     """One line per request: client, method, path, status, bytes, seconds. The query
     string is left out: the official client sends its token there (``?token=``), and
-    aiohttp's default line (``%r``, the request line) wrote every live token to the log."""
+    aiohttp's default line (``%r``, the request line) wrote every live token to the log.
+    Control characters in the path are escaped: a ``%0a`` in a URL forged a line."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %s %s %s %.3fs",
             request.remote,
             request.method,
-            request.path,
+            printable(request.path),
             response.status,
             response.body_length,
             time,

@@ -47,6 +47,7 @@ from server.connection import (
     WebSocket,
     close_reason,
 )
+from server.logsafe import printable
 from server.rooms import Room
 from server.session import (
     WEFT_VERSION,
@@ -102,7 +103,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         app[QUOTAS].connect(tenant)
     except (BadPath, PermissionDenied, QuotaExceeded, _Refuse) as exc:
         code, label = _refusal(exc)
-        log.warning("refused %s: %s", request.path, exc, extra={"reason": label})
+        log.warning(
+            "refused %s: %s", printable(request.path), printable(exc), extra={"reason": label}
+        )
         metrics.refusals.inc(label=label)
         await ws.close(code=code, message=close_reason(str(exc)))
         return ws
@@ -219,7 +222,12 @@ class _Link:
                 weft=_weft_version(self.request.query.get("weft")),
                 max_frame=app[SETTINGS].max_message_bytes,
             )
-            log.info("%s joined %s", self.principal.user, self.request.path, extra=self.extra)
+            log.info(
+                "%s joined %s",
+                printable(self.principal.user),
+                printable(self.request.path),
+                extra=self.extra,
+            )
             self.conn.start()
             await self._act(self.session.open())
             self.conn.reader = asyncio.create_task(self._read(), name=f"weft-read-{self.conn.id}")

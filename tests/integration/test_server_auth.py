@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import jwt
 import pytest
+import yarl
 
 from crdt.codec import SyncUpdate
 from server.auth import issue_token
@@ -176,6 +177,36 @@ async def test_tokens_never_reach_the_log(
     assert f"/api/v1/acme/{marker}/docs" in log
     assert f"/ws/acme/{marker}/a.txt" in log
     assert secret_token not in log
+
+
+async def test_control_characters_in_a_path_cannot_forge_a_log_line(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The log wrote the decoded path raw: ``%0a`` in a URL started a line of the
+    client's making (NUL too). Control characters are escaped in every line that echoes
+    the path: access log, refused API calls and refused WebSocket connections."""
+    marker = uuid.uuid4().hex
+    forged = f"%0a2026-12-04%2000:00:00,000%20INFO%20weft.access:%20FORGED{marker}%00"
+    for url in (
+        f"{server.url}/api/v1/acme/notes/docs/x{forged}",  # no such route: 404
+        f"{server.url}/api/v1/acme{forged}/notes/docs",  # a bad tenant name: 400
+    ):
+        async with http.get(yarl.URL(url, encoded=True), params={"token": token()}) as response:
+            assert response.status in (400, 404)
+    ws_url = yarl.URL(f"{server.ws_url}/acme{forged}/notes/x", encoded=True)
+    async with http.ws_connect(ws_url, params={"token": token()}) as ws:
+        await ws.receive()
+    assert ws.close_code == 4400
+    for _ in range(50):  # 3 access log lines, the API's and the WebSocket's refusals
+        if server.log().count(f"FORGED{marker}") >= 5:
+            break
+        await asyncio.sleep(0.1)
+    lines = [line for line in server.log().splitlines() if f"FORGED{marker}" in line]
+    assert len(lines) == 5, lines
+    for line in lines:
+        assert f"\\n2026-12-04 00:00:00,000 INFO weft.access: FORGED{marker}\\x00" in line, line
+        assert not line.startswith("2026-12-04 00:00:00,000")
+    assert "\0" not in server.log()
 
 
 def has_acks(peer: YPeer, count: int) -> bool:
