@@ -481,14 +481,16 @@ async def _read_exactly(stream: aiohttp.StreamReader, n: int) -> bytes | None:
 # --- commands ------------------------------------------------------------------------------
 
 
-def _deleted_notes(versions: list[dict[str, Any]], complete: bool) -> list[str]:
+def _deleted_notes(
+    versions: list[dict[str, Any]], complete: bool, before: bool | None = None
+) -> list[str]:
     """Per version (newest first) what it did to the document's deleted flag: "deleted",
     "created" (the first version: a new document clears the flag), "restored" (cleared
     after a delete, or after versions not listed here), "" (did not change it).
-    ``complete``: the listing reaches back to the document's first version."""
+    ``complete``: the listing reaches back to the document's first version; ``before``:
+    the flag the version before the listing set, when known."""
     notes: list[str] = []
-    before: bool | None = None  # the flag before the version looked at (oldest first)
-    for n, v in enumerate(reversed(versions)):
+    for n, v in enumerate(reversed(versions)):  # ``before``: the flag before version n
         flag = v["deleted"]
         if flag is True:
             note = "" if before is True else "deleted"
@@ -512,11 +514,19 @@ def _deleted_notes(versions: list[dict[str, Any]], complete: bool) -> list[str]:
 async def run_history(args: argparse.Namespace, backend: Backend, err: Console) -> int:
     if not 1 <= args.limit <= 10_000:
         raise BadInput("--limit must be between 1 and 10000")
-    page = await backend.history(args.path, args.limit, _version(args.since), _version(args.until))
+    since = _version(args.since)
+    page = await backend.history(args.path, args.limit, since, _version(args.until))
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
-    notes = _deleted_notes(page["versions"], complete=not page["next_until"])
+    complete, before = not page["next_until"], None
+    if since is not None and page["versions"]:
+        # The listing starts after --since: it reaches the first version only if nothing
+        # comes before it, and the version before it tells what the flag was.
+        earlier = (await backend.history(args.path, 1, None, since))["versions"]
+        complete = complete and not earlier
+        before = earlier[0]["deleted"] if earlier else None
+    notes = _deleted_notes(page["versions"], complete, before)
     for v, note in zip(page["versions"], notes, strict=True):
         note += (" revert" if note else "revert") if v["revert"] else ""
         print(

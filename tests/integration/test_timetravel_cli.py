@@ -244,6 +244,43 @@ async def test_revert_through_the_server_and_the_store_reaches_live_editors(
     await live.close()
 
 
+async def test_history_labels_do_not_depend_on_since(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A revert that brings a deleted document back is "restored revert" in the full list;
+    with ``--since`` the listing no longer reaches the first version, and it said
+    "created revert" (whatever came first in a window that ended at head was "created")."""
+    ada = await open_peer(http, server, "labels", "l.md", "ada")
+    meta = ada.doc.get("weft", type=Map)
+
+    def create() -> None:
+        meta["deleted"] = False
+        ada.text.insert(0, "hello\n")
+
+    def delete() -> None:
+        meta["deleted"] = True
+        del ada.text[0 : len(ada.text)]
+
+    v1 = await edit(ada, create)
+    v2 = await edit(ada, delete)
+    v3 = await edit(ada, lambda: ada.text.insert(0, "x"))  # leaves the flag as it is
+    r = await weft_here("revert", "l.md", "--to", v1.hex(), *via_server(server, "labels"))
+    assert r.returncode == 0, r.stderr
+    await ada.close()
+
+    async def labels(*args: str) -> list[str]:
+        r = await weft_here("history", "l.md", *args, *via_server(server, "labels"))
+        assert r.returncode == 0, r.stderr
+        return [" ".join(line.split()[6:]) for line in r.stdout.splitlines()]
+
+    everything = ["restored revert", "", "deleted", "created"]
+    assert await labels() == everything
+    assert await labels("--since", v1.hex()) == ["restored revert", "", "deleted"]
+    assert await labels("--since", v2.hex()) == ["restored revert", ""]
+    assert await labels("--since", v3.hex()) == ["restored revert"]
+    assert await labels("--since", "1970-01-02T00:00:00Z") == everything  # before the first
+
+
 async def test_bad_input_exits_2_and_writes_nothing(
     server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
