@@ -68,7 +68,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show = actions.add_parser("show", help="one conflict with both sides of every region")
     common(show)
     show.add_argument("id", help="conflict id (24 hex digits)")
-    resolve = actions.add_parser("resolve", help="mark a conflict resolved")
+    resolve = actions.add_parser(
+        "resolve", help="mark a conflict resolved (one already resolved is left as it is)"
+    )
     common(resolve)
     resolve.add_argument("id", help="conflict id (24 hex digits)")
     resolve.add_argument("--note", default="", help="how it was resolved")
@@ -80,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _where(args)
-        work = _via_server(args) if args.server else _via_store(args)
-        result = asyncio.run(work)
+        work = _via_server if args.server else _via_store
+        if args.action == "resolve":  # the first resolution stays: say so, change nothing
+            result = asyncio.run(work(args, "show"))
+            args.already = result["status"] == "resolved"
+            if not args.already:
+                result = asyncio.run(work(args, "resolve"))
+        else:
+            result = asyncio.run(work(args, args.action))
     except CliError as exc:
         print(f"weft conflicts: {exc}", file=sys.stderr)
         return exc.code
@@ -103,15 +111,15 @@ def _where(args: argparse.Namespace) -> None:
         raise CliError(f"{' and '.join(missing)} missing (or WEFT_TENANT / WEFT_PROJECT)")
 
 
-async def _via_server(args: argparse.Namespace) -> Any:
+async def _via_server(args: argparse.Namespace, action: str) -> Any:
     import aiohttp
 
     base = f"{http_base(args.server)}/api/v1/{quote(args.tenant)}/{quote(args.project)}/conflicts"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     method, url, params, body = "GET", base, {}, None
-    if args.action == "list":
+    if action == "list":
         params = {k: v for k, v in (("path", args.path), ("status", args.status)) if v}
-    elif args.action == "show":
+    elif action == "show":
         url = f"{base}/{quote(args.id)}"
     else:
         method, url, body = "POST", f"{base}/{quote(args.id)}/resolve", {"resolution": args.note}
@@ -133,10 +141,10 @@ async def _via_server(args: argparse.Namespace) -> Any:
                 raise CliError(message, 1 if failed else 2)
     except aiohttp.ClientError as exc:
         raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
-    return data["conflicts"] if args.action == "list" else data["conflict"]
+    return data["conflicts"] if action == "list" else data["conflict"]
 
 
-async def _via_store(args: argparse.Namespace) -> Any:
+async def _via_store(args: argparse.Namespace, action: str) -> Any:
     from crdt import branches
     from crdt.history import History
     from crdt.keys import check_name
@@ -144,7 +152,7 @@ async def _via_store(args: argparse.Namespace) -> Any:
     from crdt.versionstamp import Versionstamp
 
     check_name("project", args.project)
-    if args.action != "list":
+    if action != "list":
         try:
             Versionstamp.from_hex(args.id)
         except ValueError:
@@ -152,13 +160,13 @@ async def _via_store(args: argparse.Namespace) -> Any:
     async with open_engine(args.store) as kv:
         history = History(kv)
         await history.init()
-        if args.action == "list":
+        if action == "list":
             records = await branches.list_conflicts(
                 history, args.tenant, args.project, path=args.path, status=args.status
             )
             records.sort(key=lambda r: (r.created_ms, r.id))
             return [r.to_dict() for r in records]
-        if args.action == "show":
+        if action == "show":
             record = await branches.get_conflict(history, args.tenant, args.project, args.id)
         else:
             record = await branches.resolve(
@@ -204,5 +212,11 @@ def _print(args: argparse.Namespace, result: Any) -> None:
             print(f"  --- {label}")
             for line in g[key].splitlines() or [""]:
                 print(f"  | {line}")
-    if args.action == "resolve":
+    if args.action == "resolve" and args.already:
+        note = f", note {r['resolution']!r}" if r["resolution"] else ""
+        print(
+            f"\nalready resolved by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC{note}: "
+            "left as it was"
+        )
+    elif args.action == "resolve":
         print("\nmarked resolved")

@@ -256,3 +256,14 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     assert body["conflict"]["status"] == "resolved" and body["conflict"]["resolved_by"] == "op"
     opened = await asyncio.to_thread(weft, "conflicts", "list", "--status", "open", *remote)
     assert opened.returncode == 0 and "no conflicts" in opened.stdout
+    # Resolving it again changes nothing, and says so (it said "marked resolved").
+    for place in (remote, local):
+        again = await asyncio.to_thread(
+            weft, "conflicts", "resolve", cid, "--note", "again", *place
+        )
+        assert again.returncode == 0, again.stderr
+        assert "marked resolved" not in again.stdout
+        assert "already resolved by op at " in again.stdout
+        assert "UTC, note 'took ours': left as it was" in again.stdout
+    status, body = await api(http, "GET", f"{url}/{cid}")
+    assert (body["conflict"]["resolved_by"], body["conflict"]["resolution"]) == ("op", "took ours")
