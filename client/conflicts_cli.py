@@ -179,6 +179,17 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
 
 
+def _lines(record: dict[str, Any], region: dict[str, Any]) -> str:
+    """Which base lines a region is about: none when the sides share no history (a
+    local file that met a different document), else a range or an insertion point."""
+    if not record["base"]:
+        return "no shared history"
+    start, end = region["base_start"], region["base_end"]
+    if start == end:
+        return f"after base line {start}" if start else "before base line 1"
+    return f"base lines {start + 1}-{end}"
+
+
 def _print(args: argparse.Namespace, result: Any) -> None:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -187,12 +198,18 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         if not result:
             print("no conflicts")
             return
-        print(f"{'ID':24}  {'STATUS':8}  {'CREATED (UTC)':19}  {'LINES':9}  PATH  (OURS / THEIRS)")
-        for r in result:
-            spans = ",".join(f"{g['base_start'] + 1}-{g['base_end']}" for g in r["regions"])
+        spans = [
+            ",".join(_lines(r, g).removeprefix("base lines ") for g in r["regions"]) for r in result
+        ]
+        width = max(9, *map(len, spans))
+        print(
+            f"{'ID':24}  {'STATUS':8}  {'CREATED (UTC)':19}  {'LINES':{width}}  "
+            "PATH  (OURS / THEIRS)"
+        )
+        for r, span in zip(result, spans, strict=True):
             who = f"{'+'.join(r['ours']['users'])} / {'+'.join(r['theirs']['users'])}"
             print(
-                f"{r['id']:24}  {r['status']:8}  {_when(r['created_ms']):19}  {spans:9}  "
+                f"{r['id']:24}  {r['status']:8}  {_when(r['created_ms']):19}  {span:{width}}  "
                 f"{r['path']}  ({who})"
             )
         return
@@ -207,8 +224,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         if r["resolution"]:
             print(f"  note       {r['resolution']}")
     for g in r["regions"]:
-        print(f"\n  base lines {g['base_start'] + 1}-{g['base_end']}:")
-        for label, key in (("base", "base_text"), ("ours", "ours_text"), ("theirs", "theirs_text")):
+        print(f"\n  {_lines(r, g)}:")
+        base = [("base", "base_text")] if r["base"] else []  # none: no shared history
+        for label, key in [*base, ("ours", "ours_text"), ("theirs", "theirs_text")]:
             print(f"  --- {label}")
             for line in g[key].splitlines() or [""]:
                 print(f"  | {line}")

@@ -226,6 +226,10 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     shown = await asyncio.to_thread(weft, "conflicts", "show", cid, *remote)
     assert shown.returncode == 0, shown.stderr
     assert "| ours" in shown.stdout and "| theirs" in shown.stdout
+    # a local file that met another document: no base, no base lines (it said "1-0")
+    assert "\n  no shared history:\n  --- ours\n" in shown.stdout
+    assert "base lines" not in shown.stdout and "--- base" not in shown.stdout
+    assert "  no shared history  a.txt  (" in listed.stdout and "1-0" not in listed.stdout
     as_json = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
     assert [r["id"] for r in json.loads(as_json.stdout)] == [cid]
     where = {"WEFT_SERVER": remote[1], "WEFT_TENANT": "acme", "WEFT_PROJECT": "cli"}

@@ -272,3 +272,16 @@ async def test_both_sides_deleting_or_an_unedited_side_is_no_conflict(tmp_path: 
         await commit(history, doc, one, "one")
         branch = await commit(history, doc, two, "two")
         assert await branches.detect_branch(history, doc, seeded.versionstamp, branch) is None
+
+
+def test_weft_conflicts_names_a_region_by_its_base_lines() -> None:
+    from client.conflicts_cli import _lines
+
+    def lines(base: str, start: int, end: int) -> str:
+        return _lines({"base": base}, {"base_start": start, "base_end": end})
+
+    assert lines("00" * 12, 2, 3) == "base lines 3-3"
+    assert lines("00" * 12, 2, 5) == "base lines 3-5"
+    assert lines("00" * 12, 4, 4) == "after base line 4"
+    assert lines("00" * 12, 0, 0) == "before base line 1"
+    assert lines("", 0, 0) == "no shared history"
