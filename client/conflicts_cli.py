@@ -230,6 +230,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
             print(f"  --- {label}")
             for line in g[key].splitlines() or [""]:
                 print(f"  | {line}")
+    print("\n  merged text (what the document held once both sides were in):")
+    for line in r["merged_text"].splitlines() or [""]:
+        print(f"  | {line}")
     if args.action == "resolve" and args.already:
         note = f", note {r['resolution']!r}" if r["resolution"] else ""
         print(

@@ -230,6 +230,9 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     assert "\n  no shared history:\n  --- ours\n" in shown.stdout
     assert "base lines" not in shown.stdout and "--- base" not in shown.stdout
     assert "  no shared history  a.txt  (" in listed.stdout and "1-0" not in listed.stdout
+    # what the file holds: the server's text, which stays (it was never printed)
+    merged = "\n  merged text (what the document held once both sides were in):\n  | theirs\n"
+    assert shown.stdout.endswith(merged)
     as_json = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
     assert [r["id"] for r in json.loads(as_json.stdout)] == [cid]
     where = {"WEFT_SERVER": remote[1], "WEFT_TENANT": "acme", "WEFT_PROJECT": "cli"}
