@@ -23,6 +23,7 @@ import jwt
 from aiohttp import web
 
 from crdt.errors import PermissionDenied
+from crdt.keys import check_name
 from server.appkeys import AUTH
 
 SCOPES = ("read", "write", "admin")
@@ -160,7 +161,12 @@ def issue_token(
     scope: str,
     ttl_seconds: int,
 ) -> str:
-    """A signed token: HS256 with ``secret``, or RS256/ES256 with ``private_key`` (PEM)."""
+    """A signed token: HS256 with ``secret``, or RS256/ES256 with ``private_key`` (PEM).
+    The tenant and project names are checked as the server checks a URL's (a token for
+    ``a/b`` could never reach anything): :class:`~crdt.errors.BadPath`, a ValueError."""
+    check_name("tenant", tenant)
+    for project in projects or ():
+        check_name("project", project)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     if ttl_seconds <= 0:

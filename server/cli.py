@@ -182,7 +182,7 @@ def run_token_create(args: argparse.Namespace) -> int:
         )
     except (ValueError, OSError) as exc:
         print(f"weft token create: {exc}", file=sys.stderr)
-        if not secret and not key_file:
+        if not secret and not key_file and "needs a" in str(exc):
             print("  set --secret or WEFT_SECRET (or --private-key)", file=sys.stderr)
         return 2
     print(token)

@@ -149,6 +149,31 @@ def test_token_create_without_a_secret_is_bad_input(capsys: pytest.CaptureFixtur
     assert "WEFT_SECRET" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["--tenant", ""], "tenant name must be 1 to 64 characters"),
+        (["--tenant", "a/b"], "tenant name 'a/b' may only use letters, digits, '.', '_' and '-'"),
+        (["--tenant", "*"], "tenant name '*' may only use"),
+        (
+            ["--tenant", "acme", "--project", "site", "--project", "my site"],
+            "project name 'my site'",
+        ),
+    ],
+)
+def test_token_create_refuses_names_the_server_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    names: list[str],
+    message: str,
+) -> None:
+    """It printed a token for tenant '' or 'a/b', which no request can use."""
+    monkeypatch.setenv("WEFT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    assert weft(["token", "create", *names]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"weft token create: {message}")
+
+
 @pytest.mark.parametrize("secret", ["", "   "])
 def test_an_empty_secret_is_refused_not_taken_for_auth_off(secret: str) -> None:
     """WEFT_SECRET= (an unset shell variable) used to pass the "auth or loopback" check
