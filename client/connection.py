@@ -325,6 +325,7 @@ class DocLink:
         entry, device = self.entry, self.device
         match message:
             case SyncStep1(state_vector=sv):
+                device.accepted()
                 self.ready = True
                 self.server_sv = sv
                 self.server_had_state = self.server_had_state or sv != EMPTY_STATE_VECTOR

@@ -111,6 +111,7 @@ class Device:
         self._prober: asyncio.Task[None] | None = None
         self._started = False
         self._offline_said = False
+        self._online_unsaid = False  # the server answers; "online" once it takes the token
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -318,13 +319,21 @@ class Device:
             if await self.api.healthy():
                 self._online.set()
                 self._offline_said = False
-                self.emit(Event("online", f"online: {self.server}"))
+                self._online_unsaid = True
                 self.changed()
                 return
             if not self._offline_said:
                 self._offline_said = True
                 self.emit(Event("offline", f"offline: {self.server} does not answer; retrying"))
             await asyncio.sleep(backoff.next())
+
+    def accepted(self) -> None:
+        """The server took this device's token (a document list read, a room's first
+        message): say "online" now, not when it merely answered a health probe, which
+        it does for a token it then refuses."""
+        if self._online_unsaid and self.failure is None:
+            self._online_unsaid = False
+            self.emit(Event("online", f"online: {self.server}"))
 
     async def pause(self) -> None:
         """Go offline on purpose: close every connection, keep working locally."""
@@ -395,6 +404,7 @@ class Device:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.report_unreachable(str(exc) or type(exc).__name__)
             return None
+        self.accepted()
         self.heads = heads
         self.heads_read.set()
         self.changed()

@@ -323,8 +323,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         ui.info(f"device {ws.device.device_id}; state in {ws.state_dir}", "dim")
         try:
             code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
-        except DeviceFailed as exc:
-            ui.line(f"weft sync: {exc}", "bold red")
+        except DeviceFailed:  # the device's error event said why, once
             return 1
     return code
 
