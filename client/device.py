@@ -179,6 +179,10 @@ class Device:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        for loading in list(self._opening.values()):  # before the history closes
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loading
         await self.writer.flush()
         await self.http.close()
         await self.history.kv.__aexit__(None, None, None)
@@ -205,16 +209,18 @@ class Device:
         entry = self.entries.get(path)
         if entry is None:
             pending = self._opening.get(path)
-            if pending is None:
+            if pending is None:  # kept until loaded, even if every opener is cancelled
                 pending = asyncio.ensure_future(self._load(path))
                 self._opening[path] = pending
-            try:
-                entry = await asyncio.shield(pending)
-            finally:
-                self._opening.pop(path, None)
+                pending.add_done_callback(partial(self._loaded, path))
+            entry = await asyncio.shield(pending)
         if connect and self.failure is None:
             entry.link.want()
         return entry
+
+    def _loaded(self, path: str, loading: asyncio.Future[DocEntry]) -> None:
+        if self._opening.get(path) is loading:
+            del self._opening[path]
 
     async def _load(self, path: str) -> DocEntry:
         ref = await self.history.doc(self.tenant, self.project, path, create=True)

@@ -627,3 +627,37 @@ async def test_an_offline_branch_sent_over_two_connections_is_not_a_conflict_wit
             [record] = conflicts
             assert record["ours"]["clients"] == [other.device_id]
             assert record["theirs"]["clients"] == [device.device_id]
+
+
+async def test_a_document_still_loading_when_its_opener_is_cancelled_ends_before_close(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A load is shielded from its openers: cancelling the only one (a workspace closing)
+    forgot the load, which went on reading the local history after close had closed it
+    ("engine is not open"), and the next opener started a second load."""
+    device = make(tmp_path, server, "a", "loading")
+    loads: list[str] = []
+    ended: list[str] = []
+    async with device:
+        replay = device.history.replay
+
+        async def slow_replay(ref: Any) -> Any:
+            loads.append(ref.path)
+            try:
+                await asyncio.sleep(0.3)  # the real replay, late
+                return await replay(ref)
+            finally:
+                ended.append(ref.path)
+
+        device.history.replay = slow_replay  # type: ignore[method-assign, assignment]
+        opener = asyncio.create_task(device.open("x.txt"))
+        await eventually(lambda: loads == ["x.txt"])
+        opener.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opener
+        await device.open("x.txt")  # the same load, not a second one
+        assert loads == ["x.txt"]
+        opener = asyncio.create_task(device.open("y.txt"))
+        await eventually(lambda: loads == ["x.txt", "y.txt"])
+        opener.cancel()
+    assert ended == ["x.txt", "y.txt"]  # y.txt's load ended before the history closed
