@@ -135,6 +135,10 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
             if response.status >= 400:
                 error = data.get("error", {}) if isinstance(data, dict) else {}
                 message = error.get("message") or f"HTTP {response.status}"
+                if response.status == 401 and not args.token:
+                    from client.remote import NO_TOKEN
+
+                    message = NO_TOKEN
                 # as the time-travel commands: a refused token or a server error is a
                 # failure (1), anything else the request got wrong is bad input (2)
                 failed = response.status in (401, 403) or response.status >= 500

@@ -363,7 +363,7 @@ class Device:
         """The server refused this device (bad token, no access): stop every link."""
         if self.failure is None:
             self.failure = DeviceFailed(f"the server refused this device ({code}): {reason}", code)
-            self.emit(Event("error", str(self.failure)))
+            self.emit(Event("error", str(self.failure), data={"refused": code}))
             for entry in self.entries.values():
                 entry.link.wanted = False
                 entry.link_changed.set()

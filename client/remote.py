@@ -78,6 +78,11 @@ class ServerURL:
         return self.ws
 
 
+NO_TOKEN = "the server needs a token: pass --token or set WEFT_TOKEN"
+"""What the commands say for a 401 when no token was given (the server's own message
+names the HTTP ways, ``?token=`` and ``Authorization: Bearer``)."""
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

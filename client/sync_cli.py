@@ -197,8 +197,9 @@ class _Ui:
     """What ``weft sync`` shows: events as lines, a progress bar on the first sync, and
     (on a terminal) a status line while it keeps running."""
 
-    def __init__(self, console: Console, quiet: bool, verbose: bool) -> None:
+    def __init__(self, console: Console, quiet: bool, verbose: bool, token: bool = True) -> None:
         self.console = console
+        self.token = token  # whether a token was given
         self.quiet = quiet
         self.verbose = verbose
         self.first_sync = True
@@ -211,7 +212,12 @@ class _Ui:
             return
         if self.first_sync and not self.verbose and event.kind in QUIET_DURING_FIRST_SYNC:
             return
-        self.line(event.message, STYLES.get(event.kind, ""))
+        message, code = event.message, event.data.get("refused")
+        if code in (401, 4401) and not self.token:
+            from client.remote import NO_TOKEN
+
+            message = f"the server refused this device ({code}): {NO_TOKEN}"
+        self.line(message, STYLES.get(event.kind, ""))
 
     def info(self, message: str, style: str = "") -> None:
         """A line that ``--quiet`` leaves out (no warning, conflict or error)."""
@@ -301,7 +307,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     from client.workspace import Workspace
 
     console = Console(highlight=False, soft_wrap=True)
-    ui = _Ui(console, args.quiet, args.verbose)
+    ui = _Ui(console, args.quiet, args.verbose, token=bool(args.token))
     ws = Workspace(
         root,
         server,

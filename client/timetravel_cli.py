@@ -148,7 +148,9 @@ def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
             err.print(f"{name}: {exc}", markup=False)
             return 2
         except PermissionDenied as exc:
-            err.print(f"{name}: {exc}", markup=False)
+            from client.remote import NO_TOKEN
+
+            err.print(f"{name}: {exc if args.token or args.store else NO_TOKEN}", markup=False)
             return 1
         except (Failed, WeftError, OSError, aiohttp.ClientError, TimeoutError) as exc:
             err.print(f"{name}: {exc or type(exc).__name__}", markup=False)

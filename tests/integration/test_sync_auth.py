@@ -1,4 +1,5 @@
-"""``weft sync`` against a server with auth on: what it says when the token is refused."""
+"""``weft sync`` and the other commands against a server with auth on: what they say when
+the token is refused or missing."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from client.cli import main
 from client.testing import sync_once
 from server.testing import AUTH_ENV, ServerProcess, StartServer, token_for
 
@@ -32,3 +34,22 @@ def test_a_refused_token_is_said_once_and_the_device_never_claims_online(
     result = sync_once(tmp_path, server.ws_url, TENANT, "refused", token=token_for())
     assert result.returncode == 0, result.stdout
     assert result.stdout.count(f"online: ws://127.0.0.1:{server.port}\n") == 1
+
+
+def test_without_a_token_the_commands_say_how_to_give_one(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They said the server's words, "missing token: pass ?token= or Authorization:
+    Bearer", which are about HTTP, not about the command."""
+    hint = "the server needs a token: pass --token or set WEFT_TOKEN"
+    result = sync_once(tmp_path, server.ws_url, TENANT, "tokenless")
+    assert result.returncode == 1, result.stdout
+    assert f"the server refused this device (401): {hint}\n" in result.stdout
+    where = ["--server", server.url, "--tenant", TENANT, "--project", "tokenless"]
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("WEFT_TOKEN", raising=False)
+        for argv in (["history", "a.txt", *where], ["conflicts", "list", *where]):
+            assert main(argv) == 1
+            assert capsys.readouterr().err == f"weft {argv[0]}: {hint}\n"
+        assert main(["history", "a.txt", *where, "--token", "bad.token.x"]) == 1
+        assert "malformed token" in capsys.readouterr().err  # a token given: the server's words
