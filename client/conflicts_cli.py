@@ -143,6 +143,10 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
                 # failure (1), anything else the request got wrong is bad input (2)
                 failed = response.status in (401, 403) or response.status >= 500
                 raise CliError(message, 1 if failed else 2)
+    except aiohttp.ClientConnectorError as exc:
+        from client.remote import unreachable
+
+        raise CliError(unreachable(args.server, exc), 1) from None
     except aiohttp.ClientError as exc:
         raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
     return data["conflicts"] if action == "list" else data["conflict"]

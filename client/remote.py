@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -81,6 +82,23 @@ class ServerURL:
 NO_TOKEN = "the server needs a token: pass --token or set WEFT_TOKEN"
 """What the commands say for a 401 when no token was given (the server's own message
 names the HTTP ways, ``?token=`` and ``Authorization: Bearer``)."""
+
+
+def unreachable(server: str, exc: BaseException) -> str:
+    """``cannot reach the server at URL: why``, in plain words (aiohttp's own message
+    reads "Cannot connect to host h:p ssl:default [Connect call failed ...]")."""
+    cause = getattr(exc, "os_error", None) or exc
+    if isinstance(cause, ConnectionRefusedError):
+        why = "connection refused"
+    elif isinstance(cause, socket.gaierror):
+        why = "unknown host"
+    elif isinstance(cause, TimeoutError):
+        why = "no answer (timed out)"
+    elif isinstance(cause, OSError) and cause.strerror:
+        why = cause.strerror[:1].lower() + cause.strerror[1:]
+    else:
+        why = str(cause) or type(cause).__name__
+    return f"cannot reach the server at {server}: {why}"
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

@@ -147,6 +147,12 @@ def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
         except (ProtocolError, BadPath, NotFound) as exc:  # bad versions, paths, names
             err.print(f"{name}: {exc}", markup=False)
             return 2
+        except aiohttp.ClientConnectorError as exc:
+            from client.remote import unreachable
+
+            server = args.server or os.environ.get("WEFT_SERVER", "")
+            err.print(f"{name}: {unreachable(server, exc)}", markup=False)
+            return 1
         except PermissionDenied as exc:
             from client.remote import NO_TOKEN
 

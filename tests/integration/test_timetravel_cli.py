@@ -23,7 +23,7 @@ from client.cli import main
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
 from server.auth import issue_token
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import ServerProcess, StartServer, YPeer, client_session, free_port
 
 pytestmark = pytest.mark.functional
 SECRET = "timetravel-cli-secret-0123456789abcdef"
@@ -335,6 +335,11 @@ async def test_failures_exit_1(server: ServerProcess) -> None:
     assert r.returncode == 1 and "403" in r.stderr
     r = await weft_here("show", "x.md", *via_server(server, "bad", token(tenant="other")))
     assert r.returncode == 1 and "403" in r.stderr
-    unreachable = ("--server", "http://127.0.0.1:9", "--tenant", "a", "--project", "b")
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: plain words, not aiohttp's
+    unreachable = ("--server", nowhere, "--tenant", "a", "--project", "b")
     r = await weft_here("show", "x.md", *unreachable)
-    assert r.returncode == 1 and r.stderr.startswith("weft show: ")
+    assert r.returncode == 1
+    assert r.stderr == f"weft show: cannot reach the server at {nowhere}: connection refused\n"
+    r = await weft_here("conflicts", "list", *unreachable)
+    assert r.returncode == 1
+    assert r.stderr == f"weft conflicts: cannot reach the server at {nowhere}: connection refused\n"
