@@ -109,7 +109,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         for error in exc.errors():
             where = ".".join(str(p) for p in error["loc"])
-            print(f"weft serve: {where + ': ' if where else ''}{error['msg']}", file=sys.stderr)
+            message = error["msg"].removeprefix("Value error, ")  # a validator's own words
+            print(f"weft serve: {where + ': ' if where else ''}{message}", file=sys.stderr)
         return 2
     except SettingsError as exc:  # a WEFT_* variable that should hold JSON does not
         field = re.search(r'field "(\w+)"', str(exc))

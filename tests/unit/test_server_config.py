@@ -73,6 +73,14 @@ def test_python_m_server_refuses_to_start_without_auth_on_a_public_address(
     assert "without auth" in capsys.readouterr().err
 
 
+def test_weft_serve_prints_a_validators_message_without_pydantics_prefix(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert serve_main(["--secret", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("weft serve: secret: secret is empty") and "Value error" not in err
+
+
 def test_public_key_may_be_a_file(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = key.public_bytes(
