@@ -20,6 +20,7 @@ from aiohttp.web_response import StreamResponse
 
 from crdt.errors import StoreError
 from server.app import create_app
+from server.appkeys import CONNECTIONS
 from server.config import Settings
 from server.logsafe import printable
 
@@ -101,6 +102,7 @@ async def serve(settings: Settings) -> None:
         try:
             await site.start()
         except OSError as exc:
+            app[CONNECTIONS].draining = True  # it never listened: nothing to drain, or say
             raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
         addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
         for line in banner(settings, addresses):

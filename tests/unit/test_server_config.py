@@ -238,3 +238,4 @@ def test_an_address_in_use_is_said_so(tmp_path: Path) -> None:
         code, err = serve_in_a_child("--port", str(port), "--store", f"sqlite:///{tmp_path}/w.db")
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "draining" not in err and "drained" not in err  # it never listened
