@@ -63,6 +63,16 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand ``args`` picked (``weft token create``)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(argv))
@@ -70,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, _UNLOADED, None) is not None:  # _command guessed wrong: load and retry
         parser = build_parser(args.command)
         args, extra = parser.parse_known_args(argv)
-    if extra:  # as parse_args does
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # as parse_args does, with the usage of the (sub)command that was run
+        _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

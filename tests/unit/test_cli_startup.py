@@ -158,6 +158,25 @@ def test_a_wrong_guess_of_the_command_still_runs_it(
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["show", "notes.md", "--bogus"], "usage: weft show "),
+        (["token", "create", "--tenant", "acme", "--bogus"], "usage: weft token create "),
+        (["conflicts", "list", "--bogus"], "usage: weft conflicts list "),
+    ],
+)
+def test_an_unknown_option_shows_the_usage_of_its_subcommand(
+    capsys: pytest.CaptureFixture[str], argv: list[str], usage: str
+) -> None:
+    """It showed the top-level ``usage: weft [-h] COMMAND``."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and err.endswith("error: unrecognized arguments: --bogus\n")
+
+
 def test_token_choices_mirror_server_auth() -> None:
     assert server.cli.SCOPES == server.auth.SCOPES
     assert server.cli.KEY_ALGORITHMS == server.auth.KEY_ALGORITHMS
