@@ -227,6 +227,15 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     for side in ("ours", "theirs"):
         s = r[side]
         print(f"  {side:10} {', '.join(s['users'])} on {', '.join(s['clients']) or '?'}")
+    if r.get("deleted"):
+        deleter = "ours" if r["deleted"] == "ours" else "theirs"
+        if r.get("restored"):
+            then = "brought back with the other side's edits"
+        elif r.get("emptied"):
+            then = "it stays deleted (the deletion emptied it; the edited text is below)"
+        else:
+            then = "it stays deleted (deleted again since; the edited text is below)"
+        print(f"  deleted    by {deleter}, edited by the other side: {then}")
     if r["status"] == "resolved":
         print(f"  resolved   by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC")
         if r["resolution"]:

@@ -553,6 +553,12 @@ async def run_show(args: argparse.Namespace, backend: Backend, err: Console) -> 
     if args.json:
         print(json.dumps(found, indent=2))
     else:
+        if found.get("deleted"):
+            err.print(
+                f"({found['path']} is deleted at {found['versionstamp']}; "
+                "below is the text it held)",
+                markup=False,
+            )
         sys.stdout.write(found["text"])
         sys.stdout.flush()
     return 0

@@ -10,9 +10,12 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   the file), only once they are in the local history, and only after any unsaved local
   edit of that file was taken in first. Writing is never echoed back: a file whose text
   equals its shadow is not an edit.
-- A deleted file sets ``weft.deleted`` to True in its document and empties it; a file
-  that appears where a document was deleted sets it back to False (the project's
-  deletion convention). A rename is a delete and a create.
+- A deleted file sets ``weft.deleted`` to True in its document and leaves its text (an
+  edit made elsewhere meanwhile merges into that text, and the server can bring the
+  document back whole when it judges such an edit, see :mod:`crdt.branches`); a file
+  that appears where a document was deleted sets it back to False and edits the text
+  into the file's (the project's deletion convention; documents deleted by earlier
+  versions were emptied too). A rename is a delete and a create.
 - A local file with no history on this device (a first sync, or a file created while
   offline) is checked against the server first: same text → adopted; the server has no
   such document (or a deleted one) → created; different text → the server's version
@@ -245,10 +248,7 @@ class Workspace(Listener):
             return True
         if text is None:
             if not entry.deleted:
-                with entry.doc.transaction():
-                    entry.meta["deleted"] = True
-                    if len(entry.text):
-                        del entry.text[0 : len(entry.text)]
+                entry.meta["deleted"] = True  # the text stays: see the module docstring
                 self.emit(Event("deleted", f"deleted {path}", path))
             self._remember(path, None)
             return True

@@ -16,19 +16,21 @@ record says which side deleted (``deleted``) and spans the whole base.
 from __future__ import annotations
 
 import contextlib
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
 import msgpack
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
 from crdt import keys, ydoc
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.errors import NotFound
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.kv.base import Transaction
-from crdt.versions import read_doc
+from crdt.versions import DELETED, META, read_doc
 from crdt.versionstamp import Versionstamp
+from crdt.ydecode import UpdateDecodeError, map_entries
 
 CONTENT = "content"
 MAX_SINCE_BASE = 200_000
@@ -46,6 +48,14 @@ def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
 
 def _text(state: bytes, records: Iterable[Record]) -> str:
     return _read(state, records)[0]
+
+
+def _emptied(base: str, deleting: str) -> bool:
+    """Whether the deleting side's text kept no line of the base (a deletion that
+    emptied the document, as clients before 2026-12-04 did; other edits on that side
+    may have added lines since)."""
+    matcher = difflib.SequenceMatcher(None, lines(base), lines(deleting), autojunk=False)
+    return bool(base) and not any(block.size for block in matcher.get_matching_blocks())
 
 
 def _deleted_side(
@@ -134,7 +144,36 @@ async def detect_branch(
         merged_text=_text(base_state, since),
         created_ms=now_ms(),
         deleted=deleted,
+        emptied=bool(deleted) and _emptied(start[0], (our if deleted == "ours" else their)[0]),
     )
+
+
+async def bring_back(
+    history: History, doc: DocRef, record: ConflictRecord
+) -> tuple[bool, bytes | None]:
+    """For a record of an edit against a deletion: whether the document is (to be)
+    back, and the update that brings it back (``weft.deleted`` unset at head; its text,
+    which a deletion now leaves, is untouched, so every edit merged into it stays where
+    it was made). No update when it is back already (not deleted at head), or when it
+    stays deleted: the deletion emptied the text (``record.emptied``), or something
+    committed after the branch set a map entry (``weft.deleted`` again: a later delete
+    stands)."""
+    if not record.deleted or record.emptied:
+        return False, None
+    stamps = [Versionstamp.from_hex(v) for v in record.ours.versionstamps]
+    stamps += [Versionstamp.from_hex(v) for v in record.theirs.versionstamps]
+    head = await history.replay(doc)
+    if not read_doc(head.doc)[1]:
+        return True, None
+    later = await history.updates(doc, after=max(stamps), limit=MAX_SINCE_BASE)
+    for r in later:
+        with contextlib.suppress(UpdateDecodeError):  # (not one this decoder reads: stays)
+            if not map_entries(r.update):
+                continue
+        return False, None
+    before = head.doc.get_state()
+    head.doc.get(META, type=Map)[DELETED] = False
+    return True, head.doc.get_update(before)
 
 
 def _side(records: list[Record]) -> Side:
@@ -208,4 +247,4 @@ async def resolve(
     return (await history.kv.transact(fn)).result
 
 
-__all__ = ["detect_branch", "get_conflict", "list_conflicts", "resolve", "save"]
+__all__ = ["bring_back", "detect_branch", "get_conflict", "list_conflicts", "resolve", "save"]

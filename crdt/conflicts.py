@@ -63,6 +63,10 @@ class ConflictRecord:
     # "ours" or "theirs": that side deleted the document the other side edited (one
     # region spans the whole base; the deleting side's text is empty); "" otherwise.
     deleted: str = ""
+    restored: bool = False  # such a document was brought back (weft.deleted unset)
+    # The deleting side emptied the text too (clients before 2026-12-04 did): bringing
+    # the document back would show only the other side's edits, so it stays deleted.
+    emptied: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,14 +87,21 @@ class ConflictRecord:
             resolved_ms=int(data.get("resolved_ms", 0)),
             resolution=str(data.get("resolution", "")),
             deleted=str(data.get("deleted", "")),
+            restored=bool(data.get("restored", False)),
+            emptied=bool(data.get("emptied", False)),
         )
 
     def summary(self) -> str:
         """One line saying what the conflict is, for a person."""
-        if self.deleted == "ours":
-            return "deleted here while edited elsewhere: the document was kept with those edits"
-        if self.deleted == "theirs":
-            return "edited here while deleted elsewhere: the document was kept with these edits"
+        if self.deleted:
+            what = (
+                "deleted here while edited elsewhere"
+                if self.deleted == "ours"
+                else "edited here while deleted elsewhere"
+            )
+            if self.restored:
+                return f"{what}: the document was brought back with the edits"
+            return f"{what}: the document stays deleted; the edited text is in this record"
         spans = ", ".join(_lines_label(r) for r in self.regions[:3])
         more = f" and {len(self.regions) - 3} more" if len(self.regions) > 3 else ""
         n = len(self.regions)

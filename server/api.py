@@ -6,7 +6,9 @@
 - ``GET /api/v1/{tenant}/{project}/docs/{path}``: the document's text (root ``Y.Text``
   named ``content``) at head, or ``?at=VERSIONSTAMP`` (24 hex digits) or
   ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
-  ``X-Weft-Versionstamp``; ``?format=json`` gives ``{"path", "versionstamp", "text"}``.
+  ``X-Weft-Versionstamp`` (and ``X-Weft-Deleted: true`` for a deleted document: the
+  text is what it held); ``?format=json`` gives ``{"path", "versionstamp", "text",
+  "deleted"}``.
 
 Errors are ``{"error": {"code": "...", "message": "..."}}`` with status 400 (bad_path,
 bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
@@ -136,12 +138,15 @@ async def get_doc(request: web.Request) -> web.Response:
         raise NotFound(f"no document {ref.path!r} in {tenant}/{project}{when}")
     text = str(replayed.doc.get(CONTENT, type=Text))
     vs = replayed.versionstamp.hex()
+    deleted = replayed.doc.get("weft", type=Map).get("deleted") is True
     if request.query.get("format") == "json":
-        deleted = replayed.doc.get("weft", type=Map).get("deleted") is True
         return web.json_response(
             {"path": ref.path, "versionstamp": vs, "text": text, "deleted": deleted}
         )
-    return web.Response(text=text, headers={"X-Weft-Versionstamp": vs})
+    headers = {"X-Weft-Versionstamp": vs}
+    if deleted:  # the text it held (a deletion leaves it): say it is deleted
+        headers["X-Weft-Deleted"] = "true"
+    return web.Response(text=text, headers=headers)
 
 
 def setup(app: web.Application) -> None:

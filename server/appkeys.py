@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from crdt.conflicts import ConflictRecord
     from crdt.history import Appended, DocRef, History
     from crdt.versionstamp import Versionstamp
     from server.auth import Authenticator, Principal
@@ -19,11 +20,13 @@ if TYPE_CHECKING:
     from server.writer import Writer
 
     BranchHook: TypeAlias = Callable[
-        [DocRef, Versionstamp, list[Appended], Principal, str | None], Awaitable[None] | None
+        [DocRef, Versionstamp, list[Appended], Principal, str | None],
+        Awaitable[ConflictRecord | None] | ConflictRecord | None,
     ]
     """Called once an offline branch (a weft client's ``Base(vs)`` and the updates after
     it) is committed: the doc, the branch's base, its updates as appended, the author,
-    and the device (its ``?device=``, if it gave one)."""
+    and the device (its ``?device=``, if it gave one). Returns the conflict record the
+    branch made, if any (said to a client of extension version 2, ``Checked``)."""
 
 HISTORY: web.AppKey[History] = web.AppKey("weft.history")
 AUTH: web.AppKey[Authenticator] = web.AppKey("weft.auth")

@@ -22,7 +22,6 @@ A record: ``id`` (24 hex digits), ``path``, ``base``, ``ours``/``theirs`` (``use
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -34,7 +33,6 @@ from crdt import branches
 from crdt.conflicts import ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
 from crdt.history import Append, Appended, DocRef, History, now_ms
-from crdt.revert import revert_update
 from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 from server.api import _names
@@ -71,7 +69,10 @@ def on_branch(app: web.Application) -> Any:
         if record is None:
             return None
         if record.deleted:
-            await _keep_edited(app, doc, record)
+            try:
+                record.restored = await _bring_back(app, doc, record)
+            except Exception:  # the record is saved all the same
+                log.error("bringing %s back failed", doc.path, exc_info=True)
         await branches.save(history, doc, record)
         log.info(
             "conflict %s on %s/%s/%s: %s; branch by %s",
@@ -87,28 +88,22 @@ def on_branch(app: web.Application) -> Any:
     return hook
 
 
-async def _keep_edited(app: web.Application, doc: DocRef, record: ConflictRecord) -> None:
-    """One side deleted the document the other edited: bring it back with the edited
-    side's text (edits are never dropped unseen; deleting it again is one step), unless
-    it is no longer deleted at head. Committed like an editor's update, by the edited
-    side's user, so rooms and devices get it (the record's ``merged_text`` says so)."""
+async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord) -> bool:
+    """One side deleted the document the other edited: bring it back (unset
+    ``weft.deleted``; edits are never dropped unseen, and deleting it again is one step)
+    unless it must stay deleted (see :func:`crdt.branches.bring_back`). Committed like
+    an editor's update, by the edited side's user, so rooms and devices get it. Whether
+    the document is back; ``record.merged_text`` becomes its text then."""
     history: History = app[HISTORY]
-    head = await history.replay(doc)
-    if not read_doc(head.doc)[1]:
-        return
-    region = record.regions[0]
-    text, side = (
-        (region.ours_text, record.ours)
-        if record.deleted == "theirs"
-        else (region.theirs_text, record.theirs)
-    )
-    update = await asyncio.to_thread(revert_update, head.doc, text, False)
-    if update is None:
-        return
-    user = side.users[0] if side.users else ""
-    session = f"{CONFLICT_SESSION}/{app[SETTINGS].instance}"
-    await app[WRITER].submit(Append(doc, update, user, CONFLICT_CLIENT, session))
-    record.merged_text = text
+    back, update = await branches.bring_back(history, doc, record)
+    if update is not None:
+        side = record.ours if record.deleted == "theirs" else record.theirs
+        user = side.users[0] if side.users else ""
+        session = f"{CONFLICT_SESSION}/{app[SETTINGS].instance}"
+        await app[WRITER].submit(Append(doc, update, user, CONFLICT_CLIENT, session))
+    if back:
+        record.merged_text = read_doc((await history.replay(doc)).doc)[0]
+    return back
 
 
 async def list_conflicts(request: web.Request) -> web.Response:

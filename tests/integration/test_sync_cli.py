@@ -164,9 +164,10 @@ def test_edits_deletes_and_renames_follow_a_running_sync(
         )
         assert sorted(folder_files(a)) == ["renamed.txt", "sub/three.txt"]
         assert (a / "renamed.txt").read_text() == "to be renamed\n"
-        # the deletion is an ordinary update: the doc is there, marked deleted, and time
-        # travel brings the old text back
-        assert get_text(doc_url(server, project, "one.txt")) == ""
+        # the deletion is an ordinary update: the doc is there, marked deleted (its text
+        # kept), and time travel brings the old text back
+        deleted = get_json(doc_url(server, project, "one.txt") + "?format=json")
+        assert deleted["deleted"] is True
         old = get_text(doc_url(server, project, "two.txt", at=head_before["two.txt"]))
         assert old == "to be renamed\n"
     finally:

@@ -3,6 +3,8 @@ real sockets, three folders and three local stores)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -141,6 +143,14 @@ def test_an_offline_edit_of_a_file_deleted_offline_elsewhere_is_kept(
         )
         doc = get_json(f"{restarted.url}/api/v1/{TENANT}/{PROJECT}/docs/notes.md?format=json")
         assert doc["text"] == expected.decode() and not doc["deleted"]
+        assert record["restored"] and not record["emptied"]
+        show = subprocess.run(
+            [sys.executable, "-m", "client.cli", "conflicts", "show", record["id"],
+             "--server", restarted.url, "--tenant", TENANT, "--project", PROJECT],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert show.returncode == 0, show.stderr
+        assert "edited by the other side: brought back with the other side's edits" in show.stdout
     finally:
         for device in devices:
             device.terminate()

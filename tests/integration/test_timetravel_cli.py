@@ -281,6 +281,27 @@ async def test_history_labels_do_not_depend_on_since(
     assert await labels("--since", "1970-01-02T00:00:00Z") == everything  # before the first
 
 
+async def test_a_deleted_document_says_so_where_its_text_is_shown(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A deletion leaves the text (since 2026-12-04): the read API and ``weft show``
+    give it, and say the document is deleted, instead of looking like a live one."""
+    ada = await open_peer(http, server, "gone", "g.md", "ada")
+    await edit(ada, lambda: ada.text.insert(0, "kept text\n"))
+    deleted = await edit(ada, lambda: ada.doc.get("weft", type=Map).__setitem__("deleted", True))
+    await ada.close()
+    url = f"{server.url}/api/v1/acme/gone/docs/g.md"
+    async with http.get(url, headers={"Authorization": f"Bearer {token()}"}) as response:
+        assert (await response.text(), response.headers.get("X-Weft-Deleted")) == (
+            "kept text\n",
+            "true",
+        )
+    for where in (via_server(server, "gone"), via_store(server, "gone")):
+        r = await weft_here("show", "g.md", *where)
+        assert r.returncode == 0 and r.stdout == "kept text\n", r
+        assert f"g.md is deleted at {deleted.hex()}" in r.stderr, r.stderr
+
+
 async def test_bad_input_exits_2_and_writes_nothing(
     server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

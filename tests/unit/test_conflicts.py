@@ -82,11 +82,13 @@ class Device:
         self.updates: list[bytes] = []
         self.doc.observe(lambda event: self.updates.append(event.update))
 
-    def delete_file(self) -> None:
-        """What a folder does when the file is deleted (``weft.deleted``, text emptied)."""
+    def delete_file(self, *, empty: bool = False) -> None:
+        """What a folder does when the file is deleted (``weft.deleted``; ``empty``: and
+        the text emptied, as clients before 2026-12-04 did)."""
         with self.doc.transaction():
             self.doc.get("weft", type=Map)["deleted"] = True
-            del self.text[0 : len(self.text)]
+            if empty:
+                del self.text[0 : len(self.text)]
 
     def append_line(self, new: str) -> None:
         self.text.insert(len(self.text), new)
@@ -238,12 +240,12 @@ async def test_an_edit_against_a_deletion_is_a_conflict_either_way(tmp_path: Pat
     async with SQLiteEngine(tmp_path / "h.db") as kv:
         history = History(kv)
         await history.init()
-        for deleting_first in (True, False):
-            doc, seeded = await seeded_doc(history, f"gone-{deleting_first}.txt")
+        for deleting_first, empty in ((True, False), (False, False), (True, True)):
+            doc, seeded = await seeded_doc(history, f"gone-{deleting_first}-{empty}.txt")
             state = (await history.replay(doc)).state()
             editor, deleter = Device(state), Device(state)
             editor.append_line("important offline work\n")
-            deleter.delete_file()
+            deleter.delete_file(empty=empty)
             first, second = (deleter, editor) if deleting_first else (editor, deleter)
             names = {id(editor): "ed", id(deleter): "del"}
             await commit(history, doc, first, names[id(first)])
@@ -251,6 +253,7 @@ async def test_an_edit_against_a_deletion_is_a_conflict_either_way(tmp_path: Pat
             record = await branches.detect_branch(history, doc, seeded.versionstamp, branch)
             assert record is not None
             assert record.deleted == ("theirs" if deleting_first else "ours")
+            assert record.emptied is empty
             [region] = record.regions
             assert (region.base_start, region.base_end) == (0, len(lines(BASE)))
             edited = region.ours_text if deleting_first else region.theirs_text
