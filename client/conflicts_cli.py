@@ -232,7 +232,7 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         if r.get("restored"):
             then = "brought back with the other side's edits"
         elif r.get("emptied"):
-            then = "it stays deleted (the deletion emptied it; the edited text is below)"
+            then = "it stays deleted (the deletion emptied its text; the edited text is below)"
         else:
             then = "it stays deleted (deleted again since; the edited text is below)"
         print(f"  deleted    by {deleter}, edited by the other side: {then}")

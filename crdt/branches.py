@@ -16,7 +16,6 @@ record says which side deleted (``deleted``) and spans the whole base.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,9 +27,9 @@ from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.errors import NotFound
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.kv.base import Transaction
+from crdt.timetravel import deletion_flags
 from crdt.versions import DELETED, META, read_doc
 from crdt.versionstamp import Versionstamp
-from crdt.ydecode import UpdateDecodeError, map_entries
 
 CONTENT = "content"
 MAX_SINCE_BASE = 200_000
@@ -50,12 +49,18 @@ def _text(state: bytes, records: Iterable[Record]) -> str:
     return _read(state, records)[0]
 
 
-def _emptied(base: str, deleting: str) -> bool:
-    """Whether the deleting side's text kept no line of the base (a deletion that
-    emptied the document, as clients before 2026-12-04 did; other edits on that side
-    may have added lines since)."""
-    matcher = difflib.SequenceMatcher(None, lines(base), lines(deleting), autojunk=False)
-    return bool(base) and not any(block.size for block in matcher.get_matching_blocks())
+async def _emptied(
+    history: History, doc: DocRef, base_state: bytes, base_text: str, side: list[Record]
+) -> bool:
+    """Whether the deletion on ``side`` emptied the text (as ``weft sync`` did before
+    2026-12-04, and a revert to a deleted version does): replayed from base up to the last of the side's records that set
+    ``weft.deleted``, the text is gone (what else the side did, edits before or after
+    it, does not count)."""
+    flags = await deletion_flags(history, doc, [r.update for r in side])
+    setting = [i for i, flag in enumerate(flags) if flag is True]
+    if not setting or not base_text:
+        return False
+    return _read(base_state, side[: setting[-1] + 1])[0] == ""
 
 
 def _deleted_side(
@@ -144,7 +149,8 @@ async def detect_branch(
         merged_text=_text(base_state, since),
         created_ms=now_ms(),
         deleted=deleted,
-        emptied=bool(deleted) and _emptied(start[0], (our if deleted == "ours" else their)[0]),
+        emptied=bool(deleted)
+        and await _emptied(history, doc, base_state, start[0], ours if deleted == "ours" else theirs),
     )
 
 
@@ -156,8 +162,7 @@ async def bring_back(
     which a deletion now leaves, is untouched, so every edit merged into it stays where
     it was made). No update when it is back already (not deleted at head), or when it
     stays deleted: the deletion emptied the text (``record.emptied``), or something
-    committed after the branch set a map entry (``weft.deleted`` again: a later delete
-    stands)."""
+    committed after the branch set ``weft.deleted`` again (a later delete stands)."""
     if not record.deleted or record.emptied:
         return False, None
     stamps = [Versionstamp.from_hex(v) for v in record.ours.versionstamps]
@@ -166,11 +171,8 @@ async def bring_back(
     if not read_doc(head.doc)[1]:
         return True, None
     later = await history.updates(doc, after=max(stamps), limit=MAX_SINCE_BASE)
-    for r in later:
-        with contextlib.suppress(UpdateDecodeError):  # (not one this decoder reads: stays)
-            if not map_entries(r.update):
-                continue
-        return False, None
+    if any(flag is True for flag in await deletion_flags(history, doc, [r.update for r in later])):
+        return False, None  # deleted again after the branch: that stands
     before = head.doc.get_state()
     head.doc.get(META, type=Map)[DELETED] = False
     return True, head.doc.get_update(before)

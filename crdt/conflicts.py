@@ -64,8 +64,9 @@ class ConflictRecord:
     # region spans the whole base; the deleting side's text is empty); "" otherwise.
     deleted: str = ""
     restored: bool = False  # such a document was brought back (weft.deleted unset)
-    # The deleting side emptied the text too (clients before 2026-12-04 did): bringing
-    # the document back would show only the other side's edits, so it stays deleted.
+    # The deletion emptied the text too (weft sync before 2026-12-04, a revert to a
+    # deleted version): bringing the document back would show only the other side's
+    # edits, so it stays deleted.
     emptied: bool = False
 
     def to_dict(self) -> dict[str, Any]:

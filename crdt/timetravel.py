@@ -146,7 +146,7 @@ async def history_page(
     records = await history.updates(ref, after=after, until=upto, limit=limit + 1, reverse=True)
     more = len(records) > limit
     records = records[:limit]
-    flags = await _deletion_flags(history, ref, [r.update for r in records])
+    flags = await deletion_flags(history, ref, [r.update for r in records])
     entries = [
         Entry(r.versionstamp, r.ms, r.user, r.client, r.session, r.size, flag)
         for r, flag in zip(records, flags, strict=True)
@@ -163,7 +163,7 @@ async def _bound(history: History, ref: DocRef, version: Version) -> Versionstam
     return version.stamp
 
 
-async def _deletion_flags(history: History, ref: DocRef, updates: list[bytes]) -> list[bool | None]:
+async def deletion_flags(history: History, ref: DocRef, updates: list[bytes]) -> list[bool | None]:
     """Per update, the value it gave ``weft.deleted`` (None: it did not set it).
 
     Only a key's first entry names its map; later ones point at the entry they replace,
@@ -258,6 +258,7 @@ __all__ = [
     "carried",
     "cut_at",
     "decode_update",
+    "deletion_flags",
     "diff",
     "doc_at",
     "doc_version",

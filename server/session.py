@@ -328,10 +328,17 @@ class Session:
         if update == EMPTY_UPDATE:
             return []  # nothing to store (a fresh client's SyncStep2)
         digest = update_hash(update)
-        if answer and self.room.cursor is not None and self.room.holds_deletions(update):
+        if (
+            answer
+            and self._branch is None
+            and self.room.cursor is not None
+            and self.room.holds_deletions(update)
+        ):
             # A SyncStep2 with only deletions the document has (a reconnecting peer's
             # answer: Yjs sends its whole delete set): nothing to store, however its
             # bytes differ from the last one's; a weft client gets its ack all the same.
+            # Not inside an offline branch: a branch's deletions are its own edits
+            # (someone else may have deleted the same text since), judged for conflicts.
             return [Send(Ack(digest, self.room.cursor))] if self.weft else []
         if not self.can_write:
             actions: list[Action] = [Refusal("read_only"), Send(AuthDenied(READ_ONLY_REASON))]

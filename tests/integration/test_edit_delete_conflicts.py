@@ -16,7 +16,7 @@ import pytest
 from pycrdt import Map
 
 from crdt import branches
-from crdt.codec import Base, Checked, SyncUpdate
+from crdt.codec import Base, Checked, SyncStep2, SyncUpdate
 from crdt.conflicts import ConflictRecord
 from crdt.history import DocRef
 from crdt.versions import read_doc
@@ -218,3 +218,66 @@ async def test_a_deletion_that_emptied_the_text_stays_deleted(
     assert record.regions[0].ours_text == BASE + "alpha\n"
     assert (await scene.head())[1] is True
     assert Versionstamp.from_hex(record.id) == scene.peers["A"].acks[-1].versionstamp
+
+
+async def test_a_deletion_after_others_rewrote_every_line_did_not_empty_it(
+    served: tuple[Any, InProcessServer], http: aiohttp.ClientSession
+) -> None:
+    """Found in a second review: 'emptied' was judged from the deleting side's whole
+    text, so a side where others had rewritten every line before a (text-keeping)
+    deletion counted as emptied, and the edit stayed deleted."""
+    scene = await Scene(*served, http).open("rewritten.txt")
+    alpha = append(scene.peers["A"], "alpha\n")
+    rewritten = "".join(f"LINE {i}\n" for i in range(1, 6))
+
+    def rewrite(p: YPeer) -> None:
+        del p.text[0 : len(p.text)]
+        p.text.insert(0, rewritten)
+
+    await scene.online("C", _change(scene.peers["C"], rewrite))
+    peer = scene.peers["D"]
+    await peer.until(lambda: str(peer) == rewritten)
+    await scene.online("D", delete(peer))
+    await scene.branch("A", alpha)
+    assert "brought back" in (await scene.verdict("A")).summary
+    [record] = await scene.records(1)
+    assert not record.emptied and record.restored
+    text, deleted = await scene.head()  # (alpha's place beside C's text: the CRDT's)
+    assert text in (rewritten + "alpha\n", "alpha\n" + rewritten) and not deleted
+
+
+async def test_another_map_entry_set_after_the_branch_is_no_later_delete(
+    served: tuple[Any, InProcessServer], http: aiohttp.ClientSession
+) -> None:
+    """Found in a second review: any map entry committed after the branch (an editor's
+    own Y.Map) counted as a later delete and kept the document deleted."""
+    scene = await Scene(*served, http).open("map.txt")
+    alpha = append(scene.peers["A"], "alpha\n")
+    await scene.online("D", delete(scene.peers["D"]))
+    await scene.branch("A", alpha, end=False)
+    comment = _change(scene.peers["C"], lambda p: p.doc.get("comments", type=Map).update({"x": 1}))
+    await scene.online("C", comment)
+    await scene.peers["A"].send(Base(ZERO))
+    assert "brought back" in (await scene.verdict("A")).summary
+    assert (await scene.head())[1] is False
+
+
+async def test_an_offline_branch_of_deletions_only_is_judged(
+    served: tuple[Any, InProcessServer], http: aiohttp.ClientSession
+) -> None:
+    """Found in a second review: a weft client's first send after ``Base`` is a
+    SyncStep2; a branch that only deleted a line someone else rewrote since held only
+    deletions the room had, and was dropped as a reconnect's no-op answer: no record,
+    the deletion never stored. Inside a branch it is stored and judged."""
+    scene = await Scene(*served, http).open("lines.txt")
+    a = scene.peers["A"]
+    lines = str(a.text).splitlines(keepends=True)
+    start = sum(len(x) for x in lines[:2])
+    drop = _change(a, lambda p: p.text.__delitem__(slice(start, start + len(lines[2]))))
+    await scene.online("C", replace_line(scene.peers["C"], 3, "LINE THREE by C\n"))
+    await a.send(Base(scene.base))
+    await a.send(SyncStep2(drop))
+    await a.until(lambda: len(a.acks) >= 1)
+    await a.send(Base(ZERO))
+    verdict = await scene.verdict("A")
+    assert verdict.conflict != ZERO, verdict
