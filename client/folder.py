@@ -11,6 +11,11 @@ macOS makes). Every operation goes to the name on disk (remembered from scans, l
 in the folders on the way when unknown), so a file is synced under its NFC path and the
 server's text goes to the file that is there, never to a second, look-alike one. Two
 names on disk for one document path are skipped with a warning.
+
+Scans and watch events are trusted to say which folders hold a name in another form:
+once the whole folder has been scanned, a lookup lists only those (a stat does for the
+others), so a file that is not there yet costs no listing. A name in another form that
+appears unseen by the watcher is found by the next scan.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class Folder:
         self._stat: dict[str, tuple[int, int]] = {}
         self._names: dict[str, str] = {}  # document path -> its other name on disk
         self._clashes: dict[str, list[str]] = {}  # document path -> its names on disk
+        # folders (as named on disk) holding a name in another form; None: not scanned yet
+        self._odd: set[str] | None = None
 
     def rel(self, path: Path) -> str | None:
         """``path`` relative to the folder (POSIX), None outside it or for the folder."""
@@ -82,10 +89,13 @@ class Folder:
     def scan(self, under: str = "") -> list[str]:
         """Document paths of the files to sync under ``under`` (all of the folder)."""
         found: dict[str, list[str]] = {}
-        top = self.root / self.disk_name(under) if under else self.root
-        for dirpath, dirnames, filenames in os.walk(top):
+        top = self.disk_name(under) if under else ""
+        odd: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.root / top):
             base = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if base == "." else base + "/"
+            if not all(unicodedata.is_normalized("NFC", n) for n in (*dirnames, *filenames)):
+                odd.add(base[:-1])
             dirnames[:] = sorted(
                 d
                 for d in dirnames
@@ -96,6 +106,12 @@ class Folder:
                 path = self._path_of(base + name)
                 if path is not None:
                     found.setdefault(path, []).append(base + name)
+        if not under:
+            self._odd = odd
+        elif self._odd is not None:
+            self._odd = {f for f in self._odd if f != top and not f.startswith(top + "/")}
+            self._odd |= odd
+            self._mark(top)
         for path, names in found.items():
             self._note(path, names)
         return sorted(found)
@@ -143,17 +159,37 @@ class Folder:
         """Remember the names on disk of the document ``path``."""
         self._clashes.pop(path, None)
         self._names.pop(path, None)
+        for name in names:
+            self._mark(name)
         if len(names) > 1:
             self._clashes[path] = sorted(names)
         elif names and names[0] != path:
             self._names[path] = names[0]
 
+    def _mark(self, name: str) -> None:
+        """Remember the folders of ``name`` (as named on disk) that hold a name in another
+        form than NFC."""
+        if self._odd is None or name.isascii():
+            return
+        parts = name.split("/")
+        for depth, part in enumerate(parts):
+            if not unicodedata.is_normalized("NFC", part):
+                self._odd.add("/".join(parts[:depth]))
+
     def _lookup(self, path: str) -> list[str]:
-        """The names on disk whose NFC form is ``path`` (folder by folder)."""
+        """The names on disk whose NFC form is ``path`` (folder by folder). Only the
+        folders known to hold a name in another form are listed (all of them before the
+        first scan): listing every folder on the way at each call made downloads of many
+        new non-ASCII-named files quadratic (each write looks the path up 3-4 times)."""
         found = [""]
         for segment in path.split("/"):
             deeper = []
             for folder in found:
+                if self._odd is not None and folder not in self._odd:
+                    name = f"{folder}/{segment}" if folder else segment
+                    if os.path.lexists(self.root / name):
+                        deeper.append(name)
+                    continue
                 try:
                     names = os.listdir(self.root / folder) if folder else os.listdir(self.root)
                 except OSError:

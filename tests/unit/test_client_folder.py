@@ -101,3 +101,35 @@ def test_a_rescan_or_watch_event_of_remembered_nfd_names_lists_no_folder(
     (tmp_path / "café-0.md").write_text("composed\n")  # the NFC name appears beside it
     assert files.document_path("café-0.md") == "café-0.md"
     assert files.read("café-0.md") is SKIP and "2 files have this name" in warnings[0]
+
+
+def test_new_non_ascii_files_are_written_without_listing_a_folder(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    """A non-ASCII path not on disk listed every folder on its way at each call, and a
+    download looks it up 3-4 times: downloads of many files named café-N.txt grew
+    quadratically. After a scan only the folders known to hold a name in another form are
+    listed; those the watcher shows later are known too."""
+    (tmp_path / "thé").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "cre\u0300me.md").write_text("crème\n")
+    files, _ = folder(tmp_path)
+    assert files.scan() == ["notes/crème.md"]
+    listings.clear()
+    paths = [f"café-{i}.txt" for i in range(50)] + [f"thé/café-{i}.txt" for i in range(50)]
+    for path in paths:  # as Workspace._write downloads a new file
+        assert files.read(path) is None and files.read(path) is None
+        assert not files.exists(path)
+        files.write(path, "new\n")
+    for path in paths:  # deleted: a rescan still passes their document paths
+        assert files.remove(path)
+        assert files.document_path(path) == path and not files.unchanged(path)
+    assert listings == []
+    files.write("notes/crème.md", "written\n")
+    assert (tmp_path / "notes" / "cre\u0300me.md").read_text() == "written\n"
+    (tmp_path / "cafe\u0301").mkdir()  # a folder in NFD the watcher shows
+    (tmp_path / "cafe\u0301" / "menu.md").write_text("menu\n")
+    assert files.document_path("cafe\u0301/menu.md") == "café/menu.md"
+    files.write("café/new.md", "new\n")
+    assert sorted(p.name for p in (tmp_path / "cafe\u0301").iterdir()) == ["menu.md", "new.md"]
+    assert "café" not in os.listdir(tmp_path)
