@@ -6,6 +6,7 @@ pathspec)."""
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import pathspec
@@ -35,7 +36,13 @@ class Ignore:
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("cannot read %s: %s (no patterns from it)", path, exc)
             lines = []
-        self.patterns = [line for line in lines if line.strip() and not line.startswith("#")]
+        # the rules match document paths, which are NFC: a pattern in NFD (a name copied
+        # from macOS, say) would match nothing
+        self.patterns = [
+            unicodedata.normalize("NFC", line)
+            for line in lines
+            if line.strip() and not line.startswith("#")
+        ]
         self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *self.patterns, *ALWAYS])
 
     def __call__(self, rel: str, *, is_dir: bool = False) -> bool:

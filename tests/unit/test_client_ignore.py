@@ -31,3 +31,12 @@ def test_an_unreadable_ignore_file_means_no_patterns(tmp_path: Path) -> None:
     (tmp_path / ".weftignore").write_bytes(b"\xff\xfe*.log\n")
     ignore = Ignore(tmp_path)
     assert not ignore("a.log")
+
+
+def test_a_pattern_written_in_nfd_ignores_the_nfc_path(tmp_path: Path) -> None:
+    """Document paths are NFC: a pattern in NFD (a name copied from macOS, say) matched
+    nothing."""
+    (tmp_path / ".weftignore").write_text("cafe\u0301/\n*.bro\u0302ill\n", encoding="utf-8")
+    ignore = Ignore(tmp_path)
+    assert ignore("café", is_dir=True) and ignore("café/menu.md")
+    assert ignore("notes/x.brôill") and not ignore("notes/x.md")
