@@ -44,6 +44,7 @@ import msgpack
 from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry
 from crdt.kv.base import MAX_VALUE, Engine, Transaction
+from server.logsafe import printable
 from server.metrics import Metrics
 from server.registry import FORGET_MS, Registry
 from server.session import MAX_AWARENESS_STATE
@@ -377,7 +378,9 @@ class ClusterAwareness:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a task boundary: log, back off, keep following
-                log.error("following awareness of %s failed", link.room.ref.path, exc_info=True)
+                log.error(
+                    "following awareness of %s failed", printable(link.room.ref.path), exc_info=True
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

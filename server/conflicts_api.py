@@ -38,6 +38,7 @@ from crdt.versionstamp import Versionstamp
 from server.api import _names
 from server.appkeys import HISTORY, ON_BRANCH, SETTINGS, WRITER
 from server.auth import Principal, require
+from server.logsafe import printable
 
 log = logging.getLogger("weft.conflicts")
 # Who a document brought back after an edit/delete conflict is committed by (client,
@@ -72,16 +73,16 @@ def on_branch(app: web.Application) -> Any:
             try:
                 record.restored = await _bring_back(app, doc, record)
             except Exception:  # the record is saved all the same
-                log.error("bringing %s back failed", doc.path, exc_info=True)
+                log.error("bringing %s back failed", printable(doc.path), exc_info=True)
         await branches.save(history, doc, record)
         log.info(
             "conflict %s on %s/%s/%s: %s; branch by %s",
             record.id,
             doc.tenant,
             doc.project,
-            doc.path,
+            printable(doc.path),
             record.summary(),
-            principal.user,
+            printable(principal.user),
         )
         return record
 

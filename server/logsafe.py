@@ -6,7 +6,9 @@ from __future__ import annotations
 
 def printable(text: object) -> str:
     """``text`` with every character that is not printable escaped the way ``ascii()``
-    escapes it (``\\n``, ``\\x00``, ``\\u202e``...); printable text is left as it is."""
+    escapes it (``\\n``, ``\\x00``, ``\\u202e``...); printable text is left as it is.
+    Not printable includes U+0085, U+2028 and U+2029, which some log viewers break lines
+    at, and the bidi controls (U+202A-U+202E, U+2066-U+2069), which reorder a line."""
     text = str(text)
     if text.isprintable():
         return text

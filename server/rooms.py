@@ -48,6 +48,7 @@ from crdt.records import holds_pending, pending_updates
 from crdt.versionstamp import Versionstamp
 from server import memory
 from server.awareness import ClusterAwareness
+from server.logsafe import printable
 from server.metrics import Metrics
 from server.session import EMPTY_STATE_VECTOR
 
@@ -393,7 +394,7 @@ class Rooms:
                 "loaded %s/%s/%s (%d updates replayed)",
                 ref.tenant,
                 ref.project,
-                ref.path,
+                printable(ref.path),
                 replayed.updates_applied,
                 extra={"tenant": ref.tenant, "project": ref.project, "path": ref.path},
             )
@@ -429,7 +430,7 @@ class Rooms:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a task boundary: log, back off, keep following
-                log.error("watching %s failed; retrying", room.ref.path, exc_info=True)
+                log.error("watching %s failed; retrying", printable(room.ref.path), exc_info=True)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -450,7 +451,9 @@ class Rooms:
                     await self._catch_up(room)
             return True
         except Exception:  # the caller says "try again"; the watcher catches up later
-            log.warning("catching %s up before a probe failed", room.ref.path, exc_info=True)
+            log.warning(
+                "catching %s up before a probe failed", printable(room.ref.path), exc_info=True
+            )
             return False
 
     async def _catch_up(self, room: Room) -> None:

@@ -42,6 +42,7 @@ from crdt.kv.base import ReadTransaction, read_counter
 from server.api import _names, error_response
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
+from server.logsafe import printable
 from server.writer import WriterClosed
 
 log = logging.getLogger("weft.timetravel")
@@ -196,10 +197,10 @@ async def revert(request: web.Request) -> web.Response:
     changed = [r.path for r in done if r.versionstamp is not None]
     log.info(
         "%s reverted %s/%s%s to %s: %d document(s) changed",
-        principal.user,
+        printable(principal.user),
         tenant,
         project,
-        f"/{path}" if path else "",
+        printable(f"/{path}") if path else "",
         version,
         len(changed),
     )

@@ -41,6 +41,7 @@ from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
 from crdt.replaying import Logged, _latest_snapshot, known_records
 from crdt.versionstamp import Versionstamp
+from server.logsafe import printable
 from server.metrics import Metrics
 
 log = logging.getLogger("weft.store")
@@ -312,14 +313,14 @@ class Writer:
                     "snapshot of %s/%s/%s at %s",
                     doc.tenant,
                     doc.project,
-                    doc.path,
+                    printable(doc.path),
                     written.versionstamp,
                     extra={"tenant": doc.tenant, "project": doc.project, "path": doc.path},
                 )
         except asyncio.CancelledError:
             raise
         except Exception:  # off the hot path: a failed snapshot is retried on a later one
-            log.error("snapshot of %s/%s failed", doc.project, doc.path, exc_info=True)
+            log.error("snapshot of %s/%s failed", doc.project, printable(doc.path), exc_info=True)
         finally:
             self._snapshots.pop(doc.space, None)
 

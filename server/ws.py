@@ -305,7 +305,9 @@ class _Link:
                 await self._act(session.receive_text())
             elif msg.type == WSMsgType.ERROR:
                 metrics.refusals.inc(label="too_big" if self.ws.close_code == 1009 else "protocol")
-                log.warning("connection %d: %s", self.conn.id, msg.data, extra=self.extra)
+                log.warning(
+                    "connection %d: %s", self.conn.id, printable(msg.data), extra=self.extra
+                )
                 break
             if conn.closing:
                 break
@@ -351,7 +353,7 @@ class _Link:
                     "closing connection %d: %d %s",
                     self.conn.id,
                     action.code,
-                    action.reason,
+                    printable(action.reason),
                     extra=self.extra,
                 )
                 self.conn.close(action.code, action.reason)
@@ -404,7 +406,7 @@ class _Link:
             if session.weft or commit.branch is not None:  # else: nothing to acknowledge
                 self._act_now(session.committed(commit, appended))
         except ValueError as exc:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
-            log.warning("connection %d: %s", self.conn.id, exc, extra=self.extra)
+            log.warning("connection %d: %s", self.conn.id, printable(exc), extra=self.extra)
             self.metrics.refusals.inc(label="unusable_update")
             self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
         except Exception:  # a callback boundary: the update is durable; the client resends

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import aiohttp
@@ -138,6 +139,50 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
     assert resolved["resolution"] == "kept bob's line" and resolved["resolved_ms"] > 0
     assert (await api(http, "GET", url, status="open"))[1]["conflicts"] == []
     assert len((await api(http, "GET", url, status="resolved"))[1]["conflicts"]) == 1
+
+
+async def test_a_user_name_or_path_cannot_forge_a_log_line(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The conflict line ("branch by USER") and the revert line ("USER reverted PATH")
+    wrote the token's ``sub`` and the document path raw: a newline in ``sub`` started a
+    log line of the token holder's making, and U+2028 in a path (a document path may
+    hold it) is a line break to some log viewers."""
+    marker = uuid.uuid4().hex
+    user = f"eve\n2026-01-01 00:00:00,000 INFO weft.server: FORGED{marker}"
+    path = f"menu\u2028{marker}.txt"
+    room = f"{server.ws_url}/acme/logsafe/{path}"
+    writer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
+    await writer.append(BASE_TEXT)
+    await writer.until(lambda: len(writer.acks) == 1)
+    base = writer.acks[0].versionstamp
+    bob = await YPeer.connect(http, room, token=token_for(user="bob"), weft=True)
+    eve = await YPeer.connect(http, room, token=token_for(user=user), weft=True)
+    await offline_branch(bob, base, 3, "line three, says bob")
+    await offline_branch(eve, base, 3, "line III, says eve")
+    await wait_conflicts(http, f"{server.url}/api/v1/acme/logsafe/conflicts", 1)
+    status, body = await api(
+        http,
+        "POST",
+        f"{server.url}/api/v1/acme/logsafe/revert",
+        token=token_for(user=user),
+        body={"path": path, "to": base.hex()},
+    )
+    assert status == 200, body
+    for _ in range(100):  # eve joined, her branch's conflict, her revert
+        if server.log().count(f"FORGED{marker}") >= 3:
+            break
+        await asyncio.sleep(0.05)
+    lines = [line for line in server.log().splitlines() if f"FORGED{marker}" in line]
+    assert len(lines) == 3, lines
+    for line in lines:
+        assert f"eve\\n2026-01-01 00:00:00,000 INFO weft.server: FORGED{marker}" in line, line
+        assert not line.startswith("2026-01-01 00:00:00,000")
+    assert any("branch by eve" in line for line in lines)
+    assert any(f"reverted acme/logsafe/menu\\u2028{marker}.txt" in line for line in lines)
+    assert "\u2028" not in server.log()
+    for peer in (writer, bob, eve):
+        await peer.close()
 
 
 async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
