@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # imported where a command runs (see the module docstring)
 
 COMMANDS = ("history", "show", "diff", "blame", "restore", "revert")
 HEAD = "head"  # crdt.timetravel.HEAD, which loads pycrdt (a test checks they are equal)
+FLAG_PAGE = 500  # versions read per request when looking back for the deleted flag
 
 
 class BadInput(WeftError, ValueError):
@@ -496,7 +497,7 @@ def _deleted_notes(
     "created" (the first version: a new document clears the flag), "restored" (cleared
     after a delete, or after versions not listed here), "" (did not change it).
     ``complete``: the listing reaches back to the document's first version; ``before``:
-    the flag the version before the listing set, when known."""
+    the flag in force before the listing (set by the newest older version that set it)."""
     notes: list[str] = []
     for n, v in enumerate(reversed(versions)):  # ``before``: the flag before version n
         flag = v["deleted"]
@@ -519,6 +520,29 @@ def _deleted_notes(
     return notes[::-1]
 
 
+async def _flag_before(
+    backend: Backend, path: str, until: tt.Version | None
+) -> tuple[bool, bool | None]:
+    """(no version at or before ``until``, the deleted flag in force at ``until``).
+
+    ``until`` is just before the oldest version listed (not --since: with --limit the
+    listing ends later). Read backwards page by page to the newest version that set the
+    flag: the version just before may be a plain edit that leaves it (None), and guessing
+    from that labelled a later clear "restored" where the full list says "". Back to the
+    first version without one: the flag was never set, the document never deleted."""
+    first = True
+    while until is not None:
+        page = await backend.history(path, FLAG_PAGE, None, until)
+        if first and not page["versions"]:
+            return True, None
+        first = False
+        for v in page["versions"]:
+            if v["deleted"] is not None:
+                return False, v["deleted"]
+        until = _version(page["next_until"])
+    return False, False
+
+
 async def run_history(args: argparse.Namespace, backend: Backend, err: Console) -> int:
     if not 1 <= args.limit <= 10_000:
         raise BadInput("--limit must be between 1 and 10000")
@@ -527,13 +551,12 @@ async def run_history(args: argparse.Namespace, backend: Backend, err: Console) 
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
-    complete, before = not page["next_until"], None
-    if since is not None and page["versions"]:
-        # The listing starts after --since: it reaches the first version only if nothing
-        # comes before it, and the version before it tells what the flag was.
-        earlier = (await backend.history(args.path, 1, None, since))["versions"]
-        complete = complete and not earlier
-        before = earlier[0]["deleted"] if earlier else None
+    complete, before = True, None
+    if page["versions"] and (page["next_until"] or since is not None):
+        # Versions older than the oldest listed: at or before next_until (--limit), else at
+        # or before --since. The labels must not depend on where the listing starts.
+        until = _version(page["next_until"]) if page["next_until"] else since
+        complete, before = await _flag_before(backend, args.path, until)
     notes = _deleted_notes(page["versions"], complete, before)
     for v, note in zip(page["versions"], notes, strict=True):
         note += (" revert" if note else "revert") if v["revert"] else ""

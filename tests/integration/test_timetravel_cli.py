@@ -19,6 +19,7 @@ import pytest
 from blake3 import blake3
 from pycrdt import Map
 
+from client import timetravel_cli
 from client.cli import main
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
@@ -300,6 +301,62 @@ async def test_a_deleted_document_says_so_where_its_text_is_shown(
         r = await weft_here("show", "g.md", *where)
         assert r.returncode == 0 and r.stdout == "kept text\n", r
         assert f"g.md is deleted at {deleted.hex()}" in r.stderr, r.stderr
+
+
+async def test_history_labels_do_not_depend_on_limit_or_a_plain_edit_before_the_window(
+    server: ServerProcess, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flag a window starts from was taken from the version just before --since: with
+    --limit the listing ends later than that ("revert" instead of "restored revert"), and
+    a plain edit there sets no flag (a later clear was "restored" instead of "")."""
+    monkeypatch.setattr(timetravel_cli, "FLAG_PAGE", 1)  # looking back takes several pages
+    ada = await open_peer(http, server, "labels2", "a.md", "ada")
+    meta = ada.doc.get("weft", type=Map)
+
+    def create() -> None:
+        meta["deleted"] = False
+        ada.text.insert(0, "hello\n")
+
+    def delete() -> None:
+        meta["deleted"] = True
+        del ada.text[0 : len(ada.text)]
+
+    v1 = await edit(ada, create)
+    await edit(ada, delete)
+    r = await weft_here("revert", "a.md", "--to", v1.hex(), *via_server(server, "labels2"))
+    assert r.returncode == 0, r.stderr
+    bob = await open_peer(http, server, "labels2", "b.md", "bob")
+    bob_meta = bob.doc.get("weft", type=Map)
+
+    def create_b() -> None:
+        bob_meta["deleted"] = False
+        bob.text.insert(0, "hello\n")
+
+    def clear_again() -> None:
+        bob_meta["deleted"] = False
+        bob.text.insert(0, "x")
+
+    await edit(bob, create_b)
+    e1 = await edit(bob, lambda: bob.text.insert(0, "a"))  # plain edits: no flag
+    await edit(bob, lambda: bob.text.insert(0, "b"))
+    await edit(bob, clear_again)
+    await ada.close()
+    await bob.close()
+
+    async def labels(path: str, *args: str) -> list[str]:
+        r = await weft_here("history", path, *args, *via_server(server, "labels2"))
+        assert r.returncode == 0, r.stderr
+        return [" ".join(line.split()[6:]) for line in r.stdout.splitlines()]
+
+    assert await labels("a.md") == ["restored revert", "deleted", "created"]
+    assert await labels("a.md", "--limit", "1") == ["restored revert"]
+    assert await labels("a.md", "--since", v1.hex(), "--limit", "1") == ["restored revert"]
+    assert await labels("a.md", "--since", v1.hex(), "--limit", "2") == [
+        "restored revert", "deleted",
+    ]  # fmt: skip
+    assert await labels("b.md") == ["", "", "", "created"]
+    assert await labels("b.md", "--since", e1.hex()) == ["", ""]
+    assert await labels("b.md", "--limit", "1") == [""]
 
 
 async def test_bad_input_exits_2_and_writes_nothing(
