@@ -179,10 +179,13 @@ class Device:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        for loading in list(self._opening.values()):  # before the history closes
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await loading
+        # Before the history closes, every load under way ends (open() starts none now;
+        # a list taken once missed one started while close() awaited another).
+        while loads := [f for f in self._opening.values() if not f.done()]:
+            for loading in loads:
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loading
         await self.writer.flush()
         await self.http.close()
         await self.history.kv.__aexit__(None, None, None)
@@ -204,10 +207,14 @@ class Device:
 
     async def open(self, path: str, *, connect: bool = True) -> DocEntry:
         """Open ``path`` (normalised; BadPath if not allowed) and, unless ``connect`` is
-        False, keep its link up."""
+        False, keep its link up. Once the device is closing, a document not open yet is
+        refused with CancelledError (what an opener gets when close() cancels its load): a
+        load started then would read the local history after close() has closed it."""
         path = normalise_path(path)
         entry = self.entries.get(path)
         if entry is None:
+            if self.stopping:
+                raise asyncio.CancelledError(f"not opening {path}: the device is closing")
             pending = self._opening.get(path)
             if pending is None:  # kept until loaded, even if every opener is cancelled
                 pending = asyncio.ensure_future(self._load(path))

@@ -661,3 +661,37 @@ async def test_a_document_still_loading_when_its_opener_is_cancelled_ends_before
         await eventually(lambda: loads == ["x.txt", "y.txt"])
         opener.cancel()
     assert ended == ["x.txt", "y.txt"]  # y.txt's load ended before the history closed
+
+
+async def test_a_document_opened_while_the_device_closes_is_refused(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """close() cancelled the loads under way from a list taken once, and open() still
+    started new ones: a document opened meanwhile (here when close cancels a load) was
+    loaded from the local history as it closed. Once closing, open() refuses a document
+    not open yet, as an opener whose load close() cancels is refused."""
+    device = make(tmp_path, server, "a", "closing")
+    loads: list[str] = []
+    late: list[asyncio.Future[Any]] = []
+    async with device:
+        await device.open("open.txt")
+        replay = device.history.replay
+
+        async def slow_replay(ref: Any) -> Any:
+            loads.append(ref.path)
+            try:
+                await asyncio.sleep(0.3)  # the real replay, late
+                return await replay(ref)
+            finally:
+                late.append(asyncio.ensure_future(device.open("z.txt")))
+
+        device.history.replay = slow_replay  # type: ignore[method-assign, assignment]
+        opener = asyncio.create_task(device.open("x.txt"))
+        await eventually(lambda: loads == ["x.txt"])
+    with pytest.raises(asyncio.CancelledError):
+        await opener
+    [opening] = late
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert loads == ["x.txt"]
+    assert (await device.open("open.txt")).path == "open.txt"  # open already: no load
