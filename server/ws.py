@@ -158,6 +158,20 @@ def _refusal(exc: Exception) -> tuple[int, str]:
     return CLOSE_INTERNAL, "internal"
 
 
+def _drop_data_callback(request: web.Request) -> None:
+    """Break the reference cycle aiohttp (3.14) leaves after a WebSocket with a heartbeat:
+    the connection's protocol keeps the response's data callback once the connection is
+    over (protocol -> callback -> response -> reader -> protocol), so every closed
+    connection (~34 objects: request, headers, parser, reader, writer) waited for a full
+    garbage collection instead of going at once. After a burst of connections some 200
+    of them waited at a time, raising the allocator's peak, and CPython keeps most of
+    the memory a peak took (1,000 documents opened and left: ~2 MB more RSS once they
+    were unloaded). Called once the connection is closed: nothing is left to notify."""
+    protocol = request.protocol
+    if getattr(protocol, "_data_received_cb", None) is not None:
+        protocol._data_received_cb = None
+
+
 class _Link:
     """One accepted connection: the session, its room and the actions between them."""
 
@@ -259,6 +273,7 @@ class _Link:
                 self._act_now(self.session.close())
             await self.conn.stop()
             connections.open.discard(self.conn)
+            _drop_data_callback(self.request)
             log.info(
                 "connection %d closed (%s)", self.conn.id, self.ws.close_code, extra=self.extra
             )

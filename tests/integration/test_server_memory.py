@@ -68,3 +68,24 @@ async def test_an_unloaded_room_and_a_closed_connection_are_freed_without_gc(
         assert room_ref() is None, "the unloaded room is still alive (a reference cycle?)"
         assert doc_ref() is None, "the unloaded room's document is still alive"
         assert conn_ref() is None, "the closed connection is still alive"
+
+
+async def test_a_closed_connections_aiohttp_objects_are_freed_without_gc(
+    tmp_path: Path, http: aiohttp.ClientSession, no_gc: None
+) -> None:
+    """aiohttp keeps a WebSocket's heartbeat callback on the connection's protocol after
+    the connection ended, a cycle through the response and its reader: weft drops it."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/notes.txt")
+        await peer.edit(0, "hello")
+        (connection,) = app[CONNECTIONS].open
+        ws_ref = weakref.ref(connection.ws)
+        del connection
+        await peer.close()
+        for _ in range(100):
+            if not app[CONNECTIONS].open:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # aiohttp finishes the request once the handler returned
+        assert ws_ref() is None, "the closed connection's WebSocket is still alive"
