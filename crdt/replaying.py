@@ -28,6 +28,7 @@ from pycrdt import Doc, merge_updates
 
 from crdt import keys, ydoc
 from crdt.kv.base import ReadTransaction
+from crdt.logsafe import printable
 from crdt.records import (
     Record,
     Segment,
@@ -135,7 +136,11 @@ def _latest_snapshot(tr: ReadTransaction, doc: DocRef, at: Versionstamp | None) 
         snapshot = decode_snapshot(vs, parts)
         if snapshot is not None:
             return snapshot
-        log.info("snapshot of %s at %s is not whole; using the one before", doc.path, vs.hex())
+        log.info(
+            "snapshot of %s at %s is not whole; using the one before",
+            printable(doc.path),
+            vs.hex(),
+        )
         end = lo
     return None
 

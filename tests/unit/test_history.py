@@ -685,3 +685,25 @@ async def test_a_snapshot_waits_while_the_document_holds_pending_updates(
     await history.append([Append(lost, other.append("."))])
     snapshot = await history.snapshot_if_due(lost)
     assert snapshot is not None and len(snapshot.pending) == 1
+
+
+async def test_a_path_in_a_log_line_cannot_break_it(
+    kv: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A document path may hold U+2028 (a line break to some log viewers); the replay's
+    "snapshot is not whole" line escapes it, as the server's lines escape paths."""
+    history = History(kv, snapshot_every=5)
+    await history.init()
+    ref = await history.doc("acme", "site", "a\u2028b.txt", create=True)
+    device = Device()
+    big = "x" * (3 * CHUNK)  # a snapshot in several parts
+    await history.append([Append(ref, device.append(big + f"{i} ")) for i in range(6)])
+    assert await history.snapshot_if_due(ref) is not None
+    stored = await raw_keys(kv, ref.key("s"))
+    assert len(stored) > 1
+    await kv.transact(lambda tr: tr.clear(stored[-1]))  # a part missing: not whole
+    with caplog.at_level("INFO", logger="weft.history"):
+        replayed = await History(kv, snapshot_every=5).replay(ref)
+    assert text_of(replayed.doc) == "".join(big + f"{i} " for i in range(6))
+    lines = [r.getMessage() for r in caplog.records if "not whole" in r.getMessage()]
+    assert lines and all("a\\u2028b.txt" in m and "\u2028" not in m for m in lines), lines
