@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     snapshot_bytes: int = Field(default=4 << 20, gt=0)
 
     drain_seconds: float = Field(default=10.0, ge=0)
+    # An edit against a deletion: bring the document back (unset weft.deleted), or only
+    # record the conflict (default). Off by default: a device's base can lag behind what
+    # it has seen (it moves by probes), and a deletion judged on such a base against an
+    # edit the deleter had seen brought the file back (found under load in CI).
+    bring_back_edited: bool = False
     log_level: str = "INFO"
     instance: str = Field(default_factory=lambda: secrets.token_hex(4))
 

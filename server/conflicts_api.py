@@ -69,7 +69,7 @@ def on_branch(app: web.Application) -> Any:
         record = await branches.detect_branch(history, doc, base or None, appended, device=own)
         if record is None:
             return None
-        if record.deleted:
+        if record.deleted and app[SETTINGS].bring_back_edited:
             try:
                 record.restored = await _bring_back(app, doc, record)
             except Exception:  # the record is saved all the same

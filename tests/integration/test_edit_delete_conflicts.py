@@ -41,7 +41,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, InProcessServer]]:
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    store = f"sqlite:///{tmp_path / 'weft.db'}"
+    app = create_app(Settings(store=store, bring_back_edited=True))
     async with serve_in_process(app) as server:
         yield app, server
 
@@ -281,3 +282,25 @@ async def test_an_offline_branch_of_deletions_only_is_judged(
     await a.send(Base(ZERO))
     verdict = await scene.verdict("A")
     assert verdict.conflict != ZERO, verdict
+
+
+async def test_by_default_an_edit_against_a_deletion_is_recorded_and_said_only(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Without ``bring_back_edited`` the deletion stands: the record holds the edited
+    text, and the editing device is told it stays deleted."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        scene = await Scene(app, server, http).open("default.txt")
+        alpha = append(scene.peers["A"], "alpha\n")
+        await scene.online("D", delete(scene.peers["D"]))
+        await scene.branch("A", alpha)
+        verdict = await scene.verdict("A")
+        assert verdict.summary == (
+            "edited here while deleted elsewhere: the document stays deleted; "
+            "the edited text is in this record"
+        )
+        [record] = await scene.records(1)
+        assert record.deleted == "theirs" and not record.restored and not record.emptied
+        assert record.regions[0].ours_text == BASE + "alpha\n"
+        assert (await scene.head())[1] is True

@@ -102,8 +102,9 @@ def test_an_offline_edit_of_a_file_deleted_offline_elsewhere_is_kept(
     offline; after both synced the file was gone from both folders, with no conflict
     record and no word said. Now the edit wins over the deletion: the file comes back
     with A's text in both folders, a conflict record says B deleted it, and the device
-    whose branch was judged second says so."""
-    server = weft_server_factory()
+    whose branch was judged second says so (with ``WEFT_BRING_BACK_EDITED``; by default
+    only the record is made, see test_edit_delete_conflicts)."""
+    server = weft_server_factory(env={"WEFT_BRING_BACK_EDITED": "1"})
     folders = [tmp_path / name for name in ("a", "b")]
     for folder in folders:
         folder.mkdir()
@@ -124,7 +125,9 @@ def test_an_offline_edit_of_a_file_deleted_offline_elsewhere_is_kept(
         devices[0].wait_for("notes.md: +")
         devices[1].wait_for("deleted notes.md")
 
-        restarted = weft_server_factory(store=server.store, port=server.port)
+        restarted = weft_server_factory(
+            store=server.store, port=server.port, env={"WEFT_BRING_BACK_EDITED": "1"}
+        )
         expected = (BASE + "A important offline work\n").encode()
         wait_until(
             lambda: all(folder_files(f).get("notes.md") == expected for f in folders),
