@@ -228,8 +228,9 @@ class DocLink:
                 return
 
     def _params(self) -> dict[str, str]:
-        """Acks and verdicts on (weft=2), and who this device is, so the server never judges this
-        device's offline branch a conflict with its own earlier updates."""
+        """Acks and conflict verdicts on (weft=2), and who this device is, so the server
+        never judges this device's offline branch a conflict with its own earlier
+        updates."""
         device_id = self.device.device_id
         weft = str(WEFT_EXTENSION_VERSION)
         return {"weft": weft, "device": device_id} if device_id else {"weft": weft}

@@ -11,8 +11,9 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   edit of that file was taken in first. Writing is never echoed back: a file whose text
   equals its shadow is not an edit.
 - A deleted file sets ``weft.deleted`` to True in its document and leaves its text (an
-  edit made elsewhere meanwhile merges into that text, and the server can bring the
-  document back whole when it judges such an edit, see :mod:`crdt.branches`); a file
+  edit made elsewhere meanwhile merges into that text, and a server with
+  ``WEFT_BRING_BACK_EDITED`` can bring the document back whole when it judges such an
+  edit, see :mod:`crdt.branches`); a file
   that appears where a document was deleted sets it back to False and edits the text
   into the file's (the project's deletion convention; documents deleted by earlier
   versions were emptied too). A rename is a delete and a create.

@@ -53,9 +53,9 @@ async def _emptied(
     history: History, doc: DocRef, base_state: bytes, base_text: str, side: list[Record]
 ) -> bool:
     """Whether the deletion on ``side`` emptied the text (as ``weft sync`` did before
-    2026-12-04, and a revert to a deleted version does): replayed from base up to the last of the side's records that set
-    ``weft.deleted``, the text is gone (what else the side did, edits before or after
-    it, does not count)."""
+    2026-12-04, and a revert to a deleted version does): replayed from base up to the
+    last of the side's records that set ``weft.deleted``, the text is gone (what else
+    the side did, edits before or after it, does not count)."""
     flags = await deletion_flags(history, doc, [r.update for r in side])
     setting = [i for i, flag in enumerate(flags) if flag is True]
     if not setting or not base_text:
@@ -150,7 +150,9 @@ async def detect_branch(
         created_ms=now_ms(),
         deleted=deleted,
         emptied=bool(deleted)
-        and await _emptied(history, doc, base_state, start[0], ours if deleted == "ours" else theirs),
+        and await _emptied(
+            history, doc, base_state, start[0], ours if deleted == "ours" else theirs
+        ),
     )
 
 
