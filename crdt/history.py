@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import msgpack
@@ -111,6 +111,33 @@ class Head:
         return cls(Versionstamp(raw[:12]), count)
 
 
+class AppendKeys:
+    """The keys every append to one doc writes or reads, packed once per :class:`DocRef`.
+
+    A one-update append (what a live edit is) packed each of them again: ~10 tuple
+    packs (cache lookups at best) and one real pack of the time-index key, whose ms is
+    new every time (it also pushed the doc's hot keys out of the pack cache). That was
+    about half the CPU of a one-update append (measured: 75 µs of ``_append_tr`` back
+    to back, 150 µs when appends came 10 ms apart)."""
+
+    __slots__ = ("bytes", "h", "head", "i", "meta", "ms", "n", "records", "t")
+
+    def __init__(self, ref: DocRef) -> None:
+        space = ref.space
+        self.meta = keys.pack(("doc", ref.project, ref.path), ref.tenant_prefix)
+        self.head, self.n, self.bytes, self.ms = (
+            keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")
+        )
+        self.i, self.h, self.t = (keys.pack((name,), space) for name in ("i", "h", "t"))
+        self.records = keys.IncompleteKeys(("u",), space)  # D + (u, <vs>, part)
+
+    def time_key(self, ms: int, user: int) -> tuple[bytes, int]:
+        """``keys.pack_incomplete(("t", ms), user, (), space)``, without the tuple layer
+        (a tuple is the concatenation of its packed elements; tests check it)."""
+        head = self.t + keys.pack_uint(ms) + keys.VS_CODE
+        return head + INCOMPLETE_TR + user.to_bytes(2, "big"), len(head)
+
+
 @dataclass(frozen=True, slots=True)
 class DocRef:
     """Where one document's history lives. Build with :meth:`History.doc`."""
@@ -120,6 +147,7 @@ class DocRef:
     path: str
     tenant_prefix: bytes
     space: bytes
+    _append_keys: AppendKeys | None = field(default=None, init=False, repr=False, compare=False)
 
     def key(self, *items: keys.Element) -> bytes:
         return keys.pack(items, self.space)
@@ -127,7 +155,15 @@ class DocRef:
     @property
     def meta_key(self) -> bytes:
         """``keys.doc_meta`` of this doc (its project and path were checked when built)."""
-        return keys.pack(("doc", self.project, self.path), self.tenant_prefix)
+        return self.append_keys.meta
+
+    @property
+    def append_keys(self) -> AppendKeys:
+        found = self._append_keys
+        if found is None:
+            found = AppendKeys(self)
+            object.__setattr__(self, "_append_keys", found)  # a cache: frozen otherwise
+        return found
 
 
 class Append(NamedTuple):
@@ -558,17 +594,18 @@ def _append_tr(
             # One time-index entry per doc and transaction, at its last new update: every
             # update of a doc in one transaction has the same ms, so "the last update at
             # or before a time" is always the last of some transaction.
-            key, at = keys.pack_incomplete(("t", state.ms), state.last, (), doc.space)
+            ak = doc.append_keys
+            key, at = ak.time_key(state.ms, state.last)
             tr.set_versionstamped_key(key, at, b"")
             total = state.before + state.count
             tr.set_versionstamped_value(
-                doc.key("head"),
+                ak.head,
                 INCOMPLETE_TR + state.last.to_bytes(2, "big") + total.to_bytes(8, "little"),
                 0,
             )
-            tr.set(doc.key("n"), total.to_bytes(8, "little"))
-            tr.set(doc.key("bytes"), (state.bytes_before + state.size).to_bytes(8, "little"))
-        tr.set(doc.key("ms"), state.ms.to_bytes(8, "little"))
+            tr.set(ak.n, total.to_bytes(8, "little"))
+            tr.set(ak.bytes, (state.bytes_before + state.size).to_bytes(8, "little"))
+        tr.set(doc.append_keys.ms, state.ms.to_bytes(8, "little"))
     return markers
 
 
@@ -599,13 +636,15 @@ def _idempotency_keys(
         packed_digest = b"\x01" + digest.replace(b"\x00", b"\x00\xff") + b"\x00"
         first = first_struct(update)
         if first is None:
-            out.append(item.doc.key("h") + packed_digest)
+            out.append(item.doc.append_keys.h + packed_digest)
             prefixes.append(None)
             continue
         client, clock = first
         head = heads.get((item.doc.space, client))
         if head is None:
-            head = heads[item.doc.space, client] = keys.pack_bytes_after(item.doc.key("i"), client)
+            head = heads[item.doc.space, client] = keys.pack_bytes_after(
+                item.doc.append_keys.i, client
+            )
         # keys.pack_uint, inlined: (0).bit_length() is 0, which packs as b"\x14"
         size = (clock.bit_length() + 7) // 8
         if size > 7:
@@ -663,7 +702,7 @@ def _existing(
 
 def _h_key(item: Append, digest: bytes) -> bytes:
     """An update's idempotency key before format 1.3: D + (h, hash)."""
-    return keys.pack_bytes_after(item.doc.key("h"), digest)
+    return keys.pack_bytes_after(item.doc.append_keys.h, digest)
 
 
 @dataclass(slots=True)
@@ -682,7 +721,8 @@ class _Touched:
 
 def _touch_keys(doc: DocRef) -> tuple[bytes, bytes, bytes, bytes]:
     """What :func:`_touch` reads of a doc: its meta, clock, update and byte counters."""
-    return doc.meta_key, doc.key("ms"), doc.key("n"), doc.key("bytes")
+    ak = doc.append_keys
+    return ak.meta, ak.ms, ak.n, ak.bytes
 
 
 def _touch(tr: Transaction, doc: DocRef, ms: int, values: Sequence[bytes | None]) -> _Touched:
@@ -698,7 +738,7 @@ def _touch(tr: Transaction, doc: DocRef, ms: int, values: Sequence[bytes | None]
         max(ms, read_counter(last_ms)),
         read_counter(count),
         read_counter(size),
-        keys.IncompleteKeys(("u",), doc.space),
+        doc.append_keys.records,
     )
 
 

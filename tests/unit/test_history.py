@@ -284,6 +284,24 @@ def test_idempotency_keys_equal_the_tuple_layers() -> None:
     ]
 
 
+@given(ms=st.integers(min_value=0, max_value=2**64 + 5), user=st.integers(0, 0xFFFF))
+def test_append_keys_equal_the_tuple_layers(ms: int, user: int) -> None:
+    """The keys an append packs once per doc are the tuple layer's, and the time-index
+    key built by hand is ``keys.pack_incomplete`` for every ms (all int sizes)."""
+    ref = DocRef("acme", "site", "a.md", b"\x15\x01", b"\x15\x01\x02")
+    ak = ref.append_keys
+    assert ref.append_keys is ak  # packed once
+    assert [ak.head, ak.n, ak.bytes, ak.ms, ak.i, ak.h, ak.t] == [
+        ref.key(name) for name in ("head", "n", "bytes", "ms", "i", "h", "t")
+    ]
+    assert ak.meta == keys.pack(("doc", "site", "a.md"), b"\x15\x01") == keys.doc_meta(
+        b"\x15\x01", "site", "a.md"
+    )
+    assert ak.records.key(user, 0) == keys.pack_incomplete(("u",), user, (0,), ref.space)
+    assert ak.time_key(ms, user) == keys.pack_incomplete(("t", ms), user, (), ref.space)
+    assert ref == DocRef("acme", "site", "a.md", b"\x15\x01", b"\x15\x01\x02")  # cache not compared
+
+
 @given(
     update=st.binary(max_size=70_000),
     user=st.text(max_size=40),
