@@ -67,10 +67,99 @@ def diff(old: str, new: str, *, char_limit: int = CHAR_DIFF_LIMIT) -> list[Op]:
     suffix = common_suffix(old, new, min(len(old), len(new)) - prefix)
     a, b = old[prefix : len(old) - suffix], new[prefix : len(new) - suffix]
     if not a or not b:
-        return [Op(prefix, prefix + len(a), b)]
-    if len(a) + len(b) <= char_limit:
-        return _char_ops(a, b, prefix)
-    return _line_ops(a, b, prefix, char_limit)
+        ops = [Op(prefix, prefix + len(a), b)]
+    elif len(a) + len(b) <= char_limit:
+        ops = _char_ops(a, b, prefix)
+    else:
+        ops = _line_ops(a, b, prefix, char_limit)
+    return _on_line_boundaries(old, ops)
+
+
+SLIDE_LIMIT = 1_000
+"""How far (characters) :func:`_on_line_boundaries` looks for a better place for an op."""
+
+
+def _on_line_boundaries(old: str, ops: list[Op]) -> list[Op]:
+    """``ops`` with each pure insertion and pure deletion moved, where an equivalent
+    place exists, to whole lines.
+
+    Trimming the common suffix (or a character diff) places an appended line as
+    ``"\nnew"`` before the old last newline rather than ``"new\n"`` after it: the same
+    text results, but the inserted newline becomes the end of the line before, so blame
+    credits that line to whoever appended, and a conflict check sees it changed. An
+    insertion of ``s`` at ``p`` is the same edit as ``s[1:] + old[p]`` at ``p + 1``
+    when ``s[0] == old[p]`` (and likewise to the left); a deletion of ``[p, q)`` the
+    same as ``[p + 1, q + 1)`` when ``old[p] == old[q]``. Among the equivalent places
+    (staying between the neighbouring ops) the one that starts on a line start and ends
+    with a newline wins; ties keep the place nearest the original. Ops without a newline
+    stay where they are (no line to keep whole)."""
+    out: list[Op] = []
+    for n, op in enumerate(ops):
+        low = out[-1].end if out else 0
+        high = ops[n + 1].start if n + 1 < len(ops) else len(old)
+        if op.start == op.end and "\n" in op.insert:
+            out.append(_slide_insert(old, op, low, high))
+        elif not op.insert and "\n" in old[op.start : op.end]:
+            out.append(_slide_delete(old, op, low, high))
+        else:
+            out.append(op)
+    return out
+
+
+def _line_start(text: str, pos: int) -> bool:
+    return pos == 0 or text[pos - 1] == "\n"
+
+
+def _slide_insert(old: str, op: Op, low: int, high: int) -> Op:
+    def score(pos: int, text: str) -> int:
+        return 2 * _line_start(old, pos) + (text[-1] == "\n")
+
+    best, best_score = op, score(op.start, op.insert)
+    if best_score == 3:
+        return op
+    for step in (1, -1):
+        pos, text = op.start, op.insert
+        for _ in range(SLIDE_LIMIT):
+            if step == 1:
+                if pos >= high or text[0] != old[pos]:
+                    break
+                pos, text = pos + 1, text[1:] + old[pos]
+            else:
+                if pos <= low or text[-1] != old[pos - 1]:
+                    break
+                pos, text = pos - 1, old[pos - 1] + text[:-1]
+            found = score(pos, text)
+            if found > best_score:
+                best, best_score = Op(pos, pos, text), found
+                if found == 3:
+                    return best
+    return best
+
+
+def _slide_delete(old: str, op: Op, low: int, high: int) -> Op:
+    def score(start: int, end: int) -> int:
+        return 2 * _line_start(old, start) + _line_start(old, end)
+
+    best, best_score = op, score(op.start, op.end)
+    if best_score == 3:
+        return op
+    for step in (1, -1):
+        start, end = op.start, op.end
+        for _ in range(SLIDE_LIMIT):
+            if step == 1:
+                if end >= high or old[start] != old[end]:
+                    break
+                start, end = start + 1, end + 1
+            else:
+                if start <= low or old[start - 1] != old[end - 1]:
+                    break
+                start, end = start - 1, end - 1
+            found = score(start, end)
+            if found > best_score:
+                best, best_score = Op(start, end, ""), found
+                if found == 3:
+                    return best
+    return best
 
 
 def _char_ops(a: str, b: str, offset: int) -> list[Op]:

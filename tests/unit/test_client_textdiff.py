@@ -46,6 +46,42 @@ def test_no_change_no_ops_and_pure_insert_or_delete() -> None:
     assert diff("", "new") == [Op(0, 0, "new")]
 
 
+def test_inserted_and_deleted_lines_stay_whole() -> None:
+    """An appended or removed line is one whole line (starting at a line start, ending
+    with its newline), not a newline of the line before plus the rest."""
+    old = "l1 alice\nl2 alice\nl3 alice\n"
+    new = "l1 alice\nl2 bob\nl3 alice\nl4 bob\n"
+    assert diff(old, new)[-1] == Op(len(old), len(old), "l4 bob\n")
+    assert diff("a\nb\nb\nc\n", "a\nb\nc\n") in ([Op(2, 4, "")], [Op(4, 6, "")])
+    assert diff("a\nc\n", "a\nb\nc\n") == [Op(2, 2, "b\n")]
+    assert diff("x\n", "x\nx\n") in ([Op(0, 0, "x\n")], [Op(2, 2, "x\n")])
+    assert diff("p\nq", "p\nx\nq") == [Op(2, 2, "x\n")]
+    assert diff("ab", "abab") == [Op(2, 2, "ab")]  # no newline: left where it was
+
+
+LINES = st.lists(st.sampled_from(["a\n", "b\n", "\n", "a b\n", "ab\n"]), max_size=12)
+
+
+@settings(max_examples=300)
+@given(lines=LINES, added=LINES, at=st.integers(0, 12), cut=st.integers(0, 12))
+def test_whole_line_edits_give_whole_line_ops(
+    lines: list[str], added: list[str], at: int, cut: int
+) -> None:
+    """Inserting whole lines, or deleting whole lines, anywhere (repeated lines make the
+    place ambiguous) gives ops that insert or delete whole lines only."""
+    at = min(at, len(lines))
+    old = "".join(lines)
+    inserted = "".join(lines[:at] + added + lines[at:])
+    removed = "".join(lines[:at] + lines[at + cut :])
+    for new in (inserted, removed):
+        ops = diff(old, new)
+        assert apply_ops(old, ops) == new
+        for op in ops:
+            assert op.start == 0 or old[op.start - 1] == "\n", (old, new, ops)
+            assert op.end == 0 or old[op.end - 1] == "\n", (old, new, ops)
+            assert not op.insert or op.insert.endswith("\n"), (old, new, ops)
+
+
 def test_apply_converts_characters_to_utf8_offsets() -> None:
     old = "a😀b é\n中"
     new = "a😀Xb é!\n中文"

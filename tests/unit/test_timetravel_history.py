@@ -16,6 +16,7 @@ from crdt import timetravel as tt
 from crdt.errors import BadPath, NotFound
 from crdt.history import Append, DocRef, History
 from crdt.kv import open_engine
+from crdt.textedits import apply, diff
 from crdt.versionstamp import Versionstamp
 
 
@@ -177,6 +178,24 @@ async def test_blame_of_several_users_with_non_ascii_text(history: History) -> N
         "device": "ada-laptop",
         "time": tt.iso_time(old.lines[0].author.ms),  # type: ignore[union-attr]
     }
+
+
+async def test_blame_of_a_file_edit_that_changes_a_line_and_appends_one(
+    history: History,
+) -> None:
+    """A file edit (as ``weft sync`` makes them: ``textedits.diff`` then ``apply``) that
+    changes line 2 and appends line 4 leaves line 3 to its author: the appended line's
+    newline is placed after the old last one, not before it (it was blamed on bob)."""
+    ref = await history.doc("acme", "site", "f.md", create=True)
+    alice, bob = Device(5), Device(3)
+    old = "l1 alice\nl2 alice\nl3 alice\n"
+    await put(history, ref, alice.append(old), "alice")
+    bob.doc.apply_update(alice.doc.get_update())
+    new = "l1 alice\nl2 bob\nl3 alice\nl4 bob\n"
+    await put(history, ref, bob.change(lambda: apply(bob.text, old, diff(old, new))), "bob")
+    result = await tt.blame(history, ref)
+    got = [(line.text, line.author.user if line.author else None) for line in result.lines]
+    assert got == [("l1 alice", "alice"), ("l2 bob", "bob"), ("l3 alice", "alice"), ("l4 bob", "bob")]
 
 
 async def test_blame_reads_logs_longer_than_a_page_and_chunked_records(
