@@ -4,7 +4,8 @@ Tokens are HS256 with the server secret, or RS256/ES256 verified with a configur
 public key (so an identity provider such as Keycloak or Auth0 can issue them). Claims:
 
 - ``sub``: the user; ``tenant``: the one tenant the token reaches;
-- ``projects``: a list of project names, or ``"*"`` for all of the tenant's projects;
+- ``projects``: a list of project names, or ``"*"`` for all of the tenant's projects
+  (required: a token without it is refused, not taken as ``"*"``);
 - ``scope``: ``read`` | ``write`` | ``admin`` (a space-separated OAuth scope string is
   accepted too: the highest of those three it names wins);
 - ``exp``: required.
@@ -134,7 +135,11 @@ def _principal(claims: dict[str, Any]) -> Principal:
     tenant = claims.get("tenant")
     if not isinstance(tenant, str) or not tenant or tenant == ANY_TENANT:
         raise InvalidToken("token has no valid 'tenant' claim")
-    raw_projects = claims.get("projects", ANY_TENANT)
+    # Required: a token an identity provider issued without it (no claim mapper set up)
+    # must not reach every project of its tenant by default.
+    if "projects" not in claims:
+        raise InvalidToken("token has no 'projects' claim (a list of project names, or '*')")
+    raw_projects = claims["projects"]
     projects: tuple[str, ...] | None
     if raw_projects == ANY_TENANT:
         projects = None

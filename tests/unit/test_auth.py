@@ -89,6 +89,7 @@ def test_a_valid_hs256_token() -> None:
         (hs(tenant=None), "tenant"),
         (hs(tenant="*"), "tenant"),
         (hs(projects="site"), "projects"),
+        (hs(projects=None), "no 'projects' claim"),  # not taken as every project
         (hs(scope="superuser"), "scope"),
         (jwt.encode({"sub": "a", "tenant": "acme", "exp": 2**31}, None, "none"), "algorithm"),  # type: ignore[arg-type]
     ],
@@ -155,12 +156,16 @@ def test_issued_tokens_round_trip() -> None:
     assert 64 <= principal.expires - time.time() <= 66  # exp (whole seconds) + leeway
     assert Authenticator().verify(None).expires is None  # auth off: never
     huge = jwt.encode(
-        {"sub": "bob", "tenant": "acme", "scope": "read", "exp": 10**400}, SECRET, "HS256"
+        {"sub": "bob", "tenant": "acme", "projects": "*", "scope": "read", "exp": 10**400},
+        SECRET,
+        "HS256",
     )
     assert Authenticator(secret=SECRET).verify(huge).expires is None  # no float: never
     at = int(time.time()) + 60
     text = jwt.encode(
-        {"sub": "bob", "tenant": "acme", "scope": "read", "exp": str(at)}, SECRET, "HS256"
+        {"sub": "bob", "tenant": "acme", "projects": "*", "scope": "read", "exp": str(at)},
+        SECRET,
+        "HS256",
     )
     assert Authenticator(secret=SECRET).verify(text).expires == at  # PyJWT takes "123"
 
