@@ -16,15 +16,17 @@ record says which side deleted (``deleted``) and spans the whole base.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgpack
+from blake3 import blake3
 from pycrdt import Doc, Map
 
 from crdt import keys, ydoc
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
-from crdt.errors import NotFound
+from crdt.errors import NotFound, ProtocolError
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.kv.base import Transaction
 from crdt.timetravel import deletion_flags
@@ -200,6 +202,37 @@ async def save(history: History, doc: DocRef, record: ConflictRecord) -> None:
     await history.kv.transact(fn)
 
 
+REPORT_TRIES = 100  # resolved records of one same report before refusing another
+
+
+async def save_report(
+    history: History, doc: DocRef, record: ConflictRecord, seed: Sequence[str]
+) -> ConflictRecord:
+    """Store a conflict a client reported, under an id derived from ``seed`` (what
+    makes it the same report: path, device, text, and the document's head it was made
+    against), and return the stored record. A retry of a report finds the record its
+    first try stored; once that record is resolved, the same report again (the user
+    resolved it, yet the situation came back) is a new record, not the old one."""
+    base = msgpack.packb(list(seed))
+
+    def fn(tr: Transaction) -> ConflictRecord:
+        for n in range(REPORT_TRIES):
+            cid = blake3(base + n.to_bytes(4, "big")).hexdigest()[:24]
+            key = keys.conflict(doc.tenant_prefix, doc.project, Versionstamp.from_hex(cid))
+            raw = tr.get(key)
+            if raw is None:
+                new = dataclasses.replace(record, id=cid)
+                tr.set(key, msgpack.packb(new.to_dict()))
+                return new
+            found = ConflictRecord.from_dict(msgpack.unpackb(raw))
+            if found.status != "resolved":
+                return found  # a retry of this report
+        raise ProtocolError(f"this conflict was reported and resolved {REPORT_TRIES} times")
+
+    result: ConflictRecord = (await history.kv.transact(fn)).result
+    return result
+
+
 async def list_conflicts(
     history: History,
     tenant: str,
@@ -251,4 +284,12 @@ async def resolve(
     return (await history.kv.transact(fn)).result
 
 
-__all__ = ["bring_back", "detect_branch", "get_conflict", "list_conflicts", "resolve", "save"]
+__all__ = [
+    "bring_back",
+    "detect_branch",
+    "get_conflict",
+    "list_conflicts",
+    "resolve",
+    "save",
+    "save_report",
+]

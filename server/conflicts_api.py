@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import blake3
 from aiohttp import web
 from pycrdt import Text
 
@@ -168,9 +167,8 @@ async def create_conflict(request: web.Request) -> web.Response:
         raise NotFound(f"no document {ref.path!r} in {tenant}/{project}: nothing to conflict with")
     theirs_text = str(replayed.doc.get(CONTENT, type=Text))
     head = await history.updates(ref, limit=1, reverse=True)
-    digest = blake3.blake3(b"\0".join([ref.path.encode(), device.encode(), text.encode()]))
     record = ConflictRecord(
-        id=digest.hexdigest()[:24],
+        id="",
         path=ref.path,
         base="",
         ours=Side(users=[principal.user], clients=[device] if device else []),
@@ -183,8 +181,8 @@ async def create_conflict(request: web.Request) -> web.Response:
         merged_text=theirs_text,
         created_ms=now_ms(),
     )
-    await branches.save(history, ref, record)
-    saved = await branches.get_conflict(history, tenant, project, record.id)
+    seed = [ref.path, device, text, replayed.versionstamp.hex()]
+    saved = await branches.save_report(history, ref, record, seed)
     return web.json_response({"conflict": _record_json(saved)}, status=201)
 
 

@@ -205,6 +205,21 @@ async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
     status, again = await api(http, "POST", url, token=token_for(user="bob"), body=body)
     assert status == 201 and again["conflict"]["id"] == record["id"]
     assert len((await api(http, "GET", url))[1]["conflicts"]) == 1
+    # Resolved, then the same report again: a new open record, not the resolved one.
+    status, _ = await api(http, "POST", f"{url}/{record['id']}/resolve", body={})
+    assert status == 200
+    status, third = await api(http, "POST", url, token=token_for(user="bob"), body=body)
+    assert status == 201 and third["conflict"]["id"] != record["id"]
+    assert third["conflict"]["status"] == "open"
+    # The document changed since: the same report is about a new situation too.
+    await peer.append("more\n")
+    await peer.until(lambda: len(peer.acks) == 2)
+    status, fourth = await api(http, "POST", url, token=token_for(user="bob"), body=body)
+    assert status == 201 and fourth["conflict"]["id"] not in (record["id"], third["conflict"]["id"])
+    assert fourth["conflict"]["merged_text"] == "server text\nmore\n"
+    assert fourth["conflict"]["theirs"]["versionstamps"] == [peer.acks[1].versionstamp.hex()]
+    assert len((await api(http, "GET", url))[1]["conflicts"]) == 3
+    await peer.close()
 
 
 @pytest.mark.parametrize(
