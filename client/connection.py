@@ -16,9 +16,12 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=2``):
    of its versionstamp, see 4); ``Refused`` with 4403 means a read-only token: the
    device keeps its edits and stops sending;
 4. the device's poller may ask for a probe (``SyncStep1`` again): the reply tells that
-   everything up to the head it read before asking is here, which moves ``base``. A
-   document that has the server's updates but no base (opened before the device read
-   its head, or empty then) has the device read the heads at once, and a probe follows.
+   everything up to the head it read before asking is here, which moves ``base``. Server
+   updates the base may not cover (a live ``SyncUpdate``; an answer, which can reach past
+   the head its probe proves; the server's state with no head known) have the device
+   read the heads once the link has been quiet for ``CONFIRM_DELAY`` (at once while it
+   syncs), and a probe for the head read follows: the base never lags long behind what
+   the device has seen (see ``DocEntry.received``).
 
 When the connection fails the link reports it and waits until the device is online
 again (the device probes the server with exponential backoff and jitter); errors that
@@ -64,7 +67,7 @@ EMPTY_STATE_VECTOR = b"\x00"
 HEARTBEAT_SECONDS = 20.0
 CONNECT_TIMEOUT = aiohttp.ClientWSTimeout(ws_close=5.0)
 MAX_INFLIGHT_SENDS = 8
-CONFIRM_DELAY = 0.5  # quiet seconds after the last ack before its confirming probe
+CONFIRM_DELAY = 0.5  # quiet seconds after the last ack (or server update) before a probe
 CODE_READ_ONLY = 4403
 CODE_TOO_BIG = 1009
 RETRY_LATER = {1008, 1011, 1013, 1014}
@@ -87,11 +90,16 @@ class DocLink:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.ready = False  # the server's SyncStep1 arrived on the current connection
         self.server_sv: bytes | None = None  # its state vector, until we answered it
-        self.probes: deque[Versionstamp | None] = deque()
+        # Probes sent, oldest first: the head each answer proves, and the number of the
+        # heads read it came from (0: none, e.g. an ack's versionstamp).
+        self.probes: deque[tuple[Versionstamp | None, int]] = deque()
         # The last acked versionstamp, to be proven by a probe once the link has been
         # quiet for CONFIRM_DELAY (or at once while the device syncs): see confirm_later.
         self.confirm: Versionstamp | None = None
         self.confirm_at = 0.0
+        # The heads read asked for a base that lags behind server updates received, once
+        # the link has been quiet (see settle_later).
+        self.settling: asyncio.TimerHandle | None = None
         self.branch_open = False
         self.branch_done = False
         self.offline_pending = False
@@ -137,10 +145,33 @@ class DocLink:
         self.confirm_at = time.monotonic() + CONFIRM_DELAY
         self._wake.set()
 
+    def settle_later(self) -> None:
+        """Server updates the base may not cover are here: read the heads (a probe for the
+        head read follows, see ``Device._follow``) once the link has been quiet for
+        ``CONFIRM_DELAY`` (someone typing costs one read per pause), or at once while the
+        device syncs."""
+        if self.settling is not None:
+            self.settling.cancel()
+        self.settling = None
+        if self.device.syncing:
+            self._settle()
+        else:
+            self.settling = asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._settle)
+
+    def _settle(self) -> None:
+        self.settling = None
+        if self.entry.base_due():
+            self.device.want_heads()
+
     def hurry(self) -> None:
-        """The device syncs: send a pending confirming probe now."""
+        """The device syncs: send a pending confirming probe, or read the heads for a
+        lagging base, now (and give the base ``MAX_BASE_ROUNDS`` more probes)."""
+        self.entry.base_rounds = 0
         if self.confirm is not None:
             self._wake.set()
+        if self.settling is not None:
+            self.settling.cancel()
+            self._settle()
 
     def _maybe_confirm(self) -> float | None:
         """Send the confirming probe if due; else the seconds until it is (None: none)."""
@@ -157,10 +188,11 @@ class DocLink:
         self.probe(head)
         return None
 
-    def probe(self, head: Versionstamp | None) -> None:
-        """Ask the server for what we lack; its answer proves we hold ``head``."""
+    def probe(self, head: Versionstamp | None, read: int = 0) -> None:
+        """Ask the server for what we lack; its answer proves we hold ``head`` (from heads
+        read number ``read``, 0 if none)."""
         if self.connected:
-            self.probes.append(head)
+            self.probes.append((head, read))
             self._control.append(SyncStep1(self.entry.doc.get_state()))
             self._wake.set()
 
@@ -174,6 +206,9 @@ class DocLink:
     async def stop(self) -> None:
         """Close for good."""
         self.wanted = False
+        if self.settling is not None:
+            self.settling.cancel()
+            self.settling = None
         await self.disconnect()
         if self.task is not None:
             self.task.cancel()
@@ -278,10 +313,9 @@ class DocLink:
         # the room up to the store's head first (and what it acked is durable), so a
         # probe the last connection left unanswered is answered here too.
         known = [h for h in (head_before, entry.head_seen) if h is not None]
-        self.probes = deque([max(known) if known else None])
+        self.probes = deque([(max(known) if known else None, 0)])
         self.confirm = None
         self.server_had_state = False
-        entry.base_wanted = False
         self._control = deque([SyncStep1(entry.doc.get_state())])
         self._wake.set()
         synced = False
@@ -332,12 +366,13 @@ class DocLink:
                 self.server_had_state = self.server_had_state or sv != EMPTY_STATE_VECTOR
                 self._wake.set()
             case SyncStep2(update=update):
+                head, read = self.probes.popleft() if self.probes else (None, 0)
                 if update != EMPTY_UPDATE:
                     device.apply_remote(entry, update)
-                head = self.probes.popleft() if self.probes else None
-                entry.seen(head)
-                if head is None and (self.server_had_state or update != EMPTY_UPDATE):
-                    self._want_base()
+                    entry.received()  # (the server may have had more than ``head``)
+                elif head is None and self.server_had_state:
+                    entry.received()
+                entry.seen(head, read)
                 entry.synced.set()
                 entry.link_changed.set()
                 self._release_slot()
@@ -345,7 +380,8 @@ class DocLink:
                 return True
             case SyncUpdate(update=update):
                 device.apply_remote(entry, update)
-                self._want_base()
+                entry.received()
+                self.settle_later()
             case Ack(update_hash=digest, versionstamp=vs):
                 if entry.outbox.ack(digest, vs) is not None:
                     entry.acked(vs)
@@ -371,23 +407,6 @@ class DocLink:
             case _:
                 pass  # awareness is for editors; a sync device has no cursor to show
         return False
-
-    def _want_base(self) -> None:
-        """The server's updates are here, but not the versionstamp they reach up to (the
-        doc was opened before the device read the heads, or was new then): without a
-        base, offline edits would be no branch, never checked for conflicts. Have the
-        device read the heads now; the probe that follows sets the base. Not while local
-        updates wait: the base cannot move past them (their acks move it)."""
-        entry = self.entry
-        if (
-            entry.base is None
-            and not entry.base_wanted
-            and len(entry.outbox) == 0
-            and entry.unrecorded_local == 0
-        ):
-            entry.base_wanted = True
-            entry.base_wanted_at = self.device.heads_reads
-            self.device.want_heads()
 
     # --- sending --------------------------------------------------------------------
 
@@ -453,7 +472,8 @@ class DocLink:
             entry.synced.is_set()
             and not self.probes
             and self.confirm is None
-            and not entry.base_wanted
+            and self.settling is None
+            and not entry.base_awaited()
             and not self.branch_open
             and not self.verdicts
             and len(entry.outbox) == 0

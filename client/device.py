@@ -465,9 +465,12 @@ class Device:
         self, heads: dict[str, Versionstamp | None], read: int, follow: bool = True
     ) -> None:
         """Probe open documents whose head moved past what they have seen (and, if
-        ``follow``, open the new documents and reconnect idle ones). A document that
-        asked for its base before heads read number ``read`` started, and gets no
-        probe, stops waiting (nothing to learn now)."""
+        ``follow``, open the new documents and reconnect idle ones). A document whose
+        base lags behind server updates that arrived before heads read number ``read``
+        started is probed for its head (the updates are all at or before it), unless
+        its base is there already; if it gets no probe (not connected, no head, the
+        read failed) it stops waiting (nothing to learn now). Not one whose local
+        updates wait: their acks move its base, then it asks again."""
         if follow:
             unknown = [p for p in heads if p not in self.entries and p not in self._opening]
             if unknown:
@@ -476,6 +479,14 @@ class Device:
             entry = self.entries.get(path)
             if entry is None or head is None:
                 continue
+            if entry.base_wanted and entry.base_wanted_at < read:
+                if entry.base is not None and head <= entry.base:
+                    entry.settled()
+                    continue
+                if entry.link.connected and not entry.waiting:
+                    entry.base_rounds += 1
+                    entry.link.probe(head, read)
+                    continue
             if entry.head_seen is not None and head <= entry.head_seen:
                 continue
             if not entry.link.wanted:
@@ -484,11 +495,15 @@ class Device:
             elif entry.link.connected and (not entry.link.probes or entry.base_wanted):
                 # (one waiting for its base: the probe pending may be its first, whose
                 # answer proves no head)
-                entry.link.probe(head)
+                entry.link.probe(head, read)
         for entry in self.entries.values():
-            if entry.base_wanted and entry.base_wanted_at < read and not entry.link.probes:
-                entry.base_wanted = False
-                self.changed()
+            if (
+                entry.base_wanted
+                and entry.base_wanted_at < read
+                and not entry.link.probes
+                and not entry.waiting
+            ):
+                entry.settled()
 
     # --- waiting --------------------------------------------------------------------------
 

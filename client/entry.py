@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 CONTENT = "content"
 META = "weft"
+MAX_BASE_ROUNDS = 3  # probes a sync waits for to prove a base others keep moving
 
 
 class DocEntry:
@@ -43,8 +44,14 @@ class DocEntry:
         self.unrecorded_local = 0
         self.since_snapshot = 0
         self.applying_remote = False
-        self.base_wanted = False  # server state here, its versionstamp asked for
-        self.base_wanted_at = 0  # the device's heads reads started when it was asked
+        # Server updates are here that the base may not cover (received live, or in an
+        # answer that can reach past the head its probe proves): a heads read started
+        # after the last of them (the device had started base_wanted_at reads then),
+        # and a probe for its head, prove them. A sync waits for that, for at most
+        # MAX_BASE_ROUNDS probes (see base_awaited).
+        self.base_wanted = False
+        self.base_wanted_at = 0
+        self.base_rounds = 0
         self.link = DocLink(device, self)
 
     @property
@@ -66,18 +73,54 @@ class DocEntry:
         """Whether the document has any state at all (locally)."""
         return self.doc.get_state() != b"\x00"
 
-    def seen(self, vs: Versionstamp | None) -> None:
-        """Everything up to ``vs`` is in this document; move ``base`` if no local update
-        is waiting (those were made on the older base)."""
-        if vs is None:
-            return
+    @property
+    def waiting(self) -> bool:
+        """Local updates wait for their acks: the base cannot move past them (they were
+        made on it); their acks, and the probe confirming the last, move it."""
+        return len(self.outbox) > 0 or self.unrecorded_local > 0
+
+    def received(self) -> None:
+        """Server updates arrived that the base may not cover: an offline branch based on
+        it would be judged against edits this device has seen (a spurious conflict; for
+        a deletion, "deleted here while edited elsewhere"). Only a heads read started
+        from now on, and a probe for its head, prove them."""
+        self.base_wanted = True
+        self.base_wanted_at = self.device.heads_reads
+
+    def settled(self) -> None:
+        """The base covers every server update here."""
         self.base_wanted = False
-        if self.head_seen is None or vs > self.head_seen:
-            self.head_seen = vs
-        waiting = len(self.outbox) > 0 or self.unrecorded_local > 0
-        if not waiting and (self.base is None or vs > self.base):
-            self.base = vs
-            self.device.save_doc_state(self)
+        self.base_rounds = 0
+        self.device.changed()
+
+    def base_due(self) -> bool:
+        """The base lags behind server updates here and a probe can move it now (no local
+        update waits)."""
+        return self.base_wanted and not self.waiting
+
+    def base_awaited(self) -> bool:
+        """A sync waits for the base to catch up (see base_due), but for no more than
+        MAX_BASE_ROUNDS probes: a document others keep editing may stay ahead of every
+        heads read."""
+        return self.base_due() and self.base_rounds < MAX_BASE_ROUNDS
+
+    def seen(self, vs: Versionstamp | None, read: int = 0) -> None:
+        """Everything up to ``vs`` is in this document (a probe's answer; ``read``: the
+        number of the heads read ``vs`` came from, 0 if none); move ``base`` if no local
+        update is waiting (those were made on the older base). If server updates that
+        arrived after that read started may reach past ``vs``, read the heads again
+        (see ``DocLink.settle_later``)."""
+        if vs is not None:
+            if self.head_seen is None or vs > self.head_seen:
+                self.head_seen = vs
+            if not self.waiting and (self.base is None or vs > self.base):
+                self.base = vs
+                self.device.save_doc_state(self)
+        if self.base_wanted and not self.waiting:
+            if vs is not None and read > self.base_wanted_at:
+                self.settled()
+            else:
+                self.link.settle_later()
 
     def acked(self, vs: Versionstamp) -> None:
         """A local update is durable at ``vs``. That is no proof that every update before
@@ -111,6 +154,6 @@ class DocEntry:
             self.synced.is_set()
             and not link.probes
             and link.confirm is None
-            and not self.base_wanted
+            and not self.base_awaited()
             and not link.verdicts
         )

@@ -328,6 +328,104 @@ async def test_an_idle_closing_link_waits_for_its_base(
         assert entry.base == a.entries["f.txt"].base
 
 
+def rewrite_line(text: Text, old: str, new: str) -> None:
+    start = str(text).index(old)
+    del text[start : start + len(old)]
+    text.insert(start, new)
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_a_server_update_received_live_moves_the_base(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """Found in CI (a deletion judged against an edit its device had written): b
+    received a's edit as a live update, and its base stayed where its last probe had
+    left it until the poller's next heads read (an hour here, or never). A sync now
+    returns only once the base covers what b received, and without a sync the base
+    follows after a quiet spell; b's offline deletion is not judged against the edits b
+    had seen (no conflict record)."""
+    project = f"live-base-{poll}"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll)
+    async with a, b:
+        ta = await written_after_b_read_the_heads(a, b, "f.txt", "one\ntwo\nthree\n")
+        entry = await b.open("f.txt")
+        await b.sync(10)
+        assert entry.base == a.entries["f.txt"].base
+
+        rewrite_line(ta, "two\n", "two by a\n")
+        await a.sync(10)
+        await eventually(lambda: "two by a" in str(entry.text))
+        await b.sync(10)  # a sync proves what it received
+        assert entry.base == a.entries["f.txt"].base
+
+        rewrite_line(ta, "three\n", "three by a\n")
+        await a.sync(10)
+        await eventually(lambda: "three by a" in str(entry.text))
+        await eventually(lambda: entry.base == a.entries["f.txt"].base, 5)  # no sync
+
+        await b.pause()
+        entry.meta["deleted"] = True  # what weft sync does for a deleted file
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: a.entries["f.txt"].deleted)
+        await asyncio.sleep(0.3)
+        assert get_json(conflicts_url)["conflicts"] == []
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_an_answer_newer_than_its_probe_moves_the_base(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """The NFD test's CI failure, held open: b reconnects after a edited, and its first
+    probe can only prove the base it had (its heads read, answered while the probe was
+    on its way, asked for no other). The answer brings a's edit: b's sync now returns
+    only once a probe proved it, so b's offline deletion is not judged against an edit
+    b had seen (no conflict record, the document stays deleted)."""
+    project = f"answer-base-{poll}"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    async with make(tmp_path, server, "a", project) as a:
+        async with late_device(tmp_path, server, project, poll) as b:
+            ta = await written_after_b_read_the_heads(a, b, "f.txt", "one\ntwo\n")
+            entry = await b.open("f.txt")
+            await b.sync(10)
+            assert entry.base == a.entries["f.txt"].base
+        rewrite_line(ta, "two\n", "two by a\n")
+        await a.sync(10)
+
+        async with late_device(tmp_path, server, project, poll) as b:
+            heads_gate, step1_gate = asyncio.Event(), asyncio.Event()
+            slow_heads(b, heads_gate)
+            entry = await b.open("f.txt", connect=False)
+            send = entry.link._send
+
+            async def sync_step1_held_back(ws: Any, message: Any) -> None:
+                if isinstance(message, SyncStep1) and not step1_gate.is_set():
+                    await step1_gate.wait()
+                await send(ws, message)
+
+            entry.link._send = sync_step1_held_back  # type: ignore[method-assign]
+            entry.link.want()
+            await eventually(lambda: entry.link.connected and bool(entry.link.probes))
+            heads_gate.set()  # (the poller's read answers while the probe waits)
+            if poll is not None:
+                await eventually(b.heads_read.is_set)
+            step1_gate.set()
+            await b.sync(10)
+            assert str(entry.text) == "one\ntwo by a\n"
+            assert entry.base == a.entries["f.txt"].base
+
+            await b.pause()
+            entry.meta["deleted"] = True  # what weft sync does for a deleted file
+            b.resume()
+            await b.sync(10)
+            await eventually(lambda: a.entries["f.txt"].deleted)
+            await asyncio.sleep(0.3)
+            assert get_json(conflicts_url)["conflicts"] == []
+            assert a.entries["f.txt"].deleted
+
+
 @pytest.mark.slow
 async def test_reconnects_after_the_server_comes_back(
     weft_server_factory: StartServer, tmp_path: Path

@@ -3,6 +3,7 @@ real sockets, three folders and three local stores)."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -183,3 +184,56 @@ def test_sync_once_says_the_conflict_its_branch_made(
     assert "conflict: notes.txt: 1 region changed on both sides (base line 2)" in second.stdout
     assert f"weft conflicts show {record['id']}" in second.stdout
     assert "1 conflict(s) recorded" in second.stdout, second.stdout
+
+
+def _saved_base(folder: Path, path: str) -> str | None:
+    """The base ``weft sync`` saved for ``path`` (hex), read from its state file."""
+    db = sqlite3.connect(f"file:{folder / '.weft' / 'state.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT base FROM docs WHERE path = ?", (path,)).fetchone()
+    finally:
+        db.close()
+    return None if row is None or row[0] is None else bytes(row[0]).hex()
+
+
+def test_an_offline_deletion_is_not_judged_against_an_edit_already_written(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Found in CI (the NFD test's last step, under load): a device wrote another's edit
+    to its folder, its base stayed before that edit, and its offline deletion was judged
+    against it: a conflict record, and with WEFT_BRING_BACK_EDITED the file came back.
+    Here b's poller would not read the heads for an hour: b's base still reaches the
+    edit it received live, soon after it came, and the deletion stands, unrecorded."""
+    env = {"WEFT_BRING_BACK_EDITED": "1"}
+    server = weft_server_factory(env=env)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    (a / "notes.md").write_text(BASE)
+    for folder in (a, b):
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    device = start_sync(b, server.ws_url, TENANT, PROJECT, args=["--poll", "3600"])
+    try:
+        device.wait_for("in sync")
+        with (a / "notes.md").open("a") as f:
+            f.write("A's edit\n")
+        assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
+        expected = (BASE + "A's edit\n").encode()
+        wait_until(lambda: folder_files(b).get("notes.md") == expected, 10, "the edit in b")
+        docs = get_json(f"{server.url}/api/v1/{TENANT}/{PROJECT}/docs")["docs"]
+        [head] = [d["head"] for d in docs if d["path"] == "notes.md"]
+        wait_until(lambda: _saved_base(b, "notes.md") == head, 10, "b's base at the edit")
+
+        server.terminate()
+        device.wait_for("offline")
+        (b / "notes.md").unlink()
+        device.wait_for("deleted notes.md")
+        restarted = weft_server_factory(store=server.store, port=server.port, env=env)
+        doc = f"{restarted.url}/api/v1/{TENANT}/{PROJECT}/docs/notes.md?format=json"
+        wait_until(lambda: get_json(doc)["deleted"], 30, "the deletion on the server")
+        time.sleep(1.0)  # the branch has ended and been judged by now
+        assert get_json(f"{restarted.url}/api/v1/{TENANT}/{PROJECT}/conflicts")["conflicts"] == []
+        assert get_json(doc)["deleted"] and "notes.md" not in folder_files(b)
+        assert "conflict" not in device.output()
+    finally:
+        device.terminate()
