@@ -70,7 +70,10 @@ MAX_INFLIGHT_SENDS = 8
 CONFIRM_DELAY = 0.5  # quiet seconds after the last ack (or server update) before a probe
 CODE_READ_ONLY = 4403
 CODE_TOO_BIG = 1009
-RETRY_LATER = {1008, 1011, 1013, 1014}
+# 4429: a tenant quota (update rate, connections) refused us for now; the updates not
+# acknowledged are sent again on the next connection.
+CODE_QUOTA = 4429
+RETRY_LATER = {1008, 1011, 1013, 1014, CODE_QUOTA}
 SERVER_GONE = {None, 1001, 1006, 1012}
 FATAL_FOR_DEVICE = {4401, 4403}
 
@@ -343,8 +346,18 @@ class DocLink:
                     break
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A sender that failed to write (the server closed at once, e.g. 4429) is
+            # no error of its own: the close code the reader saw says what happened.
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, aiohttp.ClientError):
                 await sender
+            if not ws.closed:
+                # The sender closes an idle link with ws.close(), which first stops this
+                # reader's receive(); cancelled right after (above), that close never
+                # sent its frame nor closed the socket: the server kept the connection
+                # (counted against the tenant's quota, its room loaded) until the device
+                # stopped. Finish the close here (bounded by CONNECT_TIMEOUT's ws_close).
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                    await ws.close(code=1000, message=b"idle" if not self.wanted else b"")
             self.ws, self.ready = None, False
             entry.synced.clear()
             entry.link_changed.set()
@@ -387,11 +400,14 @@ class DocLink:
                     entry.acked(vs)
                     self._wake.set()
                     device.changed()
-            case Refused(code=code, reason=reason):
+            case Refused(update_hash=digest, code=code, reason=reason):
                 if code == CODE_READ_ONLY:
                     device.set_read_only(reason)
+                elif code == CODE_TOO_BIG and entry.outbox.merged(digest):
+                    # not said: its updates are sent again one at a time (each refusal
+                    # of one of those is), so one update was said to be refused twice
+                    log.info("%s: a merged send refused (%s); unmerging", entry.path, reason)
                 else:
-                    log.warning("%s: update refused (%d): %s", entry.path, code, reason)
                     device.warn(entry.path, f"update refused by the server ({code}): {reason}")
             case AuthDenied(reason=reason):
                 log.info("%s: %s", entry.path, reason)

@@ -129,6 +129,11 @@ class Outbox:
             moved = True
         return self.cursor if moved else None
 
+    def merged(self, digest: bytes) -> bool:
+        """Whether the in-flight send with hash ``digest`` merged several updates (a
+        refusal of it as too big is followed by sending them one at a time)."""
+        return any(send.hash == digest and send.count > 1 for send in self._inflight)
+
     def unmerge(self) -> bool:
         """Send each update on its own from now on (the server refused a merged send as
         too big: a tenant's limit can be below ``max_bytes``); False if that is already

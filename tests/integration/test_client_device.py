@@ -328,6 +328,34 @@ async def test_an_idle_closing_link_waits_for_its_base(
         assert entry.base == a.entries["f.txt"].base
 
 
+async def test_a_link_closed_when_idle_closes_its_connection_on_the_server(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """An idle link's close used to stop at its first step (the reader it woke
+    cancelled it): no close frame, the socket left open, so the server kept the
+    connection (against the tenant's connection quota, its room loaded) until the
+    device stopped."""
+    server = weft_server_factory()
+    device = make(tmp_path, server, "a", "idle-close", idle_seconds=0.1)
+
+    def connections() -> float:
+        metrics = get_text(f"{server.url}/metrics") or ""
+        return sum(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("weft_connections ")
+        )
+
+    async with device:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            text_of((await device.open(name)).doc).insert(0, f"{name}\n")
+        await device.sync(10)
+        entries = list(device.entries.values())
+        await eventually(lambda: all(not e.link.connected for e in entries))
+        await eventually(lambda: connections() == 0, timeout=5)
+        assert server_text(server, "idle-close", "b.txt") == "b.txt\n"
+
+
 def rewrite_line(text: Text, old: str, new: str) -> None:
     start = str(text).index(old)
     del text[start : start + len(old)]

@@ -253,6 +253,48 @@ def test_a_file_the_server_refuses_fails_sync_once(
     assert get_text(doc_url(server, "refused", "small.txt")) == "ok\n"
 
 
+def test_a_tenant_quota_refusal_is_retried_until_every_file_syncs(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """4429 (a tenant's connection or rate quota) means "later": with room for two
+    connections, a folder of five files still syncs whole (each link closes once its
+    document is in sync, making room); it used to fail three files for good."""
+    quotas = '{"acme": {"max_connections": 2}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for n in range(5):
+        (folder / f"f{n}.txt").write_text(f"file {n}\n")
+    result = sync_once(folder, server.ws_url, TENANT, "quota", args=("--max-backoff", "0.5"))
+    assert result.returncode == 0, result.stdout
+    assert "in sync: 5 files" in result.stdout and "NOT in sync" not in result.stdout
+    for n in range(5):
+        assert get_text(doc_url(server, "quota", f"f{n}.txt")) == f"file {n}\n"
+
+
+def test_a_merged_send_refused_as_too_big_is_said_once(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Two changes merged into one send over the limit are sent one at a time; the
+    refusal of the merged send is not said (an update was said refused twice)."""
+    server = weft_server_factory(env={"WEFT_MAX_UPDATE_BYTES": "2000"})
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a" * 1200 + "\n")
+    once(server, folder, "merged")  # the document exists; now two offline edits
+    state = folder / ".weft"
+    assert state.exists()
+    (folder / "a.txt").write_text("a" * 1200 + "\n" + "b" * 1200 + "\n")
+    first = sync_once(folder, "ws://127.0.0.1:9/ws", TENANT, "merged", args=("--timeout", "2"))
+    assert first.returncode != 0  # offline: the edit is recorded, not sent
+    (folder / "a.txt").write_text("a" * 1200 + "\n" + "b" * 1200 + "\n" + "c" * 1200 + "\n")
+    result = sync_once(folder, server.ws_url, TENANT, "merged")
+    assert result.returncode == 0, result.stdout
+    assert "update refused" not in result.stdout, result.stdout
+    text = get_text(doc_url(server, "merged", "a.txt"))
+    assert text == "a" * 1200 + "\n" + "b" * 1200 + "\n" + "c" * 1200 + "\n"
+
+
 def test_a_file_named_in_nfd_syncs_under_its_nfc_path_and_is_written_in_place(
     server: ServerProcess, tmp_path: Path
 ) -> None:
