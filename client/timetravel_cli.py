@@ -7,7 +7,8 @@ Flags also read ``WEFT_SERVER``, ``WEFT_STORE``, ``WEFT_TENANT``, ``WEFT_PROJECT
 ``WEFT_TOKEN`` (a flag wins; ``--server`` and ``--store`` together are refused).
 
 A version (``--at``, ``--since``, ``--until``, ``--from``, ``--to``) is a versionstamp
-(24 hex digits), an ISO-8601 time (naive: UTC; not in the future) or ``head``.
+(24 hex digits; not beyond the store's latest commit), an ISO-8601 time (naive: UTC; not
+in the future) or ``head``.
 
 Exit codes: 0 ok, 1 failure (server unreachable, refused token, store error), 2 bad input
 (malformed version, unknown path, a version before the document existed, a non-empty
@@ -576,10 +577,10 @@ async def run_show(args: argparse.Namespace, backend: Backend, err: Console) -> 
     if args.json:
         print(json.dumps(found, indent=2))
     else:
-        if found.get("deleted"):
+        if found.get("deleted"):  # a deletion keeps the text, unless it was emptied
+            held = "below is the text it held" if found["text"] else "it held no text"
             err.print(
-                f"({found['path']} is deleted at {found['versionstamp']}; "
-                "below is the text it held)",
+                f"({found['path']} is deleted at {found['versionstamp']}; {held})",
                 markup=False,
             )
         sys.stdout.write(found["text"])

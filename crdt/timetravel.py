@@ -4,7 +4,8 @@ Pure data layer (no aiohttp, no files): the CLI (``client/timetravel_cli.py``) a
 REST API (``server/timetravel_api.py``) are thin shells over these functions.
 
 - A *version* argument is a versionstamp (24 hex digits), an ISO-8601 time (naive times
-  are UTC; a time in the future is refused) or ``head``. For one document, a time means
+  are UTC; a time in the future is refused) or ``head``. A versionstamp in the future
+  (beyond the store's latest commit) is refused as well. For one document, a time means
   the document's last version committed at or before it; for a whole project it means a
   *cut*: the newest versionstamp any of its documents committed at or before it, and
   every document is read at that same versionstamp.
@@ -69,6 +70,7 @@ from crdt.versions import (
     DocVersion,
     Version,
     VersionNotFound,
+    check_committed,
     cut_at,
     doc_at,
     doc_version,
@@ -82,6 +84,9 @@ from crdt.versionstamp import Versionstamp
 from crdt.ydecode import UpdateDecodeError, decode_update, map_entries, struct_ranges, utf16_len
 
 # --- history pages -------------------------------------------------------------------------
+
+MAX_LIMIT = 10_000
+"""The most versions one history page lists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +139,8 @@ async def history_page(
     until: Version | None = None,
 ) -> Page:
     """The document's versions newer than ``since`` and at or before ``until``."""
-    if not 1 <= limit <= 10_000:
-        raise BadVersion(f"limit must be between 1 and 10000, not {limit}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadVersion(f"limit must be between 1 and {MAX_LIMIT}, not {limit}")
     head = await history.head(ref)
     if head is None:
         raise VersionNotFound(f"no document {ref.path!r} in {ref.tenant}/{ref.project}")
@@ -160,6 +165,7 @@ async def _bound(history: History, ref: DocRef, version: Version) -> Versionstam
         return await history.head(ref)
     if version.ms is not None:
         return await history.version_at_time(ref, version.ms)
+    await check_committed(history, version)
     return version.stamp
 
 
@@ -234,6 +240,7 @@ __all__ = [
     "HEAD",
     "HEAD_VERSION",
     "MANIFEST_NAME",
+    "MAX_LIMIT",
     "META",
     "RESTORE_CONCURRENCY",
     "REVERT_SESSION",
@@ -256,6 +263,7 @@ __all__ = [
     "apply_edits",
     "blame",
     "carried",
+    "check_committed",
     "cut_at",
     "decode_update",
     "deletion_flags",

@@ -1,7 +1,10 @@
 """Versions of a time-travel request, and what they resolve to in a history.
 
 A *version* argument is a versionstamp (24 hex digits), an ISO-8601 time (naive times are
-UTC; a time in the future is refused) or ``head``. For one document, a time means the
+UTC; a time in the future is refused) or ``head``. A versionstamp in the future (its
+commit version above the store's latest committed version) is refused too, when it is
+resolved (:func:`check_committed`): what is at it is not known yet. One between a
+document's head and the store's latest commit is a valid, stable cut. For one document, a time means the
 document's last version committed at or before it; for a whole project it means a *cut*:
 the newest versionstamp any of its documents committed at or before it, and every
 document is read at that same versionstamp.
@@ -12,6 +15,7 @@ A document's text is its root ``Y.Text`` ``content``; it is deleted while its ro
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,12 +81,12 @@ def parse_version(text: str, *, now_ms: int | None = None) -> Version:
         return HEAD_VERSION
     if len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value):
         return Version(stamp=Versionstamp.from_hex(value), label=value.lower())
-    try:
-        when = datetime.fromisoformat(value)
+    try:  # RFC 3339 allows a lowercase "z" (and "t"); fromisoformat takes only "Z"
+        when = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
     except ValueError:
         raise BadVersion(
             f"not a version: {text!r} (use a versionstamp of 24 hex digits, an ISO-8601 "
-            "time such as 2024-05-01T12:00:00Z, or 'head')"
+            f"time such as 2024-05-01T12:00:00Z, or 'head'){_plus_hint(value)}"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -93,6 +97,34 @@ def parse_version(text: str, *, now_ms: int | None = None) -> Version:
     if ms < 0:
         raise BadVersion(f"{text!r} is before 1970")
     return Version(ms=ms, label=value)
+
+
+_LOST_PLUS = re.compile(r"[T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)? \d{2}(:?\d{2})?$")
+
+
+def _plus_hint(value: str) -> str:
+    """A hint for a time whose UTC offset's "+" became a space: in a URL query an
+    unencoded "+" means a space (``?at=...T10:00:00+01:00`` arrives as ``10:00:00 01:00``)."""
+    if _LOST_PLUS.search(value):
+        return '; in a URL, "+" means a space: write a UTC offset\'s "+" as %2B'
+    return ""
+
+
+async def check_committed(history: History, version: Version) -> None:
+    """Refuse a versionstamp from the future: one whose commit version (its first 8
+    bytes) is above the store's latest committed version. What a project or a document
+    is at it is not known yet (a cut there would change as commits arrive). One between
+    a document's head and the store's latest commit is fine: nothing can be committed
+    there any more. Times and head need no check (a future time is refused when parsed)."""
+    stamp = version.stamp
+    if stamp is None:
+        return
+    latest: int = await history.kv.read(lambda tr: tr.read_version())
+    if stamp.commit_version > latest:
+        raise BadVersion(
+            f"versionstamp {stamp} is in the future: the store's latest commit version is "
+            f"{latest:016x}: a versionstamp may be at most {latest:016x}ffffffff"
+        )
 
 
 def iso_time(ms: int) -> str:
@@ -118,6 +150,7 @@ async def doc_version(history: History, ref: DocRef, version: Version) -> Versio
         found = await history.version_at_time(ref, version.ms)
     else:
         assert version.stamp is not None
+        await check_committed(history, version)
         records = await history.updates(ref, until=version.stamp, limit=1, reverse=True)
         found = records[0].versionstamp if records else None
     if found is None:
@@ -206,6 +239,7 @@ async def cut_at(history: History, tenant: str, project: str, version: Version) 
         raise VersionNotFound(f"project {tenant}/{project} has no documents")
     paths = [info.path for info in infos]
     if version.stamp is not None:
+        await check_committed(history, version)
         vs = version.stamp
     elif version.ms is not None:
         found = await _time_cut(history, tenant, project, paths, version.ms)

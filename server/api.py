@@ -8,7 +8,8 @@
   ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
   ``X-Weft-Versionstamp`` (and ``X-Weft-Deleted: true`` for a deleted document: the
   text is what it held); ``?format=json`` gives ``{"path", "versionstamp", "text",
-  "deleted"}``.
+  "deleted"}`` (``text``, the default, and ``json`` are the formats: another is a 400).
+  A time in the future, or a versionstamp beyond the store's latest commit, is a 400.
 
 Errors are ``{"error": {"code": "...", "message": "..."}}`` with status 400 (bad_path,
 bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
@@ -27,8 +28,7 @@ from pycrdt import Map, Text
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
 from crdt.keys import check_name
-from crdt.timetravel import parse_version
-from crdt.versionstamp import Versionstamp
+from crdt.versions import HEAD_VERSION, check_committed, parse_version
 from server.appkeys import HISTORY
 from server.auth import InvalidToken, require
 from server.logsafe import printable
@@ -109,37 +109,43 @@ async def list_docs(request: web.Request) -> web.Response:
     return web.json_response({"tenant": tenant, "project": project, "docs": docs})
 
 
-def parse_at(value: str) -> Versionstamp | int | None:
-    """``?at=``: a versionstamp (24 hex digits) or an ISO-8601 time (→ Unix ms), or
-    ``head`` (→ None). A malformed value or a time in the future is a 400."""
-    version = parse_version(value)
-    return version.stamp if version.stamp is not None else version.ms
+FORMATS = ("text", "json")
+"""What ``?format=`` may be on the routes that take it (``text``: the default)."""
+
+
+def response_format(request: web.Request) -> str:
+    """``?format=``: ``text`` (the default) or ``json``; anything else is a 400."""
+    value = request.query.get("format", "text")
+    if value not in FORMATS:
+        raise ProtocolError(f"?format= must be one of {', '.join(FORMATS)}, not {value[:20]!r}")
+    return value
 
 
 async def get_doc(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    fmt = response_format(request)
     history = request.app[HISTORY]
     ref = await history.doc(tenant, project, request.match_info["path"])
     at = request.query.get("at")
+    # A malformed value, a time in the future or a versionstamp beyond the store's
+    # latest commit is a 400.
+    version = HEAD_VERSION if at is None else parse_version(at)
     replayed: Replayed
-    if at is None:
-        replayed = await history.replay(ref)
+    if version.stamp is not None:
+        await check_committed(history, version)
+        replayed = await history.replay(ref, version.stamp)
+    elif version.ms is not None:
+        replayed = await history.replay_at_time(ref, version.ms)
     else:
-        point = parse_at(at)
-        if point is None:
-            replayed = await history.replay(ref)
-        elif isinstance(point, Versionstamp):
-            replayed = await history.replay(ref, point)
-        else:
-            replayed = await history.replay_at_time(ref, point)
+        replayed = await history.replay(ref)
     if replayed.versionstamp is None:
         when = f" at {at}" if at else ""
         raise NotFound(f"no document {ref.path!r} in {tenant}/{project}{when}")
     text = str(replayed.doc.get(CONTENT, type=Text))
     vs = replayed.versionstamp.hex()
     deleted = replayed.doc.get("weft", type=Map).get("deleted") is True
-    if request.query.get("format") == "json":
+    if fmt == "json":
         return web.json_response(
             {"path": ref.path, "versionstamp": vs, "text": text, "deleted": deleted}
         )

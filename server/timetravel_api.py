@@ -1,13 +1,14 @@
 """Time travel over REST, under ``/api/v1/{tenant}/{project}/`` (see :mod:`crdt.timetravel`).
 
 A version (``since``, ``until``, ``from``, ``to``, ``at``) is a versionstamp (24 hex
-digits), an ISO-8601 time (naive: UTC; the future is refused) or ``head``.
+digits; not beyond the store's latest commit), an ISO-8601 time (naive: UTC; the future
+is refused) or ``head``. ``?limit=`` is a whole number from 1 to 10000.
 
 - ``GET history/{path}?limit=50&since=&until=``: ``{"path", "versions": [{"versionstamp",
   "time", "ms", "user", "device", "size", "deleted", "revert"}], "next_until"}``, newest
   first; ``since`` is exclusive, ``until`` inclusive; ``next_until`` (or null) continues.
 - ``GET diff/{path}?from=&to=``: a unified diff, ``text/plain`` (``?format=json``:
-  ``{"path", "from", "to", "diff"}`` with the two versionstamps).
+  ``{"path", "from", "to", "diff"}`` with the two versionstamps; another format is a 400).
 - ``GET blame/{path}?at=``: ``{"path", "versionstamp", "lines": [{"line", "text",
   "versionstamp", "user", "device", "time"}]}``.
 - ``GET export?at=``: the project at that cut as a tar stream (``application/x-tar``),
@@ -39,7 +40,7 @@ from crdt import timetravel as tt
 from crdt.errors import ProtocolError
 from crdt.history import Append, Appended
 from crdt.kv.base import ReadTransaction, read_counter
-from server.api import _names, error_response
+from server.api import _names, error_response, response_format
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
 from server.logsafe import printable
@@ -62,8 +63,11 @@ async def history(request: web.Request) -> web.Response:
     await require(request, tenant, project, "read")
     raw_limit = request.query.get("limit", "50")
     # ASCII digits only ("²".isdigit() holds, and int() refuses it), and few of them
-    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9):
-        raise ProtocolError(f"?limit= must be a number below 10^9, not {raw_limit[:20]!r}")
+    digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9
+    if not digits or not 1 <= int(raw_limit) <= tt.MAX_LIMIT:
+        raise ProtocolError(
+            f"?limit= must be a whole number from 1 to {tt.MAX_LIMIT}, not {raw_limit[:20]!r}"
+        )
     since = _version(request, "since") if "since" in request.query else None
     until = _version(request, "until") if "until" in request.query else None
     ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
@@ -76,6 +80,7 @@ async def history(request: web.Request) -> web.Response:
 async def diff(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    fmt = response_format(request)
     old, new = _version(request, "from"), _version(request, "to", tt.HEAD)
     store = request.app[HISTORY]
     ref = await store.doc(tenant, project, request.match_info["path"])
@@ -83,7 +88,7 @@ async def diff(request: web.Request) -> web.Response:
     b = await tt.doc_at(store, ref, new)
     text = tt.unified_diff(ref.path, a, b)
     stamps = {"from": a.versionstamp.hex(), "to": b.versionstamp.hex()}
-    if request.query.get("format") == "json":
+    if fmt == "json":
         return web.json_response({"path": ref.path, **stamps, "diff": text})
     headers = {"X-Weft-From": stamps["from"], "X-Weft-To": stamps["to"]}
     return web.Response(text=text, headers=headers)

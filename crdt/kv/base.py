@@ -44,6 +44,14 @@ class ReadTransaction(Protocol):
         """Pairs with ``begin <= key < end`` in memcmp order (``limit`` 0: no limit)."""
         ...
 
+    def read_version(self) -> int:
+        """The commit version this transaction reads at: at least the version of every
+        commit that completed before it started (FDB: its read version; SQLite: the
+        commit counter). A versionstamp whose first 8 bytes (its commit version) are
+        above it had not been committed when this transaction read: it is in the
+        future (time travel refuses it)."""
+        ...
+
 
 class Transaction(ReadTransaction, Protocol):
     """A read-write transaction; it sees its own writes (except versionstamped ones)."""

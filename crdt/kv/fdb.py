@@ -132,6 +132,9 @@ class _Reader:
         )
         return [(bytes(kv.key), bytes(kv.value)) for kv in rows]
 
+    def read_version(self) -> int:
+        return int(self._tr.get_read_version().wait())
+
 
 class _Writer(_Reader):
     """A read-write ``fdb`` transaction with weft's limit checks in front of it."""

@@ -181,6 +181,11 @@ class _Reader:
         ).fetchall()
         return [(bytes(k), bytes(v)) for k, v in rows]
 
+    def read_version(self) -> int:
+        """The commit counter as of this snapshot (in a write transaction: the last
+        commit before its batch, whose counter is bumped at its end)."""
+        return _commit_counter(self._conn)
+
 
 class _Writer(_Reader):
     """A write transaction inside the writer's SQLite transaction (one SAVEPOINT).

@@ -27,7 +27,8 @@ Modelled, because weft depends on it:
   ``accessed_unreadable``), as FoundationDB's RYW layer makes them;
 - versionstamps: a 10-byte transaction versionstamp = 8-byte big-endian commit version +
   2-byte batch order (commits within ``batch_window`` seconds share a version, like a
-  proxy batch); ``set_versionstamped_key/value`` take the API >= 520 operand format (the
+  proxy batch, until a read version is given out at that version: a read version is
+  at least every committed version, so a later commit never has it); ``set_versionstamped_key/value`` take the API >= 520 operand format (the
   offset as 4 little-endian bytes at the end) and are checked the way the client checks
   them (2000 ``client_invalid_operation``); ``get_versionstamp`` must be asked for
   before ``commit`` and is ready after it;
@@ -305,6 +306,7 @@ class Cluster:
     seq: int = 0  # internal commit sequence: what read versions really are
     version: int = 0
     batch: int = 0
+    version_read: bool = False  # a read version was given out at ``version``
     last_commit_at: float = -1.0
     version_of: dict[int, int] = field(default_factory=lambda: {0: 0})
     written: list[_Written] = field(default_factory=list)
@@ -368,12 +370,17 @@ class Cluster:
             changed.add(key)
 
     def _next_version(self) -> tuple[int, int]:
+        """The commit's version and batch order. Commits share the last commit's version
+        (one proxy batch) only while no read version was given out at it: in FDB a read
+        version is at least every version already committed, so no later commit has it."""
         now = time.monotonic()
-        if now - self.last_commit_at < self.batch_window and self.batch < 0xFFFF:
+        batch = now - self.last_commit_at < self.batch_window and self.batch < 0xFFFF
+        if batch and not self.version_read:
             self.batch += 1
         else:
             self.version += self.rng.randrange(1, 1_000_000)  # versions are not dense
             self.batch = 0
+            self.version_read = False
         self.last_commit_at = now
         return self.version, self.batch
 
@@ -500,6 +507,9 @@ class _Reads:
     ) -> _Range:
         return self._tr._get_range(begin, end, limit, reverse, streaming_mode, self._snapshot)
 
+    def get_read_version(self) -> IntFuture:
+        return self._tr.get_read_version()
+
 
 class _Range:
     """What ``get_range`` returns: an iterable of KeyValue; errors surface on iteration."""
@@ -582,6 +592,7 @@ class Transaction:
         if self._read_seq is None:
             with self._cluster.lock:
                 self._read_seq, self._read_at = self._cluster.seq, time.monotonic()
+                self._cluster.version_read = True
         elif time.monotonic() - self._read_at > self._cluster.mvcc_window:
             self._cluster.stats["too_old"] += 1
             raise FDBError(1007)

@@ -303,6 +303,42 @@ async def test_a_read_is_a_snapshot_and_does_not_block_writers(engine: Engine) -
 # --- versionstamps -------------------------------------------------------------------
 
 
+def commit_version(versionstamp: bytes | None) -> int:
+    assert versionstamp is not None
+    return int.from_bytes(versionstamp[:8], "big")
+
+
+async def test_the_read_version_is_at_least_every_completed_commit(engine: Engine) -> None:
+    """What tells a future versionstamp from a committed one (time travel refuses the
+    future): every commit done before a read is at or below its read version, and one
+    that commits after the read began is above it."""
+    before = await engine.read(lambda tr: tr.read_version())
+    done = commit_version((await engine.transact(setter([(k("rv"), b"1")]))).versionstamp)
+    assert before < done <= await engine.read(lambda tr: tr.read_version())
+
+    def write_and_read_version(tr: Transaction) -> int:
+        tr.set(k("rv"), b"2")
+        return tr.read_version()
+
+    in_write = await engine.transact(write_and_read_version)
+    assert done <= in_write.result < commit_version(in_write.versionstamp)
+
+    read_began, release = threading.Event(), threading.Event()
+
+    def long_read(tr: ReadTransaction) -> tuple[bytes | None, int]:
+        value = tr.get(k("rv"))
+        read_began.set()
+        assert release.wait(WAIT)
+        return value, tr.read_version()
+
+    reading = asyncio.ensure_future(engine.read(long_read))
+    assert await asyncio.to_thread(read_began.wait, WAIT)
+    later = await engine.transact(setter([(k("rv"), b"3")]))
+    release.set()
+    value, version = await reading
+    assert value == b"2" and version < commit_version(later.versionstamp)
+
+
 async def test_versionstamps_increase_strictly_across_commits(engine: Engine) -> None:
     stamps = []
     for i in range(15):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,9 @@ from server.testing import (
 )
 
 pytestmark = pytest.mark.functional
+
+
+FUTURE = "00000000ffffffff00000000"  # 2^32 commits ahead of any store these tests make
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +263,21 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
         ("POST", "revert", {}, {"path": "missing.md", "to": "head"}, 404, "not_found"),
         ("POST", "revert", {}, {"path": "notes.md", "to": "2001-01-01"}, 404, "not_found"),
         ("POST", "revert", {}, ["not", "an", "object"], 400, "bad_request"),
+        ("GET", "history/notes.md", {"limit": "-1"}, None, 400, "bad_request"),
+        ("GET", "history/notes.md", {"limit": "10001"}, None, 400, "bad_request"),
+        # a versionstamp beyond the store's latest commit, in every route that takes one
+        ("GET", "docs/notes.md", {"at": FUTURE}, None, 400, "bad_request"),
+        ("GET", "history/notes.md", {"until": FUTURE}, None, 400, "bad_request"),
+        ("GET", "history/notes.md", {"since": FUTURE}, None, 400, "bad_request"),
+        ("GET", "diff/notes.md", {"from": FUTURE}, None, 400, "bad_request"),
+        ("GET", "diff/notes.md", {"from": "head", "to": FUTURE}, None, 400, "bad_request"),
+        ("GET", "blame/notes.md", {"at": FUTURE}, None, 400, "bad_request"),
+        ("GET", "export", {"at": FUTURE}, None, 400, "bad_request"),
+        ("POST", "revert", {}, {"path": "notes.md", "to": FUTURE}, 400, "bad_request"),
+        ("POST", "revert", {}, {"to": FUTURE}, 400, "bad_request"),
+        # a format that does not exist
+        ("GET", "docs/notes.md", {"format": "xml"}, None, 400, "bad_request"),
+        ("GET", "diff/notes.md", {"from": "head", "format": "xml"}, None, 400, "bad_request"),
     ],
 )
 async def test_bad_input_is_a_json_error_and_writes_nothing(
@@ -282,6 +301,60 @@ async def test_bad_input_is_a_json_error_and_writes_nothing(
     assert answer["error"]["message"]
     _, after = await call_api(http, "GET", f"{api}/history/notes.md", token=tok, limit="1000")
     assert after == before
+
+
+async def test_bad_query_values_say_what_is_expected(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    api = f"{server.url}/api/v1/acme/proj"
+    tok = token_for()
+    editor = await Editor.open(http, server, "notes.md", "ada")
+    head = await editor.insert(0, "x")
+    await editor.peer.close()
+
+    async def error(route: str, **params: str) -> str:
+        status, answer = await call_api(http, "GET", f"{api}/{route}", token=tok, **params)
+        assert (status, answer["error"]["code"]) == (400, "bad_request"), answer
+        message: str = answer["error"]["message"]
+        return message
+
+    for limit in ("-1", "0", "10001", "x"):
+        assert await error("history/notes.md", limit=limit) == (
+            f"?limit= must be a whole number from 1 to 10000, not {limit!r}"
+        )
+    assert await error("docs/notes.md", format="xml") == (
+        "?format= must be one of text, json, not 'xml'"
+    )
+    assert await error("diff/notes.md", format="XML", **{"from": "head"}) == (
+        "?format= must be one of text, json, not 'XML'"
+    )
+    said = re.fullmatch(
+        f"versionstamp {FUTURE} is in the future: the store's latest commit version is "
+        "([0-9a-f]{16}): a versionstamp may be at most ([0-9a-f]{16})ffffffff",
+        await error("blame/notes.md", at=FUTURE),
+    )
+    assert said and said[1] == said[2]
+    assert int(said[1], 16) >= head.commit_version  # (snapshots commit too)
+
+    # An unencoded "+" in a UTC offset arrives as a space: the error says to write %2B.
+    url = f"{api}/docs/notes.md?at=2026-01-01T10:00:00+01:00"
+    async with http.get(url, headers={"Authorization": f"Bearer {tok}"}) as response:
+        answer = await response.json()
+    assert response.status == 400
+    assert answer["error"]["message"].endswith(
+        '"+" means a space: write a UTC offset\'s "+" as %2B'
+    )
+    plain = await error("docs/notes.md", at="yesterday")
+    assert "%2B" not in plain
+
+    # RFC 3339's lowercase "z" (and "t") are times like any other.
+    now = datetime.now(UTC).strftime("%Y-%m-%dt%H:%M:%S.%fz")
+    status, answer = await call_api(
+        http, "GET", f"{api}/docs/notes.md", token=tok, at=now, format="json"
+    )
+    assert status == 200 and answer["versionstamp"] == head.hex(), answer
+    status, answer = await call_api(http, "GET", f"{api}/docs/notes.md", token=tok, format="text")
+    assert status == 200 and answer.startswith(b"x")
 
 
 async def test_scopes_and_tenants(server: ServerProcess, http: aiohttp.ClientSession) -> None:

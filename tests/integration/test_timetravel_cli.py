@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,31 @@ async def test_a_deleted_document_says_so_where_its_text_is_shown(
         assert f"g.md is deleted at {deleted.hex()}" in r.stderr, r.stderr
 
 
+async def test_a_document_a_project_revert_deleted_says_it_held_no_text(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A project revert deletes a document created after its target and empties it:
+    ``weft show`` says it is deleted and held no text (not "below is the text it
+    held" over nothing). Times with a lowercase "z" are accepted too."""
+    ada = await open_peer(http, server, "emptied", "keep.md", "ada")
+    target = await edit(ada, lambda: ada.text.insert(0, "kept\n"))
+    await asyncio.sleep(0.01)
+    since = (datetime.now(UTC) - timedelta(seconds=60)).strftime("%Y-%m-%dt%H:%M:%S.%fz")
+    late = await open_peer(http, server, "emptied", "late.md", "ada")
+    await edit(late, lambda: late.text.insert(0, "created after the target\n"))
+    r = await weft_here("revert", "--to", target.hex(), *via_store(server, "emptied"))
+    assert r.returncode == 0 and "late.md: deleted" in r.stdout, r
+    for where in (via_server(server, "emptied"), via_store(server, "emptied")):
+        r = await weft_here("show", "late.md", *where)
+        assert r.returncode == 0 and r.stdout == "", r
+        assert r.stderr.startswith("(late.md is deleted at ") and r.stderr.endswith(
+            "; it held no text)\n"
+        ), r.stderr
+        r = await weft_here("history", "keep.md", "--since", since, "--json", *where)
+        assert r.returncode == 0, r.stderr
+        assert [v["versionstamp"] for v in json.loads(r.stdout)["versions"]] == [target.hex()]
+
+
 async def test_history_labels_do_not_depend_on_limit_or_a_plain_edit_before_the_window(
     server: ServerProcess, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,6 +385,52 @@ async def test_history_labels_do_not_depend_on_limit_or_a_plain_edit_before_the_
     assert await labels("b.md", "--limit", "1") == [""]
 
 
+FUTURE = "00000000ffffffff00000000"  # 2^32 commits ahead of any store these tests make
+
+
+def future_versionstamp_cases(path: str) -> list[tuple[str, ...]]:
+    """Every command given a versionstamp beyond the store's latest commit."""
+    far = "ffffffffffffffff00000000"
+    return [
+        ("show", path, "--at", FUTURE),
+        ("show", path, "--at", far),
+        ("blame", path, "--at", FUTURE),
+        ("diff", path, "--from", FUTURE),
+        ("diff", path, "--from", "head", "--to", far),
+        ("history", path, "--until", far),
+        ("history", path, "--since", FUTURE),
+        ("revert", path, "--to", FUTURE),
+        ("revert", "--to", far),
+    ]
+
+
+async def test_a_future_versionstamp_is_refused_and_names_the_latest_commit(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A versionstamp beyond the store's latest commit is refused like a future time: what
+    is at it is not known yet. One between the document's head and the store's latest
+    commit (another document committed since) is a valid cut, and gives the same answer
+    after more commits."""
+    ada = await open_peer(http, server, "future", "f.md", "ada")
+    head = await edit(ada, lambda: ada.text.insert(0, "then\n"))
+    other = await open_peer(http, server, "future", "g.md", "ada")
+    later = await edit(other, lambda: other.text.insert(0, "other\n"))
+    for where in (via_server(server, "future"), via_store(server, "future")):
+        r = await weft_here("show", "f.md", "--at", later.hex(), "--json", *where)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["versionstamp"] == head.hex()
+        for case in future_versionstamp_cases("f.md"):
+            r = await weft_here(*case, *where)
+            assert r.returncode == 2 and r.stdout == "", (case, r)
+            said = f"weft {case[0]}: versionstamp {case[-1]} is in the future: the store's"
+            assert r.stderr.startswith(f"{said} latest commit version is "), (case, r.stderr)
+    await edit(ada, lambda: ada.text.insert(0, "now "))
+    r = await weft_here("show", "f.md", "--at", later.hex(), *via_store(server, "future"))
+    assert r.returncode == 0 and r.stdout == "then\n", r
+    r = await run_weft("show", "f.md", "--at", FUTURE, *via_store(server, "future"))
+    assert r.returncode == 2 and "is in the future" in r.stderr, r.stderr
+
+
 async def test_bad_input_exits_2_and_writes_nothing(
     server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
@@ -378,6 +450,7 @@ async def test_bad_input_exits_2_and_writes_nothing(
         ("revert", "x.md", "--to", "2001-01-01"),
         ("revert", "missing.md", "--to", "head"),
         ("revert", "--to", "2001-01-01"),
+        *future_versionstamp_cases("x.md"),
     ]
     for case in cases:
         for where in (via_server(server, "bad"), via_store(server, "bad")):
@@ -394,6 +467,10 @@ async def test_bad_input_exits_2_and_writes_nothing(
         "restore", "--at", "2001-01-01", "--out", str(out), *via_server(server, "bad")
     )
     assert r.returncode == 2 and not out.exists()
+    for where in (via_server(server, "bad"), via_store(server, "bad")):  # the walkthrough's
+        r = await weft_here("restore", "--at", FUTURE, "--out", str(out), *where)
+        assert r.returncode == 2 and not out.exists(), r
+        assert f"versionstamp {FUTURE} is in the future" in r.stderr
     missing = tmp_path / "no.db"
     r = await weft_here(
         "show", "x.md", "--store", f"sqlite:///{missing}", "--tenant", "acme", "--project", "bad"

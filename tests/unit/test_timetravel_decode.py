@@ -41,6 +41,10 @@ def test_a_versionstamp_parses_in_either_case() -> None:
         ("2025-06-15T14:00:00+02:00", datetime(2025, 6, 15, 12, tzinfo=UTC)),
         ("2025-06-15", datetime(2025, 6, 15, tzinfo=UTC)),
         ("2025-06-15T12:00:00.1239", datetime(2025, 6, 15, 12, 0, 0, 123000, tzinfo=UTC)),
+        # RFC 3339 allows lowercase separators: "z" and "t", as in the CLI and REST
+        ("2025-06-15T12:00:00z", datetime(2025, 6, 15, 12, tzinfo=UTC)),
+        ("2025-06-15t12:00:00.5z", datetime(2025, 6, 15, 12, 0, 0, 500000, tzinfo=UTC)),
+        ("2025-06-15t14:00:00+02:00", datetime(2025, 6, 15, 12, tzinfo=UTC)),
     ],
 )
 def test_iso_times_become_unix_milliseconds(text: str, expected: datetime) -> None:
@@ -76,6 +80,26 @@ def test_head(text: str) -> None:
 def test_malformed_versions_are_refused(text: str, message: str) -> None:
     with pytest.raises(tt.BadVersion, match=message):
         tt.parse_version(text, now_ms=NOW)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2025-06-15T10:00:00 01:00", "2025-06-15T10:00 0100", "2025-06-15 10:00:00.250 05:30"],
+)
+def test_a_utc_offset_whose_plus_became_a_space_gets_a_hint(text: str) -> None:
+    """In a URL query an unencoded "+" arrives as a space."""
+    with pytest.raises(tt.BadVersion, match="not a version") as caught:
+        tt.parse_version(text, now_ms=NOW)
+    assert str(caught.value).endswith(
+        'in a URL, "+" means a space: write a UTC offset\'s "+" as %2B'
+    )
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "2025-06-15T10:00:00 x", "1 2"])
+def test_other_malformed_versions_get_no_plus_hint(text: str) -> None:
+    with pytest.raises(tt.BadVersion) as caught:
+        tt.parse_version(text, now_ms=NOW)
+    assert "%2B" not in str(caught.value)
 
 
 def test_a_time_in_the_future_is_refused() -> None:

@@ -260,3 +260,54 @@ def test_history_notes_say_created_deleted_and_restored_from_the_flags_changes()
     assert notes(None, False) == ["", ""]  # made by an editor, then the flag was cleared
     assert notes(False, complete=False) == ["restored"]  # the delete is on an older page
     assert notes(True, True, False, False) == ["deleted", "", "restored", ""]
+
+
+async def test_a_versionstamp_beyond_the_stores_latest_commit_is_refused_everywhere(
+    history: History,
+) -> None:
+    """A future versionstamp names a cut nobody can know yet: what is "at" it changes as
+    commits arrive. Beyond the store's latest commit version it is refused; a cut between
+    a document's head and the store's latest commit is valid and stays the same."""
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "other", "b.md", create=True)
+    da, db = Device(1), Device(2)
+    a_head = await put(history, a, da.append("one\n"))
+    latest = await put(history, b, db.append("elsewhere\n"))  # the store's latest commit
+    assert latest.commit_version > a_head.commit_version
+    newest_possible = Versionstamp(latest.raw[:8] + b"\xff" * 4)
+    future = Versionstamp((latest.commit_version + 1).to_bytes(8, "big") + bytes(4))
+
+    def at(vs: Versionstamp) -> tt.Version:
+        return tt.parse_version(vs.hex())
+
+    async def project_files(vs: Versionstamp) -> list[tuple[str, bytes, Versionstamp]]:
+        cut = await tt.cut_at(history, "acme", "site", at(vs))
+        return [(f.path, f.data, f.versionstamp) for f in [f async for f in tt.files(history, cut)]]
+
+    stable = await project_files(newest_possible)
+    assert (await tt.doc_at(history, a, at(newest_possible))).versionstamp == a_head
+
+    message = (
+        f"versionstamp {future.hex()} is in the future: the store's latest commit version "
+        f"is {latest.raw[:8].hex()}: a versionstamp may be at most {latest.raw[:8].hex()}ffffffff"
+    )
+    refusals: list[Any] = [
+        lambda: tt.doc_at(history, a, at(future)),
+        lambda: tt.diff(history, a, at(future), tt.HEAD_VERSION),
+        lambda: tt.diff(history, a, tt.HEAD_VERSION, at(future)),
+        lambda: tt.blame(history, a, at(future)),
+        lambda: tt.history_page(history, a, until=at(future)),
+        lambda: tt.history_page(history, a, since=at(future)),
+        lambda: tt.cut_at(history, "acme", "site", at(future)),
+        lambda: tt.revert_doc(history, a, at(future), user="ada", device="cli"),
+        lambda: tt.revert_project(history, "acme", "site", at(future), user="ada", device="cli"),
+    ]
+    for refusal in refusals:
+        with pytest.raises(tt.BadVersion) as caught:
+            await refusal()
+        assert str(caught.value) == message
+    assert await count(history, a) == 1  # the reverts wrote nothing
+
+    await put(history, a, da.append("two\n"))  # after the cut: it stays what it was
+    assert await project_files(newest_possible) == stable
+    assert stable == [("a.md", b"one\n", a_head)]
