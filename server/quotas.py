@@ -10,8 +10,12 @@ connection and rate quotas hold across them, through the instance registry
   (coalesced, at most every ``registry.PUBLISH_EVERY``), so the cluster may overshoot by
   the connections admitted elsewhere within one publish interval; a dead instance's
   connections count until its heartbeat expires. Before its first connection, an
-  instance reads the registry once (:meth:`Quotas.ready`), so it never admits one
-  without knowing the others' counts.
+  instance joins the registry and waits until every live instance has published its
+  counts since it learned of this one (:meth:`Quotas.ready`; a lone instance publishes
+  only at its heartbeat, so its entry could be 10 s old): it never admits a connection
+  on counts older than that. If one does not answer in time (killed within its
+  heartbeat timeout, say), the wait ends after ``timeout`` with a warning and the counts
+  it last published are used.
 - update rate: a token bucket per tenant on each instance, shared by the tenant's
   connections there. Its rate and burst are the tenant's divided evenly between the
   live instances that hold connections of the tenant (1/n each), so together they
@@ -146,17 +150,27 @@ class Quotas:
 
     async def ready(self, timeout: float = 2.0) -> None:
         """Call before :meth:`connect`. The first time, start the registry and wait (at
-        most ``timeout``) until it has read the others' entries, so an instance never
-        admits a connection without knowing their counts. Started on demand: an instance
-        that never had a connection neither writes to the store nor watches it."""
+        most ``timeout``) until it is synced: every live instance has published its
+        counts since it learned of this one, so an instance never admits a connection
+        on the others' stale counts. Started on demand: an instance that never had a
+        connection neither writes to the store nor watches it."""
         registry = self._registry
-        if registry is None or registry.has_read or self._gave_up:
+        if registry is None or registry.synced or self._gave_up:
             return
-        if not await registry.ready(timeout) and not self._gave_up:
-            self._gave_up = True  # once: it keeps trying in the background
+        if await registry.ready(timeout) or self._gave_up:
+            return
+        self._gave_up = True  # once: it keeps trying in the background
+        if not registry.has_read:
             log.warning(
                 "the instance registry was not read within %g s: admitting on "
                 "this instance's counts alone until it is",
+                timeout,
+            )
+        else:
+            log.warning(
+                "instance(s) %s did not publish their counts within %g s of this one "
+                "joining: admitting on the counts they published last",
+                ", ".join(registry.unsynced()),
                 timeout,
             )
 

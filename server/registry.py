@@ -3,9 +3,10 @@
 Several ``weft serve`` processes on one store are one service. Each running instance
 keeps an entry in the store (see :mod:`crdt.keys`):
 
-- ``(instances, name)`` -> msgpack ``{"ms": wall clock of the last write, <field>: ...}``:
-  its heartbeat, rewritten every ``HEARTBEAT_EVERY`` seconds, with the fields its users
-  share (:meth:`Registry.share`: the connection counts of :mod:`server.quotas`);
+- ``(instances, name)`` -> msgpack ``{"ms": wall clock of the last write, "seen": [the
+  other live instances it knew of then], <field>: ...}``: its heartbeat, rewritten every
+  ``HEARTBEAT_EVERY`` seconds, with the fields its users share (:meth:`Registry.share`:
+  the connection counts of :mod:`server.quotas`);
 - ``(instancesv,)``: a counter bumped when an instance joins, leaves or publishes a change
   of its fields. Every instance watches it, so the others learn at once.
 
@@ -18,8 +19,12 @@ room), so an instance that never served anybody neither writes nor watches the s
 lone instance writes only its heartbeat. A change of its fields waits for the
 next heartbeat, unless another instance is alive: then it is published promptly, at most
 once per ``PUBLISH_EVERY`` (changes in between are coalesced into the next write). When
-another instance appears, each publishes its fields at once, so a newcomer never works
-from a heartbeat-old view. Users: :mod:`server.awareness` (shares only while
+another instance appears, each publishes its fields at once (at most ``PUBLISH_EVERY``
+later), listing the newcomer in ``seen``. A newcomer is :attr:`Registry.synced` once every
+live instance's entry lists it: their fields are then no older than the moment they knew
+of it, and from then on they publish every change promptly. Until then their entries may
+be a heartbeat old (a lone instance publishes only at its heartbeat), so
+:meth:`Registry.ready` waits for that, not merely for a first read. Users: :mod:`server.awareness` (shares only while
 :attr:`Registry.others`), :mod:`server.quotas` (cluster-wide connection and rate quotas).
 """
 
@@ -50,6 +55,8 @@ by it (its instance died without leaving; far past INSTANCE_TIMEOUT_MS, so clock
 between machines never clears a live one's for long: it rewrites it at its heartbeat)."""
 PUBLISH_EVERY = 0.5
 """Seconds between two prompt publishes of changed fields (only while others are alive)."""
+SEEN = "seen"
+"""The entry field listing the other live instances its instance knew of when it wrote it."""
 
 Peers = dict[str, dict[str, Any]]
 """Every other live instance's entry, by instance name."""
@@ -72,6 +79,7 @@ class Registry:
         self._dirty = False
         self._wake = asyncio.Event()
         self._read = asyncio.Event()  # set after the first successful read
+        self._synced = asyncio.Event()  # every live instance's entry lists this one
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         if metrics is not None:
@@ -82,8 +90,8 @@ class Registry:
     def share(self, name: str, value: Callable[[], Any]) -> None:
         """Publish ``value()`` (msgpack-able, small) as ``name`` in this instance's entry;
         call :meth:`changed` when it changes."""
-        if name == "ms":
-            raise ValueError("'ms' is the heartbeat's own field")
+        if name in ("ms", SEEN):
+            raise ValueError(f"{name!r} is the registry's own field")
         self._fields[name] = value
 
     def on_others(self, listener: Callable[[bool], None]) -> None:
@@ -113,14 +121,26 @@ class Registry:
         """Whether the others' entries were read at least once."""
         return self._read.is_set()
 
+    @property
+    def synced(self) -> bool:
+        """Whether the others' entries were read once while every live one listed this
+        instance in ``seen``: what they published was current then (see the module
+        docstring). Stays true."""
+        return self._synced.is_set()
+
+    def unsynced(self) -> list[str]:
+        """The live instances whose entries do not list this one yet."""
+        return sorted(name for name, entry in self.peers.items() if not _lists(entry, self))
+
     async def ready(self, timeout: float) -> bool:
-        """Start, and wait (at most ``timeout``) until the others' entries were read once."""
+        """Start, and wait (at most ``timeout``) until :attr:`synced`: the others' entries
+        were read, each written after its instance knew of this one."""
         self.start()
         if self._task is None:  # closed
-            return self._read.is_set()
+            return self._synced.is_set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._read.wait(), timeout)
-        return self._read.is_set()
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        return self._synced.is_set()
 
     async def close(self, timeout: float = 2.0) -> None:
         """Stop heartbeating and leave the registry (bounded wait)."""
@@ -215,10 +235,11 @@ class Registry:
         key = keys.instance(self.instance)
         entry: dict[str, Any] = {name: value() for name, value in self._fields.items()}
         entry["ms"] = int(time.time() * 1000)
+        entry[SEEN] = sorted(self.peers)
         raw: bytes = msgpack.packb(entry)
         if len(raw) > MAX_VALUE:
             log.warning("registry entry of %d bytes over the value limit: heartbeat only", len(raw))
-            raw = msgpack.packb({"ms": entry["ms"]})
+            raw = msgpack.packb({"ms": entry["ms"], SEEN: entry[SEEN]})
 
         def write(tr: Transaction) -> tuple[bytes | None, list[tuple[bytes, bytes]]]:
             tr.set(key, raw)
@@ -240,7 +261,13 @@ class Registry:
     def _update(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
         peers = live_peers(rows, keys.instance(self.instance), int(time.time() * 1000))
         changed = peers != self.peers
+        joined = peers.keys() - self.peers.keys()
         self.peers = peers
+        if not self._synced.is_set() and all(_lists(e, self) for e in peers.values()):
+            self._synced.set()
+        if joined and not self._closing:  # a newcomer waits for our entry to list it
+            self._dirty = True
+            self._wake.set()
         if self.metrics is not None:
             self.metrics.instances.set(1 + len(peers))
         alive = bool(peers)
@@ -248,8 +275,6 @@ class Registry:
             self.others = alive
             if alive:
                 log.info("another instance is alive: %s", ", ".join(sorted(peers)))
-                self._dirty = True  # the newcomer gets our fields now, not at our heartbeat
-                self._wake.set()
             else:
                 log.info("no other instance is alive")
             for flip in self._others_listeners:
@@ -257,6 +282,12 @@ class Registry:
         if changed:
             for listener in self._peers_listeners:
                 listener()
+
+
+def _lists(entry: dict[str, Any], registry: Registry) -> bool:
+    """Whether an instance's entry was written once it knew of ``registry``'s instance."""
+    seen = entry.get(SEEN)
+    return isinstance(seen, list) and registry.instance in seen
 
 
 def _heartbeat(raw: bytes) -> float:

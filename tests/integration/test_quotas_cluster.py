@@ -95,6 +95,35 @@ async def test_the_connection_quota_holds_across_instances(
     await other.close()
 
 
+@pytest.mark.slow  # the walkthrough's timing: 3.5 s of waits
+async def test_an_instance_started_later_does_not_admit_on_a_lone_instances_old_counts(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A lone instance publishes its counts only at its heartbeat (every 10 s). The other
+    instance's first connection used to be admitted on that heartbeat-old entry (found in
+    a walkthrough: 3 connections against a limit of 2). It now waits until the lone
+    instance has published its counts since learning of it."""
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = weft_server_factory(workdir=tmp_path / "a", store=store)
+    b = weft_server_factory(
+        workdir=tmp_path / "b",
+        store=store,
+        env={"WEFT_TENANT_QUOTAS": json.dumps({"mc": {"max_connections": 2}})},
+    )
+    await asyncio.sleep(2.0)
+    for _ in range(2):
+        await YPeer.connect(http, f"{a.ws_url}/mc/site/x.txt")
+    await asyncio.sleep(1.5)  # A's join (with no connections counted yet) is long written
+    code, reason = await refused(http, f"{b.ws_url}/mc/site/x.txt")
+    assert (code, reason) == (
+        4429,
+        "too many connections for tenant mc (limit 2; 0 here, 2 on other instances)",
+    )
+    for server in (a, b):
+        assert await metric(http, server, "weft_instances") == 2
+    assert await metric(http, b, "weft_remote_connections") == 2
+
+
 async def acks_within(peer: YPeer, seconds: float) -> int:
     """The acks ``peer`` receives within ``seconds``."""
     deadline = time.monotonic() + seconds

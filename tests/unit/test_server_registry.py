@@ -124,6 +124,77 @@ async def test_quotas_read_the_others_counts_before_the_first_connection(
         await b.close()
 
 
+async def test_a_newcomer_is_ready_only_once_every_live_instance_published_since_it_joined(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """A lone instance publishes a change only at its heartbeat (10 s): its entry may be
+    that old when another instance joins. The newcomer's first connection must not be
+    admitted on it: ``ready`` waits until every live instance's entry lists the newcomer
+    in ``seen`` (written after it learned of it, with its counts of then). Instances that
+    were publishing promptly already (they had each other) republish for a newcomer too."""
+    limits = Limits(1000, 5000, updates_per_second=10, updates_burst=4, max_connections=3)
+    counts_a = {"acme": 1}
+    a = Registry(engines[0], "a")
+    a.share(FIELD, lambda: dict(counts_a))
+    b = Registry(engines[1], "b")
+    quotas_b = Quotas(limits)
+    quotas_b.join(b)
+    c = Registry(engines[1], "c")
+    c.share(FIELD, lambda: {"acme": 0})
+    try:
+        assert await a.ready(2.0)
+        counts_a["acme"] = 2  # alone: not published until a's heartbeat
+        a.changed()
+        await asyncio.sleep(0.1)
+        assert (await stored(engines[0], "a") or {})[FIELD] == {"acme": 1}
+        await quotas_b.ready()
+        assert b.synced and b.unsynced() == []
+        assert quotas_b.remote_connections("acme") == 2  # no polling: known when ready
+        quotas_b.connect("acme")
+        with pytest.raises(QuotaExceeded):
+            quotas_b.connect("acme")
+
+        # a and b have each other now, and nothing changes: a third instance still waits
+        # for both to list it, and they do at once (not at their heartbeats).
+        await until(lambda: (b.peers.get("a") or {}).get(FIELD) == {"acme": 2})
+        await asyncio.sleep(PUBLISH_EVERY + 0.2)
+        assert await c.ready(2.0)
+        assert {name: entry[FIELD] for name, entry in c.peers.items()} == {
+            "a": {"acme": 2},
+            "b": {"acme": 1},
+        }
+        assert all("c" in entry["seen"] for entry in c.peers.values())
+    finally:
+        for registry in (a, b, c):
+            await registry.close()
+
+
+async def test_a_newcomer_waits_at_most_its_timeout_for_an_instance_that_does_not_answer(
+    engines: tuple[Engine, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An instance killed within its heartbeat timeout still looks alive and never lists
+    a newcomer: the newcomer waits once, says so, and counts what it published last."""
+    now = int(time.time() * 1000)
+    entry = {"ms": now, "seen": [], FIELD: {"acme": 2}}
+    await engines[0].transact(lambda tr: tr.set(keys.instance("killed"), msgpack.packb(entry)))
+    b = Registry(engines[1], "b")
+    quotas = Quotas(Limits(1000, 5000, 10, 4, max_connections=3))
+    quotas.join(b)
+    try:
+        started = time.monotonic()
+        await quotas.ready(timeout=0.3)
+        await quotas.ready(timeout=0.3)  # no second wait
+        assert 0.3 <= time.monotonic() - started < 0.55
+        assert not b.synced and b.unsynced() == ["killed"]
+        assert "instance(s) killed did not publish their counts within 0.3 s" in caplog.text
+        assert quotas.remote_connections("acme") == 2
+        quotas.connect("acme")
+        with pytest.raises(QuotaExceeded):
+            quotas.connect("acme")
+    finally:
+        await b.close()
+
+
 class FlakyWatch:
     """A real engine whose first ``watch`` fails (a store hiccup)."""
 
