@@ -4,10 +4,10 @@ A *version* argument is a versionstamp (24 hex digits), an ISO-8601 time (naive 
 UTC; a time in the future is refused) or ``head``. A versionstamp in the future (its
 commit version above the store's latest committed version) is refused too, when it is
 resolved (:func:`check_committed`): what is at it is not known yet. One between a
-document's head and the store's latest commit is a valid, stable cut. For one document, a time means the
-document's last version committed at or before it; for a whole project it means a *cut*:
-the newest versionstamp any of its documents committed at or before it, and every
-document is read at that same versionstamp.
+document's head and the store's latest commit is a valid, stable cut. For one document,
+a time means the document's last version committed at or before it; for a whole project
+it means a *cut*: the newest versionstamp any of its documents committed at or before
+it, and every document is read at that same versionstamp.
 
 A document's text is its root ``Y.Text`` ``content``; it is deleted while its root
 ``Y.Map`` ``weft`` has ``deleted`` set to True.

@@ -24,8 +24,9 @@ later), listing the newcomer in ``seen``. A newcomer is :attr:`Registry.synced` 
 live instance's entry lists it: their fields are then no older than the moment they knew
 of it, and from then on they publish every change promptly. Until then their entries may
 be a heartbeat old (a lone instance publishes only at its heartbeat), so
-:meth:`Registry.ready` waits for that, not merely for a first read. Users: :mod:`server.awareness` (shares only while
-:attr:`Registry.others`), :mod:`server.quotas` (cluster-wide connection and rate quotas).
+:meth:`Registry.ready` waits for that, not merely for a first read. Users:
+:mod:`server.awareness` (shares only while :attr:`Registry.others`), :mod:`server.quotas`
+(cluster-wide connection and rate quotas).
 """
 
 from __future__ import annotations

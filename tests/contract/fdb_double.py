@@ -28,8 +28,9 @@ Modelled, because weft depends on it:
 - versionstamps: a 10-byte transaction versionstamp = 8-byte big-endian commit version +
   2-byte batch order (commits within ``batch_window`` seconds share a version, like a
   proxy batch, until a read version is given out at that version: a read version is
-  at least every committed version, so a later commit never has it); ``set_versionstamped_key/value`` take the API >= 520 operand format (the
-  offset as 4 little-endian bytes at the end) and are checked the way the client checks
+  at least every committed version, so a later commit never has it);
+  ``set_versionstamped_key/value`` take the API >= 520 operand format (the offset as 4
+  little-endian bytes at the end) and are checked the way the client checks
   them (2000 ``client_invalid_operation``); ``get_versionstamp`` must be asked for
   before ``commit`` and is ready after it;
 - ``add``: little-endian, wrapping, result as long as the operand (FDB's ADD);
