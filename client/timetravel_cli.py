@@ -495,14 +495,16 @@ def _deleted_notes(
     versions: list[dict[str, Any]], complete: bool, before: bool | None = None
 ) -> list[str]:
     """Per version (newest first) what it did to the document's deleted flag: "deleted",
-    "created" (the first version: a new document clears the flag), "restored" (cleared
+    "created" (the first version, unless it deletes), "restored" (cleared
     after a delete, or after versions not listed here), "" (did not change it).
     ``complete``: the listing reaches back to the document's first version; ``before``:
     the flag in force before the listing (set by the newest older version that set it)."""
     notes: list[str] = []
     for n, v in enumerate(reversed(versions)):  # ``before``: the flag before version n
         flag = v["deleted"]
-        if flag is True:
+        if n == 0 and complete and flag is not True:
+            note = "created"  # also a document that never had the flag (a plain Yjs client's)
+        elif flag is True:
             note = "" if before is True else "deleted"
         elif flag is False:
             if before is True:

@@ -249,7 +249,8 @@ async def test_restore_leaves_out_deleted_and_later_documents(history: History) 
 
 
 def test_history_notes_say_created_deleted_and_restored_from_the_flags_changes() -> None:
-    """A new document's first version clears weft.deleted: "created", not "restored"."""
+    """A document's first version is "created" (also one a plain Yjs client made, which
+    never sets weft.deleted), not "restored"."""
     from client.timetravel_cli import _deleted_notes
 
     def notes(*flags: bool | None, complete: bool = True) -> list[str]:  # oldest first
@@ -257,7 +258,8 @@ def test_history_notes_say_created_deleted_and_restored_from_the_flags_changes()
         return _deleted_notes(versions, complete)[::-1]
 
     assert notes(False, None, True, None, False) == ["created", "", "deleted", "", "restored"]
-    assert notes(None, False) == ["", ""]  # made by an editor, then the flag was cleared
+    assert notes(None, False) == ["created", ""]  # made by an editor, then the flag was cleared
+    assert notes(None, None) == ["created", ""]  # a plain Yjs client's document: no flag ever
     assert notes(False, complete=False) == ["restored"]  # the delete is on an older page
     assert notes(True, True, False, False) == ["deleted", "", "restored", ""]
 
