@@ -28,7 +28,7 @@ from pycrdt import Map, Text
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
 from crdt.keys import check_name
-from crdt.versions import HEAD_VERSION, check_committed, parse_version
+from crdt.versions import HEAD_VERSION, check_committed, doc_version, parse_version
 from server.appkeys import HISTORY
 from server.auth import InvalidToken, require
 from server.logsafe import printable
@@ -140,6 +140,8 @@ async def get_doc(request: web.Request) -> web.Response:
     else:
         replayed = await history.replay(ref)
     if replayed.versionstamp is None:
+        if at is not None:  # as the CLI says it: "did not exist at ... (its first version ...)"
+            await doc_version(history, ref, version)
         when = f" at {at}" if at else ""
         raise NotFound(f"no document {ref.path!r} in {tenant}/{project}{when}")
     text = str(replayed.doc.get(CONTENT, type=Text))

@@ -356,6 +356,11 @@ async def test_bad_query_values_say_what_is_expected(
     status, answer = await call_api(http, "GET", f"{api}/docs/notes.md", token=tok, format="text")
     assert status == 200 and answer.startswith(b"x")
 
+    # Before the document existed: said as the CLI says it (it said "no document").
+    status, answer = await call_api(http, "GET", f"{api}/docs/notes.md", token=tok, at="2001-01-01")
+    assert status == 404, answer
+    assert answer["error"]["message"].startswith("'notes.md' did not exist at 2001-01-01 (its first")
+
 
 async def test_scopes_and_tenants(server: ServerProcess, http: aiohttp.ClientSession) -> None:
     api = f"{server.url}/api/v1/acme/proj"
