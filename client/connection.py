@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from client.backoff import Backoff
-from crdt import codec
+from crdt import codec, ydoc
 from crdt.codec import (
     WEFT_EXTENSION_VERSION,
     Ack,
@@ -73,6 +73,8 @@ CODE_TOO_BIG = 1009
 # 4429: a tenant quota (update rate, connections) refused us for now; the updates not
 # acknowledged are sent again on the next connection.
 CODE_QUOTA = 4429
+SETTLE_BY_POLL = 2.0  # a device polling this often reads the heads for a lagging base anyway
+QUOTA_PATIENCE = 6  # max-backoff intervals a sync waits for room under the connection quota
 RETRY_LATER = {1008, 1011, 1013, 1014, CODE_QUOTA}
 SERVER_GONE = {None, 1001, 1006, 1012}
 FATAL_FOR_DEVICE = {4401, 4403}
@@ -103,6 +105,7 @@ class DocLink:
         # The heads read asked for a base that lags behind server updates received, once
         # the link has been quiet (see settle_later).
         self.settling: asyncio.TimerHandle | None = None
+        self.rate_said = False  # a refusal over the tenant's update rate was said
         self.branch_open = False
         self.branch_done = False
         self.offline_pending = False
@@ -150,15 +153,17 @@ class DocLink:
 
     def settle_later(self) -> None:
         """Server updates the base may not cover are here: read the heads (a probe for the
-        head read follows, see ``Device._follow``) once the link has been quiet for
-        ``CONFIRM_DELAY`` (someone typing costs one read per pause), or at once while the
-        device syncs."""
+        head read follows, see ``Device._follow``) at once while the device syncs; else
+        the device's next poll does (when it polls at least every ``SETTLE_BY_POLL``
+        seconds: a read per document and pause made ~3 reads/s of the whole document
+        list with 20 documents changing), or a read once the link has been quiet for
+        ``CONFIRM_DELAY`` (someone typing costs one read per pause)."""
         if self.settling is not None:
             self.settling.cancel()
         self.settling = None
         if self.device.syncing:
             self._settle()
-        else:
+        elif self.device.poll_seconds is None or self.device.poll_seconds > SETTLE_BY_POLL:
             self.settling = asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._settle)
 
     def _settle(self) -> None:
@@ -230,6 +235,7 @@ class DocLink:
         backoff = Backoff(
             initial=min(0.1, self.device.max_backoff), maximum=self.device.max_backoff
         )
+        turned_away: float | None = None  # since when the connection quota refuses us
         while self.wanted and not self.device.stopping:
             await self.device.wait_online()
             if not self.wanted:
@@ -244,8 +250,31 @@ class DocLink:
             except Exception as exc:  # a task boundary: log with traceback, retry later
                 log.error("link %s failed", self.entry.path, exc_info=True)
                 code, reason, synced = 1011, f"client error: {exc!r}", False
-            if synced:
+            if synced and code not in RETRY_LATER:
+                # (a connection that synced, then was refused, e.g. over the tenant's
+                # update rate, backs off: reset, it reconnected every 0.1 s)
                 backoff.reset()
+            if code == CODE_QUOTA and not synced:  # the connection quota: no room yet
+                now = time.monotonic()
+                if turned_away is None:
+                    turned_away = now
+                    self.device.warn(
+                        self.entry.path,
+                        f"{self.entry.path}: waiting for a connection: {reason} (4429)",
+                    )
+                elif (
+                    self.device.syncing
+                    and now - turned_away > QUOTA_PATIENCE * self.device.max_backoff
+                ):  # a sync (weft sync --once) must end: say which file and why
+                    self.error = (
+                        f"closed by the server ({code}): {reason}; "
+                        f"still refused after {now - turned_away:.0f} s"
+                    )
+                    self.wanted = False
+                    self.device.doc_failed(self.entry, self.error)
+                    return
+            elif synced:
+                turned_away = None
             if not self.wanted or self.device.stopping or self.device.paused:
                 continue
             if code in FATAL_FOR_DEVICE:
@@ -350,7 +379,8 @@ class DocLink:
             # no error of its own: the close code the reader saw says what happened.
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, aiohttp.ClientError):
                 await sender
-            if not ws.closed:
+            current = asyncio.current_task()
+            if not ws.closed and not (current is not None and current.cancelling()):
                 # The sender closes an idle link with ws.close(), which first stops this
                 # reader's receive(); cancelled right after (above), that close never
                 # sent its frame nor closed the socket: the server kept the connection
@@ -380,12 +410,16 @@ class DocLink:
                 self._wake.set()
             case SyncStep2(update=update):
                 head, read = self.probes.popleft() if self.probes else (None, 0)
-                if update != EMPTY_UPDATE:
-                    device.apply_remote(entry, update)
-                    entry.received()  # (the server may have had more than ``head``)
-                elif head is None and self.server_had_state:
+                # An answer with news may reach past ``head``; most answers are only
+                # the document's delete set (Yjs answers so), which is no news.
+                # (Not applied either: it would change nothing, yet be recorded in the
+                # local history at every probe.)
+                news = update != EMPTY_UPDATE and not ydoc.adds_nothing(entry.doc, update)
+                applied = not news or device.apply_remote(entry, update)
+                if news or (head is None and self.server_had_state):
                     entry.received()
-                entry.seen(head, read)
+                if applied:  # (one that did not apply is not held: the base stays)
+                    entry.seen(head, read)
                 entry.synced.set()
                 entry.link_changed.set()
                 self._release_slot()
@@ -396,6 +430,7 @@ class DocLink:
                 entry.received()
                 self.settle_later()
             case Ack(update_hash=digest, versionstamp=vs):
+                self.rate_said = False
                 if entry.outbox.ack(digest, vs) is not None:
                     entry.acked(vs)
                     self._wake.set()
@@ -407,6 +442,10 @@ class DocLink:
                     # not said: its updates are sent again one at a time (each refusal
                     # of one of those is), so one update was said to be refused twice
                     log.info("%s: a merged send refused (%s); unmerging", entry.path, reason)
+                elif code == CODE_QUOTA:  # over the update rate: sent again, said once
+                    if not self.rate_said:
+                        self.rate_said = True
+                        device.warn(entry.path, f"{entry.path}: {reason} (4429); sending again")
                 else:
                     device.warn(entry.path, f"update refused by the server ({code}): {reason}")
             case AuthDenied(reason=reason):

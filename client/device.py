@@ -265,19 +265,22 @@ class Device:
             return
         self.recorder.local(entry, update)
 
-    def apply_remote(self, entry: DocEntry, update: bytes) -> None:
-        """Apply an update from the server to the live doc and record it locally."""
+    def apply_remote(self, entry: DocEntry, update: bytes) -> bool:
+        """Apply an update from the server to the live doc and record it locally; False
+        if it does not apply (the doc does not hold it: no probe answer carrying it may
+        move the base)."""
         self.listener.before_remote(entry.path)
         entry.applying_remote = True
         try:
             ydoc.apply(entry.doc, update)
         except ValueError as exc:  # ydoc.UnusableUpdate: refused or made pycrdt panic
             log.warning("%s: an update from the server does not apply: %s", entry.path, exc)
-            return
+            return False
         finally:
             entry.applying_remote = False
         self.recorder.remote(entry, update)
         self.listener.after_remote(entry.path)
+        return True
 
     def after_recorded(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every change made so far is in the local history."""
@@ -479,12 +482,17 @@ class Device:
             entry = self.entries.get(path)
             if entry is None or head is None:
                 continue
+            if entry.base_wanted:
+                # Every read that finds the base lagging is a round, whichever way it
+                # goes on: counted only for the first branch below, a document others
+                # kept editing (an update arriving during every read) never ran out of
+                # rounds, and a sync waited for as long as they typed.
+                entry.base_rounds += 1
             if entry.base_wanted and entry.base_wanted_at < read:
                 if entry.base is not None and head <= entry.base:
                     entry.settled()
                     continue
                 if entry.link.connected and not entry.waiting:
-                    entry.base_rounds += 1
                     entry.link.probe(head, read)
                     continue
             if entry.head_seen is not None and head <= entry.head_seen:

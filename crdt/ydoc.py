@@ -15,6 +15,8 @@ from typing import Any
 
 from pycrdt import Doc
 
+from crdt import ydecode
+
 
 class UnusableUpdate(ValueError):
     """An update pycrdt could not integrate into a document (it decoded, or it did not)."""
@@ -69,6 +71,24 @@ def _apply(doc: Doc[Any], update: bytes, with_state: bool) -> bytes | None:
     except BaseException as exc:
         raise _unusable(exc) from None
     return state
+
+
+def adds_nothing(doc: Doc[Any], update: bytes) -> bool:
+    """Whether ``update`` carries no struct and deletes only what ``doc`` has deleted
+    already: applying it changes nothing. Yjs answers every ``SyncStep1`` with its whole
+    delete set, so such updates come and go all the time (a reconnecting peer's answer to
+    the server; the server's answer to a client's probe). Costs one encoding of the
+    document's delete set; ``False`` for anything that does not decode."""
+    if not update or update[0] != 0:  # (a first varUint of 0: no client has structs)
+        return False
+    try:
+        structs, deletes = ydecode.decode_update(update)
+        if structs:
+            return False
+        _, known = ydecode.decode_update(doc.get_update(doc.get_state()))
+    except ydecode.UpdateDecodeError:
+        return False
+    return ydecode.deletes_within(deletes, known)
 
 
 def apply_all(

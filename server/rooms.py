@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 from pycrdt import Doc, merge_updates
 
-from crdt import codec, ydecode, ydoc
+from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
@@ -133,16 +133,7 @@ class Room:
         deleted already: a no-op (Yjs sends its whole delete set with every answer to a
         ``SyncStep1``, so a reconnecting peer sends this, in new bytes whenever its
         deletions grew). Costs one encoding of the document's delete set."""
-        if not update or update[0] != 0:  # (a first varUint of 0: no client has structs)
-            return False
-        try:
-            structs, deletes = ydecode.decode_update(update)
-            if structs:
-                return False
-            _, known = ydecode.decode_update(self.doc.get_update(self.doc.get_state()))
-        except ydecode.UpdateDecodeError:
-            return False  # stored (or refused) as any update is
-        return ydecode.deletes_within(deletes, known)
+        return ydoc.adds_nothing(self.doc, update)  # else stored (or refused) as any update
 
     def awareness_payload(self) -> bytes | None:
         if not self.states:

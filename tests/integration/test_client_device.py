@@ -821,3 +821,184 @@ async def test_a_document_opened_while_the_device_closes_is_refused(
         await opening
     assert loads == ["x.txt"]
     assert (await device.open("open.txt")).path == "open.txt"  # open already: no load
+
+
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_a_quiet_document_with_a_deletion_stops_reading_the_heads(
+    server: ServerProcess, tmp_path: Path, poll: float | None
+) -> None:
+    """One device, alone: it writes a line and deletes a character, syncs, then nothing
+    happens. Yjs answers every SyncStep1 with the whole delete set, so every probe's
+    answer is a non-empty update; counted as server updates received (it was, found in
+    a review), each answer asked for another heads read and probe."""
+    project = f"quiet-deletion-{poll}"
+    device = late_device(tmp_path, server, project, poll)
+    async with device:
+        entry = await device.open("f.txt")
+        entry.text.insert(0, "one\ntwo\n")
+        del entry.text[0:1]
+        await device.sync(10)
+        reads, sent = device.heads_reads, 0
+        orig = entry.link.probe
+
+        def counting(head, read=0):  # type: ignore[no-untyped-def]
+            nonlocal sent
+            sent += 1
+            orig(head, read)
+
+        entry.link.probe = counting  # type: ignore[method-assign]
+        await asyncio.sleep(4.0)  # quiet: no edit anywhere
+        assert (device.heads_reads - reads, sent) == (0, 0)
+
+
+async def test_a_quiet_document_with_a_deletion_closes_when_idle(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """idle_seconds: a link with nothing to do closes (an endless probe loop would keep it
+    busy: each answer arming the settle timer again)."""
+    project = "quiet-deletion-idle"
+    device = make(tmp_path, server, "a", project, idle_seconds=0.3)
+    async with device:
+        entry = await device.open("f.txt")
+        entry.text.insert(0, "one\ntwo\n")
+        del entry.text[0:1]
+        await device.sync(10)
+        await asyncio.sleep(4.0)
+        assert not entry.link.connected
+
+
+async def keep_typing(text: Text, stop: asyncio.Event, every: float = 0.03) -> None:
+    while not stop.is_set():
+        text.insert(len(text), "x")
+        await asyncio.sleep(every)
+
+
+@pytest.mark.parametrize("every", [0.03, 0.1])
+@pytest.mark.parametrize("delay", [0.15])
+@pytest.mark.parametrize("poll", [3600.0, None])
+async def test_a_sync_returns_while_someone_else_keeps_typing(
+    server: ServerProcess, tmp_path: Path, poll: float | None, delay: float, every: float
+) -> None:
+    """a types a character every 30 or 100 ms; b's heads reads take 150 ms (a WAN round
+    trip). MAX_BASE_ROUNDS bounds b's sync to 3 reads of a base others keep moving; it
+    counted only probes of _follow's first branch, which needs no update to have arrived
+    since the read started: with updates arriving during every read, it never counted,
+    and the sync waited for as long as a typed (found in a review)."""
+    project = f"typing-{poll}-{delay}-{every}"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll)
+    async with a, b:
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\n")
+        await a.sync(10)
+        slow_heads(b, delay=delay)
+        entry = await b.open("f.txt")
+        await b.sync(10)
+        stop = asyncio.Event()
+        typing = asyncio.create_task(keep_typing(ta, stop, every))
+        try:
+            await asyncio.sleep(1.0)
+            reads = b.heads_reads
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await b.sync(8)
+            except TimeoutError:
+                pytest.fail(
+                    f"b.sync() did not return in 8 s while a typed: {b.heads_reads - reads} "
+                    f"heads reads, base_rounds={entry.base_rounds}"
+                )
+            assert loop.time() - started < 8
+        finally:
+            stop.set()
+            await typing
+
+
+@pytest.mark.parametrize("poll", [1.0])
+async def test_heads_reads_stay_near_the_poll_rate_while_many_documents_change(
+    server: ServerProcess, tmp_path: Path, poll: float
+) -> None:
+    """b has 20 documents open; a rewrites a line in one of them every 50 ms (each
+    document every second). b's heads reads (each lists every document of the project)
+    stay near its poll rate: every document's settle timer fired on its own, each asking
+    for a read (3.4 reads/s at poll 1 s, found in a review); the poll does it now."""
+    project = "storm"
+    names = [f"d{n}.txt" for n in range(20)]
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, poll)
+    async with a, b:
+        texts = []
+        for name in names:
+            t = text_of(await a.doc(name))
+            t.insert(0, "line\n")
+            texts.append(t)
+        await a.sync(10)
+        entries = [await b.open(name) for name in names]
+        await b.sync(10)
+        probes = 0
+        for entry in entries:
+            orig = entry.link.probe
+
+            def counting(*args, orig=orig):  # type: ignore[no-untyped-def]
+                nonlocal probes
+                probes += 1
+                orig(*args)
+
+            entry.link.probe = counting  # type: ignore[method-assign]
+        reads = b.heads_reads
+        seconds = 5.0
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        n = 0
+        while loop.time() < end:
+            t = texts[n % len(texts)]
+            del t[0:1]
+            t.insert(0, "L")
+            n += 1
+            await asyncio.sleep(0.05)
+        rate, probe_rate = (b.heads_reads - reads) / seconds, probes / seconds
+        assert rate <= 2.5 / poll, (rate, probe_rate)
+
+
+async def test_a_rate_refusal_is_retried_with_backoff_and_said_once(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Update rate 2/s, no waiting: 20 documents with a local edit each. A link refused
+    over the rate had synced first (the server answers before it refuses an update), so
+    its backoff was reset and it reconnected every 0.1 s: 940 connections and 928
+    'update refused' warnings in 5 s for 20 edits (found in a review). Nothing is lost."""
+    quotas = '{"acme": {"updates_per_second": 2, "updates_burst": 1}}'
+    server = weft_server_factory(
+        env={"WEFT_TENANT_QUOTAS": quotas, "WEFT_RATE_MAX_WAIT_SECONDS": "0"}
+    )
+    events = Events()
+    device = Device(
+        tmp_path / "d",
+        server.ws_url,
+        "acme",
+        "rate",
+        max_backoff=10.0,
+        poll_seconds=None,
+        listener=events,
+    )
+    async with device:
+        connect = device.http.ws_connect
+        attempts = 0
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal attempts
+            attempts += 1
+            return connect(*args, **kwargs)
+
+        device.http.ws_connect = counting  # type: ignore[method-assign]
+        for n in range(20):
+            (await device.open(f"d{n}.txt")).text.insert(0, f"{n}\n")
+        await asyncio.sleep(5.0)
+        said = [e.message for e in events.seen if "4429" in e.message]
+        # 20 links backing off (10 s at most): ~20 * log2(50) connections at most
+        assert attempts < 150, (attempts, len(said))
+        assert len(said) <= 20 + 20, said  # once per link until an ack (a few acks land)
+        assert not any("update refused" in m for m in said), said
+        await device.sync(120)
+    for n in range(20):
+        assert server_text(server, "rate", f"d{n}.txt") == f"{n}\n"

@@ -272,6 +272,31 @@ def test_a_tenant_quota_refusal_is_retried_until_every_file_syncs(
         assert get_text(doc_url(server, "quota", f"f{n}.txt")) == f"file {n}\n"
 
 
+def test_sync_once_says_why_it_waits_for_the_connection_quota_and_gives_up(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """max_connections 1, held by a running weft sync of another folder: --once says at
+    once that it waits for a connection, and gives up after 6 max-backoff intervals,
+    naming the file and the 4429 (it waited for ever, silently; found in a review)."""
+    quotas = '{"acme": {"max_connections": 1}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    holder_dir, once_dir = tmp_path / "holder", tmp_path / "once"
+    holder_dir.mkdir()
+    once_dir.mkdir()
+    (holder_dir / "held.txt").write_text("held\n")
+    (once_dir / "mine.txt").write_text("mine\n")
+    holder = start_sync(holder_dir, server.ws_url, TENANT, "q", args=("--idle-close", "3600"))
+    try:
+        holder.wait_for("in sync")
+        result = sync_once(once_dir, server.ws_url, TENANT, "q", args=("--max-backoff", "0.5"))
+        assert result.returncode == 1, result.stdout
+        assert "mine.txt: waiting for a connection: too many connections" in result.stdout
+        assert "2 file(s) NOT in sync" in result.stdout  # mine.txt, and held.txt to fetch
+        assert "mine.txt: closed by the server (4429)" in result.stdout
+    finally:
+        holder.terminate()
+
+
 def test_a_merged_send_refused_as_too_big_is_said_once(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
