@@ -37,6 +37,10 @@ STATE_DIR = ".weft"
 MAX_FILE_BYTES = 4 << 20
 
 
+class FileChanged(Exception):
+    """The file changed on disk since it was last read: it was not written over."""
+
+
 class Skip:
     """A file that is not synced (binary, too big, a symlink...)."""
 
@@ -243,6 +247,7 @@ class Folder:
         try:
             info = full.lstat()
         except (FileNotFoundError, NotADirectoryError):
+            self._stat.pop(path, None)  # as read: not there (see write's if_unchanged)
             return None
         if stat.S_ISLNK(info.st_mode):
             return self.warn(path, f"skipping {path}: symbolic links are not synced")
@@ -256,6 +261,7 @@ class Folder:
         try:
             data = full.read_bytes()
         except FileNotFoundError:
+            self._stat.pop(path, None)
             return None
         except OSError as exc:
             return self.warn(path, f"skipping {path}: cannot read it ({exc})")
@@ -283,8 +289,13 @@ class Folder:
     def exists(self, path: str) -> bool:
         return (self.root / self.disk_name(path)).exists()
 
-    def write(self, path: str, text: str) -> None:
-        """Replace the file's content atomically (temporary file + rename)."""
+    def write(self, path: str, text: str, *, if_unchanged: bool = False) -> None:
+        """Replace the file's content atomically (temporary file + rename).
+
+        ``if_unchanged``: raise :class:`FileChanged` instead if the file is not as it was
+        when last read or written here (size, mtime; or gone, or new): a save made after
+        the caller took the file in must be taken in first, not replaced. (Checked right
+        before the rename: a save in the microseconds between the two is not seen.)"""
         full = self.root / self.disk_name(path)
         full.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -293,6 +304,14 @@ class Folder:
             tmp.write_bytes(text.encode("utf-8"))
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
+            if if_unchanged:
+                try:
+                    info = full.lstat()
+                    now: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
+                except (FileNotFoundError, NotADirectoryError):
+                    now = None
+                if now != self._stat.get(path):
+                    raise FileChanged(path)
             os.replace(tmp, full)
             info = full.lstat()
             self._stat[path] = (info.st_mtime_ns, info.st_size)

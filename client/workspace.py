@@ -41,7 +41,7 @@ import watchfiles
 from client.device import Device
 from client.entry import DocEntry
 from client.events import Event, Listener
-from client.folder import MAX_FILE_BYTES, Folder, Skip
+from client.folder import MAX_FILE_BYTES, FileChanged, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.remote import ApiError, ServerURL
 from client.state import FileState
@@ -345,7 +345,14 @@ class Workspace(Listener):
         text = str(entry.text)
         if self.disk.get(path) == text and (self.root / self.folder.disk_name(path)).is_file():
             return
-        self.folder.write(path, text)
+        try:
+            # Not over a save made since the file was taken in (a line typed then was
+            # lost, seen in a walkthrough appending every 0.1 s on two devices): that
+            # save is taken in first, then the file written.
+            self.folder.write(path, text, if_unchanged=True)
+        except FileChanged:
+            self._schedule_write(path)
+            return
         self._remember(path, text)
         if path == IGNORE_FILE:
             self.folder.ignore.reload()

@@ -37,3 +37,43 @@ async def test_a_save_during_the_conflict_report_is_kept(tmp_path: Path) -> None
             "my own plan\n",
             "my own plan, with a paragraph saved meanwhile\n",
         ]
+
+
+async def test_a_save_just_before_a_remote_write_is_taken_in_not_written_over(
+    tmp_path: Path,
+) -> None:
+    """A remote change is written to the file; a save that lands after the workspace
+    took the file in, and before it writes, used to be replaced (a line typed on one
+    device while the other appended every 0.1 s was lost everywhere, seen in a
+    walkthrough). The write now notices the save, takes it in, then writes."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "f.txt").write_text("one\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+            async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
+                await second.sync(10)
+                assert (b / "f.txt").read_text() == "one\n"
+                write = second.folder.write
+                saved: list[bool] = []
+
+                def saving_first(path: str, text: str, **kwargs: bool) -> None:
+                    if path == "f.txt" and not saved:  # the user saves right now
+                        saved.append(True)
+                        with (b / "f.txt").open("a") as file:
+                            file.write("b's line\n")
+                    write(path, text, **kwargs)
+
+                second.folder.write = saving_first  # type: ignore[method-assign]
+                (a / "f.txt").write_text("one\na's line\n")
+                first.ingest("f.txt")
+                await first.sync(10)
+                await second.sync(10)
+                assert saved
+                await second.sync(10)  # b's line goes out
+                await first.sync(10)
+                assert (b / "f.txt").read_text() == "one\na's line\nb's line\n"
+        assert (a / "f.txt").read_text() == "one\na's line\nb's line\n"

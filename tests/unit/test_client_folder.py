@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from client.folder import SKIP, Folder
+from client.folder import SKIP, FileChanged, Folder
 
 NFD = "cafe\u0301/me\u0301nu.md"
 NFC = "café/ménu.md"
@@ -133,3 +133,35 @@ def test_new_non_ascii_files_are_written_without_listing_a_folder(
     files.write("café/new.md", "new\n")
     assert sorted(p.name for p in (tmp_path / "cafe\u0301").iterdir()) == ["menu.md", "new.md"]
     assert "café" not in os.listdir(tmp_path)
+
+
+def test_a_write_if_unchanged_does_not_replace_a_save_made_since_the_read(tmp_path: Path) -> None:
+    f, _ = folder(tmp_path)
+    (tmp_path / "a.txt").write_text("one\n")
+    assert f.read("a.txt") == "one\n"
+    f.write("a.txt", "one\ntwo\n", if_unchanged=True)  # as read: written
+    assert (tmp_path / "a.txt").read_text() == "one\ntwo\n"
+    f.write("a.txt", "one\ntwo\nthree\n", if_unchanged=True)  # as written here: written
+    with (tmp_path / "a.txt").open("a") as file:
+        file.write("saved\n")
+    with pytest.raises(FileChanged):
+        f.write("a.txt", "remote\n", if_unchanged=True)
+    assert (tmp_path / "a.txt").read_text() == "one\ntwo\nthree\nsaved\n"
+    assert not list(f.tmp_dir.iterdir())  # no temporary file left behind
+    (tmp_path / "a.txt").unlink()  # deleted since: not brought back either
+    with pytest.raises(FileChanged):
+        f.write("a.txt", "remote\n", if_unchanged=True)
+    assert not (tmp_path / "a.txt").exists()
+    f.write("new.txt", "new\n", if_unchanged=True)  # never there: written
+    assert (tmp_path / "new.txt").read_text() == "new\n"
+
+
+def test_a_file_read_as_gone_is_written_if_unchanged(tmp_path: Path) -> None:
+    """Deleted here and read so, then brought back by the server: written (it looped)."""
+    f, _ = folder(tmp_path)
+    (tmp_path / "a.txt").write_text("one\n")
+    assert f.read("a.txt") == "one\n"
+    (tmp_path / "a.txt").unlink()
+    assert f.read("a.txt") is None
+    f.write("a.txt", "back\n", if_unchanged=True)
+    assert (tmp_path / "a.txt").read_text() == "back\n"
