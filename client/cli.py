@@ -11,7 +11,9 @@ load aiohttp, pycrdt, pydantic...); ``weft --help`` lists the commands from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -90,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`weft history | head`)
+        with contextlib.suppress(OSError):  # no second error when stdout is flushed at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE (128 + 13) reports it
 
 
 if __name__ == "__main__":

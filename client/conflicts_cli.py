@@ -234,7 +234,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         elif r.get("emptied"):
             then = "it stays deleted (the deletion emptied its text; the edited text is below)"
         else:
-            then = "it stays deleted (deleted again since; the edited text is below)"
+            # (the server brings it back only with WEFT_BRING_BACK_EDITED, and not after
+            # a later delete: "deleted again since" was said for the default too)
+            then = "it stays deleted (the edited text is below: write it back to restore the file)"
         print(f"  deleted    by {deleter}, edited by the other side: {then}")
     if r["status"] == "resolved":
         print(f"  resolved   by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC")

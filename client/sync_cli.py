@@ -86,8 +86,9 @@ Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 that meets a different document at the same path, with no shared history, is recorded
 as a conflict: the server's version stays, and yours is kept in the conflict record and
 in DIR/.weft/conflicts/. Offline edits that touched the same lines as someone else's
-edits since, and a file edited on one side while deleted on the other (it is kept, with
-the edits), are recorded as conflicts too; each is printed (see weft conflicts).
+edits since, and a file edited on one side while deleted on the other (the deletion
+stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is in the record),
+are recorded as conflicts too; each is printed (see weft conflicts).
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.

@@ -155,6 +155,8 @@ def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
             server = args.server or os.environ.get("WEFT_SERVER", "")
             err.print(f"{name}: {unreachable(server, exc)}", markup=False)
             return 1
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main() ends quietly
         except PermissionDenied as exc:
             from client.remote import NO_TOKEN
 

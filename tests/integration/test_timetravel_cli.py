@@ -498,3 +498,41 @@ async def test_failures_exit_1(server: ServerProcess) -> None:
     r = await weft_here("conflicts", "list", *unreachable)
     assert r.returncode == 1
     assert r.stderr == f"weft conflicts: cannot reach the server at {nowhere}: connection refused\n"
+
+
+async def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    """`weft history ... | head -1`: printed "weft history: [Errno 32] Broken pipe"
+    (and `weft conflicts list | head` a traceback). Now it ends quietly with 141, as a
+    process killed by SIGPIPE."""
+    from pycrdt import Doc, Text
+
+    from crdt.history import Append, History
+    from crdt.kv import open_engine
+
+    store = f"sqlite:///{tmp_path / 'weft.db'}"
+    async with open_engine(store) as kv:
+        history = History(kv)
+        await history.init()
+        ref = await history.doc("acme", "p", "long.txt", create=True)
+        doc: Doc[Any] = Doc()
+        text = doc.get("content", type=Text)
+        updates = []
+        for n in range(3000):  # ~200 kB of listing: more than a pipe holds
+            before = doc.get_state()
+            text.insert(len(text), f"line {n}\n")
+            updates.append(Append(ref, doc.get_update(before), "ada", "laptop"))
+        for at in range(0, len(updates), 500):
+            await history.append(updates[at : at + 500])
+    command = [sys.executable, "-m", "client.cli", "history", "long.txt", "--store", store]
+    proc = subprocess.Popen(
+        [*command, "--tenant", "acme", "--project", "p", "--limit", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away
+    with proc.stderr:
+        err = await asyncio.to_thread(proc.stderr.read)
+    assert await asyncio.to_thread(proc.wait, 60) == 141
+    assert err == b"", err

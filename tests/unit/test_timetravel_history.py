@@ -313,3 +313,24 @@ async def test_a_versionstamp_beyond_the_stores_latest_commit_is_refused_everywh
     await put(history, a, da.append("two\n"))  # after the cut: it stays what it was
     assert await project_files(newest_possible) == stable
     assert stable == [("a.md", b"one\n", a_head)]
+
+
+def test_conflicts_show_says_why_an_edited_deleted_document_stays_deleted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """By default (no WEFT_BRING_BACK_EDITED) it said "deleted again since", which was
+    not what happened (found in a walkthrough)."""
+    import argparse
+
+    from client.conflicts_cli import _print
+
+    side = {"users": ["ada"], "clients": ["laptop"], "versionstamps": []}
+    record = {
+        "id": "0" * 24, "path": "big.txt", "status": "open", "base": "0" * 24,
+        "ours": side, "theirs": side, "deleted": "theirs", "restored": False,
+        "emptied": False, "regions": [], "merged_text": "x\n", "created_ms": 0,
+    }  # fmt: skip
+    _print(argparse.Namespace(json=False, action="show"), record)
+    out = capsys.readouterr().out
+    assert "deleted again" not in out
+    assert "it stays deleted (the edited text is below: write it back to restore" in out
