@@ -353,13 +353,14 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
         waiter.result()
     ui.first_sync = False
     seconds = time.monotonic() - started
-    files = len(ws.tracked)
+    files = sum(1 for path in ws.tracked if ws.disk.get(path) is not None)  # not deleted ones
     failed = _failed(ws)
     (ui.line if failed else ui.info)(
         f"{'synced' if failed else 'in sync'}: {files} files in {seconds:.2f} s "
-        f"({files / max(seconds, 1e-9):.0f} files/s); {ui.counts['local']} local "
-        f"change(s) found, {ws.device.updates_acked} update(s) sent, "
-        f"{ui.counts['remote']} file(s) written"
+        f"({files / max(seconds, 1e-9):.0f} files/s); "
+        f"{ui.counts['local'] + ui.counts['deleted']} local change(s) found, "
+        f"{ws.device.updates_acked} update(s) sent, "
+        f"{ui.counts['remote']} file(s) written or removed"
         + (f", {ui.counts['conflict']} conflict(s) recorded" if ui.counts["conflict"] else "")
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",

@@ -338,13 +338,15 @@ class Workspace(Listener):
         path = entry.path
         if entry.deleted or not entry.exists:
             if entry.deleted and self.folder.remove(path):
-                self.emit(Event("deleted", f"{path} deleted (remote)", path))
+                # a change from elsewhere ("remote"), not one found here ("deleted")
+                self.emit(Event("remote", f"{path} deleted (remote)", path))
             if self.disk.get(path, "") is not None:
                 self._remember(path, None)
             return
         text = str(entry.text)
         if self.disk.get(path) == text and (self.root / self.folder.disk_name(path)).is_file():
             return
+        new = self.disk.get(path) is None
         try:
             # Not over a save made since the file was taken in (a line typed then was
             # lost, seen in a walkthrough appending every 0.1 s on two devices): that
@@ -356,7 +358,7 @@ class Workspace(Listener):
         self._remember(path, text)
         if path == IGNORE_FILE:
             self.folder.ignore.reload()
-        self.emit(Event("remote", f"{path} updated", path))
+        self.emit(Event("remote", f"{path} {'new' if new else 'updated'} (remote)", path))
 
     # --- files this device has no history for ---------------------------------------------
 

@@ -60,6 +60,31 @@ def test_first_sync_pushes_a_folder_and_a_second_folder_gets_it(
     assert (b / ".weft" / "history.db").exists() and (b / ".weft" / "state.db").exists()
 
 
+def test_the_summary_counts_deletions_and_not_deleted_files(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Found in a walkthrough: "in sync: 21 files" for a folder of 11 (deleted documents
+    counted), "0 local change(s) found" for an offline delete, and a new file from
+    elsewhere said as "updated"."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "keep.txt").write_text("keep\n")
+    (a / "gone.txt").write_text("gone\n")
+    once(server, a, "summary")
+    once(server, b, "summary")
+    (a / "gone.txt").unlink()
+    (a / "fresh.txt").write_text("fresh\n")
+    out = once(server, a, "summary", "-v")
+    assert "in sync: 2 files" in out and "2 local change(s) found" in out, out
+    out = once(server, b, "summary", "-v")
+    assert "gone.txt deleted (remote)" in out and "fresh.txt new (remote)" in out, out
+    assert "in sync: 2 files" in out and "2 file(s) written or removed" in out, out
+    (a / "keep.txt").write_text("keep\nmore\n")
+    once(server, a, "summary")
+    assert "keep.txt updated (remote)" in once(server, b, "summary", "-v")
+
+
 def test_quiet_prints_only_warnings_conflicts_and_errors(
     server: ServerProcess, tmp_path: Path
 ) -> None:
