@@ -5,7 +5,9 @@ versionstamp ``base``. Once they are committed, :func:`detect_branch` rebuilds b
 applies on one side the branch's updates (ours) and on the other what everybody else
 committed since base (theirs), and compares the changed lines (:mod:`crdt.conflicts`).
 Records live at ``T + (conflict, project, vs)`` where ``vs`` is the branch's first
-committed versionstamp, so detecting the same branch twice writes the same record.
+committed versionstamp, so detecting the same branch twice writes the same record; how
+they are stored (a head and a chunked body) is :mod:`crdt.conflict_store`, whose
+functions are re-exported here.
 
 A side that deleted the document (``weft.deleted``) while the other edited it is a
 conflict of its own, whichever lines the edits touched (an edit next to the deleted
@@ -16,19 +18,15 @@ record says which side deleted (``deleted``) and spans the whole base.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-import msgpack
-from blake3 import blake3
 from pycrdt import Doc, Map
 
-from crdt import keys, ydoc
+from crdt import ydoc
+from crdt.conflict_store import get_conflict, list_conflicts, resolve, save, save_report
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
-from crdt.errors import NotFound, ProtocolError
 from crdt.history import Appended, DocRef, History, Record, now_ms
-from crdt.kv.base import Transaction
 from crdt.timetravel import deletion_flags
 from crdt.versions import DELETED, META, read_doc
 from crdt.versionstamp import Versionstamp
@@ -188,100 +186,6 @@ def _side(records: list[Record]) -> Side:
         clients=sorted({r.client for r in records}),
         versionstamps=[r.versionstamp.hex() for r in records],
     )
-
-
-async def save(history: History, doc: DocRef, record: ConflictRecord) -> None:
-    """Store a record (idempotent: the same branch maps to the same key)."""
-    key = keys.conflict(doc.tenant_prefix, doc.project, Versionstamp.from_hex(record.id))
-    value = msgpack.packb(record.to_dict())
-
-    def fn(tr: Transaction) -> None:
-        if tr.get(key) is None:
-            tr.set(key, value)
-
-    await history.kv.transact(fn)
-
-
-REPORT_TRIES = 100  # resolved records of one same report before refusing another
-
-
-async def save_report(
-    history: History, doc: DocRef, record: ConflictRecord, seed: Sequence[str]
-) -> ConflictRecord:
-    """Store a conflict a client reported, under an id derived from ``seed`` (what
-    makes it the same report: path, device, text, and the document's head it was made
-    against), and return the stored record. A retry of a report finds the record its
-    first try stored; once that record is resolved, the same report again (the user
-    resolved it, yet the situation came back) is a new record, not the old one."""
-    base = msgpack.packb(list(seed))
-
-    def fn(tr: Transaction) -> ConflictRecord:
-        for n in range(REPORT_TRIES):
-            cid = blake3(base + n.to_bytes(4, "big")).hexdigest()[:24]
-            key = keys.conflict(doc.tenant_prefix, doc.project, Versionstamp.from_hex(cid))
-            raw = tr.get(key)
-            if raw is None:
-                new = dataclasses.replace(record, id=cid)
-                tr.set(key, msgpack.packb(new.to_dict()))
-                return new
-            found = ConflictRecord.from_dict(msgpack.unpackb(raw))
-            if found.status != "resolved":
-                return found  # a retry of this report
-        raise ProtocolError(f"this conflict was reported and resolved {REPORT_TRIES} times")
-
-    result: ConflictRecord = (await history.kv.transact(fn)).result
-    return result
-
-
-async def list_conflicts(
-    history: History,
-    tenant: str,
-    project: str,
-    *,
-    path: str | None = None,
-    status: str | None = None,
-) -> list[ConflictRecord]:
-    """Conflict records of a project, oldest first, optionally for one doc or status."""
-    prefix = await history.tenant(tenant)
-    begin, end = keys.conflicts(prefix, project)
-    wanted = keys.normalise_path(path) if path is not None else None
-    rows = await history.kv.read(lambda tr: tr.get_range(begin, end))
-    records = [ConflictRecord.from_dict(msgpack.unpackb(v)) for _, v in rows]
-    return [
-        r
-        for r in records
-        if (wanted is None or r.path == wanted) and (status is None or r.status == status)
-    ]
-
-
-async def get_conflict(history: History, tenant: str, project: str, cid: str) -> ConflictRecord:
-    key = keys.conflict(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
-    raw = await history.kv.read(lambda tr: tr.get(key))
-    if raw is None:
-        raise NotFound(f"no conflict {cid} in project {project!r}")
-    return ConflictRecord.from_dict(msgpack.unpackb(raw))
-
-
-async def resolve(
-    history: History, tenant: str, project: str, cid: str, *, user: str, resolution: str = ""
-) -> ConflictRecord:
-    """Mark a conflict resolved (the record stays, with who resolved it and when)."""
-    key = keys.conflict(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
-
-    def fn(tr: Transaction) -> ConflictRecord:
-        raw = tr.get(key)
-        if raw is None:
-            raise NotFound(f"no conflict {cid} in project {project!r}")
-        record = ConflictRecord.from_dict(msgpack.unpackb(raw))
-        if record.status != "resolved":
-            record.status = "resolved"
-            record.resolved_by = user
-            record.resolved_ms = now_ms()
-            record.resolution = resolution
-            tr.set(key, msgpack.packb(record.to_dict()))
-        return record
-
-    return (await history.kv.transact(fn)).result
 
 
 __all__ = [

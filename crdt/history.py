@@ -61,11 +61,13 @@ from crdt.versionstamp import INCOMPLETE_TR, Versionstamp, unchecked
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3  # 1.1: snapshots and segments count their parts; part 0 is written last
+FORMAT_MINOR = 4  # 1.1: snapshots and segments count their parts; part 0 is written last
 # 1.2: a doc's head is its last versionstamp and then its update count (see ``Head``)
 # 1.3: idempotency entries of updates with structs are keyed (i, client, clock, hash)
 # instead of (h, hash); a store raised from an older minor records "h": True and then
 # looks an update up under both keys
+# 1.4: a conflict record is a head and a chunked body (see crdt.conflict_store); records
+# written whole before are still read
 MAX_BATCH_UPDATES = 4_000
 MAX_BATCH_BYTES = 6_000_000
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000

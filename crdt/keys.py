@@ -37,7 +37,12 @@ Layout (see README for the table)::
                                           instance shares awareness and counts only while
                                           another one is alive (ephemeral, like aw)
     (instancesv,)                      -> 8-byte counter bumped when one comes or goes
-    T + (conflict, project, vs)        -> conflict record
+    T + (conflict, project, vs)        -> conflict head: {body, path, status, resolved_by,
+                                          resolved_ms, resolution} (format 1.4; before:
+                                          the whole record, still read)
+    T + (conflictbody, project, vs, tag, part)
+                                       -> chunk of the record (``records.stored_parts``);
+                                          ``tag``: 8 bytes of blake3 of its parts
 """
 
 from __future__ import annotations
@@ -344,3 +349,19 @@ def conflict(tenant: bytes, project: str, vs: Versionstamp) -> bytes:
 
 def conflicts(tenant: bytes, project: str) -> tuple[bytes, bytes]:
     return prefix_range(pack(("conflict", check_name("project", project)), tenant))
+
+
+def conflict_body(tenant: bytes, project: str, vs: Versionstamp, tag: bytes) -> bytes:
+    """``T + (conflictbody, project, vs, tag)``: the prefix of one record body's parts
+    (each at ``+ (part,)``, see :func:`conflict_part`)."""
+    return pack(("conflictbody", check_name("project", project), vs, tag), tenant)
+
+
+def conflict_part(body: bytes, part: int) -> bytes:
+    """The key of part ``part`` of the record body at ``body`` (:func:`conflict_body`)."""
+    return body + pack_uint(part)
+
+
+def conflict_bodies(tenant: bytes, project: str, vs: Versionstamp) -> tuple[bytes, bytes]:
+    """Every body ever written for the record ``vs`` (one per tag)."""
+    return prefix_range(pack(("conflictbody", check_name("project", project), vs), tenant))

@@ -222,6 +222,42 @@ async def test_client_reported_conflict_keeps_the_server_text_and_is_idempotent(
     await peer.close()
 
 
+async def test_a_report_of_a_big_text_is_stored_listed_and_resolved(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Found in a walkthrough: a report whose record was over the store's 100 kB value
+    limit was a 500 (TransactionTooLarge), and the client retried it for ever."""
+    room = f"{server.ws_url}/acme/bigreport/n.txt"
+    url = f"{server.url}/api/v1/acme/bigreport/conflicts"
+    server_text = "".join(f"server line {i} {'x' * 50}\n" for i in range(2_300))  # 140 kB
+    local_text = "".join(f"local line {i} {'y' * 50}\n" for i in range(2_300))
+    peer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
+    await peer.append(server_text)
+    await peer.until(lambda: len(peer.acks) == 1)
+    body = {"path": "n.txt", "text": local_text, "device": "laptop"}
+    status, first = await api(http, "POST", url, token=token_for(user="bob"), body=body)
+    assert status == 201, first
+    record = first["conflict"]
+    [region] = record["regions"]
+    assert (region["ours_text"], region["theirs_text"]) == (local_text, server_text)
+    assert record["merged_text"] == server_text
+    status, again = await api(http, "POST", url, token=token_for(user="bob"), body=body)
+    assert status == 201 and again["conflict"] == record  # a retry finds it
+    assert (await api(http, "GET", url))[1]["conflicts"] == [record]
+    assert (await api(http, "GET", f"{url}/{record['id']}"))[1]["conflict"] == record
+    status, done = await api(http, "POST", f"{url}/{record['id']}/resolve", body={})
+    assert status == 200 and done["conflict"]["status"] == "resolved"
+    assert done["conflict"]["regions"] == record["regions"]
+    resolved = (await api(http, "GET", url, status="resolved"))[1]["conflicts"]
+    assert resolved == [done["conflict"]]
+    assert (await api(http, "GET", url, status="open"))[1]["conflicts"] == []
+    status, note = await api(
+        http, "POST", f"{url}/{record['id']}/resolve", body={"resolution": "n" * 70_000}
+    )
+    assert status == 400, note
+    await peer.close()
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [

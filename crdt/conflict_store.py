@@ -1,0 +1,237 @@
+"""Conflict records in the store: a small head per record, its body chunked.
+
+A record holds whole texts (an edit against a deletion holds the document about three
+times), so it can be far over the 100 kB value limit, and over what one transaction
+should write. It is stored as (format 1.4, see ``crdt.keys``):
+
+- its body, the whole record as written (:meth:`ConflictRecord.to_dict`), split by
+  :func:`crdt.records.stored_parts` (the machinery of snapshots: a part count, a sum,
+  parts of at most ``CHUNK`` bytes) under ``T + (conflictbody, project, vs, tag, part)``,
+  where ``tag`` is 8 bytes of blake3 of the parts. Two writers of the same record (the
+  same branch judged twice) write different bytes (``created_ms``) to different tags,
+  so their parts never mix;
+- then, last, in the last transaction and only if it is not there yet, its head at
+  ``T + (conflict, project, vs)``: ``{body: tag, path, status, resolved_by,
+  resolved_ms, resolution}``. The head is the record's commit marker: a record whose
+  body takes several transactions is not listed until all of it is in, and a write cut
+  short leaves only parts no head names. Listing reads the heads and filters on them
+  before it reads any body; resolving rewrites only the head.
+
+A head without ``body`` is a whole record written before 1.4, as one value: still read,
+and rewritten in the new form when it is resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+from blake3 import blake3
+
+from crdt import keys
+from crdt.conflicts import ConflictRecord
+from crdt.errors import NotFound, ProtocolError, StoreError
+from crdt.history import DocRef, History, _under_limit, now_ms
+from crdt.kv.base import ReadTransaction, Transaction
+from crdt.records import load_parts, stored_parts
+from crdt.versionstamp import Versionstamp
+
+HEAD_FIELDS = ("path", "status", "resolved_by", "resolved_ms", "resolution")
+MAX_RESOLUTION_BYTES = 60_000  # a resolution note lives in the head, one value
+REPORT_TRIES = 100  # resolved records of one same report before refusing another
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Where:
+    """Where one record lives: its tenant prefix, project and id."""
+
+    tenant: bytes
+    project: str
+    vs: Versionstamp
+
+    @property
+    def head(self) -> bytes:
+        return keys.conflict(self.tenant, self.project, self.vs)
+
+    def body(self, tag: bytes) -> bytes:
+        return keys.conflict_body(self.tenant, self.project, self.vs, tag)
+
+
+def _head(fields: dict[str, Any], tag: bytes) -> bytes:
+    return msgpack.packb({"body": tag, **{name: fields[name] for name in HEAD_FIELDS}})
+
+
+def _load(tr: ReadTransaction, where: _Where, head: bytes) -> ConflictRecord:
+    """The record whose head is ``head``: its body with the head's fields over it."""
+    data = msgpack.unpackb(head)
+    if "body" not in data:
+        return ConflictRecord.from_dict(data)  # written whole, before 1.4
+    body = where.body(bytes(data["body"]))
+    lo, hi = keys.prefix_range(body)
+    parts = {keys.unpack(k, body)[0]: v for k, v in tr.get_range(lo, hi)}
+    fields = load_parts(parts)
+    if fields is None:
+        raise StoreError(f"conflict {where.vs.hex()}: its head names a body not in the store")
+    fields.update({name: data[name] for name in HEAD_FIELDS if name in data})
+    return ConflictRecord.from_dict(fields)
+
+
+def _read_head(tr: ReadTransaction, where: _Where) -> dict[str, Any] | None:
+    raw = tr.get(where.head)
+    return None if raw is None else dict(msgpack.unpackb(raw))
+
+
+async def _put(history: History, where: _Where, record: ConflictRecord) -> ConflictRecord:
+    """Store ``record`` unless a record with its id is there already; the stored one.
+
+    The body's parts go first (part 0, which counts them, last), over as many
+    transactions as their size needs, each well under the transaction limit; the head
+    goes in the last one. Each transaction first checks the head: once another writer's
+    is in, this write stops, clears what it wrote, and that record is the answer."""
+    fields = record.to_dict()
+    parts = stored_parts(fields)
+    tag = blake3(b"".join(parts)).digest(8)
+    body = where.body(tag)
+    writes = [(keys.conflict_part(body, n), parts[n]) for n in [*range(1, len(parts)), 0]]
+    batches = _under_limit(writes)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+
+        def fn(
+            tr: Transaction, batch: list[tuple[bytes, bytes]] = batch, last: bool = last
+        ) -> bytes | None:
+            found = tr.get(where.head)
+            if found is not None:
+                if msgpack.unpackb(found).get("body") != tag:
+                    tr.clear_range(*keys.prefix_range(body))  # another writer's is in
+                return found
+            for key, value in batch:
+                tr.set(key, value)
+            if last:
+                lo, hi = keys.conflict_bodies(where.tenant, where.project, where.vs)
+                body_lo, body_hi = keys.prefix_range(body)
+                tr.clear_range(lo, body_lo)  # bodies of writes cut short before this one
+                tr.clear_range(body_hi, hi)
+                tr.set(where.head, _head(fields, tag))
+            return None
+
+        found = (await history.kv.transact(fn)).result
+        if found is not None:
+            return await _get(history, where)
+    return record
+
+
+async def save(history: History, doc: DocRef, record: ConflictRecord) -> None:
+    """Store a record (idempotent: the same branch maps to the same key)."""
+    where = _Where(doc.tenant_prefix, doc.project, Versionstamp.from_hex(record.id))
+    await _put(history, where, record)
+
+
+async def save_report(
+    history: History, doc: DocRef, record: ConflictRecord, seed: Sequence[str]
+) -> ConflictRecord:
+    """Store a conflict a client reported, under an id derived from ``seed`` (what
+    makes it the same report: path, device, text, and the document's head it was made
+    against), and return the stored record. A retry of a report finds the record its
+    first try stored; once that record is resolved, the same report again (the user
+    resolved it, yet the situation came back) is a new record, not the old one."""
+    base = msgpack.packb(list(seed))
+    for n in range(REPORT_TRIES):
+        cid = blake3(base + n.to_bytes(4, "big")).hexdigest()[:24]
+        where = _Where(doc.tenant_prefix, doc.project, Versionstamp.from_hex(cid))
+        head = await history.kv.read(functools.partial(_read_head, where=where))
+        if head is None:
+            stored = await _put(history, where, dataclasses.replace(record, id=cid))
+        elif head.get("status", "open") != "resolved":
+            stored = await _get(history, where)  # a retry of this report
+        else:
+            continue
+        if stored.status != "resolved":
+            return stored
+    raise ProtocolError(f"this conflict was reported and resolved {REPORT_TRIES} times")
+
+
+async def list_conflicts(
+    history: History,
+    tenant: str,
+    project: str,
+    *,
+    path: str | None = None,
+    status: str | None = None,
+) -> list[ConflictRecord]:
+    """Conflict records of a project, oldest first, optionally for one doc or status.
+    Only the records that pass the filters have their bodies read."""
+    prefix = await history.tenant(tenant)
+    begin, end = keys.conflicts(prefix, project)
+    wanted = keys.normalise_path(path) if path is not None else None
+
+    def fn(tr: ReadTransaction) -> list[ConflictRecord]:
+        out = []
+        for key, raw in tr.get_range(begin, end):
+            head = msgpack.unpackb(raw)
+            if wanted is not None and head.get("path") != wanted:
+                continue
+            if status is not None and head.get("status", "open") != status:
+                continue
+            vs = keys.unpack(key, prefix)[-1]
+            out.append(_load(tr, _Where(prefix, project, vs), raw))
+        return out
+
+    return await history.kv.read(fn)
+
+
+async def _get(history: History, where: _Where) -> ConflictRecord:
+    def fn(tr: ReadTransaction) -> ConflictRecord:
+        raw = tr.get(where.head)
+        if raw is None:
+            raise NotFound(f"no conflict {where.vs.hex()} in project {where.project!r}")
+        return _load(tr, where, raw)
+
+    return await history.kv.read(fn)
+
+
+async def get_conflict(history: History, tenant: str, project: str, cid: str) -> ConflictRecord:
+    where = _Where(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
+    return await _get(history, where)
+
+
+async def resolve(
+    history: History, tenant: str, project: str, cid: str, *, user: str, resolution: str = ""
+) -> ConflictRecord:
+    """Mark a conflict resolved (the record stays, with who resolved it and when): its
+    head is rewritten, its body stays as it is. A record already resolved keeps its
+    first resolution."""
+    if len(resolution.encode("utf-8", "surrogatepass")) > MAX_RESOLUTION_BYTES:
+        raise ProtocolError(f"a resolution note is at most {MAX_RESOLUTION_BYTES} bytes")
+    where = _Where(await history.tenant(tenant), project, Versionstamp.from_hex(cid))
+    resolved = {"status": "resolved", "resolved_by": user, "resolution": resolution}
+
+    def fn(tr: Transaction) -> bytes:
+        head = _read_head(tr, where)
+        if head is None:
+            raise NotFound(f"no conflict {cid} in project {project!r}")
+        if head.get("status") == "resolved":
+            return msgpack.packb(head)
+        if "body" not in head:  # written whole before 1.4: now a head and a body
+            fields = {**head, **resolved, "resolved_ms": now_ms()}
+            fields = ConflictRecord.from_dict(fields).to_dict()
+            parts = stored_parts(fields)
+            tag = blake3(b"".join(parts)).digest(8)
+            body = where.body(tag)
+            for n, part in enumerate(parts):
+                tr.set(keys.conflict_part(body, n), part)
+            raw = _head(fields, tag)
+        else:
+            raw = msgpack.packb({**head, **resolved, "resolved_ms": now_ms()})
+        tr.set(where.head, raw)
+        return raw
+
+    raw = (await history.kv.transact(fn)).result
+    # The body is never rewritten (only written, before its head): read after.
+    return await history.kv.read(lambda tr: _load(tr, where, raw))
+
+
+__all__ = ["get_conflict", "list_conflicts", "resolve", "save", "save_report"]

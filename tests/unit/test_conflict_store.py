@@ -1,0 +1,266 @@
+"""Conflict records of any size: stored as a head and a chunked body, read back whole,
+never visible half-written; records written whole before format 1.4 still read."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from pycrdt import Doc, Map, Text
+
+from crdt import branches, conflict_store, keys
+from crdt import history as history_module
+from crdt.conflicts import ConflictRecord, Region, Side
+from crdt.errors import NotFound, ProtocolError, StoreError
+from crdt.history import Append, Appended, DocRef, History
+from crdt.kv.base import MAX_TRANSACTION, MAX_VALUE, Transaction
+from crdt.kv.sqlite import SQLiteEngine
+from crdt.versionstamp import Versionstamp
+
+
+def big_text(lines: int) -> str:
+    return "".join(f"line {i} " + "y" * 50 + "\n" for i in range(lines))
+
+
+def record_of(cid: str, path: str, text: str, *, created_ms: int = 1) -> ConflictRecord:
+    """An edit-against-delete record: the text about three times, as the server makes."""
+    edited = text.replace("line 9 ", "line 9 edited by X ", 1)
+    return ConflictRecord(
+        id=cid,
+        path=path,
+        base="00" * 12,
+        ours=Side(users=["y"], clients=["y"], versionstamps=["01" * 12]),
+        theirs=Side(users=["x"], clients=["x"], versionstamps=["02" * 12]),
+        regions=[Region(0, text.count("\n"), text, "", edited)],
+        merged_text=edited,
+        created_ms=created_ms,
+        deleted="ours",
+    )
+
+
+@pytest.fixture
+async def history(tmp_path: Path) -> AsyncIterator[History]:
+    async with SQLiteEngine(tmp_path / "weft.db") as kv:
+        h = History(kv)
+        await h.init()
+        yield h
+
+
+async def doc_in(history: History, path: str = "big.txt") -> DocRef:
+    return await history.doc("acme", "site", path, create=True)
+
+
+def size(record: ConflictRecord) -> int:
+    return len(msgpack.packb(record.to_dict()))
+
+
+async def commit(
+    history: History, doc: DocRef, user: str, edit: Callable[[Doc[Any]], None]
+) -> list[Appended]:
+    """Edit the document at head as ``user``'s device and commit the edit."""
+    device: Doc[Any] = Doc()
+    device.apply_update((await history.replay(doc)).state())
+    before = device.get_state()
+    edit(device)
+    return await history.append([Append(doc, device.get_update(before), user, user)])
+
+
+def rewrite_line_9(device: Doc[Any]) -> None:
+    text = device.get("content", type=Text)
+    at = str(text).index("line 9 ")
+    end = str(text).index("\n", at)
+    del text[at:end]
+    text.insert(at, "line 9 edited by X")
+
+
+def delete_file(device: Doc[Any]) -> None:
+    device.get("weft", type=Map)["deleted"] = True
+
+
+async def test_an_edit_against_a_deletion_of_a_40_kb_file_is_stored_and_read_whole(
+    history: History,
+) -> None:
+    doc = await doc_in(history)
+    text = big_text(700)  # 42 kB: the record holds it three times, over the value limit
+    [seeded] = await commit(
+        history, doc, "seed", lambda d: d.get("content", type=Text).insert(0, text)
+    )
+    await commit(history, doc, "x", rewrite_line_9)
+    branch = await commit(history, doc, "y", delete_file)
+    record = await branches.detect_branch(history, doc, seeded.versionstamp, branch)
+    assert record is not None and record.deleted == "ours"
+    assert size(record) > MAX_VALUE
+
+    await branches.save(history, doc, record)
+    await branches.save(history, doc, record)  # idempotent
+    assert await branches.get_conflict(history, "acme", "site", record.id) == record
+    assert await branches.list_conflicts(history, "acme", "site") == [record]
+    done = await branches.resolve(history, "acme", "site", record.id, user="dana", resolution="ok")
+    assert (done.status, done.resolved_by, done.resolution) == ("resolved", "dana", "ok")
+    assert done.regions == record.regions and done.merged_text == record.merged_text
+    again = await branches.resolve(history, "acme", "site", record.id, user="eve")
+    assert again == done  # the first resolution stays
+    assert await branches.list_conflicts(history, "acme", "site", status="resolved") == [done]
+
+
+@pytest.mark.parametrize("lines", [6_000, 60_000])  # records of ~1 MB and of ~11 MB
+async def test_a_record_over_a_megabyte_or_a_transaction_is_stored_whole(
+    history: History, lines: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = await doc_in(history)
+    record = record_of("0a" * 12, doc.path, big_text(lines))
+    assert size(record) > (1_000_000 if lines < 10_000 else MAX_TRANSACTION)
+    sizes: list[int] = []
+    transact = history.kv.transact
+
+    async def counting(fn: Callable[[Transaction], Any]) -> Any:
+        sizes.append(0)
+
+        def measured(tr: Transaction) -> Any:
+            set_ = tr.set
+
+            def setting(key: bytes, value: bytes) -> None:
+                sizes[-1] += len(key) + len(value)
+                set_(key, value)
+
+            tr.set = setting  # type: ignore[method-assign]
+            return fn(tr)
+
+        return await transact(measured)
+
+    monkeypatch.setattr(history.kv, "transact", counting)
+    await branches.save(history, doc, record)
+    assert max(sizes) <= history_module.MAX_BATCH_BYTES + MAX_VALUE
+    assert len(sizes) == (1 if lines < 10_000 else 2)
+    assert await branches.get_conflict(history, "acme", "site", record.id) == record
+    [listed] = await branches.list_conflicts(history, "acme", "site", path="big.txt")
+    assert listed == record
+
+
+async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history_module, "MAX_BATCH_BYTES", 300_000)
+    doc = await doc_in(history)
+    record = record_of("0b" * 12, doc.path, big_text(6_000))
+    calls = 0
+    transact = history.kv.transact
+
+    async def crashing(fn: Callable[[Transaction], Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StoreError("the process died here")
+        return await transact(fn)
+
+    monkeypatch.setattr(history.kv, "transact", crashing)
+    with pytest.raises(StoreError):
+        await branches.save(history, doc, dataclasses.replace(record, created_ms=7))
+    monkeypatch.setattr(history.kv, "transact", transact)
+    assert await branches.list_conflicts(history, "acme", "site") == []
+    with pytest.raises(NotFound):
+        await branches.get_conflict(history, "acme", "site", record.id)
+    prefix = doc.tenant_prefix
+    bodies = keys.conflict_bodies(prefix, "site", Versionstamp.from_hex(record.id))
+    assert await history.kv.read(lambda tr: tr.get_range(*bodies, limit=1))  # parts left
+
+    await branches.save(history, doc, record)  # the retry (another created_ms)
+    assert await branches.list_conflicts(history, "acme", "site") == [record]
+    stored = await history.kv.read(lambda tr: tr.get_range(*bodies))
+    assert len({keys.unpack(k, prefix)[3] for k, _ in stored}) == 1  # the cut one cleared
+
+
+async def test_two_writers_of_one_big_record_leave_one_whole_record(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history_module, "MAX_BATCH_BYTES", 300_000)
+    doc = await doc_in(history)
+    one = record_of("0c" * 12, doc.path, big_text(6_000), created_ms=1)
+    two = dataclasses.replace(one, created_ms=2)
+    await asyncio.gather(branches.save(history, doc, one), branches.save(history, doc, two))
+    [stored] = await branches.list_conflicts(history, "acme", "site")
+    assert stored in (one, two)
+    bodies = keys.conflict_bodies(doc.tenant_prefix, "site", Versionstamp.from_hex(one.id))
+    pairs = await history.kv.read(lambda tr: tr.get_range(*bodies))
+    assert len({keys.unpack(k, doc.tenant_prefix)[3] for k, _ in pairs}) == 1
+
+
+async def test_a_record_written_whole_before_1_4_is_read_and_resolved(history: History) -> None:
+    doc = await doc_in(history)
+    record = record_of("0d" * 12, doc.path, big_text(300))
+    assert size(record) < MAX_VALUE
+    key = keys.conflict(doc.tenant_prefix, "site", Versionstamp.from_hex(record.id))
+    await history.kv.transact(lambda tr: tr.set(key, msgpack.packb(record.to_dict())))
+    assert await branches.get_conflict(history, "acme", "site", record.id) == record
+    assert await branches.list_conflicts(history, "acme", "site", status="open") == [record]
+    big = record_of("0e" * 12, doc.path, big_text(6_000))
+    await branches.save(history, doc, big)  # the two forms side by side
+    assert await branches.list_conflicts(history, "acme", "site") == [record, big]
+    done = await branches.resolve(history, "acme", "site", record.id, user="dana")
+    assert done == dataclasses.replace(
+        record, status="resolved", resolved_by="dana", resolved_ms=done.resolved_ms
+    )
+    raw = await history.kv.read(lambda tr: tr.get(key))
+    assert raw is not None
+    head = msgpack.unpackb(raw)
+    assert "body" in head and head["status"] == "resolved"  # now in the new form
+    assert await branches.get_conflict(history, "acme", "site", record.id) == done
+    assert await branches.list_conflicts(history, "acme", "site", status="open") == [big]
+
+
+async def test_listing_reads_the_bodies_of_matching_records_only(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc, other = await doc_in(history, "a.txt"), await doc_in(history, "b.txt")
+    records = [
+        record_of(f"1{i}" * 12, ref.path, big_text(2_000))
+        for i, ref in enumerate([doc, other, other])
+    ]
+    for record in records:
+        await branches.save(history, doc, record)
+    loaded = []
+    load = conflict_store._load
+
+    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
+        loaded.append(where.vs.hex())
+        return load(tr, where, head)
+
+    monkeypatch.setattr(conflict_store, "_load", counting)
+    assert await branches.list_conflicts(history, "acme", "site", path="a.txt") == records[:1]
+    assert loaded == [records[0].id]
+    await branches.resolve(history, "acme", "site", records[1].id, user="dana")
+    loaded.clear()
+    assert await branches.list_conflicts(history, "acme", "site", status="open") == [
+        records[0],
+        records[2],
+    ]
+    assert loaded == [records[0].id, records[2].id]
+
+
+async def test_a_big_report_is_stored_and_a_long_note_refused(history: History) -> None:
+    doc = await doc_in(history)
+    text = big_text(3_000)  # 180 kB, in ours, theirs and the merged text
+    record = ConflictRecord(
+        id="",
+        path=doc.path,
+        base="",
+        ours=Side(users=["bob"], clients=["laptop"]),
+        theirs=Side(users=["ada"], clients=["c"], versionstamps=["03" * 12]),
+        regions=[Region(0, 0, "", text, text.upper())],
+        merged_text=text.upper(),
+        created_ms=5,
+    )
+    seed = [doc.path, "laptop", text, "03" * 12]
+    first = await branches.save_report(history, doc, record, seed)
+    assert first == dataclasses.replace(record, id=first.id)
+    assert await branches.save_report(history, doc, record, seed) == first  # a retry
+    with pytest.raises(ProtocolError):
+        await branches.resolve(history, "acme", "site", first.id, user="d", resolution="n" * 70_000)
+    await branches.resolve(history, "acme", "site", first.id, user="d")
+    second = await branches.save_report(history, doc, record, seed)
+    assert second.id != first.id and second.status == "open"
