@@ -365,19 +365,21 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",
     )
-    for path, (error, unsent) in sorted(failed.items()):
-        ui.line(f"  {path}: {error}; {unsent} local change(s) not sent", "bold red")
+    for path, why in sorted(failed.items()):
+        ui.line(f"  {path}: {why}", "bold red")
     return True
 
 
-def _failed(ws: Workspace) -> dict[str, tuple[str, int]]:
-    """Documents the server refused for good (e.g. an update over its size limit):
-    their error and how many local changes they still hold."""
-    return {
-        path: (entry.link.error, len(entry.outbox) + entry.unrecorded_local)
-        for path, entry in ws.device.entries.items()
-        if entry.link.error is not None
-    }
+def _failed(ws: Workspace) -> dict[str, str]:
+    """Files the server refused for good, and why: documents (e.g. an update over its
+    size limit; with how many local changes they still hold), and local files whose
+    conflict with the server's version it would not record."""
+    failed = {path: why for path, (_, why) in ws.failed.items()}
+    for path, entry in ws.device.entries.items():
+        if entry.link.error is not None:
+            unsent = len(entry.outbox) + entry.unrecorded_local
+            failed[path] = f"{entry.link.error}; {unsent} local change(s) not sent"
+    return failed
 
 
 def _read_only_note(ws: Workspace, ui: _Ui) -> None:

@@ -21,7 +21,9 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   offline) is checked against the server first: same text → adopted; the server has no
   such document (or a deleted one) → created; different text → the server's version
   stays, the local text is recorded as a conflict (``POST .../conflicts``) and kept in
-  ``.weft/conflicts/``, and the file gets the server's text.
+  ``.weft/conflicts/`` (one copy per text, however many tries the report takes), and
+  the file gets the server's text. A report the server refuses for good (a 4xx, or 5
+  server errors in a row) fails that file: it stays as it is, unsynced (``failed``).
 - ``.git/``, ``.weft/`` and ``.weftignore`` patterns are ignored; binary, undecodable,
   oversized files and symlinks are skipped with one warning each.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import unicodedata
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -52,6 +55,11 @@ log = logging.getLogger("weft.workspace")
 WATCH_DEBOUNCE_MS = 50
 RESCAN_SECONDS = 10.0
 OPEN_CONCURRENCY = 32
+# A conflict report the server answered with an error this many times in a row fails
+# its file; these 4xx statuses are retried like server errors (404: the document went
+# away meanwhile, and the next try creates it from the file).
+REPORT_SERVER_ERRORS = 5
+RETRIED_STATUSES = frozenset({404, 408, 425, 429})
 
 
 class Workspace(Listener):
@@ -92,6 +100,9 @@ class Workspace(Listener):
         self.tracked: set[str] = set()
         self.creating: set[str] = set()  # local files waiting for the server's version
         self.conflicts: list[dict[str, Any]] = []
+        # Files the server would not record a conflict for: (their text, why).
+        self.failed: dict[str, tuple[str, str]] = {}
+        self._report_errors: dict[str, int] = {}  # server errors in a row, per file
         self._writes: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -434,12 +445,18 @@ class Workspace(Listener):
                 "the local file is kept and not synced",
             )
             return True
-        backup = self.folder.backup(path, text)
+        if self.failed.get(path, (None,))[0] == text:
+            return True  # the server would not record it: not tried again for this text
+        backup = self._backup(path, text)
         try:
             record = await device.api.report_conflict(path, text, device.device_id)
-        except (ApiError, OSError, TimeoutError) as exc:
+        except ApiError as exc:
+            return self._report_refused(path, text, backup, exc)
+        except (OSError, TimeoutError) as exc:
             self.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
             return False
+        self._report_errors.pop(path, None)
+        self.failed.pop(path, None)
         self.creating.discard(path)
         self.conflicts.append(record)
         self.tracked.add(path)
@@ -448,7 +465,7 @@ class Workspace(Listener):
         # about to hold the server's.
         later = self.folder.read(path)
         if isinstance(later, str) and later not in (text, server_text):
-            backup = self.folder.backup(path, later)
+            backup = self._backup(path, later)
         self.folder.write(path, server_text)
         self._remember(path, server_text)
         cid = str(record.get("id", ""))
@@ -462,6 +479,41 @@ class Workspace(Listener):
             )
         )
         return True
+
+    def _report_refused(self, path: str, text: str, backup: Path, exc: ApiError) -> bool:
+        """The server answered a conflict report with an error: False to try again
+        later; True once retrying will not help (a 4xx other than 404, 408, 425 and 429,
+        or ``REPORT_SERVER_ERRORS`` server errors in a row), when the file fails: it is
+        left as it is, unsynced (``failed``), and not reported again with this text."""
+        errors = self._report_errors[path] = self._report_errors.get(path, 0) + 1
+        client_error = 400 <= exc.status < 500 and exc.status not in RETRIED_STATUSES
+        if not client_error and errors < REPORT_SERVER_ERRORS:
+            self.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
+            return False
+        self._report_errors.pop(path, None)
+        tries = "" if client_error else f" ({errors} tries)"
+        message = (
+            f"the server could not record its conflict with the server's version{tries}: "
+            f"{exc}; the local file is left as it is, not synced (a copy is in {backup})"
+        )
+        self.failed[path] = (text, message)
+        self.creating.discard(path)
+        self.emit(Event("error", f"{path}: {message}", path))
+        return True
+
+    def _backup(self, path: str, text: str) -> Path:
+        """The copy of ``text`` kept for a conflict of ``path``: one made already (by
+        an earlier try of the same report, or an earlier run), else a new one."""
+        first = self.state_dir / "conflicts" / path
+        copies = re.compile(re.escape(first.name) + r"\.\d{8}T\d{6}(\.\d+)?")
+        with contextlib.suppress(OSError):
+            for copy in sorted(first.parent.iterdir()):
+                if not copies.fullmatch(copy.name) or not copy.is_file():
+                    continue
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if copy.read_text(encoding="utf-8") == text:
+                        return copy
+        return self.folder.backup(path, text)
 
     # --- events ---------------------------------------------------------------------------
 

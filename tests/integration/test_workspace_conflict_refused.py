@@ -1,0 +1,103 @@
+"""A conflict report the server will not take: tried a few times, one backup of the
+text however many tries, then the file fails (left as it is, unsynced) and ``weft sync
+--once`` exits 1 naming it. Found in a walkthrough: a report the server could not
+store was retried every second for ever, with a new backup on every try (596 copies,
+77 MB in 10 minutes)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from client import sync_cli
+from client.workspace import REPORT_SERVER_ERRORS, Workspace
+from crdt import branches
+from crdt.errors import ProtocolError, TransactionTooLarge, WeftError
+from server.app import create_app
+from server.config import Settings
+from server.testing import serve_in_process
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.mark.parametrize(
+    ("error", "tries"),
+    [
+        (TransactionTooLarge("value of 125852 bytes is over the 100000-byte limit"), 5),
+        (ProtocolError("refused"), 1),  # a 400: retrying will not help
+    ],
+)
+async def test_a_report_the_server_keeps_refusing_fails_the_file_with_one_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: WeftError, tries: int
+) -> None:
+    assert REPORT_SERVER_ERRORS == 5
+    calls = 0
+
+    async def refusing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        raise error
+
+    monkeypatch.setattr(branches, "save_report", refusing)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "plan.txt").write_text("the server's plan\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+        (b / "plan.txt").write_text("my own plan\n")
+        out = io.StringIO()
+        ui = sync_cli._Ui(Console(file=out, width=400), quiet=False, verbose=False)
+        async with Workspace(
+            b, server.ws_url, "acme", "p", on_event=ui.event, poll_seconds=0.1
+        ) as second:
+            code = await asyncio.wait_for(sync_cli._once(second, ui, 60, asyncio.Event()), 60)
+            assert set(second.failed) == {"plan.txt"}, out.getvalue()
+    printed = out.getvalue()
+    assert code == 1, printed
+    assert calls == tries
+    assert (b / "plan.txt").read_text() == "my own plan\n"  # left as it is
+    backups = list((b / ".weft" / "conflicts").iterdir())
+    assert [p.read_text() for p in backups] == ["my own plan\n"]
+    assert "plan.txt: the server could not record its conflict" in printed
+    assert "1 file(s) NOT in sync" in printed and str(backups[0]) in printed
+
+
+async def test_a_report_retried_after_a_server_error_keeps_one_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_report = branches.save_report
+    calls = 0
+
+    async def failing_twice(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise TransactionTooLarge("not yet")
+        return await save_report(*args, **kwargs)
+
+    monkeypatch.setattr(branches, "save_report", failing_twice)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "plan.txt").write_text("the server's plan\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+        (b / "plan.txt").write_text("my own plan\n")
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
+            await second.sync(30)
+            assert len(second.conflicts) == 1
+    assert calls == 3
+    assert (b / "plan.txt").read_text() == "the server's plan\n"
+    backups = sorted((b / ".weft" / "conflicts").iterdir())
+    assert [p.read_text() for p in backups] == ["my own plan\n"]
+    assert not second.failed
