@@ -122,16 +122,28 @@ class Workspace(Listener):
         self.folder.tmp_dir.mkdir(parents=True, exist_ok=True)
         await self.device.start()
         self.disk = {p: s.shadow for p, s in self.device.files.items()}
-        self.tracked = set(self.device.files) | set(await self.device.known_paths())
+        # Documents with local history but no file state (a run cut short between the
+        # two, or a conflict report the server refused): what is on disk was never
+        # compared with the server's. Taken in as local edits, it went over the server's
+        # version (kept only in history). Tracked only if the file is absent or is what
+        # the local history holds; else it is decided like a new local file (_decide).
+        unsure = set(await self.device.known_paths()) - set(self.device.files)
+        self.tracked = set(self.device.files)
         slots = asyncio.Semaphore(OPEN_CONCURRENCY)
 
         async def reopen(path: str) -> None:
             async with slots:
-                await self.device.open(path)
+                entry = await self.device.open(path)
+                if path in unsure:  # (compared before any server update can arrive)
+                    on_disk = self.folder.read(path)
+                    if on_disk is None or on_disk == str(entry.text):
+                        self.tracked.add(path)
+                        if on_disk is not None:
+                            self.disk[path] = on_disk
             self._schedule_write(path)
 
         await asyncio.gather(
-            *(reopen(p) for p in sorted(self.tracked) if not self.folder.ignore(p))
+            *(reopen(p) for p in sorted(self.tracked | unsure) if not self.folder.ignore(p))
         )
         for path in self.folder.scan():
             if path not in self.tracked:

@@ -101,3 +101,41 @@ async def test_a_report_retried_after_a_server_error_keeps_one_backup(
     backups = sorted((b / ".weft" / "conflicts").iterdir())
     assert [p.read_text() for p in backups] == ["my own plan\n"]
     assert not second.failed
+
+
+async def test_the_next_run_after_a_refused_report_does_not_push_the_file_over_the_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed run opened the document (local history) but saved no file state; the
+    next run took the local file in as an edit over the server's version, which then
+    lived only in history (found by the helper who wrote the tests above). It is now
+    decided again, as a new local file: the report is made once the server takes it."""
+    save_report = branches.save_report
+    refuse = True
+
+    async def refusing_at_first(*args: Any, **kwargs: Any) -> Any:
+        if refuse:
+            raise ProtocolError("refused")
+        return await save_report(*args, **kwargs)
+
+    monkeypatch.setattr(branches, "save_report", refusing_at_first)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "plan.txt").write_text("the server's plan\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+        (b / "plan.txt").write_text("my own plan\n")
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
+            await second.sync(30)
+            assert set(second.failed) == {"plan.txt"}
+        refuse = False
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as third:
+            await third.sync(30)
+            assert len(third.conflicts) == 1 and not third.failed
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+    assert (a / "plan.txt").read_text() == "the server's plan\n"
+    assert (b / "plan.txt").read_text() == "the server's plan\n"
