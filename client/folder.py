@@ -271,7 +271,10 @@ class Folder:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             return self.warn(path, f"skipping {path}: not valid UTF-8 text")
-        self._warned.pop(path, None)
+        said = self._warned.get(path)
+        if said:  # readable again: a skip may be said again later (not other warnings,
+            # e.g. "cannot record a conflict yet", said once however many tries)
+            said.difference_update([m for m in said if m.startswith("skipping ")])
         return text
 
     def unchanged(self, path: str) -> bool:

@@ -165,3 +165,22 @@ def test_a_file_read_as_gone_is_written_if_unchanged(tmp_path: Path) -> None:
     assert f.read("a.txt") is None
     f.write("a.txt", "back\n", if_unchanged=True)
     assert (tmp_path / "a.txt").read_text() == "back\n"
+
+
+def test_a_warning_is_said_once_and_a_skip_again_once_the_file_was_readable(
+    tmp_path: Path,
+) -> None:
+    f, warnings = folder(tmp_path)
+    (tmp_path / "a.txt").write_bytes(b"\0binary")
+    f.read("a.txt")
+    f.warn("a.txt", "a.txt: cannot record a conflict yet (500); will retry")
+    (tmp_path / "a.txt").write_text("text\n")
+    assert f.read("a.txt") == "text\n"
+    f.warn("a.txt", "a.txt: cannot record a conflict yet (500); will retry")  # said before
+    (tmp_path / "a.txt").write_bytes(b"\0binary again")
+    f.read("a.txt")  # a skip after the file was readable: said again
+    assert warnings == [
+        "skipping a.txt: binary file",
+        "a.txt: cannot record a conflict yet (500); will retry",
+        "skipping a.txt: binary file",
+    ]
