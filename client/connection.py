@@ -179,6 +179,8 @@ class DocLink:
             self._wake.set()
         if self.settling is not None:
             self.settling.cancel()
+            self.settling = None
+        if self.entry.base_due():  # (also a mark an earlier, failed read left)
             self._settle()
 
     def _maybe_confirm(self) -> float | None:

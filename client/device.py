@@ -34,7 +34,7 @@ import aiohttp
 from pycrdt import Doc, TransactionEvent
 
 from client.backoff import Backoff
-from client.entry import DocEntry
+from client.entry import MAX_BASE_ROUNDS, DocEntry
 from client.events import DeviceFailed, Event, Listener
 from client.outbox import Outbox, Pending
 from client.recorder import LOCAL, Recorder
@@ -511,7 +511,12 @@ class Device:
                 and not entry.link.probes
                 and not entry.waiting
             ):
-                entry.settled()
+                # Nothing to learn from this read (not connected, no head, the read
+                # failed): a sync stops waiting, but the mark stays, so a later read
+                # still moves the base (clearing it left the base stale; found in a
+                # review).
+                entry.base_rounds = MAX_BASE_ROUNDS
+                self.changed()
 
     # --- waiting --------------------------------------------------------------------------
 

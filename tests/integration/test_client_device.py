@@ -292,7 +292,9 @@ async def test_a_failing_heads_read_does_not_hold_up_sync(
     server: ServerProcess, tmp_path: Path, poll: float | None
 ) -> None:
     """The document list answers 500: the device says so, and its sync completes
-    without a base (there is none to learn now) instead of waiting for good."""
+    without a base (there is none to learn now) instead of waiting for good; the base
+    is still wanted, so once the list answers again a sync learns it (the mark was
+    cleared, leaving the base stale; found in a review)."""
     project = f"heads-fail-{poll}"
     events = Events()
     a = make(tmp_path, server, "a", project)
@@ -303,12 +305,16 @@ async def test_a_failing_heads_read_does_not_hold_up_sync(
         async def failing() -> dict[str, Any]:
             raise ApiError(500, "internal", "internal error: boom")
 
+        heads = b.api.heads
         b.api.heads = failing  # type: ignore[method-assign]
         entry = await b.open("f.txt")
         await b.sync(10)
         assert str(entry.text) == "one\n"
-        assert entry.base is None and not entry.base_wanted
+        assert entry.base is None and entry.base_wanted and not entry.base_awaited()
         assert any("document list failed" in e.message for e in events.seen)
+        b.api.heads = heads  # type: ignore[method-assign]
+        await b.sync(10)
+        assert entry.base == a.entries["f.txt"].base and not entry.base_wanted
 
 
 @pytest.mark.parametrize("poll", [3600.0, None])
