@@ -19,9 +19,11 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=2``):
    everything up to the head it read before asking is here, which moves ``base``. Server
    updates the base may not cover (a live ``SyncUpdate``; an answer, which can reach past
    the head its probe proves; the server's state with no head known) have the device
-   read the heads once the link has been quiet for ``CONFIRM_DELAY`` (at once while it
-   syncs), and a probe for the head read follows: the base never lags long behind what
-   the device has seen (see ``DocEntry.received``).
+   read the heads (at its next poll; without a frequent poller once the link has been
+   quiet for ``CONFIRM_DELAY``; at once while it syncs), and a probe for the head read
+   follows: the base never lags long behind what the device has seen (see
+   ``DocEntry.received``). An answer that holds only deletions the document has is no
+   such update.
 
 When the connection fails the link reports it and waits until the device is online
 again (the device probes the server with exponential backoff and jitter); errors that
@@ -173,7 +175,7 @@ class DocLink:
 
     def hurry(self) -> None:
         """The device syncs: send a pending confirming probe, or read the heads for a
-        lagging base, now (and give the base ``MAX_BASE_ROUNDS`` more probes)."""
+        lagging base, now (and give the base ``MAX_BASE_ROUNDS`` more heads reads)."""
         self.entry.base_rounds = 0
         if self.confirm is not None:
             self._wake.set()

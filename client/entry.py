@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 CONTENT = "content"
 META = "weft"
-MAX_BASE_ROUNDS = 3  # probes a sync waits for to prove a base others keep moving
+MAX_BASE_ROUNDS = 3  # heads reads a sync waits for to prove a base others keep moving
 
 
 class DocEntry:
@@ -48,7 +48,7 @@ class DocEntry:
         # answer that can reach past the head its probe proves): a heads read started
         # after the last of them (the device had started base_wanted_at reads then),
         # and a probe for its head, prove them. A sync waits for that, for at most
-        # MAX_BASE_ROUNDS probes (see base_awaited).
+        # MAX_BASE_ROUNDS heads reads (see base_awaited).
         self.base_wanted = False
         self.base_wanted_at = 0
         self.base_rounds = 0
@@ -100,7 +100,7 @@ class DocEntry:
 
     def base_awaited(self) -> bool:
         """A sync waits for the base to catch up (see base_due), but for no more than
-        MAX_BASE_ROUNDS probes: a document others keep editing may stay ahead of every
+        MAX_BASE_ROUNDS heads reads: a document others keep editing may stay ahead of every
         heads read."""
         return self.base_due() and self.base_rounds < MAX_BASE_ROUNDS
 
