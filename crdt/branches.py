@@ -45,10 +45,6 @@ def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
     return read_doc(doc)
 
 
-def _text(state: bytes, records: Iterable[Record]) -> str:
-    return _read(state, records)[0]
-
-
 async def _emptied(
     history: History, doc: DocRef, base_state: bytes, base_text: str, side: list[Record]
 ) -> bool:
@@ -146,7 +142,7 @@ async def detect_branch(
         ours=_side([r for r in ours if r.versionstamp not in shared] or ours),
         theirs=_side(theirs),
         regions=regions,
-        merged_text=_text(base_state, since),
+        merged_text=_read(base_state, since)[0],
         created_ms=now_ms(),
         deleted=deleted,
         emptied=bool(deleted)
