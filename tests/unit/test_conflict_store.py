@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from fdb_double import use_fdb_double
 from pycrdt import Doc, Map, Text
 
 from crdt import branches, conflict_store, keys
@@ -18,6 +19,7 @@ from crdt import history as history_module
 from crdt.conflicts import ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError, StoreError
 from crdt.history import Append, Appended, DocRef, History
+from crdt.kv import Engine, open_engine
 from crdt.kv.base import MAX_TRANSACTION, MAX_VALUE, Transaction
 from crdt.kv.sqlite import SQLiteEngine
 from crdt.versionstamp import Versionstamp
@@ -43,9 +45,20 @@ def record_of(cid: str, path: str, text: str, *, created_ms: int = 1) -> Conflic
     )
 
 
-@pytest.fixture
-async def history(tmp_path: Path) -> AsyncIterator[History]:
-    async with SQLiteEngine(tmp_path / "weft.db") as kv:
+@pytest.fixture(params=["sqlite", "fdb-double"])
+async def history(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[History]:
+    """On SQLite, and on the FoundationDB engine over the in-memory FDB test double
+    (``tests/contract/fdb_double.py``: FDB's value, key and transaction size limits,
+    not FDB itself), the engine whose limits chunked records are for."""
+    if request.param == "sqlite":
+        engine: Engine = SQLiteEngine(tmp_path / "weft.db")
+    else:
+        double = use_fdb_double(monkeypatch)
+        request.addfinalizer(double.stop)
+        engine = open_engine(f"fdb://{tmp_path / 'double.cluster'}")
+    async with engine as kv:
         h = History(kv)
         await h.init()
         yield h
