@@ -1,6 +1,6 @@
 """One document's link to the server: a WebSocket room, kept up while it is wanted.
 
-Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=2``):
+Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=3``):
 
 1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
    ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked. Our
@@ -12,6 +12,8 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=2``):
    ``Base(ZERO)`` ends the branch, and the server checks it for conflicts (a server
    of extension version 2 answers ``Checked``: the conflict recorded, if any, which the
    device reports; a sync waits for it);
+   a server of extension version 3 also sends ``Conflict`` when an update sent online
+   was recorded as a conflict (an edit of a document deleted elsewhere meanwhile);
 3. every ``Ack`` moves the outbox cursor (and, once nothing else waits, asks for a probe
    of its versionstamp, see 4); ``Refused`` with 4403 means a read-only token: the
    device keeps its edits and stops sending;
@@ -49,6 +51,7 @@ from crdt.codec import (
     AuthDenied,
     Base,
     Checked,
+    Conflict,
     Hello,
     Message,
     Refused,
@@ -463,6 +466,11 @@ class DocLink:
                 elif summary:
                     device.warn(entry.path, f"{entry.path}: {summary}")
                 device.changed()
+            case Conflict(conflict=cid, summary=summary):
+                # An edit sent online met a deletion made meanwhile elsewhere: said as
+                # an offline branch's conflict is, but it answers no Base (no verdict
+                # was awaited for it).
+                device.branch_conflict(entry, cid.hex(), summary)
             case _:
                 pass  # awareness is for editors; a sync device has no cursor to show
         return False

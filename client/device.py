@@ -384,7 +384,8 @@ class Device:
         self.changed()
 
     def branch_conflict(self, entry: DocEntry, cid: str, summary: str) -> None:
-        """The server recorded a conflict for an offline branch of ``entry``."""
+        """The server recorded a conflict for ``entry``: for an offline branch of it
+        (``Checked``), or for an edit sent online that met a deletion (``Conflict``)."""
         path = entry.path
         self.emit(
             Event(

@@ -13,7 +13,7 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
 - A deleted file sets ``weft.deleted`` to True in its document and leaves its text (an
   edit made elsewhere meanwhile merges into that text, and a server with
   ``WEFT_BRING_BACK_EDITED`` can bring the document back whole when it judges such an
-  edit, see :mod:`crdt.branches`); a file
+  edit, see :mod:`crdt.branches` and :mod:`crdt.editdelete`); a file
   that appears where a document was deleted sets it back to False and edits the text
   into the file's (the project's deletion convention; documents deleted by earlier
   versions were emptied too). A rename is a delete and a create.
@@ -530,7 +530,7 @@ class Workspace(Listener):
     # --- events ---------------------------------------------------------------------------
 
     def event(self, event: Event) -> None:
-        if event.kind == "conflict":  # an offline branch's, recorded by the server
+        if event.kind == "conflict":  # recorded by the server (a branch's, an online edit's)
             self.conflicts.append({"path": event.path, **event.data})
         self.emit(event)
 

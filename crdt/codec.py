@@ -17,6 +17,8 @@ of UTF-8)::
     ack(h, vs)      := varUint(100) • varUint(1) • varByteArray(h: 16) • varByteArray(vs: 12)
     base(vs)        := varUint(100) • varUint(2) • varByteArray(vs: 12)
     refused(h,c,r)  := varUint(100) • varUint(3) • varByteArray(h: 16) • varUint(c) • varString(r)
+    checked(vs, s)  := varUint(100) • varUint(4) • varByteArray(vs: 12) • varString(s)
+    conflict(id, s) := varUint(100) • varUint(5) • varByteArray(id: 12) • varString(s)
 
 Decoding is bounds-checked: any malformed or oversized frame raises ``ProtocolError`` with
 the WebSocket close code to use, and a length prefix is checked against the bytes left
@@ -51,9 +53,11 @@ WEFT_ACK: Final = 1
 WEFT_BASE: Final = 2
 WEFT_REFUSED: Final = 3
 WEFT_CHECKED: Final = 4
-WEFT_EXTENSION_VERSION: Final = 2
+WEFT_CONFLICT: Final = 5
+WEFT_EXTENSION_VERSION: Final = 3
 """The weft extension version this code speaks (``Hello``, ``?weft=``): 2 added
-``Checked``, sent only to clients that connected with ``?weft=2`` or later."""
+``Checked``, sent only to clients that connected with ``?weft=2`` or later; 3 added
+``Conflict``, only for ``?weft=3`` or later."""
 
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_UNSUPPORTED_DATA: Final = 1003
@@ -280,6 +284,17 @@ class Checked:
     summary: str
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Server → client (extension version 3): an update this connection sent online was
+    recorded as a conflict (an edit of a document another device deleted meanwhile).
+    Unlike ``Checked`` it answers no ``Base``: it comes on its own, once per record.
+    ``conflict``: the record's id; ``summary``: one line for a person."""
+
+    conflict: Versionstamp
+    summary: str
+
+
 Message: TypeAlias = (
     SyncStep1
     | SyncStep2
@@ -292,6 +307,7 @@ Message: TypeAlias = (
     | Base
     | Refused
     | Checked
+    | Conflict
 )
 
 
@@ -348,6 +364,10 @@ def encode(msg: Message) -> bytes:
             write_var_string(out, reason)
         case Checked(conflict=vs, summary=summary):
             _header(out, MSG_WEFT, WEFT_CHECKED)
+            write_var_bytes(out, vs.raw)
+            write_var_string(out, summary)
+        case Conflict(conflict=vs, summary=summary):
+            _header(out, MSG_WEFT, WEFT_CONFLICT)
             write_var_bytes(out, vs.raw)
             write_var_string(out, summary)
         case _:
@@ -459,7 +479,7 @@ def _read_sync(dec: Decoder) -> SyncStep1 | SyncStep2 | SyncUpdate:
     return _SYNC_TYPES[sub](dec.read_var_bytes())
 
 
-def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked:
+def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked | Conflict:
     sub = dec.read_var_uint()
     if sub == WEFT_HELLO:
         return Hello(dec.read_var_uint())
@@ -474,6 +494,9 @@ def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked:
     if sub == WEFT_CHECKED:
         vs = Versionstamp(_read_fixed(dec, versionstamp.LEN, "versionstamp"))
         return Checked(vs, dec.read_var_string())
+    if sub == WEFT_CONFLICT:
+        vs = Versionstamp(_read_fixed(dec, versionstamp.LEN, "conflict id"))
+        return Conflict(vs, dec.read_var_string())
     _fail(f"unknown weft message {sub}", CLOSE_UNSUPPORTED_DATA)
 
 

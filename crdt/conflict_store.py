@@ -154,6 +154,25 @@ async def save_report(
     raise ProtocolError(f"this conflict was reported and resolved {REPORT_TRIES} times")
 
 
+async def save_once(
+    history: History, doc: DocRef, record: ConflictRecord, seed: Sequence[str]
+) -> tuple[ConflictRecord, bool]:
+    """Store ``record`` under the id derived from ``seed`` unless a record has that id
+    already, resolved or not; the stored record and whether it is this one (new). For
+    a conflict that is one record however often it is seen again: an edit of a deleted
+    document, one per deletion and device, however many updates the device sends."""
+    cid = conflict_id(seed)
+    where = _Where(doc.tenant_prefix, doc.project, Versionstamp.from_hex(cid))
+    mine = dataclasses.replace(record, id=cid)
+    stored = await _put(history, where, mine)
+    return stored, stored is mine
+
+
+def conflict_id(seed: Sequence[str]) -> str:
+    """The id :func:`save_once` stores a record of ``seed`` under."""
+    return blake3(msgpack.packb(list(seed))).hexdigest()[:24]
+
+
 async def list_conflicts(
     history: History,
     tenant: str,
@@ -234,4 +253,12 @@ async def resolve(
     return await history.kv.read(lambda tr: _load(tr, where, raw))
 
 
-__all__ = ["get_conflict", "list_conflicts", "resolve", "save", "save_report"]
+__all__ = [
+    "conflict_id",
+    "get_conflict",
+    "list_conflicts",
+    "resolve",
+    "save",
+    "save_once",
+    "save_report",
+]

@@ -189,6 +189,14 @@ class ItemOrder:
             item.deleted = True
             pos = item.clock + item.length
 
+    def entries(self, root: str, key: str) -> Iterator[Item]:
+        """The items of root map ``root`` under ``key`` that are not deleted: the key's
+        current value (one item, as Yjs deletes every entry an entry replaced)."""
+        for items in self._items.values():
+            for item in items:
+                if item.parent == root and item.sub == key and not item.deleted:
+                    yield item
+
     def text_runs(self, root: str) -> Iterator[tuple[int, int, str]]:
         """``(client, clock, text)`` of the visible strings of the root type ``root``."""
         item = self._starts.get(root)

@@ -28,6 +28,7 @@ from server.appkeys import (
     HISTORY,
     METRICS,
     ON_BRANCH,
+    ON_EDIT_DELETED,
     QUOTAS,
     ROOMS,
     SETTINGS,
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[ROOMS].release_hooks.append(app[WRITER].forget_checks)
     app[ROOMS].load_hooks.append(app[WRITER].note_loaded)
     app[CONNECTIONS] = Connections()
-    app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detector
+    app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detectors
+    app[ON_EDIT_DELETED] = None
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(drain)
     app.router.add_get("/healthz", healthz)

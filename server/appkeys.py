@@ -9,6 +9,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from crdt.conflicts import ConflictRecord
+    from crdt.editdelete import Editor
     from crdt.history import Appended, DocRef, History
     from crdt.versionstamp import Versionstamp
     from server.auth import Authenticator, Principal
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
     and the device (its ``?device=``, if it gave one). Returns the conflict record the
     branch made, if any (said to a client of extension version 2, ``Checked``)."""
 
+    EditDeletedHook: TypeAlias = Callable[
+        [DocRef, Versionstamp, Editor], Awaitable[ConflictRecord | None]
+    ]
+    """Called once an update sent online (outside an offline branch) changed the text of
+    a document flagged deleted: the doc, the update's versionstamp and who sent it.
+    Returns the conflict record it made, if it made one now (said to a client of
+    extension version 3, ``Conflict``); None when the author saw the deletion or the
+    record was made already."""
+
 HISTORY: web.AppKey[History] = web.AppKey("weft.history")
 AUTH: web.AppKey[Authenticator] = web.AppKey("weft.auth")
 SETTINGS: web.AppKey[Settings] = web.AppKey("weft.settings")
@@ -37,3 +47,4 @@ WRITER: web.AppKey[Writer] = web.AppKey("weft.writer")
 ROOMS: web.AppKey[Rooms] = web.AppKey("weft.rooms")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("weft.connections")
 ON_BRANCH: web.AppKey[BranchHook | None] = web.AppKey("weft.on_branch")
+ON_EDIT_DELETED: web.AppKey[EditDeletedHook | None] = web.AppKey("weft.on_edit_deleted")

@@ -3,6 +3,10 @@
 - The ``on_branch`` hook: when a weft client's offline branch (``Base(vs)`` and the
   updates after it) is committed, :func:`crdt.branches.detect_branch` compares what the
   branch changed with what others committed since its base; an overlap is stored.
+- The ``on_edit_deleted`` hook: when an update sent online changed the text of a
+  document flagged deleted, :func:`crdt.editdelete.judge` decides whether its author
+  had seen the deletion; if not, an edit/delete record is stored, one per deletion and
+  device.
 - ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved]``:
   ``{"tenant", "project", "conflicts": [record, ...]}``, oldest first.
 - ``GET /api/v1/{tenant}/{project}/conflicts/{id}``: ``{"conflict": record}``.
@@ -28,14 +32,15 @@ from typing import Any
 from aiohttp import web
 from pycrdt import Text
 
-from crdt import branches
+from crdt import branches, editdelete
+from crdt.conflict_store import conflict_id, save_once
 from crdt.conflicts import ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
 from crdt.history import Append, Appended, DocRef, History, now_ms
 from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 from server.api import _names
-from server.appkeys import HISTORY, ON_BRANCH, SETTINGS, WRITER
+from server.appkeys import HISTORY, ON_BRANCH, ON_EDIT_DELETED, SETTINGS, WRITER
 from server.auth import Principal, require
 from server.logsafe import printable
 
@@ -84,6 +89,47 @@ def on_branch(app: web.Application) -> Any:
             printable(principal.user),
         )
         return record
+
+    return hook
+
+
+def on_edit_deleted(app: web.Application) -> Any:
+    """The hook the WebSocket handler calls once an update sent online changed the text
+    of a document flagged deleted (see :mod:`crdt.editdelete`). The record, when one is
+    made now; the document is brought back as for an offline branch's record when
+    ``WEFT_BRING_BACK_EDITED`` is on."""
+
+    async def hook(
+        doc: DocRef, edit: Versionstamp, editor: editdelete.Editor
+    ) -> ConflictRecord | None:
+        history: History = app[HISTORY]
+        judged = await editdelete.judge(history, doc, edit, editor)
+        if judged is None:
+            return None
+        record, seed = judged
+        try:  # recorded already (by another connection of the device, another instance)
+            await branches.get_conflict(history, doc.tenant, doc.project, conflict_id(seed))
+            return None
+        except NotFound:
+            pass
+        if app[SETTINGS].bring_back_edited:
+            try:
+                record.restored = await _bring_back(app, doc, record)
+            except Exception:  # the record is saved all the same
+                log.error("bringing %s back failed", printable(doc.path), exc_info=True)
+        stored, new = await save_once(history, doc, record, seed)
+        if not new:
+            return None
+        log.info(
+            "conflict %s on %s/%s/%s: %s; edit by %s",
+            stored.id,
+            doc.tenant,
+            doc.project,
+            printable(doc.path),
+            stored.summary(),
+            printable(editor.user),
+        )
+        return stored
 
     return hook
 
@@ -207,6 +253,7 @@ async def resolve_conflict(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     """Install the branch hook and the conflict routes."""
     app[ON_BRANCH] = on_branch(app)
+    app[ON_EDIT_DELETED] = on_edit_deleted(app)
     base = "/api/v1/{tenant}/{project}/conflicts"
     app.router.add_get(base, list_conflicts)
     app.router.add_post(base, create_conflict)

@@ -24,6 +24,13 @@ reads the tail as above.
 
 Joiners with an empty state vector share one encoding of the whole document.
 
+A room knows whether its document is flagged deleted (``weft.deleted``) without reading
+anything per update: an observer on the ``weft`` map notes that an update changed it,
+and only then is the flag read. While the flag is set, an observer on the text notes
+that an update changed it too: :meth:`Room.apply_local` then says so, and the update is
+judged as an edit of a deleted document (:mod:`crdt.editdelete`). For every other
+document an update costs one list lookup more.
+
 Awareness is relayed to the room's peers and, through :mod:`server.awareness`, to the
 other instances' rooms of the same document (never stored in the history).
 """
@@ -38,13 +45,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, Map, Text, merge_updates
 
 from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
 from crdt.records import holds_pending, pending_updates
+from crdt.versions import CONTENT, DELETED, META
 from crdt.versionstamp import Versionstamp
 from server import memory
 from server.awareness import ClusterAwareness
@@ -107,6 +115,29 @@ class Room:
         self.watcher: asyncio.Task[None] | None = None
         self.catching_up = asyncio.Lock()  # one log-tail reader at a time moves the cursor
         self._full_frame: bytes | None = None
+        # Whether the document is flagged deleted, and how many times an update set the
+        # flag while the room was loaded (each is a deletion to judge edits against).
+        self.deleted = False
+        self.deletions = 0
+        # Set by the observers: [the weft map changed, the text changed while deleted].
+        # The callbacks hold only this list (not the room: the document, which keeps
+        # them, would keep the room alive in a cycle the collector cannot see).
+        touched = self._touched = [False, False]
+        self._meta: Map[Any] | None = None
+        self._text: Text | None = None
+        self._text_watch: Any = None
+        try:
+            self._meta = doc.get(META, type=Map)
+            self._text = doc.get(CONTENT, type=Text)
+            self._meta_watch = self._meta.integrated.observe(
+                lambda _event, t=touched: t.__setitem__(0, True)
+            )
+        except Exception:  # a root of another type: such a document is never judged
+            log.warning("%s: no deletion check (roots of other types)", printable(ref.path))
+            self._meta = None
+        else:
+            touched[0] = True
+            self._took()
 
     # --- what sessions read (RoomView) -----------------------------------------------
 
@@ -175,17 +206,19 @@ class Room:
 
     def apply_local(
         self, update: bytes, appended: Appended, sender: int, frame: bytes | None = None
-    ) -> None:
+    ) -> bool:
         """A peer's update is durable: apply it and send its exact bytes to the others
         (``frame``: the update frame as the peer sent it, when it is already the one to
-        send, see ``codec.read_update_frame``; else it is encoded here)."""
+        send, see ``codec.read_update_frame``; else it is encoded here). True when it
+        changed the text of the document while the document is (still) flagged deleted."""
         if appended.duplicate and not pending_updates(self.doc, [update]):
-            return  # in the log and in the room: peers had it when it was first committed
+            return False  # in the log and in the room: peers had it when first committed
         # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
-        self._apply(update)
+        edited = self._apply(update)
         self.broadcast(frame or codec.encode(SyncUpdate(update)), exclude=sender)
+        return edited
 
     def skip_own(self, head: Head) -> bool:
         """Move the cursor to ``head`` if every update up to it is known to the room (its
@@ -224,9 +257,14 @@ class Room:
             count += 1
         return count
 
-    def _apply(self, update: bytes) -> None:
-        # UnusableUpdate (a ValueError) on a poisonous update
-        vector = ydoc.apply_with_state(self.doc, update)
+    def _apply(self, update: bytes) -> bool:
+        """Apply ``update``; True when it changed the text of a document flagged deleted
+        (and left the flag set). UnusableUpdate (a ValueError) on a poisonous update."""
+        touched = self._touched
+        try:
+            vector = ydoc.apply_with_state(self.doc, update)
+        finally:
+            edited = self._took() if touched[0] or touched[1] else False
         self.size += len(update)
         self._full_frame = None
         # An update that arrived before one it depends on: kept for joiners (see
@@ -236,6 +274,28 @@ class Room:
             self.pending.append(update)
             if len(self.pending) > PENDING_PRUNE:  # most may have integrated since
                 self.pending = pending_updates(self.doc, self.pending)
+        return edited
+
+    def _took(self) -> bool:
+        """What the observers noted during the last update: read the deletion flag again
+        if the ``weft`` map changed (and watch the text while it is set). True when the
+        text changed while the document is flagged deleted."""
+        touched = self._touched
+        meta_changed, text_changed = touched
+        touched[0] = touched[1] = False
+        if meta_changed and self._meta is not None and self._text is not None:
+            deleted = self._meta.get(DELETED) is True
+            if deleted:
+                self.deletions += 1  # a new deletion (or the same one, set again)
+                if self._text_watch is None:
+                    self._text_watch = self._text.integrated.observe(
+                        lambda _event, t=touched: t.__setitem__(1, True)
+                    )
+            elif self._text_watch is not None:
+                self._text_watch.drop()
+                self._text_watch = None
+            self.deleted = deleted
+        return self.deleted and text_changed
 
     def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
         """Record the awareness states (newer clocks win) and relay the exact bytes to every

@@ -34,6 +34,7 @@ from crdt.codec import (
     AwarenessEntry,
     Base,
     Checked,
+    Conflict,
     Hello,
     Message,
     QueryAwareness,
@@ -199,6 +200,9 @@ class Session:
         # stale removal must not let the room keep a state this count forgot).
         self._awareness_clocks: dict[int, int] = {}
         self._hello_sent = False
+        # The last state vector the client announced (its SyncStep1): what it held then,
+        # evidence that an edit made later saw a deletion (see crdt.editdelete).
+        self.announced: bytes | None = None
         self._branches: dict[int, _Branch] = {}
         self._branch: int | None = None
         self._next_branch = 0
@@ -247,6 +251,7 @@ class Session:
             return []
         match message:
             case SyncStep1(state_vector=sv):
+                self.announced = sv
                 return [self._sync_step2(sv)]
             case SyncStep2(update=update):
                 return self._update(update, now, answer=True)
@@ -267,9 +272,11 @@ class Session:
                 return [Send(Hello(WEFT_VERSION))]
             case Base(versionstamp=vs):
                 return self._base(vs)
-            case Ack() | Refused() | Checked():
+            case Ack() | Refused() | Checked() | Conflict():
                 return self._close(
-                    CLOSE_UNSUPPORTED, "ack/refused/checked are server messages", "protocol"
+                    CLOSE_UNSUPPORTED,
+                    "ack/refused/checked/conflict are server messages",
+                    "protocol",
                 )
         return []  # pragma: no cover  (every message type is matched above)
 

@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crdt import codec
-from crdt.codec import Checked
+from crdt.codec import Checked, Conflict
 from crdt.conflicts import ConflictRecord
+from crdt.editdelete import Editor
 from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
 from crdt.history import Append, Appended, DocRef
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
@@ -34,6 +35,7 @@ from server.appkeys import (
     HISTORY,
     METRICS,
     ON_BRANCH,
+    ON_EDIT_DELETED,
     QUOTAS,
     ROOMS,
     SETTINGS,
@@ -213,6 +215,9 @@ class _Link:
         # How the connection closes once the reader stops without a close (see _expire)
         self.end = (CLOSE_GOING_AWAY, "server shutting down")
         self.ref: DocRef | None = None
+        # The deletion this connection's edits were last judged against: (room, its
+        # deletion count). One judgment per deletion: later edits were made later still.
+        self.judged: tuple[int, int] | None = None
         self.extra = {
             "connection": self.conn.id,
             "tenant": tenant,
@@ -416,7 +421,11 @@ class _Link:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None
             room = self.rooms.get(self.ref) or self.room
-            room.apply_local(commit.update, appended, self.conn.id, commit.frame)
+            if (
+                room.apply_local(commit.update, appended, self.conn.id, commit.frame)
+                and commit.branch is None  # a branch is judged whole, when it ends
+            ):
+                self._edited_deleted(room, appended)
             self.metrics.fanout_latency.observe(time.monotonic() - commit.received)
             if session.weft or commit.branch is not None:  # else: nothing to acknowledge
                 self._act_now(session.committed(commit, appended))
@@ -449,6 +458,38 @@ class _Link:
         task.add_done_callback(_hook_done)
         task.add_done_callback(self._verdict_of)
 
+    def _edited_deleted(self, room: Room, appended: Appended) -> None:
+        """This connection's update changed the text of a document flagged deleted: have
+        it judged (the ``on_edit_deleted`` hook), once per deletion, and tell a client of
+        extension version 3 about a record made (``Conflict``)."""
+        key = (id(room), room.deletions)
+        hook = self.app[ON_EDIT_DELETED]
+        if hook is None or self.ref is None or self.judged == key or self.session is None:
+            return
+        self.judged = key
+        editor = Editor(
+            self.principal.user,
+            self.device or str(self.conn.id),
+            self.device,
+            self.session.announced,
+        )
+        task = asyncio.ensure_future(hook(self.ref, appended.versionstamp, editor))
+        _background.add(task)
+        task.add_done_callback(_hook_done)
+        task.add_done_callback(self._conflict_of)
+
+    def _conflict_of(self, task: asyncio.Future[Any]) -> None:
+        session = self.session
+        if task.cancelled() or task.exception() is not None or session is None:
+            return
+        record = task.result()
+        if not isinstance(record, ConflictRecord):
+            return
+        if session.weft < 3 or session.closed or self.conn.closing:
+            return
+        message = Conflict(Versionstamp.from_hex(record.id), record.summary()[:500])
+        self.conn.send(codec.encode(message))
+
     def _verdict_of(self, task: asyncio.Future[Any]) -> None:
         if task.cancelled() or task.exception() is not None:
             self._verdict(CHECK_FAILED)
@@ -475,4 +516,4 @@ _background: set[asyncio.Future[Any]] = set()
 def _hook_done(task: asyncio.Future[Any]) -> None:
     _background.discard(task)
     if not task.cancelled() and task.exception() is not None:
-        log.error("on_branch hook failed", exc_info=task.exception())
+        log.error("a conflict hook failed", exc_info=task.exception())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -207,3 +208,36 @@ def test_a_lone_provider_stays_connected(
     assert result["statuses"] == ["connected"]
     assert result["connected"]
     assert result["text"] == "still here\n"
+
+
+def test_editors_keep_working_on_a_deleted_document(
+    server: ServerProcess, tenant: str, run_script: RunScript
+) -> None:
+    """An editor that had the document open, and one that opens it after another device
+    deleted it, both type into it: nothing is refused or closed, every edit reaches the
+    server and a late reader, and each editor's edits are one edit/delete record."""
+    keystrokes = 20
+    result = run_script(
+        "deleted", options(server, tenant, "gone.md", token=token(tenant), keystrokes=keystrokes)
+    )
+    typed = "o" * 9 + "\n" + "o" * 9 + "\n" + "l" * 9 + "\n" + "l" * 9 + "\n"
+    assert result["text"] == "line 1\nline 2\n" + typed
+    assert result["deleted"] is True and result["lateSawDeleted"]
+    assert result["connected"] and result["closes"] == [] and result["denied"] == []
+    assert stored_text(server, tenant, "gone.md") == result["text"]
+    records = _conflicts_eventually(server, tenant, 2)
+    assert [r["deleted"] for r in records] == ["theirs", "theirs"]
+    assert len({r["ours"]["clients"][0] for r in records}) == 2
+    assert {r["regions"][0]["base_text"] for r in records} == {"line 1\nline 2\n"}
+
+
+def _conflicts_eventually(server: ServerProcess, tenant: str, count: int) -> list[Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        records: list[Any] = rest(server, tenant, "conflicts")["conflicts"]
+        if len(records) >= count or time.monotonic() > deadline:
+            time.sleep(0.3)  # one more, if it were coming, shows
+            again: list[Any] = rest(server, tenant, "conflicts")["conflicts"]
+            assert len(again) == count, again
+            return again
+        time.sleep(0.05)

@@ -23,6 +23,7 @@ from crdt.codec import (
     AwarenessEntry,
     Base,
     Checked,
+    Conflict,
     Hello,
     Message,
     QueryAwareness,
@@ -72,6 +73,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Base, stamps),
     st.builds(Refused, hashes, uints, texts),
     st.builds(Checked, stamps, texts),
+    st.builds(Conflict, stamps, texts),
 )
 
 

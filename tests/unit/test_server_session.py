@@ -16,6 +16,7 @@ from crdt.codec import (
     AwarenessEntry,
     Base,
     Checked,
+    Conflict,
     Hello,
     QueryAwareness,
     Refused,
@@ -124,7 +125,7 @@ def test_open_sends_sync_step1_then_the_current_awareness() -> None:
 
 def test_a_weft_client_that_opted_in_gets_hello_first() -> None:
     assert messages(session(weft=1).open())[0] == Hello(WEFT_VERSION)
-    assert WEFT_VERSION == 2
+    assert WEFT_VERSION == 3
     assert not any(isinstance(m, Hello) for m in messages(session().open()))
 
 
@@ -358,11 +359,19 @@ def test_hello_and_the_query_set_the_extension_version() -> None:
     assert s.weft == 1
 
 
-def test_a_client_sending_checked_is_closed() -> None:
-    actions = session(weft=2).receive(Checked(vs(5), "x"), 0.0)
-    assert [a for a in actions if isinstance(a, Close)] == [
-        Close(1003, "ack/refused/checked are server messages")
-    ]
+def test_a_client_sending_checked_or_conflict_is_closed() -> None:
+    for message in (Checked(vs(5), "x"), Conflict(vs(5), "x")):
+        actions = session(weft=3).receive(message, 0.0)
+        assert [a for a in actions if isinstance(a, Close)] == [
+            Close(1003, "ack/refused/checked/conflict are server messages")
+        ]
+
+
+def test_the_session_keeps_the_state_vector_its_client_announced_last() -> None:
+    s = session()
+    assert s.announced is None
+    s.receive(SyncStep1(b"\x01\x07\x03"), 0.0)
+    assert s.announced == b"\x01\x07\x03"
 
 
 def test_a_handshake_answer_with_known_deletions_only_is_not_stored() -> None:
