@@ -19,6 +19,9 @@ main(async ({ url, room, token = null, keystrokes = 20 }, cleanup) => {
     open.text.insert(open.text.length, i % 10 === 9 ? '\n' : 'o')
     if (i % 5 === 0) await sleep(2)
   }
+  // the server has all of them (it relayed them to the deleter) before late joins, so
+  // late's keystrokes, appended at its end of the text, come after open's
+  await converged([deleter, open])
   const late = connect(url, room, { token, name: 'late' })
   cleanup.push(late)
   await synced(late)
