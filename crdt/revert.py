@@ -2,7 +2,8 @@
 
 The document is loaded at head, the minimal ``Y.Text`` edits to the target text are made
 (:mod:`crdt.textedits`), ``weft.deleted`` is set to the target's value, and the update is
-appended with its author. A project revert does that for every document (created after
+appended with its author. A deleted target sets the flag and leaves the text, as a
+deletion does. A project revert does that for every document (created after
 the target: deleted; deleted since: restored).
 """
 
@@ -109,7 +110,7 @@ async def _plan(
     history: History, ref: DocRef, target: Versionstamp | None, text: str, deleted: bool
 ) -> _Plan:
     head = await history.replay(ref)
-    update = await asyncio.to_thread(revert_update, head.doc, "" if deleted else text, deleted)
+    update = await asyncio.to_thread(revert_update, head.doc, None if deleted else text, deleted)
     return _Plan(ref, target, update, deleted)
 
 
@@ -130,12 +131,20 @@ async def _commit_plans(
     ]
 
 
-def revert_update(doc: Doc[Any], text: str, deleted: bool) -> bytes | None:
+def revert_update(doc: Doc[Any], text: str | None, deleted: bool) -> bytes | None:
     """The update that turns ``doc`` (modified in place) into ``text`` with
-    ``weft.deleted == deleted``: minimal text edits; None when nothing changes."""
+    ``weft.deleted == deleted``: minimal text edits; None when nothing changes.
+
+    ``text`` None leaves the text as it is: a revert to a deleted version sets the flag
+    only, as a deletion does (the text stays, so the document can come back whole and an
+    edit made meanwhile merges into it; emptying it made a document brought back later
+    show only what was typed after the revert, and turned "revert a deleted document to
+    head" into a change)."""
     content = doc.get(CONTENT, type=Text)
     meta = doc.get(META, type=Map)
     current = str(content)
+    if text is None:
+        text = current
     was_deleted = meta.get(DELETED) is True
     if current == text and was_deleted == deleted:
         return None

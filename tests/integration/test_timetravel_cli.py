@@ -304,29 +304,40 @@ async def test_a_deleted_document_says_so_where_its_text_is_shown(
         assert f"g.md is deleted at {deleted.hex()}" in r.stderr, r.stderr
 
 
-async def test_a_document_a_project_revert_deleted_says_it_held_no_text(
+async def test_a_project_revert_deletes_a_later_document_and_keeps_its_text(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
-    """A project revert deletes a document created after its target and empties it:
-    ``weft show`` says it is deleted and held no text (not "below is the text it
-    held" over nothing). Times with a lowercase "z" are accepted too."""
+    """A project revert deletes a document created after its target and leaves its text,
+    as a deletion does (it emptied it: a document brought back later showed only what
+    was typed after the revert): ``weft show`` says it is deleted and prints the text it
+    held, or says it held none. Times with a lowercase "z" are accepted too."""
     ada = await open_peer(http, server, "emptied", "keep.md", "ada")
     target = await edit(ada, lambda: ada.text.insert(0, "kept\n"))
     await asyncio.sleep(0.01)
     since = (datetime.now(UTC) - timedelta(seconds=60)).strftime("%Y-%m-%dt%H:%M:%S.%fz")
     late = await open_peer(http, server, "emptied", "late.md", "ada")
     await edit(late, lambda: late.text.insert(0, "created after the target\n"))
+    blank = await open_peer(http, server, "emptied", "blank.md", "ada")
+    await edit(blank, lambda: blank.text.insert(0, "x"))
+    await edit(blank, lambda: blank.text.__delitem__(slice(0, 1)))
     r = await weft_here("revert", "--to", target.hex(), *via_store(server, "emptied"))
     assert r.returncode == 0 and "late.md: deleted" in r.stdout, r
+    assert "blank.md: deleted" in r.stdout, r
     for where in (via_server(server, "emptied"), via_store(server, "emptied")):
         r = await weft_here("show", "late.md", *where)
-        assert r.returncode == 0 and r.stdout == "", r
+        assert r.returncode == 0 and r.stdout == "created after the target\n", r
         assert r.stderr.startswith("(late.md is deleted at ") and r.stderr.endswith(
-            "; it held no text)\n"
+            "; below is the text it held)\n"
         ), r.stderr
+        r = await weft_here("show", "blank.md", *where)
+        assert r.returncode == 0 and r.stdout == "", r
+        assert r.stderr.endswith("; it held no text)\n"), r.stderr
         r = await weft_here("history", "keep.md", "--since", since, "--json", *where)
         assert r.returncode == 0, r.stderr
         assert [v["versionstamp"] for v in json.loads(r.stdout)["versions"]] == [target.hex()]
+        r = await weft_here("revert", "late.md", "--to", "head", *where)
+        assert r.returncode == 0 and r.stdout == "", r
+        assert r.stderr.startswith("nothing to revert: late.md is already as it was"), r
 
 
 async def test_history_labels_do_not_depend_on_limit_or_a_plain_edit_before_the_window(

@@ -146,7 +146,16 @@ async def test_revert_restores_a_deleted_document_and_deletes_per_convention(
     assert gone.versionstamp is None  # already so: no update
     deleted_at = (await tt.history_page(history, ref, limit=2)).entries[1].versionstamp
     again = await tt.revert_doc(history, ref, tt.Version(stamp=deleted_at), user="o", device="c")
-    assert again.deleted and (await tt.doc_at(history, ref, tt.HEAD_VERSION)).text == ""
+    # deleted again, its text left as a deletion leaves it (it was emptied before)
+    now = await tt.doc_at(history, ref, tt.HEAD_VERSION)
+    assert again.versionstamp is not None and again.deleted
+    assert (now.text, now.deleted) == ("keep me\n", True)
+    same = await tt.revert_doc(history, ref, tt.HEAD_VERSION, user="o", device="c")
+    assert same.versionstamp is None  # a deleted document "reverted" to head: nothing
+    back = await tt.revert_doc(history, ref, tt.Version(stamp=alive), user="o", device="c")
+    assert back.versionstamp is not None
+    now = await tt.doc_at(history, ref, tt.HEAD_VERSION)
+    assert (now.text, now.deleted) == ("keep me\n", False)
 
 
 async def test_blame_of_several_users_with_non_ascii_text(history: History) -> None:
