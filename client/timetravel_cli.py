@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, WeftError
-from crdt.keys import check_name, normalise_path
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
+from crdt.logsafe import printable
 
 if TYPE_CHECKING:  # imported where a command runs (see the module docstring)
     import aiohttp
@@ -125,7 +126,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("path", metavar="PATH", nargs="?")
     p.add_argument("--to", required=True, help=version)
     p.add_argument("--user", help="author, with --store (default: your login name)")
-    p.add_argument("--device", default=socket.gethostname() or "cli", help="device name")
+    p.add_argument(
+        "--device",
+        type=_device,
+        default=_default_device(),
+        help=f"device name ({DEVICE_ID_RULE}; default: this host's name)",
+    )
     p.set_defaults(handler=_handler(run_revert))
 
 
@@ -566,7 +572,8 @@ async def run_history(args: argparse.Namespace, backend: Backend, err: Console) 
     for v, note in zip(page["versions"], notes, strict=True):
         note += (" revert" if note else "revert") if v["revert"] else ""
         print(
-            f"{v['versionstamp']}  {v['time']}  {v['user']:<12} {v['device']:<14} "
+            f"{v['versionstamp']}  {v['time']}  {printable(v['user']):<12} "
+            f"{printable(v['device']):<14} "
             f"{v['size']:>7} B  {note}".rstrip()
         )
     if page["next_until"]:
@@ -617,7 +624,8 @@ async def run_blame(args: argparse.Namespace, backend: Backend, err: Console) ->
         if line["versionstamp"] is None:
             who = f"{'?' * 24} ({'unknown':<12} {'':<14} {'':<29})"
         else:
-            who = f"{line['versionstamp']} ({line['user']:<12} {line['device']:<14} {line['time']})"
+            user, device = printable(line["user"]), printable(line["device"])
+            who = f"{line['versionstamp']} ({user:<12} {device:<14} {line['time']})"
         out.append(f"{who} {line['line']:>{width}}) {line['text']}\n")
     sys.stdout.write("".join(out))
     return 0
@@ -744,6 +752,19 @@ async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -
         target = path or "the project"
         err.print(f"nothing to revert: {target} is already as it was at {to}", markup=False)
     return 0
+
+
+def _device(value: str) -> str:
+    if not DEVICE_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{printable(value)!r} is not a device name: {DEVICE_ID_RULE}"
+        )
+    return value
+
+
+def _default_device() -> str:
+    name = socket.gethostname()
+    return name if DEVICE_ID.fullmatch(name) else "cli"
 
 
 def _login() -> str:

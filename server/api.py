@@ -2,7 +2,8 @@
 
 - ``GET /api/v1/{tenant}/{project}/docs``: ``{"tenant", "project", "docs": [{"path",
   "head", "updates", "size", "updated_ms", "updated"}]}`` (documents with at least one
-  update, by path; ``head`` is the last versionstamp in 24 hex digits).
+  update, deleted ones included, by path; ``head`` is the last versionstamp in 24 hex
+  digits). It takes no query parameter but ``token`` (another, e.g. ``?at=``, is a 400).
 - ``GET /api/v1/{tenant}/{project}/docs/{path}``: the document's text (root ``Y.Text``
   named ``content``) at head, or ``?at=VERSIONSTAMP`` (24 hex digits) or
   ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
@@ -91,9 +92,20 @@ def _iso(ms: int) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+LIST_PARAMS = ("token",)
+
+
 async def list_docs(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    unknown = sorted(set(request.query) - set(LIST_PARAMS))
+    if unknown:  # e.g. ?at=, which this list does not take: say so, not list head
+        raise ProtocolError(
+            f"the document list takes no {', '.join(repr(printable(k)[:40]) for k in unknown)}"
+            " parameter: it lists every document at head (deleted ones too; "
+            "docs/{path} says whether one is deleted); for the project at a version, "
+            "use export?at= or weft restore --at"
+        )
     infos = await request.app[HISTORY].docs(tenant, project)
     docs = [
         {

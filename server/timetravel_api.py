@@ -39,6 +39,7 @@ from aiohttp import web
 from crdt import timetravel as tt
 from crdt.errors import ProtocolError
 from crdt.history import Append, Appended
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.kv.base import ReadTransaction, read_counter
 from server.api import _names, error_response, response_format
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
@@ -47,7 +48,6 @@ from server.logsafe import printable
 from server.writer import WriterClosed
 
 log = logging.getLogger("weft.timetravel")
-MAX_DEVICE = 64
 _TAR_BLOCK = 512
 
 
@@ -161,8 +161,8 @@ async def revert(request: web.Request) -> web.Response:
         raise ProtocolError('the body needs "to": a versionstamp, an ISO-8601 time or head')
     if path is not None and not isinstance(path, str):
         raise ProtocolError('"path" must be a string')
-    if not isinstance(device, str) or not 0 < len(device) <= MAX_DEVICE:
-        raise ProtocolError(f'"device" must be a string of 1 to {MAX_DEVICE} characters')
+    if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
+        raise ProtocolError(f'"device" must be a device name: {DEVICE_ID_RULE}')
     version = tt.parse_version(to)
     store = request.app[HISTORY]
     session = f"{tt.REVERT_SESSION}/{request.app[SETTINGS].instance}"

@@ -263,6 +263,10 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
         ("POST", "revert", {}, {"path": "missing.md", "to": "head"}, 404, "not_found"),
         ("POST", "revert", {}, {"path": "notes.md", "to": "2001-01-01"}, 404, "not_found"),
         ("POST", "revert", {}, ["not", "an", "object"], 400, "bad_request"),
+        # a device name outside the ?device= rule (it is printed in history and blame)
+        ("POST", "revert", {}, {"path": "notes.md", "to": "head", "device": "a b!"}, 400,
+         "bad_request"),
+        ("POST", "revert", {}, {"to": "head", "device": "\u202eevil\nline"}, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "-1"}, None, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "10001"}, None, 400, "bad_request"),
         # a versionstamp beyond the store's latest commit, in every route that takes one
@@ -335,6 +339,11 @@ async def test_bad_query_values_say_what_is_expected(
     )
     assert said and said[1] == said[2]
     assert int(said[1], 16) >= head.commit_version  # (snapshots commit too)
+    # the document list is at head: ?at= was ignored (today's list for any time)
+    said = await error("docs", at="2001-01-01T00:00:00Z")
+    assert said.startswith("the document list takes no 'at' parameter: it lists"), said
+    status, listed = await call_api(http, "GET", f"{api}/docs", token=tok)
+    assert status == 200 and "notes.md" in [d["path"] for d in listed["docs"]], listed
 
     # An unencoded "+" in a UTC offset arrives as a space: the error says to write %2B.
     url = f"{api}/docs/notes.md?at=2026-01-01T10:00:00+01:00"

@@ -471,6 +471,10 @@ async def test_bad_input_exits_2_and_writes_nothing(
     for case in cases[1], cases[-1]:  # the same through a real process
         r = await run_weft(*case, *via_server(server, "bad"))
         assert r.returncode == 2 and r.stderr.startswith(f"weft {case[0]}: "), r.stderr
+    for device in ("bad device!", "\u202eevil\nline"):  # printed raw by history and blame
+        r = await run_weft("revert", "x.md", "--to", "head", "--device", device,
+                           *via_server(server, "bad"))  # fmt: skip
+        assert r.returncode == 2 and "is not a device name: 1-64 of" in r.stderr, r
     after = (await weft_here("history", "x.md", "--json", *via_store(server, "bad"))).stdout
     assert after == before
     out = tmp_path / "never"
@@ -547,3 +551,24 @@ async def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> No
         err = await asyncio.to_thread(proc.stderr.read)
     assert await asyncio.to_thread(proc.wait, 60) == 141
     assert err == b"", err
+
+
+async def test_history_and_blame_escape_control_characters_in_names(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A user name is free text (a token's ``sub``, ``--user``): a newline or a bidi
+    control in it broke the table or reordered the line."""
+    peer = await open_peer(http, server, "names", "n.md", "ada")
+    first = await edit(peer, lambda: peer.text.insert(0, "one\n"))
+    await edit(peer, lambda: peer.text.__delitem__(slice(0, 4)))
+    await peer.close()
+    evil = "eve\u202e\nline"
+    r = await weft_here("revert", "n.md", "--to", first.hex(), "--user", evil,
+                        *via_store(server, "names"))  # fmt: skip
+    assert r.returncode == 0, r
+    for command in ("history", "blame"):
+        r = await weft_here(command, "n.md", *via_server(server, "names"))
+        assert r.returncode == 0, r
+        assert "eve\\u202e\\nline" in r.stdout and "\u202e" not in r.stdout, r.stdout
+    r = await weft_here("history", "n.md", *via_server(server, "names"))
+    assert len(r.stdout.splitlines()) == 3, r.stdout  # one line per version
