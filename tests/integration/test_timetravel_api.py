@@ -340,8 +340,8 @@ async def test_bad_query_values_say_what_is_expected(
     assert said and said[1] == said[2]
     assert int(said[1], 16) >= head.commit_version  # (snapshots commit too)
     # the document list is at head: ?at= was ignored (today's list for any time)
-    said = await error("docs", at="2001-01-01T00:00:00Z")
-    assert said.startswith("the document list takes no 'at' parameter: it lists"), said
+    message = await error("docs", at="2001-01-01T00:00:00Z")
+    assert message.startswith("the document list takes no 'at' parameter: it lists"), message
     status, listed = await call_api(http, "GET", f"{api}/docs", token=tok)
     assert status == 200 and "notes.md" in [d["path"] for d in listed["docs"]], listed
 
