@@ -153,6 +153,7 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
 
 
 async def _via_store(args: argparse.Namespace, action: str) -> Any:
+    from client.timetravel_cli import check_store
     from crdt import branches
     from crdt.history import History
     from crdt.keys import check_name
@@ -165,6 +166,7 @@ async def _via_store(args: argparse.Namespace, action: str) -> Any:
             Versionstamp.from_hex(args.id)
         except ValueError:
             raise CliError(f"a conflict id is 24 hex digits, not {args.id!r}") from None
+    check_store(args.store)  # reading a mistyped path must not create a store there
     async with open_engine(args.store) as kv:
         history = History(kv)
         await history.init()

@@ -219,14 +219,14 @@ async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
             yield ApiBackend(http, url, tenant, project, args.token)
     else:
         assert store is not None
-        _check_store(store)
+        check_store(store)
         async with open_engine(store) as kv:
             history = History(kv)
             await history.init()
             yield StoreBackend(history, tenant, project)
 
 
-def _check_store(url: str) -> None:
+def check_store(url: str) -> None:
     """A SQLite store must exist: reading from a mistyped path must not create one."""
     if url.startswith("sqlite:///"):
         path = Path(url.split("?", 1)[0][len("sqlite:///") :])

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -348,7 +349,14 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     bad = await asyncio.to_thread(weft, "conflicts", "show", "xyz", *remote)
     assert bad.returncode == 2 and "24 hex digits" in bad.stderr
 
-    # An operator on the server's machine goes to the store directly.
+    # An operator on the server's machine goes to the store directly; a mistyped store
+    # path is said (it created an empty store there and said "unknown tenant").
+    typo = Path(server.store.removeprefix("sqlite:///") + ".typo")
+    for action in (["list"], ["resolve", cid]):
+        wrong = ["--store", f"sqlite:///{typo}", "--tenant", "acme", "--project", "cli"]
+        r = await asyncio.to_thread(weft, "conflicts", *action, *wrong)
+        assert r.returncode == 2 and f"no store at {typo}" in r.stderr, r
+        assert not typo.exists()
     local = ["--store", server.store, "--tenant", "acme", "--project", "cli"]
     done = await asyncio.to_thread(
         weft, "conflicts", "resolve", cid, "--note", "took ours", "--user", "op", *local
