@@ -155,6 +155,23 @@ def _principal(claims: dict[str, Any]) -> Principal:
     return Principal(user=str(claims["sub"]), tenant=tenant, projects=projects, scope=scopes[-1])
 
 
+MIN_SECRET_BYTES = 32
+"""An HS256 secret's least length: 256 bits (RFC 7518 3.2: a key of the hash's size or
+more; PyJWT warns under it, and a short one can be guessed offline from any token)."""
+
+
+def check_secret(secret: str) -> None:
+    """Refuse an empty or short HMAC secret (ValueError, a message for a person)."""
+    size = len(secret.encode())
+    if not secret.strip():
+        raise ValueError("secret is empty: set a real one, or leave WEFT_SECRET unset")
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"secret is {size} bytes: HS256 needs at least {MIN_SECRET_BYTES} "
+            "(make one with: openssl rand -hex 32)"
+        )
+
+
 def issue_token(
     *,
     secret: str | None = None,
@@ -179,6 +196,7 @@ def issue_token(
     if algorithm in HMAC_ALGORITHMS:
         if not secret:
             raise ValueError(f"{algorithm} needs a secret")
+        check_secret(secret)
         key = secret
     elif algorithm in KEY_ALGORITHMS:
         if not private_key:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt.history import MAX_UPDATE_BYTES
+from server.auth import check_secret
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
@@ -98,8 +99,8 @@ class Settings(BaseSettings):
         """An empty secret (``WEFT_SECRET=`` from an unset shell variable, say) is an
         error, not "auth off": it used to pass the loopback check as a secret, then
         leave every caller unauthenticated."""
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("secret is empty: set a real one, or leave WEFT_SECRET unset")
+        if value is not None:
+            check_secret(value.get_secret_value())  # empty or under 32 bytes: refused
         return value
 
     @field_validator("log_level")

@@ -192,6 +192,26 @@ def test_an_empty_secret_is_refused_not_taken_for_auth_off(secret: str) -> None:
         Settings(secret=secret)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("secret", ["short", "x" * 31, "\u00e9" * 15])
+def test_a_short_secret_is_refused_by_the_server_and_by_token_create(
+    secret: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HS256 secret under 32 bytes was taken silently (`weft serve --secret short`),
+    and `weft token create` printed PyJWT's InsecureKeyLengthWarning, a site-packages
+    path in it. The length is in bytes (15 x "é" is 30)."""
+    size = len(secret.encode())
+    with pytest.raises(ValidationError, match=f"secret is {size} bytes: HS256 needs at least 32"):
+        Settings(secret=secret)  # type: ignore[arg-type]
+    monkeypatch.setenv("WEFT_SECRET", secret)
+    assert weft(["token", "create", "--tenant", "acme"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(
+        f"weft token create: secret is {size} bytes: HS256 needs at least 32"
+    ), captured.err
+    assert "Warning" not in captured.err
+    Settings(secret="y" * 32)  # type: ignore[arg-type]  # 32 bytes is enough
+
+
 def test_a_tenants_update_size_override_is_held_to_the_store_limit() -> None:
     with pytest.raises(ValidationError, match="tenant acme: max_update_bytes must not exceed"):
         Settings(tenant_quotas={"acme": {"max_update_bytes": 12 << 20}})  # type: ignore[dict-item]
