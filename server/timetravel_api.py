@@ -139,9 +139,12 @@ async def export(request: web.Request) -> web.StreamResponse:
         body = json.dumps(tt.manifest(cut, entries), indent=2).encode() + b"\n"
         await response.write(tar_member(tt.MANIFEST_NAME, body, mtime))
         await response.write(b"\0" * (2 * _TAR_BLOCK))
-    except (ConnectionResetError, asyncio.CancelledError):
-        log.info("export of %s/%s at %s: the client went away", tenant, project, vs)
+    except asyncio.CancelledError:
+        log.info("export of %s/%s at %s: cancelled", tenant, project, vs)
         raise
+    except ConnectionResetError:  # the client went away: nothing to answer, no error
+        log.info("export of %s/%s at %s: the client went away", tenant, project, vs)
+        return response
     except Exception:  # a stream boundary: headers are sent, so cut the stream short
         log.error("export of %s/%s at %s failed", tenant, project, vs, exc_info=True)
         if request.transport is not None:

@@ -83,7 +83,7 @@ def _target(request: web.Request) -> tuple[str, str, str]:
     return tenant, project, normalise_path(request.match_info["path"])
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     """GET /ws/{tenant}/{project}/{path}: one y-websocket peer."""
     app = request.app
     settings = app[SETTINGS]
@@ -92,7 +92,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         heartbeat=settings.heartbeat_seconds,
         timeout=CLOSE_TIMEOUT,
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:  # the client left during the handshake: not our error
+        log.info("%s: the client went away during the handshake", printable(request.path))
+        # Not ``ws``: aiohttp would close it unprepared (a RuntimeError, logged as an
+        # unhandled exception); writing this one fails quietly (a ConnectionError).
+        return web.Response(status=499, reason="Client Closed Request")
     metrics = app[METRICS]
     try:
         tenant, project, path = _target(request)
@@ -105,9 +111,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         app[QUOTAS].connect(tenant)
     except (BadPath, PermissionDenied, QuotaExceeded, _Refuse) as exc:
         code, label = _refusal(exc)
-        log.warning(
-            "refused %s: %s", printable(request.path), printable(exc), extra={"reason": label}
-        )
+        _REFUSALS.say(label, "refused %s: %s", printable(request.path), printable(exc))
         metrics.refusals.inc(label=label)
         await ws.close(code=code, message=close_reason(str(exc)))
         return ws
@@ -118,6 +122,36 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         metrics.connections.dec()
         app[QUOTAS].disconnect(tenant)
     return ws
+
+
+class _Said:
+    """Refusals said at WARNING, at most ``burst`` per reason in any ``every``-second
+    window, then at DEBUG, and the next WARNING says how many went unsaid (a client
+    retrying a refused connection made one WARNING line per try: 13,760 in a
+    walkthrough). /metrics counts every refusal."""
+
+    def __init__(self, burst: int = 20, every: float = 10.0) -> None:
+        self.burst, self.every = burst, every
+        self._window: dict[str, tuple[float, int]] = {}  # reason -> (start, said in it)
+        self._unsaid: dict[str, int] = {}
+
+    def say(self, label: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        start, said = self._window.get(label, (now, 0))
+        if now - start >= self.every:
+            start, said = now, 0
+        if said >= self.burst:
+            self._unsaid[label] = self._unsaid.get(label, 0) + 1
+            log.debug(message, *args, extra={"reason": label})
+            return
+        self._window[label] = (start, said + 1)
+        unsaid = self._unsaid.pop(label, 0)
+        if unsaid:
+            message += f" ({unsaid} more {label} refusal(s) before this one went unsaid)"
+        log.warning(message, *args, extra={"reason": label})
+
+
+_REFUSALS = _Said()
 
 
 def _device(request: web.Request) -> str | None:

@@ -1,0 +1,101 @@
+"""The server's log says errors only for its own errors: a client that goes away during
+the WebSocket handshake or in the middle of an export is not one (each logged ERROR with
+a traceback, the export a 500 as well), and a client retrying a refused connection does
+not fill the log with one WARNING line per try (13,760 lines in a walkthrough)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pycrdt import Doc, Text
+
+from crdt.history import Append, History
+from crdt.kv import open_engine
+from server.testing import ServerProcess, StartServer, client_session
+from server.testing import token_for as token
+
+SECRET = "log-noise-secret-0123456789abcdef-long-enough"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+def errors(server: ServerProcess) -> list[str]:
+    return [line for line in server.log().splitlines() if " ERROR " in line or "Traceback" in line]
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP RST (SO_LINGER 0), as a client killed mid-request does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_a_client_gone_during_the_handshake_is_not_an_error(
+    weft_server_factory: StartServer,
+) -> None:
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET})
+    request = (
+        f"GET /ws/acme/site/a.txt?token={token(secret=SECRET)} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    for _ in range(30):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(request)
+        reset(sock)
+    async with client_session() as http, http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200  # the server still serves
+    await asyncio.sleep(0.5)
+    assert errors(server) == []
+
+
+async def test_an_export_whose_client_goes_away_is_not_an_error(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    store = f"sqlite:///{tmp_path / 'big.db'}"
+    async with open_engine(store) as kv:  # 8 documents of 1 MB: more than socket buffers
+        history = History(kv)
+        await history.init()
+        for n in range(8):
+            ref = await history.doc("acme", "site", f"big{n}.txt", create=True)
+            doc: Doc[Text] = Doc()
+            doc.get("content", type=Text).insert(0, f"{n}" * 1_000_000)
+            await history.append([Append(ref, doc.get_update(), "ada")])
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET}, store=store)
+    url = f"/api/v1/acme/site/export?at=head&token={token(secret=SECRET)}"
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # streaming has begun
+        reset(sock)
+    for _ in range(50):
+        if server.log().count("the client went away") >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert server.log().count("the client went away") == 3, server.log()[-3000:]
+    assert errors(server) == []
+
+
+async def test_refusals_are_said_at_most_20_times_in_10_seconds_per_reason(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET})
+    bad = token(secret="not-the-server-secret-0123456789abcdef")
+    for _ in range(30):
+        async with http.ws_connect(f"{server.ws_url}/acme/site/a.txt?token={bad}") as ws:
+            await ws.receive()
+        assert ws.close_code == 4401
+    async with http.get(f"{server.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'weft_refusals_total{reason="bad_token"} 30' in metrics, metrics
+    said = [line for line in server.log().splitlines() if " WARNING " in line and "refused" in line]
+    assert len(said) == 20, said
