@@ -85,25 +85,25 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "history", parents=common, formatter_class=fmt, help="list a document's versions"
     )
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", type=doc_path)
     p.add_argument("--limit", type=int, default=50, help="versions per page (default 50)")
     p.add_argument("--since", help=f"only versions after this one: {version}")
     p.add_argument("--until", help=f"only versions up to this one: {version}")
     p.set_defaults(handler=_handler(run_history))
 
     p = sub.add_parser("show", parents=common, help="print a document as it was")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", type=doc_path)
     p.add_argument("--at", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_show))
 
     p = sub.add_parser("diff", parents=common, help="unified diff between two versions")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", type=doc_path)
     p.add_argument("--from", dest="old", required=True, help=version)
     p.add_argument("--to", dest="new", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_diff))
 
     p = sub.add_parser("blame", parents=common, help="who wrote each line")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", type=doc_path)
     p.add_argument("--at", default=HEAD, help=f"{version} (default head)")
     p.set_defaults(handler=_handler(run_blame))
 
@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "what it was at --to; without PATH every document of the project (documents "
         "created since are deleted, deleted ones restored). Undo it with another revert.",
     )
-    p.add_argument("path", metavar="PATH", nargs="?")
+    p.add_argument("path", metavar="PATH", nargs="?", type=doc_path)
     p.add_argument("--to", required=True, help=version)
     p.add_argument("--user", help="author, with --store (default: your login name)")
     p.add_argument(
@@ -752,6 +752,14 @@ async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -
         target = path or "the project"
         err.print(f"nothing to revert: {target} is already as it was at {to}", markup=False)
     return 0
+
+
+def doc_path(value: str) -> str:
+    """A PATH argument as typed in a shell: a leading ``./`` (tab completion writes
+    one) is dropped; the rest is checked where it is used (``normalise_path``)."""
+    while value.startswith("./"):
+        value = value[2:].lstrip("/")
+    return value
 
 
 def _device(value: str) -> str:

@@ -572,3 +572,18 @@ async def test_history_and_blame_escape_control_characters_in_names(
         assert "eve\\u202e\\nline" in r.stdout and "\u202e" not in r.stdout, r.stdout
     r = await weft_here("history", "n.md", *via_server(server, "names"))
     assert len(r.stdout.splitlines()) == 3, r.stdout  # one line per version
+
+
+async def test_a_path_typed_with_a_leading_dot_slash_is_the_document(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Tab completion in a synced folder writes ``./notes/a.md``: it was refused (a '.'
+    segment). A '.' or '..' anywhere else still is."""
+    peer = await open_peer(http, server, "dotted", "notes/a.md", "ada")
+    await edit(peer, lambda: peer.text.insert(0, "here\n"))
+    await peer.close()
+    for command in ("show", "history", "blame"):
+        r = await weft_here(command, "./notes/a.md", *via_server(server, "dotted"))
+        assert r.returncode == 0 and r.stdout, (command, r)
+    r = await weft_here("show", "notes/./a.md", *via_server(server, "dotted"))
+    assert r.returncode == 2 and "'.' or '..' segment" in r.stderr, r
