@@ -150,6 +150,16 @@ class DeviceState:
                 self.set_meta(name, value)
             return
         if stored["tenant"] != tenant or stored["project"] != project:
+            if not self._ever_synced():
+                # e.g. a first run with a mistyped --project, refused by the server: the
+                # folder held nothing of that project, so it is no one's yet
+                log.warning(
+                    "%s: bound to %s/%s, which it never synced with: now %s/%s",
+                    self.path.parent, stored["tenant"], stored["project"], tenant, project,
+                )  # fmt: skip
+                for name, value in wanted.items():
+                    self.set_meta(name, value)
+                return
             raise BindingMismatch(
                 f"{self.path.parent} already syncs project {stored['tenant']}/"
                 f"{stored['project']}, not {tenant}/{project}: use another folder or data "
@@ -158,6 +168,15 @@ class DeviceState:
         if stored["server"] != server:
             # Same project reached by another address (a new port, a proxy): allowed.
             self.set_meta("server", server)
+
+    def _ever_synced(self) -> bool:
+        """Whether the server of the binding ever acknowledged or sent this directory
+        anything (a document with a base or an acked cursor)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM docs WHERE base IS NOT NULL OR acked IS NOT NULL LIMIT 1"
+            ).fetchall()
+        return bool(row)
 
     # --- docs -------------------------------------------------------------------------
 

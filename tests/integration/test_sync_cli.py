@@ -232,6 +232,7 @@ def test_bad_input_is_refused_with_exit_code_2(
             main(["serve", "--help"])
         assert help_exit.value.code == 0
         capsys.readouterr()
+    (folder / "kept.md").write_text("synced with acme/bound\n")
     code, out = weft(
         str(folder), "--server", server.ws_url, "--tenant", TENANT, "--project", "bound", "--once"
     )

@@ -36,7 +36,11 @@ def test_device_id_is_kept_and_can_be_named(tmp_path: Path) -> None:
 
 def test_a_data_directory_syncs_one_project(tmp_path: Path) -> None:
     state = DeviceState(tmp_path / "state.db")
+    state.bind("ws://h:1", "acme", "typo")
+    # never synced with acme/typo (a first run the server refused): no one's yet
+    state.save_docs({"a.md": DocState()})
     state.bind("ws://h:1", "acme", "site")
+    state.save_docs({"a.md": DocState(acked=Versionstamp(b"\x00" * 11 + b"\x01"))})
     state.bind("ws://h:2", "acme", "site")  # a new address for the same project is fine
     with pytest.raises(BindingMismatch, match="already syncs project acme/site"):
         state.bind("ws://h:1", "acme", "other")
