@@ -82,7 +82,8 @@ when the server is back). With --once it syncs until the folder and the server a
 then exits 0 (1 on failure or --timeout, 2 on bad input).
 
 Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
-(gitignore syntax). Binary and non-UTF-8 files are skipped with a warning. A local file
+(gitignore syntax; only the folder's top .weftignore). Binary, non-UTF-8 and oversized
+files (over 4 MiB) and symlinks are skipped with a warning. A local file
 that meets a different document at the same path, with no shared history, is recorded
 as a conflict: the server's version stays, and yours is kept in the conflict record and
 in DIR/.weft/conflicts/. Offline edits that touched the same lines as someone else's
@@ -171,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device_id is not None and not DEVICE_ID.fullmatch(args.device_id):
         err.print(f"weft sync: --device-id {args.device_id!r}: use {DEVICE_ID_RULE}")
         return 2
-    if min(args.max_backoff, args.poll, args.timeout or 1) <= 0 or args.idle_close < 0:
+    if min(args.max_backoff, args.poll, args.idle_close) <= 0 or (
+        args.timeout is not None and args.timeout <= 0
+    ):  # (a --timeout of 0 gave up at once, saying "offline?"; --idle-close 0 thrashed)
         err.print("weft sync: --max-backoff, --poll, --timeout and --idle-close must be positive")
         return 2
     logging.basicConfig(

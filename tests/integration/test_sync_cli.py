@@ -220,8 +220,9 @@ def test_bad_input_is_refused_with_exit_code_2(
     assert code == 2 and "ws://HOST:PORT" in out
     code, out = weft(str(folder), "--server", server.ws_url, "--tenant", "acme corp")
     assert code == 2 and "tenant name" in out
-    code, out = weft(str(folder), "--server", server.ws_url, *base, "--poll", "0")
-    assert code == 2 and "must be positive" in out
+    for flag in ("--poll", "--timeout", "--idle-close", "--max-backoff"):
+        code, out = weft(str(folder), "--server", server.ws_url, *base, flag, "0", "--once")
+        assert code == 2 and "must be positive" in out, (flag, out)
     code, out = weft(str(folder), "--server", server.ws_url, *base, "--device-id", "my laptop")
     assert code == 2 and "--device-id 'my laptop'" in out
     with pytest.MonkeyPatch.context() as env:
