@@ -5,7 +5,10 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=3``):
 1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
    ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked. Our
    ``SyncStep2`` carries the outbox (merged); with an empty outbox it carries whatever
-   the server lacks — nothing, unless the server lost acknowledged updates;
+   the server lacks — nothing, unless the server lost acknowledged updates. When the
+   server's state vector shows it lacks more than the outbox (restored from an older
+   backup), it carries everything the server lacks, outbox included, as one send and
+   no offline branch (see ``_answer_restored``);
 2. if local updates were waiting when the connection opened, they are an offline
    branch: ``Base(base)`` goes first (the last server versionstamp this device had seen
    when it made them), then the outbox, merged; once every update is acknowledged
@@ -503,6 +506,11 @@ class DocLink:
         outbox = entry.outbox
         if self.device.read_only:
             return
+        if self.server_sv is not None:
+            if entry.unrecorded_local:
+                return  # answered once recorded (the recorder wakes this link)
+            if await self._answer_restored(ws):
+                return
         while outbox.inflight < MAX_INFLIGHT_SENDS:
             send = outbox.take()
             if send is None:
@@ -517,7 +525,7 @@ class DocLink:
                 await self._send(ws, SyncStep2(send.update))
             else:
                 await self._send(ws, SyncUpdate(send.update))
-        if self.server_sv is not None and entry.unrecorded_local == 0:
+        if self.server_sv is not None:
             # Nothing waits in the outbox: answer with whatever the server lacks (nothing,
             # unless it lost acknowledged updates, e.g. restored from an older backup).
             missing = entry.doc.get_update(self.server_sv)
@@ -528,6 +536,39 @@ class DocLink:
             if self.server_weft >= 2:
                 self.verdicts += 1
             await self._send(ws, Base(ZERO))
+
+    async def _answer_restored(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """Answer the server's SyncStep1 with everything it lacks, outbox included, when
+        its state vector shows it lacks more than the outbox: acknowledged updates (of
+        this device or others), lost to a restore from an older backup. The outbox's
+        updates alone depend on those, and the server would hold them pending for ever
+        while this device counted them acknowledged. True if so answered.
+
+        Sent as one send covering the whole outbox (its ack moves the cursor over it),
+        and as no offline branch: the base names a version of a history the server no
+        longer has."""
+        entry = self.entry
+        assert self.server_sv is not None
+        if not entry.outbox.unsent:
+            return False
+        missing = entry.doc.get_update(self.server_sv)
+        try:
+            if entry.outbox.covers(missing):
+                return False
+        except ValueError:  # (ydecode.UpdateDecodeError) our own doc's: never seen
+            log.exception("%s: comparing with the server's state failed", entry.path)
+            return False
+        send = entry.outbox.take_all(missing)
+        assert send is not None
+        self.server_sv = None
+        self.branch_done = True
+        self.device.warn(
+            entry.path,
+            f"{entry.path}: the server lacks updates it had acknowledged (restored from "
+            "a backup?); sending them again",
+        )
+        await self._send(ws, SyncStep2(send.update))
+        return True
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, message: Message) -> None:
         self.last_activity = time.monotonic()

@@ -24,6 +24,7 @@ from pycrdt import merge_updates
 
 from crdt.history import update_hash
 from crdt.versionstamp import Versionstamp
+from crdt.ydecode import ranges_within, struct_ranges
 
 MAX_SEND_BYTES = 1 << 20
 MAX_SEND_UPDATES = 5_000
@@ -109,6 +110,25 @@ class Outbox:
         self._inflight.append(send)
         self._sent += len(group)
         return send
+
+    def take_all(self, update: bytes) -> Send | None:
+        """One send of every unsent update, carrying ``update`` instead of their merge:
+        an update that holds them all and more (what a server restored from an older
+        backup lacks besides them). Its ack moves the cursor over all of them."""
+        if self._sent >= len(self._pending):
+            return None
+        count = len(self._pending) - self._sent
+        send = Send(update, update_hash(update), self._pending[-1].versionstamp, count)
+        self._inflight.append(send)
+        self._sent += count
+        return send
+
+    def covers(self, update: bytes) -> bool:
+        """Whether every struct ``update`` carries is one of the updates not acknowledged
+        yet's (False: it holds more, e.g. acknowledged updates that a server restored
+        from an older backup lost). Deletions are not compared."""
+        known = [r for p in self._pending for r in struct_ranges(p.update)]
+        return ranges_within(struct_ranges(update), known)
 
     def ack(self, digest: bytes, versionstamp: Versionstamp) -> Versionstamp | None:
         """The server acknowledged the send with hash ``digest``; returns the new cursor

@@ -295,6 +295,15 @@ def deletes_within(
     return True
 
 
+def ranges_within(ranges: list[tuple[int, int, int]], known: list[tuple[int, int, int]]) -> bool:
+    """Whether every clock range ``(client, start, end)`` of ``ranges`` lies inside the
+    union of ``known``'s (as :func:`struct_ranges` gives them)."""
+    return deletes_within(
+        [(c, start, end - start) for c, start, end in ranges],
+        [(c, start, end - start) for c, start, end in known],
+    )
+
+
 def map_entries(update: bytes) -> list[tuple[ID, Any]]:
     """``(id, last value)`` of every ``Any`` item of ``update`` (map entries, mostly)."""
     structs, _ = decode_update(update)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -564,6 +565,44 @@ async def test_a_server_that_lost_acknowledged_updates_gets_them_back(
         empty = weft_server_factory(port=server.port, workdir=tmp_path / "fresh-store")
         await eventually(lambda: server_text(empty, "heal", "kept.txt") != "", 15)
         assert server_text(empty, "heal", "kept.txt") == "acknowledged long ago\n"
+
+
+async def test_a_server_restored_from_a_backup_gets_what_it_lost_before_a_new_edit(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """The server is restored from a backup that lacks an update the device had acked;
+    the device then makes a new edit. Its answer to the server's SyncStep1 carried only
+    the new edit, which depends on the lost one: the server held it pending, kept the
+    backup's text, and a sync said "in sync" (found in a walkthrough). The answer now
+    carries everything the server's state vector shows it lacks."""
+    store = tmp_path / "store"
+    backup = tmp_path / "backup"
+    url = f"sqlite:///{store / 'weft.db'}"
+    server = weft_server_factory(store=url, workdir=store)
+    port = server.port
+    async with make(tmp_path, server, "a", "restored") as device:
+        text = text_of(await device.doc("doc.md"))
+        text.insert(0, "line one\nline two\n")
+        await device.sync(10)
+        server.terminate()
+        shutil.copytree(store, backup, ignore=shutil.ignore_patterns("*.log"))
+        server = weft_server_factory(store=url, workdir=store, port=port)
+        text.insert(len(text), "line three\n")
+        await device.sync(10)
+        assert server_text(server, "restored", "doc.md").endswith("line three\n")
+        server.terminate()
+        for name in ("weft.db", "weft.db-wal", "weft.db-shm"):
+            (store / name).unlink(missing_ok=True)
+            if (backup / name).exists():
+                shutil.copy2(backup / name, store / name)
+        server = weft_server_factory(store=url, workdir=store, port=port)
+        assert server_text(server, "restored", "doc.md") == "line one\nline two\n"
+        text.insert(len(text), "line four\n")
+        await device.sync(15)
+        assert device.pending() == 0
+        assert server_text(server, "restored", "doc.md") == (
+            "line one\nline two\nline three\nline four\n"
+        )
 
 
 async def test_one_data_directory_one_device(server: ServerProcess, tmp_path: Path) -> None:

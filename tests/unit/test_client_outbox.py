@@ -84,3 +84,25 @@ def test_adding_an_update_twice_or_an_acknowledged_one_does_nothing() -> None:
     outbox.add(vs(2), updates[1])
     outbox.add(vs(2), updates[1])  # re-added after a partly failed append
     assert len(outbox) == 1
+
+
+def test_it_tells_a_server_that_lacks_more_than_the_outbox_and_sends_it_all_at_once() -> None:
+    """The updates 0-4 were acknowledged, 5-9 wait. A server whose state vector holds
+    0-4 lacks only the outbox; one restored to a state before 3 lacks more: then one
+    send carries all it lacks, and its ack moves the cursor over the whole outbox."""
+    doc, updates = local_updates(10)
+    outbox = Outbox(vs(5), [Pending(vs(i + 1), u) for i, u in enumerate(updates)])
+    assert len(outbox) == 5
+    server: Doc[Text] = Doc()
+    for update in updates[:5]:
+        server.apply_update(update)
+    assert outbox.covers(doc.get_update(server.get_state()))
+    restored: Doc[Text] = Doc()
+    for update in updates[:3]:
+        restored.apply_update(update)
+    missing = doc.get_update(restored.get_state())
+    assert not outbox.covers(missing)
+    send = outbox.take_all(missing)
+    assert send is not None and send.count == 5 and send.update == missing
+    assert outbox.take() is None and outbox.take_all(missing) is None
+    assert outbox.ack(send.hash, vs(50)) == vs(10) and len(outbox) == 0
