@@ -32,7 +32,10 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=3``):
 
 When the connection fails the link reports it and waits until the device is online
 again (the device probes the server with exponential backoff and jitter); errors that
-another attempt cannot fix (bad path, bad token) stop the link and are reported.
+another attempt cannot fix (bad path, bad token) stop the link and are reported. A
+refusal by the tenant's connection quota (4429 before the server's state came) is
+retried with backoff for as long as it takes, unless the device has a
+``quota_patience`` (``weft sync --once``): see ``Device.turned_away``.
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ CODE_TOO_BIG = 1009
 # acknowledged are sent again on the next connection.
 CODE_QUOTA = 4429
 SETTLE_BY_POLL = 2.0  # a device polling this often reads the heads for a lagging base anyway
-QUOTA_PATIENCE = 6  # max-backoff intervals a sync waits for room under the connection quota
+# max-backoff intervals weft sync --once waits for room under the connection quota (a
+# running weft sync waits for as long as it takes: Device.quota_patience)
+QUOTA_PATIENCE = 6
 RETRY_LATER = {1008, 1011, 1013, 1014, CODE_QUOTA}
 SERVER_GONE = {None, 1001, 1006, 1012}
 FATAL_FOR_DEVICE = {4401, 4403}
@@ -235,10 +240,15 @@ class DocLink:
 
     # --- connection loop ------------------------------------------------------------
 
+    def nudge(self) -> None:
+        """Have the sender look again at whether the link is idle."""
+        self._wake.set()
+
     async def _run(self) -> None:
         try:
             await self._connect_loop()
         finally:
+            self.device.let_in(self.entry)
             self.entry.link_changed.set()
 
     async def _connect_loop(self) -> None:
@@ -266,15 +276,14 @@ class DocLink:
                 backoff.reset()
             if code == CODE_QUOTA and not synced:  # the connection quota: no room yet
                 now = time.monotonic()
+                patience = self.device.quota_patience
+                self.device.turned_away(self.entry, reason)  # (said once per device)
                 if turned_away is None:
                     turned_away = now
-                    self.device.warn(
-                        self.entry.path,
-                        f"{self.entry.path}: waiting for a connection: {reason} (4429)",
-                    )
                 elif (
-                    self.device.syncing
-                    and now - turned_away > QUOTA_PATIENCE * self.device.max_backoff
+                    patience is not None
+                    and self.device.syncing
+                    and now - turned_away > patience
                 ):  # a sync (weft sync --once) must end: say which file and why
                     self.error = (
                         f"closed by the server ({code}): {reason}; "
@@ -414,6 +423,7 @@ class DocLink:
         match message:
             case SyncStep1(state_vector=sv):
                 device.accepted()
+                device.let_in(entry)
                 self.ready = True
                 self.server_sv = sv
                 self.server_had_state = self.server_had_state or sv != EMPTY_STATE_VECTOR
@@ -481,8 +491,8 @@ class DocLink:
     # --- sending --------------------------------------------------------------------
 
     async def _sender(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        idle = self.device.idle_seconds
         while True:
+            idle = self.device.link_idle_seconds  # (shorter while the quota turns links away)
             timeout = None if idle is None else max(idle / 2, 0.05)
             due = self._maybe_confirm()
             if due is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -59,6 +60,10 @@ log = logging.getLogger("weft.client")
 EMPTY_UPDATE = b"\x00\x00"
 PAGE = 1000
 CHECK_SECONDS = 0.01
+# While the tenant's connection quota turns a link of this device away, its links close
+# after this many idle seconds (if they close when idle at all: ``idle_seconds``).
+CROWDED_IDLE_SECONDS = 1.0
+CROWDED_SAY_SECONDS = 600.0  # "waiting for a connection" is said at most this often
 
 
 class Device:
@@ -78,6 +83,7 @@ class Device:
         poll_seconds: float | None = 1.0,
         idle_seconds: float | None = None,
         max_connecting: int = 96,
+        quota_patience: float | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.server = server if isinstance(server, ServerURL) else ServerURL.parse(server)
@@ -89,6 +95,12 @@ class Device:
         self.max_backoff = max_backoff
         self.poll_seconds = poll_seconds
         self.idle_seconds = idle_seconds
+        # How long a sync waits for room under the tenant's connection quota before it
+        # fails the document (weft sync --once); None: for as long as it takes.
+        self.quota_patience = quota_patience
+        # Documents whose link the connection quota turns away now (see turned_away).
+        self.crowded: set[str] = set()
+        self._crowded_said: float | None = None  # (monotonic) when that was last said
         self.connect_slots = asyncio.Semaphore(max_connecting)
         self.device_id = device_id or ""
         self._wanted_id = device_id
@@ -378,6 +390,40 @@ class Device:
                 entry.link.wanted = False
                 entry.link_changed.set()
             self.changed()
+
+    def turned_away(self, entry: DocEntry, reason: str) -> None:
+        """The tenant's connection quota refused ``entry``'s link (it retries with
+        backoff). Said once, and again only ``CROWDED_SAY_SECONDS`` later (not once per
+        file: a big folder said it hundreds of times); meanwhile, until no link waits,
+        this device's links close once idle for ``CROWDED_IDLE_SECONDS`` rather than
+        ``idle_seconds``, making room for the others (a link held idle for a minute per
+        file kept a folder bigger than the quota waiting)."""
+        if entry.path in self.crowded:
+            return
+        now = time.monotonic()
+        if self._crowded_said is None or now - self._crowded_said >= CROWDED_SAY_SECONDS:
+            self._crowded_said = now
+            self.warn(entry.path, f"{entry.path}: waiting for a connection: {reason} (4429)")
+        else:
+            log.info("%s: waiting for a connection: %s (4429)", entry.path, reason)
+        if not self.crowded:
+            for other in self.entries.values():
+                other.link.nudge()  # (its sender re-reads link_idle_seconds)
+        self.crowded.add(entry.path)
+        self.changed()
+
+    def let_in(self, entry: DocEntry) -> None:
+        """``entry``'s link got a connection (or stopped trying)."""
+        if entry.path in self.crowded:
+            self.crowded.discard(entry.path)
+            self.changed()
+
+    @property
+    def link_idle_seconds(self) -> float | None:
+        """How long a link stays open with nothing to do (None: until closed)."""
+        if self.idle_seconds is None or not self.crowded:
+            return self.idle_seconds
+        return min(self.idle_seconds, CROWDED_IDLE_SECONDS)
 
     def doc_failed(self, entry: DocEntry, reason: str) -> None:
         self.emit(Event("error", f"{entry.path}: {reason}", entry.path))

@@ -294,6 +294,8 @@ class _Ui:
             state, style = "online", "green"
         pending = device.pending()
         parts = [f"{len(ws.tracked)} files", f"{pending} local changes pending"]
+        if device.crowded:
+            parts.append(f"{len(device.crowded)} waiting for a connection")
         if device.read_only:
             parts.append("read-only")
         if ws.conflicts:
@@ -307,6 +309,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
 
     from rich.console import Console
 
+    from client.connection import QUOTA_PATIENCE
     from client.device import DeviceFailed
     from client.workspace import Workspace
 
@@ -323,6 +326,9 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         poll_seconds=args.poll,
         idle_seconds=0.0 if args.once else args.idle_close,
         device_id=args.device_id,
+        # --once must end: a file turned away by the connection quota for this long fails
+        # (exit 1); running, it waits for room (idle links close sooner meanwhile)
+        quota_patience=QUOTA_PATIENCE * args.max_backoff if args.once else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -380,6 +386,11 @@ def _failed(ws: Workspace) -> dict[str, str]:
     failed = {path: why for path, (_, why) in ws.failed.items()}
     for path, entry in ws.device.entries.items():
         if entry.link.error is not None:
+            if path not in ws.tracked:  # never compared with the server's version
+                here = ws.folder.read(path) is not None
+                what = "the file was not sent" if here else "the server's version was not read"
+                failed[path] = f"{entry.link.error}; {what}"
+                continue
             unsent = len(entry.outbox) + entry.unrecorded_local
             failed[path] = f"{entry.link.error}; {unsent} local change(s) not sent"
     return failed

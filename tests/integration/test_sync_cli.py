@@ -4,6 +4,7 @@ history, ignore rules, deletes and renames, bad input."""
 from __future__ import annotations
 
 import os
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -320,8 +321,78 @@ def test_sync_once_says_why_it_waits_for_the_connection_quota_and_gives_up(
         assert "mine.txt: waiting for a connection: too many connections" in result.stdout
         assert "2 file(s) NOT in sync" in result.stdout  # mine.txt, and held.txt to fetch
         assert "mine.txt: closed by the server (4429)" in result.stdout
+        assert "; the file was not sent" in result.stdout  # (not "0 local change(s)")
     finally:
         holder.terminate()
+
+
+def test_a_running_sync_waits_for_the_connection_quota_for_as_long_as_it_takes(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """max_connections 1, held by another running weft sync: a running weft sync (not
+    --once) waits for room for as long as it takes, and syncs the file once the room
+    frees. Its first sync used to give up on the file for good after 6 max-backoff
+    intervals, as --once does: a later edit was never sent (found in a walkthrough)."""
+    quotas = '{"acme": {"max_connections": 1}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    holder_dir, waiter_dir = tmp_path / "holder", tmp_path / "waiter"
+    holder_dir.mkdir()
+    waiter_dir.mkdir()
+    (holder_dir / "held.txt").write_text("held\n")
+    (waiter_dir / "mine.txt").write_text("mine\n")
+    holder = start_sync(holder_dir, server.ws_url, TENANT, "wait", args=("--idle-close", "3600"))
+    waiter = None
+    try:
+        holder.wait_for("in sync")
+        waiter = start_sync(waiter_dir, server.ws_url, TENANT, "wait", args=("--max-backoff", "0.2"))
+        waiter.wait_for("mine.txt: waiting for a connection: too many connections")
+        time.sleep(2.0)  # 10 max-backoff intervals: past the patience of --once (6)
+        assert "NOT in sync" not in waiter.output(), waiter.output()
+        holder.terminate()
+        waiter.wait_for("in sync: 2 files", timeout=15)
+        (waiter_dir / "mine.txt").write_text("mine\nand more\n")
+        wait_until(
+            lambda: get_text(doc_url(server, "wait", "mine.txt")) == "mine\nand more\n",
+            10,
+            "the later edit reaches the server",
+        )
+        assert waiter.output().count("waiting for a connection") == 1, waiter.output()
+    finally:
+        holder.terminate()
+        if waiter is not None:
+            waiter.terminate()
+
+
+def test_a_running_sync_of_more_files_than_the_connection_quota_syncs_whole(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Room for two connections, six files, a running weft sync (links idle-close after
+    60 s): once turned away, the device closes its idle links after a second, so every
+    file gets its turn; said once, not once per file. Its links used to stay open for
+    the minute while the others gave up for good (found in a walkthrough)."""
+    quotas = '{"acme": {"max_connections": 2}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for n in range(6):
+        (folder / f"f{n}.txt").write_text(f"file {n}\n")
+    sync = start_sync(folder, server.ws_url, TENANT, "crowd", args=("--max-backoff", "0.5"))
+    try:
+        sync.wait_for("in sync: 6 files", timeout=15)
+        assert "NOT in sync" not in sync.output(), sync.output()
+        for n in range(6):
+            assert get_text(doc_url(server, "crowd", f"f{n}.txt")) == f"file {n}\n"
+        (folder / "f5.txt").write_text("file 5\nedited\n")
+        (folder / "new.txt").write_text("new\n")
+        wait_until(
+            lambda: get_text(doc_url(server, "crowd", "f5.txt")) == "file 5\nedited\n"
+            and get_text(doc_url(server, "crowd", "new.txt")) == "new\n",
+            10,
+            "later edits reach the server",
+        )
+        assert sync.output().count("waiting for a connection") == 1, sync.output()
+    finally:
+        sync.terminate()
 
 
 def test_a_merged_send_refused_as_too_big_is_said_once(
