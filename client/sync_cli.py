@@ -278,8 +278,11 @@ class _Ui:
             await asyncio.sleep(1.0)
             done, total = ws.progress()
             if done != last and not self.quiet:
-                rate = done / max(time.monotonic() - started, 1e-9)
-                self.line(f"syncing: {done}/{total} files ({rate:.0f} files/s)", "dim")
+                if ws.device.online:
+                    pace = _rate(done, time.monotonic() - started)
+                else:  # (a rate of 0 files/s said nothing useful)
+                    pace = "offline: waiting for the server"
+                self.line(f"syncing: {done}/{total} files ({pace})", "dim")
                 last = done
 
     def status(self, ws: Workspace) -> Text:
@@ -366,7 +369,7 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
     failed = _failed(ws)
     (ui.line if failed else ui.info)(
         f"{'synced' if failed else 'in sync'}: {files} files in {seconds:.2f} s "
-        f"({files / max(seconds, 1e-9):.0f} files/s); "
+        f"({_rate(files, seconds)}); "
         f"{ui.counts['local'] + ui.counts['deleted']} local change(s) found, "
         f"{ws.device.updates_acked} update(s) sent, "
         f"{ui.counts['remote']} file(s) written or removed"
@@ -377,6 +380,13 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
     for path, why in sorted(failed.items()):
         ui.line(f"  {path}: {why}", "bold red")
     return True
+
+
+def _rate(files: int, seconds: float) -> str:
+    """'12 files/s', '0.08 files/s': two significant digits under 10 (a 24 s sync of 2
+    files said '0 files/s')."""
+    rate = files / max(seconds, 1e-9)
+    return f"{rate:.0f} files/s" if rate >= 10 else f"{rate:.2g} files/s"
 
 
 def _failed(ws: Workspace) -> dict[str, str]:

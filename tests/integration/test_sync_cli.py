@@ -19,7 +19,7 @@ from client.testing import (
     sync_once,
     wait_until,
 )
-from server.testing import ServerProcess, StartServer
+from server.testing import ServerProcess, StartServer, free_port
 
 pytestmark = pytest.mark.functional
 
@@ -466,3 +466,17 @@ def test_two_files_whose_names_differ_only_in_unicode_form_are_skipped_with_a_wa
     assert "skipping café.md: 2 files have this name in different Unicode forms" in out
     docs = get_json(f"{server.url}/api/v1/{TENANT}/nfdclash/docs")["docs"]
     assert [d["path"] for d in docs] == ["other.md"]
+
+
+def test_a_sync_started_offline_says_it_waits_for_the_server(tmp_path: Path) -> None:
+    """Offline, the progress line said "syncing: 0/718 files (0 files/s)"."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    port = free_port()  # nothing listens there
+    sync = start_sync(folder, f"ws://127.0.0.1:{port}", TENANT, "offline")
+    try:
+        sync.wait_for("syncing: 0/1 files (offline: waiting for the server)")
+        assert "files/s" not in sync.output(), sync.output()
+    finally:
+        sync.terminate()
