@@ -1,10 +1,17 @@
 """The files of a synced folder: which ones, their text, and writing them safely.
 
 Pure file-system work, no syncing: scanning (``.weftignore`` rules applied, symlinked
-folders not followed), reading a file as UTF-8 text or saying why it is skipped (one
-warning per file and reason: binary, undecodable, too big, a symlink, a path a document
-cannot have), writing atomically (a temporary file in ``.weft/tmp`` renamed over the
-target, keeping its mode) and removing files (empty parent folders go too).
+folders not followed, with a warning), reading a file as UTF-8 text or saying why it is
+skipped (one warning per file and reason: binary, undecodable, too big, a symlink, a
+path a document cannot have), writing atomically (a temporary file in ``.weft/tmp``
+renamed over the target, keeping its mode) and removing files (empty parent folders go
+too).
+
+Nothing is read, written or removed through a symbolic link: neither the file's own nor
+one on the way (a link to a folder elsewhere would make a document path name a file
+outside the folder). Every folder on the way is opened without following links
+(:mod:`client.safepath`); a path through a link is skipped when read and refused
+(:class:`PathBlocked`) when written.
 
 A document path is in Unicode NFC; the file may have its name in another form (NFD, as
 macOS makes). Every operation goes to the name on disk (remembered from scans, looked up
@@ -20,7 +27,6 @@ appears unseen by the watcher is found by the next scan.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import stat
@@ -30,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client.ignore import Ignore
+from client.safepath import PathBlocked, folder_of, read_at
 from crdt.errors import BadPath
 from crdt.keys import normalise_path
 
@@ -90,22 +97,25 @@ class Folder:
             self._warn_cb(path, message)
         return SKIP
 
+    def unwarn(self, path: str, prefix: str) -> None:
+        """Let the warnings about ``path`` that start with ``prefix`` be said again."""
+        said = self._warned.get(path)
+        if said:
+            said.difference_update([m for m in said if m.startswith(prefix)])
+
     def scan(self, under: str = "") -> list[str]:
         """Document paths of the files to sync under ``under`` (all of the folder)."""
         found: dict[str, list[str]] = {}
         top = self.disk_name(under) if under else ""
         odd: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(self.root / top):
+        # never into a folder reached through a link (os.walk follows only its top)
+        walk = os.walk(self.root / top) if not top or self._is_folder(top) else iter(())
+        for dirpath, dirnames, filenames in walk:
             base = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if base == "." else base + "/"
             if not all(unicodedata.is_normalized("NFC", n) for n in (*dirnames, *filenames)):
                 odd.add(base[:-1])
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not self.ignore(unicodedata.normalize("NFC", base + d), is_dir=True)
-                and not (Path(dirpath) / d).is_symlink()
-            )
+            dirnames[:] = sorted(d for d in dirnames if self._walked_into(dirpath, base + d))
             for name in sorted(filenames):
                 path = self._path_of(base + name)
                 if path is not None:
@@ -119,6 +129,30 @@ class Folder:
         for path, names in found.items():
             self._note(path, names)
         return sorted(found)
+
+    def _walked_into(self, dirpath: str, name: str) -> bool:
+        """Whether a scan goes into the folder ``name`` (not ignored, not a link)."""
+        nfc = unicodedata.normalize("NFC", name)
+        if self.ignore(nfc, is_dir=True):
+            return False
+        if os.path.islink(os.path.join(dirpath, os.path.basename(name))):
+            self.warn(nfc, f"skipping {nfc}: a symbolic link to a folder is not followed")
+            return False
+        return True
+
+    def _is_folder(self, name: str) -> bool:
+        """Whether ``name`` is a folder reached through no link."""
+        info = self._lstat_name(name)
+        return info is not None and stat.S_ISDIR(info.st_mode)
+
+    def _lstat_name(self, name: str) -> os.stat_result | None:
+        """``lstat`` of ``name`` (as named on disk), through no link; None if it is not
+        there or a link or a file is on the way."""
+        try:
+            with folder_of(self.root, name) as (fd, leaf):
+                return os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return None
 
     def document_path(self, rel: str) -> str | None:
         """The document path of a file (``rel`` as named on disk, or its document path as
@@ -243,12 +277,33 @@ class Folder:
                 f"skipping {path}: {len(names)} files have this name in different Unicode "
                 f"forms ({', '.join(ascii(n) for n in names)}); rename all but one",
             )
-        full = self.root / self.disk_name(path)
         try:
-            info = full.lstat()
+            with folder_of(self.root, self.disk_name(path)) as (fd, leaf):
+                data = self._read_at(path, fd, leaf)
+        except PathBlocked as exc:
+            if exc.link:
+                return self.warn(path, f"skipping {path}: {exc}")
+            data = None  # a file where a folder should be: no such file
         except (FileNotFoundError, NotADirectoryError):
+            data = None
+        if data is None:
             self._stat.pop(path, None)  # as read: not there (see write's if_unchanged)
             return None
+        if isinstance(data, Skip):
+            return data
+        if b"\0" in data:
+            return self.warn(path, f"skipping {path}: binary file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.warn(path, f"skipping {path}: not valid UTF-8 text")
+        # readable again: a skip may be said again later (not other warnings, e.g.
+        # "cannot record a conflict yet", said once however many tries)
+        self.unwarn(path, "skipping ")
+        return text
+
+    def _read_at(self, path: str, fd: int, leaf: str) -> bytes | Skip | None:
+        info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
         if stat.S_ISLNK(info.st_mode):
             return self.warn(path, f"skipping {path}: symbolic links are not synced")
         if not stat.S_ISREG(info.st_mode):
@@ -259,23 +314,11 @@ class Folder:
                 path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
             )
         try:
-            data = full.read_bytes()
+            return read_at(fd, leaf)
         except FileNotFoundError:
-            self._stat.pop(path, None)
             return None
         except OSError as exc:
             return self.warn(path, f"skipping {path}: cannot read it ({exc})")
-        if b"\0" in data:
-            return self.warn(path, f"skipping {path}: binary file")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return self.warn(path, f"skipping {path}: not valid UTF-8 text")
-        said = self._warned.get(path)
-        if said:  # readable again: a skip may be said again later (not other warnings,
-            # e.g. "cannot record a conflict yet", said once however many tries)
-            said.difference_update([m for m in said if m.startswith("skipping ")])
-        return text
 
     def unchanged(self, path: str) -> bool:
         """Whether the file has the size and modification time it had when last read or
@@ -283,14 +326,31 @@ class Folder:
         known = self._stat.get(path)
         if known is None:
             return False
-        try:
+        try:  # (a plain lstat: nothing is read, and a rescan calls this for every file)
             info = (self.root / self.disk_name(path)).lstat()
         except OSError:
             return False
         return (info.st_mtime_ns, info.st_size) == known
 
     def exists(self, path: str) -> bool:
-        return (self.root / self.disk_name(path)).exists()
+        """Whether the file (or a folder, a link...) is there, reached through no link."""
+        return self._lstat_name(self.disk_name(path)) is not None
+
+    def is_file(self, path: str) -> bool:
+        """Whether the file is a regular file, reached through no link."""
+        info = self._lstat_name(self.disk_name(path))
+        return info is not None and stat.S_ISREG(info.st_mode)
+
+    def blocked(self, path: str) -> str | None:
+        """Why the file cannot be reached when a link or a file is on its way, else
+        None."""
+        try:
+            with folder_of(self.root, self.disk_name(path)):
+                return None
+        except PathBlocked as exc:
+            return str(exc)
+        except OSError:
+            return None
 
     def write(self, path: str, text: str, *, if_unchanged: bool = False) -> None:
         """Replace the file's content atomically (temporary file + rename).
@@ -298,43 +358,52 @@ class Folder:
         ``if_unchanged``: raise :class:`FileChanged` instead if the file is not as it was
         when last read or written here (size, mtime; or gone, or new): a save made after
         the caller took the file in must be taken in first, not replaced. (Checked right
-        before the rename: a save in the microseconds between the two is not seen.)"""
-        full = self.root / self.disk_name(path)
-        full.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        before the rename: a save in the microseconds between the two is not seen.)
+
+        Raises :class:`PathBlocked` when a link or a file is on the way, or a folder, a
+        link... where the file should be: never written through or over."""
+        self.state_dir.mkdir(exist_ok=True)  # (not the folder itself: it was moved?)
+        self.tmp_dir.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
         try:
             tmp.write_bytes(text.encode("utf-8"))
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(tmp, stat.S_IMODE(full.stat().st_mode))
-            if if_unchanged:
+            with folder_of(self.root, self.disk_name(path), create=True) as (fd, leaf):
                 try:
-                    info = full.lstat()
-                    now: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
-                except (FileNotFoundError, NotADirectoryError):
-                    now = None
-                if now != self._stat.get(path):
+                    info: os.stat_result | None = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    info = None
+                if info is not None and not stat.S_ISREG(info.st_mode):
+                    raise _in_the_way(path, info.st_mode)
+                if info is not None:
+                    os.chmod(tmp, stat.S_IMODE(info.st_mode))
+                now = None if info is None else (info.st_mtime_ns, info.st_size)
+                if if_unchanged and now != self._stat.get(path):
                     raise FileChanged(path)
-            os.replace(tmp, full)
-            info = full.lstat()
+                os.replace(tmp, leaf, dst_dir_fd=fd)
+                info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
             self._stat[path] = (info.st_mtime_ns, info.st_size)
         finally:
             tmp.unlink(missing_ok=True)
 
     def remove(self, path: str) -> bool:
         """Delete the file (not a symlink or folder) and the folders it leaves empty."""
-        full = self.root / self.disk_name(path)
-        if not full.is_file() or full.is_symlink():
+        name = self.disk_name(path)
+        try:
+            with folder_of(self.root, name) as (fd, leaf):
+                if not stat.S_ISREG(os.stat(leaf, dir_fd=fd, follow_symlinks=False).st_mode):
+                    return False
+                os.unlink(leaf, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError, PathBlocked):
             return False
-        full.unlink()
         self._stat.pop(path, None)
-        folder = full.parent
-        while folder != self.root and folder.is_dir():
+        folders = name.split("/")[:-1]
+        while folders:
             try:
-                folder.rmdir()
+                with folder_of(self.root, "/".join(folders)) as (fd, leaf):
+                    os.rmdir(leaf, dir_fd=fd)
             except OSError:
                 break
-            folder = folder.parent
+            folders.pop()
         return True
 
     def backup(self, path: str, text: str) -> Path:
@@ -348,3 +417,11 @@ class Folder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return target
+
+
+def _in_the_way(path: str, mode: int) -> PathBlocked:
+    if stat.S_ISDIR(mode):
+        return PathBlocked(f"{path} is a folder")
+    if stat.S_ISLNK(mode):
+        return PathBlocked(f"{path} is a symbolic link (not followed)", link=True)
+    return PathBlocked(f"{path} is not a regular file")

@@ -83,13 +83,17 @@ then exits 0 (1 on failure or --timeout, 2 on bad input).
 
 Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 (gitignore syntax; only the folder's top .weftignore). Binary, non-UTF-8 and oversized
-files (over 4 MiB) and symlinks are skipped with a warning. A local file
-that meets a different document at the same path, with no shared history, is recorded
-as a conflict: the server's version stays, and yours is kept in the conflict record and
-in DIR/.weft/conflicts/. Offline edits that touched the same lines as someone else's
-edits since, and a file edited on one side while deleted on the other (the deletion
-stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is in the record),
-are recorded as conflicts too; each is printed (see weft conflicts).
+files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
+written or deleted through a link (to a folder either). A document that cannot be
+written (its path goes through such a link, or a file and a folder have its name) is
+said once and is not in sync (--once exits 1).
+
+A local file that meets a different document at the same path, with no shared history,
+is recorded as a conflict: the server's version stays, and yours is kept in the
+conflict record and in DIR/.weft/conflicts/. Offline edits that touched the same lines
+as someone else's edits since, and a file edited on one side while deleted on the other
+(the deletion stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is
+in the record), are recorded as conflicts too; each is printed (see weft conflicts).
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
@@ -391,9 +395,11 @@ def _rate(files: int, seconds: float) -> str:
 
 def _failed(ws: Workspace) -> dict[str, str]:
     """Files the server refused for good, and why: documents (e.g. an update over its
-    size limit; with how many local changes they still hold), and local files whose
-    conflict with the server's version it would not record."""
+    size limit; with how many local changes they still hold), local files whose
+    conflict with the server's version it would not record, and documents that could not
+    be written to their file (a link or a file on the way, a folder in its place)."""
     failed = {path: why for path, (_, why) in ws.failed.items()}
+    failed |= {path: f"not written: {why}" for path, why in ws.unwritable.items()}
     for path, entry in ws.device.entries.items():
         if entry.link.error is not None:
             if path not in ws.tracked:  # never compared with the server's version

@@ -26,6 +26,11 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   server errors in a row) fails that file: it stays as it is, unsynced (``failed``).
 - ``.git/``, ``.weft/`` and ``.weftignore`` patterns are ignored; binary, undecodable,
   oversized files and symlinks are skipped with one warning each.
+- Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
+  document whose path goes through a link to a folder, or meets a file where its folder
+  should be (or a folder where the file should be), is not written: it is said once and
+  counted as not in sync (``unwritable``), and tried again when its path changes on disk
+  (or at the next rescan).
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ class Workspace(Listener):
         # Files the server would not record a conflict for: (their text, why).
         self.failed: dict[str, tuple[str, str]] = {}
         self._report_errors: dict[str, int] = {}  # server errors in a row, per file
+        # Documents that could not be written to their file, and why (a link or a file on
+        # the way, a folder in the file's place...): not in sync.
+        self.unwritable: dict[str, str] = {}
         self._writes: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -210,7 +218,8 @@ class Workspace(Listener):
     async def _rescan_forever(self) -> None:
         await asyncio.sleep(0.5)  # what changed between the first scan and the watcher
         while True:
-            self.changed(set(self.folder.scan()) | self.tracked, rescan=True)
+            paths = set(self.folder.scan()) | self.tracked | set(self.unwritable)
+            self.changed(paths, rescan=True)
             await asyncio.sleep(RESCAN_SECONDS)
 
     async def _watch(self, stop: asyncio.Event | None) -> None:
@@ -239,19 +248,22 @@ class Workspace(Listener):
         if IGNORE_FILE in paths:
             self.folder.ignore.reload()
         files: set[str] = set()
+        known = self.tracked | self.unwritable.keys()
         for rel in paths:
             full = self.root / rel
             if full.is_dir() and not full.is_symlink():
                 files |= set(self.folder.scan(rel))
             nfc = unicodedata.normalize("NFC", rel)  # documents are named in NFC
-            files |= {p for p in self.tracked if p == nfc or p.startswith(nfc + "/")}
+            files |= {p for p in known if p == nfc or p.startswith(nfc + "/")}
             if not full.is_dir():
                 files.add(rel)
         for rel in sorted(files):
             path = self.folder.document_path(rel)
             if path is None:
                 continue
-            if path in self.tracked:
+            if path in self.unwritable:  # what was in the way may be gone
+                self._schedule_write(path)
+            elif path in self.tracked:
                 unchanged = self.folder.unchanged(path) and self.disk.get(path) is not None
                 if not (rescan and unchanged):
                     self.ingest(path)
@@ -338,6 +350,14 @@ class Workspace(Listener):
             self.device.after_recorded(lambda: self._write(path))
             return
         self._writes.discard(path)
+        blocked = self.folder.blocked(path)  # a link or a file on the way
+        if blocked is not None:
+            if entry.exists and not entry.deleted:
+                self._cannot_write(path, blocked)
+            else:
+                self._written(path)  # no file to have
+            self.device.changed()
+            return
         if path not in self.tracked:  # the server's document meets a local file
             local = self.folder.read(path)
             if isinstance(local, Skip):
@@ -355,9 +375,18 @@ class Workspace(Listener):
             return
         try:
             self._materialise(entry)
-        except OSError as exc:
-            self.folder.warn(path, f"cannot write {path}: {exc}")
+        except OSError as exc:  # PathBlocked: a folder, a link... where the file should be
+            self._cannot_write(path, str(exc))
         self.device.changed()
+
+    def _cannot_write(self, path: str, why: str) -> None:
+        self.unwritable[path] = why
+        self.folder.warn(path, f"cannot write {path}: {why}")
+
+    def _written(self, path: str) -> None:
+        """The file is as its document says (or needs not be there)."""
+        if self.unwritable.pop(path, None) is not None:
+            self.folder.unwarn(path, "cannot write ")
 
     def _materialise(self, entry: DocEntry) -> None:
         path = entry.path
@@ -367,9 +396,11 @@ class Workspace(Listener):
                 self.emit(Event("remote", f"{path} deleted (remote)", path))
             if self.disk.get(path, "") is not None:
                 self._remember(path, None)
+            self._written(path)
             return
         text = str(entry.text)
-        if self.disk.get(path) == text and (self.root / self.folder.disk_name(path)).is_file():
+        if self.disk.get(path) == text and self.folder.is_file(path):
+            self._written(path)
             return
         new = self.disk.get(path) is None
         try:
@@ -381,6 +412,7 @@ class Workspace(Listener):
             self._schedule_write(path)
             return
         self._remember(path, text)
+        self._written(path)
         if path == IGNORE_FILE:
             self.folder.ignore.reload()
         self.emit(Event("remote", f"{path} {'new' if new else 'updated'} (remote)", path))

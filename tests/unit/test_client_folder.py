@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from client.folder import SKIP, FileChanged, Folder
+from client.safepath import PathBlocked
 
 NFD = "cafe\u0301/me\u0301nu.md"
 NFC = "café/ménu.md"
@@ -184,3 +185,44 @@ def test_a_warning_is_said_once_and_a_skip_again_once_the_file_was_readable(
         "a.txt: cannot record a conflict yet (500); will retry",
         "skipping a.txt: binary file",
     ]
+
+
+def test_nothing_is_read_written_or_removed_through_a_symlinked_folder(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.md").write_text("private\n")
+    (root / "notes").symlink_to(outside)
+    f, warnings = folder(root)
+    assert f.scan() == [] and f.scan("notes") == [] and f.scan("notes/deep") == []
+    assert f.read("notes/secret.md") is SKIP
+    assert f.blocked("notes/new.md") == "notes is a symbolic link (not followed)"
+    assert not f.exists("notes/secret.md") and not f.unchanged("notes/secret.md")
+    for path in ("notes/secret.md", "notes/new.md", "notes/deep/new.md", "notes/made/new.md"):
+        with pytest.raises(PathBlocked, match="notes is a symbolic link"):
+            f.write(path, "from elsewhere\n")
+        assert not f.remove(path)
+    assert (outside / "secret.md").read_text() == "private\n"
+    assert sorted(p.name for p in outside.rglob("*")) == ["deep", "secret.md"]
+    f.scan()
+    assert warnings == [
+        "skipping notes: a symbolic link to a folder is not followed",
+        "skipping notes/secret.md: notes is a symbolic link (not followed)",
+    ]
+
+
+def test_a_file_and_a_folder_in_each_others_way_are_refused_not_looped_on(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "coll").mkdir()
+    (tmp_path / "coll" / "in.md").write_text("inside\n")
+    (tmp_path / "file").write_text("a file\n")
+    f, _ = folder(tmp_path)
+    assert f.read("coll") is None and f.read("file/in.md") is None  # no such files
+    with pytest.raises(PathBlocked, match="coll is a folder"):
+        f.write("coll", "text\n", if_unchanged=True)  # not FileChanged: it looped
+    with pytest.raises(PathBlocked, match="file is a file"):
+        f.write("file/in.md", "text\n")
+    assert f.blocked("file/in.md") == "file is a file" and f.blocked("coll") is None
+    assert not f.remove("coll") and (tmp_path / "coll" / "in.md").exists()
+
