@@ -93,6 +93,10 @@ class Recorder:
                     await asyncio.sleep(RETRY_SECONDS)
                 finally:
                     self._recording = False
+                # A batch of callbacks alone awaits nothing, and a callback may queue
+                # another (a file write tried again): without this a chain of them held
+                # the event loop, with Ctrl-C and timeouts, for as long as it went on.
+                await asyncio.sleep(0)
             self.on_batch()
 
     async def _record(self, batch: list[Item]) -> None:
