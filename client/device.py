@@ -383,9 +383,15 @@ class Device:
 
     def fail(self, code: int | None, reason: str) -> None:
         """The server refused this device (bad token, no access): stop every link."""
+        failure = DeviceFailed(f"the server refused this device ({code}): {reason}", code)
+        self.halt(failure, {"refused": code})
+
+    def halt(self, failure: DeviceFailed, data: dict[str, Any] | None = None) -> None:
+        """Stop every link for good: the device cannot go on (``failure`` says why, once;
+        :meth:`wait_until` raises it)."""
         if self.failure is None:
-            self.failure = DeviceFailed(f"the server refused this device ({code}): {reason}", code)
-            self.emit(Event("error", str(self.failure), data={"refused": code}))
+            self.failure = failure
+            self.emit(Event("error", str(failure), data=data or {}))
             for entry in self.entries.values():
                 entry.link.wanted = False
                 entry.link_changed.set()

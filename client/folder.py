@@ -77,6 +77,7 @@ class Folder:
         self._clashes: dict[str, list[str]] = {}  # document path -> its names on disk
         # folders (as named on disk) holding a name in another form; None: not scanned yet
         self._odd: set[str] | None = None
+        self._pinned: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None
 
     def rel(self, path: Path) -> str | None:
         """``path`` relative to the folder (POSIX), None outside it or for the folder."""
@@ -406,6 +407,27 @@ class Folder:
             folders.pop()
         return True
 
+    def pin(self) -> None:
+        """Remember which folder (and state folder) this is, for :meth:`moved`."""
+        self._pinned = (_identity(self.root), _identity(self.state_dir))
+
+    def moved(self) -> str | None:
+        """Why the folder is not the one :meth:`pin` saw any more (moved away, deleted,
+        replaced; or its state folder), None while it is. Files missing then are not
+        deleted files."""
+        if self._pinned is None:
+            return None
+        root, state = self._pinned
+        now = _identity(self.root)
+        if now is None:
+            return f"{self.root} is gone (moved or deleted)"
+        if now != root:
+            return f"{self.root} is not the folder this sync started in (moved or replaced)"
+        now = _identity(self.state_dir)
+        if now != state:
+            return f"{self.state_dir} is {'gone' if now is None else 'a different folder'}"
+        return None
+
     def backup(self, path: str, text: str) -> Path:
         """Keep a copy of ``text`` under ``.weft/conflicts/`` (for a conflict)."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -417,6 +439,14 @@ class Folder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return target
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _in_the_way(path: str, mode: int) -> PathBlocked:

@@ -86,7 +86,8 @@ Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
 written or deleted through a link (to a folder either). A document that cannot be
 written (its path goes through such a link, or a file and a folder have its name) is
-said once and is not in sync (--once exits 1).
+said once and is not in sync (--once exits 1). If DIR or DIR/.weft is moved or deleted
+while it runs, it stops (exit 1) and sends no deletions.
 
 A local file that meets a different document at the same path, with no shared history,
 is recorded as a conflict: the server's version stays, and yours is kept in the

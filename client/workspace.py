@@ -31,6 +31,11 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   should be (or a folder where the file should be), is not written: it is said once and
   counted as not in sync (``unwritable``), and tried again when its path changes on disk
   (or at the next rescan).
+- A folder moved, deleted or replaced while it syncs (or its ``.weft/``) stops the
+  device (:class:`FolderGone`): its files are then missing, and taking that as their
+  deletion deleted them on every other device. A file found missing is checked against
+  this first, and a watch event that says files are gone waits ``DELETE_SETTLE_SECONDS``
+  (a ``rm -r`` of the whole folder is then over).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Coroutine
@@ -48,7 +54,7 @@ import watchfiles
 
 from client.device import Device
 from client.entry import DocEntry
-from client.events import Event, Listener
+from client.events import DeviceFailed, Event, Listener
 from client.folder import MAX_FILE_BYTES, FileChanged, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.remote import ApiError, ServerURL
@@ -59,12 +65,19 @@ log = logging.getLogger("weft.workspace")
 
 WATCH_DEBOUNCE_MS = 50
 RESCAN_SECONDS = 10.0
+DELETE_SETTLE_SECONDS = 0.5
+FOLDER_CHECK_SECONDS = 0.5
 OPEN_CONCURRENCY = 32
 # A conflict report the server answered with an error this many times in a row fails
 # its file; these 4xx statuses are retried like server errors (404: the document went
 # away meanwhile, and the next try creates it from the file).
 REPORT_SERVER_ERRORS = 5
 RETRIED_STATUSES = frozenset({404, 408, 425, 429})
+
+
+class FolderGone(DeviceFailed):
+    """The synced folder (or its ``.weft/``) was moved, deleted or replaced while syncing:
+    the workspace stops, and its missing files are not taken as deleted."""
 
 
 class Workspace(Listener):
@@ -130,6 +143,7 @@ class Workspace(Listener):
         if not self.root.is_dir():
             raise NotADirectoryError(f"{self.root} is not a directory")
         self.folder.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.folder.pin()
         await self.device.start()
         self.disk = {p: s.shadow for p, s in self.device.files.items()}
         # Documents with local history but no file state (a run cut short between the
@@ -206,21 +220,31 @@ class Workspace(Listener):
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
         """Follow file changes until ``stop`` is set (or cancelled); a rescan every
-        ``RESCAN_SECONDS`` catches what the watcher missed (a stat per file)."""
-        rescans = asyncio.create_task(self._rescan_forever())
+        ``RESCAN_SECONDS`` catches what the watcher missed (a stat per file). Returns
+        early once the folder was moved or deleted (the device failed: FolderGone)."""
+        tasks = (
+            asyncio.create_task(self._rescan_forever()),
+            asyncio.create_task(self._watch(stop)),
+        )
         try:
-            await self._watch(stop)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            rescans.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rescans
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _rescan_forever(self) -> None:
         await asyncio.sleep(0.5)  # what changed between the first scan and the watcher
-        while True:
-            paths = set(self.folder.scan()) | self.tracked | set(self.unwritable)
-            self.changed(paths, rescan=True)
-            await asyncio.sleep(RESCAN_SECONDS)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while self._folder_ok():  # checked often: cheap (two stats), and it stops early
+            if loop.time() >= due:
+                paths = set(self.folder.scan()) | self.tracked | set(self.unwritable)
+                self.changed(paths, rescan=True)
+                due = loop.time() + RESCAN_SECONDS
+            await asyncio.sleep(FOLDER_CHECK_SECONDS)
 
     async def _watch(self, stop: asyncio.Event | None) -> None:
         async for changes in watchfiles.awatch(
@@ -236,6 +260,10 @@ class Workspace(Listener):
                 rel = self.folder.rel(Path(raw))
                 if rel is not None:
                     paths.add(rel)
+            if any(not os.path.lexists(self.root / rel) for rel in paths):
+                await asyncio.sleep(DELETE_SETTLE_SECONDS)  # see the module docstring
+            if not self._folder_ok():
+                return
             self.changed(paths)
 
     def _watch_filter(self, _change: watchfiles.Change, raw: str) -> bool:
@@ -286,6 +314,8 @@ class Workspace(Listener):
             return True
         if text is None:
             if not entry.deleted:
+                if not self._folder_ok():  # missing with the whole folder: not deleted
+                    return False
                 entry.meta["deleted"] = True  # the text stays: see the module docstring
                 self.emit(Event("deleted", f"deleted {path}", path))
             self._remember(path, None)
@@ -350,6 +380,8 @@ class Workspace(Listener):
             self.device.after_recorded(lambda: self._write(path))
             return
         self._writes.discard(path)
+        if not self._folder_ok():
+            return
         blocked = self.folder.blocked(path)  # a link or a file on the way
         if blocked is not None:
             if entry.exists and not entry.deleted:
@@ -416,6 +448,20 @@ class Workspace(Listener):
         if path == IGNORE_FILE:
             self.folder.ignore.reload()
         self.emit(Event("remote", f"{path} {'new' if new else 'updated'} (remote)", path))
+
+    def _folder_ok(self) -> bool:
+        """Whether the folder is still the one this workspace syncs; if not, the device
+        stops for good (see :class:`FolderGone`)."""
+        why = self.folder.moved()
+        if why is None:
+            return True
+        self.device.halt(
+            FolderGone(
+                f"{why}: stopped, and its missing files were not taken as deleted; run "
+                "weft sync again on the folder where it is now"
+            )
+        )
+        return False
 
     # --- files this device has no history for ---------------------------------------------
 

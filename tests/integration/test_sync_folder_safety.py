@@ -68,6 +68,39 @@ def test_nothing_is_read_written_or_deleted_through_a_symlinked_folder(
     assert docs(server, "links")["notes/secret.md"] is True
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted", "replaced", "state folder deleted"])
+def test_a_running_sync_stops_and_deletes_nothing_when_its_folder_goes(
+    server: ServerProcess, tmp_path: Path, how: str
+) -> None:
+    """Found in a walkthrough: ``mv`` of the folder a running sync keeps in step, and
+    10-16 s later its next rescan found every file missing and deleted them all, on
+    every device."""
+    project = "gone-" + how.replace(" ", "-")
+    folder = tmp_path / "a"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"t{n}.md").write_text(f"text {n}\n")
+    once(server, folder, project)
+    sync = start_sync(folder, server.ws_url, TENANT, project, args=["--max-backoff", "1"])
+    try:
+        sync.wait_for("in sync")
+        if how == "moved":
+            folder.rename(tmp_path / "moved")
+        elif how == "deleted":
+            shutil.rmtree(folder)
+        elif how == "replaced":
+            folder.rename(tmp_path / "moved")
+            folder.mkdir()
+        else:
+            shutil.rmtree(folder / ".weft")
+        assert sync.proc.wait(timeout=15) == 1, sync.output()
+    finally:
+        sync.terminate()
+    assert "stopped, and its missing files were not taken as deleted" in sync.output()
+    assert "deleted t" not in sync.output()
+    assert docs(server, project) == {f"t{n}.md": False for n in range(3)}
+
+
 def test_a_file_and_a_folder_of_one_name_are_said_once_and_the_rest_syncs(
     server: ServerProcess, tmp_path: Path
 ) -> None:

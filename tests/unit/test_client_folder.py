@@ -226,3 +226,20 @@ def test_a_file_and_a_folder_in_each_others_way_are_refused_not_looped_on(
     assert f.blocked("file/in.md") == "file is a file" and f.blocked("coll") is None
     assert not f.remove("coll") and (tmp_path / "coll" / "in.md").exists()
 
+
+def test_a_moved_or_replaced_folder_or_state_folder_is_noticed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / ".weft").mkdir(parents=True)
+    f, _ = folder(root)
+    f.pin()
+    assert f.moved() is None
+    root.rename(tmp_path / "away")
+    assert f.moved() == f"{root} is gone (moved or deleted)"
+    (root / ".weft").mkdir(parents=True)
+    assert f.moved() == f"{root} is not the folder this sync started in (moved or replaced)"
+    (root / ".weft").rmdir()
+    root.rmdir()
+    (tmp_path / "away").rename(root)
+    assert f.moved() is None
+    (root / ".weft").rename(tmp_path / "state")
+    assert f.moved() == f"{root / '.weft'} is gone"
