@@ -108,7 +108,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_handler(run_blame))
 
     p = sub.add_parser(
-        "restore", parents=common, help="write the whole project as it was into a folder"
+        "restore",
+        parents=common,
+        help="write the whole project as it was into a folder",
+        description="Write every document as it was at --at into DIR, with a manifest "
+        "(.weft-manifest.json) each written file is checked against. A file that cannot be "
+        "written (a file and a folder of one name then: documents 'a' and 'a/b') is named "
+        "and left out, the rest is written, and it exits 1.",
     )
     p.add_argument("--at", required=True, help=version)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write")
@@ -648,6 +654,7 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
         TimeElapsedColumn(),
     )  # fmt: skip
     written: dict[str, str] = {}
+    not_written: dict[str, str] = {}  # a file and a folder of one name at that time...
     manifest: dict[str, Any] | None = None
     folder = Folder(out)
     quiet = args.json or not err.is_terminal  # a bar only where a person watches
@@ -658,24 +665,31 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
                 manifest = json.loads(data)
                 folder.write(name, data)
                 continue
+            try:
+                folder.write(name, data)
+            except Failed as exc:  # the others are still written
+                not_written[name] = str(exc)
+                continue
             written[name] = blake3(data).hexdigest()
-            folder.write(name, data)
             bar.update(task, advance=1, path=name)
     if manifest is None:
         raise Failed("the restore ended without its manifest: the output is incomplete")
-    listed = {f["path"]: f["blake3"] for f in manifest["files"]}
+    listed = {f["path"]: f["blake3"] for f in manifest["files"] if f["path"] not in not_written}
     if listed != written:
         raise Failed("the files written do not match the manifest: the output is incomplete")
     summary = {"out": str(out), "versionstamp": manifest["versionstamp"], "files": len(written)}
     if args.json:
-        print(json.dumps({**summary, "manifest": manifest}, indent=2))
+        print(json.dumps({**summary, "not_written": not_written, "manifest": manifest}, indent=2))
     else:
         err.print(
             f"restored {len(written)} files of {manifest['tenant']}/{manifest['project']} at "
-            f"{manifest['versionstamp']} into {out} (manifest: {tt.MANIFEST_NAME})",
+            f"{manifest['versionstamp']} into {out} (manifest: {tt.MANIFEST_NAME})"
+            + (f"; {len(not_written)} file(s) NOT written:" if not_written else ""),
             markup=False,
         )
-    return 0
+        for why in not_written.values():
+            err.print(f"  {why}", markup=False)
+    return 1 if not_written else 0
 
 
 class Folder:

@@ -5,13 +5,16 @@ is said once and counted, while the rest syncs. Real server, real ``weft`` proce
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from client.testing import get_json, start_sync, sync_once, wait_until
+from client.testing import REPO, folder_files, get_json, start_sync, sync_once, wait_until
 from server.testing import ServerProcess, StartServer
 
 pytestmark = pytest.mark.functional
@@ -135,3 +138,29 @@ def test_a_file_and_a_folder_of_one_name_are_said_once_and_the_rest_syncs(
         assert (a / "coll").read_text() == "I am a file\n"
     finally:
         assert sync.terminate() == 0, sync.output()
+
+
+def test_restore_writes_what_it_can_when_a_file_and_a_folder_share_a_name(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "coll").mkdir(parents=True)
+    b.mkdir()
+    (a / "coll" / "in.md").write_text("inside\n")
+    (b / "coll").write_text("I am a file\n")
+    for n in range(3):
+        (b / f"t{n}.md").write_text(f"{n}\n")
+    once(server, b, "restore-collide")
+    once(server, a, "restore-collide", code=1)
+    out = tmp_path / "out"
+    where = ["--server", server.url, "--tenant", TENANT, "--project", "restore-collide"]
+    command = [sys.executable, "-m", "client.cli", "restore", "--at", "head", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
+    result = subprocess.run(
+        [*command, *where], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "restored 4 files" in result.stderr and "1 file(s) NOT written" in result.stderr
+    assert "cannot write coll/in.md" in result.stderr, result.stderr
+    written = set(folder_files(out))
+    assert written == {"coll", "t0.md", "t1.md", "t2.md", ".weft-manifest.json"}
