@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crdt.logsafe import printable
+
 if TYPE_CHECKING:  # imported where the command runs (see the module docstring)
     import asyncio
 
@@ -226,7 +228,8 @@ class _Ui:
             from client.remote import NO_TOKEN
 
             message = f"the server refused this device ({code}): {NO_TOKEN}"
-        self.line(message, STYLES.get(event.kind, ""))
+        # a file name may hold a newline, a tab, a bidi control: one event, one line
+        self.line(printable(message), STYLES.get(event.kind, ""))
 
     def info(self, message: str, style: str = "") -> None:
         """A line that ``--quiet`` leaves out (no warning, conflict or error)."""

@@ -145,9 +145,12 @@ def test_ignored_binary_and_undecodable_files_are_skipped_with_one_warning(
     (a / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     (a / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     (a / "kept.txt").write_text("kept\n")
+    (a / "new\nline\u202e.txt").write_bytes(b"\x00")  # a name that would break the line
     out = once(server, a, "ignore")
     assert out.count("skipping image.png: binary file") == 1
     assert out.count("skipping latin1.txt: not valid UTF-8 text") == 1
+    assert out.count("skipping new\\nline\\u202e.txt: ") == 1, out  # (its name: control chars)
+    assert "\u202e" not in out and "new\nline" not in out
     docs = get_json(f"{server.url}/api/v1/{TENANT}/ignore/docs")["docs"]
     assert sorted(d["path"] for d in docs) == [".weftignore", "kept.txt"]
 
