@@ -79,15 +79,7 @@ def on_branch(app: web.Application) -> Any:
             except Exception:  # the record is saved all the same
                 log.error("bringing %s back failed", printable(doc.path), exc_info=True)
         await branches.save(history, doc, record)
-        log.info(
-            "conflict %s on %s/%s/%s: %s; branch by %s",
-            record.id,
-            doc.tenant,
-            doc.project,
-            printable(doc.path),
-            record.summary(),
-            printable(principal.user),
-        )
+        _said(record, doc, "branch", principal.user)
         return record
 
     return hook
@@ -120,18 +112,23 @@ def on_edit_deleted(app: web.Application) -> Any:
         stored, new = await save_once(history, doc, record, seed)
         if not new:
             return None
-        log.info(
-            "conflict %s on %s/%s/%s: %s; edit by %s",
-            stored.id,
-            doc.tenant,
-            doc.project,
-            printable(doc.path),
-            stored.summary(),
-            printable(editor.user),
-        )
+        _said(stored, doc, "edit", editor.user)
         return stored
 
     return hook
+
+
+def _said(record: ConflictRecord, doc: DocRef, what: str, user: str) -> None:
+    log.info(
+        "conflict %s on %s/%s/%s: %s; %s by %s",
+        record.id,
+        doc.tenant,
+        doc.project,
+        printable(doc.path),
+        record.summary(),
+        what,
+        printable(user),
+    )
 
 
 async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord) -> bool:
