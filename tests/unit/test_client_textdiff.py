@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
 from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3
+from crdt.textedits import INSERT_CHUNK
+from crdt.ydecode import decode_update
 
 ALPHABET = st.sampled_from(["a", "b", " ", "\n", "é", "😀", "\r\n", "中"])
 TEXT = st.lists(ALPHABET, max_size=60).map("".join)
@@ -162,3 +165,47 @@ def test_merge3_never_loses_a_line_only_one_side_added(
     merged = merge3("".join(base), "".join(ours), "".join(theirs)).splitlines(keepends=True)
     assert merged.count("X\n") >= ours.count("X\n")
     assert merged.count("Y\n") >= theirs.count("Y\n")
+
+
+def string_items(doc: Doc[Any]) -> list[str]:
+    """The strings of the document's text items, as its update encodes them."""
+    structs, _ = decode_update(doc.get_update())
+    return [item.text for items in structs.values() for item in items if item.text is not None]
+
+
+def test_a_long_insert_is_kept_as_pieces_that_stay_apart() -> None:
+    """yrs splits an item, or finds an offset in it, in time proportional to its length:
+    a 4 MB file inserted as one item made every later scattered edit of it (and every
+    replay of those edits) scan it again. Its pieces stay separate items, here and in a
+    document that loads its update."""
+    value = "".join(f"line {i}: é😀中\n" for i in range(20_000))
+    text = ytext("head\ntail\n")
+    assert text.doc is not None
+    assert apply(text, str(text), diff(str(text), "head\n" + value + "tail\n")) == (len(value), 0)
+    assert str(text) == "head\n" + value + "tail\n"
+    pieces = string_items(text.doc)
+    assert len(pieces) >= len(value) // INSERT_CHUNK + 2
+    assert max(len(piece) for piece in pieces) <= INSERT_CHUNK
+    loaded: Doc[Any] = Doc()
+    loaded.apply_update(text.doc.get_update())
+    assert string_items(loaded) == pieces
+    assert str(loaded.get("content", type=Text)) == str(text)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 3 * INSERT_CHUNK), st.booleans())
+def test_a_concurrent_insert_goes_before_or_after_all_the_pieces(size: int, lower: bool) -> None:
+    """As for one insert: never between two pieces, and both sides converge."""
+    ours: Doc[Any] = Doc(client_id=10)
+    theirs: Doc[Any] = Doc(client_id=5 if lower else 20)
+    ours.get("content", type=Text).insert(0, "ab")
+    theirs.apply_update(ours.get_update())
+    value = "".join(chr(ord("c") + n % 20) for n in range(size))
+    apply(ours.get("content", type=Text), "ab", [Op(1, 1, value)])
+    theirs.get("content", type=Text).insert(1, "X")
+    ours_update, theirs_update = ours.get_update(), theirs.get_update()
+    ours.apply_update(theirs_update)
+    theirs.apply_update(ours_update)
+    merged = str(ours.get("content", type=Text))
+    assert merged == str(theirs.get("content", type=Text))
+    assert merged in ("a" + value + "Xb", "aX" + value + "b")
