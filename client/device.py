@@ -243,10 +243,14 @@ class Device:
 
     async def _load(self, path: str) -> DocEntry:
         ref = await self.history.doc(self.tenant, self.project, path, create=True)
-        replayed = await self.history.replay(ref)
+        # The replay writes the local history's snapshot when one is due (History.load);
+        # the recorder counts on from what follows the latest (Recorder.snapshot_due).
+        loaded = await self.history.load(ref)
         state = self._doc_states.get(path, DocState())
         outbox = Outbox(state.acked, await self._pending(ref, state.acked))
-        entry = DocEntry(self, path, ref, replayed.doc, state, outbox)
+        entry = DocEntry(self, path, ref, loaded.replayed.doc, state, outbox)
+        entry.since_snapshot = loaded.records
+        entry.since_snapshot_bytes = loaded.size
         entry.doc.observe(partial(self._on_change, entry))
         self.entries[path] = entry
         return entry

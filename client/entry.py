@@ -42,7 +42,10 @@ class DocEntry:
         self.link_changed = asyncio.Event()  # synced, disconnected, stopped or failed
         self.unrecorded = 0
         self.unrecorded_local = 0
+        # Updates and bytes in the local history after its latest snapshot, as far as
+        # this device knows (from the load on): see Recorder.snapshot_due.
         self.since_snapshot = 0
+        self.since_snapshot_bytes = 0
         self.applying_remote = False
         # Server updates are here that the base may not cover (received live, or in an
         # answer that can reach past the head its probe proves): a heads read started

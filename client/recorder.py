@@ -99,6 +99,24 @@ class Recorder:
                 await asyncio.sleep(0)
             self.on_batch()
 
+    def snapshot_due(self, entry: DocEntry, size: int) -> bool:
+        """Count one recorded update of ``size`` bytes; True (and the counts start
+        over) when ``snapshot_every`` updates or ``snapshot_bytes`` bytes follow the
+        document's latest snapshot: time to check for one (``snapshot_if_due``, which
+        reads the log). Counted from what the document's load found after its latest
+        snapshot (``History.load``): counted from 0 in each run, and in updates only, a
+        document edited a few times per run, or in a few big updates, never got one."""
+        entry.since_snapshot += 1
+        entry.since_snapshot_bytes += size
+        history = self.history
+        if (
+            entry.since_snapshot < history.snapshot_every
+            and entry.since_snapshot_bytes < history.snapshot_bytes
+        ):
+            return False
+        entry.since_snapshot = entry.since_snapshot_bytes = 0
+        return True
+
     async def _record(self, batch: list[Item]) -> None:
         items = [b for b in batch if isinstance(b, tuple)]
         for entry, update, origin in [i for i in items if len(i[1]) > MAX_UPDATE_BYTES]:
@@ -122,14 +140,12 @@ class Recorder:
             )
             for (entry, update, origin), appended in zip(items, results, strict=True):
                 entry.unrecorded -= 1
-                entry.since_snapshot += 1
                 if origin == LOCAL:
                     # A duplicate was appended by an earlier, partly failed attempt.
                     entry.unrecorded_local -= 1
                     entry.outbox.add(appended.versionstamp, update)
                     entry.link.wake()
-                if entry.since_snapshot >= self.history.snapshot_every:
-                    entry.since_snapshot = 0
+                if self.snapshot_due(entry, len(update)):
                     task = asyncio.create_task(self.history.snapshot_if_due(entry.ref))
                     self.snapshots.add(task)
                     task.add_done_callback(self.snapshots.discard)

@@ -17,6 +17,8 @@ from client.device import DataDirBusy, Device, DeviceFailed, Event, Listener
 from client.remote import ApiError
 from client.testing import get_json, get_text
 from crdt.codec import SyncStep1
+from crdt.records import Snapshot
+from crdt.replaying import _replay_reads
 from server.auth import issue_token
 from server.testing import ServerProcess, StartServer
 
@@ -100,6 +102,55 @@ async def test_remote_updates_are_kept_locally_for_offline_work(
     offline = Device(tmp_path / "b", "ws://127.0.0.1:9", "acme", "local", poll_seconds=None)
     async with offline:
         assert str(text_of(await offline.doc("x.txt"))) == "from a\n"
+
+
+def offline(tmp_path: Path, name: str) -> Device:
+    return Device(tmp_path / name, "ws://127.0.0.1:9", "acme", "local", poll_seconds=None)
+
+
+async def local_log(device: Device, path: str) -> tuple[Snapshot | None, int]:
+    """The latest snapshot of ``path`` in the device's local history, and how many
+    updates follow it there (what opening the document replays)."""
+    ref = await device.history.doc("acme", "local", path)
+    snapshot, _, records = await device.history.kv.read(lambda tr: _replay_reads(tr, ref, None))
+    return snapshot, len(records)
+
+
+async def test_a_few_big_edits_per_run_get_the_local_history_snapshotted(
+    tmp_path: Path,
+) -> None:
+    """Snapshots of the local history are due by bytes too, counted from what the load
+    found after the latest snapshot: counted in updates, from 0 in each run, a document
+    edited a few times per run never got one, and every start replayed all of it."""
+    for run in range(2):
+        async with offline(tmp_path, "a") as device:
+            device.history.snapshot_bytes = 150_000
+            text = text_of(await device.doc("big.md"))
+            text.insert(len(text), "xy"[run] * 100_000)  # one update per run
+            await device.recorded()
+            await asyncio.gather(*device.recorder.snapshots)
+            snapshot, records = await local_log(device, "big.md")
+    assert snapshot is not None and snapshot.count == 2 and records == 0
+    async with offline(tmp_path, "a") as device:
+        assert str(text_of(await device.doc("big.md"))) == "x" * 100_000 + "y" * 100_000
+
+
+async def test_opening_a_document_due_for_a_snapshot_writes_it(tmp_path: Path) -> None:
+    """The history of a device that never snapshotted it gets its snapshot from the next
+    load's replay (no second build), and the next start replays nothing."""
+    async with offline(tmp_path, "a") as device:
+        text = text_of(await device.doc("big.md"))
+        for part in ("x", "y"):
+            text.insert(len(text), part * 100_000)
+        await device.recorded()
+        assert await local_log(device, "big.md") == (None, 2)
+    async with offline(tmp_path, "a") as device:
+        device.history.snapshot_bytes = 150_000
+        entry = await device.open("big.md", connect=False)
+        assert str(entry.text) == "x" * 100_000 + "y" * 100_000
+        assert (entry.since_snapshot, entry.since_snapshot_bytes) == (0, 0)
+        snapshot, records = await local_log(device, "big.md")
+        assert snapshot is not None and snapshot.count == 2 and records == 0
 
 
 async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_path: Path) -> None:
@@ -810,17 +861,17 @@ async def test_a_document_still_loading_when_its_opener_is_cancelled_ends_before
     loads: list[str] = []
     ended: list[str] = []
     async with device:
-        replay = device.history.replay
+        load = device.history.load
 
-        async def slow_replay(ref: Any) -> Any:
+        async def slow_load(ref: Any) -> Any:
             loads.append(ref.path)
             try:
-                await asyncio.sleep(0.3)  # the real replay, late
-                return await replay(ref)
+                await asyncio.sleep(0.3)  # the real load, late
+                return await load(ref)
             finally:
                 ended.append(ref.path)
 
-        device.history.replay = slow_replay  # type: ignore[method-assign, assignment]
+        device.history.load = slow_load  # type: ignore[method-assign, assignment]
         opener = asyncio.create_task(device.open("x.txt"))
         await eventually(lambda: loads == ["x.txt"])
         opener.cancel()
@@ -846,17 +897,17 @@ async def test_a_document_opened_while_the_device_closes_is_refused(
     late: list[asyncio.Future[Any]] = []
     async with device:
         await device.open("open.txt")
-        replay = device.history.replay
+        load = device.history.load
 
-        async def slow_replay(ref: Any) -> Any:
+        async def slow_load(ref: Any) -> Any:
             loads.append(ref.path)
             try:
-                await asyncio.sleep(0.3)  # the real replay, late
-                return await replay(ref)
+                await asyncio.sleep(0.3)  # the real load, late
+                return await load(ref)
             finally:
                 late.append(asyncio.ensure_future(device.open("z.txt")))
 
-        device.history.replay = slow_replay  # type: ignore[method-assign, assignment]
+        device.history.load = slow_load  # type: ignore[method-assign, assignment]
         opener = asyncio.create_task(device.open("x.txt"))
         await eventually(lambda: loads == ["x.txt"])
     with pytest.raises(asyncio.CancelledError):

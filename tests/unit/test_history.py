@@ -585,6 +585,36 @@ async def test_snapshots_by_bytes_and_chunked_snapshots(kv: Engine) -> None:
     assert text_of(replayed.doc) == "y" * 100_000 + "z" * 100_000
 
 
+async def test_a_load_due_for_a_snapshot_writes_it(kv: Engine, tmp_path: Path) -> None:
+    """A device loads its documents with History.load: when its history is due for a
+    snapshot, the load writes it (the bytes snapshot_if_due writes: the same fresh
+    build), so the next load and replay apply nothing. Before, a device whose documents
+    got a few big updates per run never snapshotted and replayed everything each time."""
+    history = History(kv, snapshot_every=1000, snapshot_bytes=150_000)
+    ref = await history.doc("acme", "site", "big.md", create=True)
+    dev = Device()
+    updates = [dev.append("y" * 100_000), dev.append("z" * 100_000)]
+    await history.append([Append(ref, updates[0])])
+    first = await history.load(ref)
+    assert (first.snapshot, first.records, first.size) == (None, 1, len(updates[0]))
+    await history.append([Append(ref, updates[1])])
+    loaded = await history.load(ref)
+    assert loaded.snapshot is not None and (loaded.records, loaded.size) == (0, 0)
+    assert text_of(loaded.replayed.doc) == "y" * 100_000 + "z" * 100_000
+    assert loaded.replayed.updates_applied == 2
+    again = await history.load(ref)
+    assert again.snapshot is None and again.replayed.updates_applied == 0
+    assert text_of(again.replayed.doc) == text_of(loaded.replayed.doc)
+    assert (await history.replay(ref)).updates_applied == 0
+    async with open_engine(f"sqlite:///{tmp_path / 'other.db'}") as other_kv:
+        other = History(other_kv, snapshot_every=1000, snapshot_bytes=150_000)
+        other_ref = await other.doc("acme", "site", "big.md", create=True)
+        for update in updates:
+            await other.append([Append(other_ref, update)])
+        written = await other.snapshot_if_due(other_ref)
+    assert written is not None and written.state == loaded.snapshot.state
+
+
 async def test_a_whole_project_at_one_version(history: History) -> None:
     a = await history.doc("acme", "site", "a.md", create=True)
     b = await history.doc("acme", "site", "b.md", create=True)
