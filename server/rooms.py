@@ -67,8 +67,14 @@ TAIL_PAGE = 1000
 # commits land; another instance's edits arrive at most this much later.
 WATCH_COALESCE = 0.005
 RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
+_WEFT_ROOT = bytes((len(META),)) + META.encode()  # the root's name as an update writes it
 PENDING_PRUNE = 64  # pending updates a room keeps before it drops those integrated since
 PENDING_INLINE = 100  # updates a loading room checks for pending ones on the event loop
+
+
+def _roots(doc: Doc[Any]) -> set[str]:
+    """The names of the document's root types (a transaction: not for every update)."""
+    return set(doc.keys())
 
 
 class Peer(Protocol):
@@ -122,21 +128,18 @@ class Room:
         # Set by the observers: [the weft map changed, the text changed while deleted].
         # The callbacks hold only this list (not the room: the document, which keeps
         # them, would keep the room alive in a cycle the collector cannot see).
-        touched = self._touched = [False, False]
+        self._touched = [False, False]
         self._meta: Map[Any] | None = None
         self._text: Text | None = None
+        self._meta_watch: Any = None
         self._text_watch: Any = None
-        try:
-            self._meta = doc.get(META, type=Map)
-            self._text = doc.get(CONTENT, type=Text)
-            self._meta_watch = self._meta.integrated.observe(
-                lambda _event, t=touched: t.__setitem__(0, True)
-            )
-        except Exception:  # a root of another type: such a document is never judged
-            log.warning("%s: no deletion check (roots of other types)", printable(ref.path))
-            self._meta = None
-        else:
-            touched[0] = True
+        # The observers cost ~2 kB per room (1,000 idle rooms left ~2 MB more behind
+        # after they unloaded: bench.fanout's idle check), so they are made only once
+        # the document has a `weft` root: at load, or when an update may have made it
+        # (the update that makes a root names it: see _apply).
+        self._weft_seen = META in _roots(doc)
+        if self._weft_seen:
+            self._watch_meta()
             self._took()
 
     # --- what sessions read (RoomView) -----------------------------------------------
@@ -264,6 +267,13 @@ class Room:
         try:
             vector = ydoc.apply_with_state(self.doc, update)
         finally:
+            # The first entry of a root map names its root (varString "weft") in the
+            # update that makes it; later ones point at an earlier entry. Seen once, the
+            # root is looked for again after each update until it is there (the entry
+            # may wait, pending, for an update it depends on).
+            if self._meta_watch is None and (self._weft_seen or _WEFT_ROOT in update):
+                self._weft_seen = True
+                self._watch_meta()
             edited = self._took() if touched[0] or touched[1] else False
         self.size += len(update)
         self._full_frame = None
@@ -275,6 +285,26 @@ class Room:
             if len(self.pending) > PENDING_PRUNE:  # most may have integrated since
                 self.pending = pending_updates(self.doc, self.pending)
         return edited
+
+    def _watch_meta(self) -> None:
+        """Observe the ``weft`` map once the document has it (see ``__init__``)."""
+        doc = self.doc
+        if META not in _roots(doc):
+            return
+        touched = self._touched
+        try:
+            meta, text = doc.get(META, type=Map), doc.get(CONTENT, type=Text)
+            self._meta_watch = meta.integrated.observe(
+                lambda _event, t=touched: t.__setitem__(0, True)
+            )
+        except Exception:  # a root of another type: such a document is never judged
+            log.warning("%s: no deletion check (roots of other types)", printable(self.ref.path))
+            self._weft_seen = False
+            self._meta = self._text = None
+            self._meta_watch = True  # (not None: never looked for again)
+            return
+        self._meta, self._text = meta, text
+        touched[0] = True  # read the flag: the update that made the map may have set it
 
     def _took(self) -> bool:
         """What the observers noted during the last update: read the deletion flag again

@@ -151,3 +151,48 @@ def test_apply_all_is_apply_one_by_one_in_one_transaction(seed: int) -> None:
     with fast.transaction():  # a transaction open: through pycrdt, same result
         ydoc.apply_all(fast, updates[-5:], lambda update, exc: refused.append((update, str(exc))))
     assert fast.get_update() == slow.get_update()
+
+
+def test_a_room_watches_the_deletion_flag_only_once_the_document_has_a_weft_map() -> None:
+    """Observers cost ~2 kB per room (bench.fanout's idle check: 1,000 idle rooms left
+    ~2 MB more behind once unloaded), so a plain document's room has none; the room
+    starts watching when the `weft` map appears (an update that makes it names it), also
+    when that update waits (pending) for one it depends on, and a room loaded with the
+    map watches at once. In every case it knows the flag and says an edit of the deleted text."""
+    from crdt.history import Appended, DocRef
+    from crdt.versionstamp import ZERO
+    from server.rooms import Room
+
+    ref = DocRef("t", "p", "a.txt", b"t", b"s")
+    writer: Doc[Any] = Doc(client_id=7)
+    text, meta = writer.get("content", type=Text), writer.get("weft", type=Map)
+
+    def change(edit: Any) -> bytes:
+        before = writer.get_state()
+        edit()
+        return writer.get_update(before)
+
+    typed = change(lambda: text.insert(0, "one\n"))
+    more = change(lambda: text.insert(4, "two\n"))
+    deleted = change(lambda: meta.__setitem__("deleted", True))
+    edited = change(lambda: text.insert(0, "x"))
+
+    plain = Room(ref, Doc(), None, 0)
+    assert not plain._apply(typed) and plain._meta_watch is None  # no observer
+    assert not plain._apply(more) and plain._meta_watch is None
+    assert not plain._apply(deleted) and plain.deleted and plain._meta_watch is not None
+    assert plain._apply(edited)  # the text changed while deleted
+
+    late = Room(ref, Doc(), None, 0)
+    late._apply(typed)
+    assert not late._apply(deleted)  # pending (it waits for `more`), kept for joiners
+    assert late.pending == [deleted] and late._weft_seen
+    late._apply(more)
+    assert late.deleted and late._meta_watch is not None and late._apply(edited)
+
+    loaded: Doc[Any] = Doc()
+    for update in (typed, more, deleted):
+        loaded.apply_update(update)
+    room = Room(ref, loaded, None, 0)
+    assert room.deleted and room._meta_watch is not None and room._apply(edited)
+    assert room.apply_local(edited, Appended(ZERO, True), 0) is False  # (a duplicate)
