@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 
 from aiohttp import web
@@ -86,6 +87,26 @@ class CannotListen(Exception):
     """The address is taken or not ours (the message says which)."""
 
 
+def _check_address(host: str, port: int) -> None:
+    """:class:`CannotListen` when ``host:port`` is taken or not ours, found by binding
+    (and closing) a socket there as the server will, before the store is opened: a
+    busy port left a new, empty store file behind. (Taken in between: said by the site.)"""
+    if port == 0:
+        return
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain."""
     app = create_app(settings)
@@ -96,6 +117,7 @@ async def serve(settings: Settings) -> None:
         access_log_class=AccessLogger,
         shutdown_timeout=settings.drain_seconds,
     )
+    _check_address(settings.host, settings.port)  # before the store is opened (or made)
     await runner.setup()  # opens the store: its OSErrors are the store's
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

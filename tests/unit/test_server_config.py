@@ -259,3 +259,4 @@ def test_an_address_in_use_is_said_so(tmp_path: Path) -> None:
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "draining" not in err and "drained" not in err  # it never listened
+    assert not (tmp_path / "w.db").exists()  # no store made (it was, empty)
