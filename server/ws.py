@@ -282,6 +282,13 @@ class _Link:
                 extra=self.extra,
             )
             self.conn.start()
+            if self.session.weft and not await self.rooms.catch_up_to_head(self.room):
+                # A weft client compares the state vector sent on open with its own to
+                # tell a server restored from a backup (it then sends what the server
+                # lacks as one update, not as an offline branch): a room behind another
+                # instance's commits would look like one, and the branch go unchecked.
+                self.conn.close(CLOSE_TRY_AGAIN, "store unavailable; try again")
+                return
             await self._act(self.session.open())
             self.conn.reader = asyncio.create_task(self._read(), name=f"weft-read-{self.conn.id}")
             if self.principal.expires is not None:
