@@ -38,7 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import REPO, git_sha
+
 FILE = "big.md"
 ALPHABET = "abcdefghij klmnop"
 
@@ -142,18 +143,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ratio_to_peer": round(min(nochange) / peer, 2) if nochange else None,
     }
 
-
-def git_sha(repo: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=repo,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

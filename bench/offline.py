@@ -46,13 +46,13 @@ from typing import Any
 import aiohttp
 from pycrdt import Doc, Text
 
+from bench import REPO, git_sha
 from client.testing import folder_files, start_sync, sync_once
 from client.workspace import Workspace
 from crdt import codec
 from crdt.codec import Ack, SyncStep1, SyncStep2, SyncUpdate
 from server.testing import ServerProcess, start_server
 
-REPO = Path(__file__).resolve().parents[1]
 NODE_MODULES = REPO / "tests" / "interop" / "node_modules"
 TENANT = "bench"
 SERVER_ENV = {"WEFT_UPDATES_PER_SECOND": "1000000", "WEFT_UPDATES_BURST": "1000000"}
@@ -315,18 +315,6 @@ async def raw_upload(server: ServerProcess, files: int) -> float:
 
 # --- report --------------------------------------------------------------------------------
 
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=REPO,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from bench import git_sha
 from client.timetravel_cli import Folder, StoreBackend
 from crdt import timetravel as tt
 from crdt.history import Append, History
@@ -263,14 +263,6 @@ async def bench_blame(path: Path, sizes: Sizes) -> dict[str, Any]:
 
 # --- report ----------------------------------------------------------------------------
 
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def report(

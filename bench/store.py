@@ -36,6 +36,7 @@ from typing import Any
 
 from pycrdt import Doc, Text
 
+from bench import git_sha
 from crdt.history import Append, DocRef, History
 from crdt.kv import open_engine
 from crdt.kv import sqlite as sqlite_engine
@@ -271,14 +272,6 @@ def run_child(path: Path, stamps: list[str], reps: int) -> dict[str, Any]:
 def _p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
 
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def report(
