@@ -121,6 +121,8 @@ def _insert_rows(conn: sqlite3.Connection, rows: dict[bytes, bytes]) -> None:
         at += size
 
 
+_BUMP_COUNTER = "UPDATE engine SET value = value + 1 WHERE name = 'commit' RETURNING value"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS engine (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
@@ -182,8 +184,7 @@ class _Reader:
         return [(bytes(k), bytes(v)) for k, v in rows]
 
     def read_version(self) -> int:
-        """The commit counter as of this snapshot (in a write transaction: the last
-        commit before its batch, whose counter is bumped at its end)."""
+        """The commit counter as of this snapshot."""
         return _commit_counter(self._conn)
 
 
@@ -216,6 +217,10 @@ class _Writer(_Reader):
         # each set_versionstamped_key (its range is worked out only if a read comes).
         self._stamped_values: set[bytes] = set()
         self._stamped_keys: list[tuple[bytes, int]] = []
+
+    def read_version(self) -> int:
+        """The last commit before this one's batch (which bumped the counter first)."""
+        return int.from_bytes(self._tr_version[:8], "big") - 1
 
     def _write_now(self) -> None:
         """Open the savepoint before the first write that happens while ``fn`` runs."""
@@ -322,17 +327,29 @@ class _Writer(_Reader):
         self._conn.execute("DELETE FROM kv WHERE k >= ? AND k < ?", (begin, end))
 
     def set_versionstamped_key(self, key: bytes, offset: int, value: bytes) -> None:
-        # check_stamped and fill inlined: an append sets one of these per update
+        # check_stamped, fill and set inlined: an append sets one of these per update
         if offset < 0 or offset + PLACEHOLDER_LEN > len(key) or len(key) > MAX_STAMPED_KEY:
             check_stamped(key, offset, MAX_STAMPED_KEY)
+        if len(value) > MAX_VALUE:
+            check_value(value)
         key = key[:offset] + self._tr_version + key[offset + PLACEHOLDER_LEN :]
-        self.set(key, value)
+        self.size += len(key) + len(value)
+        if self.size > MAX_TRANSACTION:
+            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
+        self._pending[key] = value
         self._stamped_keys.append((key, offset))
 
     def set_versionstamped_value(self, key: bytes, value: bytes, offset: int) -> None:
+        # as set_versionstamped_key: one per update
         if offset < 0 or offset + PLACEHOLDER_LEN > len(value) or len(value) > MAX_STAMPED_VALUE:
             check_stamped(value, offset, MAX_STAMPED_VALUE)
-        self.set(key, value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :])
+        if len(key) > MAX_KEY:
+            check_key(key)
+        value = value[:offset] + self._tr_version + value[offset + PLACEHOLDER_LEN :]
+        self.size += len(key) + len(value)
+        if self.size > MAX_TRANSACTION:
+            raise TransactionTooLarge(f"transaction writes more than {MAX_TRANSACTION} bytes")
+        self._pending[key] = value
         self._stamped_values.add(key)
 
     def add(self, key: bytes, delta: int) -> None:
@@ -739,9 +756,10 @@ class SQLiteEngine:
     ) -> tuple[list[Committed[Any] | BaseException], list[_Writer]]:
         conn = self._writer_conn
         conn.execute("BEGIN IMMEDIATE")
-        counter = (
-            conn.execute("SELECT value FROM engine WHERE name = 'commit'").fetchall()[0][0] + 1
-        )
+        # The commit counter, bumped and read in one statement (a SELECT at the start
+        # and an UPDATE at the end were two more statements per commit); a batch that
+        # writes nothing is rolled back, bump and all.
+        counter = conn.execute(_BUMP_COUNTER).fetchall()[0][0]
         commit = counter.to_bytes(8, "big")
         outcomes: list[Committed[Any] | BaseException] = []
         written: list[_Writer] = []
@@ -769,7 +787,6 @@ class SQLiteEngine:
             if wrote:
                 written.append(tr)
         if written:
-            conn.execute("UPDATE engine SET value = ? WHERE name = 'commit'", (counter,))
             conn.execute("COMMIT")
             self._commits += 1
             self._committed.set()
