@@ -581,15 +581,15 @@ def _append_tr(
     they change from one update to the next, as they rarely do in one device's batch).
     """
     markers: list[int | Versionstamp] = []
-    digests, hash_keys, heads = _idempotency_keys(items)
+    hash_keys, groups = _idempotency_keys(items)
     docs = {item.doc.space: item.doc for item in items}
     touch_keys = [k for doc in docs.values() for k in _touch_keys(doc)]
-    stored, touch_values = _existing(tr, hash_keys, heads, touch_keys)
+    stored, touch_values = _existing(tr, hash_keys, groups, touch_keys)
     doc_values = {space: touch_values[4 * n : 4 * n + 4] for n, space in enumerate(docs)}
     if legacy:
         old_keys = [
-            (n, _h_key(item, digest))
-            for n, (item, digest) in enumerate(zip(items, digests, strict=True))
+            (n, _h_key(item, item.digest or update_hash(item.update)))
+            for n, item in enumerate(items)
         ]
         old_keys = [(n, key) for n, key in old_keys if key != hash_keys[n]]
         for (n, _), old in zip(old_keys, tr.get_many([key for _, key in old_keys]), strict=True):
@@ -599,11 +599,13 @@ def _append_tr(
     in_batch: dict[bytes, int] = {}  # idempotency key -> user version, for repeats
     # The loop runs once per update: methods and constants are looked up once.
     set_key, set_value = tr.set_versionstamped_key, tr.set_versionstamped_value
+    stamps, record_ends = _STAMPS, _STAMP_ENDS
     doc: DocRef | None = None
     state: _Touched | None = None
     record_head = b""  # the doc's D + (u, <placeholder>
     offset = 0
-    who: tuple[str, str, str, int] | None = None
+    by: str | None = None  # the user, client and session ``tail`` was made for
+    client = session = ""
     tail = b""
     user = 0
     for item, hash_key, existing in zip(items, hash_keys, stored, strict=True):
@@ -621,21 +623,23 @@ def _append_tr(
             state = found
             record_head = state.records.head
             offset = len(record_head)
-        if (item.user, item.client, item.session, state.ms) != who:
-            who = (item.user, item.client, item.session, state.ms)
-            tail = record_tail(*who)
+            by = None  # the tail holds the doc's ms
+        # One device's updates carry the very same strings: ``is`` finds them cheaply
+        # (equal strings that are other objects only make the tail again).
+        if item.user is not by or item.client is not client or item.session is not session:
+            by, client, session = item.user, item.client, item.session
+            tail = record_tail(by, client, session, state.ms)
         update = item.update
         size = len(update)
         header = SMALL_RECORD_HEADERS[size] if size < 0x100 else record_header(size)
         record = header + update + tail
-        stamp = INCOMPLETE_TR + _USER[user]  # this update's, to be completed
         if len(record) <= CHUNK:  # D + (u, <stamp>, 0): the usual one-part record
-            set_key(record_head + stamp + _PART_0, offset, record)
+            set_key(record_head + record_ends[user], offset, record)
         else:
             for part, chunk in enumerate(chunks(record)):
                 key, at = state.records.key(user, part)
                 set_key(key, at, chunk)
-        set_value(hash_key, stamp, 0)
+        set_value(hash_key, stamps[user], 0)  # this update's stamp, to be completed
         state.last = user
         state.count += 1
         state.size += size
@@ -664,49 +668,48 @@ def _append_tr(
 
 
 # The 2 user bytes of each update of a transaction (append gives one at most
-# MAX_BATCH_UPDATES: History.append splits bigger batches).
+# MAX_BATCH_UPDATES: History.append splits bigger batches); its incomplete stamp; and
+# the end of its one-part record's key: the stamp, then part 0.
 _USER = [n.to_bytes(2, "big") for n in range(MAX_BATCH_UPDATES)]
+_STAMPS = [INCOMPLETE_TR + user for user in _USER]
+_STAMP_ENDS = [stamp + _PART_0 for stamp in _STAMPS]
 
 
-def _idempotency_keys(
-    items: list[Append],
-) -> tuple[list[bytes], list[bytes], list[bytes | None]]:
-    """Each update's digest, and its idempotency key: D + (i, client, clock, hash) for
-    an update with structs (its first struct's id: a client's entries are inserted in
-    order, next to each other, instead of at random places in the index), else
-    D + (h, hash). And per update its D + (i, client) prefix (``None`` for an (h, hash)
-    key).
+def _idempotency_keys(items: list[Append]) -> tuple[list[bytes], dict[bytes, list[int]]]:
+    """Each update's idempotency key: D + (i, client, clock, hash) for an update with
+    structs (its first struct's id: a client's entries are inserted in order, next to
+    each other, instead of at random places in the index), else D + (h, hash). And the
+    (i, client) keys' groups: per D + (i, client) prefix, the indexes of its updates.
 
     Built without the tuple layer (one per update); tests check them against it."""
-    heads: dict[tuple[bytes, bytes], bytes] = {}  # (doc, client) -> D + (i, client)
-    digests: list[bytes] = []
+    groups: dict[bytes, list[int]] = {}  # D + (i, client) -> its updates' indexes
     out: list[bytes] = []
-    prefixes: list[bytes | None] = []
-    for item in items:
+    doc: DocRef | None = None  # the (doc, client) whose prefix and group are at hand
+    client: bytes | None = None
+    head = b""
+    members: list[int] = []
+    for n, item in enumerate(items):
         update = item.update
         digest = item.digest or blake3(update).digest(16)  # update_hash, inlined
-        digests.append(digest)
         # the tuple layer's bytes element: 0x01, 0x00 escaped as 0x00 0xff, 0x00
         packed_digest = b"\x01" + digest.replace(b"\x00", b"\x00\xff") + b"\x00"
         first = first_struct(update)
         if first is None:
             out.append(item.doc.append_keys.h + packed_digest)
-            prefixes.append(None)
             continue
-        client, clock = first
-        head = heads.get((item.doc.space, client))
-        if head is None:
-            head = heads[item.doc.space, client] = keys.pack_bytes_after(
-                item.doc.append_keys.i, client
-            )
+        if first[0] != client or item.doc is not doc:  # rare in one device's run
+            doc, client = item.doc, first[0]
+            head = keys.pack_bytes_after(doc.append_keys.i, client)
+            members = groups.setdefault(head, [])
+        clock = first[1]
         # keys.pack_uint, inlined: (0).bit_length() is 0, which packs as b"\x14"
         size = (clock.bit_length() + 7) // 8
         if size > 7:
             out.append(head + keys.pack_uint(clock) + packed_digest)
         else:
             out.append(head + _INT_CODES[size] + clock.to_bytes(size, "big") + packed_digest)
-        prefixes.append(head)
-    return digests, out, prefixes
+        members.append(n)
+    return out, groups
 
 
 _INT_CODES = [bytes((0x14 + size,)) for size in range(8)]  # the tuple layer's int codes
@@ -716,7 +719,7 @@ RANGE_GROUP = 8  # a client's updates in one append looked up with one range rea
 
 
 def _existing(
-    tr: Transaction, hash_keys: list[bytes], heads: list[bytes | None], other: list[bytes]
+    tr: Transaction, hash_keys: list[bytes], groups: dict[bytes, list[int]], other: list[bytes]
 ) -> tuple[list[bytes | None], list[bytes | None]]:
     """The stored values of ``hash_keys`` and of ``other``, in two or so queries.
 
@@ -726,10 +729,6 @@ def _existing(
     nothing or the few already there, instead of one index lookup each. A range that
     holds more than a few other entries (clocks far apart) falls back to lookups. The
     rest, and ``other``, are read with one ``get_many``."""
-    groups: dict[bytes, list[int]] = {}
-    for n, head in enumerate(heads):
-        if head is not None:
-            groups.setdefault(head, []).append(n)
     found: dict[bytes, bytes] = {}
     ranged: set[int] = set()
     for members in groups.values():

@@ -270,9 +270,12 @@ def test_idempotency_keys_equal_the_tuple_layers() -> None:
     items = [Append(ref, u, digest=d) for u, d in zip(updates, digests, strict=True)]
     clocks = [127, 128, 255, 256, 2**55, 2**56 - 1, 2**56, 2**63, 2**64 - 1, 2**64]
     headers = [b"\x01\x01" + varuint(7) + varuint(clock) + b"\x00" for clock in clocks]
-    found, built, _ = _idempotency_keys(items + [Append(ref, h) for h in headers])
-    assert found == digests + [update_hash(h) for h in headers]
+    built, groups = _idempotency_keys(items + [Append(ref, h) for h in headers])
     client = varuint(dev.doc.client_id)
+    assert groups == {
+        ref.key("i", client): [0, 1],  # D + (i, client): its clocks follow
+        ref.key("i", varuint(7)): list(range(3, 3 + len(headers))),
+    }
     assert built == [
         ref.key("i", client, 0, digests[0]),
         ref.key("i", client, 1, digests[1]),
