@@ -2,8 +2,10 @@
 
 Within one process a room relays awareness messages to its peers (:meth:`Room.relay`).
 Several instances on one store are one service, so each instance also shares the states
-of ITS OWN clients with the others through an ephemeral part of the store, outside the
-document's history (no ``u/``, snapshot or time-index key is ever written for it):
+of ITS OWN clients (those its connections control: not the other clients' states a
+y-websocket client echoes back, see :class:`server.session.Relay`) with the others
+through an ephemeral part of the store, outside the document's history (no ``u/``,
+snapshot or time-index key is ever written for it):
 
 - ``D + (aw, instance)`` -> ``{v, ms, gen}``: the instance's entry for the doc, stamped
   with the wall clock of its last publish; ``D + (aw, instance, client)`` ->
@@ -35,7 +37,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +136,7 @@ def decode_entries(rows: Iterable[tuple[bytes, bytes]], space: bytes) -> dict[st
 
 def merge(
     states: States,
-    local: set[int],
+    local: Collection[int],
     seen: dict[str, States],
     entries: Mapping[str, Entry],
     now_ms: int,
@@ -393,7 +395,7 @@ class ClusterAwareness:
             self.metrics.awareness_remote.inc()
 
 
-def _local_states(states: States, local: set[int]) -> States:
+def _local_states(states: States, local: Collection[int]) -> States:
     return {client: states[client] for client in local if client in states}
 
 

@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from pycrdt import Doc, Map, Text, merge_updates
@@ -114,7 +114,9 @@ class Room:
         self.size = size
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
-        self.local: set[int] = set()  # awareness clients of this instance's own peers
+        # Awareness clients of this instance's own peers: client id -> the id of the peer
+        # that controls it (server.awareness publishes their states).
+        self.local: dict[int, int] = {}
         # Told when ``local`` or one of its states changed (server.awareness publishes).
         self.awareness_changed: Callable[[], None] | None = None
         self.idle_since: float | None = time.monotonic()
@@ -169,6 +171,10 @@ class Room:
         deletions grew). Costs one encoding of the document's delete set."""
         return ydoc.adds_nothing(self.doc, update)  # else stored (or refused) as any update
 
+    def awareness_clock(self, client: int) -> int | None:
+        state = self.states.get(client)
+        return None if state is None else state[0]
+
     def awareness_payload(self) -> bytes | None:
         if not self.states:
             return None
@@ -183,13 +189,16 @@ class Room:
         self.idle_since = None
 
     def remove(self, peer: Peer, awareness_clients: Iterable[int]) -> None:
-        """Drop ``peer``; its awareness clients are removed for the others."""
+        """Drop ``peer``; the awareness clients it still controls are removed for the
+        others (one that another connection took over with a newer clock stays)."""
         self.peers.pop(peer.id, None)
         gone = []
         left = False
         for client in awareness_clients:
-            left = left or client in self.local
-            self.local.discard(client)
+            if self.local.get(client) != peer.id:
+                continue
+            del self.local[client]
+            left = True
             state = self.states.pop(client, None)
             if state is not None:
                 gone.append(AwarenessEntry(client, state[0] + 1, "null"))
@@ -327,25 +336,42 @@ class Room:
             self.deleted = deleted
         return self.deleted and text_changed
 
-    def relay(self, sender: int, payload: bytes, entries: Iterable[AwarenessEntry]) -> None:
+    def relay(
+        self,
+        sender: int,
+        payload: bytes,
+        entries: Iterable[AwarenessEntry],
+        own: Collection[int],
+    ) -> None:
         """Record the awareness states (newer clocks win) and relay the exact bytes to every
         peer, the sender included: y-websocket drops a connection that received nothing for
         30 s, and a peer alone in its room only hears its own 15-second renewals (the
-        reference server echoes them too; an echo of its own clock is a no-op for it)."""
+        reference server echoes them too; an echo of its own clock is a no-op for it).
+
+        ``own``: the clients of ``entries`` that ``sender`` controls (see
+        :class:`~server.session.Relay`); only those become, or stop being, local."""
+        local = self.local
+        changed = False
         for entry in entries:
-            if entry.removed:
-                self.local.discard(entry.client_id)
-            else:
-                self.local.add(entry.client_id)
-            known = self.states.get(entry.client_id)
+            client = entry.client_id
+            if client in own:
+                if not entry.removed:
+                    changed = changed or local.get(client) != sender
+                    local[client] = sender
+                elif local.get(client) == sender:
+                    del local[client]
+                    changed = True
+            known = self.states.get(client)
             if known is not None and entry.clock < known[0]:
                 continue
             if entry.removed:
-                self.states.pop(entry.client_id, None)
-            else:
-                self.states[entry.client_id] = (entry.clock, entry.state)
+                if self.states.pop(client, None) is not None:
+                    changed = changed or client in local
+            elif known != (entry.clock, entry.state):
+                self.states[client] = (entry.clock, entry.state)
+                changed = changed or client in local
         self.broadcast(codec.encode(Awareness(payload)))
-        if self.awareness_changed is not None:
+        if changed and self.awareness_changed is not None:
             self.awareness_changed()
 
 

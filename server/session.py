@@ -81,6 +81,10 @@ class RoomView(Protocol):
 
     def awareness_payload(self) -> bytes | None: ...
 
+    def awareness_clock(self, client: int) -> int | None:
+        """The clock of the state the room holds for awareness ``client`` (None: none)."""
+        ...
+
     @property
     def cursor(self) -> Versionstamp | None:
         """The versionstamp up to which the room holds the document's log."""
@@ -135,10 +139,16 @@ class Commit:
 
 @dataclass(frozen=True)
 class Relay:
-    """Relay an awareness update (exact bytes) to the room's other peers."""
+    """Relay an awareness update (exact bytes) to the room's peers.
+
+    ``own``: the clients of ``entries`` this connection controls (its states, their
+    removals); the others are echoes of states the room already has, as y-websocket
+    re-sends every state it receives: not this connection's to publish or to remove.
+    """
 
     payload: bytes
     entries: tuple[AwarenessEntry, ...]
+    own: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -195,9 +205,9 @@ class Session:
         self.weft = weft
         self.max_frame = max_frame
         self.closed = False
-        # Awareness clients this connection holds a state for: client id -> its newest
-        # clock here. A removal older than that is ignored, as the room ignores it (a
-        # stale removal must not let the room keep a state this count forgot).
+        # Awareness clients this connection controls (see _awareness): client id -> its
+        # newest clock here. A removal older than that is ignored, as the room ignores it
+        # (a stale removal must not let the room keep a state this count forgot).
         self._awareness_clocks: dict[int, int] = {}
         self._hello_sent = False
         # The last state vector the client announced (its SyncStep1): what it held then,
@@ -211,8 +221,8 @@ class Session:
 
     @property
     def awareness_clients(self) -> KeysView[int]:
-        """The awareness clients whose states this connection put in the room: removed
-        for the others when it closes."""
+        """The awareness clients this connection controls (not the echoes it sent):
+        removed for the others when it closes."""
         return self._awareness_clocks.keys()
 
     def open(self) -> list[Action]:
@@ -370,7 +380,13 @@ class Session:
         return [Wait(wait), commit] if wait > 0 else [commit]
 
     def _awareness(self, payload: bytes) -> list[Action]:
+        """A connection controls a client id it sends that the room does not hold, or
+        holds at an older clock, until it removes it. Anything else is an echo
+        (y-websocket re-sends every state it receives: other peers', other instances'),
+        relayed but never counted as this connection's."""
         entries = tuple(codec.decode_awareness(payload))
+        clocks = self._awareness_clocks
+        own: list[int] = []
         for entry in entries:
             if len(entry.state) > MAX_AWARENESS_STATE:
                 return self._close(
@@ -378,21 +394,28 @@ class Session:
                     f"awareness state over {MAX_AWARENESS_STATE} bytes",
                     "awareness_too_big",
                 )
-            clocks = self._awareness_clocks
-            known = clocks.get(entry.client_id)
-            if known is not None and entry.clock < known:
+            client = entry.client_id
+            known = clocks.get(client)
+            if known is None:
+                if entry.removed:
+                    continue  # not ours to remove: the room goes by its clock
+                held = self.room.awareness_clock(client)
+                if held is not None and entry.clock <= held:
+                    continue  # an echo of a state the room has
+            elif entry.clock < known:
                 continue  # older than what this connection sent: the room ignores it too
             if entry.removed:
-                clocks.pop(entry.client_id, None)
+                del clocks[client]
             else:
-                clocks[entry.client_id] = entry.clock
-        if len(self._awareness_clocks) > MAX_AWARENESS_CLIENTS:
+                clocks[client] = entry.clock
+            own.append(client)
+        if len(clocks) > MAX_AWARENESS_CLIENTS:
             return self._close(
                 CLOSE_QUOTA,
                 f"more than {MAX_AWARENESS_CLIENTS} awareness clients on one connection",
                 "awareness_clients",
             )
-        return [Relay(payload, entries)]
+        return [Relay(payload, entries, tuple(own))]
 
     def _base(self, vs: Versionstamp) -> list[Action]:
         actions: list[Action] = []

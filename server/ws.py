@@ -408,7 +408,7 @@ class _Link:
                 self.conn.send(action.frame)
             elif isinstance(action, Relay):
                 assert self.room is not None
-                self.room.relay(self.conn.id, action.payload, action.entries)
+                self.room.relay(self.conn.id, action.payload, action.entries, action.own)
             elif isinstance(action, Close):
                 log.warning(
                     "closing connection %d: %d %s",

@@ -129,6 +129,17 @@ def test_awareness_appears_and_disappears(
     assert "src/app.js" not in stored_docs(server, tenant)  # awareness is never stored
 
 
+def test_more_providers_than_one_connections_awareness_clients(
+    server: ServerProcess, tenant: str, run_script: RunScript
+) -> None:
+    """Regression: every provider re-sends the states it receives, and the echoes counted
+    as its own clients: with 9 or more providers in a room, all were closed with 4429."""
+    result = run_script(
+        "crowd", options(server, tenant, "src/app.js", token=token(tenant), peers=10)
+    )
+    assert result["closes"] == []
+
+
 def test_read_only_token_cannot_write(
     server: ServerProcess, tenant: str, run_script: RunScript
 ) -> None:

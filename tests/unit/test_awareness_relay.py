@@ -27,7 +27,9 @@ from server.awareness import (
     merge,
 )
 from server.metrics import Metrics
+from server.quotas import Limits, Quotas
 from server.rooms import Rooms
+from server.session import Relay, Session
 from server.testing import until
 
 NOW = 1_800_000_000_000
@@ -151,6 +153,48 @@ class Peer:
         return {c: clock for c, (clock, s) in self.states.items() if s != "null"}
 
 
+async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """Real sessions on a real room: b echoes a's state (as y-websocket does); the
+    echo is not b's, and a newer clock on another connection takes a client over."""
+    history = History(engines[0])
+    rooms = Rooms(history, Metrics(), instance="a")
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
+    try:
+        pa, pb, pc = Peer(1), Peer(2), Peer(3)
+        room = await rooms.join(ref, pa)
+        await rooms.join(ref, pb)
+        await rooms.join(ref, pc)
+        published: list[dict[int, int]] = []
+        room.awareness_changed = lambda: published.append(dict(room.local))
+        sessions = {
+            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas) for p in (pa, pb, pc)
+        }
+
+        def send(peer: Peer, *entries: AwarenessEntry) -> None:
+            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
+            for action in sessions[peer.id].receive_frame(frame, 0.0):
+                assert isinstance(action, Relay)
+                room.relay(peer.id, action.payload, action.entries, action.own)
+
+        send(pa, AwarenessEntry(1001, 1, ADA))
+        send(pb, AwarenessEntry(1001, 1, ADA))  # b's echo
+        assert room.local == {1001: pa.id} and published == [{1001: pa.id}]
+        rooms.leave(room, pb, sessions[pb.id].awareness_clients)
+        assert pc.alive() == {1001: 1}
+        # a's client comes back on c with a newer clock (a's socket not yet closed).
+        send(pc, AwarenessEntry(1001, 2, BOB))
+        assert room.local == {1001: pc.id}
+        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+        assert pc.alive() == {1001: 2} and room.states == {1001: (2, BOB)}
+        rooms.leave(room, pc, sessions[pc.id].awareness_clients)
+        assert room.local == {} and room.states == {}
+    finally:
+        await rooms.close()
+
+
 async def test_two_instances_relay_through_the_store_coalesced(
     engines: tuple[Engine, Engine],
 ) -> None:
@@ -167,7 +211,7 @@ async def test_two_instances_relay_through_the_store_coalesced(
         for clock in range(1, 201):  # a cursor moving: 200 messages in a burst
             state = json.dumps({"cursor": clock})
             entries = (AwarenessEntry(1001, clock, state),)
-            room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+            room_a.relay(pa.id, codec.encode_awareness(entries), entries, (1001,))
         await until(lambda: pb.alive().get(1001) == 200)
         assert metrics_a.awareness_publishes.get() < 20  # coalesced, not one per message
         assert metrics_b.awareness_remote.get() >= 1
@@ -208,7 +252,7 @@ async def test_a_crashed_instances_clients_vanish_and_live_entries_are_renewed(
         room_a = await rooms_a.join(ref, pa)
         await rooms_b.join(ref, pb)
         entries = (AwarenessEntry(1001, 1, ADA),)
-        room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+        room_a.relay(pa.id, codec.encode_awareness(entries), entries, (1001,))
         # A ghost: an entry of an instance that died without clearing it.
         ms = int(time.time() * 1000)
 
@@ -255,7 +299,7 @@ async def test_an_instance_alone_writes_no_awareness_until_another_one_comes(
         pa = Peer(1)
         room_a = await rooms_a.join(ref, pa)
         entries = (AwarenessEntry(1001, 1, ADA),)
-        room_a.relay(pa.id, codec.encode_awareness(entries), entries)
+        room_a.relay(pa.id, codec.encode_awareness(entries), entries, (1001,))
         await asyncio.sleep(0.3)  # several publishing intervals
         assert metrics_a.awareness_publishes.get() == 0
         assert await engines[0].read(lambda tr: tr.get_range(lo, hi)) == []

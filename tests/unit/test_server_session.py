@@ -52,6 +52,7 @@ class FakeRoom:
     asked: list[bytes] = field(default_factory=list)
     cursor: Versionstamp | None = None
     known_deletions: bool = False  # what holds_deletions answers
+    clocks: dict[int, int] = field(default_factory=dict)  # awareness clocks it holds
 
     def state_vector(self) -> bytes:
         return b"\x00"
@@ -63,6 +64,9 @@ class FakeRoom:
 
     def awareness_payload(self) -> bytes | None:
         return self.awareness
+
+    def awareness_clock(self, client: int) -> int | None:
+        return self.clocks.get(client)
 
     def holds_deletions(self, update: bytes) -> bool:
         return self.known_deletions
@@ -254,6 +258,49 @@ def test_awareness_is_relayed_and_its_clients_remembered() -> None:
     assert s.awareness_clients == {1, 2}
     s.receive(Awareness(codec.encode_awareness([AwarenessEntry(2, 2, "null")])), 0.0)
     assert s.awareness_clients == {1}
+
+
+def aware(*entries: AwarenessEntry) -> Awareness:
+    return Awareness(codec.encode_awareness(entries))
+
+
+def test_an_echo_of_a_state_the_room_holds_is_relayed_but_not_the_connections() -> None:
+    """y-websocket re-sends every awareness state it receives (other peers', other
+    instances'): relayed as it came, but not this connection's to publish or remove."""
+    s = session(FakeRoom(clocks={7: 3}))
+    (relay,) = s.receive(aware(AwarenessEntry(7, 3, "{}"), AwarenessEntry(7, 2, "{}")), 0.0)
+    assert isinstance(relay, Relay) and relay.own == () and len(relay.entries) == 2
+    assert set(s.awareness_clients) == set()
+    (relay,) = s.receive(aware(AwarenessEntry(7, 4, "null")), 0.0)  # a removal too
+    assert isinstance(relay, Relay) and relay.own == ()
+
+
+def test_a_connection_controls_what_the_room_lacks_or_holds_older() -> None:
+    room = FakeRoom(clocks={7: 3})
+    s = session(room)
+    (relay,) = s.receive(aware(AwarenessEntry(1, 1, "{}"), AwarenessEntry(7, 3, "{}")), 0.0)
+    assert isinstance(relay, Relay) and relay.own == (1,)
+    room.clocks[1] = 1  # the room took it
+    (relay,) = s.receive(aware(AwarenessEntry(1, 1, "{}")), 0.0)  # its own, as before
+    assert isinstance(relay, Relay) and relay.own == (1,)
+    (relay,) = s.receive(aware(AwarenessEntry(1, 2, "{}")), 0.0)
+    assert isinstance(relay, Relay) and relay.own == (1,)
+    # A newer clock than the room's: the client came back on this connection.
+    (relay,) = s.receive(aware(AwarenessEntry(7, 4, "{}")), 0.0)
+    assert isinstance(relay, Relay) and relay.own == (7,)
+    assert set(s.awareness_clients) == {1, 7}
+    (relay,) = s.receive(aware(AwarenessEntry(1, 3, "null")), 0.0)
+    assert isinstance(relay, Relay) and relay.own == (1,)
+    assert set(s.awareness_clients) == {7}
+
+
+def test_echoes_do_not_count_against_the_clients_a_connection_may_hold() -> None:
+    """In a room of more than MAX_AWARENESS_CLIENTS y-websocket peers, each one echoes
+    all the others' states: that must not close it."""
+    clients = range(100, 100 + 3 * MAX_AWARENESS_CLIENTS)
+    s = session(FakeRoom(clocks={c: 1 for c in clients}))
+    (relay,) = s.receive(aware(*(AwarenessEntry(c, 1, "{}") for c in clients)), 0.0)
+    assert isinstance(relay, Relay) and relay.own == ()
 
 
 def test_awareness_memory_a_connection_can_make_the_room_keep_is_bounded() -> None:

@@ -82,6 +82,9 @@ class Room:
     def awareness_payload(self) -> bytes | None:
         return None
 
+    def awareness_clock(self, client: int) -> int | None:
+        return None
+
     cursor = None
 
     def holds_deletions(self, update: bytes) -> bool:
