@@ -14,7 +14,8 @@
   "device"?}``: record a conflict a client found itself — a local file that met a
   different document at the same path with no shared history. The server's text at head
   is the other side and stays; re-posting the same text is idempotent. 201
-  ``{"conflict": record}``.
+  ``{"conflict": record}``. The text may be ``MAX_REPORT_TEXT_BYTES`` (4 MiB, a synced
+  file's limit), the body ``MAX_REPORT_BODY``; more is a 413.
 - ``POST /api/v1/{tenant}/{project}/conflicts/{id}/resolve`` (write scope), body
   ``{"resolution"?: str}``: marks it resolved with who and when; the record stays.
 
@@ -51,7 +52,12 @@ CONFLICT_CLIENT = "weft:conflict"
 CONFLICT_SESSION = "conflict"
 CONTENT = "content"
 STATUSES = ("open", "resolved")
-MAX_TEXT = 64 * 1024 * 1024
+MAX_REPORT_TEXT_BYTES = 4 << 20
+"""The longest text a report takes, in UTF-8 bytes: ``weft sync``'s file limit
+(``client.folder.MAX_FILE_BYTES``, which a unit test checks is the same)."""
+MAX_REPORT_BODY = 6 * MAX_REPORT_TEXT_BYTES + (64 << 10)
+"""The largest report body: such a text as JSON (a control character is 6 bytes,
+``\\u001f``, in the ASCII JSON clients send), with room for the path and device."""
 
 
 def _record_json(record: ConflictRecord) -> dict[str, Any]:
@@ -187,6 +193,14 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge:  # say the limit, and what it is for
+        limit = request.client_max_size
+        why = " (a report holds one file's text, at most 4 MiB)"
+        if limit != MAX_REPORT_BODY:
+            why = ""
+        raise web.HTTPRequestEntityTooLarge(
+            limit, text=f"the request body is over {limit} bytes{why}"
+        ) from None
     except ValueError:
         raise ProtocolError("the request body must be a JSON object") from None
     if not isinstance(body, dict):
@@ -197,12 +211,19 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def create_conflict(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    body = await _json_body(request)
+    # A report carries a whole file (up to 4 MiB): more than the app's 1 MiB body limit.
+    body = await _json_body(request.clone(client_max_size=MAX_REPORT_BODY))
     path, text, device = body.get("path"), body.get("text"), body.get("device", "")
     if not isinstance(path, str) or not isinstance(text, str) or not isinstance(device, str):
         raise ProtocolError('the body must be {"path": str, "text": str, "device"?: str}')
-    if len(text) > MAX_TEXT:
-        raise ProtocolError(f"text over {MAX_TEXT} characters")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_REPORT_TEXT_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            MAX_REPORT_TEXT_BYTES,
+            size,
+            text=f"the text is {size} bytes, over {MAX_REPORT_TEXT_BYTES} bytes: a report "
+            "holds one file's text, and weft sync syncs files of at most 4 MiB",
+        )
     history = request.app[HISTORY]
     ref = await history.doc(tenant, project, path)
     replayed = await history.replay(ref)

@@ -4,6 +4,7 @@ records over the REST API, tenant isolation and scopes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -15,8 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.folder import MAX_FILE_BYTES
 from crdt.codec import Base, SyncUpdate
 from crdt.versionstamp import ZERO, Versionstamp
+from server.conflicts_api import MAX_REPORT_BODY, MAX_REPORT_TEXT_BYTES
 from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
 
 pytestmark = pytest.mark.functional
@@ -378,3 +381,50 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
         assert "UTC, note 'took ours': left as it was" in again.stdout
     status, body = await api(http, "GET", f"{url}/{cid}")
     assert (body["conflict"]["resolved_by"], body["conflict"]["resolution"]) == ("op", "took ours")
+
+
+async def test_a_report_of_a_file_over_1_mib_is_taken_and_an_oversized_one_is_a_json_413(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Found in a walkthrough: `weft sync` syncs files up to 4 MiB, but a report of one
+    over 1 MiB (2.2 MB here) met aiohttp's default 1 MiB body limit, a 413, and that
+    file could never sync. A text over the file limit is a 413 that says why, and so is a
+    body over what such a file's JSON can take."""
+    room = f"{server.ws_url}/acme/bigfile/big.txt"
+    url = f"{server.url}/api/v1/acme/bigfile/conflicts"
+    peer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
+    await peer.append("the server's big.txt\n")
+    await peer.until(lambda: len(peer.acks) == 1)
+    local_text = "".join(f"local line {i:07d} {'z' * 40}\n" for i in range(40_000))
+    assert len(local_text) > 2_200_000
+
+    async def post(body: bytes) -> tuple[int, dict[str, Any]]:
+        # as a stream: aiohttp warns of a big body given as bytes (or json=)
+        headers = {"Authorization": f"Bearer {token_for(user='bob')}"}
+        headers["Content-Type"] = "application/json"
+        async with http.post(url, data=io.BytesIO(body), headers=headers) as r:
+            reply: dict[str, Any] = await r.json()
+            return r.status, reply
+
+    report = {"path": "big.txt", "text": local_text, "device": "laptop"}
+    status, reply = await post(json.dumps(report).encode())
+    assert status == 201, reply
+    [region] = reply["conflict"]["regions"]
+    assert region["ours_text"] == local_text
+
+    too_long = {"path": "big.txt", "text": "t" * (MAX_REPORT_TEXT_BYTES + 1)}
+    status, reply = await post(json.dumps(too_long).encode())
+    assert status == 413, reply
+    assert reply["error"]["code"] == "request_entity_too_large"
+    assert f"over {MAX_REPORT_TEXT_BYTES} bytes" in reply["error"]["message"], reply
+
+    status, reply = await post(b" " * (MAX_REPORT_BODY + 1))
+    assert status == 413, reply
+    assert reply["error"]["code"] == "request_entity_too_large"
+    assert f"over {MAX_REPORT_BODY} bytes" in reply["error"]["message"], reply
+    assert len((await api(http, "GET", url))[1]["conflicts"]) == 1
+    await peer.close()
+
+
+def test_a_report_takes_the_text_of_any_file_weft_sync_syncs() -> None:
+    assert MAX_REPORT_TEXT_BYTES == MAX_FILE_BYTES
