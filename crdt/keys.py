@@ -235,8 +235,10 @@ def check_name(kind: str, name: str) -> str:
     """Validate a tenant or project name: 1-64 of ``[A-Za-z0-9._-]``, not ``.``/``..``."""
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LEN:
         raise BadPath(f"{kind} name must be 1 to {MAX_NAME_LEN} characters")
-    if not set(name) <= _NAME_CHARS or name in {".", ".."}:
+    if not set(name) <= _NAME_CHARS:
         raise BadPath(f"{kind} name {name!r} may only use letters, digits, '.', '_' and '-'")
+    if name in {".", ".."}:  # a path segment of its own: no name
+        raise BadPath(f"{kind} name {name!r} may not be '.' or '..'")
     return name
 
 

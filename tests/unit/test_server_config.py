@@ -167,6 +167,9 @@ def test_token_create_without_a_secret_is_bad_input(capsys: pytest.CaptureFixtur
             ["--tenant", "acme", "--project", "site", "--project", "my site"],
             "project name 'my site'",
         ),
+        # only allowed characters, but no name: it said they "may only use" those
+        (["--tenant", "acme", "--project", ".."], "project name '..' may not be '.' or '..'"),
+        (["--tenant", "."], "tenant name '.' may not be '.' or '..'"),
     ],
 )
 def test_token_create_refuses_names_the_server_would_refuse(
