@@ -182,10 +182,14 @@ def issue_token(
     user: str,
     scope: str,
     ttl_seconds: int,
+    audience: str | None = None,
+    issuer: str | None = None,
 ) -> str:
-    """A signed token: HS256 with ``secret``, or RS256/ES256 with ``private_key`` (PEM).
-    The tenant and project names are checked as the server checks a URL's (a token for
-    ``a/b`` could never reach anything): :class:`~crdt.errors.BadPath`, a ValueError."""
+    """A signed token: HS256 with ``secret``, or RS256/ES256 with ``private_key`` (PEM);
+    with ``aud``/``iss`` claims when ``audience``/``issuer`` are given (a server run with
+    ``WEFT_JWT_AUDIENCE``/``WEFT_JWT_ISSUER`` requires them). The tenant and project
+    names are checked as the server checks a URL's (a token for ``a/b`` could never
+    reach anything): :class:`~crdt.errors.BadPath`, a ValueError."""
     check_name("tenant", tenant)
     for project in projects or ():
         check_name("project", project)
@@ -205,7 +209,7 @@ def issue_token(
     else:
         raise ValueError(f"unsupported algorithm {algorithm!r}")
     now = datetime.now(UTC)
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user,
         "tenant": tenant,
         "projects": ANY_TENANT if projects is None else list(projects),
@@ -213,6 +217,10 @@ def issue_token(
         "iat": now,
         "exp": now + timedelta(seconds=ttl_seconds),
     }
+    if audience is not None:
+        claims["aud"] = audience
+    if issuer is not None:
+        claims["iss"] = issuer
     return jwt.encode(claims, key, algorithm=algorithm)
 
 

@@ -153,6 +153,18 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="signing algorithm (default HS256, or RS256/ES256 to match --private-key)",
     )
+    a(
+        "--audience",
+        default=None,
+        help="the token's 'aud' claim, which a server run with WEFT_JWT_AUDIENCE requires "
+        "(default: WEFT_JWT_AUDIENCE; none if unset)",
+    )
+    a(
+        "--issuer",
+        default=None,
+        help="the token's 'iss' claim, which a server run with WEFT_JWT_ISSUER requires "
+        "(default: WEFT_JWT_ISSUER; none if unset)",
+    )
 
 
 def parse_ttl(text: str) -> int:
@@ -167,6 +179,9 @@ def run_token_create(args: argparse.Namespace) -> int:
 
     secret = args.secret or os.environ.get("WEFT_SECRET")
     key_file = args.private_key or os.environ.get("WEFT_PRIVATE_KEY")
+    # As ``weft serve`` reads them (an empty one is none: no claim)
+    audience = args.audience if args.audience is not None else _env("WEFT_JWT_AUDIENCE")
+    issuer = args.issuer if args.issuer is not None else _env("WEFT_JWT_ISSUER")
     try:
         ttl = parse_ttl(args.ttl)
         private_key = Path(key_file).expanduser().read_text() if key_file else None
@@ -180,6 +195,8 @@ def run_token_create(args: argparse.Namespace) -> int:
             user=args.user or _login(),
             scope=args.scope,
             ttl_seconds=ttl,
+            audience=audience or None,
+            issuer=issuer or None,
         )
     except (ValueError, OSError) as exc:
         print(f"weft token create: {exc}", file=sys.stderr)
@@ -188,6 +205,10 @@ def run_token_create(args: argparse.Namespace) -> int:
         return 2
     print(token)
     return 0
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
 def _algorithm_for(private_key: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import jwt
 import pytest
 import yarl
 
+from client.cli import main as weft
 from crdt.codec import SyncUpdate
 from server.auth import issue_token
 from server.testing import ConnectionClosed, ServerProcess, StartServer, YPeer, client_session
@@ -248,3 +250,45 @@ async def test_a_connection_is_closed_when_its_token_expires_and_keeps_what_it_a
     assert not b.ws.closed
     assert await refused_before_any_read(http, url, short) == (4401, "token expired")
     await b.close()
+
+
+async def test_token_create_makes_tokens_for_a_server_that_checks_audience_and_issuer(
+    weft_server_factory: StartServer,
+    http: aiohttp.ClientSession,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in a walkthrough: `weft token create` had no way to set `aud` or `iss`, so
+    none of its tokens reached a server run with WEFT_JWT_AUDIENCE / WEFT_JWT_ISSUER
+    ("Token is missing the "iss" claim"). The flags, or the variables `weft serve` reads."""
+    claims = {"WEFT_JWT_AUDIENCE": "weft-api", "WEFT_JWT_ISSUER": "https://id.example"}
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET, **claims})
+    url = f"{server.url}/api/v1/acme/site/docs"
+    for name in (*claims, "WEFT_PRIVATE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WEFT_SECRET", SECRET)
+    create = ["token", "create", "--tenant", "acme", "--user", "ada"]
+
+    def created(*argv: str) -> str:
+        assert weft([*create, *argv]) == 0
+        return capsys.readouterr().out.strip()
+
+    async def status(token: str) -> tuple[int, str]:
+        async with http.get(url, params={"token": token}) as response:
+            return response.status, await response.text()
+
+    async def accepted(token: str) -> bool:
+        """Past the token check: a 404 (no room opened yet, so no tenant), not a 401."""
+        code, text = await status(token)
+        assert code in (401, 404), (code, text)
+        return code == 404 and "unknown tenant" in text
+
+    code, text = await status(created())
+    assert code == 401, text
+    assert json.loads(text)["error"]["message"] == 'invalid token: Token is missing the "iss" claim'
+    assert await accepted(created("--audience", "weft-api", "--issuer", "https://id.example"))
+    assert not await accepted(created("--audience", "other", "--issuer", "https://id.example"))
+    for name, value in claims.items():
+        monkeypatch.setenv(name, value)
+    assert await accepted(created())
+    assert not await accepted(created("--audience", "other-api"))  # the flag wins
