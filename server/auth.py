@@ -189,7 +189,8 @@ def issue_token(
     with ``aud``/``iss`` claims when ``audience``/``issuer`` are given (a server run with
     ``WEFT_JWT_AUDIENCE``/``WEFT_JWT_ISSUER`` requires them). The tenant and project
     names are checked as the server checks a URL's (a token for ``a/b`` could never
-    reach anything): :class:`~crdt.errors.BadPath`, a ValueError."""
+    reach anything): :class:`~crdt.errors.BadPath`, a ValueError. An empty ``secret``
+    is refused as the server refuses it ("secret is empty"), not taken for none."""
     check_name("tenant", tenant)
     for project in projects or ():
         check_name("project", project)
@@ -198,7 +199,7 @@ def issue_token(
     if ttl_seconds <= 0:
         raise ValueError("ttl must be positive")
     if algorithm in HMAC_ALGORITHMS:
-        if not secret:
+        if secret is None:
             raise ValueError(f"{algorithm} needs a secret")
         check_secret(secret)
         key = secret

@@ -177,7 +177,8 @@ def parse_ttl(text: str) -> int:
 def run_token_create(args: argparse.Namespace) -> int:
     from server.auth import issue_token
 
-    secret = args.secret or os.environ.get("WEFT_SECRET")
+    # Set but empty (``WEFT_SECRET=``) is an empty secret, said so, as ``weft serve`` does.
+    secret = args.secret if args.secret is not None else os.environ.get("WEFT_SECRET")
     key_file = args.private_key or os.environ.get("WEFT_PRIVATE_KEY")
     # As ``weft serve`` reads them (an empty one is none: no claim)
     audience = args.audience if args.audience is not None else _env("WEFT_JWT_AUDIENCE")
@@ -200,7 +201,7 @@ def run_token_create(args: argparse.Namespace) -> int:
         )
     except (ValueError, OSError) as exc:
         print(f"weft token create: {exc}", file=sys.stderr)
-        if not secret and not key_file and "needs a" in str(exc):
+        if secret is None and not key_file and "needs a" in str(exc):
             print("  set --secret or WEFT_SECRET (or --private-key)", file=sys.stderr)
         return 2
     print(token)

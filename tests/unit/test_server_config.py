@@ -263,3 +263,26 @@ def test_an_address_in_use_is_said_so(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "draining" not in err and "drained" not in err  # it never listened
     assert not (tmp_path / "w.db").exists()  # no store made (it was, empty)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_token_create_with_an_empty_secret_says_it_is_empty(
+    flag: bool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`WEFT_SECRET= weft token create` said "HS256 needs a secret / set --secret or
+    WEFT_SECRET" (it is set), while `weft serve` says the secret is empty."""
+    monkeypatch.setenv("WEFT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    if flag:
+        argv = ["token", "create", "--tenant", "acme", "--secret", ""]
+    else:
+        monkeypatch.setenv("WEFT_SECRET", "")
+        argv = ["token", "create", "--tenant", "acme"]
+    assert weft(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("weft token create: secret is empty"), captured.err
+    assert "needs a secret" not in captured.err and "set --secret" not in captured.err
+    assert serve_in_a_child("--port", "0", env={"WEFT_SECRET": ""}) == (
+        2,
+        "weft serve: secret: secret is empty: set a real one, or leave WEFT_SECRET unset\n",
+    )
