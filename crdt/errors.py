@@ -43,6 +43,12 @@ class StoreError(WeftError, OSError):
     """The KV store failed or refused an operation."""
 
 
+class StoreConfigError(StoreError):
+    """A store URL that is malformed, or names an engine this machine cannot run (fdb://
+    without the FoundationDB client library): a configuration error, not a failure of
+    the store itself (``weft serve`` exits 2 for it, 1 for the store failing)."""
+
+
 class TransactionTooLarge(StoreError):
     """A key, value or transaction over the limits every engine enforces (FDB's limits)."""
 

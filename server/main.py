@@ -19,7 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from crdt.errors import StoreError
+from crdt.errors import StoreConfigError, StoreError
 from server.app import create_app
 from server.appkeys import CONNECTIONS
 from server.config import Settings
@@ -148,16 +148,21 @@ async def serve(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> int:
-    """``weft serve``: the exit code (0 after a clean drain, 1 when the store fails)."""
+    """``weft serve``: the exit code (0 after a clean drain; 2 for a store URL it cannot
+    use, a configuration error as a bad setting is; 1 when the store fails or the
+    address is taken)."""
     configure_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
+    except StoreConfigError as exc:  # a bad store URL, or fdb:// without libfdb_c
+        print(f"weft serve: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"weft serve: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:  # e.g. fdb:// without the FoundationDB engine or client library
         print(f"weft serve: store {settings.store} is not available: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except CannotListen as exc:
         print(f"weft serve: {exc}", file=sys.stderr)
         return 1

@@ -5,14 +5,14 @@
   ``wal_limit_mb=N`` (the size the WAL file is kept near, default 32).
 - ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``; query option
   ``timeout=SECONDS`` bounds each transaction's retry loop (default 60). Needs the
-  FoundationDB client library (libfdb_c); opening without it raises StoreError.
+  FoundationDB client library (libfdb_c); opening without it raises StoreConfigError.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-from crdt.errors import StoreError
+from crdt.errors import StoreConfigError
 from crdt.kv.base import Committed, Engine, ReadTransaction, Transaction
 
 __all__ = ["Committed", "Engine", "ReadTransaction", "Transaction", "open_engine"]
@@ -27,10 +27,12 @@ def open_engine(url: str) -> Engine:
 
         path = url.split("?", 1)[0][len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
-            raise StoreError(f"store URL {url!r} names no file: use sqlite:///path/to/weft.db")
+            raise StoreConfigError(
+                f"store URL {url!r} names no file: use sqlite:///path/to/weft.db"
+            )
         unknown = set(options) - {"synchronous", "readers", "wal_limit_mb"}
         if unknown:
-            raise StoreError(f"unknown sqlite store option(s): {', '.join(sorted(unknown))}")
+            raise StoreConfigError(f"unknown sqlite store option(s): {', '.join(sorted(unknown))}")
         try:
             wal_limit_mb = int(options.get("wal_limit_mb", "32"))
             if wal_limit_mb < 1:
@@ -42,23 +44,23 @@ def open_engine(url: str) -> Engine:
                 wal_limit=wal_limit_mb << 20,
             )
         except ValueError as exc:
-            raise StoreError(f"bad store URL {url!r}: {exc}") from exc
+            raise StoreConfigError(f"bad store URL {url!r}: {exc}") from exc
     if parts.scheme == "fdb":
         from crdt.kv.fdb import FDBEngine
 
         if parts.netloc:
-            raise StoreError(
+            raise StoreConfigError(
                 f"store URL {url!r} has a host: use fdb:// (default cluster file) or "
                 "fdb:///path/to/fdb.cluster"
             )
         unknown = set(options) - {"timeout"}
         if unknown:
-            raise StoreError(f"unknown fdb store option(s): {', '.join(sorted(unknown))}")
+            raise StoreConfigError(f"unknown fdb store option(s): {', '.join(sorted(unknown))}")
         try:
             timeout = float(options.get("timeout", "60"))
         except ValueError as exc:
-            raise StoreError(f"bad store URL {url!r}: timeout must be seconds") from exc
+            raise StoreConfigError(f"bad store URL {url!r}: timeout must be seconds") from exc
         if not timeout > 0:
-            raise StoreError(f"bad store URL {url!r}: timeout must be positive")
+            raise StoreConfigError(f"bad store URL {url!r}: timeout must be positive")
         return FDBEngine(parts.path or None, timeout=timeout)
-    raise StoreError(f"unknown store URL {url!r}: use sqlite:///path/to/weft.db or fdb://")
+    raise StoreConfigError(f"unknown store URL {url!r}: use sqlite:///path/to/weft.db or fdb://")

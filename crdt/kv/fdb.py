@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from crdt.errors import StoreError, TransactionTooLarge
+from crdt.errors import StoreConfigError, StoreError, TransactionTooLarge
 from crdt.kv.base import (
     MAX_STAMPED_KEY,
     MAX_STAMPED_VALUE,
@@ -61,7 +61,7 @@ def load_fdb() -> Any:
     try:
         import fdb
     except ImportError as exc:  # pragma: no cover - the package is a dependency
-        raise StoreError(
+        raise StoreConfigError(
             "the 'foundationdb' Python package is not installed; fdb:// stores need it"
         ) from exc
     return select_api(fdb)
@@ -83,7 +83,7 @@ def select_api(fdb: Any) -> Any:
         try:
             fdb.api_version(API_VERSION)
         except Exception as exc:  # the bindings raise bare Exception/RuntimeError here
-            raise StoreError(
+            raise StoreConfigError(
                 f"cannot load the FoundationDB client library libfdb_c ({exc}). fdb:// "
                 "stores need the FoundationDB client package for this machine (version "
                 "7.1 or newer, from the FoundationDB releases) installed; sqlite:/// "

@@ -286,3 +286,35 @@ def test_token_create_with_an_empty_secret_says_it_is_empty(
         2,
         "weft serve: secret: secret is empty: set a real one, or leave WEFT_SECRET unset\n",
     )
+
+
+def _libfdb_present() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("fdb_c") is not None
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ("sqlite:///{tmp}/w.db?synchronous=BOGUS", "synchronous must be one of"),
+        ("sqlite:///{tmp}/w.db?foo=1", "unknown sqlite store option(s): foo"),
+        ("postgres://x", "unknown store URL 'postgres://x'"),
+        ("sqlite://", "names no file"),
+        pytest.param(
+            "fdb://",
+            "cannot load the FoundationDB client library",
+            marks=pytest.mark.skipif(_libfdb_present(), reason="libfdb_c is installed here"),
+        ),
+    ],
+)
+def test_a_bad_store_url_is_a_configuration_error(
+    tmp_path: Path, store: str, message: str
+) -> None:
+    """A store URL `weft serve` cannot use (a bad option, an unknown scheme, an engine
+    this machine lacks) is a configuration error, exit 2 as a bad quota or secret: it
+    was exit 1, a runtime failure's."""
+    code, err = serve_in_a_child("--port", "0", "--store", store.format(tmp=tmp_path))
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "w.db").exists()
