@@ -309,6 +309,9 @@ class _Link:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            # Who closed: the client (its close frame, or 1006 for a lost connection) when
+            # the socket is closed and we never began to; else the code we send.
+            by_client = self.ws.closed and not self.conn.closing
             if not self.conn.closing:  # we stopped reading (draining): ack what is in flight
                 await self._settle()
                 self.conn.close(*self.end)
@@ -320,8 +323,14 @@ class _Link:
             await self.conn.stop()
             connections.open.discard(self.conn)
             _drop_data_callback(self.request)
+            # The code sent, not ws.close_code: after our close frame that is what the
+            # client answered, or 1006 when it went before answering (seen on drain).
+            how = f"{self.ws.close_code} from the client" if by_client else None
             log.info(
-                "connection %d closed (%s)", self.conn.id, self.ws.close_code, extra=self.extra
+                "connection %d closed (%s)",
+                self.conn.id,
+                how or f"{self.conn.close_code} sent",
+                extra=self.extra,
             )
 
     def _expire(self) -> None:

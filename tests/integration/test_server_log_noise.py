@@ -17,7 +17,7 @@ from pycrdt import Doc, Text
 
 from crdt.history import Append, History
 from crdt.kv import open_engine
-from server.testing import ServerProcess, StartServer, client_session
+from server.testing import ServerProcess, StartServer, YPeer, client_session
 from server.testing import token_for as token
 
 SECRET = "log-noise-secret-0123456789abcdef-long-enough"
@@ -99,3 +99,32 @@ async def test_refusals_are_said_at_most_20_times_in_10_seconds_per_reason(
     assert 'weft_refusals_total{reason="bad_token"} 30' in metrics, metrics
     said = [line for line in server.log().splitlines() if " WARNING " in line and "refused" in line]
     assert len(said) == 20, said
+
+
+async def test_a_drained_connection_is_logged_with_the_close_code_it_was_sent(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """On SIGTERM the client got 1001 "server shutting down" while the server logged
+    "connection N closed (1006)": the code aiohttp recorded, not the one it sent."""
+    server = weft_server_factory()
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/a.txt")
+    await peer.append("hello")
+    await asyncio.to_thread(server.terminate)
+    assert await peer.closed() == (1001, "server shutting down")
+    closed = [line for line in server.log().splitlines() if "connection 1 closed" in line]
+    assert len(closed) == 1 and closed[0].endswith("connection 1 closed (1001 sent)"), closed
+    assert "1006" not in server.log()
+
+
+async def test_a_connection_the_client_closes_is_logged_with_the_clients_code(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = weft_server_factory()
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/a.txt")
+    await peer.ws.close(code=4000, message=b"bye")
+    line = "connection 1 closed (4000 from the client)"
+    for _ in range(300):
+        if line in server.log():
+            break
+        await asyncio.sleep(0.01)
+    assert line in server.log(), server.log()
