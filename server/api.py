@@ -10,7 +10,8 @@
   ``X-Weft-Versionstamp`` (and ``X-Weft-Deleted: true`` for a deleted document: the
   text is what it held); ``?format=json`` gives ``{"path", "versionstamp", "text",
   "deleted"}`` (``text``, the default, and ``json`` are the formats: another is a 400).
-  A time in the future, or a versionstamp beyond the store's latest commit, is a 400.
+  A time in the future, or a versionstamp beyond the store's latest commit, is a 400,
+  and so is another query parameter than ``at``, ``format`` and ``token``.
 
 Errors are ``{"error": {"code": "...", "message": "..."}}`` with status 400 (bad_path,
 bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
@@ -133,9 +134,19 @@ def response_format(request: web.Request) -> str:
     return value
 
 
+DOC_PARAMS = ("at", "format", "token")
+"""The query parameters ``docs/{path}`` takes (another is a 400, as on the list)."""
+
+
 async def get_doc(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    unknown = sorted(set(request.query) - set(DOC_PARAMS))
+    if unknown:  # e.g. a mistyped ?At=: say so, not answer head as if asked nothing
+        raise ProtocolError(
+            f"a document takes no {', '.join(repr(printable(k)[:40]) for k in unknown)}"
+            " parameter: it takes at, format and token"
+        )
     fmt = response_format(request)
     history = request.app[HISTORY]
     ref = await history.doc(tenant, project, request.match_info["path"])

@@ -136,3 +136,30 @@ async def test_healthz(server: ServerProcess, http: aiohttp.ClientSession) -> No
     async with http.get(f"{server.url}/healthz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ok"
+
+
+async def test_the_document_route_refuses_a_parameter_it_does_not_take(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """`docs?foo=1` is a 400 naming foo, but `docs/{path}?foo=1` answered the text at
+    head as if asked nothing (a mistyped `?at=` read as head, say)."""
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/params/a.txt")
+    await peer.append("hello")
+    url = f"{server.url}/api/v1/acme/params/docs/a.txt"
+    for _ in range(200):
+        status, text, _headers = await get(http, url)
+        if status == 200 and text == "hello":
+            break
+        await asyncio.sleep(0.02)
+    assert (status, text) == (200, "hello")
+    for params in ({"foo": "1"}, {"At": "head"}, {"as": "json", "format": "json"}):
+        status, body, _headers = await get(http, url, **params)
+        assert status == 400, body
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request"
+        bad = next(k for k in params if k not in ("format",))
+        assert f"takes no {bad!r} parameter" in error["message"], error
+        assert "at, format and token" in error["message"], error
+    status, body, _headers = await get(http, url, at="head", format="json", token="")
+    assert status == 200 and json.loads(body)["text"] == "hello", body
+    await peer.close()
