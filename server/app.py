@@ -1,8 +1,8 @@
 """The aiohttp application: ``create_app(settings)`` wires every part together.
 
 Lifecycle (one style: ``cleanup_ctx``): on startup the store is opened
-(``crdt.kv.open_engine``), the history format checked, the group-commit writer and the
-room reaper started; on shutdown (``on_shutdown``, after the listening sockets closed)
+(``crdt.kv.open_engine``), the history format checked, the group-commit writer, the
+room reaper and the instance registry started; on shutdown (``on_shutdown``, after the listening sockets closed)
 the server drains: it reads no more updates, commits every update already accepted,
 sends their acks and broadcasts, and closes every connection with 1001; then the
 cleanup context closes the store.
@@ -106,6 +106,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[ROOMS].start()
         # Connection and rate quotas hold across instances: through the registry.
         app[QUOTAS].join(app[ROOMS].awareness.registry, app[METRICS])
+        # Joined now, not at the first connection: weft_instances counts the instances on
+        # this store from the start (one heartbeat write every 10 s, one watch), and a
+        # first connection finds the others' counts read already.
+        app[ROOMS].awareness.registry.start()
         try:
             yield
         finally:

@@ -152,8 +152,8 @@ class Quotas:
         """Call before :meth:`connect`. The first time, start the registry and wait (at
         most ``timeout``) until it is synced: every live instance has published its
         counts since it learned of this one, so an instance never admits a connection
-        on the others' stale counts. Started on demand: an instance that never had a
-        connection neither writes to the store nor watches it."""
+        on the others' stale counts. The server starts the registry at startup, so
+        this usually finds it synced already."""
         registry = self._registry
         if registry is None or registry.synced or self._gave_up:
             return

@@ -14,9 +14,11 @@ An entry whose heartbeat is older than ``INSTANCE_TIMEOUT_MS`` belongs to an ins
 that died without leaving (kill -9): it is ignored, and so is everything it published;
 past ``FORGET_MS`` the next live instance to write its heartbeat clears it.
 
-Cost: the registry starts on demand (an instance's first connection, or its first loaded
-room), so an instance that never served anybody neither writes nor watches the store. A
-lone instance writes only its heartbeat. A change of its fields waits for the
+Cost: the server starts the registry at startup (:mod:`server.app`; ``start()`` is
+idempotent, and a connection or a loaded room starts it too where nothing did), so
+``weft_instances`` counts the instances on the store from the start: one heartbeat write
+every ``HEARTBEAT_EVERY`` seconds and one watch of the counter. A lone instance writes
+only its heartbeat. A change of its fields waits for the
 next heartbeat, unless another instance is alive: then it is published promptly, at most
 once per ``PUBLISH_EVERY`` (changes in between are coalesced into the next write). When
 another instance appears, each publishes its fields at once (at most ``PUBLISH_EVERY``

@@ -164,3 +164,17 @@ async def test_the_update_rate_is_shared_by_the_instances_serving_a_tenant(
     assert not pa.refused and not pb.refused
     for peer in (pa, pb):  # closes once the server has read what it was sent (~2 s)
         await peer.close()
+
+
+async def test_two_instances_count_each_other_before_any_connection(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Found in a walkthrough: weft_instances read 1 on both servers of one store until
+    one of them got a WebSocket connection (the registry started on demand). It starts
+    with the server; SIGTERM leaves it, and the other counts one again."""
+    a, b = two_instances(weft_server_factory, tmp_path, {})
+    await until_metric(http, a, "weft_instances", 2)
+    await until_metric(http, b, "weft_instances", 2)
+    await asyncio.to_thread(b.terminate)
+    await until_metric(http, a, "weft_instances", 1)
+    assert "connection" not in a.log()  # nobody connected
