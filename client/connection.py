@@ -85,8 +85,9 @@ CODE_TOO_BIG = 1009
 # acknowledged are sent again on the next connection.
 CODE_QUOTA = 4429
 SETTLE_BY_POLL = 2.0  # a device polling this often reads the heads for a lagging base anyway
-# max-backoff intervals weft sync --once waits for room under the connection quota (a
-# running weft sync waits for as long as it takes: Device.quota_patience)
+# max-backoff intervals weft sync --once waits for room under the connection quota, and
+# for a server it cannot reach (a running weft sync waits for as long as it takes:
+# Device.quota_patience, Device.offline_patience)
 QUOTA_PATIENCE = 6
 RETRY_LATER = {1008, 1011, 1013, 1014, CODE_QUOTA}
 SERVER_GONE = {None, 1001, 1006, 1012}

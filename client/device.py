@@ -84,6 +84,7 @@ class Device:
         idle_seconds: float | None = None,
         max_connecting: int = 96,
         quota_patience: float | None = None,
+        offline_patience: float | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.server = server if isinstance(server, ServerURL) else ServerURL.parse(server)
@@ -98,6 +99,13 @@ class Device:
         # How long a sync waits for room under the tenant's connection quota before it
         # fails the document (weft sync --once); None: for as long as it takes.
         self.quota_patience = quota_patience
+        # How long a sync waits for a server that cannot be reached before the device
+        # gives up (halts: weft sync --once); None: for as long as it takes.
+        self.offline_patience = offline_patience
+        # (monotonic) when the device went offline with the server not taking it since
+        # (cleared by ``accepted``): a server that answers its health probe while every
+        # connection fails is no nearer.
+        self._unreachable_since: float | None = None
         # Documents whose link the connection quota turns away now (see turned_away).
         self.crowded: set[str] = set()
         self._crowded_said: float | None = None  # (monotonic) when that was last said
@@ -347,7 +355,11 @@ class Device:
 
     async def _probe_loop(self) -> None:
         backoff = Backoff(initial=min(0.2, self.max_backoff), maximum=self.max_backoff)
+        if self._unreachable_since is None:
+            self._unreachable_since = time.monotonic()
         while not self._online.is_set() and not self.paused:
+            if self._out_of_patience():
+                return
             if await self.api.healthy():
                 self._online.set()
                 self._offline_said = False
@@ -359,10 +371,29 @@ class Device:
                 self.emit(Event("offline", f"offline: {self.server} does not answer; retrying"))
             await asyncio.sleep(backoff.next())
 
+    def _out_of_patience(self) -> bool:
+        """Give up (halt) if a sync has waited ``offline_patience`` seconds for a server
+        that cannot be reached: ``weft sync --once`` must end. Edits stay recorded."""
+        since, patience = self._unreachable_since, self.offline_patience
+        if since is None or patience is None or not self.syncing:
+            return False
+        waited = time.monotonic() - since
+        if waited <= patience:
+            return False
+        self.halt(
+            DeviceFailed(
+                f"{self.server} unreachable for {waited:.0f} s, giving up: local edits stay "
+                "on this device and are sent on the next run"
+            ),
+            {"unreachable": waited},
+        )
+        return True
+
     def accepted(self) -> None:
         """The server took this device's token (a document list read, a room's first
         message): say "online" now, not when it merely answered a health probe, which
         it does for a token it then refuses."""
+        self._unreachable_since = None
         if self._online_unsaid and self.failure is None:
             self._online_unsaid = False
             self.emit(Event("online", f"online: {self.server}"))

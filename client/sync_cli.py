@@ -7,7 +7,8 @@
 Without ``--once`` it keeps running: it watches the folder, shows the connection state
 and what it syncs, and goes on working offline (edits are recorded in ``DIR/.weft/`` and
 sent when the server is back). With ``--once`` it syncs until the folder and the server
-agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input). Every flag also
+agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input); a server it cannot
+reach is given up after ``QUOTA_PATIENCE`` x ``--max-backoff`` (exit 1). Every flag also
 reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
 ``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_SYNC_IDLE_CLOSE``,
 ``WEFT_DEVICE_ID``.
@@ -81,7 +82,9 @@ Keep a folder and a project in step: text files <-> documents.
 Without --once it keeps running: it watches the folder, shows the connection state and
 what it syncs, and goes on working offline (edits are recorded in DIR/.weft/ and sent
 when the server is back). With --once it syncs until the folder and the server agree,
-then exits 0 (1 on failure or --timeout, 2 on bad input).
+then exits 0 (1 on failure or --timeout, 2 on bad input). A server it cannot reach is
+given up after 6 x --max-backoff (60 s by default) with --once (exit 1): the edits stay
+on this device and are sent on the next run; without --once it retries for ever.
 
 Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 (gitignore syntax; only the folder's top .weftignore). Binary, non-UTF-8 and oversized
@@ -326,6 +329,10 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     ui = _Ui(console, args.quiet, args.verbose, token=bool(args.token))
+    # --once must end: a file turned away by the connection quota for this long fails,
+    # and so does the sync of a server unreachable for this long (exit 1); running, it
+    # waits for as long as it takes (idle links close sooner meanwhile)
+    patience = QUOTA_PATIENCE * args.max_backoff if args.once else None
     ws = Workspace(
         root,
         server,
@@ -337,9 +344,8 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         poll_seconds=args.poll,
         idle_seconds=0.0 if args.once else args.idle_close,
         device_id=args.device_id,
-        # --once must end: a file turned away by the connection quota for this long fails
-        # (exit 1); running, it waits for room (idle links close sooner meanwhile)
-        quota_patience=QUOTA_PATIENCE * args.max_backoff if args.once else None,
+        quota_patience=patience,
+        offline_patience=patience,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

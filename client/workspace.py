@@ -98,6 +98,7 @@ class Workspace(Listener):
         max_file_bytes: int = MAX_FILE_BYTES,
         device_id: str | None = None,
         quota_patience: float | None = None,
+        offline_patience: float | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.on_event = on_event or (lambda event: None)
@@ -115,6 +116,7 @@ class Workspace(Listener):
             poll_seconds=poll_seconds,
             idle_seconds=idle_seconds,
             quota_patience=quota_patience,
+            offline_patience=offline_patience,
         )
         self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
         self.tracked: set[str] = set()

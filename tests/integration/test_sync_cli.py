@@ -483,3 +483,57 @@ def test_a_sync_started_offline_says_it_waits_for_the_server(tmp_path: Path) -> 
         assert "files/s" not in sync.output(), sync.output()
     finally:
         sync.terminate()
+
+
+def test_sync_once_gives_up_on_a_server_that_does_not_answer_and_keeps_the_edits(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """--once against a server that is down gives up after 6 max-backoff intervals (as
+    for the connection quota) and exits 1, saying the edits stay on this device; the
+    next run sends them. It waited for ever (a cron job never ended; found in a
+    walkthrough)."""
+    server = weft_server_factory()
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("first\n")
+    once(server, folder, "down")
+    server.terminate()
+    (folder / "a.txt").write_text("first\nedited while the server was down\n")
+    started = time.monotonic()
+    result = sync_once(
+        folder, server.ws_url, TENANT, "down", args=("--max-backoff", "0.5"), timeout=30
+    )
+    assert result.returncode == 1, result.stdout
+    assert time.monotonic() - started >= 3.0  # 6 x 0.5 s
+    assert f"ws://127.0.0.1:{server.port} unreachable for " in result.stdout, result.stdout
+    assert "local edits stay on this device and are sent on the next run" in result.stdout
+    assert "Traceback" not in result.stdout
+    restarted = weft_server_factory(store=server.store, port=server.port)
+    once(restarted, folder, "down")
+    assert get_text(doc_url(restarted, "down", "a.txt")) == (
+        "first\nedited while the server was down\n"
+    )
+
+
+def test_a_running_sync_waits_for_a_server_that_does_not_answer_for_as_long_as_it_takes(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Without --once, weft sync keeps retrying however long the server is away (only
+    --once gives up), and syncs once a server answers."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    port = free_port()  # nothing listens there yet
+    sync = start_sync(
+        folder, f"ws://127.0.0.1:{port}", TENANT, "later", args=("--max-backoff", "0.2")
+    )
+    try:
+        sync.wait_for("offline: waiting for the server")
+        time.sleep(2.5)  # well past 6 x 0.2 s
+        assert sync.proc.poll() is None, sync.output()
+        server = weft_server_factory(port=port)
+        sync.wait_for("in sync")
+        assert get_text(doc_url(server, "later", "a.txt")) == "a\n"
+    finally:
+        sync.terminate()
+    assert "unreachable for" not in sync.output()
