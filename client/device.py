@@ -106,6 +106,7 @@ class Device:
         # (cleared by ``accepted``): a server that answers its health probe while every
         # connection fails is no nearer.
         self._unreachable_since: float | None = None
+        self._unusable_said: set[str] = set()  # documents an update did not apply to
         # Documents whose link the connection quota turns away now (see turned_away).
         self.crowded: set[str] = set()
         self._crowded_said: float | None = None  # (monotonic) when that was last said
@@ -298,7 +299,10 @@ class Device:
         try:
             ydoc.apply(entry.doc, update)
         except ValueError as exc:  # ydoc.UnusableUpdate: refused or made pycrdt panic
-            log.warning("%s: an update from the server does not apply: %s", entry.path, exc)
+            # (every probe's answer brings it again: a warning once per document)
+            level = logging.INFO if entry.path in self._unusable_said else logging.WARNING
+            self._unusable_said.add(entry.path)
+            log.log(level, "%s: an update from the server does not apply: %s", entry.path, exc)
             return False
         finally:
             entry.applying_remote = False

@@ -187,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
     ):  # (a --timeout of 0 gave up at once, saying "offline?"; --idle-close 0 thrashed)
         err.print("weft sync: --max-backoff, --poll, --timeout and --idle-close must be positive")
         return 2
+    # Warnings show without -v (and with -q, which prints only warnings, conflicts and
+    # errors): the device's events are printed by _Ui, and logged only at INFO.
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.verbose:
-        logging.getLogger("weft.client").setLevel(logging.ERROR)
     try:
         return asyncio.run(_sync(args, root, server))
     except BindingMismatch as exc:

@@ -53,3 +53,22 @@ def test_without_a_token_the_commands_say_how_to_give_one(
             assert capsys.readouterr().err == f"weft {argv[0]}: {hint}\n"
         assert main(["history", "a.txt", *where, "--token", "bad.token.x"]) == 1
         assert "malformed token" in capsys.readouterr().err  # a token given: the server's words
+
+
+@pytest.mark.parametrize("quiet", [(), ("-q",)], ids=["default", "quiet"])
+def test_a_folder_bound_to_a_refused_project_says_it_is_bound_to_the_new_one(
+    server: ServerProcess, tmp_path: Path, quiet: tuple[str, ...]
+) -> None:
+    """A first run with a mistyped --project that the server refuses, then the right one:
+    the folder is bound to the new project with a warning, said once, without -v too
+    (and with -q, which prints warnings). It was said only with -v (found in a
+    walkthrough)."""
+    token = token_for(projects=["site"])
+    (tmp_path / "a.txt").write_text("a\n")
+    result = sync_once(tmp_path, server.ws_url, TENANT, "typo", token=token)
+    assert result.returncode == 1, result.stdout
+    assert "the server refused this device (403)" in result.stdout
+    result = sync_once(tmp_path, server.ws_url, TENANT, "site", token=token, args=quiet)
+    assert result.returncode == 0, result.stdout
+    warning = "bound to acme/typo, which it never synced with: now acme/site"
+    assert result.stdout.count(warning) == 1, result.stdout
