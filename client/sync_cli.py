@@ -7,8 +7,9 @@
 Without ``--once`` it keeps running: it watches the folder, shows the connection state
 and what it syncs, and goes on working offline (edits are recorded in ``DIR/.weft/`` and
 sent when the server is back). With ``--once`` it syncs until the folder and the server
-agree, then exits 0 (1 on failure or ``--timeout``, 2 on bad input); a server it cannot
-reach is given up after ``QUOTA_PATIENCE`` x ``--max-backoff`` (exit 1). Every flag also
+agree, then exits 0 (1 on failure, ``--timeout``, or read-only edits left unsent; 2 on
+bad input: the same list as ``--help`` and the README); a server it cannot reach is
+given up after ``QUOTA_PATIENCE`` x ``--max-backoff`` (exit 1). Every flag also
 reads an environment variable: ``WEFT_SERVER``, ``WEFT_TENANT``, ``WEFT_PROJECT``,
 ``WEFT_TOKEN``, ``WEFT_SYNC_MAX_BACKOFF``, ``WEFT_SYNC_POLL``, ``WEFT_SYNC_IDLE_CLOSE``,
 ``WEFT_DEVICE_ID``.
@@ -82,9 +83,11 @@ Keep a folder and a project in step: text files <-> documents.
 Without --once it keeps running: it watches the folder, shows the connection state and
 what it syncs, and goes on working offline (edits are recorded in DIR/.weft/ and sent
 when the server is back). With --once it syncs until the folder and the server agree,
-then exits 0 (1 on failure or --timeout, 2 on bad input). A server it cannot reach is
-given up after 6 x --max-backoff (60 s by default) with --once (exit 1): the edits stay
-on this device and are sent on the next run; without --once it retries for ever.
+then exits 0 in sync; 1 on failure (a file not in sync, the server refusing this device
+or unreachable), --timeout, or read-only edits left unsent; 2 on bad input. A server it
+cannot reach is given up after 6 x --max-backoff (60 s by default) with --once (exit
+1): the edits stay on this device and are sent on the next run; without --once it
+retries for ever.
 
 Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
 (gitignore syntax; only the folder's top .weftignore). Binary, non-UTF-8 and oversized

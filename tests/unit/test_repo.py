@@ -38,3 +38,21 @@ def test_importing_crdt_loads_no_network_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _exit_codes(text: str) -> str:
+    """The "then exits ... bad input." sentence of ``weft sync``, words only."""
+    words = " ".join(text.replace("`", "").split())
+    found = re.search(r"then exits (.*?bad input)", words)
+    assert found is not None, "no exit codes said"
+    return found.group(1)
+
+
+def test_weft_sync_help_and_the_readme_list_the_same_exit_codes() -> None:
+    """--help said "1 on failure or --timeout" while the README also listed read-only
+    edits left unsent (found in a walkthrough)."""
+    from client.sync_cli import DESCRIPTION
+
+    readme = (ROOT / "README.md").read_text().split("\n## Syncing a folder", 1)[1]
+    assert _exit_codes(DESCRIPTION) == _exit_codes(readme)
+    assert "read-only edits left unsent" in _exit_codes(DESCRIPTION)
