@@ -25,7 +25,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -221,8 +221,19 @@ class _Ui:
         self.verbose = verbose
         self.first_sync = True
         self.counts = {"local": 0, "remote": 0, "deleted": 0, "conflict": 0}
+        # The "device ..." line, said once, before the first event: an event can come
+        # while the workspace starts (a refusal: 401 came before it)
+        self.heading: Callable[[], str | None] | None = None
+
+    def say_heading(self) -> None:
+        """Say :attr:`heading` if not said yet (and it is ready: not None)."""
+        text = self.heading() if self.heading is not None else None
+        if text is not None:
+            self.heading = None
+            self.info(text, "dim")
 
     def event(self, event: Event) -> None:
+        self.say_heading()
         if event.kind in self.counts:
             self.counts[event.kind] += 1
         if self.quiet and event.kind not in ("warning", "error", "conflict", "read_only"):
@@ -355,8 +366,11 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ui.info(f"weft sync {root} <-> {server} {args.tenant}/{args.project}", "bold")
+    ui.heading = lambda: (
+        f"device {ws.device.device_id}; state in {ws.state_dir}" if ws.device.device_id else None
+    )
     async with ws:
-        ui.info(f"device {ws.device.device_id}; state in {ws.state_dir}", "dim")
+        ui.say_heading()
         try:
             code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
         except DeviceFailed:  # the device's error event said why, once

@@ -72,3 +72,17 @@ def test_a_folder_bound_to_a_refused_project_says_it_is_bound_to_the_new_one(
     assert result.returncode == 0, result.stdout
     warning = "bound to acme/typo, which it never synced with: now acme/site"
     assert result.stdout.count(warning) == 1, result.stdout
+
+
+def test_the_device_line_comes_before_a_refusal(server: ServerProcess, tmp_path: Path) -> None:
+    """A folder synced before, run without a token: "the server refused this device
+    (401)" was printed before the "device ..." line (the refusal came while the
+    workspace reopened its documents; found in a walkthrough)."""
+    for n in range(20):
+        (tmp_path / f"f{n}.txt").write_text(f"{n}\n")
+    result = sync_once(tmp_path, server.ws_url, TENANT, "order", token=token_for())
+    assert result.returncode == 0, result.stdout
+    result = sync_once(tmp_path, server.ws_url, TENANT, "order")
+    assert result.returncode == 1, result.stdout
+    out = result.stdout
+    assert 0 <= out.find(" device dev-") < out.index("the server refused this device"), out
