@@ -122,6 +122,9 @@ def _insert_rows(conn: sqlite3.Connection, rows: dict[bytes, bytes]) -> None:
 
 
 _BUMP_COUNTER = "UPDATE engine SET value = value + 1 WHERE name = 'commit' RETURNING value"
+# RETURNING is SQLite 3.35 (2021) and later; before it, the bump and then a read.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_BUMP_ONLY = "UPDATE engine SET value = value + 1 WHERE name = 'commit'"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
@@ -759,7 +762,11 @@ class SQLiteEngine:
         # The commit counter, bumped and read in one statement (a SELECT at the start
         # and an UPDATE at the end were two more statements per commit); a batch that
         # writes nothing is rolled back, bump and all.
-        counter = conn.execute(_BUMP_COUNTER).fetchall()[0][0]
+        if _RETURNING:
+            counter = conn.execute(_BUMP_COUNTER).fetchall()[0][0]
+        else:
+            conn.execute(_BUMP_ONLY)
+            counter = _commit_counter(conn)
         commit = counter.to_bytes(8, "big")
         outcomes: list[Committed[Any] | BaseException] = []
         written: list[_Writer] = []

@@ -1,6 +1,9 @@
 """The ``engine`` fixture: every contract test runs once per KV engine.
 
 - ``sqlite``: a fresh file in ``tmp_path``.
+- ``sqlite-no-returning``: the same, with the engine's commit counter bumped without
+  ``UPDATE ... RETURNING``, as it is on SQLite before 3.35 (this machine's is newer:
+  the fixture turns ``crdt.kv.sqlite._RETURNING`` off; a second process keeps it).
 - ``fdb``: the cluster named by ``WEFT_FDB_CLUSTER_FILE`` (skipped, with that reason, when
   the variable is unset). The suite clears the whole database before and after each
   test, so it refuses a database that holds keys without the suite's scratch marker:
@@ -24,6 +27,7 @@ import pytest
 from fdb_double import FDBDouble, use_fdb_double
 
 from crdt.kv import Engine, Transaction, open_engine
+from crdt.kv import sqlite as sqlite_module
 
 FDB_ENV = "WEFT_FDB_CLUSTER_FILE"
 SCRATCH_MARKER = b"\x00weft-contract-suite-scratch"
@@ -62,7 +66,9 @@ NEEDS_ANOTHER_PROCESS = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("fdb", marks=_fdb_marks()), "fdb-double"])
+@pytest.fixture(
+    params=["sqlite", "sqlite-no-returning", pytest.param("fdb", marks=_fdb_marks()), "fdb-double"]
+)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
     """An open engine on an empty store; ``engine.url`` opens the same store elsewhere."""
     double: FDBDouble | None = None
@@ -71,7 +77,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             pytest.skip("needs a second process; an in-memory FDB double lives in one")
         double = use_fdb_double(request.getfixturevalue("monkeypatch"))
         url = f"fdb://{tmp_path / 'double.cluster'}"
-    elif request.param == "sqlite":
+    elif request.param.startswith("sqlite"):
+        if request.param == "sqlite-no-returning":
+            request.getfixturevalue("monkeypatch").setattr(sqlite_module, "_RETURNING", False)
         url = f"sqlite:///{tmp_path / 'kv.db'}"
     else:
         url = f"fdb://{os.path.abspath(os.environ[FDB_ENV])}"
