@@ -340,7 +340,7 @@ class Room:
         self,
         sender: int,
         payload: bytes,
-        entries: Iterable[AwarenessEntry],
+        entries: Sequence[AwarenessEntry],
         own: Collection[int],
     ) -> None:
         """Record the awareness states (newer clocks win) and relay the exact bytes to every
@@ -349,28 +349,41 @@ class Room:
         reference server echoes them too; an echo of its own clock is a no-op for it).
 
         ``own``: the clients of ``entries`` that ``sender`` controls (see
-        :class:`~server.session.Relay`); only those become, or stop being, local."""
+        :class:`~server.session.Relay`); only those become, or stop being, local. An
+        entry older than the room's changes nothing, control included (a late frame of
+        a connection another one took the client over from); a removal of a client that
+        another connection here controls is ignored: only that one, or its leaving,
+        removes it."""
         local = self.local
         changed = False
+        ignored: list[AwarenessEntry] = []  # foreign removals: not relayed either
         for entry in entries:
             client = entry.client_id
-            if client in own:
-                if not entry.removed:
-                    changed = changed or local.get(client) != sender
-                    local[client] = sender
-                elif local.get(client) == sender:
-                    del local[client]
-                    changed = True
             known = self.states.get(client)
             if known is not None and entry.clock < known[0]:
+                continue  # (relayed: the peers ignore an older clock too)
+            controller = local.get(client)
+            if entry.removed and controller is not None and controller != sender:
+                ignored.append(entry)
                 continue
+            if client in own:
+                if not entry.removed:
+                    changed = changed or controller != sender
+                    local[client] = sender
+                elif controller == sender:
+                    del local[client]
+                    changed = True
             if entry.removed:
                 if self.states.pop(client, None) is not None:
                     changed = changed or client in local
             elif known != (entry.clock, entry.state):
                 self.states[client] = (entry.clock, entry.state)
                 changed = changed or client in local
-        self.broadcast(codec.encode(Awareness(payload)))
+        if ignored:  # rare: the frame goes on without them (the peers would apply them)
+            kept = [entry for entry in entries if entry not in ignored]
+            payload = codec.encode_awareness(kept) if kept else b""
+        if payload:
+            self.broadcast(codec.encode(Awareness(payload)))
         if changed and self.awareness_changed is not None:
             self.awareness_changed()
 

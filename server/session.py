@@ -143,7 +143,8 @@ class Relay:
 
     ``own``: the clients of ``entries`` this connection controls (its states, their
     removals); the others are echoes of states the room already has, as y-websocket
-    re-sends every state it receives: not this connection's to publish or to remove.
+    re-sends every state it receives: not this connection's to publish, and a removal
+    of a client another connection controls is ignored (``Room.relay``).
     """
 
     payload: bytes

@@ -195,6 +195,47 @@ async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
         await rooms.close()
 
 
+async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alone(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """c takes a's client over with a newer clock; a late frame of a's (an older clock
+    than the room's) does not take it back, and another connection's removal of it is
+    ignored: a leaving, or b's removal, must not erase c's live state (both did, found
+    in a review)."""
+    history = History(engines[0])
+    rooms = Rooms(history, Metrics(), instance="a")
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
+    try:
+        pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
+        room = await rooms.join(ref, pa)
+        for peer in (pb, pc, watcher):
+            await rooms.join(ref, peer)
+        sessions = {
+            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas)
+            for p in (pa, pb, pc)
+        }
+
+        def send(peer: Peer, *entries: AwarenessEntry) -> None:
+            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
+            for action in sessions[peer.id].receive_frame(frame, 0.0):
+                assert isinstance(action, Relay)
+                room.relay(peer.id, action.payload, action.entries, action.own)
+
+        send(pa, AwarenessEntry(1001, 1, ADA))
+        send(pc, AwarenessEntry(1001, 3, BOB))  # taken over
+        send(pa, AwarenessEntry(1001, 2, ADA))  # a late frame of a's
+        assert room.local == {1001: pc.id} and room.states == {1001: (3, BOB)}
+        send(pb, AwarenessEntry(1001, 4, "null"))  # b removes a client c controls
+        assert room.states == {1001: (3, BOB)} and watcher.alive() == {1001: 3}
+        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+        assert room.local == {1001: pc.id} and watcher.alive() == {1001: 3}
+        send(pc, AwarenessEntry(1001, 4, "null"))  # its controller removes it
+        assert room.local == {} and room.states == {} and watcher.alive() == {}
+    finally:
+        await rooms.close()
+
+
 async def test_two_instances_relay_through_the_store_coalesced(
     engines: tuple[Engine, Engine],
 ) -> None:
