@@ -359,9 +359,11 @@ class Device:
 
     async def _probe_loop(self) -> None:
         backoff = Backoff(initial=min(0.2, self.max_backoff), maximum=self.max_backoff)
-        if self._unreachable_since is None:
-            self._unreachable_since = time.monotonic()
         while not self._online.is_set() and not self.paused:
+            # (armed again in the loop: a heads read that the server answered meanwhile,
+            # e.g. while draining with its health probe failing, cleared it)
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
             if self._out_of_patience():
                 return
             if await self.api.healthy():

@@ -108,6 +108,31 @@ def offline(tmp_path: Path, name: str) -> Device:
     return Device(tmp_path / name, "ws://127.0.0.1:9", "acme", "local", poll_seconds=None)
 
 
+async def test_a_sync_gives_up_on_an_unreachable_server_though_accepted_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """offline_patience (weft sync --once) ends a sync whose server does not answer,
+    also when the server accepted the device once while it probed (a heads read the
+    server answered while its health probe failed, as when draining): that cleared the
+    waiting time for good, and the sync waited for ever (found in a review)."""
+    device = Device(
+        tmp_path / "d",
+        "ws://127.0.0.1:9",
+        "acme",
+        "local",
+        poll_seconds=None,
+        max_backoff=0.1,
+        offline_patience=0.5,
+    )
+    async with device:
+        await device.open("x.txt")
+        syncing = asyncio.ensure_future(device.sync(20))
+        await asyncio.sleep(0.2)  # probing: nothing listens on port 9
+        device.accepted()  # as a heads read answered meanwhile would
+        with pytest.raises(DeviceFailed, match="unreachable for"):
+            await syncing
+
+
 async def local_log(device: Device, path: str) -> tuple[Snapshot | None, int]:
     """The latest snapshot of ``path`` in the device's local history, and how many
     updates follow it there (what opening the document replays)."""
