@@ -9,13 +9,13 @@ connection and rate quotas hold across them, through the instance registry
   is below the limit. Counts are published promptly while another instance is alive
   (coalesced, at most every ``registry.PUBLISH_EVERY``), so the cluster may overshoot by
   the connections admitted elsewhere within one publish interval; a dead instance's
-  connections count until its heartbeat expires. Before its first connection, an
-  instance joins the registry and waits until every live instance has published its
-  counts since it learned of this one (:meth:`Quotas.ready`; a lone instance publishes
-  only at its heartbeat, so its entry could be 10 s old): it never admits a connection
-  on counts older than that. If one does not answer in time (killed within its
-  heartbeat timeout, say), the wait ends after ``timeout`` with a warning and the counts
-  it last published are used.
+  connections count until its heartbeat expires. An instance joins the registry at
+  startup, and before admitting its first connection waits until every live instance
+  has published its counts since it learned of this one (:meth:`Quotas.ready`; a lone
+  instance publishes only at its heartbeat, so its entry could be 10 s old): it never
+  admits a connection on counts older than that. If one does not answer in time
+  (killed within its heartbeat timeout, say), the wait ends after ``timeout`` with a
+  warning and the counts it last published are used.
 - update rate: a token bucket per tenant on each instance, shared by the tenant's
   connections there. Its rate and burst are the tenant's divided evenly between the
   live instances that hold connections of the tenant (1/n each), so together they
