@@ -160,3 +160,46 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_sai
         for device in devices:
             device.terminate()
         uplink.close()
+
+
+def test_an_edit_saved_while_another_device_deletes_the_file_is_kept_in_a_copy(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """The same race seen from B's folder: the deletion reaches B while B's edit waits
+    for its ack (it cannot have seen it), so B keeps a copy of its text in
+    ``.weft/conflicts/`` before removing the file, and says where. Before, the file was
+    simply gone from B's folder. A, whose file was deleted by its own user, keeps none."""
+    server = weft_server_factory()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    (a / "notes.md").write_text(BASE)
+    for folder in (a, b):
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    uplink = SlowUplink(server.port)
+    args = ["--max-backoff", "0.5", "--poll", "0.2"]
+    devices = [
+        start_sync(a, server.ws_url, TENANT, PROJECT, args=args),
+        start_sync(b, uplink.ws_url, TENANT, PROJECT, args=args),
+    ]
+    try:
+        for device in devices:
+            device.wait_for("in sync")
+        uplink.delay = UPLINK_DELAY
+        with (b / "notes.md").open("a") as f:
+            f.write("B saved this at the same moment\n")
+        devices[1].wait_for("notes.md: +")
+        (a / "notes.md").unlink()
+        devices[0].wait_for("deleted notes.md")
+
+        devices[1].wait_for("notes.md deleted (remote)", 20)
+        assert "notes.md" not in folder_files(b)
+        [copy] = sorted((b / ".weft" / "conflicts").glob("notes.md.*"))
+        assert copy.read_text() == BASE + "B saved this at the same moment\n"
+        devices[1].wait_for(f"your text is kept in {copy}")
+        devices[1].wait_for("conflict: notes.md: edited here while deleted elsewhere", 20)
+        assert not (a / ".weft" / "conflicts").exists()
+    finally:
+        for device in devices:
+            device.terminate()
+        uplink.close()
