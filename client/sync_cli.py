@@ -103,6 +103,8 @@ conflict record and in DIR/.weft/conflicts/. Offline edits that touched the same
 as someone else's edits since, and a file edited on one side while deleted on the other
 (the deletion stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is
 in the record), are recorded as conflicts too; each is printed (see weft conflicts).
+A file deleted elsewhere while it held edits made here that the server had not yet
+acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
@@ -236,9 +238,13 @@ class _Ui:
         self.say_heading()
         if event.kind in self.counts:
             self.counts[event.kind] += 1
-        if self.quiet and event.kind not in ("warning", "error", "conflict", "read_only"):
+        # (a file removed with a copy of its text kept is always said: where the copy is)
+        kept = "kept" in event.data
+        loud = ("warning", "error", "conflict", "read_only")
+        if self.quiet and event.kind not in loud and not kept:
             return
-        if self.first_sync and not self.verbose and event.kind in QUIET_DURING_FIRST_SYNC:
+        first = self.first_sync and not self.verbose
+        if first and event.kind in QUIET_DURING_FIRST_SYNC and not kept:
             return
         message, code = event.message, event.data.get("refused")
         if code in (401, 4401) and not self.token:

@@ -17,6 +17,15 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   that appears where a document was deleted sets it back to False and edits the text
   into the file's (the project's deletion convention; documents deleted by earlier
   versions were emptied too). A rename is a delete and a create.
+- A remote deletion removes the file, but first keeps a copy of it in
+  ``.weft/conflicts/`` (as a conflict's copy is kept) when the document was deleted
+  while local edits of it waited for the server's ack (unsent, in flight, or taken in
+  from the file just before the deletion was applied): the deletion cannot have seen
+  them. Where the copy is goes into the deletion line, and into the line of a
+  conflict the server then records for the edit. A file whose edits were all
+  acknowledged before the deletion arrived is removed with no copy: the deletion may
+  well have seen them (its update says nothing of what its author had), and the text
+  stays in the document's history.
 - A local file with no history on this device (a first sync, or a file created while
   offline) is checked against the server first: same text → adopted; the server has no
   such document (or a deleted one) → created; different text → the server's version
@@ -130,6 +139,11 @@ class Workspace(Listener):
         self.unwritable: dict[str, str] = {}
         self._writes: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Documents deleted by a remote update while local edits of them waited for the
+        # server's ack (see the module docstring), until their file is removed; and the
+        # copy kept when it was, per document while it stays deleted.
+        self._unseen: set[str] = set()
+        self.kept: dict[str, Path] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -352,6 +366,9 @@ class Workspace(Listener):
             self.ingest(path)
 
     def after_remote(self, path: str) -> None:
+        entry = self.device.entries.get(path)
+        if entry is not None and entry.deleted and entry.waiting:
+            self._unseen.add(path)  # noted now: their acks may come before the file goes
         self._schedule_write(path)
 
     def busy(self, path: str) -> bool:
@@ -425,13 +442,15 @@ class Workspace(Listener):
     def _materialise(self, entry: DocEntry) -> None:
         path = entry.path
         if entry.deleted or not entry.exists:
-            if entry.deleted and self.folder.remove(path):
-                # a change from elsewhere ("remote"), not one found here ("deleted")
-                self.emit(Event("remote", f"{path} deleted (remote)", path))
+            if entry.deleted:
+                self._remove(path, unseen=path in self._unseen or entry.waiting)
+            self._unseen.discard(path)
             if self.disk.get(path, "") is not None:
                 self._remember(path, None)
             self._written(path)
             return
+        self._unseen.discard(path)
+        self.kept.pop(path, None)
         text = str(entry.text)
         if self.disk.get(path) == text and self.folder.is_file(path):
             self._written(path)
@@ -450,6 +469,25 @@ class Workspace(Listener):
         if path == IGNORE_FILE:
             self.folder.ignore.reload()
         self.emit(Event("remote", f"{path} {'new' if new else 'updated'} (remote)", path))
+
+    def _remove(self, path: str, *, unseen: bool) -> None:
+        """Remove the file of a document deleted elsewhere; when it holds edits made here
+        that the deletion had not seen (``unseen``, see the module docstring), keep a copy
+        of its text first (failing to, an OSError, leaves the file where it is)."""
+        text = self.folder.read(path) if unseen else None
+        kept = self._backup(path, text) if isinstance(text, str) else None
+        if not self.folder.remove(path):
+            return
+        # a change from elsewhere ("remote"), not one found here ("deleted")
+        if kept is None:
+            self.emit(Event("remote", f"{path} deleted (remote)", path))
+            return
+        self.kept[path] = kept
+        message = (
+            f"{path} deleted (remote), with edits made here that the deletion had not "
+            f"seen: your text is kept in {kept}"
+        )
+        self.emit(Event("remote", message, path, {"kept": str(kept)}))
 
     def _folder_ok(self) -> bool:
         """Whether the folder is still the one this workspace syncs; if not, the device
@@ -613,6 +651,14 @@ class Workspace(Listener):
 
     def event(self, event: Event) -> None:
         if event.kind == "conflict":  # recorded by the server (a branch's, an online edit's)
+            kept = self.kept.get(event.path or "")
+            if kept is not None:  # (the file was removed, its text kept: say where)
+                event = Event(
+                    event.kind,
+                    f"{event.message}; your text is kept in {kept}",
+                    event.path,
+                    {**event.data, "kept": str(kept)},
+                )
             self.conflicts.append({"path": event.path, **event.data})
         self.emit(event)
 
