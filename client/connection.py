@@ -498,8 +498,13 @@ class DocLink:
             due = self._maybe_confirm()
             if due is not None:
                 timeout = due if timeout is None else min(timeout, due)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the
+            # wait ends (woken, e.g. nudged by Device.turned_away), and the reader, which
+            # cancels this sender when its connection closes (a 4429 refusal), waited
+            # for it for ever: weft sync --once hung. asyncio.timeout lets it through.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             self._maybe_confirm()
             while self._control:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from pycrdt import Text
 
@@ -1125,3 +1126,52 @@ async def test_a_rate_refusal_is_retried_with_backoff_and_said_once(
         await device.sync(60)
     for n in range(docs):
         assert server_text(server, "rate", f"d{n}.txt") == f"{n}\n"
+
+
+async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """max_connections 1, held by another device. The link of the one syncing is
+    woken (``nudge``: what ``Device.turned_away`` does to every link when another link
+    is turned away) just as its connection is refused. Its reader then cancelled the
+    sender as the sender's ``asyncio.wait_for`` finished waiting, and on Python 3.11
+    that cancel is swallowed: the sender, with nothing to send on a connection never
+    ready, waited on and on, and the reader waited for it for ever. No more tries, no
+    quota patience: ``weft sync --once`` hung (twice in a day, on a loaded machine).
+    Now the link is refused again and the sync gives up on the file."""
+    quotas = '{"acme": {"max_connections": 1}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    holder = make(tmp_path, server, "holder", "nudged")  # idle_seconds None: holds its link
+    # idle_seconds: the sender waits with a timeout, as weft sync's do (0 with --once,
+    # 60 running); long here, so it is surely waiting when the refusal comes
+    device = make(tmp_path, server, "d", "nudged", idle_seconds=60.0, quota_patience=0.5)
+    async with holder, device:
+        held = await holder.open("held.txt")
+        await eventually(lambda: held.link.connected)
+        connect = device.http.ws_connect
+        refusals = 0
+
+        async def nudged_as_refused(*args: Any, **kwargs: Any) -> Any:
+            ws = await connect(*args, **kwargs)
+            receive = ws.receive
+
+            async def receive_nudged(timeout: float | None = None) -> Any:
+                nonlocal refusals
+                await asyncio.sleep(0.2)  # the sender sent its SyncStep1 and waits
+                msg = await receive(timeout)
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    refusals += 1
+                    device.entries["mine.txt"].link.nudge()
+                    await asyncio.sleep(0)  # the sender's wait sees the wake-up
+                return msg
+
+            ws.receive = receive_nudged  # type: ignore[method-assign]
+            return ws
+
+        device.http.ws_connect = nudged_as_refused  # type: ignore[method-assign]
+        entry = await device.open("mine.txt")
+        entry.text.insert(0, "mine\n")
+        await device.sync(15)
+        assert refusals >= 2, refusals
+        assert entry.link.error is not None and "(4429)" in entry.link.error, entry.link.error
+        assert "still refused" in entry.link.error
