@@ -1165,10 +1165,10 @@ async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up
                     await asyncio.sleep(0)  # the sender's wait sees the wake-up
                 return msg
 
-            ws.receive = receive_nudged  # type: ignore[method-assign]
+            ws.receive = receive_nudged
             return ws
 
-        device.http.ws_connect = nudged_as_refused  # type: ignore[method-assign]
+        device.http.ws_connect = nudged_as_refused  # type: ignore[method-assign, assignment]
         entry = await device.open("mine.txt")
         entry.text.insert(0, "mine\n")
         await device.sync(15)
