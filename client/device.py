@@ -194,7 +194,8 @@ class Device:
             if task is not None and task.get_name() != "weft-recorder":
                 task.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.recorded(), 30)
+            async with asyncio.timeout(30):
+                await self.recorded()
         for task in (self._prober, *self._tasks, *self.recorder.snapshots):
             if task is not None:
                 task.cancel()
@@ -547,7 +548,8 @@ class Device:
             self._heads_due.clear()
             await self._read_and_follow(follow=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._heads_due.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._heads_due.wait()
 
     async def _read_and_follow(self, follow: bool) -> None:
         read = self.heads_reads + 1  # the number read_heads gives this read

@@ -485,7 +485,8 @@ async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
                 if live is not None:
                     live.update(ui.status(ws))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
+                    async with asyncio.timeout(0.25):
+                        await stop.wait()
                 if ws.device.failure is not None:
                     raise ws.device.failure
     finally:

@@ -266,7 +266,8 @@ class ClusterAwareness:
         self._publisher = None
         if self._dirty:
             try:
-                await asyncio.wait_for(self._flush(list(self._dirty)), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._flush(list(self._dirty))
             except Exception as exc:  # shutting down: the entries expire on their own
                 log.warning("could not clear this instance's awareness entries: %s", exc)
         if self._owns_registry:
@@ -296,7 +297,8 @@ class ClusterAwareness:
             renewals = [link.renew_at for link in self._links.values() if link.renew_at]
             timeout = max(min(renewals) - time.monotonic(), 0.0) if renewals else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
             for link in self._links.values():
@@ -374,7 +376,8 @@ class ClusterAwareness:
                 self._deliver(link, decode_entries(rows, space))
                 timeout = EXPIRY_CHECK if link.seen else None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.kv.watch(bump, value), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.kv.watch(bump, value)
                 delay = 0.1
                 await asyncio.sleep(WATCH_COALESCE)
             except asyncio.CancelledError:

@@ -145,7 +145,8 @@ class Connection:
         if not abort and self._sender is not None:
             self._ready.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._flushed()), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.shield(self._flushed())
         if self._sender is not None:
             self._sender.cancel()
         # aiohttp cuts the transport at once if close() runs while another task waits in
@@ -156,10 +157,8 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         try:
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=close_reason(reason), drain=not abort),
-                CLOSE_TIMEOUT,
-            )
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=close_reason(reason), drain=not abort)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:

@@ -142,7 +142,8 @@ class Registry:
         if self._task is None:  # closed
             return self._synced.is_set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._synced.wait()
         return self._synced.is_set()
 
     async def close(self, timeout: float = 2.0) -> None:
@@ -162,7 +163,8 @@ class Registry:
             tr.add(keys.INSTANCES_BUMP, 1)
 
         try:
-            await asyncio.wait_for(self.kv.transact(leave), timeout)
+            async with asyncio.timeout(timeout):
+                await self.kv.transact(leave)
         except Exception as exc:  # its heartbeat expires on its own
             log.warning("could not leave the instance registry: %s", exc)
 

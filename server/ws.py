@@ -388,7 +388,8 @@ class _Link:
         while self.inflight > 0 and not self.ws.closed and time.monotonic() < deadline:
             self.room_free.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.room_free.wait(), deadline - time.monotonic())
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self.room_free.wait()
 
     async def _act(self, actions: list[Action]) -> None:
         for n, action in enumerate(actions):

@@ -56,3 +56,17 @@ def test_weft_sync_help_and_the_readme_list_the_same_exit_codes() -> None:
     readme = (ROOT / "README.md").read_text().split("\n## Syncing a folder", 1)[1]
     assert _exit_codes(DESCRIPTION) == _exit_codes(readme)
     assert "read-only edits left unsent" in _exit_codes(DESCRIPTION)
+
+
+def test_no_asyncio_wait_for_in_weft_code() -> None:
+    """``asyncio.wait_for`` swallows a cancel that lands as its wait ends on Python 3.11
+    (fixed in 3.12): a link's sender woken just as its connection was refused ran on,
+    and weft sync --once hung. weft's own code waits with ``asyncio.timeout``."""
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for package in ("client", "server", "crdt")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "asyncio.wait_for(" in line and not line.lstrip().startswith("#")
+    ]
+    assert found == [], found
