@@ -347,6 +347,10 @@ class Room:
         peer, the sender included: y-websocket drops a connection that received nothing for
         30 s, and a peer alone in its room only hears its own 15-second renewals (the
         reference server echoes them too; an echo of its own clock is a no-op for it).
+        A frame that brings the room nothing (every entry at or below the clock the room
+        holds: the echoes y-websocket sends of every state it receives) is not relayed,
+        as the reference server relays only what changed: relayed, one cursor move in a
+        room of N such clients made about N x N frames.
 
         ``own``: the clients of ``entries`` that ``sender`` controls (see
         :class:`~server.session.Relay`); only those become, or stop being, local. An
@@ -356,16 +360,21 @@ class Room:
         removes it."""
         local = self.local
         changed = False
+        news = False  # an entry the peers would apply: a new client, a newer clock, a removal
         ignored: list[AwarenessEntry] = []  # foreign removals: not relayed either
         for entry in entries:
             client = entry.client_id
             known = self.states.get(client)
             if known is not None and entry.clock < known[0]:
-                continue  # (relayed: the peers ignore an older clock too)
+                continue
             controller = local.get(client)
             if entry.removed and controller is not None and controller != sender:
                 ignored.append(entry)
                 continue
+            if known is None:
+                news = news or not entry.removed
+            else:
+                news = news or entry.clock > known[0] or entry.removed
             if client in own:
                 if not entry.removed:
                     changed = changed or controller != sender
@@ -379,10 +388,9 @@ class Room:
             elif known != (entry.clock, entry.state):
                 self.states[client] = (entry.clock, entry.state)
                 changed = changed or client in local
-        if ignored:  # rare: the frame goes on without them (the peers would apply them)
-            kept = [entry for entry in entries if entry not in ignored]
-            payload = codec.encode_awareness(kept) if kept else b""
-        if payload:
+        if news and ignored:  # rare: the frame goes on without them (peers would apply them)
+            payload = codec.encode_awareness([entry for entry in entries if entry not in ignored])
+        if news:
             self.broadcast(codec.encode(Awareness(payload)))
         if changed and self.awareness_changed is not None:
             self.awareness_changed()

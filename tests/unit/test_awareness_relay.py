@@ -236,6 +236,50 @@ async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alon
         await rooms.close()
 
 
+async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]) -> None:
+    """y-websocket clients send back every state they receive: relayed, each echo went to
+    every peer again (about N x N frames per change in a room of N). A frame that brings
+    the room nothing is dropped; a newer clock, a new client or a removal is relayed."""
+    history = History(engines[0])
+    rooms = Rooms(history, Metrics(), instance="a")
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
+    frames: list[int] = []
+
+    class Counting(Peer):
+        def send(self, frame: bytes) -> None:
+            frames.append(self.id)
+            super().send(frame)
+
+    try:
+        pa, pb, watcher = Counting(1), Counting(2), Counting(3)
+        room = await rooms.join(ref, pa)
+        for peer in (pb, watcher):
+            await rooms.join(ref, peer)
+        sessions = {
+            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas) for p in (pa, pb)
+        }
+
+        def send(peer: Peer, *entries: AwarenessEntry) -> int:
+            frames.clear()
+            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
+            for action in sessions[peer.id].receive_frame(frame, 0.0):
+                assert isinstance(action, Relay)
+                room.relay(peer.id, action.payload, action.entries, action.own)
+            return len(frames)
+
+        assert send(pa, AwarenessEntry(1001, 1, ADA)) == 3  # new: to every peer
+        assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # b's echo
+        assert send(pb, AwarenessEntry(1001, 1, ADA), AwarenessEntry(1002, 1, BOB)) == 3
+        assert send(pa, AwarenessEntry(1001, 2, ADA)) == 3  # a renewal: a newer clock
+        assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # stale
+        assert send(pa, AwarenessEntry(1001, 2, "null")) == 3  # its removal
+        assert send(pb, AwarenessEntry(1001, 2, "null")) == 0  # the echo of the removal
+        assert watcher.alive() == {1002: 1}
+    finally:
+        await rooms.close()
+
+
 async def test_two_instances_relay_through_the_store_coalesced(
     engines: tuple[Engine, Engine],
 ) -> None:
