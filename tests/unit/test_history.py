@@ -17,16 +17,15 @@ from pycrdt import Doc, Map, Text
 
 import crdt.history as history_module
 from crdt import keys
+from crdt.appending import RANGE_GROUP, _idempotency_keys
 from crdt.errors import NotFound, TransactionTooLarge
 from crdt.history import (
     MAX_BATCH_UPDATES,
     MAX_UPDATE_BYTES,
-    RANGE_GROUP,
     Append,
     DocRef,
     History,
     _build,
-    _idempotency_keys,
     _replay_reads,
     update_hash,
 )
