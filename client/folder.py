@@ -35,6 +35,8 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from blake3 import blake3
+
 from client.ignore import Ignore
 from client.safepath import PathBlocked, folder_of, read_at
 from crdt.errors import BadPath
@@ -428,10 +430,22 @@ class Folder:
             return f"{self.state_dir} is {'gone' if now is None else 'a different folder'}"
         return None
 
+    def copy_base(self, path: str) -> Path:
+        """Where the copies of ``path`` go: ``.weft/conflicts/PATH``, its last part cut
+        (and told apart by a hash) if it would leave no room for the ``.STAMP.N`` a copy
+        adds under the 255-byte name limit (a long name's copy failed, ENAMETOOLONG)."""
+        base = self.state_dir / "conflicts" / path
+        name = base.name.encode()
+        if len(name) <= _COPY_NAME_BYTES:
+            return base
+        cut = name[: _COPY_NAME_BYTES - 9].decode("utf-8", "ignore")
+        return base.with_name(f"{cut}~{blake3(name).hexdigest()[:8]}")
+
     def backup(self, path: str, text: str) -> Path:
         """Keep a copy of ``text`` under ``.weft/conflicts/`` (for a conflict)."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        target = first = self.state_dir / "conflicts" / f"{path}.{stamp}"
+        base = self.copy_base(path)
+        target = first = base.with_name(f"{base.name}.{stamp}")
         copies = 1
         while target.exists():  # another copy this second: never overwrite one
             copies += 1
@@ -439,6 +453,10 @@ class Folder:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return target
+
+
+# A copy's name is its file's, then ".YYYYMMDDTHHMMSS" and maybe ".N": 255 bytes in all.
+_COPY_NAME_BYTES = 255 - len(".20260101T000000.999")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

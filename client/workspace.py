@@ -344,6 +344,7 @@ class Workspace(Listener):
         with entry.doc.transaction():
             if entry.deleted or shadow is None:
                 entry.meta["deleted"] = False
+                self.kept.pop(path, None)  # back: a copy kept at its deletion is old news
             inserted, deleted = apply(entry.text, current, diff(current, target))
         self._remember(path, text)
         if inserted or deleted:
@@ -484,8 +485,8 @@ class Workspace(Listener):
             return
         self.kept[path] = kept
         message = (
-            f"{path} deleted (remote), with edits made here that the deletion had not "
-            f"seen: your text is kept in {kept}"
+            f"{path} deleted (remote), with edits made here that the deletion may not "
+            f"have seen: your text is kept in {kept}"
         )
         self.emit(Event("remote", message, path, {"kept": str(kept)}))
 
@@ -636,7 +637,7 @@ class Workspace(Listener):
     def _backup(self, path: str, text: str) -> Path:
         """The copy of ``text`` kept for a conflict of ``path``: one made already (by
         an earlier try of the same report, or an earlier run), else a new one."""
-        first = self.state_dir / "conflicts" / path
+        first = self.folder.copy_base(path)
         copies = re.compile(re.escape(first.name) + r"\.\d{8}T\d{6}(\.\d+)?")
         with contextlib.suppress(OSError):
             for copy in sorted(first.parent.iterdir()):

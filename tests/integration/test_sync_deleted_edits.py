@@ -110,3 +110,33 @@ def test_an_ordinary_remote_deletion_keeps_no_copy(
     assert _copies(b, "notes.md") == [] and _copies(b, "other.md") == []
     assert "kept" not in result.stdout, result.stdout
     assert get_json(f"{server.url}/api/v1/{TENANT}/{PROJECT}/conflicts")["conflicts"] == []
+
+
+def test_a_file_with_a_long_name_gets_its_copy_too(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """A 248-byte name is a fine file name, but its copy's name (name + ".STAMP") went
+    over the 255-byte limit: the copy failed (ENAMETOOLONG), the file stayed, and the
+    next run removed it with no copy (found in a review). The copy's name is cut to fit,
+    and told apart by a hash."""
+    server = weft_server_factory()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    name = "n" * 245 + ".md"
+    (a / name).write_text(BASE)
+    for folder in (a, b):
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    with (b / name).open("a") as f:
+        f.write("B offline work\n")
+    (a / name).unlink()
+    assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
+
+    result = sync_once(b, server.ws_url, TENANT, PROJECT)
+
+    assert result.returncode == 0, result.stdout
+    assert name not in folder_files(b)
+    [copy] = (b / ".weft" / "conflicts").iterdir()
+    assert copy.read_text() == BASE + "B offline work\n"
+    assert len(copy.name.encode()) <= 255 and copy.name.startswith("n" * 200)
+    assert f"your text is kept in {copy}" in result.stdout, result.stdout
