@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from client.testing import folder_files, get_json, sync_once
-from server.testing import StartServer
+from server.testing import ServerProcess, StartServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -27,16 +27,23 @@ def _copies(folder: Path, path: str) -> list[Path]:
     return sorted((folder / ".weft" / "conflicts").glob(f"{path}.*"))
 
 
+def _two_folders(server: ServerProcess, tmp_path: Path, *names: str) -> tuple[Path, Path]:
+    """Folders a and b, both synced with the files ``names`` (text BASE) a made."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    for name in names:
+        (a / name).write_text(BASE)
+    for folder in (a, b):
+        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    return a, b
+
+
 def test_an_offline_edit_of_a_file_deleted_elsewhere_is_kept_in_a_copy(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
     server = weft_server_factory()
-    a, b = tmp_path / "a", tmp_path / "b"
-    for folder in (a, b):
-        folder.mkdir()
-    (a / "notes.md").write_text(BASE)
-    for folder in (a, b):
-        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    a, b = _two_folders(server, tmp_path, "notes.md")
     with (b / "notes.md").open("a") as f:  # b edits while no weft sync runs
         f.write("B offline work\n")
     (a / "notes.md").unlink()
@@ -63,12 +70,7 @@ def test_sync_once_quiet_still_says_where_the_copy_is(
 ) -> None:
     """``-q`` prints only warnings, conflicts and errors; a copy kept is said anyway."""
     server = weft_server_factory()
-    a, b = tmp_path / "a", tmp_path / "b"
-    for folder in (a, b):
-        folder.mkdir()
-    (a / "notes.md").write_text(BASE)
-    for folder in (a, b):
-        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    a, b = _two_folders(server, tmp_path, "notes.md")
     (b / "notes.md").write_text("B rewrote it all\n")
     (a / "notes.md").unlink()
     assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
@@ -87,13 +89,7 @@ def test_an_ordinary_remote_deletion_keeps_no_copy(
     """Files b had not changed since its last sync (one it never edited, one whose edit
     was synced before the deletion was made) are removed with no copy kept."""
     server = weft_server_factory()
-    a, b = tmp_path / "a", tmp_path / "b"
-    for folder in (a, b):
-        folder.mkdir()
-    (a / "notes.md").write_text(BASE)
-    (a / "other.md").write_text(BASE)
-    for folder in (a, b):
-        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    a, b = _two_folders(server, tmp_path, "notes.md", "other.md")
     with (b / "notes.md").open("a") as f:
         f.write("B's edit, synced\n")
     assert sync_once(b, server.ws_url, TENANT, PROJECT).returncode == 0
@@ -120,13 +116,8 @@ def test_a_file_with_a_long_name_gets_its_copy_too(
     next run removed it with no copy (found in a review). The copy's name is cut to fit,
     and told apart by a hash."""
     server = weft_server_factory()
-    a, b = tmp_path / "a", tmp_path / "b"
-    for folder in (a, b):
-        folder.mkdir()
     name = "n" * 245 + ".md"
-    (a / name).write_text(BASE)
-    for folder in (a, b):
-        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
+    a, b = _two_folders(server, tmp_path, name)
     with (b / name).open("a") as f:
         f.write("B offline work\n")
     (a / name).unlink()

@@ -28,7 +28,7 @@ from server.awareness import (
 )
 from server.metrics import Metrics
 from server.quotas import Limits, Quotas
-from server.rooms import Rooms
+from server.rooms import Room, Rooms
 from server.session import Relay, Session
 from server.testing import until
 
@@ -153,6 +153,24 @@ class Peer:
         return {c: clock for c, (clock, s) in self.states.items() if s != "null"}
 
 
+class Connections:
+    """A real session per peer on ``room``; :meth:`send` passes an awareness frame through
+    the peer's session and relays it as the server's link does."""
+
+    def __init__(self, room: Room, peers: tuple[Peer, ...]) -> None:
+        self.room = room
+        quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
+        self.sessions = {
+            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas) for p in peers
+        }
+
+    def send(self, peer: Peer, *entries: AwarenessEntry) -> None:
+        frame = codec.encode(Awareness(codec.encode_awareness(entries)))
+        for action in self.sessions[peer.id].receive_frame(frame, 0.0):
+            assert isinstance(action, Relay)
+            self.room.relay(peer.id, action.payload, action.entries, action.own)
+
+
 async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
     engines: tuple[Engine, Engine],
 ) -> None:
@@ -161,7 +179,6 @@ async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
     history = History(engines[0])
     rooms = Rooms(history, Metrics(), instance="a")
     ref = await history.doc("acme", "site", "a.txt", create=True)
-    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
     try:
         pa, pb, pc = Peer(1), Peer(2), Peer(3)
         room = await rooms.join(ref, pa)
@@ -169,15 +186,8 @@ async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
         await rooms.join(ref, pc)
         published: list[dict[int, int]] = []
         room.awareness_changed = lambda: published.append(dict(room.local))
-        sessions = {
-            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas) for p in (pa, pb, pc)
-        }
-
-        def send(peer: Peer, *entries: AwarenessEntry) -> None:
-            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
-            for action in sessions[peer.id].receive_frame(frame, 0.0):
-                assert isinstance(action, Relay)
-                room.relay(peer.id, action.payload, action.entries, action.own)
+        connections = Connections(room, (pa, pb, pc))
+        send, sessions = connections.send, connections.sessions
 
         send(pa, AwarenessEntry(1001, 1, ADA))
         send(pb, AwarenessEntry(1001, 1, ADA))  # b's echo
@@ -205,22 +215,13 @@ async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alon
     history = History(engines[0])
     rooms = Rooms(history, Metrics(), instance="a")
     ref = await history.doc("acme", "site", "a.txt", create=True)
-    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
     try:
         pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
         room = await rooms.join(ref, pa)
         for peer in (pb, pc, watcher):
             await rooms.join(ref, peer)
-        sessions = {
-            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas)
-            for p in (pa, pb, pc)
-        }
-
-        def send(peer: Peer, *entries: AwarenessEntry) -> None:
-            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
-            for action in sessions[peer.id].receive_frame(frame, 0.0):
-                assert isinstance(action, Relay)
-                room.relay(peer.id, action.payload, action.entries, action.own)
+        connections = Connections(room, (pa, pb, pc))
+        send, sessions = connections.send, connections.sessions
 
         send(pa, AwarenessEntry(1001, 1, ADA))
         send(pc, AwarenessEntry(1001, 3, BOB))  # taken over
@@ -243,7 +244,6 @@ async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]
     history = History(engines[0])
     rooms = Rooms(history, Metrics(), instance="a")
     ref = await history.doc("acme", "site", "a.txt", create=True)
-    quotas = Quotas(Limits(1000, 100_000, 10, 10, 10))
     frames: list[int] = []
 
     class Counting(Peer):
@@ -256,16 +256,11 @@ async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]
         room = await rooms.join(ref, pa)
         for peer in (pb, watcher):
             await rooms.join(ref, peer)
-        sessions = {
-            p.id: Session(room, tenant="acme", can_write=True, quotas=quotas) for p in (pa, pb)
-        }
+        connections = Connections(room, (pa, pb))
 
         def send(peer: Peer, *entries: AwarenessEntry) -> int:
             frames.clear()
-            frame = codec.encode(Awareness(codec.encode_awareness(entries)))
-            for action in sessions[peer.id].receive_frame(frame, 0.0):
-                assert isinstance(action, Relay)
-                room.relay(peer.id, action.payload, action.entries, action.own)
+            connections.send(peer, *entries)
             return len(frames)
 
         assert send(pa, AwarenessEntry(1001, 1, ADA)) == 3  # new: to every peer
