@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from client.testing import folder_files, get_json, start_sync, sync_once, wait_until
-from server.testing import StartServer
+from client.testing import (
+    SyncProcess,
+    folder_files,
+    get_json,
+    start_sync,
+    sync_once,
+    wait_until,
+)
+from server.testing import ServerProcess, StartServer
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -100,13 +108,11 @@ class SlowUplink:
         self.loop.close()
 
 
-@pytest.mark.parametrize("bring_back", [False, True], ids=["default", "bring-back"])
-def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_said(
-    weft_server_factory: StartServer, tmp_path: Path, bring_back: bool
-) -> None:
-    env = {"WEFT_BRING_BACK_EDITED": "1"} if bring_back else {}
-    server = weft_server_factory(env=env)
-    a, b = tmp_path / "a", tmp_path / "b"
+@contextlib.contextmanager
+def racing_devices(server: ServerProcess, a: Path, b: Path) -> Iterator[list[SyncProcess]]:
+    """Folders ``a`` and ``b`` synced with notes.md (BASE), then a running ``weft sync``
+    on each, b's through a :class:`SlowUplink` that, once both are in sync, holds b's
+    messages back ``UPLINK_DELAY`` seconds (b's edit waits while a's deletion comes)."""
     for folder in (a, b):
         folder.mkdir()
     (a / "notes.md").write_text(BASE)
@@ -122,6 +128,21 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_sai
         for device in devices:
             device.wait_for("in sync")
         uplink.delay = UPLINK_DELAY
+        yield devices
+    finally:
+        for device in devices:
+            device.terminate()
+        uplink.close()
+
+
+@pytest.mark.parametrize("bring_back", [False, True], ids=["default", "bring-back"])
+def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_said(
+    weft_server_factory: StartServer, tmp_path: Path, bring_back: bool
+) -> None:
+    env = {"WEFT_BRING_BACK_EDITED": "1"} if bring_back else {}
+    server = weft_server_factory(env=env)
+    a, b = tmp_path / "a", tmp_path / "b"
+    with racing_devices(server, a, b) as devices:
         with (b / "notes.md").open("a") as f:
             f.write("B saved this at the same moment\n")
         (a / "notes.md").unlink()
@@ -156,10 +177,6 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_sai
                 "the file gone from both folders",
             )
             assert "the document stays deleted" in devices[1].output()
-    finally:
-        for device in devices:
-            device.terminate()
-        uplink.close()
 
 
 def test_an_edit_saved_while_another_device_deletes_the_file_is_kept_in_a_copy(
@@ -171,21 +188,7 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_kept_in_a_copy(
     simply gone from B's folder. A, whose file was deleted by its own user, keeps none."""
     server = weft_server_factory()
     a, b = tmp_path / "a", tmp_path / "b"
-    for folder in (a, b):
-        folder.mkdir()
-    (a / "notes.md").write_text(BASE)
-    for folder in (a, b):
-        assert sync_once(folder, server.ws_url, TENANT, PROJECT).returncode == 0
-    uplink = SlowUplink(server.port)
-    args = ["--max-backoff", "0.5", "--poll", "0.2"]
-    devices = [
-        start_sync(a, server.ws_url, TENANT, PROJECT, args=args),
-        start_sync(b, uplink.ws_url, TENANT, PROJECT, args=args),
-    ]
-    try:
-        for device in devices:
-            device.wait_for("in sync")
-        uplink.delay = UPLINK_DELAY
+    with racing_devices(server, a, b) as devices:
         with (b / "notes.md").open("a") as f:
             f.write("B saved this at the same moment\n")
         devices[1].wait_for("notes.md: +")
@@ -199,7 +202,3 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_kept_in_a_copy(
         devices[1].wait_for(f"your text is kept in {copy}")
         devices[1].wait_for("conflict: notes.md: edited here while deleted elsewhere", 20)
         assert not (a / ".weft" / "conflicts").exists()
-    finally:
-        for device in devices:
-            device.terminate()
-        uplink.close()
