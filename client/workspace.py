@@ -27,12 +27,9 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   well have seen them (its update says nothing of what its author had), and the text
   stays in the document's history.
 - A local file with no history on this device (a first sync, or a file created while
-  offline) is checked against the server first: same text → adopted; the server has no
-  such document (or a deleted one) → created; different text → the server's version
-  stays, the local text is recorded as a conflict (``POST .../conflicts``) and kept in
-  ``.weft/conflicts/`` (one copy per text, however many tries the report takes), and
-  the file gets the server's text. A report the server refuses for good (a 4xx, or 5
-  server errors in a row) fails that file: it stays as it is, unsynced (``failed``).
+  offline) is checked against the server first (:mod:`client.newfiles`): adopted when
+  the texts are the same, created when the server has no such document, else recorded
+  as a conflict while the server's version stays.
 - ``.git/``, ``.weft/`` and ``.weftignore`` patterns are ignored; binary, undecodable,
   oversized files and symlinks are skipped with one warning each.
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
@@ -53,7 +50,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import unicodedata
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -66,7 +62,8 @@ from client.entry import DocEntry
 from client.events import DeviceFailed, Event, Listener
 from client.folder import MAX_FILE_BYTES, FileChanged, Folder, Skip
 from client.ignore import IGNORE_FILE
-from client.remote import ApiError, ServerURL
+from client.newfiles import NewFiles
+from client.remote import ServerURL
 from client.state import FileState
 from client.textdiff import apply, diff, merge3
 
@@ -77,11 +74,6 @@ RESCAN_SECONDS = 10.0
 DELETE_SETTLE_SECONDS = 0.5
 FOLDER_CHECK_SECONDS = 0.5
 OPEN_CONCURRENCY = 32
-# A conflict report the server answered with an error this many times in a row fails
-# its file; these 4xx statuses are retried like server errors (404: the document went
-# away meanwhile, and the next try creates it from the file).
-REPORT_SERVER_ERRORS = 5
-RETRIED_STATUSES = frozenset({404, 408, 425, 429})
 
 
 class FolderGone(DeviceFailed):
@@ -129,11 +121,8 @@ class Workspace(Listener):
         )
         self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
         self.tracked: set[str] = set()
-        self.creating: set[str] = set()  # local files waiting for the server's version
+        self.new_files = NewFiles(self)
         self.conflicts: list[dict[str, Any]] = []
-        # Files the server would not record a conflict for: (their text, why).
-        self.failed: dict[str, tuple[str, str]] = {}
-        self._report_errors: dict[str, int] = {}  # server errors in a row, per file
         # Documents that could not be written to their file, and why (a link or a file on
         # the way, a folder in the file's place...): not in sync.
         self.unwritable: dict[str, str] = {}
@@ -144,6 +133,16 @@ class Workspace(Listener):
         # copy kept when it was, per document while it stays deleted.
         self._unseen: set[str] = set()
         self.kept: dict[str, Path] = {}
+
+    @property
+    def creating(self) -> set[str]:
+        """Local files waiting for the server's version (:mod:`client.newfiles`)."""
+        return self.new_files.creating
+
+    @property
+    def failed(self) -> dict[str, tuple[str, str]]:
+        """Files the server would not record a conflict for: (their text, why)."""
+        return self.new_files.failed
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -180,14 +179,14 @@ class Workspace(Listener):
                         self.tracked.add(path)
                         if on_disk is not None:
                             self.disk[path] = on_disk
-            self._schedule_write(path)
+            self.schedule_write(path)
 
         await asyncio.gather(
             *(reopen(p) for p in sorted(self.tracked | unsure) if not self.folder.ignore(p))
         )
         for path in self.folder.scan():
             if path not in self.tracked:
-                self._maybe_create(path)
+                self.new_files.maybe_create(path)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -197,7 +196,7 @@ class Workspace(Listener):
                 await task
         await self.device.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -306,13 +305,13 @@ class Workspace(Listener):
             if path is None:
                 continue
             if path in self.unwritable:  # what was in the way may be gone
-                self._schedule_write(path)
+                self.schedule_write(path)
             elif path in self.tracked:
                 unchanged = self.folder.unchanged(path) and self.disk.get(path) is not None
                 if not (rescan and unchanged):
                     self.ingest(path)
             elif not (rescan and self.folder.unchanged(path)):
-                self._maybe_create(path)
+                self.new_files.maybe_create(path)
 
     # --- local changes --------------------------------------------------------------------
 
@@ -334,7 +333,7 @@ class Workspace(Listener):
                     return False
                 entry.meta["deleted"] = True  # the text stays: see the module docstring
                 self.emit(Event("deleted", f"deleted {path}", path))
-            self._remember(path, None)
+            self.remember(path, None)
             return True
         current = str(entry.text)
         if entry.deleted or shadow is None or current == shadow:
@@ -346,14 +345,14 @@ class Workspace(Listener):
                 entry.meta["deleted"] = False
                 self.kept.pop(path, None)  # back: a copy kept at its deletion is old news
             inserted, deleted = apply(entry.text, current, diff(current, target))
-        self._remember(path, text)
+        self.remember(path, text)
         if inserted or deleted:
             self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))
         if target != text:
-            self._schedule_write(path)
+            self.schedule_write(path)
         return True
 
-    def _remember(self, path: str, text: str | None) -> None:
+    def remember(self, path: str, text: str | None) -> None:
         """``text`` is on disk now; store it as the shadow once the doc's history has it."""
         self.disk[path] = text
         self.tracked.add(path)
@@ -370,7 +369,7 @@ class Workspace(Listener):
         entry = self.device.entries.get(path)
         if entry is not None and entry.deleted and entry.waiting:
             self._unseen.add(path)  # noted now: their acks may come before the file goes
-        self._schedule_write(path)
+        self.schedule_write(path)
 
     def busy(self, path: str) -> bool:
         return path in self.creating or path in self._writes
@@ -379,12 +378,12 @@ class Workspace(Listener):
         for path in paths:
             if path in self.creating or self.folder.ignore(path):
                 continue
-            self._spawn(self._open_remote(path))
+            self.spawn(self._open_remote(path))
 
     async def _open_remote(self, path: str) -> None:
         await self.device.open(path)
 
-    def _schedule_write(self, path: str) -> None:
+    def schedule_write(self, path: str) -> None:
         if path in self._writes:
             return
         self._writes.add(path)
@@ -416,14 +415,14 @@ class Workspace(Listener):
                 self.folder.warn(path, f"not writing {path}: the file there is not synced text")
                 return
             if local is not None:
-                self._start_create(path)
+                self.new_files.start(path)
                 return
             self.tracked.add(path)
         if not self.ingest(path):
             self.folder.warn(path, f"not writing {path}: the file there is not synced text")
             return
         if entry.unrecorded:  # the local edit just taken in goes to the history first
-            self._schedule_write(path)
+            self.schedule_write(path)
             return
         try:
             self._materialise(entry)
@@ -447,7 +446,7 @@ class Workspace(Listener):
                 self._remove(path, unseen=path in self._unseen or entry.waiting)
             self._unseen.discard(path)
             if self.disk.get(path, "") is not None:
-                self._remember(path, None)
+                self.remember(path, None)
             self._written(path)
             return
         self._unseen.discard(path)
@@ -463,9 +462,9 @@ class Workspace(Listener):
             # save is taken in first, then the file written.
             self.folder.write(path, text, if_unchanged=True)
         except FileChanged:
-            self._schedule_write(path)
+            self.schedule_write(path)
             return
-        self._remember(path, text)
+        self.remember(path, text)
         self._written(path)
         if path == IGNORE_FILE:
             self.folder.ignore.reload()
@@ -476,7 +475,7 @@ class Workspace(Listener):
         that the deletion had not seen (``unseen``, see the module docstring), keep a copy
         of its text first (failing to, an OSError, leaves the file where it is)."""
         text = self.folder.read(path) if unseen else None
-        kept = self._backup(path, text) if isinstance(text, str) else None
+        kept = self.new_files.backup(path, text) if isinstance(text, str) else None
         if not self.folder.remove(path):
             return
         # a change from elsewhere ("remote"), not one found here ("deleted")
@@ -503,150 +502,6 @@ class Workspace(Listener):
             )
         )
         return False
-
-    # --- files this device has no history for ---------------------------------------------
-
-    def _maybe_create(self, path: str) -> None:
-        """A file with no document here: start creating one if it is synced text."""
-        if path in self.creating:
-            return
-        text = self.folder.read(path)
-        if text is not None and not isinstance(text, Skip):
-            self._start_create(path)
-
-    def _start_create(self, path: str) -> None:
-        if path in self.creating:
-            return
-        self.creating.add(path)
-        self._spawn(self._create(path))
-
-    async def _create(self, path: str) -> None:
-        """Decide, with the server's version at hand, what a new local file becomes."""
-        settled = False
-        try:
-            settled = await self._decide(path)
-        finally:
-            self.creating.discard(path)
-            device = self.device
-            if not settled and device.failure is None and not device.stopping:
-                self._spawn(self._create_later(path))
-            device.changed()
-
-    async def _decide(self, path: str) -> bool:
-        """True once the file is settled (adopted, created, in conflict, or skipped)."""
-        await self.device.wait_online()
-        entry = await self.device.open(path)
-        if not await entry.wait_synced():
-            return entry.link.error is not None
-        text = self.folder.read(path)
-        if isinstance(text, Skip):
-            return True
-        if text is None:  # gone meanwhile: the server's version (if any) is written
-            self.tracked.add(path)
-            self.creating.discard(path)
-            self._schedule_write(path)
-        elif not entry.exists or entry.deleted:
-            self._adopt_local(entry, text)
-        elif str(entry.text) == text:
-            self._remember(path, text)
-        else:
-            return await self._conflict(entry, text)
-        return True
-
-    async def _create_later(self, path: str) -> None:
-        await asyncio.sleep(1.0)
-        if path not in self.tracked:
-            self._maybe_create(path)
-
-    def _adopt_local(self, entry: DocEntry, text: str) -> None:
-        current = str(entry.text)
-        with entry.doc.transaction():
-            entry.meta["deleted"] = False
-            inserted, _ = apply(entry.text, current, diff(current, text))
-        self.creating.discard(entry.path)
-        self._remember(entry.path, text)
-        self.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))
-
-    async def _conflict(self, entry: DocEntry, text: str) -> bool:
-        """The server has a different file at this path: keep it, record ours."""
-        path = entry.path
-        device = self.device
-        if device.read_only:
-            self.folder.warn(
-                path,
-                f"{path} differs from the server's and the token is read-only: "
-                "the local file is kept and not synced",
-            )
-            return True
-        if self.failed.get(path, (None,))[0] == text:
-            return True  # the server would not record it: not tried again for this text
-        backup = self._backup(path, text)
-        try:
-            record = await device.api.report_conflict(path, text, device.device_id)
-        except ApiError as exc:
-            return self._report_refused(path, text, backup, exc)
-        except (OSError, TimeoutError) as exc:
-            self.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
-            return False
-        self._report_errors.pop(path, None)
-        self.failed.pop(path, None)
-        self.creating.discard(path)
-        self.conflicts.append(record)
-        self.tracked.add(path)
-        server_text = str(entry.text)
-        # Saved again while the report was on its way? Keep that text too: the file is
-        # about to hold the server's.
-        later = self.folder.read(path)
-        if isinstance(later, str) and later not in (text, server_text):
-            backup = self._backup(path, later)
-        self.folder.write(path, server_text)
-        self._remember(path, server_text)
-        cid = str(record.get("id", ""))
-        self.emit(
-            Event(
-                "conflict",
-                f"conflict: {path} differs from the server's version, which stays; your text "
-                f"is in conflict {cid} ({device.api.conflict_url(cid)}) and in {backup}",
-                path,
-                {"id": cid, "backup": str(backup)},
-            )
-        )
-        return True
-
-    def _report_refused(self, path: str, text: str, backup: Path, exc: ApiError) -> bool:
-        """The server answered a conflict report with an error: False to try again
-        later; True once retrying will not help (a 4xx other than 404, 408, 425 and 429,
-        or ``REPORT_SERVER_ERRORS`` server errors in a row), when the file fails: it is
-        left as it is, unsynced (``failed``), and not reported again with this text."""
-        errors = self._report_errors[path] = self._report_errors.get(path, 0) + 1
-        client_error = 400 <= exc.status < 500 and exc.status not in RETRIED_STATUSES
-        if not client_error and errors < REPORT_SERVER_ERRORS:
-            self.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
-            return False
-        self._report_errors.pop(path, None)
-        tries = "" if client_error else f" ({errors} tries)"
-        message = (
-            f"the server could not record its conflict with the server's version{tries}: "
-            f"{exc}; the local file is left as it is, not synced (a copy is in {backup})"
-        )
-        self.failed[path] = (text, message)
-        self.creating.discard(path)
-        self.emit(Event("error", f"{path}: {message}", path))
-        return True
-
-    def _backup(self, path: str, text: str) -> Path:
-        """The copy of ``text`` kept for a conflict of ``path``: one made already (by
-        an earlier try of the same report, or an earlier run), else a new one."""
-        first = self.folder.copy_base(path)
-        copies = re.compile(re.escape(first.name) + r"\.\d{8}T\d{6}(\.\d+)?")
-        with contextlib.suppress(OSError):
-            for copy in sorted(first.parent.iterdir()):
-                if not copies.fullmatch(copy.name) or not copy.is_file():
-                    continue
-                with contextlib.suppress(OSError, UnicodeDecodeError):
-                    if copy.read_text(encoding="utf-8") == text:
-                        return copy
-        return self.folder.backup(path, text)
 
     # --- events ---------------------------------------------------------------------------
 

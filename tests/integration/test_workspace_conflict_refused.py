@@ -15,7 +15,8 @@ import pytest
 from rich.console import Console
 
 from client import sync_cli
-from client.workspace import REPORT_SERVER_ERRORS, Workspace
+from client.newfiles import REPORT_SERVER_ERRORS
+from client.workspace import Workspace
 from crdt import branches
 from crdt.errors import ProtocolError, TransactionTooLarge, WeftError
 from server.app import create_app

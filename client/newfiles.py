@@ -1,0 +1,190 @@
+"""Local files this device has no history for (a first sync, or a file created while
+offline), decided with the server's version at hand (part of :mod:`client.workspace`):
+
+- same text as the server's document → adopted;
+- the server has no such document (or a deleted one) → created from the file;
+- different text → the server's version stays, the local text is recorded as a conflict
+  (``POST .../conflicts``) and kept in ``.weft/conflicts/`` (one copy per text, however
+  many tries the report takes), and the file gets the server's text. A report the
+  server refuses for good (a 4xx, or ``REPORT_SERVER_ERRORS`` server errors in a row)
+  fails that file: it stays as it is, unsynced (``failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from client.entry import DocEntry
+from client.events import Event
+from client.folder import Skip
+from client.remote import ApiError
+from client.textdiff import apply, diff
+
+if TYPE_CHECKING:
+    from client.workspace import Workspace
+
+# A conflict report the server answered with an error this many times in a row fails
+# its file; these 4xx statuses are retried like server errors (404: the document went
+# away meanwhile, and the next try creates it from the file).
+REPORT_SERVER_ERRORS = 5
+RETRIED_STATUSES = frozenset({404, 408, 425, 429})
+CREATE_RETRY_SECONDS = 1.0
+
+
+class NewFiles:
+    """The workspace's files with no document on this device yet (see the module
+    docstring): :meth:`maybe_create` when one is found, :meth:`start` when a server
+    document meets a local file."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.creating: set[str] = set()  # local files waiting for the server's version
+        # Files the server would not record a conflict for: (their text, why).
+        self.failed: dict[str, tuple[str, str]] = {}
+        self._report_errors: dict[str, int] = {}  # server errors in a row, per file
+
+    def maybe_create(self, path: str) -> None:
+        """A file with no document here: start creating one if it is synced text."""
+        if path in self.creating:
+            return
+        text = self.ws.folder.read(path)
+        if text is not None and not isinstance(text, Skip):
+            self.start(path)
+
+    def start(self, path: str) -> None:
+        if path in self.creating:
+            return
+        self.creating.add(path)
+        self.ws.spawn(self._create(path))
+
+    async def _create(self, path: str) -> None:
+        """Decide, with the server's version at hand, what a new local file becomes."""
+        settled = False
+        try:
+            settled = await self._decide(path)
+        finally:
+            self.creating.discard(path)
+            device = self.ws.device
+            if not settled and device.failure is None and not device.stopping:
+                self.ws.spawn(self._create_later(path))
+            device.changed()
+
+    async def _decide(self, path: str) -> bool:
+        """True once the file is settled (adopted, created, in conflict, or skipped)."""
+        await self.ws.device.wait_online()
+        entry = await self.ws.device.open(path)
+        if not await entry.wait_synced():
+            return entry.link.error is not None
+        text = self.ws.folder.read(path)
+        if isinstance(text, Skip):
+            return True
+        if text is None:  # gone meanwhile: the server's version (if any) is written
+            self.ws.tracked.add(path)
+            self.creating.discard(path)
+            self.ws.schedule_write(path)
+        elif not entry.exists or entry.deleted:
+            self._adopt_local(entry, text)
+        elif str(entry.text) == text:
+            self.ws.remember(path, text)
+        else:
+            return await self._conflict(entry, text)
+        return True
+
+    async def _create_later(self, path: str) -> None:
+        await asyncio.sleep(CREATE_RETRY_SECONDS)
+        if path not in self.ws.tracked:
+            self.maybe_create(path)
+
+    def _adopt_local(self, entry: DocEntry, text: str) -> None:
+        current = str(entry.text)
+        with entry.doc.transaction():
+            entry.meta["deleted"] = False
+            inserted, _ = apply(entry.text, current, diff(current, text))
+        self.creating.discard(entry.path)
+        self.ws.remember(entry.path, text)
+        self.ws.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))
+
+    async def _conflict(self, entry: DocEntry, text: str) -> bool:
+        """The server has a different file at this path: keep it, record ours."""
+        path = entry.path
+        device = self.ws.device
+        if device.read_only:
+            self.ws.folder.warn(
+                path,
+                f"{path} differs from the server's and the token is read-only: "
+                "the local file is kept and not synced",
+            )
+            return True
+        if self.failed.get(path, (None,))[0] == text:
+            return True  # the server would not record it: not tried again for this text
+        backup = self.backup(path, text)
+        try:
+            record = await device.api.report_conflict(path, text, device.device_id)
+        except ApiError as exc:
+            return self._report_refused(path, text, backup, exc)
+        except (OSError, TimeoutError) as exc:
+            self.ws.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
+            return False
+        self._report_errors.pop(path, None)
+        self.failed.pop(path, None)
+        self.creating.discard(path)
+        self.ws.conflicts.append(record)
+        self.ws.tracked.add(path)
+        server_text = str(entry.text)
+        # Saved again while the report was on its way? Keep that text too: the file is
+        # about to hold the server's.
+        later = self.ws.folder.read(path)
+        if isinstance(later, str) and later not in (text, server_text):
+            backup = self.backup(path, later)
+        self.ws.folder.write(path, server_text)
+        self.ws.remember(path, server_text)
+        cid = str(record.get("id", ""))
+        self.ws.emit(
+            Event(
+                "conflict",
+                f"conflict: {path} differs from the server's version, which stays; your text "
+                f"is in conflict {cid} ({device.api.conflict_url(cid)}) and in {backup}",
+                path,
+                {"id": cid, "backup": str(backup)},
+            )
+        )
+        return True
+
+    def _report_refused(self, path: str, text: str, backup: Path, exc: ApiError) -> bool:
+        """The server answered a conflict report with an error: False to try again
+        later; True once retrying will not help (a 4xx other than 404, 408, 425 and 429,
+        or ``REPORT_SERVER_ERRORS`` server errors in a row), when the file fails: it is
+        left as it is, unsynced (``failed``), and not reported again with this text."""
+        errors = self._report_errors[path] = self._report_errors.get(path, 0) + 1
+        client_error = 400 <= exc.status < 500 and exc.status not in RETRIED_STATUSES
+        if not client_error and errors < REPORT_SERVER_ERRORS:
+            self.ws.folder.warn(path, f"{path}: cannot record a conflict yet ({exc}); will retry")
+            return False
+        self._report_errors.pop(path, None)
+        tries = "" if client_error else f" ({errors} tries)"
+        message = (
+            f"the server could not record its conflict with the server's version{tries}: "
+            f"{exc}; the local file is left as it is, not synced (a copy is in {backup})"
+        )
+        self.failed[path] = (text, message)
+        self.creating.discard(path)
+        self.ws.emit(Event("error", f"{path}: {message}", path))
+        return True
+
+    def backup(self, path: str, text: str) -> Path:
+        """The copy of ``text`` kept for a conflict of ``path``: one made already (by
+        an earlier try of the same report, or an earlier run), else a new one."""
+        first = self.ws.folder.copy_base(path)
+        copies = re.compile(re.escape(first.name) + r"\.\d{8}T\d{6}(\.\d+)?")
+        with contextlib.suppress(OSError):
+            for copy in sorted(first.parent.iterdir()):
+                if not copies.fullmatch(copy.name) or not copy.is_file():
+                    continue
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if copy.read_text(encoding="utf-8") == text:
+                        return copy
+        return self.ws.folder.backup(path, text)
