@@ -5,18 +5,21 @@ for the workspace: :func:`diff` turns a file's old and new text into a short lis
 :class:`Op` so that a concurrent edit elsewhere in the same document survives the merge,
 and :func:`apply` makes them on the ``Y.Text`` (converting to pycrdt's UTF-8 offsets).
 
-:func:`merge3` is a line-based three-way merge used when a file changed on disk while
-the document changed too (remote updates not written yet, or a crash in between): changes
-only one side made are taken, a change both sides made identically (or one side's
-version of a region containing the other's) is taken once, and a region both changed
-differently keeps both versions (theirs, then ours), never losing text.
+:func:`merge3` is a line-based three-way merge (diff3) used when a file changed on disk
+while the document changed too (remote updates not written yet, or a crash in between).
+Base lines both sides kept are stable; a region between them that one side changed is
+taken from that side, and one both changed the same way is taken once. A region both
+changed differently is a conflict, merged line by line: its base lines (each deleted by
+one side) stay deleted, and every line either side added is kept, once. Where one side
+added the other's lines and more (the document already holds the file's edit plus a
+remote one), those are taken; where both added different lines at one place, theirs
+(the document's) then ours (the file's). So no base line comes back or twice, and no
+added line is lost.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from crdt.textedits import (
     CHAR_DIFF_LIMIT,
@@ -43,79 +46,92 @@ __all__ = [
 # --- three-way merge ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Change:
-    base_start: int
-    base_end: int
-    side: int  # 0 ours, 1 theirs
-
-
 def merge3(base: str, ours: str, theirs: str) -> str:
-    """Merge two texts that both changed ``base`` (line based; see the module docstring)."""
+    """Merge two texts that both changed ``base``: a line-based diff3 (see the module
+    docstring). The workspace passes the file as ``ours`` and the document as ``theirs``."""
     if ours == theirs or theirs == base:
         return ours
     if ours == base:
         return theirs
     base_lines = base.splitlines(keepends=True)
-    sides = [ours.splitlines(keepends=True), theirs.splitlines(keepends=True)]
-    opcodes = [
-        difflib.SequenceMatcher(None, base_lines, lines, autojunk=False).get_opcodes()
-        for lines in sides
-    ]
-    changes = sorted(
-        (
-            _Change(i1, i2, side)
-            for side in (0, 1)
-            for tag, i1, i2, _j1, _j2 in opcodes[side]
-            if tag != "equal"
-        ),
-        key=lambda c: (c.base_start, c.base_end),
-    )
+    sides = (ours.splitlines(keepends=True), theirs.splitlines(keepends=True))
+    kept = [_kept(base_lines, lines) for lines in sides]  # base line -> its line in the side
+    origin = [{j: i for i, j in lines.items()} for lines in kept]  # and back
     out: list[str] = []
-    pos = 0
-    index = 0
-    while index < len(changes):
-        start, end = changes[index].base_start, changes[index].base_end
-        members = {changes[index].side}
-        index += 1
-        # Changes that overlap (or insert at the same point) are decided together.
-        while index < len(changes) and (
-            changes[index].base_start < end
-            or changes[index].base_start == changes[index].base_end == start == end
-        ):
-            end = max(end, changes[index].base_end)
-            members.add(changes[index].side)
-            index += 1
-        out += base_lines[pos:start]
-        texts = [
-            "".join(sides[s][_map(opcodes[s], start, min) : _map(opcodes[s], end, max)])
-            for s in (0, 1)
-        ]
-        if members == {0} or texts[1] in texts[0]:
-            out.append(texts[0])
-        elif members == {1} or texts[0] in texts[1]:
-            out.append(texts[1])
+    b, o, t = 0, 0, 0  # where the chunk after the last stable line starts in each text
+    # A stable line is a base line both sides kept; the chunk between two is taken from
+    # the side that changed it, or merged when both did (a conflict).
+    for stable in [*sorted(kept[0].keys() & kept[1].keys()), len(base_lines)]:
+        o_end = kept[0].get(stable, len(sides[0]))
+        t_end = kept[1].get(stable, len(sides[1]))
+        our_lines, their_lines = sides[0][o:o_end], sides[1][t:t_end]
+        if our_lines == their_lines or their_lines == base_lines[b:stable]:
+            out += our_lines
+        elif our_lines == base_lines[b:stable]:
+            out += their_lines
         else:
-            out.append(texts[1])
-            out.append(texts[0])
-        pos = end
-    out += base_lines[pos:]
+            out += _conflict(
+                _added(origin[0], range(o, o_end), sides[0], b, stable),
+                _added(origin[1], range(t, t_end), sides[1], b, stable),
+            )
+        out += base_lines[stable : stable + 1]
+        b, o, t = stable + 1, o_end + 1, t_end + 1
     return "".join(out)
 
 
-def _map(
-    opcodes: Sequence[tuple[str, int, int, int, int]],
-    pos: int,
-    pick: Callable[[list[int]], int],
-) -> int:
-    """Where base line ``pos`` (never strictly inside a change) falls in the side's lines:
-    ``pick=min`` for a region's start (before an insertion there), ``max`` for its end."""
-    found = []
-    for tag, i1, i2, j1, j2 in opcodes:
-        if tag == "equal" and i1 <= pos <= i2:
-            found.append(j1 + pos - i1)
-        elif tag != "equal" and pos in (i1, i2):
-            found.append(j1 if pos == i1 else j2)
-            if pos == i2:
-                found.append(j2)
-    return pick(found) if found else 0
+def _kept(base: list[str], lines: list[str]) -> dict[int, int]:
+    """Which base lines a side kept (a longest-blocks diff), and where they are in it."""
+    matcher = difflib.SequenceMatcher(None, base, lines, autojunk=False)
+    return {i + n: j + n for i, j, size in matcher.get_matching_blocks() for n in range(size)}
+
+
+def _added(
+    origin: dict[int, int], span: range, lines: list[str], start: int, end: int
+) -> list[list[str]]:
+    """The lines a side added in a chunk (``span`` of its lines, base lines ``start`` to
+    ``end``), by where they go: before base line ``start``, ..., ``end`` (or the chunk's
+    end). An added line goes right after the base line before it that the side kept."""
+    gaps: list[list[str]] = [[] for _ in range(end - start + 1)]
+    gap = 0
+    for n in span:
+        if n in origin:
+            gap = origin[n] - start + 1
+        else:
+            gaps[gap].append(lines[n])
+    return gaps
+
+
+def _conflict(ours: list[list[str]], theirs: list[list[str]]) -> list[str]:
+    """A chunk both sides changed, from the lines each added there (by gap, see
+    :func:`_added`). Its base lines are left out: none was kept by both sides (it would
+    be stable), so each was deleted by one. Added lines are all kept, once each."""
+    our_new = [line for gap in ours for line in gap]
+    their_new = [line for gap in theirs for line in gap]
+    if _within(our_new, their_new):  # e.g. the document has the file's edit and more
+        return their_new
+    if _within(their_new, our_new):
+        return our_new
+    out: list[str] = []
+    for our_gap, their_gap in zip(ours, theirs, strict=True):
+        if _within(our_gap, their_gap):
+            _put(out, their_gap)
+        elif _within(their_gap, our_gap):
+            _put(out, our_gap)
+        else:  # both added different lines at one place: theirs, then ours
+            _put(out, their_gap)
+            _put(out, our_gap)
+    return out
+
+
+def _within(short: list[str], long: list[str]) -> bool:
+    """Whether ``short`` is a subsequence of ``long`` (in order, gaps allowed)."""
+    rest = iter(long)
+    return all(line in rest for line in short)
+
+
+def _put(out: list[str], lines: list[str]) -> None:
+    """Add ``lines`` to ``out``, first ending its last line if that has no newline (a
+    file's last line, from one side): a line put after it stays a line of its own."""
+    if out and lines and out[-1].splitlines() == [out[-1]]:
+        out[-1] += "\n"
+    out += lines

@@ -167,6 +167,124 @@ def test_merge3_never_loses_a_line_only_one_side_added(
     assert merged.count("Y\n") >= theirs.count("Y\n")
 
 
+def test_merge3_audit_cases_neither_repeat_nor_bring_back_lines() -> None:
+    # theirs deleted everything, ours appended a line
+    assert merge3("a\nb\nc\n", "a\nb\nc\nd\n", "") == "d\n"
+    # theirs deleted one of two equal lines, ours inserted two lines between them
+    assert merge3("a\na\n", "a\nO1\nO2\na\n", "a\n") in ("a\nO1\nO2\n", "O1\nO2\na\n")
+    # theirs deleted h, ours inserted a line before it and deleted c
+    assert merge3("g\nh\nf\nc\n", "g\nO\nh\nf\n", "g\nf\nc\n") == "g\nO\nf\n"
+
+
+def test_merge3_changes_next_to_each_other() -> None:
+    base = "a\nb\nc\n"
+    assert merge3(base, "a\nc\n", "a\nb\nX\nc\n") == "a\nX\nc\n"  # delete | insert
+    assert merge3(base, "a\nc\n", "a\nB\nc\n") == "a\nB\nc\n"  # an edit beats a delete
+    assert merge3(base, "a\nc\n", "a\nb\n") == "a\n"  # both deletions
+    assert merge3(base, "a\nB\nc\n", "a\nB\n") == "a\nB\n"  # same edit, and a delete
+
+
+def test_merge3_the_document_holds_the_files_edit_and_a_remote_one_inside_it() -> None:
+    assert merge3("a\n", "a\nX1\nX2\n", "a\nX1\nR\nX2\n") == "a\nX1\nR\nX2\n"
+
+
+def test_merge3_keeps_a_last_line_without_newline_a_line_of_its_own() -> None:
+    assert merge3("a\n", "a\nmine", "a\ntheirs") == "a\ntheirs\nmine"
+    assert merge3("a\nb\n", "a\nb\nmine\n", "a\ntheirs") == "a\ntheirs\nmine\n"
+
+
+def lines(alphabet: str) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from([f"{c}\n" for c in alphabet]), max_size=8)
+
+
+@settings(max_examples=200)
+@given(base=lines("abcd"), ours=lines("abXd"), theirs=lines("aYcd"))
+def test_merge3_one_sided_or_identical_changes_are_taken(
+    base: list[str], ours: list[str], theirs: list[str]
+) -> None:
+    b, x, y = "".join(base), "".join(ours), "".join(theirs)
+    assert merge3(b, x, b) == x
+    assert merge3(b, b, y) == y
+    assert merge3(b, x, x) == x
+
+
+@settings(max_examples=300)
+@given(base=lines("abcd"), ours=lines("abXd"), theirs=lines("aYcd"))
+def test_merge3_lines_come_from_the_sides_and_the_sides_only_order_a_conflict(
+    base: list[str], ours: list[str], theirs: list[str]
+) -> None:
+    """A line is in the merge at most as many times as in both sides together (each
+    line is a stable one, in both, or one a side has); a line neither had in the base
+    as many times as in the side with the most. Swapping sides only reorders."""
+    merged = merge3("".join(base), "".join(ours), "".join(theirs)).splitlines(keepends=True)
+    for line in set(merged) | set(ours) | set(theirs):
+        assert merged.count(line) <= ours.count(line) + theirs.count(line)
+        if line not in base:
+            assert merged.count(line) >= max(ours.count(line), theirs.count(line))
+    swapped = merge3("".join(base), "".join(theirs), "".join(ours))
+    assert sorted(swapped.splitlines(keepends=True)) == sorted(merged)
+
+
+def edited(base: list[str], tag: str) -> st.SearchStrategy[list[str]]:
+    """``base`` with some lines deleted and lines ``<tag>0``..``<tag>2`` added anywhere."""
+    added = st.lists(st.sampled_from([f"{tag}{n}\n" for n in range(3)]), max_size=2)
+    gaps = st.lists(added, min_size=len(base) + 1, max_size=len(base) + 1)
+    kept = st.lists(st.booleans(), min_size=len(base), max_size=len(base))
+    return st.builds(edit, st.just(base), gaps, kept)
+
+
+def edit(base: list[str], gaps: list[list[str]], kept: list[bool]) -> list[str]:
+    out = list(gaps[0])
+    for line, keep, gap in zip(base, kept, gaps[1:], strict=True):
+        out += [line] * keep + gap
+    return out
+
+
+@settings(max_examples=300)
+@given(data=st.data(), size=st.integers(0, 8))
+def test_merge3_of_distinct_lines_is_both_edits(data: st.DataObject, size: int) -> None:
+    """Base lines all different, each side adding its own lines: a base line is kept when
+    both sides kept it, and each side's lines, less the base lines the other deleted, are
+    in the merge in their order, so the merge holds both sides' edits and nothing else."""
+    base = [f"b{n}\n" for n in range(size)]
+    ours = data.draw(edited(base, "O"))
+    theirs = data.draw(edited(base, "T"))
+    merged = merge3("".join(base), "".join(ours), "".join(theirs)).splitlines(keepends=True)
+    assert [line for line in merged if line in base] == [
+        line for line in base if line in ours and line in theirs
+    ]
+    for mine, other, tag in ((ours, theirs, "T"), (theirs, ours, "O")):
+        expected = [line for line in mine if line not in base or line in other]
+        assert [line for line in merged if not line.startswith(tag)] == expected
+
+
+SPAN = st.integers(0, 3)
+
+
+@settings(max_examples=300)
+@given(
+    spans=st.tuples(SPAN, SPAN, st.integers(1, 3), SPAN, SPAN),
+    first=lines("XYZ"),
+    second=lines("XYZ"),
+    ours_first=st.booleans(),
+)
+def test_merge3_edits_of_separate_regions_are_both_applied(
+    spans: tuple[int, int, int, int, int],
+    first: list[str],
+    second: list[str],
+    ours_first: bool,
+) -> None:
+    """Each side replaces a region of the base (maybe empty, maybe with nothing), with at
+    least one untouched line between them: the merge is the base with both replaced."""
+    a, b, c, d, size = itertools.accumulate(spans)
+    base = [f"b{n}\n" for n in range(size)]
+    one = base[:a] + first + base[b:]
+    two = base[:c] + second + base[d:]
+    ours, theirs = (one, two) if ours_first else (two, one)
+    merged = merge3("".join(base), "".join(ours), "".join(theirs))
+    assert merged == "".join(base[:a] + first + base[b:c] + second + base[d:])
+
+
 def string_items(doc: Doc[Any]) -> list[str]:
     """The strings of the document's text items, as its update encodes them."""
     structs, _ = decode_update(doc.get_update())
