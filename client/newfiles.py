@@ -2,7 +2,9 @@
 offline), decided with the server's version at hand (part of :mod:`client.workspace`):
 
 - same text as the server's document → adopted;
-- the server has no such document (or a deleted one) → created from the file;
+- the server has no such document (or a deleted one) → created from the file, unless
+  no new document may have its name (``crdt.keys.check_new_path``: a character that
+  disguises a name, say): then it is skipped with a warning;
 - different text → the server's version stays, the local text is recorded as a conflict
   (``POST .../conflicts``) and kept in ``.weft/conflicts/`` (one copy per text, however
   many tries the report takes), and the file gets the server's text. A report the
@@ -23,6 +25,8 @@ from client.events import Event
 from client.folder import Skip
 from client.remote import ApiError
 from client.textdiff import apply, diff
+from crdt.errors import BadPath
+from crdt.keys import check_new_path
 
 if TYPE_CHECKING:
     from client.workspace import Workspace
@@ -33,6 +37,16 @@ if TYPE_CHECKING:
 REPORT_SERVER_ERRORS = 5
 RETRIED_STATUSES = frozenset({404, 408, 425, 429})
 CREATE_RETRY_SECONDS = 1.0
+
+
+def _refused_name(path: str) -> str | None:
+    """Why no new document may have the path ``path`` (see ``crdt.keys.check_new_path``:
+    one that exists already syncs as any other), or None."""
+    try:
+        check_new_path(path)
+    except BadPath as exc:
+        return str(exc)
+    return None
 
 
 class NewFiles:
@@ -86,6 +100,9 @@ class NewFiles:
             self.ws.tracked.add(path)
             self.creating.discard(path)
             self.ws.schedule_write(path)
+        elif not entry.exists and (refused := _refused_name(path)) is not None:
+            # (a server refuses it too, before this: this is for an older one)
+            self.ws.folder.warn(path, f"skipping {path}: {refused}")
         elif not entry.exists or entry.deleted:
             self._adopt_local(entry, text)
         elif str(entry.text) == text:

@@ -272,6 +272,76 @@ def normalise_path(path: str) -> str:
     return path
 
 
+# Folders a folder sync never syncs (``client.ignore``) and a restore never writes: git's
+# (a document ``.git/config`` with ``core.fsmonitor`` set would run a command in the
+# checkout of whoever restores into one) and weft's own state. Any segment counts, as
+# in ``client.ignore``; compared as a case-insensitive file system compares names.
+NEVER_SYNCED = (".git", ".weft")
+MANIFEST_NAME = ".weft-manifest.json"
+"""The last member of an export, and the file a restore writes beside the project's."""
+
+# Characters that make a name look like another: C1 controls, the bidi marks and
+# embeddings/overrides/isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069),
+# the line and paragraph separators, and U+FEFF (a BOM, zero width).
+_SPOOFING = re.compile("[\x80-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# Code points HFS+ ignores in names (so ``.g\u200cit`` is ``.git`` there), as git's
+# ``is_hfs_dotgit`` lists them.
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+
+
+def _as_filesystems_see(segment: str) -> str:
+    """A path segment as case-insensitive file systems compare it: case folded, the
+    code points HFS+ ignores dropped, trailing dots and spaces dropped (Windows)."""
+    return _HFS_IGNORED.sub("", segment).rstrip(". ").casefold()
+
+
+def never_synced(path: str) -> str | None:
+    """The segment of ``path`` that names ``.git`` or ``.weft`` on some file system
+    (``.GIT``, ``.git.``, ``git~1``: Windows' short name of ``.git``), or None."""
+    for segment in path.split("/"):
+        seen = _as_filesystems_see(segment)
+        if seen in NEVER_SYNCED or seen == "git~1":
+            return segment
+    return None
+
+
+def restore_refusal(path: str) -> str | None:
+    """Why a restore must not write the document ``path`` into a folder, or None: one
+    under ``.git/`` or ``.weft/`` (see :data:`NEVER_SYNCED`), or the manifest's name."""
+    segment = never_synced(path)
+    if segment is not None:
+        return f"{segment!r}: .git/ and .weft/ are never synced or restored"
+    if _as_filesystems_see(path) == MANIFEST_NAME:
+        return f"{MANIFEST_NAME} is the name of the restore's manifest"
+    return None
+
+
+def check_new_path(path: str) -> str:
+    """:func:`normalise_path`, stricter: the path a NEW document may have.
+
+    Also refused: a segment naming ``.git`` or ``.weft`` (in any case: see
+    :func:`never_synced`), ``.weft-manifest.json`` at the top (the export's manifest),
+    C1 controls, bidi controls, line separators and U+FEFF (a name that looks like
+    another), and segments of only whitespace. Documents that already have such a path
+    stay readable, writable and deletable: keys are built by :func:`normalise_path`,
+    which stays as lenient as it was when they were stored. The message says why
+    first (a WebSocket close reason holds 123 bytes), then the path.
+    """
+    path = normalise_path(path)
+    why = restore_refusal(path)
+    if why is not None:
+        raise BadPath(f"not allowed for a new document: {why} (path {path!r})")
+    found = _SPOOFING.search(path)
+    if found is not None:
+        raise BadPath(
+            f"not allowed for a new document: U+{ord(found.group()):04X}, a control or bidi "
+            f"character that can disguise a name (path {path!r})"
+        )
+    if any(segment.isspace() for segment in path.split("/")):
+        raise BadPath(f"not allowed for a new document: a segment of only whitespace (path {path!r})")
+    return path
+
+
 # --- the layout ----------------------------------------------------------------------
 
 FORMAT = pack(("format",))

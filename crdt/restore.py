@@ -13,10 +13,10 @@ from typing import Any
 from blake3 import blake3
 
 from crdt.history import History
+from crdt.keys import MANIFEST_NAME as MANIFEST_NAME  # its home is the key rules now
 from crdt.versions import Cut, read_doc
 from crdt.versionstamp import Versionstamp
 
-MANIFEST_NAME = ".weft-manifest.json"
 MANIFEST_FORMAT = 1
 RESTORE_CONCURRENCY = 8
 

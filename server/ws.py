@@ -25,9 +25,16 @@ from crdt import codec
 from crdt.codec import Checked, Conflict
 from crdt.conflicts import ConflictRecord
 from crdt.editdelete import Editor
-from crdt.errors import BadPath, PermissionDenied, QuotaExceeded, StoreError, WeftError
+from crdt.errors import (
+    BadPath,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    StoreError,
+    WeftError,
+)
 from crdt.history import Append, Appended, DocRef
-from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, check_new_path, normalise_path
 from crdt.versionstamp import ZERO, Versionstamp
 from server.appkeys import (
     AUTH,
@@ -105,6 +112,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         device = _device(request)
         principal = app[AUTH].verify(token_of(request))
         check(principal, tenant, project, "read")
+        await _check_new(app, tenant, project, path)
         await app[QUOTAS].ready()  # the other instances' counts: read once, at first
         if app[CONNECTIONS].draining:
             raise _Refuse(CLOSE_GOING_AWAY, "server shutting down", "draining")
@@ -152,6 +160,25 @@ class _Said:
 
 
 _REFUSALS = _Said()
+
+
+async def _check_new(app: web.Application, tenant: str, project: str, path: str) -> None:
+    """Refuse (BadPath) a room for a document that does not exist and may not be created
+    with this path (``crdt.keys.check_new_path``: under ``.git/`` or ``.weft/``, the
+    manifest's name, a disguising character...). One that exists (stored before the rule)
+    stays readable, writable and deletable. The store is read only for such a path."""
+    try:
+        check_new_path(path)
+    except BadPath:
+        history = app[HISTORY]
+        try:
+            exists = await history.head(await history.doc(tenant, project, path)) is not None
+        except NotFound:  # an unknown tenant: no document at all
+            exists = False
+        except StoreError as exc:
+            raise _Refuse(CLOSE_TRY_AGAIN, "store unavailable; try again", "store") from exc
+        if not exists:
+            raise
 
 
 def _device(request: web.Request) -> str | None:

@@ -69,6 +69,78 @@ def test_bad_path_is_a_value_error() -> None:
         keys.normalise_path("../x")
 
 
+# Paths a new document may not have, and why (``check_new_path``): each is a path
+# ``normalise_path`` takes, so documents stored with one before stay readable.
+REFUSED_FOR_NEW = [
+    (".git/config", "never synced"),
+    (".GIT/config", "never synced"),
+    (".Git", "never synced"),
+    ("src/vendor/.git/hooks/post-checkout", "never synced"),
+    ("sub/.git", "never synced"),  # a .git file points git at a repository
+    (".git./config", "never synced"),  # Windows drops trailing dots and spaces
+    (".git /config", "never synced"),
+    (".g\u200cit/config", "never synced"),  # HFS+ ignores U+200C
+    ("git~1/config", "never synced"),  # Windows' short name of .git
+    (".weft/state.db", "never synced"),
+    ("a/.WEFT/x", "never synced"),
+    (".weft-manifest.json", "restore's manifest"),
+    (".Weft-Manifest.JSON", "restore's manifest"),
+    ("a\x80b", "U\\+0080"),
+    ("a\x9fb", "U\\+009F"),
+    ("report\u202efdp.exe", "U\\+202E"),
+    ("x\u202a.md", "U\\+202A"),
+    ("x\u2066.md", "U\\+2066"),
+    ("x\u2069.md", "U\\+2069"),
+    ("x\u200e.md", "U\\+200E"),
+    ("x\u200f.md", "U\\+200F"),
+    ("x\u061c.md", "U\\+061C"),
+    ("x\u2028.md", "U\\+2028"),
+    ("\ufeffREADME.md", "U\\+FEFF"),
+    (" ", "only whitespace"),
+    ("notes/ /a.md", "only whitespace"),
+    ("a/\u3000\u00a0", "only whitespace"),
+]
+
+
+@pytest.mark.parametrize(("path", "reason"), REFUSED_FOR_NEW)
+def test_new_documents_may_not_have_disguised_or_never_synced_paths(
+    path: str, reason: str
+) -> None:
+    with pytest.raises(BadPath, match=f"not allowed for a new document: .*{reason}"):
+        keys.check_new_path(path)
+    # ...while the key of one stored before the rule is still built (read, write, delete)
+    assert keys.normalise_path(path) == path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "README.md",
+        ".gitignore",
+        ".github/workflows/ci.yml",
+        ".gitmodules",
+        "src/.git-notes",
+        ".weftignore",
+        "sub/.weft-manifest.json",  # only the top-level name is the manifest's
+        "notes with spaces/a b.md",
+        "trailing space .md",
+        "\u05e9\u05dc\u05d5\u05dd.md",  # right-to-left text itself is fine
+        "family \U0001f468\u200d\U0001f469\u200d\U0001f467.md",  # ZWJ joins emoji
+        "cafe\u0301.md",
+    ],
+)
+def test_ordinary_paths_are_allowed_for_new_documents(path: str) -> None:
+    assert keys.check_new_path(path) == keys.normalise_path(path)
+
+
+def test_restore_refuses_only_never_synced_and_manifest_paths() -> None:
+    assert keys.restore_refusal(".git/config") is not None
+    assert keys.restore_refusal("a/.GIT/config") is not None
+    assert keys.restore_refusal(".weft-manifest.json") is not None
+    assert keys.restore_refusal("a\u202eb.md") is None  # disguised, but harmless to write
+    assert keys.restore_refusal("sub/.weft-manifest.json") is None
+
+
 @pytest.mark.parametrize("name", ["acme", "ACME-2", "site.v2", "a_b", "x" * 64])
 def test_good_names(name: str) -> None:
     assert keys.check_name("tenant", name) == name
