@@ -1,7 +1,12 @@
 """Which files of a folder are synced: everything but ``.git/``, ``.weft/``, editors'
 swap and backup files (``*.swp``, ``*.swx``, ``*~``, ``.#*``; a ``!pattern`` brings them
 back) and the patterns of a ``.weftignore`` at the folder's top (gitignore syntax, via
-pathspec)."""
+pathspec).
+
+``.git`` and ``.weft`` are never synced, at any depth, as a folder or a file (a ``.git``
+file points git at a repository), and in any case: on a case-insensitive file system
+(macOS's and Windows' defaults) ``.GIT/config`` is ``.git/config``. The server refuses
+to create such documents too (:func:`crdt.keys.check_new_path`)."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from pathlib import Path
 
 import pathspec
 
+from crdt.keys import never_synced
+
 log = logging.getLogger("weft.workspace")
 
 IGNORE_FILE = ".weftignore"
-ALWAYS = (".git/", ".weft/")
 DEFAULTS = ("*.swp", "*.swx", "*~", ".#*")
 
 
@@ -24,7 +30,7 @@ class Ignore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.patterns: list[str] = []
-        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *ALWAYS])
+        self._spec = pathspec.GitIgnoreSpec.from_lines(DEFAULTS)
         self.reload()
 
     def reload(self) -> None:
@@ -43,11 +49,10 @@ class Ignore:
             for line in lines
             if line.strip() and not line.startswith("#")
         ]
-        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *self.patterns, *ALWAYS])
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *self.patterns])
 
     def __call__(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether the relative POSIX path ``rel`` is ignored."""
-        first = rel.split("/", 1)[0]
-        if first in (".git", ".weft"):
+        if never_synced(rel) is not None:  # whatever the patterns say
             return True
         return bool(self._spec.match_file(rel + "/" if is_dir else rel))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from client.folder import Folder
 from client.ignore import Ignore
 
 
@@ -40,3 +41,24 @@ def test_a_pattern_written_in_nfd_ignores_the_nfc_path(tmp_path: Path) -> None:
     ignore = Ignore(tmp_path)
     assert ignore("café", is_dir=True) and ignore("café/menu.md")
     assert ignore("notes/x.brôill") and not ignore("notes/x.md")
+
+
+def test_git_and_weft_are_ignored_in_any_case_at_any_depth(tmp_path: Path) -> None:
+    """On a case-insensitive file system (macOS's and Windows' defaults) ``.GIT/config``
+    is ``.git/config``: it was synced, so a project writer could put a git config in
+    every checkout of the project. The server refuses to create such documents too."""
+    (tmp_path / ".weftignore").write_text("!.GIT/\n!.Weft\n")
+    ignore = Ignore(tmp_path)
+    for path in (".GIT/config", ".Git/hooks/pre-commit", ".WEFT/state.db",
+                 "sub/.git/config", "sub/.GIT/config", "a/b/.Weft/x", "sub/.git",
+                 ".git./config", "git~1/config"):  # fmt: skip
+        assert ignore(path), path
+    assert ignore(".GIT", is_dir=True) and ignore("sub/.Weft", is_dir=True)
+    assert not ignore(".github/x") and not ignore("a/.gitattributes")
+
+
+def test_a_scan_never_lists_files_under_git_in_another_case(tmp_path: Path) -> None:
+    for name in (".GIT/config", "sub/.Git/config", ".Weft/x", "sub/.git", "a.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert Folder(tmp_path, warn=lambda *_: None).scan() == ["a.md"]
