@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, WeftError
-from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, normalise_path, restore_refusal
 from crdt.logsafe import printable
 
 if TYPE_CHECKING:  # imported where a command runs (see the module docstring)
@@ -114,7 +114,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Write every document as it was at --at into DIR, with a manifest "
         "(.weft-manifest.json) each written file is checked against. A file that cannot be "
         "written (a file and a folder of one name then: documents 'a' and 'a/b') is named "
-        "and left out, the rest is written, and it exits 1.",
+        "and left out, the rest is written, and it exits 1. A document under .git/ or "
+        ".weft/ (any case), or named .weft-manifest.json, is never written: it is skipped "
+        "with a warning.",
     )
     p.add_argument("--at", required=True, help=version)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write")
@@ -411,9 +413,17 @@ class ApiBackend:
             total = response.headers.get("X-Weft-Documents", "")
             progress(int(total) if total.isdigit() else 0)
             vs = response.headers.get("X-Weft-Versionstamp", "")
+            # The manifest is the export's last member: a member of its name before that
+            # is a document of that name (stored before such documents were refused),
+            # passed on as a file (the restore skips it).
+            held: tuple[str, bytes] | None = None
             async for name, data in _untar(response.content):
-                kind = "manifest" if name == tt.MANIFEST_NAME else "file"
-                yield kind, name, data, vs
+                if held is not None:
+                    yield "file", held[0], held[1], vs
+                held = (name, data)
+            if held is not None:
+                kind = "manifest" if held[0] == tt.MANIFEST_NAME else "file"
+                yield kind, held[0], held[1], vs
 
     async def revert(
         self, path: str | None, to: tt.Version, user: str | None, device: str
@@ -655,6 +665,7 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     )  # fmt: skip
     written: dict[str, str] = {}
     not_written: dict[str, str] = {}  # a file and a folder of one name at that time...
+    skipped: dict[str, str] = {}  # documents never written into a folder (see below)
     manifest: dict[str, Any] | None = None
     folder = Folder(out)
     quiet = args.json or not err.is_terminal  # a bar only where a person watches
@@ -665,6 +676,11 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
                 manifest = json.loads(data)
                 folder.write(name, data)
                 continue
+            why = restore_refusal(name)
+            if why is not None:  # .git/config could run a command in a git checkout
+                skipped[name] = f"skipped {printable(name)}: {why}"
+                err.print(f"warning: {skipped[name]}", markup=False)
+                continue
             try:
                 folder.write(name, data)
             except Failed as exc:  # the others are still written
@@ -674,16 +690,19 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
             bar.update(task, advance=1, path=name)
     if manifest is None:
         raise Failed("the restore ended without its manifest: the output is incomplete")
-    listed = {f["path"]: f["blake3"] for f in manifest["files"] if f["path"] not in not_written}
+    left_out = not_written.keys() | skipped.keys()
+    listed = {f["path"]: f["blake3"] for f in manifest["files"] if f["path"] not in left_out}
     if listed != written:
         raise Failed("the files written do not match the manifest: the output is incomplete")
     summary = {"out": str(out), "versionstamp": manifest["versionstamp"], "files": len(written)}
     if args.json:
-        print(json.dumps({**summary, "not_written": not_written, "manifest": manifest}, indent=2))
+        extra = {"not_written": not_written, "skipped": skipped, "manifest": manifest}
+        print(json.dumps({**summary, **extra}, indent=2))
     else:
         err.print(
             f"restored {len(written)} files of {manifest['tenant']}/{manifest['project']} at "
             f"{manifest['versionstamp']} into {out} (manifest: {tt.MANIFEST_NAME})"
+            + (f"; {len(skipped)} skipped (see the warnings above)" if skipped else "")
             + (f"; {len(not_written)} file(s) NOT written:" if not_written else ""),
             markup=False,
         )
