@@ -281,9 +281,9 @@ MANIFEST_NAME = ".weft-manifest.json"
 """The last member of an export, and the file a restore writes beside the project's."""
 
 # Characters that make a name look like another: C1 controls, the bidi marks and
-# embeddings/overrides/isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069),
-# the line and paragraph separators, and U+FEFF (a BOM, zero width).
-_SPOOFING = re.compile("[\x80-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+# embeddings/overrides/isolates (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069)
+# and U+FEFF (a BOM, zero width). U+2028/U+2029 stay allowed (weft's logs escape them).
+_SPOOFING = re.compile("[\x80-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 # Code points HFS+ ignores in names (so ``.g\u200cit`` is ``.git`` there), as git's
 # ``is_hfs_dotgit`` lists them.
 _HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
@@ -321,7 +321,7 @@ def check_new_path(path: str) -> str:
 
     Also refused: a segment naming ``.git`` or ``.weft`` (in any case: see
     :func:`never_synced`), ``.weft-manifest.json`` at the top (the export's manifest),
-    C1 controls, bidi controls, line separators and U+FEFF (a name that looks like
+    C1 controls, bidi controls and U+FEFF (a name that looks like
     another), and segments of only whitespace. Documents that already have such a path
     stay readable, writable and deletable: keys are built by :func:`normalise_path`,
     which stays as lenient as it was when they were stored. The message says why
