@@ -81,6 +81,7 @@ FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 WAL_SIZE_EVERY = 0.1  # seconds between two looks at the WAL file's size by the writer
+COMMIT_SETTLE_SECONDS = 0.05  # the poller waits so long at most for a commit's record
 POLL_SLOWDOWN = 1.25  # the watch poller's interval grows so much per quiet poll
 WATCH_MEMORY = 5.0  # seconds a key's last offered value is remembered after its last watch
 _UNKNOWN = object()  # a watched key no commit offered a value for yet: watch() reads it
@@ -484,6 +485,10 @@ class SQLiteEngine:
         self._submit_lock = threading.Lock()
         self._writes_stopped: StoreError | None = None  # set when the writer thread ends
         self._own_commits: set[int] = set()  # commit counters of this engine not yet polled
+        # Set by the writer from just before a COMMIT until its counter is recorded in
+        # ``_own_commits`` (or the COMMIT failed): the poller leaves a change it sees
+        # meanwhile for its next round instead of taking it for another process's.
+        self._committing = False
         self._readers: queue.Queue[sqlite3.Connection] = queue.Queue()
         self._reader_count = readers
         self._pool: ThreadPoolExecutor | None = None
@@ -794,12 +799,16 @@ class SQLiteEngine:
             if wrote:
                 written.append(tr)
         if written:
-            conn.execute("COMMIT")
-            self._commits += 1
-            self._committed.set()
-            with self._watch_lock:  # recorded once committed: see _only_own_commits
-                if self._poller is not None:  # none: a new poller takes a new baseline
-                    self._own_commits.add(counter)
+            self._committing = True
+            try:
+                conn.execute("COMMIT")
+                self._commits += 1
+                self._committed.set()
+                with self._watch_lock:  # recorded once committed: see _only_own_commits
+                    if self._poller is not None:  # none: a new poller takes a new baseline
+                        self._own_commits.add(counter)
+            finally:
+                self._committing = False
         else:
             conn.execute("ROLLBACK")
         return outcomes, written
@@ -1071,7 +1080,7 @@ class SQLiteEngine:
                     interval = min(interval * POLL_SLOWDOWN, self._poll_idle_interval)
                     continue
                 interval = self._poll_interval
-                seen, latest = version, _commit_counter(conn)
+                seen, latest = self._settled(conn, version)
                 if not self._only_own_commits(counter, latest):
                     self._offer(reader, latest)
                 counter = latest
@@ -1085,13 +1094,30 @@ class SQLiteEngine:
             if conn is not None:
                 conn.close()
 
+    def _settled(self, conn: sqlite3.Connection, version: int) -> tuple[int, int]:
+        """``data_version`` and the commit counter (read in that order), read while none
+        of this engine's commits is between its COMMIT and its record in
+        ``_own_commits``: a commit read then was taken for another process's, a needless
+        read of every watched key. Waits at most ``COMMIT_SETTLE_SECONDS`` for it."""
+        deadline = time.monotonic() + COMMIT_SETTLE_SECONDS
+        while True:
+            if self._committing and time.monotonic() < deadline:
+                time.sleep(0.0002)
+                version = _data_version(conn)  # again, after: still before the counter
+                continue
+            latest = _commit_counter(conn)
+            if not (self._committing and time.monotonic() < deadline):
+                return version, latest
+            # one of ours committed meanwhile: both again, once it is recorded
+
     def _only_own_commits(self, counter: int, latest: int) -> bool:
         """Whether every commit after ``counter`` up to ``latest`` is this engine's.
 
         ``data_version`` moved, so somebody committed. Commits by engines bump the
-        counter; this engine records its own numbers once they are committed, so a
-        number it has not recorded yet only costs a needless read. If the counter did
-        not move, something wrote without it: not only ours.
+        counter; this engine records its own numbers once they are committed, and the
+        poller reads the counter only while none is between its COMMIT and that record
+        (:meth:`_settled`). If the counter did not move, something wrote without it:
+        not only ours.
         """
         with self._watch_lock:
             own = sum(1 for n in self._own_commits if counter < n <= latest)
