@@ -14,8 +14,10 @@
   "device"?}``: record a conflict a client found itself — a local file that met a
   different document at the same path with no shared history. The server's text at head
   is the other side and stays; re-posting the same text is idempotent. 201
-  ``{"conflict": record}``. The text may be ``MAX_REPORT_TEXT_BYTES`` (4 MiB, a synced
-  file's limit), the body ``MAX_REPORT_BODY``; more is a 413.
+  ``{"conflict": record}``. ``device`` follows the device-name rule
+  (``crdt.keys.DEVICE_ID``, as revert's and ``?device=``). The text may be
+  ``MAX_REPORT_TEXT_BYTES`` (4 MiB, a synced file's limit), the body
+  ``MAX_REPORT_BODY``; more is a 413.
 - ``POST /api/v1/{tenant}/{project}/conflicts/{id}/resolve`` (write scope), body
   ``{"resolution"?: str}``: marks it resolved with who and when; the record stays.
 
@@ -38,11 +40,13 @@ from crdt.conflict_store import conflict_id, save_once
 from crdt.conflicts import ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
 from crdt.history import Append, Appended, DocRef, History, now_ms
+from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 from server.api import _names
 from server.appkeys import HISTORY, ON_BRANCH, ON_EDIT_DELETED, SETTINGS, WRITER
 from server.auth import Principal, require
+from server.bodies import json_object, unicode_text
 from server.logsafe import printable
 
 log = logging.getLogger("weft.conflicts")
@@ -188,34 +192,30 @@ async def get_conflict(request: web.Request) -> web.Response:
     return web.json_response({"conflict": _record_json(record)})
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
+async def _report_body(request: web.Request) -> dict[str, Any]:
+    """A report's body: a JSON object of up to ``MAX_REPORT_BODY`` bytes (a 413 says the
+    limit, and what it is for)."""
+    # A report carries a whole file (up to 4 MiB): more than the app's 1 MiB body limit.
     try:
-        body = await request.json()
-    except web.HTTPRequestEntityTooLarge:  # say the limit, and what it is for
-        limit = request.client_max_size
-        why = " (a report holds one file's text, at most 4 MiB)"
-        if limit != MAX_REPORT_BODY:
-            why = ""
+        return await json_object(request.clone(client_max_size=MAX_REPORT_BODY))
+    except web.HTTPRequestEntityTooLarge:
         raise web.HTTPRequestEntityTooLarge(
-            limit, text=f"the request body is over {limit} bytes{why}"
+            MAX_REPORT_BODY,
+            text=f"the request body is over {MAX_REPORT_BODY} bytes "
+            "(a report holds one file's text, at most 4 MiB)",
         ) from None
-    except ValueError:
-        raise ProtocolError("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("the request body must be a JSON object")
-    return body
 
 
 async def create_conflict(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    # A report carries a whole file (up to 4 MiB): more than the app's 1 MiB body limit.
-    body = await _json_body(request.clone(client_max_size=MAX_REPORT_BODY))
+    body = await _report_body(request)
     path, text, device = body.get("path"), body.get("text"), body.get("device", "")
     if not isinstance(path, str) or not isinstance(text, str) or not isinstance(device, str):
         raise ProtocolError('the body must be {"path": str, "text": str, "device"?: str}')
+    unicode_text("text", text)
+    if device and not DEVICE_ID.fullmatch(device):  # as revert's "device" and ?device=
+        raise ProtocolError(f'"device" must be a device name: {DEVICE_ID_RULE}')
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_REPORT_TEXT_BYTES:
         raise web.HTTPRequestEntityTooLarge(
@@ -253,10 +253,11 @@ async def create_conflict(request: web.Request) -> web.Response:
 async def resolve_conflict(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    body = await _json_body(request)
+    body = await json_object(request)
     resolution = body.get("resolution", "")
     if not isinstance(resolution, str):
         raise ProtocolError('"resolution" must be a string')
+    unicode_text("resolution", resolution)
     record = await branches.resolve(
         request.app[HISTORY],
         tenant,

@@ -44,6 +44,7 @@ from crdt.kv.base import ReadTransaction, read_counter
 from server.api import _names, error_response, response_format
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
+from server.bodies import json_object
 from server.logsafe import printable
 from server.writer import WriterClosed
 
@@ -158,7 +159,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def revert(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    body = await _json_body(request)
+    body = await json_object(request)
     to, path, device = body.get("to"), body.get("path"), body.get("device", "api")
     if not isinstance(to, str):
         raise ProtocolError('the body needs "to": a versionstamp, an ISO-8601 time or head')
@@ -217,16 +218,6 @@ async def revert(request: web.Request) -> web.Response:
 
 class _Unavailable(Exception):
     """The writer is draining: nothing was committed."""
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("the body must be a JSON object")
-    return body
 
 
 def setup(app: web.Application) -> None:
