@@ -8,7 +8,9 @@ public key (so an identity provider such as Keycloak or Auth0 can issue them). C
   (required: a token without it is refused, not taken as ``"*"``);
 - ``scope``: ``read`` | ``write`` | ``admin`` (a space-separated OAuth scope string is
   accepted too: the highest of those three it names wins);
-- ``exp``: required.
+- ``exp``: required;
+- ``aud``: must match ``WEFT_JWT_AUDIENCE``; without it configured, a token that has
+  one is refused (it was issued for some audience, maybe another service).
 
 With auth off (no secret, no public key: only allowed on loopback) every caller is an
 admin of every tenant.
@@ -32,6 +34,16 @@ MAX_EXP = 1e12  # an ``exp`` past this (year 33658) is taken as never (10**400 i
 ANY_TENANT = "*"
 HMAC_ALGORITHMS = ("HS256",)
 KEY_ALGORITHMS = ("RS256", "ES256")
+
+
+NO_AUDIENCE_EXPECTED = (
+    "invalid token: it has an 'aud' claim and this server expects none "
+    "(set WEFT_JWT_AUDIENCE to accept it)"
+)
+"""Why a token with an ``aud`` claim is refused by a server run without
+``WEFT_JWT_AUDIENCE``: it was issued for some audience, maybe another service (PyJWT
+refuses it too unless told not to check, which this server did: any ``aud`` passed).
+Short enough for a WebSocket close reason (123 bytes)."""
 
 
 class InvalidToken(PermissionDenied):
@@ -114,13 +126,16 @@ class Authenticator:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={
-                    "require": ["exp", "sub", "tenant"],
-                    "verify_aud": self._audience is not None,
-                },
+                # ``aud`` is always checked: without an audience configured, a token
+                # that names one (it was issued for another service) is refused.
+                options={"require": ["exp", "sub", "tenant"]},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("token expired") from None
+        except jwt.InvalidAudienceError as exc:
+            if self._audience is None:
+                raise InvalidToken(NO_AUDIENCE_EXPECTED) from None
+            raise InvalidToken(f"invalid token: {exc}") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
         try:  # PyJWT checked it is in the future (and took "123" for 123)
@@ -152,7 +167,12 @@ def _principal(claims: dict[str, Any]) -> Principal:
     scopes = [s for s in SCOPES if s in named]
     if not scopes:
         raise InvalidToken("token 'scope' claim must name read, write or admin")
-    return Principal(user=str(claims["sub"]), tenant=tenant, projects=projects, scope=scopes[-1])
+    user = str(claims["sub"])
+    try:  # JSON allows "\ud800"; no UTF-8 does, so nothing the user wrote could be stored
+        user.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidToken("token 'sub' claim is not valid Unicode (a lone surrogate)") from None
+    return Principal(user=user, tenant=tenant, projects=projects, scope=scopes[-1])
 
 
 MIN_SECRET_BYTES = 32

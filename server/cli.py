@@ -157,7 +157,7 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         "--audience",
         default=None,
         help="the token's 'aud' claim, which a server run with WEFT_JWT_AUDIENCE requires "
-        "(default: WEFT_JWT_AUDIENCE; none if unset)",
+        "and one run without it refuses (default: WEFT_JWT_AUDIENCE; none if unset)",
     )
     a(
         "--issuer",

@@ -292,3 +292,37 @@ async def test_token_create_makes_tokens_for_a_server_that_checks_audience_and_i
         monkeypatch.setenv(name, value)
     assert await accepted(created())
     assert not await accepted(created("--audience", "other-api"))  # the flag wins
+
+
+async def test_a_token_with_an_audience_is_refused_by_a_server_run_without_one(
+    server: ServerProcess,
+    http: aiohttp.ClientSession,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without WEFT_JWT_AUDIENCE the server did not check ``aud`` at all: a token issued
+    for another service by the same identity provider (same key) was taken. It is
+    refused now, over REST and WebSocket, with a reason that tells the operator what to
+    set; `weft token create --audience` makes such a token, and without it one that is
+    taken."""
+    for name in ("WEFT_JWT_AUDIENCE", "WEFT_JWT_ISSUER", "WEFT_PRIVATE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WEFT_SECRET", SECRET)
+    create = ["token", "create", "--tenant", "acme", "--user", "ada"]
+    assert weft([*create, "--audience", "other-service"]) == 0
+    other = capsys.readouterr().out.strip()
+    assert jwt.decode(other, options={"verify_signature": False})["aud"] == "other-service"
+    reason = "invalid token: it has an 'aud' claim and this server expects none "
+    reason += "(set WEFT_JWT_AUDIENCE to accept it)"
+    url = f"{server.url}/api/v1/acme/site/docs"
+    async with http.get(url, params={"token": other}) as response:
+        assert response.status == 401
+        assert (await response.json())["error"] == {"code": "unauthorized", "message": reason}
+    assert await refused_before_any_read(http, f"{server.ws_url}/acme/site/a.txt", other) == (
+        4401,
+        reason,
+    )
+    assert weft(create) == 0
+    plain = capsys.readouterr().out.strip()
+    async with http.get(url, params={"token": plain}) as response:
+        assert response.status in (200, 404), await response.text()  # past the token check

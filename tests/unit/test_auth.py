@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from crdt.errors import PermissionDenied
 from server.appkeys import AUTH
-from server.auth import Authenticator, InvalidToken, Principal, issue_token, require
+from server.auth import (
+    NO_AUDIENCE_EXPECTED,
+    Authenticator,
+    InvalidToken,
+    Principal,
+    issue_token,
+    require,
+)
 
 SECRET = "unit-test-secret-0123456789abcdefghij"
 
@@ -141,6 +148,29 @@ def test_audience_and_issuer_are_checked_when_configured() -> None:
         auth.verify(hs(aud="other", iss="https://idp"))
     with pytest.raises(InvalidToken):
         auth.verify(hs(aud="weft", iss="https://evil"))
+
+
+def test_a_token_with_an_audience_is_refused_when_the_server_expects_none() -> None:
+    """PyJWT refuses such a token by default; the server turned the check off without an
+    audience configured, so a token issued for any other service (same IdP, same key)
+    was taken. Empty audiences (``""``, ``[]``) say nothing and pass, as in PyJWT."""
+    auth = Authenticator(secret=SECRET)
+    for aud in ("other-service", ["weft", "other"]):
+        with pytest.raises(InvalidToken) as refused:
+            auth.verify(hs(aud=aud))
+        assert str(refused.value) == NO_AUDIENCE_EXPECTED
+        assert "set WEFT_JWT_AUDIENCE" in str(refused.value)
+        assert len(str(refused.value).encode()) <= 123  # fits a WebSocket close reason
+    for aud in ("", []):
+        assert auth.verify(hs(aud=aud)).user == "ada"
+    assert Authenticator(secret=SECRET, audience="weft").verify(hs(aud=["weft", "x"])).user
+
+
+def test_a_lone_surrogate_in_sub_is_refused_not_stored() -> None:
+    """It decodes from JSON, but no UTF-8 holds it: every update of its connection
+    failed to commit (1011), and a conflict report was a 500."""
+    with pytest.raises(InvalidToken, match="'sub' claim is not valid Unicode"):
+        Authenticator(secret=SECRET).verify(hs(sub="ada\ud800"))
 
 
 # --- issue_token -----------------------------------------------------------------------
