@@ -18,6 +18,9 @@ from crdt.history import MAX_UPDATE_BYTES
 from server.auth import check_secret
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+MAX_LEEWAY_SECONDS = 86_400
+"""The most clock skew ``WEFT_JWT_LEEWAY_SECONDS`` may tolerate: a day. More is no skew
+but a token's lifetime made longer (``inf`` made an expired token good for ever)."""
 
 
 class QuotaOverride(BaseModel):
@@ -46,7 +49,7 @@ class Settings(BaseSettings):
     public_key: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    jwt_leeway_seconds: float = Field(default=0, ge=0)
+    jwt_leeway_seconds: float = 0  # clock skew tolerated on exp/nbf: 0 to MAX_LEEWAY_SECONDS
     insecure: bool = False
 
     # default per-tenant quotas; ``tenant_quotas`` (JSON) overrides them per tenant
@@ -101,6 +104,18 @@ class Settings(BaseSettings):
         leave every caller unauthenticated."""
         if value is not None:
             check_secret(value.get_secret_value())  # empty or under 32 bytes: refused
+        return value
+
+    @field_validator("jwt_leeway_seconds")
+    @classmethod
+    def _leeway(cls, value: float) -> float:
+        """A finite number of seconds, at most a day: ``inf`` (or ``1e12``) was taken,
+        and then every expired token was accepted."""
+        if not 0 <= value <= MAX_LEEWAY_SECONDS:  # NaN compares false: refused too
+            raise ValueError(
+                f"must be a number of seconds from 0 to {MAX_LEEWAY_SECONDS} (a day), not "
+                f"{value}: it is the clock skew tolerated on a token's exp and nbf"
+            )
         return value
 
     @field_validator("log_level")

@@ -81,6 +81,41 @@ def test_weft_serve_prints_a_validators_message_without_pydantics_prefix(
     assert err.startswith("weft serve: secret: secret is empty") and "Value error" not in err
 
 
+@pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "nan", "1e12", "86401", "-1"])
+def test_a_jwt_leeway_must_be_finite_and_at_most_a_day(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``inf`` was taken, and then every expired token was accepted for ever."""
+    monkeypatch.setenv("WEFT_JWT_LEEWAY_SECONDS", value)
+    monkeypatch.setattr("server.main.run", lambda _settings: 0)  # taken: it would serve
+    assert serve_main([]) == 2  # a configuration error, before anything is opened
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "weft serve: jwt_leeway_seconds: must be a number of seconds from 0 to 86400 (a day)"
+    ), err
+    assert "Value error" not in err
+
+
+def test_python_m_server_with_an_infinite_jwt_leeway_exits_2(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/w.db"
+    command = [sys.executable, "-m", "server", "--port", "0", "--store", store]
+    env = {**os.environ, "WEFT_JWT_LEEWAY_SECONDS": "inf"}
+    try:  # taken, it serves until stopped
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("python -m server took WEFT_JWT_LEEWAY_SECONDS=inf and served")
+    code, err = done.returncode, done.stderr
+    assert code == 2, err
+    assert "jwt_leeway_seconds: must be a number of seconds from 0 to 86400" in err
+    assert "Traceback" not in err and not (tmp_path / "w.db").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "86400"])
+def test_a_jwt_leeway_of_up_to_a_day_is_taken(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEFT_JWT_LEEWAY_SECONDS", value)
+    assert Settings().jwt_leeway_seconds == float(value)
+
+
 def test_public_key_may_be_a_file(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = key.public_bytes(
