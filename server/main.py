@@ -20,6 +20,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from crdt.errors import StoreConfigError, StoreError
+from server import badrequests
 from server.app import create_app
 from server.appkeys import CONNECTIONS
 from server.config import Settings
@@ -34,6 +35,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    badrequests.install()  # no request bytes (a token's) and no traceback per bad request
 
 
 def banner(settings: Settings, addresses: list[tuple[str, int]]) -> list[str]:

@@ -128,3 +128,36 @@ async def test_a_connection_the_client_closes_is_logged_with_the_clients_code(
             break
         await asyncio.sleep(0.01)
     assert line in server.log(), server.log()
+
+
+async def test_a_request_over_the_header_limit_is_one_warning_line_without_its_bytes(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """A request line or header over aiohttp's 8190-byte limit is refused by aiohttp
+    before any token check, and each was an ERROR with a traceback quoting the first
+    ~100 bytes of the line: part of a ``?token=`` or a Bearer token reached the log, and
+    anyone could fill the log with tracebacks. Now: one WARNING line per request, no
+    bytes of it, at most 20 in 10 s."""
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET})
+    secret_token = token(secret=SECRET)
+    padding = "1" * 9000
+    docs = f"{server.url}/api/v1/acme/site/docs/a.md"
+    for n in range(15):
+        headers = {"Authorization": f"Bearer {secret_token}{padding}"}
+        async with http.get(docs, headers=headers) as response:
+            assert response.status == 400
+        async with http.get(f"{docs}?token={secret_token}{padding}&n={n}") as response:
+            assert response.status == 400
+    async with http.get(f"{server.url}/healthz") as response:
+        assert response.status == 200  # the server still serves
+    await asyncio.sleep(0.3)
+    log = server.log()
+    assert errors(server) == []
+    assert secret_token[:20] not in log  # not even the token's header part
+    said = [line for line in log.splitlines() if "refused a malformed HTTP request" in line]
+    assert len(said) == 20, said
+    assert all(" WARNING aiohttp.server: " in line for line in said), said
+    assert said[0].endswith(
+        "refused a malformed HTTP request from 127.0.0.1: LineTooLong, "
+        "a request line or header over the size limit (400)"
+    )
