@@ -56,6 +56,9 @@ class Skip:
 
 SKIP = Skip()
 
+# A file as last read or written here: (modification time in ns, size, inode).
+FileStat = tuple[int, int, int]
+
 
 class Folder:
     """One folder on disk (see the module docstring)."""
@@ -74,7 +77,8 @@ class Folder:
         self.ignore = Ignore(root)
         self._warn_cb = warn
         self._warned: dict[str, set[str]] = {}
-        self._stat: dict[str, tuple[int, int]] = {}
+        self._stat: dict[str, FileStat] = {}
+        self._ours: dict[str, FileStat] = {}  # as this folder last wrote it (see settling)
         self._names: dict[str, str] = {}  # document path -> its other name on disk
         self._clashes: dict[str, list[str]] = {}  # document path -> its names on disk
         # folders (as named on disk) holding a name in another form; None: not scanned yet
@@ -311,7 +315,7 @@ class Folder:
             return self.warn(path, f"skipping {path}: symbolic links are not synced")
         if not stat.S_ISREG(info.st_mode):
             return None if stat.S_ISDIR(info.st_mode) else SKIP
-        self._stat[path] = (info.st_mtime_ns, info.st_size)
+        self._stat[path] = _file_stat(info)
         if info.st_size > self.max_file_bytes:
             return self.warn(
                 path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
@@ -324,8 +328,8 @@ class Folder:
             return self.warn(path, f"skipping {path}: cannot read it ({exc})")
 
     def unchanged(self, path: str) -> bool:
-        """Whether the file has the size and modification time it had when last read or
-        written here (a cheap check for periodic rescans)."""
+        """Whether the file has the size, modification time and inode it had when last
+        read or written here (a cheap check for periodic rescans)."""
         known = self._stat.get(path)
         if known is None:
             return False
@@ -333,7 +337,23 @@ class Folder:
             info = (self.root / self.disk_name(path)).lstat()
         except OSError:
             return False
-        return (info.st_mtime_ns, info.st_size) == known
+        return _file_stat(info) == known
+
+    def seen(self, path: str) -> FileStat | None:
+        """The file as last read or written here (None: not there, or not read yet)."""
+        return self._stat.get(path)
+
+    def settling(self, path: str, seconds: float) -> float:
+        """How much longer the file must go unchanged before ``seconds`` have passed since
+        it was last modified, as last read here (a save in place may still be writing
+        it); 0 when they have, or when that modification was this folder's own write.
+        A modification time more than ``seconds`` in the future (another clock, on a
+        network folder) counts as long ago: the wait is bounded."""
+        known = self._stat.get(path)
+        if known is None or known == self._ours.get(path):
+            return 0.0
+        age = (time.time_ns() - known[0]) / 1e9
+        return seconds - age if -seconds < age < seconds else 0.0
 
     def exists(self, path: str) -> bool:
         """Whether the file (or a folder, a link...) is there, reached through no link."""
@@ -359,7 +379,7 @@ class Folder:
         """Replace the file's content atomically (temporary file + rename).
 
         ``if_unchanged``: raise :class:`FileChanged` instead if the file is not as it was
-        when last read or written here (size, mtime; or gone, or new): a save made after
+        when last read or written here (size, mtime, inode; or gone, or new): a save made after
         the caller took the file in must be taken in first, not replaced. (Checked right
         before the rename: a save in the microseconds between the two is not seen.)
 
@@ -379,12 +399,12 @@ class Folder:
                     raise _in_the_way(path, info.st_mode)
                 if info is not None:
                     os.chmod(tmp, stat.S_IMODE(info.st_mode))
-                now = None if info is None else (info.st_mtime_ns, info.st_size)
+                now = None if info is None else _file_stat(info)
                 if if_unchanged and now != self._stat.get(path):
                     raise FileChanged(path)
                 os.replace(tmp, leaf, dst_dir_fd=fd)
                 info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
-            self._stat[path] = (info.st_mtime_ns, info.st_size)
+            self._stat[path] = self._ours[path] = _file_stat(info)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -399,6 +419,7 @@ class Folder:
         except (FileNotFoundError, NotADirectoryError, PathBlocked):
             return False
         self._stat.pop(path, None)
+        self._ours.pop(path, None)
         folders = name.split("/")[:-1]
         while folders:
             try:
@@ -457,6 +478,10 @@ class Folder:
 
 # A copy's name is its file's, then ".YYYYMMDDTHHMMSS" and maybe ".N": 255 bytes in all.
 _COPY_NAME_BYTES = 255 - len(".20260101T000000.999")
+
+
+def _file_stat(info: os.stat_result) -> FileStat:
+    return info.st_mtime_ns, info.st_size, info.st_ino
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -10,6 +10,16 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   the file), only once they are in the local history, and only after any unsaved local
   edit of that file was taken in first. Writing is never echoed back: a file whose text
   equals its shadow is not an edit.
+- A file being saved in place (``cmd > file``, ``cp`` over it, an editor that writes the
+  file itself instead of renaming a new one over it) is neither taken in nor written over
+  mid-save: such a save empties the file first and writes the text later, and a remote
+  change renamed over it then left the rest of the save in the unlinked file (lost
+  everywhere, with the old text: the empty file had been sent as "delete every line").
+  A tracked file found empty (its shadow is not) is taken as emptied only once it stayed
+  so, unchanged (size, modification time, inode), for ``EMPTIED_SETTLE_SECONDS``; until
+  then remote changes of it wait, and are merged with what the save writes. A file
+  modified here by something else less than ``SAVE_SETTLE_SECONDS`` ago (its
+  modification time) is not written over or removed until then.
 - A deleted file sets ``weft.deleted`` to True in its document and leaves its text (an
   edit made elsewhere meanwhile merges into that text, and a server with
   ``WEFT_BRING_BACK_EDITED`` can bring the document back whole when it judges such an
@@ -60,7 +70,7 @@ import watchfiles
 from client.device import Device
 from client.entry import DocEntry
 from client.events import DeviceFailed, Event, Listener
-from client.folder import MAX_FILE_BYTES, FileChanged, Folder, Skip
+from client.folder import MAX_FILE_BYTES, FileChanged, FileStat, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
 from client.remote import ServerURL
@@ -72,6 +82,8 @@ log = logging.getLogger("weft.workspace")
 WATCH_DEBOUNCE_MS = 50
 RESCAN_SECONDS = 10.0
 DELETE_SETTLE_SECONDS = 0.5
+EMPTIED_SETTLE_SECONDS = 2.0
+SAVE_SETTLE_SECONDS = 1.0
 FOLDER_CHECK_SECONDS = 0.5
 OPEN_CONCURRENCY = 32
 
@@ -127,6 +139,9 @@ class Workspace(Listener):
         # the way, a folder in the file's place...): not in sync.
         self.unwritable: dict[str, str] = {}
         self._writes: set[str] = set()
+        # Files found emptied, waiting for their re-check (see the module docstring): the
+        # file as seen empty, and whether it stayed so for EMPTIED_SETTLE_SECONDS.
+        self._emptied: dict[str, tuple[FileStat | None, bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # Documents deleted by a remote update while local edits of them waited for the
         # server's ack (see the module docstring), until their file is removed; and the
@@ -212,7 +227,9 @@ class Workspace(Listener):
     # --- waiting ------------------------------------------------------------------------
 
     def idle(self) -> bool:
-        """The folder and the project agree (as far as this device can tell)."""
+        """The folder and the project agree (as far as this device can tell). Not while
+        a task runs: an emptied file waiting for its re-check, a write waiting for a
+        save to end (see the module docstring)."""
         device = self.device
         if self.creating or self._writes or self._tasks or not device.heads_read.is_set():
             return False
@@ -323,6 +340,9 @@ class Workspace(Listener):
             return True
         text = self.folder.read(path)
         shadow = self.disk.get(path)
+        if text == "" and shadow and self._settling(path):
+            return True  # maybe a save in place under way: not taken in, not written over
+        self._emptied.pop(path, None)
         if isinstance(text, Skip):
             return False
         if text == shadow:
@@ -352,6 +372,29 @@ class Workspace(Listener):
             self.schedule_write(path)
         return True
 
+    def _settling(self, path: str) -> bool:
+        """Whether the file, found empty, must wait before it is taken as emptied: it
+        was not seen empty as it is now (size, modification time, inode) for
+        ``EMPTIED_SETTLE_SECONDS`` yet. A save in place (``cmd > file``, ``cp`` over it,
+        an editor that does not save by rename) empties the file first and writes the
+        text later: taken in then, the emptying went to every device, and a remote
+        change written meanwhile replaced the file the save was still writing."""
+        seen = self.folder.seen(path)
+        if self._emptied.get(path) == (seen, True):
+            return False
+        if path not in self._emptied or self._emptied[path][0] != seen:
+            self._emptied[path] = (seen, False)
+            self.spawn(self._settle(path, seen))
+        return True
+
+    async def _settle(self, path: str, seen: FileStat | None) -> None:
+        await asyncio.sleep(EMPTIED_SETTLE_SECONDS)
+        if self._emptied.get(path) != (seen, False):
+            return  # changed meanwhile: taken in, or waiting again
+        self._emptied[path] = (seen, True)
+        self.ingest(path)  # emptied; or what the save wrote, or waiting again
+        self.schedule_write(path)  # what arrived meanwhile (see _write)
+
     def remember(self, path: str, text: str | None) -> None:
         """``text`` is on disk now; store it as the shadow once the doc's history has it."""
         self.disk[path] = text
@@ -372,7 +415,7 @@ class Workspace(Listener):
         self.schedule_write(path)
 
     def busy(self, path: str) -> bool:
-        return path in self.creating or path in self._writes
+        return path in self.creating or path in self._writes or path in self._emptied
 
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
@@ -421,6 +464,8 @@ class Workspace(Listener):
         if not self.ingest(path):
             self.folder.warn(path, f"not writing {path}: the file there is not synced text")
             return
+        if path in self._emptied:  # written once it settled (_settle)
+            return
         if entry.unrecorded:  # the local edit just taken in goes to the history first
             self.schedule_write(path)
             return
@@ -429,6 +474,22 @@ class Workspace(Listener):
         except OSError as exc:  # PathBlocked: a folder, a link... where the file should be
             self._cannot_write(path, str(exc))
         self.device.changed()
+
+    def _save_under_way(self, path: str) -> bool:
+        """Whether the file was modified elsewhere less than ``SAVE_SETTLE_SECONDS`` ago
+        (as last read): a save in place may still be writing it, and a file renamed over
+        it (or removed) would take what it writes next. The write waits until then."""
+        wait = self.folder.settling(path, SAVE_SETTLE_SECONDS)
+        if wait <= 0:
+            return False
+        self._writes.add(path)  # (idle() is False meanwhile; schedule_write waits)
+        self.spawn(self._write_later(path, wait))
+        return True
+
+    async def _write_later(self, path: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._writes.discard(path)
+        self.schedule_write(path)
 
     def _cannot_write(self, path: str, why: str) -> None:
         self.unwritable[path] = why
@@ -443,6 +504,8 @@ class Workspace(Listener):
         path = entry.path
         if entry.deleted or not entry.exists:
             if entry.deleted:
+                if self._save_under_way(path):
+                    return
                 self._remove(path, unseen=path in self._unseen or entry.waiting)
             self._unseen.discard(path)
             if self.disk.get(path, "") is not None:
@@ -454,6 +517,8 @@ class Workspace(Listener):
         text = str(entry.text)
         if self.disk.get(path) == text and self.folder.is_file(path):
             self._written(path)
+            return
+        if self._save_under_way(path):
             return
         new = self.disk.get(path) is None
         try:

@@ -168,6 +168,37 @@ def test_a_file_read_as_gone_is_written_if_unchanged(tmp_path: Path) -> None:
     assert (tmp_path / "a.txt").read_text() == "back\n"
 
 
+def test_a_file_replaced_with_the_same_size_and_time_is_not_unchanged(tmp_path: Path) -> None:
+    """Another file renamed over it, same size and modification time: its inode says."""
+    f, _ = folder(tmp_path)
+    (tmp_path / "a.txt").write_text("one\n")
+    assert f.read("a.txt") == "one\n"
+    info = (tmp_path / "a.txt").stat()
+    (tmp_path / "b.tmp").write_text("two\n")
+    os.utime(tmp_path / "b.tmp", ns=(info.st_atime_ns, info.st_mtime_ns))
+    (tmp_path / "b.tmp").replace(tmp_path / "a.txt")
+    assert not f.unchanged("a.txt")
+    with pytest.raises(FileChanged):
+        f.write("a.txt", "remote\n", if_unchanged=True)
+
+
+def test_settling_counts_from_a_change_made_elsewhere_not_from_its_own_write(
+    tmp_path: Path,
+) -> None:
+    f, _ = folder(tmp_path)
+    (tmp_path / "a.txt").write_text("saved just now\n")
+    assert f.read("a.txt") is not None
+    assert 0.5 < f.settling("a.txt", 1.0) <= 1.0  # a save in place may still be writing
+    f.write("a.txt", "written here\n")
+    assert f.read("a.txt") is not None and f.settling("a.txt", 1.0) == 0.0
+    now = (tmp_path / "a.txt").stat().st_mtime_ns
+    for offset, settling in ((-5.0, False), (0.5, True), (5.0, False)):  # old, new, skewed
+        os.utime(tmp_path / "a.txt", ns=(now, now + int(offset * 1e9)))
+        assert f.read("a.txt") is not None
+        assert (f.settling("a.txt", 1.0) > 0) is settling, offset
+    assert f.settling("gone.txt", 1.0) == 0.0
+
+
 def test_a_warning_is_said_once_and_a_skip_again_once_the_file_was_readable(
     tmp_path: Path,
 ) -> None:
