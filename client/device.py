@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from crdt import ydoc
 from crdt.history import DocRef, History
 from crdt.keys import check_name, normalise_path
 from crdt.kv import open_engine
-from crdt.versionstamp import Versionstamp
+from crdt.versionstamp import ZERO, Versionstamp
 
 log = logging.getLogger("weft.client")
 
@@ -330,7 +331,12 @@ class Device:
         return self.writer.files
 
     def save_file_state(self, path: str, state: FileState | None) -> None:
-        """Remember a workspace file's shadow (None forgets it); written in the background."""
+        """Remember a workspace file's shadow (None forgets it); written in the background.
+        Called once the history has every change made so far: the state is stamped with
+        the document's last local update now (``FileState.local``, see client.shadows)."""
+        entry = self.entries.get(path)
+        if state is not None and entry is not None:
+            state = replace(state, local=entry.outbox.last or ZERO)
         self.writer.file(path, state)
 
     # --- online / offline ---------------------------------------------------------------

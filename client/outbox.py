@@ -78,6 +78,12 @@ class Outbox:
         return len(self._inflight)
 
     @property
+    def last(self) -> Versionstamp | None:
+        """The versionstamp of the document's last local update recorded, acknowledged
+        or not (None: it has none)."""
+        return self._pending[-1].versionstamp if self._pending else self.cursor
+
+    @property
     def unsent(self) -> int:
         return len(self._pending) - self._sent
 

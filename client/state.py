@@ -9,16 +9,25 @@ made or received; it is append-only. What changes in place lives here, in ``stat
   versionstamp of the last local update the server acknowledged (``acked``, the outbox
   cursor: local updates after it are re-sent);
 - ``files``: per file of a folder workspace, the text last written or read (``shadow``),
-  which tells a user's edit from a remote change not yet written.
+  which tells a user's edit from a remote change not yet written, and the local-history
+  versionstamp of the document's last local update when it was taken (``local``).
 
-Losing the latest writes here is safe by design: an older ``acked`` re-sends updates the
-server already has (appends are idempotent), an older ``base`` only widens conflict
-detection. Calls are synchronous; the device runs them off the event loop.
+Changes are buffered and written every ``FLUSH_SECONDS``, after the local history has
+what they follow from, so a device killed in between (``kill -9``, a power cut) loses
+the latest writes here but never the history's. For ``docs`` that is harmless: an
+older ``acked`` re-sends updates the server already has (appends are idempotent), an
+older ``base`` only widens conflict detection. For ``files`` it is not: a shadow older
+than the document's last local edit made a restart merge that edit back in, as if it
+came from elsewhere (an undo made while the sync was down was undone again; a line
+rewritten twice came back as both lines). ``local`` lets a restart tell such a shadow
+and take the right one from the history instead (:mod:`client.shadows`). Calls are
+synchronous; the device runs them off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import secrets
@@ -35,15 +44,16 @@ from crdt.versionstamp import Versionstamp
 log = logging.getLogger("weft.client")
 
 FORMAT_MAJOR = 1
+FORMAT_MINOR = 1  # 1.1: files.local
 FLUSH_SECONDS = 0.2
-FORMAT_MINOR = 0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
     path TEXT PRIMARY KEY NOT NULL, base BLOB, acked BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY NOT NULL, shadow TEXT, deleted INTEGER NOT NULL DEFAULT 0
+    path TEXT PRIMARY KEY NOT NULL, shadow TEXT, deleted INTEGER NOT NULL DEFAULT 0,
+    local BLOB
 ) WITHOUT ROWID;
 """
 
@@ -64,10 +74,13 @@ class DocState:
 
 @dataclass(frozen=True, slots=True)
 class FileState:
-    """``shadow`` is None for a file known to be deleted."""
+    """``shadow`` is None for a file known to be deleted. ``local`` is the local-history
+    versionstamp of the document's last local update when the shadow was taken (``ZERO``:
+    it had none; None: not known, a state saved before format 1.1)."""
 
     shadow: str | None
     deleted: bool = False
+    local: Versionstamp | None = None
 
 
 def _vs(raw: bytes | None) -> Versionstamp | None:
@@ -91,21 +104,34 @@ class DeviceState:
         try:
             self._conn.executescript(_SCHEMA)
             self._check_format()
+            self._upgrade()
         except BaseException:
             self._conn.close()
             raise
 
+    def _upgrade(self) -> None:
+        """Add what an older minor format lacks (1.0: ``files.local``, read as unknown)."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(files)")}
+        if "local" not in columns:
+            self._conn.execute("ALTER TABLE files ADD COLUMN local BLOB")
+
     def _check_format(self) -> None:
         raw = self.meta("format")
+        current = f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
         if raw is None:
-            self.set_meta("format", f"{FORMAT_MAJOR}.{FORMAT_MINOR}")
+            self.set_meta("format", current)
             return
-        major = int(raw.split(".", 1)[0])
-        if major > FORMAT_MAJOR:
+        major, _, minor = raw.partition(".")
+        if int(major) > FORMAT_MAJOR:
             raise FormatError(
                 f"{self.path} is device state format {raw}, newer than this weft understands "
-                f"({FORMAT_MAJOR}.{FORMAT_MINOR}); upgrade weft"
+                f"({current}); upgrade weft"
             )
+        if int(major) == FORMAT_MAJOR and int(minor or 0) < FORMAT_MINOR:
+            # (an older weft of the same major still opens it; the files it saves keep
+            # an older ``local``, which only makes a restart rebuild their shadow from
+            # the history, see client.shadows)
+            self.set_meta("format", current)
 
     def close(self) -> None:
         with self._lock:
@@ -200,10 +226,10 @@ class DeviceState:
 
     def files(self) -> dict[str, FileState]:
         with self._lock:
-            rows = self._conn.execute("SELECT path, shadow, deleted FROM files").fetchall()
+            rows = self._conn.execute("SELECT path, shadow, deleted, local FROM files").fetchall()
         return {
-            str(path): FileState(None if shadow is None else str(shadow), bool(deleted))
-            for path, shadow, deleted in rows
+            str(path): FileState(None if shadow is None else str(shadow), bool(deleted), _vs(local))
+            for path, shadow, deleted, local in rows
         }
 
     def save_files(self, changes: dict[str, FileState | None]) -> None:
@@ -217,22 +243,25 @@ class DeviceState:
                     self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
                 else:
                     self._conn.execute(
-                        "INSERT INTO files (path, shadow, deleted) VALUES (?, ?, ?) "
+                        "INSERT INTO files (path, shadow, deleted, local) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT(path) DO UPDATE SET shadow = excluded.shadow, "
-                        "deleted = excluded.deleted",
-                        (path, state.shadow, int(state.deleted)),
+                        "deleted = excluded.deleted, local = excluded.local",
+                        (path, state.shadow, int(state.deleted), _raw(state.local)),
                     )
 
 
 class StateWriter:
-    """Buffers state changes and writes them off the event loop every ``FLUSH_SECONDS``
-    (and on :meth:`flush`): acks and shadows come in bursts, one write takes them all."""
+    """Buffers state changes and writes them off the event loop: file states at once
+    (each follows a change the local history has just recorded: the sooner it is saved,
+    the less a crash leaves to :mod:`client.shadows`), the rest every ``FLUSH_SECONDS``
+    (and on :meth:`flush`). Acks and shadows come in bursts, one write takes them all."""
 
     def __init__(self, state: DeviceState) -> None:
         self.state = state
         self.files = state.files()
         self._docs: dict[str, DocState] = {}
         self._files: dict[str, FileState | None] = {}
+        self._files_due = asyncio.Event()
 
     def doc(self, path: str, state: DocState) -> None:
         self._docs[path] = state
@@ -244,22 +273,35 @@ class StateWriter:
         else:
             self.files[path] = state
         self._files[path] = state
+        self._files_due.set()
 
     async def flush(self) -> None:
+        """Write what is buffered; what a failed write held is kept for the next one
+        (under anything newer buffered meanwhile)."""
         docs, self._docs = self._docs, {}
         files, self._files = self._files, {}
-        if docs:
-            await asyncio.to_thread(self.state.save_docs, docs)
-        if files:
-            await asyncio.to_thread(self.state.save_files, files)
+        try:
+            if docs:
+                await asyncio.to_thread(self.state.save_docs, docs)
+                docs = {}
+            if files:
+                await asyncio.to_thread(self.state.save_files, files)
+        except BaseException:
+            self._docs = {**docs, **self._docs}
+            self._files = {**files, **self._files}
+            raise
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._files_due.wait()
+            self._files_due.clear()
             try:
                 await self.flush()
             except Exception:  # a task boundary: state writes are retried on the next tick
                 log.error("saving device state failed", exc_info=True)
+                await asyncio.sleep(FLUSH_SECONDS)
 
 
 def lock_data_dir(path: Path) -> IO[bytes]:

@@ -74,6 +74,7 @@ from client.folder import MAX_FILE_BYTES, FileChanged, FileStat, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
 from client.remote import ServerURL
+from client.shadows import start_state
 from client.state import FileState
 from client.textdiff import apply, diff, merge3
 
@@ -148,6 +149,7 @@ class Workspace(Listener):
         # copy kept when it was, per document while it stays deleted.
         self._unseen: set[str] = set()
         self.kept: dict[str, Path] = {}
+        self._starting: set[str] = set()  # documents start has not opened yet
 
     @property
     def creating(self) -> set[str]:
@@ -175,30 +177,45 @@ class Workspace(Listener):
         self.folder.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.folder.pin()
         await self.device.start()
-        self.disk = {p: s.shadow for p, s in self.device.files.items()}
+        saved = dict(self.device.files)
+        self.disk = {p: s.shadow for p, s in saved.items()}
         # Documents with local history but no file state (a run cut short between the
         # two, or a conflict report the server refused): what is on disk was never
         # compared with the server's. Taken in as local edits, it went over the server's
-        # version (kept only in history). Tracked only if the file is absent or is what
-        # the local history holds; else it is decided like a new local file (_decide).
-        unsure = set(await self.device.known_paths()) - set(self.device.files)
-        self.tracked = set(self.device.files)
+        # version (kept only in history). Tracked if the document has local updates (the
+        # file was made or edited here: client.shadows), or if the file is absent or is
+        # what the local history holds; else it is decided like a new local file
+        # (_decide).
+        unsure = set(await self.device.known_paths()) - set(saved)
+        self.tracked = set(saved)
         slots = asyncio.Semaphore(OPEN_CONCURRENCY)
+        self._starting = {p for p in self.tracked | unsure if not self.folder.ignore(p)}
 
         async def reopen(path: str) -> None:
             async with slots:
-                entry = await self.device.open(path)
-                if path in unsure:  # (compared before any server update can arrive)
+                # Not connected yet: what changed on disk while the device was down is
+                # taken in first, as local edits (an offline branch on the known base,
+                # checked for conflicts); connected first, its link could send them as
+                # live edits, with no check.
+                entry = await self.device.open(path, connect=False)
+                state = await start_state(self.device, entry, saved.get(path))
+                if state is not None and state != saved.get(path):
+                    self.disk[path] = state.shadow  # (the saved one lagged: client.shadows)
+                    self.tracked.add(path)
+                    self.device.save_file_state(path, state)
+                elif path in unsure:  # (compared before any server update can arrive)
                     on_disk = self.folder.read(path)
                     if on_disk is None or on_disk == str(entry.text):
                         self.tracked.add(path)
                         if on_disk is not None:
                             self.disk[path] = on_disk
+                if path in self.tracked:
+                    self.ingest(path)
+                self._starting.discard(path)
+                await self.device.open(path)
             self.schedule_write(path)
 
-        await asyncio.gather(
-            *(reopen(p) for p in sorted(self.tracked | unsure) if not self.folder.ignore(p))
-        )
+        await asyncio.gather(*(reopen(p) for p in sorted(self._starting)))
         for path in self.folder.scan():
             if path not in self.tracked:
                 self.new_files.maybe_create(path)
@@ -419,8 +436,8 @@ class Workspace(Listener):
 
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
-            if path in self.creating or self.folder.ignore(path):
-                continue
+            if path in self.creating or path in self._starting or self.folder.ignore(path):
+                continue  # (one start opens: its disk changes go first, see start)
             self.spawn(self._open_remote(path))
 
     async def _open_remote(self, path: str) -> None:

@@ -106,3 +106,17 @@ def test_it_tells_a_server_that_lacks_more_than_the_outbox_and_sends_it_all_at_o
     assert send is not None and send.count == 5 and send.update == missing
     assert outbox.take() is None and outbox.take_all(missing) is None
     assert outbox.ack(send.hash, vs(50)) == vs(10) and len(outbox) == 0
+
+
+def test_last_is_the_last_local_update_acknowledged_or_not() -> None:
+    _, updates = local_updates(3)
+    assert Outbox().last is None  # no local update at all
+    assert Outbox(vs(5)).last == vs(5)  # all acknowledged: the cursor
+    outbox = Outbox(vs(5))
+    for i, update in enumerate(updates):
+        outbox.add(vs(i + 6), update)
+    assert outbox.last == vs(8)
+    send = outbox.take()
+    assert send is not None
+    outbox.ack(send.hash, vs(100))
+    assert len(outbox) == 0 and outbox.last == vs(8)

@@ -9,7 +9,7 @@ import pytest
 
 from client.state import BindingMismatch, DeviceState, DocState, FileState
 from crdt.errors import FormatError
-from crdt.versionstamp import Versionstamp
+from crdt.versionstamp import ZERO, Versionstamp
 
 
 def test_docs_and_files_round_trip(tmp_path: Path) -> None:
@@ -54,3 +54,32 @@ def test_a_newer_format_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(FormatError, match="newer than this weft understands"):
         DeviceState(tmp_path / "state.db")
+
+
+def test_a_file_state_names_the_last_local_update_it_accounts_for(tmp_path: Path) -> None:
+    state = DeviceState(tmp_path / "state.db")
+    vs = Versionstamp(bytes(range(12)))
+    state.save_files({"a.txt": FileState("one", local=vs), "b.txt": FileState("x", local=ZERO)})
+    state.save_files({"a.txt": FileState("two", local=None)})
+    assert state.files() == {"a.txt": FileState("two"), "b.txt": FileState("x", local=ZERO)}
+    state.close()
+
+
+def test_a_format_1_0_state_is_upgraded_its_files_local_unknown(tmp_path: Path) -> None:
+    """Format 1.0 had no ``files.local``: such states are read as not saying (None),
+    which a restart takes as they are (client.shadows)."""
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.executescript(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
+            "CREATE TABLE files (path TEXT PRIMARY KEY NOT NULL, shadow TEXT, "
+            "deleted INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+            "INSERT INTO meta VALUES ('format', '1.0');"
+            "INSERT INTO files VALUES ('a.txt', 'text', 0);"
+        )
+    conn.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.files() == {"a.txt": FileState("text")}
+    assert state.meta("format") == "1.1"
+    state.save_files({"a.txt": FileState("new", local=ZERO)})
+    assert state.files()["a.txt"].local == ZERO
+    state.close()

@@ -1,0 +1,53 @@
+"""The file state a folder workspace starts from (part of :mod:`client.workspace`).
+
+A file's state (its *shadow*, the text last read from or written to the file, in
+``state.db``) is saved a moment after the history (``history.db``) has the edit it goes
+with (:class:`client.state.StateWriter` buffers it). A device killed in between starts
+with a shadow older than the document's last local edit, and merging the file three ways
+with it (shadow, file, document) merged that edit back in as if it came from elsewhere:
+a line deleted, then put back while the sync was down, was deleted again; a line
+rewritten twice came back as both lines. A file created here had no state at all, and
+met its own document as a different file: the server's (older) text went over it.
+
+So each file state names the document's last local update when it was taken
+(``FileState.local``). When the local history holds a later one, the edit it recorded
+was read from the file: the shadow is the document's text as of that update (its
+current text when no server update came after it, else rebuilt from the local history).
+A document with local updates and no file state is taken the same way. The edit is then
+neither lost (it is in the history, and re-sent until acknowledged) nor merged in twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pycrdt import Doc, Map, Text
+
+from client.entry import CONTENT, META
+from client.state import FileState
+
+if TYPE_CHECKING:
+    from client.device import Device
+    from client.entry import DocEntry
+
+
+async def start_state(device: Device, entry: DocEntry, saved: FileState | None) -> FileState | None:
+    """The state the file of ``entry`` is compared with at start: ``saved`` (None: none
+    was saved), unless the local history holds a local update of the document that
+    ``saved`` does not account for (see the module docstring). A state saved by an older
+    weft (``local`` unknown) is taken as it is."""
+    last = entry.outbox.last
+    if last is None:
+        return saved  # no local update to lag behind
+    if saved is not None and (saved.local is None or saved.local >= last):
+        return saved
+    later = await device.history.updates(entry.ref, after=last, limit=1)
+    if later:  # server updates came after it: the text as of that update
+        text, deleted = _text((await device.history.replay(entry.ref, last)).doc)
+    else:
+        text, deleted = str(entry.text), entry.deleted
+    return FileState(None if deleted else text, deleted=deleted, local=last)
+
+
+def _text(doc: Doc[Any]) -> tuple[str, bool]:
+    return str(doc.get(CONTENT, type=Text)), bool(doc.get(META, type=Map).get("deleted", False))
