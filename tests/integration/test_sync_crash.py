@@ -187,7 +187,9 @@ def test_a_kill_right_after_the_server_has_an_edit_keeps_the_next_one(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
     """The same with a real kill -9 of a running ``weft sync``, as soon as the server
-    has the edits (usually before their file states are saved)."""
+    has the edits. (Before file states were saved at once, this kill usually came
+    before them; now it usually comes after: the tests above put back the state such a
+    kill leaves.)"""
     server = weft_server_factory()
     a = tmp_path / "a"
     a.mkdir()
