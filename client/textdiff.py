@@ -66,23 +66,35 @@ def merge3(base: str, ours: str, theirs: str) -> str:
         t_end = kept[1].get(stable, len(sides[1]))
         our_lines, their_lines = sides[0][o:o_end], sides[1][t:t_end]
         if our_lines == their_lines or their_lines == base_lines[b:stable]:
-            out += our_lines
+            _put(out, our_lines)
         elif our_lines == base_lines[b:stable]:
-            out += their_lines
+            _put(out, their_lines)
         else:
-            out += _conflict(
-                _added(origin[0], range(o, o_end), sides[0], b, stable),
-                _added(origin[1], range(t, t_end), sides[1], b, stable),
+            _put(
+                out,
+                _conflict(
+                    _added(origin[0], range(o, o_end), sides[0], b, stable),
+                    _added(origin[1], range(t, t_end), sides[1], b, stable),
+                ),
             )
-        out += base_lines[stable : stable + 1]
+        if stable < len(base_lines):  # as the side that changed its line ending has it
+            ours_line = sides[0][o_end]
+            _put(out, [ours_line if ours_line != base_lines[stable] else sides[1][t_end]])
         b, o, t = stable + 1, o_end + 1, t_end + 1
     return "".join(out)
 
 
 def _kept(base: list[str], lines: list[str]) -> dict[int, int]:
-    """Which base lines a side kept (a longest-blocks diff), and where they are in it."""
-    matcher = difflib.SequenceMatcher(None, base, lines, autojunk=False)
+    """Which base lines a side kept (a longest-blocks diff), and where they are in it.
+    Lines are compared without their line ending: a last line with none (``"b"``) that
+    a side ended to add lines after it (``"b\n"``) is kept, not replaced (both sides
+    doing so gave it twice)."""
+    matcher = difflib.SequenceMatcher(None, _bare(base), _bare(lines), autojunk=False)
     return {i + n: j + n for i, j, size in matcher.get_matching_blocks() for n in range(size)}
+
+
+def _bare(lines: list[str]) -> list[str]:
+    return [line.rstrip("\r\n") for line in lines]
 
 
 def _added(
@@ -133,5 +145,5 @@ def _put(out: list[str], lines: list[str]) -> None:
     """Add ``lines`` to ``out``, first ending its last line if that has no newline (a
     file's last line, from one side): a line put after it stays a line of its own."""
     if out and lines and out[-1].splitlines() == [out[-1]]:
-        out[-1] += "\n"
+        out[-1] += "\r\n" if len(out) > 1 and out[-2].endswith("\r\n") else "\n"
     out += lines

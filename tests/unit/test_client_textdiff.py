@@ -327,3 +327,17 @@ def test_a_concurrent_insert_goes_before_or_after_all_the_pieces(size: int, lowe
     merged = str(ours.get("content", type=Text))
     assert merged == str(theirs.get("content", type=Text))
     assert merged in ("a" + value + "Xb", "aX" + value + "b")
+
+
+def test_merge3_a_last_line_without_newline_is_kept_once() -> None:
+    # Both sides end the unterminated last line to add after it: "b" and "b\n" are
+    # the same line (it came twice, from each side), and one side's edit of it wins.
+    assert merge3("a\nb", "a\nb\nc", "a\nb\nd") == "a\nb\nd\nc"
+    assert merge3("x", "x\ny", "x\nz") == "x\nz\ny"
+    assert merge3("a\nb", "a\nB", "a\nb\nc") == "a\nB\nc"  # b is not brought back
+    # A side's last line without newline, followed by the other side's additions,
+    # stays a line of its own.
+    assert merge3("b0\nb1", "b0\no9", "t8\nb0") == "t8\nb0\no9"
+    assert merge3("b0\nb1\nb2\nb3", "b0\nb1\nb2", "t9\nb0\nb1\nt7\nb2\nb3\nt8") == (
+        "t9\nb0\nb1\nt7\nb2\nt8"
+    )
