@@ -149,7 +149,10 @@ class Workspace(Listener):
         # copy kept when it was, per document while it stays deleted.
         self._unseen: set[str] = set()
         self.kept: dict[str, Path] = {}
-        self._starting: set[str] = set()  # documents start has not opened yet
+        # Until start has taken in what changed on disk while the device was down, the
+        # documents the server lists are opened only then (see start).
+        self._started = False
+        self._listed: set[str] = set()
 
     @property
     def creating(self) -> set[str]:
@@ -189,7 +192,6 @@ class Workspace(Listener):
         unsure = set(await self.device.known_paths()) - set(saved)
         self.tracked = set(saved)
         slots = asyncio.Semaphore(OPEN_CONCURRENCY)
-        self._starting = {p for p in self.tracked | unsure if not self.folder.ignore(p)}
 
         async def reopen(path: str) -> None:
             async with slots:
@@ -211,14 +213,17 @@ class Workspace(Listener):
                             self.disk[path] = on_disk
                 if path in self.tracked:
                     self.ingest(path)
-                self._starting.discard(path)
                 await self.device.open(path)
             self.schedule_write(path)
 
-        await asyncio.gather(*(reopen(p) for p in sorted(self._starting)))
+        known = sorted(p for p in self.tracked | unsure if not self.folder.ignore(p))
+        await asyncio.gather(*(reopen(p) for p in known))
         for path in self.folder.scan():
             if path not in self.tracked:
                 self.new_files.maybe_create(path)
+        self._started = True
+        self.remote_docs(sorted(self._listed))
+        self._listed.clear()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -436,8 +441,11 @@ class Workspace(Listener):
 
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
-            if path in self.creating or path in self._starting or self.folder.ignore(path):
-                continue  # (one start opens: its disk changes go first, see start)
+            if not self._started:  # opened connected, a document could send what changed
+                self._listed.add(path)  # on disk meanwhile as live edits (see start)
+                continue
+            if path in self.creating or self.folder.ignore(path):
+                continue
             self.spawn(self._open_remote(path))
 
     async def _open_remote(self, path: str) -> None:

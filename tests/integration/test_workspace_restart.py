@@ -115,3 +115,41 @@ async def test_a_shadow_that_lags_an_edit_followed_by_a_server_update_is_rebuilt
             await ws.sync(10)
             assert str(ws.device.entries["f.txt"].text) == lines.replace("5", "5 by b")
         assert (a / "f.txt").read_text() == lines.replace("5", "5 by b")
+
+
+async def test_a_heads_read_during_start_does_not_connect_a_document_before_its_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device's heads poller starts with the device, before the workspace has
+    listed its documents: a heads read that came back then opened the file's document
+    connected (``remote_docs``), so the edit made while down could go out live, with no
+    conflict check (a review found it with a slow history listing)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a = tmp_path / "a"
+        a.mkdir()
+        (a / "f.txt").write_text(BASE)
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+        _rewrite(a / "f.txt", "line 2", "line 2 edited while down")
+        known_paths = Device.known_paths
+
+        async def slowly(self: Device) -> list[str]:
+            await asyncio.sleep(0.5)  # a big history, a slow disk: the heads come first
+            return await known_paths(self)
+
+        monkeypatch.setattr(Device, "known_paths", slowly)
+        connected_at_ingest: list[bool] = []
+        ingest = Workspace.ingest
+
+        def watching(self: Workspace, path: str) -> bool:
+            entry = self.device.entries.get(path)
+            if entry is not None and not connected_at_ingest:
+                connected_at_ingest.append(entry.link.wanted)  # asked to connect
+            return ingest(self, path)
+
+        monkeypatch.setattr(Workspace, "ingest", watching)
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+        assert connected_at_ingest == [False]
+        assert "edited while down" in (a / "f.txt").read_text()
