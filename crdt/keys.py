@@ -297,9 +297,10 @@ def _as_filesystems_see(segment: str) -> str:
 
 def never_synced(path: str) -> str | None:
     """The segment of ``path`` that names ``.git`` or ``.weft`` on some file system
-    (``.GIT``, ``.git.``, ``git~1``: Windows' short name of ``.git``), or None."""
+    (``.GIT``, ``.git.``, ``git~1``: Windows' short name of ``.git``; ``.git::$DATA``:
+    NTFS reads what follows a colon as a stream of ``.git``), or None."""
     for segment in path.split("/"):
-        seen = _as_filesystems_see(segment)
+        seen = _as_filesystems_see(segment.split(":", 1)[0])
         if seen in NEVER_SYNCED or seen == "git~1":
             return segment
     return None

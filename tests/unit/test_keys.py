@@ -81,6 +81,8 @@ REFUSED_FOR_NEW = [
     (".git /config", "never synced"),
     (".g\u200cit/config", "never synced"),  # HFS+ ignores U+200C
     ("git~1/config", "never synced"),  # Windows' short name of .git
+    (".git::$INDEX_ALLOCATION/config", "never synced"),  # NTFS: a stream of .git
+    (".weft:x/state.db", "never synced"),
     (".weft/state.db", "never synced"),
     ("a/.WEFT/x", "never synced"),
     (".weft-manifest.json", "restore's manifest"),
@@ -127,6 +129,8 @@ def test_new_documents_may_not_have_disguised_or_never_synced_paths(
         "family \U0001f468\u200d\U0001f469\u200d\U0001f467.md",  # ZWJ joins emoji
         "cafe\u0301.md",
         "menu\u2028.txt",  # a line break to some log viewers, escaped in weft's logs
+        "notes:2026.md",  # a colon (an NTFS stream only after .git/.weft matters)
+        ".github:x",
     ],
 )
 def test_ordinary_paths_are_allowed_for_new_documents(path: str) -> None:
