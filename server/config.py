@@ -30,7 +30,7 @@ class QuotaOverride(BaseModel):
 
     max_update_bytes: int | None = Field(default=None, gt=0)
     max_doc_bytes: int | None = Field(default=None, gt=0)
-    updates_per_second: float | None = Field(default=None, gt=0)
+    updates_per_second: float | None = Field(allow_inf_nan=False, default=None, gt=0)
     updates_burst: int | None = Field(default=None, gt=0)
     max_connections: int | None = Field(default=None, gt=0)
 
@@ -55,10 +55,10 @@ class Settings(BaseSettings):
     # default per-tenant quotas; ``tenant_quotas`` (JSON) overrides them per tenant
     max_update_bytes: int = Field(default=8 << 20, gt=0)
     max_doc_bytes: int = Field(default=256 << 20, gt=0)
-    updates_per_second: float = Field(default=500.0, gt=0)
+    updates_per_second: float = Field(allow_inf_nan=False, default=500.0, gt=0)
     updates_burst: int = Field(default=2000, gt=0)
     max_connections: int = Field(default=1000, gt=0)
-    rate_max_wait_seconds: float = Field(default=5.0, ge=0)
+    rate_max_wait_seconds: float = Field(allow_inf_nan=False, default=5.0, ge=0)
     tenant_quotas: dict[str, QuotaOverride] = Field(default_factory=dict)
 
     # connections and rooms
@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     send_queue_frames: int = Field(default=1024, gt=0)
     send_queue_bytes: int = Field(default=32 << 20, gt=0)
     max_inflight_updates: int = Field(default=256, gt=0)
-    heartbeat_seconds: float = Field(default=30.0, gt=0)
-    room_idle_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(allow_inf_nan=False, default=30.0, gt=0)
+    room_idle_seconds: float = Field(allow_inf_nan=False, default=30.0, ge=0)
     max_idle_rooms: int = Field(default=1000, ge=0)
 
     # group commit and snapshots
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=1000, gt=0)
     snapshot_bytes: int = Field(default=4 << 20, gt=0)
 
-    drain_seconds: float = Field(default=10.0, ge=0)
+    drain_seconds: float = Field(allow_inf_nan=False, default=10.0, ge=0)
     # An edit against a deletion: bring the document back (unset weft.deleted), or only
     # record the conflict (default). Off by default: a device's base can lag behind what
     # it has seen (it moves by probes), and a deletion judged on such a base against an

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from client.cli import main as weft
 from server.auth import Authenticator
 from server.cli import parse_ttl, serve_main, settings_from
-from server.config import Settings, is_loopback
+from server.config import QuotaOverride, Settings, is_loopback
 from server.main import banner
 
 
@@ -353,3 +353,30 @@ def test_a_bad_store_url_is_a_configuration_error(
     assert code == 2, err
     assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "w.db").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HEARTBEAT_SECONDS",
+        "ROOM_IDLE_SECONDS",
+        "DRAIN_SECONDS",
+        "RATE_MAX_WAIT_SECONDS",
+        "UPDATES_PER_SECOND",
+    ],
+)
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_duration_or_rate_setting_must_be_finite(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``inf`` or ``nan`` was taken for these as for the leeway: a configuration error."""
+    monkeypatch.setenv(f"WEFT_{name}", value)
+    monkeypatch.setattr("server.main.run", lambda _settings: 0)  # taken: it would serve
+    assert serve_main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"weft serve: {name.lower()}: Input should be a finite number"), err
+
+
+def test_a_tenant_quota_rate_must_be_finite() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        QuotaOverride(updates_per_second=float("inf"))
