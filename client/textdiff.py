@@ -57,6 +57,7 @@ def merge3(base: str, ours: str, theirs: str) -> str:
     sides = (ours.splitlines(keepends=True), theirs.splitlines(keepends=True))
     kept = [_kept(base_lines, lines) for lines in sides]  # base line -> its line in the side
     origin = [{j: i for i, j in lines.items()} for lines in kept]  # and back
+    newline = _newline(theirs, ours, base)  # to end a side's unterminated line with
     out: list[str] = []
     b, o, t = 0, 0, 0  # where the chunk after the last stable line starts in each text
     # A stable line is a base line both sides kept; the chunk between two is taken from
@@ -65,21 +66,23 @@ def merge3(base: str, ours: str, theirs: str) -> str:
         o_end = kept[0].get(stable, len(sides[0]))
         t_end = kept[1].get(stable, len(sides[1]))
         our_lines, their_lines = sides[0][o:o_end], sides[1][t:t_end]
-        if our_lines == their_lines or their_lines == base_lines[b:stable]:
-            _put(out, our_lines)
+        if _bare(our_lines) == _bare(their_lines) or their_lines == base_lines[b:stable]:
+            _put(out, our_lines, newline)
         elif our_lines == base_lines[b:stable]:
-            _put(out, their_lines)
+            _put(out, their_lines, newline)
         else:
             _put(
                 out,
                 _conflict(
                     _added(origin[0], range(o, o_end), sides[0], b, stable),
                     _added(origin[1], range(t, t_end), sides[1], b, stable),
+                    newline,
                 ),
+                newline,
             )
         if stable < len(base_lines):  # as the side that changed its line ending has it
             ours_line = sides[0][o_end]
-            _put(out, [ours_line if ours_line != base_lines[stable] else sides[1][t_end]])
+            _put(out, [ours_line if ours_line != base_lines[stable] else sides[1][t_end]], newline)
         b, o, t = stable + 1, o_end + 1, t_end + 1
     return "".join(out)
 
@@ -113,7 +116,7 @@ def _added(
     return gaps
 
 
-def _conflict(ours: list[list[str]], theirs: list[list[str]]) -> list[str]:
+def _conflict(ours: list[list[str]], theirs: list[list[str]], newline: str) -> list[str]:
     """A chunk both sides changed, from the lines each added there (by gap, see
     :func:`_added`). Its base lines are left out: none was kept by both sides (it would
     be stable), so each was deleted by one. Added lines are all kept, once each."""
@@ -126,24 +129,36 @@ def _conflict(ours: list[list[str]], theirs: list[list[str]]) -> list[str]:
     out: list[str] = []
     for our_gap, their_gap in zip(ours, theirs, strict=True):
         if _within(our_gap, their_gap):
-            _put(out, their_gap)
+            _put(out, their_gap, newline)
         elif _within(their_gap, our_gap):
-            _put(out, our_gap)
+            _put(out, our_gap, newline)
         else:  # both added different lines at one place: theirs, then ours
-            _put(out, their_gap)
-            _put(out, our_gap)
+            _put(out, their_gap, newline)
+            _put(out, our_gap, newline)
     return out
 
 
 def _within(short: list[str], long: list[str]) -> bool:
-    """Whether ``short`` is a subsequence of ``long`` (in order, gaps allowed)."""
-    rest = iter(long)
-    return all(line in rest for line in short)
+    """Whether ``short`` is a subsequence of ``long`` (in order, gaps allowed; lines
+    compared without their line ending)."""
+    rest = iter(_bare(long))
+    return all(line in rest for line in _bare(short))
 
 
-def _put(out: list[str], lines: list[str]) -> None:
-    """Add ``lines`` to ``out``, first ending its last line if that has no newline (a
-    file's last line, from one side): a line put after it stays a line of its own."""
+def _put(out: list[str], lines: list[str], newline: str) -> None:
+    """Add ``lines`` to ``out``, first ending its last line with ``newline`` if it has no
+    line ending (a file's last line, from one side): a line put after it stays a line of
+    its own."""
     if out and lines and out[-1].splitlines() == [out[-1]]:
-        out[-1] += "\r\n" if len(out) > 1 and out[-2].endswith("\r\n") else "\n"
+        out[-1] += newline
     out += lines
+
+
+def _newline(*texts: str) -> str:
+    """The line ending of the first line that has one in ``texts`` (``\n`` if none)."""
+    for text in texts:
+        for line in text.splitlines(keepends=True):
+            ending = line[len(line.rstrip("\r\n")) :]
+            if ending:
+                return ending
+    return "\n"

@@ -341,3 +341,15 @@ def test_merge3_a_last_line_without_newline_is_kept_once() -> None:
     assert merge3("b0\nb1\nb2\nb3", "b0\nb1\nb2", "t9\nb0\nb1\nt7\nb2\nb3\nt8") == (
         "t9\nb0\nb1\nt7\nb2\nt8"
     )
+
+
+def test_merge3_ends_an_unterminated_line_as_the_texts_end_theirs() -> None:
+    assert merge3("a\r\nb", "a\r\nb\r\nc", "a\r\nb\r\nd") == "a\r\nb\r\nd\r\nc"
+    assert merge3("a\r\nb", "a\r\nB", "a\r\nb\r\nc") == "a\r\nB\r\nc"
+    assert merge3("a\rb", "a\rB", "a\rb\rc") == "a\rB\rc"
+
+
+def test_merge3_a_line_one_side_left_unterminated_and_the_other_ended_comes_once() -> None:
+    assert merge3("a\n", "a\nx", "a\nx\n") == "a\nx"
+    # the document holds the file's edit plus a remote one
+    assert merge3("a\n", "a\nx", "a\nx\ny\n") == "a\nx\ny\n"
