@@ -129,6 +129,9 @@ class Device:
         self._online = asyncio.Event()
         self._changed = asyncio.Event()
         self._opening: dict[str, asyncio.Future[DocEntry]] = {}
+        # Documents opened with connect=False, until an open that connects: not connected
+        # by a heads read either (a workspace takes in what changed on disk first).
+        self.held: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._prober: asyncio.Task[None] | None = None
         self._started = False
@@ -244,8 +247,12 @@ class Device:
                 self._opening[path] = pending
                 pending.add_done_callback(partial(self._loaded, path))
             entry = await asyncio.shield(pending)
-        if connect and self.failure is None:
-            entry.link.want()
+        if not connect:  # until an open that connects: a heads read (_follow) waits too
+            self.held.add(path)
+        else:
+            self.held.discard(path)
+            if self.failure is None:
+                entry.link.want()
         return entry
 
     def _loaded(self, path: str, loading: asyncio.Future[DocEntry]) -> None:
@@ -600,7 +607,7 @@ class Device:
             if entry.head_seen is not None and head <= entry.head_seen:
                 continue
             if not entry.link.wanted:
-                if follow:
+                if follow and path not in self.held:
                     entry.link.want()
             elif entry.link.connected and (not entry.link.probes or entry.base_wanted):
                 # (one waiting for its base: the probe pending may be its first, whose

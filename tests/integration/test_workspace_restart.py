@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from client import shadows
 from client.device import Device
 from client.entry import DocEntry
 from client.recorder import Recorder
@@ -153,3 +154,46 @@ async def test_a_heads_read_during_start_does_not_connect_a_document_before_its_
             await ws.sync(10)
         assert connected_at_ingest == [False]
         assert "edited while down" in (a / "f.txt").read_text()
+
+
+async def test_a_heads_read_during_a_slow_start_does_not_connect_an_opened_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start opens each document unconnected, then reads its file; a heads read that
+    came back in between (the head moved: another device edited meanwhile) connected it
+    all the same (``Device._follow``), and the edit made while down merged live into
+    the other device's line, with no conflict recorded (second review)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "f.txt").write_text(BASE)
+        for folder in (a, b):
+            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+                await ws.sync(10)
+        _rewrite(a / "f.txt", "line 2", "line 2 by a while down")
+        _rewrite(b / "f.txt", "line 2", "line 2 by b")
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+
+        async def slowly(device: Device, entry: DocEntry, saved: Any) -> Any:
+            await asyncio.sleep(0.5)  # a slow history read: a heads read lands meanwhile
+            return await shadows.start_state(device, entry, saved)
+
+        monkeypatch.setattr("client.workspace.start_state", slowly)  # as start calls it
+        wanted_at_ingest: list[bool] = []
+        ingest = Workspace.ingest
+
+        def watching(self: Workspace, path: str) -> bool:
+            entry = self.device.entries.get(path)
+            if entry is not None and not wanted_at_ingest:
+                wanted_at_ingest.append(entry.link.wanted)
+            return ingest(self, path)
+
+        monkeypatch.setattr(Workspace, "ingest", watching)
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+            conflicts = list(ws.conflicts)
+        assert wanted_at_ingest == [False]
+        assert [c.get("path") for c in conflicts] == ["f.txt"]
