@@ -296,12 +296,12 @@ def _as_filesystems_see(segment: str) -> str:
 
 
 def never_synced(path: str) -> str | None:
-    """The segment of ``path`` that names ``.git`` or ``.weft`` on some file system
-    (``.GIT``, ``.git.``, ``git~1``: Windows' short name of ``.git``; ``.git::$DATA``:
-    NTFS reads what follows a colon as a stream of ``.git``), or None."""
+    """The segment of ``path`` that names ``.git`` or ``.weft`` on some file system, or
+    None: ``.GIT``, ``.git.``, ``git~1`` and ``weft~1`` (Windows' short names), and
+    ``.git::$DATA`` (NTFS reads what follows a colon as a stream of ``.git``)."""
     for segment in path.split("/"):
         seen = _as_filesystems_see(segment.split(":", 1)[0])
-        if seen in NEVER_SYNCED or seen == "git~1":
+        if seen in NEVER_SYNCED or seen in ("git~1", "weft~1"):
             return segment
     return None
 

@@ -81,6 +81,7 @@ REFUSED_FOR_NEW = [
     (".git /config", "never synced"),
     (".g\u200cit/config", "never synced"),  # HFS+ ignores U+200C
     ("git~1/config", "never synced"),  # Windows' short name of .git
+    ("WEFT~1/state.db", "never synced"),  # and of .weft
     (".git::$INDEX_ALLOCATION/config", "never synced"),  # NTFS: a stream of .git
     (".weft:x/state.db", "never synced"),
     (".weft/state.db", "never synced"),
