@@ -23,6 +23,19 @@ from server.testing import serve_in_process
 BASE = "line 1\nline 2\nline 3\n"
 
 
+async def _synced_pair(tmp_path: Path, url: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """Folders ``a`` and ``b`` of one project, each synced once: a's ``files`` on both."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for name, text in files.items():
+        (a / name).write_text(text)
+    for folder in (a, b):
+        async with Workspace(folder, url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+    return a, b
+
+
 def _rewrite(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new))
 
@@ -37,14 +50,8 @@ async def test_edits_made_while_down_are_an_offline_branch_even_when_recording_i
     recorded (seen 3 times in 7 runs of two files)."""
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server:
-        a, b = tmp_path / "a", tmp_path / "b"
-        a.mkdir()
-        b.mkdir()
-        for name in ("0.txt", "one.txt", "two.txt"):
-            (a / name).write_text(BASE)
-        for folder in (a, b):
-            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
-                await ws.sync(10)
+        files = {name: BASE for name in ("0.txt", "one.txt", "two.txt")}
+        a, b = await _synced_pair(tmp_path, server.ws_url, files)
         for name in ("one.txt", "two.txt"):  # a's sync is not running
             _rewrite(a / name, "line 2", "line 2 rewritten by a")
             _rewrite(b / name, "line 2", "line 2 rewritten by b")
@@ -91,13 +98,7 @@ async def test_a_shadow_that_lags_an_edit_followed_by_a_server_update_is_rebuilt
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     lines = "".join(f"line {i}\n" for i in range(1, 6))
     async with serve_in_process(app) as server:
-        a, b = tmp_path / "a", tmp_path / "b"
-        a.mkdir()
-        b.mkdir()
-        (a / "f.txt").write_text(lines)
-        for folder in (a, b):
-            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
-                await ws.sync(10)
+        a, b = await _synced_pair(tmp_path, server.ws_url, {"f.txt": lines})
         _copy_state(a / ".weft", tmp_path / "saved")
         async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
             _rewrite(a / "f.txt", "line 1", "line 1 by a")
@@ -165,13 +166,7 @@ async def test_a_heads_read_during_a_slow_start_does_not_connect_an_opened_docum
     the other device's line, with no conflict recorded (second review)."""
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server:
-        a, b = tmp_path / "a", tmp_path / "b"
-        a.mkdir()
-        b.mkdir()
-        (a / "f.txt").write_text(BASE)
-        for folder in (a, b):
-            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
-                await ws.sync(10)
+        a, b = await _synced_pair(tmp_path, server.ws_url, {"f.txt": BASE})
         _rewrite(a / "f.txt", "line 2", "line 2 by a while down")
         _rewrite(b / "f.txt", "line 2", "line 2 by b")
         async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
