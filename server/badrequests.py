@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 
+from server.budget import LineBudget
+
 AIOHTTP_SERVER_LOGGER = "aiohttp.server"
 _WHAT = {LineTooLong: "a request line or header over the size limit"}
 
@@ -33,26 +35,18 @@ class BadRequestFilter(logging.Filter):
         self, burst: int = 20, every: float = 10.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        self.burst, self.every, self._clock = burst, every, clock
-        self._start = -float("inf")
-        self._said = 0
-        self._unsaid = 0
+        self._budget = LineBudget(burst, every, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, BadHttpMessage):
             return True
-        now = self._clock()
-        if now - self._start >= self.every:
-            self._start, self._said = now, 0
-        if self._said >= self.burst:
-            self._unsaid += 1
+        unsaid = self._budget.take()
+        if unsaid is None:
             return False
-        self._said += 1
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
         kind = type(exc).__name__
         what = next((w for cls, w in _WHAT.items() if isinstance(exc, cls)), "")
-        unsaid, self._unsaid = self._unsaid, 0
         record.msg = "refused a malformed HTTP request from %s: %s%s (400)%s"
         record.args = (
             remote,

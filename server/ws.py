@@ -49,6 +49,7 @@ from server.appkeys import (
     WRITER,
 )
 from server.auth import InvalidToken, Principal, check, token_of
+from server.budget import LineBudget
 from server.connection import (
     CLOSE_TIMEOUT,
     CLOSE_TRY_AGAIN,
@@ -139,21 +140,13 @@ class _Said:
     walkthrough). /metrics counts every refusal."""
 
     def __init__(self, burst: int = 20, every: float = 10.0) -> None:
-        self.burst, self.every = burst, every
-        self._window: dict[str, tuple[float, int]] = {}  # reason -> (start, said in it)
-        self._unsaid: dict[str, int] = {}
+        self._budget = LineBudget(burst, every)
 
     def say(self, label: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        start, said = self._window.get(label, (now, 0))
-        if now - start >= self.every:
-            start, said = now, 0
-        if said >= self.burst:
-            self._unsaid[label] = self._unsaid.get(label, 0) + 1
+        unsaid = self._budget.take(label)
+        if unsaid is None:
             log.debug(message, *args, extra={"reason": label})
             return
-        self._window[label] = (start, said + 1)
-        unsaid = self._unsaid.pop(label, 0)
         if unsaid:
             message += f" ({unsaid} more {label} refusal(s) before this one went unsaid)"
         log.warning(message, *args, extra={"reason": label})
