@@ -5,6 +5,9 @@ Not imported by the client itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -154,3 +157,17 @@ def get_text(url: str, token: str | None = None) -> str | None:
         if exc.code == 404:
             return None
         raise
+
+
+async def weft_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``client.cli.main(ARGS)`` in a thread of this process, its output captured: the
+    same code as a ``weft`` child process without the start-up, for long lists of cases."""
+    from client.cli import main  # (the CLI imports the whole client: only when used)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+    return await asyncio.to_thread(run)

@@ -8,10 +8,7 @@ ones it must never write."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +17,7 @@ import aiohttp
 import pytest
 from pycrdt import Doc, Map, Text
 
-from client.cli import main
-from client.testing import get_json, sync_once
+from client.testing import get_json, sync_once, weft_here
 from crdt.codec import SyncUpdate
 from crdt.history import Append, History
 from crdt.kv import open_engine
@@ -51,18 +47,6 @@ async def seed(store: str, docs: dict[str, str], project: str = "old") -> None:
             doc.get("content", type=Text).insert(0, text)
             ref = await history.doc("acme", project, path, create=True)
             await history.append([Append(ref, doc.get_update(), "old", "1", "old/1")])
-
-
-async def weft_here(*args: str) -> subprocess.CompletedProcess[str]:
-    """``client.cli.main(ARGS)`` in a thread, its output captured."""
-
-    def run() -> subprocess.CompletedProcess[str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-    return await asyncio.to_thread(run)
 
 
 async def acked(peer: YPeer, count: int) -> None:

@@ -120,6 +120,28 @@ def _conflicts(server: ServerProcess) -> list[object]:
 ORIGINAL = "alpha\nbeta\ngamma\n"
 
 
+def _synced_originals(server: ServerProcess, tmp_path: Path) -> Path:
+    """Folder ``a`` with undo.txt and twice.txt (ORIGINAL), synced once."""
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "undo.txt").write_text(ORIGINAL)
+    (a / "twice.txt").write_text(ORIGINAL)
+    assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
+    return a
+
+
+def _edit_once(a: Path) -> None:
+    """The user deletes beta in undo.txt and rewrites it in twice.txt."""
+    (a / "undo.txt").write_text("alpha\ngamma\n")
+    (a / "twice.txt").write_text("alpha\nbeta EDIT1\ngamma\n")
+
+
+def _edit_again(a: Path) -> None:
+    """...then puts beta back in undo.txt and rewrites it once more in twice.txt."""
+    (a / "undo.txt").write_text(ORIGINAL)
+    (a / "twice.txt").write_text("alpha\nbeta EDIT2\ngamma\n")
+
+
 def test_an_edit_recorded_just_before_a_kill_is_not_merged_in_again(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
@@ -128,21 +150,15 @@ def test_an_edit_recorded_just_before_a_kill_is_not_merged_in_again(
     merge the first edit back in as if it came from elsewhere (the stale shadow): an
     undo was undone, a line rewritten twice came back twice."""
     server = weft_server_factory()
-    a = tmp_path / "a"
-    a.mkdir()
-    (a / "undo.txt").write_text(ORIGINAL)
-    (a / "twice.txt").write_text(ORIGINAL)
-    assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
+    a = _synced_originals(server, tmp_path)
     _save_state(a, tmp_path / "state-before")
-    (a / "undo.txt").write_text("alpha\ngamma\n")
-    (a / "twice.txt").write_text("alpha\nbeta EDIT1\ngamma\n")
+    _edit_once(a)
     result = sync_once(a, server.ws_url, TENANT, PROJECT)
     assert result.returncode == 0, result.stdout
     assert server_text(server, "undo.txt") == "alpha\ngamma\n"
     _roll_back_state(a, tmp_path / "state-before")
 
-    (a / "undo.txt").write_text(ORIGINAL)  # while the sync is down
-    (a / "twice.txt").write_text("alpha\nbeta EDIT2\ngamma\n")
+    _edit_again(a)  # while the sync is down
     result = sync_once(a, server.ws_url, TENANT, PROJECT)
     assert result.returncode == 0, result.stdout
     assert (a / "undo.txt").read_text() == ORIGINAL
@@ -191,16 +207,11 @@ def test_a_kill_right_after_the_server_has_an_edit_keeps_the_next_one(
     before them; now it usually comes after: the tests above put back the state such a
     kill leaves.)"""
     server = weft_server_factory()
-    a = tmp_path / "a"
-    a.mkdir()
-    (a / "undo.txt").write_text(ORIGINAL)
-    (a / "twice.txt").write_text(ORIGINAL)
-    assert sync_once(a, server.ws_url, TENANT, PROJECT).returncode == 0
+    a = _synced_originals(server, tmp_path)
     device = start_sync(a, server.ws_url, TENANT, PROJECT, args=["--poll", "0.3"])
     try:
         device.wait_for("in sync")
-        (a / "undo.txt").write_text("alpha\ngamma\n")
-        (a / "twice.txt").write_text("alpha\nbeta EDIT1\ngamma\n")
+        _edit_once(a)
         wait_until(
             lambda: (
                 server_text(server, "undo.txt") == "alpha\ngamma\n"
@@ -211,8 +222,7 @@ def test_a_kill_right_after_the_server_has_an_edit_keeps_the_next_one(
         )
     finally:
         device.kill()
-    (a / "undo.txt").write_text(ORIGINAL)  # while the sync is down
-    (a / "twice.txt").write_text("alpha\nbeta EDIT2\ngamma\n")
+    _edit_again(a)  # while the sync is down
     result = sync_once(a, server.ws_url, TENANT, PROJECT)
     assert result.returncode == 0, result.stdout
     assert (a / "undo.txt").read_text() == ORIGINAL

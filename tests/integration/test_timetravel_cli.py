@@ -4,8 +4,6 @@ server (``--server``) and straight on its store while it runs (``--store``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -21,7 +19,7 @@ from blake3 import blake3
 from pycrdt import Map
 
 from client import timetravel_cli
-from client.cli import main
+from client.testing import weft_here
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
 from server.auth import issue_token
@@ -58,19 +56,6 @@ def weft(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def run_weft(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(weft, *args)
-
-
-async def weft_here(*args: str) -> subprocess.CompletedProcess[str]:
-    """``client.cli.main(ARGS)`` in a thread of this process, its output captured: the
-    same code as :func:`weft` without the start-up, for the long lists of cases."""
-
-    def run() -> subprocess.CompletedProcess[str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-    return await asyncio.to_thread(run)
 
 
 def via_server(server: ServerProcess, project: str, tok: str | None = None) -> list[str]:
