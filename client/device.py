@@ -49,7 +49,15 @@ from client.remote import (
     auth_headers,
     token_scope,
 )
-from client.state import DataDirBusy, DeviceState, DocState, FileState, StateWriter, lock_data_dir
+from client.state import (
+    Ahead,
+    DataDirBusy,
+    DeviceState,
+    DocState,
+    FileState,
+    StateWriter,
+    lock_data_dir,
+)
 from crdt import ydoc
 from crdt.history import DocRef, History
 from crdt.keys import check_name, normalise_path
@@ -161,7 +169,7 @@ class Device:
         self._started = True
         if token_scope(self.token) == "read":
             self.set_read_only("the token's scope is read")
-        self.recorder = Recorder(self.history, self.device_id, self.changed)
+        self.recorder = Recorder(self.history, self.device_id, self.changed, self.writer.ahead)
         self._spawn(self.recorder.run(), "recorder")
         self._spawn(self.writer.run(), "state")
         if self.poll_seconds is not None:
@@ -336,6 +344,16 @@ class Device:
     def files(self) -> dict[str, FileState]:
         """A folder workspace's file states (shadows), as last saved."""
         return self.writer.files
+
+    @property
+    def aheads(self) -> dict[str, Ahead]:
+        """A folder workspace's ``ahead`` file states, as saved when the device started."""
+        return self.writer.aheads
+
+    def file_read(self, entry: DocEntry, text: str | None) -> None:
+        """The local edit just made to ``entry`` came from its file's ``text``: saved as
+        the file's ``ahead`` state before the edit is recorded (see client.shadows)."""
+        self.recorder.file_read(entry, text)
 
     def save_file_state(self, path: str, state: FileState | None) -> None:
         """Remember a workspace file's shadow (None forgets it); written in the background.

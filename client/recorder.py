@@ -5,17 +5,23 @@ links) are queued and appended in batches, many documents per transaction, to th
 device's :class:`crdt.history.History`. Only then does a local update enter its
 document's outbox and wake its link: nothing is sent before it is durable. Callbacks
 queued with :meth:`Recorder.after_recorded` run once everything queued before them is in
-the history (a folder workspace writes a file, or remembers its shadow, only then).
+the history (a folder workspace writes a file, or remembers its shadow, only then). A
+file's text read for a local edit (:meth:`Recorder.file_read`) is saved as the file's
+``ahead`` state before the batch that holds the edit is appended (see
+:mod:`client.shadows`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from client.state import Ahead
 from crdt.history import MAX_UPDATE_BYTES, Append, History
+from crdt.versionstamp import ZERO
 
 if TYPE_CHECKING:
     from client.entry import DocEntry
@@ -26,16 +32,32 @@ LOCAL = "local"
 REMOTE = "remote"
 RETRY_SECONDS = 1.0
 
-Item = tuple["DocEntry", bytes, str] | Callable[[], None]
+
+@dataclass(frozen=True, slots=True)
+class FileRead:
+    """The file text a local edit of ``entry`` was made from (None: the file was gone)."""
+
+    entry: DocEntry
+    text: str | None
+
+
+Item = tuple["DocEntry", bytes, str] | FileRead | Callable[[], None]
 
 
 class Recorder:
     """See the module docstring; :meth:`run` is the device's recording task."""
 
-    def __init__(self, history: History, device_id: str, on_batch: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        history: History,
+        device_id: str,
+        on_batch: Callable[[], None],
+        ahead: Callable[[dict[str, Ahead]], Awaitable[None]] | None = None,
+    ) -> None:
         self.history = history
         self.device_id = device_id
         self.on_batch = on_batch
+        self.ahead = ahead
         self.snapshots: set[asyncio.Task[Any]] = set()
         self._queue: list[Item] = []
         self._wake = asyncio.Event()
@@ -55,6 +77,10 @@ class Recorder:
         entry.unrecorded += 1
         self._queue.append((entry, update, REMOTE))
         self._wake.set()
+
+    def file_read(self, entry: DocEntry, text: str | None) -> None:
+        """The local edit just queued for ``entry`` was made from the file's ``text``."""
+        self._queue.append(FileRead(entry, text))
 
     def after_recorded(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once everything queued so far is in the local history."""
@@ -134,6 +160,15 @@ class Recorder:
             if origin == LOCAL:
                 entry.unrecorded_local -= 1
         items = [i for i in items if len(i[1]) <= MAX_UPDATE_BYTES]
+        # What each file held for the edits of this batch, saved first: a restart that
+        # finds them in the history takes it as the file's state (client.shadows).
+        aheads = {
+            read.entry.path: Ahead(read.text, read.entry.outbox.last or ZERO)
+            for read in batch
+            if isinstance(read, FileRead)
+        }
+        if aheads and self.ahead is not None:
+            await self.ahead(aheads)
         if items:
             results = await self.history.append(
                 [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]
@@ -150,5 +185,5 @@ class Recorder:
                     self.snapshots.add(task)
                     task.add_done_callback(self.snapshots.discard)
         for callback in batch:
-            if not isinstance(callback, tuple):
+            if not isinstance(callback, tuple | FileRead):
                 callback()

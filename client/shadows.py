@@ -15,6 +15,15 @@ was read from the file: the shadow is the document's text as of that update (its
 current text when no server update came after it, else rebuilt from the local history).
 A document with local updates and no file state is taken the same way. The edit is then
 neither lost (it is in the history, and re-sent until acknowledged) nor merged in twice.
+
+The document's text is not always the file's, though: a save merged with a server update
+not written to the file yet gave an edit whose document text holds that update and whose
+file does not. Taken as the shadow, the file then read as the update undone, and that
+went to every device. So the text read for each local edit is saved before the edit is
+appended to the history (the file's ``ahead`` state, :class:`client.state.Ahead`): when
+the history holds a local update after the one ``ahead`` follows, and the saved state is
+not newer, the shadow is ``ahead``'s text (whatever the document has beyond it is then
+written to the file, as a change from elsewhere).
 """
 
 from __future__ import annotations
@@ -24,23 +33,29 @@ from typing import TYPE_CHECKING, Any
 from pycrdt import Doc, Map, Text
 
 from client.entry import CONTENT, META
-from client.state import FileState
+from client.state import Ahead, FileState
 
 if TYPE_CHECKING:
     from client.device import Device
     from client.entry import DocEntry
 
 
-async def start_state(device: Device, entry: DocEntry, saved: FileState | None) -> FileState | None:
+async def start_state(
+    device: Device, entry: DocEntry, saved: FileState | None, ahead: Ahead | None
+) -> FileState | None:
     """The state the file of ``entry`` is compared with at start: ``saved`` (None: none
     was saved), unless the local history holds a local update of the document that
-    ``saved`` does not account for (see the module docstring). A state saved by an older
-    weft (``local`` unknown) is taken as it is."""
+    ``saved`` does not account for: then ``ahead``'s text if that update is the one it
+    was saved for, else the document's as of its last local update (see the module
+    docstring). A state saved by an older weft (``local`` unknown) is taken as it is."""
     last = entry.outbox.last
     if last is None:
         return saved  # no local update to lag behind
     if saved is not None and (saved.local is None or saved.local >= last):
         return saved
+    taken = None if saved is None else saved.local  # (an older one than last)
+    if ahead is not None and ahead.after < last and (taken is None or taken <= ahead.after):
+        return FileState(ahead.text, deleted=ahead.text is None, local=last)
     later = await device.history.updates(entry.ref, after=last, limit=1)
     if later:  # server updates came after it: the text as of that update
         text, deleted = _text((await device.history.replay(entry.ref, last)).doc)

@@ -10,7 +10,9 @@ made or received; it is append-only. What changes in place lives here, in ``stat
   cursor: local updates after it are re-sent);
 - ``files``: per file of a folder workspace, the text last written or read (``shadow``),
   which tells a user's edit from a remote change not yet written, and the local-history
-  versionstamp of the document's last local update when it was taken (``local``).
+  versionstamp of the document's last local update when it was taken (``local``);
+- ``ahead``: per file, the text last read from it for a local edit, written before the
+  edit reaches the history, with the document's last local update before it (``after``).
 
 Changes are buffered and written every ``FLUSH_SECONDS``, after the local history has
 what they follow from, so a device killed in between (``kill -9``, a power cut) loses
@@ -19,9 +21,12 @@ older ``acked`` re-sends updates the server already has (appends are idempotent)
 older ``base`` only widens conflict detection. For ``files`` it is not: a shadow older
 than the document's last local edit made a restart merge that edit back in, as if it
 came from elsewhere (an undo made while the sync was down was undone again; a line
-rewritten twice came back as both lines). ``local`` lets a restart tell such a shadow
-and take the right one from the history instead (:mod:`client.shadows`). Calls are
-synchronous; the device runs them off the event loop.
+rewritten twice came back as both lines). ``local`` lets a restart tell such a shadow,
+and ``ahead`` gives it the file's text for that edit (:mod:`client.shadows`). ``ahead``
+alone is written at once, before the history append it goes with (and synchronously to
+disk, as the history is): the document's text is not the file's when the edit was
+merged with a server update not written to the file yet. Calls are synchronous; the
+device runs them off the event loop.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from crdt.versionstamp import Versionstamp
 log = logging.getLogger("weft.client")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: files.local
+FORMAT_MINOR = 2  # 1.1: files.local; 1.2: ahead
 FLUSH_SECONDS = 0.2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
@@ -54,6 +59,9 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY NOT NULL, shadow TEXT, deleted INTEGER NOT NULL DEFAULT 0,
     local BLOB
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ahead (
+    path TEXT PRIMARY KEY NOT NULL, text TEXT, after BLOB NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -83,6 +91,17 @@ class FileState:
     local: Versionstamp | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A file's text (None: the file was gone) as read for a local edit of its document,
+    saved before the edit reached the local history; ``after`` is the document's last
+    local update before that edit (``ZERO``: none). The history holding a local update
+    after ``after`` tells that the edit was recorded (see :mod:`client.shadows`)."""
+
+    text: str | None
+    after: Versionstamp
+
+
 def _vs(raw: bytes | None) -> Versionstamp | None:
     return None if raw is None else Versionstamp(bytes(raw))
 
@@ -100,7 +119,9 @@ class DeviceState:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL, as the history is: an ``ahead`` row must survive whatever the history
+        # append after it survives (a power cut too).
+        self._conn.execute("PRAGMA synchronous=FULL")
         try:
             self._conn.executescript(_SCHEMA)
             self._check_format()
@@ -110,7 +131,8 @@ class DeviceState:
             raise
 
     def _upgrade(self) -> None:
-        """Add what an older minor format lacks (1.0: ``files.local``, read as unknown)."""
+        """Add what an older minor format lacks (1.0: ``files.local``, read as unknown;
+        1.1: the ``ahead`` table, made by the schema script)."""
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(files)")}
         if "local" not in columns:
             self._conn.execute("ALTER TABLE files ADD COLUMN local BLOB")
@@ -241,6 +263,7 @@ class DeviceState:
             for path, state in changes.items():
                 if state is None:
                     self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
+                    self._conn.execute("DELETE FROM ahead WHERE path = ?", (path,))
                 else:
                     self._conn.execute(
                         "INSERT INTO files (path, shadow, deleted, local) VALUES (?, ?, ?, ?) "
@@ -248,6 +271,25 @@ class DeviceState:
                         "deleted = excluded.deleted, local = excluded.local",
                         (path, state.shadow, int(state.deleted), _raw(state.local)),
                     )
+
+    def aheads(self) -> dict[str, Ahead]:
+        with self._lock:
+            rows = self._conn.execute("SELECT path, text, after FROM ahead").fetchall()
+        return {
+            str(path): Ahead(None if text is None else str(text), Versionstamp(bytes(after)))
+            for path, text, after in rows
+        }
+
+    def save_aheads(self, changes: dict[str, Ahead]) -> None:
+        if not changes:
+            return
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO ahead (path, text, after) VALUES (?, ?, ?) ON CONFLICT(path) "
+                "DO UPDATE SET text = excluded.text, after = excluded.after",
+                [(p, a.text, a.after.raw) for p, a in changes.items()],
+            )
 
 
 class StateWriter:
@@ -259,6 +301,7 @@ class StateWriter:
     def __init__(self, state: DeviceState) -> None:
         self.state = state
         self.files = state.files()
+        self.aheads = state.aheads()  # as saved when the device started
         self._docs: dict[str, DocState] = {}
         self._files: dict[str, FileState | None] = {}
         self._files_due = asyncio.Event()
@@ -274,6 +317,11 @@ class StateWriter:
             self.files[path] = state
         self._files[path] = state
         self._files_due.set()
+
+    async def ahead(self, changes: dict[str, Ahead]) -> None:
+        """Save ``changes`` now (not buffered): the recorder awaits it before it appends
+        the edits they go with."""
+        await asyncio.to_thread(self.state.save_aheads, changes)
 
     async def flush(self) -> None:
         """Write what is buffered; what a failed write held is kept for the next one

@@ -200,7 +200,9 @@ class Workspace(Listener):
                 # checked for conflicts); connected first, its link could send them as
                 # live edits, with no check.
                 entry = await self.device.open(path, connect=False)
-                state = await start_state(self.device, entry, saved.get(path))
+                state = await start_state(
+                    self.device, entry, saved.get(path), self.device.aheads.get(path)
+                )
                 if state is not None and state != saved.get(path):
                     self.disk[path] = state.shadow  # (the saved one lagged: client.shadows)
                     self.tracked.add(path)
@@ -374,6 +376,7 @@ class Workspace(Listener):
                 if not self._folder_ok():  # missing with the whole folder: not deleted
                     return False
                 entry.meta["deleted"] = True  # the text stays: see the module docstring
+                self.device.file_read(entry, None)
                 self.emit(Event("deleted", f"deleted {path}", path))
             self.remember(path, None)
             return True
@@ -382,11 +385,14 @@ class Workspace(Listener):
             target = text
         else:
             target = merge3(shadow, text, current)
+        queued = entry.unrecorded_local
         with entry.doc.transaction():
             if entry.deleted or shadow is None:
                 entry.meta["deleted"] = False
                 self.kept.pop(path, None)  # back: a copy kept at its deletion is old news
             inserted, deleted = apply(entry.text, current, diff(current, target))
+        if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
+            self.device.file_read(entry, text)
         self.remember(path, text)
         if inserted or deleted:
             self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))

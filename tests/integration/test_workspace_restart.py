@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from client import shadows
+from client import shadows, workspace
 from client.device import Device
 from client.entry import DocEntry
 from client.recorder import Recorder
+from client.state import DeviceState
 from client.workspace import Workspace
 from server.app import create_app
 from server.config import Settings
@@ -119,6 +120,43 @@ async def test_a_shadow_that_lags_an_edit_followed_by_a_server_update_is_rebuilt
         assert (a / "f.txt").read_text() == lines.replace("5", "5 by b")
 
 
+async def test_a_save_merged_with_a_server_update_not_written_yet_survives_a_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b's update reached a while a save in place was under way (its write waits, see
+    SAVE_SETTLE_SECONDS); the user saves again, and the save is merged with b's update
+    and recorded; a is killed before its file state follows (no file state is written
+    here). The restart took the document's text, b's update in it, for what the file
+    held: the file then read as b's update undone, and that went to every device. The
+    file's text saved ahead of the edit (client.shadows) is the shadow now."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    merged = "line 1 by a\nline 2\nline 3 by b\n"
+    async with serve_in_process(app) as server:
+        a, b = await _synced_pair(tmp_path, server.ws_url, {"f.txt": BASE})
+        with monkeypatch.context() as killed:
+            killed.setattr(workspace, "SAVE_SETTLE_SECONDS", 600)  # a's file was just saved
+            killed.setattr(DeviceState, "save_files", lambda self, changes: None)
+            async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+                _rewrite(b / "f.txt", "line 3", "line 3 by b")
+                async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as other:
+                    await other.sync(10)
+                entry = ws.device.entries["f.txt"]
+                await ws.device.wait_until(lambda: "by b" in str(entry.text))
+                assert (a / "f.txt").read_text() == BASE  # not written yet
+                _rewrite(a / "f.txt", "line 1", "line 1 by a")
+                ws.changed({"f.txt"})
+                assert str(entry.text) == merged
+                await ws.device.recorded()
+                assert "by b" not in (a / "f.txt").read_text()
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+            await ws.sync(10)
+            assert str(ws.device.entries["f.txt"].text) == merged
+        assert (a / "f.txt").read_text() == merged
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as other:
+            await other.sync(10)
+        assert (b / "f.txt").read_text() == merged
+
+
 async def test_a_heads_read_during_start_does_not_connect_a_document_before_its_file_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,9 +210,9 @@ async def test_a_heads_read_during_a_slow_start_does_not_connect_an_opened_docum
         async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
             await ws.sync(10)
 
-        async def slowly(device: Device, entry: DocEntry, saved: Any) -> Any:
+        async def slowly(device: Device, entry: DocEntry, saved: Any, ahead: Any) -> Any:
             await asyncio.sleep(0.5)  # a slow history read: a heads read lands meanwhile
-            return await shadows.start_state(device, entry, saved)
+            return await shadows.start_state(device, entry, saved, ahead)
 
         monkeypatch.setattr("client.workspace.start_state", slowly)  # as start calls it
         wanted_at_ingest: list[bool] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client.state import BindingMismatch, DeviceState, DocState, FileState
+from client.state import Ahead, BindingMismatch, DeviceState, DocState, FileState
 from crdt.errors import FormatError
 from crdt.versionstamp import ZERO, Versionstamp
 
@@ -79,7 +79,24 @@ def test_a_format_1_0_state_is_upgraded_its_files_local_unknown(tmp_path: Path) 
     conn.close()
     state = DeviceState(tmp_path / "state.db")
     assert state.files() == {"a.txt": FileState("text")}
-    assert state.meta("format") == "1.1"
+    assert state.meta("format") == "1.2"
+    assert state.aheads() == {}
     state.save_files({"a.txt": FileState("new", local=ZERO)})
     assert state.files()["a.txt"].local == ZERO
+    state.close()
+
+
+def test_ahead_states_are_saved_at_once_and_go_with_their_file(tmp_path: Path) -> None:
+    """A file's ``ahead`` state (the text read for a local edit, saved before the edit
+    is recorded) survives a reopen, is replaced by the next one, and goes when the
+    file's state is forgotten."""
+    state = DeviceState(tmp_path / "state.db")
+    vs = Versionstamp(bytes(range(12)))
+    state.save_aheads({"a.txt": Ahead("one", ZERO), "b.txt": Ahead(None, vs)})
+    state.save_aheads({"a.txt": Ahead("two", vs)})
+    state.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.aheads() == {"a.txt": Ahead("two", vs), "b.txt": Ahead(None, vs)}
+    state.save_files({"b.txt": None})
+    assert state.aheads() == {"a.txt": Ahead("two", vs)}
     state.close()
