@@ -18,7 +18,7 @@ import pytest
 from blake3 import blake3
 from pycrdt import Map
 
-from client import timetravel_cli
+from client import timetravel_commands
 from client.testing import weft_here
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
@@ -331,7 +331,7 @@ async def test_history_labels_do_not_depend_on_limit_or_a_plain_edit_before_the_
     """The flag a window starts from was taken from the version just before --since: with
     --limit the listing ends later than that ("revert" instead of "restored revert"), and
     a plain edit there sets no flag (a later clear was "restored" instead of "")."""
-    monkeypatch.setattr(timetravel_cli, "FLAG_PAGE", 1)  # looking back takes several pages
+    monkeypatch.setattr(timetravel_commands, "FLAG_PAGE", 1)  # looking back takes several pages
     ada = await open_peer(http, server, "labels2", "a.md", "ada")
     meta = ada.doc.get("weft", type=Map)
 
