@@ -45,6 +45,11 @@ check runs once per server.
 Peers are installed under ``bench/.peers/`` on first use, from the pinned manifests in
 ``bench/peers/`` (see its ``__init__``). ``--quick`` runs small sizes (a smoke run).
 
+Before each shape, when weft is measured, the disk's own floor under a durable write
+(:mod:`bench.disk`: a 4 KiB write and its ``fdatasync``, paced like the paced phase, in
+the folder of the stores) is measured and reported (``disk_sync_floor_ms``): weft's
+paced latency includes one such commit, the peers' does not.
+
 Output: progress on stderr; one JSON line per shape (figures for every server, ratios of
 weft to each peer, goals met or not) and one for the idle check, each with the git SHA
 and the machine.
@@ -76,6 +81,7 @@ import aiohttp
 import psutil
 from pycrdt import Doc, Text
 
+from bench.disk import sync_floor
 from bench.peers import servers
 from bench.peers.idle import idle_rss
 from bench.peers.loadgen import FIRST_CLIENT_ID, PHASE_TIMEOUT, GenSpec, generator_main
@@ -615,6 +621,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers.PEERS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fanout-", dir=servers.PEERS) as tmp:
         for number, shape in enumerate(args.shapes):
+            floor = None
+            if "weft" in args.kinds:
+                floor = sync_floor(Path(tmp), 1 / args.paced_rate)
+                print(
+                    f"{shape.name}: the disk's floor, a 4 KiB write + fdatasync every "
+                    f"{1000 / args.paced_rate:g} ms where the stores are: p50 {floor['p50']} ms, "
+                    f"p99 {floor['p99']} ms (weft commits each update before sending it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             rounds: list[dict[str, dict[str, Any]]] = []
             for round_ in range(args.repeat):
                 results: dict[str, dict[str, Any]] = {}
@@ -649,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratios": ratios,
                 "ratios_per_round": per_round,
                 "goals": goals,
+                "disk_sync_floor_ms": floor,
                 **common,
             }
             print(json.dumps(line), flush=True)
