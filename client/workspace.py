@@ -8,8 +8,8 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   moved meanwhile (remote updates not written yet), the edit is merged three-way.
 - Remote changes are written atomically (a temporary file in ``.weft/tmp`` renamed over
   the file), only once they are in the local history, and only after any unsaved local
-  edit of that file was taken in first. Writing is never echoed back: a file whose text
-  equals its shadow is not an edit.
+  edit of that file was taken in first (:mod:`client.writes`). Writing is never echoed
+  back: a file whose text equals its shadow is not an edit.
 - A file being saved in place (``cmd > file``, ``cp`` over it, an editor that writes the
   file itself instead of renaming a new one over it) is neither taken in nor written over
   mid-save: such a save empties the file first and writes the text later, and a remote
@@ -19,7 +19,7 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   so, unchanged (size, modification time, inode), for ``EMPTIED_SETTLE_SECONDS``; until
   then remote changes of it wait, and are merged with what the save writes. A file
   modified here by something else less than ``SAVE_SETTLE_SECONDS`` ago (its
-  modification time) is not written over or removed until then.
+  modification time) is not written over or removed until then (:mod:`client.writes`).
 - A deleted file sets ``weft.deleted`` to True in its document and leaves its text (an
   edit made elsewhere meanwhile merges into that text, and a server with
   ``WEFT_BRING_BACK_EDITED`` can bring the document back whole when it judges such an
@@ -51,7 +51,7 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   device (:class:`FolderGone`): its files are then missing, and taking that as their
   deletion deleted them on every other device. A file found missing is checked against
   this first, and a watch event that says files are gone waits ``DELETE_SETTLE_SECONDS``
-  (a ``rm -r`` of the whole folder is then over).
+  (a ``rm -r`` of the whole folder is then over; :mod:`client.watcher`).
 """
 
 from __future__ import annotations
@@ -59,33 +59,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import unicodedata
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import watchfiles
-
 from client.device import Device
-from client.entry import DocEntry
 from client.events import DeviceFailed, Event, Listener
-from client.folder import MAX_FILE_BYTES, FileChanged, FileStat, Folder, Skip
+from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
 from client.remote import ServerURL
 from client.shadows import start_state
 from client.state import FileState
 from client.textdiff import apply, diff, merge3
+from client.watcher import Watcher
+from client.writes import Writes
 
 log = logging.getLogger("weft.workspace")
 
-WATCH_DEBOUNCE_MS = 50
-RESCAN_SECONDS = 10.0
-DELETE_SETTLE_SECONDS = 0.5
 EMPTIED_SETTLE_SECONDS = 2.0
-SAVE_SETTLE_SECONDS = 1.0
-FOLDER_CHECK_SECONDS = 0.5
 OPEN_CONCURRENCY = 32
 
 
@@ -135,20 +128,13 @@ class Workspace(Listener):
         self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
         self.tracked: set[str] = set()
         self.new_files = NewFiles(self)
+        self.watcher = Watcher(self)
         self.conflicts: list[dict[str, Any]] = []
-        # Documents that could not be written to their file, and why (a link or a file on
-        # the way, a folder in the file's place...): not in sync.
-        self.unwritable: dict[str, str] = {}
-        self._writes: set[str] = set()
+        self.writes = Writes(self)
         # Files found emptied, waiting for their re-check (see the module docstring): the
         # file as seen empty, and whether it stayed so for EMPTIED_SETTLE_SECONDS.
-        self._emptied: dict[str, tuple[FileStat | None, bool]] = {}
+        self.emptied: dict[str, tuple[FileStat | None, bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Documents deleted by a remote update while local edits of them waited for the
-        # server's ack (see the module docstring), until their file is removed; and the
-        # copy kept when it was, per document while it stays deleted.
-        self._unseen: set[str] = set()
-        self.kept: dict[str, Path] = {}
         # Until start has taken in what changed on disk while the device was down, the
         # documents the server lists are opened only then (see start).
         self._started = False
@@ -163,6 +149,17 @@ class Workspace(Listener):
     def failed(self) -> dict[str, tuple[str, str]]:
         """Files the server would not record a conflict for: (their text, why)."""
         return self.new_files.failed
+
+    @property
+    def unwritable(self) -> dict[str, str]:
+        """Documents whose file cannot be written, and why (:mod:`client.writes`)."""
+        return self.writes.unwritable
+
+    @property
+    def kept(self) -> dict[str, Path]:
+        """Copies kept of files removed for a deletion that had not seen edits made
+        here, per document while it stays deleted (:mod:`client.writes`)."""
+        return self.writes.kept
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -255,7 +252,7 @@ class Workspace(Listener):
         a task runs: an emptied file waiting for its re-check, a write waiting for a
         save to end (see the module docstring)."""
         device = self.device
-        if self.creating or self._writes or self._tasks or not device.heads_read.is_set():
+        if self.creating or self.writes.pending or self._tasks or not device.heads_read.is_set():
             return False
         wanted = [p for p in device.heads if not self.folder.ignore(p)]
         return all(p in device.entries for p in wanted) and device.idle()
@@ -276,55 +273,10 @@ class Workspace(Listener):
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
         """Follow file changes until ``stop`` is set (or cancelled); a rescan every
-        ``RESCAN_SECONDS`` catches what the watcher missed (a stat per file). Returns
-        early once the folder was moved or deleted (the device failed: FolderGone)."""
-        tasks = (
-            asyncio.create_task(self._rescan_forever()),
-            asyncio.create_task(self._watch(stop)),
-        )
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _rescan_forever(self) -> None:
-        await asyncio.sleep(0.5)  # what changed between the first scan and the watcher
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while self._folder_ok():  # checked often: cheap (two stats), and it stops early
-            if loop.time() >= due:
-                paths = set(self.folder.scan()) | self.tracked | set(self.unwritable)
-                self.changed(paths, rescan=True)
-                due = loop.time() + RESCAN_SECONDS
-            await asyncio.sleep(FOLDER_CHECK_SECONDS)
-
-    async def _watch(self, stop: asyncio.Event | None) -> None:
-        async for changes in watchfiles.awatch(
-            self.root,
-            watch_filter=self._watch_filter,
-            debounce=WATCH_DEBOUNCE_MS,
-            step=WATCH_DEBOUNCE_MS,
-            stop_event=stop,
-            recursive=True,
-        ):
-            paths = set()
-            for _change, raw in changes:
-                rel = self.folder.rel(Path(raw))
-                if rel is not None:
-                    paths.add(rel)
-            if any(not os.path.lexists(self.root / rel) for rel in paths):
-                await asyncio.sleep(DELETE_SETTLE_SECONDS)  # see the module docstring
-            if not self._folder_ok():
-                return
-            self.changed(paths)
-
-    def _watch_filter(self, _change: watchfiles.Change, raw: str) -> bool:
-        rel = self.folder.rel(Path(raw))
-        return rel is not None and not self.folder.is_state(rel)
+        ``RESCAN_SECONDS`` catches what the watcher missed (:mod:`client.watcher`).
+        Returns early once the folder was moved or deleted (the device failed:
+        FolderGone)."""
+        await self.watcher.run(stop)
 
     def changed(self, paths: set[str], *, rescan: bool = False) -> None:
         """Files or folders changed on disk: take the changes in. A ``rescan`` skips
@@ -366,14 +318,14 @@ class Workspace(Listener):
         shadow = self.disk.get(path)
         if text == "" and shadow and self._settling(path):
             return True  # maybe a save in place under way: not taken in, not written over
-        self._emptied.pop(path, None)
+        self.emptied.pop(path, None)
         if isinstance(text, Skip):
             return False
         if text == shadow:
             return True
         if text is None:
             if not entry.deleted:
-                if not self._folder_ok():  # missing with the whole folder: not deleted
+                if not self.folder_ok():  # missing with the whole folder: not deleted
                     return False
                 entry.meta["deleted"] = True  # the text stays: see the module docstring
                 self.device.file_read(entry, None)
@@ -408,20 +360,20 @@ class Workspace(Listener):
         text later: taken in then, the emptying went to every device, and a remote
         change written meanwhile replaced the file the save was still writing."""
         seen = self.folder.seen(path)
-        if self._emptied.get(path) == (seen, True):
+        if self.emptied.get(path) == (seen, True):
             return False
-        if path not in self._emptied or self._emptied[path][0] != seen:
-            self._emptied[path] = (seen, False)
+        if path not in self.emptied or self.emptied[path][0] != seen:
+            self.emptied[path] = (seen, False)
             self.spawn(self._settle(path, seen))
         return True
 
     async def _settle(self, path: str, seen: FileStat | None) -> None:
         await asyncio.sleep(EMPTIED_SETTLE_SECONDS)
-        if self._emptied.get(path) != (seen, False):
+        if self.emptied.get(path) != (seen, False):
             return  # changed meanwhile: taken in, or waiting again
-        self._emptied[path] = (seen, True)
+        self.emptied[path] = (seen, True)
         self.ingest(path)  # emptied; or what the save wrote, or waiting again
-        self.schedule_write(path)  # what arrived meanwhile (see _write)
+        self.schedule_write(path)  # what arrived meanwhile (see client.writes)
 
     def remember(self, path: str, text: str | None) -> None:
         """``text`` is on disk now; store it as the shadow once the doc's history has it."""
@@ -439,11 +391,11 @@ class Workspace(Listener):
     def after_remote(self, path: str) -> None:
         entry = self.device.entries.get(path)
         if entry is not None and entry.deleted and entry.waiting:
-            self._unseen.add(path)  # noted now: their acks may come before the file goes
+            self.writes.unseen.add(path)  # noted now: their acks may come before the file goes
         self.schedule_write(path)
 
     def busy(self, path: str) -> bool:
-        return path in self.creating or path in self._writes or path in self._emptied
+        return path in self.creating or path in self.writes.pending or path in self.emptied
 
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
@@ -458,134 +410,10 @@ class Workspace(Listener):
         await self.device.open(path)
 
     def schedule_write(self, path: str) -> None:
-        if path in self._writes:
-            return
-        self._writes.add(path)
-        self.device.after_recorded(lambda: self._write(path))
+        """Write the file once its document is recorded (:mod:`client.writes`)."""
+        self.writes.schedule(path)
 
-    def _write(self, path: str) -> None:
-        """Make the file hold its document's text (or be gone), once it is recorded."""
-        entry = self.device.entries.get(path)
-        if entry is None or path in self.creating:
-            self._writes.discard(path)
-            return
-        if entry.unrecorded:
-            self.device.after_recorded(lambda: self._write(path))
-            return
-        self._writes.discard(path)
-        if not self._folder_ok():
-            return
-        blocked = self.folder.blocked(path)  # a link or a file on the way
-        if blocked is not None:
-            if entry.exists and not entry.deleted:
-                self._cannot_write(path, blocked)
-            else:
-                self._written(path)  # no file to have
-            self.device.changed()
-            return
-        if path not in self.tracked:  # the server's document meets a local file
-            local = self.folder.read(path)
-            if isinstance(local, Skip):
-                self.folder.warn(path, f"not writing {path}: the file there is not synced text")
-                return
-            if local is not None:
-                self.new_files.start(path)
-                return
-            self.tracked.add(path)
-        if not self.ingest(path):
-            self.folder.warn(path, f"not writing {path}: the file there is not synced text")
-            return
-        if path in self._emptied:  # written once it settled (_settle)
-            return
-        if entry.unrecorded:  # the local edit just taken in goes to the history first
-            self.schedule_write(path)
-            return
-        try:
-            self._materialise(entry)
-        except OSError as exc:  # PathBlocked: a folder, a link... where the file should be
-            self._cannot_write(path, str(exc))
-        self.device.changed()
-
-    def _save_under_way(self, path: str) -> bool:
-        """Whether the file was modified elsewhere less than ``SAVE_SETTLE_SECONDS`` ago
-        (as last read): a save in place may still be writing it, and a file renamed over
-        it (or removed) would take what it writes next. The write waits until then."""
-        wait = self.folder.settling(path, SAVE_SETTLE_SECONDS)
-        if wait <= 0:
-            return False
-        self._writes.add(path)  # (idle() is False meanwhile; schedule_write waits)
-        self.spawn(self._write_later(path, wait))
-        return True
-
-    async def _write_later(self, path: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._writes.discard(path)
-        self.schedule_write(path)
-
-    def _cannot_write(self, path: str, why: str) -> None:
-        self.unwritable[path] = why
-        self.folder.warn(path, f"cannot write {path}: {why}")
-
-    def _written(self, path: str) -> None:
-        """The file is as its document says (or needs not be there)."""
-        if self.unwritable.pop(path, None) is not None:
-            self.folder.unwarn(path, "cannot write ")
-
-    def _materialise(self, entry: DocEntry) -> None:
-        path = entry.path
-        if entry.deleted or not entry.exists:
-            if entry.deleted:
-                if self._save_under_way(path):
-                    return
-                self._remove(path, unseen=path in self._unseen or entry.waiting)
-            self._unseen.discard(path)
-            if self.disk.get(path, "") is not None:
-                self.remember(path, None)
-            self._written(path)
-            return
-        self._unseen.discard(path)
-        self.kept.pop(path, None)
-        text = str(entry.text)
-        if self.disk.get(path) == text and self.folder.is_file(path):
-            self._written(path)
-            return
-        if self._save_under_way(path):
-            return
-        new = self.disk.get(path) is None
-        try:
-            # Not over a save made since the file was taken in (a line typed then was
-            # lost, seen in a walkthrough appending every 0.1 s on two devices): that
-            # save is taken in first, then the file written.
-            self.folder.write(path, text, if_unchanged=True)
-        except FileChanged:
-            self.schedule_write(path)
-            return
-        self.remember(path, text)
-        self._written(path)
-        if path == IGNORE_FILE:
-            self.folder.ignore.reload()
-        self.emit(Event("remote", f"{path} {'new' if new else 'updated'} (remote)", path))
-
-    def _remove(self, path: str, *, unseen: bool) -> None:
-        """Remove the file of a document deleted elsewhere; when it holds edits made here
-        that the deletion had not seen (``unseen``, see the module docstring), keep a copy
-        of its text first (failing to, an OSError, leaves the file where it is)."""
-        text = self.folder.read(path) if unseen else None
-        kept = self.new_files.backup(path, text) if isinstance(text, str) else None
-        if not self.folder.remove(path):
-            return
-        # a change from elsewhere ("remote"), not one found here ("deleted")
-        if kept is None:
-            self.emit(Event("remote", f"{path} deleted (remote)", path))
-            return
-        self.kept[path] = kept
-        message = (
-            f"{path} deleted (remote), with edits made here that the deletion may not "
-            f"have seen: your text is kept in {kept}"
-        )
-        self.emit(Event("remote", message, path, {"kept": str(kept)}))
-
-    def _folder_ok(self) -> bool:
+    def folder_ok(self) -> bool:
         """Whether the folder is still the one this workspace syncs; if not, the device
         stops for good (see :class:`FolderGone`)."""
         why = self.folder.moved()

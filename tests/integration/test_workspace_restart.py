@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from client import shadows, workspace
+from client import shadows, writes
 from client.device import Device
 from client.entry import DocEntry
 from client.recorder import Recorder
@@ -134,7 +134,7 @@ async def test_a_save_merged_with_a_server_update_not_written_yet_survives_a_kil
     async with serve_in_process(app) as server:
         a, b = await _synced_pair(tmp_path, server.ws_url, {"f.txt": BASE})
         with monkeypatch.context() as killed:
-            killed.setattr(workspace, "SAVE_SETTLE_SECONDS", 600)  # a's file was just saved
+            killed.setattr(writes, "SAVE_SETTLE_SECONDS", 600)  # a's file was just saved
             killed.setattr(DeviceState, "save_files", lambda self, changes: None)
             async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
                 _rewrite(b / "f.txt", "line 3", "line 3 by b")
