@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -508,8 +509,11 @@ class SQLiteEngine:
         self._wal_path = self.path.with_name(self.path.name + "-wal")
         self.writer_checkpoints = 0  # run by the writer thread, the WAL being over wal_limit
         self._wal_limit_every = wal_limit_every  # seconds between two of those, at least
-        self._wal_checked = 0.0  # when the writer last checkpointed
-        self._wal_sized = 0.0  # when it last looked at the WAL's size
+        # When the writer last checkpointed, and last looked at the WAL's size: never
+        # yet (0.0 meant "at boot": time.monotonic() counts from there, and within
+        # wal_limit_every of boot the first of each was held back).
+        self._wal_checked = -math.inf
+        self._wal_sized = -math.inf
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # set after each commit, for the checkpointer
         self._closed = threading.Event()
