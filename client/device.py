@@ -345,10 +345,9 @@ class Device:
         """A folder workspace's file states (shadows), as last saved."""
         return self.writer.files
 
-    @property
-    def aheads(self) -> dict[str, Ahead]:
-        """A folder workspace's ``ahead`` file states, as saved when the device started."""
-        return self.writer.aheads
+    async def aheads(self) -> dict[str, list[Ahead]]:
+        """A folder workspace's ``ahead`` texts, as saved (read once, at its start)."""
+        return await asyncio.to_thread(self.state.aheads)
 
     def file_read(self, entry: DocEntry, text: str | None) -> None:
         """The local edit just made to ``entry`` came from its file's ``text``: saved as

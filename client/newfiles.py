@@ -118,9 +118,12 @@ class NewFiles:
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
         current = str(entry.text)
+        queued = entry.unrecorded_local
         with entry.doc.transaction():
             entry.meta["deleted"] = False
             inserted, _ = apply(entry.text, current, diff(current, text))
+        if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
+            self.ws.device.file_read(entry, text)
         self.creating.discard(entry.path)
         self.ws.remember(entry.path, text)
         self.ws.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))

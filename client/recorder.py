@@ -52,7 +52,7 @@ class Recorder:
         history: History,
         device_id: str,
         on_batch: Callable[[], None],
-        ahead: Callable[[dict[str, Ahead]], Awaitable[None]] | None = None,
+        ahead: Callable[[list[tuple[str, Ahead]]], Awaitable[None]] | None = None,
     ) -> None:
         self.history = history
         self.device_id = device_id
@@ -143,6 +143,34 @@ class Recorder:
         entry.since_snapshot = entry.since_snapshot_bytes = 0
         return True
 
+    async def _save_ahead(self, batch: list[Item]) -> None:
+        """Save what each file held for the local edits of ``batch`` (its ``FileRead``
+        items) before the batch is appended: a restart that finds an edit in the history
+        takes that text as its file's state (client.shadows). Each is numbered among the
+        local updates of its document in the batch, as they will be recorded (one over
+        the size limit is not). Failing that, the batch is appended all the same: a
+        crash then leaves what it left before (client.shadows' older rule)."""
+        if self.ahead is None:
+            return
+        counts: dict[str, int] = {}
+        rows: list[tuple[str, Ahead]] = []
+        for item in batch:
+            if isinstance(item, tuple):
+                entry, update, origin = item
+                if origin == LOCAL and len(update) <= MAX_UPDATE_BYTES:
+                    counts[entry.path] = counts.get(entry.path, 0) + 1
+            elif isinstance(item, FileRead) and counts.get(item.entry.path):
+                after = item.entry.outbox.last or ZERO
+                rows.append((item.entry.path, Ahead(item.text, after, counts[item.entry.path])))
+        if not rows:
+            return
+        try:
+            await self.ahead(rows)
+        except Exception:  # (state.db unwritable: recording must go on)
+            log.warning(
+                "saving the texts of %d files ahead of their edits failed", len(rows), exc_info=True
+            )
+
     async def _record(self, batch: list[Item]) -> None:
         items = [b for b in batch if isinstance(b, tuple)]
         for entry, update, origin in [i for i in items if len(i[1]) > MAX_UPDATE_BYTES]:
@@ -160,15 +188,7 @@ class Recorder:
             if origin == LOCAL:
                 entry.unrecorded_local -= 1
         items = [i for i in items if len(i[1]) <= MAX_UPDATE_BYTES]
-        # What each file held for the edits of this batch, saved first: a restart that
-        # finds them in the history takes it as the file's state (client.shadows).
-        aheads = {
-            read.entry.path: Ahead(read.text, read.entry.outbox.last or ZERO)
-            for read in batch
-            if isinstance(read, FileRead)
-        }
-        if aheads and self.ahead is not None:
-            await self.ahead(aheads)
+        await self._save_ahead(batch)
         if items:
             results = await self.history.append(
                 [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]

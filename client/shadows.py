@@ -20,10 +20,13 @@ The document's text is not always the file's, though: a save merged with a serve
 not written to the file yet gave an edit whose document text holds that update and whose
 file does not. Taken as the shadow, the file then read as the update undone, and that
 went to every device. So the text read for each local edit is saved before the edit is
-appended to the history (the file's ``ahead`` state, :class:`client.state.Ahead`): when
-the history holds a local update after the one ``ahead`` follows, and the saved state is
-not newer, the shadow is ``ahead``'s text (whatever the document has beyond it is then
-written to the file, as a change from elsewhere).
+appended to the history (an ``ahead`` text, :class:`client.state.Ahead`, numbered among
+the local updates of its batch: a batch too big for one transaction is appended in
+parts). The shadow is then the latest such text whose edit the history holds, of those
+the saved state does not account for; whatever the document has beyond it is written
+to the file, as a change from elsewhere. Texts whose edit the history lacks (the crash
+came before the append) are passed over: the file is read against an older state, and
+its edit is taken in again.
 """
 
 from __future__ import annotations
@@ -33,28 +36,36 @@ from typing import TYPE_CHECKING, Any
 from pycrdt import Doc, Map, Text
 
 from client.entry import CONTENT, META
+from client.recorder import LOCAL
 from client.state import Ahead, FileState
+from crdt.versionstamp import Versionstamp
 
 if TYPE_CHECKING:
     from client.device import Device
     from client.entry import DocEntry
 
 
+PAGE = 1000
+
+
 async def start_state(
-    device: Device, entry: DocEntry, saved: FileState | None, ahead: Ahead | None
+    device: Device, entry: DocEntry, saved: FileState | None, aheads: list[Ahead]
 ) -> FileState | None:
     """The state the file of ``entry`` is compared with at start: ``saved`` (None: none
     was saved), unless the local history holds a local update of the document that
-    ``saved`` does not account for: then ``ahead``'s text if that update is the one it
-    was saved for, else the document's as of its last local update (see the module
-    docstring). A state saved by an older weft (``local`` unknown) is taken as it is."""
+    ``saved`` does not account for: then the latest of ``aheads`` (the file's texts
+    saved ahead of its edits) whose edit the history holds, else the document's text as
+    of its last local update (see the module docstring). A state saved by an older weft
+    (``local`` unknown) is taken as it is."""
     last = entry.outbox.last
     if last is None:
         return saved  # no local update to lag behind
     if saved is not None and (saved.local is None or saved.local >= last):
         return saved
     taken = None if saved is None else saved.local  # (an older one than last)
-    if ahead is not None and ahead.after < last and (taken is None or taken <= ahead.after):
+    newer = [a for a in aheads if a.after < last and (taken is None or a.after >= taken)]
+    ahead = await _recorded(device, entry, newer)
+    if ahead is not None:
         return FileState(ahead.text, deleted=ahead.text is None, local=last)
     later = await device.history.updates(entry.ref, after=last, limit=1)
     if later:  # server updates came after it: the text as of that update
@@ -62,6 +73,31 @@ async def start_state(
     else:
         text, deleted = str(entry.text), entry.deleted
     return FileState(None if deleted else text, deleted=deleted, local=last)
+
+
+async def _recorded(device: Device, entry: DocEntry, aheads: list[Ahead]) -> Ahead | None:
+    """The latest of ``aheads`` whose edit the local history holds: as many local
+    updates after its ``after`` as its ``nth``."""
+    counted: dict[Versionstamp, int] = {}
+    for ahead in sorted(aheads, key=lambda a: (a.after, a.nth), reverse=True):
+        if ahead.after not in counted:  # (the largest nth of that batch comes first)
+            counted[ahead.after] = await _locals_after(device, entry, ahead.after, ahead.nth)
+        if counted[ahead.after] >= ahead.nth:
+            return ahead
+    return None
+
+
+async def _locals_after(device: Device, entry: DocEntry, after: Versionstamp, wanted: int) -> int:
+    """How many local updates of ``entry`` the history holds after ``after`` (counted up
+    to ``wanted``)."""
+    count = 0
+    while count < wanted:
+        page = await device.history.updates(entry.ref, after=after, limit=PAGE)
+        count += sum(1 for record in page if record.session == LOCAL)
+        if len(page) < PAGE:
+            break
+        after = page[-1].versionstamp
+    return count
 
 
 def _text(doc: Doc[Any]) -> tuple[str, bool]:

@@ -11,8 +11,11 @@ made or received; it is append-only. What changes in place lives here, in ``stat
 - ``files``: per file of a folder workspace, the text last written or read (``shadow``),
   which tells a user's edit from a remote change not yet written, and the local-history
   versionstamp of the document's last local update when it was taken (``local``);
-- ``ahead``: per file, the text last read from it for a local edit, written before the
-  edit reaches the history, with the document's last local update before it (``after``).
+- ``ahead``: per local edit made from a file, the text read from it, written before the
+  edit reaches the history: the document's last local update before the edit's batch
+  (``after``) and how many local updates of the document that batch holds up to the
+  edit (``nth``) tell a restart whether the history has the edit. A file state that
+  names a later local update drops the rows before it (they are only read at start).
 
 Changes are buffered and written every ``FLUSH_SECONDS``, after the local history has
 what they follow from, so a device killed in between (``kill -9``, a power cut) loses
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS files (
     local BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ahead (
-    path TEXT PRIMARY KEY NOT NULL, text TEXT, after BLOB NOT NULL
+    path TEXT NOT NULL, after BLOB NOT NULL, nth INTEGER NOT NULL, text TEXT,
+    PRIMARY KEY (path, after, nth)
 ) WITHOUT ROWID;
 """
 
@@ -94,12 +98,15 @@ class FileState:
 @dataclass(frozen=True, slots=True)
 class Ahead:
     """A file's text (None: the file was gone) as read for a local edit of its document,
-    saved before the edit reached the local history; ``after`` is the document's last
-    local update before that edit (``ZERO``: none). The history holding a local update
-    after ``after`` tells that the edit was recorded (see :mod:`client.shadows`)."""
+    saved before the edit reached the local history. ``after`` is the document's last
+    local update before the batch that records the edit (``ZERO``: none), and the edit is
+    the ``nth`` local update of the document in that batch: the history holding ``nth``
+    local updates after ``after`` tells that the edit was recorded (a batch too big for
+    one transaction is appended in parts, see :mod:`client.shadows`)."""
 
     text: str | None
     after: Versionstamp
+    nth: int
 
 
 def _vs(raw: bytes | None) -> Versionstamp | None:
@@ -264,31 +271,39 @@ class DeviceState:
                 if state is None:
                     self._conn.execute("DELETE FROM files WHERE path = ?", (path,))
                     self._conn.execute("DELETE FROM ahead WHERE path = ?", (path,))
-                else:
+                    continue
+                if state.local is not None:  # texts of edits this state accounts for
                     self._conn.execute(
-                        "INSERT INTO files (path, shadow, deleted, local) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT(path) DO UPDATE SET shadow = excluded.shadow, "
-                        "deleted = excluded.deleted, local = excluded.local",
-                        (path, state.shadow, int(state.deleted), _raw(state.local)),
+                        "DELETE FROM ahead WHERE path = ? AND after < ?", (path, state.local.raw)
                     )
+                self._conn.execute(
+                    "INSERT INTO files (path, shadow, deleted, local) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET shadow = excluded.shadow, "
+                    "deleted = excluded.deleted, local = excluded.local",
+                    (path, state.shadow, int(state.deleted), _raw(state.local)),
+                )
 
-    def aheads(self) -> dict[str, Ahead]:
+    def aheads(self) -> dict[str, list[Ahead]]:
+        """Each file's ``ahead`` texts, oldest first."""
         with self._lock:
-            rows = self._conn.execute("SELECT path, text, after FROM ahead").fetchall()
-        return {
-            str(path): Ahead(None if text is None else str(text), Versionstamp(bytes(after)))
-            for path, text, after in rows
-        }
+            rows = self._conn.execute(
+                "SELECT path, after, nth, text FROM ahead ORDER BY path, after, nth"
+            ).fetchall()
+        found: dict[str, list[Ahead]] = {}
+        for path, after, nth, text in rows:
+            ahead = Ahead(None if text is None else str(text), Versionstamp(bytes(after)), nth)
+            found.setdefault(str(path), []).append(ahead)
+        return found
 
-    def save_aheads(self, changes: dict[str, Ahead]) -> None:
-        if not changes:
+    def save_aheads(self, rows: list[tuple[str, Ahead]]) -> None:
+        if not rows:
             return
         with self._lock, self._conn:
             self._conn.execute("BEGIN")
             self._conn.executemany(
-                "INSERT INTO ahead (path, text, after) VALUES (?, ?, ?) ON CONFLICT(path) "
-                "DO UPDATE SET text = excluded.text, after = excluded.after",
-                [(p, a.text, a.after.raw) for p, a in changes.items()],
+                "INSERT INTO ahead (path, after, nth, text) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path, after, nth) DO UPDATE SET text = excluded.text",
+                [(p, a.after.raw, a.nth, a.text) for p, a in rows],
             )
 
 
@@ -301,7 +316,6 @@ class StateWriter:
     def __init__(self, state: DeviceState) -> None:
         self.state = state
         self.files = state.files()
-        self.aheads = state.aheads()  # as saved when the device started
         self._docs: dict[str, DocState] = {}
         self._files: dict[str, FileState | None] = {}
         self._files_due = asyncio.Event()
@@ -318,10 +332,10 @@ class StateWriter:
         self._files[path] = state
         self._files_due.set()
 
-    async def ahead(self, changes: dict[str, Ahead]) -> None:
-        """Save ``changes`` now (not buffered): the recorder awaits it before it appends
-        the edits they go with."""
-        await asyncio.to_thread(self.state.save_aheads, changes)
+    async def ahead(self, rows: list[tuple[str, Ahead]]) -> None:
+        """Save ``rows`` now (not buffered): the recorder awaits it before it appends the
+        edits they go with."""
+        await asyncio.to_thread(self.state.save_aheads, rows)
 
     async def flush(self) -> None:
         """Write what is buffered; what a failed write held is kept for the next one

@@ -178,6 +178,7 @@ class Workspace(Listener):
         self.folder.pin()
         await self.device.start()
         saved = dict(self.device.files)
+        aheads = await self.device.aheads()
         self.disk = {p: s.shadow for p, s in saved.items()}
         # Documents with local history but no file state (a run cut short between the
         # two, or a conflict report the server refused): what is on disk was never
@@ -198,7 +199,7 @@ class Workspace(Listener):
                 # live edits, with no check.
                 entry = await self.device.open(path, connect=False)
                 state = await start_state(
-                    self.device, entry, saved.get(path), self.device.aheads.get(path)
+                    self.device, entry, saved.get(path), aheads.get(path, [])
                 )
                 if state is not None and state != saved.get(path):
                     self.disk[path] = state.shadow  # (the saved one lagged: client.shadows)

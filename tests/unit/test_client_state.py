@@ -86,17 +86,24 @@ def test_a_format_1_0_state_is_upgraded_its_files_local_unknown(tmp_path: Path) 
     state.close()
 
 
-def test_ahead_states_are_saved_at_once_and_go_with_their_file(tmp_path: Path) -> None:
-    """A file's ``ahead`` state (the text read for a local edit, saved before the edit
-    is recorded) survives a reopen, is replaced by the next one, and goes when the
-    file's state is forgotten."""
+def test_ahead_texts_are_kept_until_a_file_state_accounts_for_their_edits(
+    tmp_path: Path,
+) -> None:
+    """A file's ``ahead`` texts (read for local edits, saved before the edits are
+    recorded) survive a reopen and accumulate; a file state naming a later local update
+    drops those older than it; forgetting the file drops them all."""
     state = DeviceState(tmp_path / "state.db")
-    vs = Versionstamp(bytes(range(12)))
-    state.save_aheads({"a.txt": Ahead("one", ZERO), "b.txt": Ahead(None, vs)})
-    state.save_aheads({"a.txt": Ahead("two", vs)})
+    one, two = Versionstamp(bytes(12)[:-1] + b"\x01"), Versionstamp(bytes(12)[:-1] + b"\x02")
+    state.save_aheads([("a.txt", Ahead("first", ZERO, 1)), ("b.txt", Ahead(None, one, 1))])
+    state.save_aheads([("a.txt", Ahead("second", one, 1)), ("a.txt", Ahead("third", one, 2))])
     state.close()
     state = DeviceState(tmp_path / "state.db")
-    assert state.aheads() == {"a.txt": Ahead("two", vs), "b.txt": Ahead(None, vs)}
-    state.save_files({"b.txt": None})
-    assert state.aheads() == {"a.txt": Ahead("two", vs)}
+    assert state.aheads() == {
+        "a.txt": [Ahead("first", ZERO, 1), Ahead("second", one, 1), Ahead("third", one, 2)],
+        "b.txt": [Ahead(None, one, 1)],
+    }
+    state.save_files({"a.txt": FileState("third", local=one), "b.txt": None})
+    assert state.aheads() == {"a.txt": [Ahead("second", one, 1), Ahead("third", one, 2)]}
+    state.save_files({"a.txt": FileState("later", local=two)})
+    assert state.aheads() == {}
     state.close()
