@@ -273,7 +273,7 @@ class Device:
         # the recorder counts on from what follows the latest (Recorder.snapshot_due).
         loaded = await self.history.load(ref)
         state = self._doc_states.get(path, DocState())
-        outbox = Outbox(state.acked, await self._pending(ref, state.acked))
+        outbox = Outbox(state.acked, await self.local_updates(ref, state.acked))
         entry = DocEntry(self, path, ref, loaded.replayed.doc, state, outbox)
         entry.since_snapshot = loaded.records
         entry.since_snapshot_bytes = loaded.size
@@ -281,7 +281,8 @@ class Device:
         self.entries[path] = entry
         return entry
 
-    async def _pending(self, ref: DocRef, after: Versionstamp | None) -> list[Pending]:
+    async def local_updates(self, ref: DocRef, after: Versionstamp | None) -> list[Pending]:
+        """The local updates of ``ref`` in the local history after ``after``."""
         out: list[Pending] = []
         while True:
             records = await self.history.updates(ref, after=after, limit=PAGE)
@@ -351,7 +352,7 @@ class Device:
 
     def file_read(self, entry: DocEntry, text: str | None) -> None:
         """The local edit just made to ``entry`` came from its file's ``text``: saved as
-        the file's ``ahead`` state before the edit is recorded (see client.shadows)."""
+        the edit's ``ahead`` text before the edit is recorded (see client.shadows)."""
         self.recorder.file_read(entry, text)
 
     def save_file_state(self, path: str, state: FileState | None) -> None:

@@ -6,8 +6,8 @@ device's :class:`crdt.history.History`. Only then does a local update enter its
 document's outbox and wake its link: nothing is sent before it is durable. Callbacks
 queued with :meth:`Recorder.after_recorded` run once everything queued before them is in
 the history (a folder workspace writes a file, or remembers its shadow, only then). A
-file's text read for a local edit (:meth:`Recorder.file_read`) is saved as the file's
-``ahead`` state before the batch that holds the edit is appended (see
+file's text read for a local edit (:meth:`Recorder.file_read`) is saved as that edit's
+``ahead`` text before the batch that holds the edit is appended (see
 :mod:`client.shadows`).
 """
 
@@ -149,7 +149,10 @@ class Recorder:
         takes that text as its file's state (client.shadows). Each is numbered among the
         local updates of its document in the batch, as they will be recorded (one over
         the size limit is not). Failing that, the batch is appended all the same: a
-        crash then leaves what it left before (client.shadows' older rule)."""
+        crash before its file states are saved then leaves its edits with no text, and a
+        restart takes an older edit's text, if one is still kept (the file is compared
+        with it: the edits after it come out once, as the document and the file both
+        have them), else the document's text (client.shadows' older rule)."""
         if self.ahead is None:
             return
         counts: dict[str, int] = {}

@@ -27,6 +27,15 @@ the saved state does not account for; whatever the document has beyond it is wri
 to the file, as a change from elsewhere. Texts whose edit the history lacks (the crash
 came before the append) are passed over: the file is read against an older state, and
 its edit is taken in again.
+
+Whether the history holds an edit is told by counting: the edit is the ``nth`` local
+update of its document in its batch, so the history holds it once it holds ``nth``
+local updates after the batch's ``after``. That takes every local update to have its
+text (the workspace's ingest and a new file's adoption are the only local edits, and
+both save one; a failed save is said, see the recorder) and a batch's parts to be
+stored in order (the SQLite engine commits them first in, first out; when one part
+fails, the whole batch is appended again: only a crash between that failure and the
+retry could leave a later part stored without an earlier one).
 """
 
 from __future__ import annotations
@@ -36,16 +45,12 @@ from typing import TYPE_CHECKING, Any
 from pycrdt import Doc, Map, Text
 
 from client.entry import CONTENT, META
-from client.recorder import LOCAL
 from client.state import Ahead, FileState
 from crdt.versionstamp import Versionstamp
 
 if TYPE_CHECKING:
     from client.device import Device
     from client.entry import DocEntry
-
-
-PAGE = 1000
 
 
 async def start_state(
@@ -81,23 +86,10 @@ async def _recorded(device: Device, entry: DocEntry, aheads: list[Ahead]) -> Ahe
     counted: dict[Versionstamp, int] = {}
     for ahead in sorted(aheads, key=lambda a: (a.after, a.nth), reverse=True):
         if ahead.after not in counted:  # (the largest nth of that batch comes first)
-            counted[ahead.after] = await _locals_after(device, entry, ahead.after, ahead.nth)
+            counted[ahead.after] = len(await device.local_updates(entry.ref, ahead.after))
         if counted[ahead.after] >= ahead.nth:
             return ahead
     return None
-
-
-async def _locals_after(device: Device, entry: DocEntry, after: Versionstamp, wanted: int) -> int:
-    """How many local updates of ``entry`` the history holds after ``after`` (counted up
-    to ``wanted``)."""
-    count = 0
-    while count < wanted:
-        page = await device.history.updates(entry.ref, after=after, limit=PAGE)
-        count += sum(1 for record in page if record.session == LOCAL)
-        if len(page) < PAGE:
-            break
-        after = page[-1].versionstamp
-    return count
 
 
 def _text(doc: Doc[Any]) -> tuple[str, bool]:

@@ -41,15 +41,17 @@ import logging
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from crdt.errors import FormatError, WeftError
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.versionstamp import Versionstamp
 
 log = logging.getLogger("weft.client")
+_T = TypeVar("_T")
 
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 2  # 1.1: files.local; 1.2: ahead
@@ -139,10 +141,17 @@ class DeviceState:
 
     def _upgrade(self) -> None:
         """Add what an older minor format lacks (1.0: ``files.local``, read as unknown;
-        1.1: the ``ahead`` table, made by the schema script)."""
+        1.1: the ``ahead`` table, made by the schema script). An ``ahead`` table of one
+        row per file (a development build of 1.2, which never tells the edit its text
+        goes with) is made anew, empty: a restart then takes the older rule
+        (client.shadows) for the edits it held."""
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(files)")}
         if "local" not in columns:
             self._conn.execute("ALTER TABLE files ADD COLUMN local BLOB")
+        ahead = {row[1] for row in self._conn.execute("PRAGMA table_info(ahead)")}
+        if "nth" not in ahead:
+            self._conn.execute("DROP TABLE ahead")
+            self._conn.executescript(_SCHEMA)
 
     def _check_format(self) -> None:
         raw = self.meta("format")
@@ -319,6 +328,7 @@ class StateWriter:
         self._docs: dict[str, DocState] = {}
         self._files: dict[str, FileState | None] = {}
         self._files_due = asyncio.Event()
+        self._writing: asyncio.Future[None] | None = None
 
     def doc(self, path: str, state: DocState) -> None:
         self._docs[path] = state
@@ -335,7 +345,18 @@ class StateWriter:
     async def ahead(self, rows: list[tuple[str, Ahead]]) -> None:
         """Save ``rows`` now (not buffered): the recorder awaits it before it appends the
         edits they go with."""
-        await asyncio.to_thread(self.state.save_aheads, rows)
+        await self._write(self.state.save_aheads, rows)
+
+    async def _write(self, save: Callable[[_T], None], changes: _T) -> None:
+        """Run ``save(changes)`` in a thread once the write before it has ended. A
+        cancelled caller leaves its write running: the next one waits for it, so a
+        state taken back for a retry (:meth:`flush`) never lands before, and under, a
+        newer one (a file state under its successor, its ``ahead`` rows pruned)."""
+        while self._writing is not None and not self._writing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        self._writing = asyncio.ensure_future(asyncio.to_thread(save, changes))
+        await asyncio.shield(self._writing)
 
     async def flush(self) -> None:
         """Write what is buffered; what a failed write held is kept for the next one
@@ -344,10 +365,10 @@ class StateWriter:
         files, self._files = self._files, {}
         try:
             if docs:
-                await asyncio.to_thread(self.state.save_docs, docs)
+                await self._write(self.state.save_docs, docs)
                 docs = {}
             if files:
-                await asyncio.to_thread(self.state.save_files, files)
+                await self._write(self.state.save_files, files)
         except BaseException:
             self._docs = {**docs, **self._docs}
             self._files = {**files, **self._files}

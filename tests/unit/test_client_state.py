@@ -107,3 +107,23 @@ def test_ahead_texts_are_kept_until_a_file_state_accounts_for_their_edits(
     state.save_files({"a.txt": FileState("later", local=two)})
     assert state.aheads() == {}
     state.close()
+
+
+def test_an_ahead_table_of_one_row_per_file_is_made_anew(tmp_path: Path) -> None:
+    """A development build of format 1.2 kept one ``ahead`` row per file, which cannot
+    tell which edit its text goes with: such a table is made anew, empty (its folder
+    used to fail to start: "no such column: nth")."""
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.executescript(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
+            "CREATE TABLE ahead (path TEXT PRIMARY KEY NOT NULL, text TEXT, "
+            "after BLOB NOT NULL) WITHOUT ROWID;"
+            "INSERT INTO meta VALUES ('format', '1.2');"
+            "INSERT INTO ahead VALUES ('a.txt', 'text', zeroblob(12));"
+        )
+    conn.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.aheads() == {}
+    state.save_aheads([("a.txt", Ahead("new", ZERO, 1))])
+    assert state.aheads() == {"a.txt": [Ahead("new", ZERO, 1)]}
+    state.close()
