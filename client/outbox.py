@@ -18,6 +18,7 @@ local updates after the ``acked`` cursor. Pure bookkeeping, no I/O:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pycrdt import merge_updates
@@ -129,11 +130,12 @@ class Outbox:
         self._sent += count
         return send
 
-    def covers(self, update: bytes) -> bool:
+    def covers(self, update: bytes, also: Sequence[bytes] = ()) -> bool:
         """Whether every struct ``update`` carries is one of the updates not acknowledged
-        yet's (False: it holds more, e.g. acknowledged updates that a server restored
-        from an older backup lost). Deletions are not compared."""
-        known = [r for p in self._pending for r in struct_ranges(p.update)]
+        yet's, or of ``also`` (False: it holds more, e.g. acknowledged updates that a
+        server restored from an older backup lost). Deletions are not compared."""
+        updates = [p.update for p in self._pending] + list(also)
+        known = [r for u in updates for r in struct_ranges(u)]
         return ranges_within(struct_ranges(update), known)
 
     def ack(self, digest: bytes, versionstamp: Versionstamp) -> Versionstamp | None:

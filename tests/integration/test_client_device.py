@@ -14,6 +14,7 @@ import pytest
 from pycrdt import Text
 
 from client import device as device_module
+from client.connection import DocLink
 from client.device import DataDirBusy, Device, DeviceFailed, Event, Listener
 from client.remote import ApiError
 from client.testing import get_json, get_text
@@ -1175,3 +1176,50 @@ async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up
         assert refusals >= 2, refusals
         assert entry.link.error is not None and "(4429)" in entry.link.error, entry.link.error
         assert "still refused" in entry.link.error
+
+
+async def test_an_edit_broadcast_before_the_answer_to_the_servers_state_is_no_restore(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a and b rewrite the same line offline; b connects first, and a's branch is
+    broadcast to b before b has answered the server's state vector (its answer waits,
+    here until then). b took a's edit for one the server had lost (restored from a
+    backup?), sent its own edits as a restore's, with no base, and no conflict was
+    recorded (audit: 2 of 15 rounds of two devices syncing at the same moment)."""
+    project = "same-moment"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    async with make(tmp_path, server, "a", project) as a, make(tmp_path, server, "b", project) as b:
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\ntwo\nthree\n")
+        await a.sync(10)
+        tb = (await b.open("f.txt")).text
+        await eventually(lambda: str(tb) == "one\ntwo\nthree\n")
+        await b.sync(10)
+        await a.pause()
+        await b.pause()
+        ta.insert(len("one\ntwo"), " (a)")
+        tb.insert(len("one\ntwo"), " (b)")
+
+        answer = DocLink._answer_restored
+        seen_a = asyncio.Event()
+
+        async def late(self: Any, ws: Any) -> bool:
+            if self.device is b:
+                await seen_a.wait()
+            return await answer(self, ws)
+
+        monkeypatch.setattr(DocLink, "_answer_restored", late)
+        b.resume()
+        await eventually(lambda: b.entries["f.txt"].link.ready)  # the server's state came
+        a.resume()
+        await a.sync(10)
+        await eventually(lambda: "(a)" in str(tb))  # a's edit, broadcast to b
+        seen_a.set()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == str(tb))
+        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+        record = get_json(conflicts_url)["conflicts"][0]
+        assert {record["regions"][0]["ours_text"], record["regions"][0]["theirs_text"]} == {
+            "two (a)\n",
+            "two (b)\n",
+        }
