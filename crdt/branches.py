@@ -120,6 +120,7 @@ async def detect_branch(
         return None
     start = _read(base_state, [])
     our, their = _read(base_state, ours), _read(base_state, theirs)
+    merged = _read(base_state, since)[0]
     deleted = _deleted_side(start, our, their)
     if deleted:
         regions = [
@@ -132,7 +133,7 @@ async def detect_branch(
             )
         ]
     else:
-        regions = detect(start[0], our[0], their[0])
+        regions = detect(start[0], our[0], their[0], merged)
     if not regions:
         return None
     return ConflictRecord(
@@ -142,7 +143,7 @@ async def detect_branch(
         ours=_side([r for r in ours if r.versionstamp not in shared] or ours),
         theirs=_side(theirs),
         regions=regions,
-        merged_text=_read(base_state, since)[0],
+        merged_text=merged,
         created_ms=now_ms(),
         deleted=deleted,
         emptied=bool(deleted)

@@ -127,9 +127,7 @@ def changes(base: list[str], new: list[str]) -> list[Change]:
     """The line ranges of ``base`` that ``new`` replaced, deleted or inserted into."""
     matcher = difflib.SequenceMatcher(None, base, new, autojunk=False)
     return [
-        Change(i1, i2, j1, j2)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
+        Change(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"
     ]
 
 
@@ -152,10 +150,13 @@ def overlaps(a: Change, b: Change) -> bool:
     return False
 
 
-def detect(base: str, ours: str, theirs: str) -> list[Region]:
+def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list[Region]:
     """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``,
     differently: where both sides made the same change (one device's update counted on
-    both sides, e.g. re-sent after a lost ack), nothing is contested.
+    both sides, e.g. re-sent after a lost ack), nothing is contested, unless ``merged``
+    (the text the CRDT merged the two into) does not have that change there. Two
+    devices that made the same change apart (both fixed ``teh`` to ``the``, both added
+    the same line) made two updates, and the merge has both: ``thhe``, the line twice.
 
     Overlapping changes are merged into one region spanning both, so a person sees each
     contested passage once.
@@ -172,11 +173,44 @@ def detect(base: str, ours: str, theirs: str) -> list[Region]:
         end = max(c.base_end for c in os_ + ts)
         our_text = "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)])
         their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
-        if our_text != their_text:
-            regions.append(
-                Region(start, end, "".join(base_lines[start:end]), our_text, their_text)
-            )
+        if our_text != their_text or (
+            merged is not None and _merged_apart(base_lines, our_lines, merged, start, end)
+        ):
+            regions.append(Region(start, end, "".join(base_lines[start:end]), our_text, their_text))
     return regions
+
+
+def _merged_apart(
+    base_lines: list[str], ours: list[str], merged: str, start: int, end: int
+) -> bool:
+    """Whether ``merged`` made of base lines ``[start, end)`` something else than
+    ``ours`` did: both compared over the same base lines, widened to every change of
+    either that touches them."""
+    merged_lines = lines(merged)
+    our_changes, merged_changes = changes(base_lines, ours), changes(base_lines, merged_lines)
+    low, high = start, end
+    while True:
+        span = Change(low, high, low, high)
+        mine = [c for c in our_changes if overlaps(c, span)]
+        made = [c for c in merged_changes if overlaps(c, span)]
+        wider = (
+            min([low] + [c.base_start for c in mine + made]),
+            max([high] + [c.base_end for c in mine + made]),
+        )
+        if wider == (low, high):
+            break
+        low, high = wider
+    return _over(base_lines, ours, mine, low, high) != _over(
+        base_lines, merged_lines, made, low, high
+    )
+
+
+def _over(
+    base_lines: list[str], side: list[str], touching: list[Change], low: int, high: int
+) -> str:
+    if not touching:
+        return "".join(base_lines[low:high])
+    return "".join(side[_side_start(touching, low) : _side_end(touching, high)])
 
 
 def _merge_groups(pairs: list[tuple[Change, Change]]) -> list[list[tuple[Change, Change]]]:

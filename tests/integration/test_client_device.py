@@ -1223,3 +1223,34 @@ async def test_an_edit_broadcast_before_the_answer_to_the_servers_state_is_no_re
             "two (a)\n",
             "two (b)\n",
         }
+
+
+async def test_the_same_fix_made_offline_on_two_devices_is_recorded(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """a and b both fix "teh" offline: two updates, which the CRDT merges into "thhe"
+    (both deleted the same characters; each inserted its own "h"). That text nobody
+    wrote was kept with no record (an audit): it is a conflict now."""
+    project = "same-fix"
+    conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    async with make(tmp_path, server, "a", project) as a, make(tmp_path, server, "b", project) as b:
+        ta = text_of(await a.doc("f.txt"))
+        ta.insert(0, "one\nteh line\nthree\n")
+        await a.sync(10)
+        tb = (await b.open("f.txt")).text
+        await eventually(lambda: str(tb) == "one\nteh line\nthree\n")
+        await b.sync(10)
+        await a.pause()
+        await b.pause()
+        for text in (ta, tb):
+            del text[len("one\nt") : len("one\nteh")]
+            text.insert(len("one\nt"), "he")
+        a.resume()
+        await a.sync(10)
+        b.resume()
+        await b.sync(10)
+        await eventually(lambda: str(ta) == str(tb))
+        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+        [region] = get_json(conflicts_url)["conflicts"][0]["regions"]
+        assert region["ours_text"] == region["theirs_text"] == "the line\n"
+        assert str(ta) != "one\nthe line\nthree\n"  # what the merge made of it

@@ -190,6 +190,27 @@ def test_the_same_change_on_both_sides_is_not_a_conflict() -> None:
     assert both == []  # the extra line is ours alone
 
 
+def test_the_same_change_made_apart_is_a_conflict_when_the_merge_has_both() -> None:
+    """Two devices that made the same change apart (two updates) are merged by the CRDT
+    into text neither wrote: both fixed ``teh`` (``thhe``), both added a line (twice).
+    That is recorded; a merge that has the change once (one update counted on both
+    sides) is not, nor a merge whose other changes lie elsewhere (an audit)."""
+    base = "one\nteh line\nthree\nfour\n"
+    fixed = "one\nthe line\nthree\nfour\n"
+    [region] = detect(base, fixed, fixed, "one\nthhe line\nthree\nfour\n")
+    assert (region.base_text, region.ours_text, region.theirs_text) == (
+        "teh line\n",
+        "the line\n",
+        "the line\n",
+    )
+    added = "one\nteh line\nnew\nthree\nfour\n"
+    [region] = detect(base, added, added, "one\nteh line\nnew\nnew\nthree\nfour\n")
+    assert region.ours_text == "new\n"
+    assert detect(base, fixed, fixed, fixed) == []
+    theirs = "one\nthe line\nthree\nFOUR\n"
+    assert detect(base, fixed, theirs, theirs) == []
+
+
 async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Path) -> None:
     """Found in a review: a device's branch sent over two connections (same base) gave
     both parts the record id of the first, so the second part's conflict with another
