@@ -167,21 +167,33 @@ async def project_cut(
     return (await cut_at(history, tenant, project, version)).versionstamp
 
 
-async def _time_cut(
-    history: History, tenant: str, project: str, paths: list[str], ms: int
+async def _newest_at(
+    history: History, tenant: str, project: str, paths: list[str], version: Version
 ) -> Versionstamp | None:
-    """The newest versionstamp any of the documents committed at or before ``ms``: what
-    ``History.project_cut`` gives, with every document's time index read in one
-    transaction (one read per document would cost more than restoring them)."""
+    """For a time, the newest versionstamp any of the documents committed at or before it:
+    what ``History.project_cut`` gives, with every document's time index read in one
+    transaction (one read per document would cost more than restoring them). For a
+    versionstamp, the first document's last versionstamp at or before it (the cut is the
+    versionstamp itself: only whether any document had committed matters, and each log
+    row read holds an update). ``None``: no document had committed yet."""
     refs = [await history.doc(tenant, project, path) for path in paths]
+
+    def bounds(ref: DocRef) -> tuple[bytes, bytes, int]:  # begin, end, the vs's place in a key
+        if version.ms is not None:  # the time index: D + (t, ms, vs) -> b""
+            return ref.key("t"), keys.pack(("t", version.ms + 1), ref.space), 2
+        assert version.stamp is not None  # the log: D + (u, vs, part)
+        return ref.key("u"), ref.key("u", version.stamp) + b"\xff", 1
 
     def newest(tr: ReadTransaction) -> Versionstamp | None:
         found: Versionstamp | None = None
-        for ref in refs:  # the time index: D + (t, ms, vs) -> b"" (see History.version_at_time)
-            rows = tr.get_range(ref.key("t"), keys.pack(("t", ms + 1), ref.space), 1, True)
+        for ref in refs:
+            begin, end, place = bounds(ref)
+            rows = tr.get_range(begin, end, 1, True)
             if rows:
-                vs = keys.unpack(rows[0][0], ref.space)[2]
+                vs = keys.unpack(rows[0][0], ref.space)[place]
                 found = vs if found is None or vs > found else found
+                if version.stamp is not None:
+                    break
         return found
 
     result: Versionstamp | None = await history.kv.read(newest)
@@ -232,20 +244,18 @@ class Cut:
 
 async def cut_at(history: History, tenant: str, project: str, version: Version) -> Cut:
     """The project at ``version``: a versionstamp (as given), a time (the newest
-    versionstamp committed at or before it) or head (the newest of all)."""
+    versionstamp committed at or before it) or head (the newest of all).
+    :class:`VersionNotFound` if no document of it had committed by then, whether
+    ``version`` is a time or a versionstamp."""
     infos = await history.docs(tenant, project)
     heads = [info.head for info in infos if info.head is not None]
     if not heads:
         raise VersionNotFound(f"project {tenant}/{project} has no documents")
     paths = [info.path for info in infos]
-    if version.stamp is not None:
-        await check_committed(history, version)
-        vs = version.stamp
-    elif version.ms is not None:
-        found = await _time_cut(history, tenant, project, paths, version.ms)
-        if found is None:
-            raise VersionNotFound(f"project {tenant}/{project} had no documents at {version}")
-        vs = found
-    else:
-        vs = max(heads)
-    return Cut(tenant, project, vs, version, paths)
+    if version.is_head:
+        return Cut(tenant, project, max(heads), version, paths)
+    await check_committed(history, version)
+    found = await _newest_at(history, tenant, project, paths, version)
+    if found is None:  # by time or by versionstamp alike (a revert must not delete all)
+        raise VersionNotFound(f"project {tenant}/{project} had no documents at {version}")
+    return Cut(tenant, project, version.stamp or found, version, paths)

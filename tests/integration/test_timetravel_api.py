@@ -19,6 +19,7 @@ from pycrdt import Map
 from pydantic import SecretStr
 
 from crdt.codec import SyncUpdate
+from crdt.timetravel import predecessor
 from crdt.versionstamp import Versionstamp
 from server.app import create_app
 from server.config import Settings
@@ -392,16 +393,30 @@ async def test_scopes_and_tenants(server: ServerProcess, http: aiohttp.ClientSes
 async def test_export_of_an_unknown_project_or_before_it_existed(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
+    """Before a project's first document, a time and a versionstamp get the same 404 from
+    export and a project revert (by versionstamp the export was an empty project, and the
+    revert deleted every document)."""
     tok = token_for()
     status, answer = await call_api(
         http, "GET", f"{server.url}/api/v1/acme/nothing/export", token=tok
     )
     assert (status, answer["error"]["code"]) == (404, "not_found")
     long_ago = (datetime.now(UTC) - timedelta(days=3650)).isoformat()
-    status, answer = await call_api(
-        http, "GET", f"{server.url}/api/v1/acme/proj/export", token=tok, at=long_ago
-    )
-    assert (status, answer["error"]["code"]) == (404, "not_found")
+    url = f"{server.ws_url}/acme/firstdoc/a.md"
+    first = await Editor(await YPeer.connect(http, url, token=tok, weft=True)).insert(0, "A\n")
+    just_before = predecessor(first)  # the commit just before the project's first
+    api = f"{server.url}/api/v1/acme/firstdoc"
+    for at in (long_ago, just_before.hex()):
+        said = f"project acme/firstdoc had no documents at {at}"
+        for method, route, params, body in (("GET", "export", {"at": at}, None),
+                                            ("POST", "revert", {}, {"to": at})):  # fmt: skip
+            status, answer = await call_api(
+                http, method, f"{api}/{route}", token=tok, body=body, **params
+            )
+            assert status == 404, (route, at, answer)
+            assert answer["error"] == {"code": "not_found", "message": said}
+    status, page = await call_api(http, "GET", f"{api}/history/a.md", token=tok)
+    assert [v["versionstamp"] for v in page["versions"]] == [first.hex()]  # nothing reverted
 
 
 async def test_a_revert_keeps_to_the_document_size_quota(tmp_path: Path) -> None:

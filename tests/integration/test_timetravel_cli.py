@@ -20,6 +20,7 @@ from pycrdt import Map
 
 from client import timetravel_commands
 from client.testing import weft_here
+from crdt import timetravel as tt
 from crdt.codec import SyncUpdate
 from crdt.versionstamp import Versionstamp
 from server.auth import issue_token
@@ -482,6 +483,34 @@ async def test_bad_input_exits_2_and_writes_nothing(
     assert r.returncode == 2 and "--tenant" in r.stderr
     r = await weft_here("show", "x.md", "--tenant", "acme", "--project", "bad")
     assert r.returncode == 2 and "--server URL or --store URL" in r.stderr
+
+
+async def test_restore_and_revert_to_before_the_projects_first_document_exit_2(
+    server: ServerProcess, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Before a project's first document there is nothing to restore or revert to, whether
+    the moment is a time or a versionstamp: exit 2, nothing written or deleted (by
+    versionstamp, restore wrote an empty folder and the revert deleted every document)."""
+    then = datetime.now(UTC).isoformat(timespec="milliseconds")
+    await asyncio.sleep(0.01)
+    peers = [await open_peer(http, server, "firstdoc", path, "ada") for path in ("a.md", "b.md")]
+    first = [await edit(peer, lambda peer=peer: peer.text.insert(0, "x\n")) for peer in peers]
+    just_before = tt.predecessor(first[0]).hex()
+    for n, where in enumerate((via_server(server, "firstdoc"), via_store(server, "firstdoc"))):
+        for at in (then, just_before):
+            said = f"project acme/firstdoc had no documents at {at}"
+            out = tmp_path / f"out{n}"
+            r = await weft_here("restore", "--at", at, "--out", str(out), *where)
+            assert r.returncode == 2 and r.stdout == "" and not out.exists(), r
+            assert r.stderr.startswith(f"weft restore: {said}"), r.stderr
+            r = await weft_here("revert", "--to", at, *where)
+            assert r.returncode == 2 and r.stdout == "", r
+            assert r.stderr.startswith(f"weft revert: {said}"), r.stderr
+    for path, stamp in zip(("a.md", "b.md"), first, strict=True):  # nothing reverted
+        r = await weft_here("history", path, "--json", *via_store(server, "firstdoc"))
+        assert [v["versionstamp"] for v in json.loads(r.stdout)["versions"]] == [stamp.hex()]
+    for peer in peers:
+        await peer.close()
 
 
 async def test_failures_exit_1(server: ServerProcess) -> None:

@@ -4,6 +4,7 @@ deletion flags, blame of several users, restore and revert edge cases."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,31 @@ async def test_restore_leaves_out_deleted_and_later_documents(history: History) 
         "a.txt": b"A",
         "dir/b.txt": b"B",
     }
+
+
+async def test_a_project_before_its_first_document_is_refused_by_time_and_by_versionstamp(
+    history: History,
+) -> None:
+    """A project cut before its first document is the same refusal whether the moment is
+    given as a time or as a versionstamp, and a project revert to it writes nothing (by
+    versionstamp the cut was an empty project, and the revert deleted every document)."""
+    other = await history.doc("acme", "other", "o.md", create=True)
+    elsewhere = await put(history, other, Device(3).append("elsewhere\n"))
+    (then,) = await history.updates(other)
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "site", "b.md", create=True)
+    first = await put(history, a, Device(1).append("A\n"))
+    await put(history, b, Device(2).append("B\n"))
+    before = [tt.iso_time(then.ms), elsewhere.hex(), tt.predecessor(first).hex()]
+    for version in map(tt.parse_version, before):
+        said = f"project acme/site had no documents at {version}"
+        with pytest.raises(tt.VersionNotFound, match=f"^{re.escape(said)}$"):
+            await tt.cut_at(history, "acme", "site", version)
+        with pytest.raises(tt.VersionNotFound, match=f"^{re.escape(said)}$"):
+            await tt.revert_project(history, "acme", "site", version, user="u", device="d")
+    assert await count(history, a) == await count(history, b) == 1  # nothing deleted
+    cut = await tt.cut_at(history, "acme", "site", tt.parse_version(first.hex()))
+    assert {f.path: f.data async for f in tt.files(history, cut)} == {"a.md": b"A\n"}
 
 
 def test_history_notes_say_created_deleted_and_restored_from_the_flags_changes() -> None:
