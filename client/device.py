@@ -70,7 +70,8 @@ EMPTY_UPDATE = b"\x00\x00"
 PAGE = 1000
 CHECK_SECONDS = 0.01
 # While the tenant's connection quota turns a link of this device away, its links close
-# after this many idle seconds (if they close when idle at all: ``idle_seconds``).
+# after this many idle seconds (sooner if ``idle_seconds`` says so; with ``idle_seconds``
+# None, only if the device polls: see Device.link_idle_seconds).
 CROWDED_IDLE_SECONDS = 1.0
 CROWDED_SAY_SECONDS = 600.0  # "waiting for a connection" is said at most this often
 
@@ -499,10 +500,20 @@ class Device:
 
     @property
     def link_idle_seconds(self) -> float | None:
-        """How long a link stays open with nothing to do (None: until closed)."""
-        if self.idle_seconds is None or not self.crowded:
+        """How long a link stays open with nothing to do (None: until closed).
+
+        ``idle_seconds`` None (the library's default) keeps an open document's link up,
+        so its remote edits arrive as they are made, but only while there is room: once
+        the quota turns one of this device's links away, idle links close after
+        ``CROWDED_IDLE_SECONDS`` as weft sync's do (held open, the documents beyond the
+        quota were never sent, and ``sync()`` never returned), and the poller reconnects
+        one when its head moves. Without a poller a closed link would hear of no remote
+        edit again, so then they stay open (and the others wait for room)."""
+        if not self.crowded:
             return self.idle_seconds
-        return min(self.idle_seconds, CROWDED_IDLE_SECONDS)
+        if self.idle_seconds is not None:
+            return min(self.idle_seconds, CROWDED_IDLE_SECONDS)
+        return None if self.poll_seconds is None else CROWDED_IDLE_SECONDS
 
     def doc_failed(self, entry: DocEntry, reason: str) -> None:
         self.emit(Event("error", f"{entry.path}: {reason}", entry.path))

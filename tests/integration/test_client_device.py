@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from crdt.codec import SyncStep1
 from crdt.records import Snapshot
 from crdt.replaying import _replay_reads
 from server.auth import issue_token
-from server.testing import ServerProcess, StartServer
+from server.testing import ServerProcess, StartServer, call_api
 
 pytestmark = pytest.mark.functional
 
@@ -1127,6 +1128,45 @@ async def test_a_rate_refusal_is_retried_with_backoff_and_said_once(
         await device.sync(60)
     for n in range(docs):
         assert server_text(server, "rate", f"d{n}.txt") == f"{n}\n"
+
+
+async def test_more_documents_open_than_the_connection_quota_all_sync_and_hear_remote_edits(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """The library's default (``idle_seconds`` None) keeps links open, and did so also
+    while the tenant's connection quota turned others away: with more documents open than
+    ``max_connections``, those were never sent and ``sync()`` never returned. While a link
+    waits, idle links close after ``CROWDED_IDLE_SECONDS`` (as weft sync's do); a remote
+    edit to a document whose link closed still arrives (the poller reconnects it). A
+    device that does not poll would hear of none, so its links stay open."""
+    quotas = '{"acme": {"max_connections": 2}}'
+    server = weft_server_factory(env={"WEFT_TENANT_QUOTAS": quotas})
+    paths = [f"d{n}.txt" for n in range(5)]
+    async with make(tmp_path, server, "a", "crowd") as device:
+        texts = [text_of(await device.doc(path)) for path in paths]
+        for n, text in enumerate(texts):
+            text.insert(0, f"{n}\n")
+        await device.sync(30)
+        assert [server_text(server, "crowd", path) for path in paths] == [
+            str(text) for text in texts
+        ]
+        assert device.link_idle_seconds is None  # nothing waits now: links stay open
+        then = datetime.now(UTC).isoformat()
+        await asyncio.sleep(0.05)
+        for text in texts:
+            text.insert(len(text), "more\n")
+        await device.sync(30)
+        async with aiohttp.ClientSession() as http:  # every document back: remote edits
+            status, _ = await call_api(
+                http, "POST", f"{server.url}/api/v1/acme/crowd/revert", body={"to": then}
+            )
+        assert status == 200
+        await eventually(lambda: [str(t) for t in texts] == [f"{n}\n" for n in range(5)], 30)
+    still = Device(tmp_path / "still", server.ws_url, "acme", "crowd", poll_seconds=None)
+    still.crowded.add("waiting.txt")  # (the rule alone: this device never starts)
+    assert still.link_idle_seconds is None
+    still.poll_seconds = 1.0
+    assert still.link_idle_seconds == device_module.CROWDED_IDLE_SECONDS
 
 
 async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up(
