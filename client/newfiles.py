@@ -162,6 +162,8 @@ class NewFiles:
             backup = self.backup(path, later)
         self.ws.folder.write(path, server_text)
         self.ws.remember(path, server_text)
+        # (a write from elsewhere, counted as one: the summary said "0 file(s) written")
+        self.ws.emit(Event("remote", f"{path} updated (remote)", path))
         cid = str(record.get("id", ""))
         self.ws.emit(
             Event(

@@ -89,6 +89,7 @@ def test_a_big_file_with_no_shared_history_is_recorded_once(
     out = once(server, y, "bignew", "y")  # exits: no retrying for ever
 
     assert "conflict: n.txt differs from the server's version" in out, out
+    assert "1 file(s) written or removed" in out, out  # the server's text went over it
     assert "will retry" not in out
     assert (y / "n.txt").read_text() == theirs  # the server's version stays
     backups = list((y / ".weft" / "conflicts").iterdir())
