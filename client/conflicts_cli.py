@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common(resolve)
     resolve.add_argument("id", help="conflict id (24 hex digits)")
     resolve.add_argument("--note", default="", help="how it was resolved")
-    resolve.add_argument("--user", default="operator", help="who resolved it (--store only)")
+    resolve.add_argument(
+        "--user",
+        help="who resolved it (--store only: a server takes the token's user; default operator)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,27 +105,46 @@ def run(args: argparse.Namespace) -> int:
 
 def _where(args: argparse.Namespace) -> None:
     """Fill ``--server``/``--store`` from WEFT_SERVER/WEFT_STORE when neither was given,
-    as the other commands do; refuse what names no project."""
+    as the other commands do; refuse what names no project, a malformed tenant, project
+    or conflict id, and ``--user`` through a server (as ``weft revert`` does).
+
+    Checked here for both places: through a server they went into the URL as typed,
+    so ``resolve ../../other/conflicts/ID --project mine`` resolved a record of project
+    ``other``."""
     from client.timetravel_cli import where
+    from crdt.keys import check_name
+    from crdt.versionstamp import Versionstamp
 
     args.server, args.store = where(args)  # its BadInput is a WeftError: exit 2
     missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
     if missing:
         raise CliError(f"{' and '.join(missing)} missing (or WEFT_TENANT / WEFT_PROJECT)")
+    check_name("tenant", args.tenant)  # BadPath, a WeftError: exit 2
+    check_name("project", args.project)
+    if args.action != "list":
+        try:
+            Versionstamp.from_hex(args.id)
+        except ValueError:
+            raise CliError(f"a conflict id is 24 hex digits, not {args.id!r}") from None
+    if args.action == "resolve" and args.server and args.user is not None:
+        raise CliError("--user is for --store: through a server, the token names who resolved it")
 
 
 async def _via_server(args: argparse.Namespace, action: str) -> Any:
     import aiohttp
 
-    base = f"{http_base(args.server)}/api/v1/{quote(args.tenant)}/{quote(args.project)}/conflicts"
+    # each name one path segment ('/' quoted too), checked by _where ('.' and '..' too)
+    tenant, project = quote(args.tenant, safe=""), quote(args.project, safe="")
+    base = f"{http_base(args.server)}/api/v1/{tenant}/{project}/conflicts"
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     method, url, params, body = "GET", base, {}, None
     if action == "list":
         params = {k: v for k, v in (("path", args.path), ("status", args.status)) if v}
     elif action == "show":
-        url = f"{base}/{quote(args.id)}"
+        url = f"{base}/{quote(args.id, safe='')}"
     else:
-        method, url, body = "POST", f"{base}/{quote(args.id)}/resolve", {"resolution": args.note}
+        url = f"{base}/{quote(args.id, safe='')}/resolve"
+        method, body = "POST", {"resolution": args.note}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
@@ -156,16 +178,8 @@ async def _via_store(args: argparse.Namespace, action: str) -> Any:
     from client.timetravel_cli import check_store
     from crdt import branches
     from crdt.history import History
-    from crdt.keys import check_name
     from crdt.kv import open_engine
-    from crdt.versionstamp import Versionstamp
 
-    check_name("project", args.project)
-    if action != "list":
-        try:
-            Versionstamp.from_hex(args.id)
-        except ValueError:
-            raise CliError(f"a conflict id is 24 hex digits, not {args.id!r}") from None
     check_store(args.store)  # reading a mistyped path must not create a store there
     async with open_engine(args.store) as kv:
         history = History(kv)
@@ -179,8 +193,9 @@ async def _via_store(args: argparse.Namespace, action: str) -> Any:
         if action == "show":
             record = await branches.get_conflict(history, args.tenant, args.project, args.id)
         else:
+            user = args.user or "operator"  # (_where refused --user through a server)
             record = await branches.resolve(
-                history, args.tenant, args.project, args.id, user=args.user, resolution=args.note
+                history, args.tenant, args.project, args.id, user=user, resolution=args.note
             )
         return record.to_dict()
 

@@ -383,6 +383,66 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     assert (body["conflict"]["resolved_by"], body["conflict"]["resolution"]) == ("op", "took ours")
 
 
+async def reported(server: ServerProcess, http: aiohttp.ClientSession, project: str) -> str:
+    """The id of a new open record in ``acme/PROJECT``: a local file that met n.md."""
+    room = f"{server.ws_url}/acme/{project}/n.md"
+    peer = await YPeer.connect(http, room, token=token_for(), weft=True)
+    await peer.append("server text\n")
+    await peer.until(lambda: len(peer.acks) == 1)
+    await peer.close()
+    url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    status, body = await api(http, "POST", url, body={"path": "n.md", "text": "mine\n"})
+    assert status == 201, body
+    return str(body["conflict"]["id"])
+
+
+async def status_of(server: ServerProcess, http: aiohttp.ClientSession, project: str) -> list[str]:
+    url = f"{server.url}/api/v1/acme/{project}/conflicts"
+    return [r["status"] for r in (await api(http, "GET", url))[1]["conflicts"]]
+
+
+async def test_cli_ids_and_names_are_checked_before_they_go_into_a_url(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """With --server the id went into the URL as typed (``quote()`` keeps '/'): ``resolve
+    ../../other/conflicts/ID --project mine`` resolved a record of project ``other``, and
+    ``a/b``, ``..`` and ``''`` were a bare "404: Not Found". Ids, tenants and projects are
+    checked as --store and the time-travel commands check them: bad input, exit 2."""
+    cid = await reported(server, http, "other")
+    remote = ["--server", server.url, "--tenant", "acme", "--project", "mine"]
+    for bad in (f"../../other/conflicts/{cid}", "a/b", "..", ""):
+        r = await asyncio.to_thread(weft, "conflicts", "resolve", bad, *remote)
+        assert r.returncode == 2, r
+        assert r.stderr == f"weft conflicts: a conflict id is 24 hex digits, not {bad!r}\n"
+    r = await asyncio.to_thread(weft, "conflicts", "show", "..", *remote[:-1], "other")
+    assert r.returncode == 2 and "a conflict id is 24 hex digits, not '..'" in r.stderr, r
+    for name, value in (("--tenant", ".."), ("--project", "other/conflicts")):
+        r = await asyncio.to_thread(weft, "conflicts", "list", *remote, name, value)
+        assert r.returncode == 2, r
+        assert f"name {value!r} may" in r.stderr and r.stdout == "", r
+    assert await status_of(server, http, "other") == ["open"]
+
+
+async def test_cli_refuses_user_through_the_server(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``--user`` was silently ignored with --server (the record named the token's user);
+    ``weft revert`` refuses it there, and so does ``resolve`` now."""
+    cid = await reported(server, http, "byuser")
+    remote = ["--server", server.url, "--tenant", "acme", "--project", "byuser"]
+    r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote, "--user", "mallory")
+    assert r.returncode == 2 and r.stdout == "", r
+    assert r.stderr == (
+        "weft conflicts: --user is for --store: through a server, the token names who "
+        "resolved it\n"
+    )
+    assert await status_of(server, http, "byuser") == ["open"]
+    r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote)
+    assert r.returncode == 0 and "marked resolved" in r.stdout, r
+    r = await asyncio.to_thread(weft, "conflicts", "show", cid, "--json", *remote)
+    assert json.loads(r.stdout)["resolved_by"] == "cli"  # weft()'s token
+
+
 async def test_a_report_of_a_file_over_1_mib_is_taken_and_an_oversized_one_is_a_json_413(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
