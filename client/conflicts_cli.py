@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from crdt.errors import WeftError
+from crdt.logsafe import printable
 
 STATUSES = ("open", "resolved")
 
@@ -215,7 +216,16 @@ def _lines(record: dict[str, Any], region: dict[str, Any]) -> str:
     return f"base lines {start + 1}-{end}"
 
 
+def _names(names: list[str], sep: str = ", ") -> str:
+    """Users or devices, each escaped (see :func:`_print`)."""
+    return sep.join(map(printable, names))
+
+
 def _print(args: argparse.Namespace, result: Any) -> None:
+    """The records for a person (or as JSON, as they are, with ``--json``). Names, paths
+    and the note are free text a token's user or an API caller chose: they are escaped
+    as ``weft history`` escapes them (an ESC or OSC sequence reached the terminal). The
+    texts are printed as ``weft show`` prints a document."""
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -232,18 +242,18 @@ def _print(args: argparse.Namespace, result: Any) -> None:
             "PATH  (OURS / THEIRS)"
         )
         for r, span in zip(result, spans, strict=True):
-            who = f"{'+'.join(r['ours']['users'])} / {'+'.join(r['theirs']['users'])}"
+            who = f"{_names(r['ours']['users'], '+')} / {_names(r['theirs']['users'], '+')}"
             print(
                 f"{r['id']:24}  {r['status']:8}  {_when(r['created_ms']):19}  {span:{width}}  "
-                f"{r['path']}  ({who})"
+                f"{printable(r['path'])}  ({who})"
             )
         return
     r = result
-    print(f"conflict {r['id']} on {r['path']}: {r['status']}")
+    print(f"conflict {r['id']} on {printable(r['path'])}: {r['status']}")
     print(f"  base       {r['base'] or '(no shared history)'}")
     for side in ("ours", "theirs"):
         s = r[side]
-        print(f"  {side:10} {', '.join(s['users'])} on {', '.join(s['clients']) or '?'}")
+        print(f"  {side:10} {_names(s['users'])} on {_names(s['clients']) or '?'}")
     if r.get("deleted"):
         deleter = "ours" if r["deleted"] == "ours" else "theirs"
         if r.get("restored"):
@@ -256,9 +266,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
             then = "it stays deleted (the edited text is below: write it back to restore the file)"
         print(f"  deleted    by {deleter}, edited by the other side: {then}")
     if r["status"] == "resolved":
-        print(f"  resolved   by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC")
+        print(f"  resolved   by {printable(r['resolved_by'])} at {_when(r['resolved_ms'])} UTC")
         if r["resolution"]:
-            print(f"  note       {r['resolution']}")
+            print(f"  note       {printable(r['resolution'])}")
     for g in r["regions"]:
         print(f"\n  {_lines(r, g)}:")
         base = [("base", "base_text")] if r["base"] else []  # none: no shared history
@@ -270,10 +280,10 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     for line in r["merged_text"].splitlines() or [""]:
         print(f"  | {line}")
     if args.action == "resolve" and args.already:
-        note = f", note {r['resolution']!r}" if r["resolution"] else ""
+        note = f", note {r['resolution']!r}" if r["resolution"] else ""  # (repr escapes)
+        by = printable(r["resolved_by"])
         print(
-            f"\nalready resolved by {r['resolved_by']} at {_when(r['resolved_ms'])} UTC{note}: "
-            "left as it was"
+            f"\nalready resolved by {by} at {_when(r['resolved_ms'])} UTC{note}: left as it was"
         )
     elif args.action == "resolve":
         print("\nmarked resolved")

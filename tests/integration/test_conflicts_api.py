@@ -383,15 +383,23 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     assert (body["conflict"]["resolved_by"], body["conflict"]["resolution"]) == ("op", "took ours")
 
 
-async def reported(server: ServerProcess, http: aiohttp.ClientSession, project: str) -> str:
-    """The id of a new open record in ``acme/PROJECT``: a local file that met n.md."""
-    room = f"{server.ws_url}/acme/{project}/n.md"
+async def reported(
+    server: ServerProcess,
+    http: aiohttp.ClientSession,
+    project: str,
+    path: str = "n.md",
+    user: str = "ada",
+) -> str:
+    """The id of a new open record in ``acme/PROJECT``: ``user``'s local file that met
+    the document ``path``."""
+    room = f"{server.ws_url}/acme/{project}/{path}"
     peer = await YPeer.connect(http, room, token=token_for(), weft=True)
     await peer.append("server text\n")
     await peer.until(lambda: len(peer.acks) == 1)
     await peer.close()
     url = f"{server.url}/api/v1/acme/{project}/conflicts"
-    status, body = await api(http, "POST", url, body={"path": "n.md", "text": "mine\n"})
+    report = {"path": path, "text": "mine\n"}
+    status, body = await api(http, "POST", url, token=token_for(user=user), body=report)
     assert status == 201, body
     return str(body["conflict"]["id"])
 
@@ -441,6 +449,37 @@ async def test_cli_refuses_user_through_the_server(
     assert r.returncode == 0 and "marked resolved" in r.stdout, r
     r = await asyncio.to_thread(weft, "conflicts", "show", cid, "--json", *remote)
     assert json.loads(r.stdout)["resolved_by"] == "cli"  # weft()'s token
+
+
+async def test_cli_escapes_names_paths_and_notes_but_not_json(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A user name (a token's ``sub``), a path and a resolution note are free text:
+    ``list`` and ``show`` printed them raw, so an ESC or OSC sequence (or a NUL) reached
+    the terminal. They are escaped as ``weft history`` escapes names; ``--json`` keeps
+    them as they are."""
+    user, path = "eve\x1b]0;pwned\x07", "n\u2028otes.md"
+    note = "ok\x1b]0;pwned\x07\x1b[1A\x00"
+    cid = await reported(server, http, "escapes", path, user)
+    url = f"{server.url}/api/v1/acme/escapes/conflicts"
+    status, body = await api(
+        http, "POST", f"{url}/{cid}/resolve", token=token_for(user=user), body={"resolution": note}
+    )
+    assert status == 200, body
+    remote = ["--server", server.url, "--tenant", "acme", "--project", "escapes"]
+    for action in (["list"], ["show", cid], ["resolve", cid]):
+        r = await asyncio.to_thread(weft, "conflicts", *action, *remote)
+        assert r.returncode == 0, r
+        for raw in ("\x1b", "\x07", "\x00", "\u2028"):
+            assert raw not in r.stdout, (action, r.stdout)
+        assert "eve\\x1b]0;pwned\\x07" in r.stdout, r.stdout
+        assert "n\\u2028otes.md" in r.stdout or action == ["resolve", cid], r.stdout
+    r = await asyncio.to_thread(weft, "conflicts", "show", cid, *remote)
+    assert "  note       ok\\x1b]0;pwned\\x07\\x1b[1A\\x00\n" in r.stdout, r.stdout
+    r = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
+    [record] = json.loads(r.stdout)
+    assert (record["path"], record["ours"]["users"]) == (path, [user])
+    assert (record["resolved_by"], record["resolution"]) == (user, note)
 
 
 async def test_a_report_of_a_file_over_1_mib_is_taken_and_an_oversized_one_is_a_json_413(
