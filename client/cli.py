@@ -75,6 +75,46 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         parser = subs[0].choices[name]
 
 
+def _refuse_non_utf8(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]
+) -> None:
+    """Exit 2, naming it, on a text argument (or the ``WEFT_*`` variable it defaults to)
+    that is not valid UTF-8.
+
+    Python hands such bytes over as lone surrogates (``$'op\\xff'`` is ``'op\\udcff'``),
+    which no encoder takes: a note, a user or a tenant failed deep in a command
+    (msgpack, ``quote()``), with a traceback, where the time-travel commands' own
+    checks (``normalise_path``, ``check_name``) refused only paths and names. A file
+    name may hold any bytes: an argument that names one is a :class:`~pathlib.Path`
+    (``type=Path``), which is not checked.
+    """
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not _is_utf8(item):
+                parser.error(str(argparse.ArgumentError(action, _not_utf8(item, argv))))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_utf8(text: str, argv: Sequence[str]) -> str:
+    """Why ``text`` is refused: the bytes given, and the variable they came from."""
+    try:
+        message = f"{os.fsencode(text)!r} is not valid UTF-8"  # b'op\xff'
+    except UnicodeEncodeError:  # a surrogate not from bytes (main(argv) was given it)
+        message = f"{text!a} is not valid UTF-8"
+    if not any(text in arg for arg in argv):  # a default
+        names = [k for k, v in os.environ.items() if k.startswith("WEFT_") and v == text]
+        message += f" (from {' or '.join(names) or 'the environment'})"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(argv))
@@ -84,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
     if extra:  # as parse_args does, with the usage of the (sub)command that was run
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    _refuse_non_utf8(_chosen(parser, args), args, argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -120,7 +120,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a = p.add_argument
-    a("dir", metavar="DIR", help="the folder to sync (its state goes to DIR/.weft/)")
+    # (a Path: a folder's name may hold any bytes, text arguments must be UTF-8)
+    a("dir", metavar="DIR", type=Path, help="the folder to sync (its state goes to DIR/.weft/)")
     a("--server", default=os.environ.get("WEFT_SERVER"), help="ws://HOST:PORT (WEFT_SERVER)")
     a("--tenant", default=os.environ.get("WEFT_TENANT"), help="tenant name (WEFT_TENANT)")
     a("--project", default=os.environ.get("WEFT_PROJECT"), help="project name (WEFT_PROJECT)")

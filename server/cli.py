@@ -144,6 +144,7 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--private-key",
         default=None,
+        type=Path,  # a file's name may hold any bytes (text arguments must be UTF-8)
         metavar="FILE",
         help="PEM private key file for RS256/ES256 (default: WEFT_PRIVATE_KEY)",
     )

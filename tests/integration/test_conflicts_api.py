@@ -451,6 +451,23 @@ async def test_cli_refuses_user_through_the_server(
     assert json.loads(r.stdout)["resolved_by"] == "cli"  # weft()'s token
 
 
+async def test_cli_refuses_an_argument_that_is_not_utf8_and_writes_nothing(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``--note $'bad\\xff'`` (a lone surrogate to Python) was a msgpack traceback with
+    --store, ``--tenant $'acme\\xff'`` one in ``quote()`` with --server."""
+    cid = await reported(server, http, "notutf8")
+    local = ["--store", server.store, "--tenant", "acme", "--project", "notutf8"]
+    r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *local, "--note", "bad\udcff")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "error: argument --note: b'bad\\xff' is not valid UTF-8\n" in r.stderr, r
+    remote = ["--server", server.url, "--tenant", "acme\udcff", "--project", "notutf8"]
+    r = await asyncio.to_thread(weft, "conflicts", "list", *remote)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "error: argument --tenant: b'acme\\xff' is not valid UTF-8\n" in r.stderr, r
+    assert await status_of(server, http, "notutf8") == ["open"]
+
+
 async def test_cli_escapes_names_paths_and_notes_but_not_json(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:

@@ -576,6 +576,11 @@ async def test_history_and_blame_escape_control_characters_in_names(
     first = await edit(peer, lambda: peer.text.insert(0, "one\n"))
     await edit(peer, lambda: peer.text.__delitem__(slice(0, 4)))
     await peer.close()
+    # a byte that is not UTF-8 (a lone surrogate to Python) was a traceback in the update
+    r = await run_weft("revert", "--to", first.hex(), *via_store(server, "names"),
+                       "--user", "op\udcff")  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "error: argument --user: b'op\\xff' is not valid UTF-8\n" in r.stderr, r
     evil = "eve\u202e\nline"
     r = await weft_here("revert", "n.md", "--to", first.hex(), "--user", evil,
                         *via_store(server, "names"))  # fmt: skip
@@ -585,7 +590,7 @@ async def test_history_and_blame_escape_control_characters_in_names(
         assert r.returncode == 0, r
         assert "eve\\u202e\\nline" in r.stdout and "\u202e" not in r.stdout, r.stdout
     r = await weft_here("history", "n.md", *via_server(server, "names"))
-    assert len(r.stdout.splitlines()) == 3, r.stdout  # one line per version
+    assert len(r.stdout.splitlines()) == 3, r.stdout  # one line per version: op wrote none
 
 
 async def test_a_path_typed_with_a_leading_dot_slash_is_the_document(

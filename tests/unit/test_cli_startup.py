@@ -180,3 +180,57 @@ def test_an_unknown_option_shows_the_usage_of_its_subcommand(
 def test_token_choices_mirror_server_auth() -> None:
     assert server.cli.SCOPES == server.auth.SCOPES
     assert server.cli.KEY_ALGORITHMS == server.auth.KEY_ALGORITHMS
+
+
+STORE = ["--store", "sqlite:///nowhere/weft.db", "--tenant", "acme", "--project", "p"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "refused"),
+    [
+        (["conflicts", "resolve", "0" * 24, *STORE, "--note", "bad\udcff"], "--note"),
+        (["conflicts", "resolve", "0" * 24, *STORE, "--note=bad\udcff"], "--note"),
+        (["conflicts", "list", "--server", "http://h:1", "--tenant", "bad\udcff"], "--tenant"),
+        (["revert", "--to", "head", *STORE, "--user", "bad\udcff"], "--user"),
+        (["history", "bad\udcff", *STORE], "PATH"),
+        (["sync", "d", "--server", "ws://h:1", "--project", "bad\udcff"], "--project"),
+        (["token", "create", "--tenant", "acme", "--user", "bad\udcff"], "--user"),
+        (["serve", "--host", "bad\udcff"], "--host"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v[:2]),
+)
+def test_a_text_argument_that_is_not_utf8_is_refused_and_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], refused: str
+) -> None:
+    """Python gives a byte that is not UTF-8 (``$'bad\\xff'`` in a shell) as a lone
+    surrogate: ``--note`` failed in msgpack, ``--tenant`` in ``quote()``, ``--user`` in
+    revert's update, each with a traceback. Every command refuses it while parsing
+    (exit 2), before anything is read or written, and says which argument."""
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {refused}: b'bad\\xff' is not valid UTF-8\n" in err, err
+
+
+def test_a_variable_that_is_not_utf8_is_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEFT_TENANT", "bad\udcff")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["conflicts", "list", "--server", "http://h:1", "--project", "p"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --tenant: b'bad\\xff' is not valid UTF-8 (from WEFT_TENANT)\n" in err, err
+
+
+def test_a_file_name_may_hold_any_bytes(tmp_path: Path) -> None:
+    """A folder or key file whose name is not UTF-8 is a name Linux allows (`weft sync`
+    syncs such a folder): it is not refused as text, it is looked for."""
+    missing = f"{tmp_path}/not-utf8-\udcff"
+    sync = ["sync", missing, "--server", "ws://127.0.0.1:1", "--tenant", "a", "--project", "p"]
+    code, _, output = run_main(tmp_path, *sync)
+    assert code == 2 and "is not a directory" in output, output
+    token = ["token", "create", "--tenant", "a", "--private-key", missing]
+    code, _, output = run_main(tmp_path, *token)
+    assert code == 2 and "No such file or directory" in output, output
