@@ -5,8 +5,11 @@ pathspec).
 
 ``.git`` and ``.weft`` are never synced, at any depth, as a folder or a file (a ``.git``
 file points git at a repository), and in any case: on a case-insensitive file system
-(macOS's and Windows' defaults) ``.GIT/config`` is ``.git/config``. The server refuses
-to create such documents too (:func:`crdt.keys.check_new_path`)."""
+(macOS's and Windows' defaults) ``.GIT/config`` is ``.git/config``. Nor is the file
+``.weft-manifest.json`` at the folder's top, which ``weft restore`` writes there: a
+sync of a restored folder sent it, was refused (4400), and never got in sync. The
+server refuses to create such documents too: both sides ask
+:func:`crdt.keys.restore_refusal` (:func:`crdt.keys.check_new_path`)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pathspec
 
-from crdt.keys import never_synced
+from crdt.keys import never_synced, restore_refusal
 
 log = logging.getLogger("weft.workspace")
 
@@ -53,6 +56,8 @@ class Ignore:
 
     def __call__(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether the relative POSIX path ``rel`` is ignored."""
-        if never_synced(rel) is not None:  # whatever the patterns say
+        # whatever the patterns say; a folder named as the manifest is not the manifest
+        refused = never_synced(rel) if is_dir else restore_refusal(rel)
+        if refused is not None:
             return True
         return bool(self._spec.match_file(rel + "/" if is_dir else rel))

@@ -89,13 +89,14 @@ cannot reach is given up after 6 x --max-backoff (60 s by default) with --once (
 1): the edits stay on this device and are sent on the next run; without --once it
 retries for ever.
 
-Ignored: .git/, .weft/, editors' swap files and the patterns of DIR/.weftignore
-(gitignore syntax; only the folder's top .weftignore). Binary, non-UTF-8 and oversized
-files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
-written or deleted through a link (to a folder either). A document that cannot be
-written (its path goes through such a link, or a file and a folder have its name) is
-said once and is not in sync (--once exits 1). If DIR or DIR/.weft is moved or deleted
-while it runs, it stops (exit 1) and sends no deletions.
+Ignored: .git/, .weft/, .weft-manifest.json at the top (weft restore writes it), editors'
+swap files and the patterns of DIR/.weftignore (gitignore syntax; only the folder's top
+.weftignore). Binary, non-UTF-8 and oversized files (over 4 MiB) and symbolic links
+are skipped with a warning; nothing is read, written or deleted through a link (to a
+folder either). A document that cannot be written (its path goes through such a link,
+or a file and a folder have its name) is said once and is not in sync (--once exits 1).
+If DIR or DIR/.weft is moved or deleted while it runs, it stops (exit 1) and sends no
+deletions.
 
 A local file that meets a different document at the same path, with no shared history,
 is recorded as a conflict: the server's version stays, and yours is kept in the

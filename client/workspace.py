@@ -40,7 +40,8 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   offline) is checked against the server first (:mod:`client.newfiles`): adopted when
   the texts are the same, created when the server has no such document, else recorded
   as a conflict while the server's version stays.
-- ``.git/``, ``.weft/`` and ``.weftignore`` patterns are ignored; binary, undecodable,
+- ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
+  ``.weftignore`` patterns are ignored; binary, undecodable,
   oversized files and symlinks are skipped with one warning each.
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
   document whose path goes through a link to a folder, or meets a file where its folder

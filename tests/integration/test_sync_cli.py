@@ -155,6 +155,26 @@ def test_ignored_binary_and_undecodable_files_are_skipped_with_one_warning(
     assert sorted(d["path"] for d in docs) == [".weftignore", "kept.txt"]
 
 
+def test_a_restored_folder_syncs_without_its_manifest(server: ServerProcess, tmp_path: Path) -> None:
+    """``weft restore`` writes .weft-manifest.json at the folder's top, a name the server
+    refuses for a new document: a sync of the restored folder sent it, was closed with
+    4400, and every ``--once`` exited 1 ("1 file(s) NOT in sync") until it was deleted by
+    hand. The manifest is ignored there; a file of that name in a subfolder is not."""
+    a, restored = tmp_path / "a", tmp_path / "restored"
+    (a / "sub").mkdir(parents=True)
+    (a / "notes.md").write_text("notes\n")
+    (a / "sub" / ".weft-manifest.json").write_text("{}\n")  # not at the top: a document
+    once(server, a, "before")
+    where = ["--server", server.url, "--tenant", TENANT, "--project", "before"]
+    assert main(["restore", "--at", "head", "--out", str(restored), *where]) == 0
+    assert (restored / ".weft-manifest.json").is_file()
+    for _ in range(2):
+        out = once(server, restored, "after")
+        assert "in sync: 2 files" in out and ".weft-manifest.json" not in out, out
+    docs = get_json(f"{server.url}/api/v1/{TENANT}/after/docs")["docs"]
+    assert sorted(d["path"] for d in docs) == ["notes.md", "sub/.weft-manifest.json"]
+
+
 @pytest.mark.parametrize("idle_close", ["60", "0.1"])  # live links; links closed when idle
 def test_edits_deletes_and_renames_follow_a_running_sync(
     server: ServerProcess, tmp_path: Path, idle_close: str

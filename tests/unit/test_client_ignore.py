@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from client.folder import Folder
 from client.ignore import Ignore
+from crdt.errors import BadPath
+from crdt.keys import check_new_path
 
 
 def test_git_and_weft_folders_are_always_ignored(tmp_path: Path) -> None:
@@ -62,3 +66,25 @@ def test_a_scan_never_lists_files_under_git_in_another_case(tmp_path: Path) -> N
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     assert Folder(tmp_path, warn=lambda *_: None).scan() == ["a.md"]
+
+
+def test_the_restore_manifest_at_the_top_is_ignored_as_the_server_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """``weft restore`` writes .weft-manifest.json at the folder's top; the server refuses
+    that name for a new document (4400), so a sync of a restored folder never got in
+    sync. Ignored at the top, in any case, whatever the patterns say; elsewhere, or as a
+    folder's name, it is an ordinary name."""
+    (tmp_path / ".weftignore").write_text("!.weft-manifest.json\n")
+    ignore = Ignore(tmp_path)
+    for path in (".weft-manifest.json", ".WEFT-Manifest.json", ".weft-manifest.json."):
+        assert ignore(path), path
+        with pytest.raises(BadPath, match="restore's manifest"):
+            check_new_path(path)
+    assert not ignore("sub/.weft-manifest.json") and not ignore(".weft-manifest.json.bak")
+    assert not ignore(".weft-manifest.json", is_dir=True)
+    assert check_new_path(".weft-manifest.json/x") == ".weft-manifest.json/x"
+    assert not ignore(".weft-manifest.json/x")
+    (tmp_path / ".weft-manifest.json").write_text("{}")
+    (tmp_path / "a.md").write_text("a")
+    assert Folder(tmp_path, warn=lambda *_: None).scan() == [".weftignore", "a.md"]
