@@ -17,7 +17,7 @@ from crdt.errors import ProtocolError
 TR_LEN = 10
 LEN = 12
 INCOMPLETE_TR = b"\xff" * TR_LEN
-_HEX = re.compile(r"^[0-9a-fA-F]{24}$")
+_HEX = re.compile(r"[0-9a-fA-F]{24}")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -42,7 +42,7 @@ class Versionstamp:
     @classmethod
     def from_hex(cls, text: str) -> Self:
         """Parse the 24-hex-digit form shown to people; raise ProtocolError otherwise."""
-        if not _HEX.match(text):
+        if not _HEX.fullmatch(text):
             raise ProtocolError(f"not a versionstamp (24 hex digits): {text!r}", 1007)
         return cls(bytes.fromhex(text))
 

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from crdt import keys
-from crdt.errors import BadPath
+from crdt.errors import BadPath, ProtocolError
 from crdt.history import History
 from crdt.kv import Engine, open_engine
 from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
@@ -294,3 +294,12 @@ def test_pack_uint_is_the_tuple_layers_int(client: int, clock: int) -> None:
     assert head + keys.pack_uint(client) + keys.pack_uint(clock) == keys.pack(
         ("i", client, clock), b"D"
     )
+
+
+@pytest.mark.parametrize("text", ["", "0" * 23, "0" * 25, "0" * 24 + "\n", "g" * 24, " " + "0" * 23])
+def test_a_versionstamp_is_exactly_24_hex_digits(text: str) -> None:
+    """``0…0\\n`` passed (``$`` matches before a final newline): a conflict id typed
+    with one went into a URL as it was."""
+    with pytest.raises(ProtocolError):
+        Versionstamp.from_hex(text)
+    assert Versionstamp.from_hex("00" * 11 + "Ab").raw == bytes(11) + b"\xab"
