@@ -250,15 +250,19 @@ class DeviceState:
         return {str(path): DocState(_vs(base), _vs(acked)) for path, base, acked in rows}
 
     def save_docs(self, changes: dict[str, DocState]) -> None:
-        if not changes:
+        self._write_many(
+            "INSERT INTO docs (path, base, acked) VALUES (?, ?, ?) ON CONFLICT(path) "
+            "DO UPDATE SET base = excluded.base, acked = excluded.acked",
+            [(p, _raw(s.base), _raw(s.acked)) for p, s in changes.items()],
+        )
+
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        """``sql`` for each of ``rows``, in one transaction."""
+        if not rows:
             return
         with self._lock, self._conn:
             self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT INTO docs (path, base, acked) VALUES (?, ?, ?) ON CONFLICT(path) "
-                "DO UPDATE SET base = excluded.base, acked = excluded.acked",
-                [(p, _raw(s.base), _raw(s.acked)) for p, s in changes.items()],
-            )
+            self._conn.executemany(sql, rows)
 
     # --- files ------------------------------------------------------------------------
 
@@ -305,15 +309,11 @@ class DeviceState:
         return found
 
     def save_aheads(self, rows: list[tuple[str, Ahead]]) -> None:
-        if not rows:
-            return
-        with self._lock, self._conn:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT INTO ahead (path, after, nth, text) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(path, after, nth) DO UPDATE SET text = excluded.text",
-                [(p, a.after.raw, a.nth, a.text) for p, a in rows],
-            )
+        self._write_many(
+            "INSERT INTO ahead (path, after, nth, text) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path, after, nth) DO UPDATE SET text = excluded.text",
+            [(p, a.after.raw, a.nth, a.text) for p, a in rows],
+        )
 
 
 class StateWriter:

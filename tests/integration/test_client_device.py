@@ -1218,6 +1218,19 @@ async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up
         assert "still refused" in entry.link.error
 
 
+async def _both_paused_with(a: Device, b: Device, text: str) -> tuple[Text, Text]:
+    """f.txt holds ``text`` on a and b, both synced, then both offline (paused)."""
+    ta = text_of(await a.doc("f.txt"))
+    ta.insert(0, text)
+    await a.sync(10)
+    tb = (await b.open("f.txt")).text
+    await eventually(lambda: str(tb) == text)
+    await b.sync(10)
+    await a.pause()
+    await b.pause()
+    return ta, tb
+
+
 async def test_an_edit_broadcast_before_the_answer_to_the_servers_state_is_no_restore(
     server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1229,14 +1242,7 @@ async def test_an_edit_broadcast_before_the_answer_to_the_servers_state_is_no_re
     project = "same-moment"
     conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
     async with make(tmp_path, server, "a", project) as a, make(tmp_path, server, "b", project) as b:
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\ntwo\nthree\n")
-        await a.sync(10)
-        tb = (await b.open("f.txt")).text
-        await eventually(lambda: str(tb) == "one\ntwo\nthree\n")
-        await b.sync(10)
-        await a.pause()
-        await b.pause()
+        ta, tb = await _both_paused_with(a, b, "one\ntwo\nthree\n")
         ta.insert(len("one\ntwo"), " (a)")
         tb.insert(len("one\ntwo"), " (b)")
 
@@ -1274,14 +1280,7 @@ async def test_the_same_fix_made_offline_on_two_devices_is_recorded(
     project = "same-fix"
     conflicts_url = f"{server.url}/api/v1/acme/{project}/conflicts"
     async with make(tmp_path, server, "a", project) as a, make(tmp_path, server, "b", project) as b:
-        ta = text_of(await a.doc("f.txt"))
-        ta.insert(0, "one\nteh line\nthree\n")
-        await a.sync(10)
-        tb = (await b.open("f.txt")).text
-        await eventually(lambda: str(tb) == "one\nteh line\nthree\n")
-        await b.sync(10)
-        await a.pause()
-        await b.pause()
+        ta, tb = await _both_paused_with(a, b, "one\nteh line\nthree\n")
         for text in (ta, tb):
             del text[len("one\nt") : len("one\nteh")]
             text.insert(len("one\nt"), "he")

@@ -42,10 +42,17 @@ async def _synced_pair(tmp_path: Path, url: str) -> tuple[Path, Path]:
     return a, b
 
 
-async def _restart_both(a: Path, b: Path, url: str) -> tuple[str, str]:
-    for folder in (a, b, a):
-        async with Workspace(folder, url, "acme", "p", poll_seconds=0.1) as ws:
-            await ws.sync(10)
+async def _killed_and_restarted(tmp_path: Path, mode: str) -> tuple[str, str]:
+    """a and b synced; a killed as ``mode`` says, with both its saves in its file; then
+    a, b and a again synced: f.txt on a and on b."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = await _synced_pair(tmp_path, server.ws_url)
+        await _killed(mode, a, b, server.ws_url)
+        assert (a / "f.txt").read_text() == "line 1 by a\nline 2 by a\nline 3\n"
+        for folder in (a, b, a):
+            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+                await ws.sync(10)
     return (a / "f.txt").read_text(), (b / "f.txt").read_text()
 
 
@@ -57,13 +64,8 @@ async def test_a_kill_before_the_next_save_is_appended_keeps_the_merged_server_u
     its append. That text replaced the first's, whose edit the history holds: the
     restart fell back to the document's text as the shadow, and b's update was undone
     on every device (second review)."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
-    async with serve_in_process(app) as server:
-        a, b = await _synced_pair(tmp_path, server.ws_url)
-        await _killed("next_batch", a, b, server.ws_url)
-        assert (a / "f.txt").read_text() == "line 1 by a\nline 2 by a\nline 3\n"
-        merged = "line 1 by a\nline 2 by a\nline 3 by b\n"
-        assert await _restart_both(a, b, server.ws_url) == (merged, merged)
+    merged = "line 1 by a\nline 2 by a\nline 3 by b\n"
+    assert await _killed_and_restarted(tmp_path, "next_batch") == (merged, merged)
 
 
 async def test_a_kill_between_the_parts_of_a_split_batch_keeps_the_second_save(
@@ -73,10 +75,5 @@ async def test_a_kill_between_the_parts_of_a_split_batch_keeps_the_second_save(
     first. The second save's text was taken as the shadow although its edit never
     reached the history: the file matched it, nothing was taken in, and the document's
     text went over the file (second review)."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
-    async with serve_in_process(app) as server:
-        a, b = await _synced_pair(tmp_path, server.ws_url)
-        await _killed("split", a, b, server.ws_url)
-        assert (a / "f.txt").read_text() == "line 1 by a\nline 2 by a\nline 3\n"
-        both = "line 1 by a\nline 2 by a\nline 3\n"
-        assert await _restart_both(a, b, server.ws_url) == (both, both)
+    both = "line 1 by a\nline 2 by a\nline 3\n"
+    assert await _killed_and_restarted(tmp_path, "split") == (both, both)
