@@ -166,6 +166,17 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
     their_changes = changes(base_lines, their_lines)
     pairs = [(o, t) for o in our_changes for t in their_changes if overlaps(o, t)]
     regions: list[Region] = []
+    merged_side: tuple[list[str], list[Change]] | None = None  # (read once, if needed)
+
+    def apart(start: int, end: int) -> bool:
+        nonlocal merged_side
+        if merged_side is None:
+            assert merged is not None
+            merged_lines = lines(merged)
+            merged_side = (merged_lines, changes(base_lines, merged_lines))
+        ours_side = (our_lines, our_changes)
+        return _merged_apart(base_lines, ours_side, merged_side, start, end)
+
     for group in _merge_groups(pairs):
         os_ = [o for o, _ in group]
         ts = [t for _, t in group]
@@ -173,21 +184,22 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
         end = max(c.base_end for c in os_ + ts)
         our_text = "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)])
         their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
-        if our_text != their_text or (
-            merged is not None and _merged_apart(base_lines, our_lines, merged, start, end)
-        ):
+        if our_text != their_text or (merged is not None and apart(start, end)):
             regions.append(Region(start, end, "".join(base_lines[start:end]), our_text, their_text))
     return regions
 
 
 def _merged_apart(
-    base_lines: list[str], ours: list[str], merged: str, start: int, end: int
+    base_lines: list[str],
+    ours_side: tuple[list[str], list[Change]],
+    merged_side: tuple[list[str], list[Change]],
+    start: int,
+    end: int,
 ) -> bool:
-    """Whether ``merged`` made of base lines ``[start, end)`` something else than
-    ``ours`` did: both compared over the same base lines, widened to every change of
-    either that touches them."""
-    merged_lines = lines(merged)
-    our_changes, merged_changes = changes(base_lines, ours), changes(base_lines, merged_lines)
+    """Whether the merge made of base lines ``[start, end)`` something else than ours
+    did (each side: its lines and its changes from base): both compared over the same
+    base lines, widened to every change of either that touches them."""
+    (ours, our_changes), (merged_lines, merged_changes) = ours_side, merged_side
     low, high = start, end
     while True:
         span = Change(low, high, low, high)
