@@ -75,6 +75,9 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
         parser = subs[0].choices[name]
 
 
+NAMES_A_FILE = {"store", "public_key"}  # text arguments that may name a file (see below)
+
+
 def _refuse_non_utf8(
     parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]
 ) -> None:
@@ -86,9 +89,12 @@ def _refuse_non_utf8(
     (msgpack, ``quote()``), with a traceback, where the time-travel commands' own
     checks (``normalise_path``, ``check_name``) refused only paths and names. A file
     name may hold any bytes: an argument that names one is a :class:`~pathlib.Path`
-    (``type=Path``), which is not checked.
+    (``type=Path``), which is not checked, and so are ``--store`` (a URL holding a
+    file's path: ``sqlite:///DIR/weft.db``) and ``--public-key`` (a key's text or file).
     """
     for action in parser._actions:
+        if action.dest in NAMES_A_FILE:
+            continue
         value = getattr(args, action.dest, None)
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and not _is_utf8(item):

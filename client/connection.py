@@ -440,8 +440,8 @@ class DocLink:
                 # (Not applied either: it would change nothing, yet be recorded in the
                 # local history at every probe.)
                 news = update != EMPTY_UPDATE and not ydoc.adds_nothing(entry.doc, update)
-                if news and self.server_sv is not None:  # (see _answer_restored)
-                    self.sent_since.append(update)
+                if news and self.server_sv is not None and not device.read_only:
+                    self.sent_since.append(update)  # (see _answer_restored)
                 applied = not news or device.apply_remote(entry, update)
                 if news or (head is None and self.server_had_state):
                     entry.received()
@@ -453,7 +453,7 @@ class DocLink:
                 device.changed()
                 return True
             case SyncUpdate(update=update):
-                if self.server_sv is not None:  # (not answered yet: _answer_restored)
+                if self.server_sv is not None and not device.read_only:  # _answer_restored
                     self.sent_since.append(update)
                 device.apply_remote(entry, update)
                 entry.received()
@@ -545,7 +545,7 @@ class DocLink:
                     await self._send(ws, Base(entry.base))
                     self.branch_open = True
             if self.server_sv is not None:
-                self.server_sv = None
+                self.server_sv, self.sent_since = None, []
                 await self._send(ws, SyncStep2(send.update))
             else:
                 await self._send(ws, SyncUpdate(send.update))
@@ -553,7 +553,7 @@ class DocLink:
             # Nothing waits in the outbox: answer with whatever the server lacks (nothing,
             # unless it lost acknowledged updates, e.g. restored from an older backup).
             missing = entry.doc.get_update(self.server_sv)
-            self.server_sv = None
+            self.server_sv, self.sent_since = None, []
             await self._send(ws, SyncStep2(missing))
         if self.branch_open and len(outbox) == 0 and entry.unrecorded_local == 0:
             self.branch_open = False
@@ -588,7 +588,7 @@ class DocLink:
             return False
         send = entry.outbox.take_all(missing)
         assert send is not None
-        self.server_sv = None
+        self.server_sv, self.sent_since = None, []
         self.branch_done = True
         self.device.warn(
             entry.path,

@@ -592,6 +592,28 @@ async def test_read_only_refusal_keeps_edits_local_and_says_so(
     assert server_text(auth_server, "ro", "a.txt", writer) == "written\n"
 
 
+async def test_a_read_only_device_keeps_no_copy_of_what_the_server_sends(
+    auth_server: ServerProcess, tmp_path: Path
+) -> None:
+    """A read-only device never answers the server's state vector, and kept every update
+    broadcast after it (for comparing with, in ``_answer_restored``, which it never
+    runs) for as long as the connection lasted (a review: 202 updates after 200 edits)."""
+    async with (
+        make(tmp_path, auth_server, "w", "mirror", token=token("write")) as w,
+        make(tmp_path, auth_server, "r", "mirror", token=token("read")) as r,
+    ):
+        tw = text_of(await w.doc("f.txt"))
+        tw.insert(0, "start\n")
+        await w.sync(10)
+        entry = await r.open("f.txt")
+        await r.sync(10)
+        for n in range(20):
+            tw.insert(len(tw), f"line {n}\n")
+            await w.sync(10)
+        await eventually(lambda: str(entry.text) == str(tw))
+        assert r.read_only and entry.link.sent_since == []
+
+
 async def test_an_expired_token_stops_the_device_and_keeps_its_edits(
     auth_server: ServerProcess, tmp_path: Path
 ) -> None:

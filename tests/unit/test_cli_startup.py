@@ -234,3 +234,7 @@ def test_a_file_name_may_hold_any_bytes(tmp_path: Path) -> None:
     token = ["token", "create", "--tenant", "a", "--private-key", missing]
     code, _, output = run_main(tmp_path, *token)
     assert code == 2 and "No such file or directory" in output, output
+    # a store's file (the review of the check: refused; so was --public-key's)
+    store = ["history", "a.txt", "--store", f"sqlite:///{missing}/weft.db", "--tenant", "a"]
+    code, _, output = run_main(tmp_path, *store, "--project", "p")
+    assert code == 2 and "not valid UTF-8" not in output, output
