@@ -13,6 +13,8 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from crdt.merge3 import merge3
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -154,9 +156,13 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
     """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``,
     differently: where both sides made the same change (one device's update counted on
     both sides, e.g. re-sent after a lost ack), nothing is contested, unless ``merged``
-    (the text the CRDT merged the two into) does not have that change there. Two
-    devices that made the same change apart (both fixed ``teh`` to ``the``, both added
-    the same line) made two updates, and the merge has both: ``thhe``, the line twice.
+    (the text the CRDT merged the two into) is not the line merge of the two
+    (:func:`crdt.merge3.merge3`) and does not have that change there. Two devices that
+    made the same change apart (both fixed ``teh`` to ``the``, both added the same
+    line) made two updates, and the merge has both: ``thhe``, the line twice. (Checked
+    region by region alone, a merge with nothing wrong was taken for one when the other
+    side's disjoint edits lay two lines away among repeated lines: difflib lined the
+    merged text up otherwise; a review saw 1 in 1,595 cases.)
 
     Overlapping changes are merged into one region spanning both, so a person sees each
     contested passage once.
@@ -167,6 +173,8 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
     pairs = [(o, t) for o in our_changes for t in their_changes if overlaps(o, t)]
     regions: list[Region] = []
     merged_side: tuple[list[str], list[Change]] | None = None  # (read once, if needed)
+    if merged is not None and merged == merge3(base, ours, theirs):
+        merged = None  # as a line merge has it: nothing garbled
 
     def apart(start: int, end: int) -> bool:
         nonlocal merged_side
