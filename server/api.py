@@ -96,17 +96,28 @@ def _iso(ms: int) -> str | None:
 LIST_PARAMS = ("token",)
 
 
+def refuse_unknown_params(
+    request: web.Request, takes: tuple[str, ...], what: str, hint: str
+) -> None:
+    """A 400 naming each query parameter ``what`` does not take (e.g. a mistyped
+    ``?At=``: said, not answered as if nothing had been asked); ``hint`` says what it
+    takes instead."""
+    unknown = sorted(set(request.query) - set(takes))
+    if unknown:
+        names = ", ".join(repr(printable(k)[:40]) for k in unknown)
+        raise ProtocolError(f"{what} takes no {names} parameter: {hint}")
+
+
 async def list_docs(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    unknown = sorted(set(request.query) - set(LIST_PARAMS))
-    if unknown:  # e.g. ?at=, which this list does not take: say so, not list head
-        raise ProtocolError(
-            f"the document list takes no {', '.join(repr(printable(k)[:40]) for k in unknown)}"
-            " parameter: it lists every document at head (deleted ones too; "
-            "docs/{path} says whether one is deleted); for the project at a version, "
-            "use export?at= or weft restore --at"
-        )
+    refuse_unknown_params(  # e.g. ?at=, which this list does not take: not list head
+        request,
+        LIST_PARAMS,
+        "the document list",
+        "it lists every document at head (deleted ones too; docs/{path} says whether one "
+        "is deleted); for the project at a version, use export?at= or weft restore --at",
+    )
     infos = await request.app[HISTORY].docs(tenant, project)
     docs = [
         {
@@ -141,12 +152,7 @@ DOC_PARAMS = ("at", "format", "token")
 async def get_doc(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    unknown = sorted(set(request.query) - set(DOC_PARAMS))
-    if unknown:  # e.g. a mistyped ?At=: say so, not answer head as if asked nothing
-        raise ProtocolError(
-            f"a document takes no {', '.join(repr(printable(k)[:40]) for k in unknown)}"
-            " parameter: it takes at, format and token"
-        )
+    refuse_unknown_params(request, DOC_PARAMS, "a document", "it takes at, format and token")
     fmt = response_format(request)
     history = request.app[HISTORY]
     ref = await history.doc(tenant, project, request.match_info["path"])

@@ -43,7 +43,7 @@ from crdt.history import Append, Appended, DocRef, History, now_ms
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
-from server.api import _names
+from server.api import _names, refuse_unknown_params
 from server.appkeys import HISTORY, ON_BRANCH, ON_EDIT_DELETED, SETTINGS, WRITER
 from server.auth import Principal, require
 from server.bodies import json_object, unicode_text
@@ -159,9 +159,16 @@ async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord)
     return back
 
 
+LIST_PARAMS = ("path", "status", "token")
+"""The query parameters the conflict list takes (another is a 400, as on the document list)."""
+
+
 async def list_conflicts(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_unknown_params(
+        request, LIST_PARAMS, "the conflict list", "it takes path, status and token"
+    )
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise ProtocolError(f"?status= must be one of {', '.join(STATUSES)}, not {status!r}")
@@ -186,6 +193,7 @@ def _conflict_id(request: web.Request) -> str:
 async def get_conflict(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_unknown_params(request, ("token",), "a conflict", "it takes token")
     record = await branches.get_conflict(
         request.app[HISTORY], tenant, project, _conflict_id(request)
     )

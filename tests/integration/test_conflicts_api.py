@@ -296,6 +296,21 @@ async def test_unknown_and_malformed_conflict_ids(
     assert status == 400
 
 
+async def test_the_conflict_routes_refuse_a_query_parameter_they_do_not_take(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A mistyped ``?Status=`` listed every record as if nothing had been asked (an
+    audit): a 400 that names it, as the document routes answer."""
+    url = f"{server.url}/api/v1/acme/site/conflicts"
+    status, body = await api(http, "GET", f"{url}?Status=open")
+    assert status == 400 and "'Status'" in body["error"]["message"], body
+    assert "path, status and token" in body["error"]["message"]
+    status, body = await api(http, "GET", f"{url}/{'0' * 24}?at=x")
+    assert status == 400 and "'at'" in body["error"]["message"], body
+    status, body = await api(http, "GET", f"{url}?status=open&path=x.md")
+    assert status != 400, body  # (what it takes: a 404 here, the project has no record)
+
+
 def weft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     return subprocess.run(
