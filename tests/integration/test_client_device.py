@@ -215,9 +215,7 @@ async def test_base_follows_what_the_device_has_seen(server: ServerProcess, tmp_
         await a.sync(10)
         b.resume()
         await b.sync(10)
-        await eventually(lambda: str(ta) == str(tb))
-        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
-        record = get_json(conflicts_url)["conflicts"][0]
+        record = await _the_one_record(ta, tb, conflicts_url)
         assert {record["regions"][0]["ours_text"], record["regions"][0]["theirs_text"]} == {
             "two (a)\n",
             "two (b)\n",
@@ -1240,6 +1238,14 @@ async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up
         assert "still refused" in entry.link.error
 
 
+async def _the_one_record(ta: Text, tb: Text, conflicts_url: str) -> dict[str, Any]:
+    """Once both texts converged, the project's one conflict record (waited for)."""
+    await eventually(lambda: str(ta) == str(tb))
+    await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
+    record: dict[str, Any] = get_json(conflicts_url)["conflicts"][0]
+    return record
+
+
 async def _both_paused_with(a: Device, b: Device, text: str) -> tuple[Text, Text]:
     """f.txt holds ``text`` on a and b, both synced, then both offline (paused)."""
     ta = text_of(await a.doc("f.txt"))
@@ -1284,9 +1290,7 @@ async def test_an_edit_broadcast_before_the_answer_to_the_servers_state_is_no_re
         await eventually(lambda: "(a)" in str(tb))  # a's edit, broadcast to b
         seen_a.set()
         await b.sync(10)
-        await eventually(lambda: str(ta) == str(tb))
-        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
-        record = get_json(conflicts_url)["conflicts"][0]
+        record = await _the_one_record(ta, tb, conflicts_url)
         assert {record["regions"][0]["ours_text"], record["regions"][0]["theirs_text"]} == {
             "two (a)\n",
             "two (b)\n",
@@ -1310,8 +1314,6 @@ async def test_the_same_fix_made_offline_on_two_devices_is_recorded(
         await a.sync(10)
         b.resume()
         await b.sync(10)
-        await eventually(lambda: str(ta) == str(tb))
-        await eventually(lambda: len(get_json(conflicts_url)["conflicts"]) == 1)
-        [region] = get_json(conflicts_url)["conflicts"][0]["regions"]
+        [region] = (await _the_one_record(ta, tb, conflicts_url))["regions"]
         assert region["ours_text"] == region["theirs_text"] == "the line\n"
         assert str(ta) != "one\nthe line\nthree\n"  # what the merge made of it
