@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import math
 import threading
@@ -85,11 +86,23 @@ def select_api(fdb: Any) -> Any:
         except Exception as exc:  # the bindings raise bare Exception/RuntimeError here
             raise StoreConfigError(
                 f"cannot load the FoundationDB client library libfdb_c ({exc}). fdb:// "
-                "stores need the FoundationDB client package for this machine (version "
-                "7.1 or newer, from the FoundationDB releases) installed; sqlite:/// "
-                "stores need nothing"
+                "stores need the FoundationDB client package (libfdb_c, 7.1 or newer, "
+                "from the FoundationDB releases) installed, and the Python bindings "
+                f"(foundationdb {bindings_version()} here) must not be newer than it: "
+                "a client library refuses bindings of a later version. Install the "
+                "bindings of the client library's version (`fdbcli --version` names "
+                "it): pip install 'foundationdb==<that version>'. sqlite:/// stores "
+                "need nothing"
             ) from exc
     return fdb
+
+
+def bindings_version() -> str:
+    """The installed ``foundationdb`` package's version, as pip names it."""
+    try:
+        return importlib.metadata.version("foundationdb")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def fdb_error(exc: BaseException, timeout: float) -> StoreError:

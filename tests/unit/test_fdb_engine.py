@@ -81,3 +81,36 @@ def test_other_fdb_errors_name_their_code() -> None:
     assert "timed out after 7 s" in str(timed_out)
     other = fdb_error(_FDBError(1020, "Transaction not committed"), 60)
     assert type(other) is StoreError and "1020" in str(other)
+
+
+class _TooNewBindings:
+    """An ``fdb`` module whose client library refuses the bindings' header version,
+    with the message the bindings give (fdb/__init__.py, api_version)."""
+
+    def is_api_version_selected(self) -> bool:
+        return False
+
+    def api_version(self, version: int) -> None:
+        raise RuntimeError(
+            "This version of the FoundationDB Python binding is not supported by the "
+            "installed FoundationDB C library. The binding requires a library that "
+            "supports API version 800, but the installed library supports a maximum "
+            "version of 730."
+        )
+
+
+def test_bindings_newer_than_libfdb_c_are_named_with_the_fix() -> None:
+    """A 7.3 libfdb_c refuses the 8.0 bindings (header version 800 > 730): the error
+    names the installed bindings' version and says they must not be newer than the
+    client library, and how to install matching ones (not "7.1 or newer" alone)."""
+    from importlib.metadata import version
+
+    from crdt.kv.fdb import select_api
+
+    with pytest.raises(StoreError) as raised:
+        select_api(_TooNewBindings())
+    message = str(raised.value)
+    assert f"foundationdb {version('foundationdb')}" in message
+    assert "must not be newer than" in message
+    assert "pip install 'foundationdb==" in message
+    assert "maximum version of 730" in message and "sqlite:///" in message
