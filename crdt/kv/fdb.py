@@ -54,6 +54,10 @@ API_VERSION = 710
 MAX_WATCHES = 1_000_000
 _TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
 _TIMED_OUT = 1031
+_TOO_OLD = 1007  # transaction_too_old: read or committed over 5 s after its read version
+TOO_OLD_LIMIT = 3
+"""Consecutive 1007s after which a call is refused: a function that outlasts FDB's
+5-second transaction limit fails the same way on every run."""
 _load_lock = threading.Lock()
 
 
@@ -114,6 +118,25 @@ def fdb_error(exc: BaseException, timeout: float) -> StoreError:
     if code == _TIMED_OUT:
         return StoreError(f"FoundationDB transaction timed out after {timeout:g} s of retries")
     return StoreError(f"FoundationDB error {code}: {description}")
+
+
+class _Attempts:
+    """One ``transact``/``read``/watch call's retry loop: what it runs, and what its
+    failed attempts said so far."""
+
+    def __init__(self, kind: str, fn: object) -> None:
+        self.what = f"{kind} {getattr(fn, '__qualname__', None) or fn!r}"
+        self.too_old = 0
+
+    def failed(self, code: int) -> None:
+        """Count an attempt's error; StoreError once it is the same 1007 too often."""
+        self.too_old = self.too_old + 1 if code == _TOO_OLD else 0
+        if self.too_old >= TOO_OLD_LIMIT:
+            raise StoreError(
+                f"FoundationDB refused {self.what} {self.too_old} times in a row as too "
+                "old (1007 transaction_too_old): it runs longer than FoundationDB's "
+                "5-second transaction limit, so running it again cannot succeed"
+            )
 
 
 def add_param(delta: int) -> bytes:
@@ -278,6 +301,7 @@ class FDBEngine:
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
         tr = db.create_transaction()
+        attempts = _Attempts("transaction", fn)
         while True:
             try:
                 writer = _Writer(tr, mode)
@@ -286,7 +310,7 @@ class FDBEngine:
                 tr.commit().wait()
                 return Committed(result, None if stamp is None else bytes(stamp.wait().value))
             except self._fdb.FDBError as exc:
-                self._on_error(tr, exc)
+                self._on_error(tr, exc, attempts)
 
     async def read(self, fn: Callable[[ReadTransaction], T]) -> T:
         _, pool = self._check_open()
@@ -298,16 +322,21 @@ class FDBEngine:
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
         tr = db.create_transaction()
+        attempts = _Attempts("read", fn)
         while True:
             try:
                 return fn(_Reader(tr.snapshot, mode))
             except self._fdb.FDBError as exc:
-                self._on_error(tr, exc)
+                self._on_error(tr, exc, attempts)
 
-    def _on_error(self, tr: Any, exc: Any) -> None:
+    def _on_error(self, tr: Any, exc: Any, attempts: _Attempts) -> None:
         """FDB's retry step: back off and return for a retryable error, raise otherwise."""
         if exc.code in _TOO_LARGE:
             raise fdb_error(exc, self.timeout) from exc
+        try:
+            attempts.failed(exc.code)
+        except StoreError as refused:
+            raise refused from exc
         try:
             tr.on_error(exc.code).wait()
         except self._fdb.FDBError as final:
@@ -342,6 +371,7 @@ class FDBEngine:
         """The key's value if it differs from ``last``, else a native watch on it."""
         db, _ = self._check_open()
         tr = db.create_transaction()
+        attempts = _Attempts("the watch read of", key)
         while True:
             try:
                 raw = tr.get(key).wait().value
@@ -352,7 +382,7 @@ class FDBEngine:
                 tr.commit().wait()  # a watch starts when its transaction commits
                 return None, future
             except self._fdb.FDBError as exc:
-                self._on_error(tr, exc)
+                self._on_error(tr, exc, attempts)
 
     @staticmethod
     async def _wait(future: Any, loop: asyncio.AbstractEventLoop) -> None:

@@ -177,6 +177,37 @@ async def test_a_too_old_read_is_run_again(double: FDBDouble, url: str, kv: Engi
     assert cluster_of(double, url).stats["on_error:1007"] == 1
 
 
+async def test_a_read_longer_than_fdb_s_transaction_limit_is_refused_not_retried(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A read that takes longer than FDB's 5 s (the double's window: 0.2 s) fails with
+    1007 on every run: after TOO_OLD_LIMIT runs in a row the engine says so, instead of
+    rerunning it until the timeout and reporting "timed out after 60 s of retries"."""
+    from crdt.kv.fdb import TOO_OLD_LIMIT
+
+    double = use_fdb_double(monkeypatch, mvcc_window=0.2)
+    attempts = 0
+
+    def slow_read(tr: Any) -> list[bytes | None]:
+        nonlocal attempts
+        attempts += 1
+        out = []
+        for i in range(30):
+            out.append(tr.get(k("slow", i)))
+            time.sleep(0.01)
+        return out
+
+    async with open_engine(f"{url}?timeout=4") as kv:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="5-second transaction limit") as caught:
+            await kv.read(slow_read)
+        assert time.monotonic() - started < 3
+        assert "slow_read" in str(caught.value) and "timed out" not in str(caught.value)
+        assert attempts == TOO_OLD_LIMIT
+        assert cluster_of(double, url).stats["on_error:1007"] == TOO_OLD_LIMIT - 1
+    double.stop()
+
+
 # --- commit_unknown_result -----------------------------------------------------------
 
 
