@@ -208,6 +208,39 @@ async def test_a_read_longer_than_fdb_s_transaction_limit_is_refused_not_retried
     double.stop()
 
 
+async def test_history_docs_reads_each_document_s_metadata_in_one_batch(
+    monkeypatch: pytest.MonkeyPatch, kv: Engine
+) -> None:
+    """History.docs() issues every document's four reads at once (get_many), not four
+    round trips per document one after another: on FDB the whole listing must fit in
+    one 5-second transaction."""
+    from crdt.kv.fdb import _Reader
+
+    history = History(kv)
+    await history.init()
+    stamps = {}
+    for path in ("a.md", "b.md", "c/d.md"):
+        doc = await history.doc("acme", "site", path, create=True)
+        [appended] = await history.append([Append(doc, text_update(path))])
+        stamps[path] = appended.versionstamp
+    await history.doc("acme", "site", "empty.md", create=True)  # no update yet
+    serial = 0
+    get = _Reader.get
+
+    def counting_get(self: _Reader, key: bytes) -> bytes | None:
+        nonlocal serial
+        serial += 1
+        return get(self, key)
+
+    monkeypatch.setattr(_Reader, "get", counting_get)
+    infos = {info.path: info for info in await history.docs("acme", "site")}
+    assert serial == 0
+    for path, stamp in stamps.items():
+        assert infos[path].head == stamp and infos[path].count == 1
+        assert infos[path].size == len(text_update(path))
+    assert set(infos) <= {*stamps, "empty.md"}
+
+
 # --- commit_unknown_result -----------------------------------------------------------
 
 
