@@ -54,6 +54,7 @@ API_VERSION = 710
 MAX_WATCHES = 1_000_000
 _TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
 _TIMED_OUT = 1031
+_MAYBE_COMMITTED = {1021, 1039}  # commit_unknown_result, cluster_version_changed
 _TOO_OLD = 1007  # transaction_too_old: read or committed over 5 s after its read version
 TOO_OLD_LIMIT = 3
 """Consecutive 1007s after which a call is refused: a function that outlasts FDB's
@@ -109,12 +110,19 @@ def bindings_version() -> str:
         return "not installed"
 
 
-def fdb_error(exc: BaseException, timeout: float) -> StoreError:
-    """A weft error for an FDB error that the retry loop could not handle."""
+def fdb_error(exc: BaseException, timeout: float, maybe_committed: bool = False) -> StoreError:
+    """A weft error for an FDB error that the retry loop could not handle.
+    ``maybe_committed``: a commit of this loop was in flight when it failed, or its
+    result was unknown (1021), so that attempt may still have taken effect."""
     code = getattr(exc, "code", None)
     description = getattr(exc, "description", str(exc))
     if code in _TOO_LARGE:
         return TransactionTooLarge(f"FoundationDB refused the transaction: {description}")
+    if code == _TIMED_OUT and maybe_committed:
+        return StoreError(
+            f"FoundationDB transaction timed out after {timeout:g} s of retries with a "
+            "commit in flight or of unknown result: it may or may not have committed"
+        )
     if code == _TIMED_OUT:
         return StoreError(f"FoundationDB transaction timed out after {timeout:g} s of retries")
     return StoreError(f"FoundationDB error {code}: {description}")
@@ -127,9 +135,15 @@ class _Attempts:
     def __init__(self, kind: str, fn: object) -> None:
         self.what = f"{kind} {getattr(fn, '__qualname__', None) or fn!r}"
         self.too_old = 0
+        self.committing = False  # the attempt is waiting on its commit
+        self.maybe_committed = False  # some attempt's commit may have taken effect
 
     def failed(self, code: int) -> None:
         """Count an attempt's error; StoreError once it is the same 1007 too often."""
+        # FDB: a commit cancelled in flight (a timeout cancels) may still happen.
+        if code in _MAYBE_COMMITTED or (code == _TIMED_OUT and self.committing):
+            self.maybe_committed = True
+        self.committing = False
         self.too_old = self.too_old + 1 if code == _TOO_OLD else 0
         if self.too_old >= TOO_OLD_LIMIT:
             raise StoreError(
@@ -307,6 +321,7 @@ class FDBEngine:
                 writer = _Writer(tr, mode)
                 result = fn(writer)
                 stamp = tr.get_versionstamp() if writer.wrote else None
+                attempts.committing = writer.wrote
                 tr.commit().wait()
                 return Committed(result, None if stamp is None else bytes(stamp.wait().value))
             except self._fdb.FDBError as exc:
@@ -340,7 +355,7 @@ class FDBEngine:
         try:
             tr.on_error(exc.code).wait()
         except self._fdb.FDBError as final:
-            raise fdb_error(final, self.timeout) from final
+            raise fdb_error(final, self.timeout, attempts.maybe_committed) from final
 
     # --- watches ---------------------------------------------------------------------
 

@@ -332,7 +332,43 @@ async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) ->
             await kv.transact(lambda tr: tr.set(k("t"), b""))
         assert 0.25 < time.monotonic() - started < 5
         assert not isinstance(caught.value, TransactionTooLarge)
+        assert "may or may not have committed" not in str(caught.value)  # none did
         assert cluster_of(double, url).stats["on_error:1020"] > 5
+
+
+async def test_a_timeout_after_an_unknown_commit_result_says_it_may_have_committed(
+    double: FDBDouble, url: str
+) -> None:
+    """After a 1021 (commit_unknown_result) the loop cannot know whether that commit
+    happened: a timeout that ends it must not read as a plain failure."""
+    async with open_engine(f"{url}?timeout=0.3") as kv:
+        cluster_of(double, url).inject(1021, count=1_000_000)
+        with pytest.raises(StoreError, match="may or may not have committed"):
+            await kv.transact(lambda tr: tr.set(k("t"), b""))
+        assert cluster_of(double, url).stats["on_error:1021"] > 0
+
+
+async def test_a_timeout_raised_by_the_commit_says_it_may_have_committed(
+    double: FDBDouble, url: str
+) -> None:
+    """The timeout cancels the transaction; FDB: a commit cancelled in flight may or may
+    not take effect. (The double fails the commit before applying it; it cannot show a
+    commit that lands after the cancel, which only a real cluster can.)"""
+
+    def slow_write(tr: KVTransaction) -> None:
+        time.sleep(0.15)  # past the timeout before commit: the commit reports 1031
+        tr.set(k("t"), b"")
+
+    def slow_read(tr: Any) -> bytes | None:
+        time.sleep(0.15)
+        return tr.get(k("t"))  # type: ignore[no-any-return]
+
+    async with open_engine(f"{url}?timeout=0.1") as kv:
+        with pytest.raises(StoreError, match="may or may not have committed"):
+            await kv.transact(slow_write)
+        with pytest.raises(StoreError, match="timed out") as caught:  # a read: no commit
+            await kv.read(slow_read)
+        assert "may or may not" not in str(caught.value)
 
 
 async def test_a_sub_millisecond_timeout_is_not_no_timeout(double: FDBDouble, url: str) -> None:
