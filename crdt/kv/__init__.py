@@ -4,7 +4,8 @@
   query options ``synchronous=FULL|NORMAL|OFF|EXTRA``, ``readers=N`` and
   ``wal_limit_mb=N`` (the size the WAL file is kept near, default 32).
 - ``fdb://`` (default cluster file) or ``fdb:///path/to/fdb.cluster``; query option
-  ``timeout=SECONDS`` bounds each transaction's retry loop (default 60). Needs the
+  ``timeout=SECONDS`` bounds each transaction's retry loop (default 60, at most
+  2,147,483: FDB's timeout is whole milliseconds up to INT_MAX). Needs the
   FoundationDB client library (libfdb_c); opening without it raises StoreConfigError.
 """
 
@@ -46,7 +47,7 @@ def open_engine(url: str) -> Engine:
         except ValueError as exc:
             raise StoreConfigError(f"bad store URL {url!r}: {exc}") from exc
     if parts.scheme == "fdb":
-        from crdt.kv.fdb import FDBEngine
+        from crdt.kv.fdb import MAX_TIMEOUT, FDBEngine
 
         if parts.netloc:
             raise StoreConfigError(
@@ -62,5 +63,10 @@ def open_engine(url: str) -> Engine:
             raise StoreConfigError(f"bad store URL {url!r}: timeout must be seconds") from exc
         if not timeout > 0:
             raise StoreConfigError(f"bad store URL {url!r}: timeout must be positive")
+        if not timeout <= MAX_TIMEOUT:  # inf too: FDB takes whole ms up to INT_MAX
+            raise StoreConfigError(
+                f"bad store URL {url!r}: timeout must be a finite number of seconds, "
+                f"at most {MAX_TIMEOUT:,}"
+            )
         return FDBEngine(parts.path or None, timeout=timeout)
     raise StoreConfigError(f"unknown store URL {url!r}: use sqlite:///path/to/weft.db or fdb://")

@@ -52,6 +52,9 @@ API_VERSION = 710
 """The API version weft selects (FoundationDB 7.1 and newer client libraries)."""
 
 MAX_WATCHES = 1_000_000
+MAX_TIMEOUT = 2_147_483
+"""The largest ``?timeout=`` in seconds: FDB takes a timeout in milliseconds, at most
+INT_MAX (2,147,483,647), and refuses more (invalid_option_value)."""
 _TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
 _TIMED_OUT = 1031
 _MAYBE_COMMITTED = {1021, 1039}  # commit_unknown_result, cluster_version_changed

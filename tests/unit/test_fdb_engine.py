@@ -31,6 +31,8 @@ def test_fdb_urls_name_the_cluster_file() -> None:
     assert named.cluster_file == "/etc/foundationdb/fdb.cluster"
     assert named.url == "fdb:///etc/foundationdb/fdb.cluster"
     assert named.timeout == 5.0
+    largest = open_engine("fdb://?timeout=2147483")  # INT_MAX ms, rounded down to seconds
+    assert isinstance(largest, FDBEngine) and largest.timeout * 1000 <= 2**31 - 1
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,10 @@ def test_fdb_urls_name_the_cluster_file() -> None:
         ("fdb://?retries=3", "unknown fdb store option"),
         ("fdb://?timeout=soon", "timeout must be seconds"),
         ("fdb://?timeout=0", "timeout must be positive"),
+        ("fdb://?timeout=nan", "timeout must be positive"),
+        ("fdb://?timeout=inf", "timeout must be a finite number of seconds, at most 2,147,483"),
+        ("fdb:///x.cluster?timeout=2147484", "at most 2,147,483"),
+        ("fdb:///x.cluster?timeout=1e300", "at most 2,147,483"),
     ],
 )
 def test_bad_fdb_urls_are_clear_errors(url: str, message: str) -> None:
