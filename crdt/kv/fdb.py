@@ -13,8 +13,9 @@ translates.
   ``loop.call_soon_threadsafe``.
 - Limits are checked before FDB sees a write, with the same code as the SQLite engine;
   FDB's own ``transaction_too_large``/``key_too_large``/``value_too_large`` map to
-  :class:`~crdt.errors.TransactionTooLarge` too. A database-wide timeout bounds every
-  retry loop (FDB itself bounds one attempt to 5 s).
+  :class:`~crdt.errors.TransactionTooLarge` too. The engine's timeout bounds every
+  retry loop (FDB itself bounds one attempt to 5 s); it is set on each transaction, not
+  on the database, which ``fdb.open`` shares between engines on one cluster file.
 - Versionstamped keys/values use FDB's native mutations (offset as 4 little-endian bytes
   at the end, API >= 520); the commit's versionstamp comes from ``get_versionstamp``.
 """
@@ -248,6 +249,8 @@ class FDBEngine:
         self.cluster_file = cluster_file or None
         self.url = f"fdb://{cluster_file}" if cluster_file else "fdb://"
         self.timeout = timeout
+        # In milliseconds, at least 1: FDB reads 0 as "no timeout at all".
+        self._timeout_ms = max(1, math.ceil(timeout * 1000))
         self._workers = workers
         self._fdb: Any = None
         self._db: Any = None
@@ -271,8 +274,6 @@ class FDBEngine:
         fdb = load_fdb()
         try:
             db = fdb.open(self.cluster_file)
-            # In milliseconds, at least 1: FDB reads 0 as "no timeout at all".
-            db.options.set_transaction_timeout(max(1, math.ceil(self.timeout * 1000)))
             # One watch per loaded room: FDB's default cap (10,000 per connection, error
             # 1032 beyond) is below what one server keeps loaded; 1,000,000 is its maximum.
             db.options.set_max_watches(MAX_WATCHES)
@@ -317,7 +318,7 @@ class FDBEngine:
         """``transact`` for threads that are not running an event loop."""
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
-        tr = db.create_transaction()
+        tr = self._transaction(db)
         attempts = _Attempts("transaction", fn)
         while True:
             try:
@@ -339,13 +340,22 @@ class FDBEngine:
         they add no read conflicts and never make a writer retry."""
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
-        tr = db.create_transaction()
+        tr = self._transaction(db)
         attempts = _Attempts("read", fn)
         while True:
             try:
                 return fn(_Reader(tr.snapshot, mode))
             except self._fdb.FDBError as exc:
                 self._on_error(tr, exc, attempts)
+
+    def _transaction(self, db: Any) -> Any:
+        """A new transaction bounded by this engine's timeout. Per transaction, not the
+        database option: ``fdb.open`` caches one database per cluster file, so engines
+        with different ``?timeout=`` would share whichever set it last. (API >= 610:
+        ``on_error`` keeps it, measured from the transaction's creation.)"""
+        tr = db.create_transaction()
+        tr.options.set_timeout(self._timeout_ms)
+        return tr
 
     def _on_error(self, tr: Any, exc: Any, attempts: _Attempts) -> None:
         """FDB's retry step: back off and return for a retryable error, raise otherwise."""
@@ -388,7 +398,7 @@ class FDBEngine:
     def _read_and_watch(self, key: bytes, last: bytes | None) -> tuple[bytes | None, Any]:
         """The key's value if it differs from ``last``, else a native watch on it."""
         db, _ = self._check_open()
-        tr = db.create_transaction()
+        tr = self._transaction(db)
         attempts = _Attempts("the watch read of", key)
         while True:
             try:

@@ -324,7 +324,7 @@ async def test_an_update_just_under_history_s_limit_fits_fdb_s(kv: Engine) -> No
 
 
 async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) -> None:
-    """Every commit conflicts (injected); the engine retries until the database-wide
+    """Every commit conflicts (injected); the engine retries until the engine's
     timeout (``?timeout=``) ends the loop with 1031, reported as StoreError."""
     async with open_engine(f"{url}?timeout=0.3") as kv:
         cluster_of(double, url).inject(1020, count=1_000_000)
@@ -335,6 +335,20 @@ async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) ->
         assert not isinstance(caught.value, TransactionTooLarge)
         assert "may or may not have committed" not in str(caught.value)  # none did
         assert cluster_of(double, url).stats["on_error:1020"] > 5
+
+
+async def test_engines_on_one_cluster_file_keep_their_own_timeouts(
+    double: FDBDouble, url: str
+) -> None:
+    """fdb.open returns one database object per cluster file (the double too): a
+    timeout set on it would be the last engine's for both. Each engine's timeout bounds
+    its own transactions."""
+    async with open_engine(f"{url}?timeout=0.3") as short, open_engine(f"{url}?timeout=30"):
+        cluster_of(double, url).inject(1020, count=1_000_000)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"timed out after 0\.3 s"):
+            await asyncio.wait_for(short.transact(lambda tr: tr.set(k("t"), b"")), 5)
+        assert time.monotonic() - started < 3
 
 
 async def test_a_timeout_after_an_unknown_commit_result_says_it_may_have_committed(
