@@ -28,7 +28,7 @@ import importlib.metadata
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ MAX_TIMEOUT = 2_147_483
 INT_MAX (2,147,483,647), and refuses more (invalid_option_value)."""
 _TOO_LARGE = {2101, 2102, 2103}  # transaction_too_large, key_too_large, value_too_large
 _TIMED_OUT = 1031
+_CANCELLED = 1025  # transaction_cancelled: close() cancels transactions in use
 _MAYBE_COMMITTED = {1021, 1039}  # commit_unknown_result, cluster_version_changed
 _TOO_OLD = 1007  # transaction_too_old: read or committed over 5 s after its read version
 TOO_OLD_LIMIT = 3
@@ -145,7 +146,7 @@ class _Attempts:
     def failed(self, code: int) -> None:
         """Count an attempt's error; StoreError once it is the same 1007 too often."""
         # FDB: a commit cancelled in flight (a timeout cancels) may still happen.
-        if code in _MAYBE_COMMITTED or (code == _TIMED_OUT and self.committing):
+        if code in _MAYBE_COMMITTED or (code in (_TIMED_OUT, _CANCELLED) and self.committing):
             self.maybe_committed = True
         self.committing = False
         self.too_old = self.too_old + 1 if code == _TOO_OLD else 0
@@ -256,6 +257,8 @@ class FDBEngine:
         self._db: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._watches: set[Any] = set()
+        self._live: set[Any] = set()  # transactions in a retry loop, for close()
+        self._live_lock = threading.Lock()
 
     async def __aenter__(self) -> FDBEngine:
         await self.open()
@@ -290,17 +293,25 @@ class FDBEngine:
         """Nothing to give back: the client library keeps no cache of its own here."""
 
     async def close(self) -> None:
-        """Stop using the database. (FDB's network thread lives until the process ends:
-        the client library cannot restart it.)"""
+        """Stop using the database: transactions in use are cancelled (they raise
+        StoreError; one whose commit was in flight may or may not have committed), calls
+        not started yet are dropped (StoreError), watches are cancelled. (FDB's network
+        thread lives until the process ends: the client library cannot restart it.)"""
         if self._db is None:
             return
-        self._db = None
+        with self._live_lock:
+            self._db = None
+            live = list(self._live)
+        for tr in live:  # their waits end now with 1025 (transaction_cancelled)
+            with contextlib.suppress(Exception):
+                tr.cancel()
         for future in list(self._watches):
             with contextlib.suppress(Exception):
                 future.cancel()
         self._watches.clear()
         if self._pool is not None:
-            await asyncio.to_thread(self._pool.shutdown, True)
+            # Calls still queued are not started; running ones end at their next wait.
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
             self._pool = None
 
     def _check_open(self) -> tuple[Any, ThreadPoolExecutor]:
@@ -311,54 +322,82 @@ class FDBEngine:
     # --- transactions ----------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
+        return await self._run(self.transact_sync, fn)
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on a worker thread; StoreError if close() drops it unrun."""
         _, pool = self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(pool, self.transact_sync, fn)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(pool, call, *args)
+        except RuntimeError:  # the pool shut down since _check_open
+            raise StoreError("engine is not open") from None
+        try:
+            return await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._db is None and task is not None and not task.cancelling():
+                raise StoreError("engine closed before the call ran") from None
+            raise
 
     def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         """``transact`` for threads that are not running an event loop."""
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
-        tr = self._transaction(db)
         attempts = _Attempts("transaction", fn)
-        while True:
-            try:
-                writer = _Writer(tr, mode)
-                result = fn(writer)
-                stamp = tr.get_versionstamp() if writer.wrote else None
-                attempts.committing = writer.wrote
-                tr.commit().wait()
-                return Committed(result, None if stamp is None else bytes(stamp.wait().value))
-            except self._fdb.FDBError as exc:
-                self._on_error(tr, exc, attempts)
+        with self._transaction(db) as tr:
+            while True:
+                try:
+                    writer = _Writer(tr, mode)
+                    result = fn(writer)
+                    stamp = tr.get_versionstamp() if writer.wrote else None
+                    attempts.committing = writer.wrote
+                    tr.commit().wait()
+                    stamp = None if stamp is None else bytes(stamp.wait().value)
+                    return Committed(result, stamp)
+                except self._fdb.FDBError as exc:
+                    self._on_error(tr, exc, attempts)
 
     async def read(self, fn: Callable[[ReadTransaction], T]) -> T:
-        _, pool = self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(pool, self.read_sync, fn)
+        return await self._run(self.read_sync, fn)
 
     def read_sync(self, fn: Callable[[ReadTransaction], T]) -> T:
         """``read`` for threads that are not running an event loop: snapshot reads, so
         they add no read conflicts and never make a writer retry."""
         db, _ = self._check_open()
         mode = self._fdb.StreamingMode.want_all
-        tr = self._transaction(db)
         attempts = _Attempts("read", fn)
-        while True:
-            try:
-                return fn(_Reader(tr.snapshot, mode))
-            except self._fdb.FDBError as exc:
-                self._on_error(tr, exc, attempts)
+        with self._transaction(db) as tr:
+            while True:
+                try:
+                    return fn(_Reader(tr.snapshot, mode))
+                except self._fdb.FDBError as exc:
+                    self._on_error(tr, exc, attempts)
 
-    def _transaction(self, db: Any) -> Any:
-        """A new transaction bounded by this engine's timeout. Per transaction, not the
-        database option: ``fdb.open`` caches one database per cluster file, so engines
-        with different ``?timeout=`` would share whichever set it last. (API >= 610:
-        ``on_error`` keeps it, measured from the transaction's creation.)"""
+    @contextlib.contextmanager
+    def _transaction(self, db: Any) -> Iterator[Any]:
+        """A new transaction bounded by this engine's timeout, known to close() while in
+        use. The timeout is set per transaction, not as the database option: ``fdb.open``
+        caches one database per cluster file, so engines with different ``?timeout=``
+        would share whichever set it last. (API >= 610: ``on_error`` keeps it, measured
+        from the transaction's creation.)"""
         tr = db.create_transaction()
         tr.options.set_timeout(self._timeout_ms)
-        return tr
+        with self._live_lock:
+            if self._db is None:
+                raise StoreError("engine is not open")
+            self._live.add(tr)
+        try:
+            yield tr
+        finally:
+            with self._live_lock:
+                self._live.discard(tr)
 
     def _on_error(self, tr: Any, exc: Any, attempts: _Attempts) -> None:
         """FDB's retry step: back off and return for a retryable error, raise otherwise."""
+        if self._db is None:  # close() cancelled it (1025), or it failed meanwhile
+            attempts.failed(exc.code)
+            maybe = " (it may or may not have committed)" if attempts.maybe_committed else ""
+            raise StoreError(f"engine closed while {attempts.what} was running{maybe}") from exc
         if exc.code in _TOO_LARGE:
             raise fdb_error(exc, self.timeout) from exc
         try:
@@ -373,10 +412,10 @@ class FDBEngine:
     # --- watches ---------------------------------------------------------------------
 
     async def watch(self, key: bytes, last: bytes | None) -> bytes | None:
-        _, pool = self._check_open()
+        self._check_open()
         loop = asyncio.get_running_loop()
         while True:
-            value, future = await loop.run_in_executor(pool, self._read_and_watch, key, last)
+            value, future = await self._run(self._read_and_watch, key, last)
             if future is None:
                 return value
             if self._db is None:  # closed while the watch was set up: close() missed it
@@ -398,19 +437,19 @@ class FDBEngine:
     def _read_and_watch(self, key: bytes, last: bytes | None) -> tuple[bytes | None, Any]:
         """The key's value if it differs from ``last``, else a native watch on it."""
         db, _ = self._check_open()
-        tr = self._transaction(db)
         attempts = _Attempts("the watch read of", key)
-        while True:
-            try:
-                raw = tr.get(key).wait().value
-                value = None if raw is None else bytes(raw)
-                if value != last:
-                    return value, None
-                future = tr.watch(key)
-                tr.commit().wait()  # a watch starts when its transaction commits
-                return None, future
-            except self._fdb.FDBError as exc:
-                self._on_error(tr, exc, attempts)
+        with self._transaction(db) as tr:
+            while True:
+                try:
+                    raw = tr.get(key).wait().value
+                    value = None if raw is None else bytes(raw)
+                    if value != last:
+                        return value, None
+                    future = tr.watch(key)
+                    tr.commit().wait()  # a watch starts when its transaction commits
+                    return None, future
+                except self._fdb.FDBError as exc:
+                    self._on_error(tr, exc, attempts)
 
     @staticmethod
     async def _wait(future: Any, loop: asyncio.AbstractEventLoop) -> None:

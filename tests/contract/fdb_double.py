@@ -38,6 +38,8 @@ Modelled, because weft depends on it:
   predicate's set), raise the error otherwise (and cancel the transaction); the
   ``transaction_timeout`` / ``timeout`` options bound a transaction from its creation
   and are not reset by ``on_error`` (API >= 610): 1031 ``transaction_timed_out``;
+  ``cancel()``: 1025 ``transaction_cancelled`` from the next operation on (a wait
+  already blocked is not modelled: the double never blocks in one);
 - size limits: keys 10,000 bytes (2102), values 100,000 (2103), a commit's mutations plus
   conflict ranges 10,000,000 bytes (2101);
 - watches: set when their transaction commits, fire (from the network thread) once a
@@ -583,6 +585,11 @@ class Transaction:
         for w in self._watches:
             w.future._settle(code=code)
         self._watches = []
+
+    def cancel(self) -> None:
+        """``fdb.impl.Transaction.cancel``: every later use (and, in FDB, every pending
+        wait) fails with 1025 ``transaction_cancelled`` until ``reset``."""
+        self._cancel(1025)
 
     def _defer(self, code: int) -> None:
         if self._deferred is None:

@@ -509,3 +509,34 @@ async def test_a_watch_being_set_up_when_the_engine_closes_raises(
     await kv.close()
     with pytest.raises(StoreError):
         await asyncio.wait_for(watch, WAIT)
+
+
+async def test_close_cancels_a_stuck_transaction_and_drops_queued_calls(
+    double: FDBDouble, url: str
+) -> None:
+    """close() must not wait out the timeout of transactions stuck on an unreachable
+    cluster: it cancels the transactions in use (1025 from their next wait) and drops
+    calls still queued for a worker (shutdown with cancel_futures); both raise
+    StoreError, and close() returns at once."""
+    from crdt.kv.fdb import FDBEngine
+
+    engine = FDBEngine(url[len("fdb://") :], timeout=30, workers=1)
+    await engine.open()
+    started = threading.Event()
+
+    def stuck(tr: Any) -> None:  # a read that never gets its answer, retried by FDB
+        started.set()
+        while True:
+            tr.get(k("s"))
+            time.sleep(0.01)
+
+    running = asyncio.ensure_future(engine.read(stuck))
+    queued = asyncio.ensure_future(engine.read(lambda tr: tr.get(k("s"))))
+    assert await asyncio.to_thread(started.wait, WAIT)
+    began = time.monotonic()
+    await asyncio.wait_for(engine.close(), 5)
+    assert time.monotonic() - began < 2
+    with pytest.raises(StoreError, match=r"engine closed while read .*stuck"):
+        await asyncio.wait_for(running, WAIT)
+    with pytest.raises(StoreError, match="engine closed before the call ran"):
+        await asyncio.wait_for(queued, WAIT)
