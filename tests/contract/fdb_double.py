@@ -89,6 +89,7 @@ ERRORS = {
     1101: "Asynchronous operation cancelled",
     2000: "Invalid API call",
     2004: "Key outside legal range",
+    2005: "Range begin key larger than end key",
     2020: "Transaction does not have a valid commit version",
     2021: "Transaction is read-only and therefore does not have a commit version",
     2101: "Transaction exceeds byte limit",
@@ -755,7 +756,7 @@ class Transaction:
     def clear_range(self, begin: bytes, end: bytes) -> None:
         begin, end = _bytes(begin), _bytes(end)
         if end > MAX_READ_KEY or begin > end:
-            self._defer(2004 if end > MAX_READ_KEY else 2000)
+            self._defer(2004 if end > MAX_READ_KEY else 2005)  # 2005: inverted_range
             return
         if self._committing:
             self._defer(2017)

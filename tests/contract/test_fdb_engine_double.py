@@ -540,3 +540,16 @@ async def test_close_cancels_a_stuck_transaction_and_drops_queued_calls(
         await asyncio.wait_for(running, WAIT)
     with pytest.raises(StoreError, match="engine closed before the call ran"):
         await asyncio.wait_for(queued, WAIT)
+
+
+async def test_an_inverted_or_empty_clear_range_is_skipped_not_sent(kv: Engine) -> None:
+    """FDB fails a transaction with inverted_range (2005) for clear_range(begin > end)
+    and skips an empty one; the engine skips both, so the transaction commits."""
+
+    def write(tr: KVTransaction) -> None:
+        tr.clear_range(k("b"), k("a"))
+        tr.clear_range(k("a"), k("a"))
+        tr.set(k("a"), b"v")
+
+    assert (await kv.transact(write)).versionstamp is not None
+    assert await kv.read(lambda tr: tr.get(k("a"))) == b"v"
