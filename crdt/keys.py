@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -240,6 +241,22 @@ def check_name(kind: str, name: str) -> str:
     if name in {".", ".."}:  # a path segment of its own: no name
         raise BadPath(f"{kind} name {name!r} may not be '.' or '..'")
     return name
+
+
+def check_url_utf8(raw_path: str) -> None:
+    """Refuse (:class:`BadPath`) a URL path whose percent-escapes do not decode to UTF-8.
+
+    The router (yarl) leaves an escape it cannot decode as it stands: ``/docs/%ff`` and
+    ``/docs/%25ff`` both matched the name ``%ff``, and ``%c0%af`` (an overlong ``/``)
+    was stored as those six characters. ``raw_path`` is the path as sent, not decoded.
+    """
+    raw = raw_path.encode("utf-8", "surrogateescape")
+    try:
+        urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPath(
+            "the URL path is not valid UTF-8: its %-escapes must encode UTF-8 text"
+        ) from None
 
 
 def normalise_path(path: str) -> str:

@@ -29,7 +29,7 @@ from pycrdt import Map, Text
 
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
-from crdt.keys import check_name
+from crdt.keys import check_name, check_url_utf8
 from crdt.versions import HEAD_VERSION, check_committed, doc_version, parse_version
 from server.appkeys import HISTORY
 from server.auth import InvalidToken, require
@@ -81,6 +81,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _names(request: web.Request) -> tuple[str, str]:
+    """The tenant and project of a REST route, once its whole URL path (a document path
+    included) is known to be UTF-8 (a 400 ``bad_path`` otherwise): every route under
+    ``/api/v1/{tenant}/{project}/`` starts here."""
+    check_url_utf8(request.rel_url.raw_path)
     return (
         check_name("tenant", request.match_info["tenant"]),
         check_name("project", request.match_info["project"]),

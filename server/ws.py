@@ -34,7 +34,14 @@ from crdt.errors import (
     WeftError,
 )
 from crdt.history import Append, Appended, DocRef
-from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name, check_new_path, normalise_path
+from crdt.keys import (
+    DEVICE_ID,
+    DEVICE_ID_RULE,
+    check_name,
+    check_new_path,
+    check_url_utf8,
+    normalise_path,
+)
 from crdt.versionstamp import ZERO, Versionstamp
 from server.appkeys import (
     AUTH,
@@ -86,6 +93,7 @@ CLOSE_FORBIDDEN = 4403
 
 
 def _target(request: web.Request) -> tuple[str, str, str]:
+    check_url_utf8(request.rel_url.raw_path)  # %ff: refused, not stored as "%ff"
     tenant = check_name("tenant", request.match_info["tenant"])
     project = check_name("project", request.match_info["project"])
     return tenant, project, normalise_path(request.match_info["path"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -163,3 +164,40 @@ async def test_the_document_route_refuses_a_parameter_it_does_not_take(
     status, body, _headers = await get(http, url, at="head", format="json", token="")
     assert status == 200 and json.loads(body)["text"] == "hello", body
     await peer.close()
+
+
+@pytest.mark.parametrize("escaped", ["%ff", "%c0%af", "a/%e2%82.md"])
+async def test_a_path_whose_escapes_are_not_utf8_is_refused_on_every_route(
+    escaped: str, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """yarl leaves an escape it cannot decode as it stands, so ``/ws/.../%ff`` and
+    ``/ws/.../%25ff`` wrote the same document, stored under the literal name ``%ff``."""
+    project = uuid.uuid4().hex
+    ws = await http.ws_connect(URL(f"{server.ws_url}/utf8/{project}/{escaped}", encoded=True))
+    msg = await ws.receive(5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 4400 and "not valid UTF-8" in str(msg.extra), msg.extra
+    await ws.close()
+    api = f"{server.url}/api/v1/utf8/{project}"
+    for route in (
+        f"docs/{escaped}",
+        f"history/{escaped}",
+        f"diff/{escaped}?from=head",
+        f"blame/{escaped}",
+    ):
+        async with http.get(URL(f"{api}/{route}", encoded=True)) as response:
+            body = await response.json()
+        assert response.status == 400, (route, body)
+        assert body["error"]["code"] == "bad_path", (route, body)
+        assert "not valid UTF-8" in body["error"]["message"], (route, body)
+    # The literal name, escaped as it should be (%25), is an ordinary document.
+    literal = URL(f"{server.ws_url}/utf8/{project}/%25ff", encoded=True).with_query(weft="1")
+    peer = YPeer(await http.ws_connect(literal))
+    await peer.handshake()
+    await peer.edit(0, "literal")
+    await peer.until(lambda: len(peer.acks) == 1)
+    await peer.close()
+    status, body, _ = await get(http, f"{api}/docs")
+    assert status == 200 and [d["path"] for d in json.loads(body)["docs"]] == ["%ff"]
+    async with http.get(URL(f"{api}/docs/%25ff", encoded=True)) as response:
+        assert response.status == 200 and await response.text() == "literal"
