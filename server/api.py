@@ -13,6 +13,8 @@
   A time in the future, or a versionstamp beyond the store's latest commit, is a 400,
   and so is another query parameter than ``at``, ``format`` and ``token``.
 
+On every route a query parameter given twice (``?at=head&at=0``) is a 400 naming it.
+
 Errors are ``{"error": {"code": "...", "message": "..."}}`` with status 400 (bad_path,
 bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
 (quota_exceeded), 500 (internal) or the status of an aiohttp HTTP error.
@@ -21,6 +23,7 @@ bad_request), 401 (unauthorized), 403 (forbidden), 404 (not_found), 429
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -105,11 +108,22 @@ def refuse_unknown_params(
 ) -> None:
     """A 400 naming each query parameter ``what`` does not take (e.g. a mistyped
     ``?At=``: said, not answered as if nothing had been asked); ``hint`` says what it
-    takes instead."""
+    takes instead. A parameter given twice is a 400 too (:func:`refuse_repeated_params`)."""
     unknown = sorted(set(request.query) - set(takes))
     if unknown:
         names = ", ".join(repr(printable(k)[:40]) for k in unknown)
         raise ProtocolError(f"{what} takes no {names} parameter: {hint}")
+    refuse_repeated_params(request, what)
+
+
+def refuse_repeated_params(request: web.Request, what: str) -> None:
+    """A 400 naming each query parameter given more than once (``?at=head&at=0``): which
+    one was meant is not for the server to guess (it took the first, silently)."""
+    counts = Counter(k for k, _ in request.query.items())  # keys() says each key once
+    repeated = sorted(k for k, n in counts.items() if n > 1)
+    if repeated:
+        names = ", ".join(repr(printable(k)[:40]) for k in repeated)
+        raise ProtocolError(f"{what} takes each parameter once; given more than once: {names}")
 
 
 async def list_docs(request: web.Request) -> web.Response:

@@ -41,7 +41,7 @@ from crdt.errors import ProtocolError
 from crdt.history import Append, Appended
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.kv.base import ReadTransaction, read_counter
-from server.api import _names, error_response, response_format
+from server.api import _names, error_response, refuse_repeated_params, response_format
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
 from server.bodies import json_object
@@ -62,6 +62,7 @@ def _version(request: web.Request, name: str, default: str | None = None) -> tt.
 async def history(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_repeated_params(request, "the history")
     raw_limit = request.query.get("limit", "50")
     # ASCII digits only ("²".isdigit() holds, and int() refuses it), and few of them
     digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9
@@ -81,6 +82,7 @@ async def history(request: web.Request) -> web.Response:
 async def diff(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_repeated_params(request, "a diff")
     fmt = response_format(request)
     old, new = _version(request, "from"), _version(request, "to", tt.HEAD)
     store = request.app[HISTORY]
@@ -98,6 +100,7 @@ async def diff(request: web.Request) -> web.Response:
 async def blame(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_repeated_params(request, "a blame")
     version = _version(request, "at", tt.HEAD)
     ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
     result = await tt.blame(request.app[HISTORY], ref, version)
@@ -118,6 +121,7 @@ def tar_member(name: str, data: bytes, mtime: float) -> bytes:
 async def export(request: web.Request) -> web.StreamResponse:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
+    refuse_repeated_params(request, "an export")
     version = _version(request, "at", tt.HEAD)
     store = request.app[HISTORY]
     cut = await tt.cut_at(store, tenant, project, version)  # bad input fails before streaming

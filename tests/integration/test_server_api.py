@@ -201,3 +201,35 @@ async def test_a_path_whose_escapes_are_not_utf8_is_refused_on_every_route(
     assert status == 200 and [d["path"] for d in json.loads(body)["docs"]] == ["%ff"]
     async with http.get(URL(f"{api}/docs/%25ff", encoded=True)) as response:
         assert response.status == 200 and await response.text() == "literal"
+
+
+@pytest.mark.parametrize(
+    ("route", "query", "repeated"),
+    [
+        ("docs", "token=a&token=b", "token"),
+        ("docs/a.txt", "at=head&at=0", "at"),
+        ("docs/a.txt", "format=json&format=text", "format"),
+        ("docs/a.txt", "at=head&format=json&at=head", "at"),
+        ("history/a.txt", "limit=1&limit=2", "limit"),
+        ("diff/a.txt", "from=head&from=0", "from"),
+        ("blame/a.txt", "at=head&at=0", "at"),
+        ("export", "at=head&at=0", "at"),
+        ("conflicts", "status=open&status=resolved", "status"),
+        (f"conflicts/{'0' * 24}", "token=&token=", "token"),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_refused(
+    route: str, query: str, repeated: str, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """`docs/a.txt?at=head&at=0` answered the text at head (the first value, silently)."""
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/twice/a.txt", weft=True)
+    await peer.append("x")
+    await peer.until(lambda: len(peer.acks) == 1)
+    await peer.close()
+    url = URL(f"{server.url}/api/v1/acme/twice/{route}?{query}", encoded=True)
+    async with http.get(url) as response:
+        body = await response.json()
+    assert response.status == 400, body
+    assert body["error"]["code"] == "bad_request", body
+    message = body["error"]["message"]
+    assert f"given more than once: {repeated!r}" in message, message
