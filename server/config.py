@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     tenant_quotas: dict[str, QuotaOverride] = Field(default_factory=dict)
 
     # connections and rooms
-    max_message_bytes: int = Field(default=16 << 20, gt=0)
+    max_message_bytes: int = Field(default=16 << 20, gt=0)  # a message of this size is taken
     send_queue_frames: int = Field(default=1024, gt=0)
     send_queue_bytes: int = Field(default=32 << 20, gt=0)
     max_inflight_updates: int = Field(default=256, gt=0)

@@ -60,10 +60,14 @@ def close_reason(text: str) -> bytes:
 
 
 class WebSocket(web.WebSocketResponse):
-    """aiohttp closes frames over ``max_msg_size`` with 1009 and no reason; give one."""
+    """aiohttp closes frames over ``max_msg_size`` with 1009 and no reason; give one.
+
+    ``max_msg_size`` is the largest message taken, as the codec counts it (``<=``):
+    aiohttp refuses a message of ``max_msg_size`` bytes or more, so it is given one
+    byte more (a message of exactly the limit was closed with 1009)."""
 
     def __init__(self, *, max_msg_size: int, **kwargs: Any) -> None:
-        super().__init__(max_msg_size=max_msg_size, compress=False, **kwargs)
+        super().__init__(max_msg_size=max_msg_size + 1, compress=False, **kwargs)
         self._too_big = f"message over the {max_msg_size}-byte limit".encode()
 
     async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:

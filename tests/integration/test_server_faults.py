@@ -151,6 +151,37 @@ async def test_update_over_quota_is_refused_with_refused_for_weft_clients(
     assert [r.code for r in peer.refused] == [1009]
 
 
+def update_frame_of(size: int) -> bytes:
+    """A ``SyncUpdate`` frame of exactly ``size`` bytes holding a valid update."""
+    for n in range(size, 0, -1):
+        frame = codec.encode(SyncUpdate(valid_update_of(n)))
+        if len(frame) == size:
+            return frame
+        if len(frame) < size:
+            break
+    raise AssertionError(f"no update frame of exactly {size} bytes")
+
+
+async def test_a_message_of_exactly_the_size_limit_is_taken(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """The codec and the README take a message of up to WEFT_MAX_MESSAGE_BYTES, but
+    aiohttp refused one of exactly that many bytes (1009): it checks ``>=``."""
+    limit = 64 << 10
+    server = weft_server_factory(
+        env={"WEFT_MAX_MESSAGE_BYTES": str(limit), "WEFT_MAX_UPDATE_BYTES": str(limit)}
+    )
+    url = f"{server.ws_url}/acme/site/limit.txt"
+    peer = await YPeer.connect(http, url, weft=True)
+    await peer.ws.send_bytes(update_frame_of(limit))
+    await peer.until(lambda: len(peer.acks) == 1)
+    other = await YPeer.connect(http, url, weft=True)
+    await other.ws.send_bytes(update_frame_of(limit + 1))
+    code, reason = await other.closed()
+    assert (code, reason) == (1009, f"message over the {limit}-byte limit")
+    await peer.close()
+
+
 async def test_document_size_quota_keeps_what_was_accepted(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
