@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from crdt.errors import PermissionDenied
 from crdt.keys import check_name
@@ -77,6 +78,86 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+
+MAX_TTL_SECONDS = 366 * 86_400
+"""The longest lifetime ``issue_token`` (``weft token create --ttl``) gives a token: a
+year and a day. More is no session but a credential that never expires (and
+``--ttl 9999999d`` overflowed the date with a traceback)."""
+
+_CURVE_FOR = {"ES256": "secp256r1"}  # ES256 is ECDSA on P-256 (prime256v1, secp256r1)
+
+
+def _kind(key: object) -> str:
+    """A key's kind, for a person: "an RSA key", "an EC key on curve secp384r1", "an
+    Ed25519 key"."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return "an RSA key"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return f"an EC key on curve {key.curve.name}"
+    name = type(key).__name__.removesuffix("PrivateKey").removesuffix("PublicKey")
+    return f"an {name} key" if name[:1] in "AEIOU" else f"a {name} key"
+
+
+def _algorithm_of(key: object) -> str | None:
+    """RS256 for an RSA key, ES256 for an EC key on P-256, None for any other key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return "ES256" if key.curve.name == _CURVE_FOR["ES256"] else None
+    return None
+
+
+def _unusable(key: object, algorithm: str | None) -> str:
+    """Why ``key`` cannot be used (for ``algorithm``, when one is asked for)."""
+    kind = _kind(key)
+    fits = _algorithm_of(key)
+    if algorithm is not None and fits is not None:  # a usable key, for the other algorithm
+        need = "an RSA key" if algorithm == "RS256" else "an EC key on curve P-256"
+        return f"it is {kind}, and {algorithm} needs {need} (this key signs {fits})"
+    if kind.startswith("an EC key"):
+        return f"it is {kind}, and ES256 needs curve P-256 (prime256v1)"
+    return f"it is {kind}; weft takes RSA keys (RS256) and EC keys on curve P-256 (ES256)"
+
+
+def signing_key(pem: str, algorithm: str | None = None) -> tuple[Any, str]:
+    """The private key in ``pem`` and the algorithm it signs (RS256 for RSA, ES256 for
+    EC P-256; ``algorithm``, when given, must be that one). ValueError, a message for a
+    person, for anything else: not PEM, a public key, an encrypted key, another kind of
+    key (Ed25519, EC P-384) or one that does not fit ``algorithm``."""
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_pem_public_key,
+    )
+
+    data = pem.encode("utf-8", "surrogateescape")
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise ValueError(
+            "the private key is encrypted, and weft cannot ask for its passphrase "
+            "(write it unencrypted: openssl pkey -in KEY -out PLAIN.pem)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        try:
+            load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm):
+            raise ValueError(
+                "not a PEM private key (-----BEGIN PRIVATE KEY----- ...): an RSA key, or "
+                "an EC key on curve P-256"
+            ) from None
+        raise ValueError(
+            "it is a public key: tokens are signed with the private key (the server is "
+            "given the public one)"
+        ) from None
+    fits = _algorithm_of(key)
+    if fits is None or (algorithm is not None and algorithm != fits):
+        raise ValueError(f"the private key cannot be used: {_unusable(key, algorithm)}")
+    return key, fits
 
 
 class Authenticator:
@@ -218,6 +299,9 @@ def issue_token(
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     if ttl_seconds <= 0:
         raise ValueError("ttl must be positive")
+    if ttl_seconds > MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS} seconds (366 days)")
+    key: Any
     if algorithm in HMAC_ALGORITHMS:
         if secret is None:
             raise ValueError(f"{algorithm} needs a secret")
@@ -226,7 +310,7 @@ def issue_token(
     elif algorithm in KEY_ALGORITHMS:
         if not private_key:
             raise ValueError(f"{algorithm} needs a private key")
-        key = private_key
+        key, _ = signing_key(private_key, algorithm)  # ValueError: a key that cannot sign
     else:
         raise ValueError(f"unsupported algorithm {algorithm!r}")
     now = datetime.now(UTC)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # checks that they are the same.
 SCOPES = ("read", "write", "admin")
 KEY_ALGORITHMS = ("RS256", "ES256")
-_TTL = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+MAX_TTL_SECONDS = 366 * 86_400  # server.auth.MAX_TTL_SECONDS: a year and a day
+_TTL = re.compile(r"^\s*([0-9]+)\s*([smhdw]?)\s*$")  # ASCII digits: int() takes "٣" too
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # flag -> Settings field (a flag left out falls back to WEFT_<FIELD>, then the default)
 SERVE_DESCRIPTION = (
@@ -139,7 +140,11 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--user", default=None, help="the token's subject (default: your login name)")
     a("--scope", choices=SCOPES, default="write", help="read, write or admin (default write)")
-    a("--ttl", default="1h", help="lifetime: 3600, 90s, 30m, 1h, 7d, 2w (default 1h)")
+    a(
+        "--ttl",
+        default="1h",
+        help="lifetime: 3600, 90s, 30m, 1h, 7d, 2w (default 1h; at most 366d)",
+    )
     a("--secret", default=None, help="HS256 secret (default: WEFT_SECRET)")
     a(
         "--private-key",
@@ -169,10 +174,19 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_ttl(text: str) -> int:
+    """``--ttl``: seconds, or a number with s, m, h, d or w; from 1 s to 366 days."""
     match = _TTL.match(text)
-    if not match or int(match[1]) <= 0:
+    digits = match[1].lstrip("0") if match else ""
+    if not match or not digits:
         raise ValueError(f"bad ttl {text!r}: use seconds or a number with s, m, h, d or w")
-    return int(match[1]) * _UNITS[match[2]]
+    # (int() of a 5,000-digit number is a ValueError of its own: never that far)
+    seconds = int(digits) * _UNITS[match[2]] if len(digits) <= 20 else MAX_TTL_SECONDS + 1
+    if seconds > MAX_TTL_SECONDS:
+        raise ValueError(
+            f"ttl {text.strip()[:40]!r} is too long: at most 366 days "
+            f"({MAX_TTL_SECONDS} seconds, 366d)"
+        )
+    return seconds
 
 
 def run_token_create(args: argparse.Namespace) -> int:
@@ -186,11 +200,11 @@ def run_token_create(args: argparse.Namespace) -> int:
     issuer = args.issuer if args.issuer is not None else _env("WEFT_JWT_ISSUER")
     try:
         ttl = parse_ttl(args.ttl)
-        private_key = Path(key_file).expanduser().read_text() if key_file else None
-        algorithm = args.algorithm or _algorithm_for(private_key)
+        private_key = _private_key(args.private_key, key_file, args.algorithm)
+        algorithm = args.algorithm or (private_key[1] if private_key else "HS256")
         token = issue_token(
             secret=secret,
-            private_key=private_key,
+            private_key=private_key[0] if private_key else None,
             algorithm=algorithm,
             tenant=args.tenant,
             projects=args.projects,
@@ -213,22 +227,28 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def _algorithm_for(private_key: str | None) -> str:
-    if private_key is None:
-        return "HS256"
-    return "ES256" if "EC PRIVATE KEY" in private_key or _is_ec(private_key) else "RS256"
+def _private_key(
+    flag: Path | None, key_file: str | Path | None, algorithm: str | None
+) -> tuple[str, str] | None:
+    """The PEM text of the private key file (``--private-key`` or ``WEFT_PRIVATE_KEY``)
+    and the algorithm it signs, or None without one; a ValueError naming the file and
+    what is wrong with the key (not PEM, a public key, Ed25519, EC P-384, not the
+    ``--algorithm``'s kind), where PyJWT's tracebacks were."""
+    from server.auth import signing_key
 
-
-def _is_ec(pem: str) -> bool:
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
+    if not key_file or algorithm == "HS256":
+        return None
+    name = f"--private-key {flag}" if flag else f"WEFT_PRIVATE_KEY {key_file}"
+    path = Path(key_file).expanduser()
     try:
-        return isinstance(
-            load_pem_private_key(pem.encode(), password=None), ec.EllipticCurvePrivateKey
-        )
-    except (ValueError, TypeError):
-        return False
+        pem = path.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        _key, fits = signing_key(pem, algorithm)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    return pem, fits
 
 
 def _login() -> str:

@@ -180,6 +180,7 @@ def test_an_unknown_option_shows_the_usage_of_its_subcommand(
 def test_token_choices_mirror_server_auth() -> None:
     assert server.cli.SCOPES == server.auth.SCOPES
     assert server.cli.KEY_ALGORITHMS == server.auth.KEY_ALGORITHMS
+    assert server.cli.MAX_TTL_SECONDS == server.auth.MAX_TTL_SECONDS
 
 
 STORE = ["--store", "sqlite:///nowhere/weft.db", "--tenant", "acme", "--project", "p"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from pydantic import ValidationError
 
 from client.cli import main as weft
@@ -149,7 +149,7 @@ def test_ttl(text: str, seconds: int) -> None:
     assert parse_ttl(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "1y", "-5m", "h"])
+@pytest.mark.parametrize("text", ["", "0", "1y", "-5m", "h", "00", "\u0663", "367d"])
 def test_bad_ttl(text: str) -> None:
     with pytest.raises(ValueError):
         parse_ttl(text)
@@ -185,6 +185,95 @@ def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
         .decode()
     )
     assert Authenticator(public_key=public).verify(capsys.readouterr().out.strip()).tenant == "acme"
+
+
+def private_pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_pem(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey,
+) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+RSA_KEY = rsa.generate_private_key(65537, 2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+UNUSABLE_PRIVATE_KEYS = {
+    "Ed25519": (
+        private_pem(ed25519.Ed25519PrivateKey.generate()),
+        [],
+        "it is an Ed25519 key; weft takes RSA keys (RS256) and EC keys on curve P-256",
+    ),
+    "EC P-384": (
+        private_pem(ec.generate_private_key(ec.SECP384R1())),
+        [],
+        "it is an EC key on curve secp384r1, and ES256 needs curve P-256",
+    ),
+    "a public key": (public_pem(RSA_KEY), [], "it is a public key: tokens are signed with"),
+    "not PEM": (b"garbage\n", [], "not a PEM private key"),
+    "RSA for ES256": (
+        private_pem(RSA_KEY),
+        ["--algorithm", "ES256"],
+        "it is an RSA key, and ES256 needs an EC key on curve P-256 (this key signs RS256)",
+    ),
+    "EC for RS256": (
+        private_pem(EC_KEY),
+        ["--algorithm", "RS256"],
+        "and RS256 needs an RSA key (this key signs ES256)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_PRIVATE_KEYS))
+def test_token_create_says_what_is_wrong_with_a_private_key(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyJWT's tracebacks (exit 1) were all it said: an Ed25519 or EC P-384 key, a public
+    key, a file that is not PEM, an RSA key with --algorithm ES256."""
+    pem, flags, message = UNUSABLE_PRIVATE_KEYS[case]
+    key = tmp_path / "key.pem"
+    key.write_bytes(pem)
+    assert weft(["token", "create", "--tenant", "acme", "--private-key", str(key), *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"weft token create: --private-key {key}: "), captured.err
+    assert message in captured.err, captured.err
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"), [(RSA_KEY, "RS256"), (EC_KEY, "ES256"), (EC_KEY, None)]
+)
+def test_token_create_signs_with_a_usable_key(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    algorithm: str | None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "key.pem").write_bytes(private_pem(key))
+    flags = ["--algorithm", algorithm] if algorithm else []
+    argv = ["token", "create", "--tenant", "acme", "--private-key", str(tmp_path / "key.pem")]
+    assert weft([*argv, *flags]) == 0
+    token = capsys.readouterr().out.strip()
+    assert Authenticator(public_key=public_pem(key).decode()).verify(token).tenant == "acme"
+
+
+@pytest.mark.parametrize("ttl", ["9999999d", "99999999999999999999w", "367d", "53w", "9" * 5000])
+def test_token_create_refuses_a_ttl_over_366_days(
+    ttl: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--ttl 9999999d was an OverflowError traceback, 99999999999999999999w another."""
+    monkeypatch.setenv("WEFT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    assert weft(["token", "create", "--tenant", "acme", "--ttl", ttl]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "is too long: at most 366 days" in captured.err, captured.err
+    assert weft(["token", "create", "--tenant", "acme", "--ttl", "366d"]) == 0
 
 
 def test_token_create_without_a_secret_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
