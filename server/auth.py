@@ -160,6 +160,36 @@ def signing_key(pem: str, algorithm: str | None = None) -> tuple[Any, str]:
     return key, fits
 
 
+def verifying_key(pem: str) -> tuple[Any, str]:
+    """The public key in ``pem`` and the one algorithm it verifies (RS256 for RSA, ES256
+    for EC P-256). ValueError, a message for a person, for anything else: not PEM, a
+    private key, another kind of key (Ed25519, EC P-384)."""
+    from cryptography.hazmat.primitives.serialization import (
+        load_pem_private_key,
+        load_pem_public_key,
+    )
+
+    data = pem.encode("utf-8", "surrogateescape")
+    try:
+        key = load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        try:
+            load_pem_private_key(data, password=None)
+        except (TypeError, ValueError, UnsupportedAlgorithm):
+            raise ValueError(
+                "not a PEM public key (-----BEGIN PUBLIC KEY----- ...): an RSA key, or an "
+                "EC key on curve P-256"
+            ) from None
+        raise ValueError(
+            "it is a private key: give the server the public key only "
+            "(openssl pkey -in KEY -pubout)"
+        ) from None
+    fits = _algorithm_of(key)
+    if fits is None:
+        raise ValueError(f"the public key cannot verify tokens: {_unusable(key, None)}")
+    return key, fits
+
+
 class Authenticator:
     """Verifies tokens; ``enabled`` is False when no key is configured (dev mode)."""
 
@@ -173,7 +203,13 @@ class Authenticator:
         leeway: float = 0,
     ) -> None:
         self._secret = secret
-        self._public_key = public_key
+        # Parsed once, here: a key that is not an RSA or EC P-256 public key is a
+        # ValueError now (the server refuses to start), not a 500 or a garbled 401 for
+        # every token later.
+        self._public_key: Any = None
+        self._key_algorithm: str | None = None
+        if public_key is not None:
+            self._public_key, self._key_algorithm = verifying_key(public_key)
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway
@@ -190,7 +226,7 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"malformed token: {exc}") from None
         algorithm = header.get("alg")
-        key: str | None
+        key: Any
         if algorithm in HMAC_ALGORITHMS:
             key = self._secret
         elif algorithm in KEY_ALGORITHMS:
@@ -199,6 +235,11 @@ class Authenticator:
             raise InvalidToken(f"token algorithm {algorithm!r} is not accepted")
         if key is None:
             raise InvalidToken(f"token algorithm {algorithm} is not configured on this server")
+        if algorithm in KEY_ALGORITHMS and algorithm != self._key_algorithm:
+            raise InvalidToken(
+                f"token algorithm {algorithm} does not fit this server's public key "
+                f"({self._key_algorithm})"
+            )
         try:
             claims = jwt.decode(
                 token,
@@ -217,8 +258,12 @@ class Authenticator:
             if self._audience is None:
                 raise InvalidToken(NO_AUDIENCE_EXPECTED) from None
             raise InvalidToken(f"invalid token: {exc}") from None
+        except jwt.InvalidKeyError:  # the key checked at start: should not happen
+            raise InvalidToken(f"this server's key cannot verify {algorithm} tokens") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"invalid token: {exc}") from None
+        except (TypeError, ValueError):  # a key problem, not the caller's 500
+            raise InvalidToken(f"this server's key cannot verify {algorithm} tokens") from None
         try:  # PyJWT checked it is in the future (and took "123" for 123)
             exp = float(claims["exp"])
         except (OverflowError, TypeError, ValueError):  # 10**400 is no float: never

@@ -76,7 +76,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "default sqlite:///./weft-data/weft.db)",
     )
     a("--secret", help="HS256 token secret; turns auth on (WEFT_SECRET)")
-    a("--public-key", help="PEM public key (text or file) for RS256/ES256 tokens (WEFT_PUBLIC_KEY)")
+    a(
+        "--public-key",
+        help="PEM public key (text or file): RSA for RS256 tokens, EC P-256 for ES256 "
+        "(WEFT_PUBLIC_KEY)",
+    )
     a(
         "--insecure",
         action="store_true",

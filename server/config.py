@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt.history import MAX_UPDATE_BYTES
-from server.auth import check_secret
+from server.auth import check_secret, verifying_key
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 MAX_LEEWAY_SECONDS = 86_400
@@ -88,13 +88,24 @@ class Settings(BaseSettings):
     @field_validator("public_key")
     @classmethod
     def _read_key_file(cls, value: str | None) -> str | None:
-        """Accept the PEM text itself or the path of a file holding it."""
-        if value is None or value.lstrip().startswith("-----BEGIN"):
+        """Accept the PEM text itself or the path of a file holding it, once it is known
+        to hold an RSA or EC P-256 public key (``server.auth.verifying_key``): a file
+        that is not PEM, or an Ed25519 key, started a server that answered every token
+        with a 500 or a garbled 401."""
+        if value is None:
             return value
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise ValueError(f"public_key is neither PEM text nor a readable file: {value}")
-        return path.read_text()
+        if value.lstrip().startswith("-----BEGIN"):
+            pem, where = value, ""
+        else:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ValueError(f"public_key is neither PEM text nor a readable file: {value}")
+            pem, where = path.read_bytes().decode("utf-8", "surrogateescape"), f"{value}: "
+        try:
+            verifying_key(pem)
+        except ValueError as exc:
+            raise ValueError(f"{where}{exc}") from None
+        return pem
 
     @field_validator("secret")
     @classmethod

@@ -23,6 +23,7 @@ from crdt.errors import StoreConfigError, StoreError
 from server import badrequests
 from server.app import create_app
 from server.appkeys import CONNECTIONS
+from server.auth import verifying_key
 from server.config import Settings
 from server.logsafe import printable
 
@@ -47,9 +48,9 @@ def banner(settings: Settings, addresses: list[tuple[str, int]]) -> list[str]:
     ]
     lines.append(f"store: {settings.store}")
     if settings.auth_enabled:
-        kinds = [
-            k for k, on in (("HS256", settings.secret), ("RS256/ES256", settings.public_key)) if on
-        ]
+        kinds = ["HS256"] if settings.secret else []
+        if settings.public_key:  # checked by Settings: RS256 (RSA) or ES256 (EC P-256)
+            kinds.append(verifying_key(settings.public_key)[1])
         lines.append(f"auth: on ({', '.join(kinds)} tokens required)")
     else:
         lines.append(

@@ -141,6 +141,28 @@ def test_public_key_tokens_from_an_identity_provider(
         Authenticator(public_key=public).verify(hs())  # no secret on this server
 
 
+def test_a_token_of_the_other_key_algorithm_is_a_clear_401() -> None:
+    """An RS256 token on a server with an EC key was PyJWT's "Expected one of <generator
+    object ...>"; a key the server could not parse made every token a 500."""
+    rsa_private, _ = pem_pair(rsa.generate_private_key(65537, 2048))
+    _, ec_public = pem_pair(ec.generate_private_key(ec.SECP256R1()))
+    token = issue_token(
+        private_key=rsa_private,
+        algorithm="RS256",
+        tenant="acme",
+        projects=None,
+        user="ada",
+        scope="read",
+        ttl_seconds=60,
+    )
+    with pytest.raises(
+        InvalidToken, match=r"RS256 does not fit this server's public key \(ES256\)"
+    ):
+        Authenticator(public_key=ec_public).verify(token)
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        Authenticator(public_key="-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+
+
 def test_audience_and_issuer_are_checked_when_configured() -> None:
     auth = Authenticator(secret=SECRET, audience="weft", issuer="https://idp")
     assert auth.verify(hs(aud="weft", iss="https://idp")).user == "ada"

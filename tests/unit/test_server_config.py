@@ -469,3 +469,33 @@ def test_a_duration_or_rate_setting_must_be_finite(
 def test_a_tenant_quota_rate_must_be_finite() -> None:
     with pytest.raises(ValueError, match="finite"):
         QuotaOverride(updates_per_second=float("inf"))
+
+
+UNUSABLE_PUBLIC_KEYS = {
+    "not PEM": (b"garbage\n", "not a PEM public key"),
+    "Ed25519": (
+        public_pem(ed25519.Ed25519PrivateKey.generate()),
+        "the public key cannot verify tokens: it is an Ed25519 key",
+    ),
+    "EC P-384": (
+        public_pem(ec.generate_private_key(ec.SECP384R1())),
+        "it is an EC key on curve secp384r1, and ES256 needs curve P-256",
+    ),
+    "a private key": (private_pem(EC_KEY), "it is a private key: give the server the public key"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_PUBLIC_KEYS))
+def test_serve_refuses_a_public_key_it_cannot_verify_tokens_with(case: str, tmp_path: Path) -> None:
+    """`weft serve --public-key FILE` started ("auth: on") with a file that is not PEM
+    (then every request with a token was a 500) or an Ed25519 key (every one a 401 with
+    PyJWT's "<generator object ...>")."""
+    pem, message = UNUSABLE_PUBLIC_KEYS[case]
+    key = tmp_path / "key.pem"
+    key.write_bytes(pem)
+    store = f"sqlite:///{tmp_path}/w.db"
+    code, err = serve_in_a_child("--port", "0", "--store", store, "--public-key", str(key))
+    assert code == 2, err
+    assert err.startswith(f"weft serve: public_key: {key}: "), err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "w.db").exists()
