@@ -346,6 +346,8 @@ def issue_token(
         raise ValueError("ttl must be positive")
     if ttl_seconds > MAX_TTL_SECONDS:
         raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS} seconds (366 days)")
+    if not user.strip():
+        raise ValueError("user is empty: a token names its user ('sub')")
     key: Any
     if algorithm in HMAC_ALGORITHMS:
         if secret is None:

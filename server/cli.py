@@ -142,7 +142,11 @@ def add_token_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PROJECT",
         help="a project the token reaches (repeatable; default: all of the tenant's)",
     )
-    a("--user", default=None, help="the token's subject (default: your login name)")
+    a(
+        "--user",
+        default=None,
+        help="the token's subject, not empty (default: your login name)",
+    )
     a("--scope", choices=SCOPES, default="write", help="read, write or admin (default write)")
     a(
         "--ttl",
@@ -202,6 +206,13 @@ def run_token_create(args: argparse.Namespace) -> int:
     # As ``weft serve`` reads them (an empty one is none: no claim)
     audience = args.audience if args.audience is not None else _env("WEFT_JWT_AUDIENCE")
     issuer = args.issuer if args.issuer is not None else _env("WEFT_JWT_ISSUER")
+    if args.user is not None and not args.user.strip():  # it took the login name, silently
+        print(
+            "weft token create: --user is empty: give the token's user, or leave --user "
+            "out for your login name",
+            file=sys.stderr,
+        )
+        return 2
     try:
         ttl = parse_ttl(args.ttl)
         private_key = _private_key(args.private_key, key_file, args.algorithm)
@@ -212,7 +223,7 @@ def run_token_create(args: argparse.Namespace) -> int:
             algorithm=algorithm,
             tenant=args.tenant,
             projects=args.projects,
-            user=args.user or _login(),
+            user=args.user if args.user is not None else _login(),
             scope=args.scope,
             ttl_seconds=ttl,
             audience=audience or None,

@@ -499,3 +499,15 @@ def test_serve_refuses_a_public_key_it_cannot_verify_tokens_with(case: str, tmp_
     assert err.startswith(f"weft serve: public_key: {key}: "), err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "w.db").exists()
+
+
+@pytest.mark.parametrize("user", ["", "  "])
+def test_token_create_refuses_an_empty_user(
+    user: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--user ''` silently signed a token for the login name instead."""
+    monkeypatch.setenv("WEFT_SECRET", "cli-secret-0123456789abcdefghijkl")
+    assert weft(["token", "create", "--tenant", "acme", "--user", user]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("weft token create: --user is empty"), captured.err
