@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import struct
 from collections import deque
 from typing import Any
@@ -57,6 +58,19 @@ def close_reason(text: str) -> bytes:
     if len(data) <= MAX_REASON_BYTES:
         return data
     return data[: MAX_REASON_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
+
+
+_TOO_BIG = re.compile(r"Message size (\d+) exceeds limit \d+")
+
+
+def too_big_text(error: object, limit: int) -> str:
+    """aiohttp's words for a message it refused, with weft's ``limit``: aiohttp is given
+    one byte more (see :class:`WebSocket`) and said "exceeds limit 16777217"."""
+    text = str(error)
+    found = _TOO_BIG.fullmatch(text)
+    if found is None:
+        return text
+    return f"a message of {found[1]} bytes, over the {limit}-byte limit"
 
 
 class WebSocket(web.WebSocketResponse):

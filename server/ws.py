@@ -63,6 +63,7 @@ from server.connection import (
     Connection,
     WebSocket,
     close_reason,
+    too_big_text,
 )
 from server.logsafe import printable
 from server.rooms import Room
@@ -403,9 +404,8 @@ class _Link:
                 await self._act(session.receive_text())
             elif msg.type == WSMsgType.ERROR:
                 metrics.refusals.inc(label="too_big" if self.ws.close_code == 1009 else "protocol")
-                log.warning(
-                    "connection %d: %s", self.conn.id, printable(msg.data), extra=self.extra
-                )
+                what = too_big_text(msg.data, self.app[SETTINGS].max_message_bytes)
+                log.warning("connection %d: %s", self.conn.id, printable(what), extra=self.extra)
                 break
             if conn.closing:
                 break

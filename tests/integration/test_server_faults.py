@@ -21,7 +21,7 @@ from yarl import URL
 from crdt import codec
 from crdt.codec import Ack, Awareness, AwarenessEntry, SyncStep1, SyncUpdate
 from crdt.versionstamp import ZERO
-from server.testing import ServerProcess, StartServer, YPeer, client_session
+from server.testing import ServerProcess, StartServer, YPeer, client_session, until
 
 pytestmark = pytest.mark.functional
 
@@ -180,6 +180,9 @@ async def test_a_message_of_exactly_the_size_limit_is_taken(
     code, reason = await other.closed()
     assert (code, reason) == (1009, f"message over the {limit}-byte limit")
     await peer.close()
+    said = f"a message of {limit + 1} bytes, over the {limit}-byte limit"
+    await until(lambda: said in server.log())
+    assert f"exceeds limit {limit + 1}" not in server.log()  # aiohttp's limit, not weft's
 
 
 async def test_document_size_quota_keeps_what_was_accepted(
