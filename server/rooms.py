@@ -112,6 +112,9 @@ class Room:
         # room through apply_local (its record may be read from the tail first: skipped).
         self.unseen: set[Versionstamp] = set()
         self.size = size
+        # Bytes of updates sessions accepted for this room and not applied yet: the
+        # document-size quota counts them with ``size`` (see ``Session._update``).
+        self.inflight = 0
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
         # Awareness clients of this instance's own peers: client id -> the id of the peer

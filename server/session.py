@@ -67,10 +67,16 @@ READ_ONLY_REASON = "read-only token: updates are not accepted"
 
 
 class RoomView(Protocol):
-    """What a session reads from its room (all in memory, no I/O)."""
+    """What a session reads from its room (all in memory, no I/O), and the one thing it
+    counts there: ``inflight``."""
 
     @property
     def size(self) -> int: ...
+
+    inflight: int
+    """Bytes of updates this instance's sessions accepted for the room and that are not
+    applied yet (in the writer's queue or its transaction): counted against the
+    document-size quota with ``size``, which grows only once an update is applied."""
 
     def state_vector(self) -> bytes: ...
 
@@ -303,10 +309,16 @@ class Session:
             actions += self._finish_branch(commit.branch)
         return actions
 
+    def landed(self, commit: Commit) -> None:
+        """``commit`` is durable and about to be applied to the room (whose ``size``
+        then counts it), or cannot be: it is no longer in flight."""
+        self.room.inflight -= len(commit.update)
+
     def dropped(self, commit: Commit) -> list[Action]:
         """``commit`` will not be stored (never handed to the writer: it was shutting
         down, or the connection ended while the update waited; or its commit failed):
-        its branch no longer waits for it."""
+        it is no longer in flight, and its branch no longer waits for it."""
+        self.room.inflight -= len(commit.update)
         if commit.branch is None:
             return []
         self._branches[commit.branch].pending -= 1
@@ -363,8 +375,12 @@ class Session:
             if self.weft:
                 actions.append(Send(Refused(digest, CODE_READ_ONLY, READ_ONLY_REASON)))
             return actions
+        room = self.room
         try:
-            self.quotas.check_update(self.tenant, len(update), self.room.size)
+            # Against what is applied and what is accepted but not applied yet: updates
+            # sent back to back (this connection's in flight, and other connections')
+            # would each pass against the applied size alone.
+            self.quotas.check_update(self.tenant, len(update), room.size + room.inflight)
             validate_update(update)
             wait = self.quotas.reserve_update(self.tenant, now)
         except QuotaExceeded as exc:
@@ -377,6 +393,7 @@ class Session:
             return self._close(exc.close_code, str(exc), "bad_update")
         if self._branch is not None:
             self._branches[self._branch].pending += 1
+        room.inflight += len(update)  # until landed() or dropped()
         commit = Commit(update, digest, self._branch, now, frame)
         return [Wait(wait), commit] if wait > 0 else [commit]
 

@@ -496,6 +496,7 @@ class _Link:
         if error is not None or appended is None:
             self._act_now(session.failed(commit, error or StoreError("commit failed")))
             return
+        session.landed(commit)  # applied just below (or refused): no longer in flight
         try:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None

@@ -69,6 +69,24 @@ async def stored_updates(
     return int(docs.get(path, 0))
 
 
+async def stored_doc(
+    http: aiohttp.ClientSession, server: ServerProcess, tenant: str, path: str
+) -> dict[str, Any]:
+    """The document's entry in the project's list once its stored count stays put for
+    0.3 s (a closed connection's updates in flight may still be committing)."""
+    seen: dict[str, Any] | None = None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        async with http.get(f"{server.url}/api/v1/{tenant}/site/docs") as response:
+            docs = (await response.json())["docs"] if response.status == 200 else []
+        doc: dict[str, Any] | None = next((d for d in docs if d["path"] == path), None)
+        if doc is not None and seen is not None and doc["updates"] == seen["updates"]:
+            return doc
+        seen = doc
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{path}: nothing stored, or still changing: {seen}")
+
+
 def valid_update_of(size: int) -> bytes:
     return text_update("x" * size)
 
@@ -199,6 +217,22 @@ async def test_document_size_quota_keeps_what_was_accepted(
     assert await stored_updates(http, server, "tiny", path) == 2
     async with http.get(f"{server.url}/api/v1/tiny/site/docs/{path}") as response:
         assert await response.text() == "a" * 1500 + "b" * 1500
+
+
+async def test_document_size_quota_counts_updates_sent_back_to_back(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Updates sent without waiting are read before the first of them is committed: the
+    quota counts the ones accepted and not stored yet, so the document stays under its
+    limit (it was checked against the stored size alone: 4-5x the limit got in)."""
+    path = f"{uuid.uuid4().hex}.txt"
+    peers = [await YPeer.connect(http, f"{server.ws_url}/tiny/site/{path}") for _ in range(2)]
+    for n in range(20):  # 10 x ~500 bytes from each connection, against 4000 in all
+        await peers[n % 2].append(str(n % 10) * 500)
+    closes = await asyncio.gather(*(p.closed(3) for p in peers), return_exceptions=True)
+    doc = await stored_doc(http, server, "tiny", path)
+    assert 0 < doc["size"] <= 4000, doc
+    assert [c if isinstance(c, BaseException) else c[0] for c in closes] == [4413, 4413]
 
 
 async def test_connection_quota(server: ServerProcess, http: aiohttp.ClientSession) -> None:

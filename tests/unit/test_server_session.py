@@ -48,6 +48,7 @@ from server.session import (
 @dataclass
 class FakeRoom:
     size: int = 0
+    inflight: int = 0  # Session counts its accepted, unapplied updates here
     awareness: bytes | None = None
     asked: list[bytes] = field(default_factory=list)
     cursor: Versionstamp | None = None
@@ -202,6 +203,24 @@ def test_an_update_over_the_size_limit_closes_with_1009_and_refused() -> None:
 def test_a_document_over_its_size_limit_closes_with_4413() -> None:
     actions = session(FakeRoom(size=49_990)).receive(SyncUpdate(update()), 0.0)
     assert closes(actions)[0][0] == 4413
+
+
+def test_updates_in_flight_count_against_the_document_size_limit() -> None:
+    """The room's size grows only once an update is applied: updates accepted and not
+    applied yet, from this session or another one of the room, count too, until they
+    land or are dropped."""
+    room = FakeRoom(size=40_000)
+    first, other = session(room), session(room)
+    big = update("x" * 6_000)
+    accepted = commit_of(first.receive(SyncUpdate(big), 0.0))
+    assert room.inflight == len(big)
+    assert closes(other.receive(SyncUpdate(update("y" * 6_000)), 0.0))[0][0] == 4413
+    first.dropped(accepted)  # never stored: its bytes no longer count
+    assert room.inflight == 0
+    third = session(room)
+    landed = commit_of(third.receive(SyncUpdate(update("z" * 6_000)), 0.0))
+    third.landed(landed)
+    assert room.inflight == 0
 
 
 def test_the_rate_quota_delays_then_refuses() -> None:

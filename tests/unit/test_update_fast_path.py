@@ -72,6 +72,7 @@ def test_a_non_minimal_length_still_decodes_through_the_general_path() -> None:
 
 class Room:
     size = 0
+    inflight = 0
 
     def state_vector(self) -> bytes:
         return b"\x00"
