@@ -8,7 +8,11 @@ uncompressed (permessage-deflate is not offered, as the reference server's ``ws`
 not), so they are framed here; control frames and the close handshake stay aiohttp's.
 The sender stops writing while the transport holds more than ``TRANSPORT_HIGH`` bytes
 (the peer is not reading), so frames pile up in the bounded queue, and a peer that
-stops reading is disconnected (1013) once it is full; nobody else waits for it.
+stops reading is disconnected (1013) once it is full; nobody else waits for it. Beyond
+the queue's limits one frame more is taken, whatever its size, until the sender has
+taken it: a joiner's state (its SyncStep2, up to the document size limit) is one frame
+that can be bigger than the whole queue, and a busy room often has a broadcast queued
+for the joiner at that moment. So a connection holds at most the limits plus one frame.
 
 Closing flushes what is queued (unless aborting), stops the reader task, then runs the
 close handshake: aiohttp cuts the transport at once if ``close()`` runs while another
@@ -110,7 +114,12 @@ class Connection:
         self.closing = False
         self.close_code: int | None = None
         self._queue: deque[bytes] = deque()
-        self._queued_bytes = 0
+        self._queued_bytes = 0  # every queued frame's, the one over the limits included
+        self._taken = 0  # frames the sender has taken from the queue so far
+        # The one frame queued beyond the limits (see send): its place (as a count of
+        # frames taken before it) and its size, which the limits do not count.
+        self._over_at: int | None = None
+        self._over_bytes = 0
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -126,15 +135,24 @@ class Connection:
     def send(self, frame: bytes) -> None:
         """Queue ``frame``; never blocks. A full queue disconnects this peer (1013).
 
-        A frame bigger than the whole queue is taken when nothing else is queued: the
-        state a joiner of a big document gets (its SyncStep2, up to the document size
-        limit) is one frame, and refusing it would shut every joiner out for good."""
+        A frame that does not fit is taken if no other frame over the limits is queued:
+        the state a joiner of a big document gets (its SyncStep2, up to the document
+        size limit) is one frame, bigger than the whole queue maybe, and it often comes
+        while a few broadcasts wait for the sender; refusing it would shut joiners of a
+        busy room out. The byte limit counts the frames after it as if it were not
+        there; a second frame that does not fit while it waits disconnects."""
         if self.closing:
             return
-        if self._queue and (
-            len(self._queue) >= self.max_frames
-            or self._queued_bytes + len(frame) > self.max_bytes
+        queue = self._queue
+        if (
+            len(queue) >= self.max_frames
+            or self._queued_bytes - self._over_bytes + len(frame) > self.max_bytes
         ):
+            if self._over_at is None:  # none waits: this one is the frame over the limits
+                self._over_at = self._taken + len(queue)
+                self._over_bytes = len(frame)
+                self._queue_frame(frame)
+                return
             log.warning(
                 "connection %d: send queue full, disconnecting a slow reader",
                 self.id,
@@ -144,6 +162,9 @@ class Connection:
                 self.metrics.refusals.inc(label="slow_reader")
             self.close(CLOSE_TRY_AGAIN, "send queue full: client too slow", abort=True)
             return
+        self._queue_frame(frame)
+
+    def _queue_frame(self, frame: bytes) -> None:
         self._queue.append(frame)
         self._queued_bytes += len(frame)
         self._ready.set()
@@ -156,7 +177,8 @@ class Connection:
         self.close_code = code
         if abort:
             self._queue.clear()
-            self._queued_bytes = 0
+            self._queued_bytes = self._over_bytes = 0
+            self._over_at = None
         self._closer = asyncio.create_task(self._close(code, reason, abort), name="weft-close")
 
     async def _close(self, code: int, reason: str, abort: bool) -> None:
@@ -210,6 +232,10 @@ class Connection:
                 size += len(frame)
                 parts.append(binary_frame(frame))
             self._queued_bytes -= size
+            self._taken += len(parts)
+            if self._over_at is not None and self._over_at < self._taken:
+                self._over_at = None  # the frame over the limits is taken: room for another
+                self._over_bytes = 0
             transport.write(b"".join(parts))
 
     async def stop(self) -> None:
