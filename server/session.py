@@ -298,9 +298,11 @@ class Session:
         return []  # pragma: no cover  (every message type is matched above)
 
     def committed(self, commit: Commit, appended: Appended) -> list[Action]:
-        """``commit`` is durable: acknowledge it (weft clients) and track its branch."""
+        """``commit`` is durable: acknowledge it (weft clients) and track its branch.
+        Acknowledged after a refusal too: the connection sends its acks before the
+        close frame (a connection already gone sends nothing)."""
         actions: list[Action] = []
-        if self.weft and not self.closed:
+        if self.weft:
             actions.append(Send(Ack(commit.hash, appended.versionstamp)))
         if commit.branch is not None:
             branch = self._branches[commit.branch]

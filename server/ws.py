@@ -274,8 +274,10 @@ class _Link:
         self.inflight = 0
         self.room_free = asyncio.Event()
         self.room: Room | None = None
+        self.stopped = False  # see _stop
+        self.left = False  # left the room (at the end, or when it stopped, see _stop)
         self.session: Session | None = None
-        # How the connection closes once the reader stops without a close (see _expire)
+        # How the connection closes once the reader stops without a close (see _stop)
         self.end = (CLOSE_GOING_AWAY, "server shutting down")
         self.ref: DocRef | None = None
         # The deletion this connection's edits were last judged against: (room, its
@@ -341,12 +343,10 @@ class _Link:
             # Who closed: the client (its close frame, or 1006 for a lost connection) when
             # the socket is closed and we never began to; else the code we send.
             by_client = self.ws.closed and not self.conn.closing
-            if not self.conn.closing:  # we stopped reading (draining): ack what is in flight
+            if not self.conn.closing:  # we stopped reading (_stop, draining): ack what is in flight
                 await self._settle()
                 self.conn.close(*self.end)
-            if self.room is not None:
-                clients = self.session.awareness_clients if self.session else ()
-                app[ROOMS].leave(self.room, self.conn, clients)
+            self._leave()
             if self.session is not None:
                 self._act_now(self.session.close())
             await self.conn.stop()
@@ -362,26 +362,56 @@ class _Link:
                 extra=self.extra,
             )
 
+    def _leave(self) -> None:
+        """Leave the room (once): the connection gets none of its updates or awareness
+        any more, and the awareness clients it controls are removed for the others."""
+        if self.room is None or self.left:
+            return
+        self.left = True
+        clients = self.session.awareness_clients if self.session else ()
+        self.rooms.leave(self.room, self.conn, clients)
+
     def _expire(self) -> None:
-        """The token expired: read nothing more, acknowledge what is in flight, then
-        close with 4401 "token expired". Whatever the client sent after that is not
-        acknowledged: a client resends it once it connects with a new token (`weft
-        sync` stops and says the token expired; the official client retries with the
-        params it has, and is refused until the application gives it a new token)."""
+        """The token expired: close with 4401 "token expired" as for a refusal (see
+        _stop). Whatever the client sent after that is not acknowledged: a client
+        resends it once it connects with a new token (`weft sync` stops and says the
+        token expired; the official client retries with the params it has, and is
+        refused until the application gives it a new token)."""
         reader = self.conn.reader
         if self.conn.closing or reader is None or reader.done():
             return
         log.info("connection %d: token expired", self.conn.id, extra=self.extra)
         self.metrics.refusals.inc(label="token_expired")
-        self.end = (CLOSE_UNAUTHORIZED, "token expired")
-        reader.cancel()
+        self._stop(CLOSE_UNAUTHORIZED, "token expired")
+
+    def _stop(self, code: int, reason: str) -> None:
+        """Close with ``code`` once the updates in flight are acknowledged: a refusal
+        (quota, bad frame, a failed commit...) or an expired token. Read nothing more
+        (an update read and not submitted yet is dropped: never acknowledged, the
+        client sends it again), leave the room and end the session, so the
+        connection is sent nothing more but the acks of its updates as they become
+        durable (at most ``drain_seconds``, see _settle); then the close frame (run's
+        ``finally``). Once the reader is done (the run is ending), close at once."""
+        reader = self.conn.reader
+        if self.conn.closing or self.stopped:
+            return
+        if reader is None or reader.done():
+            self.conn.close(code, reason)
+            return
+        self.stopped = True
+        self.end = (code, reason)
+        self._leave()
+        if self.session is not None:
+            self._act_now(self.session.close())  # answers nothing more but acks
+        if reader is not asyncio.current_task():
+            reader.cancel()  # (the reader itself sees `stopped` and returns)
 
     async def _read(self) -> None:
         session = self.session
         assert session is not None
         metrics, connections, conn = self.metrics, self.connections, self.conn
         async for msg in self.ws:
-            if conn.closing or connections.draining:
+            if conn.closing or connections.draining or self.stopped:
                 break
             if msg.type == WSMsgType.BINARY:
                 if session.weft and msg.data[:2] == SYNC_STEP1_PREFIX and self.room is not None:
@@ -389,7 +419,7 @@ class _Link:
                     # before it came, then everything up to the head.
                     await self.writer.settled()
                     if not await self.rooms.catch_up_to_head(self.room):
-                        conn.close(CLOSE_TRY_AGAIN, "store unavailable; try again")
+                        self._stop(CLOSE_TRY_AGAIN, "store unavailable; try again")
                         break
                 actions = session.receive_frame(msg.data, time.monotonic())
                 if (
@@ -407,7 +437,7 @@ class _Link:
                 what = too_big_text(msg.data, self.app[SETTINGS].max_message_bytes)
                 log.warning("connection %d: %s", self.conn.id, printable(what), extra=self.extra)
                 break
-            if conn.closing:
+            if conn.closing or self.stopped:
                 break
 
     async def _settle(self) -> None:
@@ -455,7 +485,7 @@ class _Link:
                     printable(action.reason),
                     extra=self.extra,
                 )
-                self.conn.close(action.code, action.reason)
+                self._stop(action.code, action.reason)
             elif isinstance(action, Refusal):
                 metrics.refusals.inc(label=action.reason)
             elif isinstance(action, BranchEnd):
@@ -512,10 +542,10 @@ class _Link:
         except ValueError as exc:  # ydoc.UnusableUpdate: it decoded, yet cannot be integrated
             log.warning("connection %d: %s", self.conn.id, printable(exc), extra=self.extra)
             self.metrics.refusals.inc(label="unusable_update")
-            self.conn.close(CLOSE_INVALID, "update cannot be integrated into the document")
+            self._stop(CLOSE_INVALID, "update cannot be integrated into the document")
         except Exception:  # a callback boundary: the update is durable; the client resends
             log.error("after committing for connection %d", self.conn.id, exc_info=True)
-            self.conn.close(CLOSE_INTERNAL, "internal server error")
+            self._stop(CLOSE_INTERNAL, "internal server error")
 
     def _branch_end(self, end: BranchEnd) -> None:
         """Have the branch checked (the ``on_branch`` hook) and, for a client of

@@ -235,6 +235,32 @@ async def test_document_size_quota_counts_updates_sent_back_to_back(
     assert [c if isinstance(c, BaseException) else c[0] for c in closes] == [4413, 4413]
 
 
+@pytest.mark.parametrize("refusal", [1009, 4413])
+async def test_a_refused_connection_gets_the_acks_of_its_updates_stored(
+    refusal: int, server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """Updates sent back to back, then one refused (over the update size, or over the
+    document's size): the ones before it are stored, and a weft client gets their acks
+    before the close frame, with nothing but acks after the refusal (it got none: the
+    close dropped them, and the client sent stored updates again on its next
+    connection)."""
+    tenant = "tiny" if refusal == 4413 else "acme"
+    path = f"{uuid.uuid4().hex}.txt"
+    peer = await YPeer.connect(http, f"{server.ws_url}/{tenant}/site/{path}", weft=True)
+    for n in range(30):
+        await peer.append(str(n % 10) * (200 if refusal == 4413 else 10))
+    if refusal == 1009:
+        await peer.append("z" * (MAX_UPDATE + 1))
+    code, reason = await peer.closed()
+    assert code == refusal, reason
+    stored = (await stored_doc(http, server, tenant, path))["updates"]
+    assert 0 < stored < 31
+    assert len(peer.acks) == stored
+    assert [r.code for r in peer.refused] == [refusal]
+    after = peer.received[peer.received.index(peer.refused[0]) + 1 :]
+    assert all(isinstance(m, Ack) for m in after), after
+
+
 async def test_connection_quota(server: ServerProcess, http: aiohttp.ClientSession) -> None:
     url = f"{server.ws_url}/tiny/site/conns"
     first = await YPeer.connect(http, url)
