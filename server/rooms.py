@@ -358,9 +358,13 @@ class Room:
         ``own``: the clients of ``entries`` that ``sender`` controls (see
         :class:`~server.session.Relay`); only those become, or stop being, local. An
         entry older than the room's changes nothing, control included (a late frame of
-        a connection another one took the client over from); a removal of a client that
-        another connection here controls is ignored: only that one, or its leaving,
-        removes it."""
+        a connection another one took the client over from), and so does a state at
+        the room's clock from a connection that does not control the client (a
+        reconnecting client's, or another state forged at that clock: y-protocols
+        peers ignore it, so the room would hand joiners a state its peers do not
+        have); a state at that clock from its controller changes nothing either, as
+        on the peers. A removal of a client that another connection here controls is
+        ignored: only that one, or its leaving, removes it."""
         local = self.local
         changed = False
         news = False  # an entry the peers would apply: a new client, a newer clock, a removal
@@ -368,9 +372,12 @@ class Room:
         for entry in entries:
             client = entry.client_id
             known = self.states.get(client)
-            if known is not None and entry.clock < known[0]:
-                continue
             controller = local.get(client)
+            if known is not None and (
+                entry.clock < known[0]
+                or (entry.clock == known[0] and not entry.removed and controller != sender)
+            ):
+                continue
             if entry.removed and controller is not None and controller != sender:
                 ignored.append(entry)
                 continue
@@ -388,7 +395,7 @@ class Room:
             if entry.removed:
                 if self.states.pop(client, None) is not None:
                     changed = changed or client in local
-            elif known != (entry.clock, entry.state):
+            elif known is None or entry.clock > known[0]:  # (y-protocols: newer wins)
                 self.states[client] = (entry.clock, entry.state)
                 changed = changed or client in local
         if news and ignored:  # rare: the frame goes on without them (peers would apply them)

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from crdt import codec, keys
-from crdt.codec import Awareness, AwarenessEntry
+from crdt.codec import Awareness, AwarenessEntry, QueryAwareness
 from crdt.history import History
 from crdt.kv import open_engine
 from server.testing import ServerProcess, StartServer, YPeer, call_api
@@ -187,3 +187,31 @@ async def test_a_draining_instance_takes_its_clients_away(
     rows = await read_store(b_server.store, awareness_rows)
     assert rows == []
     await b.close()
+
+
+async def test_a_state_at_the_same_clock_from_another_connection_is_ignored(
+    weft_server: str, http: aiohttp.ClientSession
+) -> None:
+    """One server: b sends a's client at the clock a gave it, with another state. The
+    peers ignore it (y-protocols: an equal clock is not news), and so must the room:
+    it stored it, so a joiner and a query-awareness answer got b's state while every
+    connected peer kept a's."""
+    url = f"{weft_server.replace('http', 'ws', 1)}/ws/{DOC}"
+    watcher, a, b = [await YPeer.connect(http, url) for _ in range(3)]
+    await a.send(cursor(4, 5, "alice"))
+    await watcher.until(lambda: 4 in states_of(watcher))
+    await b.send(cursor(4, 5, "forged"))
+    await b.send(cursor(77, 1, "b"))  # (relayed after b's first frame: it was handled)
+    await watcher.until(lambda: 77 in states_of(watcher))
+    assert json.loads(states_of(watcher)[4][1])["user"]["name"] == "alice"
+
+    joiner = await YPeer.connect(http, url, handshake=False)
+    await joiner.until(lambda: {4, 77} <= set(states_of(joiner)))
+    assert json.loads(states_of(joiner)[4][1])["user"]["name"] == "alice"
+    asked = len(watcher.awareness)
+    await watcher.send(QueryAwareness())
+    await watcher.until(lambda: len(watcher.awareness) > asked)
+    answer = {e.client_id: e.state for e in codec.decode_awareness(watcher.awareness[-1])}
+    assert json.loads(answer[4])["user"]["name"] == "alice"
+    for peer in (watcher, a, b, joiner):
+        await peer.close()

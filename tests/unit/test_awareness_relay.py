@@ -237,6 +237,41 @@ async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alon
         await rooms.close()
 
 
+async def test_a_state_at_the_rooms_clock_from_another_connection_changes_nothing(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """b sends a's client at the clock the room holds, with another state: y-protocols
+    peers ignore an entry at the clock they have, so the room does too (it stored it, and
+    handed joiners and query-awareness answers a state its peers never had). Nor does
+    such an entry take control: a's late frame at the clock c took the client over
+    with leaves it c's."""
+    history = History(engines[0])
+    rooms = Rooms(history, Metrics(), instance="a")
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    try:
+        pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
+        room = await rooms.join(ref, pa)
+        for peer in (pb, pc, watcher):
+            await rooms.join(ref, peer)
+        send = Connections(room, (pa, pb, pc)).send
+
+        send(pa, AwarenessEntry(1001, 5, ADA))
+        send(pb, AwarenessEntry(1001, 5, BOB))  # same clock, another state
+        assert room.states == {1001: (5, ADA)} and room.local == {1001: pa.id}
+        assert watcher.states == {1001: (5, ADA)}
+        payload = room.awareness_payload()
+        assert payload is not None
+        assert list(codec.decode_awareness(payload)) == [AwarenessEntry(1001, 5, ADA)]
+
+        send(pc, AwarenessEntry(1001, 6, BOB))  # c takes the client over
+        send(pa, AwarenessEntry(1001, 6, ADA))  # a's frame at that clock: not a's again
+        assert room.states == {1001: (6, BOB)} and room.local == {1001: pc.id}
+        send(pc, AwarenessEntry(1001, 6, ADA))  # its controller, same clock: as on peers
+        assert room.states == {1001: (6, BOB)} and watcher.states == {1001: (6, BOB)}
+    finally:
+        await rooms.close()
+
+
 async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]) -> None:
     """y-websocket clients send back every state they receive: relayed, each echo went to
     every peer again (about N x N frames per change in a room of N). A frame that brings
