@@ -37,7 +37,14 @@ from pycrdt import Doc, TransactionEvent
 
 from client.backoff import Backoff
 from client.entry import MAX_BASE_ROUNDS, DocEntry
-from client.events import DeviceFailed, Event, Listener
+from client.events import (
+    DeviceClosed,
+    DeviceFailed,
+    DeviceNotStarted,
+    DeviceUnusable,
+    Event,
+    Listener,
+)
 from client.outbox import Outbox, Pending
 from client.recorder import LOCAL, Recorder
 from client.remote import (
@@ -144,6 +151,12 @@ class Device:
         self._tasks: list[asyncio.Task[None]] = []
         self._prober: asyncio.Task[None] | None = None
         self._started = False
+        # close() began (``stopping``), and it ended (everything released): a closed
+        # device is not started again, see start()
+        self._closed = False
+        self._close_done = asyncio.Event()
+        # the recorder stopped: an edit of an open document would be lost, so it is refused
+        self._edits_refused = False
         self._offline_said = False
         self._online_unsaid = False  # the server answers; "online" once it takes the token
 
@@ -157,7 +170,16 @@ class Device:
         await self.close()
 
     async def start(self) -> None:
-        """Open the local stores and start syncing (in the background)."""
+        """Open the local stores and start syncing (in the background). Once: a device
+        already started, or closed (closing), raises :class:`DeviceUnusable`
+        (:class:`DeviceClosed`); make a new Device on the data directory instead."""
+        if self.stopping or self._closed:
+            raise DeviceClosed(
+                f"the device on {self.data_dir} was closed and cannot start again: make a new "
+                "Device on it"
+            )
+        if self._started:
+            raise DeviceUnusable(f"the device on {self.data_dir} is started already")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = lock_data_dir(self.data_dir / "lock")
         try:
@@ -167,7 +189,7 @@ class Device:
             raise
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.api = Api(self.http, self.server, self.tenant, self.project, self.token)
-        self._started = True
+        self._started = True  # (close() releases everything from here on)
         if token_scope(self.token) == "read":
             self.set_read_only("the token's scope is read")
         self.recorder = Recorder(self.history, self.device_id, self.changed, self.writer.ahead)
@@ -198,17 +220,55 @@ class Device:
             raise
 
     async def close(self) -> None:
-        """Stop syncing; everything recorded stays in the local history."""
-        if not self._started or self.stopping:
+        """Stop syncing; everything recorded stays in the local history. Releases
+        everything (the data directory's lock, its SQLite files, the HTTP session) even
+        if a step fails; a second call waits for the first to end. From here on the
+        device is unusable (:class:`DeviceClosed`): a document not open yet is refused,
+        a sync raises, and an edit of a document it opened raises (see
+        :meth:`_on_change`) rather than being lost."""
+        if self.stopping:
+            await self._close_done.wait()
             return
         self.stopping = True
-        await asyncio.gather(*(e.link.stop() for e in self.entries.values()))
+        self.changed()  # (a sync waiting raises DeviceClosed)
+        try:
+            if self._started:
+                await self._stop()
+        finally:
+            self._closed = True
+            self._edits_refused = True
+            self._close_done.set()
+
+    async def _stop(self) -> None:
+        try:
+            await self._stop_tasks()
+        finally:
+            try:
+                await self.writer.flush()
+            finally:
+                try:
+                    await self.http.close()
+                finally:
+                    try:
+                        await self.history.kv.__aexit__(None, None, None)
+                    finally:
+                        try:
+                            await asyncio.to_thread(self.state.close)
+                        finally:
+                            self._lock.close()
+
+    async def _stop_tasks(self) -> None:
+        await asyncio.gather(
+            *(e.link.stop() for e in self.entries.values()), return_exceptions=True
+        )
         for task in (self._prober, *self._tasks):
             if task is not None and task.get_name() != "weft-recorder":
                 task.cancel()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(30):
                 await self.recorded()
+        # Every edit made so far is recorded; one made from now on would not be.
+        self._edits_refused = True
         for task in (self._prober, *self._tasks, *self.recorder.snapshots):
             if task is not None:
                 task.cancel()
@@ -221,11 +281,14 @@ class Device:
                 loading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await loading
-        await self.writer.flush()
-        await self.http.close()
-        await self.history.kv.__aexit__(None, None, None)
-        await asyncio.to_thread(self.state.close)
-        self._lock.close()
+
+    def _usable(self, what: str) -> None:
+        """Raise :class:`DeviceNotStarted` or :class:`DeviceClosed` if the device cannot
+        do ``what`` now."""
+        if self.stopping or self._closed:
+            raise DeviceClosed(f"{what}: the device is closed")
+        if not self._started:
+            raise DeviceNotStarted(f"{what}: the device is not started (call start() first)")
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks = [t for t in self._tasks if not t.done()]
@@ -237,25 +300,32 @@ class Device:
 
     async def doc(self, path: str) -> Doc[Any]:
         """The document at ``path`` (loaded from the local history, synced in the
-        background). Edit it directly: every change is recorded and sent."""
+        background). Edit it directly: every change is recorded and sent. Raises
+        :class:`DeviceNotStarted` before start(), :class:`DeviceClosed` once close()
+        began."""
         return (await self.open(path)).doc
 
     async def open(self, path: str, *, connect: bool = True) -> DocEntry:
         """Open ``path`` (normalised; BadPath if not allowed) and, unless ``connect`` is
-        False, keep its link up. Once the device is closing, a document not open yet is
-        refused with CancelledError (what an opener gets when close() cancels its load): a
-        load started then would read the local history after close() has closed it."""
+        False, keep its link up. Before start(), :class:`DeviceNotStarted`; once the
+        device is closing, :class:`DeviceClosed`, for a document not open yet too (and
+        for an opener whose load close() cancels): a load started then would read the
+        local history after close() has closed it."""
+        self._usable(f"not opening {path}")
         path = normalise_path(path)
         entry = self.entries.get(path)
         if entry is None:
-            if self.stopping:
-                raise asyncio.CancelledError(f"not opening {path}: the device is closing")
             pending = self._opening.get(path)
             if pending is None:  # kept until loaded, even if every opener is cancelled
                 pending = asyncio.ensure_future(self._load(path))
                 self._opening[path] = pending
                 pending.add_done_callback(partial(self._loaded, path))
-            entry = await asyncio.shield(pending)
+            try:
+                entry = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if pending.cancelled() and self.stopping:  # (not this opener cancelled)
+                    raise DeviceClosed(f"not opening {path}: the device is closing") from None
+                raise
         if not connect:  # until an open that connects: a heads read (_follow) waits too
             self.held.add(path)
         else:
@@ -294,6 +364,7 @@ class Device:
 
     async def known_paths(self) -> list[str]:
         """Every document this device has in its local history."""
+        self._usable("not listing the documents")
         return [info.path for info in await self.history.docs(self.tenant, self.project)]
 
     def text(self, path: str) -> str:
@@ -302,11 +373,20 @@ class Device:
     # --- local and remote changes -------------------------------------------------------
 
     def _on_change(self, entry: DocEntry, event: TransactionEvent) -> None:
+        """Record a local edit. Once close() has stopped the recorder, the edit could be
+        neither recorded nor sent: it raises :class:`DeviceClosed` (pycrdt hands an
+        observer's error to the editing code as an ExceptionGroup holding it; the
+        in-memory document keeps the edit, nothing else does)."""
         if entry.applying_remote:
             return
         update: bytes = event.update
         if update == EMPTY_UPDATE:
             return
+        if self._edits_refused:
+            raise DeviceClosed(
+                f"{entry.path}: edit refused, the device is closed (it is neither recorded "
+                "nor sent: open the document on a new Device)"
+            )
         self.recorder.local(entry, update)
 
     def apply_remote(self, entry: DocEntry, update: bytes) -> bool:
@@ -673,7 +753,9 @@ class Device:
         """Wait until ``predicate()`` holds; raise :class:`DeviceFailed` if the device fails.
 
         The predicate is checked after a change, at most every ``CHECK_SECONDS`` (a check
-        may look at every open document)."""
+        may look at every open document). Raises :class:`DeviceNotStarted` before start(),
+        :class:`DeviceClosed` once close() began (while waiting too)."""
+        self._usable("not syncing")
         self.syncing += 1  # acked edits are confirmed at once, not after a quiet spell
         for entry in self.entries.values():
             entry.link.hurry()
@@ -685,6 +767,8 @@ class Device:
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
         while True:
             self._changed.clear()
+            if self.stopping:
+                raise DeviceClosed("not syncing: the device is closed")
             if self.failure is not None:
                 raise self.failure
             if predicate():
@@ -703,4 +787,14 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
-__all__ = ["DataDirBusy", "Device", "DeviceFailed", "DocEntry", "Event", "Listener"]
+__all__ = [
+    "DataDirBusy",
+    "Device",
+    "DeviceClosed",
+    "DeviceFailed",
+    "DeviceNotStarted",
+    "DeviceUnusable",
+    "DocEntry",
+    "Event",
+    "Listener",
+]

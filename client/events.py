@@ -45,3 +45,18 @@ class DeviceFailed(WeftError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+
+
+class DeviceUnusable(WeftError, RuntimeError):
+    """A :class:`~client.device.Device` used when it cannot be: before ``start()``
+    (:class:`DeviceNotStarted`), or once ``close()`` began (:class:`DeviceClosed`)."""
+
+
+class DeviceNotStarted(DeviceUnusable):
+    """The device was used before ``start()`` (or ``async with``)."""
+
+
+class DeviceClosed(DeviceUnusable):
+    """The device was used after ``close()``: a closed device is not started again (make
+    a new one on the same data directory), and an edit made to one of its documents
+    then is refused (not recorded, not sent)."""

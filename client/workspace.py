@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from client.device import Device
-from client.events import DeviceFailed, Event, Listener
+from client.events import DeviceClosed, DeviceFailed, Event, Listener
 from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
@@ -243,6 +243,8 @@ class Workspace(Listener):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
+            if isinstance(exc, DeviceClosed):  # (the workspace is closing)
+                return
             log.error("workspace task failed", exc_info=exc)
             self.emit(Event("error", f"internal error: {exc!r}"))
         self.device.changed()

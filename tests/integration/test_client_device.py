@@ -16,7 +16,16 @@ from pycrdt import Text
 
 from client import device as device_module
 from client.connection import DocLink
-from client.device import DataDirBusy, Device, DeviceFailed, Event, Listener
+from client.device import (
+    DataDirBusy,
+    Device,
+    DeviceClosed,
+    DeviceFailed,
+    DeviceNotStarted,
+    DeviceUnusable,
+    Event,
+    Listener,
+)
 from client.remote import ApiError
 from client.testing import get_json, get_text
 from crdt.codec import SyncStep1
@@ -939,7 +948,8 @@ async def test_a_document_opened_while_the_device_closes_is_refused(
     """close() cancelled the loads under way from a list taken once, and open() still
     started new ones: a document opened meanwhile (here when close cancels a load) was
     loaded from the local history as it closed. Once closing, open() refuses a document
-    not open yet, as an opener whose load close() cancels is refused."""
+    not open yet, as an opener whose load close() cancels is refused (DeviceClosed: a
+    CancelledError was taken for the caller's own cancellation)."""
     device = make(tmp_path, server, "a", "closing")
     loads: list[str] = []
     late: list[asyncio.Future[Any]] = []
@@ -958,13 +968,63 @@ async def test_a_document_opened_while_the_device_closes_is_refused(
         device.history.load = slow_load  # type: ignore[method-assign, assignment]
         opener = asyncio.create_task(device.open("x.txt"))
         await eventually(lambda: loads == ["x.txt"])
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(DeviceClosed):
         await opener
     [opening] = late
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(DeviceClosed):
         await opening
     assert loads == ["x.txt"]
-    assert (await device.open("open.txt")).path == "open.txt"  # open already: no load
+    with pytest.raises(DeviceClosed):  # open already: refused too (see the next test)
+        await device.open("open.txt")
+
+
+async def test_a_device_used_before_start_or_after_close_says_so_and_close_releases_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A device used before start() raised AttributeError ('history'); after close()
+    doc() returned the old document, an edit of it was accepted and lost, sync() timed
+    out, a new document got CancelledError, and start() again succeeded, after which
+    close() released nothing (the next Device on the folder got DataDirBusy). Now: one
+    clear error each, start() after close() is refused, and close() releases all."""
+    device = make(tmp_path, server, "a", "lifecycle")
+    with pytest.raises(DeviceNotStarted):
+        await device.doc("a.md")
+    with pytest.raises(DeviceNotStarted):
+        await device.sync(1)
+    async with device:
+        text = text_of(await device.doc("a.md"))
+        text.insert(0, "before close\n")
+        await device.sync(10)
+        with pytest.raises(DeviceUnusable, match="started already"):
+            await device.start()
+    with pytest.raises(DeviceClosed):
+        await device.doc("a.md")  # open before close: refused too
+    with pytest.raises(DeviceClosed):
+        await device.doc("b.md")
+    with pytest.raises(DeviceClosed):
+        await device.sync(1)
+    with pytest.raises(ExceptionGroup) as edit:  # (pycrdt's form of an observer's error)
+        text.insert(0, "EDIT AFTER CLOSE\n")
+    assert edit.group_contains(DeviceClosed, match="neither recorded nor sent")
+    with pytest.raises(DeviceClosed, match="cannot start again"):
+        await device.start()
+    await device.close()  # again: nothing to do, no error
+    async with make(tmp_path, server, "a", "lifecycle") as again:  # the lock was released
+        assert str(text_of(await again.doc("a.md"))) == "before close\n"
+        await again.sync(10)
+    assert server_text(server, "lifecycle", "a.md") == "before close\n"
+
+
+async def test_a_sync_waiting_when_the_device_closes_raises(tmp_path: Path) -> None:
+    """A sync waiting (here for a server that is not there) when close() ran waited
+    until its timeout, and then said only TimeoutError."""
+    device = offline(tmp_path, "d")
+    async with device:
+        text_of(await device.doc("x.txt")).insert(0, "offline\n")
+        syncing = asyncio.ensure_future(device.sync(20))
+        await asyncio.sleep(0.2)
+    with pytest.raises(DeviceClosed):
+        await asyncio.wait_for(syncing, 5)
 
 
 @pytest.mark.parametrize("poll", [3600.0, None])
