@@ -416,8 +416,8 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",
     )
-    for path, why in sorted(failed.items()):
-        ui.line(f"  {path}: {why}", "bold red")
+    for path, why in sorted(failed.items()):  # (escaped as the event lines are)
+        ui.line(printable(f"  {path}: {why}"), "bold red")
     return True
 
 

@@ -304,6 +304,20 @@ def test_a_file_the_server_refuses_fails_sync_once(
     assert get_text(doc_url(server, "refused", "small.txt")) == "ok\n"
 
 
+def test_the_not_in_sync_list_escapes_file_names(server: ServerProcess, tmp_path: Path) -> None:
+    """The "NOT in sync" list printed a file name as it is (a U+202E reorders the rest of
+    the line on a terminal) while the event lines escape it. (The server refuses such a
+    name for a new document: the file is not in sync.)"""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "bidi\u202etxt.md").write_text("text\n")
+    result = sync_once(folder, server.ws_url, TENANT, "escaped")
+    assert result.returncode == 1, result.stdout
+    assert "1 file(s) NOT in sync" in result.stdout
+    assert "\u202e" not in result.stdout
+    assert "  bidi\\u202etxt.md: closed by the server (4400)" in result.stdout
+
+
 def test_a_tenant_quota_refusal_is_retried_until_every_file_syncs(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:
