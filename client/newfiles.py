@@ -126,7 +126,7 @@ class NewFiles:
             self.ws.device.file_read(entry, text)
         self.creating.discard(entry.path)
         self.ws.remember(entry.path, text)
-        self.ws.emit(Event("local", f"{entry.path}: new (+{inserted})", entry.path))
+        self.ws.emit(Event("local", f"{entry.path}: new (+{inserted} chars)", entry.path))
 
     async def _conflict(self, entry: DocEntry, text: str) -> bool:
         """The server has a different file at this path: keep it, record ours."""

@@ -107,6 +107,9 @@ in the record), are recorded as conflicts too; each is printed (see weft conflic
 A file deleted elsewhere while it held edits made here that the server had not yet
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
+A line "FILE: +N -M chars" says a change found here: N characters inserted and M
+deleted (characters, not lines); "FILE: new (+N chars)" a new file sent.
+
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
 """
@@ -150,7 +153,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="close a document's connection after SECONDS without activity; changes to it "
         "are still noticed through the document list (WEFT_SYNC_IDLE_CLOSE, default 60)",
     )
-    a("--device-id", default=os.environ.get("WEFT_DEVICE_ID"), help="name this device")
+    a(
+        "--device-id",
+        default=os.environ.get("WEFT_DEVICE_ID"),
+        help="name this device (WEFT_DEVICE_ID; default: the name it was given before, or a "
+        "random one)",
+    )
     a("-q", "--quiet", action="store_true", help="print only warnings, conflicts and errors")
     a("-v", "--verbose", action="store_true", help="print every file synced, and debug logs")
     p.set_defaults(handler=run)

@@ -351,7 +351,7 @@ class Workspace(Listener):
             self.device.file_read(entry, text)
         self.remember(path, text)
         if inserted or deleted:
-            self.emit(Event("local", f"{path}: +{inserted} -{deleted}", path))
+            self.emit(Event("local", f"{path}: +{inserted} -{deleted} chars", path))
         if target != text:
             self.schedule_write(path)
         return True

@@ -268,6 +268,25 @@ def test_bad_input_is_refused_with_exit_code_2(
     assert code == 2 and "already syncs project acme/bound" in out
 
 
+def test_help_names_every_variable_and_change_lines_name_their_unit(
+    server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--device-id's help named no variable although WEFT_DEVICE_ID is read; a change
+    line "FILE: +N -M" counted characters and nothing said so."""
+    with pytest.raises(SystemExit):
+        main(["sync", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "name this device (WEFT_DEVICE_ID;" in help_text
+    assert "+N -M chars" in help_text
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.md").write_text("alpha\nbeta\n")
+    assert "a.md: new (+11 chars)" in once(server, folder, "units", "-v")
+    time.sleep(1.1)
+    (folder / "a.md").write_text("alpha\nbeta ONE\n")
+    assert "a.md: +4 -0 chars" in once(server, folder, "units", "-v")
+
+
 def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(
     server: ServerProcess, tmp_path: Path
 ) -> None:
