@@ -87,7 +87,10 @@ then exits 0 in sync; 1 on failure (a file not in sync, the server refusing this
 or unreachable), --timeout, or read-only edits left unsent; 2 on bad input. A server it
 cannot reach is given up after 6 x --max-backoff (60 s by default) with --once (exit
 1): the edits stay on this device and are sent on the next run; without --once it
-retries for ever.
+retries for ever. Stopped by Ctrl-C (SIGINT) or SIGTERM before the first sync ended
+(with --once: before in sync), it says so and exits 130 (SIGINT) or 143 (SIGTERM):
+what it found is recorded and sent on the next run. A running sync stopped after its
+first sync exits 0 ("stopped; local state saved").
 
 Ignored: .git/, .weft/, .weft-manifest.json at the top (weft restore writes it), editors'
 swap files and the patterns of DIR/.weftignore (gitignore syntax; only the folder's top
@@ -378,9 +381,15 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         offline_patience=patience,
     )
     stop = asyncio.Event()
+    received: list[int] = []  # the signals that stopped it
+
+    def stopped_by(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopped_by, sig)
     ui.info(f"weft sync {root} <-> {server} {args.tenant}/{args.project}", "bold")
     ui.heading = lambda: (
         f"device {ws.device.device_id}; state in {ws.state_dir}" if ws.device.device_id else None
@@ -391,7 +400,24 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
             code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
         except DeviceFailed:  # the device's error event said why, once
             return 1
+    if code is None:  # stopped before the first sync ended (said once the state is saved)
+        code = _interrupted(ui, received)
     return code
+
+
+def _interrupted(ui: _Ui, received: list[int]) -> int:
+    """Say that a signal stopped the first sync (the folder and the server may differ),
+    and give its exit code: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    import signal
+
+    sig = received[0] if received else signal.SIGINT
+    name = "Ctrl-C" if sig == signal.SIGINT else signal.Signals(sig).name
+    ui.line(
+        f"stopped ({name}) before the first sync ended: NOT in sync; local state saved "
+        "(changes found here are recorded and sent on the next run)",
+        "yellow",
+    )
+    return 128 + sig
 
 
 async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: float | None) -> bool:
@@ -464,10 +490,13 @@ def _read_only_note(ws: Workspace, ui: _Ui) -> None:
         )
 
 
-async def _once(ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Event) -> int:
+async def _once(
+    ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Event
+) -> int | None:
+    """The exit code; None if stopped (a signal) first."""
     try:
         if not await _first_sync(ws, ui, stop, timeout):
-            return 1
+            return None
     except TimeoutError:
         ui.line(f"weft sync: not in sync after {timeout} s (offline?)", "bold red")
         return 1
@@ -477,7 +506,8 @@ async def _once(ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Eve
     return 1 if ws.device.read_only and ws.device.pending() else 0
 
 
-async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
+async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int | None:
+    """0 once stopped (a signal); None if stopped before the first sync ended."""
     import asyncio
 
     from rich.live import Live
@@ -488,7 +518,7 @@ async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int:
         live = Live(ui.status(ws), console=ui.console, refresh_per_second=4, transient=True)
     try:
         if not await _first_sync(ws, ui, stop, None):
-            return 0
+            return None
         _read_only_note(ws, ui)
         with live or contextlib.nullcontext():
             while not stop.is_set():

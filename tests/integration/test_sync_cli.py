@@ -4,6 +4,7 @@ history, ignore rules, deletes and renames, bad input."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 import urllib.parse
 from pathlib import Path
@@ -536,6 +537,39 @@ def test_a_sync_started_offline_says_it_waits_for_the_server(tmp_path: Path) -> 
         assert "files/s" not in sync.output(), sync.output()
     finally:
         sync.terminate()
+
+
+@pytest.mark.parametrize(
+    ("once", "sig", "code"),
+    [(True, signal.SIGINT, 130), (False, signal.SIGINT, 130), (True, signal.SIGTERM, 143)],
+)
+def test_a_sync_stopped_before_its_first_sync_ended_says_so(
+    weft_server_factory: StartServer, tmp_path: Path, once: bool, sig: signal.Signals, code: int
+) -> None:
+    """Ctrl-C or SIGTERM during a first sync said nothing: --once exited 1, a running
+    sync 0, with no "stopped" line. Now it says so, that the folder is not in sync and
+    its state saved, and exits 128 + the signal; the next run sends what it found."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("found before the stop\n")
+    port = free_port()  # nothing listens there yet: the first sync cannot end
+    url = f"ws://127.0.0.1:{port}"
+    sync = start_sync(folder, url, TENANT, "stopped", args=["--once"] if once else [])
+    try:
+        sync.wait_for("syncing: 0/")  # (the first sync is under way)
+        sync.proc.send_signal(sig)
+        assert sync.proc.wait(15) == code, sync.output()
+    finally:
+        sync.terminate()
+    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert (
+        f"stopped ({name}) before the first sync ended: NOT in sync; local state saved"
+        in sync.output()
+    ), sync.output()
+    server = weft_server_factory(port=port)
+    result = sync_once(folder, url, TENANT, "stopped")
+    assert result.returncode == 0, result.stdout
+    assert get_text(doc_url(server, "stopped", "a.txt")) == "found before the stop\n"
 
 
 def test_sync_once_gives_up_on_a_server_that_does_not_answer_and_keeps_the_edits(
