@@ -37,10 +37,10 @@ from pathlib import Path
 
 from blake3 import blake3
 
-from client.ignore import Ignore
+from client.ignore import IGNORE_FILE, Ignore
 from client.safepath import PathBlocked, folder_of, read_at
 from crdt.errors import BadPath
-from crdt.keys import normalise_path
+from crdt.keys import normalise_path, restore_refusal
 
 STATE_DIR = ".weft"
 MAX_FILE_BYTES = 4 << 20
@@ -69,8 +69,12 @@ class Folder:
         *,
         warn: Callable[[str, str], None],
         max_file_bytes: int = MAX_FILE_BYTES,
+        synced: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self.root = root
+        # Whether a document path is a file this folder syncs already: a .weftignore
+        # pattern does not stop it (see ignored)
+        self.synced = synced
         self.state_dir = root / STATE_DIR
         self.tmp_dir = self.state_dir / "tmp"
         self.max_file_bytes = max_file_bytes
@@ -191,8 +195,26 @@ class Folder:
             self._note(path, self._lookup(path))
         return path
 
+    def ignored(self, path: str) -> bool:
+        """Whether the file ``path`` (a document path, or a name in NFC) is not synced:
+        the ignore rules match it, and it is not a file this folder syncs already. As
+        git does with the files it tracks, a ``.weftignore`` pattern added later does not
+        stop one (it stopped syncing both ways, with no word, and ``--once`` said "in
+        sync" while the file and the server differed): it goes on syncing, said once.
+        ``.git``, ``.weft`` and the restore's manifest are never synced."""
+        if not self.ignore(path):
+            return False
+        if not self.synced(path) or restore_refusal(path) is not None:
+            return True
+        self.warn(
+            path,
+            f"{path} matches {IGNORE_FILE} but was synced before: it goes on syncing both "
+            "ways (delete it to stop syncing it, on every device)",
+        )
+        return False
+
     def _path_of(self, rel: str) -> str | None:
-        if self.ignore(unicodedata.normalize("NFC", rel)):
+        if self.ignored(unicodedata.normalize("NFC", rel)):
             return None
         try:
             return normalise_path(rel)

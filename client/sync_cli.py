@@ -94,9 +94,10 @@ first sync exits 0 ("stopped; local state saved").
 
 Ignored: .git/, .weft/, .weft-manifest.json at the top (weft restore writes it), editors'
 swap files and the patterns of DIR/.weftignore (gitignore syntax; only the folder's top
-.weftignore). Binary, non-UTF-8 and oversized files (over 4 MiB) and symbolic links
-are skipped with a warning; nothing is read, written or deleted through a link (to a
-folder either). A document that cannot be written (its path goes through such a link,
+.weftignore; as git does, a file synced before goes on syncing when a pattern added
+later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and oversized
+files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
+written or deleted through a link (to a folder either). A document that cannot be written (its path goes through such a link,
 or a file and a folder have its name) is said once and is not in sync (--once exits 1).
 If DIR or DIR/.weft is moved or deleted while it runs, it stops (exit 1) and sends no
 deletions.

@@ -110,7 +110,12 @@ class Workspace(Listener):
     ) -> None:
         self.root = Path(root).resolve()
         self.on_event = on_event or (lambda event: None)
-        self.folder = Folder(self.root, warn=self._warn, max_file_bytes=max_file_bytes)
+        self.folder = Folder(
+            self.root,
+            warn=self._warn,
+            max_file_bytes=max_file_bytes,
+            synced=lambda path: path in self.tracked and self.disk.get(path) is not None,
+        )
         self.state_dir = self.folder.state_dir
         self.device = Device(
             self.state_dir,
@@ -217,7 +222,8 @@ class Workspace(Listener):
                 await self.device.open(path)
             self.schedule_write(path)
 
-        known = sorted(p for p in self.tracked | unsure if not self.folder.ignore(p))
+        # (a file synced before goes on syncing whatever .weftignore says: Folder.ignored)
+        known = sorted(p for p in self.tracked | unsure if not self.folder.ignored(p))
         await asyncio.gather(*(reopen(p) for p in known))
         for path in self.folder.scan():
             if path not in self.tracked:
@@ -258,7 +264,7 @@ class Workspace(Listener):
         device = self.device
         if self.creating or self.writes.pending or self._tasks or not device.heads_read.is_set():
             return False
-        wanted = [p for p in device.heads if not self.folder.ignore(p)]
+        wanted = [p for p in device.heads if not self.folder.ignored(p)]
         return all(p in device.entries for p in wanted) and device.idle()
 
     async def sync(self, timeout: float | None = None) -> None:
@@ -406,7 +412,7 @@ class Workspace(Listener):
             if not self._started:  # opened connected, a document could send what changed
                 self._listed.add(path)  # on disk meanwhile as live edits (see start)
                 continue
-            if path in self.creating or self.folder.ignore(path):
+            if path in self.creating or self.folder.ignored(path):
                 continue
             self.spawn(self._open_remote(path))
 

@@ -156,6 +156,45 @@ def test_ignored_binary_and_undecodable_files_are_skipped_with_one_warning(
     assert sorted(d["path"] for d in docs) == [".weftignore", "kept.txt"]
 
 
+def test_a_file_synced_before_goes_on_syncing_when_a_weftignore_pattern_matches_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A synced file that a new .weftignore pattern matched stopped syncing both ways with
+    no word, and --once said "in sync" while the file and the server differed. As git
+    does with the files it tracks, it goes on syncing (said once a run); a file the
+    folder never synced stays out."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    for folder in (a, c):
+        folder.mkdir()
+    (a / "notes.log").write_text("one\n")
+    (a / "logs").mkdir()
+    (a / "logs" / "deep.txt").write_text("deep\n")
+    once(server, a, "tracked")
+    once(server, c, "tracked")
+    (a / ".weftignore").write_text("*.log\nlogs/\n")
+    (a / "new.log").write_text("never synced\n")
+    out = once(server, a, "tracked")
+    said = "notes.log matches .weftignore but was synced before: it goes on syncing both ways"
+    assert out.count(said) == 1, out
+    assert get_text(doc_url(server, "tracked", "new.log")) is None
+    time.sleep(1.1)
+    (a / "notes.log").write_text("one\nfrom a\n")
+    (a / "logs" / "deep.txt").write_text("deep\nfrom a\n")
+    out = once(server, a, "tracked")
+    assert "in sync: 3 files" in out, out  # .weftignore, notes.log, logs/deep.txt
+    assert get_text(doc_url(server, "tracked", "notes.log")) == "one\nfrom a\n"
+    assert get_text(doc_url(server, "tracked", "logs/deep.txt")) == "deep\nfrom a\n"
+    once(server, c, "tracked")  # gets .weftignore, and the edits of the files it has
+    assert (c / "notes.log").read_text() == "one\nfrom a\n"
+    assert (c / "logs" / "deep.txt").read_text() == "deep\nfrom a\n"
+    time.sleep(1.1)
+    (c / "notes.log").write_text("one\nfrom a\nfrom c\n")
+    once(server, c, "tracked")
+    once(server, a, "tracked")
+    assert (a / "notes.log").read_text() == "one\nfrom a\nfrom c\n"
+    assert not (c / "new.log").exists()
+
+
 def test_a_restored_folder_syncs_without_its_manifest(server: ServerProcess, tmp_path: Path) -> None:
     """``weft restore`` writes .weft-manifest.json at the folder's top, a name the server
     refuses for a new document: a sync of the restored folder sent it, was closed with
