@@ -112,7 +112,11 @@ A file deleted elsewhere while it held edits made here that the server had not y
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
 A line "FILE: +N -M chars" says a change found here: N characters inserted and M
-deleted (characters, not lines); "FILE: new (+N chars)" a new file sent.
+deleted (characters, not lines); "FILE: new (+N chars)" a new file sent. A save of a
+line that another device changed at the same time (its change waiting because the file
+was saved less than a second ago) keeps both versions of the line, theirs first, with
+no conflict record: "FILE: line N: changed here and elsewhere at once; both versions
+kept" says where to look.
 
 Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.

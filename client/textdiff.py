@@ -5,14 +5,14 @@ for the workspace: :func:`diff` turns a file's old and new text into a short lis
 :class:`Op` so that a concurrent edit elsewhere in the same document survives the merge,
 and :func:`apply` makes them on the ``Y.Text`` (converting to pycrdt's UTF-8 offsets).
 
-:func:`merge3` (:mod:`crdt.merge3`, re-exported here) merges a file that changed on disk
-with its document that changed too (remote updates not written yet, or a crash in
-between).
+:func:`merge3` and :func:`merge3_both` (:mod:`crdt.merge3`, re-exported here) merge a
+file that changed on disk with its document that changed too (remote updates not
+written yet, or a crash in between).
 """
 
 from __future__ import annotations
 
-from crdt.merge3 import merge3
+from crdt.merge3 import merge3, merge3_both
 from crdt.textedits import (
     CHAR_DIFF_LIMIT,
     Op,
@@ -32,4 +32,5 @@ __all__ = [
     "common_suffix",
     "diff",
     "merge3",
+    "merge3_both",
 ]

@@ -73,7 +73,7 @@ from client.newfiles import NewFiles
 from client.remote import ServerURL
 from client.shadows import start_state
 from client.state import FileState
-from client.textdiff import apply, diff, merge3
+from client.textdiff import apply, diff, merge3_both
 from client.watcher import Watcher
 from client.writes import Writes
 
@@ -343,10 +343,11 @@ class Workspace(Listener):
             self.remember(path, None)
             return True
         current = str(entry.text)
+        both: list[int] = []
         if entry.deleted or shadow is None or current == shadow:
             target = text
         else:
-            target = merge3(shadow, text, current)
+            target, both = merge3_both(shadow, text, current)
         queued = entry.unrecorded_local
         with entry.doc.transaction():
             if entry.deleted or shadow is None:
@@ -358,9 +359,26 @@ class Workspace(Listener):
         self.remember(path, text)
         if inserted or deleted:
             self.emit(Event("local", f"{path}: +{inserted} -{deleted} chars", path))
+        if both:  # (no conflict record: the server saw two live edits, not a branch)
+            self._kept_both(path, both)
         if target != text:
             self.schedule_write(path)
         return True
+
+    def _kept_both(self, path: str, lines: list[int]) -> None:
+        """Say that merging the file's save with the document's change kept both
+        versions of lines both had changed, one after the other, with no conflict record:
+        the user should look (see "Known issues" in the README)."""
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+        self.emit(
+            Event(
+                "warning",
+                f"{path}: {where}: changed here and elsewhere at once; both versions kept, "
+                "the other device's first (no conflict record): check the file",
+                path,
+                {"kept_both": lines},
+            )
+        )
 
     def _settling(self, path: str) -> bool:
         """Whether the file, found empty, must wait before it is taken as emptied: it

@@ -12,7 +12,8 @@ one side) stay deleted, and every line either side added is kept, once. Where on
 added the other's lines and more (the document already holds the file's edit plus a
 remote one), those are taken; where both added different lines at one place, theirs
 (the document's) then ours (the file's). So no base line comes back or twice, and no
-added line is lost.
+added line is lost; :func:`merge3_both` also says where both versions were kept, for
+the workspace to tell the user.
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ import difflib
 def merge3(base: str, ours: str, theirs: str) -> str:
     """Merge two texts that both changed ``base``: a line-based diff3 (see the module
     docstring). The workspace passes the file as ``ours`` and the document as ``theirs``."""
+    return merge3_both(base, ours, theirs)[0]
+
+
+def merge3_both(base: str, ours: str, theirs: str) -> tuple[str, list[int]]:
+    """:func:`merge3`, and the lines (1-based, in the merged text) where a region both
+    sides changed differently starts with both versions kept, theirs then ours (none
+    when each side's lines were in the other's, or only one side changed a region)."""
+    both: list[int] = []
     if ours == theirs or theirs == base:
-        return ours
+        return ours, both
     if ours == base:
-        return theirs
+        return theirs, both
     base_lines = base.splitlines(keepends=True)
     sides = (ours.splitlines(keepends=True), theirs.splitlines(keepends=True))
     kept = [_kept(base_lines, lines) for lines in sides]  # base line -> its line in the side
@@ -45,20 +54,18 @@ def merge3(base: str, ours: str, theirs: str) -> str:
         elif our_lines == base_lines[b:stable]:
             _put(out, their_lines, newline)
         else:
-            _put(
-                out,
-                _conflict(
-                    _added(origin[0], range(o, o_end), sides[0], b, stable),
-                    _added(origin[1], range(t, t_end), sides[1], b, stable),
-                    newline,
-                ),
+            merged, kept_both = _conflict(
+                _added(origin[0], range(o, o_end), sides[0], b, stable),
+                _added(origin[1], range(t, t_end), sides[1], b, stable),
                 newline,
             )
+            both += [len(out) + 1 + n for n in kept_both]
+            _put(out, merged, newline)
         if stable < len(base_lines):  # as the side that changed its line ending has it
             ours_line = sides[0][o_end]
             _put(out, [ours_line if ours_line != base_lines[stable] else sides[1][t_end]], newline)
         b, o, t = stable + 1, o_end + 1, t_end + 1
-    return "".join(out)
+    return "".join(out), both
 
 
 def _kept(base: list[str], lines: list[str]) -> dict[int, int]:
@@ -90,26 +97,31 @@ def _added(
     return gaps
 
 
-def _conflict(ours: list[list[str]], theirs: list[list[str]], newline: str) -> list[str]:
+def _conflict(
+    ours: list[list[str]], theirs: list[list[str]], newline: str
+) -> tuple[list[str], list[int]]:
     """A chunk both sides changed, from the lines each added there (by gap, see
     :func:`_added`). Its base lines are left out: none was kept by both sides (it would
-    be stable), so each was deleted by one. Added lines are all kept, once each."""
+    be stable), so each was deleted by one. Added lines are all kept, once each. Also
+    where (0-based, in the chunk) both versions of a place were kept."""
     our_new = [line for gap in ours for line in gap]
     their_new = [line for gap in theirs for line in gap]
     if _within(our_new, their_new):  # e.g. the document has the file's edit and more
-        return their_new
+        return their_new, []
     if _within(their_new, our_new):
-        return our_new
+        return our_new, []
     out: list[str] = []
+    both: list[int] = []
     for our_gap, their_gap in zip(ours, theirs, strict=True):
         if _within(our_gap, their_gap):
             _put(out, their_gap, newline)
         elif _within(their_gap, our_gap):
             _put(out, our_gap, newline)
         else:  # both added different lines at one place: theirs, then ours
+            both.append(len(out))
             _put(out, their_gap, newline)
             _put(out, our_gap, newline)
-    return out
+    return out, both
 
 
 def _within(short: list[str], long: list[str]) -> bool:

@@ -3,15 +3,19 @@ history, ignore rules, deletes and renames, bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pycrdt import Text
 
 from client.cli import main
+from client.device import Device
 from client.testing import (
     folder_files,
     get_json,
@@ -193,6 +197,53 @@ def test_a_file_synced_before_goes_on_syncing_when_a_weftignore_pattern_matches_
     once(server, a, "tracked")
     assert (a / "notes.log").read_text() == "one\nfrom a\nfrom c\n"
     assert not (c / "new.log").exists()
+
+
+async def test_a_line_saved_here_while_changed_elsewhere_keeps_both_and_says_so(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A running sync holds a server change back while the file was saved less than a
+    second ago; a save of the same line meanwhile (the editor had not seen the change)
+    is merged line by line with it, and both versions of the line are kept, one after
+    the other, with no record. Nothing said so (and the README said "one line with both
+    edits"): now a line names the file and the line to check."""
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "s.md").write_text("alpha\nbeta\ngamma\n")
+    once(server, a, "bothkept")
+    sync = start_sync(a, server.ws_url, TENANT, "bothkept", args=["--idle-close", "600"])
+    other = Device(tmp_path / "other", server.ws_url, TENANT, "bothkept", poll_seconds=0.1)
+    try:
+        sync.wait_for("in sync:")
+        async with other:
+            text: Text = (await other.doc("s.md")).get("content", type=Text)
+            await other.sync(10)
+            assert str(text) == "alpha\nbeta\ngamma\n"
+            (a / "s.md").write_text("alpha\nbeta\ngamma two\n")  # a save: < 1 s old now
+            await asyncio.sleep(0.2)
+            start = str(text).index("beta") + len("beta")
+            text.insert(start, " ONE")  # the same line, elsewhere: held back by the save
+            await other.sync(10)
+            await asyncio.sleep(0.2)
+            (a / "s.md").write_text("alpha\nbeta TWO\ngamma two\n")  # not seen ONE
+            await asyncio.to_thread(sync.wait_for, "s.md: line 2: changed here and elsewhere")
+            merged = "alpha\nbeta ONE\nbeta TWO\ngamma two\n"
+            await asyncio.to_thread(
+                wait_until, lambda: (a / "s.md").read_text() == merged, 10, "the merge written"
+            )
+            await other.sync(10)
+            await eventually(lambda: str(text) == merged)
+    finally:
+        sync.terminate()
+    out = sync.output()
+    assert out.count("s.md: line 2: changed here and elsewhere at once; both versions kept") == 1
+    assert get_json(f"{server.url}/api/v1/{TENANT}/bothkept/conflicts")["conflicts"] == []
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 def test_a_restored_folder_syncs_without_its_manifest(server: ServerProcess, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3
+from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3, merge3_both
 from crdt.textedits import INSERT_CHUNK
 from crdt.ydecode import decode_update
 
@@ -353,3 +353,19 @@ def test_merge3_a_line_one_side_left_unterminated_and_the_other_ended_comes_once
     assert merge3("a\n", "a\nx", "a\nx\n") == "a\nx"
     # the document holds the file's edit plus a remote one
     assert merge3("a\n", "a\nx", "a\nx\ny\n") == "a\nx\ny\n"
+
+
+def test_merge3_both_says_where_both_versions_of_a_line_were_kept() -> None:
+    """The workspace says where a merge kept both versions (weft sync prints it)."""
+    base = "a\nb\nc\nd\ne\n"
+    assert merge3_both(base, "a\nB2\nc\nd\nE2\n", "a\nB1\nc\nd\nE1\n") == (
+        "a\nB1\nB2\nc\nd\nE1\nE2\n",
+        [2, 6],
+    )
+    # one side's lines within the other's, or different regions: nothing to say
+    assert merge3_both(base, "a\nB\nc\nd\ne\n", "a\nB\nc\nd\ne\nf\n") == (
+        "a\nB\nc\nd\ne\nf\n",
+        [],
+    )
+    assert merge3_both(base, "a\nB\nc\nd\ne\n", "a\nb\nc\nD\ne\n") == ("a\nB\nc\nD\ne\n", [])
+    assert merge3(base, "a\nB2\nc\nd\ne\n", "a\nB1\nc\nd\ne\n") == "a\nB1\nB2\nc\nd\ne\n"
