@@ -240,22 +240,15 @@ class Device:
             self._close_done.set()
 
     async def _stop(self) -> None:
-        try:
+        """Stop the tasks, then release everything, each step even if one before it
+        failed (an exit stack runs them last first: the lock is released last)."""
+        async with contextlib.AsyncExitStack() as release:
+            release.callback(self._lock.close)
+            release.push_async_callback(asyncio.to_thread, self.state.close)
+            release.push_async_callback(self.history.kv.__aexit__, None, None, None)
+            release.push_async_callback(self.http.close)
+            release.push_async_callback(self.writer.flush)
             await self._stop_tasks()
-        finally:
-            try:
-                await self.writer.flush()
-            finally:
-                try:
-                    await self.http.close()
-                finally:
-                    try:
-                        await self.history.kv.__aexit__(None, None, None)
-                    finally:
-                        try:
-                            await asyncio.to_thread(self.state.close)
-                        finally:
-                            self._lock.close()
 
     async def _stop_tasks(self) -> None:
         await asyncio.gather(
