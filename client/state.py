@@ -387,9 +387,34 @@ class StateWriter:
                 await asyncio.sleep(FLUSH_SECONDS)
 
 
-def lock_data_dir(path: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``path`` while the device runs (released when the
-    handle is closed or the process dies); DataDirBusy if another process holds it."""
+_HELD: set[Path] = set()  # the lock files this process holds (see lock_data_dir)
+
+
+class DataDirLock:
+    """The lock :func:`lock_data_dir` took; ``close()`` releases it."""
+
+    def __init__(self, handle: IO[bytes], key: Path) -> None:
+        self._handle = handle
+        self._key = key
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            _HELD.discard(self._key)
+            self._handle.close()
+
+
+def lock_data_dir(path: Path) -> DataDirLock:
+    """Hold an exclusive lock on ``path`` while the device runs (released by ``close()``
+    or when the process dies); DataDirBusy if another process, or another Device of
+    this one, holds it. (The lock is ``flock``'s, which two opens of one file conflict
+    on in one process too: the message said "another weft process" for a second
+    Device in the same program.)"""
+    key = path.resolve()
+    if key in _HELD:
+        raise DataDirBusy(
+            f"{path.parent} is in use by another Device of this process "
+            "(one device per data directory: close the other first)"
+        )
     handle = path.open("a+b")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -398,4 +423,5 @@ def lock_data_dir(path: Path) -> IO[bytes]:
         raise DataDirBusy(
             f"{path.parent} is in use by another weft process (one device, one process)"
         ) from None
-    return handle
+    _HELD.add(key)
+    return DataDirLock(handle, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -715,10 +716,30 @@ async def test_a_server_restored_from_a_backup_gets_what_it_lost_before_a_new_ed
 
 async def test_one_data_directory_one_device(server: ServerProcess, tmp_path: Path) -> None:
     async with make(tmp_path, server, "a", "busy"):
-        with pytest.raises(DataDirBusy, match="in use by another weft process"):
+        with pytest.raises(DataDirBusy, match="in use by another Device of this process"):
             await make(tmp_path, server, "a", "busy").start()
     async with make(tmp_path, server, "a", "busy") as again:  # released on close
         assert again.device_id
+    data_dir = make(tmp_path, server, "a", "busy").data_dir
+    holder = await asyncio.create_subprocess_exec(  # another process holds the folder
+        sys.executable,
+        "-c",
+        "import sys, pathlib; from client.state import lock_data_dir; "
+        "lock = lock_data_dir(pathlib.Path(sys.argv[1])); print('held', flush=True); "
+        "sys.stdin.read()",
+        str(data_dir / "lock"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],  # this checkout's client package
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 20) == b"held\n"
+        with pytest.raises(DataDirBusy, match="in use by another weft process"):
+            await make(tmp_path, server, "a", "busy").start()
+    finally:
+        holder.kill()
+        await holder.wait()
 
 
 async def test_a_change_too_big_to_record_does_not_hold_up_the_others(
