@@ -249,7 +249,12 @@ class FDBEngine:
     """FDB-shaped ordered KV on FoundationDB itself (see the module docstring)."""
 
     def __init__(
-        self, cluster_file: str | None = None, *, timeout: float = 60.0, workers: int = 16
+        self,
+        cluster_file: str | None = None,
+        *,
+        timeout: float = 60.0,
+        workers: int = 16,
+        write_workers: int = 4,
     ) -> None:
         self.cluster_file = cluster_file or None
         self.url = f"fdb://{cluster_file}" if cluster_file else "fdb://"
@@ -257,9 +262,14 @@ class FDBEngine:
         # In milliseconds, at least 1: FDB reads 0 as "no timeout at all".
         self._timeout_ms = max(1, math.ceil(timeout * 1000))
         self._workers = workers
+        self._write_workers = write_workers
         self._fdb: Any = None
         self._db: Any = None
+        # Two pools: reads and watch setups in one, writes in the other, so that reads
+        # stuck on an unreachable cluster (each up to the timeout) or a burst of room
+        # loads setting up watches never hold the commits back.
         self._pool: ThreadPoolExecutor | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
         self._watches: set[Any] = set()
         self._live: set[Any] = set()  # transactions in a retry loop, for close()
         self._live_lock = threading.Lock()
@@ -276,6 +286,9 @@ class FDBEngine:
             return
         self._fdb, self._db = await asyncio.to_thread(self._open_sync)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="weft-fdb")
+        self._write_pool = ThreadPoolExecutor(
+            self._write_workers, thread_name_prefix="weft-fdb-write"
+        )
 
     def _open_sync(self) -> tuple[Any, Any]:
         fdb = load_fdb()
@@ -313,10 +326,11 @@ class FDBEngine:
             with contextlib.suppress(Exception):
                 future.cancel()
         self._watches.clear()
-        if self._pool is not None:
-            # Calls still queued are not started; running ones end at their next wait.
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._write_pool):
+            if pool is not None:
+                # Calls still queued are not started; running ones end at their next wait.
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        self._pool = self._write_pool = None
 
     def _check_open(self) -> tuple[Any, ThreadPoolExecutor]:
         if self._db is None or self._pool is None:
@@ -326,11 +340,14 @@ class FDBEngine:
     # --- transactions ----------------------------------------------------------------
 
     async def transact(self, fn: Callable[[Transaction], T]) -> Committed[T]:
-        return await self._run(self.transact_sync, fn)
+        return await self._run(self.transact_sync, fn, write=True)
 
-    async def _run(self, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)`` on a worker thread; StoreError if close() drops it unrun."""
+    async def _run(self, call: Callable[..., T], *args: Any, write: bool = False) -> T:
+        """``call(*args)`` on a worker thread (of the write pool if ``write``);
+        StoreError if close() drops it unrun."""
         _, pool = self._check_open()
+        if write:
+            pool = self._write_pool or pool
         try:
             future = asyncio.get_running_loop().run_in_executor(pool, call, *args)
         except RuntimeError:  # the pool shut down since _check_open

@@ -553,3 +553,34 @@ async def test_an_inverted_or_empty_clear_range_is_skipped_not_sent(kv: Engine) 
 
     assert (await kv.transact(write)).versionstamp is not None
     assert await kv.read(lambda tr: tr.get(k("a"))) == b"v"
+
+
+async def test_reads_stuck_on_every_read_worker_do_not_hold_a_commit_back(
+    double: FDBDouble, url: str
+) -> None:
+    """Reads (and watch setups) and writes run on two pools: reads stuck on an
+    unreachable cluster, each up to the timeout, on every read worker (or a burst of
+    room loads setting up their watches) no longer queue the commits behind them."""
+    from crdt.kv.fdb import FDBEngine
+
+    engine = FDBEngine(url[len("fdb://") :], timeout=30, workers=1)
+    await engine.open()
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(tr: Any) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    try:
+        reading = asyncio.ensure_future(engine.read(stuck))
+        assert await asyncio.to_thread(started.wait, WAIT)
+        committed = await asyncio.wait_for(
+            engine.transact(lambda tr: tr.set(k("w"), b"1")), 2
+        )
+        assert committed.versionstamp is not None
+        assert not reading.done()
+    finally:
+        release.set()
+        await engine.close()
+    await reading
