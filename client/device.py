@@ -44,6 +44,7 @@ from client.events import (
     DeviceUnusable,
     Event,
     Listener,
+    conflict_event,
 )
 from client.outbox import Outbox, Pending
 from client.recorder import LOCAL, Recorder
@@ -595,15 +596,7 @@ class Device:
     def branch_conflict(self, entry: DocEntry, cid: str, summary: str) -> None:
         """The server recorded a conflict for ``entry``: for an offline branch of it
         (``Checked``), or for an edit sent online that met a deletion (``Conflict``)."""
-        path = entry.path
-        self.emit(
-            Event(
-                "conflict",
-                f"conflict: {path}: {summary}; see `weft conflicts show {cid}`",
-                path,
-                {"id": cid, "summary": summary},
-            )
-        )
+        self.emit(conflict_event(entry.path, cid, summary))
 
     def warn(self, path: str | None, message: str) -> None:
         self.emit(Event("warning", message, path))

@@ -19,6 +19,20 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+def conflict_event(path: str, cid: str, summary: str, note: str = "") -> Event:
+    """How a conflict the server recorded is said: ``conflict: PATH: SUMMARY; see `weft
+    conflicts show ID```, then ``note`` (in brackets) when given. The same for a verdict
+    received live and for a record found in the project's conflict list
+    (:mod:`client.said`), so both read alike."""
+    message = f"conflict: {path}: {summary}; see `weft conflicts show {cid}`"
+    return Event(
+        "conflict",
+        f"{message} ({note})" if note else message,
+        path,
+        {"id": cid, "summary": summary, **({"note": note} if note else {})},
+    )
+
+
 class Listener:
     """Hooks into a device (a folder workspace uses them); the defaults do nothing."""
 

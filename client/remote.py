@@ -140,6 +140,19 @@ class Api:
             for d in body.get("docs", [])
         }
 
+    async def conflicts(self, status: str | None = None) -> list[dict[str, Any]]:
+        """The project's conflict records (``status``: only ``open`` or ``resolved``
+        ones), oldest first. The list is not paged: the server sends it whole."""
+        body = await self._call(
+            "GET",
+            self.server.api(self.tenant, self.project, "conflicts"),
+            params={"status": status} if status else None,
+        )
+        records = body.get("conflicts")
+        if not isinstance(records, list):
+            raise ApiError(200, "bad_response", "the conflict list holds no list")
+        return [r for r in records if isinstance(r, dict)]
+
     async def report_conflict(self, path: str, text: str, device: str) -> dict[str, Any]:
         """Record a local file that met a different document with no shared history."""
         body = await self._call(

@@ -15,7 +15,10 @@ made or received; it is append-only. What changes in place lives here, in ``stat
   edit reaches the history: the document's last local update before the edit's batch
   (``after``) and how many local updates of the document that batch holds up to the
   edit (``nth``) tell a restart whether the history has the edit. A file state that
-  names a later local update drops the rows before it (they are only read at start).
+  names a later local update drops the rows before it (they are only read at start);
+- ``said``: the ids of the conflict records ``weft sync`` has said (live, or found in the
+  project's conflict list), so a record is said once across runs; an id is forgotten
+  once its record is no longer in the list of open ones (:mod:`client.said`).
 
 Changes are buffered and written every ``FLUSH_SECONDS``, after the local history has
 what they follow from, so a device killed in between (``kill -9``, a power cut) loses
@@ -54,7 +57,7 @@ log = logging.getLogger("weft.client")
 _T = TypeVar("_T")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2  # 1.1: files.local; 1.2: ahead
+FORMAT_MINOR = 3  # 1.1: files.local; 1.2: ahead; 1.3: said
 FLUSH_SECONDS = 0.2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
@@ -69,6 +72,7 @@ CREATE TABLE IF NOT EXISTS ahead (
     path TEXT NOT NULL, after BLOB NOT NULL, nth INTEGER NOT NULL, text TEXT,
     PRIMARY KEY (path, after, nth)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS said (id TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -141,7 +145,9 @@ class DeviceState:
 
     def _upgrade(self) -> None:
         """Add what an older minor format lacks (1.0: ``files.local``, read as unknown;
-        1.1: the ``ahead`` table, made by the schema script). An ``ahead`` table of one
+        1.1: the ``ahead`` table, 1.2: the ``said`` table, both made by the schema
+        script; an empty ``said`` makes the next ``weft sync`` say every open record of
+        this device once). An ``ahead`` table of one
         row per file (a development build of 1.2, which never tells the edit its text
         goes with) is made anew, empty: a restart then takes the older rule
         (client.shadows) for the edits it held."""
@@ -315,11 +321,32 @@ class DeviceState:
             [(p, a.after.raw, a.nth, a.text) for p, a in rows],
         )
 
+    # --- said -------------------------------------------------------------------------
+
+    def said(self) -> set[str]:
+        """The ids of the conflict records said on this device."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM said").fetchall()
+        return {str(cid) for (cid,) in rows}
+
+    def save_said(self, changes: dict[str, bool]) -> None:
+        """Remember (True) or forget (False) conflict ids, in one transaction."""
+        if not changes:
+            return
+        with self._lock, self._conn:
+            self._conn.execute("BEGIN")
+            for cid, said in changes.items():
+                if said:
+                    self._conn.execute("INSERT OR IGNORE INTO said (id) VALUES (?)", (cid,))
+                else:
+                    self._conn.execute("DELETE FROM said WHERE id = ?", (cid,))
+
 
 class StateWriter:
     """Buffers state changes and writes them off the event loop: file states at once
     (each follows a change the local history has just recorded: the sooner it is saved,
-    the less a crash leaves to :mod:`client.shadows`), the rest every ``FLUSH_SECONDS``
+    the less a crash leaves to :mod:`client.shadows`), and so are conflict ids said; the
+    rest every ``FLUSH_SECONDS``
     (and on :meth:`flush`). Acks and shadows come in bursts, one write takes them all."""
 
     def __init__(self, state: DeviceState) -> None:
@@ -327,6 +354,7 @@ class StateWriter:
         self.files = state.files()
         self._docs: dict[str, DocState] = {}
         self._files: dict[str, FileState | None] = {}
+        self._said: dict[str, bool] = {}
         self._files_due = asyncio.Event()
         self._writing: asyncio.Future[None] | None = None
 
@@ -340,6 +368,12 @@ class StateWriter:
         else:
             self.files[path] = state
         self._files[path] = state
+        self._files_due.set()
+
+    def said(self, changes: dict[str, bool]) -> None:
+        """Remember (True) or forget (False) conflict ids said; written at once, as a file
+        state is (a crash right after a conflict was said then says it again, at most)."""
+        self._said.update(changes)
         self._files_due.set()
 
     async def ahead(self, rows: list[tuple[str, Ahead]]) -> None:
@@ -363,15 +397,20 @@ class StateWriter:
         (under anything newer buffered meanwhile)."""
         docs, self._docs = self._docs, {}
         files, self._files = self._files, {}
+        said, self._said = self._said, {}
         try:
             if docs:
                 await self._write(self.state.save_docs, docs)
                 docs = {}
             if files:
                 await self._write(self.state.save_files, files)
+                files = {}
+            if said:
+                await self._write(self.state.save_said, said)
         except BaseException:
             self._docs = {**docs, **self._docs}
             self._files = {**files, **self._files}
+            self._said = {**said, **self._said}
             raise
 
     async def run(self) -> None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # imported where the command runs (see the module docstring)
 
     from client.device import Event
     from client.remote import ServerURL
+    from client.said import SaidConflicts
     from client.workspace import Workspace
 
 STYLES = {
@@ -107,7 +108,11 @@ is recorded as a conflict: the server's version stays, and yours is kept in the
 conflict record and in DIR/.weft/conflicts/. Offline edits that touched the same lines
 as someone else's edits since, and a file edited on one side while deleted on the other
 (the deletion stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is
-in the record), are recorded as conflicts too; each is printed (see weft conflicts).
+in the record), are recorded as conflicts too; each is printed (see weft conflicts):
+when the server says it, or, for one of this device's records it missed (cut off
+before the verdict, or --once gone first), from the project's conflict list, which is
+read after the first sync (--once: just before it exits) and after each reconnect
+("found in the project's conflict list"; said once, across runs too).
 A file deleted elsewhere while it held edits made here that the server had not yet
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
@@ -363,10 +368,16 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
 
     from client.connection import QUOTA_PATIENCE
     from client.device import DeviceFailed
+    from client.said import SaidConflicts
     from client.workspace import Workspace
 
     console = Console(highlight=False, soft_wrap=True)
     ui = _Ui(console, args.quiet, args.verbose, token=bool(args.token))
+
+    def on_event(event: Event) -> None:
+        ui.event(event)
+        said.note(event)  # (after: a crash in between says it again, never not at all)
+
     # --once must end: a file turned away by the connection quota for this long fails,
     # and so does the sync of a server unreachable for this long (exit 1); running, it
     # waits for as long as it takes (idle links close sooner meanwhile)
@@ -377,7 +388,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         args.tenant,
         args.project,
         token=args.token,
-        on_event=ui.event,
+        on_event=on_event,
         max_backoff=args.max_backoff,
         poll_seconds=args.poll,
         idle_seconds=0.0 if args.once else args.idle_close,
@@ -385,6 +396,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
         quota_patience=patience,
         offline_patience=patience,
     )
+    said = SaidConflicts(ws)
     stop = asyncio.Event()
     received: list[int] = []  # the signals that stopped it
 
@@ -402,7 +414,10 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     async with ws:
         ui.say_heading()
         try:
-            code = await (_once(ws, ui, args.timeout, stop) if args.once else _keep(ws, ui, stop))
+            if args.once:
+                code = await _once(ws, ui, args.timeout, stop, said)
+            else:
+                code = await _keep(ws, ui, stop, said)
         except DeviceFailed:  # the device's error event said why, once
             return 1
     if code is None:  # stopped before the first sync ended (said once the state is saved)
@@ -496,34 +511,55 @@ def _read_only_note(ws: Workspace, ui: _Ui) -> None:
 
 
 async def _once(
-    ws: Workspace, ui: _Ui, timeout: float | None, stop: asyncio.Event
+    ws: Workspace,
+    ui: _Ui,
+    timeout: float | None,
+    stop: asyncio.Event,
+    said: SaidConflicts | None = None,
 ) -> int | None:
-    """The exit code; None if stopped (a signal) first."""
+    """The exit code; None if stopped (a signal) first. Its one sync is its first and
+    its last: the conflict list is read once, after it (see :mod:`client.said`)."""
+    import asyncio
+
     try:
         if not await _first_sync(ws, ui, stop, timeout):
             return None
     except TimeoutError:
         ui.line(f"weft sync: not in sync after {timeout} s (offline?)", "bold red")
         return 1
+    if said is not None:
+        listing = asyncio.create_task(said.catch_up())
+        stopper = asyncio.create_task(stop.wait())  # (a signal does not wait for the read)
+        await asyncio.wait({listing, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (listing, stopper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     _read_only_note(ws, ui)
     if _failed(ws):
         return 1
     return 1 if ws.device.read_only and ws.device.pending() else 0
 
 
-async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int | None:
-    """0 once stopped (a signal); None if stopped before the first sync ended."""
+async def _keep(
+    ws: Workspace, ui: _Ui, stop: asyncio.Event, said: SaidConflicts | None = None
+) -> int | None:
+    """0 once stopped (a signal); None if stopped before the first sync ended. The
+    conflict list is read after the first sync and after each reconnect."""
     import asyncio
 
     from rich.live import Live
 
     watcher = asyncio.create_task(ws.watch(stop))
+    lister: asyncio.Task[None] | None = None
     live: Live | None = None
     if ui.console.is_terminal and not ui.quiet:
         live = Live(ui.status(ws), console=ui.console, refresh_per_second=4, transient=True)
     try:
         if not await _first_sync(ws, ui, stop, None):
             return None
+        if said is not None:
+            lister = asyncio.create_task(said.follow())
         _read_only_note(ws, ui)
         with live or contextlib.nullcontext():
             while not stop.is_set():
@@ -536,8 +572,10 @@ async def _keep(ws: Workspace, ui: _Ui, stop: asyncio.Event) -> int | None:
                     raise ws.device.failure
     finally:
         stop.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, lister):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     ui.info("stopped; local state saved", "dim")
     return 0

@@ -79,8 +79,9 @@ def test_a_format_1_0_state_is_upgraded_its_files_local_unknown(tmp_path: Path) 
     conn.close()
     state = DeviceState(tmp_path / "state.db")
     assert state.files() == {"a.txt": FileState("text")}
-    assert state.meta("format") == "1.2"
+    assert state.meta("format") == "1.3"
     assert state.aheads() == {}
+    assert state.said() == set()
     state.save_files({"a.txt": FileState("new", local=ZERO)})
     assert state.files()["a.txt"].local == ZERO
     state.close()
@@ -126,4 +127,33 @@ def test_an_ahead_table_of_one_row_per_file_is_made_anew(tmp_path: Path) -> None
     assert state.aheads() == {}
     state.save_aheads([("a.txt", Ahead("new", ZERO, 1))])
     assert state.aheads() == {"a.txt": [Ahead("new", ZERO, 1)]}
+    state.close()
+
+
+def test_conflict_ids_said_are_remembered_and_forgotten(tmp_path: Path) -> None:
+    """``said`` (format 1.3) keeps the conflict ids weft sync said, across reopens,
+    until it forgets them (their records no longer open)."""
+    state = DeviceState(tmp_path / "state.db")
+    state.save_said({"a" * 24: True, "b" * 24: True})
+    state.save_said({"a" * 24: True})  # (said again: kept once)
+    state.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.said() == {"a" * 24, "b" * 24}
+    state.save_said({"a" * 24: False, "c" * 24: True})
+    assert state.said() == {"b" * 24, "c" * 24}
+    state.close()
+
+
+def test_a_format_1_2_state_gets_an_empty_said_table(tmp_path: Path) -> None:
+    """A state from before 1.3 has no ``said``: it is made, empty, and the format
+    raised (the next weft sync then says each open record of the device once)."""
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.executescript(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('format', '1.2');"
+        )
+    conn.close()
+    state = DeviceState(tmp_path / "state.db")
+    assert state.meta("format") == "1.3"
+    assert state.said() == set()
     state.close()

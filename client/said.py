@@ -1,0 +1,136 @@
+"""Conflicts ``weft sync`` says from the project's conflict list, and which it has said.
+
+The server tells a device of a record on one connection only: an offline branch's
+verdict (``Checked``) on the connection that ended the branch, an online edit's record
+(``Conflict``) on the one that sent the edit. A device cut off before the verdict came,
+or a ``weft sync --once`` that exited before the record came, never said it. So after
+its first sync (and, running, after each reconnect) ``weft sync`` reads the project's
+open records (``GET .../conflicts?status=open``) and says those of this device that it
+has not said yet, as a live one is said (:func:`client.events.conflict_event`), marked
+as found in the list.
+
+A record is this device's when its ``ours`` side names the device (``clients``, the id
+it gives the server as ``?device=`` and in its reports): the side the live message goes
+to (the branch's device, the online editor, the device that reported a file). The other
+side (``theirs``) holds every device whose updates came since the branch's base, on the
+conflicting lines or not, and its summary speaks for ``ours``: it is not said.
+
+The ids said (live or listed) are kept in the folder's state (``said``,
+:class:`client.state.DeviceState`), so a record is said once across runs; an id is
+forgotten once a read of the list no longer holds it as open (resolved, or gone), which
+bounds the table by the open records. A failed read is a warning, never a failure of
+the sync: the next read (the next run, the next reconnect) says what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from client.events import Event, conflict_event
+from client.remote import ApiError, ApiNotFound
+from crdt.conflicts import ConflictRecord
+
+if TYPE_CHECKING:
+    from client.workspace import Workspace
+
+log = logging.getLogger("weft.client")
+
+LISTED = "found in the project's conflict list"
+"""The note a record found in the list is said with (a live one has none)."""
+
+
+def ours(record: dict[str, Any], device_id: str) -> bool:
+    """Whether ``record`` (as the REST list gives it) is this device's: its ``ours`` side
+    names ``device_id``."""
+    side = record.get("ours")
+    clients = side.get("clients") if isinstance(side, dict) else None
+    return bool(device_id) and isinstance(clients, list) and device_id in clients
+
+
+def listed_event(record: dict[str, Any]) -> Event | None:
+    """The event saying a record found in the list (None for one that does not parse)."""
+    try:
+        parsed = ConflictRecord.from_dict(record)
+    except (KeyError, TypeError, ValueError):
+        log.warning("a conflict record that does not parse: %r", record.get("id"))
+        return None
+    return conflict_event(parsed.path, parsed.id, parsed.summary(), LISTED)
+
+
+class SaidConflicts:
+    """What one ``weft sync`` run has said of the project's conflicts. :meth:`note` sees
+    every event the run says; :meth:`catch_up` reads the list and says what was missed;
+    :meth:`follow` does that after the first sync and after each reconnect."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.ids: set[str] = set()  # said: read from the state, and noted in this run
+        self._loaded = False
+        self._following = False
+        self._reconnected = asyncio.Event()
+
+    def note(self, event: Event) -> None:
+        """An event was said: remember a conflict's id; after a reconnect (``online``
+        said while :meth:`follow` runs), read the list again."""
+        if event.kind == "online" and self._following:
+            self._reconnected.set()
+        if event.kind != "conflict":
+            return
+        cid = event.data.get("id")
+        if isinstance(cid, str) and cid and cid not in self.ids:
+            self.ids.add(cid)
+            self.ws.device.writer.said({cid: True})
+
+    async def catch_up(self) -> None:
+        """Read the open records and say those of this device not said yet; forget the
+        ids said that are no longer open. Never raises (but ``CancelledError``): the
+        sync goes on whatever happens here."""
+        try:
+            await self._catch_up()
+        except Exception as exc:  # a task boundary: a bug here must not stop the sync
+            log.error("saying the conflict list failed", exc_info=True)
+            self.ws.emit(Event("warning", f"saying the conflict list failed: {exc!r}"))
+
+    async def _catch_up(self) -> None:
+        device = self.ws.device
+        if not self._loaded:
+            self.ids |= await asyncio.to_thread(device.state.said)
+            self._loaded = True
+        known = set(self.ids)  # (an id said while the list is read is not forgotten)
+        try:
+            records = await device.api.conflicts(status="open")
+        except ApiNotFound:  # a tenant nobody has written to yet: no record either
+            records = []
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.ws.emit(
+                Event(
+                    "warning",
+                    f"reading the conflict list failed: {str(exc) or type(exc).__name__}; "
+                    "a conflict of this device recorded while it was away is said on a later run "
+                    "or reconnect",
+                )
+            )
+            return
+        for record in records:
+            cid = record.get("id")
+            if not isinstance(cid, str) or cid in self.ids or not ours(record, device.device_id):
+                continue
+            event = listed_event(record)
+            if event is not None:
+                self.ws.event(event)  # (said and noted as a live one is)
+        gone = known - {record.get("id") for record in records}
+        if gone:
+            self.ids -= gone
+            device.writer.said(dict.fromkeys(gone, False))
+
+    async def follow(self) -> None:
+        """:meth:`catch_up` now and after each reconnect, until cancelled."""
+        self._following = True
+        while True:
+            self._reconnected.clear()
+            await self.catch_up()
+            await self._reconnected.wait()

@@ -1,0 +1,227 @@
+"""``weft sync`` says the open conflict records of its device that it has not said yet,
+found in the project's conflict list: a record made while the device was away (a
+verdict it never received, an online edit's record that came after ``--once`` exited)
+is said by its next run, once; a record of another device, or one said live, is not."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.said import LISTED
+from client.testing import get_json, start_sync, sync_once
+from server.auth import issue_token
+from server.testing import ServerProcess, StartServer
+
+pytestmark = pytest.mark.functional
+
+TENANT = "acme"
+BASE = "".join(f"line {n}\n" for n in range(1, 6))
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory()
+
+
+def once(server: ServerProcess, folder: Path, project: str) -> str:
+    result = sync_once(folder, server.ws_url, TENANT, project)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def device_id(folder: Path) -> str:
+    return _state(folder, "SELECT value FROM meta WHERE name = 'device'")[0][0]  # type: ignore[no-any-return]
+
+
+def said_ids(folder: Path) -> set[str]:
+    return {row[0] for row in _state(folder, "SELECT id FROM said")}
+
+
+def _state(folder: Path, sql: str) -> list[Any]:
+    db = sqlite3.connect(f"file:{folder / '.weft' / 'state.db'}?mode=ro", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def post(url: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["conflict"]  # type: ignore[no-any-return]
+
+
+def report(
+    server: ServerProcess,
+    project: str,
+    path: str,
+    text: str,
+    device: str,
+    token: str | None = None,
+) -> str:
+    """Record a conflict for ``device`` as a client reports one (``POST .../conflicts``),
+    while that device's ``weft sync`` is not running: its id."""
+    url = f"{server.url}/api/v1/{TENANT}/{project}/conflicts"
+    return str(post(url, {"path": path, "text": text, "device": device}, token)["id"])
+
+
+def said(out: str, cid: str) -> int:
+    """How many lines of ``out`` say conflict ``cid``."""
+    return sum(1 for line in out.splitlines() if f"weft conflicts show {cid}" in line)
+
+
+def test_a_record_made_while_the_device_was_away_is_said_by_its_next_run_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    once(server, folder, "away")
+    cid = report(server, "away", "plan.txt", "my other plan\n", device_id(folder))
+
+    out = once(server, folder, "away")
+    assert said(out, cid) == 1, out
+    [line] = [line for line in out.splitlines() if cid in line]
+    assert "conflict: plan.txt: 1 region changed on both sides (base at the start); " in line
+    assert line.endswith(f"see `weft conflicts show {cid}` ({LISTED})"), line
+    assert cid in said_ids(folder)
+
+    out = once(server, folder, "away")  # said once, across runs
+    assert "conflict" not in out, out
+
+    # resolved, it is no longer open: its id is forgotten (the table stays bounded)
+    post(f"{server.url}/api/v1/{TENANT}/away/conflicts/{cid}/resolve", {})
+    out = once(server, folder, "away")
+    assert "conflict" not in out, out
+    assert said_ids(folder) == set()
+
+
+def test_a_record_of_another_device_is_not_said(server: ServerProcess, tmp_path: Path) -> None:
+    """Records whose own side (``ours``) names another device are not this one's: not
+    even one whose other side holds this device's update (it wrote the document last,
+    as here), whose summary speaks for the reporting device."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    once(server, folder, "others")
+    theirs = report(server, "others", "plan.txt", "another device's plan\n", "dev-elsewhere")
+    record = get_json(f"{server.url}/api/v1/{TENANT}/others/conflicts/{theirs}")["conflict"]
+    assert record["theirs"]["clients"] == [device_id(folder)]  # (the device is its other side)
+    mine = report(server, "others", "plan.txt", "my own plan\n", device_id(folder))
+
+    out = once(server, folder, "others")
+    assert said(out, mine) == 1, out
+    assert theirs not in out, out
+
+
+def _replace_line(path: Path, n: int, text: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    lines[n - 1] = text + "\n"
+    path.write_text("".join(lines))
+
+
+def test_a_record_said_live_is_not_said_again_from_the_list(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """b's offline branch meets a's edit of the same line: b's run receives the verdict
+    and says it live; its next run, which finds the record in the list (with one made
+    for b meanwhile), says only the new one."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    (a / "notes.txt").write_text(BASE)
+    for folder in (a, b):
+        once(server, folder, "live")
+    _replace_line(a / "notes.txt", 2, "line 2 edited by A")
+    _replace_line(b / "notes.txt", 2, "line 2 edited by B")
+    once(server, a, "live")
+    out = once(server, b, "live")
+    [record] = get_json(f"{server.url}/api/v1/{TENANT}/live/conflicts")["conflicts"]
+    live = record["id"]
+    assert said(out, live) == 1 and LISTED not in out, out  # said live
+    later = report(server, "live", "notes.txt", "b's other text\n", device_id(b))
+
+    out = once(server, b, "live")
+    assert said(out, later) == 1, out
+    assert said(out, live) == 0, out
+    assert said_ids(b) == {live, later}
+
+
+def test_a_running_sync_reads_the_list_again_when_it_reconnects(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """The list is read after the first sync, and again after each reconnect (not in
+    between): a record made while the running device was cut off is said once it is
+    back. (It is made through a second server instance on the same store, so it exists
+    before the device can reconnect.)"""
+    server = weft_server_factory()
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    once(server, folder, "back")
+    me = device_id(folder)
+    before = report(server, "back", "plan.txt", "plan before the start\n", me)
+    args = ["--max-backoff", "0.5", "--poll", "0.2"]
+    device = start_sync(folder, server.ws_url, TENANT, "back", args=args)
+    try:
+        device.wait_for(f"weft conflicts show {before}` ({LISTED})")  # the first read
+        online = report(server, "back", "plan.txt", "plan while online\n", me)
+        other = weft_server_factory(store=server.store)
+        server.terminate()
+        device.wait_for("offline")
+        away = report(other, "back", "plan.txt", "plan while away\n", me)
+        assert online not in device.output() and away not in device.output()
+        weft_server_factory(store=server.store, port=server.port)
+        device.wait_for(f"weft conflicts show {away}` ({LISTED})")
+        device.wait_for(f"weft conflicts show {online}` ({LISTED})")
+    finally:
+        device.terminate()
+    out = device.output()
+    assert said(out, before) == said(out, online) == said(out, away) == 1, out
+    assert said_ids(folder) == {before, online, away}
+
+
+SECRET = "said-test-secret-0123456789abcdef"
+
+
+def test_a_read_only_device_says_its_records_too(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Reading the conflict list takes the read scope: a read-only token reads it."""
+    server = weft_server_factory(env={"WEFT_SECRET": SECRET})
+
+    def token(scope: str) -> str:
+        return issue_token(
+            secret=SECRET, tenant=TENANT, projects=None, user="ada", scope=scope, ttl_seconds=600
+        )
+
+    writer, reader = token("write"), token("read")
+    w, r = tmp_path / "w", tmp_path / "r"
+    for folder in (w, r):
+        folder.mkdir()
+    (w / "plan.txt").write_text(BASE)
+    for folder, tok in ((w, writer), (r, reader)):
+        assert sync_once(folder, server.ws_url, TENANT, "ro", token=tok).returncode == 0
+    cid = report(server, "ro", "plan.txt", "the reader's plan\n", device_id(r), writer)
+    result = sync_once(r, server.ws_url, TENANT, "ro", token=reader)
+    assert result.returncode == 0, result.stdout
+    assert said(result.stdout, cid) == 1 and "warning" not in result.stdout, result.stdout
+
+
+def test_an_empty_folder_of_a_new_tenant_reads_an_empty_list_without_a_warning(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A tenant nobody has written to has no conflict list (a 404): that is no record,
+    not a failed read."""
+    result = sync_once(tmp_path, server.ws_url, "nobody-yet", "p")
+    assert result.returncode == 0, result.stdout
+    assert "conflict list" not in result.stdout, result.stdout
