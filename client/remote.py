@@ -140,13 +140,17 @@ class Api:
             for d in body.get("docs", [])
         }
 
-    async def conflicts(self, status: str | None = None) -> list[dict[str, Any]]:
+    async def conflicts(
+        self, status: str | None = None, device: str | None = None
+    ) -> list[dict[str, Any]]:
         """The project's conflict records (``status``: only ``open`` or ``resolved``
-        ones), oldest first. The list is not paged: the server sends it whole."""
+        ones; ``device``: only those said to it, its ``ours`` side), oldest first. The
+        list is not paged: the server sends it whole, texts included."""
+        params = {"status": status, "device": device}
         body = await self._call(
             "GET",
             self.server.api(self.tenant, self.project, "conflicts"),
-            params={"status": status} if status else None,
+            params={k: v for k, v in params.items() if v is not None} or None,
         )
         records = body.get("conflicts")
         if not isinstance(records, list):

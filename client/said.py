@@ -102,7 +102,8 @@ class SaidConflicts:
             self._loaded = True
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
-            records = await device.api.conflicts(status="open")
+            # Only this device's: a record holds whole texts (the merged document).
+            records = await device.api.conflicts(status="open", device=device.device_id)
         except ApiNotFound:  # a tenant nobody has written to yet: no record either
             records = []
         except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:

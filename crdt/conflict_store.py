@@ -180,9 +180,11 @@ async def list_conflicts(
     *,
     path: str | None = None,
     status: str | None = None,
+    device: str | None = None,
 ) -> list[ConflictRecord]:
-    """Conflict records of a project, oldest first, optionally for one doc or status.
-    Only the records that pass the filters have their bodies read."""
+    """Conflict records of a project, oldest first, optionally for one doc, status, or
+    device (``ours`` names it among its clients: the records said to that device). Only
+    the records that pass the path and status filters have their bodies read."""
     prefix = await history.tenant(tenant)
     begin, end = keys.conflicts(prefix, project)
     wanted = keys.normalise_path(path) if path is not None else None
@@ -196,7 +198,9 @@ async def list_conflicts(
             if status is not None and head.get("status", "open") != status:
                 continue
             vs = keys.unpack(key, prefix)[-1]
-            out.append(_load(tr, _Where(prefix, project, vs), raw))
+            record = _load(tr, _Where(prefix, project, vs), raw)
+            if device is None or device in record.ours.clients:
+                out.append(record)
         return out
 
     return await history.kv.read(fn)

@@ -7,7 +7,7 @@
   document flagged deleted, :func:`crdt.editdelete.judge` decides whether its author
   had seen the deletion; if not, an edit/delete record is stored, one per deletion and
   device.
-- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved]``:
+- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved][&device=D]``:
   ``{"tenant", "project", "conflicts": [record, ...]}``, oldest first.
 - ``GET /api/v1/{tenant}/{project}/conflicts/{id}``: ``{"conflict": record}``.
 - ``POST /api/v1/{tenant}/{project}/conflicts`` (write scope), body ``{"path", "text",
@@ -159,7 +159,7 @@ async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord)
     return back
 
 
-LIST_PARAMS = ("path", "status", "token")
+LIST_PARAMS = ("path", "status", "device", "token")
 """The query parameters the conflict list takes (another is a 400, as on the document list)."""
 
 
@@ -167,13 +167,21 @@ async def list_conflicts(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
     refuse_unknown_params(
-        request, LIST_PARAMS, "the conflict list", "it takes path, status and token"
+        request, LIST_PARAMS, "the conflict list", "it takes path, status, device and token"
     )
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise ProtocolError(f"?status= must be one of {', '.join(STATUSES)}, not {status!r}")
+    device = request.query.get("device")
+    if device is not None and not DEVICE_ID.fullmatch(device):
+        raise ProtocolError(f"?device= must be a device name: {DEVICE_ID_RULE}")
     records = await branches.list_conflicts(
-        request.app[HISTORY], tenant, project, path=request.query.get("path"), status=status
+        request.app[HISTORY],
+        tenant,
+        project,
+        path=request.query.get("path"),
+        status=status,
+        device=device,
     )
     records.sort(key=lambda r: (r.created_ms, r.id))
     return web.json_response(

@@ -122,6 +122,12 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
     status, body = await api(http, "GET", f"{url}/{record['id']}")
     assert status == 200 and body["conflict"] == record
     assert (await api(http, "GET", url, path="other.txt"))[1]["conflicts"] == []
+    # ?device=: only the records said to that device (their ours side names it).
+    [cys] = record["ours"]["clients"]
+    assert (await api(http, "GET", url, device=cys))[1]["conflicts"] == [record]
+    assert (await api(http, "GET", url, device="another-device"))[1]["conflicts"] == []
+    status, body = await api(http, "GET", url, device="no such/device")
+    assert status == 400 and "?device=" in body["error"]["message"], body
 
     # Scopes and tenants: read can list but not resolve; another tenant sees nothing.
     resolve = f"{url}/{record['id']}/resolve"
@@ -304,7 +310,7 @@ async def test_the_conflict_routes_refuse_a_query_parameter_they_do_not_take(
     url = f"{server.url}/api/v1/acme/site/conflicts"
     status, body = await api(http, "GET", f"{url}?Status=open")
     assert status == 400 and "'Status'" in body["error"]["message"], body
-    assert "path, status and token" in body["error"]["message"]
+    assert "path, status, device and token" in body["error"]["message"]
     status, body = await api(http, "GET", f"{url}/{'0' * 24}?at=x")
     assert status == 400 and "'at'" in body["error"]["message"], body
     status, body = await api(http, "GET", f"{url}?status=open&path=x.md")
