@@ -156,6 +156,7 @@ class Device:
         # device is not started again, see start()
         self._closed = False
         self._close_done = asyncio.Event()
+        self._starting: asyncio.Event | None = None  # set once start() has ended
         # the recorder stopped: an edit of an open document would be lost, so it is refused
         self._edits_refused = False
         self._offline_said = False
@@ -179,8 +180,17 @@ class Device:
                 f"the device on {self.data_dir} was closed and cannot start again: make a new "
                 "Device on it"
             )
-        if self._started:
+        if self._starting is not None:
             raise DeviceUnusable(f"the device on {self.data_dir} is started already")
+        # Set once start() has ended: a close() meanwhile waits for it, then releases
+        # what it took (it released nothing, and the started device ran on, locked).
+        self._starting = asyncio.Event()
+        try:
+            await self._start()
+        finally:
+            self._starting.set()
+
+    async def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = lock_data_dir(self.data_dir / "lock")
         try:
@@ -233,6 +243,8 @@ class Device:
         self.stopping = True
         self.changed()  # (a sync waiting raises DeviceClosed)
         try:
+            if self._starting is not None:
+                await self._starting.wait()  # a start() under way: released below too
             if self._started:
                 await self._stop()
         finally:

@@ -1036,6 +1036,25 @@ async def test_a_device_used_before_start_or_after_close_says_so_and_close_relea
     assert server_text(server, "lifecycle", "a.md") == "before close\n"
 
 
+async def test_a_close_while_the_device_starts_releases_what_start_took(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """close() while start() was opening the stores marked the device closed and released
+    nothing: start() went on, its tasks ran, the folder stayed locked (a review). Now
+    close() waits for start() to end, then releases everything; a second start() while
+    one is under way is refused."""
+    device = make(tmp_path, server, "a", "racing")
+    starting = asyncio.create_task(device.start())
+    await asyncio.sleep(0)  # start() is under way (opening the stores, in threads)
+    with pytest.raises(DeviceUnusable, match="started already"):
+        await device.start()
+    await device.close()
+    await starting  # (it ended before close() went on)
+    assert all(task.done() for task in device._tasks)
+    async with make(tmp_path, server, "a", "racing") as again:  # the lock was released
+        assert again.device_id
+
+
 async def test_a_sync_waiting_when_the_device_closes_raises(tmp_path: Path) -> None:
     """A sync waiting (here for a server that is not there) when close() ran waited
     until its timeout, and then said only TimeoutError."""
