@@ -160,25 +160,33 @@ def signing_key(pem: str, algorithm: str | None = None) -> tuple[Any, str]:
     return key, fits
 
 
+SSH_KEY_PREFIXES = ("ssh-", "ecdsa-sha2-")  # an OpenSSH public key line starts so
+
+
 def verifying_key(pem: str) -> tuple[Any, str]:
-    """The public key in ``pem`` and the one algorithm it verifies (RS256 for RSA, ES256
-    for EC P-256). ValueError, a message for a person, for anything else: not PEM, a
-    private key, another kind of key (Ed25519, EC P-384)."""
+    """The public key in ``pem`` (PEM, or an OpenSSH public key line, as PyJWT takes)
+    and the one algorithm it verifies (RS256 for RSA, ES256 for EC P-256). ValueError,
+    a message for a person, for anything else: not PEM, a private key, another kind of
+    key (Ed25519, EC P-384)."""
     from cryptography.hazmat.primitives.serialization import (
         load_pem_private_key,
         load_pem_public_key,
+        load_ssh_public_key,
     )
 
     data = pem.encode("utf-8", "surrogateescape")
     try:
-        key = load_pem_public_key(data)
+        if pem.lstrip().startswith(SSH_KEY_PREFIXES):
+            key: Any = load_ssh_public_key(data.strip())
+        else:
+            key = load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
         try:
             load_pem_private_key(data, password=None)
         except (TypeError, ValueError, UnsupportedAlgorithm):
             raise ValueError(
-                "not a PEM public key (-----BEGIN PUBLIC KEY----- ...): an RSA key, or an "
-                "EC key on curve P-256"
+                "not a PEM public key (-----BEGIN PUBLIC KEY----- ...) nor an OpenSSH one "
+                "(ssh-rsa ...): an RSA key, or an EC key on curve P-256"
             ) from None
         raise ValueError(
             "it is a private key: give the server the public key only "

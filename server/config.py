@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt.history import MAX_UPDATE_BYTES
-from server.auth import check_secret, verifying_key
+from server.auth import SSH_KEY_PREFIXES, check_secret, verifying_key
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 MAX_LEEWAY_SECONDS = 86_400
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         with a 500 or a garbled 401."""
         if value is None:
             return value
-        if value.lstrip().startswith("-----BEGIN"):
+        if value.lstrip().startswith(("-----BEGIN", *SSH_KEY_PREFIXES)):
             pem, where = value, ""
         else:
             path = Path(value).expanduser()

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from crdt.errors import PermissionDenied
 from server.appkeys import AUTH
@@ -161,6 +161,32 @@ def test_a_token_of_the_other_key_algorithm_is_a_clear_401() -> None:
         Authenticator(public_key=ec_public).verify(token)
     with pytest.raises(ValueError, match="not a PEM public key"):
         Authenticator(public_key="-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+
+
+def test_an_openssh_public_key_verifies_tokens_as_pem_does() -> None:
+    """PyJWT takes an OpenSSH public key line; the key check at start took only PEM and
+    refused a server that had run with one (a review)."""
+
+    for private in (rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1())):
+        pem, _ = pem_pair(private)
+        line = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        token = issue_token(
+            private_key=pem,
+            algorithm="RS256" if isinstance(private, rsa.RSAPrivateKey) else "ES256",
+            tenant="acme",
+            projects=None,
+            user="ada",
+            scope="read",
+            ttl_seconds=60,
+        )
+        auth = Authenticator(public_key=line.decode() + "\n")
+        assert auth.verify(token).user == "ada"
+    ed = ed25519.Ed25519PrivateKey.generate().public_key()
+    line = ed.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    with pytest.raises(ValueError, match="it is an Ed25519 key"):
+        Authenticator(public_key=line.decode())
 
 
 def test_audience_and_issuer_are_checked_when_configured() -> None:
