@@ -12,7 +12,8 @@ stops reading is disconnected (1013) once it is full; nobody else waits for it. 
 the queue's limits one frame more is taken, whatever its size, until the sender has
 taken it: a joiner's state (its SyncStep2, up to the document size limit) is one frame
 that can be bigger than the whole queue, and a busy room often has a broadcast queued
-for the joiner at that moment. So a connection holds at most its frame limit, and its byte limit plus one frame.
+for the joiner at that moment. So a connection holds at most its frame limit, and its
+byte limit plus one frame.
 
 Closing flushes what is queued (unless aborting), stops the reader task, then runs the
 close handshake: aiohttp cuts the transport at once if ``close()`` runs while another
