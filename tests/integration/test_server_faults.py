@@ -53,8 +53,8 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def text_update(text: str) -> bytes:
-    doc: Doc[Any] = Doc()
+def text_update(text: str, client_id: int | None = None) -> bytes:
+    doc: Doc[Any] = Doc() if client_id is None else Doc(client_id=client_id)
     doc.get("content", type=Text).insert(0, text)
     return doc.get_update()
 
@@ -169,10 +169,12 @@ async def test_update_over_quota_is_refused_with_refused_for_weft_clients(
     assert [r.code for r in peer.refused] == [1009]
 
 
-def update_frame_of(size: int) -> bytes:
-    """A ``SyncUpdate`` frame of exactly ``size`` bytes holding a valid update."""
+def update_frame_of(size: int, client_id: int) -> bytes:
+    """A ``SyncUpdate`` frame of exactly ``size`` bytes holding a valid update, of
+    ``client_id`` (a random one's varint is 1 to 5 bytes: the frame's size jumped
+    between tries, and the search missed the size now and then)."""
     for n in range(size, 0, -1):
-        frame = codec.encode(SyncUpdate(valid_update_of(n)))
+        frame = codec.encode(SyncUpdate(text_update("x" * n, client_id)))
         if len(frame) == size:
             return frame
         if len(frame) < size:
@@ -191,10 +193,10 @@ async def test_a_message_of_exactly_the_size_limit_is_taken(
     )
     url = f"{server.ws_url}/acme/site/limit.txt"
     peer = await YPeer.connect(http, url, weft=True)
-    await peer.ws.send_bytes(update_frame_of(limit))
+    await peer.ws.send_bytes(update_frame_of(limit, 4242))
     await peer.until(lambda: len(peer.acks) == 1)
     other = await YPeer.connect(http, url, weft=True)
-    await other.ws.send_bytes(update_frame_of(limit + 1))
+    await other.ws.send_bytes(update_frame_of(limit + 1, 4343))
     code, reason = await other.closed()
     assert (code, reason) == (1009, f"message over the {limit}-byte limit")
     await peer.close()
