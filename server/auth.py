@@ -18,6 +18,7 @@ admin of every tenant.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -160,7 +161,14 @@ def signing_key(pem: str, algorithm: str | None = None) -> tuple[Any, str]:
     return key, fits
 
 
-SSH_KEY_PREFIXES = ("ssh-", "ecdsa-sha2-")  # an OpenSSH public key line starts so
+# An OpenSSH public key line: its type, a space, its key in base64 (then a comment).
+SSH_KEY_LINE = re.compile(r"(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+) [A-Za-z0-9+/]+={0,2}(\s.*)?")
+
+
+def is_ssh_key_line(text: str) -> bool:
+    """Whether ``text`` is an OpenSSH public key line (not a file name such as
+    ``ssh-jwt.pub``)."""
+    return SSH_KEY_LINE.fullmatch(text.strip()) is not None
 
 
 def verifying_key(pem: str) -> tuple[Any, str]:
@@ -176,7 +184,7 @@ def verifying_key(pem: str) -> tuple[Any, str]:
 
     data = pem.encode("utf-8", "surrogateescape")
     try:
-        if pem.lstrip().startswith(SSH_KEY_PREFIXES):
+        if is_ssh_key_line(pem):
             key: Any = load_ssh_public_key(data.strip())
         else:
             key = load_pem_public_key(data)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt.history import MAX_UPDATE_BYTES
-from server.auth import SSH_KEY_PREFIXES, check_secret, verifying_key
+from server.auth import check_secret, is_ssh_key_line, verifying_key
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 MAX_LEEWAY_SECONDS = 86_400
@@ -94,12 +94,14 @@ class Settings(BaseSettings):
         with a 500 or a garbled 401."""
         if value is None:
             return value
-        if value.lstrip().startswith(("-----BEGIN", *SSH_KEY_PREFIXES)):
+        if value.lstrip().startswith("-----BEGIN") or is_ssh_key_line(value):
             pem, where = value, ""
         else:
             path = Path(value).expanduser()
             if not path.is_file():
-                raise ValueError(f"public_key is neither PEM text nor a readable file: {value}")
+                raise ValueError(
+                    f"public_key is neither PEM or OpenSSH key text nor a readable file: {value}"
+                )
             pem, where = path.read_bytes().decode("utf-8", "surrogateescape"), f"{value}: "
         try:
             verifying_key(pem)

@@ -116,7 +116,7 @@ def test_a_jwt_leeway_of_up_to_a_day_is_taken(value: str, monkeypatch: pytest.Mo
     assert Settings().jwt_leeway_seconds == float(value)
 
 
-def test_public_key_may_be_a_file(tmp_path: Path) -> None:
+def test_public_key_may_be_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     pem = key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -125,6 +125,14 @@ def test_public_key_may_be_a_file(tmp_path: Path) -> None:
     assert Settings(public_key=str(tmp_path / "pub.pem")).public_key == pem
     with pytest.raises(ValidationError):
         Settings(public_key=str(tmp_path / "missing.pem"))
+    # An OpenSSH key line is key text; a file named like one is still a file.
+    line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    assert Settings(public_key=line.decode()).public_key == line.decode()
+    monkeypatch.chdir(tmp_path)  # (file names relative to the working directory)
+    (tmp_path / "ssh-jwt.pub").write_text(pem)
+    assert Settings(public_key="ssh-jwt.pub").public_key == pem
+    (tmp_path / "ssh-named.pub").write_bytes(line + b" ada@host\n")
+    assert str(Settings(public_key="ssh-named.pub").public_key).startswith("ecdsa-sha2-nistp256 ")
 
 
 def test_send_queues_must_hold_a_commit_batch() -> None:
