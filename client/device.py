@@ -184,11 +184,15 @@ class Device:
             raise DeviceUnusable(f"the device on {self.data_dir} is started already")
         # Set once start() has ended: a close() meanwhile waits for it, then releases
         # what it took (it released nothing, and the started device ran on, locked).
-        self._starting = asyncio.Event()
+        starting = self._starting = asyncio.Event()
         try:
             await self._start()
+        except BaseException:
+            if not self._started:  # it took nothing it keeps: start() may be tried again
+                self._starting = None
+            raise
         finally:
-            self._starting.set()
+            starting.set()
 
     async def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

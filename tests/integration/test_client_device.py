@@ -1055,6 +1055,22 @@ async def test_a_close_while_the_device_starts_releases_what_start_took(
         assert again.device_id
 
 
+async def test_a_start_that_failed_may_be_tried_again(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """start() refused because the folder was busy took nothing; a second try once it
+    is free starts the device (it said "started already", a review)."""
+    device = make(tmp_path, server, "a", "retry")
+    async with make(tmp_path, server, "a", "retry"):
+        with pytest.raises(DataDirBusy):
+            await device.start()
+    await device.start()
+    try:
+        await device.sync(10)
+    finally:
+        await device.close()
+
+
 async def test_a_sync_waiting_when_the_device_closes_raises(tmp_path: Path) -> None:
     """A sync waiting (here for a server that is not there) when close() ran waited
     until its timeout, and then said only TimeoutError."""
