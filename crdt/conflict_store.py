@@ -12,7 +12,9 @@ should write. It is stored as (format 1.4, see ``crdt.keys``):
   so their parts never mix;
 - then, last, in the last transaction and only if it is not there yet, its head at
   ``T + (conflict, project, vs)``: ``{body: tag, path, status, resolved_by,
-  resolved_ms, resolution}``. The head is the record's commit marker: a record whose
+  resolved_ms, resolution, ours_clients}`` (``ours_clients``: the devices of the
+  record's ``ours`` side, for ``?device=``; a head written before it lacks it, and its
+  body is read to filter it). The head is the record's commit marker: a record whose
   body takes several transactions is not listed until all of it is in, and a write cut
   short leaves only parts no head names. Listing reads the heads and filters on them
   before it reads any body; resolving rewrites only the head.
@@ -40,6 +42,7 @@ from crdt.records import load_parts, stored_parts
 from crdt.versionstamp import Versionstamp
 
 HEAD_FIELDS = ("path", "status", "resolved_by", "resolved_ms", "resolution")
+OURS_CLIENTS = "ours_clients"  # in a head: the ours side's devices (not read back as a field)
 MAX_RESOLUTION_BYTES = 60_000  # a resolution note lives in the head, one value
 REPORT_TRIES = 100  # resolved records of one same report before refusing another
 
@@ -61,7 +64,26 @@ class _Where:
 
 
 def _head(fields: dict[str, Any], tag: bytes) -> bytes:
-    return msgpack.packb({"body": tag, **{name: fields[name] for name in HEAD_FIELDS}})
+    return msgpack.packb(
+        {
+            "body": tag,
+            **{name: fields[name] for name in HEAD_FIELDS},
+            OURS_CLIENTS: list(fields["ours"]["clients"]),
+        }
+    )
+
+
+def _head_names(head: dict[str, Any], device: str) -> bool | None:
+    """Whether the record of ``head`` is said to ``device`` (its ``ours`` side names
+    it), from the head alone; None when the head cannot tell (written before heads held
+    the ``ours`` side's clients: its body says)."""
+    clients = head.get(OURS_CLIENTS)
+    if clients is None and "body" not in head:  # written whole, before 1.4
+        side = head.get("ours")
+        clients = side.get("clients") if isinstance(side, dict) else None
+    if not isinstance(clients, list):
+        return None
+    return device in clients
 
 
 def _load(tr: ReadTransaction, where: _Where, head: bytes) -> ConflictRecord:
@@ -184,7 +206,9 @@ async def list_conflicts(
 ) -> list[ConflictRecord]:
     """Conflict records of a project, oldest first, optionally for one doc, status, or
     device (``ours`` names it among its clients: the records said to that device). Only
-    the records that pass the path and status filters have their bodies read."""
+    the records that pass the filters have their bodies read (the device filter reads
+    the body of a record whose head was written before heads named the ``ours`` side's
+    devices)."""
     prefix = await history.tenant(tenant)
     begin, end = keys.conflicts(prefix, project)
     wanted = keys.normalise_path(path) if path is not None else None
@@ -197,10 +221,14 @@ async def list_conflicts(
                 continue
             if status is not None and head.get("status", "open") != status:
                 continue
+            named = None if device is None else _head_names(head, device)
+            if named is False:
+                continue
             vs = keys.unpack(key, prefix)[-1]
             record = _load(tr, _Where(prefix, project, vs), raw)
-            if device is None or device in record.ours.clients:
-                out.append(record)
+            if named is None and device is not None and device not in record.ours.clients:
+                continue
+            out.append(record)
         return out
 
     return await history.kv.read(fn)

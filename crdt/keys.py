@@ -38,8 +38,10 @@ Layout (see README for the table)::
                                           another one is alive (ephemeral, like aw)
     (instancesv,)                      -> 8-byte counter bumped when one comes or goes
     T + (conflict, project, vs)        -> conflict head: {body, path, status, resolved_by,
-                                          resolved_ms, resolution} (format 1.4; before:
-                                          the whole record, still read)
+                                          resolved_ms, resolution, ours_clients} (format
+                                          1.4; ours_clients since 2026-12-05, a head
+                                          without it still read; before 1.4: the whole
+                                          record, still read)
     T + (conflictbody, project, vs, tag, part)
                                        -> chunk of the record (``records.stored_parts``);
                                           ``tag``: 8 bytes of blake3 of its parts

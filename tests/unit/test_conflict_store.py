@@ -255,6 +255,81 @@ async def test_listing_reads_the_bodies_of_matching_records_only(
     assert loaded == [records[0].id, records[2].id]
 
 
+async def test_the_device_filter_reads_the_bodies_of_that_devices_records_only(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``?device=`` is decided on the head (it names the ``ours`` side's devices): the
+    bodies of other devices' records are not read. A head written before heads named
+    them has its body read, and is filtered as before."""
+    doc = await doc_in(history, "a.txt")
+
+    def of(cid: str, device: str, lines: int = 2_000) -> ConflictRecord:
+        record = record_of(cid, doc.path, big_text(lines))
+        return dataclasses.replace(record, ours=Side(users=["y"], clients=[device]))
+
+    mine, other, old_mine, old_other = (
+        of("21" * 12, "dev-me"),
+        of("22" * 12, "dev-other"),
+        of("23" * 12, "dev-me"),
+        of("24" * 12, "dev-other"),
+    )
+    for record in (mine, other, old_mine, old_other):
+        await branches.save(history, doc, record)
+    for record in (old_mine, old_other):  # their heads as written before: no ours_clients
+        key = keys.conflict(doc.tenant_prefix, "site", Versionstamp.from_hex(record.id))
+
+        def unnamed(
+            tr: Transaction, key: bytes = key, clients: list[str] = record.ours.clients
+        ) -> None:
+            raw = tr.get(key)
+            assert raw is not None
+            head = msgpack.unpackb(raw)
+            assert head.pop(conflict_store.OURS_CLIENTS) == clients
+            tr.set(key, msgpack.packb(head))
+
+        await history.kv.transact(unnamed)
+    # written whole, before 1.4: the head is the record, its ours side in it
+    whole_mine, whole_other = of("25" * 12, "dev-me", 100), of("26" * 12, "dev-other", 100)
+    for record in (whole_mine, whole_other):
+        key = keys.conflict(doc.tenant_prefix, "site", Versionstamp.from_hex(record.id))
+        value = msgpack.packb(record.to_dict())
+
+        def whole(tr: Transaction, key: bytes = key, value: bytes = value) -> None:
+            tr.set(key, value)
+
+        await history.kv.transact(whole)
+    loaded = []
+    load = conflict_store._load
+
+    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
+        loaded.append(where.vs.hex())
+        return load(tr, where, head)
+
+    monkeypatch.setattr(conflict_store, "_load", counting)
+    listed = await branches.list_conflicts(history, "acme", "site", device="dev-me")
+    assert listed == [mine, old_mine, whole_mine]
+    assert other.id not in loaded  # its head said it is not this device's
+    assert loaded == [mine.id, old_mine.id, old_other.id, whole_mine.id]
+    loaded.clear()
+    assert await branches.list_conflicts(history, "acme", "site", device="dev-other") == [
+        other,
+        old_other,
+        whole_other,
+    ]
+    assert loaded == [other.id, old_mine.id, old_other.id, whole_other.id]
+    assert await branches.list_conflicts(history, "acme", "site", device="dev-none") == []
+    # resolving keeps the head's devices: the resolved record is still filtered on it
+    await branches.resolve(history, "acme", "site", mine.id, user="dana")
+    loaded.clear()
+    assert (
+        await branches.list_conflicts(
+            history, "acme", "site", status="resolved", device="dev-other"
+        )
+        == []
+    )
+    assert loaded == []
+
+
 async def test_a_big_report_is_stored_and_a_long_note_refused(history: History) -> None:
     doc = await doc_in(history)
     text = big_text(3_000)  # 180 kB, in ours, theirs and the merged text
