@@ -4,10 +4,10 @@ The server tells a device of a record on one connection only: an offline branch'
 verdict (``Checked``) on the connection that ended the branch, an online edit's record
 (``Conflict``) on the one that sent the edit. A device cut off before the verdict came,
 or a ``weft sync --once`` that exited before the record came, never said it. So after
-its first sync (and, running, after each reconnect) ``weft sync`` reads the project's
-open records (``GET .../conflicts?status=open``) and says those of this device that it
-has not said yet, as a live one is said (:func:`client.events.conflict_event`), marked
-as found in the list.
+its first sync (and, running, after a reconnect, at most once every ``LIST_GAP``
+seconds) ``weft sync`` reads the project's open records of this device (``GET
+.../conflicts?status=open&device=ID``) and says those that it has not said yet, as a
+live one is said (:func:`client.events.conflict_event`), marked as found in the list.
 
 A record is this device's when its ``ours`` side names the device (``clients``, the id
 it gives the server as ``?device=`` and in its reports): the side the live message goes
@@ -18,8 +18,8 @@ conflicting lines or not, and its summary speaks for ``ours``: it is not said.
 The ids said (live or listed) are kept in the folder's state (``said``,
 :class:`client.state.DeviceState`), so a record is said once across runs; an id is
 forgotten once a read of the list no longer holds it as open (resolved, or gone), which
-bounds the table by the open records. A failed read is a warning, never a failure of
-the sync: the next read (the next run, the next reconnect) says what it missed.
+bounds the table by the open records. A failed read is a warning, never a failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
+says what it missed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from client.workspace import Workspace
 
 log = logging.getLogger("weft.client")
+
+LIST_GAP = 60.0
+"""The fewest seconds between two reads of the list by a running ``weft sync`` (after
+its first): a connection that keeps dropping and coming back reads it once a minute at
+most, not on each reconnect."""
 
 LISTED = "found in the project's conflict list"
 """The note a record found in the list is said with (a live one has none)."""
@@ -64,13 +69,15 @@ def listed_event(record: dict[str, Any]) -> Event | None:
 class SaidConflicts:
     """What one ``weft sync`` run has said of the project's conflicts. :meth:`note` sees
     every event the run says; :meth:`catch_up` reads the list and says what was missed;
-    :meth:`follow` does that after the first sync and after each reconnect."""
+    :meth:`follow` does that after the first sync and after reconnects, at most once
+    every ``LIST_GAP`` seconds."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.ids: set[str] = set()  # said: read from the state, and noted in this run
         self._loaded = False
         self._following = False
+        self._failing = False  # the last read failed (and said so)
         self._reconnected = asyncio.Event()
 
     def note(self, event: Event) -> None:
@@ -85,37 +92,48 @@ class SaidConflicts:
             self.ids.add(cid)
             self.ws.device.writer.said({cid: True})
 
-    async def catch_up(self) -> None:
+    async def catch_up(self) -> bool:
         """Read the open records and say those of this device not said yet; forget the
-        ids said that are no longer open. Never raises (but ``CancelledError``): the
-        sync goes on whatever happens here."""
+        ids said that are no longer open. Whether the list was read. Never raises (but
+        ``CancelledError``): the sync goes on whatever happens here."""
         try:
-            await self._catch_up()
+            return await self._catch_up()
         except Exception as exc:  # a task boundary: a bug here must not stop the sync
             log.error("saying the conflict list failed", exc_info=True)
             self.ws.emit(Event("warning", f"saying the conflict list failed: {exc!r}"))
+            return False
 
-    async def _catch_up(self) -> None:
+    async def _read(self) -> list[dict[str, Any]]:
+        """This device's open records (the ones listed; :func:`ours` filters them)."""
+        device = self.ws.device
+        # Only this device's: a record holds whole texts (the merged document).
+        return await device.api.conflicts(status="open", device=device.device_id)
+
+    async def _catch_up(self) -> bool:
         device = self.ws.device
         if not self._loaded:
             self.ids |= await asyncio.to_thread(device.state.said)
             self._loaded = True
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
-            # Only this device's: a record holds whole texts (the merged document).
-            records = await device.api.conflicts(status="open", device=device.device_id)
+            records = await self._read()
         except ApiNotFound:  # a tenant nobody has written to yet: no record either
             records = []
         except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+            if self._failing:  # (a running sync retries every LIST_GAP: said once)
+                log.info("reading the conflict list failed again: %s", why)
+                return False
+            self._failing = True
             self.ws.emit(
                 Event(
                     "warning",
-                    f"reading the conflict list failed: {str(exc) or type(exc).__name__}; "
-                    "a conflict of this device recorded while it was away is said on a later run "
-                    "or reconnect",
+                    f"reading the conflict list failed: {why}; a conflict of this device "
+                    "recorded while it was away is said on a later run or reconnect",
                 )
             )
-            return
+            return False
+        self._failing = False
         for record in records:
             cid = record.get("id")
             if not isinstance(cid, str) or cid in self.ids or not ours(record, device.device_id):
@@ -127,11 +145,20 @@ class SaidConflicts:
         if gone:
             self.ids -= gone
             device.writer.said(dict.fromkeys(gone, False))
+        return True
 
     async def follow(self) -> None:
-        """:meth:`catch_up` now and after each reconnect, until cancelled."""
+        """:meth:`catch_up` now, then after a reconnect, until cancelled; never twice
+        within ``LIST_GAP`` seconds (reconnects meanwhile make one read, at the end of
+        the gap: a flapping link read the list on each one). A read that failed (or
+        found no list) is tried again once the gap has passed, reconnect or not."""
         self._following = True
+        loop = asyncio.get_running_loop()
+        last: float | None = None
         while True:
-            self._reconnected.clear()
-            await self.catch_up()
-            await self._reconnected.wait()
+            if last is not None:
+                await asyncio.sleep(max(0.0, last + LIST_GAP - loop.time()))
+            self._reconnected.clear()  # (a reconnect during the gap: this read is for it)
+            last = loop.time()
+            if await self.catch_up():
+                await self._reconnected.wait()

@@ -111,8 +111,8 @@ as someone else's edits since, and a file edited on one side while deleted on th
 in the record), are recorded as conflicts too; each is printed (see weft conflicts):
 when the server says it, or, for one of this device's records it missed (cut off
 before the verdict, or --once gone first), from the project's conflict list, which is
-read after the first sync (--once: just before it exits) and after each reconnect
-("found in the project's conflict list"; said once, across runs too).
+read after the first sync (--once: just before it exits) and after a reconnect, at
+most once a minute ("found in the project's conflict list"; said once, across runs too).
 A file deleted elsewhere while it held edits made here that the server had not yet
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
@@ -545,7 +545,7 @@ async def _keep(
     ws: Workspace, ui: _Ui, stop: asyncio.Event, said: SaidConflicts | None = None
 ) -> int | None:
     """0 once stopped (a signal); None if stopped before the first sync ended. The
-    conflict list is read after the first sync and after each reconnect."""
+    conflict list is read after the first sync and after reconnects (client.said)."""
     import asyncio
 
     from rich.live import Live
