@@ -18,7 +18,9 @@ conflicting lines or not, and its summary speaks for ``ours``: it is not said.
 The ids said (live or listed) are kept in the folder's state (``said``,
 :class:`client.state.DeviceState`), so a record is said once across runs; an id is
 forgotten once a read of the list no longer holds it as open (resolved, or gone), which
-bounds the table by the open records. A failed read is a warning, never a failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
+bounds the table by the open records. A failed read (``--once``: no answer within
+``ONCE_TIMEOUT`` seconds, or what is left of ``--timeout``) is a warning, never a
+failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
 says what it missed.
 """
 
@@ -43,6 +45,9 @@ LIST_GAP = 60.0
 """The fewest seconds between two reads of the list by a running ``weft sync`` (after
 its first): a connection that keeps dropping and coming back reads it once a minute at
 most, not on each reconnect."""
+ONCE_TIMEOUT = 10.0
+"""``weft sync --once``: the longest its read of the list may take (less when what is
+left of ``--timeout`` is less); it is a warning, not a failure."""
 
 LISTED = "found in the project's conflict list"
 """The note a record found in the list is said with (a live one has none)."""
@@ -92,12 +97,13 @@ class SaidConflicts:
             self.ids.add(cid)
             self.ws.device.writer.said({cid: True})
 
-    async def catch_up(self) -> bool:
+    async def catch_up(self, timeout: float | None = None) -> bool:
         """Read the open records and say those of this device not said yet; forget the
-        ids said that are no longer open. Whether the list was read. Never raises (but
-        ``CancelledError``): the sync goes on whatever happens here."""
+        ids said that are no longer open. ``timeout``: the longest the read may take (a
+        read that takes longer is a failed one). Whether the list was read. Never raises
+        (but ``CancelledError``): the sync goes on whatever happens here."""
         try:
-            return await self._catch_up()
+            return await self._catch_up(timeout)
         except Exception as exc:  # a task boundary: a bug here must not stop the sync
             log.error("saying the conflict list failed", exc_info=True)
             self.ws.emit(Event("warning", f"saying the conflict list failed: {exc!r}"))
@@ -109,18 +115,20 @@ class SaidConflicts:
         # Only this device's: a record holds whole texts (the merged document).
         return await device.api.conflicts(status="open", device=device.device_id)
 
-    async def _catch_up(self) -> bool:
+    async def _catch_up(self, timeout: float | None) -> bool:
         device = self.ws.device
         if not self._loaded:
             self.ids |= await asyncio.to_thread(device.state.said)
             self._loaded = True
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
-            records = await self._read()
+            records = await asyncio.wait_for(self._read(), timeout)
         except ApiNotFound:  # a tenant nobody has written to yet: no record either
             records = []
         except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError) and timeout is not None:
+                why = f"no answer in {timeout:.3g} s"
             if self._failing:  # (a running sync retries every LIST_GAP: said once)
                 log.info("reading the conflict list failed again: %s", why)
                 return False

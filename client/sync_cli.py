@@ -521,6 +521,9 @@ async def _once(
     its last: the conflict list is read once, after it (see :mod:`client.said`)."""
     import asyncio
 
+    from client.said import ONCE_TIMEOUT
+
+    started = time.monotonic()
     try:
         if not await _first_sync(ws, ui, stop, timeout):
             return None
@@ -528,7 +531,11 @@ async def _once(
         ui.line(f"weft sync: not in sync after {timeout} s (offline?)", "bold red")
         return 1
     if said is not None:
-        listing = asyncio.create_task(said.catch_up())
+        # bounded by what is left of --timeout (a stalled server kept it 30 s more)
+        bound = ONCE_TIMEOUT
+        if timeout is not None:
+            bound = max(0.0, min(bound, timeout - (time.monotonic() - started)))
+        listing = asyncio.create_task(said.catch_up(bound))
         stopper = asyncio.create_task(stop.wait())  # (a signal does not wait for the read)
         await asyncio.wait({listing, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (listing, stopper):

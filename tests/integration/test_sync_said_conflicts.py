@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import pytest
 from client.said import LIST_GAP, LISTED
 from client.testing import get_json, start_sync, sync_once, wait_until
 from server.auth import issue_token
-from server.testing import ServerProcess, StartServer
+from server.testing import ServerProcess, StartServer, free_port
 
 pytestmark = pytest.mark.functional
 
@@ -243,3 +247,62 @@ def test_an_empty_folder_of_a_new_tenant_reads_an_empty_list_without_a_warning(
     result = sync_once(tmp_path, server.ws_url, "nobody-yet", "p")
     assert result.returncode == 0, result.stdout
     assert "conflict list" not in result.stdout, result.stdout
+
+
+@dataclass
+class Proxy:
+    """``list_proxy.py`` in front of a server: ``mode`` set to ``slow`` or ``404`` makes
+    the conflict list (only it) stall or answer 404."""
+
+    ws_url: str
+    mode_file: Path
+    proc: subprocess.Popen[bytes]
+
+    def mode(self, mode: str) -> None:
+        self.mode_file.write_text(mode)
+
+
+@pytest.fixture
+def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[Proxy]:
+    port, mode_file = free_port(), tmp_path / "proxy-mode"
+    mode_file.write_text("")
+    script = Path(__file__).with_name("list_proxy.py")
+    with (tmp_path / "proxy.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), server.url, str(port), str(mode_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, 20, "the proxy answers")
+        yield Proxy(f"ws://127.0.0.1:{port}", mode_file, proc)
+    finally:
+        proc.kill()  # (SIGTERM waits for a stalled request)
+        proc.wait()
+
+
+def test_once_bounds_the_list_read_by_its_timeout(
+    server: ServerProcess, proxy: Proxy, tmp_path: Path
+) -> None:
+    """``--once --timeout 5`` against a server whose list stalls exits within about 5 s
+    (the read is bounded by what is left of it, at most ONCE_TIMEOUT), with a warning;
+    it waited for the REST timeout (30 s) before."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    once(server, folder, "stall")
+    proxy.mode("slow")
+    started = time.monotonic()
+    result = sync_once(folder, proxy.ws_url, TENANT, "stall", args=["--timeout", "5"])
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stdout
+    assert seconds < 10, (seconds, result.stdout)
+    assert "reading the conflict list failed: no answer in" in result.stdout, result.stdout
