@@ -21,7 +21,8 @@ forgotten once a read of the list no longer holds it as open (resolved, or gone)
 bounds the table by the open records. A failed read (``--once``: no answer within
 ``ONCE_TIMEOUT`` seconds, or what is left of ``--timeout``) is a warning, never a
 failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
-says what it missed.
+says what it missed. A 404 (a tenant nobody has written to yet, or a proxy's) says
+nothing and forgets nothing.
 """
 
 from __future__ import annotations
@@ -123,8 +124,11 @@ class SaidConflicts:
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
             records = await asyncio.wait_for(self._read(), timeout)
-        except ApiNotFound:  # a tenant nobody has written to yet: no record either
-            records = []
+        except ApiNotFound:
+            # A tenant nobody has written to yet, or a 404 from something in between (a
+            # proxy, another store): say nothing, and forget nothing, as a failed read.
+            log.info("the conflict list: 404 (nothing read, nothing forgotten)")
+            return False
         except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             if isinstance(exc, TimeoutError) and timeout is not None:

@@ -289,6 +289,30 @@ def proxy(server: ServerProcess, tmp_path: Path) -> Iterator[Proxy]:
         proc.wait()
 
 
+def test_a_404_for_the_list_says_nothing_and_forgets_nothing(
+    server: ServerProcess, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A 404 (a proxy's, or a server on another store's) is no list: the ids said stay
+    said (forgotten, the next good read said them all again)."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    once(server, folder, "gone")
+    cid = report(server, "gone", "plan.txt", "my other plan\n", device_id(folder))
+    out = once(server, folder, "gone")
+    assert said(out, cid) == 1 and said_ids(folder) == {cid}, out
+
+    proxy.mode("404")
+    result = sync_once(folder, proxy.ws_url, TENANT, "gone")
+    assert result.returncode == 0, result.stdout
+    assert "conflict" not in result.stdout, result.stdout
+    assert said_ids(folder) == {cid}
+    proxy.mode("")
+    out = once(server, folder, "gone")
+    assert "conflict" not in out, out  # not said again
+    assert said_ids(folder) == {cid}
+
+
 def test_once_bounds_the_list_read_by_its_timeout(
     server: ServerProcess, proxy: Proxy, tmp_path: Path
 ) -> None:
