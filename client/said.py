@@ -18,7 +18,8 @@ conflicting lines or not, and its summary speaks for ``ours``: it is not said.
 The ids said (live or listed) are kept in the folder's state (``said``,
 :class:`client.state.DeviceState`), so a record is said once across runs; an id is
 forgotten once a read of the list no longer holds it as open (resolved, or gone), which
-bounds the table by the open records. A failed read (``--once``: no answer within
+bounds the table by the open records; a verdict that comes live after the list said
+its record is not said again. A failed read (``--once``: no answer within
 ``ONCE_TIMEOUT`` seconds, or what is left of ``--timeout``) is a warning, never a
 failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
 says what it missed. A 404 (a tenant nobody has written to yet, or a proxy's) says
@@ -86,6 +87,17 @@ class SaidConflicts:
         self._failing = False  # the last read failed (and said so)
         self._reconnected = asyncio.Event()
 
+    async def load(self) -> None:
+        """Read the ids said in earlier runs (once; :meth:`catch_up` does it too)."""
+        if not self._loaded:
+            self.ids |= await asyncio.to_thread(self.ws.device.state.said)
+            self._loaded = True
+
+    def said(self, event: Event) -> bool:
+        """Whether ``event`` says a conflict already said (live, or from the list): a
+        verdict received after the list said its record is not said twice."""
+        return event.kind == "conflict" and event.data.get("id") in self.ids
+
     def note(self, event: Event) -> None:
         """An event was said: remember a conflict's id; after a reconnect (``online``
         said while :meth:`follow` runs), read the list again."""
@@ -118,9 +130,7 @@ class SaidConflicts:
 
     async def _catch_up(self, timeout: float | None) -> bool:
         device = self.ws.device
-        if not self._loaded:
-            self.ids |= await asyncio.to_thread(device.state.said)
-            self._loaded = True
+        await self.load()
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
             records = await asyncio.wait_for(self._read(), timeout)

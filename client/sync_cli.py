@@ -375,6 +375,8 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     ui = _Ui(console, args.quiet, args.verbose, token=bool(args.token))
 
     def on_event(event: Event) -> None:
+        if said.said(event):  # a verdict whose record the list said already
+            return
         ui.event(event)
         said.note(event)  # (after: a crash in between says it again, never not at all)
 
@@ -413,6 +415,7 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
     )
     async with ws:
         ui.say_heading()
+        await said.load()  # (before a live conflict is said: one said before is not again)
         try:
             if args.once:
                 code = await _once(ws, ui, args.timeout, stop, said)
