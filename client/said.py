@@ -8,6 +8,7 @@ its first sync (and, running, after a reconnect, at most once every ``LIST_GAP``
 seconds) ``weft sync`` reads the project's open records of this device (``GET
 .../conflicts?status=open&device=ID``) and says those that it has not said yet, as a
 live one is said (:func:`client.events.conflict_event`), marked as found in the list.
+A server from before ``?device=`` (which refuses it, a 400 naming it) is read whole.
 
 A record is this device's when its ``ours`` side names the device (``clients``, the id
 it gives the server as ``?device=`` and in its reports): the side the live message goes
@@ -125,8 +126,16 @@ class SaidConflicts:
     async def _read(self) -> list[dict[str, Any]]:
         """This device's open records (the ones listed; :func:`ours` filters them)."""
         device = self.ws.device
-        # Only this device's: a record holds whole texts (the merged document).
-        return await device.api.conflicts(status="open", device=device.device_id)
+        try:
+            # Only this device's: a record holds whole texts (the merged document).
+            return await device.api.conflicts(status="open", device=device.device_id)
+        except ApiError as exc:
+            if exc.status != 400 or "'device'" not in exc.message:
+                raise
+        # A server before ?device= refuses a parameter it does not know (a 400 naming
+        # it): read the whole list once more, filtered here (by ours) as it is anyway.
+        log.info("the server takes no ?device= on its conflict list: reading all of it")
+        return await device.api.conflicts(status="open")
 
     async def _catch_up(self, timeout: float | None) -> bool:
         device = self.ws.device

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from client.said import LIST_GAP, LISTED
-from client.testing import get_json, start_sync, sync_once, wait_until
+from client.testing import _env, get_json, start_sync, sync_once, wait_until
 from server.auth import issue_token
 from server.testing import ServerProcess, StartServer, free_port
 
@@ -330,3 +330,63 @@ def test_once_bounds_the_list_read_by_its_timeout(
     assert result.returncode == 0, result.stdout
     assert seconds < 10, (seconds, result.stdout)
     assert "reading the conflict list failed: no answer in" in result.stdout, result.stdout
+
+
+OLD_SERVER = "b54056a"  # takes no ?device= on the conflict list (a 400 naming it)
+
+
+def test_a_server_that_takes_no_device_parameter_is_read_whole(
+    tmp_path: Path, weft_server_factory: StartServer
+) -> None:
+    """A server from before ``?device=`` (it refuses a parameter it does not know, with a
+    400 naming it) is read once more without it, and filtered here: no warning on each
+    run, and this device's record is said."""
+    repo = Path(__file__).resolve().parents[2]
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", OLD_SERVER], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"no commit {OLD_SERVER} here (git archive: {archive.stderr!r})")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    port = free_port()
+    env = {k: v for k, v in _env(None).items() if not k.startswith("WEFT_")}
+    env["WEFT_LOG_LEVEL"] = "INFO"
+    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--store", f"sqlite:///{tmp_path / 'old.db'}"]
+    with (tmp_path / "old-server.log").open("ab") as log:
+        proc = subprocess.Popen(command, cwd=old, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, 20, "the old server answers")
+        folder = tmp_path / "a"
+        folder.mkdir()
+        (folder / "plan.txt").write_text(BASE)
+        ws_url = f"ws://127.0.0.1:{port}"
+        first = sync_once(folder, ws_url, TENANT, "old")
+        assert first.returncode == 0 and "warning" not in first.stdout, first.stdout
+        conflicts = f"{url}/api/v1/{TENANT}/old/conflicts"
+        mine = str(
+            post(conflicts, {"path": "plan.txt", "text": "mine\n", "device": device_id(folder)})[
+                "id"
+            ]
+        )
+        theirs = str(
+            post(conflicts, {"path": "plan.txt", "text": "x\n", "device": "dev-else"})["id"]
+        )
+        result = sync_once(folder, ws_url, TENANT, "old")
+        assert result.returncode == 0, result.stdout
+        assert "warning" not in result.stdout, result.stdout
+        assert said(result.stdout, mine) == 1 and theirs not in result.stdout, result.stdout
+    finally:
+        proc.terminate()
+        proc.wait(15)
