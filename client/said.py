@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -44,10 +46,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weft.client")
 
-LIST_GAP = 60.0
+
+
+def _list_gap(default: float = 60.0) -> float:
+    """``WEFT_SYNC_LIST_GAP`` (seconds, positive), else ``default``: a bad value is
+    logged and ignored (this is a tuning knob, not worth stopping a sync over)."""
+    raw = os.environ.get("WEFT_SYNC_LIST_GAP")
+    if raw is None:
+        return default
+    try:
+        gap = float(raw)
+    except ValueError:
+        gap = math.nan
+    if not (math.isfinite(gap) and gap > 0):
+        log.warning("WEFT_SYNC_LIST_GAP=%r is not a positive number: %g s", raw, default)
+        return default
+    return gap
+
+
+LIST_GAP = _list_gap()
 """The fewest seconds between two reads of the list by a running ``weft sync`` (after
-its first): a connection that keeps dropping and coming back reads it once a minute at
-most, not on each reconnect."""
+its first; ``WEFT_SYNC_LIST_GAP``, default 60): a connection that keeps dropping and
+coming back reads it once a minute at most, not on each reconnect."""
 ONCE_TIMEOUT = 10.0
 """``weft sync --once``: the longest its read of the list may take (less when what is
 left of ``--timeout`` is less); it is a warning, not a failure."""
