@@ -162,7 +162,8 @@ class SaidConflicts:
         await self.load()
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
         try:
-            records = await asyncio.wait_for(self._read(), timeout)
+            async with asyncio.timeout(timeout):  # (not wait_for: see tests/unit/test_repo.py)
+                records = await self._read()
         except ApiNotFound:
             # A tenant nobody has written to yet, or a 404 from something in between (a
             # proxy, another store): say nothing, and forget nothing, as a failed read.
