@@ -333,7 +333,8 @@ async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) ->
             await kv.transact(lambda tr: tr.set(k("t"), b""))
         assert 0.25 < time.monotonic() - started < 5
         assert not isinstance(caught.value, TransactionTooLarge)
-        assert "may or may not have committed" not in str(caught.value)  # none did
+        # (It may say "may or may not have committed": when the timeout lands in a
+        # commit() call, FDB cannot tell, so neither can the engine. Flaky otherwise.)
         assert cluster_of(double, url).stats["on_error:1020"] > 5
 
 
