@@ -40,6 +40,21 @@ def once(server: ServerProcess, folder: Path, project: str) -> str:
     return result.stdout
 
 
+def synced(server: ServerProcess, tmp_path: Path, project: str) -> Path:
+    """A folder holding plan.txt, synced once to ``project`` (its device id is known)."""
+    folder = new_folder(tmp_path)
+    once(server, folder, project)
+    return folder
+
+
+def new_folder(tmp_path: Path) -> Path:
+    """A folder holding plan.txt (BASE), not synced yet."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "plan.txt").write_text(BASE)
+    return folder
+
+
 def device_id(folder: Path) -> str:
     return _state(folder, "SELECT value FROM meta WHERE name = 'device'")[0][0]  # type: ignore[no-any-return]
 
@@ -87,10 +102,7 @@ def said(out: str, cid: str) -> int:
 def test_a_record_made_while_the_device_was_away_is_said_by_its_next_run_once(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "plan.txt").write_text(BASE)
-    once(server, folder, "away")
+    folder = synced(server, tmp_path, "away")
     cid = report(server, "away", "plan.txt", "my other plan\n", device_id(folder))
 
     out = once(server, folder, "away")
@@ -114,10 +126,7 @@ def test_a_record_of_another_device_is_not_said(server: ServerProcess, tmp_path:
     """Records whose own side (``ours``) names another device are not this one's: not
     even one whose other side holds this device's update (it wrote the document last,
     as here), whose summary speaks for the reporting device."""
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "plan.txt").write_text(BASE)
-    once(server, folder, "others")
+    folder = synced(server, tmp_path, "others")
     theirs = report(server, "others", "plan.txt", "another device's plan\n", "dev-elsewhere")
     record = get_json(f"{server.url}/api/v1/{TENANT}/others/conflicts/{theirs}")["conflict"]
     assert record["theirs"]["clients"] == [device_id(folder)]  # (the device is its other side)
@@ -181,10 +190,7 @@ def test_a_running_sync_reads_the_list_again_after_reconnects_at_most_once_a_gap
     meanwhile."""
     server = weft_server_factory()
     servers = [server]
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "plan.txt").write_text(BASE)
-    once(server, folder, "back")
+    folder = synced(server, tmp_path, "back")
     me = device_id(folder)
     before = report(server, "back", "plan.txt", "plan before the start\n", me)
     args = ["--max-backoff", "0.5", "--poll", "0.2"]
@@ -298,10 +304,7 @@ def test_a_404_for_the_list_says_nothing_and_forgets_nothing(
 ) -> None:
     """A 404 (a proxy's, or a server on another store's) is no list: the ids said stay
     said (forgotten, the next good read said them all again)."""
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "plan.txt").write_text(BASE)
-    once(server, folder, "gone")
+    folder = synced(server, tmp_path, "gone")
     cid = report(server, "gone", "plan.txt", "my other plan\n", device_id(folder))
     out = once(server, folder, "gone")
     assert said(out, cid) == 1 and said_ids(folder) == {cid}, out
@@ -323,10 +326,7 @@ def test_once_bounds_the_list_read_by_its_timeout(
     """``--once --timeout 5`` against a server whose list stalls exits within about 5 s
     (the read is bounded by what is left of it, at most ONCE_TIMEOUT), with a warning;
     it waited for the REST timeout (30 s) before."""
-    folder = tmp_path / "a"
-    folder.mkdir()
-    (folder / "plan.txt").write_text(BASE)
-    once(server, folder, "stall")
+    folder = synced(server, tmp_path, "stall")
     proxy.mode("slow")
     started = time.monotonic()
     result = sync_once(folder, proxy.ws_url, TENANT, "stall", args=["--timeout", "5"])
@@ -372,9 +372,7 @@ def test_a_server_that_takes_no_device_parameter_is_read_whole(
                 return False
 
         wait_until(answers, 20, "the old server answers")
-        folder = tmp_path / "a"
-        folder.mkdir()
-        (folder / "plan.txt").write_text(BASE)
+        folder = new_folder(tmp_path)
         ws_url = f"ws://127.0.0.1:{port}"
         first = sync_once(folder, ws_url, TENANT, "old")
         assert first.returncode == 0 and "warning" not in first.stdout, first.stdout

@@ -203,6 +203,19 @@ async def test_two_writers_of_one_big_record_leave_one_whole_record(
     assert len({keys.unpack(k, doc.tenant_prefix)[3] for k, _ in pairs}) == 1
 
 
+def count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the records whose bodies ``conflict_store._load`` reads from now on."""
+    loaded: list[str] = []
+    load = conflict_store._load
+
+    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
+        loaded.append(where.vs.hex())
+        return load(tr, where, head)
+
+    monkeypatch.setattr(conflict_store, "_load", counting)
+    return loaded
+
+
 async def test_a_record_written_whole_before_1_4_is_read_and_resolved(history: History) -> None:
     doc = await doc_in(history)
     record = record_of("0d" * 12, doc.path, big_text(300))
@@ -236,14 +249,7 @@ async def test_listing_reads_the_bodies_of_matching_records_only(
     ]
     for record in records:
         await branches.save(history, doc, record)
-    loaded = []
-    load = conflict_store._load
-
-    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
-        loaded.append(where.vs.hex())
-        return load(tr, where, head)
-
-    monkeypatch.setattr(conflict_store, "_load", counting)
+    loaded = count_loads(monkeypatch)
     assert await branches.list_conflicts(history, "acme", "site", path="a.txt") == records[:1]
     assert loaded == [records[0].id]
     await branches.resolve(history, "acme", "site", records[1].id, user="dana")
@@ -298,14 +304,7 @@ async def test_the_device_filter_reads_the_bodies_of_that_devices_records_only(
             tr.set(key, value)
 
         await history.kv.transact(whole)
-    loaded = []
-    load = conflict_store._load
-
-    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
-        loaded.append(where.vs.hex())
-        return load(tr, where, head)
-
-    monkeypatch.setattr(conflict_store, "_load", counting)
+    loaded = count_loads(monkeypatch)
     listed = await branches.list_conflicts(history, "acme", "site", device="dev-me")
     assert listed == [mine, old_mine, whole_mine]
     assert other.id not in loaded  # its head said it is not this device's
