@@ -189,9 +189,30 @@ def start_server(
     """Start ``python -m server`` on a free port with a SQLite store in ``workdir`` (unless
     ``store`` is given) and wait until ``/healthz`` answers. ``WEFT_*`` variables of the
     calling environment are not passed on; ``env`` adds variables."""
+    if port is not None:
+        return _start_server(workdir, store, env, args, port, timeout)
+    # A port free a moment ago may be taken before the server binds it (the suite runs
+    # in parallel processes): then try another.
+    for _ in range(4):
+        with contextlib.suppress(PortTaken):
+            return _start_server(workdir, store, env, args, free_port(), timeout)
+    return _start_server(workdir, store, env, args, free_port(), timeout)
+
+
+class PortTaken(RuntimeError):
+    """The server could not listen: its port was taken."""
+
+
+def _start_server(
+    workdir: Path,
+    store: str | None,
+    env: Mapping[str, str] | None,
+    args: Sequence[str],
+    port: int,
+    timeout: float,
+) -> ServerProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     store = store or f"sqlite:///{workdir / 'weft.db'}"
-    port = port or free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     child_env.setdefault("WEFT_LOG_LEVEL", "INFO")
     child_env.update(env or {})
@@ -206,7 +227,8 @@ def start_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            error = PortTaken if "Address already in use" in server.log() else RuntimeError
+            raise error(f"server exited with {proc.returncode}:\n{server.log()}")
         with (
             contextlib.suppress(OSError, urllib.error.URLError),
             urllib.request.urlopen(f"{server.url}/healthz", timeout=1) as response,

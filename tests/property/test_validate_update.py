@@ -67,7 +67,9 @@ def accepted(update: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("update", UPDATES)
+# Ids by index: a map's entries are encoded in a per-process order, and pytest-xdist
+# needs every worker to collect the same tests.
+@pytest.mark.parametrize("update", UPDATES, ids=[str(n) for n in range(len(UPDATES))])
 def test_real_updates_are_accepted(update: bytes) -> None:
     assert accepted(update)
 
