@@ -1,7 +1,8 @@
 """The JSON bodies the REST API takes (``POST revert``, ``conflicts``, ``resolve``): one
 object, read and checked in one place.
 
-Whatever a client sends is a 400 (``ProtocolError``), never a 500: a body that is not
+Whatever a client sends is a 400 (``ProtocolError``), never a 500: a key the route does
+not take (named), a body that is not
 JSON, not in its declared charset (or in one Python does not know), nested deeper than
 the decoder's recursion limit (``[[[[...`` 100,000 deep raised ``RecursionError``), or
 not an object. A string field holding a lone surrogate (``"\\ud800"`` is valid JSON, but
@@ -15,13 +16,18 @@ from typing import Any
 from aiohttp import web
 
 from crdt.errors import ProtocolError
+from server.logsafe import printable
 
 NOT_AN_OBJECT = "the request body must be a JSON object"
 
 
-async def json_object(request: web.Request) -> dict[str, Any]:
+async def json_object(request: web.Request, takes: tuple[str, ...]) -> dict[str, Any]:
     """The request's body as a JSON object; ``{}`` when there is no body. A body over the
-    request's size limit raises aiohttp's ``HTTPRequestEntityTooLarge`` (a JSON 413)."""
+    request's size limit raises aiohttp's ``HTTPRequestEntityTooLarge`` (a JSON 413).
+
+    A key other than ``takes`` is a 400 naming it: a mistyped ``"pth"`` in a revert's
+    body reverted the whole project, where ``"path"`` names one document, and a
+    resolution sent as ``"note"`` (the CLI's flag) was dropped, for good."""
     if not request.can_read_body:
         return {}
     try:
@@ -36,6 +42,10 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ProtocolError(NOT_AN_OBJECT) from None
     if not isinstance(body, dict):
         raise ProtocolError(NOT_AN_OBJECT)
+    unknown = sorted(set(body) - set(takes))
+    if unknown:
+        names = ", ".join(repr(printable(k)[:40]) for k in unknown)
+        raise ProtocolError(f"the body takes no {names} key: it takes {', '.join(takes)}")
     return body
 
 

@@ -213,7 +213,9 @@ async def _report_body(request: web.Request) -> dict[str, Any]:
     limit, and what it is for)."""
     # A report carries a whole file (up to 4 MiB): more than the app's 1 MiB body limit.
     try:
-        return await json_object(request.clone(client_max_size=MAX_REPORT_BODY))
+        return await json_object(
+            request.clone(client_max_size=MAX_REPORT_BODY), ("path", "text", "device")
+        )
     except web.HTTPRequestEntityTooLarge:
         raise web.HTTPRequestEntityTooLarge(
             MAX_REPORT_BODY,
@@ -269,7 +271,7 @@ async def create_conflict(request: web.Request) -> web.Response:
 async def resolve_conflict(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    body = await json_object(request)
+    body = await json_object(request, ("resolution",))
     resolution = body.get("resolution", "")
     if not isinstance(resolution, str):
         raise ProtocolError('"resolution" must be a string')

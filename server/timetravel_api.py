@@ -163,7 +163,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 async def revert(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     principal = await require(request, tenant, project, "write")
-    body = await json_object(request)
+    body = await json_object(request, ("to", "path", "device"))
     to, path, device = body.get("to"), body.get("path"), body.get("device", "api")
     if not isinstance(to, str):
         raise ProtocolError('the body needs "to": a versionstamp, an ISO-8601 time or head')

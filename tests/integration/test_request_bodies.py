@@ -6,10 +6,13 @@ Found in an audit: a body nested 100,000 deep (``[[[[...``) raised ``RecursionEr
 charset Python does not know raised ``LookupError``, and a lone surrogate in a string
 (``"\\ud800"``: valid JSON, no valid UTF-8) failed as the record was stored
 (``UnicodeEncodeError``): each a 500 and a traceback. A report's ``device`` was not held
-to the device-name rule that revert's ``device`` and ``?device=`` are."""
+to the device-name rule that revert's ``device`` and ``?device=`` are. A key a body does not
+take was ignored: a mistyped ``"pth"`` made a revert of one document a revert of the
+whole project."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -140,3 +143,44 @@ async def test_a_reports_device_follows_the_device_name_rule(
         assert status == 201, reply
         assert reply["conflict"]["ours"]["clients"] == ([good] if good else [])
     assert errors(server) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "key"),
+    [
+        ("revert", {"to": "TARGET", "pth": "a.md"}, "pth"),  # was a whole-project revert
+        ("resolve", {"note": "kept mine"}, "note"),  # was resolved with no note, for good
+        ("conflicts", {"path": "a.md", "text": "mine too", "devcie": "laptop"}, "devcie"),
+    ],
+)
+async def test_a_key_a_body_does_not_take_is_a_400_naming_it(
+    server: ServerProcess, http: aiohttp.ClientSession, route: str, body: dict[str, str], key: str
+) -> None:
+    project = f"p{uuid.uuid4().hex[:8]}"
+    cid = await a_conflict(server, http, project)
+    api = f"{server.url}/api/v1/acme/{project}"
+    _, history = await call_api(http, "GET", f"{api}/history/a.md", token=token_for())
+    target = history["versions"][0]["versionstamp"]  # before b.md: reverting to it deletes b.md
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/{project}/b.md", token=token_for())
+    await peer.append("b")
+    await peer.close()
+    b_md, tok = f"{api}/history/b.md", token_for()
+    await until_ok(http, b_md)
+    before = await state(http, server, project), await call_api(http, "GET", b_md, token=tok)
+    path = f"conflicts/{cid}/resolve" if route == "resolve" else route
+    sent = {k: target if v == "TARGET" else v for k, v in body.items()}
+    status, reply = await call_api(http, "POST", f"{api}/{path}", token=token_for(), body=sent)
+    assert (status, reply["error"]["code"]) == (400, "bad_request"), reply
+    assert f"the body takes no {key!r} key: it takes " in reply["error"]["message"], reply
+    after = await state(http, server, project), await call_api(http, "GET", b_md, token=tok)
+    assert after == before
+    assert errors(server) == []
+
+
+async def until_ok(http: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(200):
+        status, _ = await call_api(http, "GET", url, token=token_for())
+        if status == 200:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never answered 200")
