@@ -22,7 +22,8 @@ is refused) or ``head``. ``?limit=`` is a whole number from 1 to 10000.
   editors.
 
 The text at a version is ``GET docs/{path}?at=`` (:mod:`server.api`). Read scope for
-reads, write scope for revert; errors are the JSON errors of :mod:`server.api`.
+reads, write scope for revert; errors are the JSON errors of :mod:`server.api`. A query
+parameter a route does not take (or one given twice) is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from crdt.errors import ProtocolError
 from crdt.history import Append, Appended
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.kv.base import ReadTransaction, read_counter
-from server.api import _names, error_response, refuse_repeated_params, response_format
+from server.api import _names, error_response, refuse_unknown_params, response_format
 from server.appkeys import HISTORY, QUOTAS, SETTINGS, WRITER
 from server.auth import require
 from server.bodies import json_object
@@ -50,6 +51,13 @@ from server.writer import WriterClosed
 
 log = logging.getLogger("weft.timetravel")
 _TAR_BLOCK = 512
+
+
+def takes(request: web.Request, what: str, *names: str) -> None:
+    """A 400 naming a query parameter ``what`` does not take (a mistyped ``?version=``
+    on a blame answered head, as if nothing had been asked) or one given twice."""
+    hint = f"it takes {', '.join(names)} and token"
+    refuse_unknown_params(request, (*names, "token"), what, hint)
 
 
 def _version(request: web.Request, name: str, default: str | None = None) -> tt.Version:
@@ -62,7 +70,7 @@ def _version(request: web.Request, name: str, default: str | None = None) -> tt.
 async def history(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    refuse_repeated_params(request, "the history")
+    takes(request, "the history", "limit", "since", "until")
     raw_limit = request.query.get("limit", "50")
     # ASCII digits only ("²".isdigit() holds, and int() refuses it), and few of them
     digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 9
@@ -82,7 +90,7 @@ async def history(request: web.Request) -> web.Response:
 async def diff(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    refuse_repeated_params(request, "a diff")
+    takes(request, "a diff", "from", "to", "format")
     fmt = response_format(request)
     old, new = _version(request, "from"), _version(request, "to", tt.HEAD)
     store = request.app[HISTORY]
@@ -100,7 +108,7 @@ async def diff(request: web.Request) -> web.Response:
 async def blame(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    refuse_repeated_params(request, "a blame")
+    takes(request, "a blame", "at")
     version = _version(request, "at", tt.HEAD)
     ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
     result = await tt.blame(request.app[HISTORY], ref, version)
@@ -121,7 +129,7 @@ def tar_member(name: str, data: bytes, mtime: float) -> bytes:
 async def export(request: web.Request) -> web.StreamResponse:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
-    refuse_repeated_params(request, "an export")
+    takes(request, "an export", "at")
     version = _version(request, "at", tt.HEAD)
     store = request.app[HISTORY]
     cut = await tt.cut_at(store, tenant, project, version)  # bad input fails before streaming

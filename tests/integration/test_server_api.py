@@ -233,3 +233,33 @@ async def test_a_query_parameter_given_twice_is_refused(
     assert body["error"]["code"] == "bad_request", body
     message = body["error"]["message"]
     assert f"given more than once: {repeated!r}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("route", "query", "unknown", "takes"),
+    [
+        ("history/a.txt", "limt=1", "limt", "limit, since, until and token"),
+        ("diff/a.txt", "from=head&at=head", "at", "from, to, format and token"),
+        ("blame/a.txt", "version=0", "version", "at and token"),
+        ("blame/a.txt", "At=head", "At", "at and token"),
+        ("export", "to=head", "to", "at and token"),
+    ],
+)
+async def test_a_query_parameter_a_time_travel_route_does_not_take_is_refused(
+    route: str,
+    query: str,
+    unknown: str,
+    takes: str,
+    server: ServerProcess,
+    http: aiohttp.ClientSession,
+) -> None:
+    """`blame/a.txt?version=0` answered the blame at head, as if nothing had been asked,
+    as the document routes refuse such a parameter."""
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/unknown/a.txt", weft=True)
+    await peer.append("x")
+    await peer.until(lambda: len(peer.acks) == 1)
+    await peer.close()
+    async with http.get(f"{server.url}/api/v1/acme/unknown/{route}?{query}") as response:
+        body = await response.json()
+    assert (response.status, body["error"]["code"]) == (400, "bad_request"), body
+    assert f"takes no {unknown!r} parameter: it takes {takes}" in body["error"]["message"]
