@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from crdt.errors import WeftError
+from crdt.errors import StoreError, WeftError
 from crdt.logsafe import printable
 
 STATUSES = ("open", "resolved")
+TIMEOUT = 30.0
+"""Seconds a request to the server may take, answer included (exit 1 after)."""
 
 
 class CliError(Exception):
@@ -90,13 +92,18 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "resolve":  # the first resolution stays: say so, change nothing
             result = asyncio.run(work(args, "show"))
             args.already = result["status"] == "resolved"
-            if not args.already:
+            # Through a server, asked all the same: a token that may not resolve is
+            # refused (exit 1) whether or not someone else resolved the record first.
+            if not args.already or args.server:
                 result = asyncio.run(work(args, "resolve"))
         else:
             result = asyncio.run(work(args, args.action))
     except CliError as exc:
         print(f"weft conflicts: {exc}", file=sys.stderr)
         return exc.code
+    except (StoreError, OSError) as exc:  # the store failed (or could not be opened)
+        print(f"weft conflicts: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
     except WeftError as exc:
         print(f"weft conflicts: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +155,7 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
         method, body = "POST", {"resolution": args.note}
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http,
             http.request(method, url, params=params, json=body, headers=headers) as response,
         ):
             try:
@@ -172,6 +179,8 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
         raise CliError(unreachable(args.server, exc), 1) from None
     except aiohttp.ClientError as exc:
         raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
+    except TimeoutError:  # a server that took the connection and never answered
+        raise CliError(f"{args.server} did not answer within {TIMEOUT:g} s", 1) from None
     return data["conflicts"] if action == "list" else data["conflict"]
 
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client import conflicts_cli
+from client.cli import main
 from client.folder import MAX_FILE_BYTES
 from crdt.codec import Base, SyncUpdate
 from crdt.versionstamp import ZERO, Versionstamp
@@ -462,8 +465,7 @@ async def test_cli_refuses_user_through_the_server(
     r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote, "--user", "mallory")
     assert r.returncode == 2 and r.stdout == "", r
     assert r.stderr == (
-        "weft conflicts: --user is for --store: through a server, the token names who "
-        "resolved it\n"
+        "weft conflicts: --user is for --store: through a server, the token names who resolved it\n"
     )
     assert await status_of(server, http, "byuser") == ["open"]
     r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote)
@@ -487,6 +489,47 @@ async def test_cli_refuses_an_argument_that_is_not_utf8_and_writes_nothing(
     assert r.returncode == 2 and "Traceback" not in r.stderr, r
     assert "error: argument --tenant: b'acme\\xff' is not valid UTF-8\n" in r.stderr, r
     assert await status_of(server, http, "notutf8") == ["open"]
+
+
+async def test_cli_a_read_token_cannot_resolve_a_record_resolved_already(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``resolve`` read the record first and, finding it resolved, said "already
+    resolved" and exited 0 without asking the server: a read-only token seemed to
+    resolve. It is refused (exit 1) as on an open record; the first resolution stays."""
+    cid = await reported(server, http, "readonly")
+    status, _ = await api(
+        http, "POST", f"{server.url}/api/v1/acme/readonly/conflicts/{cid}/resolve"
+    )
+    assert status == 200
+    remote = ["--server", server.url, "--tenant", "acme", "--project", "readonly"]
+    reader = {"WEFT_TOKEN": token_for(user="reader", scope="read")}
+    r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote, env=reader)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr == "weft conflicts: token scope 'read' does not allow write\n"
+    r = await asyncio.to_thread(weft, "conflicts", "resolve", cid, "--note", "late", *remote)
+    assert r.returncode == 0 and "already resolved by ada at " in r.stdout, r
+    r = await asyncio.to_thread(weft, "conflicts", "show", cid, "--json", *remote)
+    assert (json.loads(r.stdout)["resolved_by"], json.loads(r.stdout)["resolution"]) == ("ada", "")
+
+
+def test_cli_a_failing_store_or_a_server_that_never_answers_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store that cannot be opened exited 2, as bad input (the time-travel commands
+    exit 1); a server that took the connection and never answered was a TimeoutError
+    traceback after 30 s."""
+    broken = tmp_path / "weft.db"
+    broken.write_bytes(b"not a database, " * 512)
+    where = ["--tenant", "acme", "--project", "p"]
+    r = weft("conflicts", "list", "--store", f"sqlite:///{broken}", *where)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r
+    assert r.stderr.startswith("weft conflicts: cannot open SQLite store"), r
+    monkeypatch.setattr(conflicts_cli, "TIMEOUT", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        assert main(["conflicts", "list", "--server", url, *where]) == 1
+    assert capsys.readouterr().err == f"weft conflicts: {url} did not answer within 0.3 s\n"
 
 
 async def test_cli_escapes_names_paths_and_notes_but_not_json(
