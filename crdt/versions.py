@@ -81,12 +81,12 @@ def parse_version(text: str, *, now_ms: int | None = None) -> Version:
         return HEAD_VERSION
     if len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value):
         return Version(stamp=Versionstamp.from_hex(value), label=value.lower())
-    try:  # RFC 3339 allows a lowercase "z" (and "t"); fromisoformat takes only "Z"
-        when = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
-    except ValueError:
+    try:
+        when = _iso_time(value)
+    except ValueError as exc:
         raise BadVersion(
-            f"not a version: {text!r} (use a versionstamp of 24 hex digits, an ISO-8601 "
-            f"time such as 2024-05-01T12:00:00Z, or 'head'){_plus_hint(value)}"
+            f"not a version: {text!r} ({_why(exc)}use a versionstamp of 24 hex digits, an "
+            f"ISO-8601 time such as 2024-05-01T12:00:00Z, or 'head'){_plus_hint(value)}"
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -97,6 +97,29 @@ def parse_version(text: str, *, now_ms: int | None = None) -> Version:
     if ms < 0:
         raise BadVersion(f"{text!r} is before 1970")
     return Version(ms=ms, label=value)
+
+
+_LEAP_SECOND = re.compile(r"([Tt ]\d{2}:\d{2}):60([.,]\d+)?")
+
+
+def _iso_time(value: str) -> datetime:
+    """An ISO-8601 time as RFC 3339 allows it: a lowercase "z" (and "t"), which
+    ``fromisoformat`` refuses, and a leap second (``23:59:60``), which ``datetime``
+    cannot hold: it is read as ``23:59:59.999`` (Unix time, the log's clock, has no
+    leap seconds)."""
+    value = value[:-1] + "Z" if value.endswith("z") else value
+    return datetime.fromisoformat(_LEAP_SECOND.sub(r"\1:59.999", value, count=1))
+
+
+def _why(exc: ValueError) -> str:
+    """What ``fromisoformat`` found wrong with a time (``day is out of range for
+    month``), when it is more than "not ISO-8601"."""
+    why = str(exc)
+    if why.startswith("Invalid isoformat string"):
+        return ""
+    if "offset" in why:
+        return "a UTC offset must be under 24 hours; "
+    return f"{why}; "
 
 
 _LOST_PLUS = re.compile(r"[T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)? \d{2}(:?\d{2})?$")

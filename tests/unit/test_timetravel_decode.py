@@ -84,6 +84,34 @@ def test_malformed_versions_are_refused(text: str, message: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
+    ["2016-12-31T23:59:60Z", "2016-12-31t23:59:60.25z", "2017-01-01T00:59:60+01:00",
+     "2016-12-31 23:59:60"],
+)  # fmt: skip
+def test_a_leap_second_is_read_as_the_last_millisecond_of_its_minute(text: str) -> None:
+    """RFC 3339 allows second 60 for a leap second; it was "not a version". Unix time
+    (the log's clock) has none: it means the last millisecond of the minute."""
+    v = tt.parse_version(text, now_ms=NOW)
+    assert tt.iso_time(v.ms or 0) == "2016-12-31T23:59:59.999+00:00"
+    assert str(v) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("2023-02-29T12:00:00Z", "day is out of range for month"),
+        ("2025-13-01", "month must be in 1..12"),
+        ("2025-06-15T24:30:00Z", "hour must be in 0..23"),
+        ("2025-06-15T12:00:00+25:00", "a UTC offset must be under 24 hours"),
+    ],
+)
+def test_an_impossible_date_or_time_says_what_is_wrong(text: str, why: str) -> None:
+    with pytest.raises(tt.BadVersion) as caught:
+        tt.parse_version(text, now_ms=NOW)
+    assert str(caught.value).startswith(f"not a version: {text!r} ({why}; use a versionstamp")
+
+
+@pytest.mark.parametrize(
+    "text",
     ["2025-06-15T10:00:00 01:00", "2025-06-15T10:00 0100", "2025-06-15 10:00:00.250 05:30"],
 )
 def test_a_utc_offset_whose_plus_became_a_space_gets_a_hint(text: str) -> None:
