@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # imported where a command runs (see client.timetravel_cli)
     from crdt.history import History
 
 
+READ_TIMEOUT = 120.0
+"""Seconds the server may go without sending a byte before a command gives up (exit 1)."""
+
+
 def where(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """``--server`` or ``--store``, else WEFT_SERVER or WEFT_STORE; BadInput if none or
     both (``weft conflicts`` shares it)."""
@@ -61,7 +65,7 @@ async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
             url = ServerURL.parse(server)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=120)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             yield ApiBackend(http, url, tenant, project, args.token)
     else:

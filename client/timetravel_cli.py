@@ -175,6 +175,9 @@ def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
             return 1
         except BrokenPipeError:
             raise  # the reader went away (`| head`): main() ends quietly
+        except aiohttp.ServerTimeoutError as exc:  # it printed "weft show: TimeoutError"
+            err.print(f"{name}: {_timed_out(args, exc)}", markup=False)
+            return 1
         except PermissionDenied as exc:
             from client.remote import NO_TOKEN
 
@@ -185,6 +188,19 @@ def _handler(run: Run) -> Callable[[argparse.Namespace], int]:
             return 1
 
     return handle
+
+
+def _timed_out(args: argparse.Namespace, exc: BaseException) -> str:
+    """What a command says when the server did not answer in time."""
+    import aiohttp
+
+    from client.remote import unreachable
+    from client.timetravel_backends import READ_TIMEOUT
+
+    server = args.server or os.environ.get("WEFT_SERVER", "")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return unreachable(server, exc)
+    return f"the server at {server} sent nothing for {READ_TIMEOUT:g} s"
 
 
 async def _with_backend(args: argparse.Namespace, run: Run, err: Console) -> int:

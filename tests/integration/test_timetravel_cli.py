@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,8 @@ import pytest
 from blake3 import blake3
 from pycrdt import Map
 
-from client import timetravel_commands
+from client import timetravel_backends, timetravel_commands
+from client.cli import main
 from client.testing import weft_here
 from crdt import timetravel as tt
 from crdt.codec import SyncUpdate
@@ -606,3 +608,16 @@ async def test_a_path_typed_with_a_leading_dot_slash_is_the_document(
         assert r.returncode == 0 and r.stdout, (command, r)
     r = await weft_here("show", "notes/./a.md", *via_server(server, "dotted"))
     assert r.returncode == 2 and "'.' or '..' segment" in r.stderr, r
+
+
+def test_a_server_that_goes_quiet_is_a_failure_that_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that took the request and never answered: "weft show: Timeout on
+    reading data from socket" after two minutes, not naming the server."""
+    monkeypatch.setattr(timetravel_backends, "READ_TIMEOUT", 0.3)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        where = ["--server", url, "--tenant", "acme", "--project", "p"]
+        assert main(["show", "a.md", *where]) == 1
+    assert capsys.readouterr().err == f"weft show: the server at {url} sent nothing for 0.3 s\n"
