@@ -124,7 +124,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--at", required=True, help=version)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write")
-    p.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty DIR (its files the version lacks are left, and named)",
+    )
     p.set_defaults(handler=_handler(run_restore))
 
     p = sub.add_parser(

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from client.timetravel_errors import BadInput, Failed
 from client.timetravel_files import Folder
-from crdt.keys import normalise_path, restore_refusal
+from crdt.keys import never_synced, normalise_path, restore_refusal
 from crdt.logsafe import printable
 
 if TYPE_CHECKING:  # imported where a command runs (see client.timetravel_cli)
@@ -173,7 +175,8 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     out: Path = args.out.expanduser()
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
+    held = out.is_dir() and any(out.iterdir())  # files the version may not have
+    if held and not args.force:
         raise BadInput(f"--out {out} is not empty (use --force to write into it)")
     at = tt.parse_version(args.at)
     columns = (
@@ -212,8 +215,11 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     if listed != written:
         raise Failed("the files written do not match the manifest: the output is incomplete")
     summary = {"out": str(out), "versionstamp": manifest["versionstamp"], "files": len(written)}
+    ours = {*written, *not_written, *skipped, tt.MANIFEST_NAME}
+    left = _left_over(out, ours) if held else []
     if args.json:
-        extra = {"not_written": not_written, "skipped": skipped, "manifest": manifest}
+        extra = {"not_written": not_written, "skipped": skipped, "left": left}
+        extra["manifest"] = manifest
         print(json.dumps({**summary, **extra}, indent=2))
     else:
         err.print(
@@ -225,7 +231,30 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
         )
         for why in not_written.values():
             err.print(f"  {why}", markup=False)
+    if left:
+        names = ", ".join(printable(name) for name in left[:LEFT_NAMED])
+        more = f" and {len(left) - LEFT_NAMED} more" if len(left) > LEFT_NAMED else ""
+        err.print(
+            f"warning: {len(left)} file(s) in {out} are not in this version and were left "
+            f"as they were: {names}{more}",
+            markup=False,
+        )
     return 1 if not_written else 0
+
+
+LEFT_NAMED = 10  # files left over that a restore names (``--json`` lists them all)
+
+
+def _left_over(root: Path, ours: set[str]) -> list[str]:
+    """The files under ``root`` a restore did not write (nor name): ones that were there
+    before and are not in the version (``--force``), in path order. ``.git`` and
+    ``.weft`` folders are not looked into: no document is ever written there."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if never_synced(d) is None]
+        rel = Path(folder).relative_to(root)
+        found += [(rel / name).as_posix() for name in names]
+    return sorted(name for name in found if unicodedata.normalize("NFC", name) not in ours)
 
 
 async def run_revert(args: argparse.Namespace, backend: Backend, err: Console) -> int:

@@ -189,6 +189,17 @@ async def test_restore_writes_the_cut_with_a_manifest(
         assert r.returncode == 0, r.stderr
         assert (out / "a.txt").read_text() == "later A\n"
         assert json.loads((out / ".weft-manifest.json").read_text())["at"] == "head"
+        # sub/b.md is deleted at head: the file stays, and it is said (it was not)
+        assert (out / "sub" / "b.md").exists()
+        assert r.stderr.endswith(
+            f"warning: 1 file(s) in {out} are not in this version and were left as they "
+            "were: sub/b.md\n"
+        ), r.stderr
+        (out / ".git").mkdir()
+        (out / ".git" / "config").write_text("not looked into")
+        args = ("restore", "--at", "head", "--out", str(out), "--force", "--json", *where)
+        r = await weft_here(*args)
+        assert r.returncode == 0 and json.loads(r.stdout)["left"] == ["sub/b.md"], r
     await a.close()
     await b.close()
 
