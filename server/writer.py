@@ -107,7 +107,7 @@ class Writer:
         history: History,
         metrics: Metrics | None = None,
         *,
-        max_updates: int = 1000,
+        max_updates: int = 4000,
         max_bytes: int = 4 << 20,
     ) -> None:
         self.history = history
