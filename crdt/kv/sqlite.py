@@ -40,6 +40,12 @@
   limit, the writer thread checkpoints it itself right after a commit, at most once a
   second (nothing can commit meanwhile, so that checkpoint finishes), the next commit
   starts it over, and SQLite truncates it back to the limit (``journal_size_limit``).
+- The database file and its WAL must stay the files it opened: one deleted, or replaced
+  by another (a restore copied over it, a rename), while the engine is open takes every
+  later commit to a file no longer at its path, which a restart would not find. The
+  writer looks (``file_check_every``, 0.1 s at most between two looks, right after a
+  commit and before it is reported); once they are not, it fails that batch and every
+  later transaction (:class:`FilesMoved`) instead of reporting commits that are lost.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import queue
 import sqlite3
 import threading
@@ -82,6 +89,7 @@ FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 WAL_SIZE_EVERY = 0.1  # seconds between two looks at the WAL file's size by the writer
+FILE_CHECK_EVERY = 0.1  # seconds between two looks at whether the files are still there
 COMMIT_SETTLE_SECONDS = 0.05  # the poller waits so long at most for a commit's record
 POLL_SLOWDOWN = 1.25  # the watch poller's interval grows so much per quiet poll
 WATCH_MEMORY = 5.0  # seconds a key's last offered value is remembered after its last watch
@@ -132,6 +140,17 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS engine (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
 """
+
+
+class FilesMoved(StoreError):
+    """The database file or its WAL was deleted or replaced while the engine was open:
+    it writes nothing more (a restart opens whatever is at the path now)."""
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """The file at ``path`` (device, inode): another one if it was replaced."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 class _Connection(sqlite3.Connection):
@@ -468,6 +487,7 @@ class SQLiteEngine:
         checkpoint_every: float = 1.0,
         wal_limit: int = 32 << 20,
         wal_limit_every: float = 1.0,
+        file_check_every: float = FILE_CHECK_EVERY,
     ) -> None:
         sync = synchronous.upper()
         if sync not in SYNCHRONOUS:
@@ -515,6 +535,11 @@ class SQLiteEngine:
         self._wal_checked = -math.inf
         self._wal_sized = -math.inf
         self._checkpointer: threading.Thread | None = None
+        # (device, inode) of the database file and its WAL as opened, and when the writer
+        # last looked whether they are still at their paths (see _check_files)
+        self._files: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self._file_check_every = file_check_every
+        self._files_checked = -math.inf
         self._committed = threading.Event()  # set after each commit, for the checkpointer
         self._closed = threading.Event()
         self._opened = False
@@ -559,6 +584,8 @@ class SQLiteEngine:
                     writer.execute(statement)
             self._check_format(writer)
             writer.execute("COMMIT")
+            # WAL mode made the WAL file on opening; the writer keeps both open from now on
+            self._files = (_identity(self.path), _identity(self._wal_path))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
         writer.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
@@ -661,6 +688,8 @@ class SQLiteEngine:
             while (batch := self._next_batch()) is not None:
                 self._commit_batch(batch)
                 batch = None  # the batch (and what its functions hold) is done with
+        except FilesMoved as exc:  # said in full by _check_files; the batch was failed
+            stopped, batch = exc, None
         except BaseException as exc:
             log.exception("the SQLite writer thread stopped")
             stopped = StoreError(f"{self.path}: the writer thread stopped ({exc!r})")
@@ -722,6 +751,8 @@ class SQLiteEngine:
                     self._writer_conn.execute("ROLLBACK")
                 self._fail(batch, StoreError(f"commit failed: {exc!r}"))
                 return
+        if written:
+            self._check_files(batch)
         counter = int.from_bytes(written[0]._tr_version[:8], "big") if written else 0
         try:
             hit = self._unknown_after(written, counter) if written else None
@@ -738,6 +769,39 @@ class SQLiteEngine:
                 self._distrust(counter)
         if written:
             self._bound_wal()
+
+    def _check_files(self, batch: list[_Request]) -> None:
+        """Right after a commit, before it is reported (at most every
+        ``file_check_every`` seconds): if the database file or its WAL is no longer the
+        one opened, fail ``batch`` and raise :class:`FilesMoved`, which stops the writer
+        (every later transaction fails with it). The commit went to the files this
+        process holds open, which a restart would not find."""
+        now = time.monotonic()
+        if self._files is None or now - self._files_checked < self._file_check_every:
+            return
+        self._files_checked = now
+        try:
+            if (_identity(self.path), _identity(self._wal_path)) == self._files:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. the folder is unreadable now: not a sign of a move
+            log.debug("%s: could not look at the store's files: %s", self.path, exc)
+            return
+        log.error(
+            "%s: the database file or its WAL was deleted or replaced while the store was "
+            "open: this process's commits went to files no longer at that path. Nothing "
+            "more is written; restart weft once the right file is back (while this "
+            "process runs, the files it has open are under /proc/%d/fd)",
+            self.path,
+            os.getpid(),
+        )
+        error = FilesMoved(
+            "the store's database file was deleted or replaced while open: nothing more "
+            "is stored until the server is restarted"
+        )
+        self._fail(batch, error)
+        raise error
 
     def _bound_wal(self) -> None:
         """Checkpoint here, between two commits, if the WAL grew past ``wal_limit``

@@ -704,3 +704,39 @@ async def test_the_writer_checkpoints_the_wal_at_most_so_often(tmp_path: Path) -
         for i in range(50):
             await engine.transact(setter(keys.pack(("k", i)), b"v" * 500))
         assert engine.writer_checkpoints == 1
+
+
+# --- the files under the engine ---------------------------------------------------------
+
+
+def _delete(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink()
+
+
+def _replace(path: Path) -> None:
+    other = path.with_name("other.db")
+    sqlite3.connect(other).close()
+    other.replace(path)
+
+
+def _delete_wal(path: Path) -> None:
+    path.with_name(path.name + "-wal").unlink()
+
+
+@pytest.mark.parametrize("move", [_delete, _replace, _delete_wal])
+async def test_a_store_file_deleted_or_replaced_while_open_stops_every_commit(
+    tmp_path: Path, move: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A commit that went to a file no longer at the store's path is not reported as
+    committed (a restart would not find it), and nothing more is written."""
+    path = tmp_path / "kv.db"
+    async with SQLiteEngine(path, file_check_every=0) as kv:
+        await kv.transact(lambda tr: tr.set(b"before", b"1"))
+        move(path)
+        with pytest.raises(StoreError, match="deleted or replaced while open"):
+            await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"lost", b"2")), WAIT)
+        with pytest.raises(StoreError, match="deleted or replaced while open"):
+            await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"later", b"3")), WAIT)
+    assert "was deleted or replaced while the store was open" in caplog.text
+    assert "Traceback" not in caplog.text
