@@ -735,10 +735,12 @@ class SQLiteEngine:
             try:
                 outcomes, written = self._run_batch(batch)
                 break
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:  # the database's failure (full, locked, corrupt)
                 with contextlib.suppress(sqlite3.Error):
                     self._writer_conn.execute("ROLLBACK")
-                busy = "locked" in str(exc) or "busy" in str(exc)
+                busy = isinstance(exc, sqlite3.OperationalError) and (
+                    "locked" in str(exc) or "busy" in str(exc)
+                )
                 if busy and time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.1)
@@ -849,6 +851,12 @@ class SQLiteEngine:
                 result = request.fn(tr)
             except sqlite3.OperationalError:
                 raise
+            except sqlite3.Error as exc:  # e.g. a corrupt page it read: the store's error
+                if tr.savepoint:
+                    conn.execute("ROLLBACK TO tr")
+                    conn.execute("RELEASE tr")
+                outcomes.append(_store_error(exc))
+                continue
             except Exception as exc:
                 if tr.savepoint:
                     conn.execute("ROLLBACK TO tr")
@@ -1191,6 +1199,13 @@ class SQLiteEngine:
             own = sum(1 for n in self._own_commits if counter < n <= latest)
             self._own_commits = {n for n in self._own_commits if n > latest}
         return latest > counter and own == latest - counter
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    """``exc`` as the :class:`StoreError` callers of every engine expect."""
+    error = StoreError(f"transaction failed: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _written_values(written: list[_Writer], keys: set[bytes]) -> dict[bytes, bytes]:

@@ -740,3 +740,30 @@ async def test_a_store_file_deleted_or_replaced_while_open_stops_every_commit(
             await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"later", b"3")), WAIT)
     assert "was deleted or replaced while the store was open" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_a_corrupt_database_fails_transactions_with_store_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Damaged pages (sqlite3.DatabaseError, not an OperationalError) fail a transaction
+    with StoreError, as every engine's callers expect, whether the function read them
+    or the commit wrote them; the store's failure is not logged as the writer's bug."""
+    path = tmp_path / "kv.db"
+
+    def fill(tr: Transaction, value: bytes = b"v") -> None:
+        for i in range(2000):
+            tr.set(b"k%06d" % i, value * 400)
+
+    async with SQLiteEngine(path) as kv:
+        await kv.transact(fill)
+    pages = path.stat().st_size // 4096
+    with path.open("r+b") as file:
+        file.seek(4096 * (pages // 2))
+        file.write(b"\x55" * 4096 * 3)
+    async with SQLiteEngine(path) as kv:
+        with pytest.raises(StoreError, match="malformed"):
+            await kv.transact(lambda tr: tr.get_range(b"", b"\xff"))
+        with pytest.raises(StoreError, match="malformed"):
+            await kv.transact(lambda tr: fill(tr, b"w"))
+        await kv.transact(lambda tr: tr.set(b"a", b"1"))  # pages it does not meet still work
+    assert "Traceback" not in caplog.text
