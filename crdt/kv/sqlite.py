@@ -525,6 +525,7 @@ class SQLiteEngine:
         self._checkpoint_every = checkpoint_every
         self._commits = 0  # since the last checkpoint (the writer counts, it resets)
         self.checkpoints = 0  # run by the background checkpointer so far
+        self._checkpoint_failing: str | None = None  # the error of its last one, if it failed
         self._wal_limit = wal_limit
         self._wal_path = self.path.with_name(self.path.name + "-wal")
         self.writer_checkpoints = 0  # run by the writer thread, the WAL being over wal_limit
@@ -895,6 +896,27 @@ class SQLiteEngine:
 
     # --- checkpoints -----------------------------------------------------------------
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """One PASSIVE checkpoint. One that fails (a full disk: the database file cannot
+        grow) is tried again after the next commits; the first failure and the recovery
+        are said. It used to end the checkpointer for good: from then on the WAL grew to
+        ``wal_limit`` and commits paid for the writer's checkpoints until a restart."""
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            if self._checkpoint_failing is None:
+                log.warning("%s: background checkpoint failed: %s", self.path, exc)
+            self._checkpoint_failing = str(exc)
+            return
+        self.checkpoints += 1
+        if self._checkpoint_failing is not None:
+            log.warning(
+                "%s: background checkpoints work again (they failed: %s)",
+                self.path,
+                self._checkpoint_failing,
+            )
+            self._checkpoint_failing = None
+
     def _checkpoint_loop(self) -> None:
         """Checkpoint (PASSIVE) once commits have paused for ``checkpoint_delay``, or,
         while they keep coming, after ``checkpoint_commits`` commits or
@@ -922,11 +944,10 @@ class SQLiteEngine:
                     continue  # still busy and the WAL still short: wait for a pause
                 self._commits = 0
                 last = time.monotonic()
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.checkpoints += 1
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # commits still work; the WAL just grows until close
-            log.warning("%s: background checkpoint failed: %s", self.path, exc)
+                self._checkpoint(conn)
+            self._checkpoint(conn)
+        except sqlite3.Error as exc:  # its connection: commits still work, the WAL grows
+            log.warning("%s: background checkpoints stopped: %s", self.path, exc)
         finally:
             if conn is not None:
                 conn.close()

@@ -742,6 +742,39 @@ async def test_a_store_file_deleted_or_replaced_while_open_stops_every_commit(
     assert "Traceback" not in caplog.text
 
 
+async def test_a_failed_background_checkpoint_is_tried_again_after_the_next_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint that fails (a full disk: the database file cannot grow) does not end
+    the checkpointer: the next commits are checkpointed once the disk has room."""
+    failures = [sqlite3.OperationalError("database or disk is full")]
+    execute = sqlite_module._Connection.execute
+
+    def full_once(
+        conn: sqlite_module._Connection, sql: str, parameters: Any = ()
+    ) -> sqlite3.Cursor:
+        checkpointer = threading.current_thread().name == "weft-checkpoint"
+        if checkpointer and failures and sql.startswith("PRAGMA wal_checkpoint"):
+            raise failures.pop()
+        return execute(conn, sql, parameters)
+
+    async def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT
+        while not done():
+            assert time.monotonic() < deadline, "not in time"
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(sqlite_module._Connection, "execute", full_once)
+    async with SQLiteEngine(tmp_path / "kv.db", checkpoint_delay=0.01) as kv:
+        await kv.transact(lambda tr: tr.set(b"a", b"1"))
+        await until(lambda: not failures)
+        await kv.transact(lambda tr: tr.set(b"b", b"2"))
+        await until(lambda: kv.checkpoints == 1)
+        assert kv._checkpointer is not None and kv._checkpointer.is_alive()
+    assert "background checkpoint failed: database or disk is full" in caplog.text
+    assert "background checkpoints work again" in caplog.text
+
+
 async def test_a_corrupt_database_fails_transactions_with_store_errors(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
