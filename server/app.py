@@ -135,13 +135,19 @@ async def drain(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 ``ok``; 503 ``draining``, or ``store_failing`` (with the store's error) while
+    the last commit of updates failed, until one succeeds."""
     draining = request.app[CONNECTIONS].draining
-    body = {
-        "status": "draining" if draining else "ok",
+    failing = request.app[WRITER].failing
+    status = "draining" if draining else "ok" if failing is None else "store_failing"
+    body: dict[str, object] = {
+        "status": status,
         "instance": request.app[SETTINGS].instance,
         "auth": request.app[AUTH].enabled,
     }
-    return web.json_response(body, status=503 if draining else 200)
+    if failing is not None:
+        body["store"] = str(failing)
+    return web.json_response(body, status=200 if status == "ok" else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

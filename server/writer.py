@@ -41,6 +41,7 @@ from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
 from crdt.replaying import Logged, _latest_snapshot, known_records
 from crdt.versionstamp import Versionstamp
+from server.budget import LineBudget
 from server.logsafe import printable
 from server.metrics import Metrics
 
@@ -127,6 +128,10 @@ class Writer:
         self._batches_started = 0  # group commits begun, and finished (results noted)
         self._batches_done = 0
         self._batch_done = asyncio.Event()
+        # The store's error if the last group commit failed (None once one succeeds):
+        # /healthz says it. Said in the log at most a few times a minute, no traceback.
+        self.failing: StoreError | None = None
+        self._failures = LineBudget(burst=5, every=60.0)
         self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
         self.log_snapshots = 0  # snapshot checks that read the log (History.snapshot_if_due)
 
@@ -218,11 +223,14 @@ class Writer:
         try:
             results = await self.history.append([p.item for p in batch])
         except Exception as exc:  # a task boundary: fail the batch, keep the writer alive
-            log.error("group commit of %d updates failed", len(batch), exc_info=True)
             error = exc if isinstance(exc, WeftError) else StoreError(f"commit failed: {exc!r}")
+            self._failed(len(batch), exc)
             for p in batch:
                 p.settle(None, error)
             return
+        if self.failing is not None:
+            log.warning("the store commits again (it failed: %s)", self.failing)
+            self.failing = None
         done = time.monotonic()
         self.metrics.commit_batch_size.observe(len(batch))
         self.metrics.commit_latency.observe(done - batch[0].queued)
@@ -234,6 +242,21 @@ class Writer:
             self._note_for_snapshots(batch, results)
         except Exception:  # bookkeeping for snapshots must never stop the writer
             log.error("scheduling snapshots after a commit failed", exc_info=True)
+
+    def _failed(self, count: int, exc: Exception) -> None:
+        """Say a failed group commit: the store's own failure (disk full, locked, its
+        file gone) in one line, at most ``_failures`` allows (a full disk fails every
+        client's every try), and keep it for /healthz; anything else, a bug, with its
+        traceback."""
+        if not isinstance(exc, StoreError) or isinstance(exc, TransactionTooLarge):
+            log.error("group commit of %d updates failed", count, exc_info=True)
+            return
+        self.failing = exc
+        unsaid = self._failures.take()
+        if unsaid is None:
+            return
+        more = f" ({unsaid} more failed since the last one said)" if unsaid else ""
+        log.error("group commit of %d updates failed: %s%s", count, exc, more)
 
     def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:
         docs: dict[bytes, DocRef] = {}

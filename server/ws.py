@@ -143,25 +143,32 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 class _Said:
-    """Refusals said at WARNING, at most ``burst`` per reason in any ``every``-second
-    window, then at DEBUG, and the next WARNING says how many went unsaid (a client
-    retrying a refused connection made one WARNING line per try: 13,760 in a
-    walkthrough). /metrics counts every refusal."""
+    """Refusals (or closes) said at WARNING, at most ``burst`` per reason in any
+    ``every``-second window, then at DEBUG, and the next WARNING says how many went
+    unsaid (a client retrying a refused connection made one WARNING line per try: 13,760
+    in a walkthrough; a full disk closed every writer, each retrying). /metrics counts
+    every refusal."""
 
-    def __init__(self, burst: int = 20, every: float = 10.0) -> None:
+    def __init__(self, burst: int = 20, every: float = 10.0, what: str = "refusal(s)") -> None:
         self._budget = LineBudget(burst, every)
+        self._what = what
 
-    def say(self, label: str, message: str, *args: Any) -> None:
+    def say(
+        self, label: str, message: str, *args: Any, extra: dict[str, Any] | None = None
+    ) -> None:
+        fields = {**(extra or {}), "reason": label}
         unsaid = self._budget.take(label)
         if unsaid is None:
-            log.debug(message, *args, extra={"reason": label})
+            log.debug(message, *args, extra=fields)
             return
         if unsaid:
-            message += f" ({unsaid} more {label} refusal(s) before this one went unsaid)"
-        log.warning(message, *args, extra={"reason": label})
+            message += f" ({unsaid} more {label} {self._what} before this one went unsaid)"
+        log.warning(message, *args, extra=fields)
 
 
 _REFUSALS = _Said()
+# Closes of open connections, per close code: a store that fails closes every writer
+_CLOSES = _Said(what="close(s)")
 
 
 async def _check_new(app: web.Application, tenant: str, project: str, path: str) -> None:
@@ -478,7 +485,8 @@ class _Link:
                 assert self.room is not None
                 self.room.relay(self.conn.id, action.payload, action.entries, action.own)
             elif isinstance(action, Close):
-                log.warning(
+                _CLOSES.say(
+                    str(action.code),
                     "closing connection %d: %d %s",
                     self.conn.id,
                     action.code,
