@@ -64,6 +64,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 from crdt.errors import FormatError, StoreError, TransactionTooLarge
 from crdt.kv.base import (
@@ -560,9 +561,14 @@ class SQLiteEngine:
         await asyncio.to_thread(self._open_sync)
         self._opened = True
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        """A connection to the database file; only the writer's, at open, may make it:
+        the others (the watch poller starts one whenever watches resume) fail if it is
+        gone, rather than leave an empty database at its path."""
+        target = str(self.path) if create else f"file:{quote(str(self.path))}?mode=rw"
         conn = sqlite3.connect(
-            self.path,
+            target,
+            uri=not create,
             isolation_level=None,
             check_same_thread=False,
             timeout=self._busy_timeout,
@@ -575,7 +581,7 @@ class SQLiteEngine:
     def _open_sync(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = self._connect()
+            writer = self._connect(create=True)
             mode = writer.execute("PRAGMA journal_mode=WAL").fetchall()[0][0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: could not switch to WAL mode (got {mode})")

@@ -259,8 +259,8 @@ def _traced(
     seen: list[str] = []
     connect = kv._connect
 
-    def tracing_connect() -> sqlite3.Connection:
-        conn = connect()
+    def tracing_connect(create: bool = False) -> sqlite3.Connection:
+        conn = connect(create)
         conn.set_trace_callback(
             lambda sql: seen.append(sql) if wanted(sql, threading.current_thread().name) else None
         )
@@ -800,3 +800,26 @@ async def test_a_corrupt_database_fails_transactions_with_store_errors(
             await kv.transact(lambda tr: fill(tr, b"w"))
         await kv.transact(lambda tr: tr.set(b"a", b"1"))  # pages it does not meet still work
     assert "Traceback" not in caplog.text
+
+
+async def test_a_watch_after_the_store_file_was_deleted_leaves_no_empty_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch poller, started again once watches resume, opened the path with
+    SQLite's default of creating a missing file: an empty database was left where the
+    store had been, which a restart would open as a new, empty store."""
+    monkeypatch.setattr(sqlite_module, "WATCH_MEMORY", 0.0)
+    folder = tmp_path / "odd ?#% name"
+    path = folder / "kv.db"
+    async with SQLiteEngine(path, poll_interval=0.005) as kv:
+        await kv.transact(lambda tr: tr.set(b"k", b"1"))
+        await asyncio.wait_for(kv.watch(b"k", b"0"), WAIT)  # a poller on the odd path
+        poller = kv._poller
+        assert poller is not None
+        await asyncio.to_thread(poller.join, WAIT)  # it stops 1 s after the last watch
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink()
+        watching = asyncio.ensure_future(kv.watch(b"k", b"1"))
+        await asyncio.sleep(0.2)
+        watching.cancel()
+    assert sorted(folder.iterdir()) == []
