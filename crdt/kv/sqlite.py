@@ -591,9 +591,15 @@ class SQLiteEngine:
                     writer.execute(statement)
             self._check_format(writer)
             writer.execute("COMMIT")
-            # WAL mode made the WAL file on opening; the writer keeps both open from now on
+            # WAL mode made the WAL file on opening; the writer keeps both open from now on.
+            # SQLite names the WAL after the database file with its symlinks resolved (a
+            # store path that is a symlink has its WAL next to the file it points to).
+            real = writer.execute("PRAGMA database_list").fetchall()[0][2]
+            self._wal_path = Path(real + "-wal") if real else self._wal_path
             self._files = (_identity(self.path), _identity(self._wal_path))
-        except sqlite3.Error as exc:
+        except StoreError:  # (an OSError too) the WAL mode's or the format's: said already
+            raise
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
         writer.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         writer.execute(f"PRAGMA journal_size_limit={int(self._wal_limit)}")

@@ -823,3 +823,19 @@ async def test_a_watch_after_the_store_file_was_deleted_leaves_no_empty_database
         await asyncio.sleep(0.2)
         watching.cancel()
     assert sorted(folder.iterdir()) == []
+
+
+async def test_a_store_path_that_is_a_symlink_opens_and_its_files_are_checked(
+    tmp_path: Path,
+) -> None:
+    """SQLite keeps the WAL next to the file a symlinked path points to, not next to
+    the symlink: the engine looks for it there (it failed to open, FileNotFoundError)."""
+    (tmp_path / "real").mkdir()
+    path = tmp_path / "kv.db"
+    path.symlink_to(tmp_path / "real" / "kv.db")
+    async with SQLiteEngine(path, file_check_every=0) as kv:
+        await kv.transact(lambda tr: tr.set(b"before", b"1"))
+        assert kv._wal_path == (tmp_path / "real" / "kv.db-wal")
+        _delete_wal(tmp_path / "real" / "kv.db")
+        with pytest.raises(StoreError, match="deleted or replaced while open"):
+            await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"lost", b"2")), WAIT)
