@@ -565,7 +565,10 @@ class SQLiteEngine:
         """A connection to the database file; only the writer's, at open, may make it:
         the others (the watch poller starts one whenever watches resume) fail if it is
         gone, rather than leave an empty database at its path."""
-        target = str(self.path) if create else f"file:{quote(str(self.path))}?mode=rw"
+        # an absolute path after an empty authority ("file://" + "/x"): a path written with
+        # a leading "//" (sqlite://///x) would otherwise be read as the authority
+        root = "//" if self.path.is_absolute() else ""
+        target = str(self.path) if create else f"file:{root}{quote(str(self.path))}?mode=rw"
         conn = sqlite3.connect(
             target,
             uri=not create,

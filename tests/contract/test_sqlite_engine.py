@@ -839,3 +839,13 @@ async def test_a_store_path_that_is_a_symlink_opens_and_its_files_are_checked(
         _delete_wal(tmp_path / "real" / "kv.db")
         with pytest.raises(StoreError, match="deleted or replaced while open"):
             await asyncio.wait_for(kv.transact(lambda tr: tr.set(b"lost", b"2")), WAIT)
+
+
+async def test_a_store_path_written_with_a_leading_double_slash_opens(tmp_path: Path) -> None:
+    """sqlite://///x names the path //x, the same file as /x: the connections opened
+    with a URI (mode=rw) must not read its first component as a URI authority."""
+    path = Path("/" + str(tmp_path / "kv.db"))
+    assert str(path).startswith("//")
+    async with SQLiteEngine(path) as kv:
+        await kv.transact(lambda tr: tr.set(b"a", b"1"))
+        assert (await kv.read(lambda tr: tr.get(b"a"))) == b"1"
