@@ -43,6 +43,11 @@ class StoreError(WeftError, OSError):
     """The KV store failed or refused an operation."""
 
 
+class StoreStopped(StoreError):
+    """The store takes no more writes until the process restarts (its file was deleted
+    or replaced, say): unlike a full disk or a lock, it does not clear by itself."""
+
+
 class StoreConfigError(StoreError):
     """A store URL that is malformed, or names an engine this machine cannot run (fdb://
     without the FoundationDB client library): a configuration error, not a failure of

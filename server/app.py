@@ -136,9 +136,9 @@ async def drain(app: web.Application) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 ``ok``; 503 ``draining``, or ``store_failing`` (with the store's error) while
-    the last commit of updates failed, until one succeeds."""
+    the last commit of updates failed (see ``Writer.health``)."""
     draining = request.app[CONNECTIONS].draining
-    failing = request.app[WRITER].failing
+    failing = request.app[WRITER].health()
     status = "draining" if draining else "ok" if failing is None else "store_failing"
     body: dict[str, object] = {
         "status": status,

@@ -31,11 +31,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 
-from crdt.errors import StoreError, TransactionTooLarge, WeftError
+from crdt.errors import StoreError, StoreStopped, TransactionTooLarge, WeftError
 from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
 from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
@@ -48,6 +49,7 @@ from server.metrics import Metrics
 log = logging.getLogger("weft.store")
 MAX_TRACKED_DOCS = 100_000
 SNAPSHOT_CONCURRENCY = 2
+FAILING_FOR = 30.0  # seconds /healthz says a failed commit (see Writer.health)
 TAIL_BYTES = 32 << 20  # update bytes all tails may hold; over it they are dropped
 
 
@@ -128,9 +130,11 @@ class Writer:
         self._batches_started = 0  # group commits begun, and finished (results noted)
         self._batches_done = 0
         self._batch_done = asyncio.Event()
-        # The store's error if the last group commit failed (None once one succeeds):
-        # /healthz says it. Said in the log at most a few times a minute, no traceback.
+        # The store's error if the last group commit failed (None once one succeeds),
+        # and when: /healthz says it (see health). Said in the log at most a few times a
+        # minute, no traceback.
         self.failing: StoreError | None = None
+        self._failed_at = -math.inf
         self._failures = LineBudget(burst=5, every=60.0)
         self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
         self.log_snapshots = 0  # snapshot checks that read the log (History.snapshot_if_due)
@@ -243,6 +247,18 @@ class Writer:
         except Exception:  # bookkeeping for snapshots must never stop the writer
             log.error("scheduling snapshots after a commit failed", exc_info=True)
 
+    def health(self) -> StoreError | None:
+        """The store's error while it fails, for /healthz: that of the last group commit
+        if it failed less than ``FAILING_FOR`` seconds ago (or stopped the store for
+        good). Only commits of updates clear it, so on its own it would hold an instance
+        at 503 for ever once a load balancer stopped sending it clients; after
+        ``FAILING_FOR`` quiet seconds the instance says ``ok`` and takes clients again,
+        and their first failed commit says ``store_failing`` again."""
+        failing = self.failing
+        if failing is None or isinstance(failing, StoreStopped):
+            return failing
+        return failing if time.monotonic() - self._failed_at < FAILING_FOR else None
+
     def _failed(self, count: int, exc: Exception) -> None:
         """Say a failed group commit: the store's own failure (disk full, locked, its
         file gone) in one line, at most ``_failures`` allows (a full disk fails every
@@ -252,6 +268,7 @@ class Writer:
             log.error("group commit of %d updates failed", count, exc_info=True)
             return
         self.failing = exc
+        self._failed_at = time.monotonic()
         unsaid = self._failures.take()
         if unsaid is None:
             return

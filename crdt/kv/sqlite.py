@@ -43,9 +43,11 @@
 - The database file and its WAL must stay the files it opened: one deleted, or replaced
   by another (a restore copied over it, a rename), while the engine is open takes every
   later commit to a file no longer at its path, which a restart would not find. The
-  writer looks (``file_check_every``, 0.1 s at most between two looks, right after a
-  commit and before it is reported); once they are not, it fails that batch and every
-  later transaction (:class:`FilesMoved`) instead of reporting commits that are lost.
+  writer looks (device and inode) right after a commit and before it is reported, at
+  most once per ``file_check_every`` seconds (0.1 s; no look while no commits come);
+  once they are not, it fails that batch and every later transaction
+  (:class:`FilesMoved`) instead of reporting commits that are lost. A file copied into
+  (same inode) is not seen.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-from crdt.errors import FormatError, StoreError, TransactionTooLarge
+from crdt.errors import FormatError, StoreError, StoreStopped, TransactionTooLarge
 from crdt.kv.base import (
     MAX_KEY,
     MAX_STAMPED_KEY,
@@ -143,7 +145,7 @@ CREATE TABLE IF NOT EXISTS engine (name TEXT PRIMARY KEY NOT NULL, value INTEGER
 """
 
 
-class FilesMoved(StoreError):
+class FilesMoved(StoreStopped):
     """The database file or its WAL was deleted or replaced while the engine was open:
     it writes nothing more (a restart opens whatever is at the path now)."""
 

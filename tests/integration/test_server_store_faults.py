@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crdt.kv.sqlite import SQLiteEngine
+from crdt.kv.sqlite import FilesMoved, SQLiteEngine
+from server import writer as server_writer
 from server.app import create_app
-from server.appkeys import HISTORY
+from server.appkeys import HISTORY, WRITER
 from server.config import Settings
 from server.testing import ServerProcess, StartServer, YPeer, serve_in_process
 
@@ -93,3 +94,28 @@ async def test_healthz_says_a_failing_store_until_a_commit_succeeds(
         status, body = await health(http, server.url)
         assert (status, body["status"]) == (200, "ok")
         assert "store" not in body
+
+
+async def test_healthz_says_ok_again_after_a_quiet_while_unless_the_store_stopped(
+    tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure clears by itself (a lock released, space freed) while no client sends
+    anything (a load balancer took the instance out): /healthz must not hold it at 503
+    for ever. A store that stopped for good (its file deleted) stays at 503."""
+    monkeypatch.setattr(server_writer, "FAILING_FOR", 0.3)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/{PATH}", weft=True)
+        kv = app[HISTORY].kv
+        assert isinstance(kv, SQLiteEngine)
+        pages = kv._writer_conn.execute("PRAGMA page_count").fetchone()[0]
+        kv._writer_conn.execute(f"PRAGMA max_page_count={pages}")
+        await refused_with(peer, "x" * 20_000)
+        assert (await health(http, server.url))[0] == 503
+        await asyncio.sleep(0.4)
+        assert (await health(http, server.url))[0] == 200
+        app[WRITER]._failed(1, FilesMoved("the store's database file was deleted"))
+        await asyncio.sleep(0.4)
+        status, body = await health(http, server.url)
+        assert (status, body["status"]) == (503, "store_failing")
+        assert "deleted" in body["store"]
