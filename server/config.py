@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     snapshot_bytes: int = Field(default=4 << 20, gt=0)
 
     drain_seconds: float = Field(allow_inf_nan=False, default=10.0, ge=0)
+    # The longest a refused standard client's connection is held before its close frame
+    # (server.backoff: y-websocket reconnects 100 ms after every refusal); 0: no hold.
+    refusal_hold_seconds: float = Field(allow_inf_nan=False, default=10.0, ge=0, le=60)
     # An edit against a deletion: bring the document back (unset weft.deleted), or only
     # record the conflict (default). Off by default: a device's base can lag behind what
     # it has seen (it moves by probes), and a deletion judged on such a base against an

@@ -29,10 +29,12 @@ import logging
 import re
 import struct
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 from aiohttp import web
 
+from server.backoff import RefusalBackoff
 from server.metrics import Metrics
 
 log = logging.getLogger("weft.sync")
@@ -251,12 +253,26 @@ class Connection:
 
 
 class Connections:
-    """Every open connection of this server, for draining at shutdown."""
+    """Every open connection of this server, for draining at shutdown, and the holds of
+    refused connections (:mod:`server.backoff`), which draining cuts short."""
 
-    def __init__(self) -> None:
+    def __init__(self, refusal_hold: float = 0.0) -> None:
         self.open: set[Connection] = set()
         self.draining = False
+        self.backoff = RefusalBackoff(refusal_hold)
+        self._drained = asyncio.Event()
+
+    async def hold_refused(self, key: Hashable) -> None:
+        """Wait before closing a refused connection of ``key`` (its address and URL path;
+        see :mod:`server.backoff`); not at all once the server drains."""
+        seconds = self.backoff.hold(key)
+        if seconds <= 0 or self.draining:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._drained.wait()
 
     def close_all(self, code: int, reason: str) -> None:
+        self._drained.set()
         for conn in list(self.open):
             conn.close(code, reason)

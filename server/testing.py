@@ -188,7 +188,8 @@ def start_server(
 ) -> ServerProcess:
     """Start ``python -m server`` on a free port with a SQLite store in ``workdir`` (unless
     ``store`` is given) and wait until ``/healthz`` answers. ``WEFT_*`` variables of the
-    calling environment are not passed on; ``env`` adds variables."""
+    calling environment are not passed on; ``env`` adds variables. Refused connections
+    are closed at once unless ``env`` sets ``WEFT_REFUSAL_HOLD_SECONDS``."""
     if port is not None:
         return _start_server(workdir, store, env, args, port, timeout)
     # A port free a moment ago may be taken before the server binds it (the suite runs
@@ -215,6 +216,9 @@ def _start_server(
     store = store or f"sqlite:///{workdir / 'weft.db'}"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     child_env.setdefault("WEFT_LOG_LEVEL", "INFO")
+    # Tests refuse one client many times in a row, from one address: no hold before the
+    # close (server.backoff) unless a test asks for one.
+    child_env.setdefault("WEFT_REFUSAL_HOLD_SECONDS", "0")
     child_env.update(env or {})
     log_path = workdir / f"server-{port}.log"
     command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]

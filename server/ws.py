@@ -91,6 +91,8 @@ CLOSE_INTERNAL = 1011
 CLOSE_BAD_PATH = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+HELD_CODES = frozenset({1002, 1003, 1007, 1009, 4413, 4429})
+"""Refusals of what a client sent (a frame, an update, awareness, its rate)."""
 
 
 def _target(request: web.Request) -> tuple[str, str, str]:
@@ -131,6 +133,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         code, label = _refusal(exc)
         _REFUSALS.say(label, "refused %s: %s", printable(request.path), printable(exc))
         metrics.refusals.inc(label=label)
+        if code != CLOSE_GOING_AWAY and not _weft_version(request.query.get("weft")):
+            await app[CONNECTIONS].hold_refused(_hold_key(request))
         await ws.close(code=code, message=close_reason(str(exc)))
         return ws
     metrics.connections.inc()
@@ -198,6 +202,11 @@ def _device(request: web.Request) -> str | None:
     if device is not None and not DEVICE_ID.fullmatch(device):
         raise _Refuse(CLOSE_BAD_PATH, f"bad ?device=: {DEVICE_ID_RULE}", "bad_device")
     return device
+
+
+def _hold_key(request: web.Request) -> tuple[str | None, str]:
+    """Whose refusals a refused connection's hold counts (see server.backoff)."""
+    return request.remote, request.path
 
 
 def _weft_version(value: str | None) -> int:
@@ -352,6 +361,8 @@ class _Link:
             by_client = self.ws.closed and not self.conn.closing
             if not self.conn.closing:  # we stopped reading (_stop, draining): ack what is in flight
                 await self._settle()
+                if self._held():
+                    await self.connections.hold_refused(_hold_key(self.request))
                 self.conn.close(*self.end)
             self._leave()
             if self.session is not None:
@@ -368,6 +379,18 @@ class _Link:
                 how or f"{self.conn.close_code} sent",
                 extra=self.extra,
             )
+
+    def _held(self) -> bool:
+        """Whether the close frame waits (server.backoff): a standard client refused for
+        what it sent, which y-websocket sends again 100 ms after the close. A weft
+        client was told (``Refused``) and backs off itself."""
+        return (
+            self.stopped
+            and self.end[0] in HELD_CODES
+            and self.session is not None
+            and not self.session.weft
+            and not self.ws.closed
+        )
 
     def _leave(self) -> None:
         """Leave the room (once): the connection gets none of its updates or awareness

@@ -28,9 +28,20 @@ PROJECT = "site"
 RunScript = Callable[..., dict[str, Any]]  # the run_script fixture (conftest.py)
 
 
+SMALL_UPDATES = "refusals"  # a tenant whose updates are limited to 64 KiB
+SMALL_UPDATE_BYTES = 64 << 10
+
+
 @pytest.fixture(scope="module")
 def server(weft_module_server_factory: StartServer) -> ServerProcess:
-    return weft_module_server_factory(env={"WEFT_SECRET": SECRET})
+    quotas = {SMALL_UPDATES: {"max_update_bytes": SMALL_UPDATE_BYTES}}
+    return weft_module_server_factory(
+        env={
+            "WEFT_SECRET": SECRET,
+            "WEFT_TENANT_QUOTAS": json.dumps(quotas),
+            "WEFT_REFUSAL_HOLD_SECONDS": "10",  # the default (server.testing sets 0)
+        }
+    )
 
 
 @pytest.fixture
@@ -189,6 +200,37 @@ def test_token_for_another_tenant_is_refused(
         stored_docs(server, other)
     assert missing.value.code == 404
     assert json.loads(missing.value.read())["error"]["code"] == "not_found"
+
+
+def test_refused_providers_are_not_reconnected_in_a_hot_loop(
+    server: ServerProcess, run_script: RunScript
+) -> None:
+    """Regression: y-websocket reconnects 100 ms after every refusal and sends the refused
+    update again (its SyncStep2), or the refused token: about 18 connections each in
+    2 s, 18 uploads of the update. The server now holds a refused connection before its
+    close frame, 0.1 s doubled per refusal in a row (0.1 + 0.2 + 0.4 + 0.8 s: at most 5
+    connections in 2 s, 4 of them refused)."""
+    room = f"big/{uuid.uuid4().hex}.txt"
+    result = run_script(
+        "refused",
+        options(
+            server,
+            SMALL_UPDATES,
+            room,
+            token=token(SMALL_UPDATES),
+            badToken=token(f"{SMALL_UPDATES}x"),
+            size=SMALL_UPDATE_BYTES + 1000,
+            watchMs=2000,
+        ),
+    )
+    for name in ("big", "bad"):
+        assert 2 <= result["opens"][name] <= 6, result
+    code = {"big": 1009, "bad": 4403}
+    for name in ("big", "bad"):
+        closes = [c for c in result[f"{name}Closes"] if c is not None]
+        assert closes and all(c["code"] == code[name] and c["reason"] for c in closes), result
+    with pytest.raises(urllib.error.HTTPError):  # nothing stored
+        stored_text(server, SMALL_UPDATES, room)
 
 
 @pytest.mark.slow

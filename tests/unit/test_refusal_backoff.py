@@ -1,0 +1,60 @@
+"""The hold before a refused standard client's close frame (server.backoff)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from server.backoff import FORGET_AFTER, KEEP, RefusalBackoff
+from server.connection import Connections
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_doubles_per_refusal_in_a_row_up_to_the_most() -> None:
+    clock = Clock()
+    backoff = RefusalBackoff(1.0, clock)
+    holds = []
+    for _ in range(7):
+        holds.append(backoff.hold(("127.0.0.1", "/ws/a/p/doc")))
+        clock.now += holds[-1] + 0.1  # the client reconnects 100 ms after each close
+    assert holds == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert backoff.hold(("127.0.0.1", "/ws/a/p/other")) == 0.1  # counted per address and path
+
+
+def test_a_pause_starts_the_count_again() -> None:
+    clock = Clock()
+    backoff = RefusalBackoff(10.0, clock)
+    for _ in range(5):
+        backoff.hold("key")
+    clock.now += FORGET_AFTER + 1
+    assert backoff.hold("key") == 0.1
+
+
+def test_zero_never_holds_and_keys_are_bounded() -> None:
+    assert RefusalBackoff(0.0).hold("key") == 0.0
+    backoff = RefusalBackoff(10.0, Clock())
+    backoff.hold("first")
+    backoff.hold("first")
+    for n in range(KEEP):
+        backoff.hold(n)
+    assert backoff.hold("first") == 0.1  # forgotten: the oldest go first
+
+
+async def test_draining_cuts_a_hold_short() -> None:
+    connections = Connections(refusal_hold=30.0)
+    for _ in range(10):
+        connections.backoff.hold("key")  # the next hold is the longest, 30 s
+    started = time.monotonic()
+    held = asyncio.create_task(connections.hold_refused("key"))
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    connections.close_all(1001, "server shutting down")
+    await held
+    assert time.monotonic() - started < 1
