@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from crdt import codec, keys
-from crdt.codec import Awareness, AwarenessEntry
+from crdt import keys
+from crdt.codec import AwarenessEntry
 from crdt.kv.base import MAX_VALUE, Engine, Transaction
 from server.logsafe import printable
 from server.metrics import Metrics
@@ -394,7 +394,7 @@ class ClusterAwareness:
         room = link.room
         changes = merge(room.states, room.local, link.seen, entries, int(time.time() * 1000))
         if changes:
-            room.broadcast(codec.encode(Awareness(codec.encode_awareness(changes))))
+            room.announce(changes)
             self.metrics.awareness_remote.inc()
 
 

@@ -70,6 +70,7 @@ RELEASE_EVERY = 5.0  # seconds between memory releases after rooms were unloaded
 _WEFT_ROOT = bytes((len(META),)) + META.encode()  # the root's name as an update writes it
 PENDING_PRUNE = 64  # pending updates a room keeps before it drops those integrated since
 PENDING_INLINE = 100  # updates a loading room checks for pending ones on the event loop
+MAX_REMOVED = 1024  # awareness removals a room remembers (Room.removed)
 
 
 def _roots(doc: Doc[Any]) -> set[str]:
@@ -120,6 +121,10 @@ class Room:
         # Awareness clients of this instance's own peers: client id -> the id of the peer
         # that controls it (server.awareness publishes their states).
         self.local: dict[int, int] = {}
+        # Awareness clients this room removed for its peers (a connection left, another
+        # instance's entry lost them): client id -> the removal's clock, the oldest first
+        # (at most MAX_REMOVED). See _bounce.
+        self.removed: dict[int, int] = {}
         # Told when ``local`` or one of its states changed (server.awareness publishes).
         self.awareness_changed: Callable[[], None] | None = None
         self.idle_since: float | None = time.monotonic()
@@ -206,11 +211,41 @@ class Room:
             if state is not None:
                 gone.append(AwarenessEntry(client, state[0] + 1, "null"))
         if gone:
-            self.broadcast(codec.encode(Awareness(codec.encode_awareness(gone))))
+            self.announce(gone)
         if left and self.awareness_changed is not None:
             self.awareness_changed()
         if not self.peers:
             self.idle_since = time.monotonic()
+
+    def announce(self, entries: Sequence[AwarenessEntry]) -> None:
+        """Send every peer awareness changes the room made itself (not relayed), and
+        remember the removals among them (see _bounce)."""
+        removed = self.removed
+        for entry in entries:
+            if entry.removed:
+                removed.pop(entry.client_id, None)
+                removed[entry.client_id] = entry.clock
+                if len(removed) > MAX_REMOVED:
+                    del removed[next(iter(removed))]
+        self.broadcast(codec.encode(Awareness(codec.encode_awareness(entries))))
+
+    def _bounce(self, sender: int, entries: Sequence[AwarenessEntry], own: Collection[int]) -> None:
+        """Tell ``sender`` that a state it sent for a client the room removed is not newer
+        than that removal: the peers have the removal's clock, and ignore such a state
+        (y-protocols takes a state only at a newer clock). y-websocket re-sends its state
+        at the clock it had when it reconnects, so a client whose dead socket the server
+        closed first stayed invisible until its second 15-second renewal. Sent the
+        removal itself, y-protocols answers with its state at a clock past it, which
+        the peers take at once."""
+        stale = []
+        for entry in entries:
+            if entry.client_id in own and not entry.removed:
+                clock = self.removed.pop(entry.client_id, None)
+                if clock is not None and entry.clock <= clock:
+                    stale.append(AwarenessEntry(entry.client_id, clock, "null"))
+        peer = self.peers.get(sender)
+        if stale and peer is not None:
+            peer.send(codec.encode(Awareness(codec.encode_awareness(stale))))
 
     def broadcast(self, frame: bytes, exclude: int | None = None) -> None:
         for peer_id, peer in list(self.peers.items()):
@@ -402,6 +437,8 @@ class Room:
             payload = codec.encode_awareness([entry for entry in entries if entry not in ignored])
         if news:
             self.broadcast(codec.encode(Awareness(payload)))
+        if self.removed and own:
+            self._bounce(sender, entries, own)
         if changed and self.awareness_changed is not None:
             self.awareness_changed()
 

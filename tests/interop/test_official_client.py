@@ -140,6 +140,20 @@ def test_awareness_appears_and_disappears(
     assert "src/app.js" not in stored_docs(server, tenant)  # awareness is never stored
 
 
+def test_a_provider_whose_socket_died_is_seen_again_at_once(
+    server: ServerProcess, tenant: str, run_script: RunScript
+) -> None:
+    """Regression: the server removed the provider's state at a clock past it, and the
+    provider, reconnected, sent it again at its old clock, which the others ignore: it
+    stayed invisible until its second awareness renewal (30 s). The server now answers
+    such a state with the removal, and y-protocols re-sends its state at a newer clock."""
+    result = run_script(
+        "rejoin", options(server, tenant, "src/app.js", token=token(tenant), backMs=3000)
+    )
+    assert result["backAfterMs"] < 3000
+    assert result["closes"] == []
+
+
 def test_more_providers_than_one_connections_awareness_clients(
     server: ServerProcess, tenant: str, run_script: RunScript
 ) -> None:

@@ -272,6 +272,37 @@ async def test_a_state_at_the_rooms_clock_from_another_connection_changes_nothin
         await rooms.close()
 
 
+async def test_a_state_not_newer_than_the_rooms_removal_is_answered_with_it(
+    engines: tuple[Engine, Engine],
+) -> None:
+    """a's connection closes: its client is removed at clock 6. Back on a new connection
+    (d), the client sends its state at clock 5 again, as y-websocket does after a
+    reconnect: the peers ignore it (they hold 6), so d alone is sent the removal (at 6,
+    to which y-protocols answers with its state at 7); at 7 nothing is sent back."""
+    history = History(engines[0])
+    rooms = Rooms(history, Metrics(), instance="a")
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    try:
+        pa, pd, watcher = Peer(1), Peer(2), Peer(3)
+        room = await rooms.join(ref, pa)
+        await rooms.join(ref, watcher)
+        connections = Connections(room, (pa, pd))
+        send, sessions = connections.send, connections.sessions
+
+        send(pa, AwarenessEntry(1001, 5, ADA))
+        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+        assert watcher.states == {1001: (6, "null")}
+        await rooms.join(ref, pd)
+        send(pd, AwarenessEntry(1001, 5, ADA))
+        assert pd.states[1001] == (6, "null")  # the relayed state, then the removal
+        assert watcher.alive() == {}
+        send(pd, AwarenessEntry(1001, 7, ADA))  # y-protocols' answer
+        assert pd.states[1001] == (7, ADA) and watcher.alive() == {1001: 7}
+        assert room.removed == {}
+    finally:
+        await rooms.close()
+
+
 async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]) -> None:
     """y-websocket clients send back every state they receive: relayed, each echo went to
     every peer again (about N x N frames per change in a room of N). A frame that brings
