@@ -22,6 +22,8 @@ FIRST_HOLD = 0.1
 FORGET_AFTER = 60.0
 KEEP = 10_000
 """Keys remembered at most (the oldest are forgotten first)."""
+MAX_HELD = 256
+"""Refused connections held at once, at most; the others close at once."""
 
 
 class RefusalBackoff:

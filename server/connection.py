@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.backoff import RefusalBackoff
+from server.backoff import MAX_HELD, RefusalBackoff
 from server.metrics import Metrics
 
 log = logging.getLogger("weft.sync")
@@ -261,16 +261,24 @@ class Connections:
         self.draining = False
         self.backoff = RefusalBackoff(refusal_hold)
         self._drained = asyncio.Event()
+        self.held = 0  # refused connections held now
 
     async def hold_refused(self, key: Hashable) -> None:
         """Wait before closing a refused connection of ``key`` (its address and URL path;
-        see :mod:`server.backoff`); not at all once the server drains."""
+        see :mod:`server.backoff`); not at all once the server drains, nor while
+        ``MAX_HELD`` are held already. A connection refused before the handshake's checks
+        passed counts against no quota: 1,100 of them opened at once were all held, and
+        the server ran out of file descriptors (it accepted no connection meanwhile)."""
         seconds = self.backoff.hold(key)
-        if seconds <= 0 or self.draining:
+        if seconds <= 0 or self.draining or self.held >= MAX_HELD:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._drained.wait()
+        self.held += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._drained.wait()
+        finally:
+            self.held -= 1
 
     def close_all(self, code: int, reason: str) -> None:
         self._drained.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.backoff import FORGET_AFTER, KEEP, RefusalBackoff
+from server.backoff import FORGET_AFTER, KEEP, MAX_HELD, RefusalBackoff
 from server.connection import Connections
 
 
@@ -58,3 +58,18 @@ async def test_draining_cuts_a_hold_short() -> None:
     connections.close_all(1001, "server shutting down")
     await held
     assert time.monotonic() - started < 1
+
+
+async def test_at_most_max_held_are_held_at_once() -> None:
+    """Refused connections opened all at once (not y-websocket's one at a time) are not
+    all held: each held one keeps a socket open, counted by no quota (1,100 of them
+    left the server out of file descriptors)."""
+    connections = Connections(refusal_hold=30.0)
+    for _ in range(10):
+        connections.backoff.hold("key")  # the next holds are the longest, 30 s
+    held = [asyncio.create_task(connections.hold_refused("key")) for _ in range(MAX_HELD + 50)]
+    await asyncio.sleep(0.05)
+    assert sum(not task.done() for task in held) == MAX_HELD
+    connections.close_all(1001, "server shutting down")
+    await asyncio.gather(*held)
+    assert connections.held == 0
