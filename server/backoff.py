@@ -42,7 +42,9 @@ class RefusalBackoff:
         count, last = self._seen.pop(key, (0, now))
         if now - last > FORGET_AFTER:
             count = 0
-        self._seen[key] = (count + 1, now)
+        seconds = float(min(FIRST_HOLD * 2 ** min(count, 30), self.most))
+        # counted from the close: a hold of WEFT_REFUSAL_HOLD_SECONDS=60 is itself a minute
+        self._seen[key] = (count + 1, now + seconds)
         if len(self._seen) > KEEP:
             self._seen.popitem(last=False)
-        return float(min(FIRST_HOLD * 2 ** min(count, 30), self.most))
+        return seconds

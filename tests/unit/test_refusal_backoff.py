@@ -33,7 +33,7 @@ def test_a_pause_starts_the_count_again() -> None:
     backoff = RefusalBackoff(10.0, clock)
     for _ in range(5):
         backoff.hold("key")
-    clock.now += FORGET_AFTER + 1
+    clock.now += 10.0 + FORGET_AFTER + 1  # counted from the last hold's end
     assert backoff.hold("key") == 0.1
 
 
@@ -73,3 +73,16 @@ async def test_at_most_max_held_are_held_at_once() -> None:
     connections.close_all(1001, "server shutting down")
     await asyncio.gather(*held)
     assert connections.held == 0
+
+
+def test_the_pause_is_counted_from_the_close_not_from_the_refusal() -> None:
+    """With the longest hold at a minute (the most allowed), the client reconnects just
+    over FORGET_AFTER after its previous refusal began: that is no pause, and the hold
+    stays at the most (it went back to 0.1 s)."""
+    clock = Clock()
+    backoff = RefusalBackoff(60.0, clock)
+    holds = []
+    for _ in range(13):
+        holds.append(backoff.hold("key"))
+        clock.now += holds[-1] + 0.1
+    assert holds[-3:] == [60.0, 60.0, 60.0]
