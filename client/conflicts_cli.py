@@ -13,12 +13,16 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from crdt.errors import StoreError, WeftError
 from crdt.logsafe import printable
+
+if TYPE_CHECKING:
+    import aiohttp
 
 STATUSES = ("open", "resolved")
 TIMEOUT = 30.0
@@ -44,6 +48,13 @@ def http_base(server: str) -> str:
     return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
+def _count(text: str) -> int:
+    """``--limit``: a whole number from 1."""
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, not {text!r}")
+    return int(text)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "conflicts",
@@ -64,10 +75,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=run)
 
-    listing = actions.add_parser("list", help="the project's conflicts, oldest first")
+    listing = actions.add_parser("list", help="the project's conflicts, in id order")
     common(listing)
     listing.add_argument("--path", help="only this document")
     listing.add_argument("--status", choices=STATUSES, help="only open or resolved ones")
+    listing.add_argument(
+        "--limit", type=_count, metavar="N", help="only the first N (default: all of them)"
+    )
     show = actions.add_parser("show", help="one conflict with both sides of every region")
     common(show)
     show.add_argument("id", help="conflict id (24 hex digits)")
@@ -89,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         _where(args)
         work = _via_server if args.server else _via_store
+        if args.action == "list":  # printed a page at a time (JSON), or at the end
+            asyncio.run(_list(args))
+            return 0
         if args.action == "resolve":  # the first resolution stays: say so, change nothing
             result = asyncio.run(work(args, "show"))
             args.already = result["status"] == "resolved"
@@ -97,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.already or args.server:
                 result = asyncio.run(work(args, "resolve"))
         else:
-            result = asyncio.run(work(args, args.action))
+            result = asyncio.run(work(args, "show"))
     except CliError as exc:
         print(f"weft conflicts: {exc}", file=sys.stderr)
         return exc.code
@@ -138,26 +155,26 @@ def _where(args: argparse.Namespace) -> None:
         raise CliError("--user is for --store: through a server, the token names who resolved it")
 
 
-async def _via_server(args: argparse.Namespace, action: str) -> Any:
+def _session() -> aiohttp.ClientSession:
     import aiohttp
 
-    # each name one path segment ('/' quoted too), checked by _where ('.' and '..' too)
-    tenant, project = quote(args.tenant, safe=""), quote(args.project, safe="")
-    base = f"{http_base(args.server)}/api/v1/{tenant}/{project}/conflicts"
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT))
+
+
+async def _request(
+    args: argparse.Namespace,
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    params: dict[str, str],
+    body: Any = None,
+) -> Any:
+    """The server's JSON answer; an error answer, or none, is a :class:`CliError`."""
+    import aiohttp
+
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    method, url, params, body = "GET", base, {}, None
-    if action == "list":
-        params = {k: v for k, v in (("path", args.path), ("status", args.status)) if v}
-    elif action == "show":
-        url = f"{base}/{quote(args.id, safe='')}"
-    else:
-        url = f"{base}/{quote(args.id, safe='')}/resolve"
-        method, body = "POST", {"resolution": args.note}
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as http,
-            http.request(method, url, params=params, json=body, headers=headers) as response,
-        ):
+        async with http.request(method, url, params=params, json=body, headers=headers) as response:
             try:
                 data = await response.json(content_type=None)
             except ValueError:
@@ -173,6 +190,7 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
                 # failure (1), anything else the request got wrong is bad input (2)
                 failed = response.status in (401, 403) or response.status >= 500
                 raise CliError(message, 1 if failed else 2)
+            return data
     except aiohttp.ClientConnectorError as exc:
         from client.remote import unreachable
 
@@ -181,7 +199,106 @@ async def _via_server(args: argparse.Namespace, action: str) -> Any:
         raise CliError(f"cannot reach {args.server}: {exc}", 1) from None
     except TimeoutError:  # a server that took the connection and never answered
         raise CliError(f"{args.server} did not answer within {TIMEOUT:g} s", 1) from None
-    return data["conflicts"] if action == "list" else data["conflict"]
+
+
+def _list_url(args: argparse.Namespace) -> str:
+    # each name one path segment ('/' quoted too), checked by _where ('.' and '..' too)
+    tenant, project = quote(args.tenant, safe=""), quote(args.project, safe="")
+    return f"{http_base(args.server)}/api/v1/{tenant}/{project}/conflicts"
+
+
+async def _via_server(args: argparse.Namespace, action: str) -> Any:
+    """One record, shown (``show``) or resolved (``resolve``), through the server."""
+    url = f"{_list_url(args)}/{quote(args.id, safe='')}"
+    async with _session() as http:
+        if action == "show":
+            data = await _request(args, http, "GET", url, {})
+        else:
+            note = {"resolution": args.note}
+            data = await _request(args, http, "POST", f"{url}/resolve", {}, note)
+    return data["conflict"]
+
+
+async def _server_pages(args: argparse.Namespace) -> AsyncIterator[list[dict[str, Any]]]:
+    """The records through the server, a page at a time, following ``next_after`` (a
+    server before pages sends none: its one answer is the whole list). The first request
+    asks ``limit`` only for ``--limit`` (a server before pages refuses the parameter);
+    the next ones ask as many as are left, up to ``MAX_PAGE``."""
+    from client.remote import next_after
+    from crdt.conflicts import MAX_PAGE
+
+    left = args.limit
+    params = {k: v for k, v in (("path", args.path), ("status", args.status)) if v}
+    if left is not None:
+        params["limit"] = str(min(left, MAX_PAGE))
+    after = None
+    async with _session() as http:
+        while True:
+            data = await _request(args, http, "GET", _list_url(args), params)
+            records = data.get("conflicts") if isinstance(data, dict) else None
+            if not isinstance(records, list):
+                raise CliError("the server's conflict list holds no list", 1)
+            yield records
+            try:
+                after = next_after(data, after)
+            except ValueError as exc:
+                raise CliError(str(exc), 1) from None
+            left = None if left is None else left - len(records)
+            if after is None or (left is not None and left <= 0):
+                return
+            params |= {"after": after, "limit": str(min(left or MAX_PAGE, MAX_PAGE))}
+
+
+async def _store_pages(args: argparse.Namespace) -> AsyncIterator[list[dict[str, Any]]]:
+    """The records from the store, a page at a time (see :func:`_server_pages`)."""
+    from client.timetravel_cli import check_store
+    from crdt import branches
+    from crdt.conflicts import MAX_PAGE
+    from crdt.history import History
+    from crdt.kv import open_engine
+
+    check_store(args.store)  # reading a mistyped path must not create a store there
+    async with open_engine(args.store) as kv:
+        history = History(kv)
+        await history.init()
+        left, after = args.limit, None
+        while left is None or left > 0:
+            page = await branches.list_conflicts(
+                history,
+                args.tenant,
+                args.project,
+                path=args.path,
+                status=args.status,
+                after=after,
+                limit=min(left or MAX_PAGE, MAX_PAGE),
+            )
+            yield [r.to_dict() for r in page.records]
+            if page.next_after is None:
+                return
+            after = page.next_after
+            left = None if left is None else left - len(page.records)
+
+
+async def _list(args: argparse.Namespace) -> None:
+    """Print the records, all of them or the first ``--limit``, a page read at a time:
+    as JSON, each page once read (a list too long to hold is never held whole); as a
+    table, their rows (no texts) at the end, when the columns' widths are known."""
+    pages = _server_pages(args) if args.server else _store_pages(args)
+    rows: list[tuple[str, ...]] = []
+    count = 0
+    async for page in pages:
+        for record in page[: None if args.limit is None else args.limit - count]:
+            if args.json:
+                # as json.dumps(list, indent=2) (not textwrap: it splits at U+2028 too)
+                text = json.dumps(record, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                print(("[\n  " if count == 0 else ",\n  ") + text, end="")
+            else:
+                rows.append(_row(record))
+            count += 1
+    if args.json:
+        print("\n]" if count else "[]")
+    else:
+        _table(rows)
 
 
 async def _via_store(args: argparse.Namespace, action: str) -> Any:
@@ -194,12 +311,6 @@ async def _via_store(args: argparse.Namespace, action: str) -> Any:
     async with open_engine(args.store) as kv:
         history = History(kv)
         await history.init()
-        if action == "list":
-            records = await branches.list_conflicts(
-                history, args.tenant, args.project, path=args.path, status=args.status
-            )
-            records.sort(key=lambda r: (r.created_ms, r.id))
-            return [r.to_dict() for r in records]
         if action == "show":
             record = await branches.get_conflict(history, args.tenant, args.project, args.id)
         else:
@@ -230,6 +341,25 @@ def _names(names: list[str], sep: str = ", ") -> str:
     return sep.join(map(printable, names))
 
 
+def _row(r: dict[str, Any]) -> tuple[str, ...]:
+    """A record's row in the list (escaped, see :func:`_print`)."""
+    span = ",".join(_lines(r, g).removeprefix("base lines ") for g in r["regions"])
+    who = f"{_names(r['ours']['users'], '+')} / {_names(r['theirs']['users'], '+')}"
+    return r["id"], r["status"], _when(r["created_ms"]), span, f"{printable(r['path'])}  ({who})"
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    if not rows:
+        print("no conflicts")
+        return
+    width = max(9, *(len(row[3]) for row in rows))
+    print(
+        f"{'ID':24}  {'STATUS':8}  {'CREATED (UTC)':19}  {'LINES':{width}}  PATH  (OURS / THEIRS)"
+    )
+    for cid, status, created, span, where in rows:
+        print(f"{cid:24}  {status:8}  {created:19}  {span:{width}}  {where}")
+
+
 def _print(args: argparse.Namespace, result: Any) -> None:
     """The records for a person (or as JSON, as they are, with ``--json``). Names, paths
     and the note are free text a token's user or an API caller chose: they are escaped
@@ -237,25 +367,6 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     texts are printed as ``weft show`` prints a document."""
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    if args.action == "list":
-        if not result:
-            print("no conflicts")
-            return
-        spans = [
-            ",".join(_lines(r, g).removeprefix("base lines ") for g in r["regions"]) for r in result
-        ]
-        width = max(9, *map(len, spans))
-        print(
-            f"{'ID':24}  {'STATUS':8}  {'CREATED (UTC)':19}  {'LINES':{width}}  "
-            "PATH  (OURS / THEIRS)"
-        )
-        for r, span in zip(result, spans, strict=True):
-            who = f"{_names(r['ours']['users'], '+')} / {_names(r['theirs']['users'], '+')}"
-            print(
-                f"{r['id']:24}  {r['status']:8}  {_when(r['created_ms']):19}  {span:{width}}  "
-                f"{printable(r['path'])}  ({who})"
-            )
         return
     r = result
     print(f"conflict {r['id']} on {printable(r['path'])}: {r['status']}")
@@ -291,8 +402,6 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     if args.action == "resolve" and args.already:
         note = f", note {r['resolution']!r}" if r["resolution"] else ""  # (repr escapes)
         by = printable(r["resolved_by"])
-        print(
-            f"\nalready resolved by {by} at {_when(r['resolved_ms'])} UTC{note}: left as it was"
-        )
+        print(f"\nalready resolved by {by} at {_when(r['resolved_ms'])} UTC{note}: left as it was")
     elif args.action == "resolve":
         print("\nmarked resolved")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import jwt
 
+from crdt.conflicts import MAX_PAGE
 from crdt.errors import NotFound, PermissionDenied, WeftError
 from crdt.keys import check_name
 from crdt.versionstamp import Versionstamp
@@ -101,6 +103,25 @@ def unreachable(server: str, exc: BaseException) -> str:
     return f"cannot reach the server at {server}: {why}"
 
 
+def next_after(body: dict[str, Any], after: str | None) -> str | None:
+    """The ``after`` of the next page of a conflict list whose page after ``after`` was
+    ``body``: None when there is no more, as from a server before pages (it sends no
+    ``next_after``). One that is not a conflict id after ``after`` is a ValueError
+    (following it could go round for ever)."""
+    found = body.get("next_after")
+    if found is None:
+        return None
+    try:
+        cid = Versionstamp.from_hex(found if isinstance(found, str) else "").hex()
+    except ValueError:
+        raise ValueError(
+            f"the conflict list's next_after is not a conflict id: {found!r}"
+        ) from None
+    if after is not None and cid <= after:
+        raise ValueError(f"the conflict list's next_after {found!r} is not after {after!r}")
+    return cid
+
+
 def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -140,22 +161,31 @@ class Api:
             for d in body.get("docs", [])
         }
 
-    async def conflicts(
+    async def conflict_pages(
         self, status: str | None = None, device: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """The project's conflict records (``status``: only ``open`` or ``resolved``
-        ones; ``device``: only those said to it, its ``ours`` side), oldest first. The
-        list is not paged: the server sends it whole, texts included."""
-        params = {"status": status, "device": device}
-        body = await self._call(
-            "GET",
-            self.server.api(self.tenant, self.project, "conflicts"),
-            params={k: v for k, v in params.items() if v is not None} or None,
-        )
-        records = body.get("conflicts")
-        if not isinstance(records, list):
-            raise ApiError(200, "bad_response", "the conflict list holds no list")
-        return [r for r in records if isinstance(r, dict)]
+        ones; ``device``: only those said to it, its ``ours`` side), a page at a time,
+        in id order, following ``next_after`` to the end (see :func:`next_after`). The
+        first request names no ``limit`` (a server before pages refuses the parameter,
+        and sends the whole list); the next ones ask ``MAX_PAGE`` records a page."""
+        params = {k: v for k, v in (("status", status), ("device", device)) if v is not None}
+        after = None
+        while True:
+            body = await self._call(
+                "GET", self.server.api(self.tenant, self.project, "conflicts"), params=params
+            )
+            records = body.get("conflicts")
+            if not isinstance(records, list):
+                raise ApiError(200, "bad_response", "the conflict list holds no list")
+            yield [r for r in records if isinstance(r, dict)]
+            try:
+                after = next_after(body, after)
+            except ValueError as exc:
+                raise ApiError(200, "bad_response", str(exc)) from None
+            if after is None:
+                return
+            params |= {"after": after, "limit": str(MAX_PAGE)}
 
     async def report_conflict(self, path: str, text: str, device: str) -> dict[str, Any]:
         """Record a local file that met a different document with no shared history."""

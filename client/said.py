@@ -6,8 +6,10 @@ verdict (``Checked``) on the connection that ended the branch, an online edit's 
 or a ``weft sync --once`` that exited before the record came, never said it. So after
 its first sync (and, running, after a reconnect, at most once every ``LIST_GAP``
 seconds) ``weft sync`` reads the project's open records of this device (``GET
-.../conflicts?status=open&device=ID``) and says those that it has not said yet, as a
-live one is said (:func:`client.events.conflict_event`), marked as found in the list.
+.../conflicts?status=open&device=ID``, every page: the first of the server's default
+size, the next ones of 1000, see :meth:`client.remote.Api.conflict_pages`) and says
+those that it has not said yet, as a live one is said
+(:func:`client.events.conflict_event`), marked as found in the list, a page at a time.
 A server from before ``?device=`` (which refuses it, a 400 naming it) is read whole.
 
 A record is this device's when its ``ours`` side names the device (``clients``, the id
@@ -23,7 +25,8 @@ bounds the table by the open records; a verdict that comes live after the list s
 its record is not said again. A failed read (``--once``: no answer within
 ``ONCE_TIMEOUT`` seconds, or what is left of ``--timeout``) is a warning, never a
 failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
-says what it missed. A 404 (a tenant nobody has written to yet, or a proxy's) says
+says what it missed (what the pages read before the failure held is said, and stays
+said; nothing is forgotten). A 404 (a tenant nobody has written to yet, or a proxy's) says
 nothing and forgets nothing.
 """
 
@@ -33,6 +36,7 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
     from client.workspace import Workspace
 
 log = logging.getLogger("weft.client")
-
 
 
 def _list_gap(default: float = 60.0) -> float:
@@ -143,27 +146,50 @@ class SaidConflicts:
             self.ws.emit(Event("warning", f"saying the conflict list failed: {exc!r}"))
             return False
 
-    async def _read(self) -> list[dict[str, Any]]:
-        """This device's open records (the ones listed; :func:`ours` filters them)."""
+    async def _pages(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """This device's open records, a page at a time (the ones listed; :func:`ours`
+        filters them)."""
         device = self.ws.device
+        read = False
         try:
             # Only this device's: a record holds whole texts (the merged document).
-            return await device.api.conflicts(status="open", device=device.device_id)
+            async for page in device.api.conflict_pages(status="open", device=device.device_id):
+                read = True
+                yield page
+            return
         except ApiError as exc:
-            if exc.status != 400 or "'device'" not in exc.message:
+            if read or exc.status != 400 or "'device'" not in exc.message:
                 raise
         # A server before ?device= refuses a parameter it does not know (a 400 naming
         # it): read the whole list once more, filtered here (by ours) as it is anyway.
         log.info("the server takes no ?device= on its conflict list: reading all of it")
-        return await device.api.conflicts(status="open")
+        async for page in device.api.conflict_pages(status="open"):
+            yield page
+
+    def _say(self, records: list[dict[str, Any]]) -> None:
+        """Say the records of this device not said yet."""
+        for record in records:
+            cid = record.get("id")
+            if (
+                isinstance(cid, str)
+                and cid not in self.ids
+                and ours(record, self.ws.device.device_id)
+            ):
+                event = listed_event(record)
+                if event is not None:
+                    self.ws.event(event)  # (said and noted as a live one is)
 
     async def _catch_up(self, timeout: float | None) -> bool:
         device = self.ws.device
         await self.load()
         known = set(self.ids)  # (an id said while the list is read is not forgotten)
+        listed: set[object] = set()
         try:
             async with asyncio.timeout(timeout):  # (not wait_for: see tests/unit/test_repo.py)
-                records = await self._read()
+                # A page at a time: what a read that fails later said stays said.
+                async for records in self._pages():
+                    self._say(records)
+                    listed |= {record.get("id") for record in records}
         except ApiNotFound:
             # A tenant nobody has written to yet, or a 404 from something in between (a
             # proxy, another store): say nothing, and forget nothing, as a failed read.
@@ -186,14 +212,7 @@ class SaidConflicts:
             )
             return False
         self._failing = False
-        for record in records:
-            cid = record.get("id")
-            if not isinstance(cid, str) or cid in self.ids or not ours(record, device.device_id):
-                continue
-            event = listed_event(record)
-            if event is not None:
-                self.ws.event(event)  # (said and noted as a live one is)
-        gone = known - {record.get("id") for record in records}
+        gone = known - listed
         if gone:
             self.ids -= gone
             device.writer.said(dict.fromkeys(gone, False))

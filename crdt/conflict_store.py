@@ -34,7 +34,7 @@ import msgpack
 from blake3 import blake3
 
 from crdt import keys
-from crdt.conflicts import ConflictRecord
+from crdt.conflicts import MAX_PAGE, PAGE, ConflictRecord
 from crdt.errors import NotFound, ProtocolError, StoreError
 from crdt.history import DocRef, History, _under_limit, now_ms
 from crdt.kv.base import ReadTransaction, Transaction
@@ -88,9 +88,14 @@ def _head_names(head: dict[str, Any], device: str) -> bool | None:
 
 def _load(tr: ReadTransaction, where: _Where, head: bytes) -> ConflictRecord:
     """The record whose head is ``head``: its body with the head's fields over it."""
+    return _load_sized(tr, where, head)[0]
+
+
+def _load_sized(tr: ReadTransaction, where: _Where, head: bytes) -> tuple[ConflictRecord, int]:
+    """:func:`_load`, and the bytes of its body's parts (0 for a record written whole)."""
     data = msgpack.unpackb(head)
     if "body" not in data:
-        return ConflictRecord.from_dict(data)  # written whole, before 1.4
+        return ConflictRecord.from_dict(data), 0  # written whole, before 1.4
     body = where.body(bytes(data["body"]))
     lo, hi = keys.prefix_range(body)
     parts = {keys.unpack(k, body)[0]: v for k, v in tr.get_range(lo, hi)}
@@ -98,7 +103,7 @@ def _load(tr: ReadTransaction, where: _Where, head: bytes) -> ConflictRecord:
     if fields is None:
         raise StoreError(f"conflict {where.vs.hex()}: its head names a body not in the store")
     fields.update({name: data[name] for name in HEAD_FIELDS if name in data})
-    return ConflictRecord.from_dict(fields)
+    return ConflictRecord.from_dict(fields), sum(map(len, parts.values()))
 
 
 def _read_head(tr: ReadTransaction, where: _Where) -> dict[str, Any] | None:
@@ -195,6 +200,94 @@ def conflict_id(seed: Sequence[str]) -> str:
     return blake3(msgpack.packb(list(seed))).hexdigest()[:24]
 
 
+PAGE_HEADS = 10_000
+"""The most heads one page reads: a filter that passes few records ends a page early
+(with fewer records than asked, even none) rather than read the whole project."""
+PAGE_BYTES = 16 << 20
+"""About the most bytes one page reads from the store (heads and the bodies of the
+records it holds; a page holds at least one record, however big, when one passes)."""
+CHUNK = 200
+"""Heads read per read transaction (a page takes as many as it needs)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConflictPage:
+    """One page of a project's conflict list: its records in id order (the store's key
+    order), and the id to list after for the next page (None: no more)."""
+
+    records: list[ConflictRecord]
+    next_after: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Filter:
+    """What a listed record must be: for one document, of one status, said to one device."""
+
+    path: str | None
+    status: str | None
+    device: str | None
+
+    def load(
+        self, tr: ReadTransaction, where: _Where, raw: bytes
+    ) -> tuple[ConflictRecord, int] | None:
+        """The record of head ``raw`` and the bytes its body took, or None when it does
+        not pass. The head decides first: a body is read only for a record that passes
+        (or, for ``device``, a record whose head was written before heads named the
+        ``ours`` side's devices)."""
+        head = msgpack.unpackb(raw)
+        if self.path is not None and head.get("path") != self.path:
+            return None
+        if self.status is not None and head.get("status", "open") != self.status:
+            return None
+        named = None if self.device is None else _head_names(head, self.device)
+        if named is False:
+            return None
+        record, size = _load_sized(tr, where, raw)
+        if named is None and self.device is not None and self.device not in record.ours.clients:
+            return None
+        return record, size
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Chunk:
+    """What one read transaction of a page read: the records that passed, the last key
+    read (None: none), the heads and bytes read, and whether the range has no more keys."""
+
+    records: list[ConflictRecord]
+    last: bytes | None
+    heads: int
+    size: int
+    ended: bool
+
+
+def _read_chunk(
+    tr: ReadTransaction,
+    begin: bytes,
+    end: bytes,
+    prefix: bytes,
+    project: str,
+    wanted: _Filter,
+    room: tuple[int, int, int],
+) -> _Chunk:
+    """Heads from ``begin`` (up to ``CHUNK``) and the records among them that pass,
+    stopping once ``room`` (records, heads, bytes the page has left) is used up."""
+    records_left, heads_left, bytes_left = room
+    asked = min(CHUNK, heads_left)
+    rows = tr.get_range(begin, end, limit=asked)
+    records: list[ConflictRecord] = []
+    size = 0
+    for n, (key, raw) in enumerate(rows, 1):
+        size += len(raw)
+        vs = keys.unpack(key, prefix)[-1]
+        found = wanted.load(tr, _Where(prefix, project, vs), raw)
+        if found is not None:
+            records.append(found[0])
+            size += found[1]
+        if len(records) >= records_left or size >= bytes_left:
+            return _Chunk(records, key, n, size, ended=n == len(rows) and n < asked)
+    return _Chunk(records, rows[-1][0] if rows else None, len(rows), size, len(rows) < asked)
+
+
 async def list_conflicts(
     history: History,
     tenant: str,
@@ -203,35 +296,47 @@ async def list_conflicts(
     path: str | None = None,
     status: str | None = None,
     device: str | None = None,
-) -> list[ConflictRecord]:
-    """Conflict records of a project, oldest first, optionally for one doc, status, or
-    device (``ours`` names it among its clients: the records said to that device). Only
-    the records that pass the filters have their bodies read (the device filter reads
-    the body of a record whose head was written before heads named the ``ours`` side's
-    devices)."""
+    after: str | None = None,
+    limit: int = PAGE,
+) -> ConflictPage:
+    """One page of a project's conflict records, in id order (the store's key order:
+    ids are hashes, so not the order they were made in), from the first id after
+    ``after``; optionally for one doc, status, or device (``ours`` names it among its
+    clients: the records said to that device). The filters apply before ``limit``
+    (1 to ``MAX_PAGE``): a page holds up to ``limit`` records that pass them. A page
+    reads at most ``PAGE_HEADS`` heads and about ``PAGE_BYTES`` bytes, in read
+    transactions of ``CHUNK`` heads, so it may end with fewer records (even none) while
+    more follow: ``next_after`` says where, None once the list has no more. Only the
+    records that pass the filters have their bodies read (see :class:`_Filter`)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"a page holds 1 to {MAX_PAGE} records, not {limit}")
     prefix = await history.tenant(tenant)
     begin, end = keys.conflicts(prefix, project)
-    wanted = keys.normalise_path(path) if path is not None else None
-
-    def fn(tr: ReadTransaction) -> list[ConflictRecord]:
-        out = []
-        for key, raw in tr.get_range(begin, end):
-            head = msgpack.unpackb(raw)
-            if wanted is not None and head.get("path") != wanted:
-                continue
-            if status is not None and head.get("status", "open") != status:
-                continue
-            named = None if device is None else _head_names(head, device)
-            if named is False:
-                continue
-            vs = keys.unpack(key, prefix)[-1]
-            record = _load(tr, _Where(prefix, project, vs), raw)
-            if named is None and device is not None and device not in record.ours.clients:
-                continue
-            out.append(record)
-        return out
-
-    return await history.kv.read(fn)
+    if after is not None:
+        begin = keys.key_after(keys.conflict(prefix, project, Versionstamp.from_hex(after)))
+    wanted = _Filter(keys.normalise_path(path) if path is not None else None, status, device)
+    records: list[ConflictRecord] = []
+    heads = size = 0
+    while True:
+        room = (limit - len(records), PAGE_HEADS - heads, PAGE_BYTES - size)
+        chunk = await history.kv.read(
+            functools.partial(
+                _read_chunk,
+                begin=begin,
+                end=end,
+                prefix=prefix,
+                project=project,
+                wanted=wanted,
+                room=room,
+            )
+        )
+        records += chunk.records
+        heads, size = heads + chunk.heads, size + chunk.size
+        if chunk.ended or chunk.last is None:
+            return ConflictPage(records, None)
+        if len(records) >= limit or heads >= PAGE_HEADS or size >= PAGE_BYTES:
+            return ConflictPage(records, keys.unpack(chunk.last, prefix)[-1].hex())
+        begin = keys.key_after(chunk.last)
 
 
 async def _get(history: History, where: _Where) -> ConflictRecord:
@@ -286,6 +391,7 @@ async def resolve(
 
 
 __all__ = [
+    "ConflictPage",
     "conflict_id",
     "get_conflict",
     "list_conflicts",

@@ -15,6 +15,11 @@ from typing import Any
 
 from crdt.merge3 import merge3
 
+PAGE = 100
+"""Records a page of a project's conflict list holds when the caller names no limit."""
+MAX_PAGE = 1000
+"""The most records one page of a project's conflict list holds (``?limit=`` at most)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

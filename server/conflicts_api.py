@@ -7,8 +7,13 @@
   document flagged deleted, :func:`crdt.editdelete.judge` decides whether its author
   had seen the deletion; if not, an edit/delete record is stored, one per deletion and
   device.
-- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved][&device=D]``:
-  ``{"tenant", "project", "conflicts": [record, ...]}``, oldest first.
+- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved][&device=D]
+  [&after=ID][&limit=N]``: ``{"tenant", "project", "conflicts": [record, ...],
+  "next_after": ID | null}``, one page in id order (the store's key order, not time):
+  up to ``limit`` records (default 100, at most 1000) that pass the filters, from the
+  first id after ``after``; ``next_after`` is the ``after`` of the next page, null once
+  there is no more. A page may hold fewer records, even none, and still have a
+  ``next_after`` (see :func:`crdt.conflict_store.list_conflicts`).
 - ``GET /api/v1/{tenant}/{project}/conflicts/{id}``: ``{"conflict": record}``.
 - ``POST /api/v1/{tenant}/{project}/conflicts`` (write scope), body ``{"path", "text",
   "device"?}``: record a conflict a client found itself — a local file that met a
@@ -37,7 +42,7 @@ from pycrdt import Text
 
 from crdt import branches, editdelete
 from crdt.conflict_store import conflict_id, save_once
-from crdt.conflicts import ConflictRecord, Region, Side
+from crdt.conflicts import MAX_PAGE, PAGE, ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
 from crdt.history import Append, Appended, DocRef, History, now_ms
 from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
@@ -159,15 +164,38 @@ async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord)
     return back
 
 
-LIST_PARAMS = ("path", "status", "device", "token")
+LIST_PARAMS = ("path", "status", "device", "after", "limit", "token")
 """The query parameters the conflict list takes (another is a 400, as on the document list)."""
+
+
+def _page_limit(raw: str | None) -> int:
+    """``?limit=``: records a page holds, 1 to ``MAX_PAGE`` (``PAGE`` when not given)."""
+    if raw is None:
+        return PAGE
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_PAGE):
+        raise ProtocolError(f"?limit= must be a whole number from 1 to {MAX_PAGE}, not {raw!r}")
+    return int(raw)
+
+
+def _page_after(raw: str | None) -> str | None:
+    """``?after=``: the conflict id the page starts after (24 hex digits)."""
+    if raw is None:
+        return None
+    try:
+        Versionstamp.from_hex(raw)
+    except ValueError:
+        raise ProtocolError(f"?after= must be a conflict id (24 hex digits), not {raw!r}") from None
+    return raw.lower()
 
 
 async def list_conflicts(request: web.Request) -> web.Response:
     tenant, project = _names(request)
     await require(request, tenant, project, "read")
     refuse_unknown_params(
-        request, LIST_PARAMS, "the conflict list", "it takes path, status, device and token"
+        request,
+        LIST_PARAMS,
+        "the conflict list",
+        "it takes path, status, device, after, limit and token",
     )
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
@@ -175,17 +203,23 @@ async def list_conflicts(request: web.Request) -> web.Response:
     device = request.query.get("device")
     if device is not None and not DEVICE_ID.fullmatch(device):
         raise ProtocolError(f"?device= must be a device name: {DEVICE_ID_RULE}")
-    records = await branches.list_conflicts(
+    page = await branches.list_conflicts(
         request.app[HISTORY],
         tenant,
         project,
         path=request.query.get("path"),
         status=status,
         device=device,
+        after=_page_after(request.query.get("after")),
+        limit=_page_limit(request.query.get("limit")),
     )
-    records.sort(key=lambda r: (r.created_ms, r.id))
     return web.json_response(
-        {"tenant": tenant, "project": project, "conflicts": [_record_json(r) for r in records]}
+        {
+            "tenant": tenant,
+            "project": project,
+            "conflicts": [_record_json(r) for r in page.records],
+            "next_after": page.next_after,
+        }
     )
 
 

@@ -313,7 +313,7 @@ async def test_the_conflict_routes_refuse_a_query_parameter_they_do_not_take(
     url = f"{server.url}/api/v1/acme/site/conflicts"
     status, body = await api(http, "GET", f"{url}?Status=open")
     assert status == 400 and "'Status'" in body["error"]["message"], body
-    assert "path, status, device and token" in body["error"]["message"]
+    assert "path, status, device, after, limit and token" in body["error"]["message"]
     status, body = await api(http, "GET", f"{url}/{'0' * 24}?at=x")
     assert status == 400 and "'at'" in body["error"]["message"], body
     status, body = await api(http, "GET", f"{url}?status=open&path=x.md")

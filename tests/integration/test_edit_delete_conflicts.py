@@ -125,7 +125,7 @@ class Scene:
 
     async def records(self, count: int) -> list[ConflictRecord]:
         for _ in range(250):
-            found = await branches.list_conflicts(self.app[HISTORY], "acme", "site")
+            found = (await branches.list_conflicts(self.app[HISTORY], "acme", "site")).records
             if len(found) >= count:
                 return found
             await asyncio.sleep(0.02)

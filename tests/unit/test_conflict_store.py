@@ -112,13 +112,15 @@ async def test_an_edit_against_a_deletion_of_a_40_kb_file_is_stored_and_read_who
     await branches.save(history, doc, record)
     await branches.save(history, doc, record)  # idempotent
     assert await branches.get_conflict(history, "acme", "site", record.id) == record
-    assert await branches.list_conflicts(history, "acme", "site") == [record]
+    assert (await branches.list_conflicts(history, "acme", "site")).records == [record]
     done = await branches.resolve(history, "acme", "site", record.id, user="dana", resolution="ok")
     assert (done.status, done.resolved_by, done.resolution) == ("resolved", "dana", "ok")
     assert done.regions == record.regions and done.merged_text == record.merged_text
     again = await branches.resolve(history, "acme", "site", record.id, user="eve")
     assert again == done  # the first resolution stays
-    assert await branches.list_conflicts(history, "acme", "site", status="resolved") == [done]
+    assert (await branches.list_conflicts(history, "acme", "site", status="resolved")).records == [
+        done
+    ]
 
 
 @pytest.mark.parametrize("lines", [6_000, 60_000])  # records of ~1 MB and of ~11 MB
@@ -151,7 +153,7 @@ async def test_a_record_over_a_megabyte_or_a_transaction_is_stored_whole(
     assert max(sizes) <= history_module.MAX_BATCH_BYTES + MAX_VALUE
     assert len(sizes) == (1 if lines < 10_000 else 2)
     assert await branches.get_conflict(history, "acme", "site", record.id) == record
-    [listed] = await branches.list_conflicts(history, "acme", "site", path="big.txt")
+    [listed] = (await branches.list_conflicts(history, "acme", "site", path="big.txt")).records
     assert listed == record
 
 
@@ -175,7 +177,7 @@ async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
     with pytest.raises(StoreError):
         await branches.save(history, doc, dataclasses.replace(record, created_ms=7))
     monkeypatch.setattr(history.kv, "transact", transact)
-    assert await branches.list_conflicts(history, "acme", "site") == []
+    assert (await branches.list_conflicts(history, "acme", "site")).records == []
     with pytest.raises(NotFound):
         await branches.get_conflict(history, "acme", "site", record.id)
     prefix = doc.tenant_prefix
@@ -183,7 +185,7 @@ async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
     assert await history.kv.read(lambda tr: tr.get_range(*bodies, limit=1))  # parts left
 
     await branches.save(history, doc, record)  # the retry (another created_ms)
-    assert await branches.list_conflicts(history, "acme", "site") == [record]
+    assert (await branches.list_conflicts(history, "acme", "site")).records == [record]
     stored = await history.kv.read(lambda tr: tr.get_range(*bodies))
     assert len({keys.unpack(k, prefix)[3] for k, _ in stored}) == 1  # the cut one cleared
 
@@ -196,7 +198,7 @@ async def test_two_writers_of_one_big_record_leave_one_whole_record(
     one = record_of("0c" * 12, doc.path, big_text(6_000), created_ms=1)
     two = dataclasses.replace(one, created_ms=2)
     await asyncio.gather(branches.save(history, doc, one), branches.save(history, doc, two))
-    [stored] = await branches.list_conflicts(history, "acme", "site")
+    [stored] = (await branches.list_conflicts(history, "acme", "site")).records
     assert stored in (one, two)
     bodies = keys.conflict_bodies(doc.tenant_prefix, "site", Versionstamp.from_hex(one.id))
     pairs = await history.kv.read(lambda tr: tr.get_range(*bodies))
@@ -204,15 +206,15 @@ async def test_two_writers_of_one_big_record_leave_one_whole_record(
 
 
 def count_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the records whose bodies ``conflict_store._load`` reads from now on."""
+    """The ids of the records whose bodies ``conflict_store._load_sized`` reads from now on."""
     loaded: list[str] = []
-    load = conflict_store._load
+    load = conflict_store._load_sized
 
-    def counting(tr: Any, where: Any, head: bytes) -> ConflictRecord:
+    def counting(tr: Any, where: Any, head: bytes) -> tuple[ConflictRecord, int]:
         loaded.append(where.vs.hex())
         return load(tr, where, head)
 
-    monkeypatch.setattr(conflict_store, "_load", counting)
+    monkeypatch.setattr(conflict_store, "_load_sized", counting)
     return loaded
 
 
@@ -223,10 +225,12 @@ async def test_a_record_written_whole_before_1_4_is_read_and_resolved(history: H
     key = keys.conflict(doc.tenant_prefix, "site", Versionstamp.from_hex(record.id))
     await history.kv.transact(lambda tr: tr.set(key, msgpack.packb(record.to_dict())))
     assert await branches.get_conflict(history, "acme", "site", record.id) == record
-    assert await branches.list_conflicts(history, "acme", "site", status="open") == [record]
+    assert (await branches.list_conflicts(history, "acme", "site", status="open")).records == [
+        record
+    ]
     big = record_of("0e" * 12, doc.path, big_text(6_000))
     await branches.save(history, doc, big)  # the two forms side by side
-    assert await branches.list_conflicts(history, "acme", "site") == [record, big]
+    assert (await branches.list_conflicts(history, "acme", "site")).records == [record, big]
     done = await branches.resolve(history, "acme", "site", record.id, user="dana")
     assert done == dataclasses.replace(
         record, status="resolved", resolved_by="dana", resolved_ms=done.resolved_ms
@@ -236,7 +240,7 @@ async def test_a_record_written_whole_before_1_4_is_read_and_resolved(history: H
     head = msgpack.unpackb(raw)
     assert "body" in head and head["status"] == "resolved"  # now in the new form
     assert await branches.get_conflict(history, "acme", "site", record.id) == done
-    assert await branches.list_conflicts(history, "acme", "site", status="open") == [big]
+    assert (await branches.list_conflicts(history, "acme", "site", status="open")).records == [big]
 
 
 async def test_listing_reads_the_bodies_of_matching_records_only(
@@ -250,11 +254,13 @@ async def test_listing_reads_the_bodies_of_matching_records_only(
     for record in records:
         await branches.save(history, doc, record)
     loaded = count_loads(monkeypatch)
-    assert await branches.list_conflicts(history, "acme", "site", path="a.txt") == records[:1]
+    assert (
+        await branches.list_conflicts(history, "acme", "site", path="a.txt")
+    ).records == records[:1]
     assert loaded == [records[0].id]
     await branches.resolve(history, "acme", "site", records[1].id, user="dana")
     loaded.clear()
-    assert await branches.list_conflicts(history, "acme", "site", status="open") == [
+    assert (await branches.list_conflicts(history, "acme", "site", status="open")).records == [
         records[0],
         records[2],
     ]
@@ -305,18 +311,18 @@ async def test_the_device_filter_reads_the_bodies_of_that_devices_records_only(
 
         await history.kv.transact(whole)
     loaded = count_loads(monkeypatch)
-    listed = await branches.list_conflicts(history, "acme", "site", device="dev-me")
+    listed = (await branches.list_conflicts(history, "acme", "site", device="dev-me")).records
     assert listed == [mine, old_mine, whole_mine]
     assert other.id not in loaded  # its head said it is not this device's
     assert loaded == [mine.id, old_mine.id, old_other.id, whole_mine.id]
     loaded.clear()
-    assert await branches.list_conflicts(history, "acme", "site", device="dev-other") == [
+    assert (await branches.list_conflicts(history, "acme", "site", device="dev-other")).records == [
         other,
         old_other,
         whole_other,
     ]
     assert loaded == [other.id, old_mine.id, old_other.id, whole_other.id]
-    assert await branches.list_conflicts(history, "acme", "site", device="dev-none") == []
+    assert (await branches.list_conflicts(history, "acme", "site", device="dev-none")).records == []
     # resolving keeps the head's devices: the resolved record is still filtered on it
     await branches.resolve(history, "acme", "site", mine.id, user="dana")
     loaded.clear()
@@ -324,8 +330,7 @@ async def test_the_device_filter_reads_the_bodies_of_that_devices_records_only(
         await branches.list_conflicts(
             history, "acme", "site", status="resolved", device="dev-other"
         )
-        == []
-    )
+    ).records == []
     assert loaded == []
 
 

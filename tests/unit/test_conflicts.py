@@ -148,12 +148,16 @@ async def test_three_offline_devices_make_exactly_one_conflict(tmp_path: Path) -
             lines(merged)
         ).replace("carol far away\n", "line 18\n")
 
-        stored = await branches.list_conflicts(history, "acme", "site")
+        stored = (await branches.list_conflicts(history, "acme", "site")).records
         assert [r.id for r in stored] == [record.id]
-        assert await branches.list_conflicts(history, "acme", "site", status="resolved") == []
+        assert (
+            await branches.list_conflicts(history, "acme", "site", status="resolved")
+        ).records == []
         done = await branches.resolve(history, "acme", "site", record.id, user="dana")
         assert done.status == "resolved" and done.resolved_by == "dana"
-        assert (await branches.get_conflict(history, "acme", "site", record.id)).status == "resolved"
+        assert (
+            await branches.get_conflict(history, "acme", "site", record.id)
+        ).status == "resolved"
         with pytest.raises(NotFound):
             await branches.get_conflict(history, "acme", "site", "00" * 12)
 
@@ -257,12 +261,10 @@ async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Pa
         # The second connection re-sends the first part too (its acks were lost).
         second = await alice_sends(alice.updates)
         assert all(a.duplicate for a in second[:sent]) and not second[-1].duplicate
-        two = await branches.detect_branch(
-            history, doc, seeded.versionstamp, second, device=laptop
-        )
+        two = await branches.detect_branch(history, doc, seeded.versionstamp, second, device=laptop)
         assert two is not None and two.id != one.id
         await branches.save(history, doc, two)
-        stored = await branches.list_conflicts(history, "acme", "site")
+        stored = (await branches.list_conflicts(history, "acme", "site")).records
         regions = [(s.id, r.ours_text, r.theirs_text) for s in stored for r in s.regions]
         assert (one.id, "alice\n", "bob\n") in regions
         assert (two.id, "alice too\n", "carol\n") in regions
