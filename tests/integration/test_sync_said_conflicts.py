@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,41 @@ def test_a_404_for_the_list_says_nothing_and_forgets_nothing(
     assert said_ids(folder) == {cid}
 
 
+def test_more_open_records_than_a_page_holds_are_each_said_once(
+    server: ServerProcess, proxy: Proxy, tmp_path: Path
+) -> None:
+    """The list came in one answer; paged (100 records by default), a read of its first
+    page alone would miss the rest, and forget their ids. ``weft sync`` follows
+    ``next_after`` (1000 records a page after the first): every open record of this
+    device is said once, in two requests here, and no id is forgotten."""
+    folder = synced(server, tmp_path, "many")
+    me = device_id(folder)
+    with ThreadPoolExecutor(8) as pool:
+        mine = list(
+            pool.map(lambda n: report(server, "many", "plan.txt", f"{n}\n", me), range(130))
+        )
+        theirs = list(
+            pool.map(lambda n: report(server, "many", "plan.txt", f"x{n}\n", "dev-x"), range(20))
+        )
+    done, still = mine[:10], mine[10:]
+    for cid in done:
+        post(f"{server.url}/api/v1/{TENANT}/many/conflicts/{cid}/resolve", {})
+
+    result = sync_once(folder, proxy.ws_url, TENANT, "many")
+    assert result.returncode == 0, result.stdout
+    assert [said(result.stdout, cid) for cid in still] == [1] * len(still), result.stdout
+    assert not any(cid in result.stdout for cid in done + theirs), result.stdout
+    assert said_ids(folder) == set(still)
+    log = (tmp_path / "proxy.log").read_text().splitlines()
+    lists = [line for line in log if line.startswith("LIST ")]
+    assert len(lists) == 2, lists
+    assert "after=" in lists[1] and "limit=1000" in lists[1], lists
+
+    out = once(server, folder, "many")  # said once across runs; none forgotten
+    assert "conflict" not in out, out
+    assert said_ids(folder) == set(still)
+
+
 def test_once_bounds_the_list_read_by_its_timeout(
     server: ServerProcess, proxy: Proxy, tmp_path: Path
 ) -> None:
@@ -336,7 +372,18 @@ def test_once_bounds_the_list_read_by_its_timeout(
     assert "reading the conflict list failed: no answer in" in result.stdout, result.stdout
 
 
-OLD_SERVER = "b54056a"  # takes no ?device= on the conflict list (a 400 naming it)
+def weft_conflicts(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "conflicts", *args],
+        env={k: v for k, v in _env(None).items() if not k.startswith("WEFT_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+OLD_SERVER = "b54056a"  # takes no ?device= (a 400 naming it) nor pages on the conflict list
 
 
 def test_a_server_that_takes_no_device_parameter_is_read_whole(
@@ -389,6 +436,13 @@ def test_a_server_that_takes_no_device_parameter_is_read_whole(
         assert result.returncode == 0, result.stdout
         assert "warning" not in result.stdout, result.stdout
         assert said(result.stdout, mine) == 1 and theirs not in result.stdout, result.stdout
+        # nor pages (no next_after): its one answer is the whole list; --limit is refused
+        where = ["--server", url, "--tenant", TENANT, "--project", "old"]
+        listed = weft_conflicts("list", "--json", *where)
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(r["id"] for r in json.loads(listed.stdout)) == sorted([mine, theirs])
+        limited = weft_conflicts("list", "--limit", "1", *where)
+        assert limited.returncode == 2 and "takes no 'limit' parameter" in limited.stderr
     finally:
         proc.terminate()
         proc.wait(15)

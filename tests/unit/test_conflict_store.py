@@ -356,3 +356,78 @@ async def test_a_big_report_is_stored_and_a_long_note_refused(history: History) 
     await branches.resolve(history, "acme", "site", first.id, user="d")
     second = await branches.save_report(history, doc, record, seed)
     assert second.id != first.id and second.status == "open"
+
+
+async def pages(history: History, **filters: Any) -> list[conflict_store.ConflictPage]:
+    """Every page of the list, following ``next_after`` to the end."""
+    found = [await branches.list_conflicts(history, "acme", "site", **filters)]
+    while found[-1].next_after is not None:
+        after = found[-1].next_after
+        found.append(await branches.list_conflicts(history, "acme", "site", after=after, **filters))
+    return found
+
+
+def small_record(n: int, path: str, device: str) -> ConflictRecord:
+    record = record_of(f"{n:024x}", path, f"line 9 of {n}\n")
+    return dataclasses.replace(record, ours=Side(users=["y"], clients=[device]))
+
+
+async def test_a_page_reads_a_bounded_part_of_the_list_and_the_pages_hold_each_record_once(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The list was read whole, bodies and all, in one transaction, however many records
+    the project had gathered (they are never removed). A page holds up to ``limit``
+    records that pass the filters, in id order, and reads at most ``PAGE_HEADS`` heads
+    in transactions of ``CHUNK``: a filter that passes few records ends a page early,
+    with a ``next_after``, rather than read on to the end."""
+    monkeypatch.setattr(conflict_store, "CHUNK", 4)
+    monkeypatch.setattr(conflict_store, "PAGE_HEADS", 10)
+    doc = await doc_in(history, "a.txt")
+    records = [small_record(n, "a.txt", "dev-a" if n % 5 else "dev-b") for n in range(1, 31)]
+    for record in records:
+        await branches.save(history, doc, record)
+    ids = [r.id for r in records]  # (in id order: the ids are their numbers in hex)
+
+    reads = 0
+    read = history.kv.read
+
+    async def counted(fn: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(fn)
+
+    monkeypatch.setattr(history.kv, "read", counted)
+    first = await branches.list_conflicts(history, "acme", "site", limit=7)
+    assert [r.id for r in first.records] == ids[:7] and first.next_after == ids[6]
+    assert reads == 2  # two chunks of 4 heads
+    assert [r.id for p in await pages(history, limit=7) for r in p.records] == ids
+    reads = 0
+    loaded = count_loads(monkeypatch)
+    found = await pages(history, device="dev-b", limit=2)
+    # 6 records of dev-b among 30: 10 heads a page, at most; the other bodies not read
+    assert [r.id for p in found for r in p.records] == ids[4::5] == loaded
+    assert [len(p.records) for p in found] == [2, 2, 2, 0]
+    assert [p.next_after for p in found] == [ids[9], ids[19], ids[29], None]
+    assert reads == 3 * 3 + 1  # (10 heads: 4 + 4 + 2; the last page finds the end)
+    assert (await branches.list_conflicts(history, "acme", "site", after=ids[-1])) == (
+        conflict_store.ConflictPage([], None)
+    )
+    with pytest.raises(ValueError, match="1 to 1000 records, not 1001"):
+        await branches.list_conflicts(history, "acme", "site", limit=1001)
+
+
+async def test_a_page_ends_after_about_page_bytes_of_records(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record holds whole texts (a few MiB each): ``limit`` records could be far over
+    what one answer should hold. A page ends once what it read passes ``PAGE_BYTES``
+    (one record at least)."""
+    doc = await doc_in(history)
+    records = [record_of(f"3{i}" * 12, doc.path, big_text(2_000)) for i in range(4)]
+    for record in records:
+        await branches.save(history, doc, record)
+    assert [p.records for p in await pages(history)] == [records]
+    monkeypatch.setattr(conflict_store, "PAGE_BYTES", 1)
+    found = await pages(history)
+    assert [p.records for p in found] == [[r] for r in records]
+    assert [p.next_after for p in found] == [r.id for r in records[:3]] + [None]
