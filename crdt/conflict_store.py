@@ -16,8 +16,9 @@ should write. It is stored as (format 1.4, see ``crdt.keys``):
   record's ``ours`` side, for ``?device=``; a head written before it lacks it, and its
   body is read to filter it). The head is the record's commit marker: a record whose
   body takes several transactions is not listed until all of it is in, and a write cut
-  short leaves only parts no head names. Listing reads the heads and filters on them
-  before it reads any body; resolving rewrites only the head.
+  short leaves only parts no head names. Listing reads the heads, a page at a time in
+  key order (:func:`list_conflicts`), and filters on them before it reads any body;
+  resolving rewrites only the head.
 
 A head without ``body`` is a whole record written before 1.4, as one value: still read,
 and rewritten in the new form when it is resolved.
@@ -229,22 +230,22 @@ class _Filter:
 
     def load(
         self, tr: ReadTransaction, where: _Where, raw: bytes
-    ) -> tuple[ConflictRecord, int] | None:
-        """The record of head ``raw`` and the bytes its body took, or None when it does
-        not pass. The head decides first: a body is read only for a record that passes
+    ) -> tuple[ConflictRecord | None, int]:
+        """The record of head ``raw`` (None when it does not pass) and the bytes of its
+        body read. The head decides first: a body is read only for a record that passes
         (or, for ``device``, a record whose head was written before heads named the
         ``ours`` side's devices)."""
         head = msgpack.unpackb(raw)
         if self.path is not None and head.get("path") != self.path:
-            return None
+            return None, 0
         if self.status is not None and head.get("status", "open") != self.status:
-            return None
+            return None, 0
         named = None if self.device is None else _head_names(head, self.device)
         if named is False:
-            return None
+            return None, 0
         record, size = _load_sized(tr, where, raw)
         if named is None and self.device is not None and self.device not in record.ours.clients:
-            return None
+            return None, size
         return record, size
 
 
@@ -279,10 +280,10 @@ def _read_chunk(
     for n, (key, raw) in enumerate(rows, 1):
         size += len(raw)
         vs = keys.unpack(key, prefix)[-1]
-        found = wanted.load(tr, _Where(prefix, project, vs), raw)
-        if found is not None:
-            records.append(found[0])
-            size += found[1]
+        record, body = wanted.load(tr, _Where(prefix, project, vs), raw)
+        size += body
+        if record is not None:
+            records.append(record)
         if len(records) >= records_left or size >= bytes_left:
             return _Chunk(records, key, n, size, ended=n == len(rows) and n < asked)
     return _Chunk(records, rows[-1][0] if rows else None, len(rows), size, len(rows) < asked)
