@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=run)
 
-    listing = actions.add_parser("list", help="the project's conflicts, in id order")
+    listing = actions.add_parser(
+        "list", help="the project's conflicts (table: oldest first; --json: in id order)"
+    )
     common(listing)
     listing.add_argument("--path", help="only this document")
     listing.add_argument("--status", choices=STATUSES, help="only open or resolved ones")
@@ -282,9 +284,10 @@ async def _store_pages(args: argparse.Namespace) -> AsyncIterator[list[dict[str,
 async def _list(args: argparse.Namespace) -> None:
     """Print the records, all of them or the first ``--limit``, a page read at a time:
     as JSON, each page once read (a list too long to hold is never held whole); as a
-    table, their rows (no texts) at the end, when the columns' widths are known."""
+    table, their rows (no texts) at the end, when the columns' widths are known, oldest
+    first (pages come in id order, which is not the order the records were made in)."""
     pages = _server_pages(args) if args.server else _store_pages(args)
-    rows: list[tuple[str, ...]] = []
+    rows: list[tuple[int, tuple[str, ...]]] = []
     count = 0
     async for page in pages:
         for record in page[: None if args.limit is None else args.limit - count]:
@@ -293,12 +296,13 @@ async def _list(args: argparse.Namespace) -> None:
                 text = json.dumps(record, indent=2, ensure_ascii=False).replace("\n", "\n  ")
                 print(("[\n  " if count == 0 else ",\n  ") + text, end="")
             else:
-                rows.append(_row(record))
+                rows.append((record["created_ms"], _row(record)))
             count += 1
     if args.json:
         print("\n]" if count else "[]")
     else:
-        _table(rows)
+        rows.sort(key=lambda row: row[0])  # stable: id order among equal times
+        _table([row for _, row in rows])
 
 
 async def _via_store(args: argparse.Namespace, action: str) -> Any:

@@ -193,8 +193,10 @@ async def test_weft_conflicts_list_follows_the_pages(server: ServerProcess, made
         assert [record["id"] for record in json.loads(r.stdout)] == made.ids()
         r = await asyncio.to_thread(weft, "list", *where)
         assert r.returncode == 0, r.stderr
-        rows = r.stdout.splitlines()[1:]
-        assert [row.split()[0] for row in rows] == made.ids()
+        rows = r.stdout.splitlines()[1:]  # the table: oldest first, id order among ties
+        by_id = sorted(made.records, key=lambda record: str(record["id"]))
+        oldest_first = sorted(by_id, key=lambda record: int(record["created_ms"]))
+        assert [row.split()[0] for row in rows] == [record["id"] for record in oldest_first]
         r = await asyncio.to_thread(weft, "list", "--json", "--status", "open", *where)
         assert [record["id"] for record in json.loads(r.stdout)] == made.ids(status="open")
         for limit in (5, 150):
