@@ -199,7 +199,92 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
         their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
         if our_text != their_text or (merged is not None and apart(start, end)):
             regions.append(Region(start, end, "".join(base_lines[start:end]), our_text, their_text))
-    return regions
+    if merged is None:
+        return regions
+    sides = ((our_lines, our_changes), (their_lines, their_changes))
+    return _with_garbled(regions, base_lines, sides, lines(merged))
+
+
+def _with_garbled(
+    regions: list[Region],
+    base_lines: list[str],
+    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    merged_lines: list[str],
+) -> list[Region]:
+    """``regions`` and a region for each passage of the merge holding a line that
+    neither side nor the base has: a line nobody wrote (``filled by A- two by B``)
+    is an interleaving, whatever the line diffs say. The sides' changes are lined up
+    by difflib, the CRDT's by the edits each device made; where a text repeats lines,
+    or one side filled a blank line the other added a line before, the two disagree:
+    changes difflib calls disjoint (a deletion of one of two equal lines, an insertion
+    just before a changed line) touched the same characters. Each such passage spans
+    the base lines the merge changed there and every change of either side touching
+    them; overlapping regions become one."""
+    known = {_bare(line) for text in (base_lines, sides[0][0], sides[1][0]) for line in text}
+    garbled = [j for j, line in enumerate(merged_lines) if _bare(line) not in known]
+    if not garbled:
+        return regions
+    spans = [(r.base_start, r.base_end) for r in regions]
+    for change in changes(base_lines, merged_lines):
+        if any(change.start <= j < change.end for j in garbled):
+            spans.append(_touching(change.base_start, change.base_end, sides))
+    out: list[Region] = []
+    for start, end in _union(spans):
+        same = [r for r in regions if (r.base_start, r.base_end) == (start, end)]
+        out.append(same[0] if same else _region(base_lines, sides, start, end))
+    return out
+
+
+def _bare(line: str) -> str:
+    """A line without its ending (any that ``str.splitlines`` ends a line with)."""
+    return (line.splitlines() or [""])[0]
+
+
+def _touching(
+    start: int, end: int, sides: tuple[tuple[list[str], list[Change]], ...]
+) -> tuple[int, int]:
+    """Base lines ``[start, end)`` widened to every change of either side that overlaps
+    or borders them."""
+    while True:
+        near = [c for _, side in sides for c in side if c.base_start <= end and start <= c.base_end]
+        wider = (
+            min([start] + [c.base_start for c in near]),
+            max([end] + [c.base_end for c in near]),
+        )
+        if wider == (start, end):
+            return start, end
+        start, end = wider
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Base line spans, those that overlap or border each other made one, in order."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _region(
+    base_lines: list[str],
+    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    start: int,
+    end: int,
+) -> Region:
+    """The region of base lines ``[start, end)``: each side's text there (its changes
+    touching them, or the base's lines where it changed none)."""
+    texts = []
+    for side_lines, side_changes in sides:
+        span = Change(start, end, start, end)
+        mine = [c for c in side_changes if overlaps(c, span) or _borders(c, start, end)]
+        texts.append(_over(base_lines, side_lines, mine, start, end))
+    return Region(start, end, "".join(base_lines[start:end]), texts[0], texts[1])
+
+
+def _borders(change: Change, start: int, end: int) -> bool:
+    return start <= change.base_start <= end and start <= change.base_end <= end
 
 
 def _merged_apart(

@@ -14,6 +14,7 @@ from crdt.errors import NotFound
 from crdt.history import Append, Appended, DocRef, History
 from crdt.kv.sqlite import SQLiteEngine
 from crdt.merge3 import merge3
+from crdt.textedits import apply, diff
 
 BASE = "".join(f"line {i}\n" for i in range(20))
 
@@ -229,6 +230,60 @@ def test_a_merge_as_the_line_merge_has_it_is_not_taken_for_a_garbled_one() -> No
     merged = ours.replace("def f2(x):\n", "def f2(x):\n    T()\n")
     assert merged == merge3(base, ours, theirs)
     assert detect(base, ours, theirs, merged) == []
+
+
+def _crdt_merge(base: str, ours: str, theirs: str, ours_first: bool) -> str:
+    """The text two devices' saves of ``base`` merge into, each save made as the
+    workspace makes it (minimal edits of the document); ``ours_first``: ours has the
+    lower client id, which Yjs puts first where both inserted at one place."""
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("content", type=Text).insert(0, base)
+    docs = []
+    for client, new in ((2, ours), (3, theirs)) if ours_first else ((3, ours), (2, theirs)):
+        doc: Doc[Any] = Doc(client_id=client)
+        doc.apply_update(seed.get_update())
+        apply(doc.get("content", type=Text), base, diff(base, new))
+        docs.append(doc)
+    docs[0].apply_update(docs[1].get_update())
+    return str(docs[0].get("content", type=Text))
+
+
+NOTES = "# Notes\n\n- one\n\n"
+
+
+@pytest.mark.parametrize(
+    ("base", "ours", "theirs", "span"),
+    [
+        # ours typed into the blank last line, theirs added a line just before it
+        (NOTES, "# Notes\n\n- one\nby A\n", "# Notes\n\n- one\n- B\n\n", (3, 4)),
+        # theirs deleted one of two equal lines (difflib: the first; the edit: the second)
+        ("b\nx = 1\nx = 1\nb\n}\n", "b\nx = 1\nbO\nO\nb\n}\n", "b\nx = 1\nb\n}\n", (1, 4)),
+    ],
+)
+def test_a_merge_with_a_line_nobody_wrote_is_a_conflict_whatever_the_line_diffs_say(
+    base: str, ours: str, theirs: str, span: tuple[int, int]
+) -> None:
+    """Found in an audit: the line diffs of the two sides were disjoint (an insertion
+    just before a changed line, a deletion of the other one of two equal lines), but the
+    devices' edits touched the same characters, and the merge held a line nobody wrote
+    (``by A- B``) with no record. A merge line that is in neither side nor the base
+    makes a region, spanning the changes of both sides there."""
+    merged = _crdt_merge(base, ours, theirs, ours_first=True)
+    assert not set(lines(merged)) <= set(lines(base + ours + theirs))
+    [region] = detect(base, ours, theirs, merged)
+    assert (region.base_start, region.base_end) == span
+    assert region.base_text == "".join(lines(base)[span[0] : span[1]])
+    assert region.ours_text in ours and region.theirs_text in theirs
+    assert region.ours_text != region.base_text != region.theirs_text
+
+
+def test_the_same_edits_merged_cleanly_are_no_conflict() -> None:
+    """The first case above with the CRDT's order the other way: every line of the
+    merge is one somebody wrote, and the line diffs are disjoint, so no record."""
+    ours, theirs = "# Notes\n\n- one\nby A\n", "# Notes\n\n- one\n- B\n\n"
+    merged = _crdt_merge(NOTES, ours, theirs, ours_first=False)
+    assert merged == "# Notes\n\n- one\n- B\nby A\n"
+    assert detect(NOTES, ours, theirs, merged) == []
 
 
 async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Path) -> None:
