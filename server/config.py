@@ -8,6 +8,7 @@ refuses to start unless ``insecure`` is set.
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from crdt.history import MAX_UPDATE_BYTES
 from server.auth import check_secret, is_ssh_key_line, verifying_key
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+INSTANCE_LABEL = re.compile(r"[A-Za-z0-9._-]{1,32}")
+"""What ``WEFT_INSTANCE`` may be: a label, to which a random part is added."""
 MAX_LEEWAY_SECONDS = 86_400
 """The most clock skew ``WEFT_JWT_LEEWAY_SECONDS`` may tolerate: a day. More is no skew
 but a token's lifetime made longer (``inf`` made an expired token good for ever)."""
@@ -136,6 +139,18 @@ class Settings(BaseSettings):
                 f"{value}: it is the clock skew tolerated on a token's exp and nbf"
             )
         return value
+
+    @field_validator("instance")
+    @classmethod
+    def _unique_instance(cls, value: str) -> str:
+        """A name given (``WEFT_INSTANCE``) labels the instance: a random part is added,
+        as every instance on a store needs a name of its own. Two processes given one
+        name took each other's commits for their own (neither's rooms applied the
+        other's edits) and counted as one instance. No ``/``: a session id is the
+        instance, ``/``, the connection."""
+        if not INSTANCE_LABEL.fullmatch(value):
+            raise ValueError("instance must be 1-32 of A-Z a-z 0-9 . _ -")
+        return f"{value}-{secrets.token_hex(4)}"
 
     @field_validator("log_level")
     @classmethod

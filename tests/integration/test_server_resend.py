@@ -41,7 +41,8 @@ async def test_a_resent_update_missing_from_the_room_reaches_the_peers(
         # by this instance (so its room watcher skips it), never applied to the room.
         history = app[HISTORY]
         ref = await history.doc("acme", "site", "lost.txt")
-        await history.append([Append(ref, update, "anonymous", "c", "one/999")])
+        session = f"{settings.instance}/999"
+        await history.append([Append(ref, update, "anonymous", "c", session)])
         await sender.send(SyncUpdate(update))  # the client re-sends it
         await sender.until(lambda: len(sender.acks) == 1)
         assert sender.acks[0].versionstamp == await history.head(ref)

@@ -519,3 +519,17 @@ def test_token_create_refuses_an_empty_user(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("weft token create: --user is empty"), captured.err
+
+
+def test_an_instance_name_given_is_a_label_with_a_random_part() -> None:
+    """Instances on one store need names of their own (see test_server_cluster)."""
+    one, two = Settings(instance="web"), Settings(instance="web")
+    assert one.instance.startswith("web-") and two.instance.startswith("web-")
+    assert one.instance != two.instance
+    assert Settings().instance != Settings().instance
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "web 1", "x" * 33])
+def test_an_instance_name_that_could_not_label_one_is_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="instance must be"):
+        Settings(instance=name)
