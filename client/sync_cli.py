@@ -123,7 +123,7 @@ was saved less than a second ago) keeps both versions of the line, theirs first,
 no conflict record: "FILE: line N: changed here and elsewhere at once; both versions
 kept" says where to look.
 
-Every flag also reads an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
+The flags that read an environment variable: WEFT_SERVER, WEFT_TENANT, WEFT_PROJECT,
 WEFT_TOKEN, WEFT_SYNC_MAX_BACKOFF, WEFT_SYNC_POLL, WEFT_SYNC_IDLE_CLOSE, WEFT_DEVICE_ID.
 """
 

@@ -87,11 +87,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="allow running without auth on a non-loopback address (WEFT_INSECURE)",
     )
-    a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WEFT_LOG_LEVEL, default INFO)")
+    a("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (WEFT_LOG_LEVEL, default INFO)")
     a(
         "--room-idle-seconds",
         type=float,
-        help="unload a document this long after its last peer left (WEFT_ROOM_IDLE_SECONDS)",
+        help="unload a document this long after its last peer left, seconds "
+        "(WEFT_ROOM_IDLE_SECONDS, default 30; 0: at once)",
     )
 
 

@@ -70,3 +70,58 @@ def test_no_asyncio_wait_for_in_weft_code() -> None:
         if "asyncio.wait_for(" in line and not line.lstrip().startswith("#")
     ]
     assert found == [], found
+
+
+def _readme_env_table() -> dict[str, str]:
+    """The environment-only settings table of "Running the server": name -> default."""
+    section = (ROOT / "README.md").read_text().split("\n## Running the server", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    defaults: dict[str, str] = {}
+    for row in re.findall(r"^\| (`[A-Z_]+`.*?) \| (.*?) \|", section, flags=re.M):
+        names = re.findall(r"`([A-Z_]+)`", row[0])
+        values = [v.strip() for v in row[1].split(" / ")]
+        if len(values) != len(names):  # `A`, `B` | one default for both
+            values = values[:1] * len(names)
+        defaults.update(zip(names, values, strict=True))
+    return defaults
+
+
+def _said(value: object) -> str:
+    """A setting's default as the README writes it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int | float) and value == int(value):
+        whole = int(value)
+        return f"{whole >> 20} MiB" if whole >= 1 << 20 and whole % (1 << 20) == 0 else str(whole)
+    return str(value)
+
+
+def test_every_server_setting_is_in_the_readme_with_its_default() -> None:
+    """Every ``WEFT_*`` setting the server reads is named in the README, and the ones in
+    its table of environment-only settings with their real default (the README sent
+    operators to server/config.py for most of them)."""
+    from server.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    table = _readme_env_table()
+    for name, field in Settings.model_fields.items():
+        env = name.upper()
+        assert f"WEFT_{env}" in readme or f"`{env}`" in readme, env
+        if env in table and field.default_factory is None:
+            assert table[env] == _said(field.default), (env, table[env], field.default)
+    assert {"COMMIT_MAX_UPDATES", "SEND_QUEUE_FRAMES", "REFUSAL_HOLD_SECONDS"} <= set(table)
+
+
+def test_every_weft_variable_the_readme_names_exists() -> None:
+    """A ``WEFT_*`` name in the README is a setting of the server or a variable the
+    client, the tests or the bench read."""
+    from server.config import Settings
+
+    named = set(re.findall(r"WEFT_[A-Z0-9_]*[A-Z0-9]", (ROOT / "README.md").read_text()))
+    known = {f"WEFT_{name.upper()}" for name in Settings.model_fields}
+    for package in ("client", "server", "crdt", "bench", "tests"):
+        for path in (ROOT / package).rglob("*.py"):
+            known |= set(re.findall(r"[\"'](WEFT_[A-Z0-9_]+)[\"']", path.read_text()))
+    assert named - known == set()
