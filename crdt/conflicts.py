@@ -10,6 +10,7 @@ reports every overlap as a region a person should look at. Pure code: texts in, 
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -211,28 +212,68 @@ def _with_garbled(
     sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
     merged_lines: list[str],
 ) -> list[Region]:
-    """``regions`` and a region for each passage of the merge holding a line that
-    neither side nor the base has: a line nobody wrote (``filled by A- two by B``)
-    is an interleaving, whatever the line diffs say. The sides' changes are lined up
-    by difflib, the CRDT's by the edits each device made; where a text repeats lines,
-    or one side filled a blank line the other added a line before, the two disagree:
-    changes difflib calls disjoint (a deletion of one of two equal lines, an insertion
-    just before a changed line) touched the same characters. Each such passage spans
-    the base lines the merge changed there and every change of either side touching
-    them; overlapping regions become one."""
-    known = {_bare(line) for text in (base_lines, sides[0][0], sides[1][0]) for line in text}
-    garbled = [j for j, line in enumerate(merged_lines) if _bare(line) not in known]
-    if not garbled:
+    """``regions`` and a region for each passage where the merge is no line merge of
+    the sides' changes: it holds a line that neither side nor the base has (a line
+    nobody wrote, ``filled by A- two by B``, is an interleaving), or it holds a line
+    more or fewer times than any line merge would (:func:`_miscounted`: part of an
+    edit kept, a line's ending lost), whatever the line diffs say. The sides' changes
+    are lined up by difflib, the CRDT's by the edits each device made; where a text
+    repeats lines, or one side filled a blank line the other added a line before, the
+    two disagree: changes difflib calls disjoint (a deletion of one of two equal lines,
+    an insertion just before a changed line) touched the same characters. A passage
+    holding a line nobody wrote spans the base lines the merge changed there; one
+    holding a miscounted line spans each change of a side that deleted or added that
+    line (the merge's changes holding it, when no side's does). Each is widened to
+    every change of either side touching it; overlapping regions become one."""
+    texts = (base_lines, sides[0][0], sides[1][0])
+    known = {_bare(line) for text in texts for line in text}
+    garbled = {j for j, line in enumerate(merged_lines) if _bare(line) not in known}
+    miscounted = _miscounted(texts, merged_lines, regions)
+    if not garbled and not miscounted:
         return regions
-    spans = [(r.base_start, r.base_end) for r in regions]
+    holding = [
+        (c, set(base_lines[c.base_start : c.base_end]) | set(side_lines[c.start : c.end]))
+        for side_lines, side_changes in sides
+        for c in side_changes
+    ]
+    spans = [(c.base_start, c.base_end) for c, held in holding if not miscounted.isdisjoint(held)]
+    unheld = miscounted.difference(*(held for _, held in holding))
     for change in changes(base_lines, merged_lines):
-        if any(change.start <= j < change.end for j in garbled):
-            spans.append(_touching(change.base_start, change.base_end, sides))
+        at = range(change.start, change.end)
+        if garbled.intersection(at) or any(merged_lines[j] in unheld for j in at):
+            spans.append((change.base_start, change.base_end))
     out: list[Region] = []
-    for start, end in _union(spans):
+    spans = [_touching(start, end, sides) for start, end in spans]
+    for start, end in _union(spans + [(r.base_start, r.base_end) for r in regions]):
         same = [r for r in regions if (r.base_start, r.base_end) == (start, end)]
         out.append(same[0] if same else _region(base_lines, sides, start, end))
     return out
+
+
+def _miscounted(
+    texts: tuple[list[str], list[str], list[str]], merged_lines: list[str], regions: list[Region]
+) -> set[str]:
+    """The lines (with their endings) that ``merged_lines`` holds a number of times no
+    line merge of the sides (``texts``: base, ours, theirs) gives, leaving out the lines
+    of ``regions`` (a contested passage merges as it may). A line merge holds a line as
+    often as the base, less each side's deletions of it, plus each side's additions of
+    it, a change both sides made counted once or twice; as a side may be taken to have
+    deleted and added back any line it has, that is from the most either side has less
+    the base's to the sum of both sides'. So a line only one side added is there as
+    often as that side added it, whatever the alignment."""
+    base, ours, theirs = (Counter(text) for text in texts)
+    merged = Counter(merged_lines)
+    contested = {
+        line
+        for r in regions
+        for text in (r.base_text, r.ours_text, r.theirs_text)
+        for line in lines(text)
+    }
+    return {
+        line
+        for line in (merged.keys() | ours.keys() | theirs.keys()) - contested
+        if not max(ours[line], theirs[line]) - base[line] <= merged[line] <= ours[line] + theirs[line]
+    }
 
 
 def _bare(line: str) -> str:
