@@ -337,6 +337,8 @@ def _lines(record: dict[str, Any], region: dict[str, Any]) -> str:
     start, end = region["base_start"], region["base_end"]
     if start == end:
         return f"after base line {start}" if start else "before base line 1"
+    if end == start + 1:
+        return f"base line {end}"
     return f"base lines {start + 1}-{end}"
 
 
@@ -347,7 +349,10 @@ def _names(names: list[str], sep: str = ", ") -> str:
 
 def _row(r: dict[str, Any]) -> tuple[str, ...]:
     """A record's row in the list (escaped, see :func:`_print`)."""
-    span = ",".join(_lines(r, g).removeprefix("base lines ") for g in r["regions"])
+    spans = (
+        _lines(r, g).removeprefix("base lines ").removeprefix("base line ") for g in r["regions"]
+    )
+    span = ",".join(spans)
     who = f"{_names(r['ours']['users'], '+')} / {_names(r['theirs']['users'], '+')}"
     return r["id"], r["status"], _when(r["created_ms"]), span, f"{printable(r['path'])}  ({who})"
 
@@ -362,6 +367,15 @@ def _table(rows: list[tuple[str, ...]]) -> None:
     )
     for cid, status, created, span, where in rows:
         print(f"{cid:24}  {status:8}  {created:19}  {span:{width}}  {where}")
+
+
+def _text(text: str) -> None:
+    """A side's text, a ``| `` per line; no text at all (an insertion point's base, a
+    side that deleted the lines) is ``(nothing)``, not one ``| `` as a blank line is."""
+    if not text:
+        print("  (nothing)")
+    for line in text.splitlines():
+        print(f"  | {line}")
 
 
 def _print(args: argparse.Namespace, result: Any) -> None:
@@ -398,11 +412,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         base = [("base", "base_text")] if r["base"] else []  # none: no shared history
         for label, key in [*base, ("ours", "ours_text"), ("theirs", "theirs_text")]:
             print(f"  --- {label}")
-            for line in g[key].splitlines() or [""]:
-                print(f"  | {line}")
+            _text(g[key])
     print("\n  merged text (what the document held once both sides were in):")
-    for line in r["merged_text"].splitlines() or [""]:
-        print(f"  | {line}")
+    _text(r["merged_text"])
     if args.action == "resolve" and args.already:
         note = f", note {r['resolution']!r}" if r["resolution"] else ""  # (repr escapes)
         by = printable(r["resolved_by"])

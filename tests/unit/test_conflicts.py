@@ -441,8 +441,36 @@ def test_weft_conflicts_names_a_region_by_its_base_lines() -> None:
     def lines(base: str, start: int, end: int) -> str:
         return _lines({"base": base}, {"base_start": start, "base_end": end})
 
-    assert lines("00" * 12, 2, 3) == "base lines 3-3"
+    assert lines("00" * 12, 2, 3) == "base line 3"
     assert lines("00" * 12, 2, 5) == "base lines 3-5"
     assert lines("00" * 12, 4, 4) == "after base line 4"
     assert lines("00" * 12, 0, 0) == "before base line 1"
     assert lines("", 0, 0) == "no shared history"
+
+
+def test_weft_conflicts_show_tells_no_text_from_a_blank_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A side that deleted the lines (or an insertion point's base) has no text: it was
+    printed as one ``| ``, as a blank line is."""
+    import argparse
+
+    from client.conflicts_cli import _print
+
+    side = {"users": ["ann"], "clients": ["dev-a"]}
+    region = {"base_start": 1, "base_end": 2, "base_text": "two\n", "ours_text": ""}
+    record = {
+        "id": "ab" * 12,
+        "path": "a.md",
+        "status": "open",
+        "base": "00" * 12,
+        "ours": side,
+        "theirs": side,
+        "regions": [{**region, "theirs_text": "\n"}],
+        "merged_text": "one\n\n",
+    }
+    _print(argparse.Namespace(json=False, action="show"), record)
+    out = capsys.readouterr().out
+    assert (
+        "  base line 2:\n  --- base\n  | two\n  --- ours\n  (nothing)\n  --- theirs\n  | \n" in out
+    )
