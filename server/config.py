@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # edit the deleter had seen brought the file back (found under load in CI).
     bring_back_edited: bool = False
     log_level: str = "INFO"
-    instance: str = Field(default_factory=lambda: secrets.token_hex(4))
+    instance: str = ""  # none given: a random name (see _unique_instance)
 
     @field_validator("public_key")
     @classmethod
@@ -147,7 +147,11 @@ class Settings(BaseSettings):
         as every instance on a store needs a name of its own. Two processes given one
         name took each other's commits for their own (neither's rooms applied the
         other's edits) and counted as one instance. No ``/``: a session id is the
-        instance, ``/``, the connection."""
+        instance, ``/``, the connection. None given (the default, or empty): a random
+        name alone (settings validate their defaults too: a default drawn at random was
+        given a second random part)."""
+        if not value:
+            return secrets.token_hex(4)
         if not INSTANCE_LABEL.fullmatch(value):
             raise ValueError("instance must be 1-32 of A-Z a-z 0-9 . _ -")
         return f"{value}-{secrets.token_hex(4)}"

@@ -88,7 +88,7 @@ def _readme_env_table() -> dict[str, str]:
 
 def _said(value: object) -> str:
     """A setting's default as the README writes it."""
-    if value is None:
+    if value is None or value == "":
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
