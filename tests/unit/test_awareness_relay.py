@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
 
 from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry
-from crdt.history import History
+from crdt.history import DocRef, History
 from crdt.kv import Engine
 from crdt.kv.base import Transaction
 from server import awareness
@@ -171,145 +172,134 @@ class Connections:
             self.room.relay(peer.id, action.payload, action.entries, action.own)
 
 
-async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
-    engines: tuple[Engine, Engine],
-) -> None:
-    """Real sessions on a real room: b echoes a's state (as y-websocket does); the
-    echo is not b's, and a newer clock on another connection takes a client over."""
+@pytest.fixture
+async def one_room(engines: tuple[Engine, Engine]) -> AsyncIterator[tuple[Rooms, DocRef]]:
+    """Rooms on a real store (instance ``a``) and a document to join, closed after."""
     history = History(engines[0])
     rooms = Rooms(history, Metrics(), instance="a")
-    ref = await history.doc("acme", "site", "a.txt", create=True)
     try:
-        pa, pb, pc = Peer(1), Peer(2), Peer(3)
-        room = await rooms.join(ref, pa)
-        await rooms.join(ref, pb)
-        await rooms.join(ref, pc)
-        published: list[dict[int, int]] = []
-        room.awareness_changed = lambda: published.append(dict(room.local))
-        connections = Connections(room, (pa, pb, pc))
-        send, sessions = connections.send, connections.sessions
-
-        send(pa, AwarenessEntry(1001, 1, ADA))
-        send(pb, AwarenessEntry(1001, 1, ADA))  # b's echo
-        assert room.local == {1001: pa.id} and published == [{1001: pa.id}]
-        rooms.leave(room, pb, sessions[pb.id].awareness_clients)
-        assert pc.alive() == {1001: 1}
-        # a's client comes back on c with a newer clock (a's socket not yet closed).
-        send(pc, AwarenessEntry(1001, 2, BOB))
-        assert room.local == {1001: pc.id}
-        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
-        assert pc.alive() == {1001: 2} and room.states == {1001: (2, BOB)}
-        rooms.leave(room, pc, sessions[pc.id].awareness_clients)
-        assert room.local == {} and room.states == {}
+        yield rooms, await history.doc("acme", "site", "a.txt", create=True)
     finally:
         await rooms.close()
 
 
+async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
+    one_room: tuple[Rooms, DocRef],
+) -> None:
+    """Real sessions on a real room: b echoes a's state (as y-websocket does); the
+    echo is not b's, and a newer clock on another connection takes a client over."""
+    rooms, ref = one_room
+    pa, pb, pc = Peer(1), Peer(2), Peer(3)
+    room = await rooms.join(ref, pa)
+    await rooms.join(ref, pb)
+    await rooms.join(ref, pc)
+    published: list[dict[int, int]] = []
+    room.awareness_changed = lambda: published.append(dict(room.local))
+    connections = Connections(room, (pa, pb, pc))
+    send, sessions = connections.send, connections.sessions
+
+    send(pa, AwarenessEntry(1001, 1, ADA))
+    send(pb, AwarenessEntry(1001, 1, ADA))  # b's echo
+    assert room.local == {1001: pa.id} and published == [{1001: pa.id}]
+    rooms.leave(room, pb, sessions[pb.id].awareness_clients)
+    assert pc.alive() == {1001: 1}
+    # a's client comes back on c with a newer clock (a's socket not yet closed).
+    send(pc, AwarenessEntry(1001, 2, BOB))
+    assert room.local == {1001: pc.id}
+    rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+    assert pc.alive() == {1001: 2} and room.states == {1001: (2, BOB)}
+    rooms.leave(room, pc, sessions[pc.id].awareness_clients)
+    assert room.local == {} and room.states == {}
+
+
 async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alone(
-    engines: tuple[Engine, Engine],
+    one_room: tuple[Rooms, DocRef],
 ) -> None:
     """c takes a's client over with a newer clock; a late frame of a's (an older clock
     than the room's) does not take it back, and another connection's removal of it is
     ignored: a leaving, or b's removal, must not erase c's live state (both did, found
     in a review)."""
-    history = History(engines[0])
-    rooms = Rooms(history, Metrics(), instance="a")
-    ref = await history.doc("acme", "site", "a.txt", create=True)
-    try:
-        pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
-        room = await rooms.join(ref, pa)
-        for peer in (pb, pc, watcher):
-            await rooms.join(ref, peer)
-        connections = Connections(room, (pa, pb, pc))
-        send, sessions = connections.send, connections.sessions
+    rooms, ref = one_room
+    pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
+    room = await rooms.join(ref, pa)
+    for peer in (pb, pc, watcher):
+        await rooms.join(ref, peer)
+    connections = Connections(room, (pa, pb, pc))
+    send, sessions = connections.send, connections.sessions
 
-        send(pa, AwarenessEntry(1001, 1, ADA))
-        send(pc, AwarenessEntry(1001, 3, BOB))  # taken over
-        send(pa, AwarenessEntry(1001, 2, ADA))  # a late frame of a's
-        assert room.local == {1001: pc.id} and room.states == {1001: (3, BOB)}
-        send(pb, AwarenessEntry(1001, 4, "null"))  # b removes a client c controls
-        assert room.states == {1001: (3, BOB)} and watcher.alive() == {1001: 3}
-        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
-        assert room.local == {1001: pc.id} and watcher.alive() == {1001: 3}
-        send(pc, AwarenessEntry(1001, 4, "null"))  # its controller removes it
-        assert room.local == {} and room.states == {} and watcher.alive() == {}
-    finally:
-        await rooms.close()
+    send(pa, AwarenessEntry(1001, 1, ADA))
+    send(pc, AwarenessEntry(1001, 3, BOB))  # taken over
+    send(pa, AwarenessEntry(1001, 2, ADA))  # a late frame of a's
+    assert room.local == {1001: pc.id} and room.states == {1001: (3, BOB)}
+    send(pb, AwarenessEntry(1001, 4, "null"))  # b removes a client c controls
+    assert room.states == {1001: (3, BOB)} and watcher.alive() == {1001: 3}
+    rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+    assert room.local == {1001: pc.id} and watcher.alive() == {1001: 3}
+    send(pc, AwarenessEntry(1001, 4, "null"))  # its controller removes it
+    assert room.local == {} and room.states == {} and watcher.alive() == {}
 
 
 async def test_a_state_at_the_rooms_clock_from_another_connection_changes_nothing(
-    engines: tuple[Engine, Engine],
+    one_room: tuple[Rooms, DocRef],
 ) -> None:
     """b sends a's client at the clock the room holds, with another state: y-protocols
     peers ignore an entry at the clock they have, so the room does too (it stored it, and
     handed joiners and query-awareness answers a state its peers never had). Nor does
     such an entry take control: a's late frame at the clock c took the client over
     with leaves it c's."""
-    history = History(engines[0])
-    rooms = Rooms(history, Metrics(), instance="a")
-    ref = await history.doc("acme", "site", "a.txt", create=True)
-    try:
-        pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
-        room = await rooms.join(ref, pa)
-        for peer in (pb, pc, watcher):
-            await rooms.join(ref, peer)
-        send = Connections(room, (pa, pb, pc)).send
+    rooms, ref = one_room
+    pa, pb, pc, watcher = Peer(1), Peer(2), Peer(3), Peer(4)
+    room = await rooms.join(ref, pa)
+    for peer in (pb, pc, watcher):
+        await rooms.join(ref, peer)
+    send = Connections(room, (pa, pb, pc)).send
 
-        send(pa, AwarenessEntry(1001, 5, ADA))
-        send(pb, AwarenessEntry(1001, 5, BOB))  # same clock, another state
-        assert room.states == {1001: (5, ADA)} and room.local == {1001: pa.id}
-        assert watcher.states == {1001: (5, ADA)}
-        payload = room.awareness_payload()
-        assert payload is not None
-        assert list(codec.decode_awareness(payload)) == [AwarenessEntry(1001, 5, ADA)]
+    send(pa, AwarenessEntry(1001, 5, ADA))
+    send(pb, AwarenessEntry(1001, 5, BOB))  # same clock, another state
+    assert room.states == {1001: (5, ADA)} and room.local == {1001: pa.id}
+    assert watcher.states == {1001: (5, ADA)}
+    payload = room.awareness_payload()
+    assert payload is not None
+    assert list(codec.decode_awareness(payload)) == [AwarenessEntry(1001, 5, ADA)]
 
-        send(pc, AwarenessEntry(1001, 6, BOB))  # c takes the client over
-        send(pa, AwarenessEntry(1001, 6, ADA))  # a's frame at that clock: not a's again
-        assert room.states == {1001: (6, BOB)} and room.local == {1001: pc.id}
-        send(pc, AwarenessEntry(1001, 6, ADA))  # its controller, same clock: as on peers
-        assert room.states == {1001: (6, BOB)} and watcher.states == {1001: (6, BOB)}
-    finally:
-        await rooms.close()
+    send(pc, AwarenessEntry(1001, 6, BOB))  # c takes the client over
+    send(pa, AwarenessEntry(1001, 6, ADA))  # a's frame at that clock: not a's again
+    assert room.states == {1001: (6, BOB)} and room.local == {1001: pc.id}
+    send(pc, AwarenessEntry(1001, 6, ADA))  # its controller, same clock: as on peers
+    assert room.states == {1001: (6, BOB)} and watcher.states == {1001: (6, BOB)}
 
 
 async def test_a_state_not_newer_than_the_rooms_removal_is_answered_with_it(
-    engines: tuple[Engine, Engine],
+    one_room: tuple[Rooms, DocRef],
 ) -> None:
     """a's connection closes: its client is removed at clock 6. Back on a new connection
     (d), the client sends its state at clock 5 again, as y-websocket does after a
     reconnect: the peers ignore it (they hold 6), so d alone is sent the removal (at 6,
     to which y-protocols answers with its state at 7); at 7 nothing is sent back."""
-    history = History(engines[0])
-    rooms = Rooms(history, Metrics(), instance="a")
-    ref = await history.doc("acme", "site", "a.txt", create=True)
-    try:
-        pa, pd, watcher = Peer(1), Peer(2), Peer(3)
-        room = await rooms.join(ref, pa)
-        await rooms.join(ref, watcher)
-        connections = Connections(room, (pa, pd))
-        send, sessions = connections.send, connections.sessions
+    rooms, ref = one_room
+    pa, pd, watcher = Peer(1), Peer(2), Peer(3)
+    room = await rooms.join(ref, pa)
+    await rooms.join(ref, watcher)
+    connections = Connections(room, (pa, pd))
+    send, sessions = connections.send, connections.sessions
 
-        send(pa, AwarenessEntry(1001, 5, ADA))
-        rooms.leave(room, pa, sessions[pa.id].awareness_clients)
-        assert watcher.states == {1001: (6, "null")}
-        await rooms.join(ref, pd)
-        send(pd, AwarenessEntry(1001, 5, ADA))
-        assert pd.states[1001] == (6, "null")  # the relayed state, then the removal
-        assert watcher.alive() == {}
-        send(pd, AwarenessEntry(1001, 7, ADA))  # y-protocols' answer
-        assert pd.states[1001] == (7, ADA) and watcher.alive() == {1001: 7}
-        assert room.removed == {}
-    finally:
-        await rooms.close()
+    send(pa, AwarenessEntry(1001, 5, ADA))
+    rooms.leave(room, pa, sessions[pa.id].awareness_clients)
+    assert watcher.states == {1001: (6, "null")}
+    await rooms.join(ref, pd)
+    send(pd, AwarenessEntry(1001, 5, ADA))
+    assert pd.states[1001] == (6, "null")  # the relayed state, then the removal
+    assert watcher.alive() == {}
+    send(pd, AwarenessEntry(1001, 7, ADA))  # y-protocols' answer
+    assert pd.states[1001] == (7, ADA) and watcher.alive() == {1001: 7}
+    assert room.removed == {}
 
 
-async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]) -> None:
+async def test_an_echo_is_not_relayed_and_news_is(one_room: tuple[Rooms, DocRef]) -> None:
     """y-websocket clients send back every state they receive: relayed, each echo went to
     every peer again (about N x N frames per change in a room of N). A frame that brings
     the room nothing is dropped; a newer clock, a new client or a removal is relayed."""
-    history = History(engines[0])
-    rooms = Rooms(history, Metrics(), instance="a")
-    ref = await history.doc("acme", "site", "a.txt", create=True)
+    rooms, ref = one_room
     frames: list[int] = []
 
     class Counting(Peer):
@@ -317,28 +307,25 @@ async def test_an_echo_is_not_relayed_and_news_is(engines: tuple[Engine, Engine]
             frames.append(self.id)
             super().send(frame)
 
-    try:
-        pa, pb, watcher = Counting(1), Counting(2), Counting(3)
-        room = await rooms.join(ref, pa)
-        for peer in (pb, watcher):
-            await rooms.join(ref, peer)
-        connections = Connections(room, (pa, pb))
+    pa, pb, watcher = Counting(1), Counting(2), Counting(3)
+    room = await rooms.join(ref, pa)
+    for peer in (pb, watcher):
+        await rooms.join(ref, peer)
+    connections = Connections(room, (pa, pb))
 
-        def send(peer: Peer, *entries: AwarenessEntry) -> int:
-            frames.clear()
-            connections.send(peer, *entries)
-            return len(frames)
+    def send(peer: Peer, *entries: AwarenessEntry) -> int:
+        frames.clear()
+        connections.send(peer, *entries)
+        return len(frames)
 
-        assert send(pa, AwarenessEntry(1001, 1, ADA)) == 3  # new: to every peer
-        assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # b's echo
-        assert send(pb, AwarenessEntry(1001, 1, ADA), AwarenessEntry(1002, 1, BOB)) == 3
-        assert send(pa, AwarenessEntry(1001, 2, ADA)) == 3  # a renewal: a newer clock
-        assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # stale
-        assert send(pa, AwarenessEntry(1001, 2, "null")) == 3  # its removal
-        assert send(pb, AwarenessEntry(1001, 2, "null")) == 0  # the echo of the removal
-        assert watcher.alive() == {1002: 1}
-    finally:
-        await rooms.close()
+    assert send(pa, AwarenessEntry(1001, 1, ADA)) == 3  # new: to every peer
+    assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # b's echo
+    assert send(pb, AwarenessEntry(1001, 1, ADA), AwarenessEntry(1002, 1, BOB)) == 3
+    assert send(pa, AwarenessEntry(1001, 2, ADA)) == 3  # a renewal: a newer clock
+    assert send(pb, AwarenessEntry(1001, 1, ADA)) == 0  # stale
+    assert send(pa, AwarenessEntry(1001, 2, "null")) == 3  # its removal
+    assert send(pb, AwarenessEntry(1001, 2, "null")) == 0  # the echo of the removal
+    assert watcher.alive() == {1002: 1}
 
 
 async def test_two_instances_relay_through_the_store_coalesced(
