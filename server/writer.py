@@ -279,9 +279,13 @@ class Writer:
         docs: dict[bytes, DocRef] = {}
         tails = self._tails
         added = 0
+        seen: set[bytes] = set()
         for p, appended in zip(batch, results, strict=True):
-            if appended.duplicate:
+            # A repeat inside one append has the first copy's versionstamp and is one
+            # record of the log: counted once, like a repeat of an earlier append.
+            if appended.duplicate or appended.versionstamp.raw in seen:
                 continue
+            seen.add(appended.versionstamp.raw)
             item = p.item
             space = item.doc.space
             docs[space] = item.doc
@@ -289,8 +293,6 @@ class Writer:
             self._since_check[space] = (count + 1, size + len(item.update))
             tail = tails.get(space)
             if tail is not None:
-                # A repeat inside one append has the first copy's versionstamp:
-                # known_records counts distinct versionstamps.
                 tail.append(_Logged(appended.versionstamp, item.update))
                 added += len(item.update)
         self._tail_bytes += added

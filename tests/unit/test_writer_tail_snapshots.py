@@ -180,16 +180,27 @@ async def test_a_repeat_inside_one_append_counts_once(kv: Engine) -> None:
     history, ref = await setup(kv)
     editors = Editors(4)
     updates = [editors.update() for _ in range(130)]
-    updates[70:70] = [updates[69]]  # the same update twice in one group commit
     async with Writer(history) as writer:
-        # In two parts, each let finish: a first snapshot still being built as all the
-        # rest committed covered them all, and none came from the tail (CI, 1 run).
-        await send(writer, ref, updates[:80], batch=10)
+        # In parts, each let finish, so that no snapshot is being built while the next
+        # commits go on (one that was covered more than its part, and the tail after it
+        # held too few for the next: CI, 2 runs): the first update is checked (the log),
+        # the next 60 make a snapshot (the log; the tail starts), and the last 60 a
+        # second one, from the tail. One of those is sent twice in one group commit:
+        # counted twice, 60 would be reached an update early, when the log held 59.
+        await send(writer, ref, updates[:10], batch=10)
         await snapshots_done(writer)
-        await send(writer, ref, updates[80:], batch=10)
+        await send(writer, ref, updates[10:70], batch=10)
         await snapshots_done(writer)
-        assert writer.tail_snapshots >= 1 and writer.log_snapshots == 2
-        assert await assert_as_built_from_the_log(history, ref) >= 2
+        assert (writer.tail_snapshots, writer.log_snapshots) == (0, 2)
+        part = updates[70:129]
+        part[5:5] = [part[4]]  # the same update twice in the batch of part[0:10]
+        await send(writer, ref, part, batch=10)
+        await snapshots_done(writer)
+        assert (writer.tail_snapshots, writer.log_snapshots) == (0, 2)
+        await send(writer, ref, updates[129:], batch=10)
+        await snapshots_done(writer)
+        assert (writer.tail_snapshots, writer.log_snapshots) == (1, 2)
+        assert await assert_as_built_from_the_log(history, ref) == 2
 
 
 async def test_documents_that_are_never_due_keep_no_tail(kv: Engine) -> None:
