@@ -37,6 +37,7 @@ from server.appkeys import (
 from server.auth import Authenticator
 from server.config import Settings
 from server.connection import Connections
+from server.loopback import loopback_only
 from server.metrics import Metrics
 from server.quotas import Quotas
 from server.rooms import Rooms
@@ -50,7 +51,10 @@ MAX_REST_BODY = 1 << 20
 def create_app(settings: Settings | None = None) -> web.Application:
     """A ready-to-run application; nothing is opened until its runner starts it."""
     settings = settings or Settings()
-    app = web.Application(middlewares=[api.error_middleware], client_max_size=MAX_REST_BODY)
+    middlewares = [api.error_middleware]
+    if not settings.auth_enabled and not settings.insecure:
+        middlewares.append(loopback_only)  # no web page of another site (server.loopback)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REST_BODY)
     metrics = Metrics()
     history = History(
         open_engine(settings.store),

@@ -85,7 +85,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure",
         action="store_true",
         default=None,
-        help="allow running without auth on a non-loopback address (WEFT_INSECURE)",
+        help="allow running without auth on a non-loopback address, and taking requests "
+        "from web pages of other sites (WEFT_INSECURE)",
     )
     a("--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (WEFT_LOG_LEVEL, default INFO)")
     a(
