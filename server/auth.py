@@ -392,16 +392,24 @@ def issue_token(
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
+TWO_TOKENS = (
+    "two different tokens (in ?token= and Authorization: Bearer, or ?token= twice): "
+    "send one"
+)
+
+
 def token_of(request: web.Request) -> str | None:
-    """The token from ``?token=`` or ``Authorization: Bearer``."""
-    token = request.query.get("token")
-    if token:
-        return token
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
+    """The token from ``?token=`` or ``Authorization: Bearer``. :class:`InvalidToken`
+    when the request carries two different ones: which is meant is not for the server to
+    guess (the first ``?token=`` won, silently, over the header a proxy may have checked)."""
+    given = request.query.getall("token", [])
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        given.append(value.strip())
+    tokens = {token for token in given if token}
+    if len(tokens) > 1:
+        raise InvalidToken(TWO_TOKENS)
+    return tokens.pop() if tokens else None
 
 
 def check(principal: Principal, tenant: str, project: str, scope: str) -> None:

@@ -16,7 +16,7 @@ import yarl
 
 from client.cli import main as weft
 from crdt.codec import SyncUpdate
-from server.auth import issue_token
+from server.auth import TWO_TOKENS, issue_token
 from server.testing import ConnectionClosed, ServerProcess, StartServer, YPeer, client_session
 
 pytestmark = pytest.mark.functional
@@ -326,3 +326,22 @@ async def test_a_token_with_an_audience_is_refused_by_a_server_run_without_one(
     plain = capsys.readouterr().out.strip()
     async with http.get(url, params={"token": plain}) as response:
         assert response.status in (200, 404), await response.text()  # past the token check
+
+
+async def test_two_different_tokens_in_one_request_are_refused(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The query's token used to win, silently, over the Authorization header's (which a
+    proxy in front may be the one to have checked), and the first ``?token=`` over a
+    second on a WebSocket."""
+    mine, other = token(projects=["site"]), token(tenant="other")
+    docs = f"{server.url}/api/v1/other/site/docs"
+    bearer = {"Authorization": f"Bearer {mine}"}
+    async with http.get(docs, params={"token": other}, headers=bearer) as response:
+        assert response.status == 401
+        assert "two different tokens" in (await response.json())["error"]["message"]
+    same = {"Authorization": f"Bearer {other}"}
+    async with http.get(docs, params={"token": other}, headers=same) as response:
+        assert response.status in (200, 404)  # 404: tenant "other" has nothing yet
+    url = f"{server.ws_url}/other/site/a.txt?token={other}&token={mine}"
+    assert await refused_before_any_read(http, url, None) == (4401, TWO_TOKENS)
