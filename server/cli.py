@@ -204,7 +204,11 @@ def run_token_create(args: argparse.Namespace) -> int:
 
     # Set but empty (``WEFT_SECRET=``) is an empty secret, said so, as ``weft serve`` does.
     secret = args.secret if args.secret is not None else os.environ.get("WEFT_SECRET")
-    key_file = args.private_key or os.environ.get("WEFT_PRIVATE_KEY")
+    # A flag beats the environment: --secret signs HS256 even with WEFT_PRIVATE_KEY set
+    # (the variable's key signed RS256 instead, a token a secret-only server refused).
+    key_file = args.private_key or (
+        None if args.secret is not None else os.environ.get("WEFT_PRIVATE_KEY")
+    )
     # As ``weft serve`` reads them (an empty one is none: no claim)
     audience = args.audience if args.audience is not None else _env("WEFT_JWT_AUDIENCE")
     issuer = args.issuer if args.issuer is not None else _env("WEFT_JWT_ISSUER")

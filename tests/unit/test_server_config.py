@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -194,6 +195,19 @@ def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
         .decode()
     )
     assert Authenticator(public_key=public).verify(capsys.readouterr().out.strip()).tenant == "acme"
+
+
+
+def test_token_create_secret_flag_beats_a_private_key_in_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "key.pem").write_bytes(private_pem(EC_KEY))
+    monkeypatch.setenv("WEFT_PRIVATE_KEY", str(tmp_path / "key.pem"))
+    secret = "cli-secret-0123456789abcdefghijkl"
+    assert weft(["token", "create", "--tenant", "acme", "--secret", secret]) == 0
+    assert Authenticator(secret=secret).verify(capsys.readouterr().out.strip()).tenant == "acme"
+    assert weft(["token", "create", "--tenant", "acme"]) == 0  # no flag: the variable's key
+    assert jwt.get_unverified_header(capsys.readouterr().out.strip())["alg"] == "ES256"
 
 
 def private_pem(
