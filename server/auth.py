@@ -310,6 +310,8 @@ def _principal(claims: dict[str, Any]) -> Principal:
     if not scopes:
         raise InvalidToken("token 'scope' claim must name read, write or admin")
     user = str(claims["sub"])
+    if not user.strip():  # as issue_token refuses it: an update's author is no one
+        raise InvalidToken("token 'sub' claim is empty: a token names its user")
     try:  # JSON allows "\ud800"; no UTF-8 does, so nothing the user wrote could be stored
         user.encode("utf-8")
     except UnicodeEncodeError:

@@ -98,6 +98,8 @@ def test_a_valid_hs256_token() -> None:
         (hs(projects="site"), "projects"),
         (hs(projects=None), "no 'projects' claim"),  # not taken as every project
         (hs(scope="superuser"), "scope"),
+        (hs(sub=""), "'sub' claim is empty"),  # PyJWT requires it, but "" passes that
+        (hs(sub=" "), "'sub' claim is empty"),
         (jwt.encode({"sub": "a", "tenant": "acme", "exp": 2**31}, None, "none"), "algorithm"),  # type: ignore[arg-type]
     ],
 )
