@@ -402,14 +402,15 @@ TWO_TOKENS = (
 
 def token_of(request: web.Request) -> str | None:
     """The token from ``?token=`` or ``Authorization: Bearer``. :class:`InvalidToken`
-    when the request carries two different ones: which is meant is not for the server to
-    guess (the first ``?token=`` won, silently, over the header a proxy may have checked)."""
+    when the request carries two different ones and auth is on: which is meant is not for
+    the server to guess (the first ``?token=`` won, silently, over the header a proxy may
+    have checked)."""
     given = request.query.getall("token", [])
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer":
         given.append(value.strip())
     tokens = {token for token in given if token}
-    if len(tokens) > 1:
+    if len(tokens) > 1 and request.app[AUTH].enabled:  # auth off: no token means anything
         raise InvalidToken(TWO_TOKENS)
     return tokens.pop() if tokens else None
 
