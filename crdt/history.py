@@ -49,6 +49,8 @@ from crdt.appending import (
     Appended,
     DocRef,
     _append_tr,
+    doc_cost,
+    update_cost,
     update_hash,
 )
 from crdt.errors import FormatError, NotFound, TransactionTooLarge
@@ -74,7 +76,7 @@ FORMAT_MINOR = 4  # 1.1: snapshots and segments count their parts; part 0 is wri
 # looks an update up under both keys
 # 1.4: a conflict record is a head and a chunked body (see crdt.conflict_store); records
 # written whole before are still read
-MAX_BATCH_BYTES = 6_000_000
+MAX_BATCH_BYTES = 6_000_000  # per transaction, as FDB counts it (see crdt.appending.update_cost)
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # A snapshot that would hold pending updates waits (see History.write_snapshot) until
 # this many times ``snapshot_every`` records follow the previous one.
@@ -246,21 +248,12 @@ class History:
             raise TransactionTooLarge(
                 f"update of {max(sizes)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
             )
-        if len(items) <= MAX_BATCH_UPDATES and sum(sizes) <= MAX_BATCH_BYTES:
-            # the usual case: one transaction, no tasks to gather
-            return await self._append_one(list(items)) if items else []
-        batches: list[list[Append]] = [[]]
-        size = 0
-        for item, length in zip(items, sizes, strict=True):
-            if batches[-1] and (
-                len(batches[-1]) >= MAX_BATCH_UPDATES or size + length > MAX_BATCH_BYTES
-            ):
-                batches.append([])
-                size = 0
-            batches[-1].append(item)
-            size += length
-        results = await asyncio.gather(*(self._append_one(b) for b in batches))
-        out = [r for batch in results for r in batch]
+        batches = _batches(items)
+        if len(batches) == 1:  # the usual case
+            return await self._append_one(batches[0])
+        # One after the other: the log keeps the updates in the order given (a device's
+        # updates in the order it made them; the writer's tails in log order).
+        out = [r for batch in batches for r in await self._append_one(batch)]
         # A repeat of an update that an earlier part of this append stored is not a
         # duplicate (as inside one part): it found that part's entry, new here too.
         new = {r.versionstamp for r in out if not r.duplicate}
@@ -490,6 +483,29 @@ class History:
             if replayed.versionstamp is not None:
                 out[info.path] = replayed
         return out
+
+
+def _batches(items: Sequence[Append]) -> list[list[Append]]:
+    """``items`` in order, in batches of at most MAX_BATCH_UPDATES whose transactions
+    FoundationDB counts at most MAX_BATCH_BYTES (estimated: ``update_cost`` of each
+    update, ``doc_cost`` of each document it touches) or that hold one update."""
+    batches: list[list[Append]] = []
+    batch: list[Append] = []
+    docs: set[bytes] = set()
+    size = 0
+    for item in items:
+        space = item.doc.space
+        cost = update_cost(item) + (0 if space in docs else doc_cost(item.doc))
+        if batch and (len(batch) >= MAX_BATCH_UPDATES or size + cost > MAX_BATCH_BYTES):
+            batches.append(batch)
+            batch, docs, size = [], set(), 0
+            cost = update_cost(item) + doc_cost(item.doc)
+        batch.append(item)
+        docs.add(space)
+        size += cost
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _under_limit(writes: list[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:

@@ -30,6 +30,7 @@ from fdb_double import (
 from pycrdt import Doc, Text
 
 from crdt import keys
+from crdt.appending import doc_cost, update_cost
 from crdt.errors import StoreError, TransactionTooLarge
 from crdt.history import MAX_UPDATE_BYTES, Append, History
 from crdt.kv import Engine, open_engine
@@ -323,6 +324,81 @@ async def test_an_update_just_under_history_s_limit_fits_fdb_s(kv: Engine) -> No
     assert record.versionstamp == appended.versionstamp and record.update == update
 
 
+def commit_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size FDB counts (the double's reckoning) of every commit that writes, from now on."""
+    sizes: list[int] = []
+    commit = Transaction._commit_writes
+
+    def counted(tr: Transaction) -> None:
+        sizes.append(tr._size + sum(len(b) + len(e) for b, e in tr._read_ranges))
+        commit(tr)
+
+    monkeypatch.setattr(Transaction, "_commit_writes", counted)
+    return sizes
+
+
+async def test_a_group_commit_touching_thousands_of_documents_fits_fdb_s_limit(
+    monkeypatch: pytest.MonkeyPatch, kv: Engine
+) -> None:
+    """The writer's largest group commit, one small update in each of 4,000 documents
+    (of a project with a 64-character name), is 0.5 MB of updates, but FDB also counts
+    every key written and every conflict range: 13 MB in one transaction, which FDB
+    refused (2101) for the whole batch. History splits it by what FDB counts."""
+    history = History(kv)
+    await history.init()
+    project = "p" * 64
+    docs = [await history.doc("acme", project, f"{n}.md", create=True) for n in range(4000)]
+    updates = [text_update("hello") for _ in docs]
+    sizes = commit_sizes(monkeypatch)
+    appended = await history.append([Append(d, u, "u") for d, u in zip(docs, updates, strict=True)])
+    stamps = [a.versionstamp for a in appended]
+    assert stamps == sorted(set(stamps))  # in the order given: the parts one after the other
+    assert not any(a.duplicate for a in appended)
+    assert len(sizes) >= 2 and max(sizes) <= 10_000_000
+    for n in (0, 1999, 3999):
+        [record] = await history.updates(docs[n])
+        assert (record.versionstamp, record.update) == (appended[n].versionstamp, updates[n])
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_history_s_estimate_of_an_append_bounds_what_fdb_counts(
+    monkeypatch: pytest.MonkeyPatch, kv: Engine, legacy: bool
+) -> None:
+    """``update_cost`` and ``doc_cost`` (what History splits appends by) are upper bounds
+    of the double's reckoning of FDB's: new and known documents, long names and paths,
+    many updates of one device, a chunked update, a deletion-only update, a repeat,
+    idempotency entries looked up under their pre-1.3 keys too."""
+    history = History(kv)
+    await history.init()
+    history.legacy_idempotency = legacy
+    path = "/".join(["d" * 250] * 4)
+    docs = [await history.doc("acme", "p" * 64, f"{path}{n}", create=True) for n in range(3)]
+    docs.append(await history.doc("acme", "s", "a.md", create=True))
+    await history.append([Append(docs[0], text_update("known document"))])
+    device: Doc[Any] = Doc()
+    device["content"] = content = Text()
+    runs = []
+    for n in range(20):
+        content += f"edit {n} "
+        runs.append(device.get_update())
+    del content[0:4]
+    deletion = device.get_update(device.get_state())  # structs: none; deletions: some
+    big = text_update("x" * 250_000)
+    user, client, session = "ü" * 300, "c" * 64, "instance/s" * 10
+    batches = [
+        [Append(docs[0], u, user, client, session) for u in runs],
+        [Append(d, text_update("one"), user) for d in docs],
+        [Append(docs[1], big), Append(docs[2], deletion), Append(docs[3], big)],
+    ]
+    sizes = commit_sizes(monkeypatch)
+    for items in batches:
+        await history.append(items)
+        estimate = sum(map(update_cost, items)) + sum(
+            doc_cost(d) for d in {item.doc.space: item.doc for item in items}.values()
+        )
+        assert sizes[-1] <= estimate < 4 * sizes[-1] + 10_000
+
+
 async def test_the_timeout_bounds_the_retry_loop(double: FDBDouble, url: str) -> None:
     """Every commit conflicts (injected); the engine retries until the engine's
     timeout (``?timeout=``) ends the loop with 1031, reported as StoreError."""
@@ -576,9 +652,7 @@ async def test_reads_stuck_on_every_read_worker_do_not_hold_a_commit_back(
     try:
         reading = asyncio.ensure_future(engine.read(stuck))
         assert await asyncio.to_thread(started.wait, WAIT)
-        committed = await asyncio.wait_for(
-            engine.transact(lambda tr: tr.set(k("w"), b"1")), 2
-        )
+        committed = await asyncio.wait_for(engine.transact(lambda tr: tr.set(k("w"), b"1")), 2)
         assert committed.versionstamp is not None
         assert not reading.done()
     finally:
