@@ -15,6 +15,7 @@ A document's text is its root ``Y.Text`` ``content``; it is deleted while its ro
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ class Version:
 
 
 HEAD_VERSION = Version()
+
+CUT_PAGE = 500
+"""Documents whose versions :func:`cut_at` reads in one transaction (one round trip each)."""
 
 
 def parse_version(text: str, *, now_ms: int | None = None) -> Version:
@@ -198,7 +202,12 @@ async def _newest_at(
     transaction (one read per document would cost more than restoring them). For a
     versionstamp, the first document's last versionstamp at or before it (the cut is the
     versionstamp itself: only whether any document had committed matters, and each log
-    row read holds an update). ``None``: no document had committed yet."""
+    row read holds an update). ``None``: no document had committed yet.
+
+    At most CUT_PAGE documents per transaction: each is one range read, a round trip on
+    FoundationDB, and a transaction that outlives FDB's 5 seconds fails however often it
+    is run again. (A commit landing between two pages is seen by the later ones only,
+    as it would be by a single transaction that began after it.)"""
     refs = [await history.doc(tenant, project, path) for path in paths]
 
     def bounds(ref: DocRef) -> tuple[bytes, bytes, int]:  # begin, end, the vs's place in a key
@@ -207,9 +216,9 @@ async def _newest_at(
         assert version.stamp is not None  # the log: D + (u, vs, part)
         return ref.key("u"), ref.key("u", version.stamp) + b"\xff", 1
 
-    def newest(tr: ReadTransaction) -> Versionstamp | None:
+    def newest(tr: ReadTransaction, page: list[DocRef]) -> Versionstamp | None:
         found: Versionstamp | None = None
-        for ref in refs:
+        for ref in page:
             begin, end, place = bounds(ref)
             rows = tr.get_range(begin, end, 1, True)
             if rows:
@@ -219,8 +228,15 @@ async def _newest_at(
                     break
         return found
 
-    result: Versionstamp | None = await history.kv.read(newest)
-    return result
+    found: Versionstamp | None = None
+    for start in range(0, len(refs), CUT_PAGE):
+        page = refs[start : start + CUT_PAGE]
+        vs: Versionstamp | None = await history.kv.read(functools.partial(newest, page=page))
+        if vs is not None and (found is None or vs > found):
+            found = vs
+            if version.stamp is not None:
+                break
+    return found
 
 
 # --- one document at a version -----------------------------------------------------------

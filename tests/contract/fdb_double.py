@@ -46,9 +46,15 @@ Modelled, because weft depends on it:
   later commit gives the key a value other than the one the transaction saw; a failed
   commit fails its watches with the commit's error; ``cancel()`` gives 1101.
 
+- round trips, on request (``range_latency``, default 0): each range read waits that
+  long, as one to a storage server does, so that a transaction function making one
+  range read after another runs into ``mvcc_window`` as it would on a cluster (point
+  reads are not slowed: ``get_many`` has them in flight together).
+
 Not modelled: processes (one double lives in one Python process: nothing here can stand
 in for a second process or for ``kill -9``), durability, real timing (back-off is scaled
-down: ``backoff``), key selectors, options weft does not set, tenants, the directory layer.
+down: ``backoff``; round trips take no time unless ``range_latency`` says so), key
+selectors, options weft does not set, tenants, the directory layer.
 
 Faults are injected with :meth:`Cluster.inject`: the next N commits (or reads) fail with a
 code; a ``commit_unknown_result`` (1021) can be injected after the commit was applied.
@@ -689,6 +695,8 @@ class Transaction:
         code = self._read_error()
         if code is not None:
             raise FDBError(code)
+        if self._db._double.range_latency:
+            time.sleep(self._db._double.range_latency)
         end = min(end, MAX_READ_KEY)
         if begin >= end:
             return []
@@ -1011,9 +1019,11 @@ class FDBDouble:
         backoff: tuple[float, float] = (0.001, 0.02),
         batch_window: float = 0.0005,
         mvcc_window: float = 5.0,
+        range_latency: float = 0.0,
         seed: int = 0,
     ) -> None:
         self._api_version = api_version
+        self.range_latency = range_latency
         self.backoff = backoff
         self.batch_window = batch_window
         self.mvcc_window = mvcc_window
