@@ -323,7 +323,8 @@ class _Link:
                 max_frame=app[SETTINGS].max_message_bytes,
             )
             log.info(
-                "%s joined %s",
+                "connection %d: %s joined %s",
+                self.conn.id,
                 printable(self.principal.user),
                 printable(self.request.path),
                 extra=self.extra,
