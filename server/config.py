@@ -118,6 +118,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{where}{exc}") from None
         return pem
 
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        """An empty host (``WEFT_HOST=`` from an unset shell variable, say) is an error,
+        as an empty store or secret is: aiohttp took it for every interface, IPv4 and
+        IPv6, and without auth the refusal named no address ("listen on  without auth")."""
+        if not value.strip():
+            raise ValueError("host is empty: give an address (0.0.0.0: every interface)")
+        return value
+
     @field_validator("secret")
     @classmethod
     def _secret_not_empty(cls, value: SecretStr | None) -> SecretStr | None:

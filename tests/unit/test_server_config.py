@@ -68,6 +68,16 @@ def test_no_auth_off_loopback_unless_insecure(host: str) -> None:
     assert Settings(host=host, secret="s" * 32).auth_enabled  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_a_configuration_error(
+    host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It listened on every interface (aiohttp's reading of ""), with auth on."""
+    monkeypatch.setenv("WEFT_HOST", host)
+    assert serve_main(["--secret", "s" * 32, "--port", "0"]) == 2
+    assert "host is empty" in capsys.readouterr().err
+
+
 def test_python_m_server_refuses_to_start_without_auth_on_a_public_address(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
