@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         issuer=settings.jwt_issuer,
         leeway=settings.jwt_leeway_seconds,
     )
-    app[QUOTAS] = Quotas.from_settings(settings)
+    app[QUOTAS] = Quotas.from_settings(settings, metrics)
     app[WRITER] = Writer(
         history,
         metrics,
@@ -128,7 +128,13 @@ async def drain(app: web.Application) -> None:
         return
     connections.draining = True
     pending = app[WRITER].pending
-    log.info("draining: %d connections, %d updates to commit", len(connections.open), pending)
+    log.info(
+        "draining: %d connection%s, %d update%s to commit",
+        len(connections.open),
+        "" if len(connections.open) == 1 else "s",
+        pending,
+        "" if pending == 1 else "s",
+    )
     await app[WRITER].close()
     await asyncio.sleep(0)  # let commit callbacks queue their acks and broadcasts
     connections.close_all(CLOSE_GOING_AWAY, "server shutting down")

@@ -139,6 +139,15 @@ class Metrics:
         self.refusals = Counter(
             "weft_refusals_total", "Refused connections and updates, by reason.", "reason"
         )
+        self.updates_delayed = Counter(
+            "weft_updates_delayed_total",
+            "Updates held back by their tenant's rate quota (their connection not read "
+            "meanwhile).",
+        )
+        self.rate_wait = Counter(
+            "weft_rate_wait_seconds_total",
+            "Seconds updates were held back by their tenant's rate quota, summed.",
+        )
         self.remote_updates = Counter(
             "weft_remote_updates_total", "Updates picked up from other server instances."
         )
@@ -170,6 +179,8 @@ class Metrics:
             self.commit_latency,
             self.fanout_latency,
             self.refusals,
+            self.updates_delayed,
+            self.rate_wait,
             self.remote_updates,
             self.tail_reads,
             self.awareness_publishes,

@@ -99,7 +99,11 @@ class Quotas:
     """The limits of every tenant and the live counters behind them."""
 
     def __init__(
-        self, default: Limits, overrides: dict[str, Limits] | None = None, max_wait: float = 5.0
+        self,
+        default: Limits,
+        overrides: dict[str, Limits] | None = None,
+        max_wait: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.default = default
         self.overrides = overrides or {}
@@ -111,10 +115,10 @@ class Quotas:
         self._changed: Callable[[], None] | None = None
         self._registry: Registry | None = None
         self._gave_up = False  # the registry's first read timed out once
-        self._metrics: Metrics | None = None
+        self._metrics = metrics
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Quotas:
+    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> Quotas:
         default = Limits(
             settings.max_update_bytes,
             settings.max_doc_bytes,
@@ -132,7 +136,7 @@ class Quotas:
             )
             for tenant, o in settings.tenant_quotas.items()
         }
-        return cls(default, overrides, settings.rate_max_wait_seconds)
+        return cls(default, overrides, settings.rate_max_wait_seconds, metrics)
 
     def limits(self, tenant: str) -> Limits:
         return self.overrides.get(tenant, self.default)
@@ -143,7 +147,7 @@ class Quotas:
         """Share connection counts and rates with the other instances through
         ``registry``: publish ours, count theirs (see :meth:`ready`)."""
         self._registry = registry
-        self._metrics = metrics
+        self._metrics = metrics or self._metrics
         registry.share(FIELD, self.published)
         registry.on_peers(lambda: self.set_remote(registry.peers.values()))
         self._changed = registry.changed
@@ -264,6 +268,9 @@ class Quotas:
             raise QuotaExceeded(
                 f"update rate over {limit:g}/s for tenant {tenant}{shared}", CLOSE_RATE
             )
+        if wait > 0 and self._metrics is not None:
+            self._metrics.updates_delayed.inc()
+            self._metrics.rate_wait.inc(wait)
         return wait
 
     def check_update(self, tenant: str, update_size: int, doc_size: int) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -286,6 +287,12 @@ async def test_update_rate_slows_down_then_refuses(
         await peer.append(str(i))
     await peer.until(lambda: len(peer.acks) == 4)
     assert time.monotonic() - started >= 0.4  # 3 updates over the burst at 5/s
+    async with http.get(f"{server.url}/metrics") as response:  # and the operator sees it
+        metrics = await response.text()
+    delayed = re.search(r"^weft_updates_delayed_total (\S+)$", metrics, re.M)
+    waited = re.search(r"^weft_rate_wait_seconds_total (\S+)$", metrics, re.M)
+    assert delayed is not None and float(delayed[1]) >= 3, metrics
+    assert waited is not None and float(waited[1]) >= 0.4, metrics
     # Many connections at once push the tenant past its wait limit: some are refused.
     await asyncio.sleep(0.3)
     crowd = [await YPeer.connect(http, url, weft=True) for _ in range(6)]
