@@ -105,6 +105,31 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
+_UNSAID_VALUES = {"secret", "public_key"}  # never echoed: a secret, or already in the message
+
+
+def _setting_error(
+    args: argparse.Namespace, loc: tuple[int | str, ...], message: str, given: object
+) -> str:
+    """A setting's validation error, named as the operator gave it: ``--port`` when
+    the flag was given, else ``WEFT_PORT`` (the setting's field name meant nothing to
+    one who never wrote it), with the value for a plain one."""
+    if not loc:
+        return message
+    field, inner = str(loc[0]), ".".join(str(part) for part in loc[1:])
+    flag = next((f for f, name in _SERVE_FLAGS.items() if name == field), None)
+    if flag is not None and getattr(args, flag, None) is not None:
+        where = "--" + flag.replace("_", "-")
+    else:
+        where = f"WEFT_{field.upper()}"
+    if inner:
+        where += f" ({inner})"
+    plain = isinstance(given, str | int | float) and repr(given) not in message
+    if field not in _UNSAID_VALUES and plain:
+        message += f" (given: {given!r})"
+    return f"{where}: {message}"
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
@@ -115,9 +140,11 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     except ValidationError as exc:
         for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"])
             message = error["msg"].removeprefix("Value error, ")  # a validator's own words
-            print(f"weft serve: {where + ': ' if where else ''}{message}", file=sys.stderr)
+            print(
+                f"weft serve: {_setting_error(args, error['loc'], message, error.get('input'))}",
+                file=sys.stderr,
+            )
         return 2
     except SettingsError as exc:  # a WEFT_* variable that should hold JSON does not
         field = re.search(r'field "(\w+)"', str(exc))

@@ -90,7 +90,49 @@ def test_weft_serve_prints_a_validators_message_without_pydantics_prefix(
 ) -> None:
     assert serve_main(["--secret", ""]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("weft serve: secret: secret is empty") and "Value error" not in err
+    assert err.startswith("weft serve: --secret: secret is empty") and "Value error" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (
+            ["--port", "99999"],
+            {},
+            "--port: Input should be less than or equal to 65535 (given: 99999)",
+        ),
+        ([], {"WEFT_PORT": "abc"}, "WEFT_PORT: Input should be a valid integer"),
+        (
+            [],
+            {"WEFT_COMMIT_MAX_UPDATES": "0"},
+            "WEFT_COMMIT_MAX_UPDATES: Input should be greater than 0 (given: '0')",
+        ),
+        (
+            [],
+            {"WEFT_TENANT_QUOTAS": '{"acme": {"updates_per_second": -1}}'},
+            "WEFT_TENANT_QUOTAS (acme.updates_per_second): Input should be greater than 0",
+        ),
+        (["--log-level", "LOUD"], {}, "--log-level: unknown log level 'LOUD'\n"),
+        ([], {"WEFT_SECRET": "short"}, "WEFT_SECRET: secret is 5 bytes"),
+    ],
+)
+def test_a_bad_setting_is_named_as_it_was_given(
+    argv: list[str],
+    env: dict[str, str],
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The flag when one was given, else the variable, and the value (not a secret's):
+    the error named the setting's field ("port: ..."), which a person who set
+    WEFT_PORT never wrote."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("server.main.run", lambda _settings: 0)  # taken: it would serve
+    assert serve_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"weft serve: {said}"), err
+    assert "short" not in err  # a secret is never echoed
 
 
 @pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "nan", "1e12", "86401", "-1"])
@@ -103,7 +145,7 @@ def test_a_jwt_leeway_must_be_finite_and_at_most_a_day(
     assert serve_main([]) == 2  # a configuration error, before anything is opened
     err = capsys.readouterr().err
     assert err.startswith(
-        "weft serve: jwt_leeway_seconds: must be a number of seconds from 0 to 86400 (a day)"
+        "weft serve: WEFT_JWT_LEEWAY_SECONDS: must be a number of seconds from 0 to 86400 (a day)"
     ), err
     assert "Value error" not in err
 
@@ -118,7 +160,7 @@ def test_python_m_server_with_an_infinite_jwt_leeway_exits_2(tmp_path: Path) -> 
         pytest.fail("python -m server took WEFT_JWT_LEEWAY_SECONDS=inf and served")
     code, err = done.returncode, done.stderr
     assert code == 2, err
-    assert "jwt_leeway_seconds: must be a number of seconds from 0 to 86400" in err
+    assert "WEFT_JWT_LEEWAY_SECONDS: must be a number of seconds from 0 to 86400" in err
     assert "Traceback" not in err and not (tmp_path / "w.db").exists()
 
 
@@ -205,7 +247,6 @@ def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
         .decode()
     )
     assert Authenticator(public_key=public).verify(capsys.readouterr().out.strip()).tenant == "acme"
-
 
 
 def test_token_create_secret_flag_beats_a_private_key_in_the_environment(
@@ -441,7 +482,7 @@ def test_token_create_with_an_empty_secret_says_it_is_empty(
     assert "needs a secret" not in captured.err and "set --secret" not in captured.err
     assert serve_in_a_child("--port", "0", env={"WEFT_SECRET": ""}) == (
         2,
-        "weft serve: secret: secret is empty: set a real one, or leave WEFT_SECRET unset\n",
+        "weft serve: WEFT_SECRET: secret is empty: set a real one, or leave WEFT_SECRET unset\n",
     )
 
 
@@ -465,9 +506,7 @@ def _libfdb_present() -> bool:
         ),
     ],
 )
-def test_a_bad_store_url_is_a_configuration_error(
-    tmp_path: Path, store: str, message: str
-) -> None:
+def test_a_bad_store_url_is_a_configuration_error(tmp_path: Path, store: str, message: str) -> None:
     """A store URL `weft serve` cannot use (a bad option, an unknown scheme, an engine
     this machine lacks) is a configuration error, exit 2 as a bad quota or secret: it
     was exit 1, a runtime failure's."""
@@ -496,7 +535,7 @@ def test_a_duration_or_rate_setting_must_be_finite(
     monkeypatch.setattr("server.main.run", lambda _settings: 0)  # taken: it would serve
     assert serve_main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"weft serve: {name.lower()}: Input should be a finite number"), err
+    assert err.startswith(f"weft serve: WEFT_{name}: Input should be a finite number"), err
 
 
 def test_a_tenant_quota_rate_must_be_finite() -> None:
@@ -529,7 +568,7 @@ def test_serve_refuses_a_public_key_it_cannot_verify_tokens_with(case: str, tmp_
     store = f"sqlite:///{tmp_path}/w.db"
     code, err = serve_in_a_child("--port", "0", "--store", store, "--public-key", str(key))
     assert code == 2, err
-    assert err.startswith(f"weft serve: public_key: {key}: "), err
+    assert err.startswith(f"weft serve: --public-key: {key}: "), err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "w.db").exists()
 
