@@ -9,9 +9,10 @@ request (``Content-Type: text/plain``, no preflight); a name the attacker's DNS 
 
 So with auth off (and no ``--insecure``), a request is refused (403) when its ``Origin``
 (sent by browsers, not by ``weft sync`` or Node's y-websocket) or its ``Host`` names
-another host than this machine: ``localhost``, a name under ``.localhost``, or a
-loopback address. ``Origin: null`` (a sandboxed frame, a page opened from a file) is
-refused too.
+another host than this machine: ``localhost``, a name under ``.localhost`` (either with
+a final dot), or a loopback address. ``Origin: null`` (a sandboxed frame, a page opened
+from a file) is refused too, and so is an ``Origin`` of another scheme than http(s)
+(``file://``, ``chrome-extension://``): it names no host of this machine.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from server.config import is_loopback
 
 
 def loopback_host(host: str | None) -> bool:
-    """Whether ``host`` (a URL's host, as yarl gives it) names this machine."""
+    """Whether ``host`` (a URL's host, as yarl gives it) names this machine; a name
+    written with its root's dot (``localhost.``, a fully qualified name) too."""
     if not host:
         return False
-    name = host.lower()
+    name = host.lower().removesuffix(".")
     return is_loopback(name) or name.endswith(".localhost")
 
 

@@ -35,8 +35,12 @@ async def handshake(http: aiohttp.ClientSession, url: str, headers: dict[str, st
     [
         {"Origin": EVIL},
         {"Origin": "null"},  # a sandboxed frame, or a page opened from a file
+        {"Origin": "file://"},  # an Electron app's page, as some send it
+        {"Origin": "chrome-extension://abcdefghijklmnop"},  # no host of this machine
         {"Origin": "http://127.0.0.1.evil.example:8765"},
         {"Host": "rebound.evil.example:8765"},  # DNS rebinding: the page's own name
+        {"Host": "localhost.evil.example.:8765"},
+        {"Origin": "http://localhost..:5173"},
     ],
 )
 async def test_a_web_page_of_another_site_cannot_reach_a_server_with_auth_off(
@@ -62,6 +66,9 @@ async def test_a_web_page_of_another_site_cannot_reach_a_server_with_auth_off(
         {"Origin": "http://localhost:5173"},  # a page served from this machine
         {"Origin": "http://127.0.0.1:3000", "Host": "localhost:8765"},
         {"Origin": "https://app.localhost", "Host": "[::1]:8765"},
+        # a fully qualified name, with its root's dot: the same host (it was refused)
+        {"Origin": "http://localhost.:5173", "Host": "LOCALHOST.:8765"},
+        {"Origin": "http://app.localhost.:3000", "Host": "127.0.0.1:8765"},
     ],
 )
 async def test_this_machine_still_reaches_a_server_with_auth_off(
