@@ -105,7 +105,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
-_UNSAID_VALUES = {"secret", "public_key"}  # never echoed: a secret, or already in the message
+_UNSAID_VALUES = {"secret", "public_key"}  # never echoed: a secret, or a key (or a path said)
 
 
 def _setting_error(

@@ -38,6 +38,17 @@ class QuotaOverride(BaseModel):
     max_connections: int | None = Field(default=None, gt=0)
 
 
+def _reads_as_path(value: str) -> bool:
+    """Whether ``value`` reads as the path of a file in a directory that exists: said back
+    in an error. Anything else may be a secret or key given in the wrong place (a JWK,
+    an HS256 secret, a private key without its PEM lines), never echoed."""
+    return "/" in value and Path(value).expanduser().parent.is_dir()
+
+
+def _unshown(value: str) -> str:
+    return f"{len(value)} characters, not shown: it may be a secret"
+
+
 class Settings(BaseSettings):
     """Everything ``weft serve`` can be told; each field is also ``WEFT_<NAME>``."""
 
@@ -109,7 +120,8 @@ class Settings(BaseSettings):
             path = Path(value).expanduser()
             if not path.is_file():
                 raise ValueError(
-                    f"public_key is neither PEM or OpenSSH key text nor a readable file: {value}"
+                    "public_key is neither PEM or OpenSSH key text nor a readable file"
+                    + (f": {value}" if _reads_as_path(value) else f" ({_unshown(value)})")
                 )
             pem, where = path.read_bytes().decode("utf-8", "surrogateescape"), f"{value}: "
         try:

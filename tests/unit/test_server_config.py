@@ -249,6 +249,39 @@ def test_token_create_with_a_key_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert Authenticator(public_key=public).verify(capsys.readouterr().out.strip()).tenant == "acme"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        '{"kty": "oct", "k": "c2VjcmV0LWJ5dGVz"}',  # a JWK: an HMAC key
+        "0123456789abcdef0123456789abcdef",  # an HS256 secret, in the wrong variable
+        "MIIEvQIBADANBgkqhkiG9w0B/secret+base64",  # key bytes without their PEM lines
+    ],
+)
+def test_a_public_key_that_is_no_key_or_file_is_not_echoed(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It may be a secret given in the wrong place: the message said it in full."""
+    monkeypatch.setenv("WEFT_PUBLIC_KEY", value)
+    assert serve_main(["--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "weft serve: WEFT_PUBLIC_KEY: public_key is neither PEM or OpenSSH key text nor a "
+        f"readable file ({len(value)} characters, not shown: it may be a secret)\n"
+    )
+
+
+def test_a_public_key_file_that_is_missing_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "jwt" / "public.pem"
+    missing.parent.mkdir()
+    assert serve_main(["--port", "0", "--public-key", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        "weft serve: --public-key: public_key is neither PEM or OpenSSH key text nor a "
+        f"readable file: {missing}\n"
+    )
+
+
 def test_token_create_secret_flag_beats_a_private_key_in_the_environment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
