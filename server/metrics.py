@@ -10,6 +10,8 @@ one process in tests. Series:
 - ``weft_commit_latency_seconds`` (histogram): one group commit, queue to durable
 - ``weft_fanout_latency_seconds`` (histogram): update received to queued for every peer
 - ``weft_refusals_total{reason}`` (counter): refused connections and updates by reason
+- ``weft_updates_delayed_total`` (counter): updates their tenant's rate quota held back
+  (server.quotas), and ``weft_rate_wait_seconds_total`` (counter): for how long, summed
 - ``weft_remote_updates_total`` (counter): updates a room picked up from the log: other
   instances' commits (and this one's that landed while the room was loading)
 - ``weft_tail_reads_total`` (counter): times a room read the log tail after its head
