@@ -10,7 +10,7 @@ request (``Content-Type: text/plain``, no preflight); a name the attacker's DNS 
 So with auth off (and no ``--insecure``), a request is refused (403) when its ``Origin``
 (sent by browsers, not by ``weft sync`` or Node's y-websocket) or its ``Host`` names
 another host than this machine: ``localhost``, a name under ``.localhost`` (either with
-a final dot), or a loopback address. ``Origin: null`` (a sandboxed frame, a page opened
+a final dot), a loopback address, or ``0.0.0.0`` or ``::``. ``Origin: null`` (a sandboxed frame, a page opened
 from a file) is refused too, and so is an ``Origin`` of another scheme than http(s)
 (``file://``, ``chrome-extension://``): it names no host of this machine.
 """
@@ -31,7 +31,9 @@ def loopback_host(host: str | None) -> bool:
     if not host:
         return False
     name = host.lower().removesuffix(".")
-    return is_loopback(name) or name.endswith(".localhost")
+    # 0.0.0.0 and :: reach this machine when connected to (python -m http.server
+    # prints http://0.0.0.0:8000/); only a page served from here has such an origin.
+    return is_loopback(name) or name.endswith(".localhost") or name in ("0.0.0.0", "::")
 
 
 def _host_of(value: str, *, origin: bool) -> str | None:

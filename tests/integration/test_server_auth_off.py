@@ -69,6 +69,9 @@ async def test_a_web_page_of_another_site_cannot_reach_a_server_with_auth_off(
         # a fully qualified name, with its root's dot: the same host (it was refused)
         {"Origin": "http://localhost.:5173", "Host": "LOCALHOST.:8765"},
         {"Origin": "http://app.localhost.:3000", "Host": "127.0.0.1:8765"},
+        # a page python -m http.server serves (it prints http://0.0.0.0:8000/; was refused)
+        {"Origin": "http://0.0.0.0:8000", "Host": "0.0.0.0:8765"},
+        {"Origin": "http://[::]:8000", "Host": "[::]:8765"},
     ],
 )
 async def test_this_machine_still_reaches_a_server_with_auth_off(
