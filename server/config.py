@@ -193,25 +193,35 @@ class Settings(BaseSettings):
                 f"refusing to listen on {self.host} without auth: set WEFT_SECRET (or "
                 "--secret / --public-key), listen on 127.0.0.1, or pass --insecure"
             )
-        limits = {"": self.max_update_bytes} | {
-            f"tenant {tenant}: ": quota.max_update_bytes
+        limits = {"WEFT_MAX_UPDATE_BYTES": self.max_update_bytes} | {
+            f"WEFT_TENANT_QUOTAS: tenant {tenant}: max_update_bytes": quota.max_update_bytes
             for tenant, quota in self.tenant_quotas.items()
             if quota.max_update_bytes is not None
         }
         for where, limit in limits.items():
             if limit > self.max_message_bytes:
-                raise ValueError(f"{where}max_update_bytes must not exceed max_message_bytes")
+                raise ValueError(
+                    f"{where} ({limit}) must not exceed WEFT_MAX_MESSAGE_BYTES "
+                    f"({self.max_message_bytes})"
+                )
             if limit > MAX_UPDATE_BYTES:
                 raise ValueError(
-                    f"{where}max_update_bytes must not exceed {MAX_UPDATE_BYTES} "
-                    "(one transaction)"
+                    f"{where} ({limit}) must not exceed {MAX_UPDATE_BYTES} (one transaction)"
                 )
         # One group commit may resolve a whole batch for one room at once: a peer's send
         # queue must hold such a burst, or healthy peers would count as slow readers.
         if self.send_queue_frames < self.commit_max_updates:
-            raise ValueError("send_queue_frames must be at least commit_max_updates")
+            raise ValueError(
+                f"WEFT_SEND_QUEUE_FRAMES ({self.send_queue_frames}) must be at least "
+                f"WEFT_COMMIT_MAX_UPDATES ({self.commit_max_updates}): a peer's queue holds "
+                "one group commit's burst"
+            )
         if self.send_queue_bytes < self.commit_max_bytes:
-            raise ValueError("send_queue_bytes must be at least commit_max_bytes")
+            raise ValueError(
+                f"WEFT_SEND_QUEUE_BYTES ({self.send_queue_bytes}) must be at least "
+                f"WEFT_COMMIT_MAX_BYTES ({self.commit_max_bytes}): a peer's queue holds "
+                "one group commit's burst"
+            )
         return self
 
     @property

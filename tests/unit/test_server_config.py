@@ -114,6 +114,17 @@ def test_weft_serve_prints_a_validators_message_without_pydantics_prefix(
         ),
         (["--log-level", "LOUD"], {}, "--log-level: unknown log level 'LOUD'\n"),
         ([], {"WEFT_SECRET": "short"}, "WEFT_SECRET: secret is 5 bytes"),
+        # settings checked against each other (they said "send_queue_frames must be ...")
+        (
+            [],
+            {"WEFT_SEND_QUEUE_FRAMES": "100"},
+            "WEFT_SEND_QUEUE_FRAMES (100) must be at least WEFT_COMMIT_MAX_UPDATES (4000)",
+        ),
+        (
+            [],
+            {"WEFT_MAX_UPDATE_BYTES": "99999999"},
+            "WEFT_MAX_UPDATE_BYTES (99999999) must not exceed WEFT_MAX_MESSAGE_BYTES",
+        ),
     ],
 )
 def test_a_bad_setting_is_named_as_it_was_given(
@@ -447,7 +458,10 @@ def test_a_short_secret_is_refused_by_the_server_and_by_token_create(
 
 
 def test_a_tenants_update_size_override_is_held_to_the_store_limit() -> None:
-    with pytest.raises(ValidationError, match="tenant acme: max_update_bytes must not exceed"):
+    with pytest.raises(
+        ValidationError,
+        match=r"WEFT_TENANT_QUOTAS: tenant acme: max_update_bytes \(\d+\) must not exceed",
+    ):
         Settings(tenant_quotas={"acme": {"max_update_bytes": 12 << 20}})  # type: ignore[dict-item]
     settings = Settings(tenant_quotas={"acme": {"max_update_bytes": 1 << 20}})  # type: ignore[dict-item]
     assert settings.tenant_quotas["acme"].max_update_bytes == 1 << 20
