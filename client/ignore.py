@@ -1,7 +1,7 @@
 """Which files of a folder are synced: everything but ``.git/``, ``.weft/``, editors'
-swap and backup files (``*.swp``, ``*.swx``, ``*~``, ``.#*``; a ``!pattern`` brings them
-back) and the patterns of a ``.weftignore`` at the folder's top (gitignore syntax, via
-pathspec).
+swap, backup, autosave, lock and safe-write files (:data:`DEFAULTS`; a ``!pattern``
+brings them back) and the patterns of a ``.weftignore`` at the folder's top (gitignore
+syntax, via pathspec).
 
 ``.git`` and ``.weft`` are never synced, at any depth, as a folder or a file (a ``.git``
 file points git at a repository), and in any case: on a case-insensitive file system
@@ -24,7 +24,25 @@ from crdt.keys import never_synced, restore_refusal
 log = logging.getLogger("weft.workspace")
 
 IGNORE_FILE = ".weftignore"
-DEFAULTS = ("*.swp", "*.swx", "*~", ".#*")
+# Editors' own files, which are not the user's text: vim's swap files, backups (``*~``),
+# Emacs's lock links (``.#*``) and autosaves (``#*#``, there for as long as the buffer
+# is unsaved), the temporary and old copies of JetBrains' "safe write" and of
+# GIO/gedit's, LibreOffice's and MS Office's lock files. Each one that lived longer than
+# a watch event went to every device as a document (a lock file made every other
+# device's LibreOffice say the document was locked), then stayed in the project's
+# history.
+DEFAULTS = (
+    "*.swp",
+    "*.swx",
+    "*~",
+    ".#*",
+    r"\#*#",
+    "*___jb_tmp___",
+    "*___jb_old___",
+    ".goutputstream-*",
+    ".~lock.*#",
+    "~$*",
+)
 
 
 class Ignore:

@@ -94,7 +94,8 @@ what it found is recorded and sent on the next run. A running sync stopped after
 first sync exits 0 ("stopped; local state saved").
 
 Ignored: .git/, .weft/, .weft-manifest.json at the top (weft restore writes it), editors'
-swap files and the patterns of DIR/.weftignore (gitignore syntax; only the folder's top
+swap, backup, autosave, lock and safe-write files (*.swp, *~, #*#, .~lock.*#,
+*___jb_tmp___...) and the patterns of DIR/.weftignore (gitignore syntax; only the folder's top
 .weftignore; as git does, a file synced before goes on syncing when a pattern added
 later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and oversized
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,

@@ -88,3 +88,20 @@ def test_the_restore_manifest_at_the_top_is_ignored_as_the_server_refuses_it(
     (tmp_path / ".weft-manifest.json").write_text("{}")
     (tmp_path / "a.md").write_text("a")
     assert Folder(tmp_path, warn=lambda *_: None).scan() == [".weftignore", "a.md"]
+
+
+def test_editors_autosave_lock_and_safe_write_files_are_ignored(tmp_path: Path) -> None:
+    """An Emacs autosave (``#notes.md#``, there while the buffer is unsaved), a
+    LibreOffice lock (it made every other device's LibreOffice take the document for
+    locked) and a JetBrains or GIO safe write's temporary and old copies went to every
+    device as documents; a ``!pattern`` brings one back, as for swap files."""
+    ignore = Ignore(tmp_path)
+    for path in ("#notes.md#", "sub/#notes.md#", ".~lock.report.odt#", "~$report.docx",
+                 "a.md___jb_tmp___", "sub/a.md___jb_old___", ".goutputstream-5XK1Z2",
+                 "a.swp", "a.md~", ".#a.md"):  # fmt: skip
+        assert ignore(path), path
+    for path in ("notes.md", "#notes.md", "notes#1.md", "a#b#c.md", "issue-#12.md"):
+        assert not ignore(path), path
+    (tmp_path / ".weftignore").write_text("!\\#keep#\n")
+    ignore.reload()
+    assert not ignore("#keep#") and ignore("#other#")
