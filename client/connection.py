@@ -122,7 +122,9 @@ class DocLink:
         # The heads read asked for a base that lags behind server updates received, once
         # the link has been quiet (see settle_later).
         self.settling: asyncio.TimerHandle | None = None
-        self.rate_said = False  # a refusal over the tenant's update rate was said
+        # The code of the refusal said since the server last took an update of this
+        # document (a store failing refused every retry: one line each, all day long)
+        self.refusal_said: int | None = None
         self.branch_open = False
         self.branch_done = False
         self.offline_pending = False
@@ -459,7 +461,7 @@ class DocLink:
                 entry.received()
                 self.settle_later()
             case Ack(update_hash=digest, versionstamp=vs):
-                self.rate_said = False
+                self.refusal_said = None
                 if entry.outbox.ack(digest, vs) is not None:
                     entry.acked(vs)
                     self._wake.set()
@@ -471,12 +473,17 @@ class DocLink:
                     # not said: its updates are sent again one at a time (each refusal
                     # of one of those is), so one update was said to be refused twice
                     log.info("%s: a merged send refused (%s); unmerging", entry.path, reason)
-                elif code == CODE_QUOTA:  # over the update rate: sent again, said once
-                    if not self.rate_said:
-                        self.rate_said = True
+                elif self.refusal_said != code:  # said once until an update is taken
+                    self.refusal_said = code
+                    if code == CODE_QUOTA:  # over the update rate
                         device.warn(entry.path, f"{entry.path}: {reason} (4429); sending again")
-                else:
-                    device.warn(entry.path, f"update refused by the server ({code}): {reason}")
+                    else:
+                        again = "; sending again" if code in RETRY_LATER else ""
+                        device.warn(
+                            entry.path,
+                            f"{entry.path}: update refused by the server ({code}): {reason}"
+                            + again,
+                        )
             case AuthDenied(reason=reason):
                 log.info("%s: %s", entry.path, reason)
             case Hello(version=version):

@@ -1433,3 +1433,54 @@ async def test_the_same_fix_made_offline_on_two_devices_is_recorded(
         [region] = (await _the_one_record(ta, tb, conflicts_url))["regions"]
         assert region["ours_text"] == region["theirs_text"] == "the line\n"
         assert str(ta) != "one\nthe line\nthree\n"  # what the merge made of it
+
+
+async def test_a_store_refusing_every_retry_is_said_once_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose store fails (a full disk, a read-only file) refuses each update
+    (1011) and closes; the device sends it again after a backoff. Each refusal was one
+    warning with no file name: a running ``weft sync`` printed one every few seconds for
+    as long as the store failed. Now one per document until the server takes an update."""
+    from crdt.errors import StoreError
+    from server.app import create_app
+    from server.appkeys import HISTORY
+    from server.config import Settings
+    from server.testing import serve_in_process
+
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        history = app[HISTORY]
+        append = history.append
+        failing = [True]
+
+        async def append_or_fail(*args: Any, **kwargs: Any) -> Any:
+            if failing[0]:
+                raise StoreError("commit failed: disk I/O error")
+            return await append(*args, **kwargs)
+
+        monkeypatch.setattr(history, "append", append_or_fail)
+        events = Events()
+        device = Device(
+            tmp_path / "a", server.ws_url, "acme", "full", listener=events, max_backoff=0.1
+        )
+        async with device:
+            text = text_of(await device.doc("notes.md"))
+
+            def refusals() -> list[str]:
+                return [e.message for e in events.seen if "refused by the server" in e.message]
+
+            text.insert(0, "x")
+            await eventually(lambda: len(refusals()) >= 1)
+            await asyncio.sleep(1.0)  # several reconnects, each refused again
+            assert refusals() == [
+                "notes.md: update refused by the server (1011): commit failed: disk I/O "
+                "error; sending again"
+            ]
+            failing[0] = False
+            await device.sync(10)  # taken at last
+            failing[0] = True
+            text.insert(0, "y")  # failing again: said again
+            await eventually(lambda: len(refusals()) == 2)
+            failing[0] = False
+            await device.sync(10)
