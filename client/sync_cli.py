@@ -91,7 +91,8 @@ cannot reach is given up after 6 x --max-backoff (60 s by default) with --once (
 retries for ever. Stopped by Ctrl-C (SIGINT) or SIGTERM before the first sync ended
 (with --once: before in sync), it says so and exits 130 (SIGINT) or 143 (SIGTERM):
 what it found is recorded and sent on the next run. A running sync stopped after its
-first sync exits 0 ("stopped; local state saved").
+first sync exits 0 ("stopped; local state saved", and which local changes are not sent
+yet, if any).
 
 Ignored: .git/, .weft/, .weft-manifest.json at the top (weft restore writes it), editors'
 swap, backup, autosave, lock and safe-write files (*.swp, *~, #*#, .~lock.*#,
@@ -588,5 +589,27 @@ async def _keep(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-    ui.info("stopped; local state saved", "dim")
+    unsent = _unsent(ws)
+    if unsent is None:
+        ui.info("stopped; local state saved", "dim")
+    else:
+        ui.line(printable(f"stopped; local state saved; NOT in sync: {unsent}"), "yellow")
     return 0
+
+
+def _unsent(ws: Workspace, named: int = 5) -> str | None:
+    """What a stop leaves unsent (the local changes the server has not acknowledged,
+    and in which files), None if nothing: a running sync stopped while offline said
+    only "stopped; local state saved"."""
+    device = ws.device
+    files = {p for p, e in device.entries.items() if len(e.outbox) + e.unrecorded_local}
+    files |= ws.creating
+    if not files:
+        return None
+    shown = sorted(files)[:named]
+    more = f" and {len(files) - named} more" if len(files) > named else ""
+    later = "read-only token" if device.read_only else "sent on the next run"
+    return (
+        f"{device.pending()} local change(s) in {len(files)} file(s) not sent yet "
+        f"({', '.join(shown)}{more}): kept on this device, {later}"
+    )

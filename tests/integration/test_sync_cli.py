@@ -714,3 +714,50 @@ def test_a_running_sync_waits_for_a_server_that_does_not_answer_for_as_long_as_i
     finally:
         sync.terminate()
     assert "unreachable for" not in sync.output()
+
+
+def test_a_running_sync_stopped_offline_says_what_it_has_not_sent(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """A running sync stopped (Ctrl-C, SIGTERM) with edits the server has not taken
+    said only "stopped; local state saved", as when everything was sent. Now it says
+    how many changes in which files are not sent yet; the next run sends them."""
+    server = weft_server_factory()
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    sync = start_sync(folder, server.ws_url, TENANT, "unsent", args=("--max-backoff", "0.2"))
+    try:
+        sync.wait_for("in sync")
+        server.terminate()
+        sync.wait_for("offline")
+        (folder / "a.txt").write_text("a\nedited offline\n")
+        sync.wait_for("a.txt: +15 -0 chars")
+        sync.proc.send_signal(signal.SIGINT)
+        assert sync.proc.wait(15) == 0, sync.output()
+    finally:
+        sync.terminate()
+    assert (
+        "stopped; local state saved; NOT in sync: 1 local change(s) in 1 file(s) not sent "
+        "yet (a.txt): kept on this device, sent on the next run" in sync.output()
+    ), sync.output()
+    restarted = weft_server_factory(store=server.store, port=server.port)
+    once(restarted, folder, "unsent")
+    assert get_text(doc_url(restarted, "unsent", "a.txt")) == "a\nedited offline\n"
+
+
+def test_a_running_sync_stopped_in_sync_says_only_that_its_state_is_saved(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    sync = start_sync(folder, server.ws_url, TENANT, "stopped-in-sync")
+    try:
+        sync.wait_for("in sync")
+        sync.proc.send_signal(signal.SIGTERM)
+        assert sync.proc.wait(15) == 0, sync.output()
+    finally:
+        sync.terminate()
+    assert "stopped; local state saved\n" in sync.output(), sync.output()
+    assert "NOT in sync" not in sync.output()
