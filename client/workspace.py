@@ -83,6 +83,19 @@ EMPTIED_SETTLE_SECONDS = 2.0
 OPEN_CONCURRENCY = 32
 
 
+def _within(path: str, names: set[str]) -> bool:
+    """Whether ``path`` or one of its folders is in ``names``: one lookup per folder on
+    its way (a rescan names every file: matching each known file against each name
+    took 0.5 s of the event loop every 10 s with 2,000 files, 12 s with 10,000)."""
+    while True:
+        if path in names:
+            return True
+        cut = path.rfind("/")
+        if cut < 0:
+            return False
+        path = path[:cut]
+
+
 class FolderGone(DeviceFailed):
     """The synced folder (or its ``.weft/``) was moved, deleted or replaced while syncing:
     the workspace stops, and its missing files are not taken as deleted."""
@@ -294,15 +307,16 @@ class Workspace(Listener):
         if IGNORE_FILE in paths:
             self.folder.ignore.reload()
         files: set[str] = set()
-        known = self.tracked | self.unwritable.keys()
         for rel in paths:
             full = self.root / rel
             if full.is_dir() and not full.is_symlink():
                 files |= set(self.folder.scan(rel))
-            nfc = unicodedata.normalize("NFC", rel)  # documents are named in NFC
-            files |= {p for p in known if p == nfc or p.startswith(nfc + "/")}
             if not full.is_dir():
                 files.add(rel)
+        # the known files named, or in a folder named (moved or deleted: gone from disk);
+        # documents are named in NFC
+        named = {unicodedata.normalize("NFC", rel) for rel in paths}
+        files |= {p for p in self.tracked | self.unwritable.keys() if _within(p, named)}
         for rel in sorted(files):
             path = self.folder.document_path(rel)
             if path is None:
