@@ -424,6 +424,9 @@ async def _sync(args: argparse.Namespace, root: Path, server: ServerURL) -> int:
             else:
                 code = await _keep(ws, ui, stop, said)
         except DeviceFailed:  # the device's error event said why, once
+            unsent = _unsent(ws)
+            if unsent is not None:
+                ui.line(printable(f"NOT in sync: {unsent}"), "yellow")
             return 1
     if code is None:  # stopped before the first sync ended (said once the state is saved)
         code = _interrupted(ui, received)

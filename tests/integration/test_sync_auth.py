@@ -3,12 +3,13 @@ the token is refused or missing."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from client.cli import main
-from client.testing import sync_once
+from client.testing import start_sync, sync_once
 from server.testing import AUTH_ENV, ServerProcess, StartServer, token_for
 
 pytestmark = pytest.mark.functional
@@ -86,3 +87,39 @@ def test_the_device_line_comes_before_a_refusal(server: ServerProcess, tmp_path:
     assert result.returncode == 1, result.stdout
     out = result.stdout
     assert 0 <= out.find(" device dev-") < out.index("the server refused this device"), out
+
+
+def test_a_token_that_expires_while_offline_edits_wait_says_what_is_not_sent(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """A running sync whose token expired stopped saying only "the server refused this
+    device (401): token expired", however many edits it had not sent. Now it also says
+    which, and that they stay on this device (sent by a run with a new token)."""
+    server = weft_server_factory(env=AUTH_ENV)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a\n")
+    short = token_for(ttl=3)
+    issued = time.monotonic()
+    sync = start_sync(
+        folder, server.ws_url, TENANT, "expiring", token=short, args=("--max-backoff", "0.2")
+    )
+    try:
+        sync.wait_for("in sync")
+        server.terminate()
+        sync.wait_for("offline")
+        (folder / "a.txt").write_text("a\nedited offline\n")
+        sync.wait_for("a.txt: +15 -0 chars")
+        time.sleep(max(0.0, 4.0 - (time.monotonic() - issued)))  # (expired)
+        restarted = weft_server_factory(store=server.store, port=server.port, env=AUTH_ENV)
+        assert sync.proc.wait(15) == 1, sync.output()
+    finally:
+        sync.terminate()
+    output = sync.output()
+    assert "token expired" in output, output
+    assert (
+        "NOT in sync: 1 local change(s) in 1 file(s) not sent yet (a.txt): kept on this "
+        "device, sent on the next run" in output
+    ), output
+    result = sync_once(folder, restarted.ws_url, TENANT, "expiring", token=token_for())
+    assert result.returncode == 0, result.stdout
