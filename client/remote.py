@@ -142,6 +142,7 @@ class Api:
         self.tenant = check_name("tenant", tenant)
         self.project = check_name("project", project)
         self.headers = auth_headers(token)
+        self._heads: tuple[str, dict[str, Versionstamp | None]] | None = None  # with ETag
 
     async def healthy(self) -> bool:
         """Whether the server answers ``/healthz`` with 200 (False when draining/down)."""
@@ -154,12 +155,21 @@ class Api:
             return False
 
     async def heads(self) -> dict[str, Versionstamp | None]:
-        """Every document of the project with its head versionstamp."""
-        body = await self._call("GET", self.server.api(self.tenant, self.project, "docs"))
-        return {
+        """Every document of the project with its head versionstamp. Asked again with
+        the list's ETag: while nothing was appended to the project the server answers
+        304, with no body, and the heads read last time are the answer (a copy)."""
+        held = self._heads
+        headers = {"If-None-Match": held[0]} if held is not None else {}
+        url = self.server.api(self.tenant, self.project, "docs")
+        body, etag = await self._get_unless(url, headers)
+        if body is None and held is not None:
+            return dict(held[1])
+        heads = {
             str(d["path"]): Versionstamp.from_hex(d["head"]) if d.get("head") else None
-            for d in body.get("docs", [])
+            for d in (body or {}).get("docs", [])
         }
+        self._heads = (etag, dict(heads)) if etag else None
+        return heads
 
     async def conflict_pages(
         self, status: str | None = None, device: str | None = None
@@ -200,27 +210,46 @@ class Api:
     def conflict_url(self, cid: str) -> str:
         return self.server.api(self.tenant, self.project, "conflicts", cid)
 
+    async def _get_unless(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """GET ``url`` with ``headers`` (If-None-Match): the body, or None for a 304;
+        and the answer's ETag."""
+        async with self.http.get(
+            url, headers=self.headers | headers, timeout=REST_TIMEOUT
+        ) as response:
+            etag = response.headers.get("ETag")
+            if response.status == 304:
+                return None, etag
+            return await _body(response, "GET", url), etag
+
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         async with self.http.request(
             method, url, headers=self.headers, timeout=REST_TIMEOUT, **kwargs
         ) as response:
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            if response.status >= 400:
-                error = body.get("error", {}) if isinstance(body, dict) else {}
-                code = str(error.get("code", response.reason or "error"))
-                message = str(error.get("message", "")) or f"{method} {url} failed"
-                kind = ApiError
-                if response.status in (401, 403):
-                    kind = ApiDenied
-                elif response.status == 404:
-                    kind = ApiNotFound
-                raise kind(response.status, code, message)
-            if not isinstance(body, dict):
-                raise ApiError(response.status, "bad_response", f"{method} {url}: not JSON")
-            return body
+            return await _body(response, method, url)
+
+
+async def _body(response: aiohttp.ClientResponse, method: str, url: str) -> dict[str, Any]:
+    """A REST answer's JSON object; the error it says as an ApiError (ApiDenied for 401
+    and 403, ApiNotFound for 404)."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        body = None
+    if response.status >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        code = str(error.get("code", response.reason or "error"))
+        message = str(error.get("message", "")) or f"{method} {url} failed"
+        kind = ApiError
+        if response.status in (401, 403):
+            kind = ApiDenied
+        elif response.status == 404:
+            kind = ApiNotFound
+        raise kind(response.status, code, message)
+    if not isinstance(body, dict):
+        raise ApiError(response.status, "bad_response", f"{method} {url}: not JSON")
+    return body
 
 
 def token_scope(token: str | None) -> str | None:

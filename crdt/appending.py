@@ -50,11 +50,12 @@ class AppendKeys:
     about half the CPU of a one-update append (measured: 75 µs of ``_append_tr`` back
     to back, 150 µs when appends came 10 ms apart)."""
 
-    __slots__ = ("bytes", "h", "head", "i", "meta", "ms", "n", "records", "t")
+    __slots__ = ("bytes", "changed", "h", "head", "i", "meta", "ms", "n", "records", "t")
 
     def __init__(self, ref: DocRef) -> None:
         space = ref.space
         self.meta = keys.pack(("doc", ref.project, ref.path), ref.tenant_prefix)
+        self.changed = keys.pack(("changed", ref.project), ref.tenant_prefix)
         self.head, self.n, self.bytes, self.ms = (
             keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")
         )
@@ -129,7 +130,8 @@ def _append_tr(
 
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
     once: the time-index entry and head (both at its last new update), the counters and
-    the time. ``legacy``: entries may also be under their pre-1.3 key.
+    the time. Per touched project, once: its change marker (``keys.project_changed``).
+    ``legacy``: entries may also be under their pre-1.3 key.
 
     This runs once per update of every append: the loop below keeps per-update work to
     a few operations (a record tail and a doc's state are looked up again only when
@@ -201,9 +203,11 @@ def _append_tr(
         in_batch[hash_key] = user
         markers.append(user)
         user += 1
+    changed: set[bytes] = set()  # the projects' T + (changed, project), once each
     for state in touched.values():
         doc = state.doc
         if state.count:
+            changed.add(doc.append_keys.changed)
             # One time-index entry per doc and transaction, at its last new update: every
             # update of a doc in one transaction has the same ms, so "the last update at
             # or before a time" is always the last of some transaction.
@@ -219,6 +223,8 @@ def _append_tr(
             tr.set(ak.n, total.to_bytes(8, "little"))
             tr.set(ak.bytes, (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.append_keys.ms, state.ms.to_bytes(8, "little"))
+    for key in changed:  # a blind write: appends to one project never conflict on it
+        tr.set_versionstamped_value(key, INCOMPLETE_TR, 0)
     return markers
 
 
@@ -301,10 +307,10 @@ def doc_cost(doc: DocRef) -> int:
     """An upper bound of what FoundationDB counts for the writes and reads an append
     transaction makes once per document it touches: its meta record (read, and written
     by its first append), its clock and counters (read and written), its head and its
-    time-index entry."""
+    time-index entry, and its project's change marker (at most once per document)."""
     meta = len(doc.meta_key)
     key = len(doc.space) + _DOC_KEY
-    return 6 * meta + 2 * len(doc.space) + 24 * key + 256
+    return 9 * meta + 2 * len(doc.space) + 24 * key + 256
 
 
 RANGE_GROUP = 8  # a client's updates in one append looked up with one range read from here

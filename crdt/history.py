@@ -69,13 +69,15 @@ from crdt.versionstamp import Versionstamp, unchecked
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4  # 1.1: snapshots and segments count their parts; part 0 is written last
+FORMAT_MINOR = 5  # 1.1: snapshots and segments count their parts; part 0 is written last
 # 1.2: a doc's head is its last versionstamp and then its update count (see ``Head``)
 # 1.3: idempotency entries of updates with structs are keyed (i, client, clock, hash)
 # instead of (h, hash); a store raised from an older minor records "h": True and then
 # looks an update up under both keys
 # 1.4: a conflict record is a head and a chunked body (see crdt.conflict_store); records
 # written whole before are still read
+# 1.5: every append writes its project's change marker (keys.project_changed); a project
+# with none (nothing appended to it since) lists its documents every time
 MAX_BATCH_BYTES = 6_000_000  # per transaction, as FDB counts it (see crdt.appending.update_cost)
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # A snapshot that would hold pending updates waits (see History.write_snapshot) until
@@ -434,30 +436,23 @@ class History:
     async def docs(self, tenant: str, project: str) -> list[DocInfo]:
         """Every document of a project that has at least one update, by path."""
         prefix = await self.tenant(tenant)
-        begin, end = keys.project_docs(prefix, project)
+        return await self.kv.read(lambda tr: _doc_infos(tr, prefix, project))
 
-        def fn(tr: ReadTransaction) -> list[DocInfo]:
-            paths, wanted = [], []
-            for key, raw in tr.get_range(begin, end):
-                paths.append(str(keys.unpack(key, prefix)[2]))
-                space = bytes(msgpack.unpackb(raw)["space"])
-                wanted += [keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")]
-            # One get_many, not four serial gets per document: on FoundationDB every get
-            # is a round trip, and the whole read must finish within its 5-second limit.
-            values = tr.get_many(wanted)
-            out = []
-            for i, path in enumerate(paths):
-                head, n, size, ms = values[4 * i : 4 * i + 4]
-                out.append(
-                    DocInfo(
-                        path,
-                        Head.decode(head).versionstamp if head else None,
-                        read_counter(n),
-                        read_counter(size),
-                        read_counter(ms),
-                    )
-                )
-            return out
+    async def docs_unless(
+        self, tenant: str, project: str, known: bytes | None
+    ) -> tuple[bytes | None, list[DocInfo] | None]:
+        """The project's change marker (the versionstamp of the last append to any of its
+        documents; None if nothing was appended since the store's format 1.5) and its
+        document list (:meth:`docs`), or None for the list when the marker is ``known``:
+        the list is then the one read at that marker. One read, so the two agree."""
+        prefix = await self.tenant(tenant)
+        marker_key = keys.project_changed(prefix, project)
+
+        def fn(tr: ReadTransaction) -> tuple[bytes | None, list[DocInfo] | None]:
+            marker = tr.get(marker_key)
+            if marker is not None and marker == known:
+                return marker, None
+            return marker, _doc_infos(tr, prefix, project)
 
         return await self.kv.read(fn)
 
@@ -483,6 +478,31 @@ class History:
             if replayed.versionstamp is not None:
                 out[info.path] = replayed
         return out
+
+
+def _doc_infos(tr: ReadTransaction, prefix: bytes, project: str) -> list[DocInfo]:
+    """``History.docs``, read in ``tr``."""
+    paths, wanted = [], []
+    for key, raw in tr.get_range(*keys.project_docs(prefix, project)):
+        paths.append(str(keys.unpack(key, prefix)[2]))
+        space = bytes(msgpack.unpackb(raw)["space"])
+        wanted += [keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")]
+    # One get_many, not four serial gets per document: on FoundationDB every get is a
+    # round trip, and the whole read must finish within its 5-second limit.
+    values = tr.get_many(wanted)
+    out = []
+    for i, path in enumerate(paths):
+        head, n, size, ms = values[4 * i : 4 * i + 4]
+        out.append(
+            DocInfo(
+                path,
+                Head.decode(head).versionstamp if head else None,
+                read_counter(n),
+                read_counter(size),
+                read_counter(ms),
+            )
+        )
+    return out
 
 
 def _batches(items: Sequence[Append]) -> list[list[Append]]:

@@ -399,6 +399,12 @@ def project_docs(tenant: bytes, project: str) -> tuple[bytes, bytes]:
     return prefix_range(pack(("doc", check_name("project", project)), tenant))
 
 
+def project_changed(tenant: bytes, project: str) -> bytes:
+    """``T + (changed, project)``: the versionstamp of the last append to any document of
+    the project (from 1.5): the document list is unchanged while it is."""
+    return pack(("changed", check_name("project", project)), tenant)
+
+
 def doc_space(tenant: bytes, project: str, doc_id: int) -> bytes:
     return pack(("d", check_name("project", project), doc_id), tenant)
 

@@ -136,7 +136,14 @@ async def list_docs(request: web.Request) -> web.Response:
         "it lists every document at head (deleted ones too; docs/{path} says whether one "
         "is deleted); for the project at a version, use export?at= or weft restore --at",
     )
-    infos = await request.app[HISTORY].docs(tenant, project)
+    # A conditional list: the project's change marker is its ETag, and a list asked for
+    # again with it (If-None-Match) while nothing was appended is a 304 with no body (a
+    # device polls the list every second; 2,000 documents made 313 KB a poll).
+    known = _etag_marker(request)
+    marker, infos = await request.app[HISTORY].docs_unless(tenant, project, known)
+    headers = {"ETag": f'"{marker.hex()}"'} if marker is not None else {}
+    if infos is None:
+        return web.Response(status=304, headers=headers)
     docs = [
         {
             "path": info.path,
@@ -148,7 +155,20 @@ async def list_docs(request: web.Request) -> web.Response:
         }
         for info in infos
     ]
-    return web.json_response({"tenant": tenant, "project": project, "docs": docs})
+    return web.json_response({"tenant": tenant, "project": project, "docs": docs}, headers=headers)
+
+
+def _etag_marker(request: web.Request) -> bytes | None:
+    """The change marker an ``If-None-Match`` names (the first of its strong ETags that
+    is one), or None."""
+    for etag in request.if_none_match or ():
+        if etag.is_weak:
+            continue
+        try:
+            return bytes.fromhex(etag.value)
+        except ValueError:
+            continue
+    return None
 
 
 FORMATS = ("text", "json")

@@ -234,6 +234,19 @@ async def test_a_project_cut_at_a_time_reads_its_documents_over_several_transact
     double.stop()
 
 
+async def test_a_projects_change_marker_is_the_append_s_commit_on_fdb(kv: Engine) -> None:
+    """The document list's ETag: a versionstamped value (FDB completes its 10 bytes),
+    read back as the append's commit versionstamp."""
+    history = History(kv)
+    await history.init()
+    doc = await history.doc("acme", "site", "a.md", create=True)
+    [appended] = await history.append([Append(doc, text_update("a"))])
+    marker, infos = await history.docs_unless("acme", "site", None)
+    assert marker == appended.versionstamp.tr_version
+    assert [info.path for info in infos or []] == ["a.md"]
+    assert await history.docs_unless("acme", "site", marker) == (marker, None)
+
+
 async def test_history_docs_reads_each_document_s_metadata_in_one_batch(
     monkeypatch: pytest.MonkeyPatch, kv: Engine
 ) -> None:

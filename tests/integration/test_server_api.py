@@ -83,6 +83,45 @@ async def test_doc_list_and_text_at_head_at_versionstamp_and_at_time(
     await other.close()
 
 
+async def test_the_document_list_asked_again_with_its_etag_is_a_304_until_it_changes(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A device polls the list every second: while nothing is appended to the project
+    the answer is a 304 with no body (it was the whole list each time)."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    api = f"{server.url}/api/v1/etag/{project}/docs"
+
+    async def edit(path: str, text: str, in_project: str = project) -> None:
+        peer = await YPeer.connect(http, f"{server.ws_url}/etag/{in_project}/{path}", weft=True)
+        await peer.append(text)
+        await peer.until(lambda: len(peer.acks) == 1)
+        await peer.close()
+
+    async def listed(etag: str | None = None) -> tuple[int, str, str | None]:
+        headers = {"If-None-Match": etag} if etag else {}
+        async with http.get(api, headers=headers) as response:
+            return response.status, await response.text(), response.headers.get("ETag")
+
+    await edit("a.md", "one")
+    status, body, etag = await listed()
+    assert status == 200 and etag is not None and etag.startswith('"')
+    assert [d["path"] for d in json.loads(body)["docs"]] == ["a.md"]
+    assert await listed(etag) == (304, "", etag)
+    await edit("b.md", "x", in_project=f"{project}-other")  # another project: unchanged
+    assert await listed(etag) == (304, "", etag)
+    await edit("b.md", "two")  # a new document: the list changed
+    status, body, second = await listed(etag)
+    assert status == 200 and second not in (None, etag)
+    assert [d["path"] for d in json.loads(body)["docs"]] == ["a.md", "b.md"]
+    await edit("a.md", " more")  # an edit moves a head: changed too
+    status, body, third = await listed(second)
+    assert status == 200 and third not in (None, etag, second)
+    # An ETag that is not the list's, a weak one, or garbage: the whole list.
+    for other in (etag, f"W/{third}", '"zz"', "*"):
+        status, body, again = await listed(other)
+        assert status == 200 and again == third and len(json.loads(body)["docs"]) == 2
+
+
 @pytest.mark.parametrize(
     ("path", "params", "status", "code"),
     [

@@ -85,6 +85,34 @@ async def test_a_batch_is_one_transaction_with_one_versionstamp_per_update(
     assert text_of((await history.replay(ref)).doc) == "abc"
 
 
+async def test_a_projects_change_marker_is_its_last_appends_commit(history: History) -> None:
+    """What the document list's ETag is: moved by every append to any document of the
+    project (one batch touching two projects moves both), by nothing else; a list read
+    with the marker it has is not read again."""
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "site", "dir/b.md", create=True)
+    other = await history.doc("acme", "blog", "a.md", create=True)
+    assert await history.docs_unless("acme", "site", None) == (None, [])  # none yet
+    dev = Device()
+    first = await history.append([Append(a, dev.append("x")), Append(other, Device().append("y"))])
+    marker, listed = await history.docs_unless("acme", "site", None)
+    assert marker == first[0].versionstamp.tr_version
+    assert [d.path for d in listed or []] == ["a.md"]
+    assert (await history.docs_unless("acme", "blog", None))[0] == marker  # same commit
+    assert await history.docs_unless("acme", "site", marker) == (marker, None)
+    later = await history.append([Append(b, Device().append("z"))])
+    moved, listed = await history.docs_unless("acme", "site", marker)
+    assert moved == later[0].versionstamp.tr_version and moved != marker
+    assert [d.path for d in listed or []] == ["a.md", "dir/b.md"]
+    assert (await history.docs_unless("acme", "blog", marker))[1] is None  # unmoved
+    # A re-sent update appends nothing, and moves nothing.
+    again = await history.append([Append(b, dev.append("w")), Append(a, dev.doc.get_update())])
+    assert (await history.docs_unless("acme", "site", None))[0] == again[0].versionstamp.tr_version
+    resent = await history.append([Append(a, dev.doc.get_update())])
+    assert resent[0].duplicate
+    assert (await history.docs_unless("acme", "site", moved))[0] == again[0].versionstamp.tr_version
+
+
 async def test_resending_an_update_is_a_no_op_returning_its_versionstamp(
     history: History, kv: Engine
 ) -> None:
