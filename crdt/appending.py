@@ -14,6 +14,7 @@ Split from :mod:`crdt.history`, which re-exports the public names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -223,8 +224,14 @@ def _append_tr(
             tr.set(ak.n, total.to_bytes(8, "little"))
             tr.set(ak.bytes, (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.append_keys.ms, state.ms.to_bytes(8, "little"))
-    for key in changed:  # a blind write: appends to one project never conflict on it
-        tr.set_versionstamped_value(key, INCOMPLETE_TR, 0)
+    if changed:
+        # The commit, then 8 random bytes: a store restored from a backup (or copied) makes
+        # commits again that earlier ones' versionstamps name, and a marker of the lost
+        # ones must never name the list of the new ones (a device polling with it got a
+        # 304 and kept its stale list until the project's next append).
+        marker = INCOMPLETE_TR + os.urandom(8)
+        for key in changed:  # a blind write: appends to one project never conflict on it
+            tr.set_versionstamped_value(key, marker, 0)
     return markers
 
 

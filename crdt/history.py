@@ -442,7 +442,7 @@ class History:
         self, tenant: str, project: str, known: bytes | None
     ) -> tuple[bytes | None, list[DocInfo] | None]:
         """The project's change marker (the versionstamp of the last append to any of its
-        documents; None if nothing was appended since the store's format 1.5) and its
+        documents and 8 random bytes; None if nothing was appended since the store's format 1.5) and its
         document list (:meth:`docs`), or None for the list when the marker is ``known``:
         the list is then the one read at that marker. One read, so the two agree."""
         prefix = await self.tenant(tenant)

@@ -401,7 +401,7 @@ def project_docs(tenant: bytes, project: str) -> tuple[bytes, bytes]:
 
 def project_changed(tenant: bytes, project: str) -> bytes:
     """``T + (changed, project)``: the versionstamp of the last append to any document of
-    the project (from 1.5): the document list is unchanged while it is."""
+    the project and 8 random bytes (from 1.5): the document list is unchanged while it is."""
     return pack(("changed", check_name("project", project)), tenant)
 
 
