@@ -159,11 +159,11 @@ async def list_docs(request: web.Request) -> web.Response:
 
 
 def _etag_marker(request: web.Request) -> bytes | None:
-    """The change marker an ``If-None-Match`` names (the first of its strong ETags that
-    is one), or None."""
+    """The change marker an ``If-None-Match`` names (the first of its ETags that is one),
+    or None. Weak ones count (W/"..."): If-None-Match compares weakly (RFC 9110, 13.1.2),
+    and a proxy that compresses the list (nginx with gzip) hands its clients the ETag
+    made weak, so refusing those made every poll through it read the whole list."""
     for etag in request.if_none_match or ():
-        if etag.is_weak:
-            continue
         try:
             return bytes.fromhex(etag.value)
         except ValueError:
