@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -439,18 +439,19 @@ class History:
         return await self.kv.read(lambda tr: _doc_infos(tr, prefix, project))
 
     async def docs_unless(
-        self, tenant: str, project: str, known: bytes | None
+        self, tenant: str, project: str, known: Container[bytes]
     ) -> tuple[bytes | None, list[DocInfo] | None]:
         """The project's change marker (the versionstamp of the last append to any of its
         documents and 8 random bytes; None if nothing was appended since the store's format 1.5) and its
-        document list (:meth:`docs`), or None for the list when the marker is ``known``:
-        the list is then the one read at that marker. One read, so the two agree."""
+        document list (:meth:`docs`), or None for the list when the marker is in
+        ``known``: the list is then the one read at that marker. One read, so the two
+        agree."""
         prefix = await self.tenant(tenant)
         marker_key = keys.project_changed(prefix, project)
 
         def fn(tr: ReadTransaction) -> tuple[bytes | None, list[DocInfo] | None]:
             marker = tr.get(marker_key)
-            if marker is not None and marker == known:
+            if marker is not None and marker in known:
                 return marker, None
             return marker, _doc_infos(tr, prefix, project)
 

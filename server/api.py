@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -139,7 +139,7 @@ async def list_docs(request: web.Request) -> web.Response:
     # A conditional list: the project's change marker is its ETag, and a list asked for
     # again with it (If-None-Match) while nothing was appended is a 304 with no body (a
     # device polls the list every second; 2,000 documents made 313 KB a poll).
-    known = _etag_marker(request)
+    known = _etag_markers(request)
     marker, infos = await request.app[HISTORY].docs_unless(tenant, project, known)
     headers = {"ETag": f'"{marker.hex()}"'} if marker is not None else {}
     if infos is None:
@@ -158,17 +158,28 @@ async def list_docs(request: web.Request) -> web.Response:
     return web.json_response({"tenant": tenant, "project": project, "docs": docs}, headers=headers)
 
 
-def _etag_marker(request: web.Request) -> bytes | None:
-    """The change marker an ``If-None-Match`` names (the first of its ETags that is one),
-    or None. Weak ones count (W/"..."): If-None-Match compares weakly (RFC 9110, 13.1.2),
-    and a proxy that compresses the list (nginx with gzip) hands its clients the ETag
-    made weak, so refusing those made every poll through it read the whole list."""
+class _Every:
+    """``If-None-Match: *``: any marker the project has."""
+
+    def __contains__(self, _marker: object) -> bool:
+        return True
+
+
+def _etag_markers(request: web.Request) -> Container[bytes]:
+    """The change markers an ``If-None-Match`` names (every ETag of it that is one; all
+    of them for ``*``). Weak ones count (W/"..."): If-None-Match compares weakly (RFC
+    9110, 13.1.2), and a proxy that compresses the list (nginx with gzip) hands its
+    clients the ETag made weak, so refusing those made every poll through it read the
+    whole list."""
+    markers: set[bytes] = set()
     for etag in request.if_none_match or ():
+        if etag.value == "*" and not etag.is_weak:
+            return _Every()
         try:
-            return bytes.fromhex(etag.value)
+            markers.add(bytes.fromhex(etag.value))
         except ValueError:
             continue
-    return None
+    return markers
 
 
 FORMATS = ("text", "json")

@@ -241,11 +241,11 @@ async def test_a_projects_change_marker_is_the_append_s_commit_on_fdb(kv: Engine
     await history.init()
     doc = await history.doc("acme", "site", "a.md", create=True)
     [appended] = await history.append([Append(doc, text_update("a"))])
-    marker, infos = await history.docs_unless("acme", "site", None)
+    marker, infos = await history.docs_unless("acme", "site", ())
     assert marker is not None and len(marker) == 18
     assert marker[:10] == appended.versionstamp.tr_version
     assert [info.path for info in infos or []] == ["a.md"]
-    assert await history.docs_unless("acme", "site", marker) == (marker, None)
+    assert await history.docs_unless("acme", "site", {marker}) == (marker, None)
 
 
 async def test_history_docs_reads_each_document_s_metadata_in_one_batch(

@@ -120,9 +120,16 @@ async def test_the_document_list_asked_again_with_its_etag_is_a_304_until_it_cha
     status, body, third = await listed(second)
     assert status == 200 and third not in (None, etag, second)
     # An ETag that is not the list's (weak or not), or garbage: the whole list.
-    for other in (etag, f"W/{second}", '"zz"', "*"):
+    for other in (etag, f"W/{second}", '"zz"', "W/*"):
         status, body, again = await listed(other)
         assert status == 200 and again == third and len(json.loads(body)["docs"]) == 2
+    # The list's among others, or "*" (any list at all): not modified (RFC 9110; both
+    # were a 200 with the whole list).
+    for matching in (f'{etag}, "zz", {third}', "*"):
+        assert await listed(matching) == (304, "", third)
+    empty = f"{server.url}/api/v1/etag/{project}-none/docs"  # no marker: no list to match
+    async with http.get(empty, headers={"If-None-Match": "*"}) as response:
+        assert response.status == 200 and "ETag" not in response.headers
 
 
 @pytest.mark.parametrize(

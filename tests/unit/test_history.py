@@ -93,26 +93,26 @@ async def test_a_projects_change_marker_is_its_last_appends_commit(history: Hist
     a = await history.doc("acme", "site", "a.md", create=True)
     b = await history.doc("acme", "site", "dir/b.md", create=True)
     other = await history.doc("acme", "blog", "a.md", create=True)
-    assert await history.docs_unless("acme", "site", None) == (None, [])  # none yet
+    assert await history.docs_unless("acme", "site", ()) == (None, [])  # none yet
     dev = Device()
     first = await history.append([Append(a, dev.append("x")), Append(other, Device().append("y"))])
-    marker, listed = await history.docs_unless("acme", "site", None)
+    marker, listed = await history.docs_unless("acme", "site", ())
     assert marker is not None and marker[:10] == first[0].versionstamp.tr_version
     assert [d.path for d in listed or []] == ["a.md"]
-    assert (await history.docs_unless("acme", "blog", None))[0] == marker  # same commit
-    assert await history.docs_unless("acme", "site", marker) == (marker, None)
+    assert (await history.docs_unless("acme", "blog", ()))[0] == marker  # same commit
+    assert await history.docs_unless("acme", "site", {marker}) == (marker, None)
     later = await history.append([Append(b, Device().append("z"))])
-    moved, listed = await history.docs_unless("acme", "site", marker)
+    moved, listed = await history.docs_unless("acme", "site", {marker})
     assert moved is not None and moved[:10] == later[0].versionstamp.tr_version
     assert [d.path for d in listed or []] == ["a.md", "dir/b.md"]
-    assert (await history.docs_unless("acme", "blog", marker))[1] is None  # unmoved
+    assert (await history.docs_unless("acme", "blog", {marker}))[1] is None  # unmoved
     # A re-sent update appends nothing, and moves nothing.
     again = await history.append([Append(b, dev.append("w")), Append(a, dev.doc.get_update())])
-    last = (await history.docs_unless("acme", "site", None))[0]
+    last = (await history.docs_unless("acme", "site", ()))[0]
     assert last is not None and last[:10] == again[0].versionstamp.tr_version
     resent = await history.append([Append(a, dev.doc.get_update())])
     assert resent[0].duplicate
-    assert (await history.docs_unless("acme", "site", moved))[0] == last
+    assert (await history.docs_unless("acme", "site", {moved}))[0] == last
 
 
 async def test_a_store_restored_from_a_backup_never_repeats_a_change_marker(
@@ -129,7 +129,7 @@ async def test_a_store_restored_from_a_backup_never_repeats_a_change_marker(
             await history.init()
             doc = await history.doc("acme", "site", path, create=True)
             await history.append([Append(doc, Device().append(text))])
-            marker, _ = await history.docs_unless("acme", "site", None)
+            marker, _ = await history.docs_unless("acme", "site", ())
             assert marker is not None
             return marker
 
@@ -142,7 +142,7 @@ async def test_a_store_restored_from_a_backup_never_repeats_a_change_marker(
     assert marker[:10] == held[:10]  # the same commit versionstamp again
     async with open_engine(f"sqlite:///{live}") as kv:
         history = History(kv)
-        _, listed = await history.docs_unless("acme", "site", held)
+        _, listed = await history.docs_unless("acme", "site", {held})
     assert [d.path for d in listed or []] == ["a.md", "b.md"]
 
 
