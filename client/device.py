@@ -68,7 +68,7 @@ from client.state import (
 )
 from crdt import ydoc
 from crdt.history import DocRef, History
-from crdt.keys import check_name, normalise_path
+from crdt.keys import check_name, check_new_path, normalise_path
 from crdt.kv import open_engine
 from crdt.versionstamp import ZERO, Versionstamp
 
@@ -312,12 +312,22 @@ class Device:
         """The document at ``path`` (loaded from the local history, synced in the
         background). Edit it directly: every change is recorded and sent. Raises
         :class:`DeviceNotStarted` before start(), :class:`DeviceClosed` once close()
-        began."""
+        began, and :class:`~crdt.errors.BadPath` for a path no document may have, or
+        one no new document may have (``crdt.keys.check_new_path``: under ``.git/`` or
+        ``.weft/``, say), as the server would, unless the document is known already
+        (open, synced by this device before, or in the server's document list as last
+        read): its edits would never be sent."""
+        self._usable(f"not opening {path}")
+        path = normalise_path(path)
+        if path not in self.entries and path not in self._doc_states and path not in self.heads:
+            check_new_path(path)
         return (await self.open(path)).doc
 
     async def open(self, path: str, *, connect: bool = True) -> DocEntry:
         """Open ``path`` (normalised; BadPath if not allowed) and, unless ``connect`` is
-        False, keep its link up. Before start(), :class:`DeviceNotStarted`; once the
+        False, keep its link up. Unlike :meth:`doc` it opens a path no new document may
+        have (a folder workspace decides about those itself); the server refuses to
+        create one (its link fails: an ``error`` event). Before start(), :class:`DeviceNotStarted`; once the
         device is closing, :class:`DeviceClosed`, for a document not open yet too (and
         for an opener whose load close() cancels): a load started then would read the
         local history after close() has closed it."""

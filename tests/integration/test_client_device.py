@@ -30,6 +30,7 @@ from client.device import (
 from client.remote import ApiError
 from client.testing import get_json, get_text
 from crdt.codec import SyncStep1
+from crdt.errors import BadPath
 from crdt.records import Snapshot
 from crdt.replaying import _replay_reads
 from server.auth import issue_token
@@ -1034,6 +1035,23 @@ async def test_a_device_used_before_start_or_after_close_says_so_and_close_relea
         assert str(text_of(await again.doc("a.md"))) == "before close\n"
         await again.sync(10)
     assert server_text(server, "lifecycle", "a.md") == "before close\n"
+
+
+@pytest.mark.parametrize("path", [".git/config", "a/.GIT/hooks/x", ".weft/state", "x\u202e.md"])
+async def test_doc_refuses_a_path_no_new_document_may_have(
+    server: ServerProcess, tmp_path: Path, path: str
+) -> None:
+    """``Device.doc(".git/config")`` was taken: the edit was kept in the local history,
+    the server refused the document (4400, said only as an event) and ``sync()``
+    returned as if it had been sent. Now doc() refuses it as the server and weft sync
+    do; ``open()`` (a folder workspace's, which decides itself) still takes it."""
+    async with make(tmp_path, server, "d", "newpaths") as device:
+        with pytest.raises(BadPath, match="not allowed for a new document"):
+            await device.doc(path)
+        assert await device.known_paths() == []
+        text_of(await device.doc("fine.md")).insert(0, "ok")
+        await device.sync(10)
+        assert (await device.open(path, connect=False)).path == path
 
 
 async def test_a_close_while_the_device_starts_releases_what_start_took(
