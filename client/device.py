@@ -42,6 +42,7 @@ from client.events import (
     DeviceFailed,
     DeviceNotStarted,
     DeviceUnusable,
+    DocumentsFailed,
     Event,
     Listener,
     conflict_event,
@@ -327,7 +328,7 @@ class Device:
         """Open ``path`` (normalised; BadPath if not allowed) and, unless ``connect`` is
         False, keep its link up. Unlike :meth:`doc` it opens a path no new document may
         have (a folder workspace decides about those itself); the server refuses to
-        create one (its link fails: an ``error`` event). Before start(), :class:`DeviceNotStarted`; once the
+        create one (its link fails: see :meth:`sync`). Before start(), :class:`DeviceNotStarted`; once the
         device is closing, :class:`DeviceClosed`, for a document not open yet too (and
         for an opener whose load close() cancels): a load started then would read the
         local history after close() has closed it."""
@@ -789,9 +790,15 @@ class Device:
             await asyncio.sleep(CHECK_SECONDS)
 
     async def sync(self, timeout: float | None = None) -> None:
-        """Wait until local and server agree for every open document (see :meth:`idle`)."""
+        """Wait until local and server agree for every open document (see :meth:`idle`).
+        Raises :class:`DocumentsFailed` if the server refused some for good (the others
+        are in sync), :class:`DeviceFailed` if it refused the device, ``TimeoutError``
+        after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
             await self.wait_until(self.idle)
+        failed = {e.path: e.link.error for e in self.entries.values() if e.link.error is not None}
+        if failed:
+            raise DocumentsFailed(failed)
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
@@ -807,6 +814,7 @@ __all__ = [
     "DeviceNotStarted",
     "DeviceUnusable",
     "DocEntry",
+    "DocumentsFailed",
     "Event",
     "Listener",
 ]

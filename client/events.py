@@ -61,6 +61,18 @@ class DeviceFailed(WeftError):
         self.code = code
 
 
+class DocumentsFailed(WeftError):
+    """``Device.sync()`` ended with documents the server refused for good (a path it
+    will not create, 4400, say): ``failed`` maps each path to why. Their local edits
+    stay on the device, not sent; the device's other documents are in sync. A failed
+    document is not tried again by this device: make a new Device to retry."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        listed = "; ".join(f"{path}: {why}" for path, why in sorted(failed.items()))
+        super().__init__(f"{len(failed)} document(s) not in sync: {listed}")
+        self.failed = failed
+
+
 class DeviceUnusable(WeftError, RuntimeError):
     """A :class:`~client.device.Device` used when it cannot be: before ``start()``
     (:class:`DeviceNotStarted`), or once ``close()`` began (:class:`DeviceClosed`)."""

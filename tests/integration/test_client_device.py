@@ -24,6 +24,7 @@ from client.device import (
     DeviceFailed,
     DeviceNotStarted,
     DeviceUnusable,
+    DocumentsFailed,
     Event,
     Listener,
 )
@@ -1054,6 +1055,24 @@ async def test_doc_refuses_a_path_no_new_document_may_have(
         assert (await device.open(path, connect=False)).path == path
 
 
+async def test_a_sync_with_a_document_the_server_refused_raises_naming_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A document the server refused for good (4400: a new ``.git/config``) counts as
+    done, so sync() does not wait for ever; it returned as if every edit had been sent.
+    Now it raises DocumentsFailed naming the document, once the others are in sync."""
+    async with make(tmp_path, server, "d", "refused") as device:
+        refused = await device.open(".git/config")
+        refused.text.insert(0, "[core]\n")
+        text_of(await device.doc("fine.md")).insert(0, "ok")
+        with pytest.raises(DocumentsFailed) as failed:
+            await device.sync(10)
+        assert list(failed.value.failed) == [".git/config"]
+        assert "(4400)" in failed.value.failed[".git/config"]
+        assert device.pending() == 1
+    assert server_text(server, "refused", "fine.md") == "ok"
+
+
 async def test_a_close_while_the_device_starts_releases_what_start_took(
     server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -1366,7 +1385,8 @@ async def test_a_link_woken_as_the_connection_quota_turns_it_away_still_gives_up
         device.http.ws_connect = nudged_as_refused  # type: ignore[method-assign, assignment]
         entry = await device.open("mine.txt")
         entry.text.insert(0, "mine\n")
-        await device.sync(15)
+        with pytest.raises(DocumentsFailed, match=r"mine\.txt"):
+            await device.sync(15)
         assert refusals >= 2, refusals
         assert entry.link.error is not None and "(4429)" in entry.link.error, entry.link.error
         assert "still refused" in entry.link.error
