@@ -231,6 +231,7 @@ class Workspace(Listener):
                         if on_disk is not None:
                             self.disk[path] = on_disk
                 if path in self.tracked:
+                    await self._emptied_before_start(path)
                     self.ingest(path)
                 await self.device.open(path)
             self.schedule_write(path)
@@ -397,17 +398,30 @@ class Workspace(Listener):
     def _settling(self, path: str) -> bool:
         """Whether the file, found empty, must wait before it is taken as emptied: it
         was not seen empty as it is now (size, modification time, inode) for
-        ``EMPTIED_SETTLE_SECONDS`` yet. A save in place (``cmd > file``, ``cp`` over it,
-        an editor that does not save by rename) empties the file first and writes the
-        text later: taken in then, the emptying went to every device, and a remote
-        change written meanwhile replaced the file the save was still writing."""
+        ``EMPTIED_SETTLE_SECONDS`` yet, nor was it modified that long ago. A save in
+        place (``cmd > file``, ``cp`` over it, an editor that does not save by rename)
+        empties the file first and writes the text later: taken in then, the emptying
+        went to every device, and a remote change written meanwhile replaced the file
+        the save was still writing."""
         seen = self.folder.seen(path)
         if self.emptied.get(path) == (seen, True):
             return False
+        if not self.folder.settling(path, EMPTIED_SETTLE_SECONDS):
+            return False  # unchanged since it was modified that long ago
         if path not in self.emptied or self.emptied[path][0] != seen:
             self.emptied[path] = (seen, False)
             self.spawn(self._settle(path, seen))
         return True
+
+    async def _emptied_before_start(self, path: str) -> None:
+        """At start, a file found emptied while the device was down waits, its document
+        not connected yet, until it was modified ``EMPTIED_SETTLE_SECONDS`` ago: then it
+        is taken in as an edit of the offline branch (checked for conflicts). Taken in
+        after its document connected (the re-check of :meth:`_settling`), it was merged
+        with the server's changes as a live edit: an offline emptying met another
+        device's offline edit of the same lines with no conflict record."""
+        if self.disk.get(path) and self.folder.read(path) == "":
+            await asyncio.sleep(self.folder.settling(path, EMPTIED_SETTLE_SECONDS))
 
     async def _settle(self, path: str, seen: FileStat | None) -> None:
         await asyncio.sleep(EMPTIED_SETTLE_SECONDS)
