@@ -109,7 +109,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         app[WRITER].start()
         app[ROOMS].start()
         # Connection and rate quotas hold across instances: through the registry.
-        app[QUOTAS].join(app[ROOMS].awareness.registry, app[METRICS])
+        app[QUOTAS].join(app[ROOMS].awareness.registry)
         # Joined now, not at the first connection: weft_instances counts the instances on
         # this store from the start (one heartbeat write every 10 s, one watch), and a
         # first connection finds the others' counts read already.

@@ -143,11 +143,10 @@ class Quotas:
 
     # --- across instances -------------------------------------------------------------
 
-    def join(self, registry: Registry, metrics: Metrics | None = None) -> None:
+    def join(self, registry: Registry) -> None:
         """Share connection counts and rates with the other instances through
         ``registry``: publish ours, count theirs (see :meth:`ready`)."""
         self._registry = registry
-        self._metrics = metrics or self._metrics
         registry.share(FIELD, self.published)
         registry.on_peers(lambda: self.set_remote(registry.peers.values()))
         self._changed = registry.changed
