@@ -27,6 +27,7 @@ from crdt import ydoc
 from crdt.conflict_store import get_conflict, list_conflicts, resolve, save, save_report
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.history import Appended, DocRef, History, Record, now_ms
+from crdt.sameplace import same_place
 from crdt.timetravel import deletion_flags
 from crdt.versions import DELETED, META, read_doc
 from crdt.versionstamp import Versionstamp
@@ -35,14 +36,24 @@ CONTENT = "content"
 MAX_SINCE_BASE = 200_000
 
 
-def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
-    """The text and the deletion flag of ``state`` with ``records`` applied."""
+def _doc(state: bytes, records: Iterable[Record]) -> Doc[Any]:
+    """A document of ``state`` with ``records`` applied."""
     doc: Doc[Any] = Doc()
     with doc.transaction():
         for update in [state, *(record.update for record in records)]:
             with contextlib.suppress(ydoc.UnusableUpdate):  # replay logs and skips it too
                 ydoc.apply(doc, update)
-    return read_doc(doc)
+    return doc
+
+
+def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
+    """The text and the deletion flag of ``state`` with ``records`` applied."""
+    return read_doc(_doc(state, records))
+
+
+def _state(state: bytes, records: Iterable[Record]) -> bytes:
+    """The whole state of ``state`` with ``records`` applied."""
+    return _doc(state, records).get_update()
 
 
 async def _emptied(
@@ -133,7 +144,18 @@ async def detect_branch(
             )
         ]
     else:
-        regions = detect(start[0], our[0], their[0], merged)
+        regions = detect(
+            start[0],
+            our[0],
+            their[0],
+            merged,
+            lambda: same_place(
+                base_state,
+                _state(base_state, since),
+                [r.update for r in ours],
+                [r.update for r in theirs],
+            ),
+        )
     if not regions:
         return None
     return ConflictRecord(

@@ -10,7 +10,9 @@ reports every overlap as a region a person should look at. Pure code: texts in, 
 from __future__ import annotations
 
 import difflib
+from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,7 +160,13 @@ def overlaps(a: Change, b: Change) -> bool:
     return False
 
 
-def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list[Region]:
+def detect(
+    base: str,
+    ours: str,
+    theirs: str,
+    merged: str | None = None,
+    same_place: Callable[[], Iterable[int]] | None = None,
+) -> list[Region]:
     """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``,
     differently: where both sides made the same change (one device's update counted on
     both sides, e.g. re-sent after a lost ack), nothing is contested, unless ``merged``
@@ -172,6 +180,12 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
 
     Overlapping changes are merged into one region spanning both, so a person sees each
     contested passage once.
+
+    ``same_place``: where both sides inserted text at one place of the base (base text
+    offsets, :func:`crdt.sameplace.same_place`), asked only when a change of each side
+    borders the other's and both added lines (so either may have inserted there): line
+    diffs read an insertion at the end of a block the other side rewrote as disjoint,
+    though both inserted at that point and the CRDT put the two in either order.
     """
     base_lines, our_lines, their_lines = lines(base), lines(ours), lines(theirs)
     our_changes = changes(base_lines, our_lines)
@@ -200,10 +214,59 @@ def detect(base: str, ours: str, theirs: str, merged: str | None = None) -> list
         their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
         if our_text != their_text or (merged is not None and apart(start, end)):
             regions.append(Region(start, end, "".join(base_lines[start:end]), our_text, their_text))
+    sides = ((our_lines, our_changes), (their_lines, their_changes))
+    if same_place is not None and _bordering(our_changes, their_changes):
+        regions = _with_same_place(regions, base_lines, sides, same_place())
     if merged is None:
         return regions
-    sides = ((our_lines, our_changes), (their_lines, their_changes))
     return _with_garbled(regions, base_lines, sides, lines(merged))
+
+
+def _bordering(ours: list[Change], theirs: list[Change]) -> bool:
+    """Whether a change of one side ends where one of the other side starts, both adding
+    lines (each may have inserted at that point, which :func:`overlaps` does not see)."""
+    ends = {c.base_end for c in ours if c.end > c.start}
+    starts = {c.base_start for c in ours if c.end > c.start}
+    return any(c.base_start in ends or c.base_end in starts for c in theirs if c.end > c.start)
+
+
+def _with_same_place(
+    regions: list[Region],
+    base_lines: list[str],
+    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    places: Iterable[int],
+) -> list[Region]:
+    """``regions`` and a region for each place (a base text offset) where both sides
+    inserted, unless a region holds it already or the sides' texts there are the same
+    (a change made on both sides; :func:`detect` judges those by the merge). Each place
+    is widened to every change of either side touching it."""
+    starts: list[int] = []
+    at = 0
+    for text in base_lines:
+        starts.append(at)
+        at += len(text)
+    spans: list[tuple[int, int]] = []
+    for place in places:
+        line = bisect_right(starts, place) - 1
+        if place >= at:
+            line = end = len(base_lines)
+        elif starts[line] == place:
+            end = line
+        else:
+            end = line + 1
+        start, end = _touching(max(line, 0), end, sides)
+        if any(r.base_start <= start and end <= r.base_end for r in regions):
+            continue
+        region = _region(base_lines, sides, start, end)
+        if region.ours_text != region.theirs_text:
+            spans.append((start, end))
+    if not spans:
+        return regions
+    out: list[Region] = []
+    for start, end in _union(spans + [(r.base_start, r.base_end) for r in regions]):
+        same = [r for r in regions if (r.base_start, r.base_end) == (start, end)]
+        out.append(same[0] if same else _region(base_lines, sides, start, end))
+    return out
 
 
 def _with_garbled(

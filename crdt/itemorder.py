@@ -197,6 +197,13 @@ class ItemOrder:
                 if item.parent == root and item.sub == key and not item.deleted:
                     yield item
 
+    def sequence(self, root: str) -> Iterator[Item]:
+        """The items of root type ``root`` in document order, deleted ones too."""
+        item = self._starts.get(root)
+        while item is not None:
+            yield item
+            item = item.right
+
     def text_runs(self, root: str) -> Iterator[tuple[int, int, str]]:
         """``(client, clock, text)`` of the visible strings of the root type ``root``."""
         item = self._starts.get(root)

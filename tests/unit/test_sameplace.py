@@ -1,0 +1,177 @@
+"""Two offline branches that inserted at one place of the base make a record even when the
+line diffs read one of them as the end (or start) of a block it rewrote.
+
+Each device edits as ``weft sync`` does (a file's new text becomes minimal edits of its
+document, :mod:`crdt.textedits`), and branches are judged against a real history on a
+real SQLite file (:func:`crdt.branches.detect_branch`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+from crdt import branches
+from crdt.conflicts import ConflictRecord, detect
+from crdt.history import Append, Appended, DocRef, History
+from crdt.kv.sqlite import SQLiteEngine
+from crdt.sameplace import same_place
+from crdt.textedits import apply, diff
+
+
+class Device:
+    """A document that records each save of its file as one update."""
+
+    def __init__(self, state: bytes, client: int) -> None:
+        self.doc: Doc[Any] = Doc(client_id=client)
+        self.doc.apply_update(state)
+        self.text = self.doc.get("content", type=Text)
+        self.updates: list[bytes] = []
+        self.doc.observe(lambda event: self.updates.append(event.update))
+
+    def save(self, new: str) -> None:
+        old = str(self.text)
+        apply(self.text, old, diff(old, new))
+
+    def take(self) -> list[bytes]:
+        out, self.updates = self.updates, []
+        return out
+
+
+async def judge(
+    tmp_path: Path, base: str, first: list[str], second: list[str], *, low_first: bool
+) -> tuple[ConflictRecord | None, str]:
+    """``first`` saves go out one sync each (a device online the whole time), then the
+    ``second`` device, offline since ``base``, syncs all its saves: its record (or None)
+    and the merged text. ``low_first``: the first device has the lower client id (Yjs
+    puts it first where both inserted at one place)."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "f.txt", create=True)
+        seed: Doc[Any] = Doc(client_id=1)
+        seed.get("content", type=Text).insert(0, base)
+        [seeded] = await history.append([Append(doc, seed.get_update(), "seed", "s")])
+        state = (await history.replay(doc)).state()
+        a, b = Device(state, 2 if low_first else 3), Device(state, 3 if low_first else 2)
+        for text in first:
+            a.save(text)
+            await commit(history, doc, a.take(), "alice")
+        for text in second:
+            b.save(text)
+        branch = await commit(history, doc, b.take(), "bob")
+        record = await branches.detect_branch(history, doc, seeded.versionstamp, branch)
+        merged = str((await history.replay(doc)).doc.get("content", type=Text))
+        return record, merged
+
+
+async def commit(history: History, doc: DocRef, updates: list[bytes], user: str) -> list[Appended]:
+    return await history.append([Append(doc, u, user, user) for u in updates])
+
+
+@pytest.mark.parametrize("low_first", [True, False])
+async def test_insertions_at_the_end_of_a_block_the_other_side_rewrote_conflict(
+    tmp_path: Path, low_first: bool
+) -> None:
+    """The README's case: base ``x``; A appends ``z`` and syncs, then rewrites ``x`` to
+    ``y`` and syncs; B, offline since before both, appends ``w``. Line by line A's side
+    is one block ``x`` -> ``y z`` ending where B inserted; both appended after ``x``."""
+    record, merged = await judge(
+        tmp_path, "x\n", ["x\nz\n", "y\nz\n"], ["x\nw\n"], low_first=low_first
+    )
+    assert merged in ("y\nz\nw\n", "y\nw\nz\n")
+    assert record is not None
+    [region] = record.regions
+    assert (region.base_start, region.base_end) == (0, 1)
+    assert (region.ours_text, region.theirs_text) == ("x\nw\n", "y\nz\n")
+
+
+@pytest.mark.parametrize("low_first", [True, False])
+async def test_insertions_at_the_start_of_a_block_the_other_side_rewrote_conflict(
+    tmp_path: Path, low_first: bool
+) -> None:
+    """The mirror case: A adds ``z`` before ``b`` and then rewrites ``b``; B adds ``w``
+    before ``b``. A's side reads as one block ``b`` -> ``z c`` starting there."""
+    record, _ = await judge(
+        tmp_path, "a\nb\n", ["a\nz\nb\n", "a\nz\nc\n"], ["a\nw\nb\n"], low_first=low_first
+    )
+    assert record is not None
+    [region] = record.regions
+    assert (region.base_start, region.base_end) == (1, 2)
+    assert (region.ours_text, region.theirs_text) == ("w\nb\n", "z\nc\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # A split a line in two (a newline typed inside it); B added a line after it
+        (["head\nfoo bar\nbaz\n"], ["head\nfoo bar baz\nw\n"]),
+        # A rewrote the line; B added one after it: no place both inserted at
+        (["head\nFOO BAR BAZ\n"], ["head\nfoo bar baz\nw\n"]),
+        # A rewrote the line and added one before it; B added one after it
+        (["head\nz\nfoo bar baz\n", "head\nz\nFOO\n"], ["head\nfoo bar baz\nw\n"]),
+    ],
+)
+async def test_neighbouring_edits_in_different_places_make_no_record(
+    tmp_path: Path, first: list[str], second: list[str]
+) -> None:
+    for low_first in (True, False):
+        folder = tmp_path / str(low_first)
+        folder.mkdir()
+        record, _ = await judge(folder, "head\nfoo bar baz\n", first, second, low_first=low_first)
+        assert record is None
+
+
+def _both(
+    base: str, ours: list[str], theirs: list[str]
+) -> tuple[Doc[Any], list[bytes], list[bytes]]:
+    """The merge of two devices' saves of ``base``, and each side's updates."""
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("content", type=Text).insert(0, base)
+    a, b = Device(seed.get_update(), 2), Device(seed.get_update(), 3)
+    for text in ours:
+        a.save(text)
+    for text in theirs:
+        b.save(text)
+    merged: Doc[Any] = Doc()
+    merged.apply_update(seed.get_update())
+    for update in a.updates + b.updates:
+        merged.apply_update(update)
+    return merged, a.updates, b.updates
+
+
+def test_same_place_gives_base_offsets_where_both_sides_text_sits() -> None:
+    base = "x\n"
+    merged, ours, theirs = _both(base, ["x\nw\n"], ["x\nz\n", "y\nz\n"])
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("content", type=Text).insert(0, base)
+    state = seed.get_update()
+    assert same_place(state, merged.get_update(), ours, theirs) == [2]
+    # text a side typed and deleted again, or text of an update on both sides, is not there
+    merged, ours, theirs = _both(base, ["x\nw\n", "x\n"], ["x\nz\n"])
+    assert same_place(state, merged.get_update(), ours, theirs) == []
+    merged, ours, _ = _both(base, ["x\nw\n"], [])
+    assert same_place(state, merged.get_update(), ours, ours) == []
+    # at the very start, and within a line
+    merged, ours, theirs = _both(base, ["a\nx\n"], ["b\nx\n"])
+    assert same_place(state, merged.get_update(), ours, theirs) == [0]
+    merged, ours, theirs = _both(base, ["xa\n"], ["xb\n"])
+    assert same_place(state, merged.get_update(), ours, theirs) == [1]
+
+
+def test_detect_asks_where_both_inserted_only_when_changes_border_each_other() -> None:
+    asked: list[bool] = []
+
+    def places() -> list[int]:
+        asked.append(True)
+        return [2]
+
+    [region] = detect("x\n", "x\nw\n", "y\nz\n", None, places)
+    assert (region.base_start, region.base_end, region.ours_text) == (0, 1, "x\nw\n")
+    assert asked
+    asked.clear()
+    base = "".join(f"{n}\n" for n in range(10))
+    assert detect(base, base + "w\n", base.replace("2\n", "two\n"), None, places) == []
+    assert not asked  # far apart: nothing to ask
