@@ -7,10 +7,12 @@ refuses to start unless ``insecure`` is set.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,6 +106,10 @@ class Settings(BaseSettings):
     bring_back_edited: bool = False
     log_level: str = "INFO"
     instance: str = ""  # none given: a random name (see _unique_instance)
+    # The event loop: uvloop when installed (a dependency but on Windows), else
+    # asyncio's own; "auto" becomes the one that runs. uvloop delivered ~3 % more
+    # updates/s for ~3 % less CPU at 50x4x200 (README, Benchmarks).
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @field_validator("public_key")
     @classmethod
@@ -177,6 +183,18 @@ class Settings(BaseSettings):
         if not INSTANCE_LABEL.fullmatch(value):
             raise ValueError("instance must be 1-32 of A-Z a-z 0-9 . _ -")
         return f"{value}-{secrets.token_hex(4)}"
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_installed(cls, value: str) -> str:
+        """``uvloop`` asked for must be installed; ``auto`` becomes the one that will
+        run."""
+        installed = importlib.util.find_spec("uvloop") is not None
+        if value == "uvloop" and not installed:
+            raise ValueError("uvloop is not installed (pip install uvloop), or use asyncio")
+        if value == "auto":
+            return "uvloop" if installed else "asyncio"
+        return value
 
     @field_validator("log_level")
     @classmethod

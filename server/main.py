@@ -47,6 +47,7 @@ def banner(settings: Settings, addresses: list[tuple[str, int]]) -> list[str]:
         for h, p in addresses
     ]
     lines.append(f"store: {settings.store}")
+    lines.append(f"event loop: {settings.event_loop}")
     if settings.auth_enabled:
         kinds = ["HS256"] if settings.secret else []
         if settings.public_key:  # checked by Settings: RS256 (RSA) or ES256 (EC P-256)
@@ -156,7 +157,12 @@ def run(settings: Settings) -> int:
     address is taken)."""
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        if settings.event_loop == "uvloop":
+            import uvloop  # installed: Settings checked
+
+            uvloop.run(serve(settings))
+        else:
+            asyncio.run(serve(settings))
     except StoreConfigError as exc:  # a bad store URL, or fdb:// without libfdb_c
         print(f"weft serve: {exc}", file=sys.stderr)
         return 2

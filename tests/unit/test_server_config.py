@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import socket
@@ -210,6 +211,49 @@ def test_banner_says_where_what_store_and_whether_auth_is_on() -> None:
     assert "http://127.0.0.1:8765" in off and "sqlite:///" in off and "auth: OFF" in off
     on = "\n".join(banner(Settings(secret="x" * 32), [("::1", 1)]))  # type: ignore[arg-type]
     assert "http://[::1]:1" in on and "auth: on (HS256" in on
+
+
+def test_the_event_loop_is_uvloop_when_installed_else_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``auto`` (the default) becomes the loop that runs; asking for uvloop where it is
+    not installed is a configuration error naming the setting."""
+    assert Settings().event_loop == "uvloop"  # a dependency: installed here
+    assert "event loop: uvloop" in banner(Settings(), [("127.0.0.1", 1)])
+    monkeypatch.setenv("WEFT_EVENT_LOOP", "asyncio")
+    assert Settings().event_loop == "asyncio"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a)
+    )
+    monkeypatch.setenv("WEFT_EVENT_LOOP", "auto")
+    assert Settings().event_loop == "asyncio"
+    monkeypatch.setenv("WEFT_EVENT_LOOP", "uvloop")
+    with pytest.raises(ValidationError, match="uvloop is not installed"):
+        Settings()
+
+
+def test_weft_serve_runs_on_the_event_loop_it_names(tmp_path: Path) -> None:
+    """A real ``weft serve`` on each loop: its banner names the loop, and it serves."""
+    for loop in ("asyncio", "uvloop"):
+        env = {**os.environ, "WEFT_EVENT_LOOP": loop, "PYTHONUNBUFFERED": "1"}
+        store = f"sqlite:///{tmp_path / loop}.db"
+        command = [sys.executable, "-m", "server", "--port", "0", "--store", store]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            said = [proc.stdout.readline() for _ in range(3)]
+            port = int(re.findall(r":(\d+) ", said[0])[0])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                assert conn.recv(100).startswith(b"HTTP/1.0 200 OK")
+        finally:
+            proc.terminate()
+            code = proc.wait(20)
+            assert proc.stdout is not None
+            proc.stdout.close()
+        assert code == 0
+        assert f"event loop: {loop}\n" in said
 
 
 # --- weft token create -----------------------------------------------------------------
