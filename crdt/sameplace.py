@@ -14,10 +14,11 @@ diffs (:func:`crdt.conflicts.detect`) turn each place into a region.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import pairwise
 
 from crdt.itemorder import ItemOrder
-from crdt.ydecode import Item, split_units, struct_ranges
+from crdt.ydecode import split_units, struct_ranges
 
 OURS, THEIRS = 1, 2
 
@@ -33,44 +34,70 @@ class _Runs:
             units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
             self.by_client.setdefault(client, []).append((clock, clock + units, offset, text))
             offset += len(text)
-        self.text_length = offset
         for runs in self.by_client.values():
             runs.sort()
         self.starts = {c: [run[0] for run in runs] for c, runs in self.by_client.items()}
 
-    def after(self, item: Item) -> int | None:
-        """The base text offset just after ``item``'s last unit when that unit was a
-        visible base character, else None."""
-        runs = self.by_client.get(item.client)
+    def within(self, client: int, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+        """``(low, high, offset)``, in clock order: the parts ``[low, high)`` of units
+        ``[start, end)`` of ``client`` that were visible base characters, each with the
+        base text offset just after its last unit. A struct of the merge can hold more
+        than such a part: yrs joins neighbouring structs of one client that are both
+        deleted (a base character deleted since and the deleted one typed after it) or
+        both new in one transaction."""
+        runs = self.by_client.get(client)
         if not runs:
-            return None
-        last = item.clock + item.length - 1
-        i = bisect_right(self.starts[item.client], last) - 1
-        if i < 0:
-            return None
-        clock, end, offset, text = runs[i]
-        if last >= end:
-            return None
-        return offset + len(split_units(text, last + 1 - clock)[0])
+            return
+        for i in range(max(bisect_right(self.starts[client], start) - 1, 0), len(runs)):
+            clock, run_end, offset, text = runs[i]
+            if clock >= end:
+                return
+            low, high = max(clock, start), min(run_end, end)
+            if low < high:
+                yield low, high, offset + len(split_units(text, high - clock)[0])
 
 
 class _Owners:
-    """Which side made a struct: ranges ``(clock, end)`` per client for each side."""
+    """Which side made each unit: per client, disjoint clock ranges ``(start, end,
+    sides)`` in order (``sides``: OURS, THEIRS or both, for an update on both sides)."""
 
     def __init__(self, ours: Iterable[bytes], theirs: Iterable[bytes]) -> None:
-        self.ranges: dict[int, list[tuple[int, int, int]]] = {}
+        marks: dict[int, list[tuple[int, int]]] = {}
         for side, updates in ((OURS, ours), (THEIRS, theirs)):
             for update in updates:
                 for client, clock, end in struct_ranges(update):
-                    self.ranges.setdefault(client, []).append((clock, end, side))
+                    marks.setdefault(client, []).extend([(clock, side), (end, -side)])
+        self.ranges = {client: _disjoint(found) for client, found in marks.items()}
+        self.starts = {c: [r[0] for r in ranges] for c, ranges in self.ranges.items()}
 
-    def side(self, item: Item) -> int:
-        """OURS, THEIRS, both (an update counted on both sides) or 0 (neither)."""
+    def one_side(self, client: int, start: int, end: int) -> int:
+        """OURS, THEIRS, both or 0: the sides that alone made a unit of ``[start, end)``
+        of ``client`` (a unit of an update on both sides belongs to neither)."""
+        ranges = self.ranges.get(client)
+        if not ranges:
+            return 0
         found = 0
-        for clock, end, side in self.ranges.get(item.client, ()):
-            if clock <= item.clock < end:
-                found |= side
+        for i in range(max(bisect_right(self.starts[client], start) - 1, 0), len(ranges)):
+            low, high, sides = ranges[i]
+            if low >= end:
+                break
+            if high > start and sides != OURS | THEIRS:
+                found |= sides
         return found
+
+
+def _disjoint(marks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Clock ranges ``(start, end, sides)`` in order, from marks ``(clock, side)`` where
+    a range of that side starts and ``(clock, -side)`` where one ends."""
+    ranges: list[tuple[int, int, int]] = []
+    count = {OURS: 0, THEIRS: 0}
+    marks.sort()
+    for (at, change), (to, _) in pairwise(marks):
+        count[abs(change)] += 1 if change > 0 else -1
+        sides = (OURS if count[OURS] else 0) | (THEIRS if count[THEIRS] else 0)
+        if sides and at < to:
+            ranges.append((at, to, sides))
+    return ranges
 
 
 def same_place(
@@ -98,11 +125,12 @@ def same_place(
     place = 0
     sides: dict[int, int] = {}
     for item in merged.sequence(root):
-        after = runs.after(item)
-        if after is not None:
-            place = after
-        elif not item.deleted and item.sub is None:
-            side = owners.side(item)
-            if side in (OURS, THEIRS):
-                sides[place] = sides.get(place, 0) | side
+        start, end = item.clock, item.clock + item.length
+        shown = not item.deleted and item.sub is None
+        for low, high, after in runs.within(item.client, start, end):
+            if shown and start < low:
+                sides[place] = sides.get(place, 0) | owners.one_side(item.client, start, low)
+            place, start = after, high
+        if shown and start < end:
+            sides[place] = sides.get(place, 0) | owners.one_side(item.client, start, end)
     return sorted(p for p, found in sides.items() if found == OURS | THEIRS)

@@ -41,21 +41,31 @@ class Device:
 
 
 async def judge(
-    tmp_path: Path, base: str, first: list[str], second: list[str], *, low_first: bool
+    tmp_path: Path,
+    base: str | list[str],
+    first: list[str],
+    second: list[str],
+    *,
+    low_first: bool,
+    typed_by_first: bool = False,
 ) -> tuple[ConflictRecord | None, str]:
     """``first`` saves go out one sync each (a device online the whole time), then the
     ``second`` device, offline since ``base``, syncs all its saves: its record (or None)
     and the merged text. ``low_first``: the first device has the lower client id (Yjs
-    puts it first where both inserted at one place)."""
+    puts it first where both inserted at one place). ``base``: the text, or the saves
+    that made it (so the base holds deleted characters). ``typed_by_first``: the first
+    device made the base (its client id)."""
     async with SQLiteEngine(tmp_path / "h.db") as kv:
         history = History(kv)
         await history.init()
         doc = await history.doc("acme", "site", "f.txt", create=True)
-        seed: Doc[Any] = Doc(client_id=1)
-        seed.get("content", type=Text).insert(0, base)
-        [seeded] = await history.append([Append(doc, seed.get_update(), "seed", "s")])
+        a_id, b_id = (2, 3) if low_first else (3, 2)
+        seed = Device(Doc().get_update(), a_id if typed_by_first else 1)
+        for text in [base] if isinstance(base, str) else base:
+            seed.save(text)
+        [*_, seeded] = await commit(history, doc, seed.take(), "seed")
         state = (await history.replay(doc)).state()
-        a, b = Device(state, 2 if low_first else 3), Device(state, 3 if low_first else 2)
+        a, b = Device(state, a_id), Device(state, b_id)
         for text in first:
             a.save(text)
             await commit(history, doc, a.take(), "alice")
@@ -124,6 +134,45 @@ async def test_neighbouring_edits_in_different_places_make_no_record(
         assert record is None
 
 
+@pytest.mark.parametrize("low_first", [True, False])
+async def test_a_base_character_deleted_since_still_marks_its_place(
+    tmp_path: Path, low_first: bool
+) -> None:
+    """A base whose line ``cd`` had a typo typed after ``c`` and deleted: A writes ``C``
+    for ``c`` (typed after it), B adds a line before it. yrs joins the deleted ``c`` and
+    the typo into one struct in the merge; the struct's last unit was no visible base
+    character, so ``c`` was not counted and A's ``C`` seemed to sit where B's line is."""
+    record, merged = await judge(
+        tmp_path,
+        ["ab\ncx\n", "ab\nc\n", "ab\ncd\n"],
+        ["ab\nCd\n"],
+        ["ab\nw\ncd\n"],
+        low_first=low_first,
+    )
+    assert merged == "ab\nw\nCd\n"
+    assert record is None
+
+
+@pytest.mark.parametrize("low_first", [True, False])
+async def test_text_a_device_added_to_its_own_base_text_is_where_it_typed_it(
+    tmp_path: Path, low_first: bool
+) -> None:
+    """A typed the base ``z``, then added ``x`` after it and made it ``y``; B, offline,
+    added ``w`` before ``z`` and deleted ``z``. yrs joins A's ``x`` line to the base's
+    line (one client, typed one after the other) in the merge: the base's newline was
+    not counted, and A's ``y`` seemed to sit before ``z``, where B's ``w`` is."""
+    record, merged = await judge(
+        tmp_path,
+        "z\n",
+        ["z\nx\n", "z\ny\n"],
+        ["w\nz\n", "w\n"],
+        low_first=low_first,
+        typed_by_first=True,
+    )
+    assert merged == "w\ny\n"
+    assert record is None
+
+
 def _both(
     base: str, ours: list[str], theirs: list[str]
 ) -> tuple[Doc[Any], list[bytes], list[bytes]]:
@@ -175,3 +224,22 @@ def test_detect_asks_where_both_inserted_only_when_changes_border_each_other() -
     base = "".join(f"{n}\n" for n in range(10))
     assert detect(base, base + "w\n", base.replace("2\n", "two\n"), None, places) == []
     assert not asked  # far apart: nothing to ask
+
+
+def test_text_of_one_side_joined_to_a_repeat_is_that_side_s() -> None:
+    """B's first save went out (its ack lost) and again in its branch: on both sides, so
+    its text is neither's. yrs joins B's next save, typed just after it, to it in the
+    merge; that text is B's alone, next to A's, and was taken for the repeat's."""
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("content", type=Text).insert(0, "x\n")
+    state = seed.get_update()
+    a, b = Device(state, 2), Device(state, 3)
+    a.save("x\nz\n")
+    b.save("x\nw\n")
+    b.save("x\nw\nv\n")
+    merged: Doc[Any] = Doc()
+    with merged.transaction():
+        for update in [state, *a.updates, *b.updates]:
+            merged.apply_update(update)
+    assert str(merged.get("content", type=Text)) == "x\nz\nw\nv\n"
+    assert same_place(state, merged.get_update(), b.updates, [b.updates[0], *a.updates]) == [2]
