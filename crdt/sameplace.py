@@ -13,26 +13,33 @@ diffs (:func:`crdt.conflicts.detect`) turn each place into a region.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
 
 from crdt.itemorder import ItemOrder
-from crdt.ydecode import split_units, struct_ranges
+from crdt.ydecode import struct_ranges
 
 OURS, THEIRS = 1, 2
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 class _Runs:
-    """Visible base text by struct id: each run ``(clock, end, offset, text)`` of one
-    client holds the base's characters from ``offset`` (a str index of the base text)."""
+    """Visible base text by struct id: each run ``(clock, end, offset, astral)`` of one
+    client holds the base's characters from ``offset`` (a str index of the base text);
+    ``astral`` lists the units (counted from ``clock``) where its characters outside
+    the BMP start, two UTF-16 units each, so that a unit maps to a character without
+    reading the run (a run is up to 16,384 characters, and the merge may split one into
+    thousands of structs: reading it up to each took seconds)."""
 
     def __init__(self, order: ItemOrder, root: str) -> None:
-        self.by_client: dict[int, list[tuple[int, int, int, str]]] = {}
+        self.by_client: dict[int, list[tuple[int, int, int, list[int]]]] = {}
         offset = 0
         for client, clock, text in order.text_runs(root):
-            units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
-            self.by_client.setdefault(client, []).append((clock, clock + units, offset, text))
+            astral = [m.start() + n for n, m in enumerate(_ASTRAL.finditer(text))]
+            units = len(text) + len(astral)
+            self.by_client.setdefault(client, []).append((clock, clock + units, offset, astral))
             offset += len(text)
         for runs in self.by_client.values():
             runs.sort()
@@ -49,12 +56,12 @@ class _Runs:
         if not runs:
             return
         for i in range(max(bisect_right(self.starts[client], start) - 1, 0), len(runs)):
-            clock, run_end, offset, text = runs[i]
+            clock, run_end, offset, astral = runs[i]
             if clock >= end:
                 return
             low, high = max(clock, start), min(run_end, end)
             if low < high:
-                yield low, high, offset + len(split_units(text, high - clock)[0])
+                yield low, high, offset + _characters(high - clock, astral)
 
 
 class _Owners:
@@ -84,6 +91,13 @@ class _Owners:
             if high > start and sides != OURS | THEIRS:
                 found |= sides
         return found
+
+
+def _characters(units: int, astral: list[int]) -> int:
+    """How many characters the first ``units`` units of a run hold (one split in two
+    counted: as :func:`crdt.ydecode.split_units`), ``astral`` the units where its
+    characters outside the BMP start: each that ends within them is one unit less."""
+    return units - bisect_left(astral, units - 1)
 
 
 def _disjoint(marks: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
