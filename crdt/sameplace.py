@@ -140,7 +140,7 @@ def same_place(
     sides: dict[int, int] = {}
     for item in merged.sequence(root):
         start, end = item.clock, item.clock + item.length
-        shown = not item.deleted and item.sub is None
+        shown = not item.deleted and item.text is not None
         for low, high, after in runs.within(item.client, start, end):
             if shown and start < low:
                 sides[place] = sides.get(place, 0) | owners.one_side(item.client, start, low)

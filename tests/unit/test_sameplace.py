@@ -270,3 +270,31 @@ def test_a_base_split_into_thousands_of_structs_is_read_in_time() -> None:
     places = same_place(state, merged_state, a.updates, b.updates)
     assert time.monotonic() - started < 1.0
     assert places == [len(base)]
+
+
+@pytest.mark.parametrize("low_first", [True, False])
+def test_formatting_is_no_text(low_first: bool) -> None:
+    """A rich-text editor's bold over a line puts a format struct after its newline,
+    where another side appended a line: it is no text, and B's rewrite of the line
+    borders A's line without both inserting at one place (the merge is the same in
+    either order)."""
+    seed: Doc[Any] = Doc(client_id=1)
+    seed.get("content", type=Text).insert(0, "x\n")
+    state = seed.get_update()
+    a, b = Device(state, 2 if low_first else 3), Device(state, 3 if low_first else 2)
+    a.save("x\nz\n")
+    with b.doc.transaction():
+        b.save("y\n")
+        b.text.format(0, 2, {"bold": True})
+    merged: Doc[Any] = Doc()
+    with merged.transaction():
+        for update in [state, *a.updates, *b.updates]:
+            merged.apply_update(update)
+    text, merged_state = str(merged.get("content", type=Text)), merged.get_update()
+    assert text == "y\nz\n"
+
+    def places() -> list[int]:
+        return same_place(state, merged_state, a.updates, b.updates)
+
+    assert places() == []
+    assert detect("x\n", "x\nz\n", "y\n", text, places) == []
