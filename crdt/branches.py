@@ -52,7 +52,9 @@ def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
 
 
 def _state(state: bytes, records: Iterable[Record]) -> bytes:
-    """The whole state of ``state`` with ``records`` applied."""
+    """The whole state of ``state`` with ``records`` applied, without the structs whose
+    dependencies never arrived (a replay's state keeps those; ``Doc.get_update`` leaves
+    them out, as the text does)."""
     return _doc(state, records).get_update()
 
 
@@ -150,7 +152,7 @@ async def detect_branch(
             their[0],
             merged,
             lambda: same_place(
-                base_state,
+                _state(base_state, []),  # without the updates it holds pending
                 _state(base_state, since),
                 [r.update for r in ours],
                 [r.update for r in theirs],

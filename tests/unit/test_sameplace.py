@@ -174,6 +174,35 @@ async def test_text_a_device_added_to_its_own_base_text_is_where_it_typed_it(
     assert record is None
 
 
+async def test_a_base_holding_an_update_pending_is_read_without_it(tmp_path: Path) -> None:
+    """A's second update reached the log before its first (the first went over a
+    connection that was cut): the base, between the two, holds it pending (a replay's
+    state keeps it). Its structs depend on one the base does not have, and reading the
+    base's items raised, so the branch got no verdict; both sides added a line after
+    ``x``, a record."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc = await history.doc("acme", "site", "f.txt", create=True)
+        seed = Device(Doc().get_update(), 1)
+        seed.save("x\n")
+        await commit(history, doc, seed.take(), "seed")
+        state = (await history.replay(doc)).state()
+        a, b = Device(state, 2), Device(state, 3)
+        a.save("x\nz\n")
+        first = a.take()
+        a.save("x\nz\nq\n")
+        [base] = await commit(history, doc, a.take(), "alice")
+        await commit(history, doc, first, "alice")
+        b.save("x\nw\n")
+        branch = await commit(history, doc, b.take(), "bob")
+        record = await branches.detect_branch(history, doc, base.versionstamp, branch)
+    assert record is not None
+    [region] = record.regions
+    assert (region.base_start, region.base_end) == (1, 1)
+    assert (region.ours_text, region.theirs_text) == ("w\n", "z\nq\n")
+
+
 def _both(
     base: str, ours: list[str], theirs: list[str]
 ) -> tuple[Doc[Any], list[bytes], list[bytes]]:
