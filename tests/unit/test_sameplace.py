@@ -7,6 +7,7 @@ real SQLite file (:func:`crdt.branches.detect_branch`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,21 @@ def test_formatting_is_no_text(low_first: bool) -> None:
 
     assert places() == []
     assert detect("x\n", "x\nz\n", "y\n", text, places) == []
+
+
+async def test_a_branch_is_judged_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rebuilding the texts and comparing them takes hundreds of ms on a big file: the
+    server's event loop must not wait on it (it ran on the loop's thread)."""
+    threads: list[threading.Thread] = []
+    real = branches._judge
+
+    def judging(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(branches, "_judge", judging)
+    record, _ = await judge(tmp_path, "x\n", ["x\nz\n", "y\nz\n"], ["x\nw\n"], low_first=True)
+    assert record is not None
+    assert threads and threads[0] is not threading.current_thread()
