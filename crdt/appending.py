@@ -51,12 +51,28 @@ class AppendKeys:
     about half the CPU of a one-update append (measured: 75 µs of ``_append_tr`` back
     to back, 150 µs when appends came 10 ms apart)."""
 
-    __slots__ = ("bytes", "changed", "h", "head", "i", "meta", "ms", "n", "records", "t")
+    __slots__ = (
+        "bytes",
+        "changed",
+        "changes",
+        "h",
+        "head",
+        "i",
+        "meta",
+        "ms",
+        "n",
+        "path",
+        "records",
+        "t",
+    )
 
     def __init__(self, ref: DocRef) -> None:
         space = ref.space
         self.meta = keys.pack(("doc", ref.project, ref.path), ref.tenant_prefix)
         self.changed = keys.pack(("changed", ref.project), ref.tenant_prefix)
+        # T + (changes, project, <vs>): the doc's change-index entry, before its stamp
+        self.changes = keys.project_changes(ref.tenant_prefix, ref.project) + keys.VS_CODE
+        self.path = ref.path.encode()  # the entry's value, after the marker's random bytes
         self.head, self.n, self.bytes, self.ms = (
             keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")
         )
@@ -130,8 +146,9 @@ def _append_tr(
     """Append ``items``; per item the user version of a new entry or an existing vs.
 
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
-    once: the time-index entry and head (both at its last new update), the counters and
-    the time. Per touched project, once: its change marker (``keys.project_changed``).
+    once: the time-index entry, the change-index entry (``keys.project_changes``) and
+    head (all three at its last new update), the counters and the time. Per touched
+    project, once: its change marker (``keys.project_changed``).
     ``legacy``: entries may also be under their pre-1.3 key.
 
     This runs once per update of every append: the loop below keeps per-update work to
@@ -205,6 +222,8 @@ def _append_tr(
         markers.append(user)
         user += 1
     changed: set[bytes] = set()  # the projects' T + (changed, project), once each
+    # The change marker's random bytes (see below), which the change index repeats
+    nonce = os.urandom(8) if user else b""
     for state in touched.values():
         doc = state.doc
         if state.count:
@@ -215,6 +234,10 @@ def _append_tr(
             ak = doc.append_keys
             key, at = ak.time_key(state.ms, state.last)
             tr.set_versionstamped_key(key, at, b"")
+            # Its change-index entry, blind as the marker: "which docs changed after
+            # this marker" is a range read (crdt.changes)
+            entry = ak.changes + stamps[state.last]
+            tr.set_versionstamped_key(entry, len(ak.changes), nonce + ak.path)
             total = state.before + state.count
             tr.set_versionstamped_value(
                 ak.head,
@@ -229,7 +252,7 @@ def _append_tr(
         # commits again that earlier ones' versionstamps name, and a marker of the lost
         # ones must never name the list of the new ones (a device polling with it got a
         # 304 and kept its stale list until the project's next append).
-        marker = INCOMPLETE_TR + os.urandom(8)
+        marker = INCOMPLETE_TR + nonce
         for key in changed:  # a blind write: appends to one project never conflict on it
             tr.set_versionstamped_value(key, marker, 0)
     return markers
@@ -313,11 +336,13 @@ def update_cost(item: Append) -> int:
 def doc_cost(doc: DocRef) -> int:
     """An upper bound of what FoundationDB counts for the writes and reads an append
     transaction makes once per document it touches: its meta record (read, and written
-    by its first append), its clock and counters (read and written), its head and its
-    time-index entry, and its project's change marker (at most once per document)."""
+    by its first append), its clock and counters (read and written), its head, its
+    time-index and change-index entries (the latter's key and value hold less than its
+    meta key, and 24 bytes), and its project's change marker (at most once per
+    document)."""
     meta = len(doc.meta_key)
     key = len(doc.space) + _DOC_KEY
-    return 9 * meta + 2 * len(doc.space) + 24 * key + 256
+    return 12 * meta + 2 * len(doc.space) + 24 * key + 352
 
 
 RANGE_GROUP = 8  # a client's updates in one append looked up with one range read from here

@@ -53,6 +53,7 @@ from crdt.appending import (
     update_cost,
     update_hash,
 )
+from crdt.changes import changed_docs
 from crdt.errors import FormatError, NotFound, TransactionTooLarge
 from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
 from crdt.records import (
@@ -69,7 +70,7 @@ from crdt.versionstamp import Versionstamp, unchecked
 log = logging.getLogger("weft.history")
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 5  # 1.1: snapshots and segments count their parts; part 0 is written last
+FORMAT_MINOR = 6  # 1.1: snapshots and segments count their parts; part 0 is written last
 # 1.2: a doc's head is its last versionstamp and then its update count (see ``Head``)
 # 1.3: idempotency entries of updates with structs are keyed (i, client, clock, hash)
 # instead of (h, hash); a store raised from an older minor records "h": True and then
@@ -78,6 +79,9 @@ FORMAT_MINOR = 5  # 1.1: snapshots and segments count their parts; part 0 is wri
 # written whole before are still read
 # 1.5: every append writes its project's change marker (keys.project_changed); a project
 # with none (nothing appended to it since) lists its documents every time
+# 1.6: every append also writes the project's change index (keys.project_changes), one
+# entry per document it appended to; a marker written before (no entry of its own
+# transaction holds it: see crdt.changes) gets the whole list, so the raise needs no mark
 MAX_BATCH_BYTES = 6_000_000  # per transaction, as FDB counts it (see crdt.appending.update_cost)
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # A snapshot that would hold pending updates waits (see History.write_snapshot) until
@@ -95,6 +99,9 @@ BUILT_STATE_BYTES = 8 << 20
 # fresh build of the same snapshot by anybody else fits in one transaction too and
 # the two never mix parts. Bigger ones are built fresh.
 KEPT_BUILD_BYTES = MAX_BATCH_BYTES // 2
+# A "changed since" list reads at most this many change-index entries (one per document
+# per append); past it, the whole list is the answer (it is read in about as long).
+DELTA_LIMIT = 1000
 
 
 def now_ms() -> int:
@@ -126,6 +133,17 @@ class DocInfo:
     updated_ms: int
 
 
+class DocList(NamedTuple):
+    """A project's document list as :meth:`History.docs_since` reads it: its change
+    marker (None: nothing appended since the store's format 1.5) and ``infos``, None
+    when the marker is one the caller knows (nothing changed), else every document
+    (``complete``) or only those changed after the caller's marker."""
+
+    marker: bytes | None
+    infos: list[DocInfo] | None
+    complete: bool
+
+
 class Loaded(NamedTuple):
     """A document at head as :meth:`History.load` gives it: ``snapshot`` is the one
     the load wrote (``None``: none was due, or it waits for pending updates), and
@@ -153,6 +171,7 @@ class History:
         self.snapshot_every = snapshot_every
         self.snapshot_bytes = snapshot_bytes
         self.segment_every = segment_every
+        self.delta_limit = DELTA_LIMIT
         self._tenants: dict[str, bytes] = {}
         # Per document, the doc its latest snapshot was built in (holding exactly that
         # snapshot), for the next build to go on from: the few busiest documents only.
@@ -446,14 +465,33 @@ class History:
         document list (:meth:`docs`), or None for the list when the marker is in
         ``known``: the list is then the one read at that marker. One read, so the two
         agree."""
+        listed = await self.docs_since(tenant, project, None, known)
+        return listed.marker, listed.infos
+
+    async def docs_since(
+        self, tenant: str, project: str, since: bytes | None, known: Container[bytes] = ()
+    ) -> DocList:
+        """:meth:`docs_unless`, and when ``since`` (a change marker the caller read
+        before) is one the project's change index covers and at most ``delta_limit``
+        entries follow it, only the documents appended to after it (``complete``
+        False; none when it is the current marker). Otherwise the whole list. One
+        read, so the marker and the list agree."""
         prefix = await self.tenant(tenant)
         marker_key = keys.project_changed(prefix, project)
+        limit = self.delta_limit
 
-        def fn(tr: ReadTransaction) -> tuple[bytes | None, list[DocInfo] | None]:
+        def fn(tr: ReadTransaction) -> DocList:
             marker = tr.get(marker_key)
             if marker is not None and marker in known:
-                return marker, None
-            return marker, _doc_infos(tr, prefix, project)
+                return DocList(marker, None, True)
+            if marker is not None and since == marker:
+                return DocList(marker, [], False)
+            if marker is not None and since is not None:
+                changed = changed_docs(tr, prefix, project, since, limit)
+                if changed is not None:
+                    paths = [path for path, _ in changed]
+                    return DocList(marker, _infos(tr, paths, [s for _, s in changed]), False)
+            return DocList(marker, _doc_infos(tr, prefix, project), True)
 
         return await self.kv.read(fn)
 
@@ -483,11 +521,17 @@ class History:
 
 def _doc_infos(tr: ReadTransaction, prefix: bytes, project: str) -> list[DocInfo]:
     """``History.docs``, read in ``tr``."""
-    paths, wanted = [], []
+    paths, spaces = [], []
     for key, raw in tr.get_range(*keys.project_docs(prefix, project)):
         paths.append(str(keys.unpack(key, prefix)[2]))
-        space = bytes(msgpack.unpackb(raw)["space"])
-        wanted += [keys.pack((name,), space) for name in ("head", "n", "bytes", "ms")]
+        spaces.append(bytes(msgpack.unpackb(raw)["space"]))
+    return _infos(tr, paths, spaces)
+
+
+def _infos(tr: ReadTransaction, paths: list[str], spaces: list[bytes]) -> list[DocInfo]:
+    """The infos of the documents at ``paths``, whose spaces are ``spaces``."""
+    names = ("head", "n", "bytes", "ms")
+    wanted = [keys.pack((name,), space) for space in spaces for name in names]
     # One get_many, not four serial gets per document: on FoundationDB every get is a
     # round trip, and the whole read must finish within its 5-second limit.
     values = tr.get_many(wanted)
@@ -548,6 +592,7 @@ __all__ = [
     "Append",
     "Appended",
     "DocInfo",
+    "DocList",
     "DocRef",
     "History",
     "Loaded",

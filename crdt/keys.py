@@ -37,6 +37,11 @@ Layout (see README for the table)::
                                           instance shares awareness and counts only while
                                           another one is alive (ephemeral, like aw)
     (instancesv,)                      -> 8-byte counter bumped when one comes or goes
+    T + (changed, project)             -> the project's change marker: the commit of its
+                                          last append, then 8 random bytes (format 1.5)
+    T + (changes, project, vs)         -> the marker's 8 random bytes, then the path of
+                                          the doc whose last update in that append is vs
+                                          (format 1.6: the change index)
     T + (conflict, project, vs)        -> conflict head: {body, path, status, resolved_by,
                                           resolved_ms, resolution, ours_clients} (format
                                           1.4; ours_clients since 2026-12-05, a head
@@ -403,6 +408,27 @@ def project_changed(tenant: bytes, project: str) -> bytes:
     """``T + (changed, project)``: the versionstamp of the last append to any document of
     the project and 8 random bytes (from 1.5): the document list is unchanged while it is."""
     return pack(("changed", check_name("project", project)), tenant)
+
+
+def project_changes(tenant: bytes, project: str) -> bytes:
+    """``T + (changes, project)``: the prefix of the project's change index (from 1.6).
+    Each append transaction adds ``+ (vs,)`` per document it appended to (``vs``: that
+    document's last update in it) -> the 8 random bytes of the change marker it wrote,
+    then the document's path (see ``crdt.changes``)."""
+    return pack(("changes", check_name("project", project)), tenant)
+
+
+def changes_of_commit(changes: bytes, tr_version: bytes) -> tuple[bytes, bytes]:
+    """The entries of the change index ``changes`` (:func:`project_changes`) that the
+    transaction ``tr_version`` (10 bytes) wrote."""
+    head = changes + VS_CODE + tr_version
+    return head, head + b"\xff\xff\x00"
+
+
+def changes_after(changes: bytes, tr_version: bytes) -> tuple[bytes, bytes]:
+    """The entries of the change index ``changes`` written after the transaction
+    ``tr_version`` (10 bytes)."""
+    return changes + VS_CODE + tr_version + b"\xff\xff\x00", changes + b"\xff"
 
 
 def doc_space(tenant: bytes, project: str, doc_id: int) -> bytes:

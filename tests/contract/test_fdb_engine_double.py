@@ -248,6 +248,26 @@ async def test_a_projects_change_marker_is_the_append_s_commit_on_fdb(kv: Engine
     assert await history.docs_unless("acme", "site", {marker}) == (marker, None)
 
 
+async def test_what_changed_since_a_marker_is_read_from_the_change_index_on_fdb(
+    kv: Engine,
+) -> None:
+    """The change index's entries are versionstamped keys (FDB completes them at
+    commit): a delta since a marker lists the documents appended to after it, and a
+    marker whose random bytes no entry of its commit holds gets the whole list."""
+    history = History(kv)
+    await history.init()
+    a = await history.doc("acme", "site", "a.md", create=True)
+    b = await history.doc("acme", "site", "b.md", create=True)
+    await history.append([Append(a, text_update("a")), Append(b, text_update("b"))])
+    since = (await history.docs_since("acme", "site", None)).marker
+    assert since is not None
+    await history.append([Append(b, text_update("b2"))])
+    listed = await history.docs_since("acme", "site", since)
+    assert not listed.complete and [i.path for i in listed.infos or []] == ["b.md"]
+    other = await history.docs_since("acme", "site", since[:10] + bytes(8))
+    assert other.complete and [i.path for i in other.infos or []] == ["a.md", "b.md"]
+
+
 async def test_history_docs_reads_each_document_s_metadata_in_one_batch(
     monkeypatch: pytest.MonkeyPatch, kv: Engine
 ) -> None:
