@@ -143,6 +143,7 @@ class Api:
         self.project = check_name("project", project)
         self.headers = auth_headers(token)
         self._heads: tuple[str, dict[str, Versionstamp | None]] | None = None  # with ETag
+        self._deltas = True  # whether to ask for what changed since (a server may not know)
 
     async def healthy(self) -> bool:
         """Whether the server answers ``/healthz`` with 200 (False when draining/down)."""
@@ -157,17 +158,34 @@ class Api:
     async def heads(self) -> dict[str, Versionstamp | None]:
         """Every document of the project with its head versionstamp. Asked again with
         the list's ETag: while nothing was appended to the project the server answers
-        304, with no body, and the heads read last time are the answer (a copy)."""
+        304, with no body, and the heads read last time are the answer (a copy). Asked
+        with ``?since=`` that ETag too: the server answers only the documents changed
+        since (``"complete": false``), merged into the heads read last time (documents
+        never leave the list), or the whole list when it cannot tell them. A server
+        before ``?since=`` refuses it (400): the list is then asked whole."""
         held = self._heads
         headers = {"If-None-Match": held[0]} if held is not None else {}
+        since = _marker(held[0]) if held is not None and self._deltas else None
         url = self.server.api(self.tenant, self.project, "docs")
-        body, etag = await self._get_unless(url, headers)
+        try:
+            body, etag = await self._get_unless(url, headers, since)
+        except ApiError as exc:
+            if since is None or exc.status != 400:
+                raise
+            self._deltas = False
+            body, etag = await self._get_unless(url, headers, None)
         if body is None and held is not None:
             return dict(held[1])
+        body = body or {}
         heads = {
             str(d["path"]): Versionstamp.from_hex(d["head"]) if d.get("head") else None
-            for d in (body or {}).get("docs", [])
+            for d in body.get("docs", [])
         }
+        if body.get("complete") is False:
+            if held is None or since is None or body.get("since") != since:
+                self._heads = None  # the next poll reads the whole list
+                raise ApiError(200, "bad_response", "a partial document list for no ETag of ours")
+            heads = held[1] | heads
         self._heads = (etag, dict(heads)) if etag else None
         return heads
 
@@ -211,12 +229,13 @@ class Api:
         return self.server.api(self.tenant, self.project, "conflicts", cid)
 
     async def _get_unless(
-        self, url: str, headers: dict[str, str]
+        self, url: str, headers: dict[str, str], since: str | None
     ) -> tuple[dict[str, Any] | None, str | None]:
-        """GET ``url`` with ``headers`` (If-None-Match): the body, or None for a 304;
-        and the answer's ETag."""
+        """GET ``url`` with ``headers`` (If-None-Match) and ``?since=``: the body, or
+        None for a 304; and the answer's ETag."""
+        params = {"since": since} if since is not None else {}
         async with self.http.get(
-            url, headers=self.headers | headers, timeout=REST_TIMEOUT
+            url, headers=self.headers | headers, params=params, timeout=REST_TIMEOUT
         ) as response:
             etag = response.headers.get("ETag")
             if response.status == 304:
@@ -228,6 +247,16 @@ class Api:
             method, url, headers=self.headers, timeout=REST_TIMEOUT, **kwargs
         ) as response:
             return await _body(response, method, url)
+
+
+def _marker(etag: str) -> str | None:
+    """The change marker an ETag of the document list names (36 hex digits, in quotes,
+    maybe made weak by a proxy), or None for another ETag (one a proxy changed so)."""
+    text = etag.removeprefix("W/").strip('"')
+    return text if len(text) == 36 and all(c in _HEX for c in text) else None
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 async def _body(response: aiohttp.ClientResponse, method: str, url: str) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """The read API under ``/api/v1/{tenant}/{project}/`` and JSON errors for every route.
 
-- ``GET /api/v1/{tenant}/{project}/docs``: ``{"tenant", "project", "docs": [{"path",
-  "head", "updates", "size", "updated_ms", "updated"}]}`` (documents with at least one
-  update, deleted ones included, by path; ``head`` is the last versionstamp in 24 hex
-  digits). It takes no query parameter but ``token`` (another, e.g. ``?at=``, is a 400).
+- ``GET /api/v1/{tenant}/{project}/docs``: ``{"tenant", "project", "complete": true,
+  "docs": [{"path", "head", "updates", "size", "updated_ms", "updated"}]}`` (documents
+  with at least one update, deleted ones included, by path; ``head`` is the last
+  versionstamp in 24 hex digits). Its ETag is the project's change marker;
+  ``?since=MARKER`` (an ETag read before, 36 hex digits) answers only the documents
+  appended to after it, with ``"complete": false`` and ``"since"``, when the store can
+  tell them (see ``crdt.changes``), else the whole list. It takes no other query
+  parameter but ``token`` (another, e.g. ``?at=``, is a 400).
 - ``GET /api/v1/{tenant}/{project}/docs/{path}``: the document's text (root ``Y.Text``
   named ``content``) at head, or ``?at=VERSIONSTAMP`` (24 hex digits) or
   ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
@@ -30,6 +34,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pycrdt import Map, Text
 
+from crdt.changes import MARKER_LEN
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
 from crdt.keys import check_name, check_url_utf8
@@ -100,7 +105,7 @@ def _iso(ms: int) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-LIST_PARAMS = ("token",)
+LIST_PARAMS = ("since", "token")
 
 
 def refuse_unknown_params(
@@ -138,9 +143,13 @@ async def list_docs(request: web.Request) -> web.Response:
     )
     # A conditional list: the project's change marker is its ETag, and a list asked for
     # again with it (If-None-Match) while nothing was appended is a 304 with no body (a
-    # device polls the list every second; 2,000 documents made 313 KB a poll).
+    # device polls the list every second; 2,000 documents made 313 KB a poll). Asked
+    # with ?since= an older one, only what changed after it (each change cost every
+    # polling device the whole list).
     known = _etag_markers(request)
-    marker, infos = await request.app[HISTORY].docs_unless(tenant, project, known)
+    since = _since(request)
+    listed = await request.app[HISTORY].docs_since(tenant, project, since, known)
+    marker, infos = listed.marker, listed.infos
     headers = {"ETag": f'"{marker.hex()}"'} if marker is not None else {}
     if infos is None:
         return web.Response(status=304, headers=headers)
@@ -155,7 +164,30 @@ async def list_docs(request: web.Request) -> web.Response:
         }
         for info in infos
     ]
-    return web.json_response({"tenant": tenant, "project": project, "docs": docs}, headers=headers)
+    body: dict[str, object] = {"tenant": tenant, "project": project, "complete": listed.complete}
+    if not listed.complete and since is not None:
+        body["since"] = since.hex()
+    body["docs"] = docs
+    return web.json_response(body, headers=headers)
+
+
+def _since(request: web.Request) -> bytes | None:
+    """``?since=``: a change marker (the list's ETag, quotes and ``W/`` allowed, as a
+    client may hand the header on); a 400 when it is not 36 hex digits. One of another
+    store, of before a restore, or unknown is well formed: the whole list answers it."""
+    value = request.query.get("since")
+    if value is None:
+        return None
+    text = value.removeprefix("W/").strip('"')
+    if len(text) != 2 * MARKER_LEN or not all(c in _HEX_DIGITS for c in text):
+        raise ProtocolError(
+            f"?since= must be a change marker, the document list's ETag ({2 * MARKER_LEN} "
+            f"hex digits), not {printable(value)[:60]!r}"
+        )
+    return bytes.fromhex(text)
+
+
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class _Every:

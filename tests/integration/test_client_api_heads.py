@@ -1,15 +1,24 @@
 """A device's heads poll asks the document list again with its ETag: a 304 while the
-project is unchanged, answered from the heads read last time. Real server process."""
+project is unchanged, answered from the heads read last time; else only the documents
+changed since (``?since=``), merged into them. Real server processes."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from pycrdt import Doc, Text
 
 from client.remote import Api, ServerURL
-from server.testing import ServerProcess, StartServer, YPeer
+from crdt.history import Append, History
+from crdt.kv import open_engine
+from server.testing import ServerProcess, StartServer, YPeer, serve_in_process
 
 pytestmark = pytest.mark.functional
 
@@ -69,3 +78,134 @@ async def test_heads_from_a_server_that_sends_no_etag_are_read_whole_each_time(
         assert await api.heads() == {}
         assert await api.heads() == {}
         assert api._heads is None
+
+
+class Spy:
+    """What an Api's list reads answered: 304 (None), the whole list, or a delta."""
+
+    def __init__(self, api: Api) -> None:
+        self.answers: list[str] = []
+        self.sizes: list[int] = []
+        inner = api._get_unless
+
+        async def spied(
+            url: str, headers: dict[str, str], since: str | None
+        ) -> tuple[dict[str, Any] | None, str | None]:
+            body, etag = await inner(url, headers, since)
+            kind = "304" if body is None else "whole" if body.get("complete", True) else "delta"
+            self.answers.append(kind)
+            self.sizes.append(len((body or {}).get("docs", [])))
+            return body, etag
+
+        api._get_unless = spied  # type: ignore[method-assign]
+
+
+async def test_a_device_s_heads_stay_those_of_a_fresh_read_over_random_appends_and_polls(
+    server: ServerProcess,
+) -> None:
+    """Appends (several documents, one document several times, new documents) from
+    another process on the server's SQLite file, polls in between: the heads a device
+    merges from deltas are always exactly the whole list's."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    rng = random.Random(20261206)
+    pool = [f"d{n}.md" for n in range(6)] + ["sub/e.md", "sub/f.md"]
+    async with (
+        open_engine(server.store) as kv,
+        aiohttp.ClientSession() as http,
+    ):
+        history = History(kv)
+        await history.init()
+        devices: dict[str, Doc[Any]] = {}
+        since_poll: set[str] = set()  # the documents appended to since the last poll
+
+        async def append(paths: list[str]) -> None:
+            since_poll.update(paths)
+            items = []
+            for path in paths:
+                doc = devices.setdefault(path, Doc())
+                text = doc.get("content", type=Text)
+                before = doc.get_state()
+                text += path
+                ref = await history.doc("acme", project, path, create=True)
+                items.append(Append(ref, doc.get_update(before)))
+            await history.append(items)
+
+        await append(pool[:2])
+        api = Api(http, ServerURL.parse(server.ws_url), "acme", project)
+        spy = Spy(api)
+        for _ in range(80):
+            if rng.random() < 0.55:
+                await append(rng.choices(pool, k=rng.randint(1, 3)))
+                continue
+            fresh = await Api(http, api.server, "acme", project).heads()
+            assert await api.heads() == fresh
+            if spy.answers[-1] != "whole":  # a delta holds exactly the changed documents
+                assert spy.sizes[-1] == len(since_poll)
+            since_poll.clear()
+        assert await api.heads() == await Api(http, api.server, "acme", project).heads()
+    assert spy.answers[0] == "whole" and "whole" not in spy.answers[1:]
+    assert spy.answers.count("delta") > 5 and "304" in spy.answers
+
+
+async def test_heads_polled_from_two_servers_on_one_store_see_each_other_s_appends(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Two server processes on one SQLite file, edits through both at once: a device
+    polling one of them sees the other's appends in its deltas (concurrent appends
+    never conflict on the change index, nor miss it)."""
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    one, two = weft_server_factory(store=store), weft_server_factory(store=store)
+    project = f"p{uuid.uuid4().hex[:8]}"
+    async with aiohttp.ClientSession() as http:
+        api = Api(http, ServerURL.parse(one.ws_url), "acme", project)
+        spy = Spy(api)
+
+        async def typist(server: ServerProcess, path: str) -> None:
+            peer = await YPeer.connect(http, f"{server.ws_url}/acme/{project}/{path}", weft=True)
+            for n in range(8):
+                await peer.append(f"{n} ")
+
+                def acked(count: int = n + 1) -> bool:
+                    return len(peer.acks) == count
+
+                await peer.until(acked)
+            await peer.close()
+
+        async def poller() -> None:
+            for _ in range(15):
+                await api.heads()
+                await asyncio.sleep(0.01)
+
+        await typist(one, "first.md")
+        await api.heads()
+        await asyncio.gather(
+            *(typist(s, f"{s.port}-{n}.md") for s in (one, two) for n in range(3)), poller()
+        )
+        for server in (one, two):
+            assert await api.heads() == await Api(
+                http, ServerURL.parse(server.ws_url), "acme", project
+            ).heads()
+        assert len(await api.heads()) == 7
+    assert spy.answers[0] == "whole" and "whole" not in spy.answers[1:]
+    assert "delta" in spy.answers
+
+
+async def test_a_server_that_refuses_since_is_asked_for_the_whole_list() -> None:
+    """A server from before ``?since=`` refuses the parameter (400): the device asks
+    again without it, and from then on, with its ETag only."""
+    asked: list[str] = []
+
+    async def old_list(request: web.Request) -> web.Response:
+        asked.append(request.query_string)
+        if request.query:
+            return web.json_response({"error": {"code": "bad_request", "message": "no"}}, status=400)
+        body = {"docs": [{"path": "a.md", "head": "00" * 12}]}
+        return web.json_response(body, headers={"ETag": f'"{"ab" * 18}"'})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/acme/site/docs", old_list)
+    async with serve_in_process(app) as old, aiohttp.ClientSession() as http:
+        api = Api(http, ServerURL.parse(old.ws_url), "acme", "site")
+        for _ in range(3):
+            assert list(await api.heads()) == ["a.md"]
+    assert asked == ["", f"since={'ab' * 18}", "", ""]
