@@ -53,7 +53,6 @@ class AppendKeys:
 
     __slots__ = (
         "bytes",
-        "changed",
         "changes",
         "h",
         "head",
@@ -69,7 +68,6 @@ class AppendKeys:
     def __init__(self, ref: DocRef) -> None:
         space = ref.space
         self.meta = keys.pack(("doc", ref.project, ref.path), ref.tenant_prefix)
-        self.changed = keys.pack(("changed", ref.project), ref.tenant_prefix)
         # T + (changes, project, <vs>): the doc's change-index entry, before its stamp
         self.changes = keys.project_changes(ref.tenant_prefix, ref.project) + keys.VS_CODE
         self.path = ref.path.encode()  # the entry's value, after the marker's random bytes
@@ -146,9 +144,9 @@ def _append_tr(
     """Append ``items``; per item the user version of a new entry or an existing vs.
 
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
-    once: the time-index entry, the change-index entry (``keys.project_changes``) and
-    head (all three at its last new update), the counters and the time. Per touched
-    project, once: its change marker (``keys.project_changed``).
+    once: the time-index entry, the change-index entry (``keys.project_changes``, whose
+    newest entry is the project's change marker) and head (all three at its last new
+    update), the counters and the time.
     ``legacy``: entries may also be under their pre-1.3 key.
 
     This runs once per update of every append: the loop below keeps per-update work to
@@ -221,21 +219,23 @@ def _append_tr(
         in_batch[hash_key] = user
         markers.append(user)
         user += 1
-    changed: set[bytes] = set()  # the projects' T + (changed, project), once each
-    # The change marker's random bytes (see below), which the change index repeats
+    # The commit's change marker is its versionstamp, then 8 random bytes: a store restored
+    # from a backup (or copied) makes commits again that earlier ones' versionstamps name,
+    # and a marker of the lost ones must never name the list of the new ones (a device
+    # polling with it got a 304 and kept its stale list until the project's next append).
     nonce = os.urandom(8) if user else b""
     for state in touched.values():
         doc = state.doc
         if state.count:
-            changed.add(doc.append_keys.changed)
             # One time-index entry per doc and transaction, at its last new update: every
             # update of a doc in one transaction has the same ms, so "the last update at
             # or before a time" is always the last of some transaction.
             ak = doc.append_keys
             key, at = ak.time_key(state.ms, state.last)
             tr.set_versionstamped_key(key, at, b"")
-            # Its change-index entry, blind as the marker: "which docs changed after
-            # this marker" is a range read (crdt.changes)
+            # Its change-index entry: the project's marker is the newest one, and "which
+            # docs changed after a marker" a range read (crdt.changes). A blind write:
+            # appends to one project never conflict on it.
             entry = ak.changes + stamps[state.last]
             tr.set_versionstamped_key(entry, len(ak.changes), nonce + ak.path)
             total = state.before + state.count
@@ -247,14 +247,6 @@ def _append_tr(
             tr.set(ak.n, total.to_bytes(8, "little"))
             tr.set(ak.bytes, (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.append_keys.ms, state.ms.to_bytes(8, "little"))
-    if changed:
-        # The commit, then 8 random bytes: a store restored from a backup (or copied) makes
-        # commits again that earlier ones' versionstamps name, and a marker of the lost
-        # ones must never name the list of the new ones (a device polling with it got a
-        # 304 and kept its stale list until the project's next append).
-        marker = INCOMPLETE_TR + nonce
-        for key in changed:  # a blind write: appends to one project never conflict on it
-            tr.set_versionstamped_value(key, marker, 0)
     return markers
 
 
@@ -336,10 +328,9 @@ def update_cost(item: Append) -> int:
 def doc_cost(doc: DocRef) -> int:
     """An upper bound of what FoundationDB counts for the writes and reads an append
     transaction makes once per document it touches: its meta record (read, and written
-    by its first append), its clock and counters (read and written), its head, its
+    by its first append), its clock and counters (read and written), its head, and its
     time-index and change-index entries (the latter's key and value hold less than its
-    meta key, and 24 bytes), and its project's change marker (at most once per
-    document)."""
+    meta key, and 24 bytes)."""
     meta = len(doc.meta_key)
     key = len(doc.space) + _DOC_KEY
     return 12 * meta + 2 * len(doc.space) + 24 * key + 352

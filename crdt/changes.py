@@ -1,21 +1,27 @@
-"""The project's change index (format 1.6): which documents changed after a change marker.
+"""The project's change index (format 1.6): its change marker, and which documents
+changed after a marker.
 
-A project's change marker (``keys.project_changed``, the document list's ETag) is the
-10-byte versionstamp of the last append transaction to any of its documents, then 8
-random bytes. The same transaction writes, per document it appended to, one entry
-``T + (changes, project, vs)`` -> those 8 random bytes, then the document's path
-(``vs``: the document's last update in it, so entries are unique and in commit order).
-Both are blind versionstamped writes: appends never read them, so they never conflict
-on them. Entries are never rewritten or deleted, as the log is not.
+Every append transaction writes, per document it appended to, one entry
+``T + (changes, project, vs)`` -> 8 random bytes (one draw per transaction), then the
+document's path (``vs``: the document's last update in it, so entries are unique and
+in commit order). A blind versionstamped write: appends never read it, so they never
+conflict on it. Entries are never rewritten or deleted, as the log is not.
 
-So "what changed after marker M" is the range of entries after M's transaction. It is
-answered only when M is proven to be a marker this project's index covers: an entry
-of M's own transaction must hold M's random bytes. That one check refuses a marker
-from another store (its random bytes differ), from before a restore of an older
-backup (a restored store makes commits again with the versionstamps of the lost ones,
-and new random bytes), from before the store became 1.6 (that transaction wrote no
-entry), of another project (unless the same transaction moved both: then it is this
-project's marker too), and one made up. The caller then reads the whole list.
+The project's change marker (the document list's ETag) is its newest entry's
+transaction versionstamp (10 bytes) and random bytes. (Format 1.5 wrote it to a key of
+its own, ``T + (changed, project)``, in every append: a second key far from where the
+index grows, which cost a SQLite commit another page; it is read only while the index
+is empty: a project not appended to since the store became 1.6.) The random bytes:
+a store restored from an older backup makes commits again with the versionstamps of
+the lost ones, and a marker from before the restore must never name a later list.
+
+"What changed after marker M" is the range of entries after M's transaction. It is
+answered only when M is proven to be a marker this project's index holds: an entry of
+M's own transaction must hold M's random bytes. That one check refuses a marker from
+another store (its random bytes differ), from before a restore of an older backup,
+from before the store became 1.6 (that transaction wrote no entry), of another project
+(unless the same transaction moved both: then it is this project's marker too), and
+one made up. The caller then reads the whole list.
 """
 
 from __future__ import annotations
@@ -29,6 +35,18 @@ from crdt.versionstamp import TR_LEN
 NONCE_LEN = 8
 MARKER_LEN = TR_LEN + NONCE_LEN
 """A change marker: its transaction's versionstamp, then its 8 random bytes."""
+
+
+def current_marker(tr: ReadTransaction, prefix: bytes, project: str) -> bytes | None:
+    """The project's change marker (see the module's docstring); None when nothing was
+    appended to it since its store became format 1.5."""
+    index = keys.project_changes(prefix, project)
+    newest = tr.get_range(*keys.prefix_range(index), limit=1, reverse=True)
+    if not newest:
+        return tr.get(keys.project_changed(prefix, project))  # written by format 1.5
+    key, value = newest[0]
+    start = len(index) + len(keys.VS_CODE)
+    return key[start : start + TR_LEN] + value[:NONCE_LEN]
 
 
 def changed_docs(

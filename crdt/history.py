@@ -53,7 +53,7 @@ from crdt.appending import (
     update_cost,
     update_hash,
 )
-from crdt.changes import changed_docs
+from crdt.changes import changed_docs, current_marker
 from crdt.errors import FormatError, NotFound, TransactionTooLarge
 from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
 from crdt.records import (
@@ -79,9 +79,10 @@ FORMAT_MINOR = 6  # 1.1: snapshots and segments count their parts; part 0 is wri
 # written whole before are still read
 # 1.5: every append writes its project's change marker (keys.project_changed); a project
 # with none (nothing appended to it since) lists its documents every time
-# 1.6: every append also writes the project's change index (keys.project_changes), one
-# entry per document it appended to; a marker written before (no entry of its own
-# transaction holds it: see crdt.changes) gets the whole list, so the raise needs no mark
+# 1.6: every append writes the project's change index (keys.project_changes), one entry
+# per document it appended to, instead of the marker: the newest entry is the marker
+# (see crdt.changes). A marker written before (no entry of its own transaction holds
+# it) gets the whole list, so the raise needs no mark of its own
 MAX_BATCH_BYTES = 6_000_000  # per transaction, as FDB counts it (see crdt.appending.update_cost)
 MAX_UPDATE_BYTES = MAX_TRANSACTION - 1_000_000
 # A snapshot that would hold pending updates waits (see History.write_snapshot) until
@@ -477,11 +478,10 @@ class History:
         False; none when it is the current marker). Otherwise the whole list. One
         read, so the marker and the list agree."""
         prefix = await self.tenant(tenant)
-        marker_key = keys.project_changed(prefix, project)
         limit = self.delta_limit
 
         def fn(tr: ReadTransaction) -> DocList:
-            marker = tr.get(marker_key)
+            marker = current_marker(tr, prefix, project)
             if marker is not None and marker in known:
                 return DocList(marker, None, True)
             if marker is not None and since == marker:

@@ -38,10 +38,12 @@ Layout (see README for the table)::
                                           another one is alive (ephemeral, like aw)
     (instancesv,)                      -> 8-byte counter bumped when one comes or goes
     T + (changed, project)             -> the project's change marker: the commit of its
-                                          last append, then 8 random bytes (format 1.5)
-    T + (changes, project, vs)         -> the marker's 8 random bytes, then the path of
+                                          last append, then 8 random bytes (format 1.5
+                                          only; read while the change index is empty)
+    T + (changes, project, vs)         -> the append's 8 random bytes, then the path of
                                           the doc whose last update in that append is vs
-                                          (format 1.6: the change index)
+                                          (format 1.6: the change index; its newest entry
+                                          is the project's change marker)
     T + (conflict, project, vs)        -> conflict head: {body, path, status, resolved_by,
                                           resolved_ms, resolution, ours_clients} (format
                                           1.4; ours_clients since 2026-12-05, a head
@@ -406,7 +408,8 @@ def project_docs(tenant: bytes, project: str) -> tuple[bytes, bytes]:
 
 def project_changed(tenant: bytes, project: str) -> bytes:
     """``T + (changed, project)``: the versionstamp of the last append to any document of
-    the project and 8 random bytes (from 1.5): the document list is unchanged while it is."""
+    the project and 8 random bytes, written by format 1.5 only (from 1.6 the project's
+    change index holds its marker): read for a project not appended to since."""
     return pack(("changed", check_name("project", project)), tenant)
 
 

@@ -146,14 +146,18 @@ async def test_a_marker_from_before_a_restore_gets_the_whole_list(tmp_path: Path
 async def test_a_marker_from_before_the_store_became_1_6_gets_the_whole_list(
     kv: Engine, history: History
 ) -> None:
-    """A store raised from 1.5 has no change index for its earlier appends: a marker
-    written then gets the whole list, one written after the raise a delta."""
+    """A store raised from 1.5 has no change index for its earlier appends, only the
+    marker 1.5 wrote to a key of its own: it stays the project's marker (a device
+    polling with it gets nothing new) until the first append after the raise; a delta
+    since it is then the whole list, and since a marker written after the raise a
+    delta."""
     await edit(history, "a.md", "b.md")
     old = await marker_of(history)
     prefix = await history.tenant("acme")
 
-    def as_1_5(tr: Transaction) -> None:  # what a 1.5 store holds: no change index
+    def as_1_5(tr: Transaction) -> None:  # what 1.5 wrote: a marker key, no change index
         tr.clear_range(*keys.prefix_range(keys.project_changes(prefix, "site")))
+        tr.set(keys.project_changed(prefix, "site"), old)
         tr.set(keys.FORMAT, msgpack.packb({"major": 1, "minor": 5}))
 
     await kv.transact(as_1_5)
@@ -161,8 +165,11 @@ async def test_a_marker_from_before_the_store_became_1_6_gets_the_whole_list(
     await raised.init()
     raw = await kv.read(lambda tr: tr.get(keys.FORMAT))
     assert raw is not None and msgpack.unpackb(raw) == {"major": 1, "minor": 6}
+    assert await raised.docs_since("acme", "site", old, {old}) == (old, None, True)
+    assert await raised.docs_since("acme", "site", old) == (old, [], False)
     await edit(raised, "b.md")
     listed = await raised.docs_since("acme", "site", old)
+    assert listed.marker not in (None, old)
     assert listed.complete and list(heads(listed)) == ["a.md", "b.md"]
     after = await marker_of(raised)
     await edit(raised, "a.md")
