@@ -7,7 +7,8 @@ snapshots add keys, and every read can be asked "as of versionstamp V".
 - :meth:`History.append` writes a batch of updates (many docs) in one transaction: each
   new update gets its own versionstamp and an idempotency entry (blake3-16 of its
   bytes: re-sending returns the original versionstamp); each doc it touches gets one
-  time-index entry and its head (last versionstamp and update count). Batches too large
+  time-index entry, one change-index entry (:mod:`crdt.changes`: what
+  :meth:`History.docs_since` reads) and its head (last versionstamp and update count). Batches too large
   for one transaction are split transparently. The transaction function and the types
   it takes (:class:`DocRef`, :class:`Append`, :class:`Appended`) live in
   :mod:`crdt.appending`; they are re-exported here.
