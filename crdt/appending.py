@@ -32,7 +32,7 @@ from crdt.records import (
     record_header,
     record_tail,
 )
-from crdt.versionstamp import INCOMPLETE_TR, Versionstamp
+from crdt.versionstamp import INCOMPLETE_TR, TR_LEN, Versionstamp
 
 MAX_BATCH_UPDATES = 4_000  # updates per transaction (History.append splits bigger batches)
 
@@ -138,10 +138,46 @@ class Appended(NamedTuple):
 _PART_0 = keys.pack((0,))
 
 
+class Attempts:
+    """One append's runs of :func:`_append_tr`: the 8 random bytes its change-index
+    entries carry (drawn once, so every run writes the same), and how many runs began.
+
+    A store may run the function again after a commit whose result it does not know
+    (FoundationDB's 1021 commit_unknown_result): when that commit did happen, the next
+    run finds the updates logged. Found by a run after the first, an update whose
+    commit's change-index entry holds these random bytes was stored by this append (its
+    earlier run), so it is new, not a repeat (:class:`Own`)."""
+
+    __slots__ = ("nonce", "runs")
+
+    def __init__(self) -> None:
+        self.nonce = os.urandom(8)
+        self.runs = 0
+
+
+class Own(NamedTuple):
+    """An update an earlier run of the same append stored (see :class:`Attempts`)."""
+
+    versionstamp: Versionstamp
+
+
+def _stored_by(tr: Transaction, item: Append, found: bytes, nonce: bytes) -> bool:
+    """Whether the commit of versionstamp ``found`` wrote ``item``'s document's
+    change-index entry with ``nonce`` (one range read)."""
+    index = keys.project_changes(item.doc.tenant_prefix, item.doc.project)
+    entry = tr.get_range(*keys.changes_of_commit(index, found[:TR_LEN]), limit=1)
+    return bool(entry) and entry[0][1][: len(nonce)] == nonce
+
+
 def _append_tr(
-    tr: Transaction, items: list[Append], ms: int, legacy: bool = False
-) -> list[int | Versionstamp]:
-    """Append ``items``; per item the user version of a new entry or an existing vs.
+    tr: Transaction,
+    items: list[Append],
+    ms: int,
+    legacy: bool = False,
+    attempts: Attempts | None = None,
+) -> list[int | Versionstamp | Own]:
+    """Append ``items``; per item the user version of a new entry, an existing vs, or
+    (a run after the first, see :class:`Attempts`) the vs an earlier run stored.
 
     Per new update: its record (chunked) and its idempotency entry. Per touched doc,
     once: the time-index entry, the change-index entry (``keys.project_changes``, whose
@@ -153,7 +189,10 @@ def _append_tr(
     a few operations (a record tail and a doc's state are looked up again only when
     they change from one update to the next, as they rarely do in one device's batch).
     """
-    markers: list[int | Versionstamp] = []
+    attempts = attempts or Attempts()
+    again = attempts.runs > 0  # the first run stored nothing that the store kept
+    attempts.runs += 1
+    markers: list[int | Versionstamp | Own] = []
     hash_keys, groups = _idempotency_keys(items)
     docs = {item.doc.space: item.doc for item in items}
     touch_keys = [k for doc in docs.values() for k in _touch_keys(doc)]
@@ -183,7 +222,10 @@ def _append_tr(
     user = 0
     for item, hash_key, existing in zip(items, hash_keys, stored, strict=True):
         if existing is not None:
-            markers.append(Versionstamp(existing))
+            if again and _stored_by(tr, item, existing, attempts.nonce):
+                markers.append(Own(Versionstamp(existing)))
+            else:
+                markers.append(Versionstamp(existing))
             continue
         if hash_key in in_batch:
             markers.append(in_batch[hash_key])
@@ -223,7 +265,7 @@ def _append_tr(
     # from a backup (or copied) makes commits again that earlier ones' versionstamps name,
     # and a marker of the lost ones must never name the list of the new ones (a device
     # polling with it got a 304 and kept its stale list until the project's next append).
-    nonce = os.urandom(8) if user else b""
+    nonce = attempts.nonce
     for state in touched.values():
         doc = state.doc
         if state.count:

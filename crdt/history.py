@@ -48,7 +48,9 @@ from crdt.appending import (
     MAX_BATCH_UPDATES,
     Append,
     Appended,
+    Attempts,
     DocRef,
+    Own,
     _append_tr,
     doc_cost,
     update_cost,
@@ -284,8 +286,9 @@ class History:
 
     async def _append_one(self, items: list[Append]) -> list[Appended]:
         ms = now_ms()
+        attempts = Attempts()
         committed = await self.kv.transact(
-            lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency)
+            lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency, attempts)
         )
         tr_version = committed.versionstamp or b""  # none only when all were duplicates
         # Built without Appended's and Versionstamp's __init__ (one of each per update).
@@ -293,6 +296,8 @@ class History:
         out: list[Appended] = [
             new(Appended, (unchecked(tr_version + user_bytes[marker]), False))
             if type(marker) is int
+            else new(Appended, (marker.versionstamp, False))
+            if type(marker) is Own
             else new(Appended, (marker, True))
             for marker in committed.result
         ]

@@ -311,8 +311,11 @@ async def test_commit_unknown_result_is_retried_and_history_appends_once(
     """1021: the commit may have happened. FDB's retry loop runs the function again; weft
     relies on the function being idempotent. History's append is (its idempotency key
     is the update's blake3): the second run finds the update logged and writes nothing,
-    so the update is in the log once and the caller gets its versionstamp, marked
-    ``duplicate`` (rooms then apply it if they have not: see server.rooms)."""
+    so the update is in the log once and the caller gets its versionstamp. Not marked
+    ``duplicate``: the commit that stored it wrote this append's random bytes in its
+    change-index entry, so it was this append's earlier run, not another's (it came
+    back as a repeat before 2026-12-05: the writer did not count it towards a snapshot,
+    and a branch took it for both sides')."""
     history = History(kv)
     await history.init()
     doc = await history.doc("acme", "site", "a.txt", create=True)
@@ -321,7 +324,7 @@ async def test_commit_unknown_result_is_retried_and_history_appends_once(
     hello = text_update("hello")
     cluster.inject(1021, applied=True)  # committed, then reported as unknown
     [first] = await history.append([Append(doc, hello, user="u")])
-    assert first.duplicate
+    assert not first.duplicate
     [record] = await history.updates(doc)
     assert record.versionstamp == first.versionstamp
     assert record.update == hello
@@ -334,6 +337,15 @@ async def test_commit_unknown_result_is_retried_and_history_appends_once(
         second.versionstamp,
     ]
     assert cluster.stats["on_error:1021"] == 2
+
+    # A real repeat stays one, retried or not: with an update this append stores.
+    cluster.inject(1021, applied=True)
+    again = await history.append(
+        [Append(doc, hello, user="u"), Append(doc, text_update("!"), user="u")]
+    )
+    assert [a.duplicate for a in again] == [True, False]
+    assert again[0].versionstamp == first.versionstamp
+    assert cluster.stats["on_error:1021"] == 3
 
 
 async def test_commit_unknown_result_repeats_a_non_idempotent_function(
