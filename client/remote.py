@@ -162,7 +162,8 @@ class Api:
         with ``?since=`` that ETag too: the server answers only the documents changed
         since (``"complete": false``), merged into the heads read last time (documents
         never leave the list), or the whole list when it cannot tell them. A server
-        before ``?since=`` refuses it (400): the list is then asked whole."""
+        before ``?since=`` refuses it (a 400 naming it): the list is then asked whole,
+        and from then on without it; after another 400 it is asked whole once."""
         held = self._heads
         headers = {"If-None-Match": held[0]} if held is not None else {}
         since = _marker(held[0]) if held is not None and self._deltas else None
@@ -172,7 +173,9 @@ class Api:
         except ApiError as exc:
             if since is None or exc.status != 400:
                 raise
-            self._deltas = False
+            # A server before ?since= names it in its 400: never sent it again. Another
+            # 400 (a proxy's, say) costs this poll the whole list, not every later one.
+            self._deltas = not _refuses_since(exc)
             body, etag = await self._get_unless(url, headers, None)
         if body is None and held is not None:
             return dict(held[1])
@@ -257,6 +260,12 @@ def _marker(etag: str) -> str | None:
 
 
 _HEX = frozenset("0123456789abcdef")
+
+
+def _refuses_since(error: ApiError) -> bool:
+    """Whether a 400 is a server's refusal of ``?since=`` (one from before it says "the
+    document list takes no 'since' parameter"), not some other 400 (a proxy's)."""
+    return "since" in error.message
 
 
 async def _body(response: aiohttp.ClientResponse, method: str, url: str) -> dict[str, Any]:

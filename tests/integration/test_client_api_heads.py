@@ -191,14 +191,16 @@ async def test_heads_polled_from_two_servers_on_one_store_see_each_other_s_appen
 
 
 async def test_a_server_that_refuses_since_is_asked_for_the_whole_list() -> None:
-    """A server from before ``?since=`` refuses the parameter (400): the device asks
-    again without it, and from then on, with its ETag only."""
+    """A server from before ``?since=`` refuses the parameter (400, naming it): the
+    device asks again without it, and from then on, with its ETag only."""
     asked: list[str] = []
 
     async def old_list(request: web.Request) -> web.Response:
         asked.append(request.query_string)
-        if request.query:
-            return web.json_response({"error": {"code": "bad_request", "message": "no"}}, status=400)
+        if request.query:  # what refuse_unknown_params said before ?since=
+            message = "the document list takes no 'since' parameter: it lists every document"
+            error = {"code": "bad_request", "message": message}
+            return web.json_response({"error": error}, status=400)
         body = {"docs": [{"path": "a.md", "head": "00" * 12}]}
         return web.json_response(body, headers={"ETag": f'"{"ab" * 18}"'})
 
@@ -209,3 +211,43 @@ async def test_a_server_that_refuses_since_is_asked_for_the_whole_list() -> None
         for _ in range(3):
             assert list(await api.heads()) == ["a.md"]
     assert asked == ["", f"since={'ab' * 18}", "", ""]
+
+
+async def test_another_400_costs_one_poll_the_whole_list_not_every_later_one(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A 400 that is not a refusal of ``?since=`` (a proxy's, here once, an HTML page):
+    that poll reads the whole list, and the next ones ask for deltas again. Any 400 used
+    to stop ``?since=`` for the rest of the device's run."""
+    project = f"p{uuid.uuid4().hex[:8]}"
+    upstream = f"{server.url}/api/v1/acme/{project}/docs"
+    asked: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        asked.append(request.query.get("since", ""))
+        if len(asked) == 2:  # the first poll that sends since
+            return web.Response(status=400, text="<html>400 Bad Request</html>")
+        headers = {"If-None-Match": request.headers.get("If-None-Match", "")}
+        async with http.get(upstream, params=request.query, headers=headers) as answer:
+            body = await answer.read()
+            passed = {"ETag": answer.headers["ETag"]} if "ETag" in answer.headers else {}
+            return web.Response(status=answer.status, body=body, headers=passed)
+
+    async def edit(path: str) -> None:
+        peer = await YPeer.connect(http, f"{server.ws_url}/acme/{project}/{path}", weft=True)
+        await peer.append(path)
+        await peer.until(lambda: len(peer.acks) == 1)
+        await peer.close()
+
+    app = web.Application()
+    app.router.add_get(f"/api/v1/acme/{project}/docs", proxy)
+    async with serve_in_process(app) as front:
+        api = Api(http, ServerURL.parse(front.ws_url), "acme", project)
+        spy = Spy(api)
+        direct = ServerURL.parse(server.ws_url)
+        for path in ("a.md", "b.md", "c.md"):
+            await edit(path)
+            assert await api.heads() == await Api(http, direct, "acme", project).heads()
+    assert asked[1] != "" and asked[2] == ""  # the 400, then the same poll without since
+    assert asked[3] != ""  # since is still sent
+    assert spy.answers == ["whole", "whole", "delta"]
