@@ -264,8 +264,9 @@ _HEX = frozenset("0123456789abcdef")
 
 def _refuses_since(error: ApiError) -> bool:
     """Whether a 400 is a server's refusal of ``?since=`` (one from before it says "the
-    document list takes no 'since' parameter"), not some other 400 (a proxy's)."""
-    return "since" in error.message
+    document list takes no 'since' parameter"), not some other 400 (a proxy's; the
+    name in quotes, as a project named since-2020 is in the URL a message may hold)."""
+    return "'since'" in error.message
 
 
 async def _body(response: aiohttp.ClientResponse, method: str, url: str) -> dict[str, Any]:
