@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import unicodedata
+from asyncio import CancelledError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,25 +190,35 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
     manifest: dict[str, Any] | None = None
     folder = Folder(out)
     quiet = args.json or not err.is_terminal  # a bar only where a person watches
-    with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
-        task = bar.add_task("restore", total=None, path="")
-        async for kind, name, data, _vs in backend.restore(at, lambda n: bar.update(task, total=n)):
-            if kind == "manifest":
-                manifest = json.loads(data)
-                folder.write(name, data)
-                continue
-            why = restore_refusal(name)
-            if why is not None:  # .git/config could run a command in a git checkout
-                skipped[name] = f"skipped {printable(name)}: {why}"
-                err.print(f"warning: {skipped[name]}", markup=False)
-                continue
-            try:
-                folder.write(name, data)
-            except Failed as exc:  # the others are still written
-                not_written[name] = str(exc)
-                continue
-            written[name] = blake3(data).hexdigest()
-            bar.update(task, advance=1, path=name)
+    try:
+        with Progress(*columns, console=err, transient=True, disable=quiet) as bar:
+            task = bar.add_task("restore", total=None, path="")
+            async for kind, name, data, _vs in backend.restore(
+                at, lambda n: bar.update(task, total=n)
+            ):
+                if kind == "manifest":
+                    manifest = json.loads(data)
+                    folder.write(name, data)
+                    continue
+                why = restore_refusal(name)
+                if why is not None:  # .git/config could run a command in a git checkout
+                    skipped[name] = f"skipped {printable(name)}: {why}"
+                    err.print(f"warning: {skipped[name]}", markup=False)
+                    continue
+                try:
+                    folder.write(name, data)
+                except Failed as exc:  # the others are still written
+                    not_written[name] = str(exc)
+                    continue
+                written[name] = blake3(data).hexdigest()
+                bar.update(task, advance=1, path=name)
+    except BaseException as exc:  # Ctrl-C (a cancelled task) or a failure midway
+        if manifest is None:
+            stopped = (
+                "interrupted" if isinstance(exc, KeyboardInterrupt | CancelledError) else "stopped"
+            )
+            err.print(f"weft restore: {stopped}: {_incomplete(out, len(written))}", markup=False)
+        raise
     if manifest is None:
         raise Failed("the restore ended without its manifest: the output is incomplete")
     left_out = not_written.keys() | skipped.keys()
@@ -240,6 +251,14 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
             markup=False,
         )
     return 1 if not_written else 0
+
+
+def _incomplete(out: Path, written: int) -> str:
+    """What an interrupted restore left in ``out`` (the manifest is written last)."""
+    return (
+        f"{written} file(s) written into {out} and no manifest: the folder is incomplete "
+        "(run the restore again with --force to finish it)"
+    )
 
 
 LEFT_NAMED = 10  # files left over that a restore names (``--json`` lists them all)

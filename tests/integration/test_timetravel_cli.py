@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -632,3 +633,45 @@ def test_a_server_that_goes_quiet_is_a_failure_that_says_so(
         where = ["--server", url, "--tenant", "acme", "--project", "p"]
         assert main(["show", "a.md", *where]) == 1
     assert capsys.readouterr().err == f"weft show: the server at {url} sent nothing for 0.3 s\n"
+
+
+async def test_an_interrupted_restore_says_its_folder_is_incomplete(tmp_path: Path) -> None:
+    """Ctrl-C during a long `weft restore` (or its server going away) left some files and
+    no manifest, and said nothing (exit 130): the folder looked like a restore. It now
+    says how many files it wrote and that the folder is incomplete."""
+    from aiohttp import web
+
+    from server.testing import serve_in_process
+    from server.timetravel_api import tar_member
+
+    done = asyncio.Event()
+
+    async def export(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"X-Weft-Documents": "3"})
+        await response.prepare(request)
+        for name in ("a.md", "b.md"):  # (a member is written once the next one arrives)
+            await response.write(tar_member(name, b"text\n", 0))
+        await done.wait()  # the third document takes long
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/acme/p/export", export)
+    out = tmp_path / "out"
+    async with serve_in_process(app) as server:
+        command = [sys.executable, "-m", "client.cli", "restore", "--at", "head"]
+        where = ["--server", server.url, "--tenant", "acme", "--project", "p"]
+        proc = await asyncio.create_subprocess_exec(
+            *command, *where, "--out", str(out), stderr=subprocess.PIPE
+        )
+        async with asyncio.timeout(30):
+            while not (out / "a.md").exists():
+                await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = await proc.communicate()
+        done.set()
+    assert proc.returncode == 130
+    assert err.decode() == (
+        f"weft restore: interrupted: 1 file(s) written into {out} and no manifest: the folder "
+        "is incomplete (run the restore again with --force to finish it)\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["a.md"]
