@@ -212,11 +212,10 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
                     continue
                 written[name] = blake3(data).hexdigest()
                 bar.update(task, advance=1, path=name)
-    except BaseException as exc:  # Ctrl-C (a cancelled task) or a failure midway
-        if manifest is None:
-            stopped = (
-                "interrupted" if isinstance(exc, KeyboardInterrupt | CancelledError) else "stopped"
-            )
+    except BaseException as exc:  # Ctrl-C (the task is cancelled) or a failure midway
+        interrupted = isinstance(exc, KeyboardInterrupt | CancelledError)
+        if manifest is None and (written or interrupted):  # (bad input: nothing written)
+            stopped = "interrupted" if interrupted else "stopped"
             err.print(f"weft restore: {stopped}: {_incomplete(out, len(written))}", markup=False)
         raise
     if manifest is None:
