@@ -113,9 +113,18 @@ async def blame(request: web.Request) -> web.Response:
     version = _version(request, "at", tt.HEAD)
     ref = await request.app[HISTORY].doc(tenant, project, request.match_info["path"])
     result = await tt.blame(request.app[HISTORY], ref, version)
-    # one dict per line, encoded: seconds for a long document (330,000 lines: 2.8 s)
-    body = await asyncio.to_thread(lambda: json.dumps(result.to_dict()))
+    body = await asyncio.to_thread(blame_json, result)
     return web.Response(text=body, content_type="application/json")
+
+
+def blame_json(result: tt.Blame) -> str:
+    """``json.dumps(result.to_dict())``, for a worker thread: a long document's blame is
+    seconds of work (330,000 lines: 2.8 s, when it held the event loop), and encoded as
+    one value its 0.5 s in json's C encoder held the GIL, so the loop, throughout. One
+    line at a time lets the loop run between them."""
+    head = json.dumps({"path": result.path, "versionstamp": result.versionstamp.hex()})
+    lines = ", ".join(json.dumps(line.to_dict()) for line in result.lines)
+    return f'{head[:-1]}, "lines": [{lines}]}}'
 
 
 def tar_member(name: str, data: bytes, mtime: float) -> bytes:
@@ -245,4 +254,4 @@ def setup(app: web.Application) -> None:
     app.router.add_post(base + "/revert", revert)
 
 
-__all__ = ["setup", "tar_member"]
+__all__ = ["blame_json", "setup", "tar_member"]

@@ -456,7 +456,7 @@ async def test_diff_and_blame_do_their_cpu_work_off_the_event_loop(
     document: a diff 4.8 s, a blame's 330,000 lines 2.8 s): done on the event loop, they
     stalled every connection of the server that long. Both run in a worker thread."""
     from crdt import timetravel as tt
-    from crdt.blame import Blame
+    from crdt.blame import BlameLine
 
     loop_thread = threading.get_ident()
     threads: dict[str, int] = {}
@@ -469,7 +469,7 @@ async def test_diff_and_blame_do_their_cpu_work_off_the_event_loop(
         return wrapper
 
     monkeypatch.setattr(tt, "unified_diff", recorded("diff", tt.unified_diff))
-    monkeypatch.setattr(Blame, "to_dict", recorded("blame", Blame.to_dict))
+    monkeypatch.setattr(BlameLine, "to_dict", recorded("blame", BlameLine.to_dict))
     settings = Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", secret=SecretStr(TEST_SECRET))
     async with serve_in_process(create_app(settings)) as server, client_session() as http:
         tok = token_for()
