@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import unicodedata
-from asyncio import CancelledError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +157,8 @@ async def run_blame(args: argparse.Namespace, backend: Backend, err: Console) ->
 
 
 async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) -> int:
+    from asyncio import CancelledError
+
     from blake3 import blake3
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
