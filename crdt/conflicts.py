@@ -260,8 +260,17 @@ def _with_same_place(
         region = _region(base_lines, sides, start, end)
         if region.ours_text != region.theirs_text:
             spans.append((start, end))
-    if not spans:
-        return regions
+    return _joined(regions, base_lines, sides, spans) if spans else regions
+
+
+def _joined(
+    regions: list[Region],
+    base_lines: list[str],
+    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    spans: list[tuple[int, int]],
+) -> list[Region]:
+    """``regions`` and a region for each of ``spans`` (base lines), those that overlap or
+    border each other made one (a region kept as it is where nothing joined it)."""
     out: list[Region] = []
     for start, end in _union(spans + [(r.base_start, r.base_end) for r in regions]):
         same = [r for r in regions if (r.base_start, r.base_end) == (start, end)]
@@ -305,12 +314,8 @@ def _with_garbled(
         at = range(change.start, change.end)
         if garbled.intersection(at) or any(merged_lines[j] in unheld for j in at):
             spans.append((change.base_start, change.base_end))
-    out: list[Region] = []
     spans = [_touching(start, end, sides) for start, end in spans]
-    for start, end in _union(spans + [(r.base_start, r.base_end) for r in regions]):
-        same = [r for r in regions if (r.base_start, r.base_end) == (start, end)]
-        out.append(same[0] if same else _region(base_lines, sides, start, end))
-    return out
+    return _joined(regions, base_lines, sides, spans)
 
 
 def _miscounted(
