@@ -205,6 +205,7 @@ def detect(
         ours_side = (our_lines, our_changes)
         return _merged_apart(base_lines, ours_side, merged_side, start, end)
 
+    sides = ((our_lines, our_changes), (their_lines, their_changes))
     for group in _merge_groups(pairs):
         os_ = [o for o, _ in group]
         ts = [t for _, t in group]
@@ -213,8 +214,11 @@ def detect(
         our_text = "".join(our_lines[_side_start(os_, start) : _side_end(os_, end)])
         their_text = "".join(their_lines[_side_start(ts, start) : _side_end(ts, end)])
         if our_text != their_text or (merged is not None and apart(start, end)):
-            regions.append(Region(start, end, "".join(base_lines[start:end]), our_text, their_text))
-    sides = ((our_lines, our_changes), (their_lines, their_changes))
+            # Each side's text there is every change of it within those lines, those
+            # at their edges too: an insertion where the other side's change starts
+            # overlaps nothing, so it is in no pair of the group, yet it is in the
+            # passage (base p q, ours x p, theirs z: ours' text there is x p, not p).
+            regions.append(_region(base_lines, sides, start, end))
     if same_place is not None and _bordering(our_changes, their_changes):
         regions = _with_same_place(regions, base_lines, sides, same_place())
     if merged is None:

@@ -63,6 +63,19 @@ def test_a_deletion_overlapping_an_edit_conflicts() -> None:
     assert "theirs\n" in region.theirs_text
 
 
+def test_a_region_holds_a_side_s_insertion_where_the_other_s_change_starts() -> None:
+    # Line by line ours added x before p and deleted q; theirs rewrote both lines. The
+    # insertion overlaps no change of theirs (it is at its start), yet it is ours' text
+    # there: the region said ours made p of p q, and a device's whole new text (a file
+    # written over a deleted document's, found by a randomized end-to-end runner) was
+    # in neither the record nor the garbled merge.
+    [region] = detect("p\nq\n", "x\np\n", "z\n")
+    assert (region.base_start, region.base_end) == (0, 2)
+    assert (region.ours_text, region.theirs_text) == ("x\np\n", "z\n")
+    [region] = detect("p\nq\n", "z\n", "x\np\n")
+    assert (region.ours_text, region.theirs_text) == ("z\n", "x\np\n")
+
+
 def test_insertion_strictly_inside_a_change_overlaps_but_adjacent_does_not() -> None:
     [change] = changes(lines("a\nb\nc\n"), lines("a\nX\nY\nc\n"))
     inside = type(change)(2, 2, 0, 0)
