@@ -539,7 +539,13 @@ async def test_the_writers_late_offer_of_its_own_commit_does_not_hide_a_newer_on
     async with SQLiteEngine(tmp_path / "kv.db", poll_interval=0.005) as kv:
         await kv.transact(setter(key, b"0"))
         first = asyncio.ensure_future(kv.watch(key, b"0"))
-        await asyncio.sleep(0.1)  # the poller runs and knows the key
+        # The poller runs and knows the key (its first read of it is remembered): a
+        # poller starting only after b"1" is committed takes b"1" for the store's value
+        # and rightly offers it. (A fixed 0.1 s sleep was not always enough under load:
+        # this test failed once in a run of the suite with 6 workers on 2 cores.)
+        async with asyncio.timeout(WAIT):
+            while kv._known.get(key, (-1, None))[0] < 0:
+                await asyncio.sleep(0.005)
         monkeypatch.setattr(sqlite_module.SQLiteEngine, "_unknown_after", stalling)
         ours = asyncio.ensure_future(kv.transact(setter(key, b"1")))
         assert await asyncio.to_thread(stalled.wait, WAIT)  # committed, not offered
