@@ -52,13 +52,6 @@ def _read(state: bytes, records: Iterable[Record]) -> tuple[str, bool]:
     return read_doc(_doc(state, records))
 
 
-def _state(state: bytes, records: Iterable[Record]) -> bytes:
-    """The whole state of ``state`` with ``records`` applied, without the structs whose
-    dependencies never arrived (a replay's state keeps those; ``Doc.get_update`` leaves
-    them out, as the text does)."""
-    return _doc(state, records).get_update()
-
-
 async def _emptied(
     history: History, doc: DocRef, base_state: bytes, base_text: str, side: list[Record]
 ) -> bool:
@@ -92,9 +85,12 @@ def _judge(
 ) -> tuple[tuple[str, bool], str, str, list[Region]]:
     """The base's text and deletion flag, the merged text, which side deleted the
     document ("" for none), and the contested regions."""
-    start = _read(base_state, [])
+    # Each whole state without the structs whose dependencies never arrived (a
+    # replay's state keeps those; ``Doc.get_update`` leaves them out, as the text does).
+    base_doc, merged_doc = _doc(base_state, []), _doc(base_state, since)
+    start = read_doc(base_doc)
     our, their = _read(base_state, ours), _read(base_state, theirs)
-    merged = _read(base_state, since)[0]
+    merged = read_doc(merged_doc)[0]
     deleted = _deleted_side(start, our, their)
     if deleted:
         regions = [
@@ -113,8 +109,8 @@ def _judge(
             their[0],
             merged,
             lambda: same_place(
-                _state(base_state, []),  # without the updates it holds pending
-                _state(base_state, since),
+                base_doc.get_update(),
+                merged_doc.get_update(),
                 [r.update for r in ours],
                 [r.update for r in theirs],
             ),

@@ -128,6 +128,10 @@ def _lines_label(region: Region) -> str:
     return f"lines {region.base_start + 1}-{region.base_end}"
 
 
+Sides = tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]]
+"""Ours and theirs: each side's lines and its changes from the base."""
+
+
 def lines(text: str) -> list[str]:
     """Lines with their endings kept, so joining them gives the text back."""
     return text.splitlines(keepends=True)
@@ -237,7 +241,7 @@ def _bordering(ours: list[Change], theirs: list[Change]) -> bool:
 def _with_same_place(
     regions: list[Region],
     base_lines: list[str],
-    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    sides: Sides,
     places: Iterable[int],
 ) -> list[Region]:
     """``regions`` and a region for each place (a base text offset) where both sides
@@ -270,7 +274,7 @@ def _with_same_place(
 def _joined(
     regions: list[Region],
     base_lines: list[str],
-    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    sides: Sides,
     spans: list[tuple[int, int]],
 ) -> list[Region]:
     """``regions`` and a region for each of ``spans`` (base lines), those that overlap or
@@ -285,7 +289,7 @@ def _joined(
 def _with_garbled(
     regions: list[Region],
     base_lines: list[str],
-    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    sides: Sides,
     merged_lines: list[str],
 ) -> list[Region]:
     """``regions`` and a region for each passage where the merge is no line merge of
@@ -382,7 +386,7 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _region(
     base_lines: list[str],
-    sides: tuple[tuple[list[str], list[Change]], tuple[list[str], list[Change]]],
+    sides: Sides,
     start: int,
     end: int,
 ) -> Region:

@@ -12,6 +12,13 @@ from crdt.kv import Engine, open_engine
 
 
 @pytest.fixture
+async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine on a fresh SQLite file."""
+    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
+        yield engine
+
+
+@pytest.fixture
 async def engines(tmp_path: Path) -> AsyncIterator[tuple[Engine, Engine]]:
     """Two engines on one SQLite file (two instances' views of one store)."""
     url = f"sqlite:///{tmp_path / 'weft.db'}"

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,6 @@ from crdt.history import (
 from crdt.kv import Engine, open_engine
 from crdt.kv.base import Transaction, read_counter
 from crdt.records import CHUNK, encode_record, first_struct
-
-
-@pytest.fixture
-async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
-        yield engine
 
 
 @pytest.fixture

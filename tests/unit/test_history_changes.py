@@ -5,7 +5,6 @@ SQLite files."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,6 @@ from crdt import keys
 from crdt.history import Append, DocList, History
 from crdt.kv import Engine, open_engine
 from crdt.kv.base import Transaction
-
-
-@pytest.fixture
-async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
-        yield engine
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
 
 from crdt.history import Append, DocRef, Head, History
-from crdt.kv import Engine, open_engine
+from crdt.kv import Engine
 from server.metrics import Metrics
 from server.rooms import Room, Rooms
 
@@ -40,12 +39,6 @@ class Editor:
         before = self.doc.get_state()
         self.text += s
         return self.doc.get_update(before)
-
-
-@pytest.fixture
-async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
-        yield engine
 
 
 @pytest.fixture

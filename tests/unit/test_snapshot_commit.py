@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,12 +77,6 @@ class Hooked:
 def small_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(records, "CHUNK", SMALL_CHUNK)
     monkeypatch.setattr(history_module, "MAX_BATCH_BYTES", SMALL_BATCH)
-
-
-@pytest.fixture
-async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
-        yield engine
 
 
 def text_of(doc: Doc[Any]) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from pycrdt import Doc, Map, Text
 from crdt import history as history_module
 from crdt import keys
 from crdt.history import Append, DocRef, History
-from crdt.kv import Engine, open_engine
+from crdt.kv import Engine
 from crdt.records import Segment, Snapshot, decode_segment, decode_snapshot, group_stored
 from crdt.replaying import _next_snapshot
 from server import writer as writer_module
@@ -46,12 +44,6 @@ class Editors:
             if other is not doc:
                 other.apply_update(update)
         return update
-
-
-@pytest.fixture
-async def kv(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with open_engine(f"sqlite:///{tmp_path / 'weft.db'}") as engine:
-        yield engine
 
 
 async def setup(kv: Engine) -> tuple[History, DocRef]:
