@@ -84,7 +84,18 @@ async def history(request: web.Request) -> web.Response:
     page = await tt.history_page(
         request.app[HISTORY], ref, limit=int(raw_limit), since=since, until=until
     )
-    return web.json_response(page.to_dict())
+    body = await asyncio.to_thread(history_json, page)
+    return web.Response(text=body, content_type="application/json")
+
+
+def history_json(page: tt.Page) -> str:
+    """``json.dumps(page.to_dict())``, for a worker thread: a page of 10,000 versions
+    took ~40 ms to build and encode on the event loop. One version at a time, as
+    :func:`blame_json`, so the loop runs between them."""
+    head = json.dumps({"path": page.path})
+    versions = ", ".join(json.dumps(entry.to_dict()) for entry in page.entries)
+    next_until = json.dumps(page.next_until.hex() if page.next_until else None)
+    return f'{head[:-1]}, "versions": [{versions}], "next_until": {next_until}}}'
 
 
 async def diff(request: web.Request) -> web.Response:
@@ -254,4 +265,4 @@ def setup(app: web.Application) -> None:
     app.router.add_post(base + "/revert", revert)
 
 
-__all__ = ["blame_json", "setup", "tar_member"]
+__all__ = ["blame_json", "history_json", "setup", "tar_member"]
