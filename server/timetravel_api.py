@@ -178,7 +178,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         log.info("export of %s/%s at %s: cancelled", tenant, project, vs)
         raise
-    except ConnectionResetError:  # the client went away: nothing to answer, no error
+    except ConnectionError:  # the client went away (reset, or lost while we waited to send)
         log.info("export of %s/%s at %s: the client went away", tenant, project, vs)
         return response
     except Exception:  # a stream boundary: headers are sent, so cut the stream short
