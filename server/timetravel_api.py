@@ -166,9 +166,9 @@ async def export(request: web.Request) -> web.StreamResponse:
             "X-Weft-Documents": str(len(cut.paths)),
         }
     )
-    await response.prepare(request)
     entries = []
     try:
+        await response.prepare(request)  # the client may have gone while the cut was read
         async for file in tt.files(store, cut):
             await response.write(tar_member(file.path, file.data, mtime))
             entries.append(file.manifest_entry())
