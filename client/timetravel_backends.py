@@ -161,7 +161,7 @@ class StoreBackend:
         from crdt import timetravel as tt
 
         cut = await tt.cut_at(self.store, self.tenant, self.project, at)
-        progress(len(cut.paths))
+        progress(await tt.documents_at(self.store, cut))
         entries = []
         async for file in tt.files(self.store, cut):
             entries.append(file.manifest_entry())

@@ -190,6 +190,8 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
                 if kind == "manifest":
                     manifest = json.loads(data)
                     folder.write(name, data)
+                    # The total counted documents deleted at the cut too: end at the files.
+                    bar.update(task, total=len(written))
                     continue
                 why = restore_refusal(name)
                 if why is not None:  # .git/config could run a command in a git checkout

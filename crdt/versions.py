@@ -298,3 +298,39 @@ async def cut_at(history: History, tenant: str, project: str, version: Version) 
     if found is None:  # by time or by versionstamp alike (a revert must not delete all)
         raise VersionNotFound(f"project {tenant}/{project} had no documents at {version}")
     return Cut(tenant, project, version.stamp or found, version, paths)
+
+
+async def documents_at(history: History, cut: Cut) -> int:
+    """How many of the cut's documents existed at it (their first update at or before
+    its versionstamp), those deleted at it included: telling those apart needs each
+    document replayed, and this replays none. At head that is every listed document;
+    before, one key is read per document, CUT_PAGE documents per transaction (as
+    :func:`_newest_at`): the first entry of its time index."""
+    if cut.version.is_head:  # the cut is the newest head of the documents listed
+        return len(cut.paths)
+    refs = [await history.doc(cut.tenant, cut.project, path) for path in cut.paths]
+    at = cut.versionstamp
+
+    def existed(tr: ReadTransaction, ref: DocRef) -> bool:
+        # The time index's first entry (by ms, and a document's ms never goes back) is
+        # at the last update of the document's first transaction.
+        rows = tr.get_range(*keys.prefix_range(ref.key("t")), 1)
+        if not rows:
+            return False
+        first: Versionstamp = keys.unpack(rows[0][0], ref.space)[2]
+        if first <= at:
+            return True
+        if first.tr_version != at.tr_version:  # that whole transaction is after the cut
+            return False
+        # The cut is inside that transaction: whether one of its updates is at or
+        # before the cut is the log's to say (a value read, in this rare case only).
+        return bool(tr.get_range(ref.key("u"), ref.key("u", at) + b"\xff", 1))
+
+    def count(tr: ReadTransaction, page: list[DocRef]) -> int:
+        return sum(existed(tr, ref) for ref in page)
+
+    total = 0
+    for start in range(0, len(refs), CUT_PAGE):
+        page = refs[start : start + CUT_PAGE]
+        total += await history.kv.read(functools.partial(count, page=page))
+    return total

@@ -12,7 +12,9 @@ is refused) or ``head``. ``?limit=`` is a whole number from 1 to 10000.
 - ``GET blame/{path}?at=``: ``{"path", "versionstamp", "lines": [{"line", "text",
   "versionstamp", "user", "device", "time"}]}``.
 - ``GET export?at=``: the project at that cut as a tar stream (``application/x-tar``),
-  its last member ``.weft-manifest.json`` (path, blake3, versionstamp per file).
+  its last member ``.weft-manifest.json`` (path, blake3, versionstamp per file); in
+  ``X-Weft-Documents`` the number of documents that existed at the cut, deleted ones
+  included (counted without replaying any: see :func:`crdt.versions.documents_at`).
 - ``POST revert`` (write scope), body ``{"to", "path"?, "device"?}``: a new update per
   document that makes it what it was at ``to`` (without ``path``: the whole project;
   documents created after ``to`` are deleted, deleted ones restored). ``{"to",
@@ -156,6 +158,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     version = _version(request, "at", tt.HEAD)
     store = request.app[HISTORY]
     cut = await tt.cut_at(store, tenant, project, version)  # bad input fails before streaming
+    documents = await tt.documents_at(store, cut)  # no replay: deleted ones are counted
     mtime = version.ms / 1000 if version.ms is not None else time.time()
     vs = cut.versionstamp.hex()
     response = web.StreamResponse(
@@ -163,7 +166,7 @@ async def export(request: web.Request) -> web.StreamResponse:
             "Content-Type": "application/x-tar",
             "Content-Disposition": f'attachment; filename="{project}-{vs}.tar"',
             "X-Weft-Versionstamp": vs,
-            "X-Weft-Documents": str(len(cut.paths)),
+            "X-Weft-Documents": str(documents),
         }
     )
     entries = []

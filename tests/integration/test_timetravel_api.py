@@ -245,6 +245,59 @@ async def test_export_and_project_revert_follow_the_deletion_convention(
         assert tar.extractfile("dir/old.txt").read() == b"old\n"  # type: ignore[union-attr]
 
 
+async def test_the_exports_document_count_is_of_the_documents_that_existed_at_the_cut(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``X-Weft-Documents`` (`weft restore`'s progress total) counted every document the
+    project lists at head, those created after the cut too (2,052 for a cut of 2,000
+    files). It counts those that existed at the cut, with no document replayed before the
+    headers, so those deleted at it too: the tar and the manifest leave them out."""
+    from client.remote import ServerURL
+    from client.timetravel_backends import ApiBackend
+    from crdt import timetravel as tt
+
+    tok = token_for()
+
+    async def editor(path: str) -> Editor:
+        url = f"{server.ws_url}/acme/counted/{path}"
+        return Editor(await YPeer.connect(http, url, token=tok, weft=True))
+
+    a, b, c, d, e, f = [await editor(f"{name}.md") for name in "abcdef"]
+    await a.insert(0, "A")
+    await b.insert(0, "B")
+    await b.delete_file()  # deleted before the cut
+    await c.insert(0, "C")
+    cut = await d.insert(0, "D")
+    await asyncio.sleep(0.01)  # what follows is at a later millisecond
+    await c.delete_file()  # deleted after it
+    await e.insert(0, "E")  # created after it
+    await f.insert(0, "F")  # created and deleted after it
+    await f.delete_file()
+    for one in (a, b, c, d, e, f):
+        await one.peer.close()
+    api = f"{server.url}/api/v1/acme/counted"
+    status, page = await call_api(http, "GET", f"{api}/history/d.md", token=tok)
+    assert status == 200 and page["versions"][0]["versionstamp"] == cut.hex()
+    then = tt.iso_time(page["versions"][0]["ms"]).replace("+00:00", "Z")
+    at_cut = (4, ["a.md", "c.md", "d.md"])  # a, b (deleted), c, d existed
+    cases = {cut.hex(): at_cut, then: at_cut, "head": (6, ["a.md", "d.md", "e.md"])}
+    for at, (existed, files) in cases.items():
+        headers = {"Authorization": f"Bearer {tok}"}
+        async with http.get(f"{api}/export", params={"at": at}, headers=headers) as response:
+            assert response.status == 200
+            count, body = response.headers["X-Weft-Documents"], await response.read()
+        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+            names = tar.getnames()
+            manifest = json.loads(tar.extractfile(names[-1]).read())  # type: ignore[union-attr]
+        assert (count, names[:-1]) == (str(existed), files), at
+        assert [entry["path"] for entry in manifest["files"]] == files
+        totals: list[int] = []  # `weft restore`'s progress total, from the header
+        backend = ApiBackend(http, ServerURL.parse(server.url), "acme", "counted", tok)
+        restored = backend.restore(tt.parse_version(at), totals.append)
+        assert [name async for kind, name, *_ in restored if kind == "file"] == files
+        assert totals == [existed]
+
+
 @pytest.mark.parametrize(
     ("method", "route", "params", "body", "status", "code"),
     [

@@ -3,7 +3,9 @@ deletion flags, blame of several users, restore and revert edge cases."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map, Text
 
+from client.timetravel_backends import StoreBackend
 from crdt import blame as blame_module
 from crdt import timetravel as tt
 from crdt.errors import BadPath, NotFound
@@ -256,6 +259,76 @@ async def test_restore_leaves_out_deleted_and_later_documents(history: History) 
         "a.txt": b"A",
         "dir/b.txt": b"B",
     }
+
+
+async def test_a_cuts_document_count_is_of_the_documents_that_existed_at_it(
+    history: History,
+) -> None:
+    """`weft restore --store`'s progress total counted every document the project lists
+    at head, those created after the cut too. It counts those that existed at the cut,
+    with no document replayed (so those deleted at it too: the files leave them out)."""
+    ref = {p: await history.doc("acme", "p", f"{p}.md", create=True) for p in "abcdef"}
+    dev = {p: Device(n + 1) for n, p in enumerate("abcdef")}
+    await put(history, ref["a"], dev["a"].append("A"))
+    await put(history, ref["b"], dev["b"].append("B"))
+    await put(history, ref["b"], dev["b"].delete_file())  # deleted before the cut
+    await put(history, ref["c"], dev["c"].append("C"))
+    cut = await put(history, ref["d"], dev["d"].append("D"))
+    await put(history, ref["c"], dev["c"].delete_file())  # deleted after the cut
+    await put(history, ref["e"], dev["e"].append("E"))  # created after the cut
+    await put(history, ref["f"], dev["f"].append("F"))  # created and deleted after it
+    await put(history, ref["f"], dev["f"].delete_file())
+    for version, existed, files in (
+        (tt.Version(stamp=cut), 4, ["a.md", "c.md", "d.md"]),  # a, b (deleted), c, d
+        (tt.HEAD_VERSION, 6, ["a.md", "d.md", "e.md"]),
+    ):
+        then = await tt.cut_at(history, "acme", "p", version)
+        assert await tt.documents_at(history, then) == existed
+        totals: list[int] = []
+        restored = StoreBackend(history, "acme", "p").restore(version, totals.append)
+        assert [name async for kind, name, *_ in restored if kind == "file"] == files
+        assert totals == [existed]
+
+
+async def test_a_cut_inside_a_transaction_counts_the_documents_of_its_updates_up_to_it(
+    history: History,
+) -> None:
+    """A document's time index says when its first transaction was, at that
+    transaction's last update of it: a cut between its first update and that one (at
+    another document's update of the same transaction) still finds it, and not a
+    document whose first update in it comes after the cut."""
+    x, y, z = [await history.doc("acme", "p", f"{p}.md", create=True) for p in "xyz"]
+    dx, dy, dz = Device(1), Device(2), Device(3)
+    updates = [(x, dx.append("1")), (y, dy.append("Y")), (x, dx.append("2")), (z, dz.append("Z"))]
+    done = await history.append([Append(ref, update, "ada") for ref, update in updates])
+    stamps = [d.versionstamp for d in done]
+    for at, existed in ((stamps[0], 1), (stamps[1], 2), (stamps[2], 2), (stamps[3], 3)):
+        cut = await tt.cut_at(history, "acme", "p", tt.Version(stamp=at))
+        assert await tt.documents_at(history, cut) == existed, stamps.index(at)
+        assert existed == len([f async for f in tt.files(history, cut)])  # none deleted
+
+
+async def test_a_restores_progress_bar_ends_at_the_files_written(
+    history: History, tmp_path: Path
+) -> None:
+    """A restore's progress total counts the documents deleted at the cut too: the bar
+    stopped at "1/2" where the restore wrote its one file."""
+    from rich.console import Console
+
+    from client.timetravel_commands import run_restore
+
+    a, b = [await history.doc("acme", "p", f"{p}.md", create=True) for p in "ab"]
+    await put(history, a, Device(1).append("A"))
+    db = Device(2)
+    await put(history, b, db.append("B"))
+    await put(history, b, db.delete_file())
+    screen = io.StringIO()
+    err = Console(file=screen, force_terminal=True, color_system=None, width=100)
+    args = argparse.Namespace(out=tmp_path / "out", force=False, at="head", json=False)
+    assert await run_restore(args, StoreBackend(history, "acme", "p"), err) == 0
+    frames = re.findall(r"restoring \D*?(\d+/[\d?]+)", screen.getvalue())  # done/total
+    assert frames[-1] == "1/1", frames
+    assert "restored 1 files" in screen.getvalue()
 
 
 async def test_a_project_before_its_first_document_is_refused_by_time_and_by_versionstamp(
