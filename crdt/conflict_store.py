@@ -12,11 +12,12 @@ should write. It is stored as (format 1.4, see ``crdt.keys``):
   so their parts never mix;
 - then, last, in the last transaction and only if it is not there yet, its head at
   ``T + (conflict, project, vs)``: ``{body: tag, path, status, resolved_by,
-  resolved_ms, resolution, ours_clients}`` (``ours_clients``: the devices of the
-  record's ``ours`` side, for ``?device=``; a head written before it lacks it, and its
-  body is read to filter it). The head is the record's commit marker: a record whose
-  body takes several transactions is not listed until all of it is in, and a write cut
-  short leaves only parts no head names. Listing reads the heads, a page at a time in
+  resolved_ms, resolution, ours_clients, theirs_clients}`` (the devices of the
+  record's ``ours`` and ``theirs`` sides, for ``?device=`` and ``?side=``; a head
+  written before one of them lacks it, and its body is read to filter it). The head
+  is the record's commit marker: a record whose body takes several transactions is
+  not listed until all of it is in, and a write cut short leaves only parts no head
+  names. Listing reads the heads, a page at a time in
   key order (:func:`list_conflicts`), and filters on them before it reads any body;
   resolving rewrites only the head.
 
@@ -43,7 +44,12 @@ from crdt.records import load_parts, stored_parts
 from crdt.versionstamp import Versionstamp
 
 HEAD_FIELDS = ("path", "status", "resolved_by", "resolved_ms", "resolution")
-OURS_CLIENTS = "ours_clients"  # in a head: the ours side's devices (not read back as a field)
+# In a head: each side's devices (not read back as fields). A head written before
+# ``ours_clients`` lacks both; one written before ``theirs_clients``, that one.
+OURS_CLIENTS = "ours_clients"
+THEIRS_CLIENTS = "theirs_clients"
+SIDES = ("ours", "theirs", "either")
+"""Which side of a record ``device`` filters the list on: ``either`` is both."""
 MAX_RESOLUTION_BYTES = 60_000  # a resolution note lives in the head, one value
 REPORT_TRIES = 100  # resolved records of one same report before refusing another
 
@@ -70,21 +76,41 @@ def _head(fields: dict[str, Any], tag: bytes) -> bytes:
             "body": tag,
             **{name: fields[name] for name in HEAD_FIELDS},
             OURS_CLIENTS: list(fields["ours"]["clients"]),
+            THEIRS_CLIENTS: list(fields["theirs"]["clients"]),
         }
     )
 
 
-def _head_names(head: dict[str, Any], device: str) -> bool | None:
-    """Whether the record of ``head`` is said to ``device`` (its ``ours`` side names
-    it), from the head alone; None when the head cannot tell (written before heads held
-    the ``ours`` side's clients: its body says)."""
-    clients = head.get(OURS_CLIENTS)
+def _sides(side: str) -> tuple[str, ...]:
+    """The sides ``side`` (one of ``SIDES``) names."""
+    return ("ours", "theirs") if side == "either" else (side,)
+
+
+def _side_names(head: dict[str, Any], device: str, side: str) -> bool | None:
+    """Whether ``side`` ("ours" or "theirs") of the record of ``head`` names ``device``
+    among its clients, from the head alone; None when the head cannot tell (written
+    before heads held that side's clients: its body says)."""
+    clients = head.get(OURS_CLIENTS if side == "ours" else THEIRS_CLIENTS)
     if clients is None and "body" not in head:  # written whole, before 1.4
-        side = head.get("ours")
-        clients = side.get("clients") if isinstance(side, dict) else None
+        part = head.get(side)
+        clients = part.get("clients") if isinstance(part, dict) else None
     if not isinstance(clients, list):
         return None
     return device in clients
+
+
+def _head_names(head: dict[str, Any], device: str, side: str) -> bool | None:
+    """Whether the record of ``head`` names ``device`` on ``side`` (one of ``SIDES``),
+    from the head alone; None when the head cannot tell."""
+    named = [_side_names(head, device, one) for one in _sides(side)]
+    if True in named:
+        return True
+    return None if None in named else False
+
+
+def _record_names(record: ConflictRecord, device: str, side: str) -> bool:
+    """:func:`_head_names` from the record itself."""
+    return any(device in getattr(record, one).clients for one in _sides(side))
 
 
 def _load(tr: ReadTransaction, where: _Where, head: bytes) -> ConflictRecord:
@@ -222,11 +248,13 @@ class ConflictPage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Filter:
-    """What a listed record must be: for one document, of one status, said to one device."""
+    """What a listed record must be: for one document, of one status, naming one device
+    on one side (``ours``: the records said to it as their own side; see ``SIDES``)."""
 
     path: str | None
     status: str | None
     device: str | None
+    side: str = "ours"
 
     def load(
         self, tr: ReadTransaction, where: _Where, raw: bytes
@@ -234,17 +262,21 @@ class _Filter:
         """The record of head ``raw`` (None when it does not pass) and the bytes of its
         body read. The head decides first: a body is read only for a record that passes
         (or, for ``device``, a record whose head was written before heads named the
-        ``ours`` side's devices)."""
+        devices of its sides)."""
         head = msgpack.unpackb(raw)
         if self.path is not None and head.get("path") != self.path:
             return None, 0
         if self.status is not None and head.get("status", "open") != self.status:
             return None, 0
-        named = None if self.device is None else _head_names(head, self.device)
+        named = None if self.device is None else _head_names(head, self.device, self.side)
         if named is False:
             return None, 0
         record, size = _load_sized(tr, where, raw)
-        if named is None and self.device is not None and self.device not in record.ours.clients:
+        if (
+            named is None
+            and self.device is not None
+            and not _record_names(record, self.device, self.side)
+        ):
             return None, size
         return record, size
 
@@ -297,25 +329,30 @@ async def list_conflicts(
     path: str | None = None,
     status: str | None = None,
     device: str | None = None,
+    side: str = "ours",
     after: str | None = None,
     limit: int = PAGE,
 ) -> ConflictPage:
     """One page of a project's conflict records, in id order (the store's key order:
     ids are hashes, so not the order they were made in), from the first id after
-    ``after``; optionally for one doc, status, or device (``ours`` names it among its
-    clients: the records said to that device). The filters apply before ``limit``
-    (1 to ``MAX_PAGE``): a page holds up to ``limit`` records that pass them. A page
-    reads at most ``PAGE_HEADS`` heads and about ``PAGE_BYTES`` bytes, in read
-    transactions of ``CHUNK`` heads, so it may end with fewer records (even none) while
-    more follow: ``next_after`` says where, None once the list has no more. Only the
-    records that pass the filters have their bodies read (see :class:`_Filter`)."""
+    ``after``; optionally for one doc, status, or device (``side``, one of ``SIDES``,
+    names it among its clients: ``ours``, the records made for that device's own
+    edits; ``theirs``, those its edits were the other side of). The filters apply
+    before ``limit`` (1 to ``MAX_PAGE``): a page holds up to ``limit`` records that
+    pass them. A page reads at most ``PAGE_HEADS`` heads and about ``PAGE_BYTES``
+    bytes, in read transactions of ``CHUNK`` heads, so it may end with fewer records
+    (even none) while more follow: ``next_after`` says where, None once the list has no
+    more. Only the records that pass the filters have their bodies read (see
+    :class:`_Filter`)."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"a page holds 1 to {MAX_PAGE} records, not {limit}")
+    if side not in SIDES:
+        raise ValueError(f"a side is one of {', '.join(SIDES)}, not {side!r}")
     prefix = await history.tenant(tenant)
     begin, end = keys.conflicts(prefix, project)
     if after is not None:
         begin = keys.key_after(keys.conflict(prefix, project, Versionstamp.from_hex(after)))
-    wanted = _Filter(keys.normalise_path(path) if path is not None else None, status, device)
+    wanted = _Filter(keys.normalise_path(path) if path is not None else None, status, device, side)
     records: list[ConflictRecord] = []
     heads = size = 0
     while True:
@@ -392,6 +429,7 @@ async def resolve(
 
 
 __all__ = [
+    "SIDES",
     "ConflictPage",
     "conflict_id",
     "get_conflict",

@@ -7,13 +7,15 @@
   document flagged deleted, :func:`crdt.editdelete.judge` decides whether its author
   had seen the deletion; if not, an edit/delete record is stored, one per deletion and
   device.
-- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved][&device=D]
-  [&after=ID][&limit=N]``: ``{"tenant", "project", "conflicts": [record, ...],
-  "next_after": ID | null}``, one page in id order (the store's key order, not time):
-  up to ``limit`` records (default 100, at most 1000) that pass the filters, from the
-  first id after ``after``; ``next_after`` is the ``after`` of the next page, null once
-  there is no more. A page may hold fewer records, even none, and still have a
-  ``next_after`` (see :func:`crdt.conflict_store.list_conflicts`).
+- ``GET /api/v1/{tenant}/{project}/conflicts[?path=P][&status=open|resolved][&device=D
+  [&side=ours|theirs|either]][&after=ID][&limit=N]``: ``{"tenant", "project",
+  "conflicts": [record, ...], "next_after": ID | null}``, one page in id order (the
+  store's key order, not time): up to ``limit`` records (default 100, at most 1000)
+  that pass the filters, from the first id after ``after`` (``device``: the records
+  whose ``side``, ``ours`` when not given, names that device among its clients);
+  ``next_after`` is the ``after`` of the next page, null once there is no more. A
+  page may hold fewer records, even none, and still have a ``next_after`` (see
+  :func:`crdt.conflict_store.list_conflicts`).
 - ``GET /api/v1/{tenant}/{project}/conflicts/{id}``: ``{"conflict": record}``.
 - ``POST /api/v1/{tenant}/{project}/conflicts`` (write scope), body ``{"path", "text",
   "device"?}``: record a conflict a client found itself — a local file that met a
@@ -41,7 +43,7 @@ from aiohttp import web
 from pycrdt import Text
 
 from crdt import branches, editdelete
-from crdt.conflict_store import conflict_id, save_once
+from crdt.conflict_store import SIDES, conflict_id, save_once
 from crdt.conflicts import MAX_PAGE, PAGE, ConflictRecord, Region, Side
 from crdt.errors import NotFound, ProtocolError
 from crdt.history import Append, Appended, DocRef, History, now_ms
@@ -164,8 +166,19 @@ async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord)
     return back
 
 
-LIST_PARAMS = ("path", "status", "device", "after", "limit", "token")
+LIST_PARAMS = ("path", "status", "device", "side", "after", "limit", "token")
 """The query parameters the conflict list takes (another is a 400, as on the document list)."""
+
+
+def _side(raw: str | None, device: str | None) -> str:
+    """``?side=``: which side of a record ``?device=`` names (``ours`` when not given)."""
+    if raw is None:
+        return "ours"
+    if raw not in SIDES:
+        raise ProtocolError(f"?side= must be one of {', '.join(SIDES)}, not {raw!r}")
+    if device is None:
+        raise ProtocolError("?side= needs ?device=: it says which side names that device")
+    return raw
 
 
 def _page_limit(raw: str | None) -> int:
@@ -195,7 +208,7 @@ async def list_conflicts(request: web.Request) -> web.Response:
         request,
         LIST_PARAMS,
         "the conflict list",
-        "it takes path, status, device, after, limit and token",
+        "it takes path, status, device, side, after, limit and token",
     )
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
@@ -210,6 +223,7 @@ async def list_conflicts(request: web.Request) -> web.Response:
         path=request.query.get("path"),
         status=status,
         device=device,
+        side=_side(request.query.get("side"), device),
         after=_page_after(request.query.get("after")),
         limit=_page_limit(request.query.get("limit")),
     )

@@ -154,6 +154,48 @@ async def test_overlapping_offline_edits_make_one_record_and_disjoint_ones_none(
     assert len((await api(http, "GET", url, status="resolved"))[1]["conflicts"]) == 1
 
 
+async def test_the_side_filter_lists_the_records_naming_a_device_on_that_side(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``?device=D&side=theirs``: the records whose other side names D (here the device
+    whose edit the offline branch met); ``either``: both sides; ``ours`` (the default)
+    as ``?device=`` alone. A bad side, or a side without a device, is a 400 saying so."""
+    room = f"{server.ws_url}/acme/site/sides.txt"
+    url = f"{server.url}/api/v1/acme/site/conflicts"
+    writer = await YPeer.connect(http, room, token=token_for(user="ada"), weft=True)
+    await writer.append(BASE_TEXT)
+    await writer.until(lambda: len(writer.acks) == 1)
+    base = writer.acks[0].versionstamp
+    desk, laptop = [
+        await YPeer.connect(http, room, token=token_for(user="ada"), weft=True, device=name)
+        for name in ("side-desk", "side-laptop")
+    ]
+    await offline_branch(desk, base, 5, "line five, on the desk")
+    await offline_branch(laptop, base, 5, "line V, on the laptop")
+    [record] = await wait_conflicts(http, url, 1, path="sides.txt")
+    assert (record["ours"]["clients"], record["theirs"]["clients"]) == (
+        ["side-laptop"],
+        ["side-desk"],
+    )
+
+    async def listed(**params: str) -> list[dict[str, Any]]:
+        status, body = await api(http, "GET", url, path="sides.txt", **params)
+        assert status == 200, body
+        return list(body["conflicts"])
+
+    for side in ("theirs", "either"):
+        assert await listed(device="side-desk", side=side) == [record]
+    for side in ("ours", "either"):
+        assert await listed(device="side-laptop", side=side) == [record]
+    assert await listed(device="side-desk") == await listed(device="side-desk", side="ours") == []
+    assert await listed(device="side-laptop", side="theirs") == []
+    status, body = await api(http, "GET", url, device="side-desk", side="both")
+    assert status == 400, body
+    assert body["error"]["message"] == "?side= must be one of ours, theirs, either, not 'both'"
+    status, body = await api(http, "GET", url, side="theirs")
+    assert status == 400 and "?side= needs ?device=" in body["error"]["message"], body
+
+
 async def test_a_user_name_or_path_cannot_forge_a_log_line(
     server: ServerProcess, http: aiohttp.ClientSession
 ) -> None:
@@ -313,7 +355,7 @@ async def test_the_conflict_routes_refuse_a_query_parameter_they_do_not_take(
     url = f"{server.url}/api/v1/acme/site/conflicts"
     status, body = await api(http, "GET", f"{url}?Status=open")
     assert status == 400 and "'Status'" in body["error"]["message"], body
-    assert "path, status, device, after, limit and token" in body["error"]["message"]
+    assert "path, status, device, side, after, limit and token" in body["error"]["message"]
     status, body = await api(http, "GET", f"{url}/{'0' * 24}?at=x")
     assert status == 400 and "'at'" in body["error"]["message"], body
     status, body = await api(http, "GET", f"{url}?status=open&path=x.md")

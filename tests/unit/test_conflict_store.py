@@ -334,6 +334,58 @@ async def test_the_device_filter_reads_the_bodies_of_that_devices_records_only(
     assert loaded == []
 
 
+async def test_the_side_filter_lists_the_records_naming_the_device_on_that_side(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``side``: ``ours`` (the default) the records made for the device's own edits,
+    ``theirs`` those its edits were the other side of, ``either`` both; decided on the
+    head (it names both sides' devices). A head written before heads named the
+    ``theirs`` side's devices has its body read for ``theirs`` and ``either``."""
+    doc = await doc_in(history, "s.txt")
+
+    def of(cid: str, ours: str, theirs: str) -> ConflictRecord:
+        record = record_of(cid, doc.path, big_text(200))
+        return dataclasses.replace(
+            record, ours=Side(users=["u"], clients=[ours]), theirs=Side(clients=[theirs])
+        )
+
+    met = of("31" * 12, "dev-a", "dev-me")  # dev-me is the other side
+    mine = of("32" * 12, "dev-me", "dev-b")
+    none = of("33" * 12, "dev-a", "dev-b")
+    old_met, old_none = of("34" * 12, "dev-a", "dev-me"), of("35" * 12, "dev-a", "dev-b")
+    for record in (met, mine, none, old_met, old_none):
+        await branches.save(history, doc, record)
+    for record in (old_met, old_none):  # their heads as written before: no theirs_clients
+        key = keys.conflict(doc.tenant_prefix, "site", Versionstamp.from_hex(record.id))
+
+        def unnamed(tr: Transaction, key: bytes = key) -> None:
+            raw = tr.get(key)
+            assert raw is not None
+            head = msgpack.unpackb(raw)
+            del head[conflict_store.THEIRS_CLIENTS]
+            tr.set(key, msgpack.packb(head))
+
+        await history.kv.transact(unnamed)
+    loaded = count_loads(monkeypatch)
+
+    async def listed(side: str = "ours") -> list[ConflictRecord]:
+        loaded.clear()
+        page = await branches.list_conflicts(history, "acme", "site", device="dev-me", side=side)
+        return page.records
+
+    assert await listed() == [mine]  # (ours, the default)
+    assert loaded == [mine.id]
+    assert (await branches.list_conflicts(history, "acme", "site", device="dev-me")).records == [
+        mine
+    ]
+    assert await listed(side="theirs") == [met, old_met]
+    assert loaded == [met.id, old_met.id, old_none.id]  # (the old heads cannot tell)
+    assert await listed(side="either") == [met, mine, old_met]
+    assert loaded == [met.id, mine.id, old_met.id, old_none.id]
+    with pytest.raises(ValueError, match="either"):
+        await listed(side="both")
+
+
 async def test_a_big_report_is_stored_and_a_long_note_refused(history: History) -> None:
     doc = await doc_in(history)
     text = big_text(3_000)  # 180 kB, in ours, theirs and the merged text
