@@ -193,14 +193,17 @@ class Api:
         return heads
 
     async def conflict_pages(
-        self, status: str | None = None, device: str | None = None
+        self, status: str | None = None, device: str | None = None, side: str | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The project's conflict records (``status``: only ``open`` or ``resolved``
-        ones; ``device``: only those said to it, its ``ours`` side), a page at a time,
-        in id order, following ``next_after`` to the end (see :func:`next_after`). The
-        first request names no ``limit`` (a server before pages refuses the parameter,
-        and sends the whole list); the next ones ask ``MAX_PAGE`` records a page."""
-        params = {k: v for k, v in (("status", status), ("device", device)) if v is not None}
+        ones; ``device``: only those whose ``side`` names it, ``ours``, ``theirs`` or
+        ``either``, the server's default ``ours``: those said to it live), a page at a
+        time, in id order, following ``next_after`` to the end (see :func:`next_after`).
+        The first request names no ``limit`` (a server before pages refuses the
+        parameter, and sends the whole list); the next ones ask ``MAX_PAGE`` records a
+        page."""
+        given = (("status", status), ("device", device), ("side", side))
+        params = {k: v for k, v in given if v is not None}
         after = None
         while True:
             body = await self._call(

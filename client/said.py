@@ -5,18 +5,24 @@ verdict (``Checked``) on the connection that ended the branch, an online edit's 
 (``Conflict``) on the one that sent the edit. A device cut off before the verdict came,
 or a ``weft sync --once`` that exited before the record came, never said it. So after
 its first sync (and, running, after a reconnect, at most once every ``LIST_GAP``
-seconds) ``weft sync`` reads the project's open records of this device (``GET
-.../conflicts?status=open&device=ID``, every page: the first of the server's default
-size, the next ones of 1000, see :meth:`client.remote.Api.conflict_pages`) and says
-those that it has not said yet, as a live one is said
-(:func:`client.events.conflict_event`), marked as found in the list, a page at a time.
-A server from before ``?device=`` (which refuses it, a 400 naming it) is read whole.
+seconds) ``weft sync`` reads the project's open records that name this device on either
+side (``GET .../conflicts?status=open&device=ID&side=either``, every page: the first of
+the server's default size, the next ones of 1000, see
+:meth:`client.remote.Api.conflict_pages`) and says those that it has not said yet, as a
+live one is said (:func:`client.events.conflict_event`), marked as found in the list, a
+page at a time. A server from before ``?device=`` or ``?side=`` (which refuses it, a 400
+naming it) is read whole, and filtered here.
 
-A record is this device's when its ``ours`` side names the device (``clients``, the id
-it gives the server as ``?device=`` and in its reports): the side the live message goes
-to (the branch's device, the online editor, the device that reported a file). The other
-side (``theirs``) holds every device whose updates came since the branch's base, on the
-conflicting lines or not, and its summary speaks for ``ours``: it is not said.
+A record names a device on a side when that side's ``clients`` hold the id it gives the
+server (``?device=``, and in its reports). Its own side (``ours``) is the side the live
+message goes to (the branch's device, the online editor, the device that reported a
+file), and the record's summary speaks for it. The other side (``theirs``) is never
+told on a connection: its devices (every device whose updates came since the branch's
+base, on the conflicting lines or not; the deleter of a document an online edit met)
+are told from the list only, with a summary that speaks for them
+(:meth:`crdt.conflicts.ConflictRecord.their_summary`: which device the other side was,
+and that the text is in the record). A report's other side (whoever wrote the
+document's head) is not told: the server's text stays as it was.
 
 The ids said (live or listed) are kept in the folder's state (``said``,
 :class:`client.state.DeviceState`), so a record is said once across runs; an id is
@@ -79,22 +85,39 @@ LISTED = "found in the project's conflict list"
 """The note a record found in the list is said with (a live one has none)."""
 
 
-def ours(record: dict[str, Any], device_id: str) -> bool:
-    """Whether ``record`` (as the REST list gives it) is this device's: its ``ours`` side
-    names ``device_id``."""
-    side = record.get("ours")
-    clients = side.get("clients") if isinstance(side, dict) else None
+def names(record: dict[str, Any], side: str, device_id: str) -> bool:
+    """Whether ``side`` ("ours" or "theirs") of ``record`` (as the REST list gives it)
+    names ``device_id`` among its clients."""
+    part = record.get(side)
+    clients = part.get("clients") if isinstance(part, dict) else None
     return bool(device_id) and isinstance(clients, list) and device_id in clients
 
 
-def listed_event(record: dict[str, Any]) -> Event | None:
-    """The event saying a record found in the list (None for one that does not parse)."""
+def listed_event(record: dict[str, Any], device_id: str) -> Event | None:
+    """The event saying a record found in the list to device ``device_id``: with the
+    record's summary when its own side (``ours``) names the device, else with the other
+    side's (:meth:`ConflictRecord.their_summary`) when that side (``theirs``) names it;
+    None for a record that names it on neither side, a report that names it only on
+    the other, or one that does not parse."""
+    mine = names(record, "ours", device_id)
+    if not (mine or names(record, "theirs", device_id)):
+        return None
     try:
         parsed = ConflictRecord.from_dict(record)
     except (KeyError, TypeError, ValueError):
         log.warning("a conflict record that does not parse: %r", record.get("id"))
         return None
-    return conflict_event(parsed.path, parsed.id, parsed.summary(), LISTED)
+    if mine:
+        return conflict_event(parsed.path, parsed.id, parsed.summary(), LISTED)
+    if parsed.report:
+        return None
+    return conflict_event(parsed.path, parsed.id, parsed.their_summary(), LISTED)
+
+
+def _refused_filter(message: str) -> bool:
+    """Whether a 400's ``message`` refuses ``?device=`` or ``?side=`` (a server from
+    before them names the parameter it does not take)."""
+    return "'device'" in message or "'side'" in message
 
 
 class SaidConflicts:
@@ -135,7 +158,7 @@ class SaidConflicts:
             self.ws.device.writer.said({cid: True})
 
     async def catch_up(self, timeout: float | None = None) -> bool:
-        """Read the open records and say those of this device not said yet; forget the
+        """Read the open records and say those naming this device not said yet; forget the
         ids said that are no longer open. ``timeout``: the longest the read may take (a
         read that takes longer is a failed one). Whether the list was read. Never raises
         (but ``CancelledError``): the sync goes on whatever happens here."""
@@ -147,35 +170,33 @@ class SaidConflicts:
             return False
 
     async def _pages(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """This device's open records, a page at a time (the ones listed; :func:`ours`
-        filters them)."""
+        """The open records that name this device on either side, a page at a time (the
+        ones listed; :func:`listed_event` filters them)."""
         device = self.ws.device
         read = False
         try:
-            # Only this device's: a record holds whole texts (the merged document).
-            async for page in device.api.conflict_pages(status="open", device=device.device_id):
+            # Only the records naming this device: a record holds whole texts.
+            async for page in device.api.conflict_pages(
+                status="open", device=device.device_id, side="either"
+            ):
                 read = True
                 yield page
             return
         except ApiError as exc:
-            if read or exc.status != 400 or "'device'" not in exc.message:
+            if read or exc.status != 400 or not _refused_filter(exc.message):
                 raise
-        # A server before ?device= refuses a parameter it does not know (a 400 naming
-        # it): read the whole list once more, filtered here (by ours) as it is anyway.
-        log.info("the server takes no ?device= on its conflict list: reading all of it")
+        # A server before ?device= (or ?side=) refuses a parameter it does not know (a
+        # 400 naming it): read the whole list once more, filtered here as it is anyway.
+        log.info("the server takes no ?device= or ?side= on its conflict list: reading all")
         async for page in device.api.conflict_pages(status="open"):
             yield page
 
     def _say(self, records: list[dict[str, Any]]) -> None:
-        """Say the records of this device not said yet."""
+        """Say the records that name this device not said yet."""
         for record in records:
             cid = record.get("id")
-            if (
-                isinstance(cid, str)
-                and cid not in self.ids
-                and ours(record, self.ws.device.device_id)
-            ):
-                event = listed_event(record)
+            if isinstance(cid, str) and cid not in self.ids:
+                event = listed_event(record, self.ws.device.device_id)
                 if event is not None:
                     self.ws.event(event)  # (said and noted as a live one is)
 

@@ -112,9 +112,11 @@ as someone else's edits since, and a file edited on one side while deleted on th
 (the deletion stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is
 in the record), are recorded as conflicts too; each is printed (see weft conflicts):
 when the server says it, or, for one of this device's records it missed (cut off
-before the verdict, or --once gone first), from the project's conflict list, which is
-read after the first sync (--once: just before it exits) and after a reconnect, at
-most once a minute ("found in the project's conflict list"; said once, across runs too).
+before the verdict, or --once gone first), and for one where this device's edits were
+the other side (another device's offline branch met them, or an edit met a deletion
+made here), from the project's conflict list, which is read after the first sync
+(--once: just before it exits) and after a reconnect, at most once a minute ("found in
+the project's conflict list"; said once, across runs too).
 A file deleted elsewhere while it held edits made here that the server had not yet
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 

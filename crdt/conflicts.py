@@ -102,17 +102,46 @@ class ConflictRecord:
             emptied=bool(data.get("emptied", False)),
         )
 
+    @property
+    def report(self) -> bool:
+        """Whether this is a client's report of a local file that met a different
+        document (no base, nothing deleted), not a branch's or an online edit's record."""
+        return not self.base and not self.deleted
+
     def summary(self) -> str:
-        """One line saying what the conflict is, for a person."""
+        """One line saying what the conflict is, for a person of the ``ours`` side."""
         if self.deleted:
             what = (
                 "deleted here while edited elsewhere"
                 if self.deleted == "ours"
                 else "edited here while deleted elsewhere"
             )
-            if self.restored:
-                return f"{what}: the document was brought back with the edits"
-            return f"{what}: the document stays deleted; the edited text is in this record"
+            return f"{what}: {self._deletion_outcome()}"
+        return self._regions_label()
+
+    def their_summary(self) -> str:
+        """One line saying what the conflict is, for a person of the ``theirs`` side (a
+        device whose edits met ``ours``'s offline branch, or whose deletion met its
+        edit; not for a report): which device ``ours`` was, and where the text is."""
+        who = ", ".join(self.ours.clients or self.ours.users) or "another device"
+        if self.deleted:
+            what = (
+                f"edited here while deleted on {who}"
+                if self.deleted == "ours"
+                else f"deleted here while edited on {who}"
+            )
+            return f"{what}: {self._deletion_outcome()}"
+        return (
+            f"edits made here met {who}'s offline changes: {self._regions_label()}; "
+            "both sides' text is in this record"
+        )
+
+    def _deletion_outcome(self) -> str:
+        if self.restored:
+            return "the document was brought back with the edits"
+        return "the document stays deleted; the edited text is in this record"
+
+    def _regions_label(self) -> str:
         spans = ", ".join(_lines_label(r) for r in self.regions[:3])
         more = f" and {len(self.regions) - 3} more" if len(self.regions) > 3 else ""
         n = len(self.regions)

@@ -1,10 +1,14 @@
 """``weft sync`` says the open conflict records of its device that it has not said yet,
 found in the project's conflict list: a record made while the device was away (a
-verdict it never received, an online edit's record that came after ``--once`` exited)
-is said by its next run, once; a record of another device, or one said live, is not."""
+verdict it never received, an online edit's record that came after ``--once`` exited),
+or one where its edits were the other side (``theirs``: another device's offline branch
+met them, or an online edit met its deletion), is said by its next run, once; a record
+of another device, or one said live, is not."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -22,7 +26,15 @@ import pytest
 from client.said import LISTED
 from client.testing import _env, get_json, start_sync, sync_once, wait_until
 from server.auth import issue_token
-from server.testing import ServerProcess, StartServer, free_port
+from server.testing import (
+    Listening,
+    ServerProcess,
+    StartServer,
+    YPeer,
+    client_session,
+    free_port,
+    until,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -35,7 +47,7 @@ def server(weft_module_server_factory: StartServer) -> ServerProcess:
     return weft_module_server_factory()
 
 
-def once(server: ServerProcess, folder: Path, project: str) -> str:
+def once(server: Listening, folder: Path, project: str) -> str:
     result = sync_once(folder, server.ws_url, TENANT, project)
     assert result.returncode == 0, result.stdout
     return result.stdout
@@ -169,6 +181,115 @@ def test_a_record_said_live_is_not_said_again_from_the_list(
     assert said(out, later) == 1, out
     assert said(out, live) == 0, out
     assert said_ids(b) == {live, later}
+
+
+def two_devices(server: Listening, tmp_path: Path, project: str) -> tuple[Path, Path]:
+    """Folders ``desk`` and ``laptop`` (their device ids), each synced once with
+    notes.txt (BASE)."""
+    desk, laptop = tmp_path / "desk", tmp_path / "laptop"
+    for folder in (desk, laptop):
+        folder.mkdir()
+    (desk / "notes.txt").write_text(BASE)
+    for folder in (desk, laptop):
+        result = sync_once(
+            folder, server.ws_url, TENANT, project, args=["--device-id", folder.name]
+        )
+        assert result.returncode == 0, result.stdout
+    return desk, laptop
+
+
+def the_record(server: Listening, project: str) -> dict[str, Any]:
+    [record] = get_json(f"{server.url}/api/v1/{TENANT}/{project}/conflicts")["conflicts"]
+    return record  # type: ignore[no-any-return]
+
+
+def said_line(out: str, cid: str) -> str:
+    """The one line of ``out`` that says conflict ``cid``."""
+    lines = [line for line in out.splitlines() if f"weft conflicts show {cid}" in line]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_a_device_whose_edits_met_another_devices_offline_branch_is_told_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """desk edits line 2 and sends it; laptop, offline, edits line 2 too and sends its
+    branch: laptop is told live, as before. desk, the record's other side (``theirs``),
+    was told nothing at all; now its next run says it from the list, once, saying
+    whose offline changes its edits met and that the text is in the record."""
+    desk, laptop = two_devices(server, tmp_path, "met")
+    _replace_line(desk / "notes.txt", 2, "line 2 edited on the desk")
+    _replace_line(laptop / "notes.txt", 2, "line 2 edited on the laptop")
+    once(server, desk, "met")
+    out = once(server, laptop, "met")
+    record = the_record(server, "met")
+    cid = record["id"]
+    assert record["ours"]["clients"] == ["laptop"] and record["theirs"]["clients"] == ["desk"]
+    assert "conflict: notes.txt: 1 region changed on both sides (base line 2); " in out, out
+    assert said(out, cid) == 1 and LISTED not in out, out  # said live, to laptop
+
+    out = once(server, desk, "met")
+    _, line = said_line(out, cid).split(" ", 1)  # (after the time stamp)
+    assert line == (
+        "conflict: notes.txt: edits made here met laptop's offline changes: 1 region "
+        "changed on both sides (base line 2); both sides' text is in this record; see "
+        f"`weft conflicts show {cid}` ({LISTED})"
+    ), out
+    assert said_ids(desk) == {cid}
+
+    for folder in (desk, laptop):  # said once, across runs, on either side
+        out = once(server, folder, "met")
+        assert "conflict" not in out, out
+
+
+def test_a_device_whose_deletion_met_another_devices_offline_edit_is_told(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """desk deletes notes.txt; laptop, offline, had edited it: laptop's branch makes an
+    edit/delete record (``deleted``: theirs), said to laptop live; desk, the deleter,
+    is told on its next run."""
+    desk, laptop = two_devices(server, tmp_path, "gone-offline")
+    (desk / "notes.txt").unlink()
+    _replace_line(laptop / "notes.txt", 4, "line 4 edited on the laptop")
+    once(server, desk, "gone-offline")
+    out = once(server, laptop, "gone-offline")
+    record = the_record(server, "gone-offline")
+    assert record["deleted"] == "theirs" and record["theirs"]["clients"] == ["desk"]
+    assert said(out, record["id"]) == 1 and "edited here while deleted elsewhere" in out, out
+
+    out = once(server, desk, "gone-offline")
+    line = said_line(out, record["id"])
+    assert "conflict: notes.txt: deleted here while edited on laptop: the document stays " in line
+    assert "deleted; the edited text is in this record; see `weft conflicts show " in line, line
+    assert "conflict" not in once(server, desk, "gone-offline")
+
+
+async def test_a_device_whose_deletion_met_an_online_edit_is_told(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """An edit sent online by a device (``tablet``, a y-websocket peer) that had not
+    seen desk's deletion: the record (said on tablet's connection) is said to desk, the
+    deleter, on its next run."""
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    (desk / "notes.txt").write_text(BASE)
+    await asyncio.to_thread(once, server, desk, "gone-online")
+    async with client_session() as http:
+        url = f"{server.ws_url}/{TENANT}/gone-online/notes.txt?weft=3&device=tablet"
+        tablet = await YPeer.connect(http, url)
+        assert str(tablet) == BASE
+        (desk / "notes.txt").unlink()
+        await asyncio.to_thread(once, server, desk, "gone-online")
+        await tablet.append("a line the tablet adds\n")  # (not having read the deletion)
+        listed = f"{server.url}/api/v1/{TENANT}/gone-online/conflicts"
+        await until(lambda: get_json(listed)["conflicts"], 10)
+    record = the_record(server, "gone-online")
+    assert record["ours"]["clients"] == ["tablet"] and record["theirs"]["clients"] == [
+        device_id(desk)
+    ]
+    out = await asyncio.to_thread(once, server, desk, "gone-online")
+    line = said_line(out, record["id"])
+    assert "conflict: notes.txt: deleted here while edited on tablet: the document stays " in line
 
 
 def list_reads(servers: list[ServerProcess], project: str) -> int:
@@ -384,43 +505,60 @@ def weft_conflicts(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 OLD_SERVER = "b54056a"  # takes no ?device= (a 400 naming it) nor pages on the conflict list
+NO_SIDE_SERVER = "dca926b"  # takes ?device= and pages, not ?side= (a 400 naming it)
 
 
-def test_a_server_that_takes_no_device_parameter_is_read_whole(
-    tmp_path: Path, weft_server_factory: StartServer
-) -> None:
-    """A server from before ``?device=`` (it refuses a parameter it does not know, with a
-    400 naming it) is read once more without it, and filtered here: no warning on each
-    run, and this device's record is said."""
+@dataclass
+class OldServer(Listening):
+    """A server process run from an older commit's files."""
+
+    port: int
+
+
+@contextlib.contextmanager
+def old_server(tmp_path: Path, commit: str) -> Iterator[OldServer]:
+    """A server of ``commit`` (its files from ``git archive``) on a fresh store; the
+    test is skipped when this checkout has no such commit."""
     repo = Path(__file__).resolve().parents[2]
-    old = tmp_path / "old"
+    old = tmp_path / f"old-{commit}"
     old.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(repo), "archive", OLD_SERVER], capture_output=True, check=False
+        ["git", "-C", str(repo), "archive", commit], capture_output=True, check=False
     )
     if archive.returncode != 0:
-        pytest.skip(f"no commit {OLD_SERVER} here (git archive: {archive.stderr!r})")
+        pytest.skip(f"no commit {commit} here (git archive: {archive.stderr!r})")
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    port = free_port()
+    server = OldServer(free_port())
     env = {k: v for k, v in _env(None).items() if not k.startswith("WEFT_")}
     env["WEFT_LOG_LEVEL"] = "INFO"
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--store", f"sqlite:///{tmp_path / 'old.db'}"]
-    with (tmp_path / "old-server.log").open("ab") as log:
+    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(server.port)]
+    command += ["--store", f"sqlite:///{tmp_path / f'old-{commit}.db'}"]
+    with (tmp_path / f"old-{commit}.log").open("ab") as log:
         proc = subprocess.Popen(command, cwd=old, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
             try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                with urllib.request.urlopen(f"{server.url}/healthz", timeout=1):
                     return True
             except OSError:
                 return False
 
         wait_until(answers, 20, "the old server answers")
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_server_that_takes_no_device_parameter_is_read_whole(tmp_path: Path) -> None:
+    """A server from before ``?device=`` (it refuses a parameter it does not know, with a
+    400 naming it) is read once more without it, and filtered here: no warning on each
+    run, and this device's record is said."""
+    with old_server(tmp_path, OLD_SERVER) as server:
+        url = server.url
         folder = new_folder(tmp_path)
-        ws_url = f"ws://127.0.0.1:{port}"
+        ws_url = f"ws://127.0.0.1:{server.port}"
         first = sync_once(folder, ws_url, TENANT, "old")
         assert first.returncode == 0 and "warning" not in first.stdout, first.stdout
         conflicts = f"{url}/api/v1/{TENANT}/old/conflicts"
@@ -443,6 +581,19 @@ def test_a_server_that_takes_no_device_parameter_is_read_whole(
         assert sorted(r["id"] for r in json.loads(listed.stdout)) == sorted([mine, theirs])
         limited = weft_conflicts("list", "--limit", "1", *where)
         assert limited.returncode == 2 and "takes no 'limit' parameter" in limited.stderr
-    finally:
-        proc.terminate()
-        proc.wait(15)
+
+
+def test_a_server_that_takes_no_side_parameter_is_read_whole(tmp_path: Path) -> None:
+    """A server from before ``?side=`` (it takes ``?device=``, and refuses ``?side=``
+    with a 400 naming it) is read whole, and filtered here: the device whose edits met
+    another device's offline branch is told all the same, with no warning."""
+    with old_server(tmp_path, NO_SIDE_SERVER) as server:
+        desk, laptop = two_devices(server, tmp_path, "old")
+        _replace_line(desk / "notes.txt", 3, "line 3 edited on the desk")
+        _replace_line(laptop / "notes.txt", 3, "line 3 edited on the laptop")
+        once(server, desk, "old")
+        once(server, laptop, "old")
+        cid = the_record(server, "old")["id"]
+        out = once(server, desk, "old")
+        assert "edits made here met laptop's offline changes" in said_line(out, cid), out
+        assert "warning" not in out, out

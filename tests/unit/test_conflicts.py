@@ -9,7 +9,7 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from crdt import branches
-from crdt.conflicts import changes, detect, lines, overlaps
+from crdt.conflicts import ConflictRecord, Region, Side, changes, detect, lines, overlaps
 from crdt.errors import NotFound
 from crdt.history import Append, Appended, DocRef, History
 from crdt.kv.sqlite import SQLiteEngine
@@ -446,6 +446,50 @@ async def test_both_sides_deleting_or_an_unedited_side_is_no_conflict(tmp_path: 
         await commit(history, doc, one, "one")
         branch = await commit(history, doc, two, "two")
         assert await branches.detect_branch(history, doc, seeded.versionstamp, branch) is None
+
+
+def test_the_other_sides_summary_names_the_device_it_met_and_where_the_text_is() -> None:
+    """The line said to a device of a record's ``theirs`` side speaks for that side:
+    which device the record's own side was, what met, and where the text is."""
+    region = Region(1, 2, "line 1\n", "ours\n", "theirs\n")
+
+    def record(ours: Side, deleted: str = "", restored: bool = False) -> ConflictRecord:
+        return ConflictRecord(
+            id="aa" * 12,
+            path="notes.md",
+            base="00" * 12,
+            ours=ours,
+            theirs=Side(users=["ada"], clients=["desk"]),
+            regions=[region],
+            merged_text="",
+            created_ms=1,
+            deleted=deleted,
+            restored=restored,
+        )
+
+    laptop = Side(users=["bob"], clients=["laptop"])
+    assert record(laptop).their_summary() == (
+        "edits made here met laptop's offline changes: 1 region changed on both sides "
+        "(base line 2); both sides' text is in this record"
+    )
+    assert record(laptop, "theirs").their_summary() == (
+        "deleted here while edited on laptop: the document stays deleted; the edited text "
+        "is in this record"
+    )
+    assert record(laptop, "ours", restored=True).their_summary() == (
+        "edited here while deleted on laptop: the document was brought back with the edits"
+    )
+    named_by_user = record(Side(users=["bob"]), "ours").their_summary()  # (no device name)
+    assert named_by_user.startswith("edited here while deleted on bob: ")
+    assert record(Side()).their_summary().startswith("edits made here met another device's ")
+    # the record's own side's summary is as it was
+    assert record(laptop, "theirs").summary().startswith("edited here while deleted elsewhere: ")
+    # a report (no base, nothing deleted) is told apart from the records of branches and edits
+    report = record(laptop)
+    report.base = ""
+    assert report.report and not record(laptop).report
+    report.deleted = "theirs"  # (an online edit whose deletion was not found: no base either)
+    assert not report.report
 
 
 def test_weft_conflicts_names_a_region_by_its_base_lines() -> None:
