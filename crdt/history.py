@@ -32,6 +32,7 @@ snapshots add keys, and every read can be asked "as of versionstamp V".
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Container, Sequence
@@ -57,8 +58,15 @@ from crdt.appending import (
     update_hash,
 )
 from crdt.changes import changed_docs, current_marker
-from crdt.errors import FormatError, NotFound, TransactionTooLarge
-from crdt.kv.base import MAX_TRANSACTION, Engine, ReadTransaction, Transaction, read_counter
+from crdt.errors import FormatError, NotFound, StoreError, TransactionTooLarge
+from crdt.kv.base import (
+    MAX_TRANSACTION,
+    Committed,
+    Engine,
+    ReadTransaction,
+    Transaction,
+    read_counter,
+)
 from crdt.records import (
     CHUNK,
     Record,
@@ -183,10 +191,11 @@ class History:
         self.built_reused = 0  # snapshot builds that went on from a kept doc
         # Whether idempotency entries may also be under their pre-1.3 key (set by init)
         self.legacy_idempotency = False
-        # Called with each committed batch and its results, in the task that appended,
+        # Called with each committed batch and its results, right after the commit,
         # before anything else can run: e.g. rooms note their own commits before their
         # head watchers wake up. A listener must not raise (it is logged if it does).
         self.listeners: list[Callable[[Sequence[Append], Sequence[Appended]], None]] = []
+        self._appending: set[asyncio.Task[list[Appended]]] = set()  # see append_then
 
     # --- format, tenants, docs -------------------------------------------------------
 
@@ -284,12 +293,65 @@ class History:
         new = {r.versionstamp for r in out if not r.duplicate}
         return [Appended(r.versionstamp, False) if r.versionstamp in new else r for r in out]
 
+    def append_then(
+        self,
+        items: Sequence[Append],
+        done: Callable[[list[Appended] | None, BaseException | None], None],
+    ) -> None:
+        """:meth:`append`, for a caller that goes on from a callback: ``done(results,
+        None)`` once the updates are durable, or ``done(None, error)``, called in the
+        event loop's thread (maybe before this returns, if it fails at once). On an
+        engine that has ``transact_then`` (SQLite) and for updates that fit one
+        transaction (the usual case), with no task: the group-commit writer's hot path,
+        one turn of the event loop shorter. Otherwise through a task running
+        :meth:`append`."""
+        transact_then = getattr(self.kv, "transact_then", None)
+        batches = _batches(items) if transact_then is not None else []
+        if (
+            transact_then is None
+            or len(batches) != 1
+            or max(len(i.update) for i in items) > MAX_UPDATE_BYTES
+        ):
+            task = asyncio.ensure_future(self.append(items))
+            self._appending.add(task)
+            task.add_done_callback(functools.partial(self._appended_by_task, done))
+            return
+        batch = batches[0]
+
+        def landed(outcome: Committed[list[Any]] | Exception) -> None:
+            if isinstance(outcome, Exception):
+                done(None, outcome)
+            else:
+                done(self._landed(batch, outcome), None)
+
+        try:
+            transact_then(self._append_fn(batch), landed)
+        except Exception as exc:
+            done(None, exc)
+
+    def _appended_by_task(
+        self,
+        done: Callable[[list[Appended] | None, BaseException | None], None],
+        task: asyncio.Task[list[Appended]],
+    ) -> None:
+        self._appending.discard(task)
+        if task.cancelled():
+            done(None, StoreError("the append was cancelled"))
+        elif (error := task.exception()) is not None:
+            done(None, error)
+        else:
+            done(task.result(), None)
+
     async def _append_one(self, items: list[Append]) -> list[Appended]:
+        return self._landed(items, await self.kv.transact(self._append_fn(items)))
+
+    def _append_fn(self, items: list[Append]) -> Callable[[Transaction], list[Any]]:
         ms = now_ms()
         attempts = Attempts()
-        committed = await self.kv.transact(
-            lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency, attempts)
-        )
+        return lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency, attempts)
+
+    def _landed(self, items: list[Append], committed: Committed[list[Any]]) -> list[Appended]:
+        """The results of an append transaction, told to the listeners."""
         tr_version = committed.versionstamp or b""  # none only when all were duplicates
         # Built without Appended's and Versionstamp's __init__ (one of each per update).
         new, user_bytes = tuple.__new__, _USER

@@ -393,23 +393,30 @@ class _Request:
     (``transact_sync``) to a ``concurrent.futures.Future``. The asyncio path used to be a
     concurrent future wrapped with ``asyncio.wrap_future``: a lock and a condition per
     transaction and two chained callbacks, most of an empty transaction's round trip.
+    ``transact_then`` has no future: its callback is called in the loop's thread, in
+    that same ``call_soon_threadsafe``, so its caller goes on without waiting for the
+    loop to resume a task.
     """
 
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("callback", "fn", "future", "loop")
 
     def __init__(
         self,
         fn: Callable[[Transaction], Any],
-        future: asyncio.Future[Any] | Future[Any],
+        future: asyncio.Future[Any] | Future[Any] | None,
         loop: asyncio.AbstractEventLoop | None = None,
+        callback: Callable[[Any], None] | None = None,
     ) -> None:
         self.fn = fn
-        self.future = future  # an asyncio future of ``loop``, or a concurrent one
+        self.future = future  # an asyncio future of ``loop``, a concurrent one, or none
         self.loop = loop
+        self.callback = callback  # with ``loop`` and no future: see transact_then
 
     def claim(self) -> bool:
         """Whether the caller still waits (``False``: cancelled while queued; the writer
         skips it). Once claimed, a cancel no longer stops the transaction."""
+        if self.future is None:
+            return True  # a callback cannot be cancelled
         if self.loop is None:
             assert isinstance(self.future, Future)
             return self.future.set_running_or_notify_cancel()
@@ -436,7 +443,15 @@ def _settle_in_loop(settled: list[tuple[_Request, Any]]) -> None:
 
 
 def _resolve(request: _Request, outcome: Any) -> None:
-    """Set the request's result (or exception), unless it was settled or cancelled."""
+    """Set the request's result (or exception), unless it was settled or cancelled; or
+    call its callback with it (one that raises is logged: the others still get theirs)."""
+    if request.future is None:
+        assert request.callback is not None
+        try:
+            request.callback(outcome)
+        except Exception:
+            log.exception("a transaction's callback failed")
+        return
     if request.future.done():
         return
     if isinstance(outcome, BaseException):
@@ -682,6 +697,19 @@ class SQLiteEngine:
         future: asyncio.Future[Committed[T]] = loop.create_future()
         self._submit(_Request(fn, future, loop))
         return await future
+
+    def transact_then(
+        self, fn: Callable[[Transaction], T], callback: Callable[[Committed[T] | Exception], None]
+    ) -> None:
+        """``transact`` for a caller that goes on from a callback rather than a task:
+        ``callback(outcome)`` (a :class:`Committed`, or the exception ``transact`` would
+        raise) is called in this event loop's thread once the transaction is over,
+        without a task to resume (the group-commit writer's hot path: an awaited
+        ``transact`` took one more turn of the loop). Must be called from the loop;
+        raises :class:`StoreError` at once if the engine cannot take it."""
+        if not self._opened:
+            raise StoreError("engine is not open")
+        self._submit(_Request(fn, None, asyncio.get_running_loop(), callback))
 
     def transact_sync(self, fn: Callable[[Transaction], T]) -> Committed[T]:
         """``transact`` for threads that are not running an event loop."""

@@ -1489,15 +1489,17 @@ async def test_a_store_refusing_every_retry_is_said_once_naming_the_file(
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server:
         history = app[HISTORY]
-        append = history.append
+        append_then = history.append_then
         failing = [True]
 
-        async def append_or_fail(*args: Any, **kwargs: Any) -> Any:
+        def append_or_fail(items: Any, done: Any) -> None:
             if failing[0]:
-                raise StoreError("commit failed: disk I/O error")
-            return await append(*args, **kwargs)
+                error = StoreError("commit failed: disk I/O error")
+                asyncio.get_running_loop().call_soon(done, None, error)
+            else:
+                append_then(items, done)
 
-        monkeypatch.setattr(history, "append", append_or_fail)
+        monkeypatch.setattr(history, "append_then", append_or_fail)
         events = Events()
         device = Device(
             tmp_path / "a", server.ws_url, "acme", "full", listener=events, max_backoff=0.1

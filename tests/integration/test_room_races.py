@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crdt.codec import Base, SyncUpdate
-from crdt.history import Append, Appended, DocRef
+from crdt.history import Append, DocRef
 from crdt.replaying import Replayed
 from crdt.versionstamp import Versionstamp
 from server.app import create_app
@@ -39,13 +39,20 @@ async def test_a_commit_landing_while_its_room_reloads_reaches_the_new_room(
     commit_gate, replay_gate = asyncio.Event(), asyncio.Event()
     in_append, in_replay = asyncio.Event(), asyncio.Event()
     hold = False
-    append, replay = history.append, history.replay
+    append_then, replay = history.append_then, history.replay
+    held: list[asyncio.Task[None]] = []
 
-    async def held_append(items: Sequence[Append]) -> list[Appended]:
-        if hold:
-            in_append.set()
+    def held_append_then(items: Sequence[Append], done: Callable[..., None]) -> None:
+        if not hold:
+            append_then(items, done)
+            return
+
+        async def later() -> None:
             await commit_gate.wait()
-        return await append(items)
+            append_then(items, done)
+
+        in_append.set()
+        held.append(asyncio.ensure_future(later()))
 
     async def held_replay(doc: DocRef, at: Versionstamp | None = None) -> Replayed:
         if hold:
@@ -53,7 +60,7 @@ async def test_a_commit_landing_while_its_room_reloads_reaches_the_new_room(
             await replay_gate.wait()
         return await replay(doc, at)
 
-    history.append = held_append  # type: ignore[method-assign]
+    history.append_then = held_append_then  # type: ignore[method-assign]
     history.replay = held_replay  # type: ignore[method-assign]
     async with serve_in_process(app) as server, client_session() as http:
         url = f"{server.ws_url}/acme/site/race.txt"
@@ -119,14 +126,17 @@ async def test_a_commit_seen_in_the_log_before_its_sender_hears_of_it_is_sent_on
     other peers once, through apply_local, not a second time from the tail."""
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     history = app[HISTORY]
-    transact = history.kv.transact
+    kv: Any = history.kv  # SQLite: it has transact_then
+    transact_then, late = kv.transact_then, [0]
 
-    async def late_to_hear(fn: Any) -> Any:
-        committed = await transact(fn)
-        await asyncio.sleep(0.2)  # the loop runs the watcher (and its tail read) first
-        return committed
+    def late_to_hear(fn: Any, callback: Callable[[Any], None]) -> None:
+        def hears(outcome: Any) -> None:
+            late[0] += 1  # the loop runs the watcher (and its tail read) first
+            asyncio.get_running_loop().call_later(0.2, callback, outcome)
 
-    history.kv.transact = late_to_hear  # type: ignore[method-assign]
+        transact_then(fn, hears)
+
+    kv.transact_then = late_to_hear
     async with serve_in_process(app) as server, client_session() as http:
         url = f"{server.ws_url}/acme/site/once.txt"
         a = await YPeer.connect(http, url)
@@ -137,3 +147,4 @@ async def test_a_commit_seen_in_the_log_before_its_sender_hears_of_it_is_sent_on
         with contextlib.suppress(TimeoutError):
             await b.next(0.2)
         assert [m for m in b.received if m == SyncUpdate(update)] == [SyncUpdate(update)]
+        assert late[0] >= 1  # its commit was heard of late

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +210,11 @@ async def test_a_failed_commit_fails_every_future_of_its_batch(
         writer = Writer(history)
         writer.start()
 
-        async def broken(items: object) -> list[Appended]:
-            raise StoreError("disk on fire")
+        def broken(items: object, done: Callable[..., None]) -> None:
+            asyncio.get_running_loop().call_soon(done, None, StoreError("disk on fire"))
 
         with monkeypatch.context() as patch:
-            patch.setattr(history, "append", broken)
+            patch.setattr(history, "append_then", broken)
             futures = [writer.submit(Append(doc, bytes([i]))) for i in range(3)]
             for result in await asyncio.gather(*futures, return_exceptions=True):
                 assert isinstance(result, StoreError)
@@ -368,16 +368,20 @@ async def test_a_probe_answer_holds_this_instances_commits_durable_before_it(
         b = await YPeer.connect(http, url, weft=True)
         history = app[HISTORY]
         doc = await history.doc("acme", "site", "own.txt")
-        transact, held = history.kv.transact, asyncio.Event()
+        kv: Any = history.kv  # SQLite: it has transact_then
+        transact_then, held = kv.transact_then, asyncio.Event()
 
-        async def reported_late(fn: Any) -> Any:
-            committed = await transact(fn)
-            if not held.is_set():
+        def reported_late(fn: Any, callback: Callable[[Any], None]) -> None:
+            def late(outcome: Any) -> None:
+                if held.is_set():
+                    callback(outcome)
+                    return
                 held.set()
-                await asyncio.sleep(0.5)  # durable, not reported yet
-            return committed
+                asyncio.get_running_loop().call_later(0.5, callback, outcome)  # not reported
 
-        history.kv.transact = reported_late  # type: ignore[method-assign]
+            transact_then(fn, late)
+
+        kv.transact_then = reported_late
         await b.append("from b")
         await held.wait()
         assert await history.head(doc) is not None  # a client could read this head

@@ -1,0 +1,178 @@
+"""How the group-commit writer hands updates to the store and settles them: no task in
+between (each one cost a turn of the event loop, on the path of every broadcast), yet
+the updates of one turn, and those that queue while a commit is in flight, still share
+one transaction. Real SQLite file, real History."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from crdt.history import Append, Appended, DocRef, History
+from crdt.kv import Engine
+from server.writer import Writer
+
+
+def updates(count: int) -> list[bytes]:
+    doc: Doc[Any] = Doc()
+    text = doc.get("content", type=Text)
+    out = []
+    for i in range(count):
+        before = doc.get_state()
+        text += str(i % 10)
+        out.append(doc.get_update(before))
+    return out
+
+
+async def setup(kv: Engine) -> tuple[History, DocRef]:
+    history = History(kv)
+    await history.init()
+    return history, await history.doc("acme", "site", "a.txt", create=True)
+
+
+@contextmanager
+def turns() -> Iterator[list[int]]:
+    """A count of the event loop's turns: one callback that schedules itself again."""
+    loop = asyncio.get_running_loop()
+    count = [0]
+    handle: list[asyncio.Handle] = []
+
+    def tick() -> None:
+        count[0] += 1
+        handle[:] = [loop.call_soon(tick)]
+
+    handle.append(loop.call_soon(tick))
+    try:
+        yield count
+    finally:
+        handle[0].cancel()
+
+
+def spy_appends(history: History) -> list[int]:
+    """The size of each batch the writer hands to ``history``."""
+    sizes: list[int] = []
+    append_then = history.append_then
+
+    def spy(items: Sequence[Append], done: Callable[..., None]) -> None:
+        sizes.append(len(items))
+        append_then(items, done)
+
+    history.append_then = spy  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_a_commit_is_settled_in_the_turn_the_store_reports_it(kv: Engine) -> None:
+    history, ref = await setup(kv)
+    engine: Any = kv  # SQLite: it has transact_then
+    transact_then = engine.transact_then
+    reported: list[int] = []
+
+    async with Writer(history) as writer:
+        with turns() as turn:
+
+            def spy(fn: Any, callback: Callable[[Any], None]) -> None:
+                def report(outcome: Any) -> None:
+                    reported.append(turn[0])
+                    callback(outcome)
+
+                transact_then(fn, report)
+
+            engine.transact_then = spy
+            settled = asyncio.get_running_loop().create_future()
+
+            def done(appended: Appended | None, error: BaseException | None) -> None:
+                settled.set_result((turn[0], appended, error))
+
+            writer.submit_with(Append(ref, updates(1)[0]), done)
+            at, appended, error = await settled
+    assert error is None and appended is not None and not appended.duplicate
+    assert reported == [at]  # the same turn: no task resumed in between
+
+
+async def test_updates_of_one_turn_share_a_commit_and_so_do_those_queued_meanwhile(
+    kv: Engine,
+) -> None:
+    history, ref = await setup(kv)
+    sizes = spy_appends(history)
+    made = updates(8)
+    first, second = made[:5], made[5:]
+    async with Writer(history) as writer:
+        one_turn = [writer.submit(Append(ref, u)) for u in first]
+        assert sizes == []  # handed over at the end of the turn, all together
+        await asyncio.sleep(0)
+        assert sizes == [5]
+        meanwhile = [writer.submit(Append(ref, u)) for u in second]  # a commit in flight
+        results = await asyncio.gather(*one_turn, *meanwhile)
+    assert sizes == [5, 3]
+    assert len({r.versionstamp for r in results}) == 8
+    replayed = await history.replay(ref)
+    assert str(replayed.doc.get("content", type=Text)) == "01234567"
+
+
+async def test_a_failure_at_handover_fails_its_batch_and_the_writer_goes_on(
+    kv: Engine,
+) -> None:
+    """``append_then`` reporting a failure before it returns (an engine that cannot take
+    the transaction) fails that batch only; what queued after it is committed."""
+    history, ref = await setup(kv)
+    append_then = history.append_then
+    failing = [True]
+
+    def fail_once(items: Sequence[Append], done: Callable[..., None]) -> None:
+        if failing[0]:
+            failing[0] = False
+            done(None, RuntimeError("engine is not open"))
+            return
+        append_then(items, done)
+
+    history.append_then = fail_once  # type: ignore[method-assign]
+    one, two = updates(2)
+    async with Writer(history) as writer:
+        failed = writer.submit(Append(ref, one))
+        await asyncio.sleep(0)
+        committed = writer.submit(Append(ref, two))
+        outcomes = await asyncio.gather(failed, committed, return_exceptions=True)
+    assert str(outcomes[0]) == "commit failed: RuntimeError('engine is not open')"
+    assert isinstance(outcomes[1], Appended)
+    assert writer.failing is None  # a later commit worked
+
+
+async def test_close_commits_what_is_queued(kv: Engine) -> None:
+    history, ref = await setup(kv)
+    writer = Writer(history)
+    writer.start()
+    futures = [writer.submit(Append(ref, u)) for u in updates(3)]
+    await writer.close()
+    assert all(f.done() and not f.exception() for f in futures)
+    assert (await history.replay(ref)).doc.get("content", type=Text).to_py() == "012"
+
+
+class WithoutCallbacks:
+    """The SQLite engine without ``transact_then`` (as the FoundationDB engine is):
+    ``History.append_then`` goes through a task running ``append``."""
+
+    def __init__(self, kv: Engine) -> None:
+        self.kv, self.url = kv, kv.url
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "transact_then":
+            raise AttributeError(name)
+        return getattr(self.kv, name)
+
+
+async def test_an_engine_without_callbacks_commits_through_a_task(kv: Engine) -> None:
+    history = History(WithoutCallbacks(kv))
+    assert not hasattr(history.kv, "transact_then")
+    await history.init()
+    ref = await history.doc("acme", "site", "a.txt", create=True)
+    one, two, three = updates(3)
+    async with Writer(history) as writer:
+        results = await asyncio.gather(*(writer.submit(Append(ref, u)) for u in (one, two)))
+        again = await writer.submit(Append(ref, one))  # a repeat: the first's versionstamp
+        await writer.submit(Append(ref, three))
+    assert again.duplicate and again.versionstamp == results[0].versionstamp
+    assert (await history.replay(ref)).doc.get("content", type=Text).to_py() == "012"
