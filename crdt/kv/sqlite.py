@@ -444,11 +444,16 @@ def _settle_in_loop(settled: list[tuple[_Request, Any]]) -> None:
 
 def _resolve(request: _Request, outcome: Any) -> None:
     """Set the request's result (or exception), unless it was settled or cancelled; or
-    call its callback with it (one that raises is logged: the others still get theirs)."""
+    call its callback with it, unless it was called already (one that raises is logged:
+    the others still get theirs)."""
     if request.future is None:
-        assert request.callback is not None
+        # Called once, as a future is set once: a writer thread that dies after
+        # settling a batch fails it again (see _write_loop), and only the first counts.
+        callback, request.callback = request.callback, None
+        if callback is None:
+            return
         try:
-            request.callback(outcome)
+            callback(outcome)
         except Exception:
             log.exception("a transaction's callback failed")
         return

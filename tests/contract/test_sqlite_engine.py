@@ -16,7 +16,7 @@ import pytest
 
 from crdt import keys
 from crdt.errors import FormatError, StoreError
-from crdt.kv import Transaction, open_engine
+from crdt.kv import Committed, Transaction, open_engine
 from crdt.kv import sqlite as sqlite_module
 from crdt.kv.sqlite import FORMAT_MAJOR, SQLiteEngine
 
@@ -220,6 +220,31 @@ async def test_a_dead_writer_thread_fails_pending_and_later_transactions(
         with pytest.raises(StoreError, match="writer thread stopped"):
             kv.transact_sync(lambda tr: tr.set(b"d", b"4"))
         assert await kv.read(lambda tr: tr.get_range(b"", b"\xff")) == []
+    assert "the SQLite writer thread stopped" in caplog.text
+
+
+async def test_a_writer_thread_dying_after_a_commit_calls_its_callback_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A writer thread that dies after reporting a commit fails the batch it was on
+    once more: a future ignores that (it is set already), a ``transact_then`` callback
+    must too. Called twice, the group-commit writer settled each update twice (acked,
+    then failed) and took the next batch while one was still in flight."""
+    async with SQLiteEngine(tmp_path / "kv.db") as kv:
+
+        def dies() -> None:
+            raise RuntimeError("writer thread bug after the commit")
+
+        monkeypatch.setattr(kv, "_bound_wal", dies)  # runs after the batch is reported
+        outcomes: list[object] = []
+        kv.transact_then(lambda tr: tr.set(b"a", b"1"), outcomes.append)
+        async with asyncio.timeout(WAIT):
+            while not kv._writes_stopped:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the loop has run every callback queued for it
+        assert len(outcomes) == 1
+        assert isinstance(outcomes[0], Committed) and outcomes[0].versionstamp is not None
+        assert await kv.read(lambda tr: tr.get(b"a")) == b"1"
     assert "the SQLite writer thread stopped" in caplog.text
 
 
