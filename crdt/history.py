@@ -321,8 +321,13 @@ class History:
         def landed(outcome: Committed[list[Any]] | Exception) -> None:
             if isinstance(outcome, Exception):
                 done(None, outcome)
-            else:
-                done(self._landed(batch, outcome), None)
+                return
+            try:  # as append would raise it: done must be called whatever happens
+                results = self._landed(batch, outcome)
+            except Exception as exc:
+                done(None, exc)
+                return
+            done(results, None)
 
         try:
             transact_then(self._append_fn(batch), landed)

@@ -176,3 +176,32 @@ async def test_an_engine_without_callbacks_commits_through_a_task(kv: Engine) ->
         await writer.submit(Append(ref, three))
     assert again.duplicate and again.versionstamp == results[0].versionstamp
     assert (await history.replay(ref)).doc.get("content", type=Text).to_py() == "012"
+
+
+async def test_a_commit_whose_results_cannot_be_read_fails_its_batch_and_the_writer_goes_on(
+    kv: Engine,
+) -> None:
+    """Reading the results of a commit that landed (``History._landed``) raising, as
+    ``append`` would raise it: the batch fails, and the writer is not left waiting for
+    a callback that never comes (every later update stayed queued, close never
+    returned)."""
+    history, ref = await setup(kv)
+    read_results = history._landed
+    failing = [True]
+
+    def fail_once(items: Any, committed: Any) -> list[Appended]:
+        if failing[0]:
+            failing[0] = False
+            raise RuntimeError("results unreadable")
+        return read_results(items, committed)
+
+    history._landed = fail_once  # type: ignore[method-assign]
+    one, two = updates(2)
+    writer = Writer(history)
+    writer.start()
+    async with asyncio.timeout(3):
+        failed = await asyncio.gather(writer.submit(Append(ref, one)), return_exceptions=True)
+        committed = await writer.submit(Append(ref, two))
+        await writer.close()
+    assert str(failed[0]) == "commit failed: RuntimeError('results unreadable')"
+    assert not committed.duplicate
