@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from pycrdt import Doc, Text
 
+from crdt import history as history_module
 from crdt.history import Append, Appended, DocRef, History
 from crdt.kv import Engine
 from server.writer import Writer
@@ -205,3 +207,45 @@ async def test_a_commit_whose_results_cannot_be_read_fails_its_batch_and_the_wri
         await writer.close()
     assert str(failed[0]) == "commit failed: RuntimeError('results unreadable')"
     assert not committed.duplicate
+
+
+async def test_an_append_split_in_several_transactions_commits_through_a_task_in_order(
+    kv: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch over one transaction's limits (here 2 updates) is appended by a task
+    running ``History.append``, one transaction after the other, in submission order."""
+    monkeypatch.setattr(history_module, "MAX_BATCH_UPDATES", 2)
+    history, ref = await setup(kv)
+    sizes = spy_appends(history)
+    async with Writer(history) as writer:
+        results = await asyncio.gather(*(writer.submit(Append(ref, u)) for u in updates(7)))
+    assert sizes == [7]
+    stamps = [r.versionstamp for r in results]
+    assert stamps == sorted(stamps) and len({s.tr_version for s in stamps}) == 4
+    assert (await history.replay(ref)).doc.get("content", type=Text).to_py() == "0123456"
+
+
+async def test_the_engine_closed_under_the_writer_settles_every_update_once(
+    kv: Engine,
+) -> None:
+    """The batch in flight when the engine closes is committed; what queued after it is
+    failed at handover (the engine is not open); each update is settled exactly once."""
+    history, ref = await setup(kv)
+    made = updates(6)
+    outcomes: list[list[BaseException | None]] = [[] for _ in made]
+    writer = Writer(history)
+    writer.start()
+
+    def submit(i: int) -> None:
+        writer.submit_with(Append(ref, made[i]), lambda _, error: outcomes[i].append(error))
+
+    for i in range(3):
+        submit(i)
+    await asyncio.sleep(0)  # handed over: in flight
+    for i in range(3, 6):
+        submit(i)
+    await kv.close()
+    async with asyncio.timeout(3):
+        await writer.close()
+    assert [len(o) for o in outcomes] == [1] * 6
+    assert [o[0] is None for o in outcomes] == [True] * 3 + [False] * 3
