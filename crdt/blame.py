@@ -4,14 +4,15 @@ The document's state at the version is decoded and its items put in Yjs order (Y
 Yjs integrates them, :mod:`crdt.itemorder`) with their ids, and each id ``(client,
 clock)`` is looked up in the clock ranges that the updates of the log carry
 (:mod:`crdt.carriers`: the first update that carried an id wrote it). A line belongs to
-the newest update that wrote any of its characters (its newline included). Deleting text
-is not attributed.
+the newest update that wrote any of its characters (its line ending included). Lines are
+split as diffs and conflict regions split them (:func:`crdt.conflicts.lines`: every
+ending ``str.splitlines`` knows, so ``\r\n``, a lone ``\r``, a form feed, ``\u2028``).
+Deleting text is not attributed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import msgpack
 
 from crdt import keys
 from crdt.carriers import ClockIndex, carried
+from crdt.conflicts import lines as split_lines
 from crdt.errors import StoreError
 from crdt.history import DocRef, History
 from crdt.itemorder import ItemOrder
@@ -193,9 +195,7 @@ def _blame(
     index = ClockIndex(ranges)
     spans, best = _attribute(order.text_runs(CONTENT), index, text)
     authors = _authors(rows, {record for record in best if record >= 0}, ref.key("u"))
-    texts = text.split("\n")
-    if texts[-1] == "":
-        texts.pop()
+    texts = text.splitlines()  # split_lines(text) without the endings
     lines = [
         BlameLine(n + 1, line, authors.get(record))
         for n, (line, record) in enumerate(zip(texts, best, strict=True))
@@ -206,11 +206,10 @@ def _blame(
 def _attribute(
     runs: Iterable[tuple[int, int, str]], index: ClockIndex, text: str
 ) -> tuple[list[tuple[int, int, int]], list[int]]:
-    """Spans ``(start, end, record)`` of the visible runs, and per line (its newline
+    """Spans ``(start, end, record)`` of the visible runs, and per line (its ending
     included) the newest record among its characters."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
-    best = [-1] * (len(newlines) + (0 if not text or text.endswith("\n") else 1))
-    ends = [*newlines, len(text)]  # where each line ends (its newline, or the text's end)
+    ends = _line_ends(text)
+    best = [-1] * len(ends)
     spans: list[tuple[int, int, int]] = []
     pieces: list[str] = []
     attribute = index.attribute
@@ -224,7 +223,7 @@ def _attribute(
                 line += 1
             if record > best[line]:
                 best[line] = record
-            while ends[line] < end - 1:  # the span goes on past this line's newline
+            while ends[line] < end - 1:  # the span goes on past this line's ending
                 line += 1
                 if record > best[line]:
                     best[line] = record
@@ -251,14 +250,24 @@ def _authors(
     return out
 
 
+def _line_ends(text: str) -> list[int]:
+    """Where each line of ``text`` ends: the index of its last character, its ending
+    included (lines as :func:`crdt.conflicts.lines` splits them)."""
+    ends: list[int] = []
+    end = -1
+    for line in split_lines(text):
+        end += len(line)
+        ends.append(end)
+    return ends
+
+
 def _line_records(text: str, spans: list[tuple[int, int, int]]) -> list[int]:
-    """Per line (its newline included), the newest record among its characters' spans."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
-    count = len(newlines) + (0 if not text or text.endswith("\n") else 1)
-    best = [-1] * count
+    """Per line (its ending included), the newest record among its characters' spans."""
+    ends = _line_ends(text)
+    best = [-1] * len(ends)
     for start, end, record in spans:
-        first = bisect_left(newlines, start)
-        last = bisect_left(newlines, end - 1)
+        first = bisect_left(ends, start)
+        last = bisect_left(ends, end - 1)
         for line in range(first, last + 1):
             if record > best[line]:
                 best[line] = record

@@ -46,6 +46,7 @@ from typing import Any
 
 from crdt.blame import Author, Blame, BlameLine, blame
 from crdt.carriers import ClockIndex, carried
+from crdt.conflicts import lines as split_lines
 from crdt.history import DocRef, History
 from crdt.itemorder import ItemOrder
 from crdt.restore import MANIFEST_NAME, RESTORE_CONCURRENCY, File, files, manifest
@@ -241,7 +242,7 @@ def unified_diff(
 
 
 def _diff_lines(text: str) -> list[str]:
-    lines = text.splitlines(keepends=True)
+    lines = split_lines(text)  # as blame and conflict regions split them
     if lines and not lines[-1].endswith(("\n", "\r")):
         lines[-1] += "\n\\ No newline at end of file\n"
     return lines

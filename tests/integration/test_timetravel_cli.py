@@ -621,6 +621,31 @@ async def test_a_path_typed_with_a_leading_dot_slash_is_the_document(
     assert r.returncode == 2 and "'.' or '..' segment" in r.stderr, r
 
 
+async def test_blame_numbers_lines_as_the_diff_does(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """A file with old Mac line endings (a lone ``\\r``), a form feed and ``\\u2028``: `weft
+    blame` showed it as one line holding the raw endings; it is the diff's lines."""
+    peer = await open_peer(http, server, "endings", "mac.txt", "ada")
+    v1 = await edit(peer, lambda: peer.text.insert(0, "one\r"))
+    v2 = await edit(peer, lambda: peer.text.insert(4, "two\r\nthree\fpage\u2028end"))
+    await peer.close()
+    texts = ["one", "two", "three", "page", "end"]
+    for where in (via_server(server, "endings"), via_store(server, "endings")):
+        r = await weft_here("diff", "mac.txt", "--from", v1.hex(), *where)
+        assert r.returncode == 0 and "@@ -1 +1,5 @@" in r.stdout, r
+        r = await weft_here("blame", "mac.txt", "--json", *where)
+        assert r.returncode == 0, r
+        lines = json.loads(r.stdout)["lines"]
+        assert [(b["line"], b["text"], b["versionstamp"]) for b in lines] == [
+            (n, text, (v1 if n == 1 else v2).hex()) for n, text in enumerate(texts, 1)
+        ]
+        r = await weft_here("blame", "mac.txt", *where)
+        assert r.returncode == 0, r
+        shown = [line.split(") ")[1:] for line in r.stdout.split("\n")[:-1]]
+        assert shown == [[str(n), text] for n, text in enumerate(texts, 1)], r.stdout
+
+
 def test_a_server_that_goes_quiet_is_a_failure_that_says_so(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

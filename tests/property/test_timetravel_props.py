@@ -35,7 +35,7 @@ from crdt.records import state_vector_clocks
 from crdt.versionstamp import Versionstamp
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ALPHABET = "ab \n"
+ALPHABET = "ab \n\r"  # \r: a lone one ends a line, one before \n does not
 
 
 def state_vector(doc: Doc[Any]) -> dict[int, int]:
@@ -343,15 +343,17 @@ def test_blame_gives_each_character_its_inserting_update_and_each_line_the_newes
             expected.append(record_of.get(item["client"] * 1_000_000 + item["clock"], -1))
         got = [record for start, end, record in result.spans for _ in range(start, end)]
         assert got == expected
-        # lines: the newest update among each line's characters, its newline included
+        # lines: the newest update among each line's characters, its ending included (a
+        # line ends at \n, at \r not followed by \n, as in a diff)
         lines: list[int] = []
         current = -1
-        for ch, record in zip(str(text), expected, strict=True):
+        plain = str(text)
+        for i, (ch, record) in enumerate(zip(plain, expected, strict=True)):
             current = max(current, record)
-            if ch == "\n":
+            if ch == "\n" or (ch == "\r" and plain[i + 1 : i + 2] != "\n"):
                 lines.append(current)
                 current = -1
-        if str(text) and not str(text).endswith("\n"):
+        if plain and plain[-1] not in "\r\n":
             lines.append(current)
         stamps = [stored.stamps[mine[r]] if r >= 0 else None for r in lines]
         assert [line.author.versionstamp if line.author else None for line in result.lines] == (

@@ -359,6 +359,10 @@ def test_line_records_take_the_newest_character_of_each_line() -> None:
     assert _line_records(text, spans) == [3, 2, 0, 4]
     assert _line_records("", []) == []
     assert _line_records("x\n", [(0, 2, 5)]) == [5]
+    # a line ends where a diff ends it: \r\n, a lone \r, a form feed, \u2028
+    text = "ab\r\ncd\ref\fg\u2028h"
+    spans = [(0, 3, 0), (3, 4, 1), (4, 6, 0), (6, 7, 2), (7, 13, 0)]
+    assert _line_records(text, spans) == [1, 2, 0, 0, 0]
 
 
 # --- text edits and diffs -------------------------------------------------------------------

@@ -211,6 +211,48 @@ async def test_blame_of_a_file_edit_that_changes_a_line_and_appends_one(
     assert got == [("l1 alice", "alice"), ("l2 bob", "bob"), ("l3 alice", "alice"), ("l4 bob", "bob")]
 
 
+@pytest.mark.parametrize(
+    ("text", "texts"),
+    [
+        ("one\rtwo\rthree\r", ["one", "two", "three"]),
+        ("one\r\ntwo\r\nthree", ["one", "two", "three"]),
+        ("page one\fpage two\n", ["page one", "page two"]),
+        ("a\u2028b\u2029c\x85d\n\re", ["a", "b", "c", "d", "", "e"]),
+    ],
+)
+async def test_blame_splits_lines_as_the_diff_does(
+    history: History, text: str, texts: list[str]
+) -> None:
+    """A lone ``\\r``, ``\\r\\n``, a form feed, ``\\u2028`` end a line in blame as they do
+    in a diff and in conflict regions (blame split at ``\\n`` alone: a CR-only file was
+    one line)."""
+    ref = await history.doc("acme", "site", "crlf.md", create=True)
+    v1 = await put(history, ref, Device(1).append(text))
+    result = await tt.blame(history, ref)
+    assert [(line.number, line.text) for line in result.lines] == list(enumerate(texts, 1))
+    assert {line.author.versionstamp for line in result.lines if line.author} == {v1}
+    hunk = tt.unified_diff("crlf.md", None, await tt.doc_at(history, ref, tt.HEAD_VERSION))
+    assert f"@@ -0,0 +1,{len(texts)} @@" in hunk
+
+
+async def test_blame_gives_a_line_to_whoever_wrote_its_ending(history: History) -> None:
+    """``\\r`` then ``\\n`` typed after it by someone else make one ending, ``\\r\\n``: the
+    line is theirs, and the lines after it keep their numbers and authors."""
+    ref = await history.doc("acme", "site", "mac.txt", create=True)
+    ada, bob = Device(5), Device(3)
+    v1 = await put(history, ref, ada.append("one\rtwo\rthree"), "ada")
+    bob.doc.apply_update(ada.doc.get_update())
+    v2 = await put(history, ref, bob.change(lambda: bob.text.insert(4, "\n")), "bob")
+    result = await tt.blame(history, ref)
+    assert result.text == "one\r\ntwo\rthree"
+    got = [(line.number, line.text, line.author) for line in result.lines]
+    assert [(n, text, a.versionstamp if a else None) for n, text, a in got] == [
+        (1, "one", v2),
+        (2, "two", v1),
+        (3, "three", v1),
+    ]
+
+
 async def test_blame_reads_logs_longer_than_a_page_and_chunked_records(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
