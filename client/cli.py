@@ -101,6 +101,32 @@ def _refuse_non_utf8(
                 parser.error(str(argparse.ArgumentError(action, _not_utf8(item, argv))))
 
 
+LOCATION_VARIABLES = {"server": "WEFT_SERVER", "store": "WEFT_STORE"}
+
+
+def refuse_non_utf8_locations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2, naming it, on a ``WEFT_SERVER`` or ``WEFT_STORE`` that is not valid UTF-8
+    and that the command reads: one of ``--server`` and ``--store`` it takes, when it
+    was given neither.
+
+    The time-travel and conflicts commands read these variables after parsing (when
+    neither flag is given: :func:`client.timetravel_backends.where`), ``serve`` reads
+    ``WEFT_STORE`` through its settings: such bytes were a plain error from the command
+    ("unknown store URL '\\udcff'", exit 1 or 2), where ``weft sync``'s ``--server``, which
+    defaults to ``WEFT_SERVER``, was refused as an argument. (A store URL that is not
+    UTF-8 names no store SQLite can open either.)
+    """
+    flags = [action for action in parser._actions if action.dest in LOCATION_VARIABLES]
+    if any(getattr(args, action.dest, None) for action in flags):
+        return
+    for action in flags:
+        name = LOCATION_VARIABLES[action.dest]
+        value = os.environ.get(name)
+        if value is not None and not _is_utf8(value):
+            message = f"{os.fsencode(value)!r} is not valid UTF-8 (from {name})"
+            parser.error(str(argparse.ArgumentError(action, message)))
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -131,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # as parse_args does, with the usage of the (sub)command that was run
         _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     _refuse_non_utf8(_chosen(parser, args), args, argv)
+    refuse_non_utf8_locations(_chosen(parser, args), args)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

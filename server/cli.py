@@ -158,7 +158,11 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     """``python -m server``: the same flags as ``weft serve``."""
     parser = argparse.ArgumentParser(prog="python -m server", description=SERVE_DESCRIPTION)
     add_serve_arguments(parser)
-    return run_serve(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from client.cli import refuse_non_utf8_locations  # as `weft serve` checks it
+
+    refuse_non_utf8_locations(parser, args)
+    return run_serve(args)
 
 
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:

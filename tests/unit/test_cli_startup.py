@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ import server.cli
 # ``weft token create --help``...) may: the packages, and these modules. asyncio alone is
 # most of a 0.05 s start.
 HEAVY = ("aiohttp", "pycrdt", "pydantic", "jwt", "cryptography", "rich", "blake3", "msgpack")
+ROOT = Path(cli.__file__).parents[1]  # `python -m client.cli` imports this checkout
 HEAVY_MODULES = ("asyncio", "crdt.history", "crdt.timetravel", "crdt.kv", "server.app")
 
 # Runs weft's main(ARGS) in a fresh interpreter, then writes its exit code and the loaded
@@ -223,6 +225,67 @@ def test_a_variable_that_is_not_utf8_is_named(
     assert stopped.value.code == 2
     err = capsys.readouterr().err
     assert "argument --tenant: b'bad\\xff' is not valid UTF-8 (from WEFT_TENANT)\n" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "flag"),
+    [
+        (
+            ["-m", "client.cli", "show", "a.md", "--tenant", "t", "--project", "p"],
+            "WEFT_SERVER",
+            "--server",
+        ),
+        (
+            ["-m", "client.cli", "history", "a.md", "--tenant", "t", "--project", "p"],
+            "WEFT_STORE",
+            "--store",
+        ),
+        (
+            ["-m", "client.cli", "conflicts", "list", "--tenant", "t", "--project", "p"],
+            "WEFT_STORE",
+            "--store",
+        ),
+        (["-m", "client.cli", "serve", "--port", "0"], "WEFT_STORE", "--store"),
+        (["-m", "server", "--port", "0"], "WEFT_STORE", "--store"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v[1:3]),
+)
+def test_a_location_variable_that_is_not_utf8_is_a_usage_error(
+    argv: list[str], variable: str, flag: str
+) -> None:
+    """``WEFT_SERVER`` and ``WEFT_STORE`` are read after parsing (the time-travel and
+    conflicts commands) or by the server's settings: bytes that are not UTF-8 there were
+    a plain error ("unknown store URL '\\udcff'", exit 1), not the usage error
+    ``weft sync`` and the other variables get."""
+    env = {k: v for k, v in os.environb.items() if not k.startswith(b"WEFT_")}
+    env[variable.encode()] = b"sqlite:///\xff"
+    done = subprocess.run(
+        [sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, timeout=60
+    )
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, err
+    assert err.startswith("usage: "), err
+    assert (
+        f"error: argument {flag}: b'sqlite:///\\xff' is not valid UTF-8 (from {variable})\n" in err
+    )
+
+
+def test_a_location_variable_the_command_does_not_read_is_not_checked() -> None:
+    """With ``--server`` given, ``WEFT_STORE`` is not read: whatever it holds."""
+    env = {k: v for k, v in os.environb.items() if not k.startswith(b"WEFT_")}
+    env[b"WEFT_STORE"] = b"\xff"
+    argv = ["show", "a.md", "--server", "http://127.0.0.1:1", "--tenant", "t", "--project", "p"]
+    done = subprocess.run(
+        [sys.executable, "-m", "client.cli", *argv],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (
+        1,
+        b"weft show: cannot reach the server at http://127.0.0.1:1: connection refused\n",
+    )
 
 
 def test_a_file_name_may_hold_any_bytes(tmp_path: Path) -> None:
