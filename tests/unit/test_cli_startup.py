@@ -251,17 +251,13 @@ def test_a_variable_that_is_not_utf8_is_named(
     ids=lambda v: v if isinstance(v, str) else " ".join(v[1:3]),
 )
 def test_a_location_variable_that_is_not_utf8_is_a_usage_error(
-    argv: list[str], variable: str, flag: str
+    tmp_path: Path, argv: list[str], variable: str, flag: str
 ) -> None:
     """``WEFT_SERVER`` and ``WEFT_STORE`` are read after parsing (the time-travel and
     conflicts commands) or by the server's settings: bytes that are not UTF-8 there were
     a plain error ("unknown store URL '\\udcff'", exit 1), not the usage error
     ``weft sync`` and the other variables get."""
-    env = {k: v for k, v in os.environb.items() if not k.startswith(b"WEFT_")}
-    env[variable.encode()] = b"sqlite:///\xff"
-    done = subprocess.run(
-        [sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, timeout=60
-    )
+    done = run_with_variable(tmp_path, argv, variable, b"sqlite:///\xff")
     err = done.stderr.decode(errors="replace")
     assert done.returncode == 2, err
     assert err.startswith("usage: "), err
@@ -270,21 +266,26 @@ def test_a_location_variable_that_is_not_utf8_is_a_usage_error(
     )
 
 
-def test_a_location_variable_the_command_does_not_read_is_not_checked() -> None:
+def test_a_location_variable_the_command_does_not_read_is_not_checked(tmp_path: Path) -> None:
     """With ``--server`` given, ``WEFT_STORE`` is not read: whatever it holds."""
-    env = {k: v for k, v in os.environb.items() if not k.startswith(b"WEFT_")}
-    env[b"WEFT_STORE"] = b"\xff"
     argv = ["show", "a.md", "--server", "http://127.0.0.1:1", "--tenant", "t", "--project", "p"]
-    done = subprocess.run(
-        [sys.executable, "-m", "client.cli", *argv],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
+    done = run_with_variable(tmp_path, ["-m", "client.cli", *argv], "WEFT_STORE", b"\xff")
     assert (done.returncode, done.stderr) == (
         1,
         b"weft show: cannot reach the server at http://127.0.0.1:1: connection refused\n",
+    )
+
+
+def run_with_variable(
+    cwd: Path, argv: list[str], variable: str, value: bytes
+) -> subprocess.CompletedProcess[bytes]:
+    """``python ARGV`` in ``cwd`` (a store it creates goes there), importing this
+    checkout, with ``variable`` set to ``value`` (any bytes) and no other ``WEFT_*``."""
+    env = {k: v for k, v in os.environb.items() if not k.startswith(b"WEFT_")}
+    env[b"PYTHONPATH"] = bytes(ROOT)
+    env[variable.encode()] = value
+    return subprocess.run(
+        [sys.executable, *argv], env=env, cwd=cwd, capture_output=True, timeout=60
     )
 
 
