@@ -1,8 +1,10 @@
 """Local files this device has no history for (a first sync, or a file created while
-offline), decided with the server's version at hand (part of :mod:`client.workspace`):
+offline), or none synced (a file written where its document was deleted), decided with
+the server's version at hand (part of :mod:`client.workspace`):
 
 - same text as the server's document → adopted;
-- the server has no such document (or a deleted one) → created from the file, unless
+- the server has no such document (or a deleted one) → created from the file (a
+  deleted one is brought back, the file's text edited into the deletion's), unless
   no new document may have its name (``crdt.keys.check_new_path``: a character that
   disguises a name, say): then it is skipped with a warning;
 - different text → the server's version stays, the local text is recorded as a conflict
@@ -115,18 +117,27 @@ class NewFiles:
         await asyncio.sleep(CREATE_RETRY_SECONDS)
         if path not in self.ws.tracked:
             self.maybe_create(path)
+        elif self.ws.disk.get(path) is None:  # a file where a deleted document was: its
+            self.ws.schedule_write(path)  # write takes it in (decided again, if there)
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
+        """Make the document hold the file's text: a new one, or a deleted one brought
+        back (its text edited into the file's, where the deletion left it)."""
         current = str(entry.text)
         queued = entry.unrecorded_local
+        revived = entry.deleted
         with entry.doc.transaction():
             entry.meta["deleted"] = False
-            inserted, _ = apply(entry.text, current, diff(current, text))
+            inserted, deleted = apply(entry.text, current, diff(current, text))
         if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
             self.ws.device.file_read(entry, text)
         self.creating.discard(entry.path)
+        self.ws.kept.pop(entry.path, None)  # back: a copy kept at its deletion is old news
         self.ws.remember(entry.path, text)
-        self.ws.emit(Event("local", f"{entry.path}: new (+{inserted} chars)", entry.path))
+        what = f"new (+{inserted} chars)"
+        if revived:
+            what = f"brought back (+{inserted} -{deleted} chars)"
+        self.ws.emit(Event("local", f"{entry.path}: {what}", entry.path))
 
     async def _conflict(self, entry: DocEntry, text: str) -> bool:
         """The server has a different file at this path: keep it, record ours."""
@@ -154,6 +165,7 @@ class NewFiles:
         self.creating.discard(path)
         self.ws.conflicts.append(record)
         self.ws.tracked.add(path)
+        self.ws.kept.pop(path, None)  # (the document is not deleted: see client.writes)
         server_text = str(entry.text)
         # Saved again while the report was on its way? Keep that text too: the file is
         # about to hold the server's.

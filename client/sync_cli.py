@@ -107,7 +107,8 @@ deletions.
 
 A local file that meets a different document at the same path, with no shared history,
 is recorded as a conflict: the server's version stays, and yours is kept in the
-conflict record and in DIR/.weft/conflicts/. Offline edits that touched the same lines
+conflict record and in DIR/.weft/conflicts/. So is a file written where a document was
+deleted that another device brought back first (with another text). Offline edits that touched the same lines
 as someone else's edits since, and a file edited on one side while deleted on the other
 (the deletion stands unless the server sets WEFT_BRING_BACK_EDITED; the edited text is
 in the record), are recorded as conflicts too; each is printed (see weft conflicts):
@@ -121,7 +122,8 @@ A file deleted elsewhere while it held edits made here that the server had not y
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
 A line "FILE: +N -M chars" says a change found here: N characters inserted and M
-deleted (characters, not lines); "FILE: new (+N chars)" a new file sent. A save of a
+deleted (characters, not lines); "FILE: new (+N chars)" a new file sent; "FILE: brought
+back (+N -M chars)" a deleted one brought back, its text changed so. A save of a
 line that another device changed at the same time (its change waiting because the file
 was saved less than a second ago) keeps both versions of the line, theirs first, with
 no conflict record: "FILE: line N: changed here and elsewhere at once; both versions

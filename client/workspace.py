@@ -26,7 +26,14 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   edit, see :mod:`crdt.branches` and :mod:`crdt.editdelete`); a file
   that appears where a document was deleted sets it back to False and edits the text
   into the file's (the project's deletion convention; documents deleted by earlier
-  versions were emptied too). A rename is a delete and a create.
+  versions were emptied too). A rename is a delete and a create. Such a file is
+  decided as a new local file is (:mod:`client.newfiles`), with the server's version
+  at hand: another device may have brought the document back first, and the file's
+  text then goes into a conflict report and a copy, whole. Taken in offline as an edit
+  of the deleted text, a restore of that text (only the flag changed) silently became
+  the other device's text, and two new texts were interleaved. Only when this
+  device's own deletion still waits for the server is the file taken in at once, as
+  an edit (it undoes that deletion; others' edits since merge with it).
 - A remote deletion removes the file, but first keeps a copy of it in
   ``.weft/conflicts/`` (as a conflict's copy is kept) when the document was deleted
   while local edits of it waited for the server's ack (unsent, in flight, or taken in
@@ -356,6 +363,12 @@ class Workspace(Listener):
                 self.device.file_read(entry, None)
                 self.emit(Event("deleted", f"deleted {path}", path))
             self.remember(path, None)
+            return True
+        if shadow is None and not entry.waiting:
+            # A file where this device had none (its document deleted, as far as the
+            # server knows: no deletion of this device's waits): decided with the
+            # server's version at hand, as a new file is (see the module docstring).
+            self.new_files.start(path)
             return True
         current = str(entry.text)
         both: list[int] = []

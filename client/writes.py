@@ -91,8 +91,8 @@ class Writes:
         if not ws.ingest(path):
             ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
             return
-        if path in ws.emptied:  # written once it settled (Workspace._settle)
-            return
+        if path in ws.emptied or path in ws.creating:  # written once it settled
+            return  # (Workspace._settle), or once it is decided (client.newfiles)
         if entry.unrecorded:  # the local edit just taken in goes to the history first
             self.schedule(path)
             return

@@ -140,3 +140,48 @@ async def test_the_next_run_after_a_refused_report_does_not_push_the_file_over_t
             await first.sync(10)
     assert (a / "plan.txt").read_text() == "the server's plan\n"
     assert (b / "plan.txt").read_text() == "the server's plan\n"
+
+
+async def test_a_report_for_a_file_where_a_deleted_document_was_is_retried_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written where this device saw its document deleted is decided as a new
+    file is (see test_sync_revivals): its report, when another device brought the
+    document back first, is retried after a server error as a new file's is."""
+    save_report = branches.save_report
+    calls = 0
+
+    async def failing_twice(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise TransactionTooLarge("not yet")
+        return await save_report(*args, **kwargs)
+
+    monkeypatch.setattr(branches, "save_report", failing_twice)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+
+        async def sync(folder: Path) -> Workspace:
+            async with Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1) as ws:
+                await ws.sync(30)
+            return ws
+
+        (a / "plan.txt").write_text("the old plan\n")
+        await sync(a)
+        await sync(b)
+        (a / "plan.txt").unlink()
+        await sync(a)
+        await sync(b)
+        assert not (b / "plan.txt").exists()
+        (a / "plan.txt").write_text("a's new plan\n")
+        (b / "plan.txt").write_text("my own plan\n")
+        await sync(a)
+        second = await sync(b)
+    assert len(second.conflicts) == 1 and calls == 3
+    assert (b / "plan.txt").read_text() == "a's new plan\n"
+    backups = sorted((b / ".weft" / "conflicts").iterdir())
+    assert [p.read_text() for p in backups] == ["my own plan\n"]

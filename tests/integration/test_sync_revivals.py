@@ -1,0 +1,135 @@
+"""A file written where a document was deleted brings the document back, decided with
+the server's version at hand, as a new file at a path that never held one is: while the
+server still has it deleted, the file's text is edited into the deletion's; once another
+device brought it back first, the server's version stays and the file's text goes into
+a conflict report and a copy in ``DIR/.weft/conflicts/``. Real server process, real
+``weft sync`` processes, two folders.
+
+Found by the 2026-12-05 end-to-end offline runner: the revival was taken in offline, as
+an edit of the deleted text. A restore of the old text (no text changed, only the
+deletion flag) then silently became another device's revived text; two new texts were
+interleaved character by character (``hello world`` and ``hello there`` became
+``hhello lloworered``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.testing import folder_files, get_json, start_sync, sync_once
+from server.testing import ServerProcess, StartServer
+
+pytestmark = [pytest.mark.functional, pytest.mark.slow]
+
+TENANT, PROJECT = "acme", "site"
+OLD = "old text\nsecond line\n"
+
+
+def _sync(folder: Path, server: ServerProcess, *args: str) -> str:
+    result = sync_once(folder, server.ws_url, TENANT, PROJECT, args=args)
+    assert result.returncode == 0, result.stdout
+    return result.stdout
+
+
+def _deleted_everywhere(server: ServerProcess, tmp_path: Path) -> tuple[Path, Path]:
+    """Folders a and b that both synced notes.md (text OLD), then its deletion by a."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+    (a / "notes.md").write_text(OLD)
+    for folder in (a, b):
+        _sync(folder, server)
+    (a / "notes.md").unlink()
+    for folder in (a, b):
+        _sync(folder, server)
+    assert folder_files(a) == folder_files(b) == {}
+    return a, b
+
+
+def _server_doc(server: ServerProcess) -> dict[str, Any]:
+    url = f"{server.url}/api/v1/{TENANT}/{PROJECT}/docs/notes.md?format=json"
+    doc: dict[str, Any] = get_json(url)
+    return doc
+
+
+def _records(server: ServerProcess) -> list[dict[str, Any]]:
+    url = f"{server.url}/api/v1/{TENANT}/{PROJECT}/conflicts"
+    records: list[dict[str, Any]] = get_json(url)["conflicts"]
+    return records
+
+
+def _copies(folder: Path) -> list[Path]:
+    return sorted((folder / ".weft" / "conflicts").glob("notes.md.*"))
+
+
+def test_a_restore_that_meets_another_devices_revival_is_kept_in_a_copy(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    server = weft_server_factory()
+    a, b = _deleted_everywhere(server, tmp_path)
+    (a / "notes.md").write_text(OLD)  # a restores the old text, offline
+    (b / "notes.md").write_text("new text\n")  # b brings it back with another, offline
+
+    first = _sync(b, server, "-v")
+    second = _sync(a, server)
+
+    assert (a / "notes.md").read_text() == "new text\n"  # the first to the server wins
+    [copy] = _copies(a)
+    assert copy.read_text() == OLD
+    assert "conflict: notes.md differs from the server's version, which stays" in second
+    assert f"and in {copy}" in second, second
+    assert "1 conflict(s) recorded" in second, second
+    [record] = _records(server)
+    assert record["base"] == "" and record["path"] == "notes.md"
+    [region] = record["regions"]
+    assert (region["ours_text"], region["theirs_text"]) == (OLD, "new text\n")
+    doc = _server_doc(server)
+    assert doc["text"] == "new text\n" and not doc["deleted"]
+    assert _copies(b) == [] and folder_files(b) == folder_files(a)
+    assert "notes.md: brought back (+" in first and "conflict" not in first, first
+
+
+def test_two_files_written_where_a_document_was_deleted_are_not_interleaved(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    server = weft_server_factory()
+    a, b = _deleted_everywhere(server, tmp_path)
+    (a / "notes.md").write_text("hello world\n")
+    (b / "notes.md").write_text("hello there\n")
+
+    _sync(b, server)
+    second = _sync(a, server)
+
+    doc = _server_doc(server)
+    assert doc["text"] == "hello there\n" and not doc["deleted"]
+    assert folder_files(a) == folder_files(b) == {"notes.md": b"hello there\n"}
+    [copy] = _copies(a)
+    assert copy.read_text() == "hello world\n"
+    assert f"and in {copy}" in second, second
+    [record] = _records(server)  # the report: no branch record of interleaved texts
+    [region] = record["regions"]
+    assert (region["ours_text"], region["theirs_text"]) == ("hello world\n", "hello there\n")
+
+
+def test_a_file_restored_while_syncing_brings_its_document_back_everywhere(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Nobody else brought it back: the restore is the document's text again, no
+    record, and the other device writes the file."""
+    server = weft_server_factory()
+    a, b = _deleted_everywhere(server, tmp_path)
+    args = ["--poll", "0.2"]
+    devices = [start_sync(f, server.ws_url, TENANT, PROJECT, args=args) for f in (a, b)]
+    try:
+        for device in devices:
+            device.wait_for("in sync")
+        (a / "notes.md").write_text(OLD)
+        devices[0].wait_for("notes.md: brought back (+0 -0 chars)")
+        devices[1].wait_for("notes.md new (remote)")
+        assert (b / "notes.md").read_text() == OLD
+        assert _server_doc(server)["text"] == OLD and _records(server) == []
+    finally:
+        for device in devices:
+            device.terminate()
