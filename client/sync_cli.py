@@ -122,8 +122,8 @@ A file deleted elsewhere while it held edits made here that the server had not y
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
 A line "FILE: +N -M chars" says a change found here: N characters inserted and M
-deleted (characters, not lines); "FILE: new (+N chars)" a new file sent; "FILE: brought
-back (+N -M chars)" a deleted one brought back, its text changed so. A save of a
+deleted (characters, not lines); "FILE: new (+N chars)" a new file sent, "FILE: brought
+back (+N chars)" one written where a deleted document was. A save of a
 line that another device changed at the same time (its change waiting because the file
 was saved less than a second ago) keeps both versions of the line, theirs first, with
 no conflict record: "FILE: line N: changed here and elsewhere at once; both versions

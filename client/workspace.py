@@ -24,16 +24,17 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   edit made elsewhere meanwhile merges into that text, and a server with
   ``WEFT_BRING_BACK_EDITED`` can bring the document back whole when it judges such an
   edit, see :mod:`crdt.branches` and :mod:`crdt.editdelete`); a file
-  that appears where a document was deleted sets it back to False and edits the text
-  into the file's (the project's deletion convention; documents deleted by earlier
-  versions were emptied too). A rename is a delete and a create. Such a file is
-  decided as a new local file is (:mod:`client.newfiles`), with the server's version
-  at hand: another device may have brought the document back first, and the file's
-  text then goes into a conflict report and a copy, whole. Taken in offline as an edit
-  of the deleted text, a restore of that text (only the flag changed) silently became
-  the other device's text, and two new texts were interleaved. Only when this
-  device's own deletion still waits for the server is the file taken in at once, as
-  an edit (it undoes that deletion; others' edits since merge with it).
+  that appears where a document was deleted sets it back to False (the project's
+  deletion convention; documents deleted by earlier versions were emptied too). A
+  rename is a delete and a create. Such a file is decided as a new local file is
+  (:mod:`client.newfiles`), with the server's version at hand: its text goes in whole,
+  in place of the deleted one, unless another device brought the document back
+  first, when the file's text goes into a conflict report and a copy. Taken in
+  offline as an edit of the deleted text, a restore of that text (only the flag
+  changed) silently became the other device's text, and two new texts were
+  interleaved. Only when this device's own deletion still waits for the server is the
+  file taken in at once, as an edit of the text (it undoes that deletion; others'
+  edits since merge with it).
 - A remote deletion removes the file, but first keeps a copy of it in
   ``.weft/conflicts/`` (as a conflict's copy is kept) when the document was deleted
   while local edits of it waited for the server's ack (unsent, in flight, or taken in

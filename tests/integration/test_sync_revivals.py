@@ -1,9 +1,10 @@
 """A file written where a document was deleted brings the document back, decided with
 the server's version at hand, as a new file at a path that never held one is: while the
-server still has it deleted, the file's text is edited into the deletion's; once another
-device brought it back first, the server's version stays and the file's text goes into
-a conflict report and a copy in ``DIR/.weft/conflicts/``. Real server process, real
-``weft sync`` processes, two folders.
+server still has it deleted, the file's text goes in whole, in place of the deletion's;
+once another device brought it back first, the server's version stays and the file's
+text goes into a conflict report and a copy in ``DIR/.weft/conflicts/``. Real server
+process, real ``weft sync`` processes, two folders (the race of two devices deciding at
+once: an in-process server and two workspaces).
 
 Found by the 2026-12-05 end-to-end offline runner: the revival was taken in offline, as
 an edit of the deleted text. A restore of the old text (no text changed, only the
@@ -13,13 +14,19 @@ interleaved character by character (``hello world`` and ``hello there`` became
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client.entry import DocEntry
+from client.newfiles import NewFiles
 from client.testing import folder_files, get_json, start_sync, sync_once
-from server.testing import ServerProcess, StartServer
+from client.workspace import Workspace
+from server.app import create_app
+from server.config import Settings
+from server.testing import ServerProcess, StartServer, serve_in_process
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -126,10 +133,64 @@ def test_a_file_restored_while_syncing_brings_its_document_back_everywhere(
         for device in devices:
             device.wait_for("in sync")
         (a / "notes.md").write_text(OLD)
-        devices[0].wait_for("notes.md: brought back (+0 -0 chars)")
+        devices[0].wait_for(f"notes.md: brought back (+{len(OLD)} chars)")
         devices[1].wait_for("notes.md new (remote)")
         assert (b / "notes.md").read_text() == OLD
         assert _server_doc(server)["text"] == OLD and _records(server) == []
     finally:
         for device in devices:
             device.terminate()
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [(OLD, "new text\n"), ("hello world\n", "hello there\n")]
+)
+async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str
+) -> None:
+    """Both decide while the server still has the document deleted (held here until
+    both have, as two devices within one round trip): each file's text goes in whole, as
+    at a path that never existed, so the merge holds both, one after the other. Edited
+    into the deletion's text, a restore (no text changed) became the other's text, and
+    two new texts were interleaved."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+
+        def workspace(folder: Path) -> Workspace:
+            return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1)
+
+        async def sync(folder: Path) -> None:
+            async with workspace(folder) as ws:
+                await ws.sync(30)
+
+        (a / "notes.md").write_text(OLD)
+        await sync(a)
+        await sync(b)
+        (a / "notes.md").unlink()
+        await sync(a)
+        await sync(b)
+        assert folder_files(a) == folder_files(b) == {}
+        (a / "notes.md").write_text(ours)
+        (b / "notes.md").write_text(theirs)
+
+        adopt = NewFiles._adopt_local
+        held: list[tuple[NewFiles, DocEntry, str]] = []
+
+        def at_once(self: NewFiles, entry: DocEntry, text: str) -> None:
+            held.append((self, entry, text))
+            if len(held) == 2:
+                for args in held:
+                    adopt(*args)
+
+        monkeypatch.setattr(NewFiles, "_adopt_local", at_once)
+        async with workspace(a) as first, workspace(b) as second:
+            await asyncio.gather(first.sync(30), second.sync(30))
+            assert len(held) == 2
+            async with asyncio.timeout(10):
+                while len({(a / "notes.md").read_text(), (b / "notes.md").read_text()}) > 1:
+                    await asyncio.sleep(0.05)
+            await asyncio.gather(first.sync(30), second.sync(30))
+    assert (a / "notes.md").read_text() in (ours + theirs, theirs + ours)
