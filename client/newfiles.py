@@ -177,6 +177,10 @@ class NewFiles:
             backup = self.backup(path, later)
         self.ws.folder.write(path, server_text)
         self.ws.remember(path, server_text)
+        # A change that came while the report was on its way was not written (the file
+        # was being decided: client.writes), and the document may be deleted again since:
+        # written now, the file goes with it.
+        self.ws.schedule_write(path)
         # (a write from elsewhere, counted as one: the summary said "0 file(s) written")
         self.ws.emit(Event("remote", f"{path} updated (remote)", path))
         cid = str(record.get("id", ""))

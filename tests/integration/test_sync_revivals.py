@@ -22,6 +22,7 @@ import pytest
 
 from client.entry import DocEntry
 from client.newfiles import NewFiles
+from client.remote import Api
 from client.testing import folder_files, get_json, start_sync, sync_once
 from client.workspace import Workspace
 from server.app import create_app
@@ -194,3 +195,57 @@ async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text
                     await asyncio.sleep(0.05)
             await asyncio.gather(first.sync(30), second.sync(30))
     assert (a / "notes.md").read_text() in (ours + theirs, theirs + ours)
+
+
+async def test_a_document_deleted_again_while_the_report_is_on_its_way_goes_from_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b brought the document back first; while a's report of its own text is on its
+    way, b deletes it again. a's file then goes (a's text is in the record and the
+    copy): it was left holding b's text, the deleted document's, as if it were synced,
+    until a's next run (the deletion that came meanwhile was not written: the file was
+    being decided)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+
+        def workspace(folder: Path) -> Workspace:
+            return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1)
+
+        async def sync(folder: Path) -> None:
+            async with workspace(folder) as ws:
+                await ws.sync(30)
+
+        (a / "notes.md").write_text(OLD)
+        await sync(a)
+        await sync(b)
+        (a / "notes.md").unlink()
+        await sync(a)
+        await sync(b)
+        (b / "notes.md").write_text("b's text\n")
+        await sync(b)
+        (a / "notes.md").write_text("a's text\n")
+
+        report = Api.report_conflict
+        deciding: list[Workspace] = []
+
+        async def deleted_meanwhile(self: Api, *args: Any) -> dict[str, Any]:
+            record = await report(self, *args)
+            (b / "notes.md").unlink()
+            await sync(b)
+            entry = deciding[0].device.entries["notes.md"]
+            async with asyncio.timeout(10):
+                while not entry.deleted:  # (the deletion has reached a)
+                    await asyncio.sleep(0.05)
+            return record
+
+        monkeypatch.setattr(Api, "report_conflict", deleted_meanwhile)
+        async with workspace(a) as ws:
+            deciding.append(ws)
+            await ws.sync(30)
+        assert len(ws.conflicts) == 1
+    assert folder_files(a) == folder_files(b) == {}
+    [copy] = _copies(a)
+    assert copy.read_text() == "a's text\n"
