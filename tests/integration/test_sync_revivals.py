@@ -15,6 +15,8 @@ interleaved character by character (``hello world`` and ``hello there`` became
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,30 @@ pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
 TENANT, PROJECT = "acme", "site"
 OLD = "old text\nsecond line\n"
+
+
+@contextlib.asynccontextmanager
+async def deleted_in_two_folders(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Path, Path, Callable[[Path], Workspace]]]:
+    """An in-process server and two folders, a and b, that both synced ``notes.md``
+    and then its deletion; yields them and how to open a workspace on either."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+
+        def workspace(folder: Path) -> Workspace:
+            return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1)
+
+        for step in (lambda: (a / "notes.md").write_text(OLD), lambda: (a / "notes.md").unlink()):
+            step()
+            for folder in (a, b):
+                async with workspace(folder) as ws:
+                    await ws.sync(30)
+        assert folder_files(a) == folder_files(b) == {}
+        yield a, b, workspace
 
 
 def _sync(folder: Path, server: ServerProcess, *args: str) -> str:
@@ -154,26 +180,7 @@ async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text
     at a path that never existed, so the merge holds both, one after the other. Edited
     into the deletion's text, a restore (no text changed) became the other's text, and
     two new texts were interleaved."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
-    async with serve_in_process(app) as server:
-        a, b = tmp_path / "a", tmp_path / "b"
-        a.mkdir()
-        b.mkdir()
-
-        def workspace(folder: Path) -> Workspace:
-            return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1)
-
-        async def sync(folder: Path) -> None:
-            async with workspace(folder) as ws:
-                await ws.sync(30)
-
-        (a / "notes.md").write_text(OLD)
-        await sync(a)
-        await sync(b)
-        (a / "notes.md").unlink()
-        await sync(a)
-        await sync(b)
-        assert folder_files(a) == folder_files(b) == {}
+    async with deleted_in_two_folders(tmp_path) as (a, b, workspace):
         (a / "notes.md").write_text(ours)
         (b / "notes.md").write_text(theirs)
 
@@ -205,25 +212,12 @@ async def test_a_document_deleted_again_while_the_report_is_on_its_way_goes_from
     copy): it was left holding b's text, the deleted document's, as if it were synced,
     until a's next run (the deletion that came meanwhile was not written: the file was
     being decided)."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
-    async with serve_in_process(app) as server:
-        a, b = tmp_path / "a", tmp_path / "b"
-        a.mkdir()
-        b.mkdir()
-
-        def workspace(folder: Path) -> Workspace:
-            return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1)
+    async with deleted_in_two_folders(tmp_path) as (a, b, workspace):
 
         async def sync(folder: Path) -> None:
             async with workspace(folder) as ws:
                 await ws.sync(30)
 
-        (a / "notes.md").write_text(OLD)
-        await sync(a)
-        await sync(b)
-        (a / "notes.md").unlink()
-        await sync(a)
-        await sync(b)
         (b / "notes.md").write_text("b's text\n")
         await sync(b)
         (a / "notes.md").write_text("a's text\n")
