@@ -31,6 +31,13 @@ def open_engine(url: str) -> Engine:
             raise StoreConfigError(
                 f"store URL {url!r} names no file: use sqlite:///path/to/weft.db"
             )
+        try:
+            path.encode()
+        except UnicodeEncodeError:  # bytes from argv or the environment (surrogateescape)
+            raise StoreConfigError(
+                f"store path {path!r} is not valid UTF-8: SQLite cannot open it (it "
+                "created the file, then failed reading its own name); use another name"
+            ) from None
         unknown = set(options) - {"synchronous", "readers", "wal_limit_mb"}
         if unknown:
             raise StoreConfigError(f"unknown sqlite store option(s): {', '.join(sorted(unknown))}")

@@ -79,6 +79,7 @@ async def test_a_commit_waits_for_another_writer_on_the_file(tmp_path: Path) -> 
         ("sqlite:///x.db?readers=0", "readers must be at least 1"),
         ("sqlite:///x.db?readers=many", "invalid literal"),
         ("postgres://db", "unknown store URL"),
+        ("sqlite:///w\udcff.db", "is not valid UTF-8: SQLite cannot open it"),
     ],
 )
 def test_bad_sqlite_urls_are_clear_errors(url: str, message: str) -> None:

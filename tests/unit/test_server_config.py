@@ -607,6 +607,16 @@ def test_a_bad_store_url_is_a_configuration_error(tmp_path: Path, store: str, me
     assert not (tmp_path / "w.db").exists()
 
 
+def test_a_store_path_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
+    """SQLite opens no file whose path is not UTF-8: it created the file, then failed
+    reading its own name back (\"Could not decode to UTF-8 column 'file'\"). Refused
+    before anything is created."""
+    code, err = serve_in_a_child("--port", "0", "--store", f"sqlite:///{tmp_path}/w\udcff.db")
+    assert code == 2, err
+    assert "is not valid UTF-8: SQLite cannot open it" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "name",
     [
