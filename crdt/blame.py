@@ -13,7 +13,6 @@ Deleting text is not attributed.
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -259,16 +258,3 @@ def _line_ends(text: str) -> list[int]:
         end += len(line)
         ends.append(end)
     return ends
-
-
-def _line_records(text: str, spans: list[tuple[int, int, int]]) -> list[int]:
-    """Per line (its ending included), the newest record among its characters' spans."""
-    ends = _line_ends(text)
-    best = [-1] * len(ends)
-    for start, end, record in spans:
-        first = bisect_left(ends, start)
-        last = bisect_left(ends, end - 1)
-        for line in range(first, last + 1):
-            if record > best[line]:
-                best[line] = record
-    return best

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text
 
 from crdt import timetravel as tt
-from crdt.blame import _line_records
 from crdt.carriers import _RECORD_NO_STRUCTS, _RECORD_ONE_STRING
 from crdt.records import encode_record
 from crdt.versionstamp import Versionstamp
@@ -351,18 +350,6 @@ def test_the_first_update_carrying_an_id_wrote_it() -> None:
     assert list(index.attribute(2, 1, "ab")) == [(2, 2)]
     assert list(index.attribute(9, 0, "??")) == [(2, -1)]
     assert list(index.attribute(1, 21, "q😀")) == [(1, 4), (1, -1)]  # 😀 is 2 units
-
-
-def test_line_records_take_the_newest_character_of_each_line() -> None:
-    text = "ab\ncd\n\nef"
-    spans = [(0, 1, 3), (1, 3, 1), (3, 5, 0), (5, 6, 2), (6, 7, 0), (7, 9, 4)]
-    assert _line_records(text, spans) == [3, 2, 0, 4]
-    assert _line_records("", []) == []
-    assert _line_records("x\n", [(0, 2, 5)]) == [5]
-    # a line ends where a diff ends it: \r\n, a lone \r, a form feed, \u2028
-    text = "ab\r\ncd\ref\fg\u2028h"
-    spans = [(0, 3, 0), (3, 4, 1), (4, 6, 0), (6, 7, 2), (7, 13, 0)]
-    assert _line_records(text, spans) == [1, 2, 0, 0, 0]
 
 
 # --- text edits and diffs -------------------------------------------------------------------
