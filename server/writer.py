@@ -69,10 +69,16 @@ class _Pending:
         self.queued = time.monotonic()
 
     def settle(self, appended: Appended | None, error: BaseException | None) -> None:
+        """Call ``done`` (once: a second call does nothing, see ``Writer._landed``)."""
+        done, self.done = self.done, _settled
         try:
-            self.done(appended, error)
+            done(appended, error)
         except Exception:  # a callback must not take the writer down
             log.error("an update's commit callback failed", exc_info=True)
+
+
+def _settled(appended: Appended | None, error: BaseException | None) -> None:
+    """What a settled update's ``done`` becomes."""
 
 
 def _resolve(
@@ -244,6 +250,11 @@ class Writer:
         the append having failed at once: its loop goes on."""
         try:
             self._settle(batch, results, exc)
+        except Exception as bug:  # every update still gets its answer, once
+            log.error("settling a group commit of %d updates failed", len(batch), exc_info=True)
+            error = StoreError(f"commit outcome unknown: {bug!r}")
+            for p in batch:
+                p.settle(None, error)
         finally:
             self._committing = False
             self._batches_done += 1

@@ -249,3 +249,35 @@ async def test_the_engine_closed_under_the_writer_settles_every_update_once(
         await writer.close()
     assert [len(o) for o in outcomes] == [1] * 6
     assert [o[0] is None for o in outcomes] == [True] * 3 + [False] * 3
+
+
+async def test_a_batch_whose_settling_fails_midway_still_answers_every_update_once(
+    kv: Engine,
+) -> None:
+    """A bug while settling a landed batch (here: its metrics, after the first update's
+    answer) fails the updates not answered yet, and answers none twice; the writer goes
+    on. Before, the rest of the batch waited for ever."""
+    history, ref = await setup(kv)
+    made = updates(4)
+    async with Writer(history) as writer:
+        answers: list[tuple[Appended | None, BaseException | None]] = []
+        settle = writer._settle
+
+        def settle_then_fail(batch: Any, results: Any, exc: Any) -> None:
+            batch[0].settle(results[0], None)
+            raise RuntimeError("metrics broke")
+
+        writer._settle = settle_then_fail  # type: ignore[method-assign]
+        for u in made[:3]:
+            writer.submit_with(Append(ref, u), lambda a, e: answers.append((a, e)))
+        async with asyncio.timeout(5):
+            while len(answers) < 3:
+                await asyncio.sleep(0.01)
+        writer._settle = settle  # type: ignore[method-assign]
+        later = await writer.submit(Append(ref, made[3]))
+    assert len(answers) == 3
+    assert answers[0][0] is not None and answers[0][1] is None
+    assert [str(e) for _, e in answers[1:]] == [
+        "commit outcome unknown: RuntimeError('metrics broke')"
+    ] * 2
+    assert not later.duplicate
