@@ -316,7 +316,6 @@ async def raw_upload(server: ServerProcess, files: int) -> float:
 # --- report --------------------------------------------------------------------------------
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.offline",

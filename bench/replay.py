@@ -264,7 +264,6 @@ async def bench_blame(path: Path, sizes: Sizes) -> dict[str, Any]:
 # --- report ----------------------------------------------------------------------------
 
 
-
 def report(
     restore: dict[str, Any], blame: dict[str, Any], quick: bool, load: float
 ) -> dict[str, Any]:

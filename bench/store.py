@@ -278,7 +278,6 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
 
 
-
 def report(
     append: dict[int, dict[str, float]], replay: dict[str, Any], n: int, log_bytes: int, quick: bool
 ) -> dict[str, Any]:

@@ -287,9 +287,7 @@ class DocLink:
                 if turned_away is None:
                     turned_away = now
                 elif (
-                    patience is not None
-                    and self.device.syncing
-                    and now - turned_away > patience
+                    patience is not None and self.device.syncing and now - turned_away > patience
                 ):  # a sync (weft sync --once) must end: say which file and why
                     self.error = (
                         f"closed by the server ({code}): {reason}; "
@@ -307,8 +305,10 @@ class DocLink:
                 return
             if code in SERVER_GONE:
                 self.device.report_unreachable(f"connection closed ({code}) {reason}".strip())
-            elif code in RETRY_LATER or code == 1000 or (
-                code == CODE_TOO_BIG and self.entry.outbox.unmerge()
+            elif (
+                code in RETRY_LATER
+                or code == 1000
+                or (code == CODE_TOO_BIG and self.entry.outbox.unmerge())
             ):  # too big: merged sends may each fit, sent one update at a time
                 delay = backoff.next()
                 log.info("%s: closed %s %s; retry in %.1f s", self.entry.path, code, reason, delay)

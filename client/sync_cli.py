@@ -162,8 +162,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--poll",
         type=float,
         default=None,
-        help="how often to check the project's document list, seconds (WEFT_SYNC_POLL, "
-        "default 1)",
+        help="how often to check the project's document list, seconds (WEFT_SYNC_POLL, default 1)",
     )
     a(
         "--idle-close",

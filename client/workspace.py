@@ -225,9 +225,7 @@ class Workspace(Listener):
                 # checked for conflicts); connected first, its link could send them as
                 # live edits, with no check.
                 entry = await self.device.open(path, connect=False)
-                state = await start_state(
-                    self.device, entry, saved.get(path), aheads.get(path, [])
-                )
+                state = await start_state(self.device, entry, saved.get(path), aheads.get(path, []))
                 if state is not None and state != saved.get(path):
                     self.disk[path] = state.shadow  # (the saved one lagged: client.shadows)
                     self.tracked.add(path)

@@ -66,10 +66,8 @@ async def _emptied(
     return _read(base_state, side[: setting[-1] + 1])[0] == ""
 
 
-def _deleted_side(
-    start: tuple[str, bool], ours: tuple[str, bool], theirs: tuple[str, bool]
-) -> str:
-    """"ours" or "theirs" when that side deleted the document (not deleted at base) and
+def _deleted_side(start: tuple[str, bool], ours: tuple[str, bool], theirs: tuple[str, bool]) -> str:
+    """ "ours" or "theirs" when that side deleted the document (not deleted at base) and
     the other side, which did not, changed its text; "" otherwise."""
     if start[1]:
         return ""

@@ -377,7 +377,9 @@ def _miscounted(
     return {
         line
         for line in (merged.keys() | ours.keys() | theirs.keys()) - contested
-        if not max(ours[line], theirs[line]) - base[line] <= merged[line] <= ours[line] + theirs[line]
+        if not max(ours[line], theirs[line]) - base[line]
+        <= merged[line]
+        <= ours[line] + theirs[line]
     }
 
 

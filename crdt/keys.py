@@ -81,6 +81,7 @@ Element = None | bytes | str | int | bool | float | tuple[Any, ...] | Versionsta
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 DEVICE_ID_RULE = "1-64 of A-Z a-z 0-9 . _ : -"
 
+
 def pack(items: Sequence[Element], prefix: bytes = b"") -> bytes:
     """Tuple-pack ``items`` after ``prefix``; a Versionstamp element is packed completed."""
     if type(items) is tuple and all(type(item) in _CACHED_TYPES for item in items[:-1]):
@@ -365,7 +366,9 @@ def check_new_path(path: str) -> str:
             f"character that can disguise a name (path {path!r})"
         )
     if any(segment.isspace() for segment in path.split("/")):
-        raise BadPath(f"not allowed for a new document: a segment of only whitespace (path {path!r})")
+        raise BadPath(
+            f"not allowed for a new document: a segment of only whitespace (path {path!r})"
+        )
     return path
 
 

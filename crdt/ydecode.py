@@ -270,9 +270,7 @@ def decode_update(update: bytes) -> tuple[dict[int, list[Item]], list[tuple[int,
     return structs, deletes
 
 
-def deletes_within(
-    deletes: list[tuple[int, int, int]], known: list[tuple[int, int, int]]
-) -> bool:
+def deletes_within(deletes: list[tuple[int, int, int]], known: list[tuple[int, int, int]]) -> bool:
     """Whether every range of ``deletes`` ``(client, clock, length)`` lies inside the
     union of ``known``'s (a delete set the document has already)."""
     spans: dict[int, list[list[int]]] = {}

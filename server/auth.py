@@ -395,8 +395,7 @@ def issue_token(
 
 
 TWO_TOKENS = (
-    "two different tokens (in ?token= and Authorization: Bearer, or ?token= twice): "
-    "send one"
+    "two different tokens (in ?token= and Authorization: Bearer, or ?token= twice): send one"
 )
 
 

@@ -143,8 +143,7 @@ class Metrics:
         )
         self.updates_delayed = Counter(
             "weft_updates_delayed_total",
-            "Updates held back by their tenant's rate quota (their connection not read "
-            "meanwhile).",
+            "Updates held back by their tenant's rate quota (their connection not read meanwhile).",
         )
         self.rate_wait = Counter(
             "weft_rate_wait_seconds_total",

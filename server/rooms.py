@@ -665,9 +665,7 @@ class Rooms:
             # Rooms unloaded here, in leave() (idle_seconds 0, over max_idle) or anywhere
             # else. At once when the last room went (nothing left to slow down), else at
             # most every RELEASE_EVERY seconds.
-            if self._unloaded and (
-                not self._rooms or time.monotonic() - released >= RELEASE_EVERY
-            ):
+            if self._unloaded and (not self._rooms or time.monotonic() - released >= RELEASE_EVERY):
                 self._unloaded = 0
                 await memory.release(self.history.kv, self.release_hooks)
                 released = time.monotonic()

@@ -125,9 +125,7 @@ def check_key(key: bytes) -> None:
 
 def check_value(value: bytes) -> None:
     if len(value) > MAX_VALUE:
-        raise TransactionTooLarge(
-            f"value of {len(value)} bytes is over the {MAX_VALUE}-byte limit"
-        )
+        raise TransactionTooLarge(f"value of {len(value)} bytes is over the {MAX_VALUE}-byte limit")
 
 
 def check_offset(data: bytes, offset: int) -> None:

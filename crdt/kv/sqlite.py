@@ -866,9 +866,8 @@ class SQLiteEngine:
         one-update commit when commits were 10 ms apart."""
         try:
             now = time.monotonic()
-            if (
-                now - self._wal_checked < self._wal_limit_every
-                or now - self._wal_sized < min(WAL_SIZE_EVERY, self._wal_limit_every)
+            if now - self._wal_checked < self._wal_limit_every or now - self._wal_sized < min(
+                WAL_SIZE_EVERY, self._wal_limit_every
             ):
                 return
             self._wal_sized = now

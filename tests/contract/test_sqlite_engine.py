@@ -663,9 +663,7 @@ async def test_a_steady_stream_of_commits_is_checkpointed_every_n_commits(
     ``checkpoint_commits`` commits (and not after each one: a checkpoint's fsync can hold
     up a commit's)."""
     path = tmp_path / "kv.db"
-    engine = SQLiteEngine(
-        path, checkpoint_delay=0.1, checkpoint_commits=200, checkpoint_every=60.0
-    )
+    engine = SQLiteEngine(path, checkpoint_delay=0.1, checkpoint_commits=200, checkpoint_every=60.0)
     async with engine:
         before = path.stat().st_size
         started = time.monotonic()

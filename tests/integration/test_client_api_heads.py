@@ -182,9 +182,10 @@ async def test_heads_polled_from_two_servers_on_one_store_see_each_other_s_appen
             *(typist(s, f"{s.port}-{n}.md") for s in (one, two) for n in range(3)), poller()
         )
         for server in (one, two):
-            assert await api.heads() == await Api(
-                http, ServerURL.parse(server.ws_url), "acme", project
-            ).heads()
+            assert (
+                await api.heads()
+                == await Api(http, ServerURL.parse(server.ws_url), "acme", project).heads()
+            )
         assert len(await api.heads()) == 7
     assert spy.answers[0] == "whole" and "whole" not in spy.answers[1:]
     assert "delta" in spy.answers

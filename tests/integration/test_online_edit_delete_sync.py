@@ -163,9 +163,7 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_sai
         assert doc["text"] == edited and doc["deleted"] is not bring_back
         if bring_back:  # back in both folders, with B's edit
             wait_until(
-                lambda: all(
-                    folder_files(f).get("notes.md") == edited.encode() for f in (a, b)
-                ),
+                lambda: all(folder_files(f).get("notes.md") == edited.encode() for f in (a, b)),
                 20,
                 "the file back in both folders",
             )

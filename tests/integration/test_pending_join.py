@@ -30,7 +30,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def two_edits() -> tuple[bytes, bytes]:
-    """"hello", then " world" built on it."""
+    """ "hello", then " world" built on it."""
     doc: Doc[Any] = Doc(client_id=41)
     text = doc.get("content", type=Text)
     updates = []
@@ -41,9 +41,7 @@ def two_edits() -> tuple[bytes, bytes]:
     return updates[0], updates[1]
 
 
-@pytest.mark.parametrize(
-    ("snapshot", "threaded"), [(False, False), (True, False), (False, True)]
-)
+@pytest.mark.parametrize(("snapshot", "threaded"), [(False, False), (True, False), (False, True)])
 async def test_a_joiner_gets_what_the_room_holds_pending(
     tmp_path: Path,
     http: aiohttp.ClientSession,

@@ -192,5 +192,7 @@ def test_sync_refuses_a_new_disguised_file_and_keeps_syncing_old_documents(
         assert (folder / ".GIT" / "config").read_text() == CHECKOUT_CONFIG
         docs = get_json(f"{server.url}/api/v1/acme/old/docs")["docs"]
         assert sorted((d["path"], d["updates"]) for d in docs) == [
-            (".GIT/config", 1), ("old\u202egpj.md", 1), ("real.md", 1)
+            (".GIT/config", 1),
+            ("old\u202egpj.md", 1),
+            ("real.md", 1),
         ]

@@ -75,13 +75,18 @@ async def test_since_a_marker_the_list_holds_only_the_documents_changed_after_it
     # Since the current marker: an empty delta; with If-None-Match too: a 304
     assert await project.list(marker(now)) == (
         200,
-        {"tenant": "since", "project": project.name, "complete": False,
-         "since": marker(now), "docs": []},
+        {
+            "tenant": "since",
+            "project": project.name,
+            "complete": False,
+            "since": marker(now),
+            "docs": [],
+        },
         now,
     )
     assert await project.list(marker(now), now) == (304, None, now)
     # The ETag as a proxy may hand it on (weak, in quotes) is taken too
-    status, weak, _ = await project.list(f'W/{etag}')
+    status, weak, _ = await project.list(f"W/{etag}")
     assert weak is not None and paths(weak) == ["b.md", "new/d.md"]
 
 

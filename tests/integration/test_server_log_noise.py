@@ -207,7 +207,7 @@ async def test_a_connection_the_client_closes_is_logged_with_the_clients_code(
 async def test_a_connections_join_and_close_lines_share_its_number(
     weft_server_factory: StartServer, http: aiohttp.ClientSession
 ) -> None:
-    """"ada joined /ws/acme/site/b.txt" did not say which connection it was, and
+    """ "ada joined /ws/acme/site/b.txt" did not say which connection it was, and
     "connection 2 closed (...)" not whose: with several clients an operator could not
     tell which user or document a close (or a refusal of an update) was about."""
     server = weft_server_factory()
@@ -219,7 +219,9 @@ async def test_a_connections_join_and_close_lines_share_its_number(
             break
         await asyncio.sleep(0.01)
     lines = server.log().splitlines()
-    assert any(line.endswith("connection 2: anonymous joined /ws/acme/site/b.txt") for line in lines)
+    assert any(
+        line.endswith("connection 2: anonymous joined /ws/acme/site/b.txt") for line in lines
+    )
     assert any(line.endswith("connection 2 closed (1000 from the client)") for line in lines)
 
 

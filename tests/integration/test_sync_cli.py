@@ -246,7 +246,9 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
             await asyncio.sleep(0.02)
 
 
-def test_a_restored_folder_syncs_without_its_manifest(server: ServerProcess, tmp_path: Path) -> None:
+def test_a_restored_folder_syncs_without_its_manifest(
+    server: ServerProcess, tmp_path: Path
+) -> None:
     """``weft restore`` writes .weft-manifest.json at the folder's top, a name the server
     refuses for a new document: a sync of the restored folder sent it, was closed with
     4400, and every ``--once`` exited 1 ("1 file(s) NOT in sync") until it was deleted by
@@ -493,7 +495,9 @@ def test_a_running_sync_waits_for_the_connection_quota_for_as_long_as_it_takes(
     waiter = None
     try:
         holder.wait_for("in sync")
-        waiter = start_sync(waiter_dir, server.ws_url, TENANT, "wait", args=("--max-backoff", "0.2"))
+        waiter = start_sync(
+            waiter_dir, server.ws_url, TENANT, "wait", args=("--max-backoff", "0.2")
+        )
         # (said once per device, for the first file turned away: mine.txt, or held.txt
         # when the waiter reads the document list first)
         waiter.wait_for(": waiting for a connection: too many connections")
@@ -536,8 +540,10 @@ def test_a_running_sync_of_more_files_than_the_connection_quota_syncs_whole(
         (folder / "f5.txt").write_text("file 5\nedited\n")
         (folder / "new.txt").write_text("new\n")
         wait_until(
-            lambda: get_text(doc_url(server, "crowd", "f5.txt")) == "file 5\nedited\n"
-            and get_text(doc_url(server, "crowd", "new.txt")) == "new\n",
+            lambda: (
+                get_text(doc_url(server, "crowd", "f5.txt")) == "file 5\nedited\n"
+                and get_text(doc_url(server, "crowd", "new.txt")) == "new\n"
+            ),
             10,
             "later edits reach the server",
         )

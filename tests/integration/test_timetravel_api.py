@@ -319,8 +319,14 @@ async def test_the_exports_document_count_is_of_the_documents_that_existed_at_th
         ("POST", "revert", {}, {"path": "notes.md", "to": "2001-01-01"}, 404, "not_found"),
         ("POST", "revert", {}, ["not", "an", "object"], 400, "bad_request"),
         # a device name outside the ?device= rule (it is printed in history and blame)
-        ("POST", "revert", {}, {"path": "notes.md", "to": "head", "device": "a b!"}, 400,
-         "bad_request"),
+        (
+            "POST",
+            "revert",
+            {},
+            {"path": "notes.md", "to": "head", "device": "a b!"},
+            400,
+            "bad_request",
+        ),
         ("POST", "revert", {}, {"to": "head", "device": "\u202eevil\nline"}, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "-1"}, None, 400, "bad_request"),
         ("GET", "history/notes.md", {"limit": "10001"}, None, 400, "bad_request"),
@@ -423,7 +429,9 @@ async def test_bad_query_values_say_what_is_expected(
     # Before the document existed: said as the CLI says it (it said "no document").
     status, answer = await call_api(http, "GET", f"{api}/docs/notes.md", token=tok, at="2001-01-01")
     assert status == 404, answer
-    assert answer["error"]["message"].startswith("'notes.md' did not exist at 2001-01-01 (its first")
+    assert answer["error"]["message"].startswith(
+        "'notes.md' did not exist at 2001-01-01 (its first"
+    )
 
 
 async def test_scopes_and_tenants(server: ServerProcess, http: aiohttp.ClientSession) -> None:

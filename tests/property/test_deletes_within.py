@@ -12,9 +12,7 @@ from pycrdt import Doc, Text
 
 from crdt import ydecode
 
-ranges = st.lists(
-    st.tuples(st.integers(1, 3), st.integers(0, 40), st.integers(0, 8)), max_size=12
-)
+ranges = st.lists(st.tuples(st.integers(1, 3), st.integers(0, 40), st.integers(0, 8)), max_size=12)
 
 
 def clocks(deletes: list[tuple[int, int, int]]) -> set[tuple[int, int]]:

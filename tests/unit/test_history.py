@@ -350,8 +350,10 @@ def test_append_keys_equal_the_tuple_layers(ms: int, user: int) -> None:
     assert [ak.head, ak.n, ak.bytes, ak.ms, ak.i, ak.h, ak.t] == [
         ref.key(name) for name in ("head", "n", "bytes", "ms", "i", "h", "t")
     ]
-    assert ak.meta == keys.pack(("doc", "site", "a.md"), b"\x15\x01") == keys.doc_meta(
-        b"\x15\x01", "site", "a.md"
+    assert (
+        ak.meta
+        == keys.pack(("doc", "site", "a.md"), b"\x15\x01")
+        == keys.doc_meta(b"\x15\x01", "site", "a.md")
     )
     assert ak.records.key(user, 0) == keys.pack_incomplete(("u",), user, (0,), ref.space)
     assert ak.time_key(ms, user) == keys.pack_incomplete(("t", ms), user, (), ref.space)

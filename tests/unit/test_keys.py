@@ -105,9 +105,7 @@ REFUSED_FOR_NEW = [
 
 
 @pytest.mark.parametrize(("path", "reason"), REFUSED_FOR_NEW)
-def test_new_documents_may_not_have_disguised_or_never_synced_paths(
-    path: str, reason: str
-) -> None:
+def test_new_documents_may_not_have_disguised_or_never_synced_paths(path: str, reason: str) -> None:
     with pytest.raises(BadPath, match=f"not allowed for a new document: .*{reason}"):
         keys.check_new_path(path)
     # ...while the key of one stored before the rule is still built (read, write, delete)
@@ -296,7 +294,9 @@ def test_pack_uint_is_the_tuple_layers_int(client: int, clock: int) -> None:
     )
 
 
-@pytest.mark.parametrize("text", ["", "0" * 23, "0" * 25, "0" * 24 + "\n", "g" * 24, " " + "0" * 23])
+@pytest.mark.parametrize(
+    "text", ["", "0" * 23, "0" * 25, "0" * 24 + "\n", "g" * 24, " " + "0" * 23]
+)
 def test_a_versionstamp_is_exactly_24_hex_digits(text: str) -> None:
     """``0…0\\n`` passed (``$`` matches before a final newline): a conflict id typed
     with one went into a URL as it was."""

@@ -454,9 +454,7 @@ def test_a_handshake_answer_with_known_deletions_only_is_not_stored() -> None:
     assert commit_of(session(room).receive(SyncUpdate(data), 0.0)).update == data
     unknown = FakeRoom(cursor=vs(9), known_deletions=False)
     assert commit_of(session(unknown).receive(SyncStep2(data), 0.0)).update == data
-    read_only = Session(
-        room, tenant="acme", can_write=False, quotas=Quotas(LIMITS, max_wait=1.0)
-    )
+    read_only = Session(room, tenant="acme", can_write=False, quotas=Quotas(LIMITS, max_wait=1.0))
     assert read_only.receive(SyncStep2(data), 0.0) == []  # not refused: nothing to write
 
 

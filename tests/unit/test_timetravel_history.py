@@ -208,7 +208,12 @@ async def test_blame_of_a_file_edit_that_changes_a_line_and_appends_one(
     await put(history, ref, bob.change(lambda: apply(bob.text, old, diff(old, new))), "bob")
     result = await tt.blame(history, ref)
     got = [(line.text, line.author.user if line.author else None) for line in result.lines]
-    assert got == [("l1 alice", "alice"), ("l2 bob", "bob"), ("l3 alice", "alice"), ("l4 bob", "bob")]
+    assert got == [
+        ("l1 alice", "alice"),
+        ("l2 bob", "bob"),
+        ("l3 alice", "alice"),
+        ("l4 bob", "bob"),
+    ]
 
 
 @pytest.mark.parametrize(
