@@ -111,7 +111,7 @@ def listed_event(record: dict[str, Any], device_id: str) -> Event | None:
         return conflict_event(parsed.path, parsed.id, parsed.summary(), LISTED)
     if parsed.report:
         return None
-    return conflict_event(parsed.path, parsed.id, parsed.their_summary(), LISTED)
+    return conflict_event(parsed.path, parsed.id, parsed.their_summary(device_id), LISTED)
 
 
 def _refused_filter(message: str) -> bool:

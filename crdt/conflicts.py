@@ -119,16 +119,20 @@ class ConflictRecord:
             return f"{what}: {self._deletion_outcome()}"
         return self._regions_label()
 
-    def their_summary(self) -> str:
-        """One line saying what the conflict is, for a person of the ``theirs`` side (a
-        device whose edits met ``ours``'s offline branch, or whose deletion met its
-        edit; not for a report): which device ``ours`` was, and where the text is."""
+    def their_summary(self, device: str = "") -> str:
+        """One line saying what the conflict is, for ``device``, of the ``theirs`` side
+        (a device whose edits met ``ours``'s offline branch, or whose deletion met its
+        edit; not for a report): which device ``ours`` was, and where the text is. When
+        ``theirs`` deleted and names other devices too, the record does not say which of
+        them deleted (the others edited): the line names them all."""
         who = ", ".join(self.ours.clients or self.ours.users) or "another device"
         if self.deleted:
+            others = [c for c in self.theirs.clients if c != device]
+            where = f"here or on {', '.join(others)}" if others else "here"
             what = (
                 f"edited here while deleted on {who}"
                 if self.deleted == "ours"
-                else f"deleted here while edited on {who}"
+                else f"deleted {where} while edited on {who}"
             )
             return f"{what}: {self._deletion_outcome()}"
         return (

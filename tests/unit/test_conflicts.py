@@ -472,10 +472,18 @@ def test_the_other_sides_summary_names_the_device_it_met_and_where_the_text_is()
         "edits made here met laptop's offline changes: 1 region changed on both sides "
         "(base line 2); both sides' text is in this record"
     )
-    assert record(laptop, "theirs").their_summary() == (
+    assert record(laptop, "theirs").their_summary("desk") == (
         "deleted here while edited on laptop: the document stays deleted; the edited text "
         "is in this record"
     )
+    # Another device on the deleting side: the record does not say which one deleted
+    # (the other edited): said to either, it names both, never "deleted here" alone.
+    two = record(laptop, "theirs")
+    two.theirs = Side(users=["ada", "cy"], clients=["desk", "tablet"])
+    assert two.their_summary("tablet").startswith(
+        "deleted here or on desk while edited on laptop: "
+    )
+    assert two.their_summary("desk").startswith("deleted here or on tablet while edited on ")
     assert record(laptop, "ours", restored=True).their_summary() == (
         "edited here while deleted on laptop: the document was brought back with the edits"
     )
