@@ -4,7 +4,7 @@ the server's version at hand (part of :mod:`client.workspace`):
 
 - same text as the server's document → adopted;
 - the server has no such document (or a deleted one) → created from the file (a
-  deleted one is brought back, the file's text in place of the deletion's, whole), unless
+  deleted one is brought back, its changed lines replacing the deletion's whole), unless
   no new document may have its name (``crdt.keys.check_new_path``: a character that
   disguises a name, say): then it is skipped with a warning;
 - different text → the server's version stays, the local text is recorded as a conflict
@@ -26,7 +26,7 @@ from client.entry import DocEntry
 from client.events import Event
 from client.folder import Skip
 from client.remote import ApiError
-from client.textdiff import Op, apply
+from client.textdiff import apply, line_diff
 from crdt.errors import BadPath
 from crdt.keys import check_new_path
 
@@ -122,25 +122,30 @@ class NewFiles:
 
     def _adopt_local(self, entry: DocEntry, text: str) -> None:
         """Make the document hold the file's text: a new one, or a deleted one brought
-        back. Either way the text goes in whole, in place of any the deletion left: a
-        device that brought the document back at the same moment (both decided while the
-        server had it deleted) then has its text next to this one, as two new files at
-        a path that never existed have, not interleaved with it (edited into the deleted
-        text, character by character, two texts were; and a restore of that text, which
-        changed nothing but the flag, became the other's)."""
+        back. The lines it shares with the text the deletion left stay as they are (a
+        restore of that text changes only the flag), and each run of other lines is
+        replaced whole (``line_diff``): a device that brought the document back at the
+        same moment with other lines (both decided while the server had it deleted)
+        then has them next to these, never interleaved character by character (as they
+        were, edited into the deleted text by a character diff). Replacing the whole
+        text instead put an offline edit made before the deletion (kept in a record) at
+        the start of the document, the characters it was made next to being deleted."""
         current = str(entry.text)
         queued = entry.unrecorded_local
         revived = entry.deleted
         with entry.doc.transaction():
             entry.meta["deleted"] = False
-            inserted, _ = apply(entry.text, current, [Op(0, len(current), text)])
+            inserted, _ = apply(entry.text, current, line_diff(current, text))
         if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
             self.ws.device.file_read(entry, text)
         self.creating.discard(entry.path)
         self.ws.kept.pop(entry.path, None)  # back: a copy kept at its deletion is old news
         self.ws.remember(entry.path, text)
-        what = "brought back" if revived else "new"
-        self.ws.emit(Event("local", f"{entry.path}: {what} (+{inserted} chars)", entry.path))
+        if revived and not inserted:
+            said = f"{entry.path}: brought back (its text as it was)"
+        else:
+            said = f"{entry.path}: {'brought back' if revived else 'new'} (+{inserted} chars)"
+        self.ws.emit(Event("local", said, entry.path))
 
     async def _conflict(self, entry: DocEntry, text: str) -> bool:
         """The server has a different file at this path: keep it, record ours."""

@@ -21,6 +21,7 @@ from crdt.textedits import (
     common_prefix,
     common_suffix,
     diff,
+    line_diff,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "common_prefix",
     "common_suffix",
     "diff",
+    "line_diff",
     "merge3",
     "merge3_both",
 ]

@@ -27,8 +27,8 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   that appears where a document was deleted sets it back to False (the project's
   deletion convention; documents deleted by earlier versions were emptied too). A
   rename is a delete and a create. Such a file is decided as a new local file is
-  (:mod:`client.newfiles`), with the server's version at hand: its text goes in whole,
-  in place of the deleted one, unless another device brought the document back
+  (:mod:`client.newfiles`), with the server's version at hand: its changed lines
+  replace the deleted ones whole, unless another device brought the document back
   first, when the file's text goes into a conflict report and a copy. Taken in
   offline as an edit of the deleted text, a restore of that text (only the flag
   changed) silently became the other device's text, and two new texts were

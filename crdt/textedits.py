@@ -78,6 +78,15 @@ def diff(old: str, new: str, *, char_limit: int = CHAR_DIFF_LIMIT) -> list[Op]:
     return _on_line_boundaries(old, ops)
 
 
+def line_diff(old: str, new: str) -> list[Op]:
+    """Ops turning ``old`` into ``new`` that replace whole lines only (lines as
+    ``str.splitlines`` ends them): the lines both texts hold stay (the same characters,
+    so edits made elsewhere to them still apply), and each run of changed lines is
+    replaced whole, never edited character by character. See ``client.newfiles``: a
+    file written where a deleted document was."""
+    return _line_ops(old, new, 0, 0) if old != new else []
+
+
 SLIDE_LIMIT = 1_000
 """How far (characters) :func:`_on_line_boundaries` looks for a better place for an op."""
 

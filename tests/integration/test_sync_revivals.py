@@ -160,7 +160,7 @@ def test_a_file_restored_while_syncing_brings_its_document_back_everywhere(
         for device in devices:
             device.wait_for("in sync")
         (a / "notes.md").write_text(OLD)
-        devices[0].wait_for(f"notes.md: brought back (+{len(OLD)} chars)")
+        devices[0].wait_for("notes.md: brought back (its text as it was)")
         devices[1].wait_for("notes.md new (remote)")
         assert (b / "notes.md").read_text() == OLD
         assert _server_doc(server)["text"] == OLD and _records(server) == []
@@ -170,10 +170,20 @@ def test_a_file_restored_while_syncing_brings_its_document_back_everywhere(
 
 
 @pytest.mark.parametrize(
-    ("ours", "theirs"), [(OLD, "new text\n"), ("hello world\n", "hello there\n")]
+    ("ours", "theirs", "merged"),
+    [
+        # A restore of the old text changes only the flag (see the next test): the
+        # other's new lines replace the old ones; the old text is in the history.
+        (OLD, "new text\n", {"new text\n"}),
+        (
+            "hello world\n",
+            "hello there\n",
+            {"hello world\nhello there\n", "hello there\nhello world\n"},
+        ),
+    ],
 )
 async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str, merged: set[str]
 ) -> None:
     """Both decide while the server still has the document deleted (held here until
     both have, as two devices within one round trip): each file's text goes in whole, as
@@ -201,7 +211,41 @@ async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text
                 while len({(a / "notes.md").read_text(), (b / "notes.md").read_text()}) > 1:
                     await asyncio.sleep(0.05)
             await asyncio.gather(first.sync(30), second.sync(30))
-    assert (a / "notes.md").read_text() in (ours + theirs, theirs + ours)
+    assert (a / "notes.md").read_text() in merged
+
+
+def test_an_offline_edit_from_before_a_deletion_lands_in_place_after_a_restore(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """c edits line 3 offline, from before b's deletion and a's restore of the same
+    text: the edit lands on line 3. With the restore replacing the whole text, it was
+    put at the start of the document ("TOKx one"), the characters it was made next to
+    being deleted (found by the 2026-12-05 end-to-end runner)."""
+    server = weft_server_factory()
+    a, b, c = (tmp_path / name for name in "abc")
+    for folder in (a, b, c):
+        folder.mkdir()
+    text = "x one\ny two\nz three"
+    (a / "c.txt").write_text(text)
+    for folder in (a, b, c):
+        _sync(folder, server)
+    (c / "c.txt").write_text(text + "\n")
+    _sync(c, server)
+    (b / "c.txt").unlink()  # its base is from before c's edit
+    _sync(b, server)
+    _sync(a, server)
+    assert folder_files(a) == {}
+    (a / "c.txt").write_text(text + "\n")  # the text it was deleted with, back
+    said = _sync(a, server, "-v")
+    assert "c.txt: brought back (its text as it was)" in said, said
+    (c / "c.txt").write_text("x one\ny two\nz threeTOK\n")  # offline since its edit
+    _sync(c, server)
+    for folder in (a, b, c):
+        _sync(folder, server)
+    url = f"{server.url}/api/v1/{TENANT}/{PROJECT}/docs/c.txt?format=json"
+    final = get_json(url)["text"]
+    assert final == "x one\ny two\nz threeTOK\n", final
+    assert folder_files(a) == folder_files(b) == folder_files(c)
 
 
 async def test_a_document_deleted_again_while_the_report_is_on_its_way_goes_from_the_folder(

@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from client.textdiff import CHAR_DIFF_LIMIT, Op, apply, apply_ops, diff, merge3, merge3_both
+from client.textdiff import (
+    CHAR_DIFF_LIMIT,
+    Op,
+    apply,
+    apply_ops,
+    diff,
+    line_diff,
+    merge3,
+    merge3_both,
+)
 from crdt.textedits import INSERT_CHUNK
 from crdt.ydecode import decode_update
 
@@ -369,3 +378,15 @@ def test_merge3_both_says_where_both_versions_of_a_line_were_kept() -> None:
     )
     assert merge3_both(base, "a\nB\nc\nd\ne\n", "a\nb\nc\nD\ne\n") == ("a\nB\nc\nD\ne\n", [])
     assert merge3(base, "a\nB2\nc\nd\ne\n", "a\nB1\nc\nd\ne\n") == "a\nB1\nB2\nc\nd\ne\n"
+
+
+def test_line_diff_keeps_shared_lines_and_replaces_other_runs_whole() -> None:
+    old = "x one\ny two\nz three\n"
+    assert line_diff(old, old) == []
+    assert line_diff(old, "x one\nY TWO\nz three\n") == [Op(6, 12, "Y TWO\n")]
+    assert line_diff("", "new\n") == [Op(0, 0, "new\n")]
+    assert line_diff(old, "") == [Op(0, len(old), "")]
+    # never a character edit: "hello world" and "hello there" share no line
+    assert line_diff("hello world\n", "hello there\n") == [Op(0, 12, "hello there\n")]
+    for new in ("x one\r\nz three", "a\u2028x one\n", "x one\ny two\nz three"):
+        assert apply_ops(old, line_diff(old, new)) == new
