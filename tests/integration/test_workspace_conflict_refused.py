@@ -71,20 +71,26 @@ async def test_a_report_the_server_keeps_refusing_fails_the_file_with_one_backup
     assert "1 file(s) NOT in sync" in printed and str(backups[0]) in printed
 
 
-async def test_a_report_retried_after_a_server_error_keeps_one_backup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fail_reports_twice(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The server fails its first two conflict reports (as a full transaction would);
+    returns the count of reports tried, kept up to date."""
     save_report = branches.save_report
-    calls = 0
+    calls = [0]
 
     async def failing_twice(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls <= 2:
+        calls[0] += 1
+        if calls[0] <= 2:
             raise TransactionTooLarge("not yet")
         return await save_report(*args, **kwargs)
 
     monkeypatch.setattr(branches, "save_report", failing_twice)
+    return calls
+
+
+async def test_a_report_retried_after_a_server_error_keeps_one_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fail_reports_twice(monkeypatch)
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server:
         a, b = tmp_path / "a", tmp_path / "b"
@@ -97,7 +103,7 @@ async def test_a_report_retried_after_a_server_error_keeps_one_backup(
         async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
             await second.sync(30)
             assert len(second.conflicts) == 1
-    assert calls == 3
+    assert calls[0] == 3
     assert (b / "plan.txt").read_text() == "the server's plan\n"
     backups = sorted((b / ".weft" / "conflicts").iterdir())
     assert [p.read_text() for p in backups] == ["my own plan\n"]
@@ -148,17 +154,7 @@ async def test_a_report_for_a_file_where_a_deleted_document_was_is_retried_too(
     """A file written where this device saw its document deleted is decided as a new
     file is (see test_sync_revivals): its report, when another device brought the
     document back first, is retried after a server error as a new file's is."""
-    save_report = branches.save_report
-    calls = 0
-
-    async def failing_twice(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls <= 2:
-            raise TransactionTooLarge("not yet")
-        return await save_report(*args, **kwargs)
-
-    monkeypatch.setattr(branches, "save_report", failing_twice)
+    calls = fail_reports_twice(monkeypatch)
     app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
     async with serve_in_process(app) as server:
         a, b = tmp_path / "a", tmp_path / "b"
@@ -181,7 +177,7 @@ async def test_a_report_for_a_file_where_a_deleted_document_was_is_retried_too(
         (b / "plan.txt").write_text("my own plan\n")
         await sync(a)
         second = await sync(b)
-    assert len(second.conflicts) == 1 and calls == 3
+    assert len(second.conflicts) == 1 and calls[0] == 3
     assert (b / "plan.txt").read_text() == "a's new plan\n"
     backups = sorted((b / ".weft" / "conflicts").iterdir())
     assert [p.read_text() for p in backups] == ["my own plan\n"]
