@@ -1,9 +1,12 @@
 """Running the interop scripts (``tests/interop/*.mjs``) with Node.
 
 The scripts use the official Yjs client stack (``yjs``, ``y-websocket``'s
-``WebsocketProvider``, ``ws``) installed by ``npm ci --prefix tests/interop`` (the README's
-test command). Without Node or without those packages the tests FAIL with a message
-saying what to install: an interop suite that silently skips proves nothing.
+``WebsocketProvider``, ``ws``) and editor bindings (CodeMirror 6 with
+``y-codemirror.next``, ProseMirror with ``y-prosemirror``, Quill 2 with ``y-quill``, in
+``jsdom``): every package that ``package.json`` lists, installed by ``npm ci --prefix
+tests/interop`` (the README's test command). Without Node or without those packages the
+tests FAIL with a message saying what to install: an interop suite that silently skips
+proves nothing.
 
 Fixtures:
 
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-PACKAGES = ("yjs", "y-websocket", "y-protocols", "lib0", "ws")
+PACKAGES = tuple(json.loads((HERE / "package.json").read_text())["dependencies"])
 MIN_NODE_MAJOR = 18
 INSTALL = "npm ci --prefix tests/interop (see the README's test command)"
 
