@@ -8,11 +8,15 @@ suffix are trimmed first, then small middles are compared character by character
 ones line by line (with a character pass inside each changed block that is small enough).
 
 Positions are Python characters (code points) of the old text. ``pycrdt.Text`` indexes
-by UTF-8 byte, not by character: :func:`apply` converts.
+by UTF-8 byte, not by character, and counts each embed (an image a rich-text editor such
+as Quill put in the text) as one, though ``str(text)`` leaves embeds out: :func:`apply`
+converts. An edit next to an embed leaves it where it is; a deletion spanning one takes
+it with it.
 """
 
 from __future__ import annotations
 
+import bisect
 import difflib
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -249,7 +253,9 @@ def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
     characters deleted). Long inserts go in pieces (see :func:`insert`)."""
     if not ops:
         return 0, 0
-    # pycrdt indexes by UTF-8 byte: convert each op's positions, walking the text once.
+    # pycrdt indexes by UTF-8 byte and counts embeds: convert each op's positions,
+    # walking the text once.
+    embeds = _embeds(text, old)
     spans: list[tuple[int, int, str]] = []
     pos = 0
     byte = 0
@@ -257,7 +263,12 @@ def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
         byte += len(old[pos : op.start].encode("utf-8"))
         start = byte
         byte += len(old[op.start : op.end].encode("utf-8"))
-        spans.append((start, byte, op.insert))
+        if embeds:  # after the embeds at start, before those at end
+            after = bisect.bisect_right(embeds, op.start)
+            before = bisect.bisect_left(embeds, op.end) if op.end > op.start else after
+            spans.append((start + after, byte + before, op.insert))
+        else:
+            spans.append((start, byte, op.insert))
         pos = op.end
     inserted = deleted = 0
     assert text.doc is not None
@@ -270,3 +281,19 @@ def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
         inserted += len(op.insert)
         deleted += op.end - op.start
     return inserted, deleted
+
+
+def _embeds(text: Text, old: str) -> list[int]:
+    """Where ``text`` (whose string is ``old``) holds embeds: the character position of
+    ``old`` each sits at (one entry per embed, ascending); usually none, which its
+    length tells without reading it again."""
+    if len(text) == len(old.encode("utf-8")):
+        return []
+    at = 0
+    out: list[int] = []
+    for chunk, _attributes in text.diff():
+        if isinstance(chunk, str):
+            at += len(chunk)
+        else:
+            out.append(at)
+    return out

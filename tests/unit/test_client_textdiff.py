@@ -103,6 +103,60 @@ def test_apply_converts_characters_to_utf8_offsets() -> None:
     assert (inserted, deleted) == (3, 0)
 
 
+def with_embeds(value: str, at: list[int]) -> Text:
+    """A ``Y.Text`` holding ``value`` with an embed (as Quill puts an image) before each
+    character position of ``at`` (several at one position: one after the other)."""
+    text = ytext(value)
+    for n, pos in enumerate(sorted(at, reverse=True)):
+        text.insert_embed(len(value[:pos].encode("utf-8")), {"image": f"i{n}"})
+    return text
+
+
+def embeds_of(text: Text) -> list[tuple[int, Any]]:
+    """(character position in ``str(text)``, embed), in order."""
+    out, at = [], 0
+    for chunk, _attributes in text.diff():
+        if isinstance(chunk, str):
+            at += len(chunk)
+        else:
+            out.append((at, chunk))
+    return out
+
+
+def test_apply_counts_embeds_str_leaves_out() -> None:
+    """A rich-text editor's embed (Quill's image) is one position of the ``Y.Text`` that
+    ``str()`` leaves out: an edit after it landed one place early ('Hello weft' edited to
+    'Hello weft!' by a file save became 'Hello wef!t')."""
+    text = with_embeds("Hello weft", [5])
+    apply(text, "Hello weft", diff("Hello weft", "Hello weft!"))
+    assert str(text) == "Hello weft!"
+    assert embeds_of(text) == [(5, {"image": "i0"})]
+    # Edits next to an embed leave it where it is; a deletion across it takes it along.
+    apply(text, "Hello weft!", [Op(4, 5, "O"), Op(5, 6, "_")])
+    assert str(text) == "HellO_weft!"
+    assert embeds_of(text) == [(5, {"image": "i0"})]
+    apply(text, "HellO_weft!", [Op(5, 5, "+")])
+    assert (str(text), embeds_of(text)) == ("HellO+_weft!", [(5, {"image": "i0"})])
+    apply(text, "HellO+_weft!", [Op(3, 7, "")])
+    assert (str(text), embeds_of(text)) == ("Helweft!", [])
+
+
+@settings(max_examples=200)
+@given(old=TEXT, new=TEXT, data=st.data())
+def test_diff_and_apply_reproduce_the_new_text_around_embeds(
+    old: str, new: str, data: st.DataObject
+) -> None:
+    """Whatever the embeds, the text comes out as the file's, and every embed outside
+    the deleted ranges stays (in order)."""
+    at = data.draw(st.lists(st.integers(0, len(old)), max_size=4))
+    text = with_embeds(old, at)
+    ops = diff(old, new)
+    apply(text, old, ops)
+    assert str(text) == new
+    kept = [pos for pos in sorted(at) if not any(op.start < pos < op.end for op in ops)]
+    assert len(embeds_of(text)) == len(kept)
+
+
 def test_one_file_change_is_one_update() -> None:
     doc: Doc[Text] = Doc()
     text = doc.get("content", type=Text)

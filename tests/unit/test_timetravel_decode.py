@@ -399,6 +399,17 @@ def test_revert_update_edits_in_place_and_sets_the_flag() -> None:
     assert tt.read_doc(fresh) == ("", True)
 
 
+def test_revert_update_of_a_text_with_an_embed() -> None:
+    """A Quill image is a position of the text that ``str()`` leaves out: a revert's
+    edits after it landed a place early, and the revert failed ('does not match')."""
+    doc: Doc[Any] = Doc()
+    content = doc.get("content", type=Text)
+    content.insert(0, "one two three")
+    content.insert_embed(3, {"image": "a.png"})
+    assert tt.revert_update(doc, "one 2 three", False) is not None
+    assert content.diff() == [("one", None), ({"image": "a.png"}, None), (" 2 three", None)]
+
+
 def _version(text: str, deleted: bool = False, vs: int = 1) -> tt.DocVersion:
     return tt.DocVersion("a.md", Versionstamp(vs.to_bytes(12, "big")), text, deleted)
 
