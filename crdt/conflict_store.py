@@ -21,6 +21,11 @@ should write. It is stored as (format 1.4, see ``crdt.keys``):
   key order (:func:`list_conflicts`), and filters on them before it reads any body;
   resolving rewrites only the head.
 
+Each write of a head (a record made, a record resolved) adds 1, in its transaction, to
+the project's counter ``T + (conflictv, project)``: the document list says it
+(``X-Weft-Conflicts``), so a running ``weft sync`` polling that list learns that the
+conflict list changed without reading it.
+
 A head without ``body`` is a whole record written before 1.4, as one value: still read,
 and rewritten in the new form when it is resolved.
 """
@@ -133,6 +138,12 @@ def _load_sized(tr: ReadTransaction, where: _Where, head: bytes) -> tuple[Confli
     return ConflictRecord.from_dict(fields), sum(map(len, parts.values()))
 
 
+def _count(tr: Transaction, where: _Where) -> None:
+    """Count a write of a record's head (made, or resolved) in the project's counter,
+    in the transaction that writes it (an atomic add: writers never conflict on it)."""
+    tr.add(keys.conflicts_bump(where.tenant, where.project), 1)
+
+
 def _read_head(tr: ReadTransaction, where: _Where) -> dict[str, Any] | None:
     raw = tr.get(where.head)
     return None if raw is None else dict(msgpack.unpackb(raw))
@@ -170,6 +181,7 @@ async def _put(history: History, where: _Where, record: ConflictRecord) -> Confl
                 tr.clear_range(lo, body_lo)  # bodies of writes cut short before this one
                 tr.clear_range(body_hi, hi)
                 tr.set(where.head, _head(fields, tag))
+                _count(tr, where)
             return None
 
         found = (await history.kv.transact(fn)).result
@@ -421,6 +433,7 @@ async def resolve(
         else:
             raw = msgpack.packb({**head, **resolved, "resolved_ms": now_ms()})
         tr.set(where.head, raw)
+        _count(tr, where)
         return raw
 
     raw = (await history.kv.transact(fn)).result

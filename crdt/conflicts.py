@@ -22,6 +22,9 @@ PAGE = 100
 """Records a page of a project's conflict list holds when the caller names no limit."""
 MAX_PAGE = 1000
 """The most records one page of a project's conflict list holds (``?limit=`` at most)."""
+COUNT_HEADER = "X-Weft-Conflicts"
+"""The document list's header: how many times a record of the project's conflict list
+was made or resolved (see ``crdt.conflict_store``), for a client polling the list."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,11 +149,14 @@ class DocList(NamedTuple):
     """A project's document list as :meth:`History.docs_since` reads it: its change
     marker (None: nothing appended since the store's format 1.5) and ``infos``, None
     when the marker is one the caller knows (nothing changed), else every document
-    (``complete``) or only those changed after the caller's marker."""
+    (``complete``) or only those changed after the caller's marker; and ``conflicts``,
+    the project's count of conflict head writes (``keys.conflicts_bump``: not part of
+    the marker, which only appends move)."""
 
     marker: bytes | None
     infos: list[DocInfo] | None
     complete: bool
+    conflicts: int = 0
 
 
 class Loaded(NamedTuple):
@@ -549,22 +552,24 @@ class History:
         before) is one the project's change index covers and at most ``delta_limit``
         entries follow it, only the documents appended to after it (``complete``
         False; none when it is the current marker). Otherwise the whole list. One
-        read, so the marker and the list agree."""
+        read, so the marker, the list and the conflict count agree."""
         prefix = await self.tenant(tenant)
         limit = self.delta_limit
 
         def fn(tr: ReadTransaction) -> DocList:
             marker = current_marker(tr, prefix, project)
+            conflicts = read_counter(tr.get(keys.conflicts_bump(prefix, project)))
             if marker is not None and marker in known:
-                return DocList(marker, None, True)
+                return DocList(marker, None, True, conflicts)
             if marker is not None and since == marker:
-                return DocList(marker, [], False)
+                return DocList(marker, [], False, conflicts)
             if marker is not None and since is not None:
                 changed = changed_docs(tr, prefix, project, since, limit)
                 if changed is not None:
                     paths = [path for path, _ in changed]
-                    return DocList(marker, _infos(tr, paths, [s for _, s in changed]), False)
-            return DocList(marker, _doc_infos(tr, prefix, project), True)
+                    infos = _infos(tr, paths, [s for _, s in changed])
+                    return DocList(marker, infos, False, conflicts)
+            return DocList(marker, _doc_infos(tr, prefix, project), True, conflicts)
 
         return await self.kv.read(fn)
 

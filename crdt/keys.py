@@ -52,6 +52,10 @@ Layout (see README for the table)::
     T + (conflictbody, project, vs, tag, part)
                                        -> chunk of the record (``records.stored_parts``);
                                           ``tag``: 8 bytes of blake3 of its parts
+    T + (conflictv, project)           -> 8-byte counter: conflict records made or
+                                          resolved in the project, added to in the
+                                          transaction that writes a record's head (the
+                                          document list says it: ``X-Weft-Conflicts``)
 """
 
 from __future__ import annotations
@@ -479,6 +483,12 @@ def conflict(tenant: bytes, project: str, vs: Versionstamp) -> bytes:
 
 def conflicts(tenant: bytes, project: str) -> tuple[bytes, bytes]:
     return prefix_range(pack(("conflict", check_name("project", project)), tenant))
+
+
+def conflicts_bump(tenant: bytes, project: str) -> bytes:
+    """``T + (conflictv, project)``: counts the writes of the project's conflict heads
+    (a record made, a record resolved); see ``crdt.conflict_store``."""
+    return pack(("conflictv", check_name("project", project)), tenant)
 
 
 def conflict_body(tenant: bytes, project: str, vs: Versionstamp, tag: bytes) -> bytes:

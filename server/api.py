@@ -7,7 +7,11 @@
   ``?since=MARKER`` (an ETag read before, 36 hex digits) answers only the documents
   appended to after it, with ``"complete": false`` and ``"since"``, when the store can
   tell them (see ``crdt.changes``), else the whole list. It takes no other query
-  parameter but ``token`` (another, e.g. ``?at=``, is a 400).
+  parameter but ``token`` (another, e.g. ``?at=``, is a 400). Its 200 and its 304
+  carry ``X-Weft-Conflicts: N``: how many times a conflict record of the project was
+  made or resolved (0: never; ``crdt.conflict_store``), read in the list's own read.
+  It is not part of the ETag (a new record alone still answers 304): a client that
+  polls the list sees the number move, and reads the conflict list then.
 - ``GET /api/v1/{tenant}/{project}/docs/{path}``: the document's text (root ``Y.Text``
   named ``content``) at head, or ``?at=VERSIONSTAMP`` (24 hex digits) or
   ``?at=ISO-8601-TIME`` (naive times are UTC). ``text/plain`` with the versionstamp in
@@ -35,6 +39,7 @@ from aiohttp import web
 from pycrdt import Map, Text
 
 from crdt.changes import MARKER_LEN
+from crdt.conflicts import COUNT_HEADER
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
 from crdt.history import Replayed
 from crdt.keys import check_name, check_url_utf8
@@ -151,6 +156,8 @@ async def list_docs(request: web.Request) -> web.Response:
     listed = await request.app[HISTORY].docs_since(tenant, project, since, known)
     marker, infos = listed.marker, listed.infos
     headers = {"ETag": f'"{marker.hex()}"'} if marker is not None else {}
+    # Not part of the ETag: a new conflict record leaves the list as it was (a 304).
+    headers[COUNT_HEADER] = str(listed.conflicts)
     if infos is None:
         return web.Response(status=304, headers=headers)
     docs = [

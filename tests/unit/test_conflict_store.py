@@ -157,6 +157,11 @@ async def test_a_record_over_a_megabyte_or_a_transaction_is_stored_whole(
     assert listed == record
 
 
+async def counted(history: History) -> int:
+    """The project's count of conflict head writes, as the document list says it."""
+    return (await history.docs_since("acme", "site", None)).conflicts
+
+
 async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,6 +183,7 @@ async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
         await branches.save(history, doc, dataclasses.replace(record, created_ms=7))
     monkeypatch.setattr(history.kv, "transact", transact)
     assert (await branches.list_conflicts(history, "acme", "site")).records == []
+    assert await counted(history) == 0  # (its head is its count)
     with pytest.raises(NotFound):
         await branches.get_conflict(history, "acme", "site", record.id)
     prefix = doc.tenant_prefix
@@ -186,6 +192,7 @@ async def test_a_record_cut_short_is_not_listed_and_a_later_save_stores_it(
 
     await branches.save(history, doc, record)  # the retry (another created_ms)
     assert (await branches.list_conflicts(history, "acme", "site")).records == [record]
+    assert await counted(history) == 1
     stored = await history.kv.read(lambda tr: tr.get_range(*bodies))
     assert len({keys.unpack(k, prefix)[3] for k, _ in stored}) == 1  # the cut one cleared
 
@@ -200,6 +207,10 @@ async def test_two_writers_of_one_big_record_leave_one_whole_record(
     await asyncio.gather(branches.save(history, doc, one), branches.save(history, doc, two))
     [stored] = (await branches.list_conflicts(history, "acme", "site")).records
     assert stored in (one, two)
+    assert await counted(history) == 1  # (one head written, over several transactions)
+    await branches.resolve(history, "acme", "site", one.id, user="ada")
+    await branches.resolve(history, "acme", "site", one.id, user="bob")  # (resolved already)
+    assert await counted(history) == 2
     bodies = keys.conflict_bodies(doc.tenant_prefix, "site", Versionstamp.from_hex(one.id))
     pairs = await history.kv.read(lambda tr: tr.get_range(*bodies))
     assert len({keys.unpack(k, doc.tenant_prefix)[3] for k, _ in pairs}) == 1

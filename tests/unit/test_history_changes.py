@@ -68,10 +68,14 @@ async def test_since_a_marker_lists_exactly_the_documents_changed_after_it(
     assert [info.path for info in listed.infos or []] == ["b.md", "c.md", "new/d.md"]
     assert listed.infos == [info for info in whole.infos or [] if info.path != "a.md"]
     # Since the current marker: nothing changed (an empty delta, not the whole list)
-    assert await history.docs_since("acme", "site", whole.marker) == (whole.marker, [], False)
+    assert await history.docs_since("acme", "site", whole.marker) == DocList(
+        whole.marker, [], False
+    )
     # Another project's appends are not this one's changes
     await edit(history, "b.md", project="blog")
-    assert await history.docs_since("acme", "site", whole.marker) == (whole.marker, [], False)
+    assert await history.docs_since("acme", "site", whole.marker) == DocList(
+        whole.marker, [], False
+    )
 
 
 async def test_one_transaction_over_two_projects_is_a_marker_of_both(history: History) -> None:
@@ -158,8 +162,8 @@ async def test_a_marker_from_before_the_store_became_1_6_gets_the_whole_list(
     await raised.init()
     raw = await kv.read(lambda tr: tr.get(keys.FORMAT))
     assert raw is not None and msgpack.unpackb(raw) == {"major": 1, "minor": 6}
-    assert await raised.docs_since("acme", "site", old, {old}) == (old, None, True)
-    assert await raised.docs_since("acme", "site", old) == (old, [], False)
+    assert await raised.docs_since("acme", "site", old, {old}) == DocList(old, None, True)
+    assert await raised.docs_since("acme", "site", old) == DocList(old, [], False)
     await edit(raised, "b.md")
     listed = await raised.docs_since("acme", "site", old)
     assert listed.marker not in (None, old)
@@ -184,7 +188,7 @@ async def test_more_changes_than_the_limit_get_the_whole_list(history: History) 
 async def test_a_known_marker_still_answers_nothing_changed(history: History) -> None:
     await edit(history, "a.md")
     marker = await marker_of(history)
-    assert await history.docs_since("acme", "site", marker, {marker}) == (marker, None, True)
+    assert await history.docs_since("acme", "site", marker, {marker}) == DocList(marker, None, True)
 
 
 async def test_re_sent_updates_write_no_change_entry(history: History) -> None:
@@ -194,4 +198,4 @@ async def test_re_sent_updates_write_no_change_entry(history: History) -> None:
     since = await marker_of(history)
     [again] = await history.append([Append(ref, update)])
     assert again.duplicate
-    assert await history.docs_since("acme", "site", since) == (since, [], False)
+    assert await history.docs_since("acme", "site", since) == DocList(since, [], False)
