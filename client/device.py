@@ -137,6 +137,10 @@ class Device:
         self.heads_read = asyncio.Event()
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
+        # The conflict count the last heads read said (None: none, or no read yet), and
+        # set when a read says another than the one before (client.said reads the list)
+        self.conflicts_seen: int | None = None
+        self.conflicts_moved = asyncio.Event()
         self.updates_acked = 0  # local updates the server acknowledged since start
         self.syncing = 0  # callers waiting in wait_until (sync, a workspace's sync)
         self._heads_again = False  # asked for while a one-off read was under way
@@ -639,8 +643,10 @@ class Device:
         self.heads_reads += 1
         try:
             heads = await self.api.heads()
+            self._note_conflicts(self.api.conflicts)
         except ApiNotFound:
             heads = {}  # a tenant nobody has written to yet
+            self._note_conflicts(0)  # (so none recorded)
         except ApiDenied as exc:
             self.fail(exc.status, exc.message)
             return None
@@ -655,6 +661,13 @@ class Device:
         self.heads_read.set()
         self.changed()
         return heads
+
+    def _note_conflicts(self, count: int | None) -> None:
+        """The conflict count a heads read said: one other than the last read's (not
+        the first one) sets ``conflicts_moved`` (a record was made or resolved)."""
+        if None not in (count, self.conflicts_seen) and count != self.conflicts_seen:
+            self.conflicts_moved.set()
+        self.conflicts_seen = count
 
     def want_heads(self) -> None:
         """Read the heads soon (a document needs its base): at once instead of at the

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import jwt
 
-from crdt.conflicts import MAX_PAGE
+from crdt.conflicts import COUNT_HEADER, MAX_PAGE
 from crdt.errors import NotFound, PermissionDenied, WeftError
 from crdt.keys import check_name
 from crdt.versionstamp import Versionstamp
@@ -144,6 +144,9 @@ class Api:
         self.headers = auth_headers(token)
         self._heads: tuple[str, dict[str, Versionstamp | None]] | None = None  # with ETag
         self._deltas = True  # whether to ask for what changed since (a server may not know)
+        # The conflict count the last answer of the list said (None: it said none, as a
+        # server from before X-Weft-Conflicts)
+        self.conflicts: int | None = None
 
     async def healthy(self) -> bool:
         """Whether the server answers ``/healthz`` with 200 (False when draining/down)."""
@@ -163,7 +166,8 @@ class Api:
         since (``"complete": false``), merged into the heads read last time (documents
         never leave the list), or the whole list when it cannot tell them. A server
         before ``?since=`` refuses it (a 400 naming it): the list is then asked whole,
-        and from then on without it; after another 400 it is asked whole once."""
+        and from then on without it; after another 400 it is asked whole once. The
+        answer's conflict count (200 or 304) is kept in ``conflicts``."""
         held = self._heads
         headers = {"If-None-Match": held[0]} if held is not None else {}
         since = _marker(held[0]) if held is not None and self._deltas else None
@@ -238,21 +242,29 @@ class Api:
         self, url: str, headers: dict[str, str], since: str | None
     ) -> tuple[dict[str, Any] | None, str | None]:
         """GET ``url`` with ``headers`` (If-None-Match) and ``?since=``: the body, or
-        None for a 304; and the answer's ETag."""
+        None for a 304; and the answer's ETag. Its conflict count (``COUNT_HEADER``) is
+        kept in ``conflicts``."""
         params = {"since": since} if since is not None else {}
         async with self.http.get(
             url, headers=self.headers | headers, params=params, timeout=REST_TIMEOUT
         ) as response:
             etag = response.headers.get("ETag")
-            if response.status == 304:
-                return None, etag
-            return await _body(response, "GET", url), etag
+            body = None if response.status == 304 else await _body(response, "GET", url)
+            self.conflicts = _count(response.headers.get(COUNT_HEADER))
+            return body, etag
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         async with self.http.request(
             method, url, headers=self.headers, timeout=REST_TIMEOUT, **kwargs
         ) as response:
             return await _body(response, method, url)
+
+
+def _count(value: str | None) -> int | None:
+    """A conflict count header's number (None: none, or not a number)."""
+    if value is None or not (value.isascii() and value.isdecimal()):
+        return None
+    return int(value)
 
 
 def _marker(etag: str) -> str | None:

@@ -5,8 +5,9 @@ verdict (``Checked``) on the connection that ended the branch, an online edit's 
 (``Conflict``) on the one that sent the edit. A device cut off before the verdict came,
 or a ``weft sync --once`` that exited before the record came, never said it. So after
 its first sync (and, running, after a reconnect, at most once every ``LIST_GAP``
-seconds) ``weft sync`` reads the project's open records that name this device on either
-side (``GET .../conflicts?status=open&device=ID&side=either``, every page: the first of
+seconds, and once the project's conflict count moved, at most once every ``MARK_GAP``
+seconds: see below) ``weft sync`` reads the project's open records that name this device on either side
+(``GET .../conflicts?status=open&device=ID&side=either``, every page: the first of
 the server's default size, the next ones of 1000, see
 :meth:`client.remote.Api.conflict_pages`) and says those that it has not said yet, as a
 live one is said (:func:`client.events.conflict_event`), marked as found in the list, a
@@ -24,21 +25,34 @@ are told from the list only, with a summary that speaks for them
 and that the text is in the record). A report's other side (whoever wrote the
 document's head) is not told: the server's text stays as it was.
 
+The document list a running device polls (:meth:`client.remote.Api.heads`) says how
+many times a record of the project was made or resolved (``X-Weft-Conflicts``, on its
+304 too). When a read says another number than the read before it (not the first
+read: the first sync reads the list anyway), ``Device.conflicts_moved`` is set, and
+:meth:`SaidConflicts.follow` reads the list again, ``MARK_GAP`` seconds after its last
+read at most (a burst of records makes one read, or two), not held to ``LIST_GAP``: so
+a device that stays connected hears within seconds of a record of the other side, or
+of one whose live message found its link closed (idle), which it heard of only on its
+next reconnect or run. A server without the header: the list is read as before, after
+the first sync and after reconnects. Any record of the project moves the number, so
+every running device reads its own part of the list then (the server filters it).
+
 The ids said (live or listed) are kept in the folder's state (``said``,
 :class:`client.state.DeviceState`), so a record is said once across runs; an id is
 forgotten once a read of the list no longer holds it as open (resolved, or gone), which
 bounds the table by the open records; a verdict that comes live after the list said
 its record is not said again. A failed read (``--once``: no answer within
 ``ONCE_TIMEOUT`` seconds, or what is left of ``--timeout``) is a warning, never a
-failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later)
-says what it missed (what the pages read before the failure held is said, and stays
-said; nothing is forgotten). A 404 (a tenant nobody has written to yet, or a proxy's) says
-nothing and forgets nothing.
+failure of the sync: the next read (the next run; running, ``LIST_GAP`` seconds later,
+or sooner when the conflict count moves) says what it missed (what the pages read
+before the failure held is said, and stays said; nothing is forgotten). A 404 (a tenant
+nobody has written to yet, or a proxy's) says nothing and forgets nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -77,6 +91,10 @@ LIST_GAP = _list_gap()
 """The fewest seconds between two reads of the list by a running ``weft sync`` (after
 its first; ``WEFT_SYNC_LIST_GAP``, default 60): a connection that keeps dropping and
 coming back reads it once a minute at most, not on each reconnect."""
+MARK_GAP = 2.0
+"""The fewest seconds between two reads of the list by a running ``weft sync`` when the
+project's conflict count moved (a record made or resolved): a burst of records makes
+one read (or two: one at once, one at the end of the gap)."""
 ONCE_TIMEOUT = 10.0
 """``weft sync --once``: the longest its read of the list may take (less when what is
 left of ``--timeout`` is less); it is a warning, not a failure."""
@@ -240,17 +258,40 @@ class SaidConflicts:
         return True
 
     async def follow(self) -> None:
-        """:meth:`catch_up` now, then after a reconnect, until cancelled; never twice
-        within ``LIST_GAP`` seconds (reconnects meanwhile make one read, at the end of
-        the gap: a flapping link read the list on each one). A read that failed (or
-        found no list) is tried again once the gap has passed, reconnect or not."""
+        """:meth:`catch_up` now, then after a reconnect or a move of the project's
+        conflict count (``Device.conflicts_moved``), until cancelled. After a reconnect,
+        never within ``LIST_GAP`` seconds of the read before (reconnects meanwhile make
+        one read, at the end of the gap: a flapping link read the list on each one);
+        after a move of the count (a record was made or resolved), ``MARK_GAP`` seconds
+        (moves meanwhile make one read). A read that failed (or found no list) is tried
+        again once the gap has passed, reconnect or not."""
         self._following = True
+        moved = self.ws.device.conflicts_moved
         loop = asyncio.get_running_loop()
         last: float | None = None
         while True:
             if last is not None:
-                await asyncio.sleep(max(0.0, last + LIST_GAP - loop.time()))
+                await self._gap(last)
             self._reconnected.clear()  # (a reconnect during the gap: this read is for it)
+            moved.clear()  # (and a move)
             last = loop.time()
             if await self.catch_up():
-                await self._reconnected.wait()
+                await _either(self._reconnected, moved)
+
+    async def _gap(self, last: float) -> None:
+        """Until ``LIST_GAP`` seconds after the read begun at ``last`` (loop time), or
+        only ``MARK_GAP`` once the conflict count moved."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(last + LIST_GAP):
+                await self.ws.device.conflicts_moved.wait()
+        await asyncio.sleep(max(0.0, last + MARK_GAP - asyncio.get_running_loop().time()))
+
+
+async def _either(*events: asyncio.Event) -> None:
+    """Until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -116,8 +116,9 @@ when the server says it, or, for one of this device's records it missed (cut off
 before the verdict, or --once gone first), and for one where this device's edits were
 the other side (another device's offline branch met them, or an edit met a deletion
 made here), from the project's conflict list, which is read after the first sync
-(--once: just before it exits) and after a reconnect, at most once a minute ("found in
-the project's conflict list"; said once, across runs too).
+(--once: just before it exits), after a reconnect (at most once a minute), and within
+a few seconds of a record being made or resolved in the project, as the document list
+it polls says ("found in the project's conflict list"; said once, across runs too).
 A file deleted elsewhere while it held edits made here that the server had not yet
 acknowledged is removed, and its text kept in DIR/.weft/conflicts/ (the line says where).
 
@@ -563,7 +564,8 @@ async def _keep(
     ws: Workspace, ui: _Ui, stop: asyncio.Event, said: SaidConflicts | None = None
 ) -> int | None:
     """0 once stopped (a signal); None if stopped before the first sync ended. The
-    conflict list is read after the first sync and after reconnects (client.said)."""
+    conflict list is read after the first sync, after reconnects, and when the project's
+    conflict count moves (client.said)."""
     import asyncio
 
     from rich.live import Live

@@ -24,7 +24,15 @@ from typing import Any
 import pytest
 
 from client.said import LISTED
-from client.testing import _env, get_json, start_sync, sync_once, wait_until
+from client.testing import (
+    SyncProcess,
+    _env,
+    get_json,
+    get_text,
+    start_sync,
+    sync_once,
+    wait_until,
+)
 from server.auth import issue_token
 from server.testing import (
     Listening,
@@ -308,8 +316,8 @@ def test_a_running_sync_reads_the_list_again_after_reconnects_at_most_once_a_gap
     """The list is read after the first sync, and again after a reconnect (not in
     between), but never twice within the gap (LIST_GAP, here ``GAP`` through
     WEFT_SYNC_LIST_GAP): two reconnects in quick succession (a flapping link read it on
-    each) make one more read, at the end of the gap, which says the record made
-    meanwhile."""
+    each) make one more read, at the end of the gap. A record made while online moves
+    the document list's conflict count: read for at once, not held to the gap."""
     server = weft_server_factory()
     servers = [server]
     folder = synced(server, tmp_path, "back")
@@ -321,27 +329,108 @@ def test_a_running_sync_reads_the_list_again_after_reconnects_at_most_once_a_gap
     device = start_sync(folder, server.ws_url, TENANT, "back", args=args, env=gap)
     try:
         device.wait_for(f"weft conflicts show {before}` ({LISTED})")  # the first read
-        first = time.monotonic()
         wait_until(lambda: list_reads(servers, "back") == base + 1, 10, "the first read logged")
         later = report(server, "back", "plan.txt", "plan while online\n", me)
-        for n in (1, 2):  # two reconnects, right after the first read
+        device.wait_for(f"weft conflicts show {later}` ({LISTED})", timeout=5)
+        second = time.monotonic()  # (just after the read that said it)
+        wait_until(lambda: list_reads(servers, "back") == base + 2, 10, "the second read logged")
+        for n in (1, 2):  # two reconnects, right after that read
             servers[-1].terminate()
             device.wait_for("offline", count=n)
             servers.append(weft_server_factory(store=server.store, port=server.port))
             device.wait_for("online:", count=n + 1)
         time.sleep(2)  # (a read the reconnects made would be in by now)
-        assert time.monotonic() - first < GAP - 1  # (still within the gap)
-        assert list_reads(servers, "back") == base + 1
-        assert later not in device.output()
-        device.wait_for(f"weft conflicts show {later}` ({LISTED})", timeout=GAP + 20)
-        assert time.monotonic() - first >= GAP - 1
+        assert time.monotonic() - second < GAP - 1  # (still within the gap)
+        assert list_reads(servers, "back") == base + 2
+        wait_until(lambda: list_reads(servers, "back") == base + 3, GAP + 20, "the gap's read")
+        assert time.monotonic() - second >= GAP - 1
         time.sleep(2)
-        assert list_reads(servers, "back") == base + 2  # one read for both reconnects
+        assert list_reads(servers, "back") == base + 3  # one read for both reconnects
     finally:
         device.terminate()
     out = device.output()
     assert said(out, before) == said(out, later) == 1, out
     assert said_ids(folder) == {before, later}
+
+
+def following(
+    server: ServerProcess, folder: Path, project: str, ws_url: str | None = None
+) -> SyncProcess:
+    """A running ``weft sync`` of ``folder`` (on ``ws_url``, else ``server``; polling
+    every 0.2 s; the list's gap after a reconnect ten minutes), once it has read the
+    conflict list after its first sync."""
+    reads = list_reads([server], project)
+    gap = {"WEFT_SYNC_LIST_GAP": "600"}
+    url = ws_url or server.ws_url
+    device = start_sync(folder, url, TENANT, project, args=["--poll", "0.2"], env=gap)
+    device.wait_for("in sync:")
+    wait_until(lambda: list_reads([server], project) > reads, 10, "the first list read")
+    return device
+
+
+def test_a_running_sync_is_told_of_a_record_of_its_other_side_while_connected(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """desk runs, connected all along; laptop, offline, edits the line desk edited and
+    sends its branch: the record's other side (desk) is told within seconds, from the
+    list it reads once the document list's conflict count moves. It was told only on
+    its next reconnect or run (the list was read at start and after reconnects)."""
+    desk, laptop = two_devices(server, tmp_path, "told")
+    device = following(server, desk, "told")
+    try:
+        _replace_line(desk / "notes.txt", 2, "line 2 edited on the desk")
+        text = f"{server.url}/api/v1/{TENANT}/told/docs/notes.txt"
+        wait_until(lambda: "on the desk" in (get_text(text) or ""), 10, "desk's edit saved")
+        _replace_line(laptop / "notes.txt", 2, "line 2 edited on the laptop")
+        once(server, laptop, "told")
+        cid = the_record(server, "told")["id"]
+        device.wait_for(f"weft conflicts show {cid}` ({LISTED})", timeout=5)
+        assert "edits made here met laptop's offline changes" in said_line(device.output(), cid)
+        assert device.output().count("online:") == 1  # (no reconnect)
+    finally:
+        device.terminate()
+    assert said_ids(desk) == {cid}
+
+
+def test_a_running_sync_is_told_of_its_records_made_while_connected_in_one_read(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Records of this device's own side that no connection of it was told of (here,
+    reports naming it, made by others while it runs; such is a verdict that found its
+    link closed) are said within seconds; a burst of them makes one read of the list
+    (two at most: one at once, one after MARK_GAP)."""
+    folder = synced(server, tmp_path, "burst")
+    me = device_id(folder)
+    device = following(server, folder, "burst")
+    try:
+        reads = list_reads([server], "burst")
+        cids = [report(server, "burst", "plan.txt", f"plan {n}\n", me) for n in range(3)]
+        for cid in cids:
+            device.wait_for(f"weft conflicts show {cid}` ({LISTED})", timeout=5)
+        time.sleep(2.5)  # (MARK_GAP: a second read would be in by now)
+        assert list_reads([server], "burst") - reads in (1, 2)
+    finally:
+        device.terminate()
+    out = device.output()
+    assert [said(out, cid) for cid in cids] == [1, 1, 1], out
+
+
+def test_a_server_without_a_conflict_count_is_read_after_reconnects_only(
+    server: ServerProcess, proxy: Proxy, tmp_path: Path
+) -> None:
+    """Through a proxy that drops the document list's headers (as from a server before
+    X-Weft-Conflicts), a running sync reads the list as before: at start, and after a
+    reconnect, not when a record is made."""
+    folder = synced(server, tmp_path, "uncounted")
+    device = following(server, folder, "uncounted", proxy.ws_url)
+    try:
+        reads = list_reads([server], "uncounted")
+        cid = report(server, "uncounted", "plan.txt", "a plan\n", device_id(folder))
+        time.sleep(2.5)
+        assert cid not in device.output()
+        assert list_reads([server], "uncounted") == reads
+    finally:
+        device.terminate()
 
 
 SECRET = "said-test-secret-0123456789abcdef"

@@ -4,9 +4,13 @@ said, so a verdict that comes live after the list said its record is not said tw
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
+from client import said as said_module
 from client.events import Event, conflict_event
 from client.said import LISTED, SaidConflicts
 from client.state import DeviceState
@@ -23,10 +27,12 @@ class _Writer:
 
 
 class _Device:
-    """Test double of a device: only its state (real) and writer."""
+    """Test double of a device: only its state (real), writer, and conflict count's
+    move (``Device.conflicts_moved``)."""
 
     def __init__(self, state: DeviceState) -> None:
         self.state, self.writer = state, _Writer(state)
+        self.conflicts_moved = asyncio.Event()
 
 
 class _Workspace:
@@ -59,3 +65,42 @@ async def test_a_conflict_said_from_the_list_is_not_said_again_live(tmp_path: Pa
     await said.load()
     assert said.said(live) and not said.said(other)
     state.close()
+
+
+async def test_a_move_of_the_conflict_count_reads_the_list_after_the_short_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running sync reads the list again after a reconnect only once LIST_GAP has
+    passed; a move of the conflict count (a record made) cuts that wait to MARK_GAP
+    after the last read, and moves in a burst make one read."""
+    monkeypatch.setattr(said_module, "LIST_GAP", 600.0)
+    monkeypatch.setattr(said_module, "MARK_GAP", 0.3)
+    state = DeviceState(tmp_path / "state.db")
+    said = said_of(state)
+    moved = cast(Any, said.ws).device.conflicts_moved
+    loop = asyncio.get_running_loop()
+    reads: list[float] = []
+
+    async def catch_up(timeout: float | None = None) -> bool:
+        reads.append(loop.time())
+        return True
+
+    monkeypatch.setattr(said, "catch_up", catch_up)
+    follow = asyncio.create_task(said.follow())
+    try:
+        await asyncio.sleep(0.05)
+        assert len(reads) == 1  # the first read, at once
+        said.note(Event("online", "online: ws://x"))  # a reconnect: held to LIST_GAP
+        await asyncio.sleep(0.4)
+        assert len(reads) == 1
+        moved.set()  # the count moved: read now (MARK_GAP after the last read is past)
+        await asyncio.sleep(0.05)
+        assert len(reads) == 2
+        for _ in range(3):  # a burst: one read, MARK_GAP after the last one
+            moved.set()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        assert len(reads) == 3 and reads[2] - reads[1] >= 0.3
+    finally:
+        follow.cancel()
+        state.close()
