@@ -26,7 +26,7 @@ from client.entry import DocEntry
 from client.events import Event
 from client.folder import Skip
 from client.remote import ApiError
-from client.textdiff import apply, line_diff
+from client.textdiff import NotText, apply, check_text, line_diff
 from crdt.errors import BadPath
 from crdt.keys import check_new_path
 
@@ -106,6 +106,11 @@ class NewFiles:
             # (a server refuses it too, before this: this is for an older one)
             self.ws.folder.warn(path, f"skipping {path}: {refused}")
         elif not entry.exists or entry.deleted:
+            try:
+                check_text(entry.text, str(entry.text))
+            except NotText as exc:  # (see Workspace.ingest)
+                self.ws.folder.warn(path, f"not syncing {path}: {exc}")
+                return True
             self._adopt_local(entry, text)
         elif str(entry.text) == text:
             self.ws.remember(path, text)

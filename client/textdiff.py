@@ -15,9 +15,11 @@ from __future__ import annotations
 from crdt.merge3 import merge3, merge3_both
 from crdt.textedits import (
     CHAR_DIFF_LIMIT,
+    NotText,
     Op,
     apply,
     apply_ops,
+    check_text,
     common_prefix,
     common_suffix,
     diff,
@@ -26,9 +28,11 @@ from crdt.textedits import (
 
 __all__ = [
     "CHAR_DIFF_LIMIT",
+    "NotText",
     "Op",
     "apply",
     "apply_ops",
+    "check_text",
     "common_prefix",
     "common_suffix",
     "diff",

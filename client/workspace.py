@@ -50,7 +50,9 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   as a conflict while the server's version stays.
 - ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
   ``.weftignore`` patterns are ignored; binary, undecodable,
-  oversized files and symlinks are skipped with one warning each.
+  oversized files and symlinks are skipped with one warning each, and so are the
+  changes of a file whose document's ``content`` is not a text (another editor's
+  ``Y.Array`` or ``Y.XmlFragment``: :class:`client.textdiff.NotText`).
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
   document whose path goes through a link to a folder, or meets a file where its folder
   should be (or a folder where the file should be), is not written: it is said once and
@@ -81,7 +83,7 @@ from client.newfiles import NewFiles
 from client.remote import ServerURL
 from client.shadows import start_state
 from client.state import FileState
-from client.textdiff import apply, diff, merge3_both
+from client.textdiff import NotText, apply, check_text, diff, merge3_both
 from client.watcher import Watcher
 from client.writes import Writes
 
@@ -370,6 +372,11 @@ class Workspace(Listener):
             self.new_files.start(path)
             return True
         current = str(entry.text)
+        try:
+            check_text(entry.text, current)
+        except NotText as exc:  # (its characters would land among another editor's values)
+            self.folder.warn(path, f"not syncing {path}: {exc}")
+            return False
         both: list[int] = []
         if entry.deleted or shadow is None or current == shadow:
             target = text

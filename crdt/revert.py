@@ -19,7 +19,7 @@ from pycrdt import Doc, Map, Text
 from crdt.errors import StoreError
 from crdt.history import Append, Appended, DocRef, History
 from crdt.restore import RESTORE_CONCURRENCY
-from crdt.textedits import Op, apply, diff
+from crdt.textedits import NotText, Op, apply, diff
 from crdt.versions import CONTENT, DELETED, META, Version, cut_at, doc_at, read_doc
 from crdt.versionstamp import Versionstamp
 
@@ -110,7 +110,12 @@ async def _plan(
     history: History, ref: DocRef, target: Versionstamp | None, text: str, deleted: bool
 ) -> _Plan:
     head = await history.replay(ref)
-    update = await asyncio.to_thread(revert_update, head.doc, None if deleted else text, deleted)
+    try:
+        update = await asyncio.to_thread(
+            revert_update, head.doc, None if deleted else text, deleted
+        )
+    except NotText as exc:
+        raise NotText(f"{ref.path}: {exc}: it takes no text edits") from None
     return _Plan(ref, target, update, deleted)
 
 

@@ -11,7 +11,8 @@ Positions are Python characters (code points) of the old text. ``pycrdt.Text`` i
 by UTF-8 byte, not by character, and counts each embed (an image a rich-text editor such
 as Quill put in the text) as one, though ``str(text)`` leaves embeds out: :func:`apply`
 converts. An edit next to an embed leaves it where it is; a deletion spanning one takes
-it with it.
+it with it. A root that is not a text (a ``Y.Array`` or ``Y.XmlFragment`` another editor
+made under that name) takes no edits: :class:`NotText`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import difflib
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from pycrdt import Text
+from pycrdt import Array, Map, Text, XmlElement, XmlFragment, XmlText
+
+from crdt.errors import ProtocolError
 
 CHAR_DIFF_LIMIT = 4_000
 """Middles up to this many characters (both sides together) are diffed per character."""
@@ -29,6 +32,15 @@ INSERT_CHUNK = 16_384
 """Longer strings are inserted in pieces of at most this many characters (see
 :func:`insert`)."""
 _BLOCK = 4096
+
+
+class NotText(ProtocolError):
+    """A ``Y.Text`` view of a root that holds what a rich text does not: a
+    ``Y.XmlFragment``'s nodes, a ``Y.Array``'s values. Characters inserted into it land
+    among them (the array gained one element per character)."""
+
+
+_SHARED = (Array, Map, Text, XmlElement, XmlFragment, XmlText)
 
 
 class Op(NamedTuple):
@@ -283,17 +295,31 @@ def apply(text: Text, old: str, ops: Sequence[Op]) -> tuple[int, int]:
     return inserted, deleted
 
 
+def check_text(text: Text, old: str) -> None:
+    """:class:`NotText` unless ``text`` (whose string is ``old``) can take character
+    edits: it holds characters, and maybe formats and embeds (a rich text's)."""
+    _embeds(text, old)
+
+
 def _embeds(text: Text, old: str) -> list[int]:
     """Where ``text`` (whose string is ``old``) holds embeds: the character position of
     ``old`` each sits at (one entry per embed, ascending); usually none, which its
-    length tells without reading it again."""
-    if len(text) == len(old.encode("utf-8")):
+    length tells without reading it again. :class:`NotText` when it holds shared types
+    (a ``Y.XmlFragment``'s nodes, a ``Y.Array``'s maps; a Yjs text may embed one, but no
+    editor weft knows of does), or positions that are neither characters nor embeds (a
+    ``Y.Array``'s values; an embed that is a string, which ``diff()`` gives as text)."""
+    extra = len(text) - len(old.encode("utf-8"))
+    if extra == 0:
         return []
     at = 0
     out: list[int] = []
     for chunk, _attributes in text.diff():
         if isinstance(chunk, str):
             at += len(chunk)
+        elif isinstance(chunk, _SHARED):
+            raise NotText("its content holds shared types (a Y.XmlFragment's nodes, say)")
         else:
             out.append(at)
+    if len(out) != extra:
+        raise NotText("its content holds values neither characters nor embeds (a Y.Array's, say)")
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pycrdt import Array, Map
 
 from client.testing import sync_once
 from crdt.codec import SyncUpdate
@@ -63,3 +64,57 @@ async def test_a_file_edit_after_an_embed_lands_where_it_was_made(
             ("weft!\nBye", BOLD),  # (typed where a bold run ends: Yjs carries it on)
             ("\n", None),
         ]
+
+
+async def test_a_file_of_a_document_whose_content_is_not_a_text_is_not_sent(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Another editor made the root ``content`` a ``Y.Array``: the file reads empty, and
+    an edit of it is not sent (said, and the file kept as written). Sent, each of its
+    characters became an element of the array."""
+    url = f"{server.ws_url}/{TENANT}/{PROJECT}/list.json"
+    async with client_session() as http:
+        app = await YPeer.connect(http, url, weft=True)
+        before = app.doc.get_state()
+        app.doc.get("content", type=Array).append("item")
+        await app.send(SyncUpdate(app.doc.get_update(before)))
+        await app.until(lambda: len(app.acks) == 1)
+
+        folder = tmp_path / "desk"
+        folder.mkdir()
+        once(server, folder)
+        assert (folder / "list.json").read_text() == ""
+        (folder / "list.json").write_text("edited\n")
+        result = sync_once(folder, server.ws_url, TENANT, PROJECT)
+        assert "not syncing list.json: its content holds values" in result.stdout
+
+        reader = await YPeer.connect(http, url)
+        assert reader.doc.get("content", type=Array).to_py() == ["item"]
+        assert (folder / "list.json").read_text() == "edited\n"
+
+
+async def test_a_file_where_a_deleted_document_not_a_text_was_is_not_sent(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The same for a file written where such a document was deleted: neither its text
+    nor the document's return is sent (checked only in ``apply``, the flag was cleared
+    and the file's task failed)."""
+    url = f"{server.ws_url}/{TENANT}/{PROJECT}/gone.json"
+    async with client_session() as http:
+        app = await YPeer.connect(http, url, weft=True)
+        before = app.doc.get_state()
+        with app.doc.transaction():
+            app.doc.get("content", type=Array).append("item")
+            app.doc.get("weft", type=Map)["deleted"] = True
+        await app.send(SyncUpdate(app.doc.get_update(before)))
+        await app.until(lambda: len(app.acks) == 1)
+
+        folder = tmp_path / "desk"
+        folder.mkdir()
+        (folder / "gone.json").write_text("new\n")
+        result = sync_once(folder, server.ws_url, TENANT, PROJECT)
+        assert "not syncing gone.json: its content holds values" in result.stdout
+
+        reader = await YPeer.connect(http, url)
+        assert reader.doc.get("content", type=Array).to_py() == ["item"]
+        assert reader.doc.get("weft", type=Map).to_py() == {"deleted": True}

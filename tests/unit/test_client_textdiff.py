@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc, Text
+from pycrdt import Array, Doc, Text, XmlElement, XmlFragment, XmlText
 
 from client.textdiff import (
     CHAR_DIFF_LIMIT,
+    NotText,
     Op,
     apply,
     apply_ops,
@@ -155,6 +157,40 @@ def test_diff_and_apply_reproduce_the_new_text_around_embeds(
     assert str(text) == new
     kept = [pos for pos in sorted(at) if not any(op.start < pos < op.end for op in ops)]
     assert len(embeds_of(text)) == len(kept)
+
+
+def _array_root(doc: Doc[Any]) -> None:
+    doc.get("content", type=Array).append("item")
+
+
+def _fragment_root(doc: Doc[Any]) -> None:
+    paragraph = XmlElement("paragraph")
+    doc.get("content", type=XmlFragment).children.append(paragraph)
+    paragraph.children.append(XmlText("hello"))
+
+
+def _string_embed(doc: Doc[Any]) -> None:
+    text = doc.get("content", type=Text)
+    text.insert(0, "ab")
+    text.insert_embed(1, "s")  # (pycrdt only: Yjs makes a string embed a string)
+
+
+@pytest.mark.parametrize("build", [_array_root, _fragment_root, _string_embed])
+def test_apply_refuses_a_root_that_is_not_a_text(build: Any) -> None:
+    """A ``content`` root another editor made a ``Y.Array`` or a ``Y.XmlFragment`` of
+    (as a replica sees it: read as a ``Y.Text``): characters inserted into it landed
+    among its values (the array gained one element per character), and an embed that
+    is a string put every edit after it a place off. Now nothing is written."""
+    made: Doc[Any] = Doc()
+    build(made)
+    doc: Doc[Any] = Doc()
+    doc.apply_update(made.get_update())
+    text = doc.get("content", type=Text)
+    old = str(text)
+    state = doc.get_update()
+    with pytest.raises(NotText):
+        apply(text, old, [Op(len(old), len(old), "edited\n")])
+    assert doc.get_update() == state
 
 
 def test_one_file_change_is_one_update() -> None:

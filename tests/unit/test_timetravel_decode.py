@@ -17,6 +17,7 @@ from pycrdt import Array, Doc, Map, Text
 from crdt import timetravel as tt
 from crdt.carriers import _RECORD_NO_STRUCTS, _RECORD_ONE_STRING
 from crdt.records import encode_record
+from crdt.textedits import NotText
 from crdt.versionstamp import Versionstamp
 from crdt.ydecode import _Reader
 
@@ -408,6 +409,20 @@ def test_revert_update_of_a_text_with_an_embed() -> None:
     content.insert_embed(3, {"image": "a.png"})
     assert tt.revert_update(doc, "one 2 three", False) is not None
     assert content.diff() == [("one", None), ({"image": "a.png"}, None), (" 2 three", None)]
+
+
+def test_revert_update_of_a_text_it_cannot_edit_is_refused() -> None:
+    """An embed that is a string (pycrdt makes one) is a position ``diff()`` gives as
+    text: the revert's edits landed a place off and it failed as a store error (a 500).
+    Now it is refused, nothing written."""
+    doc: Doc[Any] = Doc()
+    content = doc.get("content", type=Text)
+    content.insert(0, "one two")
+    content.insert_embed(2, "s")
+    state = doc.get_update()
+    with pytest.raises(NotText):
+        tt.revert_update(doc, "one 2", False)
+    assert doc.get_update() == state
 
 
 def _version(text: str, deleted: bool = False, vs: int = 1) -> tt.DocVersion:
