@@ -137,8 +137,8 @@ class Device:
         self.heads_read = asyncio.Event()
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
-        # The conflict count the last heads read said (None: none, or no read yet), and
-        # set when a read says another than the one before (client.said reads the list)
+        # The conflict count the last heads read that said one said (None: none did
+        # yet), and set when a read says another (client.said reads the list then)
         self.conflicts_seen: int | None = None
         self.conflicts_moved = asyncio.Event()
         self.updates_acked = 0  # local updates the server acknowledged since start
@@ -663,9 +663,14 @@ class Device:
         return heads
 
     def _note_conflicts(self, count: int | None) -> None:
-        """The conflict count a heads read said: one other than the last read's (not
-        the first one) sets ``conflicts_moved`` (a record was made or resolved)."""
-        if None not in (count, self.conflicts_seen) and count != self.conflicts_seen:
+        """The conflict count a heads read said: one other than the last one said (not
+        the first one) sets ``conflicts_moved`` (a record was made or resolved). A read
+        that says none (a server from before the header: in an upgrade, one instance of
+        several behind one address) leaves the last one as it was: taken as no number,
+        answers of an old and a new instance in turn never showed a move."""
+        if count is None:
+            return
+        if self.conflicts_seen is not None and count != self.conflicts_seen:
             self.conflicts_moved.set()
         self.conflicts_seen = count
 

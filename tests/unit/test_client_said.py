@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from client import said as said_module
+from client.device import Device
 from client.events import Event, conflict_event
 from client.said import LISTED, SaidConflicts
 from client.state import DeviceState
@@ -104,3 +105,19 @@ async def test_a_move_of_the_conflict_count_reads_the_list_after_the_short_gap(
     finally:
         follow.cancel()
         state.close()
+
+
+async def test_a_read_without_a_conflict_count_does_not_hide_a_move(tmp_path: Path) -> None:
+    """Behind one address, an instance from before ``X-Weft-Conflicts`` (an upgrade under
+    way) answers some reads without it: the number before it still counts, so a move
+    seen across such a read reads the list (it was taken as no number, and answers of
+    the two instances in turn never showed a move)."""
+    device = Device(tmp_path, "ws://127.0.0.1:9/ws", "acme", "site")
+    device._note_conflicts(3)  # the first read: no move
+    assert not device.conflicts_moved.is_set()
+    device._note_conflicts(None)  # the old instance
+    device._note_conflicts(3)
+    assert not device.conflicts_moved.is_set()
+    device._note_conflicts(None)
+    device._note_conflicts(4)  # a record made meanwhile
+    assert device.conflicts_moved.is_set()
