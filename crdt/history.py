@@ -111,6 +111,9 @@ BUILT_STATE_BYTES = 8 << 20
 # fresh build of the same snapshot by anybody else fits in one transaction too and
 # the two never mix parts. Bigger ones are built fresh.
 KEPT_BUILD_BYTES = MAX_BATCH_BYTES // 2
+# A document's deletion mark (its space's key): the versionstamp of a head at which the
+# document was seen deleted (History.mark_deleted).
+GONE = "gone"
 # A "changed since" list reads at most this many change-index entries (one per document
 # per append); past it, the whole list is the answer (it is read in about as long).
 DELTA_LIMIT = 1000
@@ -138,11 +141,16 @@ class Head:
 
 @dataclass(frozen=True, slots=True)
 class DocInfo:
+    """A document as the list says it. ``deleted``: known to be deleted at ``head`` (its
+    deletion mark names that head, see :meth:`History.mark_deleted`); False says only
+    that it is not known so, never that the document is alive."""
+
     path: str
     head: Versionstamp | None
     count: int
     size: int
     updated_ms: int
+    deleted: bool = False
 
 
 class DocList(NamedTuple):
@@ -391,6 +399,28 @@ class History:
         )
         return await asyncio.to_thread(_build, snapshot, records, segments)
 
+    async def mark_deleted(self, marks: Sequence[tuple[DocRef, Versionstamp]]) -> int:
+        """Mark each document of ``marks`` deleted at its versionstamp, if that is still
+        the document's head, in one transaction; how many marks were written (a mark
+        already there is not written again). The caller must have seen the document
+        flagged deleted holding exactly the log up to that versionstamp (a room at its
+        cursor: see ``server.rooms``). A mark never needs clearing: once the document
+        changes, its head names another versionstamp, and the list no longer says it
+        deleted (:class:`DocInfo`)."""
+        wanted = [ref.key(name) for ref, _ in marks for name in ("head", GONE)]
+
+        def fn(tr: Transaction) -> int:
+            values = tr.get_many(wanted)
+            written = 0
+            for i, (ref, vs) in enumerate(marks):
+                head, gone = values[2 * i], values[2 * i + 1]
+                if head is not None and head[:12] == vs.raw and gone != vs.raw:
+                    tr.set(ref.key(GONE), vs.raw)
+                    written += 1
+            return written
+
+        return (await self.kv.transact(fn)).result if marks else 0
+
     async def version_at_time(self, doc: DocRef, ms: int) -> Versionstamp | None:
         """The last versionstamp of ``doc`` committed at or before wall-clock ``ms``."""
         begin = doc.key("t")
@@ -608,14 +638,14 @@ def _doc_infos(tr: ReadTransaction, prefix: bytes, project: str) -> list[DocInfo
 
 def _infos(tr: ReadTransaction, paths: list[str], spaces: list[bytes]) -> list[DocInfo]:
     """The infos of the documents at ``paths``, whose spaces are ``spaces``."""
-    names = ("head", "n", "bytes", "ms")
+    names = ("head", "n", "bytes", "ms", GONE)
     wanted = [keys.pack((name,), space) for space in spaces for name in names]
-    # One get_many, not four serial gets per document: on FoundationDB every get is a
+    # One get_many, not five serial gets per document: on FoundationDB every get is a
     # round trip, and the whole read must finish within its 5-second limit.
     values = tr.get_many(wanted)
     out = []
     for i, path in enumerate(paths):
-        head, n, size, ms = values[4 * i : 4 * i + 4]
+        head, n, size, ms, gone = values[5 * i : 5 * i + 5]
         out.append(
             DocInfo(
                 path,
@@ -623,6 +653,7 @@ def _infos(tr: ReadTransaction, paths: list[str], spaces: list[bytes]) -> list[D
                 read_counter(n),
                 read_counter(size),
                 read_counter(ms),
+                head is not None and gone is not None and head[:12] == gone,
             )
         )
     return out

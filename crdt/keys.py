@@ -27,6 +27,9 @@ Layout (see README for the table)::
     D + (head,)                        -> vs + count (8 bytes LE): last update, and how
                                           many updates the doc holds (format 1.2)
     D + (n,) / D + (bytes,)            -> 8-byte little-endian counters
+    D + (gone,)                        -> vs: a head at which the doc was seen deleted
+                                          (written by a server's room as it unloads;
+                                          the list says "deleted" while it is the head)
     D + (aw, instance)                 -> msgpack {v, ms, gen}: one server instance's
                                           awareness entry for the doc (ephemeral, never
                                           history: see server.awareness)

@@ -3,7 +3,8 @@
 - ``GET /api/v1/{tenant}/{project}/docs``: ``{"tenant", "project", "complete": true,
   "docs": [{"path", "head", "updates", "size", "updated_ms", "updated"}]}`` (documents
   with at least one update, deleted ones included, by path; ``head`` is the last
-  versionstamp in 24 hex digits). Its ETag is the project's change marker;
+  versionstamp in 24 hex digits; ``"deleted": true`` for a document known to be deleted
+  at that head, see ``server.rooms``: absent, the document may be deleted or not). Its ETag is the project's change marker;
   ``?since=MARKER`` (an ETag read before, 36 hex digits) answers only the documents
   appended to after it, with ``"complete": false`` and ``"since"``, when the store can
   tell them (see ``crdt.changes``), else the whole list. It takes no other query
@@ -41,7 +42,7 @@ from pycrdt import Map, Text
 from crdt.changes import MARKER_LEN
 from crdt.conflicts import COUNT_HEADER
 from crdt.errors import BadPath, NotFound, PermissionDenied, ProtocolError, QuotaExceeded
-from crdt.history import Replayed
+from crdt.history import DocInfo, Replayed
 from crdt.keys import check_name, check_url_utf8
 from crdt.versions import HEAD_VERSION, check_committed, doc_version, parse_version
 from server.appkeys import HISTORY
@@ -160,22 +161,28 @@ async def list_docs(request: web.Request) -> web.Response:
     headers[COUNT_HEADER] = str(listed.conflicts)
     if infos is None:
         return web.Response(status=304, headers=headers)
-    docs = [
-        {
-            "path": info.path,
-            "head": info.head.hex() if info.head else None,
-            "updates": info.count,
-            "size": info.size,
-            "updated_ms": info.updated_ms,
-            "updated": _iso(info.updated_ms),
-        }
-        for info in infos
-    ]
+    docs = [_doc_entry(info) for info in infos]
     body: dict[str, object] = {"tenant": tenant, "project": project, "complete": listed.complete}
     if not listed.complete and since is not None:
         body["since"] = since.hex()
     body["docs"] = docs
     return web.json_response(body, headers=headers)
+
+
+def _doc_entry(info: DocInfo) -> dict[str, object]:
+    """One document of the list. ``"deleted": true`` only when the document is known to
+    be deleted at the head listed (``DocInfo.deleted``); absent, it may be either."""
+    entry: dict[str, object] = {
+        "path": info.path,
+        "head": info.head.hex() if info.head else None,
+        "updates": info.count,
+        "size": info.size,
+        "updated_ms": info.updated_ms,
+        "updated": _iso(info.updated_ms),
+    }
+    if info.deleted:
+        entry["deleted"] = True
+    return entry
 
 
 def _since(request: web.Request) -> bytes | None:

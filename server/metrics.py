@@ -14,6 +14,10 @@ one process in tests. Series:
   (server.quotas), and ``weft_rate_wait_seconds_total`` (counter): for how long, summed
 - ``weft_remote_updates_total`` (counter): updates a room picked up from the log: other
   instances' commits (and this one's that landed while the room was loading)
+- ``weft_room_loads_total`` (counter): documents loaded into a room (replayed)
+- ``weft_deleted_marks_total`` (counter): deletion marks written for documents whose
+  room unloaded holding them deleted at head (server.rooms; the document list says
+  ``"deleted": true`` for them)
 - ``weft_tail_reads_total`` (counter): times a room read the log tail after its head
   moved (a room that only this instance writes to moves its cursor without reading)
 - ``weft_awareness_publishes_total`` (counter): documents whose local awareness states
@@ -152,6 +156,11 @@ class Metrics:
         self.remote_updates = Counter(
             "weft_remote_updates_total", "Updates picked up from other server instances."
         )
+        self.room_loads = Counter("weft_room_loads_total", "Documents loaded into a room.")
+        self.deleted_marks = Counter(
+            "weft_deleted_marks_total",
+            "Deletion marks written for documents whose room unloaded them deleted at head.",
+        )
         self.tail_reads = Counter(
             "weft_tail_reads_total", "Log tail reads by rooms whose head moved."
         )
@@ -183,6 +192,8 @@ class Metrics:
             self.updates_delayed,
             self.rate_wait,
             self.remote_updates,
+            self.room_loads,
+            self.deleted_marks,
             self.tail_reads,
             self.awareness_publishes,
             self.awareness_remote,

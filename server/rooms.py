@@ -33,6 +33,18 @@ document an update costs one list lookup more.
 
 Awareness is relayed to the room's peers and, through :mod:`server.awareness`, to the
 other instances' rooms of the same document (never stored in the history).
+
+A room that unloads holding a document flagged deleted marks it so at its cursor
+(:meth:`History.mark_deleted`, batched by the reaper), for the document list to say so
+(a new device then need not open it), when its document holds exactly the log's updates
+up to the cursor (:meth:`Room.deleted_at`): every update at or before the cursor came
+from the replay, from the tail reader, or (this instance's own commits, which the tail
+reader skips) through ``apply_local``, and none after it did. The commits the listener
+told of and ``apply_local`` has not applied yet (``unapplied``), those after the cursor
+(``own``, ``unseen``), an update that could not be applied, or a re-sent one applied
+late (``exact``) keep the mark unwritten. The mark is written only if the cursor is
+still the head in the marking transaction; a mark the document's later changes made
+old names an older head, and says nothing.
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ _WEFT_ROOT = bytes((len(META),)) + META.encode()  # the root's name as an update
 PENDING_PRUNE = 64  # pending updates a room keeps before it drops those integrated since
 PENDING_INLINE = 100  # updates a loading room checks for pending ones on the event loop
 MAX_REMOVED = 1024  # awareness removals a room remembers (Room.removed)
+MARK_BATCH = 500  # deletion marks written per transaction (Rooms.write_marks)
 
 
 def _roots(doc: Doc[Any]) -> set[str]:
@@ -112,6 +125,12 @@ class Room:
         # tail reader applies them here. Every other commit of this instance reaches the
         # room through apply_local (its record may be read from the tail first: skipped).
         self.unseen: set[Versionstamp] = set()
+        # This instance's commits for this room that the History listener told of and
+        # apply_local has not applied yet (the tail reader may have passed them).
+        self.unapplied: set[Versionstamp] = set()
+        # False once the document may differ from the log it was built from: an update
+        # it could not integrate, or a re-sent one applied late (see deleted_at).
+        self.exact = True
         self.size = size
         # Bytes of updates sessions accepted for this room and not applied yet: the
         # document-size quota counts them with ``size`` (see ``Session._update``).
@@ -267,8 +286,22 @@ class Room:
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
         edited = self._apply(update)
+        self.unapplied.discard(appended.versionstamp)
+        if appended.duplicate:  # (at a versionstamp the cursor may be before or past)
+            self.exact = False
         self.broadcast(frame or codec.encode(SyncUpdate(update)), exclude=sender)
         return edited
+
+    def deleted_at(self) -> Versionstamp | None:
+        """The cursor, when the document is flagged deleted and holds exactly the log's
+        updates up to it (see the module docstring); else None."""
+        if not self.deleted or not self.exact or self.cursor is None:
+            return None
+        if self.own or self.unseen or self.unapplied:
+            return None
+        if self.pending and pending_updates(self.doc, self.pending):
+            return None
+        return self.cursor if self._meta is not None and self._meta.get(DELETED) is True else None
 
     def skip_own(self, head: Head) -> bool:
         """Move the cursor to ``head`` if every update up to it is known to the room (its
@@ -313,6 +346,9 @@ class Room:
         touched = self._touched
         try:
             vector = ydoc.apply_with_state(self.doc, update)
+        except ValueError:
+            self.exact = False
+            raise
         finally:
             # The first entry of a root map names its root (varString "weft") in the
             # update that makes it; later ones point at an earlier entry. Seen once, the
@@ -466,6 +502,8 @@ class Rooms:
         self._missed: dict[bytes, set[Versionstamp]] = {}  # per loading doc: see Room.unseen
         self._reaper: asyncio.Task[None] | None = None
         self._unloaded = 0  # rooms unloaded since the last memory release
+        # Documents to mark deleted (see Room.deleted_at): space -> (doc, its cursor)
+        self._marks: dict[bytes, tuple[DocRef, Versionstamp]] = {}
         self.awareness = ClusterAwareness(history.kv, instance, self.metrics)
         history.listeners.append(self._committed)
         # Called when memory is given back after unloading: caches of other parts that
@@ -486,7 +524,9 @@ class Rooms:
             if room is None:
                 if item.doc.space in self._loading:
                     self._missed.setdefault(item.doc.space, set()).add(appended.versionstamp)
-            elif room.cursor is None or appended.versionstamp.raw > room.cursor.raw:
+                continue
+            room.unapplied.add(appended.versionstamp)
+            if room.cursor is None or appended.versionstamp.raw > room.cursor.raw:
                 room.own.add(appended.versionstamp)
 
     def __len__(self) -> int:
@@ -511,6 +551,7 @@ class Rooms:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._reaper = None
+        await self.write_marks()
         await self.awareness.close()
 
     async def join(self, ref: DocRef, peer: Peer) -> Room:
@@ -555,6 +596,7 @@ class Rooms:
                 else await asyncio.to_thread(pending_updates, replayed.doc, applied)
             )
             room = Room(ref, replayed.doc, replayed.versionstamp, size, count, pending)
+            self.metrics.room_loads.inc()
             after = replayed.versionstamp.raw if replayed.versionstamp is not None else b""
             room.unseen = {vs for vs in self._missed.pop(ref.space, ()) if vs.raw > after}
             tail = applied[len(applied) - replayed.updates_applied :]
@@ -583,6 +625,9 @@ class Rooms:
             del self._rooms[room.ref.space]
             self._idle.pop(room.ref.space, None)
             self._unloaded += 1  # whoever unloaded it, the reaper releases the memory
+            deleted_at = room.deleted_at()
+            if deleted_at is not None:  # written by the reaper (or close)
+                self._marks[room.ref.space] = (room.ref, deleted_at)
         if room.watcher is not None:
             room.watcher.cancel()
             room.watcher = None  # its traceback would hold the room (and its Doc) in a cycle
@@ -662,6 +707,7 @@ class Rooms:
         while True:
             await asyncio.sleep(interval)
             self.reap(time.monotonic())
+            await self.write_marks()
             # Rooms unloaded here, in leave() (idle_seconds 0, over max_idle) or anywhere
             # else. At once when the last room went (nothing left to slow down), else at
             # most every RELEASE_EVERY seconds.
@@ -669,6 +715,19 @@ class Rooms:
                 self._unloaded = 0
                 await memory.release(self.history.kv, self.release_hooks)
                 released = time.monotonic()
+
+    async def write_marks(self) -> None:
+        """Mark the documents deleted that unloaded rooms held so (see the module
+        docstring), ``MARK_BATCH`` a transaction. A mark is a hint for new devices:
+        one that fails is logged and dropped (the next unload tries again)."""
+        while self._marks:
+            batch = list(self._marks.values())[:MARK_BATCH]
+            for ref, _ in batch:
+                del self._marks[ref.space]
+            try:
+                self.metrics.deleted_marks.inc(await self.history.mark_deleted(batch))
+            except Exception:  # the reaper goes on
+                log.warning("marking %d deleted documents failed", len(batch), exc_info=True)
 
     def reap(self, now: float) -> int:
         """Unload the rooms idle for ``idle_seconds``; returns how many were unloaded."""
