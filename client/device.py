@@ -134,6 +134,9 @@ class Device:
         self._wanted_id = device_id
         self.entries: dict[str, DocEntry] = {}
         self.heads: dict[str, Versionstamp | None] = {}
+        # The documents the last heads read said are deleted, with the head it said so at
+        # (``Api.gone``; see listed_deleted)
+        self.gone: dict[str, Versionstamp] = {}
         self.heads_read = asyncio.Event()
         self._heads_due = asyncio.Event()  # read the heads before the poll interval ends
         self.heads_reads = 0  # heads reads started
@@ -643,9 +646,10 @@ class Device:
         self.heads_reads += 1
         try:
             heads = await self.api.heads()
+            gone = self.api.gone
             self._note_conflicts(self.api.conflicts)
         except ApiNotFound:
-            heads = {}  # a tenant nobody has written to yet
+            heads, gone = {}, {}  # a tenant nobody has written to yet
             self._note_conflicts(0)  # (so none recorded)
         except ApiDenied as exc:
             self.fail(exc.status, exc.message)
@@ -658,9 +662,27 @@ class Device:
             return None
         self.accepted()
         self.heads = heads
+        self.gone = gone
         self.heads_read.set()
         self.changed()
         return heads
+
+    def listed_deleted(self, path: str) -> bool:
+        """Whether the document list says ``path`` is deleted at the head it lists and
+        this device neither has it open nor synced it before: it is not named to
+        ``remote_docs`` (opening it would only tell that it is deleted: a new device's
+        first sync opened every one a rename left) until a list shows it at another
+        head (brought back elsewhere, say). Opening it (a file written at its path)
+        syncs it as any other. A list that does not say (an older server, a document
+        not marked yet) leaves every document to be opened, as before."""
+        head = self.heads.get(path)
+        return (
+            head is not None
+            and self.gone.get(path) == head
+            and path not in self.entries
+            and path not in self._opening
+            and path not in self._doc_states
+        )
 
     def _note_conflicts(self, count: int | None) -> None:
         """The conflict count a heads read said: one other than the last one said (not
@@ -724,7 +746,11 @@ class Device:
         read failed) it stops waiting (nothing to learn now). Not one whose local
         updates wait: their acks move its base, then it asks again."""
         if follow:
-            unknown = [p for p in heads if p not in self.entries and p not in self._opening]
+            unknown = [
+                p
+                for p in heads
+                if p not in self.entries and p not in self._opening and not self.listed_deleted(p)
+            ]
             if unknown:
                 self.listener.remote_docs(unknown)
         for path, head in heads.items():

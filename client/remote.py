@@ -142,7 +142,12 @@ class Api:
         self.tenant = check_name("tenant", tenant)
         self.project = check_name("project", project)
         self.headers = auth_headers(token)
-        self._heads: tuple[str, dict[str, Versionstamp | None]] | None = None  # with ETag
+        # The heads last read and the documents listed deleted, with the list's ETag
+        self._heads: tuple[str, dict[str, Versionstamp | None], dict[str, Versionstamp]] | None
+        self._heads = None
+        # The documents the last list said deleted (``"deleted": true``), each with the
+        # head it was listed deleted at; a document not in it may be deleted or not.
+        self.gone: dict[str, Versionstamp] = {}
         self._deltas = True  # whether to ask for what changed since (a server may not know)
         # The conflict count the last answer of the list said (None: it said none, as a
         # server from before X-Weft-Conflicts)
@@ -167,7 +172,8 @@ class Api:
         never leave the list), or the whole list when it cannot tell them. A server
         before ``?since=`` refuses it (a 400 naming it): the list is then asked whole,
         and from then on without it; after another 400 it is asked whole once. The
-        answer's conflict count (200 or 304) is kept in ``conflicts``."""
+        answer's conflict count (200 or 304) is kept in ``conflicts``, and the documents
+        it says are deleted in ``gone``."""
         held = self._heads
         headers = {"If-None-Match": held[0]} if held is not None else {}
         since = _marker(held[0]) if held is not None and self._deltas else None
@@ -182,18 +188,27 @@ class Api:
             self._deltas = not _refuses_since(exc)
             body, etag = await self._get_unless(url, headers, None)
         if body is None and held is not None:
+            self.gone = dict(held[2])
             return dict(held[1])
         body = body or {}
+        docs = body.get("docs", [])
         heads = {
             str(d["path"]): Versionstamp.from_hex(d["head"]) if d.get("head") else None
-            for d in body.get("docs", [])
+            for d in docs
+        }
+        gone = {
+            path: head
+            for d in docs
+            if d.get("deleted") is True and (head := heads[path := str(d["path"])]) is not None
         }
         if body.get("complete") is False:
             if held is None or since is None or body.get("since") != since:
                 self._heads = None  # the next poll reads the whole list
                 raise ApiError(200, "bad_response", "a partial document list for no ETag of ours")
+            gone = {p: vs for p, vs in held[2].items() if p not in heads} | gone
             heads = held[1] | heads
-        self._heads = (etag, dict(heads)) if etag else None
+        self._heads = (etag, dict(heads), dict(gone)) if etag else None
+        self.gone = gone
         return heads
 
     async def conflict_pages(

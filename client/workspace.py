@@ -286,7 +286,9 @@ class Workspace(Listener):
         device = self.device
         if self.creating or self.writes.pending or self._tasks or not device.heads_read.is_set():
             return False
-        wanted = [p for p in device.heads if not self.folder.ignored(p)]
+        wanted = [
+            p for p in device.heads if not self.folder.ignored(p) and not device.listed_deleted(p)
+        ]
         return all(p in device.entries for p in wanted) and device.idle()
 
     async def sync(self, timeout: float | None = None) -> None:
@@ -295,13 +297,13 @@ class Workspace(Listener):
             await self.device.wait_until(self.idle)
 
     def progress(self) -> tuple[int, int]:
-        """(documents done, documents known) for a progress bar."""
-        entries = self.device.entries.values()
-        done = sum(1 for e in entries if e.done() and e.path not in self.creating)
-        total = len(self.device.entries) + sum(
-            1 for p in self.creating if p not in self.device.entries
-        )
-        return done, max(total, len(self.device.heads))
+        """(documents done, documents known) for a progress bar; a document listed
+        deleted that is not opened (``Device.listed_deleted``) is neither."""
+        device = self.device
+        done = sum(1 for e in device.entries.values() if e.done() and e.path not in self.creating)
+        total = len(device.entries) + sum(1 for p in self.creating if p not in device.entries)
+        listed = sum(1 for p in device.heads if not device.listed_deleted(p))
+        return done, max(total, listed)
 
     async def watch(self, stop: asyncio.Event | None = None) -> None:
         """Follow file changes until ``stop`` is set (or cancelled); a rescan every

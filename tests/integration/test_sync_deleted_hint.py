@@ -1,0 +1,180 @@
+"""A new device does not open the deleted documents of a project (a rename leaves one):
+the document list says ``"deleted": true`` for a document a server's room saw deleted at
+the head listed (``server.rooms``), and a device that has neither a file nor a history of
+such a document leaves it closed, until the list shows it at another head (brought back
+elsewhere) or a file is written at its path (decided as before). Before, a new device's
+first sync opened every one (the server loading each: snapshot and tail) only to learn
+that it was deleted, and counted them as files in its progress line.
+
+Real servers (in process, and a ``python -m server`` process with real ``weft sync
+--once`` processes), real folders; room loads counted by the server's metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from client.testing import folder_files, get_json, sync_once, wait_until
+from client.workspace import Workspace
+from server.app import create_app
+from server.appkeys import METRICS
+from server.config import Settings
+from server.metrics import Metrics
+from server.testing import InProcessServer, StartServer, call_api, serve_in_process, until
+
+pytestmark = [pytest.mark.functional]
+
+LIVE = {"keep.md": "kept\n", "notes/plan.md": "plan\n"}
+GONE = ("old.md", "notes/draft.md", "renamed-from.md")
+
+
+@contextlib.asynccontextmanager
+async def project_with_deletions(tmp_path: Path) -> AsyncIterator[tuple[InProcessServer, Path]]:
+    """An in-process server whose rooms unload as soon as their last peer leaves, and
+    folder ``a`` that synced LIVE and GONE, then deleted GONE; the server has marked
+    them deleted (its rooms unloaded)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", room_idle_seconds=0))
+    async with serve_in_process(app) as server:
+        a = tmp_path / "a"
+        for path, text in {**LIVE, **dict.fromkeys(GONE, "gone\n")}.items():
+            (a / path).parent.mkdir(parents=True, exist_ok=True)
+            (a / path).write_text(text)
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+            for path in GONE:
+                (a / path).unlink()
+            ws.changed(set(GONE))
+            await ws.sync(30)
+        await until(lambda: metrics(server).deleted_marks.get() == len(GONE), 5)
+        yield server, a
+
+
+def workspace(server: InProcessServer, folder: Path) -> Workspace:
+    folder.mkdir(exist_ok=True)
+    return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1, idle_seconds=0.2)
+
+
+def metrics(server: InProcessServer) -> Metrics:
+    return server.app[METRICS]
+
+
+async def listed(server: InProcessServer) -> dict[str, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        status, body = await call_api(http, "GET", f"{server.url}/api/v1/acme/p/docs")
+    assert status == 200
+    return {doc["path"]: doc for doc in body["docs"]}
+
+
+async def test_a_new_device_opens_no_deleted_document(tmp_path: Path) -> None:
+    async with project_with_deletions(tmp_path) as (server, a):
+        docs = await listed(server)
+        assert {path for path, doc in docs.items() if doc.get("deleted") is True} == set(GONE)
+        assert all("deleted" not in docs[path] for path in LIVE)  # absent: not known deleted
+        loads = metrics(server).room_loads.get()
+        async with workspace(server, tmp_path / "b") as ws:
+            await ws.sync(30)
+            assert ws.progress() == (len(LIVE), len(LIVE))
+            assert set(ws.device.entries) == set(LIVE) and ws.tracked == set(LIVE)
+            await asyncio.sleep(0.3)  # a few polls (304s): still not opened
+            assert set(ws.device.entries) == set(LIVE)
+        assert metrics(server).room_loads.get() - loads == len(LIVE)
+        assert folder_files(tmp_path / "b") == folder_files(a)
+
+
+async def test_a_document_brought_back_elsewhere_reaches_a_device_that_left_it_closed(
+    tmp_path: Path,
+) -> None:
+    async with project_with_deletions(tmp_path) as (server, a):
+        b = tmp_path / "b"
+        async with workspace(server, b) as ws_b:
+            await ws_b.sync(30)
+            assert not (b / "old.md").exists() and "old.md" not in ws_b.device.entries
+            (a / "old.md").write_text("back again\n")
+            async with workspace(server, a) as ws_a:
+                await ws_a.sync(30)
+            assert "deleted" not in (await listed(server))["old.md"]  # another head now
+            await until(lambda: (b / "old.md").exists(), 10)
+            await ws_b.sync(30)
+            assert (b / "old.md").read_text() == "back again\n"
+            assert "notes/draft.md" not in ws_b.device.entries  # the others stay closed
+
+
+async def test_a_file_at_a_deleted_documents_path_is_decided_as_before(tmp_path: Path) -> None:
+    """On a new device, a file found at start where a deleted document was, and one
+    written there after the first sync, bring their documents back as they did (the
+    document is opened for the decision); the other deleted documents stay closed."""
+    async with project_with_deletions(tmp_path) as (server, _):
+        c = tmp_path / "c"
+        c.mkdir()
+        (c / "old.md").write_text("mine\n")
+        said: list[str] = []
+        loads = metrics(server).room_loads.get()
+        async with workspace(server, c) as ws:
+            ws.on_event = lambda event: said.append(event.message)
+            await ws.sync(30)
+            (c / "notes" / "draft.md").write_text("draft again\n")
+            ws.changed({"notes/draft.md"})
+            await ws.sync(30)
+            assert set(ws.device.entries) == {*LIVE, "old.md", "notes/draft.md"}
+        assert "old.md: brought back (+5 chars)" in said, said
+        assert "notes/draft.md: brought back (+12 chars)" in said, said
+        assert metrics(server).room_loads.get() - loads == len(LIVE) + 2
+        for path, text in {"old.md": "mine\n", "notes/draft.md": "draft again\n"}.items():
+            url = f"{server.url}/api/v1/acme/p/docs/{path}?format=json"
+            doc = await asyncio.to_thread(get_json, url)
+            assert (doc["text"], doc["deleted"]) == (text, False)
+
+
+def _room_loads(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics") as response:
+        text = response.read().decode()
+    found = re.search(r"^weft_room_loads_total (\S+)$", text, re.M)
+    assert found is not None, text
+    return int(float(found[1]))
+
+
+@pytest.mark.slow
+def test_weft_sync_on_a_new_folder_opens_no_deleted_document(
+    weft_server_factory: StartServer, tmp_path: Path
+) -> None:
+    """Real processes: ``weft sync --once`` deletes two files (a rename and a delete);
+    a new folder's ``weft sync --once`` then loads only the live documents' rooms, and
+    its summary counts the live files."""
+    server = weft_server_factory(env={"WEFT_ROOM_IDLE_SECONDS": "0"})
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for name in ("one.md", "two.md", "three.md"):
+        (a / name).write_text(f"{name}\n")
+
+    def sync(folder: Path) -> str:
+        result = sync_once(folder, server.ws_url, "acme", "p")
+        assert result.returncode == 0, result.stdout
+        return result.stdout
+
+    sync(a)
+    (a / "one.md").rename(a / "uno.md")
+    (a / "two.md").unlink()
+    sync(a)
+    url = f"{server.url}/api/v1/acme/p/docs"
+
+    def marked() -> bool:
+        return {d["path"] for d in get_json(url)["docs"] if d.get("deleted")} == {
+            "one.md",
+            "two.md",
+        }
+
+    wait_until(marked, 5, "the deleted documents marked")
+    loads = _room_loads(server.url)
+    out = sync(b)
+    assert _room_loads(server.url) - loads == 2  # three.md, uno.md
+    assert "in sync: 2 files" in out, out
+    assert folder_files(b) == folder_files(a)
