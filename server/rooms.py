@@ -42,7 +42,10 @@ from the replay, from the tail reader, or (this instance's own commits, which th
 reader skips) through ``apply_local``, and none after it did. The commits the listener
 told of and ``apply_local`` has not applied yet (``unapplied``), those after the cursor
 (``own``, ``unseen``), an update that could not be applied, or a re-sent one applied
-late (``exact``) keep the mark unwritten. The mark is written only if the cursor is
+late, or updates applied in another order than the log's (``exact``: an own commit
+applied before another instance's earlier one; yrs can leave an update that arrived
+before one it depends on pending in one order and not in the other, so the room and a
+replay can disagree about the flag) keep the mark unwritten. The mark is written only if the cursor is
 still the head in the marking transaction; a mark the document's later changes made
 old names an older head, and says nothing.
 """
@@ -129,7 +132,8 @@ class Room:
         # apply_local has not applied yet (the tail reader may have passed them).
         self.unapplied: set[Versionstamp] = set()
         # False once the document may differ from the log it was built from: an update
-        # it could not integrate, or a re-sent one applied late (see deleted_at).
+        # it could not integrate, a re-sent one applied late, or the log applied in
+        # another order than its own (see note_order and deleted_at).
         self.exact = True
         self.size = size
         # Bytes of updates sessions accepted for this room and not applied yet: the
@@ -302,6 +306,17 @@ class Room:
         if self.pending and pending_updates(self.doc, self.pending):
             return None
         return self.cursor if self._meta is not None and self._meta.get(DELETED) is True else None
+
+    def note_order(self, first: Versionstamp, last: Versionstamp) -> None:
+        """The log's records from ``first`` to ``last`` are applied now (by the tail
+        reader). If an own commit after ``first`` was applied already, or one before
+        ``last`` is still to be applied, the room applies the log in another order than
+        a replay does, and yrs can end in another state (an update that arrived before
+        one it depends on can stay pending in one order and not in another, the flag
+        with it): ``exact`` is then False."""
+        early = any(vs.raw > first.raw for vs in self.own if vs not in self.unapplied)
+        if early or any(vs.raw < last.raw for vs in self.unapplied):
+            self.exact = False
 
     def skip_own(self, head: Head) -> bool:
         """Move the cursor to ``head`` if every update up to it is known to the room (its
@@ -693,6 +708,7 @@ class Rooms:
                 r for r in records if not r.session.startswith(mine) or r.versionstamp in unseen
             ]
             if missed:
+                room.note_order(missed[0].versionstamp, missed[-1].versionstamp)
                 unseen.difference_update(r.versionstamp for r in missed)
                 self.metrics.remote_updates.inc(room.apply_remote(missed))
             room.advance(records)

@@ -165,3 +165,34 @@ async def test_no_mark_after_an_update_the_room_could_not_apply(
     record = Record(room.cursor, b"\x07\x07", "u", "c", "inst-b/1", 0)  # does not decode
     assert room.apply_remote([record]) == 0
     assert room.deleted and room.deleted_at() is None
+
+
+async def test_no_mark_when_the_room_applied_an_own_commit_before_earlier_ones(
+    setup: tuple[History, Rooms, Metrics],
+) -> None:
+    """One client's updates reach the store out of order: its second and third through
+    another instance (pending: they wait for its first), then its first through this
+    one, which the room applies at once, before the tail reader brings the other two.
+    In the room's order every update integrates and the flag reads true; a replay, in
+    the log's order, leaves the third pending (yrs does not retry it) and reads the
+    document alive. The room applied the log in another order: no mark."""
+    history, rooms, metrics = setup
+    ref = await history.doc("acme", "p", "a.md", create=True)
+    await history.append([Append(ref, Editor().type("hello "), session="inst-b/1")])
+    room = await rooms.join(ref, peer := Peer(1))
+    assert room.watcher is not None
+    room.watcher.cancel()  # the tail is read below, once the own commit is applied
+    client = Editor()
+    client.doc = Doc(client_id=100)
+    first, *later = client.flag(False), client.type("ab"), client.flag(True)
+    await history.append([Append(ref, update, session="inst-b/1") for update in later])
+    [appended] = await history.append([Append(ref, first, session=f"{INSTANCE}/7")])
+    room.apply_local(first, appended, sender=1)
+    assert await rooms.catch_up_to_head(room)
+    assert room.cursor == appended.versionstamp and room.deleted and not room.pending
+    replayed = await history.replay(ref, appended.versionstamp)
+    assert replayed.doc.get("weft", type=Map).get("deleted") is not True  # the log's order
+    assert room.deleted_at() is None
+    await unload(rooms, room, peer)
+    assert await listed(history) == {"a.md": False}
+    assert metrics.deleted_marks.get() == 0
