@@ -28,6 +28,7 @@ from crdt import ydoc
 from crdt.conflict_store import get_conflict, list_conflicts, resolve, save, save_report
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.history import Appended, DocRef, History, Record, now_ms
+from crdt.records import pending_updates
 from crdt.sameplace import same_place
 from crdt.timetravel import deletion_flags
 from crdt.versions import DELETED, META, read_doc
@@ -78,6 +79,38 @@ def _deleted_side(start: tuple[str, bool], ours: tuple[str, bool], theirs: tuple
     return ""
 
 
+def _theirs_doc(base_state: bytes, ours: list[Record], theirs: list[Record]) -> Doc[Any]:
+    """``theirs`` replayed on ``base_state``, with the fewest of ``ours``' records
+    committed before them (the first ones, in commit order) that they build on.
+
+    A device's base can lag behind updates of its own that were committed and that the
+    others then edited on top of (see README, Known issues); those updates are on the
+    device's side, and replayed without them the others' edits stay pending: their text
+    read as if they had never been made. A device's structs integrate in clock order,
+    so what is needed is a first run of its records; adding records never makes an
+    update pending again, so the shortest run that integrates as much as all of them
+    is found by halving."""
+    updates = [r.update for r in theirs]
+    earlier = [r for r in ours if r.versionstamp < theirs[-1].versionstamp]
+
+    def replay(run: int) -> tuple[Doc[Any], int]:
+        doc = _doc(base_state, sorted([*theirs, *earlier[:run]], key=lambda r: r.versionstamp))
+        return doc, len(pending_updates(doc, updates))
+
+    doc, pending = replay(0)
+    if not earlier or not pending:
+        return doc
+    least = replay(len(earlier))[1]
+    low, high = 0, len(earlier)  # replay(high) leaves ``least`` pending
+    while low < high:
+        middle = (low + high) // 2
+        if replay(middle)[1] == least:
+            high = middle
+        else:
+            low = middle + 1
+    return replay(high)[0]
+
+
 def _judge(
     base_state: bytes, ours: list[Record], theirs: list[Record], since: list[Record]
 ) -> tuple[tuple[str, bool], str, str, list[Region]]:
@@ -87,7 +120,7 @@ def _judge(
     # replay's state keeps those; ``Doc.get_update`` leaves them out, as the text does).
     base_doc, merged_doc = _doc(base_state, []), _doc(base_state, since)
     start = read_doc(base_doc)
-    our, their = _read(base_state, ours), _read(base_state, theirs)
+    our, their = _read(base_state, ours), read_doc(_theirs_doc(base_state, ours, theirs))
     merged = read_doc(merged_doc)[0]
     deleted = _deleted_side(start, our, their)
     if deleted:

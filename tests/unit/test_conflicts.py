@@ -403,6 +403,38 @@ async def test_each_part_of_a_device_branch_keeps_its_own_conflicts(tmp_path: Pa
         assert all("alice" not in theirs for _, _, theirs in regions)  # never herself
 
 
+async def test_theirs_keeps_edits_made_on_top_of_the_devices_own_earlier_update(
+    tmp_path: Path,
+) -> None:
+    """Found by the 2026-12-05 end-to-end runner with running syncs: a device's base
+    lagged behind an update of its own that was committed, another device rewrote the
+    line on top of that update, and the device's offline branch rewrote it too. The
+    others' side was replayed on the base without the device's update, so the edit made
+    on top of it stayed pending: the record's ``theirs_text`` read as the base (the other
+    device's text was in no record, only in the history)."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc, seeded = await seeded_doc(history, "notes.txt")
+        laptop = Device((await history.replay(doc)).state())
+        laptop.rewrite_line(3, "laptop online\n")
+        await commit(history, doc, laptop, "laptop")
+        laptop.updates.clear()
+        bob = Device((await history.replay(doc)).state())
+        bob.rewrite_line(3, "bob on top\n")
+        await commit(history, doc, bob, "bob")
+        laptop.rewrite_line(3, "laptop offline\n")  # offline, on the seed's base still
+        branch = await commit(history, doc, laptop, "laptop")
+        record = await branches.detect_branch(
+            history, doc, seeded.versionstamp, branch, device=("laptop", "laptop")
+        )
+        assert record is not None
+        assert [(r.ours_text, r.theirs_text) for r in record.regions] == [
+            ("laptop offline\n", "bob on top\n")
+        ]
+        assert record.theirs.clients == ["bob"]
+
+
 async def test_an_edit_against_a_deletion_is_a_conflict_either_way(tmp_path: Path) -> None:
     """Found in a walkthrough: one device appended a line offline, another deleted the
     file offline; the appended line overlaps no deleted line, so no record was made and
