@@ -3,7 +3,8 @@
 A device's offline branch is the updates it made while it had last seen the server at
 versionstamp ``base``. Once they are committed, :func:`detect_branch` rebuilds base,
 applies on one side the branch's updates (ours) and on the other what everybody else
-committed since base (theirs), and compares the changed lines (:mod:`crdt.conflicts`).
+committed since base (theirs), each with what of the other it was made on top of
+(:func:`_side_doc`), and compares the changed lines (:mod:`crdt.conflicts`).
 Records live at ``T + (conflict, project, vs)`` where ``vs`` is the branch's first
 committed versionstamp, so detecting the same branch twice writes the same record; how
 they are stored (a head and a chunked body) is :mod:`crdt.conflict_store`, whose
@@ -79,28 +80,31 @@ def _deleted_side(start: tuple[str, bool], ours: tuple[str, bool], theirs: tuple
     return ""
 
 
-def _theirs_doc(base_state: bytes, ours: list[Record], theirs: list[Record]) -> Doc[Any]:
-    """``theirs`` replayed on ``base_state``, with the fewest of ``ours``' records
-    committed before them (the first ones, in commit order) that they build on.
+def _side_doc(base_state: bytes, side: list[Record], other: list[Record]) -> Doc[Any]:
+    """``side`` replayed on ``base_state``, with the fewest of ``other``'s records
+    committed before it (the first ones, in commit order) that its updates build on.
 
-    A device's base can lag behind updates of its own that were committed and that the
-    others then edited on top of (see README, Known issues); those updates are on the
-    device's side, and replayed without them the others' edits stay pending: their text
-    read as if they had never been made. A device's structs integrate in clock order,
-    so what is needed is a first run of its records; adding records never makes an
-    update pending again, so the shortest run that integrates as much as all of them
-    is found by halving."""
-    updates = [r.update for r in theirs]
-    earlier = [r for r in ours if r.versionstamp < theirs[-1].versionstamp]
+    A device's base can lag behind what it had seen (see README, Known issues): another
+    device's update it received, or an update of its own that was committed and that
+    the others then edited on top of (what it committed since its base counts on its
+    side). Replayed without those, the edits made on top of them stay pending, and the
+    side's text read as if they had never been made. A room sends a document's updates
+    in commit order, so whoever had one of them had those before it too; adding
+    records never makes an update pending again, so the shortest first run that
+    integrates as much as all of them is found by halving."""
+    updates = [r.update for r in side]
+    earlier = [r for r in other if r.versionstamp < side[-1].versionstamp]
 
     def replay(run: int) -> tuple[Doc[Any], int]:
-        doc = _doc(base_state, sorted([*theirs, *earlier[:run]], key=lambda r: r.versionstamp))
+        doc = _doc(base_state, sorted([*side, *earlier[:run]], key=lambda r: r.versionstamp))
         return doc, len(pending_updates(doc, updates))
 
     doc, pending = replay(0)
     if not earlier or not pending:
         return doc
-    least = replay(len(earlier))[1]
+    whole, least = replay(len(earlier))
+    if least == pending:  # what it waits for is not there (a dependency that never came)
+        return doc
     low, high = 0, len(earlier)  # replay(high) leaves ``least`` pending
     while low < high:
         middle = (low + high) // 2
@@ -108,7 +112,7 @@ def _theirs_doc(base_state: bytes, ours: list[Record], theirs: list[Record]) -> 
             high = middle
         else:
             low = middle + 1
-    return replay(high)[0]
+    return whole if high == len(earlier) else replay(high)[0]
 
 
 def _judge(
@@ -120,7 +124,8 @@ def _judge(
     # replay's state keeps those; ``Doc.get_update`` leaves them out, as the text does).
     base_doc, merged_doc = _doc(base_state, []), _doc(base_state, since)
     start = read_doc(base_doc)
-    our, their = _read(base_state, ours), read_doc(_theirs_doc(base_state, ours, theirs))
+    our = read_doc(_side_doc(base_state, ours, theirs))
+    their = read_doc(_side_doc(base_state, theirs, ours))
     merged = read_doc(merged_doc)[0]
     deleted = _deleted_side(start, our, their)
     if deleted:

@@ -435,6 +435,31 @@ async def test_theirs_keeps_edits_made_on_top_of_the_devices_own_earlier_update(
         assert record.theirs.clients == ["bob"]
 
 
+async def test_ours_keeps_edits_made_on_top_of_what_the_device_had_seen(tmp_path: Path) -> None:
+    """The same the other way (the end-to-end runner, seed 80): a device rewrote, offline,
+    a line another device had rewritten and it had received, on a base from before it.
+    Replayed without that update, the device's own edit stayed pending: its record's
+    ``ours_text`` read as the base, its text in no record. The record itself is the
+    spurious one a lagging base makes (README, Known issues)."""
+    async with SQLiteEngine(tmp_path / "h.db") as kv:
+        history = History(kv)
+        await history.init()
+        doc, seeded = await seeded_doc(history, "notes.txt")
+        bob = Device((await history.replay(doc)).state())
+        bob.rewrite_line(3, "bob online\n")
+        await commit(history, doc, bob, "bob")
+        laptop = Device((await history.replay(doc)).state())  # has bob's; base: the seed
+        laptop.rewrite_line(3, "laptop offline\n")
+        branch = await commit(history, doc, laptop, "laptop")
+        record = await branches.detect_branch(
+            history, doc, seeded.versionstamp, branch, device=("laptop", "laptop")
+        )
+        assert record is not None
+        assert [(r.ours_text, r.theirs_text) for r in record.regions] == [
+            ("laptop offline\n", "bob online\n")
+        ]
+
+
 async def test_an_edit_against_a_deletion_is_a_conflict_either_way(tmp_path: Path) -> None:
     """Found in a walkthrough: one device appended a line offline, another deleted the
     file offline; the appended line overlaps no deleted line, so no record was made and
