@@ -158,7 +158,13 @@ def test_an_edit_saved_while_another_device_deletes_the_file_is_recorded_and_sai
         said = "conflict: notes.md: edited here while deleted elsewhere: the document "
         devices[1].wait_for(said, 20)
         devices[1].wait_for(f"weft conflicts show {record['id']}")
-        assert "conflict" not in devices[0].output()  # the deleter's own edit is not judged
+        # The deleter is the record's other side: told from the conflict list once its poll
+        # sees the project's conflict count move (it stays connected), never as the editor.
+        devices[0].wait_for(
+            f"conflict: notes.md: deleted here while edited on {record['ours']['clients'][0]}", 20
+        )
+        said_to_deleter = [line for line in devices[0].output().splitlines() if "conflict" in line]
+        assert len(said_to_deleter) == 1 and record["id"] in said_to_deleter[0], said_to_deleter
         doc = get_json(f"{server.url}/api/v1/{TENANT}/{PROJECT}/docs/notes.md?format=json")
         assert doc["text"] == edited and doc["deleted"] is not bring_back
         if bring_back:  # back in both folders, with B's edit
