@@ -341,6 +341,12 @@ class Device:
         local history after close() has closed it."""
         self._usable(f"not opening {path}")
         path = normalise_path(path)
+        if not connect:
+            # Held while it loads too: a heads read (_follow) ending between the load
+            # and this opener's turn connected it, and a workspace starting up then
+            # merged the server's changes before the edits made on disk while it was
+            # down (an offline emptying met another device's offline edit: no conflict).
+            self.held.add(path)
         entry = self.entries.get(path)
         if entry is None:
             pending = self._opening.get(path)
@@ -355,7 +361,7 @@ class Device:
                     raise DeviceClosed(f"not opening {path}: the device is closing") from None
                 raise
         if not connect:  # until an open that connects: a heads read (_follow) waits too
-            self.held.add(path)
+            self.held.add(path)  # (again: an open that connects may have ended meanwhile)
         else:
             self.held.discard(path)
             if self.failure is None:

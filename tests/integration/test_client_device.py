@@ -315,6 +315,33 @@ async def test_a_document_opened_before_its_head_was_read_learns_its_base(
         assert empty_b.base == a.entries["g.txt"].base
 
 
+async def test_a_heads_read_ending_while_a_held_open_loads_does_not_connect_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A heads read that ends after an open with ``connect=False`` has loaded the
+    document but before the opener has it (here: at once when the load is done) does not
+    connect it. It did (the path was marked held only then): under load, ``weft sync``
+    starting up merged another device's edit into a document before taking in the file's
+    offline emptying, sent as a live edit with no conflict record
+    (tests/integration/test_sync_offline_branches.py)."""
+    project = "held-while-loading"
+    a = make(tmp_path, server, "a", project)
+    b = late_device(tmp_path, server, project, None)
+    async with a, b:
+        await written_after_b_read_the_heads(a, b, "f.txt", "from a\n")
+        heads = await b.read_heads()
+        assert heads is not None and heads["f.txt"] is not None
+        opening = asyncio.ensure_future(b.open("f.txt", connect=False))
+        await asyncio.sleep(0)  # the opener started the load
+        b._opening["f.txt"].add_done_callback(lambda _: b._follow(heads, b.heads_reads))
+        entry = await opening
+        await asyncio.sleep(0.3)
+        assert (entry.link.wanted, str(entry.text)) == (False, "")
+        await b.open("f.txt")
+        await b.sync(10)
+        assert str(entry.text) == "from a\n"
+
+
 @pytest.mark.parametrize("poll", [3600.0, None])
 async def test_a_server_update_before_the_first_answer_still_leads_to_a_base(
     server: ServerProcess, tmp_path: Path, poll: float | None
