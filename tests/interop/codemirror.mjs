@@ -9,7 +9,7 @@ import { mount } from './dom.mjs'
 import { EditorView } from '@codemirror/view'
 import { EditorState } from '@codemirror/state'
 import { yCollab } from 'y-codemirror.next'
-import { connect, main, synced, waitFor } from './lib.mjs'
+import { connect, main, synced, twoEditors, waitFor } from './lib.mjs'
 
 const editor = (peer, user) => {
   peer.provider.awareness.setLocalStateField('user', user)
@@ -36,12 +36,7 @@ const type = (view, pos, text) => {
 const shows = (view, text) => view.state.doc.toString() === text
 
 main(async ({ url, room, token = null }, cleanup) => {
-  const a = connect(url, room, { token, name: 'a' })
-  const b = connect(url, room, { token, name: 'b' })
-  cleanup.push(a, b)
-  await Promise.all([synced(a), synced(b)])
-  const viewA = editor(a, { name: 'ada', color: '#ff0000' })
-  const viewB = editor(b, { name: 'bob', color: '#0000ff' })
+  const [a, b, viewA, viewB] = await twoEditors({ url, room, token }, cleanup, editor)
 
   // A pasted line, then typing and a backspace, all in view a.
   viewA.dispatch({ changes: { from: 0, insert: 'const x = 1\n' }, userEvent: 'input.paste' })

@@ -86,6 +86,16 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 export const synced = (peer, timeoutMs = 10000) =>
   waitFor(() => peer.provider.wsconnected && peer.provider.synced, `${peer.name} to sync`, timeoutMs)
 
+/** Peers `a` and `b` on `room`, synced, each with an editor `makeEditor(peer, user)`
+ * for its user (ada, bob): `[a, b, editorA, editorB]`. The peers go on `cleanup`. */
+export const twoEditors = async ({ url, room, token }, cleanup, makeEditor) => {
+  const a = connect(url, room, { token, name: 'a' })
+  const b = connect(url, room, { token, name: 'b' })
+  cleanup.push(a, b)
+  await Promise.all([synced(a), synced(b)])
+  return [a, b, makeEditor(a, { name: 'ada', color: '#ff0000' }), makeEditor(b, { name: 'bob', color: '#0000ff' })]
+}
+
 /** Wait until every peer holds the same text (and, if given, `expected`). */
 export const converged = (peers, timeoutMs = 10000, expected = null) =>
   waitFor(() => {

@@ -11,7 +11,7 @@ import { EditorView } from 'prosemirror-view'
 import { EditorState, TextSelection } from 'prosemirror-state'
 import { schema } from 'prosemirror-schema-basic'
 import { ySyncPlugin, yCursorPlugin, yXmlFragmentToProseMirrorRootNode } from 'y-prosemirror'
-import { Y, connect, main, synced, waitFor } from './lib.mjs'
+import { Y, connect, main, synced, twoEditors, waitFor } from './lib.mjs'
 
 const ROOT = 'prosemirror'
 
@@ -34,12 +34,7 @@ const type = (view, pos, text) => {
 }
 
 main(async ({ url, room, token = null }, cleanup) => {
-  const a = connect(url, room, { token, name: 'a' })
-  const b = connect(url, room, { token, name: 'b' })
-  cleanup.push(a, b)
-  await Promise.all([synced(a), synced(b)])
-  const viewA = editor(a, { name: 'ada', color: '#ff0000' })
-  const viewB = editor(b, { name: 'bob', color: '#0000ff' })
+  const [a, b, viewA, viewB] = await twoEditors({ url, room, token }, cleanup, editor)
 
   // In view a: type into the empty paragraph, make it a heading, bold a word, and start
   // a second paragraph.

@@ -9,7 +9,7 @@ import { mount } from './dom.mjs'
 import Quill from 'quill'
 import QuillCursors from 'quill-cursors'
 import { QuillBinding } from 'y-quill'
-import { connect, main, synced, waitFor } from './lib.mjs'
+import { connect, main, synced, twoEditors, waitFor } from './lib.mjs'
 
 Quill.register('modules/cursors', QuillCursors)
 
@@ -23,12 +23,7 @@ const editor = (peer, user) => {
 const contents = (quill) => JSON.stringify(quill.getContents())
 
 main(async ({ url, room, token = null }, cleanup) => {
-  const a = connect(url, room, { token, name: 'a' })
-  const b = connect(url, room, { token, name: 'b' })
-  cleanup.push(a, b)
-  await Promise.all([synced(a), synced(b)])
-  const quillA = editor(a, { name: 'ada', color: '#ff0000' })
-  const quillB = editor(b, { name: 'bob', color: '#0000ff' })
+  const [a, b, quillA, quillB] = await twoEditors({ url, room, token }, cleanup, editor)
 
   // In editor a, as its keyboard and toolbar do ('user' source): type, bold a word,
   // insert an image.
