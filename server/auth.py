@@ -395,7 +395,7 @@ def issue_token(
 
 
 TWO_TOKENS = (
-    "two different tokens (in ?token= and Authorization: Bearer, or ?token= twice): send one"
+    "two different tokens (in ?token= and Authorization: Bearer, or either twice): send one"
 )
 
 
@@ -403,11 +403,12 @@ def token_of(request: web.Request) -> str | None:
     """The token from ``?token=`` or ``Authorization: Bearer``. :class:`InvalidToken`
     when the request carries two different ones and auth is on: which is meant is not for
     the server to guess (the first ``?token=`` won, silently, over the header a proxy may
-    have checked)."""
+    have checked; so did the first of two ``Authorization`` headers over the second)."""
     given = request.query.getall("token", [])
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        given.append(value.strip())
+    for header in request.headers.getall("Authorization", []):
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            given.append(value.strip())
     tokens = {token for token in given if token}
     if len(tokens) > 1 and request.app[AUTH].enabled:  # auth off: no token means anything
         raise InvalidToken(TWO_TOKENS)

@@ -13,6 +13,7 @@ import aiohttp
 import jwt
 import pytest
 import yarl
+from multidict import CIMultiDict
 
 from client.cli import main as weft
 from crdt.codec import SyncUpdate
@@ -345,3 +346,21 @@ async def test_two_different_tokens_in_one_request_are_refused(
         assert response.status in (200, 404)  # 404: tenant "other" has nothing yet
     url = f"{server.ws_url}/other/site/a.txt?token={other}&token={mine}"
     assert await refused_before_any_read(http, url, None) == (4401, TWO_TOKENS)
+
+
+async def test_two_authorization_headers_with_different_tokens_are_refused(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """The first of two ``Authorization: Bearer`` headers was used and the second ignored,
+    silently (a proxy in front may have checked the second): read with the first's tenant."""
+    mine, other = token(tenant="other"), token(tenant="acme", projects=["site"])
+    two = CIMultiDict([("Authorization", f"Bearer {mine}"), ("Authorization", f"Bearer {other}")])
+    async with http.get(f"{server.url}/api/v1/other/site/docs", headers=two) as response:
+        assert response.status == 401, await response.text()
+        assert "two different tokens" in (await response.json())["error"]["message"]
+    peer = await YPeer.connect(http, f"{server.ws_url}/other/site/a.txt", handshake=False, headers=two)
+    assert await peer.closed() == (4401, TWO_TOKENS)
+    assert peer.received == []
+    same = CIMultiDict([("Authorization", f"Bearer {mine}"), ("Authorization", f"Bearer {mine}")])
+    async with http.get(f"{server.url}/api/v1/other/site/docs", headers=same) as response:
+        assert response.status in (200, 404)  # past the token check
