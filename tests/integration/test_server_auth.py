@@ -358,7 +358,9 @@ async def test_two_authorization_headers_with_different_tokens_are_refused(
     async with http.get(f"{server.url}/api/v1/other/site/docs", headers=two) as response:
         assert response.status == 401, await response.text()
         assert "two different tokens" in (await response.json())["error"]["message"]
-    peer = await YPeer.connect(http, f"{server.ws_url}/other/site/a.txt", handshake=False, headers=two)
+    peer = await YPeer.connect(
+        http, f"{server.ws_url}/other/site/a.txt", handshake=False, headers=two
+    )
     assert await peer.closed() == (4401, TWO_TOKENS)
     assert peer.received == []
     same = CIMultiDict([("Authorization", f"Bearer {mine}"), ("Authorization", f"Bearer {mine}")])

@@ -1,0 +1,175 @@
+"""Tenant and project isolation on every REST route, against a real server with a secret.
+
+The routes are read from the application's router, so a route added later is covered
+without being listed here: each must refuse (401/403) a token that does not reach its
+project before it reads anything, answering no ``X-Weft-*`` header, no ``ETag`` and
+nothing of the document; and each write route must refuse a read-only token.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+
+from server.app import create_app
+from server.config import Settings
+from server.testing import (
+    AUTH_ENV,
+    TEST_SECRET,
+    ServerProcess,
+    StartServer,
+    YPeer,
+    call_api,
+    client_session,
+    token_for,
+)
+
+pytestmark = pytest.mark.functional
+
+TEXT = "acme's secret text"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the project acme/site holds: one document and one conflict record."""
+
+    server: ServerProcess
+    conflict: str
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory(env=AUTH_ENV)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with client_session() as session:
+        yield session
+
+
+@pytest.fixture
+async def stored(server: ServerProcess, http: aiohttp.ClientSession) -> Stored:
+    writer = token_for(projects=["site"])
+    peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/a.txt", token=writer, weft=True)
+    if str(peer) != TEXT:  # the module's first test writes it
+        await peer.edit(0, TEXT)
+        await peer.until(lambda: len(peer.acks) == 1)
+    await peer.close()
+    status, body = await call_api(
+        http,
+        "POST",
+        f"{server.url}/api/v1/acme/site/conflicts",
+        token=writer,
+        body={"path": "a.txt", "text": "another text"},
+    )
+    assert status == 201, body
+    return Stored(server, body["conflict"]["id"])
+
+
+def api_routes(tmp_path: Path) -> list[tuple[str, str]]:
+    """(method, path) of every route under ``/api/v1/``, filled in for acme/site/a.txt.
+    Building the application opens nothing (its store opens when it starts)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'unopened.db'}"))
+    routes = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method != "HEAD" and path.startswith("/api/v1/"):
+            routes.append((route.method, path))
+    return routes
+
+
+def fill(path: str, conflict: str) -> str:
+    return path.format(tenant="acme", project="site", path="a.txt", id=conflict)
+
+
+def unsigned(**claims: object) -> str:
+    """A token with ``alg: none`` (no signature)."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "sub": "eve",
+        "tenant": "acme",
+        "projects": "*",
+        "scope": "admin",
+        "exp": int(time.time()) + 600,
+    }
+    base.update(overrides)
+    return base
+
+
+def signed(**overrides: object) -> str:
+    return jwt.encode(claims(**overrides), TEST_SECRET, algorithm="HS256")
+
+
+REFUSED: dict[str, tuple[Callable[[], str | None], int]] = {
+    "no token": (lambda: None, 401),
+    "another tenant": (lambda: token_for("eve", tenant="globex", scope="admin"), 403),
+    "another project": (lambda: token_for("eve", projects=["docs"], scope="admin"), 403),
+    "no project": (lambda: token_for("eve", projects=[], scope="admin"), 403),
+    "expired": (lambda: signed(exp=int(time.time()) - 5), 401),
+    "not yet valid": (lambda: signed(nbf=int(time.time()) + 600), 401),
+    "alg none": (lambda: unsigned(**claims()), 401),
+    "another secret": (lambda: token_for("eve", secret="x" * 40, scope="admin"), 401),
+    "projects a string": (lambda: signed(projects="site"), 401),
+    "scope a list": (lambda: signed(scope=["admin"]), 401),
+    "tenant null": (lambda: signed(tenant=None), 401),
+    "tenant *": (lambda: signed(tenant="*"), 401),
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+async def test_every_api_route_refuses_a_token_that_does_not_reach_the_project(
+    kind: str, stored: Stored, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    make, status = REFUSED[kind]
+    token = make()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"to": "head", "path": "a.txt", "text": "x", "resolution": "x"}
+    for method, path in api_routes(tmp_path):
+        url = stored.server.url + fill(path, stored.conflict)
+        json_body = body if method == "POST" else None
+        async with http.request(method, url, headers=headers, json=json_body) as response:
+            text = await response.text()
+            said = f"{kind}: {method} {path}: {response.status} {text}"
+            assert response.status == status, said
+            assert json.loads(text)["error"]["code"] in ("unauthorized", "forbidden"), said
+            assert TEXT not in text and stored.conflict not in text, said
+            leaked = [h for h in response.headers if h.lower().startswith("x-weft-")]
+            assert leaked == [] and "ETag" not in response.headers, said
+
+
+async def test_a_read_only_token_is_refused_on_every_write_route(
+    stored: Stored, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    reader = token_for("eve", projects=["site"], scope="read")
+    base = f"{stored.server.url}/api/v1/acme/site"
+    _, before = await call_api(http, "GET", f"{base}/history/a.txt", token=reader)
+    writes = [(m, p) for m, p in api_routes(tmp_path) if m != "GET"]
+    assert len(writes) >= 3  # revert, a conflict report, resolve
+    for method, path in writes:
+        url = stored.server.url + fill(path, stored.conflict)
+        body = {"to": "0" * 24, "path": "a.txt", "text": "x", "resolution": "x"}
+        status, answer = await call_api(http, method, url, token=reader, body=body)
+        assert status == 403, (method, path, answer)
+        assert "does not allow write" in answer["error"]["message"]
+    _, after = await call_api(http, "GET", f"{base}/history/a.txt", token=reader)
+    assert after == before
+    status, record = await call_api(
+        http, "GET", f"{base}/conflicts/{stored.conflict}", token=reader
+    )
+    assert (status, record["conflict"]["status"]) == (200, "open")
