@@ -14,11 +14,23 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import jwt
 import pytest
+from pycrdt import Doc, Map, Text
 
+from crdt.codec import (
+    Awareness,
+    AwarenessEntry,
+    Base,
+    Message,
+    SyncStep2,
+    SyncUpdate,
+    encode_awareness,
+)
+from crdt.versionstamp import ZERO, Versionstamp
 from server.app import create_app
 from server.config import Settings
 from server.testing import (
@@ -173,3 +185,49 @@ async def test_a_read_only_token_is_refused_on_every_write_route(
         http, "GET", f"{base}/conflicts/{stored.conflict}", token=reader
     )
     assert (status, record["conflict"]["status"]) == (200, "open")
+
+
+async def test_a_read_only_connection_stores_nothing_whatever_it_sends(
+    stored: Stored, http: aiohttp.ClientSession
+) -> None:
+    """An update, a SyncStep2 answer, updates inside an offline branch (``base``), new
+    deletions and the deleted flag: each refused, nothing stored or broadcast. Its
+    awareness is relayed (not document data: see README "Auth and tenants")."""
+    server, url = stored.server, f"{stored.server.ws_url}/acme/site/a.txt"
+    reader_token = token_for("eve", projects=["site"], scope="read")
+    base = f"{server.url}/api/v1/acme/site"
+    _, before = await call_api(http, "GET", f"{base}/history/a.txt", token=reader_token)
+    writer = await YPeer.connect(http, url, token=token_for(projects=["site"]), weft=True)
+    reader = await YPeer.connect(http, url, token=reader_token, weft=True, device="eve-laptop")
+    head = Versionstamp.from_hex(before["versions"][0]["versionstamp"])
+    sent = 0
+    for message in _read_only_attempts(reader.doc, head):
+        await reader.send(message)
+        sent += not isinstance(message, Base)
+    await reader.send(Awareness(encode_awareness([AwarenessEntry(7, 1, '{"name": "eve"}')])))
+    await reader.until(lambda: len(reader.refused) == sent)
+    assert {r.code for r in reader.refused} == {4403} and reader.acks == []
+    await writer.until(lambda: bool(writer.awareness))  # relayed, and nothing else
+    assert str(writer) == TEXT and not any(isinstance(m, SyncUpdate) for m in writer.received)
+    _, after = await call_api(http, "GET", f"{base}/history/a.txt", token=reader_token)
+    assert after == before
+
+
+def _read_only_attempts(doc: Doc[Any], head: Versionstamp) -> list[Message]:
+    """What a read-only connection may try, made on its copy of the document."""
+
+    def change(edit: Callable[[], None]) -> bytes:
+        state = doc.get_state()
+        edit()
+        return doc.get_update(state)
+
+    text = doc.get("content", type=Text)
+    return [
+        SyncUpdate(change(lambda: text.insert(0, "evil "))),
+        SyncStep2(change(lambda: text.insert(0, "answer "))),
+        Base(head),
+        SyncUpdate(change(lambda: text.insert(0, "offline "))),
+        Base(ZERO),
+        SyncUpdate(change(lambda: text.__delitem__(slice(0, len(TEXT) // 2)))),
+        SyncUpdate(change(lambda: doc.get("weft", type=Map).__setitem__("deleted", True))),
+    ]
