@@ -3,15 +3,18 @@
 The scripts use the official Yjs client stack (``yjs``, ``y-websocket``'s
 ``WebsocketProvider``, ``ws``) and editor bindings (CodeMirror 6 with
 ``y-codemirror.next``, ProseMirror with ``y-prosemirror``, Quill 2 with ``y-quill``, in
-``jsdom``): every package that ``package.json`` lists, installed by ``npm ci --prefix
-tests/interop`` (the README's test command). Without Node or without those packages the
-tests FAIL with a message saying what to install: an interop suite that silently skips
-proves nothing.
+``jsdom``; Monaco with ``y-monaco`` in a headless Chromium driven by ``playwright-core``):
+every package that ``package.json`` lists, installed by ``npm ci --prefix tests/interop``
+(the README's test command). Without Node or without those packages the tests FAIL with a
+message saying what to install, and so does the Monaco test without Chromium: an interop
+suite that silently skips proves nothing.
 
 Fixtures:
 
 - ``node`` → the path of the ``node`` executable (checked: present, version ≥ 18,
   packages installed);
+- ``chromium`` → the path of Debian's Chromium (``monaco.mjs`` drives it with
+  ``playwright-core``, which downloads no browser of its own);
 - ``run_script`` → ``run(name, options, timeout=60) -> dict``: run ``NAME.mjs`` with the
   options as one JSON argument and return its last JSON line, asserting ``ok``;
 - ``script_command`` → ``command(name, options) -> list[str]``: the command line, for
@@ -33,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGES = tuple(json.loads((HERE / "package.json").read_text())["dependencies"])
 MIN_NODE_MAJOR = 18
 INSTALL = "npm ci --prefix tests/interop (see the README's test command)"
+CHROMIUM_INSTALL = "apt-get update && apt-get install chromium (see the README's test command)"
 
 RunScript = Callable[..., dict[str, Any]]
 ScriptCommand = Callable[[str, dict[str, Any]], list[str]]
@@ -66,6 +70,18 @@ def node() -> str:
         pytest.fail(
             f"npm packages missing from tests/interop/node_modules: {', '.join(missing)}; "
             f"run {INSTALL}",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's ``chromium``; fails (never skips) when it is not installed."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(
+            f"chromium is not installed: the Monaco test runs it headless; {CHROMIUM_INSTALL}",
             pytrace=False,
         )
     return path

@@ -1,7 +1,9 @@
 """Yjs editor bindings, unchanged, against a real weft server with auth on: CodeMirror 6
 with y-codemirror.next (``codemirror.mjs``), ProseMirror with y-prosemirror
 (``prosemirror.mjs``) and Quill 2 with y-quill (``quill.mjs``), each editor a real editor
-in jsdom (``dom.mjs``) on its own ``Y.Doc`` and ``WebsocketProvider``.
+in jsdom (``dom.mjs``) on its own ``Y.Doc`` and ``WebsocketProvider``; Monaco with y-monaco
+(``monaco.mjs``, ``monaco_page.mjs``) in pages of a real headless Chromium, typed into
+with real keystrokes.
 
 The texts asserted are exact: an edit the server dropped, duplicated or reordered makes
 a script time out waiting for the other view, or fails an equality here.
@@ -127,3 +129,28 @@ def test_quill_editors_edit_one_formatted_text_through_weft(
     assert result["caretName"] == "ada"  # quill-cursors' flag: the remote user's name
     assert result["closes"] == []
     assert stored_text(server, tenant, "notes/quill") == "Hello weft and more"
+
+
+def test_monaco_editors_in_chromium_edit_one_document_through_weft(
+    server: ServerProcess, tenant: str, run_script: RunScript, chromium: str
+) -> None:
+    """Keystrokes typed into one Monaco editor in headless Chromium show in another page's
+    editor and in the REST read; the first editor's selection is drawn in the second; a
+    plain provider's line shows in both editors, keystrokes in the second reach the
+    first, and a page opened last shows the whole text."""
+    browser = {"chromium": chromium, "deadlineMs": 50000}  # a browser starts slower on a busy CI
+    result = run_script("monaco", {**options(server, tenant, "src/notes.txt"), **browser})
+    assert result["typed"] == "Hello from Monaco\nline 2"  # keystrokes, Enter, a Backspace
+    # a's selection of its second line (Shift+Home), decorated and drawn in b
+    line_2 = {"startLineNumber": 2, "startColumn": 1, "endLineNumber": 2, "endColumn": 7}
+    assert result["selection"] == {
+        "range": line_2,
+        "drawn": True,
+        "user": {"name": "ada", "color": "#ff0000"},
+    }
+    expected = "Hello from Monaco\nline 2\n// from a plain provider\nbob was here"
+    assert result["a"] == result["b"] == result["late"] == result["plain"] == expected
+    assert result["workers"] and result["workerErrors"] == []  # Monaco's editor worker
+    assert result["pageErrors"] == []
+    assert result["closes"] == []
+    assert stored_text(server, tenant, "src/notes.txt") == expected
