@@ -159,6 +159,7 @@ def check_conflict(shell: Shell, server: ServerProcess, output: str) -> None:
     assert [(c["path"], c["status"], c["resolution"]) for c in conflicts] == [
         ("list.md", "resolved", "kept both")
     ]
+    assert conflicts[0]["id"] in conflicts[0]["ours"]["versionstamps"]  # an offline branch's
     for device in ("laptop", "desk"):
         assert (shell.folder / device / "list.md").read_text() == RESOLVED
     assert get_json(api(server, "docs/list.md?format=json"))["text"] == RESOLVED
