@@ -16,7 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from crdt.errors import StoreError, WeftError
 from crdt.logsafe import printable
@@ -38,14 +38,15 @@ class CliError(Exception):
 
 
 def http_base(server: str) -> str:
-    """``ws://h:p``, ``http://h:p`` (with or without a path) → ``http://h:p``."""
-    parts = urlsplit(server)
-    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise CliError(
-            f"--server must look like http://HOST:PORT or ws://HOST:PORT, not {server!r}"
-        )
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
+    """The REST base of ``--server`` as every command takes it (``ws://h:p/weft`` →
+    ``http://h:p/weft``): its path kept, for a server a proxy serves under one (it was
+    dropped, so the records were asked of ``http://h:p/api/v1/...``)."""
+    from client.remote import ServerURL
+
+    try:
+        return ServerURL.parse(server).http
+    except ValueError as exc:
+        raise CliError(f"--server: {exc}") from None
 
 
 def _count(text: str) -> int:

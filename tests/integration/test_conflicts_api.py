@@ -4,6 +4,7 @@ records over the REST API, tenant isolation and scopes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -11,11 +12,13 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from client import conflicts_cli
 from client.cli import main
@@ -23,7 +26,15 @@ from client.folder import MAX_FILE_BYTES
 from crdt.codec import Base, SyncUpdate
 from crdt.versionstamp import ZERO, Versionstamp
 from server.conflicts_api import MAX_REPORT_BODY, MAX_REPORT_TEXT_BYTES
-from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
+from server.testing import (
+    AUTH_ENV,
+    ServerProcess,
+    StartServer,
+    YPeer,
+    call_api,
+    serve_in_process,
+    token_for,
+)
 
 pytestmark = pytest.mark.functional
 BASE_TEXT = "".join(f"line {i}\n" for i in range(1, 11))
@@ -495,6 +506,52 @@ async def test_cli_ids_and_names_are_checked_before_they_go_into_a_url(
         assert r.returncode == 2, r
         assert f"name {value!r} may" in r.stderr and r.stdout == "", r
     assert await status_of(server, http, "other") == ["open"]
+
+
+@contextlib.asynccontextmanager
+async def prefix_proxy(upstream: str, http: aiohttp.ClientSession) -> AsyncIterator[str]:
+    """A reverse proxy that serves ``upstream`` under the path ``/weft`` (as a site that
+    mounts weft beside other things): the base URL to give ``--server``."""
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        body = await request.read()
+        url = f"{upstream}/{request.match_info['tail']}"
+        async with http.request(
+            request.method, url, params=request.query, headers=headers, data=body or None
+        ) as response:
+            content = await response.read()
+            return web.Response(
+                status=response.status,
+                body=content,
+                headers={"Content-Type": response.headers.get("Content-Type", "text/plain")},
+            )
+
+    app = web.Application()
+    app.router.add_route("*", "/weft/{tail:.*}", forward)
+    async with serve_in_process(app) as proxy:
+        yield f"http://127.0.0.1:{proxy.port}/weft"
+
+
+async def test_cli_keeps_the_path_of_the_server_url(
+    server: ServerProcess, http: aiohttp.ClientSession
+) -> None:
+    """``--server https://example.com/weft``: the records are under that path, as the
+    time-travel commands and ``weft sync`` take it (``weft conflicts`` dropped the path
+    and asked ``https://example.com/api/v1/...``)."""
+    cid = await reported(server, http, "prefixed")
+    async with prefix_proxy(server.url, http) as base:
+        remote = ["--server", base, "--tenant", "acme", "--project", "prefixed"]
+        listed = await asyncio.to_thread(weft, "conflicts", "list", "--json", *remote)
+        assert listed.returncode == 0, listed.stderr
+        assert [r["id"] for r in json.loads(listed.stdout)] == [cid]
+        shown = await asyncio.to_thread(weft, "conflicts", "show", cid, *remote)
+        assert shown.returncode == 0 and f"conflict {cid} on n.md: open" in shown.stdout, shown
+        done = await asyncio.to_thread(weft, "conflicts", "resolve", cid, *remote)
+        assert done.returncode == 0 and "marked resolved" in done.stdout, done
+        history = await asyncio.to_thread(weft, "history", "n.md", "--json", *remote)
+        assert history.returncode == 0, history.stderr  # the same URL, as the other commands
+    assert await status_of(server, http, "prefixed") == ["resolved"]
 
 
 async def test_cli_refuses_user_through_the_server(
