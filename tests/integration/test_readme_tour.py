@@ -189,6 +189,7 @@ CHECKS: list[Callable[[Shell, ServerProcess, str], None]] = [
 ]
 
 
+@pytest.mark.slow  # about 15 s: some 25 weft processes, each a Python start
 def test_the_readme_tour_runs_as_written(shell: Shell, tmp_path: Path) -> None:
     blocks = tour_blocks((REPO / "README.md").read_text())
     assert len(blocks) == len(CHECKS), "a tour block was added or removed: check it here"
