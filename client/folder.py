@@ -100,11 +100,14 @@ class Folder:
     def is_state(self, rel: str) -> bool:
         return rel.split("/", 1)[0] in (STATE_DIR, ".git")
 
-    def warn(self, path: str, message: str) -> Skip:
-        """Warn once per file and message."""
+    def warn(self, path: str, message: str, *, reason: str | None = None) -> Skip:
+        """Warn once per file and ``reason`` (the message itself when not given: a
+        message that names something changing, such as the file's size, gives the part
+        that does not change)."""
         said = self._warned.setdefault(path, set())
-        if message not in said:
-            said.add(message)
+        key = message if reason is None else reason
+        if key not in said:
+            said.add(key)
             self._warn_cb(path, message)
         return SKIP
 
@@ -339,8 +342,12 @@ class Folder:
             return None if stat.S_ISDIR(info.st_mode) else SKIP
         self._stat[path] = _file_stat(info)
         if info.st_size > self.max_file_bytes:
+            # once, not once per size: a file being written grew past the limit in a
+            # warning per watch event
             return self.warn(
-                path, f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}"
+                path,
+                f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}",
+                reason=f"skipping {path}: over {self.max_file_bytes} bytes",
             )
         try:
             return read_at(fd, leaf)

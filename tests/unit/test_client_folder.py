@@ -218,6 +218,24 @@ def test_a_warning_is_said_once_and_a_skip_again_once_the_file_was_readable(
     ]
 
 
+def test_a_file_growing_past_the_size_limit_is_said_once(tmp_path: Path) -> None:
+    # a file being written (cp, a download) is read at every watch event: it was said
+    # once per size it had, a warning a line
+    warnings: list[str] = []
+    f = Folder(tmp_path, warn=lambda _path, message: warnings.append(message), max_file_bytes=8)
+    (tmp_path / "big.txt").write_text("12345")
+    assert f.read("big.txt") == "12345"
+    for size in (10, 20, 30):
+        (tmp_path / "big.txt").write_text("x" * size)
+        assert f.read("big.txt") is SKIP
+    assert warnings == ["skipping big.txt: 10 bytes, over 8"]
+    (tmp_path / "big.txt").write_text("small")  # readable again: said again when over
+    assert f.read("big.txt") == "small"
+    (tmp_path / "big.txt").write_text("x" * 40)
+    assert f.read("big.txt") is SKIP
+    assert warnings[1:] == ["skipping big.txt: 40 bytes, over 8"]
+
+
 def test_nothing_is_read_written_or_removed_through_a_symlinked_folder(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
