@@ -157,6 +157,9 @@ class Device:
         # Documents opened with connect=False, until an open that connects: not connected
         # by a heads read either (a workspace takes in what changed on disk first).
         self.held: set[str] = set()
+        # Documents a workspace left closed at its start: deleted here, every local
+        # update acknowledged, no file at their path (see set_aside)
+        self._set_aside: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._prober: asyncio.Task[None] | None = None
         self._started = False
@@ -687,8 +690,21 @@ class Device:
             and self.gone.get(path) == head
             and path not in self.entries
             and path not in self._opening
-            and path not in self._doc_states
+            and (path not in self._doc_states or path in self._set_aside)
         )
+
+    def set_aside(self, path: str, local: Versionstamp | None) -> bool:
+        """Count the document ``path``, which this device synced and knows deleted (a
+        workspace's file state, stamped with the document's last local update ``local``),
+        as one it never synced in :meth:`listed_deleted`, when the server acknowledged
+        that update (nothing of it waits to be sent): then it is opened only as
+        such a document is, not at every start (every rename leaves one). False when
+        an update may wait (``local`` unknown, or after the acknowledged one)."""
+        acked = self._doc_states.get(path, DocState()).acked
+        if local is None or (local != ZERO and (acked is None or local > acked)):
+            return False
+        self._set_aside.add(path)
+        return True
 
     def _note_conflicts(self, count: int | None) -> None:
         """The conflict count a heads read said: one other than the last one said (not

@@ -82,7 +82,7 @@ from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
 from client.remote import ServerURL
 from client.shadows import start_state
-from client.state import FileState
+from client.state import Ahead, FileState
 from client.textdiff import NotText, apply, check_text, diff, merge3_both
 from client.watcher import Watcher
 from client.writes import Writes
@@ -217,7 +217,7 @@ class Workspace(Listener):
         # what the local history holds; else it is decided like a new local file
         # (_decide).
         unsure = set(await self.device.known_paths()) - set(saved)
-        self.tracked = set(saved)
+        self.tracked = set(saved) - self._set_aside(saved, aheads)
         slots = asyncio.Semaphore(OPEN_CONCURRENCY)
 
         async def reopen(path: str) -> None:
@@ -251,8 +251,26 @@ class Workspace(Listener):
             if path not in self.tracked:
                 self.new_files.maybe_create(path)
         self._started = True
-        self.remote_docs(sorted(self._listed))
+        # (named by a heads read before the documents set aside were: not opened)
+        self.remote_docs(sorted(p for p in self._listed if not self.device.listed_deleted(p)))
         self._listed.clear()
+
+    def _set_aside(self, saved: dict[str, FileState], aheads: dict[str, list[Ahead]]) -> set[str]:
+        """The files known deleted here, with no file at their path and nothing of
+        their documents waiting to be sent: not reopened at start, nor tracked, but left
+        to the document list as documents never synced are (``Device.set_aside``). Each
+        was opened at every start (a connection and a server load each: a folder whose
+        renames left 1,268 such documents took 8 s to sync instead of 2.4 s). A file
+        written at such a path later is decided as a new one (see the module docstring),
+        as it was when the document was open."""
+        return {
+            path
+            for path, state in saved.items()
+            if state.shadow is None
+            and path not in aheads
+            and not self.folder.exists(path)
+            and self.device.set_aside(path, state.local)
+        }
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -4,7 +4,9 @@ the head listed (``server.rooms``), and a device that has neither a file nor a h
 such a document leaves it closed, until the list shows it at another head (brought back
 elsewhere) or a file is written at its path (decided as before). Before, a new device's
 first sync opened every one (the server loading each: snapshot and tail) only to learn
-that it was deleted, and counted them as files in its progress line.
+that it was deleted, and counted them as files in its progress line. A device that
+synced such a document and knows it deleted, none of its edits waiting, leaves it closed
+too (it opened every one at every start).
 
 Real servers (in process, and a ``python -m server`` process with real ``weft sync
 --once`` processes), real folders; room loads counted by the server's metrics."""
@@ -131,6 +133,34 @@ async def test_a_file_at_a_deleted_documents_path_is_decided_as_before(tmp_path:
             url = f"{server.url}/api/v1/acme/p/docs/{path}?format=json"
             doc = await asyncio.to_thread(get_json, url)
             assert (doc["text"], doc["deleted"]) == (text, False)
+
+
+async def test_a_device_that_synced_the_deletions_leaves_them_closed_at_its_next_start(
+    tmp_path: Path,
+) -> None:
+    """The folder that deleted them (its deletions acknowledged, no file there) opens
+    only the live documents when started again, as a new device does: it opened every
+    deleted one at every start. A file written at one's path later is decided as
+    before (brought back)."""
+    async with project_with_deletions(tmp_path) as (server, a):
+        loads = metrics(server).room_loads.get()
+        said: list[str] = []
+        async with workspace(server, a) as ws:
+            ws.on_event = lambda event: said.append(event.message)
+            await ws.sync(30)
+            assert set(ws.device.entries) == set(LIVE) and ws.tracked == set(LIVE)
+            assert ws.progress() == (len(LIVE), len(LIVE))
+            await asyncio.sleep(0.3)  # a few polls (304s): still not opened
+            assert set(ws.device.entries) == set(LIVE)
+            (a / "old.md").write_text("back\n")
+            ws.changed({"old.md"})
+            await ws.sync(30)
+            assert set(ws.device.entries) == {*LIVE, "old.md"}
+        assert "old.md: brought back (+5 chars)" in said, said
+        assert metrics(server).room_loads.get() - loads == len(LIVE) + 1
+        url = f"{server.url}/api/v1/acme/p/docs/old.md?format=json"
+        doc = await asyncio.to_thread(get_json, url)
+        assert (doc["text"], doc["deleted"]) == ("back\n", False)
 
 
 def _room_loads(url: str) -> int:
