@@ -45,6 +45,13 @@ DEFAULTS = (
 )
 
 
+# Answers remembered per path until the rules change (at most this many: then forgotten
+# and remembered anew). A running sync asks for every document of the project it has not
+# opened at each poll of the document list, once a second: 5,000 ignored ones
+# (``node_modules/``) took 39 ms of matching each time, 4% of a CPU while idle.
+MEMO_PATHS = 100_000
+
+
 class Ignore:
     """Ignore rules of one folder; :meth:`reload` after ``.weftignore`` changes."""
 
@@ -52,6 +59,7 @@ class Ignore:
         self.root = root
         self.patterns: list[str] = []
         self._spec = pathspec.GitIgnoreSpec.from_lines(DEFAULTS)
+        self._memo: dict[tuple[str, bool], bool] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -65,15 +73,28 @@ class Ignore:
             lines = []
         # the rules match document paths, which are NFC: a pattern in NFD (a name copied
         # from macOS, say) would match nothing
-        self.patterns = [
+        patterns = [
             unicodedata.normalize("NFC", line)
             for line in lines
             if line.strip() and not line.startswith("#")
         ]
-        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *self.patterns])
+        if patterns == self.patterns:
+            return  # (every rescan reloads: the answers remembered stand)
+        self.patterns = patterns
+        self._spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULTS, *patterns])
+        self._memo.clear()
 
     def __call__(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether the relative POSIX path ``rel`` is ignored."""
+        key = (rel, is_dir)
+        known = self._memo.get(key)
+        if known is None:
+            if len(self._memo) >= MEMO_PATHS:
+                self._memo.clear()
+            known = self._memo[key] = self._match(rel, is_dir=is_dir)
+        return known
+
+    def _match(self, rel: str, *, is_dir: bool) -> bool:
         # whatever the patterns say; a folder named as the manifest is not the manifest
         refused = never_synced(rel) if is_dir else restore_refusal(rel)
         if refused is not None:

@@ -105,3 +105,27 @@ def test_editors_autosave_lock_and_safe_write_files_are_ignored(tmp_path: Path) 
     (tmp_path / ".weftignore").write_text("!\\#keep#\n")
     ignore.reload()
     assert not ignore("#keep#") and ignore("#other#")
+
+
+def test_answers_are_remembered_until_the_patterns_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a running sync asks about every document it has not opened at each poll (once a
+    # second): 5,000 ignored ones were matched anew each time, 4% of a CPU while idle
+    (tmp_path / ".weftignore").write_text("node_modules/\n")
+    ignore = Ignore(tmp_path)
+    matched: list[str] = []
+    spec_match = type(ignore._spec).match_file
+
+    def counted(spec: object, path: str) -> bool:
+        matched.append(path)
+        return bool(spec_match(spec, path))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(ignore._spec), "match_file", counted)
+    for _ in range(3):
+        assert ignore("node_modules/a/index.js") and not ignore("src/a.js")
+        ignore.reload()  # (a rescan reloads: nothing changed)
+    assert matched == ["node_modules/a/index.js", "src/a.js"]
+    (tmp_path / ".weftignore").write_text("src/\n")
+    ignore.reload()
+    assert not ignore("node_modules/a/index.js") and ignore("src/a.js")
