@@ -30,7 +30,14 @@ from server.app import create_app
 from server.appkeys import METRICS
 from server.config import Settings
 from server.metrics import Metrics
-from server.testing import InProcessServer, StartServer, call_api, serve_in_process, until
+from server.testing import (
+    InProcessServer,
+    StartServer,
+    call_api,
+    free_port,
+    serve_in_process,
+    until,
+)
 
 pytestmark = [pytest.mark.functional]
 
@@ -161,6 +168,26 @@ async def test_a_device_that_synced_the_deletions_leaves_them_closed_at_its_next
         url = f"{server.url}/api/v1/acme/p/docs/old.md?format=json"
         doc = await asyncio.to_thread(get_json, url)
         assert (doc["text"], doc["deleted"]) == ("back\n", False)
+
+
+async def test_a_deletion_made_while_the_sync_was_down_is_sent_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A file deleted here whose deletion the server has not had yet (found at a start
+    with the server unreachable) is still sent by the next start: the list does not say
+    it is deleted, so it is opened (and its file state is stamped after the acknowledged
+    update: not set aside either)."""
+    async with project_with_deletions(tmp_path) as (server, a):
+        (a / "keep.md").unlink()
+        offline = Workspace(a, f"ws://127.0.0.1:{free_port()}", "acme", "p", poll_seconds=0.1)
+        async with offline:  # (nothing listening: the deletion is recorded, not sent)
+            await until(lambda: offline.disk.get("keep.md", "") is None, 5)
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+            assert "keep.md" in ws.device.entries
+        url = f"{server.url}/api/v1/acme/p/docs/keep.md?format=json"
+        doc = await asyncio.to_thread(get_json, url)
+        assert doc["deleted"] is True
 
 
 def _room_loads(url: str) -> int:
