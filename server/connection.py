@@ -96,6 +96,14 @@ class WebSocket(web.WebSocketResponse):
             message = self._too_big
         return await super().close(code=code, message=message, drain=drain)
 
+    def _reset_heartbeat(self) -> None:
+        """No heartbeat once closing: aiohttp (3.14) re-armed it for the client's answer
+        to our close frame, and the timer held this response, its request and handler
+        for ``heartbeat_seconds`` after the connection ended (every connection the
+        server closed: refusals, slow readers, a drain)."""
+        if not self.closed:
+            super()._reset_heartbeat()
+
 
 class Connection:
     """One WebSocket: a bounded send queue and the task that drains it."""

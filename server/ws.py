@@ -136,6 +136,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if code != CLOSE_GOING_AWAY and not _weft_version(request.query.get("weft")):
             await app[CONNECTIONS].hold_refused(_hold_key(request))
         await ws.close(code=code, message=close_reason(str(exc)))
+        _drop_data_callback(request)
         return ws
     metrics.connections.inc()
     try:

@@ -22,6 +22,7 @@ import pytest
 from server.app import create_app
 from server.appkeys import CONNECTIONS, HISTORY, ROOMS
 from server.config import Settings
+from server.connection import WebSocket
 from server.testing import YPeer, client_session, serve_in_process
 
 
@@ -89,3 +90,37 @@ async def test_a_closed_connections_aiohttp_objects_are_freed_without_gc(
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)  # aiohttp finishes the request once the handler returned
         assert ws_ref() is None, "the closed connection's WebSocket is still alive"
+
+
+def _server_websockets() -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is WebSocket)
+
+
+@pytest.mark.parametrize("refusal", ["at the handshake", "for what it sent"])
+async def test_a_refused_connections_aiohttp_objects_are_freed_without_gc(
+    tmp_path: Path, http: aiohttp.ClientSession, no_gc: None, refusal: str
+) -> None:
+    """The client's answer to the server's close frame re-armed aiohttp's heartbeat timer
+    (heartbeat_seconds, 30 s), which held the closed WebSocket, its request and its
+    handler, and the protocol's data callback then held them in a cycle until a full
+    garbage collection: every connection the server closed (a refusal, a slow reader, a
+    drain) stayed in memory at least that long (a soak refusing 300 a round held ~600)."""
+    settings = Settings(store=f"sqlite:///{tmp_path / 'weft.db'}", refusal_hold_seconds=0)
+    app = create_app(settings)
+    async with serve_in_process(app) as server:
+        for i in range(3):
+            if refusal == "at the handshake":
+                peer = await YPeer.connect(
+                    http, f"{server.ws_url}/acme/site/.git/x{i}", handshake=False
+                )
+            else:
+                peer = await YPeer.connect(http, f"{server.ws_url}/acme/site/notes.txt")
+                await peer.ws.send_str("not a y-websocket frame")
+            code, _ = await peer.closed()
+            assert code == (4400 if refusal == "at the handshake" else 1003)
+            await peer.close()
+        for _ in range(100):
+            if not app[CONNECTIONS].open and _server_websockets() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert _server_websockets() == 0, "a refused connection's WebSocket is still alive"
