@@ -21,7 +21,8 @@ FIRST_HOLD = 0.1
 """The first refusal's hold (y-websocket's own first reconnect delay)."""
 FORGET_AFTER = 60.0
 KEEP = 10_000
-"""Keys remembered at most (the oldest are forgotten first)."""
+"""Keys remembered at most (the oldest are forgotten first), each as its hash: a few dozen
+bytes whatever the key (a refused client chooses the URL path, up to aiohttp's 8 kB)."""
 MAX_HELD = 256
 """Refused connections held at once, at most; the others close at once."""
 
@@ -32,13 +33,14 @@ class RefusalBackoff:
     def __init__(self, most: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.most = most
         self._clock = clock
-        self._seen: OrderedDict[Hashable, tuple[int, float]] = OrderedDict()
+        self._seen: OrderedDict[int, tuple[int, float]] = OrderedDict()
 
     def hold(self, key: Hashable) -> float:
         """Count a refusal of ``key``; the seconds to hold its connection before closing."""
         if self.most <= 0:
             return 0.0
         now = self._clock()
+        key = hash(key)  # not the key: a URL path may be 8 kB long, and KEEP are kept
         count, last = self._seen.pop(key, (0, now))
         if now - last > FORGET_AFTER:
             count = 0

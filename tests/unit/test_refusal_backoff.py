@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 
 from server.backoff import FORGET_AFTER, KEEP, MAX_HELD, RefusalBackoff
 from server.connection import Connections
@@ -45,6 +46,22 @@ def test_zero_never_holds_and_keys_are_bounded() -> None:
     for n in range(KEEP):
         backoff.hold(n)
     assert backoff.hold("first") == 0.1  # forgotten: the oldest go first
+
+
+def test_a_key_costs_the_same_whatever_its_length() -> None:
+    """A refused client chooses the URL path of its key (up to 8 kB, aiohttp's limit):
+    10,000 long paths, each refused once, kept ~80 MB when the keys themselves were kept."""
+    backoff = RefusalBackoff(10.0, Clock())
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1000):
+            backoff.hold(("127.0.0.1", f"/ws/a/p/{n:08}" + "x" * 8000))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 500_000  # ~8 MB when the paths were kept
+    assert backoff.hold(("127.0.0.1", "/ws/a/p/00000007" + "x" * 8000)) == 0.2  # still counted
 
 
 async def test_draining_cuts_a_hold_short() -> None:
