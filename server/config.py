@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     send_queue_bytes: int = Field(default=32 << 20, gt=0)
     max_inflight_updates: int = Field(default=256, gt=0)
     heartbeat_seconds: float = Field(allow_inf_nan=False, default=30.0, gt=0)
+    # How long a connection may stay open without a request in progress: before its
+    # first request (a client that never finishes its handshake) and between two
+    # (HTTP keep-alive). aiohttp's own default (3.14) is 3,630 s.
+    keepalive_seconds: float = Field(allow_inf_nan=False, default=75.0, gt=0)
     room_idle_seconds: float = Field(allow_inf_nan=False, default=30.0, ge=0)
     max_idle_rooms: int = Field(default=1000, ge=0)
 

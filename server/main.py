@@ -120,6 +120,7 @@ async def serve(settings: Settings) -> None:
         access_log=logging.getLogger("weft.access"),
         access_log_class=AccessLogger,
         shutdown_timeout=settings.drain_seconds,
+        keepalive_timeout=settings.keepalive_seconds,
     )
     _check_address(settings.host, settings.port)  # before the store is opened (or made)
     await runner.setup()  # opens the store: its OSErrors are the store's

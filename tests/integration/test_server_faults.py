@@ -353,3 +353,20 @@ async def test_slow_reader_is_disconnected_and_others_do_not_stall(
         await reader.close()
     finally:
         stalled.close()
+
+
+def test_a_connection_that_never_finishes_its_request_is_closed(
+    weft_server_factory: StartServer,
+) -> None:
+    """A client that connects and never sends a whole request (a half-open socket, a
+    stalled handshake) was kept, with its file descriptor and handler task, for aiohttp's
+    keep-alive default of 3,630 s: a soak's 30 such sockets were all still open after
+    210 s. ``WEFT_KEEPALIVE_SECONDS`` (75 by default) bounds it."""
+    server = weft_server_factory(env={"WEFT_KEEPALIVE_SECONDS": "0.5"})
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    partial = socket.create_connection(("127.0.0.1", server.port))
+    partial.sendall(b"GET /ws/acme/site/a.txt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+    for sock in (silent, partial):
+        with sock:
+            sock.settimeout(5)
+            assert sock.recv(100) == b""  # closed by the server
