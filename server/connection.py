@@ -100,7 +100,7 @@ class WebSocket(web.WebSocketResponse):
         """No heartbeat once closing: aiohttp (3.14) re-armed it for the client's answer
         to our close frame, and the timer held this response, its request and handler
         for ``heartbeat_seconds`` after the connection ended (every connection the
-        server closed: refusals, slow readers, a drain)."""
+        server closed after a close handshake: refusals, a drain)."""
         if not self.closed:
             super()._reset_heartbeat()
 
