@@ -473,7 +473,8 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
     files = sum(1 for path in ws.tracked if ws.disk.get(path) is not None)  # not deleted ones
     failed = _failed(ws)
     (ui.line if failed else ui.info)(
-        f"{'synced' if failed else 'in sync'}: {files} files in {seconds:.2f} s "
+        f"{'synced' if failed else 'in sync'}: {files} file{'' if files == 1 else 's'} in "
+        f"{seconds:.2f} s "
         f"({_rate(files, seconds)}); "
         f"{ui.counts['local'] + ui.counts['deleted']} local change(s) found, "
         f"{ws.device.updates_acked} update(s) sent, "

@@ -226,7 +226,8 @@ async def run_restore(args: argparse.Namespace, backend: Backend, err: Console) 
         print(json.dumps({**summary, **extra}, indent=2))
     else:
         err.print(
-            f"restored {len(written)} files of {manifest['tenant']}/{manifest['project']} at "
+            f"restored {len(written)} file{'' if len(written) == 1 else 's'} of "
+            f"{manifest['tenant']}/{manifest['project']} at "
             f"{manifest['versionstamp']} into {out} (manifest: {tt.MANIFEST_NAME})"
             + (f"; {len(skipped)} skipped (see the warnings above)" if skipped else "")
             + (f"; {len(not_written)} file(s) NOT written:" if not_written else ""),

@@ -586,7 +586,7 @@ def test_a_file_named_in_nfd_syncs_under_its_nfc_path_and_is_written_in_place(
     (a / "cafe\u0301").mkdir(parents=True)
     (a / nfd).write_text("croissant\n")
     out = once(server, a, "nfd")
-    assert "in sync: 1 files" in out
+    assert "in sync: 1 file in " in out
     assert get_text(doc_url(server, "nfd", nfc)) == "croissant\n"
     docs = get_json(f"{server.url}/api/v1/{TENANT}/nfd/docs")["docs"]
     assert [d["path"] for d in docs] == [nfc]

@@ -375,7 +375,7 @@ async def test_a_restores_progress_bar_ends_at_the_files_written(
     assert await run_restore(args, StoreBackend(history, "acme", "p"), err) == 0
     frames = re.findall(r"restoring \D*?(\d+/[\d?]+)", screen.getvalue())  # done/total
     assert frames[-1] == "1/1", frames
-    assert "restored 1 files" in screen.getvalue()
+    assert "restored 1 file of" in screen.getvalue()
 
 
 async def test_a_project_before_its_first_document_is_refused_by_time_and_by_versionstamp(
