@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         p.add_argument("--tenant", default=os.environ.get("WEFT_TENANT"), help="(WEFT_TENANT)")
         p.add_argument("--project", default=os.environ.get("WEFT_PROJECT"), help="(WEFT_PROJECT)")
-        p.add_argument("--token", default=os.environ.get("WEFT_TOKEN"), help="JWT ($WEFT_TOKEN)")
+        p.add_argument(
+            "--token", default=os.environ.get("WEFT_TOKEN"), help="access token (WEFT_TOKEN)"
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=run)
 

@@ -61,7 +61,9 @@ class ServerURL:
         """Accept ``ws://``, ``wss://``, ``http://``, ``https://``; ValueError otherwise."""
         parts = urlsplit(url.strip())
         if parts.scheme not in _SCHEMES or not parts.netloc:
-            raise ValueError(f"server URL must look like ws://HOST:PORT, not {url!r}")
+            raise ValueError(
+                f"server URL must look like ws://HOST:PORT (or wss://, http://, https://), not {url!r}"
+            )
         if parts.query or parts.fragment:
             raise ValueError(f"server URL must not carry a query or fragment: {url!r}")
         path = parts.path.rstrip("/")
