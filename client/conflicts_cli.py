@@ -141,14 +141,15 @@ def _where(args: argparse.Namespace) -> None:
     Checked here for both places: through a server they went into the URL as typed,
     so ``resolve ../../other/conflicts/ID --project mine`` resolved a record of project
     ``other``."""
+    from client.remote import missing_flags
     from client.timetravel_cli import where
     from crdt.keys import check_name
     from crdt.versionstamp import Versionstamp
 
     args.server, args.store = where(args)  # its BadInput is a WeftError: exit 2
-    missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
-    if missing:
-        raise CliError(f"{' and '.join(missing)} missing (or WEFT_TENANT / WEFT_PROJECT)")
+    missing = missing_flags(args, ("tenant", "project"))
+    if missing is not None:
+        raise CliError(missing)
     check_name("tenant", args.tenant)  # BadPath, a WeftError: exit 2
     check_name("project", args.project)
     if args.action != "list":

@@ -49,6 +49,22 @@ class ApiNotFound(ApiError, NotFound):
     """404."""
 
 
+def missing_flags(args: object, names: tuple[str, ...]) -> str | None:
+    """What a command says when some of the settings ``names`` (``--NAME`` or
+    ``WEFT_NAME``) are not given, one wording for every command; None when all are."""
+    missing = [name for name in names if not getattr(args, name)]
+    if not missing:
+        return None
+    flags = _listed([f"--{name}" for name in missing])
+    variables = _listed([f"WEFT_{name.upper()}" for name in missing])
+    return f"missing {flags} (or {variables})"
+
+
+def _listed(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerURL:
     """A server's WebSocket and HTTP base URLs (no trailing slash, no ``/ws``)."""

@@ -190,20 +190,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from client.device import DataDirBusy
-    from client.remote import ServerURL
+    from client.remote import ServerURL, missing_flags
     from client.state import BindingMismatch
     from crdt.errors import BadPath, FormatError
     from crdt.keys import DEVICE_ID, DEVICE_ID_RULE, check_name
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    missing = missing_flags(args, ("server", "tenant", "project"))
+    if missing is not None:
+        err.print(f"weft sync: {missing}")
+        return 2
     try:
-        server = ServerURL.parse(args.server or "")
-        check_name("tenant", args.tenant or "")
-        check_name("project", args.project or "")
+        server = ServerURL.parse(args.server)
+        check_name("tenant", args.tenant)
+        check_name("project", args.project)
     except (ValueError, BadPath) as exc:
-        missing = [f"--{n}" for n in ("server", "tenant", "project") if not getattr(args, n)]
-        hint = f" (missing {', '.join(missing)})" if missing else ""
-        err.print(f"weft sync: {exc}{hint}")
+        err.print(f"weft sync: {exc}")
         return 2
     problem = _seconds_from_env(args)
     if problem is not None:

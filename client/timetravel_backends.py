@@ -51,14 +51,14 @@ async def open_backend(args: argparse.Namespace) -> AsyncIterator[Backend]:
     """The API or the store, checked before anything is read."""
     import aiohttp
 
-    from client.remote import ServerURL
+    from client.remote import ServerURL, missing_flags
     from crdt.history import History
     from crdt.kv import open_engine
 
     server, store = where(args)
-    missing = [f"--{n}" for n in ("tenant", "project") if not getattr(args, n)]
-    if missing:
-        raise BadInput(f"missing {' and '.join(missing)}")
+    missing = missing_flags(args, ("tenant", "project"))
+    if missing is not None:
+        raise BadInput(missing)
     tenant, project = check_name("tenant", args.tenant), check_name("project", args.project)
     if server:
         try:

@@ -422,7 +422,7 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
     nowhere = await asyncio.to_thread(weft, "conflicts", "list", "--tenant", "acme")
     assert nowhere.returncode == 2 and "--server URL or --store URL" in nowhere.stderr
     no_project = await asyncio.to_thread(weft, "conflicts", "list", *remote[:4])
-    assert no_project.returncode == 2 and "--project missing" in no_project.stderr
+    assert no_project.returncode == 2 and "missing --project (or WEFT_PROJECT)" in no_project.stderr
 
     missing = await asyncio.to_thread(weft, "conflicts", "show", "0" * 24, *remote)
     assert missing.returncode == 2 and "no conflict" in missing.stderr

@@ -335,7 +335,9 @@ def test_bad_input_is_refused_with_exit_code_2(
     assert code == 2 and "missing --server" in out
     code, out = weft(str(folder), "--server", "ftp://x", *base)
     assert code == 2 and "ws://HOST:PORT" in out
-    code, out = weft(str(folder), "--server", server.ws_url, "--tenant", "acme corp")
+    code, out = weft(
+        str(folder), "--server", server.ws_url, "--tenant", "acme corp", "--project", "p"
+    )
     assert code == 2 and "tenant name" in out
     for flag in ("--poll", "--timeout", "--idle-close", "--max-backoff"):
         code, out = weft(str(folder), "--server", server.ws_url, *base, flag, "0", "--once")
