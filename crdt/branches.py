@@ -30,6 +30,7 @@ from crdt.conflict_store import get_conflict, list_conflicts, resolve, save, sav
 from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.records import pending_updates
+from crdt.samechange import keep_once
 from crdt.sameplace import same_place
 from crdt.timetravel import deletion_flags
 from crdt.versions import DELETED, META, read_doc
@@ -116,10 +117,16 @@ def _side_doc(base_state: bytes, side: list[Record], other: list[Record]) -> Doc
 
 
 def _judge(
-    base_state: bytes, ours: list[Record], theirs: list[Record], since: list[Record]
-) -> tuple[tuple[str, bool], str, str, list[Region]]:
+    base_state: bytes,
+    ours: list[Record],
+    theirs: list[Record],
+    since: list[Record],
+    later: list[Record],
+) -> tuple[tuple[str, bool], str, str, list[Region], bytes | None]:
     """The base's text and deletion flag, the merged text, which side deleted the
-    document ("" for none), and the contested regions."""
+    document ("" for none), the contested regions, and the update that keeps once each
+    change both sides made alike (:func:`crdt.samechange.keep_once`; ``later``: what
+    was committed after the branch), None when there is none."""
     # Each whole state without the structs whose dependencies never arrived (a
     # replay's state keeps those; ``Doc.get_update`` leaves them out, as the text does).
     base_doc, merged_doc = _doc(base_state, []), _doc(base_state, since)
@@ -138,20 +145,24 @@ def _judge(
                 "" if deleted == "theirs" else their[0],
             )
         ]
-    else:
-        regions = detect(
+        return start, merged, deleted, regions, None
+    base_update = base_doc.get_update()
+    sides = ([r.update for r in ours], [r.update for r in theirs])
+
+    def judge(merge: Doc[Any]) -> list[Region]:
+        return detect(
             start[0],
             our[0],
             their[0],
-            merged,
-            lambda: same_place(
-                base_doc.get_update(),
-                merged_doc.get_update(),
-                [r.update for r in ours],
-                [r.update for r in theirs],
-            ),
+            read_doc(merge)[0],
+            lambda: same_place(base_update, merge.get_update(), *sides),
         )
-    return start, merged, deleted, regions
+
+    head = _doc(base_state, [*since, *later]) if later else merged_doc
+    regions, kept, update = keep_once(
+        (base_update, start[0]), merged_doc, head, judge(merged_doc), sides, judge
+    )
+    return start, read_doc(kept)[0], deleted, regions, update
 
 
 async def detect_branch(
@@ -162,8 +173,27 @@ async def detect_branch(
     *,
     device: tuple[str, str] | None = None,
 ) -> ConflictRecord | None:
+    """The conflict record of :func:`judge_branch`."""
+    return (await judge_branch(history, doc, base, branch, device=device))[0]
+
+
+async def judge_branch(
+    history: History,
+    doc: DocRef,
+    base: Versionstamp | None,
+    branch: Iterable[Appended],
+    *,
+    device: tuple[str, str] | None = None,
+) -> tuple[ConflictRecord | None, bytes | None]:
     """The conflict record for a committed offline branch, or None when its edits are
-    disjoint from everything committed since ``base``. Nothing is written.
+    disjoint from everything committed since ``base`` (or the same as the other side's,
+    see below); and the update to commit that keeps such a same change once, or None.
+    Nothing is written.
+
+    A region where both sides made the same change (same base lines, same new text)
+    that the merge holds twice (both inserted it) is kept once: the update deletes the
+    branch's copy (:mod:`crdt.samechange`), and the record is judged on the merge
+    without it (its ``merged_text`` too), so that region is in no record.
 
     ``branch`` is what :meth:`History.append` returned for the branch's updates. An
     update that was already in the log (``duplicate``: another device made the
@@ -182,7 +212,7 @@ async def detect_branch(
     mine = {a.versionstamp for a in appended}
     shared = {a.versionstamp for a in appended if a.duplicate}
     if not mine:
-        return None
+        return None, None
     first = set(mine)
     # The record's id: the first of this part's new updates (a part that only re-sends
     # updates already in the log keeps the id judging them first gave).
@@ -198,15 +228,16 @@ async def detect_branch(
     ours = [r for r in since if r.versionstamp in mine]
     theirs = [r for r in since if r.versionstamp not in mine or r.versionstamp in shared]
     if not ours or not theirs:
-        return None
+        return None, None
+    later = await history.updates(doc, after=max(mine), limit=MAX_SINCE_BASE)
     # Rebuilding the texts and comparing them is CPU work (hundreds of ms for a
     # 10,000-line file): off the event loop, as blame's is.
-    start, merged, deleted, regions = await asyncio.to_thread(
-        _judge, base_state, ours, theirs, since
+    start, merged, deleted, regions, update = await asyncio.to_thread(
+        _judge, base_state, ours, theirs, since, later
     )
     if not regions:
-        return None
-    return ConflictRecord(
+        return None, update
+    record = ConflictRecord(
         id=min(new or (first - shared) or first).hex(),
         path=doc.path,
         base=base.hex() if base else "",
@@ -221,6 +252,7 @@ async def detect_branch(
             history, doc, base_state, start[0], ours if deleted == "ours" else theirs
         ),
     )
+    return record, update
 
 
 async def bring_back(

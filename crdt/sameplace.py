@@ -23,6 +23,8 @@ from crdt.ydecode import struct_ranges
 
 OURS, THEIRS = 1, 2
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+Units = list[tuple[int, int, int]]
+"""Clock ranges ``(client, start, end)`` of a document's text."""
 
 
 class _Runs:
@@ -92,6 +94,16 @@ class _Owners:
                 found |= sides
         return found
 
+    def only(self, side: int, client: int, start: int, end: int) -> Units:
+        """The parts of units ``[start, end)`` of ``client`` that ``side`` alone made."""
+        ranges = self.ranges.get(client, [])
+        first = max(bisect_right(self.starts.get(client, []), start) - 1, 0)
+        return [
+            (client, max(low, start), min(high, end))
+            for low, high, sides in ranges[first:]
+            if sides == side and low < end and high > start
+        ]
+
 
 def _characters(units: int, astral: list[int]) -> int:
     """How many characters the first ``units`` units of a run hold (one split in two
@@ -130,21 +142,52 @@ def same_place(
     side. Text of an update counted on both sides (a repeat) belongs to neither. Base
     characters deleted since still mark their place: a side that rewrote a line typed
     its text next to the old one, not at the line's end."""
+    owners = _Owners(ours, theirs)
+    sides: dict[int, int] = {}
+    for place, client, start, end in _inserted(base_state, merged_state, root):
+        sides[place] = sides.get(place, 0) | owners.one_side(client, start, end)
+    return sorted(p for p, found in sides.items() if found == OURS | THEIRS)
+
+
+def inserted_within(
+    base_state: bytes,
+    merged_state: bytes,
+    ours: Iterable[bytes],
+    theirs: Iterable[bytes],
+    windows: list[tuple[int, int]],
+    root: str = "content",
+) -> list[tuple[Units, Units]]:
+    """For each window ``(low, high)`` of base text offsets: the units of the text that
+    only ``ours`` inserted, and those only ``theirs`` inserted, still there in the merge
+    and placed at an offset from ``low`` to ``high`` (both included; see
+    :func:`same_place` for the arguments and what an offset is)."""
+    owners = _Owners(ours, theirs)
+    found: list[tuple[Units, Units]] = [([], []) for _ in windows]
+    for place, client, start, end in _inserted(base_state, merged_state, root):
+        for i, (low, high) in enumerate(windows):
+            if low <= place <= high:
+                for side, units in ((OURS, found[i][0]), (THEIRS, found[i][1])):
+                    units.extend(owners.only(side, client, start, end))
+    return found
+
+
+def _inserted(
+    base_state: bytes, merged_state: bytes, root: str
+) -> Iterator[tuple[int, int, int, int]]:
+    """``(place, client, start, end)``: each visible part of the merge's ``root`` text
+    that the base did not hold, with the base text offset it was inserted at."""
     base_order = ItemOrder()
     base_order.apply_state(base_state)
     runs = _Runs(base_order, root)
-    owners = _Owners(ours, theirs)
     merged = ItemOrder()
     merged.apply_state(merged_state)
     place = 0
-    sides: dict[int, int] = {}
     for item in merged.sequence(root):
         start, end = item.clock, item.clock + item.length
         shown = not item.deleted and item.text is not None
         for low, high, after in runs.within(item.client, start, end):
             if shown and start < low:
-                sides[place] = sides.get(place, 0) | owners.one_side(item.client, start, low)
+                yield place, item.client, start, low
             place, start = after, high
         if shown and start < end:
-            sides[place] = sides.get(place, 0) | owners.one_side(item.client, start, end)
-    return sorted(p for p, found in sides.items() if found == OURS | THEIRS)
+            yield place, item.client, start, end

@@ -1,8 +1,10 @@
 """Conflicts: detected on every offline branch, listed and resolved over REST.
 
 - The ``on_branch`` hook: when a weft client's offline branch (``Base(vs)`` and the
-  updates after it) is committed, :func:`crdt.branches.detect_branch` compares what the
-  branch changed with what others committed since its base; an overlap is stored.
+  updates after it) is committed, :func:`crdt.branches.judge_branch` compares what the
+  branch changed with what others committed since its base; an overlap is stored, and
+  a change both sides made alike, which the merge holds twice, is kept once (the
+  update deleting the branch's copy is committed first).
 - The ``on_edit_deleted`` hook: when an update sent online changed the text of a
   document flagged deleted, :func:`crdt.editdelete.judge` decides whether its author
   had seen the deletion; if not, an edit/delete record is stored, one per deletion and
@@ -51,14 +53,15 @@ from crdt.keys import DEVICE_ID, DEVICE_ID_RULE
 from crdt.versions import read_doc
 from crdt.versionstamp import Versionstamp
 from server.api import _names, refuse_unknown_params
-from server.appkeys import HISTORY, ON_BRANCH, ON_EDIT_DELETED, SETTINGS, WRITER
+from server.appkeys import HISTORY, ON_BRANCH, ON_EDIT_DELETED, ROOMS, SETTINGS, WRITER
 from server.auth import Principal, require
 from server.bodies import json_object, unicode_text
 from server.logsafe import printable
 
 log = logging.getLogger("weft.conflicts")
-# Who a document brought back after an edit/delete conflict is committed by (client,
-# session prefix): the room watcher applies it like another instance's update.
+# Who a document brought back after an edit/delete conflict, or a change both sides of
+# a branch made alike kept once, is committed by (client, session prefix): the room
+# watcher applies it like another instance's update.
 CONFLICT_CLIENT = "weft:conflict"
 CONFLICT_SESSION = "conflict"
 CONTENT = "content"
@@ -87,7 +90,9 @@ def on_branch(app: web.Application) -> Any:
     ) -> ConflictRecord | None:
         history: History = app[HISTORY]
         own = (principal.user, device) if device is not None else None
-        record = await branches.detect_branch(history, doc, base or None, appended, device=own)
+        record, once = await branches.judge_branch(history, doc, base or None, appended, device=own)
+        if once is not None:
+            await _keep_once(app, doc, once, principal.user)
         if record is None:
             return None
         if record.deleted and app[SETTINGS].bring_back_edited:
@@ -146,6 +151,29 @@ def _said(record: ConflictRecord, doc: DocRef, what: str, user: str) -> None:
         what,
         printable(user),
     )
+
+
+async def _keep_once(app: web.Application, doc: DocRef, update: bytes, user: str) -> None:
+    """Commit the update that keeps once each change both sides of a branch made alike
+    (it deletes the branch's copy: see :mod:`crdt.samechange`), by the branch's user,
+    as a document brought back is; the document's room applies it at once, so the
+    branch's device has it before the verdict. A commit that fails is logged (the copy
+    stays; the record, if any, is saved all the same)."""
+    session = f"{CONFLICT_SESSION}/{app[SETTINGS].instance}"
+    try:
+        await app[WRITER].submit(Append(doc, update, user, CONFLICT_CLIENT, session))
+    except Exception:
+        log.error("keeping a same change once on %s failed", printable(doc.path), exc_info=True)
+        return
+    log.info(
+        "the same change made on both sides of a branch on %s/%s/%s kept once",
+        doc.tenant,
+        doc.project,
+        printable(doc.path),
+    )
+    room = app[ROOMS].get(doc)
+    if room is not None:
+        await app[ROOMS].catch_up_to_head(room)
 
 
 async def _bring_back(app: web.Application, doc: DocRef, record: ConflictRecord) -> bool:
