@@ -27,7 +27,7 @@ from pycrdt import Doc, Map
 
 from crdt import ydoc
 from crdt.conflict_store import get_conflict, list_conflicts, resolve, save, save_report
-from crdt.conflicts import ConflictRecord, Region, Side, detect, lines
+from crdt.conflicts import Change, ConflictRecord, Region, Side, detect, lines
 from crdt.history import Appended, DocRef, History, Record, now_ms
 from crdt.records import pending_updates
 from crdt.samechange import keep_once
@@ -148,6 +148,7 @@ def _judge(
         return start, merged, deleted, regions, None
     base_update = base_doc.get_update()
     sides = ([r.update for r in ours], [r.update for r in theirs])
+    known: dict[str, list[Change]] = {}  # each side's changes, diffed once
 
     def judge(merge: Doc[Any]) -> list[Region]:
         return detect(
@@ -156,6 +157,7 @@ def _judge(
             their[0],
             read_doc(merge)[0],
             lambda: same_place(base_update, merge.get_update(), *sides),
+            known,
         )
 
     head = _doc(base_state, [*since, *later]) if later else merged_doc

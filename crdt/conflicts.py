@@ -206,6 +206,7 @@ def detect(
     theirs: str,
     merged: str | None = None,
     same_place: Callable[[], Iterable[int]] | None = None,
+    known: dict[str, list[Change]] | None = None,
 ) -> list[Region]:
     """Every region where ``ours`` and ``theirs`` both changed the same lines of ``base``,
     differently: where both sides made the same change (one device's update counted on
@@ -226,10 +227,16 @@ def detect(
     borders the other's and both added lines (so either may have inserted there): line
     diffs read an insertion at the end of a block the other side rewrote as disjoint,
     though both inserted at that point and the CRDT put the two in either order.
+
+    ``known``: each side's changes by its text, kept by a caller that judges several
+    merges of the same base and sides (diffing a long text is the costly part).
     """
     base_lines, our_lines, their_lines = lines(base), lines(ours), lines(theirs)
-    our_changes = changes(base_lines, our_lines)
-    their_changes = changes(base_lines, their_lines)
+    known = {} if known is None else known
+    for text, side_lines in ((ours, our_lines), (theirs, their_lines)):
+        if text not in known:
+            known[text] = changes(base_lines, side_lines)
+    our_changes, their_changes = known[ours], known[theirs]
     pairs = [(o, t) for o in our_changes for t in their_changes if overlaps(o, t)]
     regions: list[Region] = []
     merged_side: tuple[list[str], list[Change]] | None = None  # (read once, if needed)

@@ -163,9 +163,13 @@ def inserted_within(
     :func:`same_place` for the arguments and what an offset is)."""
     owners = _Owners(ours, theirs)
     found: list[tuple[Units, Units]] = [([], []) for _ in windows]
+    order = sorted(range(len(windows)), key=lambda i: windows[i])
+    lows = [windows[i][0] for i in order]
     for place, client, start, end in _inserted(base_state, merged_state, root):
-        for i, (low, high) in enumerate(windows):
-            if low <= place <= high:
+        # Windows are a contested region's base text each: apart, or sharing an end.
+        at = bisect_right(lows, place)
+        for i in order[max(at - 2, 0) : at]:
+            if place <= windows[i][1]:
                 for side, units in ((OURS, found[i][0]), (THEIRS, found[i][1])):
                     units.extend(owners.only(side, client, start, end))
     return found
