@@ -5,23 +5,26 @@ changes that differ are recorded as before (README, "Conflicts")."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client.testing import get_json, get_text, start_sync, sync_once, wait_until
-from server.testing import ServerProcess, StartServer
+from server.testing import AUTH_ENV, ServerProcess, StartServer, token_for
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
 TENANT = "acme"
+TOKEN = token_for("reader", scope="read")
 BASE = "l1\nl2\nl3\nl4\nl5\n"
 PULLED = "l1\nL2 from upstream\nl3\nl4\nl5\nl6 from upstream\n"
 
 
 @pytest.fixture(scope="module")
 def server(weft_module_server_factory: StartServer) -> ServerProcess:
-    return weft_module_server_factory()
+    return weft_module_server_factory(env=AUTH_ENV)
 
 
 def synced(server: ServerProcess, tmp_path: Path, project: str, *names: str) -> list[Path]:
@@ -32,13 +35,22 @@ def synced(server: ServerProcess, tmp_path: Path, project: str, *names: str) -> 
     for name in ("f.txt", "g.txt"):
         (folders[0] / name).write_text(BASE)
     for folder in folders:
-        result = sync_once(folder, server.ws_url, TENANT, project)
+        result = sync(server, folder, project)
         assert result.returncode == 0, result.stdout
     return folders
 
 
+def sync(server: ServerProcess, folder: Path, project: str) -> subprocess.CompletedProcess[str]:
+    """``weft sync --once`` of ``folder`` as the user named as the folder."""
+    return sync_once(folder, server.ws_url, TENANT, project, token=token_for(folder.name))
+
+
 def server_text(server: ServerProcess, project: str, path: str) -> str | None:
-    return get_text(f"{server.url}/api/v1/{TENANT}/{project}/docs/{path}")
+    return get_text(f"{server.url}/api/v1/{TENANT}/{project}/docs/{path}", TOKEN)
+
+
+def api(server: ServerProcess, project: str, route: str) -> Any:
+    return get_json(f"{server.url}/api/v1/{TENANT}/{project}/{route}", TOKEN)
 
 
 def test_a_pull_made_online_and_offline_comes_out_once_and_a_different_edit_is_recorded(
@@ -48,7 +60,7 @@ def test_a_pull_made_online_and_offline_comes_out_once_and_a_different_edit_is_r
     offline, and also edited g.txt's line 2 otherwise than the desktop did."""
     project = "samepull"
     desk, laptop = synced(server, tmp_path, project, "desk", "laptop")
-    running = start_sync(desk, server.ws_url, TENANT, project)
+    running = start_sync(desk, server.ws_url, TENANT, project, token=token_for("desk"))
     try:
         running.wait_for("in sync")
         (desk / "f.txt").write_text(PULLED)
@@ -63,7 +75,7 @@ def test_a_pull_made_online_and_offline_comes_out_once_and_a_different_edit_is_r
         )
         (laptop / "f.txt").write_text(PULLED)
         (laptop / "g.txt").write_text(BASE.replace("l2", "l2 by laptop"))
-        result = sync_once(laptop, server.ws_url, TENANT, project)
+        result = sync(server, laptop, project)
         assert result.returncode == 0, result.stdout
         assert "1 conflict(s) recorded" in result.stdout, result.stdout
         assert "f.txt" not in result.stdout.replace("g.txt", ""), result.stdout
@@ -72,10 +84,14 @@ def test_a_pull_made_online_and_offline_comes_out_once_and_a_different_edit_is_r
         wait_until(lambda: (desk / "f.txt").read_text() == PULLED, 10, "the desk's f.txt")
     finally:
         running.terminate()
-    records = get_json(f"{server.url}/api/v1/{TENANT}/{project}/conflicts")["conflicts"]
+    records = api(server, project, "conflicts")["conflicts"]
     assert [r["path"] for r in records] == ["g.txt"], records
     [region] = records[0]["regions"]
     assert (region["ours_text"], region["theirs_text"]) == ("l2 by laptop\n", "l2 by desk\n")
+    # The deletion of the laptop's copy: in history as the laptop's user's, by weft:conflict
+    newest = api(server, project, "history/f.txt")["versions"][0]
+    assert (newest["user"], newest["device"]) == ("laptop", "weft:conflict")
+    assert (newest["deleted"], newest["revert"]) == (None, False)
 
 
 def test_the_same_change_on_two_offline_devices_comes_out_once(
@@ -87,11 +103,11 @@ def test_the_same_change_on_two_offline_devices_comes_out_once(
     folders = synced(server, tmp_path, project, "desk", "laptop", "tablet")
     for folder in folders:
         (folder / "f.txt").write_text(PULLED)
-        result = sync_once(folder, server.ws_url, TENANT, project)
+        result = sync(server, folder, project)
         assert result.returncode == 0, result.stdout
         assert "conflict" not in result.stdout, result.stdout
     for folder in folders:
-        assert sync_once(folder, server.ws_url, TENANT, project).returncode == 0
+        assert sync(server, folder, project).returncode == 0
         assert (folder / "f.txt").read_text() == PULLED, folder.name
     assert server_text(server, project, "f.txt") == PULLED
-    assert get_json(f"{server.url}/api/v1/{TENANT}/{project}/conflicts")["conflicts"] == []
+    assert api(server, project, "conflicts")["conflicts"] == []

@@ -84,10 +84,18 @@ async def project(tmp_path: Path, base: str) -> AsyncIterator[Project]:
         yield Project(history, doc, seeded.versionstamp, state)
 
 
+@dataclass
+class Judged:
+    project: Project
+    record: ConflictRecord | None
+    update: bytes | None
+    branch: list[Appended]
+
+
 @asynccontextmanager
 async def both(
     tmp_path: Path, base: str, online: str, offline: str, *, low_first: bool
-) -> AsyncIterator[tuple[Project, ConflictRecord | None, bytes | None, list[Appended]]]:
+) -> AsyncIterator[Judged]:
     """``online`` saved by a device online the whole time, then ``offline`` by one
     offline since ``base``, whose branch is judged (and its update committed)."""
     a_id, b_id = (2, 3) if low_first else (3, 2)
@@ -98,22 +106,17 @@ async def both(
         b.save(offline)
         branch = await p.commit(b.take(), "laptop")
         record, update = await p.judge(branch, "laptop")
-        yield p, record, update, branch
+        yield Judged(p, record, update, branch)
 
 
 @pytest.mark.parametrize("low_first", [True, False])
 async def test_a_line_changed_alike_on_both_sides_comes_out_once_with_no_record(
     tmp_path: Path, low_first: bool
 ) -> None:
-    async with both(tmp_path, "a\nb\nc\n", "a\nB\nc\n", "a\nB\nc\n", low_first=low_first) as (
-        p,
-        record,
-        update,
-        _,
-    ):
-        assert record is None
-        assert update is not None
-        assert await p.text() == "a\nB\nc\n"
+    async with both(tmp_path, "a\nb\nc\n", "a\nB\nc\n", "a\nB\nc\n", low_first=low_first) as j:
+        assert j.record is None
+        assert j.update is not None
+        assert await j.project.text() == "a\nB\nc\n"
 
 
 @pytest.mark.parametrize("low_first", [True, False])
@@ -123,13 +126,13 @@ async def test_same_changes_are_kept_once_and_a_different_one_is_recorded(
     base = "".join(f"{n}\n" for n in range(1, 9))
     online = base.replace("2\n", "two\n").replace("5\n", "five\n").replace("7\n", "seven\n")
     offline = base.replace("2\n", "two\n").replace("5\n", "FIVE\n").replace("7\n", "seven\n")
-    async with both(tmp_path, base, online, offline, low_first=low_first) as (p, record, _, _):
-        assert record is not None
-        [region] = record.regions
+    async with both(tmp_path, base, online, offline, low_first=low_first) as j:
+        assert j.record is not None
+        [region] = j.record.regions
         assert (region.base_start, region.base_end) == (4, 5)
         assert (region.ours_text, region.theirs_text) == ("FIVE\n", "five\n")
-        text = await p.text()
-        assert record.merged_text == text
+        text = await j.project.text()
+        assert j.record.merged_text == text
         assert text.count("two\n") == 1 and text.count("seven\n") == 1
         assert text.startswith("1\ntwo\n3\n4\n") and text.endswith("6\nseven\n8\n")
 
@@ -138,40 +141,25 @@ async def test_same_changes_are_kept_once_and_a_different_one_is_recorded(
 async def test_the_same_line_added_at_the_end_is_there_once(
     tmp_path: Path, low_first: bool
 ) -> None:
-    async with both(tmp_path, "a\nb\n", "a\nb\nc\n", "a\nb\nc\n", low_first=low_first) as (
-        p,
-        record,
-        _,
-        _,
-    ):
-        assert record is None
-        assert await p.text() == "a\nb\nc\n"
+    async with both(tmp_path, "a\nb\n", "a\nb\nc\n", "a\nb\nc\n", low_first=low_first) as j:
+        assert j.record is None
+        assert await j.project.text() == "a\nb\nc\n"
 
 
 async def test_the_same_deletion_needs_nothing(tmp_path: Path) -> None:
-    async with both(tmp_path, "a\nb\nc\n", "a\nc\n", "a\nc\n", low_first=True) as (
-        p,
-        record,
-        update,
-        _,
-    ):
-        assert (record, update) == (None, None)
-        assert await p.text() == "a\nc\n"
+    async with both(tmp_path, "a\nb\nc\n", "a\nc\n", "a\nc\n", low_first=True) as j:
+        assert (j.record, j.update) == (None, None)
+        assert await j.project.text() == "a\nc\n"
 
 
 async def test_judging_the_branch_again_deletes_nothing_more(tmp_path: Path) -> None:
     """A branch re-sent (its updates duplicates now) or judged again after a restart:
     the branch's copy is gone already, so no update, and still no record."""
-    async with both(tmp_path, "a\nb\nc\n", "a\nB\nc\n", "a\nB\nc\n", low_first=True) as (
-        p,
-        _,
-        update,
-        branch,
-    ):
-        assert update is not None
-        again = [Appended(a.versionstamp, True) for a in branch]
-        assert await p.judge(again, "laptop") == (None, None)
-        assert await p.text() == "a\nB\nc\n"
+    async with both(tmp_path, "a\nb\nc\n", "a\nB\nc\n", "a\nB\nc\n", low_first=True) as j:
+        assert j.update is not None
+        again = [Appended(a.versionstamp, True) for a in j.branch]
+        assert await j.project.judge(again, "laptop") == (None, None)
+        assert await j.project.text() == "a\nB\nc\n"
 
 
 async def test_two_offline_branches_with_the_same_change_come_out_once(tmp_path: Path) -> None:
@@ -222,3 +210,36 @@ async def test_nothing_is_deleted_when_the_other_copy_went_since(tmp_path: Path)
         await p.commit(fixer.take(), "phone")
         _, fix = await p.judge(branch, "laptop")
         assert fix is None
+
+
+@pytest.mark.parametrize("low_first", [True, False])
+async def test_the_same_change_made_by_different_edits(tmp_path: Path, low_first: bool) -> None:
+    """Both made ``b`` into ``B``, one by replacing ``b``, the other ``b`` and its line
+    ending. When the branch's edit is the narrower one, deleting its ``B`` leaves the
+    change once; when it is the wider one, it would join ``B`` and ``c`` (its line
+    ending went with it), so the region is recorded as before and nothing deleted."""
+
+    def whole(device: Device) -> None:
+        del device.text[2:4]
+        device.text.insert(2, "B\n")
+
+    def part(device: Device) -> None:
+        del device.text[2:3]
+        device.text.insert(2, "B")
+
+    for branch_edit, other_edit, kept in ((part, whole, True), (whole, part, False)):
+        folder = tmp_path / branch_edit.__name__
+        folder.mkdir()
+        async with project(folder, "a\nb\nc\n") as p:
+            desk, laptop = p.device(2 if low_first else 3), p.device(3 if low_first else 2)
+            other_edit(desk)
+            await p.commit(desk.take(), "desk")
+            branch_edit(laptop)
+            record, update = await p.judge(await p.commit(laptop.take(), "laptop"), "laptop")
+            if kept:
+                assert (record, await p.text()) == (None, "a\nB\nc\n")
+            else:
+                assert update is None
+                assert record is not None
+                assert [(r.ours_text, r.theirs_text) for r in record.regions] == [("B\n", "B\n")]
+                assert await p.text() == "a\nBB\nc\n"
