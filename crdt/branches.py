@@ -14,6 +14,10 @@ A side that deleted the document (``weft.deleted``) while the other edited it is
 conflict of its own, whichever lines the edits touched (an edit next to the deleted
 text overlaps no deleted line, and the edit would vanish with the file unseen): the
 record says which side deleted (``deleted``) and spans the whole base.
+
+A change both sides made alike, which the merge holds twice, is kept once when it can
+be (:mod:`crdt.samechange`): :func:`judge_branch` gives the update that deletes the
+branch's copy, and judges the rest on the merge without it.
 """
 
 from __future__ import annotations
@@ -160,7 +164,9 @@ def _judge(
             known,
         )
 
-    head = _doc(base_state, [*since, *later]) if later else merged_doc
+    def head() -> Doc[Any]:
+        return _doc(base_state, [*since, *later]) if later else merged_doc
+
     regions, kept, update = keep_once(
         (base_update, start[0]), merged_doc, head, judge(merged_doc), sides, judge
     )

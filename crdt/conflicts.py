@@ -214,7 +214,8 @@ def detect(
     (the text the CRDT merged the two into) is not the line merge of the two
     (:func:`crdt.merge3.merge3`) and does not have that change there. Two devices that
     made the same change apart (both fixed ``teh`` to ``the``, both added the same
-    line) made two updates, and the merge has both: ``thhe``, the line twice. (Checked
+    line) made two updates, and the merge has both: ``thhe``, the line twice
+    (:mod:`crdt.samechange` then keeps it once where it can). (Checked
     region by region alone, a merge with nothing wrong was taken for one when the other
     side's disjoint edits lay two lines away among repeated lines: difflib lined the
     merged text up otherwise; a review saw 1 in 1,595 cases.)

@@ -33,7 +33,7 @@ Judge = Callable[[Doc[Any]], list[Region]]
 def keep_once(
     base: tuple[bytes, str],
     merged: Doc[Any],
-    head: Doc[Any],
+    head: Callable[[], Doc[Any]],
     regions: list[Region],
     sides: tuple[list[bytes], list[bytes]],
     judge: Judge,
@@ -43,13 +43,14 @@ def keep_once(
 
     ``base``: the base's whole state and its text; ``merged``: the base with both
     sides' updates (``sides``: ours, theirs) applied; ``head``: the document now (the
-    merge and whatever was committed after the branch). A region is kept once when both
-    sides' text there is the same, each side alone inserted text there that is still in
-    the merge, the other side's is still all there at head (nobody removed it since: the
-    branch's copy is then the one left), and the merge without the branch's copy does
-    not contest it (:func:`judge`); the regions are then those of that merge. Text of
-    the branch's copy that is gone at head already (an earlier check of a re-sent
-    branch deleted it) is not deleted again."""
+    merge and whatever was committed after the branch), asked only when a region has
+    the same text on both sides. A region is kept once when both sides' text there is
+    the same, each side alone inserted text there that is still in the merge, the other
+    side's is still all there at head (nobody removed any of it since: the branch's
+    copy is then the one to go), and ``judge`` does not contest it in the merge without
+    the branch's copy; the regions are then those of that merge. Text of the branch's
+    copy that is gone at head already (an earlier check of a re-sent branch deleted it)
+    is not deleted again."""
     same = [r for r in regions if r.ours_text == r.theirs_text]
     if not same:
         return regions, merged, None
@@ -57,7 +58,7 @@ def keep_once(
     windows = [(starts[r.base_start], starts[r.base_end]) for r in same]
     found = inserted_within(base[0], merged.get_update(), *sides, windows)
     now = ItemOrder()
-    now.apply_state(head.get_update())
+    now.apply_state(head().get_update())
     keep = [
         i
         for i, (ours, theirs) in enumerate(found)

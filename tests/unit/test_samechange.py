@@ -22,6 +22,7 @@ from crdt.history import Append, Appended, DocRef, History
 from crdt.kv.sqlite import SQLiteEngine
 from crdt.textedits import apply, diff
 from crdt.versionstamp import Versionstamp
+from crdt.ydecode import struct_ranges
 
 
 class Device:
@@ -116,6 +117,7 @@ async def test_a_line_changed_alike_on_both_sides_comes_out_once_with_no_record(
     async with both(tmp_path, "a\nb\nc\n", "a\nB\nc\n", "a\nB\nc\n", low_first=low_first) as j:
         assert j.record is None
         assert j.update is not None
+        assert struct_ranges(j.update) == []  # deletions alone: no client id of its own
         assert await j.project.text() == "a\nB\nc\n"
 
 
