@@ -254,6 +254,9 @@ class _Ui:
         self.verbose = verbose
         self.first_sync = True
         self.counts = {"local": 0, "remote": 0, "deleted": 0, "conflict": 0}
+        # the files written or removed from elsewhere: one each, however many times (an
+        # update arriving during the first sync wrote one file twice: "2 file(s)")
+        self.written: set[str] = set()
         # The "device ..." line, said once, before the first event: an event can come
         # while the workspace starts (a refusal: 401 came before it)
         self.heading: Callable[[], str | None] | None = None
@@ -269,6 +272,8 @@ class _Ui:
         self.say_heading()
         if event.kind in self.counts:
             self.counts[event.kind] += 1
+        if event.kind == "remote":
+            self.written.add(event.path or event.message)
         # (a file removed with a copy of its text kept is always said: where the copy is)
         kept = "kept" in event.data
         loud = ("warning", "error", "conflict", "read_only")
@@ -480,7 +485,7 @@ async def _first_sync(ws: Workspace, ui: _Ui, stop: asyncio.Event, timeout: floa
         f"({_rate(files, seconds)}); "
         f"{ui.counts['local'] + ui.counts['deleted']} local change(s) found, "
         f"{ws.device.updates_acked} update(s) sent, "
-        f"{ui.counts['remote']} file(s) written or removed"
+        f"{len(ui.written)} file(s) written or removed"
         + (f", {ui.counts['conflict']} conflict(s) recorded" if ui.counts["conflict"] else "")
         + (f"; {len(failed)} file(s) NOT in sync, see below" if failed else ""),
         "yellow" if failed else "green",
