@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 # Modules that add subcommands (each has register(subparsers) -> None), with the
 # subcommands each one adds and their one-line help, in order: what ``weft --help`` lists
@@ -172,5 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as a process killed by SIGPIPE (128 + 13) reports it
 
 
+def run() -> NoReturn:
+    """The ``weft`` command: :func:`main`, then exit. Everything left is moved out of the
+    garbage collector's reach first: the interpreter's teardown collects once per stage,
+    each pass walking all of it (~0.19 s of the ~0.7 s a `weft sync --once` took)."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
