@@ -20,7 +20,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from crdt.errors import StoreConfigError, StoreError
-from server import badrequests
+from server import badrequests, memory
 from server.app import create_app
 from server.appkeys import CONNECTIONS
 from server.auth import verifying_key
@@ -157,6 +157,7 @@ def run(settings: Settings) -> int:
     use, a configuration error as a bad setting is; 1 when the store fails or the
     address is taken)."""
     configure_logging(settings.log_level)
+    memory.limit_arenas()
     try:
         if settings.event_loop == "uvloop":
             import uvloop  # installed: Settings checked
