@@ -351,13 +351,20 @@ def _names(names: list[str], sep: str = ", ") -> str:
     return sep.join(map(printable, names))
 
 
+def _who(side: dict[str, Any]) -> str:
+    """A side's users and the devices they edited on (``ada on laptop``; one person's
+    two devices differ only there)."""
+    users = _names(side["users"], "+")
+    return f"{users} on {_names(side['clients'], '+')}" if side["clients"] else users
+
+
 def _row(r: dict[str, Any]) -> tuple[str, ...]:
     """A record's row in the list (escaped, see :func:`_print`)."""
     spans = (
         _lines(r, g).removeprefix("base lines ").removeprefix("base line ") for g in r["regions"]
     )
     span = ",".join(spans)
-    who = f"{_names(r['ours']['users'], '+')} / {_names(r['theirs']['users'], '+')}"
+    who = f"{_who(r['ours'])} / {_who(r['theirs'])}"
     return r["id"], r["status"], _when(r["created_ms"]), span, f"{printable(r['path'])}  ({who})"
 
 
@@ -391,6 +398,9 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
     r = result
+    if args.action == "resolve":  # the record was shown by `show`: say only what happened
+        _resolved(r, already=args.already)
+        return
     print(f"conflict {r['id']} on {printable(r['path'])}: {r['status']}")
     print(f"  base       {r['base'] or '(no shared history)'}")
     for side in ("ours", "theirs"):
@@ -419,9 +429,16 @@ def _print(args: argparse.Namespace, result: Any) -> None:
             _text(g[key])
     print("\n  merged text (what the document held once both sides were in):")
     _text(r["merged_text"])
-    if args.action == "resolve" and args.already:
-        note = f", note {r['resolution']!r}" if r["resolution"] else ""  # (repr escapes)
-        by = printable(r["resolved_by"])
-        print(f"\nalready resolved by {by} at {_when(r['resolved_ms'])} UTC{note}: left as it was")
-    elif args.action == "resolve":
-        print("\nmarked resolved")
+
+
+def _resolved(r: dict[str, Any], *, already: bool) -> None:
+    """``resolve``'s one line: marked now, or already (by whom, when, the note)."""
+    where = f"conflict {r['id']} on {printable(r['path'])}"
+    note = f", note {r['resolution']!r}" if r["resolution"] else ""  # (repr escapes)
+    by = printable(r["resolved_by"])
+    if already:
+        print(
+            f"{where}: already resolved by {by} at {_when(r['resolved_ms'])} UTC{note}: left as it was"
+        )
+    else:
+        print(f"{where}: marked resolved{note}")

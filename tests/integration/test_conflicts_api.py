@@ -442,7 +442,8 @@ async def test_cli_lists_shows_and_resolves_through_the_server_and_the_store(
         weft, "conflicts", "resolve", cid, "--note", "took ours", "--user", "op", *local
     )
     assert done.returncode == 0, done.stderr
-    assert "marked resolved" in done.stdout
+    # one line (it printed the whole record first, texts and all, as `show` does)
+    assert done.stdout == f"conflict {cid} on a.txt: marked resolved, note 'took ours'\n"
     status, body = await api(http, "GET", f"{url}/{cid}")
     assert body["conflict"]["status"] == "resolved" and body["conflict"]["resolved_by"] == "op"
     opened = await asyncio.to_thread(weft, "conflicts", "list", "--status", "open", *remote)
