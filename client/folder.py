@@ -23,6 +23,17 @@ Scans and watch events are trusted to say which folders hold a name in another f
 once the whole folder has been scanned, a lookup lists only those (a stat does for the
 others), so a file that is not there yet costs no listing. A name in another form that
 appears unseen by the watcher is found by the next scan.
+
+On a case-insensitive file system (macOS's APFS by default, Windows' NTFS; found at
+:meth:`Folder.pin`: ``.WEFT`` is ``.weft``) a lookup of ``readme.md`` finds
+``README.md``. There a file is the document's only when its name on disk is spelled as
+the document path is (up to Unicode form), read from its folder's listing: after a
+case-only rename (``readme.md`` -> ``README.md``) the old name's file is gone (its
+document is deleted, the new name is a new one) rather than found again under the new
+name, a deletion of ``readme.md`` does not remove ``README.md``, and a document that
+would land on a file (or pass a folder) spelled otherwise is not written
+(:class:`PathBlocked`): on such a file system two names that differ only in case are
+one file.
 """
 
 from __future__ import annotations
@@ -88,6 +99,10 @@ class Folder:
         # folders (as named on disk) holding a name in another form; None: not scanned yet
         self._odd: set[str] | None = None
         self._pinned: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None
+        # names differ only in case for this file system (see the module docstring)
+        self.caseless = False
+        # folder (as named on disk) -> (its inode and mtime, its names) when last listed
+        self._listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
     def rel(self, path: Path) -> str | None:
         """``path`` relative to the folder (POSIX), None outside it or for the folder."""
@@ -162,11 +177,54 @@ class Folder:
     def _lstat_name(self, name: str) -> os.stat_result | None:
         """``lstat`` of ``name`` (as named on disk), through no link; None if it is not
         there or a link or a file is on the way."""
+        if self.spelled_otherwise(name) is not None:
+            return None
         try:
             with folder_of(self.root, name) as (fd, leaf):
                 return os.stat(leaf, dir_fd=fd, follow_symlinks=False)
         except OSError:
             return None
+
+    def spelled_otherwise(self, name: str) -> str | None:
+        """On a case-insensitive file system: the name on disk, spelled otherwise, that a
+        lookup of ``name`` (as named on disk) would take for it or for one of its folders
+        (``README.md`` for ``readme.md``; ``Docs`` for ``docs/a.md``); else None."""
+        if not self.caseless:
+            return None
+        folder = ""
+        for part in name.split("/"):
+            names = self._listing(folder)
+            wanted = unicodedata.normalize("NFC", part)
+            found = [n for n in names if unicodedata.normalize("NFC", n) == wanted]
+            if not found:
+                other = next((n for n in names if _fold(n) == _fold(part)), None)
+                if other is None:
+                    return None  # not there at all
+                return f"{folder}/{other}" if folder else other
+            folder = f"{folder}/{found[0]}" if folder else found[0]
+        return None
+
+    def _listing(self, folder: str) -> list[str]:
+        """The names in ``folder`` (as named on disk; none if it is not a folder). A
+        listing is kept while the folder's inode and modification time stay the same,
+        and only once that time is over 2 s old (changes within the clock's step would
+        not show in it)."""
+        try:
+            info = os.lstat(self.root / folder)
+            key = (info.st_ino, info.st_mtime_ns)
+            kept = self._listings.get(folder)
+            if kept is not None and kept[0] == key:
+                return kept[1]
+            names = os.listdir(self.root / folder) if folder else os.listdir(self.root)
+        except OSError:
+            return []
+        if time.time_ns() - info.st_mtime_ns > 2_000_000_000:
+            self._listings[folder] = (key, names)
+        return names
+
+    def _there(self, name: str) -> bool:
+        """Whether ``name`` (as named on disk) is there, spelled so."""
+        return os.path.lexists(self.root / name) and self.spelled_otherwise(name) is None
 
     def document_path(self, rel: str) -> str | None:
         """The document path of a file (``rel`` as named on disk, or its document path as
@@ -188,13 +246,13 @@ class Folder:
             if (
                 known is None
                 and path not in self._clashes
-                and os.path.lexists(self.root / rel)
-                and not os.path.lexists(self.root / path)
+                and self._there(rel)
+                and not self._there(path)
             ):
                 self._note(path, [rel])
             else:
                 self._note(path, self._lookup(path))
-        elif known is not None and os.path.lexists(self.root / path):
+        elif known is not None and self._there(path):
             self._note(path, self._lookup(path))
         return path
 
@@ -255,15 +313,12 @@ class Folder:
         for segment in path.split("/"):
             deeper = []
             for folder in found:
-                if self._odd is not None and folder not in self._odd:
+                if self._odd is not None and folder not in self._odd and not self.caseless:
                     name = f"{folder}/{segment}" if folder else segment
                     if os.path.lexists(self.root / name):
                         deeper.append(name)
                     continue
-                try:
-                    names = os.listdir(self.root / folder) if folder else os.listdir(self.root)
-                except OSError:
-                    continue
+                names = self._listing(folder)
                 deeper += [
                     f"{folder}/{name}" if folder else name
                     for name in sorted(names)
@@ -278,10 +333,10 @@ class Folder:
         """The name on disk of the document ``path``: the one a file (or its folder) has
         in another Unicode form when there is one, else ``path`` itself."""
         name = self._names.get(path)
-        if name is not None and os.path.lexists(self.root / name):
+        if name is not None and self._there(name):
             return name
         self._names.pop(path, None)
-        if path.isascii() or os.path.lexists(self.root / path):
+        if (path.isascii() and not self.caseless) or self._there(path):
             return path
         names = self._lookup(path)
         if len(names) == 1:
@@ -309,8 +364,11 @@ class Folder:
                 f"skipping {path}: {len(names)} files have this name in different Unicode "
                 f"forms ({', '.join(ascii(n) for n in names)}); rename all but one",
             )
+        name = self.disk_name(path)
         try:
-            with folder_of(self.root, self.disk_name(path)) as (fd, leaf):
+            if self.spelled_otherwise(name) is not None:
+                raise FileNotFoundError(name)  # another file's name, in another case
+            with folder_of(self.root, name) as (fd, leaf):
                 data = self._read_at(path, fd, leaf)
         except PathBlocked as exc:
             if exc.link:
@@ -362,9 +420,12 @@ class Folder:
         known = self._stat.get(path)
         if known is None:
             return False
+        name = self.disk_name(path)
         try:  # (a plain lstat: nothing is read, and a rescan calls this for every file)
-            info = (self.root / self.disk_name(path)).lstat()
+            info = (self.root / name).lstat()
         except OSError:
+            return False
+        if self.spelled_otherwise(name) is not None:
             return False
         return _file_stat(info) == known
 
@@ -416,10 +477,17 @@ class Folder:
         link... where the file should be: never written through or over."""
         self.state_dir.mkdir(exist_ok=True)  # (not the folder itself: it was moved?)
         self.tmp_dir.mkdir(exist_ok=True)
+        name = self.disk_name(path)
+        other = self.spelled_otherwise(name)
+        if other is not None:
+            raise PathBlocked(
+                f"{other} is there, the same name in another case on this file system "
+                "(which does not tell them apart)"
+            )
         tmp = self.tmp_dir / f"{secrets.token_hex(8)}.tmp"
         try:
             tmp.write_bytes(text.encode("utf-8"))
-            with folder_of(self.root, self.disk_name(path), create=True) as (fd, leaf):
+            with folder_of(self.root, name, create=True) as (fd, leaf):
                 try:
                     info: os.stat_result | None = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
@@ -440,6 +508,8 @@ class Folder:
     def remove(self, path: str) -> bool:
         """Delete the file (not a symlink or folder) and the folders it leaves empty."""
         name = self.disk_name(path)
+        if self.spelled_otherwise(name) is not None:
+            return False  # another file's name, in another case: not this one
         try:
             with folder_of(self.root, name) as (fd, leaf):
                 if not stat.S_ISREG(os.stat(leaf, dir_fd=fd, follow_symlinks=False).st_mode):
@@ -460,8 +530,11 @@ class Folder:
         return True
 
     def pin(self) -> None:
-        """Remember which folder (and state folder) this is, for :meth:`moved`."""
+        """Remember which folder (and state folder) this is, for :meth:`moved`, and
+        whether its file system tells names apart by case (see the module docstring)."""
         self._pinned = (_identity(self.root), _identity(self.state_dir))
+        upper = self.state_dir.with_name(STATE_DIR.upper())
+        self.caseless = self._pinned[1] is not None and _identity(upper) == self._pinned[1]
 
     def moved(self) -> str | None:
         """Why the folder is not the one :meth:`pin` saw any more (moved away, deleted,
@@ -507,6 +580,12 @@ class Folder:
 
 # A copy's name is its file's, then ".YYYYMMDDTHHMMSS" and maybe ".N": 255 bytes in all.
 _COPY_NAME_BYTES = 255 - len(".20260101T000000.999")
+
+
+def _fold(name: str) -> str:
+    """``name`` as a case-insensitive file system compares it (roughly: APFS and NTFS
+    fold case by their own tables)."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _file_stat(info: os.stat_result) -> FileStat:

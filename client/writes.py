@@ -172,6 +172,8 @@ class Writes:
         kept = ws.new_files.backup(path, text) if isinstance(text, str) else None
         if not ws.folder.remove(path):
             return
+        for other in list(self.unwritable):  # (it may have been in their way)
+            self.schedule(other)
         # a change from elsewhere ("remote"), not one found here ("deleted")
         if kept is None:
             ws.emit(Event("remote", f"{path} deleted (remote)", path))

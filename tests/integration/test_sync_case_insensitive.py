@@ -1,0 +1,153 @@
+"""Folders on a case-insensitive, case-preserving file system (macOS's APFS by default,
+Windows' NTFS): real ``weft sync`` processes on a real server, the folders of the
+"case-insensitive" devices on :mod:`tests.caseless_fs` (a FUSE file system that treats
+names as APFS does), the "linux" device's on the plain disk.
+
+A case-only rename (``readme.md`` -> ``README.md``) ends with the file renamed on every
+device, nothing deleted, whichever device made it; two documents whose paths differ
+only in case reach a case-insensitive device as one file and one said not written.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.testing import folder_files, get_json, get_text, sync_once
+from server.testing import AUTH_ENV, ServerProcess, StartServer, token_for
+
+pytestmark = [pytest.mark.functional]
+
+TENANT = "acme"
+TOKEN = token_for("reader", scope="read")
+FS = Path(__file__).resolve().parents[1] / "caseless_fs.py"
+INSTALL = (
+    "apt-get install fuse3 and pip install -e '.[test]' (mfusepy); see the README's test command"
+)
+
+
+@pytest.fixture(scope="module")
+def server(weft_module_server_factory: StartServer) -> ServerProcess:
+    return weft_module_server_factory(env=AUTH_ENV)
+
+
+@pytest.fixture(scope="module")
+def caseless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder on the case-insensitive test file system; fails (never skips) when it
+    cannot be mounted here."""
+    base = tmp_path_factory.mktemp("caseless")
+    backing, mount = base / "backing", base / "mount"
+    backing.mkdir()
+    mount.mkdir()
+    with (base / "fs.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, str(FS), str(backing), str(mount)], stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(mount):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"cannot mount the case-insensitive test file system ({INSTALL}):\n"
+                    + (base / "fs.log").read_text(errors="replace"),
+                    pytrace=False,
+                )
+            time.sleep(0.05)
+        (mount / "probe").write_text("")
+        assert (mount / "PROBE").exists() and os.listdir(mount) == ["probe"]
+        (mount / "probe").unlink()
+        yield mount
+    finally:
+        proc.terminate()  # (libfuse unmounts on SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sync(server: ServerProcess, folder: Path, project: str) -> subprocess.CompletedProcess[str]:
+    return sync_once(folder, server.ws_url, TENANT, project, token=token_for(folder.name))
+
+
+def server_text(server: ServerProcess, project: str, path: str) -> str | None:
+    return get_text(f"{server.url}/api/v1/{TENANT}/{project}/docs/{path}", TOKEN)
+
+
+def deleted(server: ServerProcess, project: str, path: str) -> Any:
+    """Whether the server holds ``path`` deleted."""
+    url = f"{server.url}/api/v1/{TENANT}/{project}/docs/{path}?format=json"
+    return get_json(url, TOKEN)["deleted"]
+
+
+def names(folder: Path) -> dict[str, str]:
+    """The files of ``folder`` as its listing spells them, with their text."""
+    return {name: text.decode() for name, text in folder_files(folder).items()}
+
+
+def synced(server: ServerProcess, project: str, *folders: Path) -> None:
+    for folder in folders:
+        result = sync(server, folder, project)
+        assert result.returncode == 0, result.stdout
+
+
+def test_a_case_only_rename_on_a_case_insensitive_device_renames_the_file_everywhere(
+    server: ServerProcess, caseless: Path, tmp_path: Path
+) -> None:
+    """``git mv readme.md README.md`` on a Mac: the old name's file is gone (a lookup of
+    ``readme.md`` still finds ``README.md``), so its document is deleted and the new name
+    is a new document; another case-insensitive device and a Linux one end with
+    ``README.md`` alone. Before, the old document stayed (read through the new name):
+    the Linux device had both files, the other Mac kept ``readme.md``."""
+    project = "macrename"
+    mac, win, linux = caseless / "mac", caseless / "win", tmp_path / "linux"
+    for folder in (mac, win, linux):
+        folder.mkdir()
+    (mac / "readme.md").write_text("hello\n")
+    synced(server, project, mac, win, linux)
+    os.rename(mac / "readme.md", mac / "README.md")
+    synced(server, project, mac, win, linux)
+    for folder in (mac, win, linux):
+        assert names(folder) == {"README.md": "hello\n"}, folder.name
+    assert server_text(server, project, "README.md") == "hello\n"
+    assert deleted(server, project, "readme.md")
+    assert not deleted(server, project, "README.md")
+    synced(server, project, mac, win, linux)  # and nothing moves after
+    for folder in (mac, win, linux):
+        assert names(folder) == {"README.md": "hello\n"}, folder.name
+
+
+def test_a_name_in_another_case_is_not_written_over_a_file_and_a_rename_lands_whole(
+    server: ServerProcess, caseless: Path, tmp_path: Path
+) -> None:
+    """A Linux device makes ``README.md`` beside ``readme.md`` (two documents): a
+    case-insensitive device keeps its ``readme.md`` as it is and says the other is not
+    written (``--once`` exits 1); once ``readme.md`` is deleted (the rename done in two
+    steps, the new name first, as per-document links may bring it), ``README.md`` is
+    written. Before, the new document was taken for the file there (or written over
+    it), and the deletion of ``readme.md`` then removed the only file: the device sent
+    the deletion of ``README.md`` too, and the text was gone from every device."""
+    project = "linuxrename"
+    linux, win = tmp_path / "linux", caseless / "win2"
+    linux.mkdir()
+    win.mkdir()
+    (linux / "readme.md").write_text("hello\n")
+    synced(server, project, linux, win)
+    (linux / "README.md").write_text("hello\nand more\n")
+    synced(server, project, linux)
+    result = sync(server, win, project)
+    assert result.returncode == 1, result.stdout
+    assert "cannot write README.md: readme.md is there" in result.stdout, result.stdout
+    assert names(win) == {"readme.md": "hello\n"}
+    (linux / "readme.md").unlink()
+    synced(server, project, linux, win)
+    assert names(win) == {"README.md": "hello\nand more\n"}
+    synced(server, project, linux, win)
+    assert names(linux) == names(win) == {"README.md": "hello\nand more\n"}
+    assert server_text(server, project, "README.md") == "hello\nand more\n"
+    assert not deleted(server, project, "README.md")
