@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from client.testing import folder_files, get_json, get_text, sync_once
+from client.testing import folder_files, get_json, get_text, start_sync, sync_once, wait_until
 from server.testing import AUTH_ENV, ServerProcess, StartServer, token_for
 
 pytestmark = [pytest.mark.functional]
@@ -151,3 +151,41 @@ def test_a_name_in_another_case_is_not_written_over_a_file_and_a_rename_lands_wh
     assert names(linux) == names(win) == {"README.md": "hello\nand more\n"}
     assert server_text(server, project, "README.md") == "hello\nand more\n"
     assert not deleted(server, project, "README.md")
+
+
+def test_case_only_renames_while_syncing_run_reach_a_running_device(
+    server: ServerProcess, caseless: Path, tmp_path: Path
+) -> None:
+    """Running ``weft sync`` on two case-insensitive devices: a file and a folder renamed
+    in case only on one (seen by its watcher) are renamed on the other (the deletions
+    come on the open links, the new documents from the list), and on a Linux device."""
+    project = "liverename"
+    mac, win, linux = caseless / "mac3", caseless / "win3", tmp_path / "linux"
+    for folder in (mac, win, linux):
+        folder.mkdir()
+    (mac / "notes.md").write_text("notes\n")
+    (mac / "Docs").mkdir()
+    (mac / "Docs" / "a.md").write_text("a\n")
+    synced(server, project, mac, win)
+    running = [
+        start_sync(folder, server.ws_url, TENANT, project, token=token_for(folder.name))
+        for folder in (mac, win)
+    ]
+    try:
+        for process in running:
+            process.wait_for("in sync")
+        os.rename(mac / "notes.md", mac / "NOTES.md")
+        os.rename(mac / "Docs", mac / "docs")
+        want = {"NOTES.md": "notes\n", "docs/a.md": "a\n"}
+        wait_until(lambda: names(win) == want, 15, "the new names on win")
+        wait_until(
+            lambda: deleted(server, project, "notes.md") and deleted(server, project, "Docs/a.md"),
+            10,
+            "the old names deleted",
+        )
+    finally:
+        for process in running:
+            process.terminate()
+    assert names(mac) == want
+    synced(server, project, linux)
+    assert names(linux) == want
