@@ -38,6 +38,7 @@ one file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -48,6 +49,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from client.caseless import Spellings, caseless
 from client.ignore import IGNORE_FILE, Ignore
 from client.safepath import PathBlocked, folder_of, read_at
 from crdt.errors import BadPath
@@ -99,10 +101,8 @@ class Folder:
         # folders (as named on disk) holding a name in another form; None: not scanned yet
         self._odd: set[str] | None = None
         self._pinned: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None
-        # names differ only in case for this file system (see the module docstring)
-        self.caseless = False
-        # folder (as named on disk) -> (its inode and mtime, its names) when last listed
-        self._listings: dict[str, tuple[tuple[int, int], list[str]]] = {}
+        # names on disk, on a case-insensitive file system (see the module docstring)
+        self._spellings: Spellings | None = None
 
     def rel(self, path: Path) -> str | None:
         """``path`` relative to the folder (POSIX), None outside it or for the folder."""
@@ -187,40 +187,15 @@ class Folder:
 
     def spelled_otherwise(self, name: str) -> str | None:
         """On a case-insensitive file system: the name on disk, spelled otherwise, that a
-        lookup of ``name`` (as named on disk) would take for it or for one of its folders
+        lookup of ``name`` (as named on disk) takes for it or for one of its folders
         (``README.md`` for ``readme.md``; ``Docs`` for ``docs/a.md``); else None."""
-        if not self.caseless:
-            return None
-        folder = ""
-        for part in name.split("/"):
-            names = self._listing(folder)
-            wanted = unicodedata.normalize("NFC", part)
-            found = [n for n in names if unicodedata.normalize("NFC", n) == wanted]
-            if not found:
-                other = next((n for n in names if _fold(n) == _fold(part)), None)
-                if other is None:
-                    return None  # not there at all
-                return f"{folder}/{other}" if folder else other
-            folder = f"{folder}/{found[0]}" if folder else found[0]
-        return None
+        return None if self._spellings is None else self._spellings.otherwise(name)
 
-    def _listing(self, folder: str) -> list[str]:
-        """The names in ``folder`` (as named on disk; none if it is not a folder). A
-        listing is kept while the folder's inode and modification time stay the same,
-        and only once that time is over 2 s old (changes within the clock's step would
-        not show in it)."""
-        try:
-            info = os.lstat(self.root / folder)
-            key = (info.st_ino, info.st_mtime_ns)
-            kept = self._listings.get(folder)
-            if kept is not None and kept[0] == key:
-                return kept[1]
-            names = os.listdir(self.root / folder) if folder else os.listdir(self.root)
-        except OSError:
-            return []
-        if time.time_ns() - info.st_mtime_ns > 2_000_000_000:
-            self._listings[folder] = (key, names)
-        return names
+    def _changing(self, name: str, *, there: bool) -> contextlib.AbstractContextManager[None]:
+        """Around this folder's own change of ``name`` (see :mod:`client.caseless`)."""
+        if self._spellings is None:
+            return contextlib.nullcontext()
+        return self._spellings.changing(name, there=there)
 
     def _there(self, name: str) -> bool:
         """Whether ``name`` (as named on disk) is there, spelled so."""
@@ -313,12 +288,18 @@ class Folder:
         for segment in path.split("/"):
             deeper = []
             for folder in found:
-                if self._odd is not None and folder not in self._odd and not self.caseless:
+                if self._odd is not None and folder not in self._odd and self._spellings is None:
                     name = f"{folder}/{segment}" if folder else segment
                     if os.path.lexists(self.root / name):
                         deeper.append(name)
                     continue
-                names = self._listing(folder)
+                if self._spellings is not None:
+                    names = self._spellings.names(folder)
+                else:
+                    try:
+                        names = os.listdir(self.root / folder)
+                    except OSError:
+                        continue
                 deeper += [
                     f"{folder}/{name}" if folder else name
                     for name in sorted(names)
@@ -336,7 +317,7 @@ class Folder:
         if name is not None and self._there(name):
             return name
         self._names.pop(path, None)
-        if (path.isascii() and not self.caseless) or self._there(path):
+        if (path.isascii() and self._spellings is None) or self._there(path):
             return path
         names = self._lookup(path)
         if len(names) == 1:
@@ -499,7 +480,8 @@ class Folder:
                 now = None if info is None else _file_stat(info)
                 if if_unchanged and now != self._stat.get(path):
                     raise FileChanged(path)
-                os.replace(tmp, leaf, dst_dir_fd=fd)
+                with self._changing(name, there=True):
+                    os.replace(tmp, leaf, dst_dir_fd=fd)
                 info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
             self._stat[path] = self._ours[path] = _file_stat(info)
         finally:
@@ -514,7 +496,8 @@ class Folder:
             with folder_of(self.root, name) as (fd, leaf):
                 if not stat.S_ISREG(os.stat(leaf, dir_fd=fd, follow_symlinks=False).st_mode):
                     return False
-                os.unlink(leaf, dir_fd=fd)
+                with self._changing(name, there=False):
+                    os.unlink(leaf, dir_fd=fd)
         except (FileNotFoundError, NotADirectoryError, PathBlocked):
             return False
         self._stat.pop(path, None)
@@ -533,8 +516,8 @@ class Folder:
         """Remember which folder (and state folder) this is, for :meth:`moved`, and
         whether its file system tells names apart by case (see the module docstring)."""
         self._pinned = (_identity(self.root), _identity(self.state_dir))
-        upper = self.state_dir.with_name(STATE_DIR.upper())
-        self.caseless = self._pinned[1] is not None and _identity(upper) == self._pinned[1]
+        if self._pinned[1] is not None and caseless(self.state_dir):
+            self._spellings = Spellings(self.root)
 
     def moved(self) -> str | None:
         """Why the folder is not the one :meth:`pin` saw any more (moved away, deleted,
@@ -580,12 +563,6 @@ class Folder:
 
 # A copy's name is its file's, then ".YYYYMMDDTHHMMSS" and maybe ".N": 255 bytes in all.
 _COPY_NAME_BYTES = 255 - len(".20260101T000000.999")
-
-
-def _fold(name: str) -> str:
-    """``name`` as a case-insensitive file system compares it (roughly: APFS and NTFS
-    fold case by their own tables)."""
-    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _file_stat(info: os.stat_result) -> FileStat:
