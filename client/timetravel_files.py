@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from client.caseless import fold
 from client.timetravel_errors import Failed
 from crdt.errors import BadPath
 from crdt.keys import normalise_path
@@ -22,11 +23,15 @@ if TYPE_CHECKING:  # imported where a command runs (see client.timetravel_cli)
 
 class Folder:
     """Where a restore writes: every file inside ``root``, no symlink or file followed on
-    the way (each folder is checked once), a file that exists replaced atomically."""
+    the way (each folder is checked once), a file that exists replaced atomically, but
+    not one this restore wrote under a name that differs only in case (on a
+    case-insensitive file system, macOS's or Windows', ``a.md`` is ``A.md``: the second
+    of two such documents went over the first)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._ready: set[str] = set()
+        self._written: dict[str, str] = {}  # name, case folded -> name
 
     def write(self, name: str, data: bytes) -> None:
         try:
@@ -45,10 +50,17 @@ class Folder:
         try:
             fd = os.open(target, flags, 0o644)
         except FileExistsError:
+            other = self._written.get(fold(rel), rel)
+            if other != rel:
+                raise Failed(
+                    f"cannot write {rel}: {other} is there, the same name in another case "
+                    "on this file system (which does not tell them apart)"
+                ) from None
             self._replace(target, rel, data)
-            return
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        self._written.setdefault(fold(rel), rel)
 
     def _folder(self, path: Path, rel: str) -> None:
         if path == self.root:  # the folder asked for may be a symlink to a folder

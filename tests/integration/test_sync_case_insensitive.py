@@ -189,3 +189,27 @@ def test_case_only_renames_while_syncing_run_reach_a_running_device(
     assert names(mac) == want
     synced(server, project, linux)
     assert names(linux) == want
+
+
+def test_a_restore_writes_no_document_over_one_named_in_another_case(
+    server: ServerProcess, caseless: Path, tmp_path: Path
+) -> None:
+    """``weft restore`` into a case-insensitive folder of a project holding ``A.md`` and
+    ``a.md``: the first is written, the second is said not written (exit 1). Before,
+    the second went over the first with no word."""
+    project = "restorecase"
+    linux = tmp_path / "linux"
+    linux.mkdir()
+    (linux / "A.md").write_text("upper\n")
+    (linux / "a.md").write_text("lower\n")
+    synced(server, project, linux)
+    out = caseless / "restored"
+    where = ["--server", server.url, "--tenant", TENANT, "--project", project, "--token", TOKEN]
+    command = [sys.executable, "-m", "client.cli", "restore", "--at", "head", "--out", str(out)]
+    result = subprocess.run(
+        [*command, *where], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert "1 file(s) NOT written" in result.stderr, result.stderr
+    assert "cannot write a.md: A.md is there" in result.stderr, result.stderr
+    assert {k: v for k, v in names(out).items() if k.endswith(".md")} == {"A.md": "upper\n"}
