@@ -53,20 +53,26 @@ def fold(name: str) -> str:
 
 @dataclass
 class _Listing:
+    """A folder's names on disk, by their NFC form and by their folded form."""
+
     key: FolderKey
     trusted: bool
-    exact: dict[str, str] = field(default_factory=dict)  # NFC name -> name on disk
-    folded: dict[str, str] = field(default_factory=dict)  # folded name -> name on disk
+    exact: dict[str, set[str]] = field(default_factory=dict)
+    folded: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, name: str) -> None:
-        self.exact.setdefault(unicodedata.normalize("NFC", name), name)
-        self.folded.setdefault(fold(name), name)
+        self.exact.setdefault(unicodedata.normalize("NFC", name), set()).add(name)
+        self.folded.setdefault(fold(name), set()).add(name)
 
     def discard(self, name: str) -> None:
-        if self.exact.get(unicodedata.normalize("NFC", name)) == name:
-            del self.exact[unicodedata.normalize("NFC", name)]
-        if self.folded.get(fold(name)) == name:
-            del self.folded[fold(name)]
+        for index, key in (
+            (self.exact, unicodedata.normalize("NFC", name)),
+            (self.folded, fold(name)),
+        ):
+            names = index.get(key, set())
+            names.discard(name)
+            if not names:
+                index.pop(key, None)
 
 
 class Spellings:
@@ -87,18 +93,20 @@ class Spellings:
             if listing is None:
                 return None
             found = listing.exact.get(unicodedata.normalize("NFC", part))
-            if found is None:
-                other = listing.folded.get(fold(part))
-                if other is None:
+            if not found:
+                others = listing.folded.get(fold(part))
+                if not others:
                     return None
+                other = min(others)
                 return f"{folder}/{other}" if folder else other
-            folder = f"{folder}/{found}" if folder else found
+            name = part if part in found else min(found)
+            folder = f"{folder}/{name}" if folder else name
         return None
 
     def names(self, folder: str) -> list[str]:
         """The names in ``folder`` (none when it is not a folder)."""
         listing = self._listing(folder)
-        return [] if listing is None else list(listing.exact.values())
+        return [] if listing is None else [n for names in listing.exact.values() for n in names]
 
     @contextlib.contextmanager
     def changing(self, name: str, *, there: bool) -> Iterator[None]:

@@ -40,12 +40,28 @@ def folder(root: Path) -> tuple[Folder, list[str]]:
     return Folder(root, warn=lambda _path, message: warnings.append(message)), warnings
 
 
+@pytest.fixture(params=["case-sensitive", "caseless"])
+def spelled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each test twice: as on Linux, and with names checked against listings as on a
+    case-insensitive file system (client.caseless; detected at pin)."""
+    on = request.param == "caseless"
+    monkeypatch.setattr("client.folder.caseless", lambda _folder: on)
+    return on
+
+
+def pinned(root: Path) -> tuple[Folder, list[str]]:
+    files, warnings = folder(root)
+    files.state_dir.mkdir(exist_ok=True)
+    files.pin()
+    return files, warnings
+
+
 def test_a_file_named_in_nfd_is_read_written_and_removed_under_its_nfc_path(
-    tmp_path: Path,
+    tmp_path: Path, spelled: bool
 ) -> None:
     (tmp_path / "cafe\u0301").mkdir()
     (tmp_path / NFD).write_text("croissant\n")
-    files, warnings = folder(tmp_path)
+    files, warnings = pinned(tmp_path)
     assert files.scan() == [NFC]
     assert files.read(NFC) == "croissant\n" and files.exists(NFC) and files.unchanged(NFC)
     files.write(NFC, "brioche\n")
@@ -54,10 +70,10 @@ def test_a_file_named_in_nfd_is_read_written_and_removed_under_its_nfc_path(
     assert files.read(NFC) is None and warnings == []
 
 
-def test_names_on_disk_are_found_without_a_scan(tmp_path: Path) -> None:
+def test_names_on_disk_are_found_without_a_scan(tmp_path: Path, spelled: bool) -> None:
     (tmp_path / "cafe\u0301").mkdir()
     (tmp_path / NFD).write_text("croissant\n")
-    files, _ = folder(tmp_path)
+    files, _ = pinned(tmp_path)
     assert files.document_path(NFD) == NFC  # as a watch event names it
     assert Folder(tmp_path, warn=lambda *_: None).read(NFC) == "croissant\n"
     files.write("café/new.md", "new\n")  # a new file goes into the folder that is there
@@ -65,10 +81,12 @@ def test_names_on_disk_are_found_without_a_scan(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".weft", "cafe\u0301"]
 
 
-def test_two_names_for_one_document_path_are_skipped_with_a_warning(tmp_path: Path) -> None:
+def test_two_names_for_one_document_path_are_skipped_with_a_warning(
+    tmp_path: Path, spelled: bool
+) -> None:
     (tmp_path / "café.md").write_text("composed\n")
     (tmp_path / "cafe\u0301.md").write_text("decomposed\n")
-    files, warnings = folder(tmp_path)
+    files, warnings = pinned(tmp_path)
     assert files.scan() == ["café.md"]
     assert files.read("café.md") is SKIP
     assert warnings == [
