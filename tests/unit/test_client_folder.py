@@ -44,7 +44,7 @@ def folder(root: Path) -> tuple[Folder, list[str]]:
 def spelled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Each test twice: as on Linux, and with names checked against listings as on a
     case-insensitive file system (client.caseless; detected at pin)."""
-    on = request.param == "caseless"
+    on = bool(request.param == "caseless")
     monkeypatch.setattr("client.folder.caseless", lambda _folder: on)
     return on
 
