@@ -87,21 +87,31 @@ class Spellings:
         """The name on disk, spelled otherwise, that a lookup of ``name`` takes for it or
         for one of its folders (``README.md`` for ``readme.md``, ``Docs`` for
         ``docs/a.md``); None when every part is spelled so, or is not there."""
+        found = self.on_disk(name)
+        if found is None:
+            return None
+        parts = found.split("/")
+        for depth, part in enumerate(name.split("/")):
+            if unicodedata.normalize("NFC", part) != unicodedata.normalize("NFC", parts[depth]):
+                return "/".join(parts[: depth + 1])
+        return None
+
+    def on_disk(self, name: str) -> str | None:
+        """The name on disk that a lookup of ``name`` finds, each part as its folder
+        lists it (spelled so when it can be: ``README.md`` for ``readme.md``); None when
+        it is not there."""
         folder = ""
         for part in name.split("/"):
             listing = self._listing(folder)
             if listing is None:
                 return None
             found = listing.exact.get(unicodedata.normalize("NFC", part))
+            found = found or listing.folded.get(fold(part))
             if not found:
-                others = listing.folded.get(fold(part))
-                if not others:
-                    return None
-                other = min(others)
-                return f"{folder}/{other}" if folder else other
-            name = part if part in found else min(found)
-            folder = f"{folder}/{name}" if folder else name
-        return None
+                return None
+            leaf = part if part in found else min(found)
+            folder = f"{folder}/{leaf}" if folder else leaf
+        return folder
 
     def names(self, folder: str) -> list[str]:
         """The names in ``folder`` (none when it is not a folder)."""

@@ -191,6 +191,11 @@ class Folder:
         (``README.md`` for ``readme.md``; ``Docs`` for ``docs/a.md``); else None."""
         return None if self._spellings is None else self._spellings.otherwise(name)
 
+    def spelled_as(self, name: str) -> str | None:
+        """On a case-insensitive file system: the name on disk that a lookup of ``name``
+        (as named on disk) finds, spelled as its folders list it; else None."""
+        return None if self._spellings is None else self._spellings.on_disk(name)
+
     def _changing(self, name: str, *, there: bool) -> contextlib.AbstractContextManager[None]:
         """Around this folder's own change of ``name`` (see :mod:`client.caseless`)."""
         if self._spellings is None:

@@ -380,6 +380,8 @@ class Workspace(Listener):
             if not entry.deleted:
                 if not self.folder_ok():  # missing with the whole folder: not deleted
                     return False
+                if self._one_file_with(path):
+                    return True  # (written to its file then: not, and said so)
                 entry.meta["deleted"] = True  # the text stays: see the module docstring
                 self.device.file_read(entry, None)
                 self.emit(Event("deleted", f"deleted {path}", path))
@@ -417,6 +419,28 @@ class Workspace(Listener):
             self._kept_both(path, both)
         if target != text:
             self.schedule_write(path)
+        return True
+
+    def _one_file_with(self, path: str) -> bool:
+        """Whether the file ``path`` is missing only because a lookup of it finds the
+        file of another document this folder syncs, in another case, on a
+        case-insensitive file system: a weft before 2026-12-06 took that file for both
+        documents' (every case-only rename made on a Mac left such a pair). The
+        document is then not taken as deleted, and said: a device whose file has the
+        one name deleted the other document, and one whose file has the other name the
+        first, so the file went from every device."""
+        found = self.folder.spelled_as(self.folder.disk_name(path))
+        other = None if found is None else self.folder.document_path(found)
+        if other is None or other == path or other not in self.tracked:
+            return False
+        if self.disk.get(other) is None:
+            return False
+        self.folder.warn(
+            path,
+            f"not taking {path} as deleted: {found} is here, and this file system takes "
+            f"the two names for one file; {path} is not written either. Delete or rename "
+            "one of the two documents (on a case-sensitive device, or in an editor)",
+        )
         return True
 
     def _kept_both(self, path: str, lines: list[int]) -> None:

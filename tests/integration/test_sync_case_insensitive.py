@@ -11,6 +11,7 @@ only in case reach a case-insensitive device as one file and one said not writte
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -213,3 +214,32 @@ def test_a_restore_writes_no_document_over_one_named_in_another_case(
     assert "1 file(s) NOT written" in result.stderr, result.stderr
     assert "cannot write a.md: A.md is there" in result.stderr, result.stderr
     assert {k: v for k, v in names(out).items() if k.endswith(".md")} == {"A.md": "upper\n"}
+
+
+def test_two_documents_a_weft_before_took_for_one_file_are_not_deleted(
+    server: ServerProcess, caseless: Path, tmp_path: Path
+) -> None:
+    """Folders where an older weft synced ``readme.md`` and ``README.md`` as one file of
+    a case-insensitive file system (it read the one through the other: every Mac that
+    made a case-only rename left such a pair), one folder's file named one way, the
+    other's the other way (made here as such folders are: synced on a case-sensitive
+    disk, then moved). Neither document is taken as deleted: each device says the one
+    it cannot have, and ``--once`` exits 1. Taken as deleted, each device deleted the
+    other document, and the file went from every device."""
+    project = "olderpair"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    (first / "readme.md").write_text("hello\n")
+    (first / "README.md").write_text("hello\n")
+    synced(server, project, first, second)
+    one, other = caseless / "one", caseless / "other"
+    shutil.copytree(first, one, ignore=lambda _d, names: {"README.md"} & set(names))
+    shutil.copytree(second, other, ignore=lambda _d, names: {"readme.md"} & set(names))
+    for folder, kept, said in ((one, "readme.md", "README.md"), (other, "README.md", "readme.md")):
+        result = sync(server, folder, project)
+        assert result.returncode == 1, result.stdout
+        assert f"not taking {said} as deleted" in result.stdout, result.stdout
+        assert names(folder) == {kept: "hello\n"}
+    assert not deleted(server, project, "readme.md")
+    assert not deleted(server, project, "README.md")
