@@ -14,14 +14,17 @@ of a name are two kernel entries of one file, and a cached stat through one woul
 write through the other. Files are removed at once (``hard_remove``: no
 ``.fuse_hidden*`` file appears in a listing).
 
-Run: ``python tests/caseless_fs.py BACKING MOUNTPOINT`` (foreground; unmount with
-``fusermount3 -u MOUNTPOINT``).
+Run: ``python tests/caseless_fs.py BACKING MOUNTPOINT`` (foreground, Linux; SIGTERM, or
+``fusermount3 -u MOUNTPOINT``, unmounts it; so does the end of the process that started
+it).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import signal
 import sys
 import threading
 import unicodedata
@@ -186,6 +189,9 @@ class CaselessFS(fuse.Operations):  # type: ignore[misc]
 
 def main(argv: list[str]) -> int:
     backing, mountpoint = argv
+    # SIGTERM when the process that started it dies (a test run killed): libfuse then
+    # unmounts, and leaves no dead mount behind (PR_SET_PDEATHSIG)
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
     fuse.FUSE(
         CaselessFS(backing),
         mountpoint,

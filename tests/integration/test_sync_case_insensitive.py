@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +41,11 @@ def server(weft_module_server_factory: StartServer) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def caseless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def caseless() -> Iterator[Path]:
     """A folder on the case-insensitive test file system; fails (never skips) when it
-    cannot be mounted here."""
-    base = tmp_path_factory.mktemp("caseless")
+    cannot be mounted here. (Not under pytest's own temporary folders: a mount left by a
+    killed run would fail their clean-up.)"""
+    base = Path(tempfile.mkdtemp(prefix="weft-caseless-"))
     backing, mount = base / "backing", base / "mount"
     backing.mkdir()
     mount.mkdir()
@@ -70,6 +72,8 @@ def caseless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if not os.path.ismount(mount):
+            shutil.rmtree(base)
 
 
 def sync(server: ServerProcess, folder: Path, project: str) -> subprocess.CompletedProcess[str]:
