@@ -113,10 +113,10 @@ class Spellings:
             folder = f"{folder}/{leaf}" if folder else leaf
         return folder
 
-    def names(self, folder: str) -> list[str]:
-        """The names in ``folder`` (none when it is not a folder)."""
+    def named(self, folder: str, name: str) -> list[str]:
+        """The names in ``folder`` whose NFC form is ``name`` (an NFC name), sorted."""
         listing = self._listing(folder)
-        return [] if listing is None else [n for names in listing.exact.values() for n in names]
+        return [] if listing is None else sorted(listing.exact.get(name, ()))
 
     @contextlib.contextmanager
     def changing(self, name: str, *, there: bool) -> Iterator[None]:

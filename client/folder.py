@@ -298,13 +298,14 @@ class Folder:
                     if os.path.lexists(self.root / name):
                         deeper.append(name)
                     continue
-                if self._spellings is not None:
-                    names = self._spellings.names(folder)
-                else:
-                    try:
-                        names = os.listdir(self.root / folder)
-                    except OSError:
-                        continue
+                if self._spellings is not None:  # (its listing, indexed by NFC name)
+                    names = self._spellings.named(folder, segment)
+                    deeper += [f"{folder}/{name}" if folder else name for name in names]
+                    continue
+                try:
+                    names = os.listdir(self.root / folder)
+                except OSError:
+                    continue
                 deeper += [
                     f"{folder}/{name}" if folder else name
                     for name in sorted(names)
