@@ -13,8 +13,9 @@ cheap:
 - this folder's own writes and removals update the listing of their folder, which is
   then trusted (:meth:`Spellings.changing`): each of them makes the folder's time new,
   and a download of many files into one folder re-listed it at every lookup
-  (quadratic). A change made by another program within the same clock step as one of
-  these (or as the listing) is then not seen until the folder changes again.
+  (quadratic). A change made by another program within the same step of the file
+  system's clock as one of these is then not seen until the folder changes again, or
+  until the kept listings are dropped (:meth:`Spellings.forget`, at each full scan).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ class Spellings:
         """The names in ``folder`` whose NFC form is ``name`` (an NFC name), sorted."""
         listing = self._listing(folder)
         return [] if listing is None else sorted(listing.exact.get(name, ()))
+
+    def forget(self) -> None:
+        """Drop the kept listings (each folder is listed again when next looked up)."""
+        self._listings.clear()
 
     @contextlib.contextmanager
     def changing(self, name: str, *, there: bool) -> Iterator[None]:

@@ -151,6 +151,8 @@ class Folder:
                     found.setdefault(path, []).append(base + name)
         if not under:
             self._odd = odd
+            if self._spellings is not None:  # (a listing kept wrongly lasts until a rescan)
+                self._spellings.forget()
         elif self._odd is not None:
             self._odd = {f for f in self._odd if f != top and not f.startswith(top + "/")}
             self._odd |= odd

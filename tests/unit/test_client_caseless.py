@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from client.caseless import Spellings, caseless
+from client.folder import Folder
 
 
 def test_a_name_spelled_otherwise_is_found_and_one_spelled_so_or_absent_is_not(
@@ -84,3 +85,23 @@ def test_a_settled_listing_is_kept_and_own_changes_update_it(
     (tmp_path / "c.md").write_text("")  # another program's change: listed again
     assert names.otherwise("C.md") == "c.md"
     assert len(listed) == 2
+
+
+def test_a_listing_kept_wrongly_lasts_until_the_next_full_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename in the same clock step as a listing this folder trusts (its own change,
+    say) is not seen from the listing; a full scan (every 10 s) drops the listings."""
+    monkeypatch.setattr("client.folder.caseless", lambda _folder: True)
+    files = Folder(tmp_path, warn=lambda *_: None)
+    files.state_dir.mkdir()
+    files.pin()
+    (tmp_path / "readme.md").write_text("hello\n")
+    os.utime(tmp_path, ns=(0, 10**9))
+    assert files.read("readme.md") == "hello\n"
+    os.rename(tmp_path / "readme.md", tmp_path / "README.md")
+    os.utime(tmp_path, ns=(0, 10**9))  # (its time as it was)
+    assert files.read("README.md") is None  # (the kept listing)
+    assert files.scan() == ["README.md"]
+    assert files.read("README.md") == "hello\n"
+    assert files.read("readme.md") is None
