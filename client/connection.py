@@ -256,6 +256,7 @@ class DocLink:
         finally:
             self.device.let_in(self.entry)
             self.entry.link_changed.set()
+            self.device.listener.link_closed(self.entry.path)
 
     async def _connect_loop(self) -> None:
         backoff = Backoff(

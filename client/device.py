@@ -160,6 +160,8 @@ class Device:
         # Documents a workspace left closed at its start: deleted here, every local
         # update acknowledged, no file at their path (see set_aside)
         self._set_aside: set[str] = set()
+        # Documents let go while running (see let_go), with the head each had seen then
+        self._let_go: dict[str, Versionstamp] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._prober: asyncio.Task[None] | None = None
         self._started = False
@@ -387,7 +389,49 @@ class Device:
         entry.since_snapshot_bytes = loaded.size
         entry.doc.observe(partial(self._on_change, entry))
         self.entries[path] = entry
+        self._let_go.pop(path, None)
         return entry
+
+    def let_go(self, path: str) -> bool:
+        """Drop the open document ``path`` from memory (its doc, entry and link, as if
+        this run had not opened it) when nothing of it is under way: its link closed
+        (idle), not held, not failed; every local update recorded and acknowledged; its
+        base caught up with what the server sent. A folder workspace lets go of a
+        deleted document with no file at its path (a running weft sync kept every one
+        loaded until it stopped). From then on it counts as set aside (see set_aside),
+        and as listed deleted (see listed_deleted) until the document list shows it past
+        the head it had seen; opening it again loads it from the local history, as at
+        start. False (nothing done) if something is under way. Its ``Doc`` is not to be
+        edited any more: an edit raises :class:`DeviceUnusable`."""
+        entry = self.entries.get(path)
+        if entry is None or entry.base is None or not self._quiet(entry):
+            return False
+        del self.entries[path]
+        self.held.discard(path)
+        self._unusable_said.discard(path)
+        # (a load reads the state from here: saved only by the state writer meanwhile)
+        self._doc_states[path] = DocState(entry.base, entry.outbox.cursor)
+        self._set_aside.add(path)
+        self._let_go[path] = max(entry.base, entry.head_seen or entry.base)
+        return True
+
+    def _quiet(self, entry: DocEntry) -> bool:
+        """Whether nothing of ``entry`` is under way (see let_go)."""
+        link = entry.link
+        return (
+            not link.wanted
+            and (link.task is None or link.task.done())
+            and link.error is None
+            and link.settling is None
+            and link.confirm is None
+            and entry.path not in self.held
+            and entry.path not in self.crowded
+            and not entry.waiting
+            and entry.unrecorded == 0
+            and not entry.base_wanted
+            and self.failure is None
+            and not self.stopping
+        )
 
     async def local_updates(self, ref: DocRef, after: Versionstamp | None) -> list[Pending]:
         """The local updates of ``ref`` in the local history after ``after``."""
@@ -423,6 +467,11 @@ class Device:
             raise DeviceClosed(
                 f"{entry.path}: edit refused, the device is closed (it is neither recorded "
                 "nor sent: open the document on a new Device)"
+            )
+        if self.entries.get(entry.path) is not entry:
+            raise DeviceUnusable(
+                f"{entry.path}: edit refused, the device let this document go (it is "
+                "neither recorded nor sent: open it again)"
             )
         self.recorder.local(entry, update)
 
@@ -683,13 +732,19 @@ class Device:
         first sync opened every one a rename left) until a list shows it at another
         head (brought back elsewhere, say). Opening it (a file written at its path)
         syncs it as any other. A list that does not say (an older server, a document
-        not marked yet) leaves every document to be opened, as before."""
+        not marked yet) leaves every document to be opened, as before. A document this
+        device let go (:meth:`let_go`) counts as listed deleted, whatever the list says
+        (marked or not yet), while the list shows it at the head it had seen then (or
+        an older one)."""
+        if path in self.entries or path in self._opening:
+            return False
         head = self.heads.get(path)
+        seen = self._let_go.get(path)
+        if seen is not None and (head is None or head <= seen):
+            return True  # let go, and not changed since (see let_go)
         return (
             head is not None
             and self.gone.get(path) == head
-            and path not in self.entries
-            and path not in self._opening
             and (path not in self._doc_states or path in self._set_aside)
         )
 

@@ -45,6 +45,9 @@ class Listener:
     def remote_docs(self, paths: list[str]) -> None:
         """The server has documents this device has not opened."""
 
+    def link_closed(self, path: str) -> None:
+        """The link of ``path`` stopped (closed once idle, failed, or the device closing)."""
+
     def busy(self, path: str) -> bool:
         """Whether ``path`` has work in progress that should keep its link open."""
         return False

@@ -516,6 +516,36 @@ class Workspace(Listener):
     def busy(self, path: str) -> bool:
         return path in self.creating or path in self.writes.pending or path in self.emptied
 
+    def link_closed(self, path: str) -> None:
+        """Once every change made so far is recorded (its file state queued before this
+        saved then too), a deleted document may be let go (see :meth:`_let_go`)."""
+        if self._started and not self.device.stopping:
+            self.device.after_recorded(lambda: self._let_go(path))
+
+    def _let_go(self, path: str) -> None:
+        """Have the device drop the document ``path`` from memory (``Device.let_go``:
+        its link closed, every local update acknowledged) when it is deleted, with no
+        file at its path and no work of this workspace under way for it (a write, a
+        decision, an emptied file), and forget it here, as a start does with such a
+        document (:meth:`_set_aside`): a running weft sync kept every deleted document
+        loaded until it stopped. A file written at its path later is decided as a new
+        one, as it was when the document was open; a change from elsewhere reopens it
+        (``Device.listed_deleted``)."""
+        entry = self.device.entries.get(path)
+        if (
+            entry is None
+            or not entry.deleted
+            or self.busy(path)
+            or path in self.unwritable
+            or path in self.writes.unseen
+            or self.disk.get(path) is not None
+            or self.folder.exists(path)
+        ):
+            return
+        if self.device.let_go(path):
+            self.tracked.discard(path)
+            self.disk.pop(path, None)
+
     def remote_docs(self, paths: list[str]) -> None:
         for path in paths:
             if not self._started:  # opened connected, a document could send what changed
