@@ -387,7 +387,7 @@ class Device:
         entry = DocEntry(self, path, ref, loaded.replayed.doc, state, outbox)
         entry.since_snapshot = loaded.records
         entry.since_snapshot_bytes = loaded.size
-        entry.doc.observe(partial(self._on_change, entry))
+        entry.subscription = entry.doc.observe(partial(self._on_change, entry))
         self.entries[path] = entry
         self._let_go.pop(path, None)
         return entry
@@ -407,6 +407,11 @@ class Device:
         if entry is None or entry.base is None or not self._quiet(entry):
             return False
         del self.entries[path]
+        # (held by the doc, which pycrdt's garbage collector cannot see into, the
+        # observer kept the entry, and so the doc, for ever)
+        if entry.subscription is not None:
+            entry.doc.unobserve(entry.subscription)
+        entry.doc.observe(partial(_refuse_edit, path))
         self.held.discard(path)
         self._unusable_said.discard(path)
         # (a load reads the state from here: saved only by the state writer meanwhile)
@@ -467,11 +472,6 @@ class Device:
             raise DeviceClosed(
                 f"{entry.path}: edit refused, the device is closed (it is neither recorded "
                 "nor sent: open the document on a new Device)"
-            )
-        if self.entries.get(entry.path) is not entry:
-            raise DeviceUnusable(
-                f"{entry.path}: edit refused, the device let this document go (it is "
-                "neither recorded nor sent: open it again)"
             )
         self.recorder.local(entry, update)
 
@@ -920,6 +920,15 @@ class Device:
         failed = {e.path: e.link.error for e in self.entries.values() if e.link.error is not None}
         if failed:
             raise DocumentsFailed(failed)
+
+
+def _refuse_edit(path: str, event: TransactionEvent) -> None:
+    """The observer of a document the device let go (see Device.let_go)."""
+    if event.update != EMPTY_UPDATE:
+        raise DeviceUnusable(
+            f"{path}: edit refused, the device let this document go (it is neither "
+            "recorded nor sent: open it again)"
+        )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc, Map, Text
+from pycrdt import Doc, Map, Subscription, Text
 
 from client.connection import DocLink
 from client.outbox import Outbox
@@ -56,6 +56,7 @@ class DocEntry:
         self.base_wanted_at = 0
         self.base_rounds = 0
         self.link = DocLink(device, self)
+        self.subscription: Subscription | None = None  # the device's observer of ``doc``
 
     @property
     def text(self) -> Text:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -20,7 +22,9 @@ import pytest
 from pycrdt import Text
 
 from client.device import Device
-from client.events import DeviceUnusable
+from client.entry import DocEntry
+from client.events import DeviceUnusable, Event
+from client.said import SaidConflicts
 from client.testing import folder_files, get_json
 from client.workspace import Workspace
 from server.app import create_app
@@ -39,9 +43,17 @@ async def server_at(tmp_path: Path, **settings: object) -> AsyncIterator[InProce
         yield server
 
 
-def workspace(server: InProcessServer, folder: Path) -> Workspace:
+def workspace(server: InProcessServer, folder: Path, device_id: str | None = None) -> Workspace:
     folder.mkdir(exist_ok=True)
-    return Workspace(folder, server.ws_url, "acme", "p", poll_seconds=0.1, idle_seconds=0.2)
+    return Workspace(
+        folder,
+        server.ws_url,
+        "acme",
+        "p",
+        poll_seconds=0.1,
+        idle_seconds=0.2,
+        device_id=device_id,
+    )
 
 
 def write(folder: Path, files: dict[str, str]) -> None:
@@ -76,6 +88,7 @@ async def test_documents_created_and_deleted_in_rounds_do_not_pile_up(tmp_path: 
         async with workspace(server, a) as ws, workspace(server, b) as other:
             await ws.sync(30)
             held: list[int] = []
+            loaded: list[weakref.ref[DocEntry]] = []
             for round_ in range(3):
                 mine = {f"build/{round_}/{i}.o": f"{round_} {i}\n" for i in range(10)}
                 theirs = {f"gen/{round_}/{i}.txt": f"{round_} {i}\n" for i in range(10)}
@@ -86,6 +99,7 @@ async def test_documents_created_and_deleted_in_rounds_do_not_pile_up(tmp_path: 
                 await other.sync(30)
                 await on_disk(a, theirs, True)
                 await ws.sync(30)
+                loaded += [weakref.ref(ws.device.entries[path]) for path in (*mine, *theirs)]
                 for path in mine:
                     (a / path).unlink()
                 ws.changed(set(mine))
@@ -103,6 +117,12 @@ async def test_documents_created_and_deleted_in_rounds_do_not_pile_up(tmp_path: 
             await asyncio.sleep(0.3)  # a few polls: nothing deleted is opened again
             assert set(ws.device.entries) == set(LIVE)
             await ws.sync(30)  # (in sync with the documents let go)
+            (a / "keep.md").write_text("kept, edited\n")  # (the recorder holds its last
+            ws.changed({"keep.md"})  # batch until the next one)
+            await ws.sync(30)
+            gc.collect()
+            assert [ref() for ref in loaded if ref() is not None] == []  # (memory freed)
+            await until(lambda: (b / "keep.md").read_text() == "kept, edited\n", 10)
         url = f"{server.url}/api/v1/acme/p/docs"
         for _ in range(100):  # marked deleted in the list once their rooms unloaded
             docs = (await asyncio.to_thread(get_json, url))["docs"]
@@ -112,7 +132,7 @@ async def test_documents_created_and_deleted_in_rounds_do_not_pile_up(tmp_path: 
         async with workspace(server, a) as ws:  # a restart leaves them closed too
             await ws.sync(30)
             assert set(ws.device.entries) == set(LIVE)
-        assert folder_files(a) == folder_files(b) == {p: t.encode() for p, t in LIVE.items()}
+        assert folder_files(a) == folder_files(b) == {"keep.md": b"kept, edited\n"}
 
 
 async def test_a_file_written_again_at_the_path_brings_the_document_back(tmp_path: Path) -> None:
@@ -123,11 +143,17 @@ async def test_a_file_written_again_at_the_path_brings_the_document_back(tmp_pat
         async with workspace(server, a) as ws:
             ws.on_event = lambda event: said.append(event.message)
             await ws.sync(30)
+            held = weakref.ref(ws.device.entries["old.md"])
             (a / "old.md").unlink()
             ws.changed({"old.md"})
             await ws.sync(30)
             await let_go(ws, "old.md")
             assert "old.md" not in ws.tracked and "old.md" not in ws.disk
+            (a / "keep.md").write_text("kept, edited\n")  # (the recorder holds its last
+            ws.changed({"keep.md"})  # batch, the deletion's, until the next one)
+            await ws.sync(30)
+            gc.collect()
+            assert held() is None  # (nothing holds on to it: its doc goes with it)
             (a / "old.md").write_text("new text\n")
             ws.changed({"old.md"})
             await ws.sync(30)
@@ -243,3 +269,39 @@ async def test_an_edit_of_a_document_let_go_is_refused(tmp_path: Path) -> None:
             with pytest.raises(ExceptionGroup) as raised:
                 doc.get("content", type=Text).insert(0, "x")
             assert raised.group_contains(DeviceUnusable)
+
+
+async def test_a_conflict_record_about_a_document_let_go_is_said(tmp_path: Path) -> None:
+    """desk deletes a file and lets its document go; laptop, offline, had edited it:
+    laptop's branch makes an edit/delete record, and the running desk is told of it
+    from the project's conflict list (``weft sync``'s ``SaidConflicts``), as when the
+    document was loaded (the record holds the edit: the document stays deleted, at the
+    head desk had seen, and closed)."""
+    async with server_at(tmp_path) as server:
+        desk, laptop = tmp_path / "desk", tmp_path / "laptop"
+        write(desk, {**LIVE, "notes.md": "one\ntwo\n"})
+        async with workspace(server, desk, "desk") as ws:
+            await ws.sync(30)
+        async with workspace(server, laptop, "laptop") as other:
+            await other.sync(30)
+        (laptop / "notes.md").write_text("one\ntwo edited offline\n")
+        said: list[Event] = []
+        async with workspace(server, desk, "desk") as ws:
+            conflicts = SaidConflicts(ws)
+            ws.on_event = said.append
+            await ws.sync(30)
+            following = asyncio.create_task(conflicts.follow())
+            try:
+                (desk / "notes.md").unlink()
+                ws.changed({"notes.md"})
+                await ws.sync(30)
+                await let_go(ws, "notes.md")
+                async with workspace(server, laptop, "laptop") as other:
+                    await other.sync(30)
+                await until(lambda: any(e.kind == "conflict" for e in said), 10)
+            finally:
+                following.cancel()
+            [line] = [e.message for e in said if e.kind == "conflict"]
+            assert "conflict: notes.md: deleted here while edited on laptop" in line, line
+            await ws.sync(30)  # (the record holds the edit: the head did not move)
+            assert "notes.md" not in ws.device.entries and not (desk / "notes.md").exists()
