@@ -305,3 +305,37 @@ async def test_a_conflict_record_about_a_document_let_go_is_said(tmp_path: Path)
             assert "conflict: notes.md: deleted here while edited on laptop" in line, line
             await ws.sync(30)  # (the record holds the edit: the head did not move)
             assert "notes.md" not in ws.device.entries and not (desk / "notes.md").exists()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_file_written_as_the_document_is_let_go_brings_it_back(
+    tmp_path: Path, when: str
+) -> None:
+    """A file written at the path just before the device would let the document go (its
+    link just closed, the watcher not heard from yet), or just after: either way the
+    file is decided with the server's version at hand and brings the document back."""
+    async with server_at(tmp_path) as server:
+        a = tmp_path / "a"
+        write(a, {**LIVE, "old.md": "old text\n"})
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+            (a / "old.md").unlink()
+            ws.changed({"old.md"})
+            await ws.sync(30)
+            let_go_now = ws._let_go
+
+            def racing(path: str) -> None:
+                if when == "after":
+                    let_go_now(path)
+                (a / path).write_text("written meanwhile\n")
+                if when == "before":
+                    let_go_now(path)
+
+            ws._let_go = racing  # type: ignore[method-assign]
+            await until(lambda: (a / "old.md").exists(), 10)
+            assert ("old.md" in ws.device.entries) is (when == "before")
+            ws._let_go = let_go_now  # type: ignore[method-assign]
+            ws.changed({"old.md"})  # (the watcher's word)
+            await ws.sync(30)
+            assert ws.disk["old.md"] == "written meanwhile\n"
+        assert await server_text(server, "old.md") == ("written meanwhile\n", False)
