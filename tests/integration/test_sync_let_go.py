@@ -339,3 +339,24 @@ async def test_a_file_written_as_the_document_is_let_go_brings_it_back(
             await ws.sync(30)
             assert ws.disk["old.md"] == "written meanwhile\n"
         assert await server_text(server, "old.md") == ("written meanwhile\n", False)
+
+
+async def test_a_deletion_not_sent_yet_keeps_its_document(tmp_path: Path) -> None:
+    """Deleted while offline, the document is not let go (its deletion waits to be
+    sent: ``Device.let_go`` refuses too); back online, the deletion is sent, and then
+    the document is let go."""
+    async with server_at(tmp_path) as server:
+        a = tmp_path / "a"
+        write(a, {**LIVE, "old.md": "old text\n"})
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+            await ws.device.pause()
+            (a / "old.md").unlink()
+            ws.changed({"old.md"})
+            await until(lambda: ws.device.pending() == 1, 5)
+            await asyncio.sleep(0.4)  # (twice the idle time)
+            assert "old.md" in ws.device.entries and not ws.device.let_go("old.md")
+            ws.device.resume()
+            await ws.sync(30)
+            await let_go(ws, "old.md")
+        assert await server_text(server, "old.md") == ("old text\n", True)
