@@ -254,6 +254,9 @@ class Workspace(Listener):
         # (named by a heads read before the documents set aside were: not opened)
         self.remote_docs(sorted(p for p in self._listed if not self.device.listed_deleted(p)))
         self._listed.clear()
+        for path, entry in list(self.device.entries.items()):
+            if entry.deleted:  # (a link that closed before now did not let it go)
+                self.link_closed(path)
 
     def _set_aside(self, saved: dict[str, FileState], aheads: dict[str, list[Ahead]]) -> set[str]:
         """The files known deleted here, with no file at their path and nothing of
@@ -517,8 +520,9 @@ class Workspace(Listener):
         return path in self.creating or path in self.writes.pending or path in self.emptied
 
     def link_closed(self, path: str) -> None:
-        """Once every change made so far is recorded (its file state queued before this
-        saved then too), a deleted document may be let go (see :meth:`_let_go`)."""
+        """Once every change made so far is recorded (and the file states queued with
+        them saved), a deleted document may be let go (see :meth:`_let_go`); not while
+        the workspace starts (:meth:`start` tries each when it ends)."""
         if self._started and not self.device.stopping:
             self.device.after_recorded(lambda: self._let_go(path))
 

@@ -360,3 +360,34 @@ async def test_a_deletion_not_sent_yet_keeps_its_document(tmp_path: Path) -> Non
             await ws.sync(30)
             await let_go(ws, "old.md")
         assert await server_text(server, "old.md") == ("old text\n", True)
+
+
+async def test_a_deletion_found_at_start_is_let_go_once_sent(tmp_path: Path) -> None:
+    """A file deleted while the sync was down: the start opens its document, takes the
+    deletion in and sends it; the document is let go once that is acknowledged, also
+    when its link closed before the start ended (another document's opening took
+    longer)."""
+    async with server_at(tmp_path) as server:
+        a = tmp_path / "a"
+        write(a, {**LIVE, "old.md": "old text\n"})
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+        (a / "old.md").unlink()
+        ws = workspace(server, a)
+        device = ws.device
+        open_now = device.open
+
+        def old_done() -> bool:  # (its deletion acknowledged, its link closed for good)
+            entry = device.entries.get("old.md")
+            return entry is not None and entry.deleted and device._quiet(entry)
+
+        async def slow_open(path: str, *, connect: bool = True) -> DocEntry:
+            if path in LIVE and connect:
+                await until(old_done, 10)
+            return await open_now(path, connect=connect)
+
+        device.open = slow_open  # type: ignore[method-assign]
+        async with ws:
+            await let_go(ws, "old.md")
+            await ws.sync(30)
+        assert await server_text(server, "old.md") == ("old text\n", True)
