@@ -401,17 +401,17 @@ class Device:
         loaded until it stopped). From then on it counts as set aside (see set_aside),
         and as listed deleted (see listed_deleted) until the document list shows it past
         the head it had seen; opening it again loads it from the local history, as at
-        start. False (nothing done) if something is under way. Its ``Doc`` is not to be
-        edited any more: an edit raises :class:`DeviceUnusable`."""
+        start. False (nothing done) if something is under way. A ``Doc`` of it held from
+        before is the document's no more: its edits are neither recorded nor sent (open
+        the document again, with :meth:`doc`, to edit it)."""
         entry = self.entries.get(path)
         if entry is None or entry.base is None or not self._quiet(entry):
             return False
         del self.entries[path]
-        # (held by the doc, which pycrdt's garbage collector cannot see into, the
-        # observer kept the entry, and so the doc, for ever)
+        # (an observer is held by the doc's Rust side, which the garbage collector
+        # cannot see into, and holds the doc: it kept the doc, and this entry, for ever)
         if entry.subscription is not None:
             entry.doc.unobserve(entry.subscription)
-        entry.doc.observe(partial(_refuse_edit, path))
         self.held.discard(path)
         self._unusable_said.discard(path)
         # (a load reads the state from here: saved only by the state writer meanwhile)
@@ -920,15 +920,6 @@ class Device:
         failed = {e.path: e.link.error for e in self.entries.values() if e.link.error is not None}
         if failed:
             raise DocumentsFailed(failed)
-
-
-def _refuse_edit(path: str, event: TransactionEvent) -> None:
-    """The observer of a document the device let go (see Device.let_go)."""
-    if event.update != EMPTY_UPDATE:
-        raise DeviceUnusable(
-            f"{path}: edit refused, the device let this document go (it is neither "
-            "recorded nor sent: open it again)"
-        )
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
