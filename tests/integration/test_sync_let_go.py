@@ -309,6 +309,8 @@ async def test_a_file_written_as_the_document_is_let_go_brings_it_back(
             let_go_now = ws._let_go
 
             def racing(path: str) -> None:
+                if path != "old.md":
+                    return let_go_now(path)
                 if when == "after":
                     let_go_now(path)
                 (a / path).write_text("written meanwhile\n")
@@ -375,3 +377,32 @@ async def test_a_deletion_found_at_start_is_let_go_once_sent(tmp_path: Path) -> 
             await let_go(ws, "old.md")
             await ws.sync(30)
         assert await server_text(server, "old.md") == ("old text\n", True)
+
+
+async def test_a_link_wanted_again_as_the_document_is_let_go_keeps_it(tmp_path: Path) -> None:
+    """The document's link wanted again just as the device would let it go (a heads
+    read found its head moved, say): it is kept, loaded and connected (a remote update
+    may be on its way), and let go once that link closed in its turn."""
+    async with server_at(tmp_path) as server:
+        a = tmp_path / "a"
+        write(a, {**LIVE, "old.md": "old text\n"})
+        async with workspace(server, a) as ws:
+            await ws.sync(30)
+            (a / "old.md").unlink()
+            ws.changed({"old.md"})
+            await ws.sync(30)
+            let_go_now = ws._let_go
+            kept: list[bool] = []
+
+            def racing(path: str) -> None:
+                if path != "old.md":
+                    return let_go_now(path)
+                ws.device.entries[path].link.want()
+                let_go_now(path)
+                kept.append(path in ws.device.entries)
+                ws._let_go = let_go_now  # type: ignore[method-assign]
+
+            ws._let_go = racing  # type: ignore[method-assign]
+            await until(lambda: bool(kept), 10)
+            assert kept == [True]
+            await let_go(ws, "old.md")
