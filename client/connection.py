@@ -17,6 +17,8 @@ Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=3``):
    device reports; a sync waits for it);
    a server of extension version 3 also sends ``Conflict`` when an update sent online
    was recorded as a conflict (an edit of a document deleted elsewhere meanwhile);
+   to a server of extension version 4 a new file's document is sent as ``Create``
+   (see :meth:`DocLink.create`), not through the outbox;
 3. every ``Ack`` moves the outbox cursor (and, once nothing else waits, asks for a probe
    of its versionstamp, see 4); ``Refused`` with 4403 means a read-only token: the
    device keeps its edits and stops sending;
@@ -58,6 +60,7 @@ from crdt.codec import (
     Base,
     Checked,
     Conflict,
+    Create,
     Hello,
     Message,
     Refused,
@@ -66,6 +69,7 @@ from crdt.codec import (
     SyncUpdate,
 )
 from crdt.errors import ProtocolError
+from crdt.history import update_hash
 from crdt.versionstamp import ZERO, Versionstamp
 
 if TYPE_CHECKING:
@@ -133,6 +137,9 @@ class DocLink:
         # a sync waits for them, so a conflict is said before it returns.
         self.server_weft = 0
         self.verdicts = 0
+        # Creates sent on this connection, by their update's hash: answered with the
+        # versionstamp (Ack) or the refusal (see create).
+        self.creations: dict[bytes, asyncio.Future[Versionstamp | Refused]] = {}
         self.error: str | None = None
         self.last_activity = time.monotonic()
         self._control: deque[Message] = deque()
@@ -224,6 +231,30 @@ class DocLink:
             self.probes.append((head, read))
             self._control.append(SyncStep1(self.entry.doc.get_state()))
             self._wake.set()
+
+    @property
+    def speaks_create(self) -> bool:
+        """Whether the server (of the current connection, or else of the last one) takes
+        a ``Create``: extension version 4 or later."""
+        return self.server_weft >= 4
+
+    async def create(self, state_vector: bytes, update: bytes) -> Versionstamp | Refused:
+        """Send ``update``, which makes the document (or brings it back), as a ``Create``
+        decided on the state ``state_vector``: the server stores it only if it holds
+        nothing past that state. Its versionstamp once stored, or the server's refusal
+        (``codec.CREATED_MEANWHILE``: the document changed meanwhile, and what changed
+        it came before the refusal). ``ConnectionError`` if the connection ends first."""
+        if not self.connected:
+            raise ConnectionError("not connected")
+        digest = update_hash(update)
+        answer: asyncio.Future[Versionstamp | Refused] = asyncio.get_running_loop().create_future()
+        self.creations[digest] = answer
+        self._control.append(Create(state_vector, update))
+        self._wake.set()
+        try:
+            return await answer
+        finally:
+            self.creations.pop(digest, None)
 
     async def disconnect(self) -> None:
         """Close the current connection (the link reconnects once the device is online)."""
@@ -415,6 +446,9 @@ class DocLink:
                 with contextlib.suppress(ConnectionError, aiohttp.ClientError):
                     await ws.close(code=1000, message=b"idle" if not self.wanted else b"")
             self.ws, self.ready = None, False
+            for answer in self.creations.values():
+                if not answer.done():
+                    answer.set_exception(ConnectionError("connection closed"))
             entry.synced.clear()
             entry.link_changed.set()
             entry.outbox.reset()
@@ -461,6 +495,13 @@ class DocLink:
                 device.apply_remote(entry, update)
                 entry.received()
                 self.settle_later()
+            case Ack(update_hash=digest, versionstamp=vs) if digest in self.creations:
+                self.refusal_said = None
+                _answer(self.creations[digest], vs)
+            case Refused(update_hash=digest, code=codec.CREATED_MEANWHILE) if (
+                digest in self.creations
+            ):
+                _answer(self.creations[digest], message)
             case Ack(update_hash=digest, versionstamp=vs):
                 self.refusal_said = None
                 if entry.outbox.ack(digest, vs) is not None:
@@ -468,6 +509,8 @@ class DocLink:
                     self._wake.set()
                     device.changed()
             case Refused(update_hash=digest, code=code, reason=reason):
+                if digest in self.creations:
+                    _answer(self.creations[digest], message)
                 if code == CODE_READ_ONLY:
                     device.set_read_only(reason)
                 elif code == CODE_TOO_BIG and entry.outbox.merged(digest):
@@ -625,3 +668,8 @@ class DocLink:
             and not self.device.listener.busy(entry.path)
             and time.monotonic() - self.last_activity >= idle
         )
+
+
+def _answer(future: asyncio.Future[Versionstamp | Refused], value: Versionstamp | Refused) -> None:
+    if not future.done():
+        future.set_result(value)

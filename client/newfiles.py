@@ -7,6 +7,16 @@ the server's version at hand (part of :mod:`client.workspace`):
   deleted one is brought back, its changed lines replacing the deletion's whole), unless
   no new document may have its name (``crdt.keys.check_new_path``: a character that
   disguises a name, say): then it is skipped with a warning;
+  Against a server of extension version 4 (a ``Create``, see
+  :meth:`client.connection.DocLink.create`) the new document is stored only if the
+  server's still holds nothing past the state it was decided on: two devices that
+  decide at the same moment (both read "none", or "deleted") no longer both create it.
+  The first is stored; the other is refused, and decides again with the first one's
+  version at hand (same text: adopted; different: a conflict, as below). Until the
+  server stored it, the document here does not hold it (it is made on a copy, and
+  taken in once stored): a refused one leaves nothing behind. Against an older
+  server the file's text is edited into the document at once, as before, and two
+  devices in that race both bring it in;
 - different text → the server's version stays, the local text is recorded as a conflict
   (``POST .../conflicts``) and kept in ``.weft/conflicts/`` (one copy per text, however
   many tries the report takes), and the file gets the server's text. A report the
@@ -20,13 +30,16 @@ import asyncio
 import contextlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from client.entry import DocEntry
+from pycrdt import Doc, Map, Text
+
+from client.entry import CONTENT, META, DocEntry
 from client.events import Event
 from client.folder import Skip
 from client.remote import ApiError
 from client.textdiff import NotText, apply, check_text, line_diff
+from crdt.codec import CREATED_MEANWHILE, Refused
 from crdt.errors import BadPath
 from crdt.keys import check_new_path
 
@@ -39,6 +52,23 @@ if TYPE_CHECKING:
 REPORT_SERVER_ERRORS = 5
 RETRIED_STATUSES = frozenset({404, 408, 425, 429})
 CREATE_RETRY_SECONDS = 1.0
+DECISIONS = 3  # decisions in a row when the server refuses a Create (then: retried later)
+
+
+def _creation(entry: DocEntry, text: str) -> tuple[bytes, int]:
+    """The update that makes ``entry``'s document hold ``text`` as
+    :meth:`NewFiles._adopt_local` would, made on a copy (with a client id of its own),
+    and the characters it inserts."""
+    aside: Doc[Any] = Doc()
+    aside.apply_update(entry.doc.get_update())
+    current = str(entry.text)
+    updates: list[bytes] = []
+    subscription = aside.observe(lambda event: updates.append(event.update))
+    with aside.transaction():
+        aside.get(META, type=Map)["deleted"] = False
+        inserted, _ = apply(aside.get(CONTENT, type=Text), current, line_diff(current, text))
+    aside.unobserve(subscription)
+    return updates[0], inserted
 
 
 def _refused_name(path: str) -> str | None:
@@ -90,7 +120,17 @@ class NewFiles:
             device.changed()
 
     async def _decide(self, path: str) -> bool:
-        """True once the file is settled (adopted, created, in conflict, or skipped)."""
+        """True once the file is settled (adopted, created, in conflict, or skipped);
+        decided again at once when the server refused its creation because another
+        device created the document meanwhile (up to ``DECISIONS`` times)."""
+        for _ in range(DECISIONS):
+            settled = await self._decide_once(path)
+            if settled is not None:
+                return settled
+        return False
+
+    async def _decide_once(self, path: str) -> bool | None:
+        """:meth:`_decide`, once: None when the server refused the creation."""
         await self.ws.device.wait_online()
         entry = await self.ws.device.open(path)
         if not await entry.wait_synced():
@@ -111,6 +151,8 @@ class NewFiles:
             except NotText as exc:  # (see Workspace.ingest)
                 self.ws.folder.warn(path, f"not syncing {path}: {exc}")
                 return True
+            if entry.link.speaks_create and not self.ws.device.read_only:
+                return await self._create_on_server(entry, text)
             self._adopt_local(entry, text)
         elif str(entry.text) == text:
             self.ws.remember(path, text)
@@ -143,6 +185,31 @@ class NewFiles:
             inserted, _ = apply(entry.text, current, line_diff(current, text))
         if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
             self.ws.device.file_read(entry, text)
+        self._adopted(entry, text, revived, inserted)
+
+    async def _create_on_server(self, entry: DocEntry, text: str) -> bool | None:
+        """:meth:`_adopt_local` as a ``Create``: the update is made on a copy of the
+        document and sent; once the server stored it, it is taken in here (as the
+        server's: recorded, not sent again). None when the server refused it (the
+        document changed meanwhile; what changed it is here now, see
+        ``DocLink.create``); False when it did not get there (tried again later)."""
+        revived = entry.deleted
+        state = entry.doc.get_state()
+        update, inserted = _creation(entry, text)
+        try:
+            answer = await entry.link.create(state, update)
+        except ConnectionError:
+            return False
+        if isinstance(answer, Refused):
+            return None if answer.code == CREATED_MEANWHILE else False  # (said by the link)
+        self.ws.device.apply_remote(entry, update)
+        entry.acked(answer)
+        self._adopted(entry, text, revived, inserted)
+        self.ws.ingest(entry.path)  # saved again while the creation was on its way
+        return True
+
+    def _adopted(self, entry: DocEntry, text: str, revived: bool, inserted: int) -> None:
+        """The document holds the file's ``text`` now (``revived``: it was deleted)."""
         self.creating.discard(entry.path)
         self.ws.kept.pop(entry.path, None)  # back: a copy kept at its deletion is old news
         self.ws.remember(entry.path, text)

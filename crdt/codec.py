@@ -54,10 +54,12 @@ WEFT_BASE: Final = 2
 WEFT_REFUSED: Final = 3
 WEFT_CHECKED: Final = 4
 WEFT_CONFLICT: Final = 5
-WEFT_EXTENSION_VERSION: Final = 3
+WEFT_CREATE: Final = 6
+WEFT_EXTENSION_VERSION: Final = 4
 """The weft extension version this code speaks (``Hello``, ``?weft=``): 2 added
 ``Checked``, sent only to clients that connected with ``?weft=2`` or later; 3 added
-``Conflict``, only for ``?weft=3`` or later."""
+``Conflict``, only for ``?weft=3`` or later; 4 added ``Create``, which a client sends
+only to a server that said 4 or later."""
 
 CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_UNSUPPORTED_DATA: Final = 1003
@@ -295,6 +297,22 @@ class Conflict:
     summary: str
 
 
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Client → server (extension version 4): ``update`` makes a new document of a file,
+    or brings a deleted one back, decided on the document as it was at
+    ``state_vector``. The server stores it only if the document holds nothing more
+    (else another device created it meanwhile): ``Ack`` if stored, ``Refused`` with
+    ``CREATED_MEANWHILE`` if not."""
+
+    state_vector: bytes
+    update: bytes
+
+
+CREATED_MEANWHILE: Final = 4409
+"""``Refused`` code of a ``Create`` the document's newer state turned down."""
+
+
 Message: TypeAlias = (
     SyncStep1
     | SyncStep2
@@ -308,6 +326,7 @@ Message: TypeAlias = (
     | Refused
     | Checked
     | Conflict
+    | Create
 )
 
 
@@ -370,6 +389,10 @@ def encode(msg: Message) -> bytes:
             _header(out, MSG_WEFT, WEFT_CONFLICT)
             write_var_bytes(out, vs.raw)
             write_var_string(out, summary)
+        case Create(state_vector=sv, update=update):
+            _header(out, MSG_WEFT, WEFT_CREATE)
+            write_var_bytes(out, sv)
+            write_var_bytes(out, update)
         case _:
             assert_never(msg)
     return bytes(out)
@@ -479,7 +502,7 @@ def _read_sync(dec: Decoder) -> SyncStep1 | SyncStep2 | SyncUpdate:
     return _SYNC_TYPES[sub](dec.read_var_bytes())
 
 
-def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked | Conflict:
+def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked | Conflict | Create:
     sub = dec.read_var_uint()
     if sub == WEFT_HELLO:
         return Hello(dec.read_var_uint())
@@ -497,6 +520,8 @@ def _read_weft(dec: Decoder) -> Hello | Ack | Base | Refused | Checked | Conflic
     if sub == WEFT_CONFLICT:
         vs = Versionstamp(_read_fixed(dec, versionstamp.LEN, "conflict id"))
         return Conflict(vs, dec.read_var_string())
+    if sub == WEFT_CREATE:
+        return Create(dec.read_var_bytes(), dec.read_var_bytes())
     _fail(f"unknown weft message {sub}", CLOSE_UNSUPPORTED_DATA)
 
 

@@ -39,6 +39,11 @@ class QuotaExceeded(WeftError):
         self.close_code = close_code
 
 
+class HeadMoved(WeftError):
+    """A conditional append found the document's head moved past the one it was
+    conditional on (see ``History.append_if``): nothing was stored."""
+
+
 class StoreError(WeftError, OSError):
     """The KV store failed or refused an operation."""
 

@@ -58,7 +58,7 @@ from crdt.appending import (
     update_hash,
 )
 from crdt.changes import changed_docs, current_marker
-from crdt.errors import FormatError, NotFound, StoreError, TransactionTooLarge
+from crdt.errors import FormatError, HeadMoved, NotFound, StoreError, TransactionTooLarge
 from crdt.kv.base import (
     MAX_TRANSACTION,
     Committed,
@@ -303,6 +303,31 @@ class History:
         # duplicate (as inside one part): it found that part's entry, new here too.
         new = {r.versionstamp for r in out if not r.duplicate}
         return [Appended(r.versionstamp, False) if r.versionstamp in new else r for r in out]
+
+    async def append_if(self, item: Append, head: Versionstamp | None) -> Appended:
+        """Append ``item`` only if its document's head is still ``head`` (``None``: the
+        document holds no update), checked in the append's own transaction: a commit
+        of another instance in between makes it fail (SQLite: one writer at a time;
+        FoundationDB: the head's read conflicts). Raises :class:`HeadMoved` if not."""
+        if len(item.update) > MAX_UPDATE_BYTES:
+            raise TransactionTooLarge(
+                f"update of {len(item.update)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
+            )
+        ms = now_ms()
+        attempts = Attempts()
+        head_key = item.doc.key("head")
+
+        def fn(tr: Transaction) -> list[Any] | None:
+            raw = tr.get(head_key)
+            if (None if raw is None else Head.decode(raw).versionstamp) != head:
+                return None
+            return _append_tr(tr, [item], ms, self.legacy_idempotency, attempts)
+
+        committed = await self.kv.transact(fn)
+        result = committed.result
+        if result is None:
+            raise HeadMoved(f"{item.doc.path}: the head moved past {head}")
+        return self._landed([item], Committed(result, committed.versionstamp))[0]
 
     def append_then(
         self,

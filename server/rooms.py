@@ -153,6 +153,7 @@ class Room:
         self.idle_since: float | None = time.monotonic()
         self.watcher: asyncio.Task[None] | None = None
         self.catching_up = asyncio.Lock()  # one log-tail reader at a time moves the cursor
+        self.creating = asyncio.Lock()  # one Create at a time is checked and stored (server.ws)
         self._full_frame: bytes | None = None
         # Whether the document is flagged deleted, and how many times an update set the
         # flag while the room was loaded (each is a deletion to judge edits against).

@@ -14,7 +14,10 @@ connection may or may not do is decided here, read-only enforcement included:
 - ``Awareness`` → :class:`Relay` to the room (never stored); ``QueryAwareness`` → states;
 - weft extension: ``Hello`` opts in to ``Ack``/``Refused``; ``Base(vs)`` starts an offline
   branch on ``vs`` (``Base(ZERO)`` ends it); a branch also ends when the connection
-  closes, and :class:`BranchEnd` reports it once all of its updates are committed.
+  closes, and :class:`BranchEnd` reports it once all of its updates are committed;
+  ``Create(sv, update)`` is validated as an update is, then a :class:`Commit` that
+  names ``sv`` (the handler stores it only if the room holds nothing the client had
+  not seen, see :meth:`Session.created_meanwhile`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pycrdt import get_state
 
 from crdt import codec, ydoc
 from crdt.codec import (
+    CREATED_MEANWHILE,
     SYNC_UPDATE,
     Ack,
     AuthDenied,
@@ -35,6 +39,7 @@ from crdt.codec import (
     Base,
     Checked,
     Conflict,
+    Create,
     Hello,
     Message,
     QueryAwareness,
@@ -43,8 +48,9 @@ from crdt.codec import (
     SyncStep2,
     SyncUpdate,
 )
-from crdt.errors import ProtocolError, QuotaExceeded, WeftError
+from crdt.errors import ProtocolError, QuotaExceeded, StoreError, WeftError
 from crdt.history import Appended, update_hash
+from crdt.records import state_vector_clocks
 from crdt.versionstamp import ZERO, Versionstamp
 from server.quotas import Quotas
 
@@ -131,6 +137,8 @@ class Commit:
 
     ``frame``: the update as a frame for the room's other peers, when the client's own
     frame is that already (a canonical update frame: relayed as it came), else ``None``.
+    ``seen``: for a ``Create``, the clocks of the state its client decided on (stored
+    only if the room holds nothing past them, see ``Session.created_meanwhile``).
     Not frozen, unlike the other actions: one is made per update, and a frozen
     dataclass's ``__init__`` costs about four times as much (``object.__setattr__`` per
     field), which counted at thousands of updates a second. Nothing changes it.
@@ -141,6 +149,7 @@ class Commit:
     branch: int | None
     received: float
     frame: bytes | None = None
+    seen: dict[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,8 @@ class Session:
                 return [Send(Hello(WEFT_VERSION))]
             case Base(versionstamp=vs):
                 return self._base(vs)
+            case Create(state_vector=sv, update=update):
+                return self._create(sv, update, now)
             case Ack() | Refused() | Checked() | Conflict():
                 return self._close(
                     CLOSE_UNSUPPORTED,
@@ -310,6 +321,16 @@ class Session:
             branch.pending -= 1
             actions += self._finish_branch(commit.branch)
         return actions
+
+    def created_meanwhile(self, commit: Commit) -> list[Action]:
+        """``commit`` (a ``Create``) is not stored: the room holds updates its client had
+        not seen when it decided (another device created the document, or brought it
+        back, meanwhile). The client decides again on the newer state."""
+        self.room.inflight -= len(commit.update)
+        if self.closed:
+            return []
+        reason = "created or changed elsewhere meanwhile: decide again"
+        return [Refusal("created_meanwhile"), Send(Refused(commit.hash, CREATED_MEANWHILE, reason))]
 
     def landed(self, commit: Commit) -> None:
         """``commit`` is durable and about to be applied to the room (whose ``size``
@@ -355,7 +376,13 @@ class Session:
             raise ProtocolError(f"state vector does not decode: {exc}", CLOSE_INVALID) from exc
 
     def _update(
-        self, update: bytes, now: float, frame: bytes | None = None, *, answer: bool = False
+        self,
+        update: bytes,
+        now: float,
+        frame: bytes | None = None,
+        *,
+        answer: bool = False,
+        seen: dict[int, int] | None = None,
     ) -> list[Action]:
         if update == EMPTY_UPDATE:
             return []  # nothing to store (a fresh client's SyncStep2)
@@ -393,11 +420,26 @@ class Session:
             return refused + self._close(exc.close_code, str(exc), label)
         except ProtocolError as exc:
             return self._close(exc.close_code, str(exc), "bad_update")
-        if self._branch is not None:
-            self._branches[self._branch].pending += 1
+        branch = self._branch if seen is None else None  # (a create is decided online)
+        if branch is not None:
+            self._branches[branch].pending += 1
         room.inflight += len(update)  # until landed() or dropped()
-        commit = Commit(update, digest, self._branch, now, frame)
+        commit = Commit(update, digest, branch, now, frame, seen)
         return [Wait(wait), commit] if wait > 0 else [commit]
+
+    def _create(self, state_vector: bytes, update: bytes, now: float) -> list[Action]:
+        """A ``Create``: an update as any other (quotas, read-only), whose commit names
+        the state it was decided on. Never part of an offline branch (it was decided
+        online) and never a bare answer (see ``_update``)."""
+        if self.weft < 4:
+            return self._close(CLOSE_UNSUPPORTED, "create needs extension version 4", "protocol")
+        try:
+            seen = state_vector_clocks(state_vector)
+        except (StoreError, ValueError) as exc:
+            raise ProtocolError(f"state vector does not decode: {exc}", CLOSE_INVALID) from exc
+        if update == EMPTY_UPDATE:
+            raise ProtocolError("a create with an empty update", CLOSE_INVALID)
+        return self._update(update, now, seen=seen)
 
     def _awareness(self, payload: bytes) -> list[Action]:
         """A connection controls a client id it sends that the room does not hold, or

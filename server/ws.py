@@ -3,7 +3,8 @@
 The handler authenticates (before any read), joins the room, then moves frames: bytes
 from the socket go to the :class:`~server.session.Session`, whose actions it carries out
 (send, commit through the group-commit writer, relay awareness, close). All protocol
-decisions live in the session.
+decisions live in the session. A ``Create`` (a commit that names the state its client
+decided on) is stored here, not through the writer: see :meth:`_Link._create`.
 
 The transport of each connection (bounded send queue, clean close) is
 :mod:`server.connection`.
@@ -27,6 +28,7 @@ from crdt.conflicts import ConflictRecord
 from crdt.editdelete import Editor
 from crdt.errors import (
     BadPath,
+    HeadMoved,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
@@ -42,6 +44,7 @@ from crdt.keys import (
     check_url_utf8,
     normalise_path,
 )
+from crdt.records import state_vector_clocks
 from crdt.versionstamp import ZERO, Versionstamp
 from server.appkeys import (
     AUTH,
@@ -93,6 +96,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 HELD_CODES = frozenset({1002, 1003, 1007, 1009, 4413, 4429})
 """Refusals of what a client sent (a frame, an update, awareness, its rate)."""
+CREATE_TRIES = 5
+"""Times a ``Create`` is looked at again when the document's head moved between the
+room's check and the store's (another instance's commit, or this one's in flight)."""
 
 
 def _target(request: web.Request) -> tuple[str, str, str]:
@@ -457,6 +463,7 @@ class _Link:
                 if (
                     len(actions) == 1
                     and type(actions[0]) is Commit
+                    and actions[0].seen is None
                     and self.inflight < self.max_inflight
                 ):
                     self._submit_now(actions[0])  # the usual update: nothing to await
@@ -486,6 +493,8 @@ class _Link:
             try:
                 if isinstance(action, Wait):
                     await asyncio.sleep(action.seconds)
+                elif isinstance(action, Commit) and action.seen is not None:
+                    self._start_create(action)
                 elif isinstance(action, Commit):
                     await self._submit(action)
                 else:
@@ -547,6 +556,54 @@ class _Link:
             self.inflight -= 1
             self._drop([commit])
             self.conn.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    def _start_create(self, commit: Commit) -> None:
+        """Store a ``Create`` in a task of its own: once its append has begun it must
+        reach the room (as a writer's commit does), whatever happens to the connection."""
+        self.inflight += 1  # (settled by _on_commit, or by _create's refusal)
+        task = asyncio.ensure_future(self._create(commit))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _create(self, commit: Commit) -> None:
+        """Store ``commit`` (a ``Create``) only if the room, caught up with the store,
+        holds nothing its client had not seen (``commit.seen``), and the document's head
+        is still the room's cursor when the append runs (``History.append_if``): so
+        of two devices that created the document at the same moment, through this
+        instance or two, the first is stored and the other refused, and that one
+        decides again. One ``Create`` at a time per room: the room has applied the one
+        stored before the next is looked at."""
+        assert self.room is not None and self.ref is not None and self.session is not None
+        room, seen = self.room, commit.seen
+        assert seen is not None
+        item = Append(
+            self.ref,
+            commit.update,
+            self.principal.user,
+            self.device or str(self.conn.id),
+            self.session_id,
+            commit.hash,
+        )
+        try:
+            async with room.creating:
+                for _ in range(CREATE_TRIES):
+                    await self.writer.settled()
+                    if not await self.rooms.catch_up_to_head(room):
+                        raise StoreError("store unavailable; try again")
+                    if _beyond(state_vector_clocks(room.state_vector()), seen):
+                        break
+                    try:
+                        appended = await self.app[HISTORY].append_if(item, room.cursor)
+                    except HeadMoved:
+                        continue
+                    self._on_commit(commit, appended, None)
+                    return
+        except Exception as exc:  # a task boundary: the client is told, as for any commit
+            self._on_commit(commit, None, exc)
+            return
+        self.inflight -= 1
+        self.room_free.set()
+        self._act_now(self.session.created_meanwhile(commit))
 
     def _on_commit(
         self, commit: Commit, appended: Appended | None, error: BaseException | None
@@ -650,6 +707,11 @@ class _Link:
         else:
             message = Checked(ZERO, record or "")
         self.conn.send(codec.encode(message))
+
+
+def _beyond(clocks: dict[int, int], seen: dict[int, int]) -> bool:
+    """Whether a state vector's ``clocks`` hold anything past ``seen``'s."""
+    return any(clock > seen.get(client, 0) for client, clock in clocks.items())
 
 
 CHECK_FAILED = "the server could not check this offline branch for conflicts (see its log)"

@@ -2,9 +2,10 @@
 the server's version at hand, as a new file at a path that never held one is: while the
 server still has it deleted, the file's text goes in whole, in place of the deletion's;
 once another device brought it back first, the server's version stays and the file's
-text goes into a conflict report and a copy in ``DIR/.weft/conflicts/``. Real server
-process, real ``weft sync`` processes, two folders (the race of two devices deciding at
-once: an in-process server and two workspaces).
+text goes into a conflict report and a copy in ``DIR/.weft/conflicts/`` (also when
+both decide at once: the server stores the first revival and refuses the other, see
+``client.newfiles``). Real server process, real ``weft sync`` processes, two folders
+(the race of two devices deciding at once: an in-process server and two workspaces).
 
 Found by the 2026-12-05 end-to-end offline runner: the revival was taken in offline, as
 an edit of the deleted text. A restore of the old text (no text changed, only the
@@ -22,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from client.entry import DocEntry
-from client.newfiles import NewFiles
+from client.connection import DocLink
 from client.remote import Api
 from client.testing import folder_files, get_json, start_sync, sync_once
 from client.workspace import Workspace
@@ -170,48 +170,49 @@ def test_a_file_restored_while_syncing_brings_its_document_back_everywhere(
 
 
 @pytest.mark.parametrize(
-    ("ours", "theirs", "merged"),
-    [
-        # A restore of the old text changes only the flag (see the next test): the
-        # other's new lines replace the old ones; the old text is in the history.
-        (OLD, "new text\n", {"new text\n"}),
-        (
-            "hello world\n",
-            "hello there\n",
-            {"hello world\nhello there\n", "hello there\nhello world\n"},
-        ),
-    ],
+    ("ours", "theirs"),
+    [(OLD, "new text\n"), ("hello world\n", "hello there\n"), ("same\n", "same\n")],
 )
-async def test_two_devices_bringing_a_document_back_at_once_both_keep_their_text_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str, merged: set[str]
+async def test_two_devices_bringing_a_document_back_at_once_the_first_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str
 ) -> None:
-    """Both decide while the server still has the document deleted (held here until
-    both have, as two devices within one round trip): each file's text goes in whole, as
-    at a path that never existed, so the merge holds both, one after the other. Edited
-    into the deletion's text, a restore (no text changed) became the other's text, and
-    two new texts were interleaved."""
+    """Both decide while the server still has the document deleted (each one's revival
+    held here until both have decided, as two devices within one round trip): the first
+    stored wins, the other is refused (the document changed since the version it
+    decided on) and decides again: its text, unless the same, goes into a copy (and a
+    record). Before, both were stored: the document held both texts' new lines, one
+    after the other, with no record and no copy (and, edited into the deletion's text,
+    a restore had become the other's text, and two new texts were interleaved)."""
     async with deleted_in_two_folders(tmp_path) as (a, b, workspace):
         (a / "notes.md").write_text(ours)
         (b / "notes.md").write_text(theirs)
 
-        adopt = NewFiles._adopt_local
-        held: list[tuple[NewFiles, DocEntry, str]] = []
+        create = DocLink.create
+        decided: list[str] = []
+        both = asyncio.Event()
 
-        def at_once(self: NewFiles, entry: DocEntry, text: str) -> None:
-            held.append((self, entry, text))
-            if len(held) == 2:
-                for args in held:
-                    adopt(*args)
+        async def at_once(self: DocLink, state_vector: bytes, update: bytes) -> Any:
+            decided.append(self.entry.path)
+            if len(decided) == 2:
+                both.set()
+            await both.wait()
+            return await create(self, state_vector, update)
 
-        monkeypatch.setattr(NewFiles, "_adopt_local", at_once)
+        monkeypatch.setattr(DocLink, "create", at_once)
         async with workspace(a) as first, workspace(b) as second:
             await asyncio.gather(first.sync(30), second.sync(30))
-            assert len(held) == 2
+            assert decided == ["notes.md", "notes.md"]
             async with asyncio.timeout(10):
                 while len({(a / "notes.md").read_text(), (b / "notes.md").read_text()}) > 1:
                     await asyncio.sleep(0.05)
             await asyncio.gather(first.sync(30), second.sync(30))
-    assert (a / "notes.md").read_text() in merged
+    won = (a / "notes.md").read_text()
+    assert won in (ours, theirs)
+    for folder, text in ((a, ours), (b, theirs)):
+        if text == won:
+            assert _copies(folder) == []
+        else:
+            assert [copy.read_text() for copy in _copies(folder)] == [text]
 
 
 def test_an_offline_edit_from_before_a_deletion_lands_in_place_after_a_restore(

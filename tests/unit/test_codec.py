@@ -25,6 +25,7 @@ from crdt.codec import (
     Base,
     Checked,
     Conflict,
+    Create,
     Decoder,
     Hello,
     Message,
@@ -119,6 +120,7 @@ FRAMES: list[tuple[bytes, Message]] = [
     (b"\x64\x03\x10" + H + b"\xad\x02\x05quota", Refused(H, 301, "quota")),
     (b"\x64\x04\x0c" + VS.raw + b"\x02hi", Checked(VS, "hi")),
     (b"\x64\x05\x0c" + VS.raw + b"\x02hi", Conflict(VS, "hi")),
+    (b"\x64\x06\x01\x00\x02up", Create(b"\x00", b"up")),
 ]
 
 
@@ -215,7 +217,7 @@ ERRORS: list[tuple[str, bytes, int]] = [
     ("unknown type 99", b"\x63\x00", CLOSE_UNSUPPORTED_DATA),
     ("unknown sync sub", b"\x00\x03\x00", CLOSE_UNSUPPORTED_DATA),
     ("unknown auth sub", b"\x02\x01\x00", CLOSE_UNSUPPORTED_DATA),
-    ("unknown weft sub", b"\x64\x06", CLOSE_UNSUPPORTED_DATA),
+    ("unknown weft sub", b"\x64\x07", CLOSE_UNSUPPORTED_DATA),
     ("conflict short id", b"\x64\x05\x0b" + VS.raw[:11] + b"\x00", CLOSE_PROTOCOL_ERROR),
     ("checked short versionstamp", b"\x64\x04\x0b" + VS.raw[:11] + b"\x00", CLOSE_PROTOCOL_ERROR),
     ("bad UTF-8 reason", b"\x02\x00\x02\xc3\x28", CLOSE_INVALID_PAYLOAD),

@@ -10,6 +10,7 @@ from pycrdt import Doc, Text
 
 from crdt import codec
 from crdt.codec import (
+    CREATED_MEANWHILE,
     Ack,
     AuthDenied,
     Awareness,
@@ -17,6 +18,7 @@ from crdt.codec import (
     Base,
     Checked,
     Conflict,
+    Create,
     Hello,
     QueryAwareness,
     Refused,
@@ -24,7 +26,7 @@ from crdt.codec import (
     SyncStep2,
     SyncUpdate,
 )
-from crdt.errors import StoreError
+from crdt.errors import ProtocolError, StoreError
 from crdt.history import Appended, update_hash
 from crdt.versionstamp import ZERO, Versionstamp
 from server.quotas import Limits, Quotas
@@ -130,7 +132,7 @@ def test_open_sends_sync_step1_then_the_current_awareness() -> None:
 
 def test_a_weft_client_that_opted_in_gets_hello_first() -> None:
     assert messages(session(weft=1).open())[0] == Hello(WEFT_VERSION)
-    assert WEFT_VERSION == 3
+    assert WEFT_VERSION == 4
     assert not any(isinstance(m, Hello) for m in messages(session().open()))
 
 
@@ -477,3 +479,40 @@ def test_a_stale_awareness_removal_does_not_free_a_client_slot() -> None:
     s.receive(Awareness(codec.encode_awareness([AwarenessEntry(1, 5, "{}")])), 0.0)
     s.receive(Awareness(codec.encode_awareness([AwarenessEntry(1, 5, "null")])), 0.0)
     assert set(s.awareness_clients) == set()  # a removal at the same clock counts
+
+
+# --- Create (extension version 4) --------------------------------------------------------
+
+
+def test_a_create_is_a_commit_that_names_the_state_it_was_decided_on() -> None:
+    s = session(weft=4)
+    s.receive(Base(vs(5)), 0.0)  # (an open branch: a create is never part of it)
+    new = update("new")
+    commit = commit_of(s.receive(Create(b"\x01\x07\x03", new), 0.0))
+    assert commit.seen == {7: 3} and commit.branch is None
+    assert commit.hash == update_hash(new)
+    assert commit_of(s.receive(SyncUpdate(update("x")), 0.0)).seen is None
+
+
+def test_a_create_refused_because_the_document_changed_meanwhile_says_so() -> None:
+    room = FakeRoom()
+    s = session(room, weft=4)
+    commit = commit_of(s.receive(Create(b"\x00", update("new")), 0.0))
+    assert room.inflight == len(commit.update)
+    [refused] = messages(s.created_meanwhile(commit))
+    assert isinstance(refused, Refused)
+    assert (refused.update_hash, refused.code) == (commit.hash, CREATED_MEANWHILE)
+    assert room.inflight == 0 and not s.closed
+
+
+def test_a_create_from_a_client_of_an_older_version_or_a_bad_one_is_refused() -> None:
+    assert closes(session(weft=3).receive(Create(b"\x00", update()), 0.0)) == [
+        (1003, "create needs extension version 4")
+    ]
+    with pytest.raises(ProtocolError):
+        session(weft=4).receive(Create(b"\x05\x01", update()), 0.0)  # truncated
+    with pytest.raises(ProtocolError):
+        session(weft=4).receive(Create(b"\x00", b"\x00\x00"), 0.0)  # creates nothing
+    read_only = session(weft=4, can_write=False).receive(Create(b"\x00", update()), 0.0)
+    assert not [a for a in read_only if isinstance(a, Commit)]
+    assert [m.code for m in messages(read_only) if isinstance(m, Refused)] == [4403]
