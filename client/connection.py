@@ -1,6 +1,6 @@
 """One document's link to the server: a WebSocket room, kept up while it is wanted.
 
-Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=3``):
+Per connection (``ws://H:P/ws/{tenant}/{project}/{path}?weft=4``):
 
 1. the server sends ``Hello`` and ``SyncStep1`` (its state vector); we send
    ``SyncStep1`` with ours, and the server's ``SyncStep2`` brings what we lacked. Our

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+import server.session
+import server.ws
 from client.connection import DocLink
 from client.entry import DocEntry
 from client.events import Event
@@ -30,7 +32,9 @@ from client.testing import folder_files, get_json, get_text
 from client.workspace import Workspace
 from crdt.codec import Refused
 from crdt.versionstamp import Versionstamp
-from server.testing import ServerProcess, StartServer
+from server.app import create_app
+from server.config import Settings
+from server.testing import Listening, StartServer, serve_in_process
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -41,7 +45,7 @@ PATH = "gen/out.txt"
 class Devices:
     """Two workspaces, a and b, each on its own folder (and server, when given two)."""
 
-    def __init__(self, tmp_path: Path, servers: list[ServerProcess], project: str) -> None:
+    def __init__(self, tmp_path: Path, servers: list[Listening], project: str) -> None:
         self.project = project
         self.folders = [tmp_path / "a", tmp_path / "b"]
         self.servers = servers
@@ -136,7 +140,8 @@ async def test_the_same_new_file_made_on_two_devices_at_once_comes_out_once(
     record and no copy (it held it twice). ``instances``: the devices on one server, or
     on two instances of one SQLite file."""
     first = weft_server_factory()
-    servers = [first] + [weft_server_factory(store=first.store) for _ in range(instances - 1)]
+    servers: list[Listening] = [first]
+    servers += [weft_server_factory(store=first.store) for _ in range(instances - 1)]
     devices = Devices(tmp_path, servers, "same")
     text = "generated line 1\ngenerated line 2\n"
     await race(devices, (text, text), monkeypatch)
@@ -159,7 +164,8 @@ async def test_two_new_files_made_on_two_devices_at_once_the_first_wins_the_othe
     device's text is in one conflict record and a copy there, and that device says so
     (the two texts were both in the file, one after the other, with no record)."""
     first = weft_server_factory()
-    servers = [first] + [weft_server_factory(store=first.store) for _ in range(instances - 1)]
+    servers: list[Listening] = [first]
+    servers += [weft_server_factory(store=first.store) for _ in range(instances - 1)]
     devices = Devices(tmp_path, servers, "differ")
     texts = ("from a\n", "from b\n")
     await race(devices, texts, monkeypatch)
@@ -178,3 +184,29 @@ async def test_two_new_files_made_on_two_devices_at_once_the_first_wins_the_othe
     assert f"conflict: {PATH} differs from the server's version, which stays" in said, said
     assert f"and in {copy}" in said, said
     assert "conflict" not in messages(devices.said[1 - loser])
+
+
+async def test_against_a_server_older_than_create_a_new_file_syncs_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that says extension version 3 is sent no ``Create`` (it would close the
+    connection): the file's text goes into its document at once and reaches the other
+    device, as before."""
+    monkeypatch.setattr(server.session, "WEFT_VERSION", 3)
+    monkeypatch.setattr(server.ws, "WEFT_VERSION", 3)
+
+    async def no_create(self: DocLink, state_vector: bytes, update: bytes) -> None:
+        raise AssertionError("a Create sent to a server of version 3")
+
+    monkeypatch.setattr(DocLink, "create", no_create)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as older:
+        devices = Devices(tmp_path, [older], "older")
+        (devices.folders[0] / "new.txt").write_text("made here\n")
+        async with devices.workspace(0) as a:
+            await a.sync(30)
+            assert a.device.entries["new.txt"].link.server_weft == 3
+        async with devices.workspace(1) as b:
+            await b.sync(30)
+        assert folder_files(devices.folders[1]) == {"new.txt": b"made here\n"}
+        assert "new.txt: new (+10 chars)" in messages(devices.said[0])
