@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pycrdt import Doc, Map, Text
 
 import server.session
 import server.ws
@@ -31,6 +32,8 @@ from client.newfiles import NewFiles
 from client.testing import folder_files, get_json, get_text
 from client.workspace import Workspace
 from crdt.codec import Refused
+from crdt.history import Append, Appended, History
+from crdt.kv import open_engine
 from crdt.versionstamp import Versionstamp
 from server.app import create_app
 from server.config import Settings
@@ -210,3 +213,41 @@ async def test_against_a_server_older_than_create_a_new_file_syncs_as_before(
             await b.sync(30)
         assert folder_files(devices.folders[1]) == {"new.txt": b"made here\n"}
         assert "new.txt: new (+10 chars)" in messages(devices.said[0])
+
+
+async def test_a_creation_committed_by_another_instance_after_the_rooms_check_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance stores the same new file between this instance's look at its
+    room (which has not got it yet) and its append: the append, conditional on the head
+    the room was at, is refused, the room catches up, and the device adopts the text
+    (the file holds it once). Made to happen here by the other instance's append, on
+    the same SQLite file, right before this one's."""
+    store = f"sqlite:///{tmp_path / 'weft.db'}"
+    text = "generated\n"
+    other: Doc[Any] = Doc()
+    other.get("weft", type=Map)["deleted"] = False
+    other.get("content", type=Text).insert(0, text)
+    append_if = History.append_if
+    raced: list[Appended] = []
+
+    async def after_the_other(self: History, item: Append, head: Versionstamp | None) -> Appended:
+        if not raced:
+            async with open_engine(store) as kv:
+                elsewhere = History(kv)
+                ref = await elsewhere.doc(TENANT, "elsewhere", PATH)
+                append = Append(ref, other.get_update(), "b", "b", "other-instance/1")
+                raced.extend(await elsewhere.append([append]))
+        return await append_if(self, item, head)
+
+    monkeypatch.setattr(History, "append_if", after_the_other)
+    async with serve_in_process(create_app(Settings(store=store))) as one:
+        devices = Devices(tmp_path, [one], "elsewhere")
+        (devices.folders[0] / PATH).parent.mkdir()
+        (devices.folders[0] / PATH).write_text(text)
+        async with devices.workspace(0) as a:
+            await a.sync(30)
+        assert len(raced) == 1
+        assert await asyncio.to_thread(devices.server_text) == text  # (in this loop)
+        assert folder_files(devices.folders[0]) == {PATH: text.encode()}
+        assert await asyncio.to_thread(devices.records) == [] and devices.copies(0) == []
