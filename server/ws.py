@@ -493,8 +493,6 @@ class _Link:
             try:
                 if isinstance(action, Wait):
                     await asyncio.sleep(action.seconds)
-                elif isinstance(action, Commit) and action.seen is not None:
-                    self._start_create(action)
                 elif isinstance(action, Commit):
                     await self._submit(action)
                 else:
@@ -537,11 +535,14 @@ class _Link:
         while self.inflight >= self.max_inflight:
             self.room_free.clear()
             await self.room_free.wait()
-        self._submit_now(commit)
+        if commit.seen is not None:
+            self._start_create(commit)
+        else:
+            self._submit_now(commit)
 
-    def _submit_now(self, commit: Commit) -> None:
+    def _item(self, commit: Commit) -> Append:
         assert self.ref is not None
-        item = Append(
+        return Append(
             self.ref,
             commit.update,
             self.principal.user,
@@ -549,6 +550,9 @@ class _Link:
             self.session_id,
             commit.hash,
         )
+
+    def _submit_now(self, commit: Commit) -> None:
+        item = self._item(commit)
         self.inflight += 1  # before: an update the writer refuses at once is settled inside
         try:
             self.writer.submit_with(item, functools.partial(self._on_commit, commit))
@@ -573,34 +577,24 @@ class _Link:
         instance or two, the first is stored and the other refused, and that one
         decides again. One ``Create`` at a time per room: the room has applied the one
         stored before the next is looked at."""
-        assert self.room is not None and self.ref is not None and self.session is not None
-        room, seen = self.room, commit.seen
-        assert seen is not None
-        item = Append(
-            self.ref,
-            commit.update,
-            self.principal.user,
-            self.device or str(self.conn.id),
-            self.session_id,
-            commit.hash,
-        )
-        try:
-            async with room.creating:
-                for _ in range(CREATE_TRIES):
+        assert self.room is not None and self.session is not None and commit.seen is not None
+        room, seen, item = self.room, commit.seen, self._item(commit)
+        async with room.creating:
+            for _ in range(CREATE_TRIES):
+                try:
                     await self.writer.settled()
                     if not await self.rooms.catch_up_to_head(room):
                         raise StoreError("store unavailable; try again")
                     if _beyond(state_vector_clocks(room.state_vector()), seen):
                         break
-                    try:
-                        appended = await self.app[HISTORY].append_if(item, room.cursor)
-                    except HeadMoved:
-                        continue
-                    self._on_commit(commit, appended, None)
+                    appended = await self.app[HISTORY].append_if(item, room.cursor)
+                except HeadMoved:
+                    continue
+                except Exception as exc:  # a task boundary: the client is told, as for any commit
+                    self._on_commit(commit, None, exc)
                     return
-        except Exception as exc:  # a task boundary: the client is told, as for any commit
-            self._on_commit(commit, None, exc)
-            return
+                self._on_commit(commit, appended, None)
+                return
         self.inflight -= 1
         self.room_free.set()
         self._act_now(self.session.created_meanwhile(commit))
