@@ -495,6 +495,17 @@ class Device:
         self.listener.after_remote(entry.path)
         return True
 
+    def apply_stored(self, entry: DocEntry, update: bytes, versionstamp: Versionstamp) -> None:
+        """Apply a local update that the server stored (at ``versionstamp``) before it
+        was made here: a new file's ``Create``, made on a copy of the document. It is
+        recorded as a local update, and not sent again (``Recorder.stored``)."""
+        entry.applying_remote = True  # (not recorded by the observer either)
+        try:
+            ydoc.apply(entry.doc, update)
+        finally:
+            entry.applying_remote = False
+        self.recorder.stored(entry, update, versionstamp)
+
     def after_recorded(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every change made so far is in the local history."""
         self.recorder.after_recorded(callback)

@@ -6,17 +6,17 @@ the server's version at hand (part of :mod:`client.workspace`):
 - the server has no such document (or a deleted one) → created from the file (a
   deleted one is brought back, its changed lines replacing the deletion's whole), unless
   no new document may have its name (``crdt.keys.check_new_path``: a character that
-  disguises a name, say): then it is skipped with a warning;
-  Against a server of extension version 4 (a ``Create``, see
-  :meth:`client.connection.DocLink.create`) the new document is stored only if the
-  server's still holds nothing past the state it was decided on: two devices that
-  decide at the same moment (both read "none", or "deleted") no longer both create it.
-  The first is stored; the other is refused, and decides again with the first one's
-  version at hand (same text: adopted; different: a conflict, as below). Until the
-  server stored it, the document here does not hold it (it is made on a copy, and
-  taken in once stored): a refused one leaves nothing behind. Against an older
-  server the file's text is edited into the document at once, as before, and two
-  devices in that race both bring it in;
+  disguises a name, say): then it is skipped with a warning. Against a server of
+  extension version 4 (a ``Create``, see :meth:`client.connection.DocLink.create`)
+  the new document is stored only if the server's still holds nothing past the state
+  it was decided on, so two devices that decide at the same moment (both read
+  "none", or "deleted") no longer both create it: the first is stored; the other is
+  refused, and decides again with the first one's version at hand (same text:
+  adopted; different: a conflict, as below). Until the server stored it, the
+  document here does not hold it (it is made on a copy, and taken in once stored):
+  a refused one leaves nothing behind. Against an older server the file's text is
+  edited into the document at once, as before, and two devices in that race both
+  bring it in;
 - different text → the server's version stays, the local text is recorded as a conflict
   (``POST .../conflicts``) and kept in ``.weft/conflicts/`` (one copy per text, however
   many tries the report takes), and the file gets the server's text. A report the
@@ -151,7 +151,7 @@ class NewFiles:
             except NotText as exc:  # (see Workspace.ingest)
                 self.ws.folder.warn(path, f"not syncing {path}: {exc}")
                 return True
-            if entry.link.speaks_create and not self.ws.device.read_only:
+            if entry.link.speaks_create and not entry.waiting and not self.ws.device.read_only:
                 return await self._create_on_server(entry, text)
             self._adopt_local(entry, text)
         elif str(entry.text) == text:
@@ -189,8 +189,8 @@ class NewFiles:
 
     async def _create_on_server(self, entry: DocEntry, text: str) -> bool | None:
         """:meth:`_adopt_local` as a ``Create``: the update is made on a copy of the
-        document and sent; once the server stored it, it is taken in here (as the
-        server's: recorded, not sent again). None when the server refused it (the
+        document and sent; once the server stored it, it is taken in here (recorded as
+        a local update, as :meth:`_adopt_local`'s, but not sent again). None when the server refused it (the
         document changed meanwhile; what changed it is here now, see
         ``DocLink.create``); False when it did not get there (tried again later)."""
         revived = entry.deleted
@@ -202,8 +202,8 @@ class NewFiles:
             return False
         if isinstance(answer, Refused):
             return None if answer.code == CREATED_MEANWHILE else False  # (said by the link)
-        self.ws.device.apply_remote(entry, update)
-        entry.acked(answer)
+        self.ws.device.apply_stored(entry, update, answer)
+        self.ws.device.file_read(entry, text)  # (saved before the edit: client.shadows)
         self._adopted(entry, text, revived, inserted)
         self.ws.ingest(entry.path)  # saved again while the creation was on its way
         return True

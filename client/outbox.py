@@ -98,6 +98,15 @@ class Outbox:
             return
         self._pending.append(Pending(versionstamp, update))
 
+    def add_stored(self, versionstamp: Versionstamp, update: bytes) -> None:
+        """A local update the server had stored before it was recorded (a new file's
+        ``Create``): acknowledged at once when no other waits, else sent in its turn
+        (the server finds it stored and acknowledges it again)."""
+        if self._pending:
+            self.add(versionstamp, update)
+        elif self.cursor is None or versionstamp > self.cursor:
+            self.cursor = versionstamp
+
     def take(self) -> Send | None:
         """The next send: unsent updates in order, merged, within the bounds."""
         if self._sent >= len(self._pending):

@@ -8,7 +8,9 @@ queued with :meth:`Recorder.after_recorded` run once everything queued before th
 the history (a folder workspace writes a file, or remembers its shadow, only then). A
 file's text read for a local edit (:meth:`Recorder.file_read`) is saved as that edit's
 ``ahead`` text before the batch that holds the edit is appended (see
-:mod:`client.shadows`).
+:mod:`client.shadows`). A local update the server stored before it was made here (a new
+file's ``Create``, :meth:`Recorder.stored`) is recorded as a local one, and is
+acknowledged rather than sent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from client.state import Ahead
 from crdt.history import MAX_UPDATE_BYTES, Append, History
-from crdt.versionstamp import ZERO
+from crdt.versionstamp import ZERO, Versionstamp
 
 if TYPE_CHECKING:
     from client.entry import DocEntry
@@ -30,6 +32,7 @@ log = logging.getLogger("weft.client")
 
 LOCAL = "local"
 REMOTE = "remote"
+STORED = "stored"  # a local update the server stored first (a Create): recorded as local
 RETRY_SECONDS = 1.0
 
 
@@ -71,6 +74,16 @@ class Recorder:
         entry.unrecorded += 1
         entry.unrecorded_local += 1
         self._queue.append((entry, update, LOCAL))
+        self._wake.set()
+
+    def stored(self, entry: DocEntry, update: bytes, versionstamp: Versionstamp) -> None:
+        """A local update the server stored at ``versionstamp`` before it was made here
+        (a new file's ``Create``): recorded as a local update (a restart takes the file
+        state from it, see client.shadows), but not sent again, and acknowledged."""
+        entry.unrecorded += 1
+        entry.unrecorded_local += 1
+        self._queue.append((entry, update, STORED))
+        self._queue.append(lambda: entry.acked(versionstamp))
         self._wake.set()
 
     def remote(self, entry: DocEntry, update: bytes) -> None:
@@ -160,7 +173,7 @@ class Recorder:
         for item in batch:
             if isinstance(item, tuple):
                 entry, update, origin = item
-                if origin == LOCAL and len(update) <= MAX_UPDATE_BYTES:
+                if origin != REMOTE and len(update) <= MAX_UPDATE_BYTES:
                     counts[entry.path] = counts.get(entry.path, 0) + 1
             elif isinstance(item, FileRead) and counts.get(item.entry.path):
                 after = item.entry.outbox.last or ZERO
@@ -188,13 +201,18 @@ class Recorder:
                 MAX_UPDATE_BYTES,
             )
             entry.unrecorded -= 1
-            if origin == LOCAL:
+            if origin != REMOTE:
                 entry.unrecorded_local -= 1
         items = [i for i in items if len(i[1]) <= MAX_UPDATE_BYTES]
         await self._save_ahead(batch)
         if items:
             results = await self.history.append(
-                [Append(e.ref, u, self.device_id, self.device_id, origin) for e, u, origin in items]
+                [
+                    Append(
+                        e.ref, u, self.device_id, self.device_id, REMOTE if o == REMOTE else LOCAL
+                    )
+                    for e, u, o in items
+                ]
             )
             for (entry, update, origin), appended in zip(items, results, strict=True):
                 entry.unrecorded -= 1
@@ -203,6 +221,9 @@ class Recorder:
                     entry.unrecorded_local -= 1
                     entry.outbox.add(appended.versionstamp, update)
                     entry.link.wake()
+                elif origin == STORED:
+                    entry.unrecorded_local -= 1
+                    entry.outbox.add_stored(appended.versionstamp, update)
                 if self.snapshot_due(entry, len(update)):
                     task = asyncio.create_task(self.history.snapshot_if_due(entry.ref))
                     self.snapshots.add(task)

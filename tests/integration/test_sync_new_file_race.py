@@ -154,6 +154,8 @@ async def test_the_same_new_file_made_on_two_devices_at_once_comes_out_once(
         assert devices.copies(n) == []
         assert "conflict" not in messages(devices.said[n])
     assert devices.records() == []
+    made = [n for n in (0, 1) if f"{PATH}: new (+" in messages(devices.said[n])]
+    assert len(made) == 1  # the other adopted it
 
 
 @pytest.mark.parametrize("instances", [1, 2])
@@ -187,6 +189,8 @@ async def test_two_new_files_made_on_two_devices_at_once_the_first_wins_the_othe
     assert f"conflict: {PATH} differs from the server's version, which stays" in said, said
     assert f"and in {copy}" in said, said
     assert "conflict" not in messages(devices.said[1 - loser])
+    assert f"{PATH}: new (+" in messages(devices.said[1 - loser])
+    assert f"{PATH}: new (+" not in said
 
 
 async def test_against_a_server_older_than_create_a_new_file_syncs_as_before(
