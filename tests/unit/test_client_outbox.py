@@ -120,3 +120,15 @@ def test_last_is_the_last_local_update_acknowledged_or_not() -> None:
     assert send is not None
     outbox.ack(send.hash, vs(100))
     assert len(outbox) == 0 and outbox.last == vs(8)
+
+
+def test_an_update_the_server_stored_first_is_acknowledged_unless_others_wait() -> None:
+    """A new file's ``Create``: recorded after the server stored it, it moves the cursor
+    at once; behind updates still waiting, it is sent in its turn (found stored)."""
+    _, (first, second) = local_updates(2)
+    outbox = Outbox(vs(1))
+    outbox.add_stored(vs(3), first)
+    assert outbox.cursor == vs(3) and len(outbox) == 0 and outbox.take() is None
+    outbox.add(vs(4), second)
+    outbox.add_stored(vs(5), first)
+    assert outbox.cursor == vs(3) and len(outbox) == 2
