@@ -1,17 +1,37 @@
 """``History.append_if``: an append stored only if the document's head is still the one
-given, checked in the append's own transaction; with two engines on one SQLite file (two
+given, checked in the append's own transaction (on SQLite, and on the FoundationDB
+engine over the in-memory FDB test double); with two engines on one SQLite file (two
 server instances), the other's commit in between is seen."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fdb_double import use_fdb_double
 from pycrdt import Doc, Text
 
 from crdt.errors import HeadMoved
 from crdt.history import Append, History
-from crdt.kv import Engine
+from crdt.kv import Engine, open_engine
+
+
+@pytest.fixture(params=["sqlite", "fdb-double"])
+async def history(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[History]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'weft.db'}"
+    else:
+        double = use_fdb_double(monkeypatch)
+        request.addfinalizer(double.stop)
+        url = f"fdb://{tmp_path / 'double.cluster'}"
+    async with open_engine(url) as kv:
+        h = History(kv)
+        await h.init()
+        yield h
 
 
 def update(text: str) -> bytes:
@@ -20,9 +40,7 @@ def update(text: str) -> bytes:
     return doc.get_update()
 
 
-async def test_an_append_if_stores_only_on_the_head_it_names(kv: Engine) -> None:
-    history = History(kv)
-    await history.init()
+async def test_an_append_if_stores_only_on_the_head_it_names(history: History) -> None:
     doc = await history.doc("acme", "p", "new.txt", create=True)
     ones, twos = update("first"), update("second")
     first = await history.append_if(Append(doc, ones), None)
@@ -49,3 +67,49 @@ async def test_an_append_if_sees_another_instances_commit(
     assert [r.update for r in await two.updates(doc_two)] == [theirs_update]
     ours = await two.append_if(Append(doc_two, ours_update), theirs[0].versionstamp)
     assert await one.head(doc_one) == ours.versionstamp
+
+
+async def test_on_foundationdb_a_commit_between_the_heads_read_and_the_commit_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction stores an update right after the append read the head: the
+    append's commit conflicts on the head it read (the FDB double's serializable
+    reads), runs again, finds the head moved and stores nothing."""
+    double = use_fdb_double(monkeypatch)
+    cluster_file = str(tmp_path / "double.cluster")
+    try:
+        async with open_engine(f"fdb://{cluster_file}") as kv:
+            history = History(kv)
+            await history.init()
+            doc = await history.doc("acme", "p", "new.txt", create=True)
+            theirs, ours = update("theirs"), update("ours")
+            raced: list[object] = []
+            transact = kv.transact
+
+            class Racing:
+                """The append's transaction, with another append committed right after
+                its first read."""
+
+                def __init__(self, tr: Any) -> None:
+                    self.tr = tr
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(self.tr, name)
+
+                def get(self, key: bytes) -> bytes | None:
+                    value: bytes | None = self.tr.get(key)
+                    if not raced:
+                        other = history._append_fn([Append(doc, theirs)])
+                        raced.append(kv.transact_sync(other))  # type: ignore[attr-defined]
+                    return value
+
+            async def racing(fn: Any) -> Any:
+                return await transact(lambda tr: fn(Racing(tr)))
+
+            monkeypatch.setattr(kv, "transact", racing)
+            with pytest.raises(HeadMoved):
+                await history.append_if(Append(doc, ours), None)
+            assert raced and double.cluster(cluster_file).stats["conflicts"] >= 1
+            assert [r.update for r in await history.updates(doc)] == [theirs]
+    finally:
+        double.stop()
