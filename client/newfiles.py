@@ -190,9 +190,10 @@ class NewFiles:
     async def _create_on_server(self, entry: DocEntry, text: str) -> bool | None:
         """:meth:`_adopt_local` as a ``Create``: the update is made on a copy of the
         document and sent; once the server stored it, it is taken in here (recorded as
-        a local update, as :meth:`_adopt_local`'s, but not sent again). None when the server refused it (the
-        document changed meanwhile; what changed it is here now, see
-        ``DocLink.create``); False when it did not get there (tried again later)."""
+        a local update, as :meth:`_adopt_local`'s, but not sent again). None when the
+        server refused it (the document changed meanwhile; what changed it is here
+        now, see ``DocLink.create``); False when it did not get there (tried again
+        later)."""
         revived = entry.deleted
         state = entry.doc.get_state()
         update, inserted = _creation(entry, text)
