@@ -3,9 +3,10 @@
 Pure file-system work, no syncing: scanning (``.weftignore`` rules applied, symlinked
 folders not followed, with a warning), reading a file as UTF-8 text or saying why it is
 skipped (one warning per file and reason: binary, undecodable, too big, a symlink, a
-path a document cannot have), writing atomically (a temporary file in ``.weft/tmp``
-renamed over the target, keeping its mode) and removing files (empty parent folders go
-too).
+path a document cannot have; a file over the size limit that is synced already is
+:class:`TooBig` with no warning: the workspace says it stops syncing), writing
+atomically (a temporary file in ``.weft/tmp`` renamed over the target, keeping its
+mode) and removing files (empty parent folders go too).
 
 Nothing is read, written or removed through a symbolic link: neither the file's own nor
 one on the way (a link to a folder elsewhere would make a document path name a file
@@ -68,6 +69,14 @@ class Skip:
 
 
 SKIP = Skip()
+
+
+class TooBig(Skip):
+    """A file over the size limit (``max_file_bytes``): ``size`` bytes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
 
 # A file as last read or written here: (modification time in ns, size, inode).
 FileStat = tuple[int, int, int]
@@ -389,13 +398,15 @@ class Folder:
             return None if stat.S_ISDIR(info.st_mode) else SKIP
         self._stat[path] = _file_stat(info)
         if info.st_size > self.max_file_bytes:
-            # once, not once per size: a file being written grew past the limit in a
-            # warning per watch event
-            return self.warn(
-                path,
-                f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}",
-                reason=f"skipping {path}: over {self.max_file_bytes} bytes",
-            )
+            if not self.synced(path):  # (a synced one stops syncing: the workspace says so)
+                # once, not once per size: a file being written grew past the limit in a
+                # warning per watch event
+                self.warn(
+                    path,
+                    f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}",
+                    reason=f"skipping {path}: over {self.max_file_bytes} bytes",
+                )
+            return TooBig(info.st_size)
         try:
             return read_at(fd, leaf)
         except FileNotFoundError:

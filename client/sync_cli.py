@@ -100,8 +100,11 @@ swap, backup, autosave, lock and safe-write files (*.swp, *~, #*#, .~lock.*#,
 .weftignore; as git does, a file synced before goes on syncing when a pattern added
 later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and oversized
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
-written or deleted through a link (to a folder either). A document that cannot be written (its path goes through such a link,
-or a file and a folder have its name) is said once and is not in sync (--once exits 1).
+written or deleted through a link (to a folder either). A synced file that grows past
+4 MiB stops syncing: said once, it is not in sync (--once names it and exits 1), and the
+other devices keep its last synced text and say so; back under, it syncs again. A
+document that cannot be written (its path goes through such a link, or a file and a
+folder have its name) is said once and is not in sync (--once exits 1).
 If DIR or DIR/.weft is moved or deleted while it runs, it stops (exit 1) and sends no
 deletions.
 
@@ -370,6 +373,8 @@ class _Ui:
             parts.append("read-only")
         if ws.conflicts:
             parts.append(f"{len(ws.conflicts)} conflicts")
+        if ws.over_limit.files:
+            parts.append(f"{len(ws.over_limit.files)} over the size limit")
         return Text("● ", style=style) + Text(state, style=style) + Text("  " + " · ".join(parts))
 
 
@@ -505,10 +510,12 @@ def _rate(files: int, seconds: float) -> str:
 def _failed(ws: Workspace) -> dict[str, str]:
     """Files the server refused for good, and why: documents (e.g. an update over its
     size limit; with how many local changes they still hold), local files whose
-    conflict with the server's version it would not record, and documents that could not
-    be written to their file (a link or a file on the way, a folder in its place)."""
+    conflict with the server's version it would not record, documents that could not
+    be written to their file (a link or a file on the way, a folder in its place), and
+    synced files grown over the size limit (:mod:`client.overlimit`)."""
     failed = {path: why for path, (_, why) in ws.failed.items()}
     failed |= {path: f"not written: {why}" for path, why in ws.unwritable.items()}
+    failed |= ws.over_limit.failed()
     for path, entry in ws.device.entries.items():
         if entry.link.error is not None:
             if path not in ws.tracked:  # never compared with the server's version

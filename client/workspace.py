@@ -49,9 +49,10 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   the texts are the same, created when the server has no such document, else recorded
   as a conflict while the server's version stays.
 - ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
-  ``.weftignore`` patterns are ignored; binary, undecodable,
-  oversized files and symlinks are skipped with one warning each, and so are the
-  changes of a file whose document's ``content`` is not a text (another editor's
+  ``.weftignore`` patterns are ignored; binary, undecodable, oversized files and
+  symlinks are skipped with one warning each (a synced file that grows over the size
+  limit stops syncing, and every device says so: :mod:`client.overlimit`), and so are
+  the changes of a file whose document's ``content`` is not a text (another editor's
   ``Y.Array`` or ``Y.XmlFragment``: :class:`client.textdiff.NotText`).
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
   document whose path goes through a link to a folder, or meets a file where its folder
@@ -77,9 +78,10 @@ from typing import Any
 
 from client.device import Device
 from client.events import DeviceClosed, DeviceFailed, Event, Listener
-from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip
+from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip, TooBig
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
+from client.overlimit import OverLimit
 from client.remote import ServerURL
 from client.shadows import start_state
 from client.state import Ahead, FileState
@@ -157,6 +159,7 @@ class Workspace(Listener):
         self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
         self.tracked: set[str] = set()
         self.new_files = NewFiles(self)
+        self.over_limit = OverLimit(self)
         self.watcher = Watcher(self)
         self.conflicts: list[dict[str, Any]] = []
         self.writes = Writes(self)
@@ -242,6 +245,8 @@ class Workspace(Listener):
                     await self._emptied_before_start(path)
                     self.ingest(path)
                 await self.device.open(path)
+                if self.over_limit.elsewhere(entry):  # said once the server's state is here
+                    self.spawn(self.over_limit.heard_when_synced(entry))
             self.schedule_write(path)
 
         # (a file synced before goes on syncing whatever .weftignore says: Folder.ignored)
@@ -375,9 +380,12 @@ class Workspace(Listener):
         if text == "" and shadow and self._settling(path):
             return True  # maybe a save in place under way: not taken in, not written over
         self.emptied.pop(path, None)
+        if isinstance(text, TooBig) and shadow is not None:
+            self.over_limit.over(entry, text.size)  # (client.overlimit)
+            return False
         if isinstance(text, Skip):
             return False
-        if text == shadow:
+        if text == shadow and not self.over_limit.flagged(entry):
             return True
         if text is None:
             if not entry.deleted:
@@ -385,7 +393,9 @@ class Workspace(Listener):
                     return False
                 if self._one_file_with(path):
                     return True  # (written to its file then: not, and said so)
-                entry.meta["deleted"] = True  # the text stays: see the module docstring
+                with entry.doc.transaction():
+                    entry.meta["deleted"] = True  # the text stays: see the module docstring
+                    self.over_limit.clear(entry, deleted=True)
                 self.device.file_read(entry, None)
                 self.emit(Event("deleted", f"deleted {path}", path))
             self.remember(path, None)
@@ -412,6 +422,7 @@ class Workspace(Listener):
             if entry.deleted or shadow is None:
                 entry.meta["deleted"] = False
                 self.kept.pop(path, None)  # back: a copy kept at its deletion is old news
+            self.over_limit.clear(entry)
             inserted, deleted = apply(entry.text, current, diff(current, target))
         if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
             self.device.file_read(entry, text)
@@ -512,8 +523,10 @@ class Workspace(Listener):
 
     def after_remote(self, path: str) -> None:
         entry = self.device.entries.get(path)
-        if entry is not None and entry.deleted and entry.waiting:
-            self.writes.unseen.add(path)  # noted now: their acks may come before the file goes
+        if entry is not None:
+            self.over_limit.heard(entry)  # another device's file over the size limit
+            if entry.deleted and entry.waiting:
+                self.writes.unseen.add(path)  # noted now: acks may come before the file goes
         self.schedule_write(path)
 
     def busy(self, path: str) -> bool:

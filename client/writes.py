@@ -89,7 +89,8 @@ class Writes:
                 return
             ws.tracked.add(path)
         if not ws.ingest(path):
-            ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
+            if path not in ws.over_limit.files:  # (said: client.overlimit)
+                ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
             return
         if path in ws.emptied or path in ws.creating:  # written once it settled
             return  # (Workspace._settle), or once it is decided (client.newfiles)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from client.folder import SKIP, FileChanged, Folder
+from client.folder import SKIP, FileChanged, Folder, TooBig
 from client.safepath import PathBlocked
 
 NFD = "cafe\u0301/me\u0301nu.md"
@@ -245,13 +245,31 @@ def test_a_file_growing_past_the_size_limit_is_said_once(tmp_path: Path) -> None
     assert f.read("big.txt") == "12345"
     for size in (10, 20, 30):
         (tmp_path / "big.txt").write_text("x" * size)
-        assert f.read("big.txt") is SKIP
+        read = f.read("big.txt")
+        assert isinstance(read, TooBig) and read.size == size
     assert warnings == ["skipping big.txt: 10 bytes, over 8"]
     (tmp_path / "big.txt").write_text("small")  # readable again: said again when over
     assert f.read("big.txt") == "small"
     (tmp_path / "big.txt").write_text("x" * 40)
-    assert f.read("big.txt") is SKIP
+    assert isinstance(f.read("big.txt"), TooBig)
     assert warnings[1:] == ["skipping big.txt: 40 bytes, over 8"]
+
+
+def test_a_synced_file_over_the_size_limit_is_not_said_skipped(tmp_path: Path) -> None:
+    # the workspace says that it stops syncing (client.overlimit): "skipping" said the
+    # file was never synced
+    warnings: list[str] = []
+    f = Folder(
+        tmp_path,
+        warn=lambda _path, message: warnings.append(message),
+        max_file_bytes=8,
+        synced=lambda path: path == "synced.txt",
+    )
+    for name in ("synced.txt", "new.txt"):
+        (tmp_path / name).write_text("x" * 20)
+        read = f.read(name)
+        assert isinstance(read, TooBig) and read.size == 20
+    assert warnings == ["skipping new.txt: 20 bytes, over 8"]
 
 
 def test_nothing_is_read_written_or_removed_through_a_symlinked_folder(tmp_path: Path) -> None:
