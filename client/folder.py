@@ -442,8 +442,11 @@ class Folder:
         known = self._stat.get(path)
         if known is None or known == self._ours.get(path):
             return 0.0
-        age = (time.time_ns() - known[0]) / 1e9
-        return seconds - age if -seconds < age < seconds else 0.0
+        return left(known[0], seconds)
+
+    def look(self, path: str) -> os.stat_result | None:
+        """The file's ``lstat`` as it is now, reached through no link (None: not there)."""
+        return self._lstat_name(self.disk_name(path))
 
     def exists(self, path: str) -> bool:
         """Whether the file (or a folder, a link...) is there, reached through no link."""
@@ -582,6 +585,13 @@ class Folder:
 
 # A copy's name is its file's, then ".YYYYMMDDTHHMMSS" and maybe ".N": 255 bytes in all.
 _COPY_NAME_BYTES = 255 - len(".20260101T000000.999")
+
+
+def left(mtime_ns: int, seconds: float) -> float:
+    """How much longer until ``seconds`` have passed since ``mtime_ns``; 0 once they
+    have, or when it is more than ``seconds`` in the future (another clock: bounded)."""
+    age = (time.time_ns() - mtime_ns) / 1e9
+    return seconds - age if -seconds < age < seconds else 0.0
 
 
 def _file_stat(info: os.stat_result) -> FileStat:

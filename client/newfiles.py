@@ -1,6 +1,14 @@
 """Local files this device has no history for (a first sync, or a file created while
 offline), or none synced (a file written where its document was deleted), decided with
-the server's version at hand (part of :mod:`client.workspace`):
+the server's version at hand (part of :mod:`client.workspace`), once the file is quiet:
+last modified ``SMALL_FILE_QUIET_SECONDS`` (0.1 s) ago while it holds at most
+``SMALL_FILE_BYTES`` (64 KiB), ``NEW_FILE_QUIET_SECONDS`` (1 s) ago when larger; or, when
+it is not after ``NEW_FILE_PATIENCE`` seconds (30), as it stands then (said). A file
+still being written (a ``cp``, a download) was taken in as it stood, the rest following
+as edits: one that then grew past the size limit left a part of it on every other
+device. The bound between the two waits is under ``cp``'s first write (128 KiB): a
+``cp`` looked at after it wrote anything waits the longer one, so a small file (a note,
+a source file: written at once) waits 0.1 s, and a large one 1 s.
 
 - same text as the server's document → adopted;
 - the server has no such document (or a deleted one) → created from the file (a
@@ -36,7 +44,7 @@ from pycrdt import Doc, Map, Text
 
 from client.entry import CONTENT, META, DocEntry
 from client.events import Event
-from client.folder import Skip
+from client.folder import Skip, left
 from client.remote import ApiError
 from client.textdiff import NotText, apply, check_text, line_diff
 from crdt.codec import CREATED_MEANWHILE, Refused
@@ -52,6 +60,10 @@ if TYPE_CHECKING:
 REPORT_SERVER_ERRORS = 5
 RETRIED_STATUSES = frozenset({404, 408, 425, 429})
 CREATE_RETRY_SECONDS = 1.0
+SMALL_FILE_BYTES = 64 << 10
+SMALL_FILE_QUIET_SECONDS = 0.1
+NEW_FILE_QUIET_SECONDS = 1.0  # (as client.writes.SAVE_SETTLE_SECONDS)
+NEW_FILE_PATIENCE = 30.0
 DECISIONS = 3  # decisions in a row when the server refuses a Create (then: retried later)
 
 
@@ -120,9 +132,13 @@ class NewFiles:
             device.changed()
 
     async def _decide(self, path: str) -> bool:
-        """True once the file is settled (adopted, created, in conflict, or skipped);
-        decided again at once when the server refused its creation because another
-        device created the document meanwhile (up to ``DECISIONS`` times)."""
+        """True once the file is settled (adopted, created, in conflict, or skipped),
+        once it is quiet; decided again at once when the server refused its creation
+        because another device created the document meanwhile (up to ``DECISIONS``
+        times)."""
+        await self._quiet(path)
+        if isinstance(self.ws.folder.read(path), Skip):  # (over the limit now, say)
+            return True
         for _ in range(DECISIONS):
             settled = await self._decide_once(path)
             if settled is not None:
@@ -159,6 +175,30 @@ class NewFiles:
         else:
             return await self._conflict(entry, text)
         return True
+
+    async def _quiet(self, path: str) -> None:
+        """Until the file is quiet, for at most ``NEW_FILE_PATIENCE`` seconds (see the
+        module docstring)."""
+        folder = self.ws.folder
+        loop = asyncio.get_running_loop()
+        end = loop.time() + NEW_FILE_PATIENCE
+        while (wait := self._quiet_in(path)) > 0:
+            if loop.time() >= end:
+                folder.warn(
+                    path,
+                    f"{path} is still being written after {NEW_FILE_PATIENCE:g} s: "
+                    "synced as it is now (what is written next follows as edits)",
+                )
+                return
+            await asyncio.sleep(min(wait, end - loop.time()))
+
+    def _quiet_in(self, path: str) -> float:
+        """How much longer until the file is quiet, as it is now (0: it is, or gone)."""
+        info = self.ws.folder.look(path)
+        if info is None:
+            return 0.0
+        small = info.st_size <= SMALL_FILE_BYTES
+        return left(info.st_mtime_ns, SMALL_FILE_QUIET_SECONDS if small else NEW_FILE_QUIET_SECONDS)
 
     async def _create_later(self, path: str) -> None:
         await asyncio.sleep(CREATE_RETRY_SECONDS)

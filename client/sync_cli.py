@@ -102,9 +102,11 @@ later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and ove
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
 written or deleted through a link (to a folder either). A synced file that grows past
 4 MiB stops syncing: said once, it is not in sync (--once names it and exits 1), and the
-other devices keep its last synced text and say so; back under, it syncs again. A
-document that cannot be written (its path goes through such a link, or a file and a
-folder have its name) is said once and is not in sync (--once exits 1).
+other devices keep its last synced text and say so; back under, it syncs again. A new
+file is taken in once quiet (last changed 0.1 s ago, 1 s when over 64 KiB; at most 30
+s), so a file still being written (a cp, a download) is not sent in part. A document
+that cannot be written (its path goes through such a link, or a file and a folder have
+its name) is said once and is not in sync (--once exits 1).
 If DIR or DIR/.weft is moved or deleted while it runs, it stops (exit 1) and sends no
 deletions.
 

@@ -45,9 +45,10 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
   well have seen them (its update says nothing of what its author had), and the text
   stays in the document's history.
 - A local file with no history on this device (a first sync, or a file created while
-  offline) is checked against the server first (:mod:`client.newfiles`): adopted when
-  the texts are the same, created when the server has no such document, else recorded
-  as a conflict while the server's version stays.
+  offline) is checked against the server first, once it is quiet (no longer being
+  written: :mod:`client.newfiles`): adopted when the texts are the same, created when
+  the server has no such document, else recorded as a conflict while the server's
+  version stays.
 - ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
   ``.weftignore`` patterns are ignored; binary, undecodable, oversized files and
   symlinks are skipped with one warning each (a synced file that grows over the size

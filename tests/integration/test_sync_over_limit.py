@@ -1,15 +1,20 @@
 """A synced file that grows past the size limit (4 MiB) stops syncing, and says so on
 every device; back under the limit, it syncs again (README, "Syncing a folder";
-:mod:`client.overlimit`). Real ``weft sync`` processes on a real server, and folder
-workspaces on a server in this process for the cases that need a smaller limit."""
+:mod:`client.overlimit`). A new file still being written is taken in once it is quiet,
+so one that ends over the limit is never sent in part (:mod:`client.newfiles`). Real
+``weft sync`` processes on a real server, and folder workspaces on a server in this
+process for the cases that need a smaller limit or a shorter wait."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from client import newfiles
 from client.events import Event
 from client.folder import MAX_FILE_BYTES
 from client.overlimit import OVER_LIMIT
@@ -120,6 +125,102 @@ def test_a_running_sync_says_once_and_syncs_the_file_again_once_under_the_limit(
     finally:
         running.terminate()
         other.terminate()
+
+
+def _write_slowly(path: Path, chunks: list[str], pause: float) -> threading.Thread:
+    """Write ``chunks`` to a new file ``path``, ``pause`` seconds apart (a download)."""
+
+    def write() -> None:
+        with path.open("w") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                out.flush()
+                time.sleep(pause)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+async def test_a_new_file_still_being_written_is_sent_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Files written in steps (a download, a slow ``cp``) are taken in once quiet: those
+    that end under the limit go out whole, in one piece (a small one, written 0.02 s
+    apart; a large one, 0.3 s apart); one that ends over it is never sent. Each was
+    sent as it was at the first look, the rest as edits, until it passed the limit."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    said: list[Event] = []
+    folder = tmp_path / "f"
+    folder.mkdir()
+    limit = 1 << 20
+    async with serve_in_process(app) as srv:
+        ws = Workspace(folder, srv.ws_url, TENANT, "p", on_event=said.append, max_file_bytes=limit)
+        async with ws:
+            await ws.sync(10)
+            watching = asyncio.create_task(ws.watch())
+            await asyncio.sleep(0.3)  # (the watcher is up)
+            texts = {
+                "small.txt": ([f"line {n}\n" for n in range(30)], 0.02),
+                "large.txt": ([f"{n}" * (100 << 10) + "\n" for n in range(5)], 0.3),
+                "over.txt": ([f"{n}" * (300 << 10) + "\n" for n in range(4)], 0.3),
+            }
+            writers = [_write_slowly(folder / name, *how) for name, how in texts.items()]
+            for writer in writers:
+                await asyncio.to_thread(writer.join)
+            await asyncio.sleep(0.2)
+            await ws.sync(10)
+            watching.cancel()
+            docs = f"{srv.url}/api/v1/{TENANT}/p/docs"
+            for name in ("small.txt", "large.txt"):
+                whole = "".join(texts[name][0])
+                assert await asyncio.to_thread(get_text, f"{docs}/{name}") == whole
+                assert f"{name}: new (+{len(whole)} chars)" in [e.message for e in said]
+            assert len([e for e in said if e.kind == "local"]) == 2, said
+            assert await asyncio.to_thread(get_text, f"{docs}/over.txt") is None
+            assert "over.txt" not in ws.device.entries and "over.txt" not in ws.tracked
+            over = len("".join(texts["over.txt"][0]))
+            warnings = [e.message for e in said if e.kind == "warning"]
+            assert warnings == [f"skipping over.txt: {over} bytes, over {limit}"]
+
+
+async def test_a_new_file_written_for_ever_is_taken_as_it_stands_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for a quiet file is bounded (``NEW_FILE_PATIENCE``, here 0.5 s): a log
+    written to every 0.02 s syncs, said once."""
+    monkeypatch.setattr(newfiles, "NEW_FILE_PATIENCE", 0.5)
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    said: list[Event] = []
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "app.log").write_text("start\n")
+    stop = threading.Event()
+
+    def log() -> None:
+        with (folder / "app.log").open("a") as out:
+            while not stop.is_set():
+                out.write("tick\n")
+                out.flush()
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=log)
+    writer.start()
+    try:
+        async with serve_in_process(app) as srv:
+            started = time.monotonic()
+            ws = Workspace(folder, srv.ws_url, TENANT, "p", on_event=said.append)
+            async with ws:
+                await ws.sync(10)
+                assert 0.5 <= time.monotonic() - started < 5
+                assert "app.log" in ws.tracked
+                assert str(ws.device.entries["app.log"].text).startswith("start\ntick\n")
+    finally:
+        stop.set()
+        writer.join()
+    warnings = [e.message for e in said if e.kind == "warning"]
+    assert warnings == [
+        "app.log is still being written after 0.5 s: synced as it is now (what is written "
+        "next follows as edits)"
+    ]
 
 
 async def test_deleting_a_file_over_the_limit_clears_the_flag(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ may be named in NFD (as macOS names files)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from client.folder import SKIP, FileChanged, Folder, TooBig
+from client.folder import SKIP, FileChanged, Folder, TooBig, left
 from client.safepath import PathBlocked
 
 NFD = "cafe\u0301/me\u0301nu.md"
@@ -270,6 +271,13 @@ def test_a_synced_file_over_the_size_limit_is_not_said_skipped(tmp_path: Path) -
         read = f.read(name)
         assert isinstance(read, TooBig) and read.size == 20
     assert warnings == ["skipping new.txt: 20 bytes, over 8"]
+
+
+def test_left_says_how_long_until_a_time_is_that_long_ago() -> None:
+    now = time.time_ns()
+    assert 0.69 < left(now - 300_000_000, 1.0) <= 0.7
+    assert left(now - 2_000_000_000, 1.0) == 0.0
+    assert left(now + 60_000_000_000, 1.0) == 0.0  # another clock: bounded
 
 
 def test_nothing_is_read_written_or_removed_through_a_symlinked_folder(tmp_path: Path) -> None:
