@@ -112,9 +112,18 @@ class DocRef:
         return found
 
 
+class Expect(NamedTuple):
+    """The condition of a conditional append: its document's head must still be
+    ``head`` (``None``: the document holds no update)."""
+
+    head: Versionstamp | None
+
+
 class Append(NamedTuple):
     """One update to append, with who made it. (A named tuple, not a frozen dataclass:
-    one is built per update, and a frozen dataclass's ``__init__`` cost 3x as much.)"""
+    one is built per update, and a frozen dataclass's ``__init__`` cost 3x as much.)
+    ``expect``: append it only if its document's head is still that one (see
+    :func:`_append_checked_tr`)."""
 
     doc: DocRef
     update: bytes
@@ -122,6 +131,7 @@ class Append(NamedTuple):
     client: str = ""
     session: str = ""
     digest: bytes | None = None  # update_hash(update), when the caller has it already
+    expect: Expect | None = None
 
 
 class Appended(NamedTuple):
@@ -290,6 +300,39 @@ def _append_tr(
             tr.set(ak.bytes, (state.bytes_before + state.size).to_bytes(8, "little"))
         tr.set(doc.append_keys.ms, state.ms.to_bytes(8, "little"))
     return markers
+
+
+def _append_checked_tr(
+    tr: Transaction,
+    items: list[Append],
+    ms: int,
+    legacy: bool = False,
+    attempts: Attempts | None = None,
+) -> list[int | Versionstamp | Own | None]:
+    """:func:`_append_tr` of ``items`` but those whose ``expect`` does not hold: their
+    document's head, read in ``tr``, is not the one expected, or an earlier item of
+    ``items`` for the same document is appended before them (it moves the head).
+    Nothing of such an item is written; its marker is ``None``. The head's read is
+    what refuses one when another instance committed in between (SQLite: one writer
+    at a time; FoundationDB: the read conflicts)."""
+    checked = [n for n, item in enumerate(items) if item.expect is not None]
+    heads = tr.get_many([items[n].doc.append_keys.head for n in checked])
+    found = dict(zip(checked, heads, strict=True))
+    kept: list[Append] = []
+    refused: set[int] = set()
+    docs: set[bytes] = set()  # the documents of the items kept so far
+    for n, item in enumerate(items):
+        space = item.doc.space
+        if item.expect is not None:
+            raw = found[n]
+            head = None if raw is None else Versionstamp(raw[:12])
+            if space in docs or head != item.expect.head:
+                refused.add(n)
+                continue
+        kept.append(item)
+        docs.add(space)
+    markers = iter(_append_tr(tr, kept, ms, legacy, attempts) if kept else [])
+    return [None if n in refused else next(markers) for n in range(len(items))]
 
 
 # The 2 user bytes of each update of a transaction (append gives one at most

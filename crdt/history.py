@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 from blake3 import blake3
@@ -51,7 +51,9 @@ from crdt.appending import (
     Appended,
     Attempts,
     DocRef,
+    Expect,
     Own,
+    _append_checked_tr,
     _append_tr,
     doc_cost,
     update_cost,
@@ -206,7 +208,7 @@ class History:
         # before anything else can run: e.g. rooms note their own commits before their
         # head watchers wake up. A listener must not raise (it is logged if it does).
         self.listeners: list[Callable[[Sequence[Append], Sequence[Appended]], None]] = []
-        self._appending: set[asyncio.Task[list[Appended]]] = set()  # see append_then
+        self._appending: set[asyncio.Task[list[Appended | None]]] = set()  # see append_then
 
     # --- format, tenants, docs -------------------------------------------------------
 
@@ -287,7 +289,15 @@ class History:
     # --- append ----------------------------------------------------------------------
 
     async def append(self, items: Sequence[Append]) -> list[Appended]:
-        """Append updates durably, exactly once each; the result lines up with ``items``."""
+        """Append updates durably, exactly once each; the result lines up with ``items``
+        (none of them conditional: see :meth:`append_if`)."""
+        if any(item.expect is not None for item in items):
+            raise ValueError("a conditional append goes through append_if or append_then")
+        return [r for r in await self._append_all(items) if r is not None]
+
+    async def _append_all(self, items: Sequence[Append]) -> list[Appended | None]:
+        """:meth:`append`, and of conditional items (``Append.expect``) those whose
+        condition holds: ``None`` in the result for each of the others."""
         sizes = [len(item.update) for item in items]
         if sizes and max(sizes) > MAX_UPDATE_BYTES:
             raise TransactionTooLarge(
@@ -301,41 +311,32 @@ class History:
         out = [r for batch in batches for r in await self._append_one(batch)]
         # A repeat of an update that an earlier part of this append stored is not a
         # duplicate (as inside one part): it found that part's entry, new here too.
-        new = {r.versionstamp for r in out if not r.duplicate}
-        return [Appended(r.versionstamp, False) if r.versionstamp in new else r for r in out]
+        new = {r.versionstamp for r in out if r is not None and not r.duplicate}
+        return [
+            Appended(r.versionstamp, False) if r is not None and r.versionstamp in new else r
+            for r in out
+        ]
 
     async def append_if(self, item: Append, head: Versionstamp | None) -> Appended:
         """Append ``item`` only if its document's head is still ``head`` (``None``: the
         document holds no update), checked in the append's own transaction: a commit
         of another instance in between makes it fail (SQLite: one writer at a time;
-        FoundationDB: the head's read conflicts). Raises :class:`HeadMoved` if not."""
-        if len(item.update) > MAX_UPDATE_BYTES:
-            raise TransactionTooLarge(
-                f"update of {len(item.update)} bytes is over the {MAX_UPDATE_BYTES}-byte limit"
-            )
-        ms = now_ms()
-        attempts = Attempts()
-        head_key = item.doc.key("head")
-
-        def fn(tr: Transaction) -> list[Any] | None:
-            raw = tr.get(head_key)
-            if (None if raw is None else Head.decode(raw).versionstamp) != head:
-                return None
-            return _append_tr(tr, [item], ms, self.legacy_idempotency, attempts)
-
-        committed = await self.kv.transact(fn)
-        result = committed.result
-        if result is None:
+        FoundationDB: the head's read conflicts). Raises :class:`HeadMoved` if not.
+        The group-commit writer takes such items too (``Append.expect``)."""
+        (appended,) = await self._append_all([item._replace(expect=Expect(head))])
+        if appended is None:
             raise HeadMoved(f"{item.doc.path}: the head moved past {head}")
-        return self._landed([item], Committed(result, committed.versionstamp))[0]
+        return appended
 
     def append_then(
         self,
         items: Sequence[Append],
-        done: Callable[[list[Appended] | None, BaseException | None], None],
+        done: Callable[[list[Appended | None] | None, BaseException | None], None],
     ) -> None:
-        """:meth:`append`, for a caller that goes on from a callback: ``done(results,
-        None)`` once the updates are durable, or ``done(None, error)``, called in the
+        """:meth:`append` (conditional items too: ``None`` in the results for each whose
+        condition did not hold, see ``appending._append_checked_tr``), for a caller that
+        goes on from a callback: ``done(results, None)`` once the updates are durable,
+        or ``done(None, error)``, called in the
         event loop's thread (maybe before this returns, if it fails at once). On an
         engine that has ``transact_then`` (SQLite) and for updates that fit one
         transaction (the usual case), with no task: the group-commit writer's hot path,
@@ -348,7 +349,7 @@ class History:
             or len(batches) != 1
             or max(len(i.update) for i in items) > MAX_UPDATE_BYTES
         ):
-            task = asyncio.ensure_future(self.append(items))
+            task = asyncio.ensure_future(self._append_all(items))
             self._appending.add(task)
             task.add_done_callback(functools.partial(self._appended_by_task, done))
             return
@@ -372,8 +373,8 @@ class History:
 
     def _appended_by_task(
         self,
-        done: Callable[[list[Appended] | None, BaseException | None], None],
-        task: asyncio.Task[list[Appended]],
+        done: Callable[[list[Appended | None] | None, BaseException | None], None],
+        task: asyncio.Task[list[Appended | None]],
     ) -> None:
         self._appending.discard(task)
         if task.cancelled():
@@ -383,30 +384,42 @@ class History:
         else:
             done(task.result(), None)
 
-    async def _append_one(self, items: list[Append]) -> list[Appended]:
+    async def _append_one(self, items: list[Append]) -> list[Appended | None]:
         return self._landed(items, await self.kv.transact(self._append_fn(items)))
 
     def _append_fn(self, items: list[Append]) -> Callable[[Transaction], list[Any]]:
         ms = now_ms()
         attempts = Attempts()
-        return lambda tr: _append_tr(tr, items, ms, self.legacy_idempotency, attempts)
+        legacy = self.legacy_idempotency
+        if any(item.expect is not None for item in items):
+            return lambda tr: _append_checked_tr(tr, items, ms, legacy, attempts)
+        return lambda tr: _append_tr(tr, items, ms, legacy, attempts)
 
-    def _landed(self, items: list[Append], committed: Committed[list[Any]]) -> list[Appended]:
-        """The results of an append transaction, told to the listeners."""
+    def _landed(
+        self, items: list[Append], committed: Committed[list[Any]]
+    ) -> list[Appended | None]:
+        """The results of an append transaction (``None``: a conditional item not
+        appended), told to the listeners (the appended items only)."""
         tr_version = committed.versionstamp or b""  # none only when all were duplicates
         # Built without Appended's and Versionstamp's __init__ (one of each per update).
         new, user_bytes = tuple.__new__, _USER
-        out: list[Appended] = [
+        out: list[Appended | None] = [
             new(Appended, (unchecked(tr_version + user_bytes[marker]), False))
             if type(marker) is int
             else new(Appended, (marker.versionstamp, False))
             if type(marker) is Own
+            else None
+            if marker is None
             else new(Appended, (marker, True))
             for marker in committed.result
         ]
+        told, results = items, cast(list[Appended], out)
+        if None in out:  # conditional items refused
+            told = [item for item, r in zip(items, out, strict=True) if r is not None]
+            results = [r for r in out if r is not None]
         for listener in self.listeners:
             try:
-                listener(items, out)
+                listener(told, results)
             except Exception:  # the batch is durable whatever a listener does
                 log.exception("an append listener failed")
         return out
@@ -728,6 +741,7 @@ __all__ = [
     "DocInfo",
     "DocList",
     "DocRef",
+    "Expect",
     "History",
     "Loaded",
     "Record",

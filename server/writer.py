@@ -8,6 +8,11 @@ many rooms, share one transaction and one fsync. No task runs in between: update
 find no commit in flight go to the store at the end of the loop's turn that queued
 them, and the next commit is handed over from the callback that settles the last one.
 
+An item may be conditional (``Append.expect``: a new file's ``create``): it is appended
+only if its document's head, read in the batch's transaction after the batch's earlier
+items, is the one it expects; else nothing of it is written and it fails alone with
+:class:`~crdt.errors.HeadMoved` (see ``appending._append_checked_tr``).
+
 After a commit, snapshots are scheduled off the hot path for the documents that received
 enough updates: counted from what the document's room found after the latest snapshot
 when it loaded (:meth:`Writer.note_loaded`), or else from a first check that reads the
@@ -38,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from crdt.errors import StoreError, StoreStopped, TransactionTooLarge, WeftError
+from crdt.errors import HeadMoved, StoreError, StoreStopped, TransactionTooLarge, WeftError
 from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
 from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
@@ -241,7 +246,10 @@ class Writer:
         return batch
 
     def _landed(
-        self, batch: list[_Pending], results: list[Appended] | None, exc: BaseException | None
+        self,
+        batch: list[_Pending],
+        results: list[Appended | None] | None,
+        exc: BaseException | None,
     ) -> None:
         """The commit of ``batch`` is over: settle each of its updates, then hand over
         what queued meanwhile at the end of this turn of the loop, with what the
@@ -265,7 +273,10 @@ class Writer:
                 asyncio.get_running_loop().call_soon(self._commit_queued)
 
     def _settle(
-        self, batch: list[_Pending], results: list[Appended] | None, exc: BaseException | None
+        self,
+        batch: list[_Pending],
+        results: list[Appended | None] | None,
+        exc: BaseException | None,
     ) -> None:
         if exc is not None or results is None:
             if not isinstance(exc, Exception):  # a cancelled append: nothing was raised
@@ -281,10 +292,13 @@ class Writer:
         done = time.monotonic()
         self.metrics.commit_batch_size.observe(len(batch))
         self.metrics.commit_latency.observe(done - batch[0].queued)
-        self.metrics.updates_committed.inc(len(batch))
+        self.metrics.updates_committed.inc(len(batch) - results.count(None))
         log.debug("committed %d updates", len(batch))
         for p, appended in zip(batch, results, strict=True):
-            p.settle(appended, None)
+            if appended is None:  # a conditional item whose head moved: nothing stored
+                p.settle(None, HeadMoved(f"{printable(p.item.doc.path)}: the head moved"))
+            else:
+                p.settle(appended, None)
         try:
             self._note_for_snapshots(batch, results)
         except Exception:  # bookkeeping for snapshots must never stop the writer
@@ -318,15 +332,16 @@ class Writer:
         more = f" ({unsaid} more failed since the last one said)" if unsaid else ""
         log.error("group commit of %d updates failed: %s%s", count, exc, more)
 
-    def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended]) -> None:
+    def _note_for_snapshots(self, batch: list[_Pending], results: list[Appended | None]) -> None:
         docs: dict[bytes, DocRef] = {}
         tails = self._tails
         added = 0
         seen: set[bytes] = set()
         for p, appended in zip(batch, results, strict=True):
             # A repeat inside one append has the first copy's versionstamp and is one
-            # record of the log: counted once, like a repeat of an earlier append.
-            if appended.duplicate or appended.versionstamp.raw in seen:
+            # record of the log: counted once, like a repeat of an earlier append. A
+            # conditional item refused (None) is not in the log.
+            if appended is None or appended.duplicate or appended.versionstamp.raw in seen:
                 continue
             seen.add(appended.versionstamp.raw)
             item = p.item

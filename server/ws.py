@@ -35,7 +35,7 @@ from crdt.errors import (
     StoreError,
     WeftError,
 )
-from crdt.history import Append, Appended, DocRef
+from crdt.history import Append, Appended, DocRef, Expect
 from crdt.keys import (
     DEVICE_ID,
     DEVICE_ID_RULE,
@@ -570,34 +570,52 @@ class _Link:
         task.add_done_callback(_background.discard)
 
     async def _create(self, commit: Commit) -> None:
-        """Store ``commit`` (a ``Create``) only if the room, caught up with the store,
-        holds nothing its client had not seen (``commit.seen``), and the document's head
-        is still the room's cursor when the append runs (``History.append_if``): so
+        """Store ``commit`` (a ``Create``) only if the room holds nothing its client had
+        not seen (``commit.seen``) and the document's head is still the room's cursor
+        when its group commit runs (``Append.expect``, checked in the transaction): so
         of two devices that created the document at the same moment, through this
         instance or two, the first is stored and the other refused, and that one
-        decides again. One ``Create`` at a time per room: the room has applied the one
-        stored before the next is looked at."""
+        decides again. A moved head (the room was behind the store, or another commit
+        came first) is caught up with, then tried again. One ``Create`` at a time per
+        room: the room has applied the one stored before the next is looked at."""
         assert self.room is not None and self.session is not None and commit.seen is not None
         room, seen, item = self.room, commit.seen, self._item(commit)
         async with room.creating:
-            for _ in range(CREATE_TRIES):
+            for attempt in range(CREATE_TRIES):
                 try:
-                    await self.writer.settled()
-                    if not await self.rooms.catch_up_to_head(room):
-                        raise StoreError("store unavailable; try again")
+                    if attempt:
+                        await self.writer.settled()
+                        if not await self.rooms.catch_up_to_head(room):
+                            raise StoreError("store unavailable; try again")
                     if _beyond(state_vector_clocks(room.state_vector()), seen):
                         break
-                    appended = await self.app[HISTORY].append_if(item, room.cursor)
-                except HeadMoved:
-                    continue
+                    stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                    done = functools.partial(self._created, commit, stored)
+                    self.writer.submit_with(item._replace(expect=Expect(room.cursor)), done)
                 except Exception as exc:  # a task boundary: the client is told, as for any commit
                     self._on_commit(commit, None, exc)
                     return
-                self._on_commit(commit, appended, None)
-                return
+                if await stored:
+                    return
         self.inflight -= 1
         self.room_free.set()
         self._act_now(self.session.created_meanwhile(commit))
+
+    def _created(
+        self,
+        commit: Commit,
+        stored: asyncio.Future[bool],
+        appended: Appended | None,
+        error: BaseException | None,
+    ) -> None:
+        """The writer's answer to a ``Create``: applied to the room as any commit, in
+        commit order with the rest of its batch; ``stored`` False when the head moved
+        (nothing was stored)."""
+        moved = isinstance(error, HeadMoved)
+        if not moved:
+            self._on_commit(commit, appended, error)
+        if not stored.done():  # (cancelled when the server stops)
+            stored.set_result(not moved)
 
     def _on_commit(
         self, commit: Commit, appended: Appended | None, error: BaseException | None

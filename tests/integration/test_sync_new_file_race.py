@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,28 +223,35 @@ async def test_a_creation_committed_by_another_instance_after_the_rooms_check_is
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another instance stores the same new file between this instance's look at its
-    room (which has not got it yet) and its append: the append, conditional on the head
-    the room was at, is refused, the room catches up, and the device adopts the text
-    (the file holds it once). Made to happen here by the other instance's append, on
-    the same SQLite file, right before this one's."""
+    room (which has not got it yet) and its group commit: the append, conditional on
+    the head the room was at, is refused, the room catches up, and the device adopts
+    the text (the file holds it once). Made to happen here by the other instance's
+    append, on the same SQLite file, right before the batch holding this one's."""
     store = f"sqlite:///{tmp_path / 'weft.db'}"
     text = "generated\n"
     other: Doc[Any] = Doc()
     other.get("weft", type=Map)["deleted"] = False
     other.get("content", type=Text).insert(0, text)
-    append_if = History.append_if
+    append_then = History.append_then
     raced: list[Appended] = []
+    racing: set[asyncio.Task[None]] = set()
 
-    async def after_the_other(self: History, item: Append, head: Versionstamp | None) -> Appended:
-        if not raced:
+    def after_the_other(self: History, items: Sequence[Append], done: Any) -> None:
+        if raced or all(item.expect is None for item in items):
+            append_then(self, items, done)
+            return
+
+        async def race() -> None:
             async with open_engine(store) as kv:
                 elsewhere = History(kv)
                 ref = await elsewhere.doc(TENANT, "elsewhere", PATH)
                 append = Append(ref, other.get_update(), "b", "b", "other-instance/1")
                 raced.extend(await elsewhere.append([append]))
-        return await append_if(self, item, head)
+            append_then(self, items, done)
 
-    monkeypatch.setattr(History, "append_if", after_the_other)
+        racing.add(asyncio.ensure_future(race()))
+
+    monkeypatch.setattr(History, "append_then", after_the_other)
     async with serve_in_process(create_app(Settings(store=store))) as one:
         devices = Devices(tmp_path, [one], "elsewhere")
         (devices.folders[0] / PATH).parent.mkdir()

@@ -96,12 +96,12 @@ async def test_on_foundationdb_a_commit_between_the_heads_read_and_the_commit_is
                 def __getattr__(self, name: str) -> Any:
                     return getattr(self.tr, name)
 
-                def get(self, key: bytes) -> bytes | None:
-                    value: bytes | None = self.tr.get(key)
+                def get_many(self, wanted: list[bytes]) -> list[bytes | None]:
+                    values: list[bytes | None] = self.tr.get_many(wanted)
                     if not raced:
                         other = history._append_fn([Append(doc, theirs)])
                         raced.append(kv.transact_sync(other))  # type: ignore[attr-defined]
-                    return value
+                    return values
 
             async def racing(fn: Any) -> Any:
                 return await transact(lambda tr: fn(Racing(tr)))

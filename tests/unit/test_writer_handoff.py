@@ -191,7 +191,7 @@ async def test_a_commit_whose_results_cannot_be_read_fails_its_batch_and_the_wri
     read_results = history._landed
     failing = [True]
 
-    def fail_once(items: Any, committed: Any) -> list[Appended]:
+    def fail_once(items: Any, committed: Any) -> list[Appended | None]:
         if failing[0]:
             failing[0] = False
             raise RuntimeError("results unreadable")
