@@ -570,23 +570,23 @@ class _Link:
         task.add_done_callback(_background.discard)
 
     async def _create(self, commit: Commit) -> None:
-        """Store ``commit`` (a ``Create``) only if the room holds nothing its client had
-        not seen (``commit.seen``) and the document's head is still the room's cursor
-        when its group commit runs (``Append.expect``, checked in the transaction): so
-        of two devices that created the document at the same moment, through this
-        instance or two, the first is stored and the other refused, and that one
-        decides again. A moved head (the room was behind the store, or another commit
-        came first) is caught up with, then tried again. One ``Create`` at a time per
-        room: the room has applied the one stored before the next is looked at."""
+        """Store ``commit`` (a ``Create``) only if the room, caught up with the store,
+        holds nothing its client had not seen (``commit.seen``), and the document's head
+        is still the room's cursor when its group commit runs (``Append.expect``,
+        checked in the batch's transaction): so of two devices that created the
+        document at the same moment, through this instance or two, the first is stored
+        and the other refused, and that one decides again. A moved head is caught up
+        with, then tried again. One ``Create`` at a time per room: the room has applied
+        the one stored before the next is looked at. (The catch-up before the first try
+        could go, the head check catching a room behind the store: no faster measured.)"""
         assert self.room is not None and self.session is not None and commit.seen is not None
         room, seen, item = self.room, commit.seen, self._item(commit)
         async with room.creating:
-            for attempt in range(CREATE_TRIES):
+            for _ in range(CREATE_TRIES):
                 try:
-                    if attempt:
-                        await self.writer.settled()
-                        if not await self.rooms.catch_up_to_head(room):
-                            raise StoreError("store unavailable; try again")
+                    await self.writer.settled()
+                    if not await self.rooms.catch_up_to_head(room):
+                        raise StoreError("store unavailable; try again")
                     if _beyond(state_vector_clocks(room.state_vector()), seen):
                         break
                     stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
