@@ -336,12 +336,11 @@ class History:
         """:meth:`append` (conditional items too: ``None`` in the results for each whose
         condition did not hold, see ``appending._append_checked_tr``), for a caller that
         goes on from a callback: ``done(results, None)`` once the updates are durable,
-        or ``done(None, error)``, called in the
-        event loop's thread (maybe before this returns, if it fails at once). On an
-        engine that has ``transact_then`` (SQLite) and for updates that fit one
-        transaction (the usual case), with no task: the group-commit writer's hot path,
-        one turn of the event loop shorter. Otherwise through a task running
-        :meth:`append`."""
+        or ``done(None, error)``, called in the event loop's thread (maybe before this
+        returns, if it fails at once). On an engine that has ``transact_then`` (SQLite)
+        and for updates that fit one transaction (the usual case), with no task: the
+        group-commit writer's hot path, one turn of the event loop shorter. Otherwise
+        through a task running :meth:`append`'s body."""
         transact_then = getattr(self.kv, "transact_then", None)
         batches = _batches(items) if transact_then is not None else []
         if (
