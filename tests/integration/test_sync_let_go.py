@@ -69,6 +69,13 @@ async def on_disk(folder: Path, paths: Iterable[str], there: bool) -> None:
     await until(lambda: all(name.exists() is there for name in names), 10)
 
 
+async def delete_here(ws: Workspace, folder: Path, path: str) -> None:
+    """Delete the file ``path`` of ``folder`` (``ws``'s) and sync the deletion."""
+    (folder / path).unlink()
+    ws.changed({path})
+    await ws.sync(30)
+
+
 async def let_go(ws: Workspace, *paths: str) -> None:
     """Wait until the device has let ``paths`` go (their links close once idle)."""
     await until(lambda: not set(paths) & set(ws.device.entries), 10)
@@ -146,9 +153,7 @@ async def test_a_file_written_again_at_the_path_brings_the_document_back(tmp_pat
             await ws.sync(30)
             held = weakref.ref(ws.device.entries["old.md"])
             held_doc = weakref.ref(ws.device.entries["old.md"].doc)
-            (a / "old.md").unlink()
-            ws.changed({"old.md"})
-            await ws.sync(30)
+            await delete_here(ws, a, "old.md")
             await let_go(ws, "old.md")
             assert "old.md" not in ws.tracked and "old.md" not in ws.disk
             (a / "keep.md").write_text("kept, edited\n")  # (the recorder holds its last
@@ -178,9 +183,7 @@ async def test_a_document_brought_back_elsewhere_comes_back_here(tmp_path: Path)
             await other.sync(30)
         async with workspace(server, a) as ws:
             await ws.sync(30)
-            (a / "old.md").unlink()
-            ws.changed({"old.md"})
-            await ws.sync(30)
+            await delete_here(ws, a, "old.md")
             await let_go(ws, "old.md")
             (b / "old.md").unlink()
             async with workspace(server, b) as other:  # (took the deletion in, and has
@@ -214,9 +217,7 @@ async def test_a_remote_edit_of_a_document_let_go_opens_it_again(tmp_path: Path)
             async with Device(tmp_path / "lib", server.ws_url, "acme", "p") as other:
                 doc = await other.doc("old.md")
                 await other.sync(30)
-                (a / "old.md").unlink()
-                ws.changed({"old.md"})
-                await ws.sync(30)
+                await delete_here(ws, a, "old.md")
                 await let_go(ws, "old.md")
                 await until(lambda: other.entries["old.md"].deleted, 10)
                 head = ws.device.heads["old.md"]
@@ -243,9 +244,7 @@ async def test_an_offline_edit_made_before_the_deletion_brings_it_back(tmp_path:
             async with workspace(server, b) as other:
                 await other.sync(30)
             (b / "old.md").write_text("old text\nedited offline\n")  # b not running
-            (a / "old.md").unlink()
-            ws.changed({"old.md"})
-            await ws.sync(30)
+            await delete_here(ws, a, "old.md")
             await let_go(ws, "old.md")
             async with workspace(server, b) as other:
                 await other.sync(30)
@@ -276,9 +275,7 @@ async def test_a_conflict_record_about_a_document_let_go_is_said(tmp_path: Path)
             await ws.sync(30)
             following = asyncio.create_task(conflicts.follow())
             try:
-                (desk / "notes.md").unlink()
-                ws.changed({"notes.md"})
-                await ws.sync(30)
+                await delete_here(ws, desk, "notes.md")
                 await let_go(ws, "notes.md")
                 async with workspace(server, laptop, "laptop") as other:
                     await other.sync(30)
@@ -303,9 +300,7 @@ async def test_a_file_written_as_the_document_is_let_go_brings_it_back(
         write(a, {**LIVE, "old.md": "old text\n"})
         async with workspace(server, a) as ws:
             await ws.sync(30)
-            (a / "old.md").unlink()
-            ws.changed({"old.md"})
-            await ws.sync(30)
+            await delete_here(ws, a, "old.md")
             let_go_now = ws._let_go
 
             def racing(path: str) -> None:
@@ -388,9 +383,7 @@ async def test_a_link_wanted_again_as_the_document_is_let_go_keeps_it(tmp_path: 
         write(a, {**LIVE, "old.md": "old text\n"})
         async with workspace(server, a) as ws:
             await ws.sync(30)
-            (a / "old.md").unlink()
-            ws.changed({"old.md"})
-            await ws.sync(30)
+            await delete_here(ws, a, "old.md")
             let_go_now = ws._let_go
             kept: list[bool] = []
 

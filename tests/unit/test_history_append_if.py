@@ -5,7 +5,6 @@ server instances), the other's commit in between is seen."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,9 @@ from crdt.history import Append, History
 from crdt.kv import Engine, open_engine
 
 
-@pytest.fixture(params=["sqlite", "fdb-double"])
-async def history(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[History]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'weft.db'}"
-    else:
-        double = use_fdb_double(monkeypatch)
-        request.addfinalizer(double.stop)
-        url = f"fdb://{tmp_path / 'double.cluster'}"
-    async with open_engine(url) as kv:
-        h = History(kv)
-        await h.init()
-        yield h
+@pytest.fixture
+def history(history_on_each_engine: History) -> History:
+    return history_on_each_engine
 
 
 def update(text: str) -> bytes:

@@ -7,34 +7,19 @@ the FoundationDB engine over the in-memory FDB test double (the task path)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fdb_double import use_fdb_double
 from pycrdt import Doc, Text
 
 from crdt.errors import HeadMoved
 from crdt.history import Append, Appended, DocRef, Expect, History
-from crdt.kv import open_engine
 from server.writer import Writer
 
 
-@pytest.fixture(params=["sqlite", "fdb-double"])
-async def history(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[History]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'weft.db'}"
-    else:
-        double = use_fdb_double(monkeypatch)
-        request.addfinalizer(double.stop)
-        url = f"fdb://{tmp_path / 'double.cluster'}"
-    async with open_engine(url) as kv:
-        h = History(kv)
-        await h.init()
-        yield h
+@pytest.fixture
+def history(history_on_each_engine: History) -> History:
+    return history_on_each_engine
 
 
 def update(text: str) -> bytes:
