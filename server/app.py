@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[ROOMS].release_hooks.append(app[WRITER].forget_checks)
     app[ROOMS].load_hooks.append(app[WRITER].note_loaded)
     app[CONNECTIONS] = Connections(settings.refusal_hold_seconds)
+    app[WRITER].settled_hooks.append(app[CONNECTIONS].flusher.flush)
     app[ON_BRANCH] = None  # conflicts_api.setup installs the conflict detectors
     app[ON_EDIT_DELETED] = None
     app.cleanup_ctx.append(_lifecycle)

@@ -150,6 +150,10 @@ class Writer:
         self.failing: StoreError | None = None
         self._failed_at = -math.inf
         self._failures = LineBudget(burst=5, every=60.0)
+        # Called once a batch's updates are settled (before the writer's own
+        # bookkeeping): the server writes what they queued for the peers (one write per
+        # peer, see server.connection.Flusher).
+        self.settled_hooks: list[Callable[[], None]] = []
         self.tail_snapshots = 0  # snapshots built from a tail, without reading the log
         self.log_snapshots = 0  # snapshot checks that read the log (History.snapshot_if_due)
 
@@ -299,6 +303,11 @@ class Writer:
                 p.settle(None, HeadMoved(f"{printable(p.item.doc.path)}: the head moved"))
             else:
                 p.settle(appended, None)
+        for hook in self.settled_hooks:
+            try:
+                hook()
+            except Exception:  # the updates are settled whatever a hook does
+                log.error("a hook after settling a group commit failed", exc_info=True)
         try:
             self._note_for_snapshots(batch, results)
         except Exception:  # bookkeeping for snapshots must never stop the writer

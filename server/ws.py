@@ -286,6 +286,7 @@ class _Link:
             settings.send_queue_frames,
             settings.send_queue_bytes,
             self.app[METRICS],
+            self.app[CONNECTIONS].flusher,
         )
         self.session_id = f"{settings.instance}/{self.conn.id}"
         # Looked up once: the per-update paths below use them thousands of times a second.
