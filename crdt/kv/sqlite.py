@@ -1151,7 +1151,11 @@ class SQLiteEngine:
         engine's, else by the poller, which sees it move ``data_version``), so the
         newest value is always remembered in the end."""
         with self._watch_lock:
-            wanted = [(k, e) for k, e in self._known.items() if keys is None or k in keys]
+            remembered = self._known
+            if keys is None:
+                wanted = list(remembered.items())
+            else:  # a commit's few keys: not a walk over every watched key per commit
+                wanted = [(k, remembered[k]) for k in keys if k in remembered]
         if not wanted:
             return
         given = values or {}
