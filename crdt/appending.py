@@ -179,6 +179,13 @@ def _stored_by(tr: Transaction, item: Append, found: bytes, nonce: bytes) -> boo
     return bool(entry) and entry[0][1][: len(nonce)] == nonce
 
 
+def _stored_before(tr: Transaction, item: Append, attempts: Attempts) -> bool:
+    """Whether an earlier run of this append (``attempts``) stored ``item``."""
+    (key,), _ = _idempotency_keys([item])
+    found = tr.get(key)
+    return found is not None and _stored_by(tr, item, found, attempts.nonce)
+
+
 def _append_tr(
     tr: Transaction,
     items: list[Append],
@@ -314,7 +321,13 @@ def _append_checked_tr(
     ``items`` for the same document is appended before them (it moves the head).
     Nothing of such an item is written; its marker is ``None``. The head's read is
     what refuses one when another instance committed in between (SQLite: one writer
-    at a time; FoundationDB: the read conflicts)."""
+    at a time; FoundationDB: the read conflicts).
+
+    A run after the first (FoundationDB's 1021, see :class:`Attempts`) keeps an item
+    whose head moved when the earlier run stored it: its condition held then, and the
+    head moved by its own commit (it comes back as :class:`Own`, not refused)."""
+    attempts = attempts or Attempts()
+    again = attempts.runs > 0
     checked = [n for n, item in enumerate(items) if item.expect is not None]
     heads = tr.get_many([items[n].doc.append_keys.head for n in checked])
     found = dict(zip(checked, heads, strict=True))
@@ -326,7 +339,8 @@ def _append_checked_tr(
         if item.expect is not None:
             raw = found[n]
             head = None if raw is None else Versionstamp(raw[:12])
-            if space in docs or head != item.expect.head:
+            moved = space in docs or head != item.expect.head
+            if moved and not (again and _stored_before(tr, item, attempts)):
                 refused.add(n)
                 continue
         kept.append(item)

@@ -101,3 +101,31 @@ async def test_on_foundationdb_a_commit_between_the_heads_read_and_the_commit_is
             assert [r.update for r in await history.updates(doc)] == [theirs]
     finally:
         double.stop()
+
+
+async def test_on_foundationdb_an_append_if_whose_commit_was_unknown_is_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FoundationDB answers the commit with 1021 (result unknown) though it happened;
+    its retry loop runs the append again, which finds the head moved: by this very
+    append (its change-index entry holds the append's random bytes), so it is stored,
+    once, and not refused (the device, told so, decided again on its own creation)."""
+    double = use_fdb_double(monkeypatch)
+    cluster_file = str(tmp_path / "double.cluster")
+    try:
+        async with open_engine(f"fdb://{cluster_file}") as kv:
+            history = History(kv)
+            await history.init()
+            doc = await history.doc("acme", "p", "new.txt", create=True)
+            ours = update("ours")
+            double.cluster(cluster_file).inject(1021, applied=True)
+            appended = await history.append_if(Append(doc, ours), None)
+            assert double.cluster(cluster_file).stats["on_error:1021"] == 1
+            assert not appended.duplicate
+            assert await history.head(doc) == appended.versionstamp
+            assert [r.update for r in await history.updates(doc)] == [ours]
+            # Another append's update at that head is still refused.
+            with pytest.raises(HeadMoved):
+                await history.append_if(Append(doc, update("theirs")), None)
+    finally:
+        double.stop()
