@@ -3,10 +3,11 @@
 Pure file-system work, no syncing: scanning (``.weftignore`` rules applied, symlinked
 folders not followed, with a warning), reading a file as UTF-8 text or saying why it is
 skipped (one warning per file and reason: binary, undecodable, too big, a symlink, a
-path a document cannot have; a file over the size limit that is synced already is
-:class:`TooBig` with no warning: the workspace says it stops syncing), writing
-atomically (a temporary file in ``.weft/tmp`` renamed over the target, keeping its
-mode) and removing files (empty parent folders go too).
+path a document cannot have; a file that is synced already and is now over the size
+limit or not UTF-8 text is :class:`TooBig` or :class:`NotTextFile` with no warning: the
+workspace says it stops syncing), writing atomically (a temporary file in
+``.weft/tmp`` renamed over the target, keeping its mode) and removing files (empty
+parent folders go too).
 
 Nothing is read, written or removed through a symbolic link: neither the file's own nor
 one on the way (a link to a folder elsewhere would make a document path name a file
@@ -71,11 +72,28 @@ class Skip:
 SKIP = Skip()
 
 
-class TooBig(Skip):
-    """A file over the size limit (``max_file_bytes``): ``size`` bytes."""
+class Unfit(Skip):
+    """A regular file whose content cannot be synced: ``why`` says what is wrong with it
+    ("N bytes, over the L-byte limit", "binary (a NUL byte at offset N)"). A synced file
+    found so stops syncing (:mod:`client.unsynced`); a new one is skipped."""
 
-    def __init__(self, size: int) -> None:
+    why: str
+
+
+class TooBig(Unfit):
+    """A file over the size limit (``limit``, ``max_file_bytes``): ``size`` bytes."""
+
+    def __init__(self, size: int, limit: int) -> None:
         self.size = size
+        self.why = f"{size} bytes, over the {limit}-byte limit"
+
+
+class NotTextFile(Unfit):
+    """A file that is not UTF-8 text: binary (it holds a NUL byte) or not valid UTF-8;
+    ``why`` says which, with the offset of the first such byte."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 # A file as last read or written here: (modification time in ns, size, inode).
@@ -354,7 +372,8 @@ class Folder:
         return self._clashes.get(path)
 
     def read(self, path: str) -> str | Skip | None:
-        """The file's text; None if it does not exist; SKIP if it is not synced."""
+        """The file's text; None if it does not exist; a :class:`Skip` if it is not
+        synced (an :class:`Unfit` one when its content is what is wrong with it)."""
         names = self.clash(path)
         if names is not None:
             return self.warn(
@@ -379,16 +398,26 @@ class Folder:
             return None
         if isinstance(data, Skip):
             return data
-        if b"\0" in data:
-            return self.warn(path, f"skipping {path}: binary file")
+        zero = data.find(b"\0")
+        if zero >= 0:
+            why = f"binary (a NUL byte at offset {zero})"
+            return self._not_text(path, why, "binary file")
         try:
             text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return self.warn(path, f"skipping {path}: not valid UTF-8 text")
+        except UnicodeDecodeError as exc:
+            why = f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+            return self._not_text(path, why, "not valid UTF-8 text")
         # readable again: a skip may be said again later (not other warnings, e.g.
         # "cannot record a conflict yet", said once however many tries)
         self.unwarn(path, "skipping ")
         return text
+
+    def _not_text(self, path: str, why: str, skipped: str) -> NotTextFile:
+        """The file is not UTF-8 text (``why``): a new file is skipped, said once ("skipping
+        FILE: ``skipped``"); a synced one stops syncing, which the workspace says."""
+        if not self.synced(path):
+            self.warn(path, f"skipping {path}: {skipped}")
+        return NotTextFile(why)
 
     def _read_at(self, path: str, fd: int, leaf: str) -> bytes | Skip | None:
         info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
@@ -406,7 +435,7 @@ class Folder:
                     f"skipping {path}: {info.st_size} bytes, over {self.max_file_bytes}",
                     reason=f"skipping {path}: over {self.max_file_bytes} bytes",
                 )
-            return TooBig(info.st_size)
+            return TooBig(info.st_size, self.max_file_bytes)
         try:
             return read_at(fd, leaf)
         except FileNotFoundError:

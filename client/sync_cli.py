@@ -101,8 +101,9 @@ swap, backup, autosave, lock and safe-write files (*.swp, *~, #*#, .~lock.*#,
 later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and oversized
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
 written or deleted through a link (to a folder either). A synced file that grows past
-4 MiB stops syncing: said once, it is not in sync (--once names it and exits 1), and the
-other devices keep its last synced text and say so; back under, it syncs again. A new
+4 MiB or is no longer UTF-8 text (binary, another encoding) stops syncing: said once,
+it is not in sync (--once names it and exits 1), and the other devices keep its last
+synced text and say so; back under the limit or text again, it syncs again. A new
 file is taken in once quiet (last changed 0.1 s ago, 1 s when over 64 KiB; at most 30
 s), so a file still being written (a cp, a download) is not sent in part. A document
 that cannot be written (its path goes through such a link, or a file and a folder have
@@ -375,8 +376,7 @@ class _Ui:
             parts.append("read-only")
         if ws.conflicts:
             parts.append(f"{len(ws.conflicts)} conflicts")
-        if ws.over_limit.files:
-            parts.append(f"{len(ws.over_limit.files)} over the size limit")
+        parts += ws.unsynced.counts()  # over the size limit, not text
         return Text("● ", style=style) + Text(state, style=style) + Text("  " + " · ".join(parts))
 
 
@@ -514,10 +514,10 @@ def _failed(ws: Workspace) -> dict[str, str]:
     size limit; with how many local changes they still hold), local files whose
     conflict with the server's version it would not record, documents that could not
     be written to their file (a link or a file on the way, a folder in its place), and
-    synced files grown over the size limit (:mod:`client.overlimit`)."""
+    synced files grown over the size limit or no longer text (:mod:`client.unsynced`)."""
     failed = {path: why for path, (_, why) in ws.failed.items()}
     failed |= {path: f"not written: {why}" for path, why in ws.unwritable.items()}
-    failed |= ws.over_limit.failed()
+    failed |= ws.unsynced.failed()
     for path, entry in ws.device.entries.items():
         if entry.link.error is not None:
             if path not in ws.tracked:  # never compared with the server's version

@@ -14,13 +14,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.testing import ChildProcess
+from server.testing import ChildProcess, Listening
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,6 +117,19 @@ def sync_once(
         timeout=timeout,
         check=False,
     )
+
+
+def sync_named(folder: Path, server: Listening, tenant: str, project: str) -> tuple[int, str]:
+    """``weft sync --once`` on ``folder`` as the device named after it (``--device-id``
+    the folder's name, so that what other devices say names it): its exit code and
+    output."""
+    result = sync_once(folder, server.ws_url, tenant, project, args=["--device-id", folder.name])
+    return result.returncode, result.stdout
+
+
+def doc_text(server: Listening, tenant: str, project: str, path: str) -> str | None:
+    """The text of the document ``path`` on ``server`` (REST); None when there is none."""
+    return get_text(f"{server.url}/api/v1/{tenant}/{project}/docs/{urllib.parse.quote(path)}")
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

@@ -52,9 +52,10 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
 - ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
   ``.weftignore`` patterns are ignored; binary, undecodable, oversized files and
   symlinks are skipped with one warning each (a synced file that grows over the size
-  limit stops syncing, and every device says so: :mod:`client.overlimit`), and so are
-  the changes of a file whose document's ``content`` is not a text (another editor's
-  ``Y.Array`` or ``Y.XmlFragment``: :class:`client.textdiff.NotText`).
+  limit or is no longer UTF-8 text stops syncing, and every device says so:
+  :mod:`client.unsynced`), and so are the changes of a file whose document's
+  ``content`` is not a text (another editor's ``Y.Array`` or ``Y.XmlFragment``:
+  :class:`client.textdiff.NotText`).
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
   document whose path goes through a link to a folder, or meets a file where its folder
   should be (or a folder where the file should be), is not written: it is said once and
@@ -79,14 +80,14 @@ from typing import Any
 
 from client.device import Device
 from client.events import DeviceClosed, DeviceFailed, Event, Listener
-from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip, TooBig
+from client.folder import MAX_FILE_BYTES, FileStat, Folder, Skip, Unfit
 from client.ignore import IGNORE_FILE
 from client.newfiles import NewFiles
-from client.overlimit import OverLimit
 from client.remote import ServerURL
 from client.shadows import start_state
 from client.state import Ahead, FileState
 from client.textdiff import NotText, apply, check_text, diff, merge3_both
+from client.unsynced import Unsynced
 from client.watcher import Watcher
 from client.writes import Writes
 
@@ -160,7 +161,7 @@ class Workspace(Listener):
         self.disk: dict[str, str | None] = {}  # the text last seen on disk (shadow)
         self.tracked: set[str] = set()
         self.new_files = NewFiles(self)
-        self.over_limit = OverLimit(self)
+        self.unsynced = Unsynced(self)
         self.watcher = Watcher(self)
         self.conflicts: list[dict[str, Any]] = []
         self.writes = Writes(self)
@@ -246,8 +247,8 @@ class Workspace(Listener):
                     await self._emptied_before_start(path)
                     self.ingest(path)
                 await self.device.open(path)
-                if self.over_limit.elsewhere(entry):  # said once the server's state is here
-                    self.spawn(self.over_limit.heard_when_synced(entry))
+                if self.unsynced.elsewhere(entry):  # said once the server's state is here
+                    self.spawn(self.unsynced.heard_when_synced(entry))
             self.schedule_write(path)
 
         # (a file synced before goes on syncing whatever .weftignore says: Folder.ignored)
@@ -381,12 +382,12 @@ class Workspace(Listener):
         if text == "" and shadow and self._settling(path):
             return True  # maybe a save in place under way: not taken in, not written over
         self.emptied.pop(path, None)
-        if isinstance(text, TooBig) and shadow is not None:
-            self.over_limit.over(entry, text.size)  # (client.overlimit)
+        if isinstance(text, Unfit) and shadow is not None:  # over the limit, not text
+            self.unsynced.stopped(entry, text)  # (client.unsynced)
             return False
         if isinstance(text, Skip):
             return False
-        if text == shadow and not self.over_limit.flagged(entry):
+        if text == shadow and not self.unsynced.flagged(entry):
             return True
         if text is None:
             if not entry.deleted:
@@ -396,7 +397,7 @@ class Workspace(Listener):
                     return True  # (written to its file then: not, and said so)
                 with entry.doc.transaction():
                     entry.meta["deleted"] = True  # the text stays: see the module docstring
-                    self.over_limit.clear(entry, deleted=True)
+                    self.unsynced.clear(entry, deleted=True)
                 self.device.file_read(entry, None)
                 self.emit(Event("deleted", f"deleted {path}", path))
             self.remember(path, None)
@@ -423,7 +424,7 @@ class Workspace(Listener):
             if entry.deleted or shadow is None:
                 entry.meta["deleted"] = False
                 self.kept.pop(path, None)  # back: a copy kept at its deletion is old news
-            self.over_limit.clear(entry)
+            self.unsynced.clear(entry)
             inserted, deleted = apply(entry.text, current, diff(current, target))
         if entry.unrecorded_local > queued:  # (saved before the edit: client.shadows)
             self.device.file_read(entry, text)
@@ -525,7 +526,7 @@ class Workspace(Listener):
     def after_remote(self, path: str) -> None:
         entry = self.device.entries.get(path)
         if entry is not None:
-            self.over_limit.heard(entry)  # another device's file over the size limit
+            self.unsynced.heard(entry)  # another device's file stopped syncing
             if entry.deleted and entry.waiting:
                 self.writes.unseen.add(path)  # noted now: acks may come before the file goes
         self.schedule_write(path)

@@ -89,7 +89,7 @@ class Writes:
                 return
             ws.tracked.add(path)
         if not ws.ingest(path):
-            if path not in ws.over_limit.files:  # (said: client.overlimit)
+            if path not in ws.unsynced.files:  # (said: client.unsynced)
                 ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
             return
         if path in ws.emptied or path in ws.creating:  # written once it settled

@@ -382,25 +382,6 @@ def test_help_names_every_variable_and_change_lines_name_their_unit(
     assert "a.md: +4 -0 chars" in once(server, folder, "units", "-v")
 
 
-def test_a_tracked_file_turned_binary_is_neither_synced_nor_overwritten(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    (a / "data.txt").write_text("text at first\n")
-    once(server, a, "turned")
-    once(server, b, "turned")
-    (b / "data.txt").write_bytes(b"\x00\x01 binary now")
-    (a / "data.txt").write_text("text at first\nand more from a\n")
-    once(server, a, "turned")
-    out = once(server, b, "turned")
-    assert "skipping data.txt: binary file" in out
-    assert "not writing data.txt" in out
-    assert (b / "data.txt").read_bytes() == b"\x00\x01 binary now"
-    assert get_text(doc_url(server, "turned", "data.txt")) == "text at first\nand more from a\n"
-
-
 def test_a_file_the_server_refuses_fails_sync_once(
     weft_server_factory: StartServer, tmp_path: Path
 ) -> None:

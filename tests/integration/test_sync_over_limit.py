@@ -1,6 +1,6 @@
 """A synced file that grows past the size limit (4 MiB) stops syncing, and says so on
 every device; back under the limit, it syncs again (README, "Syncing a folder";
-:mod:`client.overlimit`). A new file still being written is taken in once it is quiet,
+:mod:`client.unsynced`). A new file still being written is taken in once it is quiet,
 so one that ends over the limit is never sent in part (:mod:`client.newfiles`). Real
 ``weft sync`` processes on a real server, and folder workspaces on a server in this
 process for the cases that need a smaller limit or a shorter wait."""
@@ -17,8 +17,8 @@ import pytest
 from client import newfiles
 from client.events import Event
 from client.folder import MAX_FILE_BYTES
-from client.overlimit import OVER_LIMIT
-from client.testing import get_text, start_sync, sync_once
+from client.testing import doc_text, get_text, start_sync, sync_named
+from client.unsynced import OVER_LIMIT
 from client.workspace import Workspace
 from server.app import create_app
 from server.config import Settings
@@ -35,15 +35,6 @@ def server(weft_module_server_factory: StartServer) -> ServerProcess:
     return weft_module_server_factory()
 
 
-def sync(server: ServerProcess, folder: Path, project: str) -> tuple[int, str]:
-    result = sync_once(folder, server.ws_url, TENANT, project, args=["--device-id", folder.name])
-    return result.returncode, result.stdout
-
-
-def server_text(server: ServerProcess, project: str, path: str) -> str | None:
-    return get_text(f"{server.url}/api/v1/{TENANT}/{project}/docs/{path}")
-
-
 def test_a_file_grown_past_the_limit_is_not_in_sync_and_every_device_says_so(
     server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -55,11 +46,11 @@ def test_a_file_grown_past_the_limit_is_not_in_sync_and_every_device_says_so(
     (laptop / "big.txt").write_text(TEXT)
     (laptop / "small.txt").write_text(TEXT)
     for folder in (laptop, desk):
-        assert sync(server, folder, project)[0] == 0
+        assert sync_named(folder, server, TENANT, project)[0] == 0
     over = TEXT + "x" * MAX_FILE_BYTES + "\n"
     (laptop / "big.txt").write_text(over)
 
-    code, out = sync(server, laptop, project)
+    code, out = sync_named(laptop, server, TENANT, project)
     assert code == 1, out
     assert "1 file(s) NOT in sync" in out and "in sync:" not in out, out
     limit = f"over the {MAX_FILE_BYTES}-byte limit"
@@ -67,27 +58,28 @@ def test_a_file_grown_past_the_limit_is_not_in_sync_and_every_device_says_so(
     assert f"big.txt: {len(over)} bytes, {limit}: not synced" in out, out
     assert "skipping" not in out, out
     assert (laptop / "big.txt").read_text() == over  # never written over
-    code, again = sync(server, laptop, project)  # a later run: still not in sync, said once
+    # a later run: still not in sync, said once
+    code, again = sync_named(laptop, server, TENANT, project)
     assert code == 1 and again.count("no longer synced") == 1, again
 
     (desk / "small.txt").write_text(TEXT + "line 3 from desk\n")  # still syncs
-    code, out = sync(server, desk, project)
+    code, out = sync_named(desk, server, TENANT, project)
     assert code == 0 and "in sync:" in out, out
     assert "big.txt is over the size limit on device laptop" in out, out
     assert "this copy holds its last synced text" in out, out
     assert (desk / "big.txt").read_text() == TEXT
     (desk / "big.txt").write_text(TEXT + "line 3 from desk\n")  # edited elsewhere meanwhile
-    assert sync(server, desk, project)[0] == 0
+    assert sync_named(desk, server, TENANT, project)[0] == 0
 
     # Back under the limit: synced again, merged with the edit made elsewhere.
     (laptop / "big.txt").write_text("line 0 from laptop\n" + TEXT)
-    code, out = sync(server, laptop, project)
+    code, out = sync_named(laptop, server, TENANT, project)
     assert code == 0 and "in sync:" in out, out
     merged = "line 0 from laptop\n" + TEXT + "line 3 from desk\n"
     assert (laptop / "big.txt").read_text() == merged
-    assert server_text(server, project, "big.txt") == merged
+    assert doc_text(server, TENANT, project, "big.txt") == merged
     assert (laptop / "small.txt").read_text() == TEXT + "line 3 from desk\n"
-    code, out = sync(server, desk, project)
+    code, out = sync_named(desk, server, TENANT, project)
     assert code == 0 and "over the size limit" not in out, out
     assert (desk / "big.txt").read_text() == merged
 
@@ -100,7 +92,7 @@ def test_a_running_sync_says_once_and_syncs_the_file_again_once_under_the_limit(
     laptop.mkdir()
     desk.mkdir()
     (laptop / "big.txt").write_text(TEXT)
-    assert sync(server, laptop, project)[0] == 0
+    assert sync_named(laptop, server, TENANT, project)[0] == 0
     args = ["--device-id", "laptop", "--poll", "0.2"]
     running = start_sync(laptop, server.ws_url, TENANT, project, args=args)
     other = start_sync(desk, server.ws_url, TENANT, project, args=["--device-id", "desk"])
@@ -113,7 +105,7 @@ def test_a_running_sync_says_once_and_syncs_the_file_again_once_under_the_limit(
         (tmp_path / "saved").rename(laptop / "big.txt")
         running.wait_for("no longer synced")
         other.wait_for("big.txt is over the size limit on device laptop")
-        assert server_text(server, project, "big.txt") == TEXT
+        assert doc_text(server, TENANT, project, "big.txt") == TEXT
         (laptop / "big.txt").write_text(TEXT + "line 3\n")
         running.wait_for("big.txt is back under")
         deadline = time.monotonic() + 10
@@ -249,6 +241,6 @@ async def test_deleting_a_file_over_the_limit_clears_the_flag(tmp_path: Path) ->
             ws_a.changed({"f.txt"})
             await ws_a.sync(10)
             assert OVER_LIMIT not in ws_a.device.entries["f.txt"].meta
-            assert ws_a.over_limit.files == {}
+            assert ws_a.unsynced.files == {}
             await until(lambda: not (b / "f.txt").exists())
             assert OVER_LIMIT not in ws_b.device.entries["f.txt"].meta

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from client.folder import SKIP, FileChanged, Folder, TooBig, left
+from client.folder import SKIP, FileChanged, Folder, NotTextFile, TooBig, left
 from client.safepath import PathBlocked
 
 NFD = "cafe\u0301/me\u0301nu.md"
@@ -271,6 +271,30 @@ def test_a_synced_file_over_the_size_limit_is_not_said_skipped(tmp_path: Path) -
         read = f.read(name)
         assert isinstance(read, TooBig) and read.size == 20
     assert warnings == ["skipping new.txt: 20 bytes, over 8"]
+
+
+def test_a_file_that_is_not_text_says_what_is_wrong_and_where(tmp_path: Path) -> None:
+    # a synced one stops syncing, which the workspace says (client.unsynced): "skipping"
+    # said the file was never synced; a new one is skipped as before
+    warnings: list[str] = []
+    f = Folder(
+        tmp_path,
+        warn=lambda _path, message: warnings.append(message),
+        synced=lambda path: path.startswith("synced"),
+    )
+    files = {
+        "binary": (b"\x89PNG\r\n\x1a\n\0\0", "binary (a NUL byte at offset 8)"),
+        "latin1": ("na\u00efve\n".encode("latin-1"), "not valid UTF-8 (byte 0xef at offset 2)"),
+    }
+    for name, (data, why) in files.items():
+        for prefix in ("synced-", "new-"):
+            (tmp_path / f"{prefix}{name}.md").write_bytes(data)
+            read = f.read(f"{prefix}{name}.md")
+            assert isinstance(read, NotTextFile) and read.why == why
+    assert warnings == [
+        "skipping new-binary.md: binary file",
+        "skipping new-latin1.md: not valid UTF-8 text",
+    ]
 
 
 def test_left_says_how_long_until_a_time_is_that_long_ago() -> None:
