@@ -257,7 +257,7 @@ def test_a_file_growing_past_the_size_limit_is_said_once(tmp_path: Path) -> None
 
 
 def test_a_synced_file_over_the_size_limit_is_not_said_skipped(tmp_path: Path) -> None:
-    # the workspace says that it stops syncing (client.overlimit): "skipping" said the
+    # the workspace says that it stops syncing (client.unsynced): "skipping" said the
     # file was never synced
     warnings: list[str] = []
     f = Folder(
