@@ -39,7 +39,9 @@ from crdt.codec import (
     SyncStep2,
     SyncUpdate,
 )
+from server.app import create_app
 from server.auth import issue_token
+from server.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SECRET = "weft-test-secret-0123456789abcdef-long-enough"
@@ -79,6 +81,20 @@ async def call_api(
         if r.content_type == "application/json":
             return r.status, await r.json()
         return r.status, await r.read()
+
+
+def api_routes(tmp_path: Path) -> list[tuple[str, str]]:
+    """(method, path template) of every route of the app under ``/api/v1/`` (e.g.
+    ``("GET", "/api/v1/{tenant}/{project}/docs/{path}")``), read from its router, so a
+    route added later is covered by the tests that use this. Building the application
+    opens nothing (its store, in ``tmp_path``, would open when it starts)."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'unopened.db'}"))
+    routes = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method != "HEAD" and path.startswith("/api/v1/"):
+            routes.append((route.method, path))
+    return routes
 
 
 class Listening:

@@ -31,14 +31,13 @@ from crdt.codec import (
     encode_awareness,
 )
 from crdt.versionstamp import ZERO, Versionstamp
-from server.app import create_app
-from server.config import Settings
 from server.testing import (
     AUTH_ENV,
     TEST_SECRET,
     ServerProcess,
     StartServer,
     YPeer,
+    api_routes,
     call_api,
     client_session,
     token_for,
@@ -85,18 +84,6 @@ async def stored(server: ServerProcess, http: aiohttp.ClientSession) -> Stored:
     )
     assert status == 201, body
     return Stored(server, body["conflict"]["id"])
-
-
-def api_routes(tmp_path: Path) -> list[tuple[str, str]]:
-    """(method, path) of every route under ``/api/v1/``, filled in for acme/site/a.txt.
-    Building the application opens nothing (its store opens when it starts)."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'unopened.db'}"))
-    routes = []
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource is not None else ""
-        if route.method != "HEAD" and path.startswith("/api/v1/"):
-            routes.append((route.method, path))
-    return routes
 
 
 def fill(path: str, conflict: str) -> str:
