@@ -23,6 +23,7 @@ import msgpack
 from blake3 import blake3
 
 from crdt import keys
+from crdt.errors import PermissionDenied
 from crdt.kv.base import Transaction, read_counter
 from crdt.records import (
     CHUNK,
@@ -66,6 +67,11 @@ class AppendKeys:
     )
 
     def __init__(self, ref: DocRef) -> None:
+        if ref.unborn:  # built once per document: the guard costs an append nothing
+            raise PermissionDenied(
+                f"{ref.tenant}/{ref.project}/{ref.path}: the tenant does not exist, and a "
+                "reader's reference never creates it"
+            )
         space = ref.space
         self.meta = keys.pack(("doc", ref.project, ref.path), ref.tenant_prefix)
         # T + (changes, project, <vs>): the doc's change-index entry, before its stamp
@@ -86,13 +92,18 @@ class AppendKeys:
 
 @dataclass(frozen=True, slots=True)
 class DocRef:
-    """Where one document's history lives. Build with :meth:`History.doc`."""
+    """Where one document's history lives. Build with :meth:`History.doc`.
+
+    ``unborn``: its tenant is not in the directory, and ``tenant_prefix`` is
+    ``keys.unborn_prefix`` (:meth:`History.unborn_doc`, for a read-only reader): there
+    is nothing to read under it, and nothing may be written (an append refuses it)."""
 
     tenant: str
     project: str
     path: str
     tenant_prefix: bytes
     space: bytes
+    unborn: bool = False
     _append_keys: AppendKeys | None = field(default=None, init=False, repr=False, compare=False)
 
     def key(self, *items: keys.Element) -> bytes:

@@ -125,6 +125,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _id(project: str, path: str) -> int:
+    """A document's id: 63 bits of blake3 of its project and (normalised) path."""
+    return int.from_bytes(blake3(f"{project}\0{path}".encode()).digest(8), "big") >> 1
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """A doc's head value: its last versionstamp and, from format 1.2, how many updates
@@ -269,6 +274,11 @@ class History:
         self._tenants[name] = prefix
         return prefix
 
+    async def tenant_created(self, name: str) -> None:
+        """Return once the tenant is in the directory (at once if it is): a reader of
+        an unborn reference (:meth:`unborn_doc`) waits for it."""
+        await self.kv.watch(keys.directory(name), None)
+
     async def tenants(self) -> list[str]:
         begin, end = keys.directory_range()
         rows = await self.kv.read(lambda tr: tr.get_range(begin, end))
@@ -283,8 +293,31 @@ class History:
         path = keys.normalise_path(path)
         keys.check_name("project", project)
         prefix = await self.tenant(tenant, create=create)
-        doc_id = int.from_bytes(blake3(f"{project}\0{path}".encode()).digest(8), "big") >> 1
-        return DocRef(tenant, project, path, prefix, keys.doc_space(prefix, project, doc_id))
+        space = keys.doc_space(prefix, project, _id(project, path))
+        return DocRef(tenant, project, path, prefix, space)
+
+    async def doc_to_read(self, tenant: str, project: str, path: str) -> DocRef:
+        """A reference for a reader, which writes nothing: the document's (see
+        :meth:`doc`), or for a tenant that is not in the directory an unborn one
+        (:meth:`unborn_doc`) rather than :class:`NotFound`, so a reader of a new tenant
+        reads an empty document, as it does a new project's or a new path's."""
+        try:
+            return await self.doc(tenant, project, path)
+        except NotFound:
+            return self.unborn_doc(tenant, project, path)
+
+    def unborn_doc(self, tenant: str, project: str, path: str) -> DocRef:
+        """A reference under ``keys.unborn_prefix(tenant)`` (``DocRef.unborn``): the key
+        space of a tenant not in the directory, which holds nothing and is never written
+        (an append refuses such a reference). Its document reads as empty; once the
+        tenant is created, its documents are elsewhere (``(t, n)``): a reader holding
+        an unborn reference must take a new one (``server.ws`` closes its connection
+        when the directory entry appears)."""
+        path = keys.normalise_path(path)
+        keys.check_name("project", project)
+        prefix = keys.unborn_prefix(tenant)
+        space = keys.doc_space(prefix, project, _id(project, path))
+        return DocRef(tenant, project, path, prefix, space, unborn=True)
 
     # --- append ----------------------------------------------------------------------
 
@@ -444,6 +477,7 @@ class History:
         cursor: see ``server.rooms``). A mark never needs clearing: once the document
         changes, its head names another versionstamp, and the list no longer says it
         deleted (:class:`DocInfo`)."""
+        marks = [(ref, vs) for ref, vs in marks if not ref.unborn]  # (never written)
         wanted = [ref.key(name) for ref, _ in marks for name in ("head", GONE)]
 
         def fn(tr: Transaction) -> int:

@@ -11,6 +11,8 @@ Layout (see README for the table)::
     (dirseq,)                          -> last allocated tenant number
     (dir, tenant)                      -> tenant record {n, created}
     T = (t, n)                         tenant prefix; nothing outside it but the above
+    (unborn, tenant)                   never written: where a read-only reader of a tenant
+                                       not in the directory reads (and finds nothing)
     T + (doc, project, path)           -> doc meta {id, created}
     D = T + (d, project, doc_id)
     D + (u, vs, part)                  -> chunk of msgpack {update, user, client, session, ms}
@@ -406,6 +408,14 @@ def directory_range() -> tuple[bytes, bytes]:
 
 def tenant_prefix(number: int) -> bytes:
     return pack(("t", number))
+
+
+def unborn_prefix(tenant: str) -> bytes:
+    """``(unborn, tenant)``: the prefix a reader of a tenant that is not in the directory
+    reads under (``History.unborn_doc``), and finds empty. Nothing is ever written
+    under it (a read-only token creates no tenant); one of its own per tenant name, so
+    two such tenants' readers never share a room."""
+    return pack(("unborn", check_name("tenant", tenant)))
 
 
 def doc_meta(tenant: bytes, project: str, path: str) -> bytes:

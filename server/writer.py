@@ -43,7 +43,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from crdt.errors import HeadMoved, StoreError, StoreStopped, TransactionTooLarge, WeftError
+from crdt.errors import (
+    HeadMoved,
+    PermissionDenied,
+    StoreError,
+    StoreStopped,
+    TransactionTooLarge,
+    WeftError,
+)
 from crdt.history import MAX_UPDATE_BYTES, Append, Appended, DocRef, Head, History
 from crdt.kv.base import ReadTransaction
 from crdt.records import Snapshot
@@ -185,6 +192,9 @@ class Writer:
         pending = _Pending(item, done)
         if self._closing or not self._started:
             raise WriterClosed("the server is shutting down and accepts no more updates")
+        if item.doc.unborn:  # a reader's reference (never one of a writer): fail it alone
+            pending.settle(None, PermissionDenied(f"{item.doc.tenant}: no such tenant"))
+            return
         size = len(pending.item.update)
         if size > MAX_UPDATE_BYTES:  # would fail the whole batch: fail it alone
             limit = f"the {MAX_UPDATE_BYTES}-byte limit"

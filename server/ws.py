@@ -319,13 +319,21 @@ class _Link:
         connections = app[CONNECTIONS]
         expiry: asyncio.TimerHandle | None = None
         connections.open.add(self.conn)
+        born: asyncio.Task[None] | None = None
         try:
-            self.ref = await app[HISTORY].doc(self.tenant, self.project, self.path, create=True)
-            self.room = await app[ROOMS].join(self.ref, self.conn)
+            can_write = self.principal.can_write(self.tenant, self.project)
+            history = app[HISTORY]
+            # A write token's first room creates its tenant; a read-only token writes
+            # nothing, and reads an unknown tenant's document as empty (an unborn room).
+            if can_write:
+                self.ref = await history.doc(self.tenant, self.project, self.path, create=True)
+            else:
+                self.ref = await history.doc_to_read(self.tenant, self.project, self.path)
+            self.room = await app[ROOMS].join(self.ref, self.conn, reader=not can_write)
             self.session = Session(
                 self.room,
                 tenant=self.tenant,
-                can_write=self.principal.can_write(self.tenant, self.project),
+                can_write=can_write,
                 quotas=app[QUOTAS],
                 weft=_weft_version(self.request.query.get("weft")),
                 max_frame=app[SETTINGS].max_message_bytes,
@@ -347,6 +355,8 @@ class _Link:
                 return
             await self._act(self.session.open())
             self.conn.reader = asyncio.create_task(self._read(), name=f"weft-read-{self.conn.id}")
+            if self.ref.unborn:
+                born = asyncio.create_task(self._until_born(), name=f"weft-born-{self.conn.id}")
             if self.principal.expires is not None:
                 expiry = asyncio.get_running_loop().call_later(
                     max(0.0, self.principal.expires - time.time()), self._expire
@@ -365,6 +375,8 @@ class _Link:
         finally:
             if expiry is not None:
                 expiry.cancel()
+            if born is not None:
+                born.cancel()
             # Who closed: the client (its close frame, or 1006 for a lost connection) when
             # the socket is closed and we never began to; else the code we send.
             by_client = self.ws.closed and not self.conn.closing
@@ -388,6 +400,22 @@ class _Link:
                 how or f"{self.conn.close_code} sent",
                 extra=self.extra,
             )
+
+    async def _until_born(self) -> None:
+        """The room is unborn (a reader of a tenant not in the directory): once a write
+        token creates the tenant, its documents live under its own prefix, so close
+        with 1013 (try again) and the client connects again and reads them there (the
+        official client and ``weft sync`` both reconnect by themselves after it)."""
+        try:
+            await self.app[HISTORY].tenant_created(self.tenant)
+            reason = "the tenant was created: connect again"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # (the store failed or closes): the client tries again
+            log.warning("connection %d: watching for its tenant failed: %s", self.conn.id, exc)
+            reason = "store unavailable; try again"
+        log.info("connection %d: %s", self.conn.id, reason, extra=self.extra)
+        self._stop(CLOSE_TRY_AGAIN, reason)
 
     def _held(self) -> bool:
         """Whether the close frame waits (server.backoff): a standard client refused for

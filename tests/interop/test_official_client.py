@@ -191,6 +191,29 @@ def test_read_only_token_cannot_write(
     assert refusals(server, "read_only") >= refused_before + 2
 
 
+def test_a_read_only_provider_on_a_new_tenant_syncs_empty_then_follows_its_creation(
+    server: ServerProcess, tenant: str, run_script: RunScript
+) -> None:
+    """A read-only token writes nothing, so its room on a tenant that does not exist
+    creates no tenant: the provider syncs an empty document, and once a writer's first
+    room creates the tenant it is closed with 1013 and reconnects to the document."""
+    result = run_script(
+        "unborn",
+        options(
+            server,
+            tenant,
+            "src/new.txt",
+            writeToken=token(tenant, "write"),
+            readToken=token(tenant, "read"),
+        ),
+    )
+    assert result["readerSaw"] == ""  # synced, empty
+    assert result["reader"] == "first words\n"
+    assert [c["code"] for c in result["readerCloses"]] == [1013], result["readerCloses"]
+    assert result["writerCloses"] == [] and result["denied"] == []
+    assert stored_text(server, tenant, "src/new.txt") == "first words\n"
+
+
 def test_token_for_another_tenant_is_refused(
     server: ServerProcess, tenant: str, run_script: RunScript
 ) -> None:

@@ -18,7 +18,7 @@ from pycrdt import Doc, Map, Text
 import crdt.history as history_module
 from crdt import keys
 from crdt.appending import RANGE_GROUP, _idempotency_keys
-from crdt.errors import NotFound, TransactionTooLarge
+from crdt.errors import NotFound, PermissionDenied, TransactionTooLarge
 from crdt.history import (
     MAX_BATCH_UPDATES,
     MAX_UPDATE_BYTES,
@@ -30,7 +30,7 @@ from crdt.history import (
     update_hash,
 )
 from crdt.kv import Engine, open_engine
-from crdt.kv.base import Transaction, read_counter
+from crdt.kv.base import ReadTransaction, Transaction, read_counter
 from crdt.records import CHUNK, encode_record, first_struct
 
 
@@ -703,6 +703,33 @@ async def test_tenants_are_isolated_by_prefix(history: History) -> None:
     assert sorted(await history.tenants()) == ["one", "two"]
     with pytest.raises(NotFound):
         await history.doc("nobody", "site", "a.md")
+
+
+async def test_a_reader_of_an_unknown_tenant_gets_an_unborn_reference_that_writes_nothing(
+    history: History, kv: Engine
+) -> None:
+    """``doc_to_read``: an unknown tenant is no NotFound but an unborn reference (one per
+    tenant name) whose document reads empty, which no append takes and which leaves
+    the store as it was; once the tenant is created, ``tenant_created`` returns and
+    the reader's next reference is the document's own."""
+
+    def everything(tr: ReadTransaction) -> list[tuple[bytes, bytes]]:
+        return tr.get_range(b"", b"\xff")
+
+    before = await kv.read(everything)
+    ref = await history.doc_to_read("newco", "site", "a.md")
+    assert ref.unborn and ref.tenant_prefix == keys.unborn_prefix("newco")
+    other = await history.doc_to_read("otherco", "site", "a.md")
+    assert other.space != ref.space  # readers of two unknown tenants never share a room
+    assert text_of((await history.replay(ref)).doc) == "" and await history.head(ref) is None
+    with pytest.raises(PermissionDenied):
+        await history.append([Append(ref, Device().append("never stored"))])
+    waiting = asyncio.ensure_future(history.tenant_created("newco"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and await kv.read(everything) == before
+    await history.create_tenant("newco")
+    await asyncio.wait_for(waiting, 5)
+    assert not (await history.doc_to_read("newco", "site", "a.md")).unborn
 
 
 async def test_a_new_history_object_finds_existing_tenants(history: History, kv: Engine) -> None:
