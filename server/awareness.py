@@ -5,9 +5,7 @@ Several instances on one store are one service, so each instance also shares the
 of ITS OWN clients (those its connections control: not the other clients' states a
 y-websocket client echoes back, see :class:`server.session.Relay`) with the others
 through an ephemeral part of the store, outside the document's history (no ``u/``,
-snapshot or time-index key is ever written for it). Not those of a read-only token's
-connections (:meth:`Room.shared_states`): such a token writes nothing to the store, so
-its cursor and presence reach the peers of its own instance only.
+snapshot or time-index key is ever written for it):
 
 - ``D + (aw, instance)`` -> ``{v, ms, gen}``: the instance's entry for the doc, stamped
   with the wall clock of its last publish; ``D + (aw, instance, client)`` ->
@@ -218,7 +216,11 @@ class ClusterAwareness:
     def attach(self, room: Room) -> None:
         """``room`` was loaded: follow the other instances' awareness for it (from the
         moment another instance is alive: a lone server keeps no follower task and no
-        watch per room, and never reads awareness entries from the store)."""
+        watch per room, and never reads awareness entries from the store). Not an
+        unborn document's (a reader's, of a tenant not in the directory: nothing is
+        written under it), whose awareness stays with this instance's peers."""
+        if room.ref.unborn:
+            return
         if not self._closing:
             self.registry.start()
         link = _Link(room, next(self._gens))
@@ -330,7 +332,7 @@ class ClusterAwareness:
         for link in list(batch):
             room = link.room
             alone = link.detached or not others  # alone: nobody reads it; clear
-            mine = None if alone else room.shared_states()
+            mine = None if alone else _local_states(room.states, room.local)
             if not mine and not link.published:
                 batch.remove(link)  # nothing of ours in the store: nothing to clear
                 self._dirty.pop(link, None)
@@ -400,13 +402,17 @@ class ClusterAwareness:
             self.metrics.awareness_remote.inc()
 
 
+def _local_states(states: States, local: Collection[int]) -> States:
+    return {client: states[client] for client in local if client in states}
+
+
 def _newer_than(link: _Link, written: States | None) -> bool:
     """Whether the room's local states changed since ``written`` was taken (a message
     arrived during the transaction: publish again)."""
     if link.detached:
         return False
     room = link.room
-    return (room.shared_states() or None) != written
+    return (_local_states(room.states, room.local) or None) != written
 
 
 # FORGET_MS (the registry's): an instance's entry this much older than the clock of an

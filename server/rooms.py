@@ -32,13 +32,11 @@ judged as an edit of a deleted document (:mod:`crdt.editdelete`). For every othe
 document an update costs one list lookup more.
 
 Awareness is relayed to the room's peers and, through :mod:`server.awareness`, to the
-other instances' rooms of the same document (never stored in the history); a read-only
-peer's (``Room.readers``) only to the room's peers, as it writes nothing to the store.
+other instances' rooms of the same document (never stored in the history).
 
 A room that unloads holding a document flagged deleted marks it so at its cursor
 (:meth:`History.mark_deleted`, batched by the reaper), for the document list to say so
-(a new device then need not open it), when a peer that may write joined it (a room only
-read-only tokens joined writes nothing) and its document holds exactly the log's updates
+(a new device then need not open it), when its document holds exactly the log's updates
 up to the cursor (:meth:`Room.deleted_at`): every update at or before the cursor came
 from the replay, from the tail reader, or (this instance's own commits, which the tail
 reader skips) through ``apply_local``, and none after it did. The commits the listener
@@ -144,13 +142,8 @@ class Room:
         self.peers: dict[int, Peer] = {}
         self.states: dict[int, tuple[int, str]] = {}  # client id -> (clock, JSON state)
         # Awareness clients of this instance's own peers: client id -> the id of the peer
-        # that controls it (server.awareness publishes their states, but readers').
+        # that controls it (server.awareness publishes their states).
         self.local: dict[int, int] = {}
-        # The peers whose token may not write (read-only): they write nothing to the
-        # store, so their awareness stays on this instance (never published), and a room
-        # no writer ever joined marks no deletion as it unloads (see deleted_at).
-        self.readers: set[int] = set()
-        self.writer_joined = False
         # Awareness clients this room removed for its peers (a connection left, another
         # instance's entry lost them): client id -> the removal's clock, the oldest first
         # (at most MAX_REMOVED). See _bounce.
@@ -223,43 +216,21 @@ class Room:
 
     # --- peers -----------------------------------------------------------------------
 
-    def add(self, peer: Peer, *, reader: bool = False) -> None:
-        """Add ``peer``; ``reader``: its token may not write (see ``readers``)."""
+    def add(self, peer: Peer) -> None:
         self.peers[peer.id] = peer
-        if reader:
-            self.readers.add(peer.id)
-        else:
-            self.writer_joined = True
         self.idle_since = None
-
-    def _shares(self, peer: int | None) -> bool:
-        """Whether awareness clients that ``peer`` controls are published (it is a
-        peer here, not a reader): see ``shared_states``."""
-        return peer is not None and peer not in self.readers
-
-    def shared_states(self) -> dict[int, tuple[int, str]]:
-        """The awareness states this instance publishes for the other instances: those
-        of the clients its peers control, but its readers' (they write nothing)."""
-        states, readers = self.states, self.readers
-        return {
-            client: states[client]
-            for client, peer in self.local.items()
-            if client in states and peer not in readers
-        }
 
     def remove(self, peer: Peer, awareness_clients: Iterable[int]) -> None:
         """Drop ``peer``; the awareness clients it still controls are removed for the
         others (one that another connection took over with a newer clock stays)."""
         self.peers.pop(peer.id, None)
-        shared = peer.id not in self.readers
-        self.readers.discard(peer.id)
         gone = []
         left = False
         for client in awareness_clients:
             if self.local.get(client) != peer.id:
                 continue
             del self.local[client]
-            left = left or shared
+            left = True
             state = self.states.pop(client, None)
             if state is not None:
                 gone.append(AwarenessEntry(client, state[0] + 1, "null"))
@@ -328,9 +299,8 @@ class Room:
 
     def deleted_at(self) -> Versionstamp | None:
         """The cursor, when the document is flagged deleted and holds exactly the log's
-        updates up to it (see the module docstring), and a peer that may write joined
-        the room (a read-only token writes nothing, a mark included); else None."""
-        if not self.deleted or not self.exact or self.cursor is None or not self.writer_joined:
+        updates up to it (see the module docstring); else None."""
+        if not self.deleted or not self.exact or self.cursor is None:
             return None
         if self.own or self.unseen or self.unapplied:
             return None
@@ -482,8 +452,8 @@ class Room:
         have); a state at that clock from its controller changes nothing either, as
         on the peers. A removal of a client that another connection here controls is
         ignored: only that one, or its leaving, removes it."""
-        local, shares = self.local, self._shares
-        changed = False  # in what this instance publishes (shared_states)
+        local = self.local
+        changed = False
         news = False  # an entry the peers would apply: a new client, a newer clock, a removal
         ignored: list[AwarenessEntry] = []  # foreign removals: not relayed either
         for entry in entries:
@@ -504,18 +474,17 @@ class Room:
                 news = news or entry.clock > known[0] or entry.removed
             if client in own:
                 if not entry.removed:
-                    moved = controller != sender
-                    changed = changed or (moved and (shares(sender) or shares(controller)))
+                    changed = changed or controller != sender
                     local[client] = sender
                 elif controller == sender:
                     del local[client]
-                    changed = changed or shares(sender)
+                    changed = True
             if entry.removed:
                 if self.states.pop(client, None) is not None:
-                    changed = changed or shares(local.get(client))
+                    changed = changed or client in local
             elif known is None or entry.clock > known[0]:  # (y-protocols: newer wins)
                 self.states[client] = (entry.clock, entry.state)
-                changed = changed or shares(local.get(client))
+                changed = changed or client in local
         if news and ignored:  # rare: the frame goes on without them (peers would apply them)
             payload = codec.encode_awareness([entry for entry in entries if entry not in ignored])
         if news:
@@ -601,9 +570,8 @@ class Rooms:
         await self.write_marks()
         await self.awareness.close()
 
-    async def join(self, ref: DocRef, peer: Peer, *, reader: bool = False) -> Room:
-        """The room of ``ref`` (loaded if needed) with ``peer`` added to it (``reader``:
-        its token may not write, see ``Room.readers``)."""
+    async def join(self, ref: DocRef, peer: Peer) -> Room:
+        """The room of ``ref`` (loaded if needed) with ``peer`` added to it."""
         while True:
             room = self._rooms.get(ref.space)
             if room is None:
@@ -614,7 +582,7 @@ class Rooms:
                 room = await asyncio.shield(task)
             if self._rooms.get(ref.space) is room:  # not unloaded while we waited
                 self._idle.pop(ref.space, None)
-                room.add(peer, reader=reader)
+                room.add(peer)
                 return room
 
     def leave(self, room: Room, peer: Peer, awareness_clients: Iterable[int]) -> None:

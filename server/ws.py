@@ -329,7 +329,7 @@ class _Link:
                 self.ref = await history.doc(self.tenant, self.project, self.path, create=True)
             else:
                 self.ref = await history.doc_to_read(self.tenant, self.project, self.path)
-            self.room = await app[ROOMS].join(self.ref, self.conn, reader=not can_write)
+            self.room = await app[ROOMS].join(self.ref, self.conn)
             self.session = Session(
                 self.room,
                 tenant=self.tenant,

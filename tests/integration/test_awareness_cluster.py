@@ -19,7 +19,7 @@ from crdt import codec, keys
 from crdt.codec import Awareness, AwarenessEntry, QueryAwareness
 from crdt.history import History
 from crdt.kv import open_engine
-from server.testing import AUTH_ENV, ServerProcess, StartServer, YPeer, call_api, token_for
+from server.testing import ServerProcess, StartServer, YPeer, call_api
 
 pytestmark = pytest.mark.functional
 
@@ -171,31 +171,6 @@ async def test_awareness_never_enters_the_history(
         await asyncio.sleep(0.05)
     assert rows == []
     assert [await history_view(http, s, "src/shared.txt") for s in (a_server, b_server)] == before
-
-
-async def test_a_read_only_connection_s_awareness_stays_on_its_instance(
-    weft_server_factory: StartServer, http: aiohttp.ClientSession, tmp_path: Path
-) -> None:
-    """A read-only token writes nothing to the store, awareness entries included: its
-    cursor reaches the peers of its own instance, never the other instances' (README
-    "Auth and tenants"); a writer's, sent after it, crosses as before."""
-    store = f"sqlite:///{tmp_path / 'shared.db'}"
-    a_server, b_server = (
-        weft_server_factory(workdir=tmp_path / name, store=store, env=AUTH_ENV) for name in "ab"
-    )
-    url = "acme/site/src/shared.txt"
-    writer = await YPeer.connect(http, f"{a_server.ws_url}/{url}", token=token_for())
-    reader = await YPeer.connect(http, f"{a_server.ws_url}/{url}", token=token_for(scope="read"))
-    watcher = await YPeer.connect(http, f"{b_server.ws_url}/{url}", token=token_for())
-    await reader.send(cursor(7, 1, "eve"))
-    await writer.until(lambda: 7 in states_of(writer))  # relayed on its instance
-    await writer.send(cursor(8, 1, "ada"))  # so A publishes after it had the reader's
-    await watcher.until(lambda: 8 in states_of(watcher), timeout=3.0)
-    assert 7 not in states_of(watcher)
-    rows = await read_store(store, awareness_rows)
-    assert sorted(c for _, c in rows if c is not None) == [8]
-    for peer in (reader, writer, watcher):
-        await peer.close()
 
 
 @pytest.mark.slow  # an instance's drain and exit: ~4 s

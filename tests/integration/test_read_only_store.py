@@ -2,10 +2,14 @@
 file, read-only WebSocket rooms and REST reads of existing and missing tenants, projects
 and documents, then the store compared key for key with what it held before.
 
-Left out of the comparison: the instance registry (``(instances, name)`` and
-``(instancesv,)``: each running server's heartbeat, written every few seconds whoever
-connects; see ``server.registry``) and SQLite's commit counter (the ``engine`` table,
-bumped by those heartbeats).
+Left out of the comparison, the server's own housekeeping, written whoever connects:
+the instance registry (``(instances, name)`` and ``(instancesv,)``: each running
+server's heartbeat; see ``server.registry``), SQLite's commit counter (the ``engine``
+table, bumped by those heartbeats), the deletion mark a room writes as it unloads a
+deleted document (``D + (gone,)``: a fact the log holds already, for the document list;
+see ``server.rooms``), and awareness shared with the other instances (``D + (aw, ...)``,
+``D + (awv,)``: presence, outside the history, cleared as the room unloads; see
+``server.awareness``). Nothing at all is written under an unknown tenant's name.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.functional
 
 KEPT = "kept text"
 NEW_TENANT = "newco"
+HOUSEKEEPING = ("aw", "awv", "gone")
 
 
 def store_rows(server: ServerProcess) -> dict[bytes, bytes]:
@@ -49,6 +54,14 @@ def store_rows(server: ServerProcess) -> dict[bytes, bytes]:
         for k, v in rows
         if not lo <= bytes(k) < hi and bytes(k) != keys.INSTANCES_BUMP
     }
+
+
+def housekeeping(key: bytes) -> bool:
+    """A document's deletion mark, awareness entry or awareness counter (``D + (gone,)``,
+    ``D + (aw, ...)``, ``D + (awv,)``; D = (t, n, d, project, doc id)): see the module
+    docstring."""
+    items = keys.unpack(key)
+    return len(items) >= 6 and items[0] == "t" and items[2] == "d" and items[5] in HOUSEKEEPING
 
 
 def described(rows: dict[bytes, bytes]) -> list[str]:
@@ -106,14 +119,14 @@ async def read_only_peer(http: aiohttp.ClientSession, url: str, token: str, *, w
 async def test_read_only_tokens_leave_the_store_as_it_was(
     weft_server_factory: StartServer, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """Rooms of an existing document, a deleted one (whose room, as it unloads, would
-    mark it deleted), a new path, a new project and a new tenant (a read-only token's
-    first room created its directory entry), and every GET route on each: the store
-    holds the same keys and values after the server stopped (rooms unloaded, marks
-    and awareness written or cleared) as before it started. (The seeding server is
-    killed, so for 35 s its heartbeat says it is alive: the reading server shares
-    awareness through the store meanwhile, as with another instance, and a reader's
-    cursor took an entry and an ``awv`` counter.)"""
+    """Rooms of an existing document, a deleted one, a new path, a new project and a new
+    tenant (a read-only token's first room created its directory entry), and every GET
+    route on each: the store holds the same keys and values after the server stopped
+    (rooms unloaded) as before it started, but for the housekeeping (see the module
+    docstring), and nothing under the new tenant's name. (The seeding server is killed,
+    so for 35 s its heartbeat says it is alive: the reading server shares awareness
+    through the store meanwhile, as with another instance, but not an unknown
+    tenant's room's.)"""
     store = f"sqlite:///{tmp_path / 'weft.db'}"
     seeder = weft_server_factory(env=AUTH_ENV, store=store, workdir=tmp_path / "seed")
     conflict = await seed(http, seeder)
@@ -157,6 +170,11 @@ async def test_read_only_tokens_leave_the_store_as_it_was(
 
     assert server.terminate() == 0  # rooms unload (a deletion mark), awareness cleared
     after = store_rows(server)
+    unborn = keys.unborn_prefix(NEW_TENANT)
+    assert [k for k in after if k.startswith(unborn)] == []  # awareness neither
+    assert gone_marks(after) != []  # gone.txt's room marked it, as any room does
+    after = {k: v for k, v in after.items() if not housekeeping(k)}
+    before = {k: v for k, v in before.items() if not housekeeping(k)}
     added = described({k: v for k, v in after.items() if before.get(k) != v})
     removed = described({k: v for k, v in before.items() if k not in after})
     assert (added, removed) == ([], [])
@@ -187,4 +205,29 @@ async def test_a_reader_of_a_new_tenant_reads_it_empty_then_as_a_writer_creates_
     await writer.edit(5, "!")
     await again.wait_text("hello!")
     for peer in (writer, again):
+        await peer.close()
+
+
+async def test_a_reader_of_a_new_tenant_shares_no_awareness_through_the_store(
+    weft_server_factory: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """With another instance alive, awareness goes through the store; a reader's room on
+    a tenant that does not exist writes nothing there, its cursor included (it reaches
+    the peers of its own instance only). A writer's cursor on a known tenant, sent
+    after it, shows the instance published meanwhile."""
+    store = f"sqlite:///{tmp_path / 'weft.db'}"
+    a, b = (weft_server_factory(env=AUTH_ENV, store=store, workdir=tmp_path / n) for n in "ab")
+    newco = token_for("eve", tenant=NEW_TENANT, scope="read")
+    reader = await YPeer.connect(http, f"{a.ws_url}/{NEW_TENANT}/site/a.txt", token=newco)
+    also = await YPeer.connect(http, f"{a.ws_url}/{NEW_TENANT}/site/a.txt", token=newco)
+    writer = await YPeer.connect(http, f"{a.ws_url}/acme/site/a.txt", token=token_for())
+    watcher = await YPeer.connect(http, f"{b.ws_url}/acme/site/a.txt", token=token_for())
+    state = json.dumps({"user": {"name": "eve"}})
+    await reader.send(Awareness(codec.encode_awareness([AwarenessEntry(77, 1, state)])))
+    await also.until(lambda: bool(also.awareness))  # relayed on its own instance
+    await writer.send(Awareness(codec.encode_awareness([AwarenessEntry(88, 1, state)])))
+    await watcher.until(lambda: bool(watcher.awareness), timeout=5.0)  # A published
+    unborn = keys.unborn_prefix(NEW_TENANT)
+    assert [k for k in store_rows(a) if k.startswith(unborn)] == []
+    for peer in (reader, also, writer, watcher):
         await peer.close()

@@ -212,40 +212,6 @@ async def test_a_room_removes_with_a_connection_only_the_clients_it_controls(
     assert room.local == {} and room.states == {}
 
 
-async def test_a_readers_clients_are_relayed_here_but_never_published(
-    one_room: tuple[Rooms, DocRef],
-) -> None:
-    """A read-only token writes nothing to the store: its connection's awareness goes to
-    the room's peers, but neither its states, nor its taking a client, nor its leaving
-    is published for the other instances (``awareness_changed``, ``shared_states``);
-    a writer's client is, and so is one a writer takes over from a reader."""
-    rooms, ref = one_room
-    writer, reader, watcher = Peer(1), Peer(2), Peer(3)
-    room = await rooms.join(ref, writer)
-    await rooms.join(ref, reader, reader=True)
-    await rooms.join(ref, watcher, reader=True)
-    published: list[dict[int, tuple[int, str]]] = []
-    room.awareness_changed = lambda: published.append(room.shared_states())
-    connections = Connections(room, (writer, reader))
-    send, sessions = connections.send, connections.sessions
-
-    send(reader, AwarenessEntry(2002, 1, BOB))
-    send(reader, AwarenessEntry(2002, 2, BOB))
-    assert watcher.alive() == {2002: 2} and room.local == {2002: reader.id}
-    assert published == [] and room.shared_states() == {}
-    send(writer, AwarenessEntry(1001, 1, ADA))
-    assert published == [{1001: (1, ADA)}]
-    send(writer, AwarenessEntry(2002, 3, ADA))  # the writer takes the reader's client
-    assert room.local == {1001: writer.id, 2002: writer.id}
-    assert published[-1] == {1001: (1, ADA), 2002: (3, ADA)}
-    send(reader, AwarenessEntry(3003, 1, BOB))
-    count = len(published)
-    rooms.leave(room, reader, sessions[reader.id].awareness_clients)
-    assert watcher.alive() == {1001: 1, 2002: 3}  # 3003 removed for the peers...
-    assert len(published) == count  # ...and nothing to publish
-    assert room.readers == {watcher.id} and room.writer_joined
-
-
 async def test_a_late_frame_or_a_foreign_removal_leaves_a_taken_over_client_alone(
     one_room: tuple[Rooms, DocRef],
 ) -> None:

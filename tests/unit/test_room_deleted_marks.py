@@ -95,24 +95,6 @@ async def test_a_room_unloading_a_deleted_document_marks_it_at_its_head(
     assert metrics.deleted_marks.get() == 1
 
 
-async def test_a_room_only_readers_joined_marks_nothing(
-    setup: tuple[History, Rooms, Metrics],
-) -> None:
-    """A read-only token writes nothing to the store, a deletion mark included: the
-    room of readers unloads without one, and the next room a writer joined marks it."""
-    history, rooms, metrics = setup
-    ref, _ = await deleted_doc(history)
-    for n in (1, 2):
-        room = await rooms.join(ref, peer := Peer(n), reader=True)
-        await unload(rooms, room, peer)
-    assert await listed(history) == {"a.md": False} and metrics.deleted_marks.get() == 0
-    room = await rooms.join(ref, reader := Peer(1), reader=True)
-    await rooms.join(ref, writer := Peer(2))
-    rooms.leave(room, writer, ())
-    await unload(rooms, room, reader)
-    assert await listed(history) == {"a.md": True} and metrics.deleted_marks.get() == 1
-
-
 async def test_no_mark_when_another_instance_changed_the_document_past_the_room(
     engines: tuple[Engine, Engine],
 ) -> None:
