@@ -24,6 +24,8 @@ The generators' own CPU time is reported (share of the machine, and the busiest
 process's utilisation) to show they are not the bottleneck. The server's peak RSS is
 its ``VmHWM``. weft runs on SQLite with synchronous=FULL (every update committed before
 it is broadcast); its per-tenant rate quotas are lifted, since the peers have none.
+``--weft-synchronous OFF`` runs it without the fsync (not durable: to see what is left of
+its latency without the disk, for comparison only; the JSON says the level).
 
 Then the idle-RSS check (:mod:`bench.peers.idle`): 1,000 documents are opened one after
 another (each with ~2 kB of text) and left idle; weft unloads them after its idle
@@ -253,7 +255,9 @@ def run_shape(
     convergence check."""
     specs = plan(shape, args.generators, args.paced_rate, args.paced_seconds)
     ctx = multiprocessing.get_context("spawn")
-    with servers.running(kind, workdir / f"{kind}-{shape.name}-{round_}") as server:
+    with servers.running(
+        kind, workdir / f"{kind}-{shape.name}-{round_}", synchronous=args.weft_synchronous
+    ) as server:
         specs = [dataclasses.replace(s, url=server.ws_base) for s in specs]
         pipes, procs = [], []
         for spec in specs:
@@ -578,6 +582,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="updates/s over the whole shape in the paced phase (default 100)",
     )
     parser.add_argument(
+        "--weft-synchronous",
+        default="FULL",
+        choices=("FULL", "EXTRA", "NORMAL", "OFF"),
+        help="weft's SQLite synchronous level (default FULL: every update durable before "
+        "it is broadcast, as the goals assume; OFF measures what is left without the "
+        "disk's fsync, for comparison only)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         help="rounds per shape, every server once per round (default 3; --quick: 1)",
@@ -612,7 +624,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except servers.PeerUnavailable as exc:
         print(f"bench.fanout: {exc}", file=sys.stderr)
         return 1
+    if args.weft_synchronous != "FULL" and "weft" in args.kinds:
+        print(
+            f"bench.fanout: weft runs with synchronous={args.weft_synchronous}: its updates "
+            "are NOT all durable before they are broadcast; figures for comparison only",
+            file=sys.stderr,
+        )
     common = {
+        "weft_synchronous": args.weft_synchronous,
         "git": servers.install("weft"),
         "machine": machine(),
         "versions": versions,

@@ -165,10 +165,12 @@ class Server:
                 self.proc.wait()
 
 
-def _command(kind: str, port: int, workdir: Path) -> tuple[list[str], dict[str, str]]:
+def _command(
+    kind: str, port: int, workdir: Path, synchronous: str = "FULL"
+) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEFT_")}
     if kind == "weft":
-        store = f"sqlite:///{workdir / 'weft.db'}?synchronous=FULL"
+        store = f"sqlite:///{workdir / 'weft.db'}?synchronous={synchronous}"
         command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port)]
         return [*command, "--store", store], {**env, **WEFT_BENCH_ENV}
     if kind == "node":
@@ -192,12 +194,17 @@ def _ready(kind: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def running(
-    kind: str, workdir: Path, extra_env: Mapping[str, str] | None = None
+    kind: str,
+    workdir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    synchronous: str = "FULL",
 ) -> Iterator[Server]:
-    """Start ``kind`` in ``workdir``, wait until it accepts connections, stop it after."""
+    """Start ``kind`` in ``workdir``, wait until it accepts connections, stop it after
+    (``synchronous``: weft's SQLite level, see ``bench.fanout --weft-synchronous``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command, env = _command(kind, port, workdir)
+    command, env = _command(kind, port, workdir, synchronous)
     env.update(extra_env or {})
     log_path = workdir / f"{kind}.log"
     with log_path.open("wb") as log:
