@@ -18,6 +18,9 @@ one process in tests. Series:
 - ``weft_deleted_marks_total`` (counter): deletion marks written for documents whose
   room unloaded holding them deleted at head (server.rooms; the document list says
   ``"deleted": true`` for them)
+- ``weft_same_changes_total`` (counter): a device's online update that held a copy of
+  the same change another device had just sent, whose copy this instance deleted
+  (crdt.sameonline)
 - ``weft_tail_reads_total`` (counter): times a room read the log tail after its head
   moved (a room that only this instance writes to moves its cursor without reading)
 - ``weft_awareness_publishes_total`` (counter): documents whose local awareness states
@@ -164,6 +167,10 @@ class Metrics:
         self.tail_reads = Counter(
             "weft_tail_reads_total", "Log tail reads by rooms whose head moved."
         )
+        self.same_changes = Counter(
+            "weft_same_changes_total",
+            "Online updates whose copy of another device's same change was deleted.",
+        )
         self.awareness_publishes = Counter(
             "weft_awareness_publishes_total",
             "Documents whose local awareness states were published to other instances.",
@@ -194,6 +201,7 @@ class Metrics:
             self.remote_updates,
             self.room_loads,
             self.deleted_marks,
+            self.same_changes,
             self.tail_reads,
             self.awareness_publishes,
             self.awareness_remote,

@@ -67,6 +67,7 @@ from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
 from crdt.records import holds_pending, pending_updates
+from crdt.sameonline import SameChanges
 from crdt.versions import CONTENT, DELETED, META
 from crdt.versionstamp import Versionstamp
 from server import memory
@@ -117,6 +118,10 @@ class Room:
     ) -> None:
         self.ref = ref
         self.doc = doc
+        # Devices' recent online inserts: one sent again by another device at the same
+        # moment (the same change, made on both) is deleted (crdt.sameonline).
+        self.same = SameChanges()
+        self._copies: bytes | None = None  # see take_copies
         # Updates the doc holds pending (their dependencies never reached it), which
         # Doc.get_update leaves out: sent to joiners with the state, dropped once applied.
         self.pending = list(pending)
@@ -279,23 +284,43 @@ class Room:
     # --- changes ---------------------------------------------------------------------
 
     def apply_local(
-        self, update: bytes, appended: Appended, sender: int, frame: bytes | None = None
+        self,
+        update: bytes,
+        appended: Appended,
+        sender: int,
+        frame: bytes | None = None,
+        *,
+        compare: bool = False,
     ) -> bool:
         """A peer's update is durable: apply it and send its exact bytes to the others
         (``frame``: the update frame as the peer sent it, when it is already the one to
         send, see ``codec.read_update_frame``; else it is encoded here). True when it
-        changed the text of the document while the document is (still) flagged deleted."""
+        changed the text of the document while the document is (still) flagged deleted.
+        ``compare``: a device's online update (see ``same``): :meth:`take_copies` then
+        says whether it copied another device's same change."""
+        self._copies = None
         if appended.duplicate and not pending_updates(self.doc, [update]):
             return False  # in the log and in the room: peers had it when first committed
         # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
         edited = self._apply(update)
+        try:
+            self._copies = self.same.note(update, compare=compare)
+        except Exception:  # keeping a same change once must never stop an update
+            log.error("comparing an update with recent ones failed", exc_info=True)
         self.unapplied.discard(appended.versionstamp)
         if appended.duplicate:  # (at a versionstamp the cursor may be before or past)
             self.exact = False
         self.broadcast(frame or codec.encode(SyncUpdate(update)), exclude=sender)
         return edited
+
+    def take_copies(self) -> bytes | None:
+        """The delete-only update that keeps once the same change the last
+        :meth:`apply_local` (with ``compare``) copied from another device's (None:
+        nothing to delete); asked once."""
+        copies, self._copies = self._copies, None
+        return copies
 
     def deleted_at(self) -> Versionstamp | None:
         """The cursor, when the document is flagged deleted and holds exactly the log's
@@ -352,6 +377,8 @@ class Room:
             except ValueError as exc:  # decoded before commit, yet pycrdt refused it here
                 log.error("skipping the update at %s: %s", record.versionstamp, exc)
                 continue
+            with contextlib.suppress(Exception):  # (see apply_local)
+                self.same.note(record.update, compare=False)  # text it deletes
             self.broadcast(codec.encode(SyncUpdate(record.update)))
             count += 1
         return count

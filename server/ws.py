@@ -85,6 +85,7 @@ from server.session import (
 )
 from server.writer import WriterClosed
 
+SAME_CHANGE_DEVICE = "weft:same-change"  # the device a same change's deletion is by
 log = logging.getLogger("weft.sync")
 
 SYNC_STEP1_PREFIX = bytes((codec.MSG_SYNC, codec.SYNC_STEP1))
@@ -580,6 +581,44 @@ class _Link:
             commit.hash,
         )
 
+    def _keep_once(self, copies: bytes) -> None:
+        """Commit ``copies`` (a delete-only update: this connection's copy of the same
+        change another device sent at the same moment, see :mod:`crdt.sameonline`) as
+        this connection's user, by ``SAME_CHANGE_DEVICE``, then apply it and send it to
+        every peer, this one included. If it fails, the copy stays, as it did before."""
+        assert self.ref is not None
+        ref = self.ref
+        item = Append(
+            ref, copies, self.principal.user, SAME_CHANGE_DEVICE, self.session_id
+        )
+        log.info(
+            "connection %d: the same change as another device's, sent at the same moment: "
+            "its copy deleted",
+            self.conn.id,
+            extra=self.extra,
+        )
+
+        def landed(appended: Appended | None, error: BaseException | None) -> None:
+            if error is not None or appended is None:
+                log.warning(
+                    "connection %d: keeping a same change once failed: %s",
+                    self.conn.id,
+                    error,
+                    extra=self.extra,
+                )
+                return
+            room = self.rooms.get(ref)
+            if room is None:
+                return  # unloaded: its next load replays the deletion from the log
+            try:
+                room.apply_local(copies, appended, sender=-1)  # every peer, this one too
+                self.metrics.same_changes.inc()
+            except Exception:
+                log.error("applying a same change's deletion failed", exc_info=True)
+
+        with contextlib.suppress(WriterClosed):  # shutting down: the copy stays
+            self.writer.submit_with(item, landed)
+
     def _submit_now(self, commit: Commit) -> None:
         item = self._item(commit)
         self.inflight += 1  # before: an update the writer refuses at once is settled inside
@@ -662,11 +701,18 @@ class _Link:
             # The room this connection joined, or its successor if it was unloaded meanwhile.
             assert self.ref is not None
             room = self.rooms.get(self.ref) or self.room
+            online = commit.branch is None  # a branch is judged whole, when it ends
+            compare = online and session.weft > 0  # a device's: see crdt.sameonline
             if (
-                room.apply_local(commit.update, appended, self.conn.id, commit.frame)
-                and commit.branch is None  # a branch is judged whole, when it ends
+                room.apply_local(
+                    commit.update, appended, self.conn.id, commit.frame, compare=compare
+                )
+                and online
             ):
                 self._edited_deleted(room, appended)
+            copies = room.take_copies() if compare else None
+            if copies is not None:
+                self._keep_once(copies)
             self.metrics.fanout_latency.observe(time.monotonic() - commit.received)
             if session.weft or commit.branch is not None:  # else: nothing to acknowledge
                 self._act_now(session.committed(commit, appended))

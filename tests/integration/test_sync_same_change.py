@@ -5,6 +5,7 @@ changes that differ are recorded as before (README, "Conflicts")."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def synced(server: ServerProcess, tmp_path: Path, project: str, *names: str) -> 
 def sync(server: ServerProcess, folder: Path, project: str) -> subprocess.CompletedProcess[str]:
     """``weft sync --once`` of ``folder`` as the user named as the folder."""
     return sync_once(folder, server.ws_url, TENANT, project, token=token_for(folder.name))
+
+
+def all_read(folder: Path, names: list[str], text: str) -> bool:
+    return all((folder / name).read_text() == text for name in names)
 
 
 def server_text(server: ServerProcess, project: str, path: str) -> str | None:
@@ -110,4 +115,47 @@ def test_the_same_change_on_two_offline_devices_comes_out_once(
         assert sync(server, folder, project).returncode == 0
         assert (folder / "f.txt").read_text() == PULLED, folder.name
     assert server_text(server, project, "f.txt") == PULLED
+    assert api(server, project, "conflicts")["conflicts"] == []
+
+
+def test_a_pull_made_on_two_running_devices_at_once_comes_out_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Both devices run ``weft sync`` and pull at the same moment: files written on both
+    within a few milliseconds, so each device sends changes before it has the other's.
+    Every file comes out with the change once, on both devices and on the server (the
+    server deletes the later copy of each: crdt.sameonline), with no conflict record."""
+    project = "samerunning"
+    names = [f"f{n:02d}.txt" for n in range(12)]
+    desk, laptop = (tmp_path / name for name in ("desk", "laptop"))
+    for folder in (desk, laptop):
+        folder.mkdir()
+    for name in names:
+        (desk / name).write_text(BASE)
+    for folder in (desk, laptop):
+        assert sync(server, folder, project).returncode == 0
+    runs = [
+        start_sync(folder, server.ws_url, TENANT, project, token=token_for(folder.name))
+        for folder in (desk, laptop)
+    ]
+    try:
+        for run in runs:
+            run.wait_for("in sync")
+        for name in names:
+            for folder in (desk, laptop):
+                (folder / name).write_text(PULLED)
+        wait_until(
+            lambda: all(server_text(server, project, name) == PULLED for name in names),
+            15,
+            "every file pulled once on the server",
+        )
+        for folder in (desk, laptop):
+            wait_until(
+                functools.partial(all_read, folder, names, PULLED),
+                10,
+                f"every file pulled once in {folder.name}",
+            )
+    finally:
+        for run in runs:
+            run.terminate()
     assert api(server, project, "conflicts")["conflicts"] == []
