@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.testing import ChildProcess, Listening
+from pycrdt import Map
+
+from server.testing import ChildProcess, Listening, YPeer, client_session
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,6 +132,35 @@ def sync_named(folder: Path, server: Listening, tenant: str, project: str) -> tu
 def doc_text(server: Listening, tenant: str, project: str, path: str) -> str | None:
     """The text of the document ``path`` on ``server`` (REST); None when there is none."""
     return get_text(f"{server.url}/api/v1/{tenant}/{project}/docs/{urllib.parse.quote(path)}")
+
+
+def doc_flags(server: Listening, tenant: str, project: str, path: str) -> dict[str, Any]:
+    """The ``weft`` map of the document ``path`` on ``server``, as a new peer gets it
+    (``deleted``, and the flags of :mod:`client.unsynced`)."""
+
+    async def read() -> dict[str, Any]:
+        async with client_session() as session:
+            peer = await YPeer.connect(session, f"{server.ws_url}/{tenant}/{project}/{path}")
+            return peer.doc.get("weft", type=Map).to_py() or {}
+
+    return asyncio.run(read())
+
+
+def synced_pair(
+    tmp_path: Path, server: Listening, tenant: str, project: str, files: Mapping[str, str]
+) -> tuple[Path, Path]:
+    """The folders ``laptop`` and ``desk`` in ``tmp_path``, both synced (with
+    :func:`sync_named`) with ``files`` (path -> text), written in ``laptop`` first."""
+    laptop, desk = tmp_path / "laptop", tmp_path / "desk"
+    laptop.mkdir()
+    desk.mkdir()
+    for path, text in files.items():
+        (laptop / path).parent.mkdir(parents=True, exist_ok=True)
+        (laptop / path).write_text(text)
+    for folder in (laptop, desk):
+        code, out = sync_named(folder, server, tenant, project)
+        assert code == 0, out
+    return laptop, desk
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

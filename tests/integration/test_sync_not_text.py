@@ -6,23 +6,20 @@ workspace on a server in this process for the status line and a smaller limit.""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pycrdt import Map
 from rich.console import Console
 
 from client.events import Event
 from client.sync_cli import _Ui
-from client.testing import doc_text, start_sync, sync_named, wait_until
+from client.testing import doc_flags, doc_text, start_sync, sync_named, synced_pair, wait_until
 from client.unsynced import NOT_TEXT, OVER_LIMIT
 from client.workspace import Workspace
 from server.app import create_app
 from server.config import Settings
-from server.testing import ServerProcess, StartServer, YPeer, client_session, serve_in_process
+from server.testing import ServerProcess, StartServer, serve_in_process
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
@@ -37,35 +34,13 @@ def server(weft_module_server_factory: StartServer) -> ServerProcess:
     return weft_module_server_factory()
 
 
-def server_flags(server: ServerProcess, project: str, path: str) -> dict[str, Any]:
-    """The ``weft`` map of the server's document ``path``, as a new peer gets it."""
-
-    async def read() -> dict[str, Any]:
-        async with client_session() as session:
-            peer = await YPeer.connect(session, f"{server.ws_url}/{TENANT}/{project}/{path}")
-            return peer.doc.get("weft", type=Map).to_py() or {}
-
-    return asyncio.run(read())
-
-
-def two_devices(tmp_path: Path, server: ServerProcess, project: str) -> tuple[Path, Path]:
-    """The folders ``laptop`` and ``desk``, both synced with ``notes.md`` (``TEXT``)."""
-    laptop, desk = tmp_path / "laptop", tmp_path / "desk"
-    laptop.mkdir()
-    desk.mkdir()
-    (laptop / "notes.md").write_text(TEXT)
-    for folder in (laptop, desk):
-        assert sync_named(folder, server, TENANT, project)[0] == 0
-    return laptop, desk
-
-
 def test_a_file_turned_binary_is_not_in_sync_and_every_device_says_so(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     """It was "skipping notes.md: binary file" on the device it turned binary on, once
     a run, and "in sync" (exit 0) on both, while the file and the server differed."""
     project = "turned"
-    laptop, desk = two_devices(tmp_path, server, project)
+    laptop, desk = synced_pair(tmp_path, server, TENANT, project, {"notes.md": TEXT})
     (laptop / "notes.md").write_bytes(PNG)
 
     code, out = sync_named(laptop, server, TENANT, project)
@@ -75,7 +50,7 @@ def test_a_file_turned_binary_is_not_in_sync_and_every_device_says_so(
     assert f"notes.md is {binary}: no longer synced; {KEPT}" in out, out
     assert f"notes.md: {binary}: not synced ({KEPT})" in out, out
     assert "skipping" not in out, out
-    assert server_flags(server, project, "notes.md").get(NOT_TEXT) == "laptop"
+    assert doc_flags(server, TENANT, project, "notes.md").get(NOT_TEXT) == "laptop"
     code, again = sync_named(laptop, server, TENANT, project)  # still not in sync, said once
     assert code == 1 and again.count("no longer synced") == 1, again
 
@@ -106,7 +81,7 @@ def test_a_file_turned_binary_is_not_in_sync_and_every_device_says_so(
     merged = "line 0 from laptop\n" + TEXT + "line 3 from desk\n"
     assert (laptop / "notes.md").read_text() == merged
     assert doc_text(server, TENANT, project, "notes.md") == merged
-    assert NOT_TEXT not in server_flags(server, project, "notes.md")
+    assert NOT_TEXT not in doc_flags(server, TENANT, project, "notes.md")
     code, out = sync_named(desk, server, TENANT, project)
     assert code == 0 and "not text" not in out, out
     assert (desk / "notes.md").read_text() == merged
@@ -116,7 +91,7 @@ def test_a_running_sync_says_once_and_syncs_the_file_again_once_it_is_text(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     project = "running"
-    laptop, desk = two_devices(tmp_path, server, project)
+    laptop, desk = synced_pair(tmp_path, server, TENANT, project, {"notes.md": TEXT})
     args = ["--device-id", "laptop", "--poll", "0.2"]
     running = start_sync(laptop, server.ws_url, TENANT, project, args=args)
     other = start_sync(desk, server.ws_url, TENANT, project, args=["--device-id", "desk"])
@@ -152,7 +127,7 @@ def test_deleting_a_file_that_is_not_text_clears_the_flag(
     """The flag (``weft.not_text``) names the device; deleting its file clears it, so the
     document, brought back later, is not said to be not text anywhere."""
     project = "deleted"
-    laptop, desk = two_devices(tmp_path, server, project)
+    laptop, desk = synced_pair(tmp_path, server, TENANT, project, {"notes.md": TEXT})
     (laptop / "notes.md").write_bytes(b"\0")
     assert sync_named(laptop, server, TENANT, project)[0] == 1
     code, out = sync_named(desk, server, TENANT, project)
@@ -161,7 +136,7 @@ def test_deleting_a_file_that_is_not_text_clears_the_flag(
     (laptop / "notes.md").unlink()
     code, out = sync_named(laptop, server, TENANT, project)
     assert code == 0 and "in sync:" in out, out
-    assert NOT_TEXT not in server_flags(server, project, "notes.md")
+    assert NOT_TEXT not in doc_flags(server, TENANT, project, "notes.md")
     code, out = sync_named(desk, server, TENANT, project)
     assert code == 0 and "not text" not in out, out
     assert not (desk / "notes.md").exists()
