@@ -4,10 +4,10 @@ Pure file-system work, no syncing: scanning (``.weftignore`` rules applied, syml
 folders not followed, with a warning), reading a file as UTF-8 text or saying why it is
 skipped (one warning per file and reason: binary, undecodable, too big, a symlink, a
 path a document cannot have; a file that is synced already and is now over the size
-limit or not UTF-8 text is :class:`TooBig` or :class:`NotTextFile` with no warning: the
-workspace says it stops syncing), writing atomically (a temporary file in
-``.weft/tmp`` renamed over the target, keeping its mode) and removing files (empty
-parent folders go too).
+limit, not UTF-8 text or a symbolic link is :class:`TooBig`, :class:`NotTextFile` or
+:class:`Symlink` with no warning: the workspace says it stops syncing), writing
+atomically (a temporary file in ``.weft/tmp`` renamed over the target, keeping its
+mode) and removing files (empty parent folders go too).
 
 Nothing is read, written or removed through a symbolic link: neither the file's own nor
 one on the way (a link to a folder elsewhere would make a document path name a file
@@ -73,9 +73,10 @@ SKIP = Skip()
 
 
 class Unfit(Skip):
-    """A regular file whose content cannot be synced: ``why`` says what is wrong with it
-    ("N bytes, over the L-byte limit", "binary (a NUL byte at offset N)"). A synced file
-    found so stops syncing (:mod:`client.unsynced`); a new one is skipped."""
+    """What is at a file's path and cannot be synced: a regular file whose content cannot
+    be, or a symbolic link. ``why`` says what is wrong with it ("N bytes, over the L-byte
+    limit", "binary (a NUL byte at offset N)", "a symbolic link"). A synced file found so
+    stops syncing (:mod:`client.unsynced`); a new one is skipped."""
 
     why: str
 
@@ -94,6 +95,13 @@ class NotTextFile(Unfit):
 
     def __init__(self, why: str) -> None:
         self.why = why
+
+
+class Symlink(Unfit):
+    """A symbolic link where a file is (to a file, to a folder, or to nothing): never
+    followed, written through or written over."""
+
+    why = "a symbolic link"
 
 
 # A file as last read or written here: (modification time in ns, size, inode).
@@ -194,7 +202,8 @@ class Folder:
         if self.ignore(nfc, is_dir=True):
             return False
         if os.path.islink(os.path.join(dirpath, os.path.basename(name))):
-            self.warn(nfc, f"skipping {nfc}: a symbolic link to a folder is not followed")
+            if not self.synced(nfc):  # (a synced file replaced by it: the workspace says so)
+                self.warn(nfc, f"skipping {nfc}: a symbolic link to a folder is not followed")
             return False
         return True
 
@@ -373,7 +382,8 @@ class Folder:
 
     def read(self, path: str) -> str | Skip | None:
         """The file's text; None if it does not exist; a :class:`Skip` if it is not
-        synced (an :class:`Unfit` one when its content is what is wrong with it)."""
+        synced (an :class:`Unfit` one when the file itself is what is wrong: its content,
+        or a symbolic link in its place)."""
         names = self.clash(path)
         if names is not None:
             return self.warn(
@@ -422,7 +432,9 @@ class Folder:
     def _read_at(self, path: str, fd: int, leaf: str) -> bytes | Skip | None:
         info = os.stat(leaf, dir_fd=fd, follow_symlinks=False)
         if stat.S_ISLNK(info.st_mode):
-            return self.warn(path, f"skipping {path}: symbolic links are not synced")
+            if not self.synced(path):  # (a synced one stops syncing: the workspace says so)
+                self.warn(path, f"skipping {path}: symbolic links are not synced")
+            return Symlink()
         if not stat.S_ISREG(info.st_mode):
             return None if stat.S_ISDIR(info.st_mode) else SKIP
         self._stat[path] = _file_stat(info)

@@ -101,13 +101,15 @@ swap, backup, autosave, lock and safe-write files (*.swp, *~, #*#, .~lock.*#,
 later matches it, said once a run: delete it to stop). Binary, non-UTF-8 and oversized
 files (over 4 MiB) and symbolic links are skipped with a warning; nothing is read,
 written or deleted through a link (to a folder either). A synced file that grows past
-4 MiB or is no longer UTF-8 text (binary, another encoding) stops syncing: said once,
-it is not in sync (--once names it and exits 1), and the other devices keep its last
-synced text and say so; back under the limit or text again, it syncs again. A new
+4 MiB, is no longer UTF-8 text (binary, another encoding) or is replaced by a symbolic
+link stops syncing: said once, it is not in sync (--once names it and exits 1), and
+the other devices keep its last synced text and say so; back under the limit, text
+again or a regular text file again, it syncs again. A new
 file is taken in once quiet (last changed 0.1 s ago, 1 s when over 64 KiB; at most 30
 s), so a file still being written (a cp, a download) is not sent in part. A document
-that cannot be written (its path goes through such a link, or a file and a folder have
-its name) is said once and is not in sync (--once exits 1).
+that cannot be written (its path goes through such a link, a file and a folder have
+its name, or a file there that was never synced cannot be: binary, over 4 MiB, a link)
+is said once and is not in sync (--once exits 1); nothing is written over that file.
 If DIR or DIR/.weft is moved or deleted while it runs, it stops (exit 1) and sends no
 deletions.
 
@@ -376,7 +378,9 @@ class _Ui:
             parts.append("read-only")
         if ws.conflicts:
             parts.append(f"{len(ws.conflicts)} conflicts")
-        parts += ws.unsynced.counts()  # over the size limit, not text
+        if ws.unwritable:  # (a link, a folder, a file never synced in the way)
+            parts.append(f"{len(ws.unwritable)} not written")
+        parts += ws.unsynced.counts()  # over the size limit, not text, replaced by a link
         return Text("● ", style=style) + Text(state, style=style) + Text("  " + " · ".join(parts))
 
 
@@ -513,8 +517,9 @@ def _failed(ws: Workspace) -> dict[str, str]:
     """Files the server refused for good, and why: documents (e.g. an update over its
     size limit; with how many local changes they still hold), local files whose
     conflict with the server's version it would not record, documents that could not
-    be written to their file (a link or a file on the way, a folder in its place), and
-    synced files grown over the size limit or no longer text (:mod:`client.unsynced`)."""
+    be written to their file (a link or a file on the way, a folder in its place, a
+    file never synced that cannot be), and synced files grown over the size limit, no
+    longer text or replaced by a symbolic link (:mod:`client.unsynced`)."""
     failed = {path: why for path, (_, why) in ws.failed.items()}
     failed |= {path: f"not written: {why}" for path, why in ws.unwritable.items()}
     failed |= ws.unsynced.failed()

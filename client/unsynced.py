@@ -1,40 +1,48 @@
 """Synced files that stopped syncing (part of :mod:`client.workspace`): grown past the
-size limit, or no longer UTF-8 text.
+size limit, no longer UTF-8 text, or replaced by a symbolic link.
 
 A file that syncs stops syncing once it grows past the limit (``max_file_bytes``, 4 MiB:
-:data:`client.folder.MAX_FILE_BYTES`) or once it is no longer UTF-8 text (an image saved
-over it, a save in Latin-1 with a non-ASCII character: :class:`client.folder.Unfit`): it
-is neither taken in nor written over, and the other devices keep its last synced text.
-Before, only "skipping FILE" said so, once, and ``weft sync --once`` said "in sync" on
-every device while they held another text than the file (over the limit: a part of a
-10 MB file being written when it was first read went out, the rest as edits, until it
-passed the limit). Now:
+:data:`client.folder.MAX_FILE_BYTES`), once it is no longer UTF-8 text (an image saved
+over it, a save in Latin-1 with a non-ASCII character), or once a symbolic link takes
+its place (``ln -sf other.md notes.md``; to a file, a folder or nothing): see
+:class:`client.folder.Unfit`. It is neither taken in nor written over (a link is not
+followed either), and the other devices keep its last synced text. Before, only
+"skipping FILE" said so, once, and ``weft sync --once`` said "in sync" on every device
+while they held another text than the file (over the limit: a part of a 10 MB file
+being written when it was first read went out, the rest as edits, until it passed the
+limit). Now:
 
 - the device whose file it is says so once a run, with what is wrong with it ("FILE is
   N bytes, over the L-byte limit: no longer synced; the other devices keep its last
   synced text"; "FILE is binary (a NUL byte at offset N): ..."; "FILE is not valid
-  UTF-8 (byte 0xe9 at offset N): ..."), and counts it as not in sync (``weft sync
-  --once`` names it, with that reason, and exits 1; the status line counts it);
-- it sets the flag of that reason in the document's ``weft`` map, ``over_limit`` or
-  ``not_text`` (:data:`REASONS`), to its device id, so every other device says, once a
-  run, that its copy is the last synced text ("FILE is over the size limit on device
-  D: ..."; "FILE is not text on device D: ..."); the flag is an update as any other,
+  UTF-8 (byte 0xe9 at offset N): ..."; "FILE is now a symbolic link: ..."), and counts
+  it as not in sync (``weft sync --once`` names it, with that reason, and exits 1; the
+  status line counts it);
+- it sets the flag of that reason in the document's ``weft`` map, ``over_limit``,
+  ``not_text`` or ``symlink`` (:data:`REASONS`), to its device id, so every other
+  device says, once a run, that its copy is the last synced text ("FILE is over the
+  size limit on device D: ..."; "FILE is not text on device D: ..."; "FILE is a
+  symbolic link on device D: ..."); the flag is an update as any other,
   sent with the file's edits, offline ones included (a document flagged already keeps
-  the device it names; a file that goes from one reason to the other moves this
+  the device it names; a file that goes from one reason to another moves this
   device's flag to the other one in one update);
-- the file fit again (back under the limit, text again) is taken in again (merged three
-  ways with what came from elsewhere meanwhile, as any save), the flag is cleared in the
-  same update, and that is said ("FILE is back under the L-byte limit: synced again";
-  "FILE is text again: synced again"). A deletion of the file clears it too. Only the
-  device the flag names clears it.
+- the file fit again (back under the limit, text again, a regular text file in the
+  link's place) is taken in again (merged three ways with what came from elsewhere
+  meanwhile, as any save), the flag is cleared in the same update, and that is said
+  ("FILE is back under the L-byte limit: synced again"; "FILE is text again: synced
+  again"; "FILE is a regular file again: synced again"). A deletion of the file (or of
+  the link) clears it too. Only the device the flag names clears it.
 
-Two flags, one per reason, of one shape (a device id), rather than one flag with a
-reason in it: ``over_limit`` was written by weft before ``not_text`` was, and is part of
-the documented convention. A weft that knows only ``over_limit`` ignores ``not_text``
-(it says nothing, as it did before), where a reason added to ``over_limit`` (or a new
-shape for it) would have it say that a binary file is over the size limit, or read a
-device id that is not one. A device whose file is over the limit and another whose file
-is binary are both named, too.
+One flag a reason, of one shape (a device id), rather than one flag with a reason in
+it: ``over_limit`` was written by weft before ``not_text`` was, and ``not_text`` before
+``symlink``; each is part of the documented convention once written. A weft that knows
+only the older keys ignores a newer one (it says nothing, as it did before), where a
+reason added to an older key (or a new shape for it) would have it say something false:
+that a binary file is over the size limit, that a link is not text ("until it is text
+again": it may hold text, it is a link), or read a device id that is not one. A device
+whose file is over the limit and another whose file is a link are both named, too. A
+link is a reason of its own, not a kind of ``not_text``, for the same reason: what each
+device says (and what makes the file sync again) differs.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from client.events import Event
-from client.folder import NotTextFile, TooBig, Unfit
+from client.folder import NotTextFile, Symlink, TooBig, Unfit
 
 if TYPE_CHECKING:
     from client.entry import DocEntry
@@ -56,16 +64,21 @@ OVER_LIMIT = "over_limit"
 NOT_TEXT = "not_text"
 """The key of the ``weft`` map naming the device whose file is not UTF-8 text."""
 
+SYMLINK = "symlink"
+"""The key of the ``weft`` map naming the device where a symbolic link replaced the file."""
+
 
 @dataclass(frozen=True)
 class Reason:
     """Why a synced file stopped syncing, and how each device says it."""
 
     flag: str  # its key in the document's ``weft`` map
-    state: str  # "FILE is STATE on device D"; the status line: "N STATE"
+    state: str  # "FILE is STATE on device D"
     again: str  # "it syncs again once AGAIN"
     until: str  # "not synced from there until UNTIL"
     back: str  # "FILE is BACK: synced again" ({limit}: the size limit)
+    counted: str  # the status line: "N COUNTED"
+    became: str = "is"  # "FILE BECAME WHY: no longer synced" (WHY: Unfit.why)
 
 
 REASONS: dict[type[Unfit], Reason] = {
@@ -75,6 +88,7 @@ REASONS: dict[type[Unfit], Reason] = {
         again="it is back under the limit",
         until="it is back under it",
         back="back under the {limit}-byte limit",
+        counted="over the size limit",
     ),
     NotTextFile: Reason(
         NOT_TEXT,
@@ -82,6 +96,16 @@ REASONS: dict[type[Unfit], Reason] = {
         again="it is UTF-8 text again",
         until="it is text again",
         back="text again",
+        counted="not text",
+    ),
+    Symlink: Reason(
+        SYMLINK,
+        "a symbolic link",
+        again="it is a regular text file again",
+        until="it is a regular file again",
+        back="a regular file again",
+        counted="replaced by a link",
+        became="is now",
     ),
 }
 
@@ -106,15 +130,15 @@ class Unsynced:
         return [r.flag for r in REASONS.values() if entry.meta.get(r.flag) == mine]
 
     def stopped(self, entry: DocEntry, unfit: Unfit) -> None:
-        """The synced file of ``entry`` is ``unfit`` (over the limit, not text): flag the
-        document (unless it is flagged for that reason already: two devices whose files
-        are unfit would take the flag from each other at each update) and say so, once
-        (and again when the reason changes)."""
+        """The synced file of ``entry`` is ``unfit`` (over the limit, not text, a link):
+        flag the document (unless it is flagged for that reason already: two devices whose
+        files are unfit would take the flag from each other at each update) and say so,
+        once (and again when the reason changes)."""
         path = entry.path
         before = self.files.get(path)
         self.files[path] = unfit
         reason = REASONS[type(unfit)]
-        moved = [flag for flag in self._mine(entry) if flag != reason.flag]  # the other reason
+        moved = [flag for flag in self._mine(entry) if flag != reason.flag]  # other reasons
         if reason.flag not in entry.meta or moved:
             shadow = self.ws.disk.get(path)
             with entry.doc.transaction():
@@ -127,8 +151,8 @@ class Unsynced:
             self.ws.remember(path, shadow)
         if before is None or type(before) is not type(unfit):
             message = (
-                f"{path} is {unfit.why}: no longer synced; the other devices keep its last "
-                f"synced text (it syncs again once {reason.again})"
+                f"{path} {reason.became} {unfit.why}: no longer synced; the other devices "
+                f"keep its last synced text (it syncs again once {reason.again})"
             )
             self.ws.emit(Event("warning", message, path))
 
@@ -188,6 +212,7 @@ class Unsynced:
         }
 
     def counts(self) -> list[str]:
-        """For the status line: "N over the size limit", "N not text"."""
+        """For the status line: "N over the size limit", "N not text", "N replaced by a
+        link"."""
         counted = Counter(REASONS[type(unfit)] for unfit in self.files.values())
-        return [f"{counted[r]} {r.state}" for r in REASONS.values() if counted[r]]
+        return [f"{counted[r]} {r.counted}" for r in REASONS.values() if counted[r]]

@@ -52,8 +52,10 @@ The folder's state lives in ``DIR/.weft/`` (the device's local history and state
 - ``.git/``, ``.weft/``, the restore's ``.weft-manifest.json`` at the top and
   ``.weftignore`` patterns are ignored; binary, undecodable, oversized files and
   symlinks are skipped with one warning each (a synced file that grows over the size
-  limit or is no longer UTF-8 text stops syncing, and every device says so:
-  :mod:`client.unsynced`), and so are the changes of a file whose document's
+  limit, is no longer UTF-8 text or is replaced by a symlink stops syncing, and every
+  device says so: :mod:`client.unsynced`; a document whose path holds such a file that
+  was never synced here is not written: said once, and counted as not in sync,
+  ``unwritable``), and so are the changes of a file whose document's
   ``content`` is not a text (another editor's ``Y.Array`` or ``Y.XmlFragment``:
   :class:`client.textdiff.NotText`).
 - Nothing is read, written or removed through a symbolic link (:mod:`client.folder`): a
@@ -382,7 +384,7 @@ class Workspace(Listener):
         if text == "" and shadow and self._settling(path):
             return True  # maybe a save in place under way: not taken in, not written over
         self.emptied.pop(path, None)
-        if isinstance(text, Unfit) and shadow is not None:  # over the limit, not text
+        if isinstance(text, Unfit) and shadow is not None:  # over the limit, not text, a link
             self.unsynced.stopped(entry, text)  # (client.unsynced)
             return False
         if isinstance(text, Skip):

@@ -12,7 +12,9 @@ with the state only the writing side uses:
   ``SAVE_SETTLE_SECONDS`` ago is not written over or removed until then (what the save
   writes next would go into the unlinked file);
 - ``unwritable``: documents whose file cannot be written (a link or a file on the way, a
-  folder where the file should be), said once and tried again when the path changes;
+  folder where the file should be, a file there that this device never synced and that
+  cannot be synced: binary, not UTF-8, over the size limit, a symbolic link), said once
+  and tried again when the path changes;
 - ``unseen`` and ``kept``: a document deleted elsewhere while edits made here waited for
   the server's ack has its file copied to ``.weft/conflicts/`` before it is removed (the
   deletion cannot have seen them), and where the copy is goes into the deletion line
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client.events import Event
-from client.folder import FileChanged, Skip
+from client.folder import FileChanged, Skip, Unfit
 from client.ignore import IGNORE_FILE
 
 if TYPE_CHECKING:
@@ -79,15 +81,19 @@ class Writes:
                 self._written(path)  # no file to have
             ws.device.changed()
             return
-        if path not in ws.tracked:  # the server's document meets a local file
+        if path not in ws.tracked or ws.disk.get(path) is None:  # no file of it here
             local = ws.folder.read(path)
-            if isinstance(local, Skip):
-                ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
+            if isinstance(local, Skip):  # one that cannot be synced is in the way
+                self._in_the_way(entry, local)
+                ws.device.changed()
                 return
-            if local is not None:
-                ws.new_files.start(path)
-                return
-            ws.tracked.add(path)
+            if local is not None:  # (what was in the way, if anything, is a text now)
+                self._written(path)
+            if path not in ws.tracked:  # the server's document meets a local file
+                if local is not None:
+                    ws.new_files.start(path)
+                    return
+                ws.tracked.add(path)
         if not ws.ingest(path):
             if path not in ws.unsynced.files:  # (said: client.unsynced)
                 ws.folder.warn(path, f"not writing {path}: the file there is not synced text")
@@ -118,6 +124,22 @@ class Writes:
         await asyncio.sleep(delay)
         self.pending.discard(path)
         self.schedule(path)
+
+    def _in_the_way(self, entry: DocEntry, local: Skip) -> None:
+        """The document's path holds ``local``, a file that cannot be synced (binary, not
+        UTF-8, too big, a symbolic link...), and no file of it was synced here: when the
+        document has a text to write, it is not written (never over that file), and is
+        not in sync until the file goes. Before, it was said once ("not writing FILE")
+        and counted as in sync: ``--once`` exited 0 while the folder lacked the text."""
+        if not entry.exists or entry.deleted:
+            self._written(entry.path)  # no file to have
+            return
+        what = local.why if isinstance(local, Unfit) else "not synced text"
+        self._cannot_write(
+            entry.path,
+            f"the file there is {what} and was never synced: it is left as it is (move it "
+            "away to get the project's version)",
+        )
 
     def _cannot_write(self, path: str, why: str) -> None:
         self.unwritable[path] = why

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from client.folder import SKIP, FileChanged, Folder, NotTextFile, TooBig, left
+from client.folder import SKIP, FileChanged, Folder, NotTextFile, Symlink, TooBig, left
 from client.safepath import PathBlocked
 
 NFD = "cafe\u0301/me\u0301nu.md"
@@ -294,6 +294,32 @@ def test_a_file_that_is_not_text_says_what_is_wrong_and_where(tmp_path: Path) ->
     assert warnings == [
         "skipping new-binary.md: binary file",
         "skipping new-latin1.md: not valid UTF-8 text",
+    ]
+
+
+def test_a_link_in_a_files_place_is_a_symlink_never_followed(tmp_path: Path) -> None:
+    # to a file, to a folder, to nothing: a synced one stops syncing, which the workspace
+    # says (client.unsynced), with no "skipping" (nor the scan's, for a link to a folder)
+    warnings: list[str] = []
+    f = Folder(
+        tmp_path,
+        warn=lambda _path, message: warnings.append(message),
+        synced=lambda path: path.startswith("synced"),
+    )
+    (tmp_path / "target.md").write_text("text\n")
+    (tmp_path / "folder").mkdir()
+    for target in ("target.md", "folder", "nowhere"):
+        for prefix in ("synced-", "new-"):
+            (tmp_path / f"{prefix}{target}").symlink_to(target)
+            read = f.read(f"{prefix}{target}")
+            assert isinstance(read, Symlink) and read.why == "a symbolic link"
+    links = ["new-nowhere", "new-target.md", "synced-nowhere", "synced-target.md"]
+    assert f.scan() == [*links, "target.md"]  # (not into a folder through a link)
+    assert warnings == [
+        "skipping new-target.md: symbolic links are not synced",
+        "skipping new-folder: symbolic links are not synced",
+        "skipping new-nowhere: symbolic links are not synced",
+        "skipping new-folder: a symbolic link to a folder is not followed",
     ]
 
 
