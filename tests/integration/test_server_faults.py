@@ -296,7 +296,8 @@ async def test_update_rate_slows_down_then_refuses(
     # Many connections at once push the tenant past its wait limit: some are refused.
     await asyncio.sleep(0.3)
     crowd = [await YPeer.connect(http, url, weft=True) for _ in range(6)]
-    await asyncio.gather(*(p.append("!") for p in crowd))
+    # Each its own text: the same one, sent at once, would be kept once (crdt.sameonline).
+    await asyncio.gather(*(p.append(f"!{n}") for n, p in enumerate(crowd)))
     results = await asyncio.gather(*(p.closed(3) for p in crowd), return_exceptions=True)
     refused = [r for r in results if isinstance(r, tuple) and r[0] == 4429]
     assert refused, results
