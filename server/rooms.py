@@ -66,7 +66,7 @@ from crdt import codec, ydoc
 from crdt.codec import Awareness, AwarenessEntry, SyncStep2, SyncUpdate
 from crdt.history import Append, Appended, DocRef, Head, History, Record
 from crdt.kv.base import read_counter
-from crdt.records import holds_pending, pending_updates
+from crdt.records import holds_pending, pending_updates, state_vector_clocks
 from crdt.sameonline import SameChanges
 from crdt.versions import CONTENT, DELETED, META
 from crdt.versionstamp import Versionstamp
@@ -304,9 +304,11 @@ class Room:
         # New, or in the log but not in the room: a commit whose outcome was unknown (FDB
         # commit_unknown_result) or whose ack was lost, now re-sent. This instance's own
         # records are skipped by the watcher, so this is the room's one chance to get it.
+        # What the doc held before: an item below it (sent again) is no new insert.
+        known = state_vector_clocks(self.doc.get_state()) if compare else None
         edited = self._apply(update)
         try:
-            self._copies = self.same.note(update, compare=compare)
+            self._copies = self.same.note(update, compare=compare, known=known)
         except Exception:  # keeping a same change once must never stop an update
             log.error("comparing an update with recent ones failed", exc_info=True)
         self.unapplied.discard(appended.versionstamp)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from pycrdt import merge_updates
 
+from crdt.codec import SyncUpdate
 from crdt.records import state_vector_clocks
+from crdt.textedits import apply, diff
 from server.app import create_app
 from server.appkeys import METRICS
 from server.config import Settings
@@ -42,6 +45,15 @@ async def settled(want: str | None, *peers: YPeer) -> None:
         await peer.until(
             lambda p=peer, o=others: has_all(p, *o) and want in (None, str(p))  # type: ignore[misc]
         )
+
+
+def save(peer: YPeer, new: str) -> bytes:
+    """The update of one save of the file as ``new``, as ``weft sync`` makes it (not
+    sent)."""
+    before = peer.doc.get_state()
+    old = str(peer)
+    apply(peer.text, old, diff(old, new))
+    return peer.doc.get_update(before)
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -98,4 +110,57 @@ async def test_different_changes_and_editors_keep_theirs(
         await one.append("word")
         await two.append("word")
         await settled(BASE + "wordword", one, two)
+        assert app[METRICS].same_changes.get() == 0
+
+
+async def marked(desk: YPeer, laptop: YPeer, acks: int) -> None:
+    """Desk sends one more update (a line at the top) and both read until they have
+    every update and desk has ``acks`` acks: a deletion the server committed for an
+    earlier update went before it (one writer, in order) and has reached both."""
+    await desk.edit(0, "top\n")
+    await desk.until(lambda: len(desk.acks) == acks and has_all(desk, laptop))
+    await laptop.until(lambda: has_all(laptop, desk))
+
+
+async def test_a_line_its_device_added_and_took_out_again_is_no_original(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Desk added a line and took it out again, both saves sent as one update (the
+    weft client's outbox merges the saves waiting to go); laptop added the same line
+    meanwhile and keeps it: desk's line is gone, so laptop's is no copy of anything."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        desk, laptop = await two_devices(http, f"{server.ws_url}/acme/site/n.txt", weft=True)
+        added = save(desk, BASE + "new line\n")
+        taken_out = save(desk, BASE)
+        await desk.send(SyncUpdate(merge_updates(added, taken_out)))
+        await desk.until(lambda: len(desk.acks) == 2)
+        await laptop.append("new line\n")
+        await laptop.until(lambda: len(laptop.acks) == 1)
+        await marked(desk, laptop, 3)
+        want = "top\n" + BASE + "new line\n"
+        assert (str(desk), str(laptop)) == (want, want)
+        assert app[METRICS].same_changes.get() == 0
+
+
+async def test_a_line_sent_again_after_it_was_taken_out_is_no_original(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Desk added a line and took it out again (two updates, both committed), then sent
+    the first again with a later save (a reconnect regroups what was not acknowledged:
+    another update, not a duplicate); laptop's same line, made meanwhile, stays."""
+    app = create_app(settings(tmp_path))
+    async with serve_in_process(app) as server:
+        desk, laptop = await two_devices(http, f"{server.ws_url}/acme/site/n.txt", weft=True)
+        added = save(desk, BASE + "new line\n")
+        await desk.send(SyncUpdate(added))
+        await desk.send(SyncUpdate(save(desk, BASE)))
+        later = save(desk, BASE.replace("line 1", "line one"))
+        await desk.send(SyncUpdate(merge_updates(added, later)))
+        await desk.until(lambda: len(desk.acks) == 4)
+        await laptop.append("new line\n")
+        await laptop.until(lambda: len(laptop.acks) == 1)
+        await marked(desk, laptop, 5)
+        want = "top\n" + BASE.replace("line 1", "line one") + "new line\n"
+        assert (str(desk), str(laptop)) == (want, want)
         assert app[METRICS].same_changes.get() == 0
