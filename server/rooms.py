@@ -31,6 +31,14 @@ that an update changed it too: :meth:`Room.apply_local` then says so, and the up
 judged as an edit of a deleted document (:mod:`crdt.editdelete`). For every other
 document an update costs one list lookup more.
 
+Each room remembers its devices' recent online text inserts (``Room.same``,
+:mod:`crdt.sameonline`): a device's update that inserts a copy of what another device
+inserted at the same place a moment before (the same change, made on both) is found as
+it is applied (:meth:`Room.take_copies`), and the connection commits the deletion of
+that copy (``server.ws``). Measured on updates like ``weft sync``'s (a line changed in
+a 200-line file): ~10 µs per device update compared, ~7.5 µs per other update while
+the room remembers some, 0.7 µs when it remembers none.
+
 Awareness is relayed to the room's peers and, through :mod:`server.awareness`, to the
 other instances' rooms of the same document (never stored in the history).
 
