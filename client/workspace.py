@@ -391,6 +391,19 @@ class Workspace(Listener):
             return False
         if text == shadow and not self.unsynced.flagged(entry):
             return True
+        if text is None and (entry.deleted or shadow is None):
+            # No file, and none to delete: the document is deleted already (elsewhere,
+            # while this device's file was unfit and so not removed), or this device had
+            # no file of it. A flag naming this device is stale: cleared, never taken for
+            # a deletion (a document brought back elsewhere was deleted again by it).
+            if self.unsynced.flagged(entry) and self.folder_ok():
+                queued = entry.unrecorded_local
+                with entry.doc.transaction():
+                    self.unsynced.clear(entry, deleted=True)
+                if entry.unrecorded_local > queued:
+                    self.device.file_read(entry, None)
+            self.remember(path, None)
+            return True
         if text is None:
             if not entry.deleted:
                 if not self.folder_ok():  # missing with the whole folder: not deleted

@@ -180,3 +180,37 @@ async def test_the_status_line_counts_it_and_a_file_over_the_limit_then_binary_m
         f"f.txt is binary (a NUL byte at offset 16): no longer synced; {KEPT} (it syncs "
         "again once it is UTF-8 text again)",
     ]
+
+
+def test_a_flagged_file_deleted_after_its_document_was_deleted_elsewhere_clears_the_flag(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The laptop's file turns binary (flagged ``not_text``: laptop), the desk deletes
+    the document (the laptop's binary file is not removed: never written over), then the
+    laptop's file is deleted too: its flag went nowhere, and the document, brought back
+    by the desk with a new text, was deleted again by the laptop (a flag naming it, and no
+    file: taken as its file deleted) and the desk said the laptop's file was not text."""
+    project = "gone-both"
+    laptop, desk = synced_pair(tmp_path, server, TENANT, project, {"notes.md": TEXT})
+    (laptop / "notes.md").write_bytes(PNG)
+    assert sync_named(laptop, server, TENANT, project)[0] == 1
+    (desk / "notes.md").unlink()
+    assert sync_named(desk, server, TENANT, project)[0] == 0
+    code, out = sync_named(laptop, server, TENANT, project)
+    assert (laptop / "notes.md").read_bytes() == PNG, out  # not removed: not what was synced
+
+    (laptop / "notes.md").unlink()
+    code, out = sync_named(laptop, server, TENANT, project)
+    assert code == 0 and "in sync:" in out, out
+    assert NOT_TEXT not in doc_flags(server, TENANT, project, "notes.md")
+
+    (desk / "notes.md").write_text("brought back\n")
+    code, out = sync_named(desk, server, TENANT, project)
+    assert code == 0 and "not text" not in out, out
+    code, out = sync_named(laptop, server, TENANT, project)
+    assert code == 0, out
+    assert doc_text(server, TENANT, project, "notes.md") == "brought back\n"
+    assert doc_flags(server, TENANT, project, "notes.md").get("deleted") is False
+    assert (laptop / "notes.md").read_text() == "brought back\n"
+    code, out = sync_named(desk, server, TENANT, project)
+    assert code == 0 and (desk / "notes.md").read_text() == "brought back\n", out
