@@ -293,14 +293,18 @@ class NewFiles:
         later = self.ws.folder.read(path)
         if isinstance(later, str) and later not in (text, server_text):
             backup = self.backup(path, later)
-        self.ws.folder.write(path, server_text)
-        self.ws.remember(path, server_text)
+        if not isinstance(later, Skip):  # (binary, a link...: no text to keep, see below)
+            self.ws.folder.write(path, server_text)
+            self.ws.remember(path, server_text)
+            # (a write from elsewhere, counted as one: the summary said "0 file(s) written")
+            self.ws.emit(Event("remote", f"{path} updated (remote)", path))
         # A change that came while the report was on its way was not written (the file
         # was being decided: client.writes), and the document may be deleted again since:
-        # written now, the file goes with it.
+        # written now, the file goes with it. A file saved meanwhile that cannot be
+        # synced (binary, not UTF-8, too big, a link) has no text to back up: it was
+        # written over, and lost; it is left as it is, not written, and not in sync
+        # until it goes (tracked with no shadow: client.writes).
         self.ws.schedule_write(path)
-        # (a write from elsewhere, counted as one: the summary said "0 file(s) written")
-        self.ws.emit(Event("remote", f"{path} updated (remote)", path))
         cid = str(record.get("id", ""))
         self.ws.emit(
             Event(

@@ -39,6 +39,39 @@ async def test_a_save_during_the_conflict_report_is_kept(tmp_path: Path) -> None
         ]
 
 
+async def test_a_binary_file_saved_during_the_conflict_report_is_not_written_over(
+    tmp_path: Path,
+) -> None:
+    """A save during the report that is not text (an image saved at that path) has no
+    text to keep in a backup: the server's text was written over it, and it was gone.
+    It is left as it is now, as any file at a document's path that this device never
+    synced and cannot sync (client.writes: not written, not in sync)."""
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'weft.db'}"))
+    async with serve_in_process(app) as server:
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        (a / "plan.txt").write_text("the server's plan\n")
+        async with Workspace(a, server.ws_url, "acme", "p", poll_seconds=0.1) as first:
+            await first.sync(10)
+        (b / "plan.txt").write_text("my own plan\n")
+        async with Workspace(b, server.ws_url, "acme", "p", poll_seconds=0.1) as second:
+            report = second.device.api.report_conflict
+
+            async def saving_meanwhile(path: str, text: str, device: str) -> dict[str, object]:
+                (b / "plan.txt").write_bytes(png)
+                return await report(path, text, device)
+
+            second.device.api.report_conflict = saving_meanwhile  # type: ignore[method-assign]
+            await second.sync(10)
+            assert (b / "plan.txt").read_bytes() == png
+            assert "plan.txt" in second.unwritable, second.unwritable
+        assert (b / "plan.txt").read_bytes() == png
+        backups = sorted(p.read_text() for p in (b / ".weft" / "conflicts").rglob("*.txt*"))
+        assert backups == ["my own plan\n"]
+
+
 async def test_a_save_just_before_a_remote_write_is_taken_in_not_written_over(
     tmp_path: Path,
 ) -> None:
